@@ -1,6 +1,10 @@
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { once } from "node:events";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { SwitchyardError } from "../../core/index.ts";
 import {
@@ -23,6 +27,44 @@ const attempt = (attemptId: string): RailStoreRecord => ({
   destination: null,
   request: "lnbcrt1...",
 });
+
+/** A pid no process of this host has (above Linux's pid_max). */
+const gonePid = 2 ** 22 + 12_345;
+
+/**
+ * Opens a file store on `file` in another process, which holds it (its lock renewed) until its stdin ends, then
+ * closes it: resolves once it holds the journal.
+ */
+async function holdInAnotherProcess(file: string): Promise<ChildProcess> {
+  const store = pathToFileURL(path.join(import.meta.dirname, "store.ts")).href;
+  const child = spawn(
+    process.execPath,
+    [
+      "--input-type=module",
+      "-e",
+      `const { createFileRailStore } = await import(${JSON.stringify(store)});
+       const store = createFileRailStore(process.argv[1]);
+       await store.load();
+       console.log("held");
+       process.stdin.on("end", () => store.close().then(() => process.exit(0)));
+       process.stdin.resume();`,
+      file,
+    ],
+    { stdio: ["pipe", "pipe", "inherit"] },
+  );
+  let output = "";
+  child.stdout?.setEncoding("utf8");
+  await new Promise<void>((resolve, reject) => {
+    child.stdout?.on("data", (chunk: string) => {
+      output += chunk;
+      if (output.includes("held")) resolve();
+    });
+    child.on("exit", (code) =>
+      reject(new Error(`the other process left (${String(code)}) before it held the journal`)),
+    );
+  });
+  return child;
+}
 
 describe("rail store", () => {
   let directory = "";
@@ -264,6 +306,83 @@ describe("rail store", () => {
     expect(JSON.parse(await readFile(`${file}.lock`, "utf8")).pid).toBe(process.pid);
     await third.close();
     await expect(readFile(`${file}.lock`, "utf8")).rejects.toThrow(/ENOENT/);
+  });
+
+  it("lets one of two processes that judged the same lock stale take it over: the other, acting on its look, is refused", async () => {
+    const file = path.join(directory, "raced.jsonl");
+    const lock = `${file}.lock`;
+    // Its holder, a process of this host, is gone.
+    await writeFile(
+      lock,
+      JSON.stringify({ pid: gonePid, host: os.hostname(), token: randomUUID(), renewedAtMs: Date.now() }),
+    );
+    let other: ChildProcess | null = null;
+    const first = createFileRailStore(file, {
+      // Between this store's look at the stale lock and its takeover, another process takes the journal, and keeps it.
+      beforeTakeover: async () => {
+        other ??= await holdInAnotherProcess(file);
+      },
+    });
+    try {
+      // Before: this one removed the other's fresh lock on its stale look and made its own: both held the journal,
+      // and each compacted it from under the other.
+      await expect(first.load()).rejects.toThrow(/in use by another process/);
+      expect(other).not.toBeNull();
+      expect(JSON.parse(await readFile(lock, "utf8")).pid).toBe((other as ChildProcess | null)?.pid);
+      // Nothing of the takeover left beside the journal (no claim, no temporary file).
+      expect((await readdir(directory)).sort()).toEqual(["raced.jsonl", "raced.jsonl.lock"]);
+    } finally {
+      const child = other as ChildProcess | null;
+      if (child !== null && child.exitCode === null) {
+        const exited = once(child, "exit");
+        child.stdin?.end();
+        await exited;
+      }
+    }
+    // The other closed its store (and removed its lock): this one takes the journal now.
+    await first.load();
+    expect(JSON.parse(await readFile(lock, "utf8")).pid).toBe(process.pid);
+    await first.close();
+    await expect(readFile(lock, "utf8")).rejects.toThrow(/ENOENT/);
+  });
+
+  it("takes over a stale lock whose taker crashed half way (its claims left behind), and is refused while a live one is at it", async () => {
+    const file = path.join(directory, "claimed.jsonl");
+    const lock = `${file}.lock`;
+    const host = os.hostname();
+    const stale = randomUUID();
+    const claimer = randomUUID();
+    await writeFile(lock, JSON.stringify({ pid: gonePid, host, token: stale, renewedAtMs: Date.now() }));
+    // A taker of the stale lock that is at it now (this test's parent, alive): refused, its claim left alone.
+    const claim = `${lock}.${stale}.claim`;
+    await writeFile(
+      claim,
+      JSON.stringify({ pid: process.ppid, host, token: claimer, renewedAtMs: Date.now() }),
+    );
+    const store = createFileRailStore(file);
+    await expect(store.load()).rejects.toThrow(/in use by another process/);
+    expect(JSON.parse(await readFile(claim, "utf8")).pid).toBe(process.ppid);
+    // The taker crashed half way (its process gone), and so did the one that took its claim over: both claims are
+    // taken over in turn, then the lock. Before: the journal stayed locked for good (every taker refused, or, with
+    // no claims, two takers held it at once).
+    await writeFile(claim, JSON.stringify({ pid: gonePid, host, token: claimer, renewedAtMs: Date.now() }));
+    await writeFile(
+      `${lock}.${claimer}.claim2`,
+      JSON.stringify({ pid: gonePid, host, token: randomUUID(), renewedAtMs: Date.now() }),
+    );
+    await store.load();
+    expect(JSON.parse(await readFile(lock, "utf8")).pid).toBe(process.pid);
+    await store.close();
+    // A claim this process's pid left in an earlier run (a container's pid 1 restarted) is a crashed taker's too.
+    await writeFile(lock, JSON.stringify({ pid: gonePid, host, token: stale, renewedAtMs: Date.now() }));
+    await writeFile(
+      claim,
+      JSON.stringify({ pid: process.pid, host, token: claimer, renewedAtMs: Date.now() }),
+    );
+    const again = createFileRailStore(file);
+    await again.load();
+    await again.close();
+    expect(await readdir(directory)).toEqual(["claimed.jsonl"]);
   });
 
   it("writes nothing more once another process took its lock over (its lease left unrenewed past half its life)", async () => {

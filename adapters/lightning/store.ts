@@ -5,9 +5,10 @@
 // open.
 import { randomUUID } from "node:crypto";
 import { closeSync, fdatasync, openSync, readFileSync, writeSync } from "node:fs";
-import { mkdir, open, readFile, rename, unlink, writeFile } from "node:fs/promises";
+import { type FileHandle, link, mkdir, open, readFile, rename, unlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { type RailFailureCode, SwitchyardError } from "../../core/index.ts";
 
 export type PaymentKind = "bolt11" | "keysend";
@@ -266,12 +267,162 @@ function processAlive(pid: number): boolean {
 
 /** How long a journal lock holds without being renewed; its holder renews it six times as often. */
 export const journalLeaseMs = 60_000;
+/** Claims of claims followed to take over one left by a crashed taker: each level is one more taker crashed half way. */
+const journalClaimLevelsMax = 8;
+/** A claim is held for the milliseconds of a takeover, a renewal or a close: one seen held is waited for a few times. */
+const journalClaimWaitMs = 10;
+const journalClaimTriesMax = 5;
 
-type JournalLockHolder = { pid?: unknown; host?: unknown; token?: unknown; renewedAtMs?: unknown };
+type JournalLockHolder = {
+  pid?: unknown;
+  host?: unknown;
+  run?: unknown;
+  token?: unknown;
+  renewedAtMs?: unknown;
+};
 
-/** The lock's text for this store at `nowMs`. */
+/** Names this process's run: its own claims in flight are told from those an earlier process of its pid left. */
+const processRun = randomUUID();
+
+/** The text of a lock or claim of this store at `nowMs`. */
 const lockText = (token: string, nowMs: number) =>
-  JSON.stringify({ pid: process.pid, host: os.hostname(), token, renewedAtMs: nowMs });
+  JSON.stringify({ pid: process.pid, host: os.hostname(), run: processRun, token, renewedAtMs: nowMs });
+
+const leaseHolds = (holder: JournalLockHolder) =>
+  typeof holder.renewedAtMs === "number" && Date.now() - holder.renewedAtMs <= journalLeaseMs;
+const pidAlive = (pid: unknown) =>
+  typeof pid === "number" && Number.isSafeInteger(pid) && pid > 0 && processAlive(pid);
+
+/**
+ * Whether a lock's holder still holds it: its process of this host runs (not this process: a store left unclosed,
+ * as a test plays a crash), or, another host's (whose process cannot be asked from here), its lease holds.
+ */
+const lockHeld = (holder: JournalLockHolder) =>
+  holder.host === os.hostname() ? holder.pid !== process.pid && pidAlive(holder.pid) : leaseHolds(holder);
+
+/**
+ * Whether a claim's taker is still at it: as a lock, but one of this process only in this run (one of its pid from
+ * an earlier run, a container's pid 1 restarted, is a crashed taker's).
+ */
+const claimHeld = (holder: JournalLockHolder) =>
+  holder.host === os.hostname()
+    ? holder.pid === process.pid
+      ? holder.run === processRun
+      : pidAlive(holder.pid)
+    : leaseHolds(holder);
+
+const inUse = (file: string, holder: JournalLockHolder) =>
+  new RailStoreError(
+    "the journal is in use by another process: one journal (and one LND) per gateway process",
+    {
+      details: `${file}: process ${String(holder.pid)} on ${String(holder.host)}`,
+    },
+  );
+
+/** A lock or claim file as read through one descriptor: its text and inode, the very file judged, and its holder. */
+type HeldFile = { text: string; inode: bigint; holder: JournalLockHolder };
+
+async function readHeld(file: string): Promise<HeldFile | null> {
+  let handle: FileHandle;
+  try {
+    handle = await open(file, "r");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw error;
+  }
+  try {
+    const { ino } = await handle.stat({ bigint: true });
+    const text = await handle.readFile("utf8");
+    let holder: unknown = null;
+    try {
+      holder = JSON.parse(text);
+    } catch {}
+    return { text, inode: ino, holder: typeof holder === "object" && holder !== null ? holder : {} };
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Makes `file` with `text` unless it exists (false): linked from a written temporary file, so it is never seen empty. */
+async function createWhole(file: string, text: string): Promise<boolean> {
+  const temporary = `${file}.${randomUUID()}.tmp`;
+  await writeFile(temporary, text);
+  try {
+    await link(temporary, file);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "EEXIST") return false;
+    throw error;
+  } finally {
+    await unlink(temporary).catch(() => undefined);
+  }
+}
+
+/** Replaces `file` by `text` whole (a reader sees the one or the other), from a temporary file. */
+async function replaceWhole(file: string, text: string): Promise<void> {
+  const temporary = `${file}.${randomUUID()}.tmp`;
+  await writeFile(temporary, text);
+  try {
+    await rename(temporary, file);
+  } catch (error) {
+    await unlink(temporary).catch(() => undefined);
+    throw error;
+  }
+}
+
+/**
+ * The claim under which a lock or claim file of `held`'s holder changes (`<lock>.<token>.claim`, `.claim2` for a
+ * claim's): every change of it (a takeover, its holder's renewal and close) is made by the one that made this
+ * exclusively, after a look that it is still the file it judged. Named by the holder's token, or, a file without
+ * one (torn, or foreign), by its inode.
+ */
+function claimOf(lock: string, held: HeldFile, level: number): string {
+  const token = held.holder.token;
+  const key = typeof token === "string" && /^[\w-]{1,64}$/.test(token) ? token : `inode-${held.inode}`;
+  return `${lock}.${key}.claim${level === 1 ? "" : String(level)}`;
+}
+
+/**
+ * Makes `claim` this store's (`token`'s), or throws while another is at it. One left by a taker that crashed half
+ * way is taken over as a lock is (under a claim of the level above): no crash leaves the journal locked for good.
+ */
+async function takeClaim(lock: string, claim: string, token: string, level: number): Promise<void> {
+  for (let tries = 1; tries <= journalClaimTriesMax; tries += 1) {
+    if (await createWhole(claim, lockText(token, Date.now()))) return;
+    const held = await readHeld(claim);
+    if (held === null) continue; // given back meanwhile: made afresh
+    if (claimHeld(held.holder) || level >= journalClaimLevelsMax) {
+      if (tries === journalClaimTriesMax) throw inUse(claim, held.holder);
+      await sleep(journalClaimWaitMs);
+    } else if (await replaceStale(lock, claim, held, token, level + 1)) return;
+  }
+  throw new RailStoreError("journal lock not taken", { details: claim });
+}
+
+/**
+ * Replaces `file` (the lock, or a claim at `level` - 1), judged `stale`, by this store's, if it is still that very
+ * file (its inode and text): false when it is not, another taker having replaced it first. Under the claim of the
+ * stale holder: of any number of takers that judged it, one replaces it, and the others find it changed. (Removed
+ * and made again instead, a taker acting on its stale look would remove another's fresh lock.)
+ */
+async function replaceStale(
+  lock: string,
+  file: string,
+  stale: HeldFile,
+  token: string,
+  level: number,
+): Promise<boolean> {
+  const claim = claimOf(lock, stale, level);
+  await takeClaim(lock, claim, token, level);
+  try {
+    const current = await readHeld(file);
+    if (current === null || current.inode !== stale.inode || current.text !== stale.text) return false;
+    await replaceWhole(file, lockText(token, Date.now()));
+    return true;
+  } finally {
+    await unlink(claim).catch(() => undefined);
+  }
+}
 
 /**
  * Takes the journal's lock file (`<file>.lock`: pid, host, this store's token and when its lease was last renewed),
@@ -280,68 +431,76 @@ const lockText = (token: string, nowMs: number) =>
  * A lock of this host is refused while its process runs, and taken over once it is gone (or when it is this
  * process's own: a store left unclosed, as a test plays a crash). A lock of another host (a shared volume: its
  * process cannot be asked from here) is refused while its lease holds, and taken over once it lapsed (its holder
- * stopped renewing it: a container gone, whatever name its replacement has).
+ * stopped renewing it: a container gone, whatever name its replacement has). `beforeTakeover`: run between the look
+ * at a stale lock and its takeover (tests race another taker there).
  */
-async function takeJournalLock(lock: string, token: string): Promise<void> {
-  for (let tries = 0; tries < 2; tries += 1) {
-    try {
-      await mkdir(path.dirname(lock), { recursive: true });
-      const handle = await open(lock, "wx");
-      try {
-        await handle.writeFile(lockText(token, Date.now()));
-      } finally {
-        await handle.close();
-      }
-      return;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST")
-        throw new RailStoreError("journal lock not taken", { details: lock, cause: error });
+async function takeJournalLock(
+  lock: string,
+  token: string,
+  beforeTakeover?: () => Promise<void>,
+): Promise<void> {
+  try {
+    await mkdir(path.dirname(lock), { recursive: true });
+    for (let tries = 0; tries < 3; tries += 1) {
+      if (await createWhole(lock, lockText(token, Date.now()))) return;
+      const held = await readHeld(lock);
+      if (held === null) continue; // removed meanwhile: made afresh
+      if (lockHeld(held.holder)) throw inUse(lock, held.holder);
+      await beforeTakeover?.();
+      if (await replaceStale(lock, lock, held, token, 1)) return;
+      // Another taker was first: its lock is judged afresh.
     }
-    let holder: JournalLockHolder = {};
-    try {
-      holder = JSON.parse(await readFile(lock, "utf8")) as JournalLockHolder;
-    } catch {}
-    const sameHost = holder.host === os.hostname();
-    const held = sameHost
-      ? holder.pid !== process.pid && typeof holder.pid === "number" && processAlive(holder.pid)
-      : typeof holder.renewedAtMs === "number" && Date.now() - holder.renewedAtMs <= journalLeaseMs;
-    if (held)
-      throw new RailStoreError(
-        "the journal is in use by another process: one journal (and one LND) per gateway process",
-        { details: `${lock}: process ${String(holder.pid)} on ${String(holder.host)}` },
-      );
-    await unlink(lock).catch(() => undefined);
+  } catch (error) {
+    if (error instanceof RailStoreError) throw error;
+    throw new RailStoreError("journal lock not taken", { details: lock, cause: error });
   }
   throw new RailStoreError("journal lock not taken", { details: lock });
 }
 
 /**
- * Renews this store's lease: false when the lock is no longer its own (taken over). Replaced whole (a reader never
- * sees half of it), from a temporary file named by the token.
+ * Renews this store's lease: false when the lock is no longer its own (taken over). Replaced whole, under its claim
+ * (throws while a taker is at it): a renewal never puts its lock back over one taken over meanwhile.
  */
 async function renewJournalLock(lock: string, token: string): Promise<boolean> {
-  const held = await readFile(lock, "utf8").catch(() => "");
-  if (!held.includes(token)) return false;
-  const temporary = `${lock}.${token}.tmp`;
-  await writeFile(temporary, lockText(token, Date.now()));
-  await rename(temporary, lock);
-  return true;
+  const claim = `${lock}.${token}.claim`;
+  await takeClaim(lock, claim, token, 1);
+  try {
+    if ((await readHeld(lock))?.holder.token !== token) return false;
+    await replaceWhole(lock, lockText(token, Date.now()));
+    return true;
+  } finally {
+    await unlink(claim).catch(() => undefined);
+  }
+}
+
+/** Removes the lock if it is still this store's (not one taken over since), under its claim. */
+async function releaseJournalLock(lock: string, token: string): Promise<void> {
+  const claim = `${lock}.${token}.claim`;
+  await takeClaim(lock, claim, token, 1);
+  try {
+    if ((await readHeld(lock))?.holder.token === token) await unlink(lock);
+  } finally {
+    await unlink(claim).catch(() => undefined);
+  }
 }
 
 /**
  * An append-only JSON-lines journal in `file`, compacted (rewritten, synced and renamed) on load, held by one
  * process at a time (its lock file, from load to close). `sync`: how writes are made durable (fdatasync; tests
- * watch it).
+ * watch it); `beforeTakeover`: run between the look at a stale lock and its takeover (tests race another taker).
  */
-export function createFileRailStore(file: string, options: { sync?: JournalSync } = {}): LightningRailStore {
+export function createFileRailStore(
+  file: string,
+  options: { sync?: JournalSync; beforeTakeover?: () => Promise<void> } = {},
+): LightningRailStore {
   const sync = options.sync ?? syncToDisk;
   const lock = `${file}.lock`;
   /** Names this store's lock, so that its close removes only its own (not one taken over since). */
   const token = randomUUID();
   let locked = false;
   let renewing: NodeJS.Timeout | null = null;
-  /** The renewal running, which close waits for (its rename would make the lock again). */
-  let renewal: Promise<void> = Promise.resolve();
+  /** The renewal running, which close waits for (its rename would make the lock again); one at a time. */
+  let renewal: Promise<void> | null = null;
   /** When the lease was last renewed (or taken), and whether another process has taken the lock since. */
   let renewedAtMs = 0;
   let lost = false;
@@ -409,18 +568,22 @@ export function createFileRailStore(file: string, options: { sync?: JournalSync 
   return {
     async load() {
       if (!locked) {
-        await takeJournalLock(lock, token);
+        await takeJournalLock(lock, token, options.beforeTakeover);
         locked = true;
         lost = false;
         renewedAtMs = Date.now();
         renewing = setInterval(() => {
-          renewal = renewJournalLock(lock, token).then(
-            (own) => {
-              if (own) renewedAtMs = Date.now();
-              else lost = true;
-            },
-            () => undefined, // tried again at the next tick; a write checks the lock itself past half the lease
-          );
+          renewal ??= renewJournalLock(lock, token)
+            .then(
+              (own) => {
+                if (own) renewedAtMs = Date.now();
+                else lost = true;
+              },
+              () => undefined, // tried again at the next tick; a write checks the lock itself past half the lease
+            )
+            .finally(() => {
+              renewal = null;
+            });
         }, journalLeaseMs / 6);
         renewing.unref();
       }
@@ -491,8 +654,8 @@ export function createFileRailStore(file: string, options: { sync?: JournalSync 
         await renewal;
         if (locked) {
           locked = false;
-          const held = await readFile(lock, "utf8").catch(() => "");
-          if (held.includes(token)) await unlink(lock).catch(() => undefined);
+          // Left when it cannot be (a taker at it): a lock of a process gone, or of this one, is taken over.
+          await releaseJournalLock(lock, token).catch(() => undefined);
         }
       }
     },
