@@ -129,7 +129,7 @@ main().catch((error: unknown) => process.exit(commandFailure("switchyard", "fail
 function operatorText(operator: App["operator"]): string {
   switch (operator.kind) {
     case "created":
-      return `switchyard: operator credential (manages tenants at /v1/tenants; shown this once, only its SHA-256 is kept):\n  ${operator.secret}`;
+      return `switchyard: operator credential (manages tenants and rails at /v1/tenants, /v1/rails; shown this once, only its SHA-256 is kept):\n  ${operator.secret}`;
     case "configured":
       return `switchyard: operator credential from OPERATOR_KEY (${operator.hint})`;
     case "existing":

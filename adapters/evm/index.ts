@@ -81,6 +81,7 @@ export type {
   EvmCallOutcome,
   EvmRail,
   EvmRailParams,
+  NativeBalance,
   PayWithAuthorizationParams,
   SettleBatchParams,
 } from "./types.ts";

@@ -11,6 +11,7 @@ import { erc20Abi } from "viem";
 import {
   amountMax,
   assets,
+  divFloor,
   type MigrationSource,
   type OutgoingAttempt,
   type PayoutBatch,
@@ -31,7 +32,7 @@ import { sendGasPass } from "./send-gas.ts";
 import { createSendJournal, sendHashesOf } from "./send-journal.ts";
 import { distribute, payoutBatch, payWithAuthorization, settleBatch } from "./splitter-calls.ts";
 import { sweepDeposits } from "./sweeps.ts";
-import type { EvmRail, EvmRailParams } from "./types.ts";
+import type { EvmRail, EvmRailParams, NativeBalance } from "./types.ts";
 import { type ChainWatcher, createChainWatcher } from "./watcher.ts";
 import { settleAuthorizationBatch } from "./x402-batch.ts";
 
@@ -119,6 +120,8 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
       handler = given;
     },
     balance: () => translatingViemErrors("reading the hot wallet's balance", () => readBalance(state)),
+    nativeBalance: () =>
+      translatingViemErrors("reading the hot wallet's native balance", () => readNativeBalance(state)),
   };
 }
 
@@ -166,6 +169,17 @@ function readBalance(state: EvmRailState): Promise<bigint> {
     functionName: "balanceOf",
     args: [state.account.address],
   });
+}
+
+const weiPerGwei = 1_000_000_000n;
+
+/**
+ * The hot wallet's native token (the gas it pays), in the ledger's minor unit for it (gwei) rounded down: as the gas
+ * capital is first booked (gateway/app.ts), so the wallet is never shown holding more than it does.
+ */
+async function readNativeBalance(state: EvmRailState): Promise<NativeBalance> {
+  const wei = await state.params.publicClient.getBalance({ address: state.account.address });
+  return { asset: assets.ETH, amount: divFloor(wei, weiPerGwei), wei };
 }
 
 /**

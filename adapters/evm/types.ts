@@ -85,8 +85,16 @@ export type SettleBatchParams = {
   ref: Hex;
 };
 
+/** What the hot wallet holds of the chain's native token: in the ledger's minor unit (gwei, rounded down), and in wei. */
+export type NativeBalance = { readonly asset: Asset; readonly amount: bigint; readonly wei: bigint };
+
 export type EvmRail = Rail & {
   refresh(): Promise<void>;
+  /**
+   * The hot wallet's balance of the native token, beside `balance` (the rail's token): what the rail's clearing
+   * account in that asset (the gas) mirrors, for reconciliation.
+   */
+  nativeBalance(): Promise<NativeBalance>;
   /** Submits a payer-signed authorization into a split; keyed by (from, authorization nonce). */
   payWithAuthorization(params: PayWithAuthorizationParams): Promise<EvmCallOutcome>;
   /** Credits a split's accrued token balance to its recipients (RevenueSplitter.distribute). */

@@ -57,6 +57,7 @@ describe("route scopes", () => {
       requirement: { scope: "keys", readSuffices: false },
     });
     expect(routeAccess({ method: "GET", path: "/tenants" })).toEqual({ kind: "operator" });
+    expect(routeAccess({ method: "POST", path: "/rails/:rail/capital" })).toEqual({ kind: "operator" });
     expect(routeAccess({ method: "POST", path: "/widgets", scope: "accounts" })).toMatchObject({
       requirement: { scope: "accounts" },
     });

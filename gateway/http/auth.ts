@@ -4,7 +4,7 @@
 //   live ones), and only on a tenant's route, with the scope the route needs. The tenant it names is the scope of
 //   every query the request makes. Valid keys are remembered by their digest (tenants/createAuthenticator) for at
 //   most 1 s; a revocation or a suspension by any process reaches that memory at once through the change bus.
-// - the operator's credential (op_…): only on the operator's routes (/v1/tenants).
+// - the operator's credential (op_…): only on the operator's routes (/v1/tenants, /v1/rails).
 //
 // Every route's need is found when the route is added, from its first path segment and its method (routeScopes:
 // a GET or HEAD takes `read` or the resource's scope, anything else the resource's scope), or from its
@@ -67,6 +67,8 @@ export const routeScopes: Readonly<Record<string, ResourceScope | "operator">> =
   events: "webhooks",
   api_keys: "keys",
   tenants: "operator",
+  // A rail's balances and the operator's own funds on it (resources/rails.ts): no tenant's.
+  rails: "operator",
 };
 
 /** The OpenAPI extension that names the scope an operation needs ("operator": the operator's credential). */
@@ -170,7 +172,7 @@ const plugin: FastifyPluginAsync<AuthOptions> = async (app, options) => {
     if (access?.kind === "tenant")
       throw new ApiError(
         "tenant_key_required",
-        "the operator's credential manages tenants (/v1/tenants) only; call this route with one of the tenant's API keys",
+        "the operator's credential manages tenants and rails (/v1/tenants, /v1/rails) only; call this route with one of the tenant's API keys",
       );
     request.operator = true;
   };

@@ -39,6 +39,8 @@ export type ApiErrorCode =
   | "invoice_not_paid"
   | "payment_not_succeeded"
   | "refund_unsupported"
+  | "rail_not_found"
+  | "capital_reference_reused"
   | "route_not_found"
   | "method_not_allowed"
   | "idempotency_key_invalid"
@@ -89,6 +91,8 @@ export const errorStatus: Record<ApiErrorCode, number> = {
   invoice_not_paid: 409,
   payment_not_succeeded: 409,
   refund_unsupported: 422,
+  rail_not_found: 404,
+  capital_reference_reused: 409,
   payee_not_found: 404,
   payee_method_duplicate: 400,
   route_not_found: 404,

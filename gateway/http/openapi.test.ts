@@ -10,7 +10,13 @@ import { buildBareServer } from "../../test/support/bare-server.ts";
 import { tenantAccountAssets } from "../accounts/index.ts";
 import { isPaywallResource, paywallResourceLengthMax, paywallResourcePattern } from "../paywall/index.ts";
 import { errorStatus } from "./errors.ts";
-import { errorSchemaName, idPrefixOf, notFoundCodeByIdPrefix, openApiPlugin } from "./openapi.ts";
+import {
+  errorSchemaName,
+  idPrefixOf,
+  notFoundCodeByIdPrefix,
+  notFoundCodeByPathParameter,
+  openApiPlugin,
+} from "./openapi.ts";
 import { createPaywallBody, updatePaywallBody } from "./resources/paywalls.ts";
 import {
   assetCodes,
@@ -148,6 +154,7 @@ describe("the gateway's OpenAPI document", () => {
       "post /v1/invoices",
       "post /v1/payments",
       "post /v1/quotes",
+      "post /v1/rails/{rail}/capital",
       "post /v1/refunds",
     ]);
     // The document and the parser agree on what is a decimal more than zero (too many decimals for the asset, or
@@ -295,6 +302,7 @@ describe("the gateway's OpenAPI document", () => {
       "post /v1/invoices",
       "post /v1/payments",
       "post /v1/quotes",
+      "post /v1/rails/{rail}/capital",
     ]);
     // The paywall routes (absent here: the bare server has no paywall service) name one in their price.
     expect(documentedAlso.get(createPaywallBody.shape.price.shape.asset)).toEqual({ enum: [...assetCodes] });
@@ -309,6 +317,7 @@ describe("the gateway's OpenAPI document", () => {
       "/v1/tenants/{id}/api_keys",
       "/v1/tenants/{id}/suspend",
       "/v1/tenants/{id}/reactivate",
+      "/v1/rails/{rail}/capital",
     ]) {
       const post = document.paths[path]!.post!;
       expect([path, post["x-idempotency"]]).toEqual([path, "none"]);
@@ -335,6 +344,8 @@ describe("the gateway's OpenAPI document", () => {
       expect.arrayContaining(["invoice_not_found", "payment_not_found"]),
     );
     expect(codesAt("/v1/invoices/{id}/authorizations", "post", "404")).toEqual(["invoice_not_found"]);
+    // A path parameter that is no prefixed id: named by notFoundCodeByPathParameter.
+    expect(codesAt("/v1/rails/{rail}/capital", "post", "404")).toEqual(["rail_not_found"]);
   });
 
   it("has one shared error schema whose code is one of the stable codes", () => {
@@ -363,7 +374,11 @@ describe("the gateway's OpenAPI document", () => {
       for (const parameter of operation.parameters ?? []) {
         const prefix = parameter.in === "path" ? idPrefixOf(parameter) : null;
         const code =
-          prefix === null ? undefined : notFoundCodeByIdPrefix[prefix as keyof typeof notFoundCodeByIdPrefix];
+          parameter.in === "path" && Object.hasOwn(notFoundCodeByPathParameter, parameter.name)
+            ? notFoundCodeByPathParameter[parameter.name]
+            : prefix === null
+              ? undefined
+              : notFoundCodeByIdPrefix[prefix as keyof typeof notFoundCodeByIdPrefix];
         if (code !== undefined) onPath.add(code);
       }
       const all = new Set<string>();

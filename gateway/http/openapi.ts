@@ -62,6 +62,11 @@ export const notFoundCodeByIdPrefix: Readonly<Partial<Record<IdPrefix | "pwv", A
   whd: "webhook_delivery_not_found",
 };
 
+/** The object a path parameter that is no prefixed id names (a rail's id), and the code a missing one is answered with. */
+export const notFoundCodeByPathParameter: Readonly<Record<string, ApiErrorCode>> = {
+  rail: "rail_not_found",
+};
+
 type Schema = Record<string, unknown>;
 type Parameter = { in: string; name: string; required?: boolean; schema?: Schema };
 type Response = { description: string; content?: Record<string, { schema: Schema }> } & Record<
@@ -104,8 +109,11 @@ function pathNotFoundCodes(operation: Operation): Set<ApiErrorCode> {
   for (const parameter of operation.parameters ?? []) {
     if (parameter.in !== "path") continue;
     const prefix = idPrefixOf(parameter);
-    const code =
-      prefix === null ? undefined : notFoundCodeByIdPrefix[prefix as keyof typeof notFoundCodeByIdPrefix];
+    const code = Object.hasOwn(notFoundCodeByPathParameter, parameter.name)
+      ? notFoundCodeByPathParameter[parameter.name]
+      : prefix === null
+        ? undefined
+        : notFoundCodeByIdPrefix[prefix as keyof typeof notFoundCodeByIdPrefix];
     // An id whose kind is not known here: any of the not-found codes but the route's own.
     if (code !== undefined) codes.add(code);
     else for (const other of codesWithStatus(404)) if (other !== "route_not_found") codes.add(other);

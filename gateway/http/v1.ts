@@ -27,6 +27,7 @@ import { payeeRoutes } from "./resources/payees.ts";
 import { paymentRoutes } from "./resources/payments.ts";
 import { paywallRoutes } from "./resources/paywalls.ts";
 import { quoteRoutes } from "./resources/quotes.ts";
+import { railRoutes } from "./resources/rails.ts";
 import { refundRoutes } from "./resources/refunds.ts";
 import { tenantRoutes } from "./resources/tenants.ts";
 import { webhookDeliveryRoutes } from "./resources/webhook-deliveries.ts";
@@ -127,4 +128,10 @@ export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
   const keyed = { db: options.db, changes: options.changes, mode: options.mode, nowMs: Date.now };
   await app.register(tenantRoutes, keyed);
   await app.register(apiKeyRoutes, keyed);
+  await app.register(railRoutes, {
+    db: options.db,
+    ledger: options.ledger,
+    accounts: options.accounts,
+    rails: options.rails,
+  });
 };

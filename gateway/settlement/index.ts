@@ -43,3 +43,20 @@ export {
   submitInvoicePayment,
 } from "./invoices.ts";
 export { applyRailEvent, type RailEventDeps } from "./rail-events.ts";
+export {
+  type BookCapitalResult,
+  bookRailCapital,
+  type CapitalBooking,
+  type CapitalDirection,
+  type CapitalRefusal,
+  capitalDescriptionLengthMax,
+  capitalReferenceLengthMax,
+  type NativeBalanceReader,
+  type RailBalanceFailure,
+  type RailReconciliation,
+  type RailReported,
+  type ReconciliationDeps,
+  railBalances,
+  railBalanceTimeoutMs,
+  railCapitalLedgerId,
+} from "./reconciliation.ts";
