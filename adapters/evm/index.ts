@@ -49,6 +49,7 @@ export {
 } from "./dev-chain.ts";
 export { EvmRailError, translatingViemErrors } from "./errors.ts";
 export { type GasAboveMax, type GasFees, type GasPolicy, gasFeesFor, readBaseFee } from "./gas.ts";
+export { gasPaid } from "./payout.ts";
 export { createEvmRail, evmMigrations } from "./rail.ts";
 export {
   gasBookedBy,

@@ -22,17 +22,20 @@ import {
   type WalletClient,
 } from "viem";
 import { mnemonicToAccount, privateKeyToAccount } from "viem/accounts";
-import { developmentAccountKey, hardhatMnemonic, testUsdAbi } from "../../adapters/evm/index.ts";
+import { developmentAccountKey, gasPaid, hardhatMnemonic, testUsdAbi } from "../../adapters/evm/index.ts";
 import { type Asset, assets, SwitchyardError } from "../../core/index.ts";
 import {
   type AccountRecord,
+  accountCacheDefaults,
   createAccount,
+  createAccountCache,
   getClearingAccount,
   getTenantAccount,
 } from "../accounts/index.ts";
 import type { Db } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import { credit, type Ledger, transferCodes } from "../ledger/index.ts";
+import { bookRailGas, chainTransactionLedgerId } from "../settlement/evm-send-gas.ts";
 import { createTenant, ensureDemoApiKey } from "../tenants/index.ts";
 import { canMint, type DevChain, readDevChainRecord, recordDemoMint } from "./dev-chain.ts";
 import type { EvmClients } from "./evm.ts";
@@ -150,7 +153,7 @@ export async function ensureDemoTenant(deps: {
       source.kind === "embedded"
         ? await fundFromMint(deps.db, deps.ledger, source, customer)
         : await fundFromMintOnce(deps.db, deps.ledger, source, customer);
-    const payer = source.kind === "embedded" ? await fundPayer(source) : null;
+    const payer = source.kind === "embedded" ? await fundPayer(deps.db, deps.ledger, source) : null;
     const payeeIndex = source.kind === "embedded" ? 2 : 1;
     const payee = mnemonicToAccount(hardhatMnemonic, { addressIndex: payeeIndex }).address;
     chains.push({
@@ -190,7 +193,7 @@ async function fundFromMint(
   const [clearingAccount] = await ledger.lookupAccounts([clearing]);
   if (clearingAccount === undefined || clearingAccount.debitsPosted > 0n) return "minted before";
   const hash = await mint(source, source.walletClient.account.address, demoFundingUsdc);
-  await creditMint(ledger, source, { clearing, customer, hash });
+  await creditMint(db, ledger, source, { clearing, customer, hash });
   return "minted";
 }
 
@@ -214,7 +217,7 @@ async function fundFromMintOnce(
   if (record?.demoMintTx != null) {
     const kept = { hash: record.demoMintTx, raw: record.demoMintRaw };
     if ((await resendIfLost(source, kept)) !== "stale") {
-      await creditMint(ledger, source, { clearing, customer, hash: kept.hash });
+      await creditMint(db, ledger, source, { clearing, customer, hash: kept.hash });
       return "minted before";
     }
     // Never to be mined: credited (mined on the node before it was started afresh), it stays the demo's funding;
@@ -226,7 +229,7 @@ async function fundFromMintOnce(
   const signed = await signMint(source, wallet, demoFundingUsdc);
   await recordDemoMint(db, { chainId: source.chainId, wallet, txHash: signed.hash, raw: signed.raw });
   await source.publicClient.sendRawTransaction({ serializedTransaction: signed.raw });
-  await creditMint(ledger, source, { clearing, customer, hash: signed.hash });
+  await creditMint(db, ledger, source, { clearing, customer, hash: signed.hash });
   return "minted";
 }
 
@@ -297,8 +300,38 @@ async function mint(source: DemoChainSource, to: Address, amount: bigint): Promi
   return hash;
 }
 
+/**
+ * The gas the hot wallet paid for a demo mint, booked as the rail's fee out of its ETH clearing account, as every
+ * transaction of the wallet's is (once: its id is the transaction's). The mints are sent beside the rail's send
+ * journal, which the send-gas pass follows, so nothing else books them: the ETH clearing account would stay above the
+ * wallet's balance by their gas (GET /v1/rails).
+ */
+async function bookMintGas(
+  db: Db,
+  ledger: Ledger,
+  source: DemoChainSource,
+  receipt: { transactionHash: Hex; gasUsed: bigint; effectiveGasPrice: bigint },
+): Promise<void> {
+  const gas = gasPaid(receipt);
+  await bookRailGas(
+    { db, ledger, accounts: createAccountCache({ sql: db }, accountCacheDefaults) },
+    {
+      rail: source.rail,
+      gas,
+      id: chainTransactionLedgerId(source.chainId, receipt.transactionHash, "demo-mint-gas"),
+      evidence: {
+        rail: source.rail,
+        reference: receipt.transactionHash,
+        detail: { kind: "demo_mint_gas", wei: gas.detail.wei ?? "0" },
+      },
+      label: `the gas of the demo mint ${receipt.transactionHash}`,
+    },
+  );
+}
+
 /** The mint (its Transfer log the evidence) credited to the customer against the rail's clearing account. */
 async function creditMint(
+  db: Db,
   ledger: Ledger,
   source: DemoChainSource,
   params: { clearing: bigint; customer: AccountRecord; hash: Hex },
@@ -308,6 +341,7 @@ async function creditMint(
   const [log] = parseEventLogs({ abi: testUsdAbi, eventName: "Transfer", logs: receipt.logs });
   if (receipt.status !== "success" || log === undefined)
     throw new DemoSetupError("the demo mint failed", { details: params.hash });
+  await bookMintGas(db, ledger, source, receipt);
   const funded = await credit(
     ledger,
     {
@@ -334,11 +368,14 @@ async function creditMint(
 }
 
 /** 1,000 TestUSD minted to the payer on an embedded chain (new at every start): not in the ledger, it is the payer's. */
-async function fundPayer(source: DemoChainSource): Promise<DemoPayer> {
+async function fundPayer(db: Db, ledger: Ledger, source: DemoChainSource): Promise<DemoPayer> {
   // One derivation from the mnemonic (its seed is the costly part): the key, and the address from it.
   const privateKey = developmentAccountKey(demoPayerAccountIndex);
   const account = privateKeyToAccount(privateKey);
-  await mint(source, account.address, demoFundingUsdc);
+  const receipt = await source.publicClient.waitForTransactionReceipt({
+    hash: await mint(source, account.address, demoFundingUsdc),
+  });
+  await bookMintGas(db, ledger, source, receipt);
   return {
     address: account.address,
     privateKey,

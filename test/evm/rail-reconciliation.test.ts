@@ -240,6 +240,10 @@ describe("the operator's capital, booked so that the clearing account matches th
   it("tokens put into the hot wallet differ until booked; a deposit until swept; a payout and its gas move both alike", async () => {
     expect(await difference("USDC")).toBe(0n); // the demo's mint to the hot wallet was booked with it
     const ethBefore = await difference("ETH");
+    // The demo's mints' gas is booked too: the wallet holds at most a gwei a transaction more than the ledger says
+    // (each gas booked rounded up to the gwei), never less.
+    expect(ethBefore).toBeGreaterThanOrEqual(0n);
+    expect(ethBefore).toBeLessThan(100n);
 
     // The operator funds the hot wallet outside the gateway: the rail holds more than the ledger says, by that much.
     await mintTo(hotWallet(), 40_000_000n);
