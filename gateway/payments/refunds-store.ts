@@ -4,12 +4,13 @@
 import type { SettlementEvidence } from "../../core/index.ts";
 import { type Sql, type Statement, serverRaised, textArrayLiteral } from "../db/index.ts";
 import { collectionSql, type ShortfallCollection } from "../settlement/shortfalls.ts";
-import type {
-  Refund,
-  RefundDestination,
-  RefundFailureCode,
-  RefundReason,
-  RefundStatus,
+import {
+  providerRefundKeyPrefix,
+  type Refund,
+  type RefundDestination,
+  type RefundFailureCode,
+  type RefundReason,
+  type RefundStatus,
 } from "./refunds-types.ts";
 import { fromJson, toJson } from "./store.ts";
 import { type NetworkFee, networkFeeOfRow } from "./types.ts";
@@ -179,17 +180,29 @@ export async function invoiceReceived(sql: Sql, invoiceId: string): Promise<bigi
 }
 
 /**
- * Whether a reversal of the invoice's payment stands: recorded and not withdrawn (settlement/invoices.ts
- * applyReversed, applyReinstated). A refund reads it after claimableOf's version and claims with that version: a
- * reversal recorded after the read touches the row in its record's transaction (settlement/invoices.ts
+ * The reversals of an invoice's payment that stand (recorded and not withdrawn: settlement/invoices.ts applyReversed,
+ * applyReinstated): whether one that is not a refund stands (`disputed`: a dispute lost, a deposit reorganised away),
+ * and what the refunds made at the provider outside the API took back of it (`refunded`: Stripe's dashboard; keys
+ * `refund:…`, providerRefundKeyPrefix) — each all of its amount, what its legs took and its shortfalls, since the
+ * payer got all of it back. A refund reads it after claimableOf's version and claims with that version: a reversal
+ * recorded after the read touches the row in its record's transaction (settlement/invoices.ts
  * reversalRecordStatement), so the claim is refused and the next try reads this again.
  */
-export async function reversalStands(sql: Sql, invoiceId: string): Promise<boolean> {
-  const [row] = await sql.query<{ stands: boolean }>(
-    "SELECT EXISTS (SELECT 1 FROM invoice_reversals WHERE invoice_id = $1 AND reinstated_at IS NULL) AS stands",
-    [invoiceId],
+export async function standingReversals(
+  sql: Sql,
+  invoiceId: string,
+): Promise<{ disputed: boolean; refunded: bigint }> {
+  const [row] = await sql.query<{ disputed: boolean; refunded: bigint }>(
+    `SELECT
+       EXISTS (SELECT 1 FROM invoice_reversals
+               WHERE invoice_id = $1 AND reinstated_at IS NULL AND NOT starts_with(key, $2)) AS disputed,
+       (SELECT coalesce(sum(r.amount + coalesce((SELECT sum(s.amount) FROM reversal_shortfalls s
+                                                 WHERE s.invoice_id = r.invoice_id AND s.reversal_key = r.key), 0)), 0)
+          FROM invoice_reversals r
+          WHERE r.invoice_id = $1 AND r.reinstated_at IS NULL AND starts_with(r.key, $2))::bigint AS refunded`,
+    [invoiceId, providerRefundKeyPrefix],
   );
-  return row?.stands === true;
+  return { disputed: row?.disputed === true, refunded: row?.refunded ?? 0n };
 }
 
 /**

@@ -81,6 +81,13 @@ export type RefundMode =
   | { kind: "payout"; rail: Rail; destination: RefundDestination }
   | { kind: "ledger" };
 
+/**
+ * How a rail names a reversal of an invoice's money that is a refund made at its provider (Stripe's `refund:<re_…>`),
+ * not a dispute or a reorganised deposit: one of a refund of ours (its rail reference) ends that refund; any other,
+ * made outside the API (Stripe's dashboard), counts as refunded, not as a payment taken back.
+ */
+export const providerRefundKeyPrefix = "refund:";
+
 const transitions: Record<RefundStatus, readonly RefundStatus[]> = {
   pending: ["succeeded", "failed"],
   // A provider's refund can fail after it succeeded (Stripe's refund.failed): what it took is given back.

@@ -10,19 +10,23 @@
 //      were split among payees, one on each payee's account for its part (settlement/split-reversal.ts
 //      takeBackShares: its proportion of all the invoice's refunds so far, less what they took from it before,
 //      floored; the refund that empties the invoice takes all that is left of it; as Stripe's reverse_transfer) and
-//      one on the tenant's account for the rest, otherwise one on the tenant's account for all of it; the refund row `pending`, its claim on what is left of the target (one upsert of the
+//      one on the tenant's account for the rest, otherwise one on the tenant's account for all of it; of a Lightning
+//      refund, one more on the tenant's account for the most its route may cost (routingFeeHold); the refund row
+//      `pending`, its claim on what is left of the target (one upsert of the
 //      target's `refundable` row: two refunds racing for the last of it cannot both pass) and `refund.created` —
 //      refused `insufficient_funds` (the tenant's account, or a payee's, short of its part) or
 //      `refund_exceeds_remaining` (or its Idempotency-Key another refund's: that one is the answer), none of it is
-//      written. What is left is read with its row's version, then (of an invoice) whether a reversal of its payment
-//      stands — refused `invoice_not_paid` if one does — and then the payees' credits; the claim passes only if the
+//      written. What is left is read with its row's version, then (of an invoice) its reversals that stand — a
+//      refund made at the provider outside the API (Stripe's dashboard) counts as refunded; any other refuses
+//      `invoice_not_paid` — and then the payees' credits; the claim passes only if the
 //      row is still that version, so they are of one state, as if read under the claim's lock. Another refund of the
 //      target claimed or given back in between, or a reversal of the invoice's money written (its legs touch the row
 //      with a split, and its record always does: settlement/invoices.ts applyReversed): nothing is written and the
 //      refund is computed again from new reads (holdAndClaim, refundClaimAttemptsMax), so a reversal recorded before
 //      the claim is never refunded on top;
 //   3. the rail: a provider refund, a payout, or nothing (internal);
-//   4. succeeded → every hold posted (the rail's fee booked from its fee account), `refund.succeeded`; failed →
+//   4. succeeded → every hold posted (the rail's fee booked from its fee account; a routing fee charged from its
+//      hold, at most all of it), `refund.succeeded`; failed →
 //      every hold voided, the claim given back, `refund.failed`; in flight → the rail's event ends it later
 //      (applyRefundEvent, called by the settlement before anything else looks at the event).
 // The ledger's post or void and the status change with its event are one transaction (writeChainWith's statement).
@@ -84,11 +88,12 @@ import {
   type RefundRow,
   refundFromRow,
   refundsOfInvoice,
-  reversalStands,
+  standingReversals,
   succeededStatement,
   touchPendingRefunds,
 } from "./refunds-store.ts";
 import {
+  providerRefundKeyPrefix,
   type Refund,
   type RefundDestination,
   type RefundFailureCode,
@@ -145,7 +150,10 @@ export class RefundNotYetKnownError extends SwitchyardError {
   override name = "RefundNotYetKnownError";
 }
 
-/** The most a Lightning refund may spend on routing, in parts per million of its amount, and at least this much. */
+/**
+ * The most a Lightning refund may spend on routing, in parts per million of its amount, and at least this much: the
+ * node's cap, and what is held on the tenant's account for it (routingFeeHold).
+ */
 export const lightningRefundFeePpmMax = 10_000n;
 export const lightningRefundFeeMsatMin = 10_000n;
 
@@ -550,8 +558,9 @@ type Claimed =
   | { outcome: "moved" };
 
 /**
- * Reads what is left of the target, then whether a reversal of an invoice's payment stands (refused
- * `invoice_not_paid`: nothing written), then the payees' credits, computes each payee's part and writes the holds
+ * Reads what is left of the target, then the reversals of an invoice's payment that stand (a refund made at the
+ * provider outside the API is refunded, less left; any other refuses `invoice_not_paid`: nothing written), then the
+ * payees' credits, computes each payee's part and writes the holds
  * with the claim. The claim is the one place refunds of a target are serialised (its `refundable` row's lock), and,
  * of an invoice, it passes only if that row is still the version read first (readAt): no refund of the target was
  * claimed or given back since, nor a reversal of the invoice's money written, so what is left, the reversals and
@@ -567,11 +576,19 @@ async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRef
   // after this read refuses the claim (claimStatement), so what is left and the credits read below are of one state.
   const paid =
     params.target.kind === "invoice" ? await invoiceReceived(deps.db, source.targetId) : source.paid;
-  const left = paid - read.refunded;
+  // A refund made at the provider outside the API (Stripe's dashboard) reaches us as a reversal of the invoice's
+  // money, taken from the tenant (and the payees) as any: it is refunded, and only the rest is left. Before, it was
+  // taken for a dispute, and nothing of an invoice partly refunded from the dashboard was refundable again.
+  const reversals =
+    params.target.kind === "invoice"
+      ? await standingReversals(deps.db, source.targetId)
+      : { disputed: false, refunded: 0n };
+  const refunded = read.refunded + reversals.refunded;
+  const left = paid - refunded;
   const payerLeft = await payerLeftOf(deps, source);
   // A payment taken back (a dispute lost, a deposit reorganised away) is not refunded on top, as Stripe refuses to
-  // refund a disputed charge: until every reversal of it is withdrawn, nothing is refundable.
-  if (params.target.kind === "invoice" && (await reversalStands(deps.db, source.targetId)))
+  // refund a disputed charge: until every such reversal of it is withdrawn, nothing is refundable.
+  if (reversals.disputed)
     return {
       outcome: "answered",
       answer: refuse(
@@ -591,9 +608,10 @@ async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRef
     split: source.split,
   });
   const id = newId("rfd");
-  const shares = takeBackShares(amount, paid, payees, { kind: "refunded", refundedBefore: read.refunded });
+  const shares = takeBackShares(amount, paid, payees, { kind: "refunded", refundedBefore: refunded });
   const fromPayees = shares.reduce((sum, share) => sum + share.amount, 0n);
   const hold = holdOf(id, source, amount - fromPayees);
+  const feeHold = await routingFeeHold(deps, id, source, amount);
   const claim = claimStatement({
     id,
     tenantId: params.tenantId,
@@ -619,6 +637,7 @@ async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRef
       [
         { kind: "hold", posting: hold, transfer: holdTransfer(id, source) },
         ...shares.map((share) => payeeHold(id, source, share)),
+        ...(feeHold === null ? [] : [feeHold]),
       ],
       { statement: claim, when: "held", sql: deps.db },
       `the hold of refund ${id}`,
@@ -633,8 +652,13 @@ async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRef
     return { outcome: "answered", answer: earlier };
   }
   if (held.outcome === "insufficient_funds") {
+    const feeMax = feeHold?.posting.amount ?? 0n;
     const short = await shortAccount(deps, [
-      { accountId: source.account.id, ledgerAccountId: source.account.ledgerAccountId, amount: hold.amount },
+      {
+        accountId: source.account.id,
+        ledgerAccountId: source.account.ledgerAccountId,
+        amount: hold.amount + feeMax,
+      },
       ...shares,
     ]);
     return {
@@ -642,7 +666,9 @@ async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRef
       answer: refuse(
         "insufficient_funds",
         short === source.account.id || short === null
-          ? `account ${source.account.id} holds less than the refund; nothing was refunded`
+          ? feeMax > 0n
+            ? `account ${source.account.id} holds less than the refund and the most its routing may cost (${feeMax} minor units, charged to the account as the fee the route takes); nothing was refunded`
+            : `account ${source.account.id} holds less than the refund; nothing was refunded`
           : `account ${short}, a payee of the invoice's split, holds less than its part of the refund; nothing was refunded`,
         "amount",
       ),
@@ -721,6 +747,43 @@ function holdOf(id: string, source: Source, amount: bigint): Reservation {
     amount,
     ledger: source.asset.ledger,
     code: transferCodes.refunds.refund,
+  };
+}
+
+/** The hold on the tenant for a Lightning refund's routing fee, beside the refund's hold. */
+const refundFeeHoldId = (refundId: string): bigint => derivedLedgerId(refundId, "refund-fee-hold");
+
+/**
+ * A Lightning refund pays an invoice the tenant names, and its route's fee with it: the tenant's to pay, as a
+ * payout's is (payments/reservations.ts), held on its account beside the refund at the most the rail may spend
+ * (lightningFeeMax, the rail's cap), to the rail's fee account, and charged what the route took when it succeeds
+ * (the rest released). Before, the platform paid every route, so a tenant could have it pay fees at will (many tiny
+ * refunds to invoices of its choosing). Null for every other refund: a provider's refund costs the tenant nothing
+ * more, as Stripe's does, and an on-chain one's gas is the platform's (it pays an address that paid).
+ */
+async function routingFeeHold(
+  deps: RefundsDeps,
+  id: string,
+  source: Source,
+  amount: bigint,
+): Promise<Extract<ChainMember, { kind: "hold" | "move" }> | null> {
+  if (source.mode.kind !== "payout" || source.mode.destination.kind !== "bolt11") return null;
+  const fees = await railAccountOpened(deps, { kind: "fee", rail: source.rail, asset: source.asset });
+  return {
+    kind: "hold",
+    posting: {
+      debitAccountId: source.account.ledgerAccountId,
+      creditAccountId: fees.ledgerAccountId,
+      amount: lightningFeeMax(amount),
+      ledger: source.asset.ledger,
+      code: transferCodes.payments.feeCharged,
+    },
+    transfer: {
+      id: refundFeeHoldId(id),
+      userData128: derivedLedgerId(id, "refund-hold"),
+      evidence: { rail: source.rail, reference: id, detail: { kind: "fee_hold", refund: id } },
+      label: `the routing fee hold of refund ${id}`,
+    },
   };
 }
 
@@ -872,7 +935,10 @@ function ledgerEvidence(refund: Refund, evidence: SettlementEvidence) {
   return { ...onLedger, detail: { ...onLedger.detail, refund: refund.id } };
 }
 
-/** Posts every hold (and books the rail's fee) with `refund.succeeded`, once. */
+/**
+ * Posts every hold (and books the rail's fee, charged to the tenant from its hold where it has one) with
+ * `refund.succeeded`, once.
+ */
 async function finishSucceeded(
   deps: RefundsDeps,
   refund: Refund,
@@ -902,23 +968,30 @@ async function finishSucceeded(
         },
       }),
     ),
-    ...(await feeLegs(deps, refund, outcome)),
   ];
-  const { outcome: written } = await writeChainWith(
-    deps.ledger,
-    members,
-    {
-      statement: succeededStatement(refund.id, {
-        evidence: outcome.evidence,
-        railReference: referenceOf(outcome.evidence),
-        fee: outcome.fee,
-        networkFee: networkFeeOf(outcome.nativeFee),
-      }),
-      when: "held",
-      sql: deps.db,
-    },
-    `refund ${refund.id}`,
-  );
+  const feeHold = await findReservation(deps.ledger, refundFeeHoldId(refund.id));
+  const write = async (funded: "uncharged" | "all") =>
+    await writeChainWith(
+      deps.ledger,
+      [...members, ...(await feeLegs(deps, refund, outcome, feeHold, funded))],
+      {
+        statement: succeededStatement(refund.id, {
+          evidence: outcome.evidence,
+          railReference: referenceOf(outcome.evidence),
+          fee: outcome.fee,
+          networkFee: networkFeeOf(outcome.nativeFee),
+        }),
+        when: "held",
+        sql: deps.db,
+      },
+      `refund ${refund.id}`,
+    );
+  let { outcome: written } = await write("uncharged");
+  // The tenant paid the routing fee, but the rail's clearing account holds less than the refund and the fee (the
+  // tenant's balance came in on another rail, or others' reservations took it): the node really paid it from its own
+  // liquidity, which the ledger does not hold, so the operator's capital funds all of it, as for a payout
+  // (payments/reservations.ts resolveReservation). Only then, so that the clearing account otherwise follows the node.
+  if (written === "insufficient_liquidity" && outcome.fee > 0n) ({ outcome: written } = await write("all"));
   // The rail paid it: a refusal here leaves the refund pending with nothing said. Thrown, it is logged, and the
   // rail's event is delivered again (recovery asks again) rather than taken as applied.
   if (written !== "reserved")
@@ -929,13 +1002,17 @@ async function finishSucceeded(
 
 /**
  * What the rail paid to move the refund (a routing fee in its asset, gas in the native token): from the rail's fee
- * account to the account it left (its clearing account), as payments book theirs; a routing fee funded by the
- * operator's capital first. The platform's cost: the tenant is charged the refund's amount only.
+ * account to the account it left (its clearing account), as payments book theirs. A routing fee is charged to the
+ * tenant from its fee hold (routingFeeHold: at most the hold, the rest released; none paid, the hold voided); what
+ * the tenant is not charged (a fee above the hold, a refund written before fee holds) is the platform's cost, funded by
+ * the operator's capital first, as are all of it when `funded` is `all` (finishSucceeded). Gas is the platform's.
  */
 async function feeLegs(
   deps: RefundsDeps,
   refund: Refund,
   outcome: { evidence: SettlementEvidence; fee: bigint; nativeFee?: FeePaid },
+  feeHold: Reservation | null,
+  funded: "uncharged" | "all",
 ): Promise<ChainMember[]> {
   const rail = deps.rails.get(refund.rail);
   const paid: Array<{
@@ -960,22 +1037,26 @@ async function feeLegs(
       detail: { kind: "native_fee", ...native.detail },
     });
   const reference = referenceOf(outcome.evidence) ?? refund.id;
+  const routingFee = paid.find((fee) => fee.purpose === "refund-fee-paid")?.amount ?? 0n;
+  const charged = feeHold === null ? 0n : routingFee < feeHold.amount ? routingFee : feeHold.amount;
   const legs: ChainMember[] = [];
   for (const fee of paid) {
     const fees = await railAccountOpened(deps, { kind: "fee", rail: refund.rail, asset: fee.asset });
     const from = await railAccountOpened(deps, { kind: "clearing", rail: refund.rail, asset: fee.asset });
-    // A fee in the rail's own asset (a routing fee) is funded by the operator's capital first, as a provider's fees are
+    // A routing fee the tenant is not charged is funded by the operator's capital first, as a provider's fees are
     // (settlement/rail-fees.ts): the clearing account holds the customers' money, and a refund of all of it plus the
     // fee was refused there (exceeds_debits) — the refund left pending for good, its holds with it. Gas comes out of
     // the native token the operator put on the rail, booked as capital when first seen, as a payment's does.
-    if (fee.purpose === "refund-fee-paid") {
+    const fromCapital =
+      fee.purpose !== "refund-fee-paid" ? 0n : funded === "all" ? fee.amount : fee.amount - charged;
+    if (fromCapital > 0n) {
       const capital = await railAccountOpened(deps, { kind: "capital", rail: refund.rail, asset: fee.asset });
       legs.push({
         kind: "move",
         posting: {
           debitAccountId: from.ledgerAccountId,
           creditAccountId: capital.ledgerAccountId,
-          amount: fee.amount,
+          amount: fromCapital,
           ledger: fee.asset.ledger,
           code: transferCodes.payments.capitalIn,
         },
@@ -1002,6 +1083,24 @@ async function feeLegs(
         evidence: { rail: refund.rail, reference, detail: { ...fee.detail, refund: refund.id } },
       },
     });
+  }
+  if (feeHold !== null) {
+    // Charged what the route took, the rest released; nothing taken, all of it released.
+    const transfer = { userData128: derivedLedgerId(refund.id, "refund-hold") };
+    legs.push(
+      charged > 0n
+        ? {
+            kind: "post",
+            reservation: feeHold,
+            amount: charged,
+            transfer: { ...transfer, id: derivedLedgerId(refund.id, "refund-fee-post") },
+          }
+        : {
+            kind: "void",
+            reservation: feeHold,
+            transfer: { ...transfer, id: derivedLedgerId(refund.id, "refund-fee-void") },
+          },
+    );
   }
   return legs;
 }
@@ -1030,11 +1129,15 @@ async function finishFailed(
         givenBack: { accountId, ledgerAccountId: held.debitAccountId, amount: held.amount },
         member: { kind: "void", reservation: held, transfer: { id, userData128: held.pendingId } },
       });
+      const feeHold = await findReservation(deps.ledger, refundFeeHoldId(refund.id));
       return [
         released(refund.accountId, reservation, derivedLedgerId(refund.id, "refund-void")),
         ...payees.map(({ accountId, reservation: held }) =>
           released(accountId, held, refundShareLedgerId(refund.id, accountId, "void")),
         ),
+        ...(feeHold === null
+          ? []
+          : [released(refund.accountId, feeHold, derivedLedgerId(refund.id, "refund-fee-void"))]),
       ];
     },
   });
@@ -1318,7 +1421,7 @@ export async function applyRefundEvent(deps: RefundsDeps, rail: string, event: R
       });
       if (named === null) {
         // Only a refund's reversal may be the one awaited (a dispute's is not): the others are applied as usual.
-        if (unanswered && event.key.startsWith("refund:"))
+        if (unanswered && event.key.startsWith(providerRefundKeyPrefix))
           throw new RefundNotYetKnownError(
             `a reversal of invoice ${event.reference} arrived while a refund of it awaits its provider's reply`,
           );

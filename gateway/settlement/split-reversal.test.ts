@@ -259,17 +259,19 @@ describe("a reversal of a split invoice", () => {
         collected: 1_000n,
         closed: true,
       },
+      // refund:r asks B only what is left of its credit, the dispute's shortfall on it counted as owed (5,000 less
+      // 1,000 and 2,000), the seller the rest. Before, B was asked 3,000: 6,000 of its credit of 5,000 in all.
       {
         reversal_key: "refund:r",
         account_id: "acct_payee_b",
-        amount: 3_000n,
+        amount: 2_000n,
         collected: 1_000n,
         closed: false,
       },
       {
         reversal_key: "refund:r",
         account_id: "acct_seller",
-        amount: 3_000n,
+        amount: 4_000n,
         collected: 3_000n,
         closed: false,
       },

@@ -4,8 +4,8 @@
 //
 // - Credited: the payee's share transfers of the invoice's receipts, as the ledger holds them (one per receipt,
 //   each floored when it was credited), not the split's basis points applied again.
-// - Taken back: the payee's legs of the invoice's reversals not given back, and of its refunds not failed (held or
-//   posted). Read before the legs are written, after the version of the invoice's `refundable` row: a refund's
+// - Taken back: the payee's legs of the invoice's reversals not given back, with what each could not take of it (its
+//   shortfall, owed and collected later), and of its refunds not failed (held or posted). Read before the legs are written, after the version of the invoice's `refundable` row: a refund's
 //   claim and a reversal's legs are each written with a change of that row that passes only if it is still that
 //   version, which serialises the refunds and reversals of an invoice (see takeBackShares for why that keeps them
 //   within the credit whatever their order).
@@ -67,7 +67,10 @@ export const refundShareLedgerId = (
   which: "hold" | "post" | "void" | "undone",
 ): bigint => derivedLedgerId(`${refundId}:${accountId}`, `refund-share-${which}`);
 
-/** A payee of an invoice's split: its ledger account, what the invoice credited it and what was taken back since. */
+/**
+ * A payee of an invoice's split: its ledger account, what the invoice credited it and what was taken back since (a
+ * reversal's shortfall on it included: owed).
+ */
 export type SplitPayee = {
   accountId: string;
   ledgerAccountId: bigint;
@@ -85,8 +88,8 @@ export class SplitInvariantError extends SwitchyardError {
 
 /**
  * The payees of an invoice's split (none without one), each with what it was credited from the invoice and what
- * has been taken back of that by its reversals and refunds. `exceptReversal`: a reversal left out (the one being
- * applied, whose own legs may exist from a run a crash cut short).
+ * has been taken back of that by its reversals (what they could not take included) and refunds. `exceptReversal`: a
+ * reversal left out (the one being applied, whose own legs may exist from a run a crash cut short).
  */
 export async function splitPayees(
   deps: { db: Sql; ledger: Ledger; accounts: Pick<AccountCache, "tenantAccount"> },
@@ -107,6 +110,15 @@ export async function splitPayees(
     [invoice.id],
   );
   const reversalKeys = reversals.map((r) => r.key).filter((key) => key !== options.exceptReversal);
+  // What a reversal could not take of a payee (its shortfall, collected from what comes back to it later:
+  // shortfalls.ts) is owed all the same: a refund after a dashboard refund that was short on a payee would otherwise
+  // take that part again, and its collection a second time.
+  const shortfalls = await deps.db.query<{ reversal_key: string; account_id: string; amount: bigint }>(
+    `SELECT s.reversal_key, s.account_id, s.amount FROM reversal_shortfalls s
+       JOIN invoice_reversals r ON r.invoice_id = s.invoice_id AND r.key = s.reversal_key
+     WHERE s.invoice_id = $1 AND r.reinstated_at IS NULL`,
+    [invoice.id],
+  );
   const refunds = await deps.db.query<{ id: string }>(
     "SELECT id FROM refunds WHERE invoice_id = $1 AND tenant_id = $2 AND status <> 'failed'",
     [invoice.id, invoice.tenantId],
@@ -126,11 +138,14 @@ export async function splitPayees(
       ...reversalKeys.map((key) => reversalShareLedgerId(invoice.id, key, share.accountId, "reversed")),
       ...refunds.map((refund) => refundShareLedgerId(refund.id, share.accountId, "hold")),
     ]);
+    const owed = shortfalls
+      .filter((s) => s.account_id === share.accountId && s.reversal_key !== options.exceptReversal)
+      .reduce((sum, s) => sum + BigInt(s.amount), 0n);
     payees.push({
       accountId: share.accountId,
       ledgerAccountId: account.ledgerAccountId,
       credited,
-      takenBack,
+      takenBack: takenBack + owed,
     });
   }
   return payees;
@@ -151,10 +166,11 @@ async function sumOf(ledger: Ledger, ids: readonly bigint[]): Promise<bigint> {
  * A reversal of the invoice's money (`credited`, `whole` what it received): divFloor(min(amount, whole) × credited,
  * whole) — reversing all it received takes back exactly every share it gave.
  *
- * A refund (`refunded`, `whole` what the invoice received, `refundedBefore` what its refunds not failed took before
- * this one): parts of what all its refunds will have taken once this one is, not of this refund alone. Of T refunded
- * in all, a payee is owed divFloor(T × credited, whole); its part is what it is owed after this refund less what
- * refunds took from it before (takenBack: no reversal stands when a refund is made), never below zero. The seller
+ * A refund (`refunded`, `whole` what the invoice received, `refundedBefore` what its refunds not failed and the
+ * refunds made at the provider outside the API took before this one): parts of what all of them will have taken once
+ * this one is, not of this refund alone. Of T refunded in all, a payee is owed divFloor(T × credited, whole); its part
+ * is what it is owed after this refund less what they took from it before (takenBack: the only reversals that stand
+ * when a refund is made are such refunds, payments/refunds.ts holdAndClaim), never below zero. The seller
  * gives the rest, but never more than is left of its own share (what the invoice received less every payee's
  * credit, less what the seller gave before): past that, the payees give it, in order, each up to what is left of its
  * credit. Rounded one refund at a time instead, each part of a small refund floored to nothing, the seller gave every

@@ -1,7 +1,8 @@
 // Refunds of a card invoice through the whole gateway against stripe-mock: POST /v1/refunds refunds the invoice's
 // PaymentIntent (a Stripe refund, its id the refund's evidence) and takes the amount from the account once — Stripe's
 // own webhook for that refund, delivered after, takes nothing more; a refund Stripe fails later gives the money back
-// and frees the amount; never more than was paid; bad input refused before Stripe is asked.
+// and frees the amount; a refund made in Stripe's dashboard counts as refunded (the rest refundable, never more; a
+// dispute still refuses); never more than was paid; bad input refused before Stripe is asked.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type App, createApp } from "../../gateway/app.ts";
 import { apiClient } from "../support/api.ts";
@@ -142,6 +143,70 @@ describe("refunds of a card invoice", () => {
     expect(await app.db.query("SELECT count(*) FROM fiat_stripe_objects")).toEqual(objects);
     // Nor is a refund recorded for either: what is left to refund is still 15.00.
     expect(await app.db.query("SELECT count(*) FROM refunds")).toEqual(refunds);
+    expect(await posted(accountId)).toBe(1500n);
+  });
+
+  it("refunds the rest of an invoice refunded in part from Stripe's dashboard, and never more", async () => {
+    const { accountId, invoiceId, intentId } = await paidCardInvoice(app, "refunds_dashboard_first", secret);
+    // 10.00 refunded from Stripe's dashboard, not through the API: its webhook takes it from the account.
+    const dashboard = stripeEvents.refundCreated("evt_refunds_dashboard_first", {
+      refundId: "re_dashboard_first",
+      intentId,
+      amount: 1000,
+    });
+    expect((await deliver(dashboard)).status).toBe(200);
+    expect(await posted(accountId)).toBe(1500n);
+    // Before: refused 409 invoice_not_paid, the dashboard's refund taken for a dispute; 15.00 is left to refund.
+    const over = await call("POST", "/v1/refunds", { invoice: invoiceId, amount: "15.01" });
+    expect(over.status).toBe(409);
+    expect(over.body.error.code).toBe("refund_exceeds_remaining");
+    const rest = await call("POST", "/v1/refunds", { invoice: invoiceId });
+    expect(rest.status, JSON.stringify(rest.body)).toBe(201);
+    expect(rest.body).toMatchObject({ status: "succeeded", amount: "15.00" });
+    expect(await posted(accountId)).toBe(0n);
+    // Its own webhook takes nothing more; nothing is left to refund.
+    const announced = stripeEvents.refundCreated("evt_refunds_dashboard_first_rest", {
+      refundId: rest.body.rail_reference,
+      intentId,
+      amount: 1500,
+    });
+    expect((await deliver(announced)).status).toBe(200);
+    expect(await posted(accountId)).toBe(0n);
+    const more = await call("POST", "/v1/refunds", { invoice: invoiceId, amount: "0.01" });
+    expect(more.status).toBe(409);
+    expect(more.body.error.code).toBe("refund_exceeds_remaining");
+  });
+
+  it("takes the rest refunded from Stripe's dashboard after an API refund once, and refunds nothing more", async () => {
+    const refunded = await partlyRefunded("refunds_dashboard_after");
+    const { accountId, invoiceId, intentId } = refunded;
+    expect((await deliver(refundAnnounced("evt_refunds_dashboard_after_api", refunded))).status).toBe(200);
+    const dashboard = stripeEvents.refundCreated("evt_refunds_dashboard_after", {
+      refundId: "re_dashboard_after",
+      intentId,
+      amount: 1500,
+    });
+    expect((await deliver(dashboard)).status).toBe(200);
+    expect((await deliver(dashboard)).status).toBe(200);
+    expect(await posted(accountId)).toBe(0n);
+    const more = await call("POST", "/v1/refunds", { invoice: invoiceId, amount: "0.01" });
+    expect(more.status).toBe(409);
+    expect(more.body.error.code).toBe("refund_exceeds_remaining");
+    expect(await posted(accountId)).toBe(0n);
+  });
+
+  it("still refuses to refund an invoice whose payment is disputed (409 invoice_not_paid)", async () => {
+    const { accountId, invoiceId, intentId } = await paidCardInvoice(app, "refunds_disputed", secret);
+    const dispute = stripeEvents.disputeCreated("evt_refunds_disputed", {
+      disputeId: "dp_refunds_disputed",
+      intentId,
+      amount: 1000,
+    });
+    expect((await deliver(dispute)).status).toBe(200);
+    expect(await posted(accountId)).toBe(1500n);
+    const refused = await call("POST", "/v1/refunds", { invoice: invoiceId, amount: "1.00" });
+    expect(refused.status).toBe(409);
+    expect(refused.body.error.code).toBe("invoice_not_paid");
     expect(await posted(accountId)).toBe(1500n);
   });
 

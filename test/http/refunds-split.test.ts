@@ -6,7 +6,9 @@
 // nothing written; an Idempotency-Key repeated moves nothing. Two refunds of one invoice, one computed while the
 // other is claimed, take from each payee exactly its share together — payees hold more than their credit there, so
 // that taking too much would not be refused for their balance. A refund of an invoice, split or not, whose reads
-// precede a reversal recorded before its claim is refused invoice_not_paid with nothing of it written.
+// precede a reversal recorded before its claim is refused invoice_not_paid with nothing of it written. A refund made
+// at the provider outside the API counts as refunded: the rest takes what is left of each credit, a payee's shortfall
+// of it owed once.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RequestBody } from "../../client/index.ts";
 import { assets, type Rail, type RailEventHandler } from "../../core/index.ts";
@@ -355,6 +357,52 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     // The dispute won: the reversal withdrawn, the invoice paid again and refundable.
     await toy.reinstate(invoice, `dispute-${invoice}`);
     expect((await refund({ invoice, amount: "1.5" })).body).toMatchObject({ status: "succeeded" });
+  });
+
+  it("refunds the rest of an invoice refunded in part at its provider outside the API: each credit exactly, a payee's shortfall owed once", async () => {
+    const invoice = await paidSplitInvoice();
+    // A spends all it holds: the provider's refund can take nothing of it, and its part is its shortfall.
+    const a = await ledgerAccount(payeeA);
+    const spendable = a.creditsPosted - a.debitsPosted - a.debitsPending;
+    const spent = await gw.client.POST("/v1/payments", {
+      body: {
+        amount: `${spendable / 1_000_000n}.${(spendable % 1_000_000n).toString().padStart(6, "0")}`,
+        asset: "USDC",
+        source: { account: payeeA },
+        destination: { type: "account", account: customer },
+      },
+      params: { header: { "Idempotency-Key": `split-dashboard-spend-${invoice}` } },
+    });
+    expect([spent.response.status, spent.data?.status]).toEqual([201, "succeeded"]);
+    // 4 USDC refunded at the toy's provider, not through the API (a `refund:` reversal, as Stripe's dashboard's):
+    // its proportion of each credit (A 999,999, B 1,333,199), the seller the rest; A's part is short.
+    const before = await balances();
+    await toy.reverse(invoice, `refund:toy_dashboard_${invoice}`, 4_000_000n);
+    expect(await moved(before)).toEqual({ seller: -1_666_802n, a: 0n, b: -1_333_199n, held: [0n, 0n, 0n] });
+    // A is credited by another invoice, so that it holds its part of the rest.
+    await paidSplitInvoice();
+    const beforeRest = await balances();
+    // Before: refused 409 invoice_not_paid, the provider's refund taken for a dispute.
+    const over = await refund({ invoice, amount: "6.000002" });
+    expect(over.body.error?.code).toBe("refund_exceeds_remaining");
+    const rest = await refund({ invoice });
+    expect(rest.status).toBe(201);
+    expect(rest.body).toMatchObject({ status: "succeeded", amount: "6.000001" });
+    // What is left of each credit after the provider's refund, its shortfall on A counted as owed (A 2,500,000 −
+    // 999,999; B 3,333,000 − 1,333,199); the seller the rest. Before, A gave all its credit again: 999,999 twice.
+    expect(await refundParts(rest.body.id)).toEqual([1_500_001n, 1_999_801n]);
+    expect(await moved(beforeRest)).toEqual({
+      seller: -2_500_199n,
+      a: -1_500_001n,
+      b: -1_999_801n,
+      held: [0n, 0n, 0n],
+    });
+    const shortfalls = await gw.app.db.query<{ account_id: string; amount: bigint }>(
+      "SELECT account_id, amount FROM reversal_shortfalls WHERE invoice_id = $1",
+      [invoice],
+    );
+    expect(shortfalls).toEqual([{ account_id: payeeA, amount: 999_999n }]);
+    expect((await refund({ invoice, amount: "0.000001" })).body.error.code).toBe("refund_exceeds_remaining");
   });
 
   it("lets refunds racing for one invoice take no more from a payee than it was credited", async () => {

@@ -101,7 +101,7 @@ function createRefundingToyRail() {
 /**
  * A Lightning-kind rail built from the Rail contract alone: takes BTC in for invoices (its `pay`), and pays a refund to
  * the BOLT11 invoice given, reporting `fee` msat of routing fee beside it (as LND does a route through a hop that
- * charges).
+ * charges); a refund of exactly 2 sat it finds no route for.
  */
 function createLightningToyRail(fee: bigint) {
   let handler: RailEventHandler | null = null;
@@ -114,6 +114,13 @@ function createLightningToyRail(fee: bigint) {
     async stop() {},
     snapshot: () => receivingToySnapshot(rail, 10n ** 12n),
     async execute(attempt) {
+      if (attempt.amount === 2_000n)
+        return {
+          status: "failed",
+          code: "unreachable_destination",
+          message: "no route",
+          retryElsewhere: false,
+        };
       paid.set(attempt.id, attempt.amount);
       return {
         status: "succeeded",
@@ -508,8 +515,13 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   });
 
   describe("refunds paid out on a Lightning rail", () => {
-    it("refunds all an invoice took in, the routing fee funded by the operator: succeeded, nothing left held", async () => {
-      const account = "acct_refund_ln_all";
+    const deps = () => ({
+      accounts: createAccountCache({ sql: gw.app.db }, accountCacheDefaults),
+      db: gw.app.db,
+      ledger: gw.app.ledger,
+    });
+    /** A BTC account of the demo tenant, paid `paidMsat` for an invoice of 1 sat on the toy Lightning rail. */
+    async function paidLightningInvoice(account: string, paidMsat: bigint): Promise<string> {
       await createAccount(
         { sql: gw.app.db, ledger: gw.app.ledger },
         { tenantId: "ten_demo", kind: "merchant", asset: assets.BTC, name: account, id: account },
@@ -518,30 +530,164 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         body: { account, amount: "0.00000001", asset: "BTC", rail: "toyln" },
       });
       expect(created.status).toBe(201);
-      const invoice: string = created.body.id;
-      await toyLightning.pay(invoice, 1_000n); // 1 sat: all the rail's clearing account holds
-      // Refunded whole to a 1-sat BOLT11; the route costs 7 sat, the platform's.
+      await toyLightning.pay(created.body.id, paidMsat);
+      return created.body.id;
+    }
+    /** A ledger account's balance (credits less debits; for a debit-normal one, the other way) and its holds. */
+    async function balanceOf(ledgerAccountId: bigint, normal: "credit" | "debit" = "credit") {
+      const [found] = await gw.app.ledger.lookupAccounts([ledgerAccountId]);
+      const credit = found!.creditsPosted - found!.debitsPosted;
+      return { posted: normal === "credit" ? credit : -credit, held: found!.debitsPending };
+    }
+    async function lightningAccounts(account: string) {
+      const tenant = (await getTenantAccount(gw.app.db, { tenantId: "ten_demo", id: account }))!;
+      const clearing = await railAccountOpened(deps(), {
+        kind: "clearing",
+        rail: "toyln",
+        asset: assets.BTC,
+      });
+      const fees = await railAccountOpened(deps(), { kind: "fee", rail: "toyln", asset: assets.BTC });
+      const capital = await railAccountOpened(deps(), { kind: "capital", rail: "toyln", asset: assets.BTC });
+      return async () => ({
+        tenant: await balanceOf(tenant.ledgerAccountId),
+        clearing: (await balanceOf(clearing.ledgerAccountId, "debit")).posted,
+        fees: (await balanceOf(fees.ledgerAccountId)).posted,
+        capital: (await balanceOf(capital.ledgerAccountId)).posted,
+      });
+    }
+    const bolt11Refund = (invoice: string) =>
+      refund({ invoice, destination: { type: "bolt11", invoice: wellFormedInvoice() } });
+
+    it("charges the routing fee to the tenant, held at the most the route may cost beside the refund", async () => {
+      // 1 sat in for the invoice refunded, 10 sat more on the account (another invoice): room for the fee's hold.
+      const account = "acct_refund_ln_fee";
+      const invoice = await paidLightningInvoice(account, 1_000n);
+      const other = await gw.call("POST", "/v1/invoices", {
+        body: { account, amount: "0.0000001", asset: "BTC", rail: "toyln" },
+      });
+      await toyLightning.pay(other.body.id, 10_000n);
+      const balances = await lightningAccounts(account);
+      const before = await balances();
+      expect(before.tenant).toEqual({ posted: 11_000n, held: 0n });
+      // Refunded whole to a 1-sat BOLT11; the route costs 7 sat (the rail's cap: 10 sat, held beside the refund).
+      const response = await bolt11Refund(invoice);
+      expect(response.status).toBe(201);
+      expect(response.body).toMatchObject({
+        status: "succeeded",
+        amount: "0.00000001000",
+        fee: "0.00000007000",
+      });
+      // Before: the tenant was charged the 1 sat only, and the operator's capital paid the 7 sat route.
+      const after = await balances();
+      expect(after.tenant).toEqual({ posted: 11_000n - 1_000n - 7_000n, held: 0n });
+      // The fee account takes the 7 sat from the tenant and pays them to the node's clearing account: nothing is left
+      // on it, nothing asked of the capital, and the clearing account falls by the refund and its fee, as the node.
+      expect(after.fees - before.fees).toBe(0n);
+      expect(after.capital - before.capital).toBe(0n);
+      expect(after.clearing - before.clearing).toBe(-8_000n);
+      const [charged, funded] = await gw.app.ledger.lookupTransfers([
+        derivedLedgerId(response.body.id, "refund-fee-post"),
+        derivedLedgerId(response.body.id, "refund-fee-funded"),
+      ]);
+      expect(charged).toMatchObject({ amount: 7_000n, code: transferCodes.payments.feeCharged });
+      expect(funded).toBeUndefined();
+    });
+
+    it("releases the fee's hold with the refund's when the rail fails it: the account whole, nothing held", async () => {
+      const account = "acct_refund_ln_failed";
+      const invoice = await paidLightningInvoice(account, 12_000n);
+      const balances = await lightningAccounts(account);
+      const before = await balances();
       const response = await refund({
         invoice,
-        destination: { type: "bolt11", invoice: wellFormedInvoice() },
+        destination: { type: "bolt11", invoice: wellFormedInvoice({ amount: "20n" }) },
       });
       expect(response.status).toBe(201);
-      // Before: the fee left the clearing account below zero, the ledger refused the whole post and nothing said so:
-      // the refund stayed pending for good, its hold on the account with it.
-      expect(response.body).toMatchObject({ status: "succeeded", amount: "0.00000001000" });
-      const record = await getTenantAccount(gw.app.db, { tenantId: "ten_demo", id: account });
-      const [ledgerAccount] = await gw.app.ledger.lookupAccounts([record!.ledgerAccountId]);
-      expect(ledgerAccount!.creditsPosted - ledgerAccount!.debitsPosted).toBe(0n);
-      expect(ledgerAccount!.debitsPending).toBe(0n);
-      // The fee paid is booked (fee account ← clearing), funded by the operator's capital (clearing ← capital): the
-      // clearing account is left with what the node holds for customers, nothing.
-      const clearing = (await getClearingAccount(gw.app.db, { rail: "toyln", asset: assets.BTC }))!;
-      const [held] = await gw.app.ledger.lookupAccounts([clearing.ledgerAccountId]);
-      expect(held!.debitsPosted - held!.creditsPosted).toBe(0n);
-      const [feeLeg] = await gw.app.ledger.lookupTransfers([
-        derivedLedgerId(response.body.id, "refund-fee-paid"),
+      expect(response.body).toMatchObject({ status: "failed", amount: "0.00000002000" });
+      expect(await balances()).toEqual(before);
+      const [voided] = await gw.app.ledger.lookupTransfers([
+        derivedLedgerId(response.body.id, "refund-fee-void"),
       ]);
-      expect(feeLeg).toMatchObject({ amount: 7_000n, code: transferCodes.payments.feePaid });
+      expect(voided).toMatchObject({ amount: 10_000n });
+    });
+
+    it("refuses a refund whose account cannot also hold the most its route may cost: 402 insufficient_funds, nothing written", async () => {
+      const account = "acct_refund_ln_short";
+      const invoice = await paidLightningInvoice(account, 1_000n); // 1 sat: all the account holds
+      const balances = await lightningAccounts(account);
+      const before = await balances();
+      const refunds = await gw.app.db.query("SELECT count(*) FROM refunds");
+      const paidOut = toyLightning.paid.size;
+      const response = await bolt11Refund(invoice);
+      // Before: succeeded, the 7 sat route paid by the platform for a tenant that paid nothing for it.
+      expect(response.status).toBe(402);
+      expect(response.body.error).toMatchObject({ code: "insufficient_funds", param: "amount" });
+      expect(response.body.error.message).toContain("routing");
+      expect(await balances()).toEqual(before);
+      expect(await gw.app.db.query("SELECT count(*) FROM refunds")).toEqual(refunds);
+      expect(toyLightning.paid.size).toBe(paidOut);
+    });
+
+    it("funds the fee from the operator's capital when the rail's clearing account holds less, still charging the tenant", async () => {
+      // The account's 10 sat beside the invoice's 1 came in on another rail: the toy's clearing account holds the
+      // invoice's 1 sat alone, less than the refund and its route's 7.
+      const account = "acct_refund_ln_elsewhere";
+      const invoice = await paidLightningInvoice(account, 1_000n);
+      const tenant = (await getTenantAccount(gw.app.db, { tenantId: "ten_demo", id: account }))!;
+      const elsewhere = await railAccountOpened(deps(), {
+        kind: "clearing",
+        rail: "toyln_other",
+        asset: assets.BTC,
+      });
+      const [funding] = await gw.app.ledger.createTransfers([
+        {
+          id: derivedLedgerId(account, "test-funding"),
+          debitAccountId: elsewhere.ledgerAccountId,
+          creditAccountId: tenant.ledgerAccountId,
+          amount: 10_000n,
+          ledger: assets.BTC.ledger,
+          code: transferCodes.payments.funding,
+        },
+      ]);
+      expect(funding?.status).toBe("created");
+      // What other tests left on the toy's clearing account is put aside to its capital for this test (the rail paid
+      // it out for others), and back after.
+      const clearing = await railAccountOpened(deps(), {
+        kind: "clearing",
+        rail: "toyln",
+        asset: assets.BTC,
+      });
+      const capital = await railAccountOpened(deps(), { kind: "capital", rail: "toyln", asset: assets.BTC });
+      const [held] = await gw.app.ledger.lookupAccounts([clearing.ledgerAccountId]);
+      const headroom = held!.debitsPosted - held!.creditsPosted - held!.creditsPending - 1_000n;
+      const aside = async (id: string, debit: bigint, credit: bigint) => {
+        if (headroom <= 0n) return;
+        const [moved] = await gw.app.ledger.createTransfers([
+          {
+            id: derivedLedgerId(`${invoice}-${id}`, "test"),
+            debitAccountId: debit,
+            creditAccountId: credit,
+            amount: headroom,
+            ledger: assets.BTC.ledger,
+            code: transferCodes.payments.capitalIn,
+          },
+        ]);
+        expect(moved?.status).toBe("created");
+      };
+      await aside("out", capital.ledgerAccountId, clearing.ledgerAccountId);
+      onTestFinished(() => aside("back", clearing.ledgerAccountId, capital.ledgerAccountId));
+      const balances = await lightningAccounts(account);
+      const before = await balances();
+      expect(before.clearing).toBe(1_000n);
+      const response = await bolt11Refund(invoice);
+      expect(response.status).toBe(201);
+      // Before the capital's leg (aec0c05): the post was refused there and the refund stayed pending for good.
+      expect(response.body).toMatchObject({ status: "succeeded", amount: "0.00000001000" });
+      const after = await balances();
+      expect(after.tenant).toEqual({ posted: 11_000n - 1_000n - 7_000n, held: 0n });
+      expect(after.capital - before.capital).toBe(7_000n);
+      expect(after.clearing - before.clearing).toBe(-1_000n);
+      expect(after.fees - before.fees).toBe(0n);
     });
   });
 

@@ -1,7 +1,8 @@
 // Refunds of a Lightning invoice through the whole gateway on the regtest network: the payer gives a BOLT11 invoice
 // (of the refund's amount, or amountless) and the gateway's node pays it; the account is debited by exactly the
-// refund, the routing fee LND paid booked on the rail's fee account, the preimage the evidence. A refund LND cannot
-// pay fails and releases its hold; never more than was paid; a Lightning payout is not refundable.
+// refund and the routing fee LND paid (held beside it at the most the route may cost), the fee booked on the rail's
+// fee account, the preimage the evidence. A refund LND cannot pay fails and releases its holds; never more than was
+// paid; a Lightning payout is not refundable.
 import { authenticatedLndGrpc, createInvoice, getInvoice, pay } from "lightning";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { App } from "../../gateway/app.ts";
@@ -94,7 +95,10 @@ describe("refunds of a Lightning invoice", () => {
       destination: { type: "bolt11", invoice: request },
     });
     expect((await getInvoice({ lnd: payer, id: hash })).is_confirmed).toBe(true);
-    expect(await balance(accountId)).toEqual({ posted: 8_000_000n, pending: 0n });
+    // The refund and what its route cost (the refund's `fee`, in msat), charged to the tenant from the fee's hold.
+    const fee = BigInt(refund.fee.replace(".", ""));
+    expect(fee).toBeLessThanOrEqual(10_000n);
+    expect(await balance(accountId)).toEqual({ posted: 8_000_000n - fee, pending: 0n });
     const events = await app.db.query<{ type: string }>(
       "SELECT type FROM outbox WHERE payload->>'refund_id' = $1 ORDER BY id",
       [refund.id],
@@ -115,8 +119,9 @@ describe("refunds of a Lightning invoice", () => {
     const refund = await settled(created.body.id);
     expect(refund).toMatchObject({ status: "succeeded", amount: "0.00001000000", fee: "0.00000007000" });
     expect((await getInvoice({ lnd: remote, id: hash })).is_confirmed).toBe(true);
-    // The tenant pays the refund; the fee is the rail's, from its fee account, with the refund as its evidence.
-    expect(await balance(accountId)).toEqual({ posted: 9_000_000n, pending: 0n });
+    // The tenant pays the refund and its route's fee, charged from the fee's hold (10,000 msat, the rest released);
+    // the fee is paid from the rail's fee account, with the refund as its evidence. Before, the platform paid it.
+    expect(await balance(accountId)).toEqual({ posted: 9_000_000n - 7_000n, pending: 0n });
     const fees = await app.db.query<{
       amount: bigint;
       evidence: { reference: string; detail: Record<string, string> };
