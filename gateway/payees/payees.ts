@@ -49,7 +49,8 @@ export type PayeesDeps = {
 export const payeesListLimitDefault = 10;
 export const payeesListLimitMax = 100;
 
-type PayeeRow = {
+/** A payee's row as payeeColumns reads it (getPayee, and the payees' list: http/resources/lists.ts). */
+export type PayeeRow = {
   id: string;
   tenant_id: string;
   name: string;
@@ -59,14 +60,14 @@ type PayeeRow = {
   updated_at: Date;
 };
 
-const columns = "id, tenant_id, name, methods, metadata, created_at, updated_at";
+export const payeeColumns = "id, tenant_id, name, methods, metadata, created_at, updated_at";
 
 /** A json column as the driver hands it: parsed already (pg, PGlite) or as text. */
 function fromJson<T>(value: unknown): T {
   return (typeof value === "string" ? JSON.parse(value) : value) as T;
 }
 
-function fromRow(row: PayeeRow): Payee {
+export function payeeFromRow(row: PayeeRow): Payee {
   return {
     id: row.id,
     tenantId: row.tenant_id,
@@ -131,7 +132,7 @@ export async function createPayee(
   const at = new Date(nowMs).toISOString();
   const rows = await deps.sql.query<PayeeRow>(
     `INSERT INTO payees (id, tenant_id, name, methods, metadata, created_at, updated_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING ${columns}`,
+     VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING ${payeeColumns}`,
     [
       newId("pye", nowMs),
       params.tenantId,
@@ -141,16 +142,16 @@ export async function createPayee(
       at,
     ],
   );
-  return { ok: true, payee: fromRow(rows[0]!) };
+  return { ok: true, payee: payeeFromRow(rows[0]!) };
 }
 
 /** The tenant's payee, or null. */
 export async function getPayee(sql: Sql, params: { tenantId: string; id: string }): Promise<Payee | null> {
-  const rows = await sql.query<PayeeRow>(`SELECT ${columns} FROM payees WHERE id = $1 AND tenant_id = $2`, [
-    params.id,
-    params.tenantId,
-  ]);
-  return rows[0] === undefined ? null : fromRow(rows[0]);
+  const rows = await sql.query<PayeeRow>(
+    `SELECT ${payeeColumns} FROM payees WHERE id = $1 AND tenant_id = $2`,
+    [params.id, params.tenantId],
+  );
+  return rows[0] === undefined ? null : payeeFromRow(rows[0]);
 }
 
 /**
@@ -163,11 +164,11 @@ export async function listPayees(
 ): Promise<{ payees: Payee[]; hasMore: boolean }> {
   const limit = Math.min(Math.max(1, Math.trunc(params.limit)), payeesListLimitMax);
   const rows = await sql.query<PayeeRow>(
-    `SELECT ${columns} FROM payees WHERE tenant_id = $1 AND ($2::text IS NULL OR id < $2::text)
+    `SELECT ${payeeColumns} FROM payees WHERE tenant_id = $1 AND ($2::text IS NULL OR id < $2::text)
      ORDER BY id DESC LIMIT $3`,
     [params.tenantId, params.startingAfter, limit + 1],
   );
-  return { payees: rows.slice(0, limit).map(fromRow), hasMore: rows.length > limit };
+  return { payees: rows.slice(0, limit).map(payeeFromRow), hasMore: rows.length > limit };
 }
 
 /** Replaces what is given (each of name, metadata and methods as a whole) and leaves the rest. */
@@ -198,7 +199,7 @@ export async function updatePayee(
   const rows = await deps.sql.query<PayeeRow>(
     `UPDATE payees SET name = coalesce($3, name), metadata = coalesce($4::json, metadata),
        methods = coalesce($5::json, methods), updated_at = $6
-     WHERE id = $1 AND tenant_id = $2 RETURNING ${columns}`,
+     WHERE id = $1 AND tenant_id = $2 RETURNING ${payeeColumns}`,
     [
       params.id,
       params.tenantId,
@@ -210,7 +211,7 @@ export async function updatePayee(
   );
   if (rows[0] === undefined)
     return { ok: false, refusal: "payee_not_found", message: `no payee "${params.id}"` };
-  return { ok: true, payee: fromRow(rows[0]) };
+  return { ok: true, payee: payeeFromRow(rows[0]) };
 }
 
 /**

@@ -40,7 +40,16 @@ export type {
 export { evidenceForLedger, railAccountOpened } from "./reservations.ts";
 export { createPaymentQuote } from "./routing.ts";
 export { createPayment } from "./service.ts";
-export { fromJson, getPayment, insertOutboxEvent, paymentRequestDigest, toJson } from "./store.ts";
+export {
+  fromJson,
+  getPayment,
+  insertOutboxEvent,
+  type PaymentReadRow,
+  paymentReadColumns,
+  paymentRequestDigest,
+  paymentsFromRows,
+  toJson,
+} from "./store.ts";
 export type {
   Attempt,
   AttemptStatus,

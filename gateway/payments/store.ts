@@ -380,7 +380,7 @@ export async function getPayment(
   params: { tenantId: string; id: string },
 ): Promise<Payment | null> {
   // Its decision kept with it, or shared with the payments routed alike (route_decisions, migration 0041).
-  const rows = await sql.query<PaymentRow & { own_linked: boolean }>(
+  const rows = await sql.query<PaymentReadRow>(
     `SELECT p.id, p.tenant_id, p.status, p.asset, p.amount, p.source_account_id, p.destination, p.policy,
        COALESCE(p.decision, d.decision) AS decision, p.rail, p.failure_code, p.failure_message, p.metadata,
        p.created_at, p.updated_at, p.ledger_link IS NULL AS own_linked
@@ -394,12 +394,58 @@ export async function getPayment(
     `SELECT ${attemptColumns} FROM attempts WHERE payment_id = $1 ORDER BY seq`,
     [row.id],
   );
+  return paymentFromRows(row, attemptRows);
+}
+
+/** A payment's row as getPayment reads it: its decision (kept with it or shared), whether its ledger link is its own. */
+export type PaymentReadRow = PaymentRow & { own_linked: boolean };
+
+/**
+ * getPayment's select list from `payments` alone, for a statement that names no other table (a page of the payments'
+ * list: http/resources/lists.ts): a shared decision is read by its digest, as getPayment's join reads it.
+ */
+export const paymentReadColumns = `id, tenant_id, status, asset, amount, source_account_id, destination, policy,
+  COALESCE(decision, (SELECT d.decision FROM route_decisions d WHERE d.digest = payments.decision_digest)) AS decision,
+  rail, failure_code, failure_message, metadata, created_at, updated_at, ledger_link IS NULL AS own_linked`;
+
+/**
+ * The payments of `rows` (read with paymentReadColumns), in their order, each as getPayment makes it. With
+ * `attempts`, the attempts of them all are read in one statement, each payment's in order of seq as getPayment reads
+ * them; without, none is read and each payment's are left empty (for a view that leaves them out).
+ */
+export async function paymentsFromRows(
+  sql: Sql,
+  rows: readonly PaymentReadRow[],
+  options: { attempts: boolean },
+): Promise<Payment[]> {
+  if (!options.attempts || rows.length === 0) return rows.map((row) => paymentFromRows(row, null));
+  const attemptRows = await sql.query<AttemptRow>(
+    `SELECT ${attemptColumns} FROM attempts WHERE payment_id = ANY($1::text[]) ORDER BY payment_id, seq`,
+    [textArrayLiteral(rows.map((row) => row.id))],
+  );
+  const byPayment = new Map<string, AttemptRow[]>();
+  for (const attempt of attemptRows) {
+    const own = byPayment.get(attempt.payment_id);
+    if (own === undefined) byPayment.set(attempt.payment_id, [attempt]);
+    else own.push(attempt);
+  }
+  return rows.map((row) => paymentFromRows(row, byPayment.get(row.id) ?? []));
+}
+
+/** The payment of its row and its attempts' rows (in order of seq); null: its attempts not read, left empty. */
+function paymentFromRows(row: PaymentReadRow, attemptRows: readonly AttemptRow[] | null): Payment {
   const destination = fromJson<PaymentDestination>(row.destination);
   const decision = row.decision === null ? null : decisionFromJson(row.decision, destination);
-  const attempts = attemptRows.map(attemptFromRow);
+  const attempts = (attemptRows ?? []).map(attemptFromRow);
   // An internal payment written in a batch has no attempt row (internalAttemptOf); one written before that has.
   const first = decision?.candidates[0];
-  if (attempts.length === 0 && row.own_linked && row.status !== "processing" && first !== undefined)
+  if (
+    attemptRows !== null &&
+    attempts.length === 0 &&
+    row.own_linked &&
+    row.status !== "processing" &&
+    first !== undefined
+  )
     attempts.push(
       internalAttemptOf(
         {

@@ -28,13 +28,13 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     return { id: created.id, key, client: gw.clientFor(key) };
   }
 
-  beforeAll(async () => {
-    gw = await startTestGateway({ database });
-    const made = await newTenant("Lists");
+  /** A tenant of its own with a customer account funded with 100 USDC, and a merchant account. */
+  async function fundedTenant(name: string) {
+    const made = await newTenant(name);
     const account = async (kind: "customer" | "merchant") =>
       (await made.client.POST("/v1/accounts", { body: { asset: "USDC", kind } })).data!.id;
-    tenant = { ...made, payer: await account("customer"), payee: await account("merchant") };
-    const payer = await getTenantAccount(gw.app.db, { tenantId: tenant.id, id: tenant.payer });
+    const own = { ...made, payer: await account("customer"), payee: await account("merchant") };
+    const payer = await getTenantAccount(gw.app.db, { tenantId: own.id, id: own.payer });
     const clearing = await getClearingAccount(gw.app.db, { rail: "evm", asset: assets.USDC });
     const funded = await credit(
       gw.app.ledger,
@@ -45,9 +45,42 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         ledger: assets.USDC.ledger,
         code: transferCodes.payments.funding,
       },
-      { id: derivedLedgerId(tenant.payer, "test-funding"), label: "test funding" },
+      { id: derivedLedgerId(own.payer, "test-funding"), label: "test funding" },
     );
     expect(funded).toBe("credited");
+    return own;
+  }
+
+  /**
+   * The gateway's own routes over a database that notes each statement whose text `counted` matches (the key's
+   * lookup and the tenant's are not counted), and `read(url, key)`: a GET's body and the statements it cost.
+   */
+  async function countingServer(counted: RegExp) {
+    const statements: string[] = [];
+    const server = await buildBareServer([], {
+      db: noteStatements(gw.app.db, (texts) =>
+        statements.push(...texts.filter((text) => counted.test(text))),
+      ),
+    });
+    const read = async (url: string, key: string) => {
+      statements.length = 0;
+      const response = await server.inject({
+        method: "GET",
+        url,
+        headers: { authorization: `Bearer ${key}` },
+      });
+      expect(response.statusCode).toBe(200);
+      return {
+        body: response.json() as { data: (Listed & Record<string, unknown>)[]; has_more: boolean },
+        statements: statements.length,
+      };
+    };
+    return { server, read };
+  }
+
+  beforeAll(async () => {
+    gw = await startTestGateway({ database });
+    tenant = await fundedTenant("Lists");
     other = await newTenant("Other");
   });
   afterAll(async () => {
@@ -222,6 +255,80 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         cursor.error?.error.message.replace(/"[^"]*"/, ""),
       );
     });
+
+    it("reads a page of payments in one statement, and its attempts in one more, however many it holds", async () => {
+      const own = await fundedTenant("Payment page");
+      const pay = async (
+        destination: { type: "account"; account: string } | { type: "evm_address"; address: string },
+      ) => {
+        const { data, response } = await own.client.POST("/v1/payments", {
+          body: { amount: "1.00", asset: "USDC", source: { account: own.payer }, destination },
+        });
+        expect([response.status, data?.status]).toEqual([201, "succeeded"]);
+        return data!.id;
+      };
+      // Internal payments (no attempt row, a decision shared by its digest) and EVM ones (attempt rows, the decision
+      // kept with the payment); creation times set by hand, a second apart, for an order the clock does not decide.
+      const made: string[] = [];
+      for (let index = 0; index < 12; index += 1)
+        made.unshift(
+          await pay(
+            index % 4 === 1
+              ? { type: "evm_address", address: gw.app.demo!.payee! }
+              : { type: "account", account: own.payee },
+          ),
+        );
+      for (const [index, id] of made.entries())
+        await gw.app.db.query("UPDATE payments SET created_at = to_timestamp($2) WHERE id = $1", [
+          id,
+          1_950_000_000 - index,
+        ]);
+      // An EVM payment of the first page with two attempts, the first failed, their rows written in the other order
+      // (as a read in the table's order would list them).
+      const evm = made[6]!;
+      expect((await own.client.GET("/v1/payments/{id}", { params: { path: { id: evm } } })).data!.rail).toBe(
+        "evm",
+      );
+      await gw.app.db.query("UPDATE attempts SET seq = 1 WHERE payment_id = $1 AND seq = 0", [evm]);
+      await gw.app.db.query(
+        `INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, reserve_transfer_id, failure_code,
+           failure_message)
+         SELECT 'att_page' || $2, payment_id, 0, rail, 'failed', amount, fee_max, reserve_transfer_id + 1,
+           'rail_unavailable', 'paged'
+         FROM attempts WHERE payment_id = $1 AND seq = 1`,
+        [evm, database],
+      );
+      const { server, read } = await countingServer(/\b(payments|attempts)\b/);
+      try {
+        const list = (query: string) => read(`/v1/payments?${query}`, own.key);
+        const first = await list("limit=10");
+        expect([idsOf(first.body), first.body.has_more]).toEqual([made.slice(0, 10), true]);
+        // The page's own: its rows whole, attempts not asked. Before, each payment of the page was read again by its
+        // id, and its attempts: 21 here.
+        expect(first.statements).toBe(1);
+        const expanded = await list("limit=10&expand[]=data.attempts");
+        expect([idsOf(expanded.body), expanded.statements]).toEqual([made.slice(0, 10), 2]);
+        expect(expanded.body.data.find((item) => item.id === evm)!.attempts).toEqual([
+          expect.objectContaining({ status: "failed" }),
+          expect.objectContaining({ status: "succeeded" }),
+        ]);
+        // A cursor is checked by a statement of its own; a filter costs none.
+        const next = await list(`limit=10&starting_after=${made[9]}&expand[]=data.attempts`);
+        expect([idsOf(next.body), next.statements]).toEqual([made.slice(10), 3]);
+        const succeeded = await list("status=succeeded&limit=100&expand[]=data.attempts");
+        expect([idsOf(succeeded.body), succeeded.statements]).toEqual([made, 2]);
+        // Each item as GET /v1/payments/:id answers it, without its attempts unless they were asked.
+        for (const [index, item] of [...expanded.body.data, ...next.body.data].entries()) {
+          const one = await own.client.GET("/v1/payments/{id}", { params: { path: { id: item.id } } });
+          expect(item).toEqual(one.data);
+          if (index >= first.body.data.length) continue;
+          const { attempts: _omitted, ...rest } = one.data!;
+          expect(first.body.data[index]).toEqual(rest);
+        }
+      } finally {
+        await server.close();
+      }
+    });
   });
 
   describe("the other collections", () => {
@@ -275,28 +382,9 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         );
         made.unshift(id);
       }
-      // The gateway's own routes over a database that notes each statement naming invoices (the key's lookup and
-      // the tenant's are not counted).
-      const statements: string[] = [];
-      const server = await buildBareServer([], {
-        db: noteStatements(gw.app.db, (texts) =>
-          statements.push(...texts.filter((text) => /invoices/.test(text))),
-        ),
-      });
+      const { server, read: readCounted } = await countingServer(/invoices/);
       try {
-        const read = async (query: string) => {
-          statements.length = 0;
-          const response = await server.inject({
-            method: "GET",
-            url: `/v1/invoices?${query}`,
-            headers: { authorization: `Bearer ${tenantOwn.key}` },
-          });
-          expect(response.statusCode).toBe(200);
-          return {
-            body: response.json() as { data: Listed[]; has_more: boolean },
-            statements: statements.length,
-          };
-        };
+        const read = (query: string) => readCounted(`/v1/invoices?${query}`, tenantOwn.key);
         const first = await read("limit=10");
         expect([idsOf(first.body), first.body.has_more]).toEqual([made.slice(0, 10), true]);
         // The page's own: its rows whole. Before, each invoice of the page was read again by its id: 11 here.
@@ -423,6 +511,47 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
             "limit",
           ]);
         }
+    });
+
+    it("reads a page of payees in one statement, methods and all, however many it holds", async () => {
+      const own = await fundedTenant("Payee page");
+      const made: string[] = [];
+      for (let index = 0; index < 12; index += 1) {
+        const methods = [
+          { type: "account" as const, account: own.payee },
+          ...(index % 3 === 0 ? [{ type: "evm_address" as const, address: gw.app.demo!.payee! }] : []),
+        ];
+        const payee = await own.client.POST("/v1/payees", {
+          body: { name: `payee ${index}`, methods, metadata: { index: String(index) } },
+        });
+        expect(payee.response.status).toBe(201);
+        made.unshift(payee.data!.id);
+      }
+      // Creation times set by hand, a second apart, for an order the clock does not decide.
+      for (const [index, id] of made.entries())
+        await gw.app.db.query("UPDATE payees SET created_at = to_timestamp($2) WHERE id = $1", [
+          id,
+          1_950_000_000 - index,
+        ]);
+      const { server, read } = await countingServer(/payees/);
+      try {
+        const first = await read("/v1/payees?limit=10", own.key);
+        expect([idsOf(first.body), first.body.has_more]).toEqual([made.slice(0, 10), true]);
+        // The page's own: its rows whole. Before, each payee of the page was read again by its id: 11 here.
+        expect(first.statements).toBe(1);
+        // A cursor is checked by a statement of its own.
+        const next = await read(`/v1/payees?limit=10&starting_after=${made[9]}`, own.key);
+        expect([idsOf(next.body), next.statements]).toEqual([made.slice(10), 2]);
+        const all = await read("/v1/payees?limit=100", own.key);
+        expect([idsOf(all.body), all.statements]).toEqual([made, 1]);
+        // Each item as GET /v1/payees/:id answers it.
+        for (const item of [...first.body.data, ...next.body.data]) {
+          const one = await own.client.GET("/v1/payees/{id}", { params: { path: { id: item.id } } });
+          expect(item).toEqual(one.data);
+        }
+      } finally {
+        await server.close();
+      }
     });
   });
 });

@@ -2,12 +2,13 @@
 // created[…], newest first, has_more): GET /v1/payments (status; expand[]=data.attempts for each payment's
 // attempts, absent otherwise), /v1/invoices (status), /v1/quotes and /v1/payees. Accounts list in ./accounts.ts,
 // webhook endpoints in ./webhook-endpoints.ts, events in ./events.ts. Items are presented as each resource's GET
-// presents one, by the same readers (an invoice from the page's own row, as getInvoice reads one).
+// presents one, made from the page's own rows as each resource's reader makes one (a payment's attempts, when
+// expanded, read for the whole page at once): a page costs the same few statements however many items it holds.
 import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import type { Db } from "../../db/index.ts";
-import { getPayee } from "../../payees/index.ts";
-import { fromJson, getPayment } from "../../payments/index.ts";
+import { type PayeeRow, payeeColumns, payeeFromRow } from "../../payees/index.ts";
+import { fromJson, type PaymentReadRow, paymentReadColumns, paymentsFromRows } from "../../payments/index.ts";
 import type { Quote } from "../../router/index.ts";
 import { type InvoiceRow, invoiceFromRow } from "../../settlement/index.ts";
 import { tenantOf } from "../auth.ts";
@@ -38,14 +39,6 @@ export const listInvoicesQuery = listQuery({
 export const listQuotesQuery = listQuery({ idPrefix: "quo" });
 export const listPayeesQuery = listQuery({ idPrefix: "pye" });
 
-type IdRow = { id: string };
-
-/** Each id read by `read` (the resource's own reader), in order; one gone in between is left out. */
-async function readEach<T>(ids: readonly IdRow[], read: (id: string) => Promise<T | null>): Promise<T[]> {
-  const found = await Promise.all(ids.map((row) => read(row.id)));
-  return found.flatMap((item) => (item === null ? [] : [item]));
-}
-
 const plugin: FastifyPluginAsyncZod<ListRoutesOptions> = async (app, options) => {
   const { db } = options;
 
@@ -58,7 +51,6 @@ const plugin: FastifyPluginAsyncZod<ListRoutesOptions> = async (app, options) =>
       },
     },
     async (request) => {
-      const tenantId = tenantOf(request).id;
       const params = listParams(request.query);
       const attempts = params.expand.has("data.attempts");
       return listPage(
@@ -66,18 +58,21 @@ const plugin: FastifyPluginAsyncZod<ListRoutesOptions> = async (app, options) =>
         {
           table: "payments",
           tenantColumn: "tenant_id",
-          columns: "id",
+          columns: paymentReadColumns,
           noun: "payment",
           equals: { status: request.query.status },
-          mapPage: async (rows: IdRow[]) =>
-            (await readEach(rows, (id) => getPayment(db, { tenantId, id }))).map((payment) => {
+          // The rows whole, read by the page's own statement, and the page's attempts (when expanded) by one more.
+          // Before, the page read ids and then each payment again by its id, and its attempts, whether asked or not:
+          // 201 statements for a page of 100.
+          mapPage: async (rows: PaymentReadRow[]) =>
+            (await paymentsFromRows(db, rows, { attempts })).map((payment) => {
               const view = presentPayment(payment);
               if (attempts) return view;
               const { attempts: _omitted, ...rest } = view;
               return rest;
             }),
         },
-        { tenantId, url: "/v1/payments", params, gone: clientGone(request) },
+        { tenantId: tenantOf(request).id, url: "/v1/payments", params, gone: clientGone(request) },
       );
     },
   );
@@ -133,21 +128,25 @@ const plugin: FastifyPluginAsyncZod<ListRoutesOptions> = async (app, options) =>
   app.get(
     "/payees",
     { schema: { querystring: listPayeesQuery, response: { 200: listView(payeeView), "4xx": errorView } } },
-    async (request) => {
-      const tenantId = tenantOf(request).id;
-      return listPage(
+    async (request) =>
+      listPage(
         db,
         {
           table: "payees",
           tenantColumn: "tenant_id",
-          columns: "id",
+          columns: payeeColumns,
           noun: "payee",
-          mapPage: async (rows: IdRow[]) =>
-            (await readEach(rows, (id) => getPayee(db, { tenantId, id }))).map(presentPayee),
+          // Each row whole, methods and all, read by the page's own statement and made a payee as getPayee makes one.
+          // Before, the page read ids and then each payee again by its id: 101 statements for a page of 100.
+          map: (row: PayeeRow) => presentPayee(payeeFromRow(row)),
         },
-        { tenantId, url: "/v1/payees", params: listParams(request.query), gone: clientGone(request) },
-      );
-    },
+        {
+          tenantId: tenantOf(request).id,
+          url: "/v1/payees",
+          params: listParams(request.query),
+          gone: clientGone(request),
+        },
+      ),
   );
 };
 
