@@ -46,6 +46,7 @@ export type {
   PayoutBatch,
   PayoutBatchOutcome,
   PayoutRefused,
+  PayoutReversal,
   Rail,
   RailEvent,
   RailEventHandler,

@@ -166,13 +166,27 @@ export type AttemptOutcome =
 export type RailFee = { readonly id: string; readonly amount: bigint };
 
 /**
+ * Money a payout's provider took back from the payee after the payout was made, and gave back to the platform's
+ * balance (a Stripe transfer reversal, whole or in part), in the rail's asset. `key` is the provider's own name for it
+ * (a TransferReversal's id), the same on every delivery: the gateway books each key once, and never more in all than
+ * the payout's amount.
+ */
+export type PayoutReversal = { readonly key: string; readonly amount: bigint };
+
+/**
  * What a rail reports on its own, on a stream (LND, chain logs) or from its provider's webhooks: the end of an
- * attempt in flight, money that came in, and money taken back from what came in (a dispute, a refund of a
+ * attempt in flight (with what the provider has taken back of that payout since, when it tells it: each reversal of a
+ * Stripe transfer), money that came in, and money taken back from what came in (a dispute, a refund of a
  * top-up) or given back after all (a dispute won, a refund failed). `reference` is the one the rail was given
  * in `receive`; `key` names one reversal, so a second partial refund is a second reversal.
  */
 export type RailEvent =
-  | ({ kind: "attempt_succeeded"; attemptId: string } & Omit<AttemptSucceeded, "status">)
+  | ({
+      kind: "attempt_succeeded";
+      attemptId: string;
+      /** What the provider has taken back of the payout since (a Stripe transfer reversal), as it lists it now. */
+      reversals?: readonly PayoutReversal[];
+    } & Omit<AttemptSucceeded, "status">)
   | {
       kind: "attempt_failed";
       attemptId: string;

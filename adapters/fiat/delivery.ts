@@ -1,7 +1,7 @@
 // Stripe's events, from the rail's webhook route (webhook-route.ts: verified, ordered and deduplicated there)
 // to the settlement's handler, as the rail's events. Informational events (a failed charge, a connected
 // account's failed payout) stop here.
-import type { RailEventVerdict, RailFee, RailRoute } from "../../core/index.ts";
+import type { PayoutReversal, RailEventVerdict, RailFee, RailRoute } from "../../core/index.ts";
 import { FiatRailError } from "./errors.ts";
 import { type FiatEvent, toRailEvent } from "./events.ts";
 import type { FiatRailState } from "./rail-state.ts";
@@ -12,6 +12,7 @@ export async function deliver(state: FiatRailState, event: FiatEvent): Promise<R
   const railEvent = await toRailEvent(event, {
     transferFee: (transferId) => transferFee(state, transferId),
     chargeFee: (intentId) => chargeFee(state, intentId),
+    transferReversals: (transferId) => transferReversals(state, transferId),
   });
   if (railEvent === null) return; // informational: nothing was credited, or not our money (a connected account's payout)
   if (state.handler === null)
@@ -27,6 +28,34 @@ async function transferFee(state: FiatRailState, transferId: string): Promise<bi
   const transfer = await state.stripe.transfers.retrieve(transferId, { expand: ["balance_transaction"] });
   const txn = transfer.balance_transaction;
   return txn === null || typeof txn === "string" ? 0n : BigInt(txn.fee);
+}
+
+/** The most reversals of one transfer read from Stripe for one event (100 a page). */
+const transferReversalsReadMax = 1_000;
+
+/**
+ * A transfer's reversals as Stripe lists them, every page (the events that tell a reversal list 10 at most): those of
+ * that transfer in the rail's currency, up to transferReversalsReadMax (the rest logged: not booked until an event
+ * lists them). Stripe not answering throws: the event is then not applied, and Stripe delivers it again.
+ */
+async function transferReversals(state: FiatRailState, transferId: string): Promise<PayoutReversal[]> {
+  const found: PayoutReversal[] = [];
+  let read = 0;
+  for await (const reversal of state.stripe.transfers.listReversals(transferId, { limit: 100 })) {
+    read += 1;
+    if (read > transferReversalsReadMax) {
+      state.logger.error(
+        { transferId, read: transferReversalsReadMax },
+        "a transfer has more reversals than are read; those past them are not booked",
+      );
+      break;
+    }
+    const of = typeof reversal.transfer === "string" ? reversal.transfer : reversal.transfer.id;
+    if (of !== transferId || reversal.currency.toLowerCase() !== state.currency || reversal.amount <= 0)
+      continue;
+    found.push({ key: reversal.id, amount: BigInt(reversal.amount) });
+  }
+  return found;
 }
 
 /**

@@ -1,9 +1,10 @@
 import { describe, expect, it } from "vitest";
+import type { PayoutReversal } from "../../core/index.ts";
 import {
-  type FeeLookups,
   type FiatEvent,
   interpretStripeEvent,
   parseStripeEvent,
+  type StripeLookups,
   toRailEvent,
 } from "./events.ts";
 
@@ -14,6 +15,11 @@ const envelope = {
   created: 1_800_000_000,
   livemode: false,
   data: { object: { id: "pi_1" } },
+};
+
+/** For events that name no transfer's reversals beyond those they list. */
+const noReversals = async (): Promise<PayoutReversal[]> => {
+  throw new Error("no transfer's reversals are asked for this event");
 };
 
 /** Money in of `amount` for `reference` by PaymentIntent `intent`, as the receiver hands it over. */
@@ -51,16 +57,17 @@ describe("toRailEvent", () => {
   };
   /** Stripe's answer for a charge that cost nothing (stripe-mock's balance transactions say fee 0). */
   const freeCharge = async () => ({ id: "txn_free", amount: 0n });
-  const noFees: FeeLookups = {
+  const noFees: StripeLookups = {
     transferFee: noTransfer,
     chargeFee: async () => {
       throw new Error("no charge's fee is asked for this event");
     },
+    transferReversals: noReversals,
   };
 
   it("gives the RailEvent inside received and attempt_failed", async () => {
     const received = receivedOf("cust_1", "pi_1", 500n);
-    expect(await toRailEvent(received, { transferFee: noTransfer, chargeFee: freeCharge })).toEqual({
+    expect(await toRailEvent(received, { ...noFees, chargeFee: freeCharge })).toEqual({
       kind: "received",
       reference: "cust_1",
       amount: 500n,
@@ -124,7 +131,7 @@ describe("toRailEvent", () => {
     const asked: string[] = [];
     const received = receivedOf("inv_1", "pi_9", 1000n);
     const railEvent = await toRailEvent(received, {
-      transferFee: noTransfer,
+      ...noFees,
       chargeFee: async (intentId) => {
         asked.push(intentId);
         return { id: "txn_9", amount: 59n };
@@ -144,7 +151,7 @@ describe("toRailEvent", () => {
     const received = receivedOf("inv_1", "pi_9", 1000n);
     await expect(
       toRailEvent(received, {
-        transferFee: noTransfer,
+        ...noFees,
         chargeFee: async () => {
           throw new Error("no balance transaction yet");
         },
@@ -310,25 +317,156 @@ describe("a charge's balance transaction set later (asynchronous capture)", () =
 
   it("asks Stripe for the fee when delivered, and fails while Stripe shows no balance transaction", async () => {
     expect(
-      await toRailEvent(fee, { transferFee, chargeFee: async () => ({ id: "txn_1", amount: 62n }) }),
+      await toRailEvent(fee, {
+        transferFee,
+        chargeFee: async () => ({ id: "txn_1", amount: 62n }),
+        transferReversals: noReversals,
+      }),
     ).toEqual({
       kind: "fee",
       reference: "inv_1",
       evidence: { rail: "fiat", pspId: "pi_1" },
       fees: [{ id: "txn_1", amount: 62n }],
     });
-    await expect(toRailEvent(fee, { transferFee, chargeFee: async () => null })).rejects.toThrow(
-      "no balance transaction yet",
-    );
+    await expect(
+      toRailEvent(fee, { transferFee, chargeFee: async () => null, transferReversals: noReversals }),
+    ).rejects.toThrow("no balance transaction yet");
   });
 
   it("credits money in at once when its charge has no balance transaction yet, without a fee", async () => {
     const received = receivedOf("inv_1", "pi_1", 1000n);
-    expect(await toRailEvent(received, { transferFee, chargeFee: async () => null })).toEqual({
+    expect(
+      await toRailEvent(received, {
+        transferFee,
+        chargeFee: async () => null,
+        transferReversals: noReversals,
+      }),
+    ).toEqual({
       kind: "received",
       reference: "inv_1",
       amount: 1000n,
       evidence: { rail: "fiat", pspId: "pi_1" },
+    });
+  });
+});
+
+describe("a transfer's reversals", () => {
+  /** A transfer event of attempt att_r, with `fields` on its Transfer object. */
+  const transferEvent = (
+    type: string,
+    fields: Record<string, unknown>,
+    previous?: Record<string, unknown>,
+  ) => ({
+    ...envelope,
+    id: `evt_${type}`,
+    type,
+    data: {
+      object: {
+        id: "tr_r",
+        object: "transfer",
+        amount: 1_000,
+        currency: "usd",
+        destination: "acct_1",
+        metadata: { switchyard_attempt_id: "att_r", switchyard_payment_id: "pay_r" },
+        ...fields,
+      },
+      ...(previous === undefined ? {} : { previous_attributes: previous }),
+    },
+  });
+  const reversal = (id: string, amount: number, extra: Record<string, unknown> = {}) => ({
+    id,
+    object: "transfer_reversal",
+    amount,
+    currency: "usd",
+    transfer: "tr_r",
+    ...extra,
+  });
+
+  it("names each reversal the transfer lists once, leaving out another transfer's and another currency's", () => {
+    const event = transferEvent("transfer.reversed", {
+      amount_reversed: 400,
+      reversals: {
+        object: "list",
+        data: [
+          reversal("trr_2", 300),
+          reversal("trr_1", 100),
+          reversal("trr_1", 100),
+          reversal("trr_other", 50, { transfer: "tr_other" }),
+          reversal("trr_eur", 50, { currency: "eur" }),
+          { id: "trr_bad", object: "transfer_reversal", amount: "ten" },
+        ],
+        has_more: false,
+      },
+    });
+    expect(interpretStripeEvent(event, { currency: "usd" })).toEqual({
+      kind: "stateless",
+      event: {
+        kind: "attempt_succeeded",
+        attemptId: "att_r",
+        evidence: { rail: "fiat", pspId: "tr_r" },
+        transferId: "tr_r",
+        pspIds: { event: "evt_transfer.reversed", transfer: "tr_r" },
+        reversed: {
+          listed: [
+            { key: "trr_2", amount: 300n },
+            { key: "trr_1", amount: 100n },
+          ],
+          amount: 400n,
+        },
+      },
+    });
+  });
+
+  it("reads a transfer.updated only when it changed what was reversed", () => {
+    const fields = { amount_reversed: 100, reversals: { data: [reversal("trr_1", 100)] } };
+    expect(
+      interpretStripeEvent(transferEvent("transfer.updated", fields, { description: null }), {
+        currency: "usd",
+      }),
+    ).toEqual({ kind: "ignored", reason: "reversal_unchanged" });
+    expect(
+      interpretStripeEvent(transferEvent("transfer.updated", fields, { amount_reversed: 0 }), {
+        currency: "usd",
+      }),
+    ).toMatchObject({ kind: "stateless", event: { reversed: { listed: [{ key: "trr_1", amount: 100n }] } } });
+  });
+
+  it("asks Stripe for the reversals an event did not list (it lists 10 at most), each once", async () => {
+    const asked: string[] = [];
+    const succeeded: FiatEvent = {
+      kind: "attempt_succeeded",
+      attemptId: "att_r",
+      evidence: { rail: "fiat", pspId: "tr_r" },
+      transferId: "tr_r",
+      pspIds: { transfer: "tr_r" },
+      reversed: { listed: [{ key: "trr_11", amount: 100n }], amount: 300n },
+    };
+    const lookups: StripeLookups = {
+      transferFee: async () => 0n,
+      chargeFee: async () => null,
+      transferReversals: async (transferId) => {
+        asked.push(transferId);
+        return [
+          { key: "trr_11", amount: 100n },
+          { key: "trr_1", amount: 200n },
+        ];
+      },
+    };
+    expect(await toRailEvent(succeeded, lookups)).toEqual({
+      kind: "attempt_succeeded",
+      attemptId: "att_r",
+      evidence: { rail: "fiat", pspId: "tr_r" },
+      fee: 0n,
+      reversals: [
+        { key: "trr_11", amount: 100n },
+        { key: "trr_1", amount: 200n },
+      ],
+    });
+    expect(asked).toEqual(["tr_r"]);
+    // Listed whole: Stripe is not asked.
+    const whole = { ...succeeded, reversed: { listed: [{ key: "trr_11", amount: 300n }], amount: 300n } };
+    expect(await toRailEvent(whole, { ...lookups, transferReversals: noReversals })).toMatchObject({
+      reversals: [{ key: "trr_11", amount: 300n }],
     });
   });
 });

@@ -1,7 +1,13 @@
 // Stripe webhook events, parsed (after the signature was verified) and mapped to what the gateway applies.
 // Pure: no I/O. Ordering and idempotency live in receiver.ts.
 import { z } from "zod";
-import type { RailEvent, RailFailureCode, RailFee, SettlementEvidence } from "../../core/index.ts";
+import type {
+  PayoutReversal,
+  RailEvent,
+  RailFailureCode,
+  RailFee,
+  SettlementEvidence,
+} from "../../core/index.ts";
 import { FiatRailError } from "./errors.ts";
 import type { FiatPspIds, ParkedReversal, ReversalReason } from "./store.ts";
 
@@ -130,8 +136,28 @@ const chargeSchema = z
   })
   .loose();
 
+/**
+ * A transfer as its events carry it, with what was reversed of it: `amount_reversed` in all, and its reversals, which
+ * Stripe lists 10 at most (the rest asked of it: reversalsOf). Each reversal is read one by one (listedReversals).
+ */
 const transferSchema = z
-  .object({ id: stripeId, amount: movedUnits, currency: z.string(), destination: expandable, metadata })
+  .object({
+    id: stripeId,
+    amount: movedUnits,
+    currency: z.string(),
+    destination: expandable,
+    metadata,
+    amount_reversed: minorUnits.nullish(),
+    reversals: z
+      .object({ data: z.array(z.unknown()).max(100) })
+      .loose()
+      .nullish(),
+  })
+  .loose();
+
+/** A TransferReversal: what was taken back of a transfer, once, under its own id (trr_…). */
+const transferReversalSchema = z
+  .object({ id: stripeId, amount: movedUnits, currency: z.string(), transfer: expandable })
   .loose();
 
 const payoutSchema = z
@@ -169,6 +195,12 @@ export type FiatEvent =
       /** The transfer: what Stripe took for it is read from its balance transaction when delivered. */
       readonly transferId: string;
       readonly pspIds: FiatPspIds;
+      /**
+       * What was reversed of the transfer, as the event tells it: the reversals it lists, and Stripe's
+       * `amount_reversed` (more than they add up to when the list was cut short: the rest are asked of Stripe when
+       * delivered). Absent: nothing.
+       */
+      readonly reversed?: { readonly listed: readonly PayoutReversal[]; readonly amount: bigint };
     }
   | {
       readonly kind: "attempt_failed";
@@ -251,8 +283,15 @@ export type TransferFeeLookup = (transferId: string) => Promise<bigint>;
  */
 export type ChargeFeeLookup = (paymentIntentId: string) => Promise<RailFee | null>;
 
-/** What toRailEvent asks Stripe: the fees no event carries. */
-export type FeeLookups = { transferFee: TransferFeeLookup; chargeFee: ChargeFeeLookup };
+/** A transfer's reversals in the rail's currency, as Stripe lists them when asked (every page). */
+export type TransferReversalsLookup = (transferId: string) => Promise<PayoutReversal[]>;
+
+/** What toRailEvent asks Stripe: the fees no event carries, and a transfer's reversals its event did not list. */
+export type StripeLookups = {
+  transferFee: TransferFeeLookup;
+  chargeFee: ChargeFeeLookup;
+  transferReversals: TransferReversalsLookup;
+};
 
 /** The PaymentIntent money in came by: named in its ids, and its evidence. */
 function intentOf(event: Extract<FiatEvent, { kind: "received" }>): string {
@@ -275,7 +314,7 @@ const feesField = (fees: readonly RailFee[] | undefined): { fees?: readonly Rail
  * money in carries the processing fee of its charge's balance transaction, which the webhook's PaymentIntent does
  * not include.
  */
-export async function toRailEvent(event: FiatEvent, lookups: FeeLookups): Promise<RailEvent | null> {
+export async function toRailEvent(event: FiatEvent, lookups: StripeLookups): Promise<RailEvent | null> {
   switch (event.kind) {
     case "received":
       return {
@@ -302,13 +341,16 @@ export async function toRailEvent(event: FiatEvent, lookups: FeeLookups): Promis
         fees: feesField([fee]).fees ?? [],
       };
     }
-    case "attempt_succeeded":
+    case "attempt_succeeded": {
+      const reversals = await reversalsOf(event, lookups);
       return {
         kind: "attempt_succeeded",
         attemptId: event.attemptId,
         evidence: event.evidence,
         fee: await lookups.transferFee(event.transferId),
+        ...(reversals.length === 0 ? {} : { reversals }),
       };
+    }
     case "attempt_failed":
       return {
         kind: "attempt_failed",
@@ -338,6 +380,23 @@ export async function toRailEvent(event: FiatEvent, lookups: FeeLookups): Promis
     case "payout_failed":
       return null;
   }
+}
+
+/**
+ * A transfer's reversals: those its event lists, and when they add up to less than Stripe says was reversed of it (an
+ * event lists 10 at most), those Stripe lists when asked; each once, by its id.
+ */
+async function reversalsOf(
+  event: Extract<FiatEvent, { kind: "attempt_succeeded" }>,
+  lookups: StripeLookups,
+): Promise<PayoutReversal[]> {
+  const reversed = event.reversed;
+  if (reversed === undefined) return [];
+  const listedAmount = reversed.listed.reduce((sum, reversal) => sum + reversal.amount, 0n);
+  if (listedAmount >= reversed.amount) return [...reversed.listed];
+  const keys = new Set(reversed.listed.map((reversal) => reversal.key));
+  const asked = await lookups.transferReversals(event.transferId);
+  return [...reversed.listed, ...asked.filter((reversal) => !keys.has(reversal.key))];
 }
 
 /** What one Stripe event means, before the receiver looks at what it already applied. */
@@ -380,6 +439,7 @@ export type IgnoredReason =
   | "no_payment_intent"
   | "refund_not_effective" // a charge.refunded whose refunds all failed or were canceled
   | "fee_unchanged" // a charge.updated that did not set the charge's balance transaction
+  | "reversal_unchanged" // a transfer.updated that did not change what was reversed of the transfer
   | "dispute_inquiry" // a dispute opened as an inquiry: no funds withdrawn (unless it escalates: funds_withdrawn)
   /** An event of a connected account's own object (Connect: `account` set): never the platform's money. */
   | "connected_account";
@@ -572,8 +632,16 @@ function interpretChargeRefunded(event: StripeEventEnvelope, params: InterpretPa
   return { kind: "reversals", intentId, reversals };
 }
 
-/** transfer.created: a payout attempt's Connect transfer, final when created, with the fee the rail quoted. */
+/**
+ * transfer.created / transfer.reversed / transfer.updated: a payout attempt's Connect transfer, final when created,
+ * with what was reversed of it since (the platform's reversal, whole or in part: the money is back on the platform's
+ * balance). Each event says the transfer as it stands, so it settles the attempt (if transfer.created did not yet) and
+ * names every reversal so far, each booked once by its id. A transfer.updated that did not change what was reversed
+ * (its description, its metadata) is nothing to the ledger.
+ */
 function interpretTransfer(event: StripeEventEnvelope, params: InterpretParams): Interpretation {
+  if (event.type === "transfer.updated" && !reversalChanged(event))
+    return { kind: "ignored", reason: "reversal_unchanged" };
   const parsed = transferSchema.safeParse(event.data.object);
   if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
   const transfer = parsed.data;
@@ -581,6 +649,8 @@ function interpretTransfer(event: StripeEventEnvelope, params: InterpretParams):
     return { kind: "ignored", reason: "currency_mismatch" };
   const attemptId = transfer.metadata?.[metadataKeys.attemptId];
   if (attemptId === undefined) return { kind: "ignored", reason: "not_created_by_switchyard" };
+  const listed = listedReversals(transfer.reversals?.data ?? [], transfer.id, params.currency);
+  const amount = BigInt(transfer.amount_reversed ?? 0);
   return {
     kind: "stateless",
     event: {
@@ -589,8 +659,38 @@ function interpretTransfer(event: StripeEventEnvelope, params: InterpretParams):
       evidence: { rail: "fiat", pspId: transfer.id },
       transferId: transfer.id,
       pspIds: { event: event.id, transfer: transfer.id },
+      ...(listed.length === 0 && amount === 0n ? {} : { reversed: { listed, amount } }),
     },
   };
+}
+
+/** Whether a transfer.updated changed what was reversed of the transfer (its previous attributes name it). */
+function reversalChanged(event: StripeEventEnvelope): boolean {
+  const previous = (event.data as { previous_attributes?: unknown }).previous_attributes;
+  if (typeof previous !== "object" || previous === null) return false;
+  return "amount_reversed" in previous || "reversals" in previous || "reversed" in previous;
+}
+
+/**
+ * The reversals a transfer lists, each once: an entry that is not a TransferReversal, one of another transfer or in
+ * another currency than the rail's is left out (it cannot be this transfer's money in the rail's asset).
+ */
+function listedReversals(
+  entries: readonly unknown[],
+  transferId: string,
+  currency: string,
+): PayoutReversal[] {
+  const seen = new Set<string>();
+  return entries.flatMap((entry) => {
+    const parsed = transferReversalSchema.safeParse(entry);
+    if (!parsed.success) return [];
+    const reversal = parsed.data;
+    const of = idOf(reversal.transfer);
+    if ((of !== undefined && of !== transferId) || !sameCurrency(reversal.currency, currency)) return [];
+    if (seen.has(reversal.id)) return [];
+    seen.add(reversal.id);
+    return [{ key: reversal.id, amount: BigInt(reversal.amount) }];
+  });
 }
 
 /** payout.failed: a connected account's payout to its bank failed (informational). */
@@ -617,7 +717,8 @@ function interpretPayoutFailed(event: StripeEventEnvelope, params: InterpretPara
  * Maps one event. `currency` is the rail's (lower case, "usd"): objects in another currency are ignored.
  * Handled: payment_intent.succeeded / payment_failed, charge.dispute.created / funds_withdrawn / funds_reinstated,
  * charge.updated (a balance transaction set), charge.refunded,
- * refund.created / updated / failed, charge.refund.updated, transfer.created, payout.failed. Anything else is ignored with a reason.
+ * refund.created / updated / failed, charge.refund.updated, transfer.created / reversed / updated, payout.failed.
+ * Anything else is ignored with a reason.
  * A refund whose status is failed or canceled withdraws that refund, whichever event carries it.
  */
 export function interpretStripeEvent(event: StripeEventEnvelope, params: InterpretParams): Interpretation {
@@ -646,6 +747,8 @@ export function interpretStripeEvent(event: StripeEventEnvelope, params: Interpr
     case "charge.refunded":
       return interpretChargeRefunded(event, params);
     case "transfer.created":
+    case "transfer.reversed":
+    case "transfer.updated":
       return interpretTransfer(event, params);
     case "payout.failed":
       return interpretPayoutFailed(event, params);

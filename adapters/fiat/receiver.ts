@@ -32,7 +32,10 @@ export type ReceiveOutcome =
   | { status: "withdrawn" } // a reversal undone before it was applied: nothing to give back
   | { status: "stale" } // a failure after the success of the same intent
   | { status: "ignored"; reason: IgnoredReason }
-  /** A success the gateway did not book: its PaymentIntent is not the one offered for the reference it names. */
+  /**
+   * A success the gateway did not book: its PaymentIntent is not the one offered for the reference it names. Or a
+   * transfer's reversal of no payout the gateway made.
+   */
   | { status: "not_ours" };
 
 export type StripeEventReceiver = {
@@ -116,9 +119,11 @@ export function createStripeEventReceiver(deps: {
     switch (meaning.kind) {
       case "ignored":
         return { status: "ignored", reason: meaning.reason };
-      case "stateless":
-        await applyEvent(meaning.event);
+      case "stateless": {
+        // A transfer's reversal the gateway booked nothing for (no payout of its own paid that transfer): said so.
+        if ((await applyEvent(meaning.event)) === "not_ours") return { status: "not_ours" };
         return { status: "applied", applied: 1 };
+      }
       case "intent_succeeded": {
         const intent: CreditedIntent = {
           intentId: meaning.intentId,

@@ -169,6 +169,7 @@ function presentAttempt(attempt: Attempt, asset: { code: string; scale: number }
     amount: formatAmount(attempt.amount, asset),
     fee: attempt.fee === null ? null : formatAmount(attempt.fee, asset),
     network_fee: attempt.networkFee === null ? null : presentNetworkFee(attempt.networkFee),
+    amount_reversed: formatAmount(attempt.amountReversed, asset),
     evidence: attempt.evidence === null ? null : presentEvidence(attempt.evidence),
     failure:
       attempt.failureCode === null

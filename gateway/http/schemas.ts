@@ -275,6 +275,12 @@ export const paymentView = z.object({
        * netted batch's.
        */
       network_fee: networkFeeView.nullable(),
+      /**
+       * What the rail's provider took back of the payout since it succeeded (a Stripe transfer reversal, whole or in
+       * part: its `amount_reversed`), given back to the source account; zero when nothing. Each reversal is a
+       * `payment.reversed` event.
+       */
+      amount_reversed: z.string(),
       evidence: evidenceView.nullable(),
       failure: failureView,
     }),

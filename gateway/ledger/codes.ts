@@ -48,6 +48,13 @@ export const transferCodes = {
     fxOut: 11,
     /** The FX spread a cross-asset payout pays the operator's FX desk (its hold, post or void). */
     fxSpread: 12,
+    /**
+     * What a payout's provider took back from the payee (a Stripe transfer reversal), from the rail's clearing account
+     * back to the payer; across assets, from the operator's FX capital in the payer's asset (gateway/settlement).
+     */
+    payoutReversed: 16,
+    /** A cross-asset payout's reversal, from the rail's clearing account back into the operator's FX capital. */
+    payoutReversedFx: 17,
   },
   /** gateway/settlement/invoices.ts: money in, and money taken back from it or given back. */
   invoices: {

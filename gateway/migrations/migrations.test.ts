@@ -183,6 +183,7 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0055_netted_payouts_by_tenant.sql",
       "gateway/0056_payment_event_facts.sql",
       "gateway/0057_quotes_expires.sql",
+      "gateway/0058_payout_reversals.sql",
       "gateway/0059_l402_tokens_invoice.sql",
     ]);
   });

@@ -154,6 +154,7 @@ export type AttemptRow = {
   fee: bigint | null;
   network_fee: bigint | null;
   network_fee_asset: string | null;
+  amount_reversed: bigint;
   reserve_transfer_id: string;
   evidence: unknown;
   failure_code: PaymentFailureCode | null;
@@ -171,6 +172,7 @@ export function attemptFromRow(row: AttemptRow): Attempt {
     feeMax: row.fee_max,
     fee: row.fee,
     networkFee: networkFeeOfRow(row),
+    amountReversed: row.amount_reversed,
     reserveTransferId: BigInt(row.reserve_transfer_id),
     evidence: row.evidence === null ? null : fromJson<SettlementEvidence>(row.evidence),
     failureCode: row.failure_code,
@@ -179,7 +181,7 @@ export function attemptFromRow(row: AttemptRow): Attempt {
 }
 
 export const attemptColumns =
-  "id, payment_id, seq, rail, status, amount, fee_max, fee, network_fee, network_fee_asset, reserve_transfer_id::text AS reserve_transfer_id, evidence, failure_code, failure_message";
+  "id, payment_id, seq, rail, status, amount, fee_max, fee, network_fee, network_fee_asset, amount_reversed, reserve_transfer_id::text AS reserve_transfer_id, evidence, failure_code, failure_message";
 
 export type NewAttempt = {
   id: string;
@@ -203,6 +205,7 @@ function newAttempt(attempt: NewAttempt): Attempt {
     status: "reserving",
     fee: null,
     networkFee: null,
+    amountReversed: 0n,
     evidence: null,
     failureCode: null,
     failureMessage: null,
@@ -500,6 +503,7 @@ export function internalAttemptOf(
     feeMax: candidate.feeMax,
     fee: succeeded ? 0n : null,
     networkFee: null,
+    amountReversed: 0n,
     reserveTransferId: bits,
     evidence: succeeded ? { rail: "internal" } : null,
     failureCode: payment.failureCode,

@@ -54,6 +54,11 @@ export type Attempt = {
    * none (or when it was paid for a batch: a netted payout's gas is the batch's).
    */
   networkFee: NetworkFee | null;
+  /**
+   * What the rail's provider took back of the payout since it succeeded (a Stripe transfer reversal, whole or in
+   * part), in the rail's asset, given back to the payer (settlement/payout-reversals.ts); 0 when nothing.
+   */
+  amountReversed: bigint;
   reserveTransferId: bigint;
   evidence: SettlementEvidence | null;
   failureCode: PaymentFailureCode | null;

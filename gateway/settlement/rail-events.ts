@@ -1,6 +1,6 @@
 // The one road every rail's event takes into the gateway, whether it came on a stream (LND, chain logs) or
-// through a provider's webhook route: the end of an attempt goes to its payment, money in (and money taken
-// back or given back) to its invoice. Each step is idempotent, so a redelivered event changes nothing.
+// through a provider's webhook route: the end of an attempt goes to its payment (and what the provider took back of
+// a payout since, payout-reversals.ts), money in (and money taken back or given back) to its invoice. Each step is idempotent, so a redelivered event changes nothing.
 import type { Logger, RailEvent, RailEventVerdict } from "../../core/index.ts";
 import {
   applyRailEvent as applyAttemptEvent,
@@ -14,6 +14,7 @@ import {
   receivedOn,
   type SettlementDeps,
 } from "./invoices.ts";
+import { applyPayoutReversals } from "./payout-reversals.ts";
 import { bookRailFees } from "./rail-fees.ts";
 
 export type RailEventDeps = {
@@ -34,6 +35,14 @@ export async function applyRailEvent(
   event: RailEvent,
 ): Promise<RailEventVerdict> {
   const verdict = await applyMoney(deps, rail, event);
+  // What the provider took back of a payout since, once the payout's end is applied: an event that tells a reversal
+  // tells the payout's end too, so a transfer reversed before its transfer.created was delivered settles its attempt
+  // first, and the reversal then finds the payout booked.
+  if (event.kind === "attempt_succeeded" && event.reversals !== undefined && event.reversals.length > 0)
+    return await applyPayoutReversals(
+      { ...deps.payments, logger: deps.logger },
+      { rail, attemptId: event.attemptId, evidence: event.evidence, reversals: event.reversals },
+    );
   // The provider's fees beside it, once the money is applied (so on a redelivery of an event applied before too);
   // nothing for money that is not ours.
   if (verdict === "applied" && "fees" in event && event.fees !== undefined)

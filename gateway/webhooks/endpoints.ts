@@ -25,6 +25,7 @@ export const allEventTypes = "*";
 export const eventTypes = [
   "payment.succeeded",
   "payment.failed",
+  "payment.reversed",
   "invoice.payment_received",
   "invoice.paid",
   "invoice.reversed",

@@ -197,6 +197,52 @@ export const stripeEvents = {
           ? {}
           : { switchyard_attempt_id: f.attemptId, switchyard_payment_id: f.paymentId ?? "p" },
     }),
+  /**
+   * The transfer `transferId` of a payout attempt, as transfer.reversed (or transfer.updated, whose previous attributes
+   * say `amount_reversed` was `before`) carries it: what was reversed of it in all, and its reversals, newest first as
+   * Stripe lists them.
+   */
+  transferReversed: (
+    eventId: string,
+    f: {
+      transferId: string;
+      amount: number;
+      attemptId: string;
+      paymentId: string;
+      reversals: { reversalId: string; amount: number }[];
+      updated?: { before: number };
+    },
+  ) => {
+    const reversed = f.reversals.reduce((sum, reversal) => sum + reversal.amount, 0);
+    const transfer = envelope(eventId, f.updated === undefined ? "transfer.reversed" : "transfer.updated", {
+      id: f.transferId,
+      object: "transfer",
+      amount: f.amount,
+      amount_reversed: reversed,
+      currency: "usd",
+      destination: "acct_1Merchant",
+      metadata: { switchyard_attempt_id: f.attemptId, switchyard_payment_id: f.paymentId },
+      reversed: reversed === f.amount,
+      reversals: {
+        object: "list",
+        data: f.reversals.map((reversal) => ({
+          id: reversal.reversalId,
+          object: "transfer_reversal",
+          amount: reversal.amount,
+          currency: "usd",
+          transfer: f.transferId,
+          metadata: {},
+        })),
+        has_more: false,
+        url: `/v1/transfers/${f.transferId}/reversals`,
+      },
+    });
+    if (f.updated === undefined) return transfer;
+    return {
+      ...transfer,
+      data: { ...transfer.data, previous_attributes: { amount_reversed: f.updated.before } },
+    };
+  },
   payoutFailed: (eventId: string, f: { payoutId: string; amount: number; account: string }) =>
     envelope(
       eventId,
