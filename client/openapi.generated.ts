@@ -93,6 +93,7 @@ export interface paths {
                                         asset: string;
                                         amount: string;
                                     } | null;
+                                    amount_reversed: string;
                                     evidence: ({
                                         /** @enum {string} */
                                         rail: "internal";
@@ -333,6 +334,7 @@ export interface paths {
                                     asset: string;
                                     amount: string;
                                 } | null;
+                                amount_reversed: string;
                                 evidence: ({
                                     /** @enum {string} */
                                     rail: "internal";
@@ -435,6 +437,7 @@ export interface paths {
                                     asset: string;
                                     amount: string;
                                 } | null;
+                                amount_reversed: string;
                                 evidence: ({
                                     /** @enum {string} */
                                     rail: "internal";
@@ -540,7 +543,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Refused: no route meets the request: `destination_is_gateway`, `no_route`, `quote_constraints_unmet`, `quote_expired`, `quote_mismatch` */
+                /** @description Refused: no route meets the request: `destination_is_gateway`, `no_route`, `quote_constraints_unmet`, `quote_expired`, `quote_mismatch`, `quote_stale` */
                 422: {
                     headers: {
                         [name: string]: unknown;
@@ -671,6 +674,7 @@ export interface paths {
                                     asset: string;
                                     amount: string;
                                 } | null;
+                                amount_reversed: string;
                                 evidence: ({
                                     /** @enum {string} */
                                     rail: "internal";
@@ -1887,7 +1891,7 @@ export interface paths {
                 content: {
                     "application/json": {
                         url: string;
-                        enabled_events?: ("*" | "payment.succeeded" | "payment.failed" | "invoice.payment_received" | "invoice.paid" | "invoice.reversed" | "invoice.reinstated" | "refund.created" | "refund.succeeded" | "refund.failed" | "webhook_endpoint.disabled")[];
+                        enabled_events?: ("*" | "payment.succeeded" | "payment.failed" | "payment.reversed" | "invoice.payment_received" | "invoice.paid" | "invoice.reversed" | "invoice.reinstated" | "refund.created" | "refund.succeeded" | "refund.failed" | "webhook_endpoint.disabled")[];
                         description?: string;
                     };
                 };
@@ -2141,7 +2145,7 @@ export interface paths {
                 content: {
                     "application/json": {
                         url?: string;
-                        enabled_events?: ("*" | "payment.succeeded" | "payment.failed" | "invoice.payment_received" | "invoice.paid" | "invoice.reversed" | "invoice.reinstated" | "refund.created" | "refund.succeeded" | "refund.failed" | "webhook_endpoint.disabled")[];
+                        enabled_events?: ("*" | "payment.succeeded" | "payment.failed" | "payment.reversed" | "invoice.payment_received" | "invoice.paid" | "invoice.reversed" | "invoice.reinstated" | "refund.created" | "refund.succeeded" | "refund.failed" | "webhook_endpoint.disabled")[];
                         description?: string | null;
                         enabled?: boolean;
                     };
@@ -6604,6 +6608,303 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/rails": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Each rail that holds money outside the ledger, once per asset it books in a clearing account (its own asset; on an EVM rail also ETH, the gas its hot wallet holds): the ledger's clearing balance (posted, and the holds in flight in and out), what the rail reports it holds now (the hot wallet's balance, the node's outbound channel balance, the PSP's available balance; each read given 5000 ms, and null with rail_error's code when it does not answer), and the difference, rail_balance less ledger.posted. Every amount of an entry is in that entry's asset, a decimal string in its major unit as account balances are. The operator's credential only. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @enum {string} */
+                            object: "list";
+                            url: string;
+                            data: {
+                                /** @enum {string} */
+                                object: "rail_balance";
+                                rail: string;
+                                /** @enum {string} */
+                                kind: "evm" | "lightning" | "fiat";
+                                asset: string;
+                                clearing_account: string | null;
+                                ledger: {
+                                    posted: string;
+                                    pending_in: string;
+                                    pending_out: string;
+                                };
+                                rail_balance: string | null;
+                                rail_error: {
+                                    /** @enum {string} */
+                                    code: "rail_balance_timeout" | "rail_balance_unavailable";
+                                    message: string;
+                                } | null;
+                                difference: string | null;
+                            }[];
+                            has_more: boolean;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/rails/{rail}/capital": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Book the operator's own movement of a rail's funds (in: tokens or ETH put into the hot wallet, a channel opened with its capital, a PSP balance topped up; out: taken off), between the rail's capital account and its clearing account in `asset`, so that the clearing account can match what the rail reports. Once per reference on a rail: the same reference and body again answers the same booking (Idempotent-Replayed: true), another body under it is 409 capital_reference_reused. The operator's credential only. */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    rail: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        asset: "USDC" | "USD" | "BTC" | "ETH";
+                        /** @enum {string} */
+                        direction: "in" | "out";
+                        amount: string;
+                        reference: string;
+                        description?: string;
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            id: string;
+                            /** @enum {string} */
+                            object: "rail_capital";
+                            rail: string;
+                            asset: string;
+                            /** @enum {string} */
+                            direction: "in" | "out";
+                            amount: string;
+                            reference: string;
+                            description: string | null;
+                            clearing_account: string;
+                            capital_account: string;
+                            created_at: string;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `amount_not_a_decimal`, `amount_not_positive`, `amount_too_large`, `amount_too_precise`, `api_version_invalid`, `asset_mismatch`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown`, `unknown_asset` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Refused: the money cannot move: `insufficient_liquidity` */
+                402: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (another tenant's object is not found too): `rail_not_found` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `capital_reference_reused` */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is too large: `body_too_large` */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is not JSON: `unsupported_media_type` */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -6621,7 +6922,7 @@ export interface components {
          * @description Every stable error code the API answers with
          * @enum {string}
          */
-        ErrorCode: "account_not_found" | "amount_not_a_decimal" | "amount_not_positive" | "amount_too_large" | "amount_too_precise" | "amount_too_small" | "api_key_invalid" | "api_key_missing" | "api_key_mode_mismatch" | "api_key_not_found" | "api_key_revoked" | "api_key_rolled" | "api_keys_too_many" | "api_version_invalid" | "asset_mismatch" | "authorization_expired" | "authorization_mismatch" | "authorization_used" | "body_too_large" | "destination_is_gateway" | "destination_not_found" | "event_not_found" | "expired" | "fee_above_max" | "idempotency_key_in_use" | "idempotency_key_invalid" | "idempotency_key_missing" | "idempotency_key_reused" | "insufficient_funds" | "insufficient_liquidity" | "internal_error" | "invalid_json" | "invoice_not_found" | "invoice_not_paid" | "invoice_not_payable" | "method_not_allowed" | "no_route" | "operator_only" | "overloaded" | "parameter_invalid" | "parameter_missing" | "parameter_unknown" | "payee_method_duplicate" | "payee_not_found" | "payer_insufficient_funds" | "payment_not_found" | "payment_not_succeeded" | "paywall_account_missing" | "paywall_not_found" | "paywall_resource_taken" | "paywall_scheme_unavailable" | "paywall_split_invalid" | "paywall_verdict_not_found" | "paywalls_too_many" | "quote_constraints_unmet" | "quote_expired" | "quote_mismatch" | "quote_not_found" | "quote_used" | "rail_unavailable" | "rail_unreachable" | "rate_limited" | "refund_exceeds_remaining" | "refund_not_found" | "refund_unsupported" | "rejected" | "request_timeout" | "route_not_found" | "same_account" | "scope_missing" | "signature_invalid" | "tenant_key_required" | "tenant_not_found" | "tenant_suspended" | "unknown_asset" | "unreachable_destination" | "unsupported_media_type" | "webhook_delivery_not_found" | "webhook_endpoint_limit_reached" | "webhook_endpoint_not_found";
+        ErrorCode: "account_not_found" | "amount_not_a_decimal" | "amount_not_positive" | "amount_too_large" | "amount_too_precise" | "amount_too_small" | "api_key_invalid" | "api_key_missing" | "api_key_mode_mismatch" | "api_key_not_found" | "api_key_revoked" | "api_key_rolled" | "api_keys_too_many" | "api_version_invalid" | "asset_mismatch" | "authorization_expired" | "authorization_mismatch" | "authorization_used" | "body_too_large" | "capital_reference_reused" | "destination_is_gateway" | "destination_not_found" | "event_not_found" | "expired" | "fee_above_max" | "idempotency_key_in_use" | "idempotency_key_invalid" | "idempotency_key_missing" | "idempotency_key_reused" | "insufficient_funds" | "insufficient_liquidity" | "internal_error" | "invalid_json" | "invoice_not_found" | "invoice_not_paid" | "invoice_not_payable" | "method_not_allowed" | "no_route" | "operator_only" | "overloaded" | "parameter_invalid" | "parameter_missing" | "parameter_unknown" | "payee_method_duplicate" | "payee_not_found" | "payer_insufficient_funds" | "payment_not_found" | "payment_not_succeeded" | "paywall_account_missing" | "paywall_not_found" | "paywall_resource_taken" | "paywall_scheme_unavailable" | "paywall_split_invalid" | "paywall_verdict_not_found" | "paywalls_too_many" | "quote_constraints_unmet" | "quote_expired" | "quote_mismatch" | "quote_not_found" | "quote_stale" | "quote_used" | "rail_not_found" | "rail_unavailable" | "rail_unreachable" | "rate_limited" | "refund_exceeds_remaining" | "refund_not_found" | "refund_unsupported" | "rejected" | "request_timeout" | "route_not_found" | "same_account" | "scope_missing" | "signature_invalid" | "tenant_key_required" | "tenant_not_found" | "tenant_suspended" | "unknown_asset" | "unreachable_destination" | "unsupported_media_type" | "webhook_delivery_not_found" | "webhook_endpoint_limit_reached" | "webhook_endpoint_not_found";
     };
     responses: never;
     parameters: never;
