@@ -113,6 +113,7 @@ const gatewayTables = new Set([
   "payments",
   "paywall_rate_locks",
   "paywalls",
+  "payout_reversals",
   "quotes",
   "refundable",
   "refunds",
