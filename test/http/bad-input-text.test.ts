@@ -6,7 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ensureOperatorKey } from "../../gateway/tenants/index.ts";
-import { startTestGateway, type TestGateway } from "./support.ts";
+import { operatorPath, startTestGateway, type TestGateway } from "./support.ts";
 
 const operatorKey = `op_${randomBytes(32).toString("base64url")}`;
 const nul = String.fromCharCode(0);
@@ -40,7 +40,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     options: { body?: unknown; key?: string } = {},
   ): Promise<{ status: number; body: any }> {
     // The operator's routes answer only the operator's credential; every other route, the tenant's key.
-    const credential = url.startsWith("/v1/tenants") ? operatorKey : gw.key;
+    const credential = operatorPath(url) ? operatorKey : gw.key;
     const headers: Record<string, string> = { authorization: `Bearer ${credential}` };
     if (options.key !== undefined) headers["idempotency-key"] = options.key;
     if (options.body !== undefined) headers["content-type"] = "application/json";

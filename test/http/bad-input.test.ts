@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureOperatorKey } from "../../gateway/tenants/index.ts";
 import { signBolt11, wellFormedInvoice } from "../support/bolt11.ts";
-import { startTestGateway, type TestGateway } from "./support.ts";
+import { operatorPath, startTestGateway, type TestGateway } from "./support.ts";
 
 let gw: TestGateway;
 let payee: `0x${string}`;
@@ -521,7 +521,7 @@ describe("every /v1 route, from the OpenAPI document", () => {
           `${prefix}${"0".repeat(pattern.includes("{32}") ? 32 : 26)}`,
         );
       }
-      const key = path.startsWith("/v1/tenants") ? operatorKey : undefined;
+      const key = operatorPath(path) ? operatorKey : undefined;
       const answer = await gw.call(method, `${url}?not_a_parameter=1`, key === undefined ? {} : { key });
       expect([method, path, answer.status, answer.body.error?.code, answer.body.error?.param]).toEqual([
         method,

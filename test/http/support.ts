@@ -6,6 +6,7 @@ import { inject } from "vitest";
 import { createSwitchyardClient, injectFetch, type SwitchyardClient } from "../../client/index.ts";
 import { type App, createApp, type RailModule, railModules } from "../../gateway/app.ts";
 import type { Resolver } from "../../gateway/egress/index.ts";
+import { routeScopes } from "../../gateway/http/auth.ts";
 import { testConfig } from "../support/config.ts";
 import { withIdempotencyKey } from "../support/idempotency-keys.ts";
 import { createTestDatabase } from "../support/postgres.ts";
@@ -33,6 +34,10 @@ export type TestGateway = {
   blockNumber(): Promise<bigint>;
   hotWalletNonce(): Promise<number>;
 };
+
+/** Whether a /v1 path is the operator's (its first segment's scope, as auth.ts finds it): called with its credential. */
+export const operatorPath = (path: string): boolean =>
+  routeScopes[path.split("/")[2]?.split("?")[0] ?? ""] === "operator";
 
 /** Tables a process writes on its own, whatever the requests: the chain watcher's blocks, cursors and leases. */
 export const backgroundTablePrefixes: readonly string[] = ["evm_watch_"];
