@@ -7,6 +7,7 @@ import type { Logger } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
 import { type ChainRegistry, caip2Of, v1NetworkOf } from "./chains.ts";
+import { bookMinedTxGas } from "./reconcile.ts";
 import { type Refused, refusedWith } from "./refusals.ts";
 import { exactScheme } from "./requirements.ts";
 import type { SettleResponse, SupportedResponse, VerifyResponse } from "./schemas.ts";
@@ -210,12 +211,17 @@ async function priorSettlement(
       sendHashes,
     );
     if (spent === null) return null;
-    // A replacement of ours is the row's transaction from now on (as reconciliation moves it); a copy is kept beside.
-    await record(deps.db, chain, payment.authorization, {
-      status: "settled",
-      spentBlock: spent.block,
-      ...(spent.copy ? { spentTxHash: spent.txHash } : spent.replaced ? { txHash: spent.txHash } : {}),
-    });
+    // Concluded only once the gas of our mined transaction is booked, as reconciliation concludes a row: a batch's gas
+    // is x402's to book (the rail handed it over), and a row concluded before it was never read again, its gas never
+    // booked. Not booked now, the row stays `submitted` for the pass; the answer is the chain's all the same.
+    const ours = spent.replaced ? spent.txHash : (prior.txHash as Hex);
+    if (await bookMinedTxGas(deps, chain, ours))
+      // A replacement of ours is the row's transaction from now on (as reconciliation moves it); a copy is kept beside.
+      await record(deps.db, chain, payment.authorization, {
+        status: "settled",
+        spentBlock: spent.block,
+        ...(spent.copy ? { spentTxHash: spent.txHash } : spent.replaced ? { txHash: spent.txHash } : {}),
+      });
     transaction = spent.txHash;
   }
   return {

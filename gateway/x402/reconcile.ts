@@ -426,6 +426,25 @@ async function conclude(
 // ---- the gas of a mined transaction
 
 /**
+ * Books the gas of our transaction `txHash`, its receipt read now, as a pass does before it concludes the rows: for a
+ * settle retried before a pass concluded them (facilitator.ts priorSettlement), which concludes its row only once this
+ * is true. False, the row left to the pass, while the transaction is not mined, a row of it has no invoice, or the node
+ * or the ledger fails (logged).
+ */
+export async function bookMinedTxGas(deps: ReconcileDeps, chain: X402Chain, txHash: Hex): Promise<boolean> {
+  try {
+    const receipt = await minedReceipt(chain, txHash);
+    return receipt !== null && (await bookTxGas(deps, chain, txHash, receipt));
+  } catch (error) {
+    deps.logger.warn(
+      { txHash, rail: chain.rail, error },
+      "x402: the gas of a retried settlement's transaction was not booked; reconciliation books it",
+    );
+    return false;
+  }
+}
+
+/**
  * Books the transaction's gas as the settler that sent it does: a transaction to the token is one payment's
  * (bookGas); one to a batch settler is split over every row carrying it (bookBatchGas, by invoice id). False
  * (logged) when the rows cannot name their shares.

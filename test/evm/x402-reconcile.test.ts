@@ -19,6 +19,8 @@ import {
   splitEvenlyRemainderToFirst,
 } from "../../gateway/x402/batch.ts";
 import type { X402Chain } from "../../gateway/x402/chains.ts";
+import { facilitatorSettle } from "../../gateway/x402/facilitator.ts";
+import { createX402Deps } from "../../gateway/x402/index.ts";
 import { type ReconcileSettings, reconcileX402 } from "../../gateway/x402/reconcile.ts";
 import { type ClaimedPayment, createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
 import { claim, record, sentAuthorization } from "../../gateway/x402/store.ts";
@@ -935,7 +937,66 @@ async function settledWithoutGas(ps: readonly Payment[], revert: boolean) {
   return results;
 }
 
+/** The payment as a resource server sends it to the facilitator's /settle (the official client's v2 body). */
+function facilitatorRequest(p: Payment) {
+  const a = p.claimed.authorization;
+  const accepted = {
+    scheme: "exact",
+    network: p.requirements.network,
+    amount: p.requirements.amount.toString(),
+    asset: chain.token,
+    payTo: chain.hotWallet,
+    maxTimeoutSeconds: 300,
+    extra: { name: "USD Coin", version: "2" },
+  };
+  return {
+    paymentPayload: {
+      x402Version: 2,
+      resource: { url: "http://127.0.0.1/report", description: "a report", mimeType: "application/json" },
+      accepted,
+      payload: {
+        signature: p.claimed.signature,
+        authorization: {
+          from: a.from,
+          to: a.to,
+          value: a.value.toString(),
+          validAfter: a.validAfter.toString(),
+          validBefore: a.validBefore.toString(),
+          nonce: a.nonce,
+        },
+      },
+    },
+    paymentRequirements: accepted,
+  };
+}
+
 describe("a mined batch whose gas its settler could not book", () => {
+  it("of one payment, retried at the facilitator before a pass: its gas booked before its row is settled", async () => {
+    const p = await payment(await newPayer("retried, gas unbooked"), 170n);
+    const [result] = await settledWithoutGas([p], false);
+    expect(result).toMatchObject({ ok: true });
+    const txHash = (await rowOf(p))!.tx_hash! as Hex;
+    expect(await rowOf(p)).toMatchObject({ status: "submitted", tx_hash: txHash });
+    const feesBefore = await feesBooked();
+    const gas = await gasGweiOf(txHash);
+    const deps = createX402Deps({
+      db: gw.app.db,
+      settlement: gw.app.settlement,
+      chains: [chain],
+      logger: silentLogger,
+    });
+    // The resource server's retry answers the settlement, and books the batch's gas as a pass would before it settles
+    // the row. Before, it settled the row alone: no pass read it again, and the batch's gas was never booked.
+    expect(await facilitatorSettle(deps, facilitatorRequest(p), p.claimed.credit)).toMatchObject({
+      success: true,
+      transaction: txHash,
+    });
+    expect(await rowOf(p)).toMatchObject({ status: "settled", tx_hash: txHash });
+    expect(await feesBooked()).toBe(feesBefore + gas);
+    expect(await reconcile()).toEqual({ settled: 0, failed: 0, left: 0 });
+    expect(await feesBooked()).toBe(feesBefore + gas);
+  });
+
   it("reverted as a whole: reconciliation books its gas once, split as batch.ts splits it, and fails its rows", async () => {
     const ps = [
       await payment(await newPayer("reverted, gas unbooked a"), 110n),
