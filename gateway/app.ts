@@ -19,7 +19,7 @@ import {
   createAccountCache,
   getClearingAccount,
 } from "./accounts/index.ts";
-import type { Config } from "./app/config.ts";
+import { type Config, ConfigError } from "./app/config.ts";
 import { type DemoTenant, demoChainSourcesOf, ensureDemoTenant } from "./app/demo.ts";
 import { type DemoPaywall, ensureDemoPaywall, registerDemoPaywallRoutes } from "./app/demo-paywall.ts";
 import { priceFeedOwner } from "./app/dev-chain.ts";
@@ -70,7 +70,7 @@ import {
   openInvoiceMemoryDefaults,
   type SettlementDeps,
 } from "./settlement/index.ts";
-import { ensureOperatorKey, type OperatorKeyBootstrap } from "./tenants/index.ts";
+import { ensureOperatorKey, type OperatorKeyBootstrap, OperatorKeyError } from "./tenants/index.ts";
 import { startEventPrune } from "./webhooks/events.ts";
 import { startWebhookDelivery as startDeliveries, webhookLimitsDefault } from "./webhooks/index.ts";
 import { createX402Deps, createX402Scheme, startX402Reconcile, type X402Chain } from "./x402/index.ts";
@@ -270,6 +270,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     const operator = await ensureOperatorKey(db, {
       configured: config.operatorKey,
       generate: config.mode !== "production",
+    }).catch((error: unknown) => {
+      // The operator's to fix, as any configuration: said as such (exit 2), not as a failure to start.
+      throw error instanceof OperatorKeyError ? new ConfigError(error.message) : error;
     });
     const changes = await openChangeBus(config.database, logger.child({ module: "changes" }));
     closers.push(() => changes.close());
