@@ -343,7 +343,14 @@ async function readHeld(file: string): Promise<HeldFile | null> {
   }
 }
 
-/** Makes `file` with `text` unless it exists (false): linked from a written temporary file, so it is never seen empty. */
+/** Error codes of a file system that makes no hard links (an SMB share, some FUSE mounts). */
+const noHardLinks = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS"]);
+
+/**
+ * Makes `file` with `text` unless it exists (false): linked from a written temporary file, so it is never seen empty.
+ * On a file system without hard links, made exclusively and then written, as the lock was before claims: a reader
+ * may then see it empty for a moment, and judge it a holder's that is gone.
+ */
 async function createWhole(file: string, text: string): Promise<boolean> {
   const temporary = `${file}.${randomUUID()}.tmp`;
   await writeFile(temporary, text);
@@ -351,11 +358,29 @@ async function createWhole(file: string, text: string): Promise<boolean> {
     await link(temporary, file);
     return true;
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "EEXIST") return false;
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "EEXIST") return false;
+    if (code !== undefined && noHardLinks.has(code)) return await createExclusively(file, text);
     throw error;
   } finally {
     await unlink(temporary).catch(() => undefined);
   }
+}
+
+async function createExclusively(file: string, text: string): Promise<boolean> {
+  let handle: FileHandle;
+  try {
+    handle = await open(file, "wx");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "EEXIST") return false;
+    throw error;
+  }
+  try {
+    await handle.writeFile(text);
+  } finally {
+    await handle.close();
+  }
+  return true;
 }
 
 /** Replaces `file` by `text` whole (a reader sees the one or the other), from a temporary file. */
@@ -417,6 +442,9 @@ async function replaceStale(
   try {
     const current = await readHeld(file);
     if (current === null || current.inode !== stale.inode || current.text !== stale.text) return false;
+    // Still this taker's claim: a taker paused past a lease (another host's claim is judged by it) may have had its
+    // claim taken over, and the lock replaced, by another meanwhile.
+    if ((await readHeld(claim))?.holder.token !== token) return false;
     await replaceWhole(file, lockText(token, Date.now()));
     return true;
   } finally {
