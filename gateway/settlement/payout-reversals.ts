@@ -176,6 +176,9 @@ async function bookReversal(
     } catch (error) {
       if (!serverRaised(error, payoutReversalMovedCode)) throw error;
     }
+    // The reversal recorded meanwhile may be this one (the same event, delivered to another process): done, rather
+    // than computed again from a total that now holds it, under the same ledger ids with other amounts.
+    if ((await recordedKeys(deps, attemptId, [reversal.key])).has(reversal.key)) return;
     await pauseAfterMovedVersion(attempt);
   }
   throw new PaymentInvariantError(
