@@ -11,6 +11,7 @@ import { createEvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
 import { amountMax, assets, formatAmount, type Rail } from "../../core/index.ts";
 import { type RailModule, railModules } from "../../gateway/app.ts";
 import { railCapitalLedgerId, sweepDepositsOnce } from "../../gateway/settlement/index.ts";
+import { receivingToySnapshot } from "../support/toy-rail.ts";
 import { type Gateway, startGateway } from "./support.ts";
 
 const operatorKey = `op_${randomBytes(32).toString("base64url")}`;
@@ -52,19 +53,8 @@ const silentRailModule: RailModule = () => {
     async start() {},
     async stop() {},
     snapshot: () => ({
-      rail: "silent",
-      kind: "fiat",
-      asset: assets.USD,
+      ...receivingToySnapshot({ id: "silent", kind: "fiat", asset: assets.USD }, amountMax),
       available: false,
-      reaches: [],
-      amountMin: 1n,
-      amountMax,
-      liquidity: null,
-      feeFixed: 0n,
-      feePpm: 0n,
-      networkFeeMicroUsd: 0n,
-      latencyMs: 1_000,
-      takenAtMs: 0,
     }),
     execute: async () => ({
       status: "failed",
