@@ -104,7 +104,7 @@ import {
   referenceOf,
   refundCanMove,
 } from "./refunds-types.ts";
-import { evidenceForLedger, railAccountOpened } from "./reservations.ts";
+import { capitalFundingLeg, evidenceForLedger, railAccountOpened } from "./reservations.ts";
 import { fromJson, getPayment } from "./store.ts";
 import { attemptDestination, networkFeeOf } from "./types.ts";
 
@@ -1051,21 +1051,21 @@ async function feeLegs(
       fee.purpose !== "refund-fee-paid" ? 0n : funded === "all" ? fee.amount : fee.amount - charged;
     if (fromCapital > 0n) {
       const capital = await railAccountOpened(deps, { kind: "capital", rail: refund.rail, asset: fee.asset });
-      legs.push({
-        kind: "move",
-        posting: {
-          debitAccountId: from.ledgerAccountId,
-          creditAccountId: capital.ledgerAccountId,
-          amount: fromCapital,
-          ledger: fee.asset.ledger,
-          code: transferCodes.payments.capitalIn,
-        },
-        transfer: {
-          id: derivedLedgerId(refund.id, "refund-fee-funded"),
-          userData128: derivedLedgerId(refund.id, "refund-hold"),
-          evidence: { rail: refund.rail, reference, detail: { kind: "fee_funded", refund: refund.id } },
-        },
-      });
+      legs.push(
+        capitalFundingLeg(
+          {
+            clearingAccountId: from.ledgerAccountId,
+            capitalAccountId: capital.ledgerAccountId,
+            amount: fromCapital,
+            ledger: fee.asset.ledger,
+          },
+          {
+            id: derivedLedgerId(refund.id, "refund-fee-funded"),
+            userData128: derivedLedgerId(refund.id, "refund-hold"),
+            evidence: { rail: refund.rail, reference, detail: { kind: "fee_funded", refund: refund.id } },
+          },
+        ),
+      );
     }
     const posting: Posting = {
       debitAccountId: fees.ledgerAccountId,

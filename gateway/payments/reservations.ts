@@ -17,6 +17,7 @@ import { derivedLedgerId } from "../ids/index.ts";
 import {
   type ChainMember,
   findReservation,
+  type PostingTransfer,
   postReservation,
   type Reservation,
   type ReserveOutcome,
@@ -364,29 +365,54 @@ export async function resolveReservation(
   const leg = feePaid >= 0 ? members[feePaid] : undefined;
   if (how === "post" && written.outcome === "insufficient_liquidity" && leg?.kind === "move") {
     const capital = await railAccountOpened(deps, { kind: "capital", rail: rail.id, asset: rail.asset });
-    members.splice(feePaid, 0, {
-      kind: "move",
-      posting: {
-        debitAccountId: leg.posting.creditAccountId,
-        creditAccountId: capital.ledgerAccountId,
-        amount: leg.posting.amount,
-        ledger: leg.posting.ledger,
-        code: transferCodes.payments.capitalIn,
-      },
-      transfer: {
-        id: derivedLedgerId(attempt.id, "fee-funded"),
-        userData128: attempt.reserveTransferId,
-        evidence: {
-          rail: rail.id,
-          reference: evidence === undefined ? attempt.id : evidenceForLedger(evidence).reference,
-          detail: { kind: "fee_funded" },
+    members.splice(
+      feePaid,
+      0,
+      capitalFundingLeg(
+        {
+          clearingAccountId: leg.posting.creditAccountId,
+          capitalAccountId: capital.ledgerAccountId,
+          amount: leg.posting.amount,
+          ledger: leg.posting.ledger,
         },
-      },
-    });
+        {
+          id: derivedLedgerId(attempt.id, "fee-funded"),
+          userData128: attempt.reserveTransferId,
+          evidence: {
+            rail: rail.id,
+            reference: evidence === undefined ? attempt.id : evidenceForLedger(evidence).reference,
+            detail: { kind: "fee_funded" },
+          },
+        },
+      ),
+    );
     const funded = await write();
     if (funded.rows !== null) return funded.rows;
   }
   throw new PaymentInvariantError(`${transfer.label}: refused (${written.outcome})`);
+}
+
+/**
+ * The operator's capital funding a fee the rail paid from its own liquidity, which the ledger does not hold: capital
+ * into the rail's clearing account, put before the fee's leg so that the clearing account never dips below what the
+ * customers hold there (a payout's fallback above; a refund's routing fee, refunds.ts feeLegs; a provider's fees are
+ * funded the same way, settlement/rail-fees.ts).
+ */
+export function capitalFundingLeg(
+  funding: { clearingAccountId: bigint; capitalAccountId: bigint; amount: bigint; ledger: number },
+  transfer: PostingTransfer,
+): ChainMember {
+  return {
+    kind: "move",
+    posting: {
+      debitAccountId: funding.clearingAccountId,
+      creditAccountId: funding.capitalAccountId,
+      amount: funding.amount,
+      ledger: funding.ledger,
+      code: transferCodes.payments.capitalIn,
+    },
+    transfer,
+  };
 }
 
 /** The asset whose ledger this is. */
