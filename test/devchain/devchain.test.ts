@@ -63,11 +63,15 @@ async function freePort(): Promise<number> {
 
 type Started = { child: ChildProcess; output: () => string };
 
+/** How long a started process is given to print its ready line before it is killed and the start fails. */
+const startDeadlineMs = 120_000;
+
 function startProcess(
   command: string,
   args: string[],
   env: Record<string, string>,
   ready: RegExp,
+  deadlineMs = startDeadlineMs,
 ): Promise<Started> {
   const child = spawn(command, args, { cwd: root, env: { ...process.env, ...env } });
   let output = "";
@@ -77,10 +81,18 @@ function startProcess(
   child.stdout?.on("data", collect);
   child.stderr?.on("data", collect);
   return new Promise((resolve, reject) => {
+    const startedAt = Date.now();
+    // A process that never prints its ready line is killed here: the caller holds no handle to it until it resolves,
+    // so nothing else would stop it, and it would outlive the run holding its port.
     const timer = setInterval(() => {
       if (ready.test(output)) {
         clearInterval(timer);
         resolve({ child, output: () => output });
+      } else if (Date.now() - startedAt > deadlineMs) {
+        clearInterval(timer);
+        child.removeAllListeners("exit");
+        child.kill("SIGKILL");
+        reject(new Error(`${args.join(" ")} not ready within ${deadlineMs} ms:\n${output}`));
       }
     }, 100);
     child.once("exit", (code) => {
