@@ -3,17 +3,14 @@
 // `npm run regtest` prints these variables for its gateway node.
 import { readFileSync } from "node:fs";
 import { z } from "zod";
-import { SwitchyardError, wholeBigint, wholeNumber } from "../../core/index.ts";
+import { hostPort, SwitchyardError, wholeBigint, wholeNumber } from "../../core/index.ts";
 import type { LightningRailLimits, LndConnection } from "./state.ts";
 
 const base64 = z.string().regex(/^[A-Za-z0-9+/=\s]+$/, "base64");
 
 export const lightningEnvSchema = z.object({
   /** host:port of LND's gRPC listener. Unset: the Lightning rail is off. */
-  LND_SOCKET: z
-    .string()
-    .regex(/^[^:\s]+:[0-9]{1,5}$/, "host:port")
-    .optional(),
+  LND_SOCKET: hostPort.optional(),
   /** LND's tls.cert: a path, or the file's bytes in base64. */
   LND_CERT_PATH: z.string().min(1).optional(),
   LND_CERT_BASE64: base64.optional(),

@@ -215,6 +215,12 @@ describe("EVM chains in the configuration", () => {
       /EVM_SPLITTER_START_BLOCK: /,
     );
     expect(() => loadConfig({ LIGHTNING_EXECUTE_WAIT_MS: "" })).toThrow(/LIGHTNING_EXECUTE_WAIT_MS/);
+    // A host that could never be listened on is refused before anything starts, not by listen's ENOTFOUND.
+    expect(loadConfig({ HOST: "0.0.0.0" }).host).toBe("0.0.0.0");
+    expect(loadConfig({ HOST: "::" }).host).toBe("::");
+    expect(() => loadConfig({ HOST: "no such host!" })).toThrow(/HOST: /);
+    expect(() => loadConfig({ HOST: "" })).toThrow(/HOST: /);
+    expect(() => loadConfig({ LND_SOCKET: "127.0.0.1:99999" })).toThrow(/LND_SOCKET/);
     expect(() => loadConfig({ STRIPE_REQUEST_TIMEOUT_MS: "1e4" })).toThrow(/STRIPE_REQUEST_TIMEOUT_MS/);
   });
 

@@ -8,7 +8,7 @@ import {
   LightningConfigError,
   loadLightningConfig,
 } from "../../adapters/lightning/index.ts";
-import { SwitchyardError, wholeBigint, wholeNumber } from "../../core/index.ts";
+import { hostName, SwitchyardError, wholeBigint, wholeNumber } from "../../core/index.ts";
 import { requestsInFlightMaxDefault, tenantRequestsInFlightMaxDefault } from "../http/admission.ts";
 import {
   type RateLimits,
@@ -116,7 +116,7 @@ export const nettingMaxFeeShareBpsDefault = 5_000;
 
 const schema = z.object({
   PORT: port.default(8080),
-  HOST: z.string().default("127.0.0.1"),
+  HOST: hostName.default("127.0.0.1"),
   /** `development` creates a demo tenant with an API key and funds it on the embedded chain. */
   SWITCHYARD_MODE: z.enum(["development", "production"]).default("development"),
   /** The operator's credential (op_ and 32 to 200 URL-safe characters), stored hashed at start. Unset: one is made at
