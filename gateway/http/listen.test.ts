@@ -6,9 +6,18 @@ import http from "node:http";
 import net from "node:net";
 import Fastify, { type FastifyInstance } from "fastify";
 import { afterEach, describe, expect, it } from "vitest";
-import { acceptorsDefault, type Listening, listenApi } from "./listen.ts";
+import { acceptorsDefault, type Listening, listenApi, portLockPath } from "./listen.ts";
 
 const opened: { app: FastifyInstance; listening: Listening | null }[] = [];
+
+/** A gateway's API on `port` with the default sockets. */
+async function serveOn(port: number) {
+  const app = Fastify();
+  const entry: { app: FastifyInstance; listening: Listening | null } = { app, listening: null };
+  opened.push(entry);
+  entry.listening = await listenApi(app, { host: "127.0.0.1", port, backlog: 1024 });
+  return { app, listening: entry.listening };
+}
 
 async function serve(acceptors: number) {
   const app = Fastify();
@@ -122,6 +131,39 @@ describe("listenApi", () => {
     } finally {
       await second.close();
     }
+  });
+
+  it("refuses a gateway while another starting on the port holds its lock, between its probe and its bind", async () => {
+    const probe = net.createServer();
+    await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+    const port = (probe.address() as net.AddressInfo).port;
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+    // Another gateway that has passed its probe of the free port and not yet bound it: the port is free, its lock held.
+    // Without the lock both would pass the probe and then share the port through SO_REUSEPORT.
+    const other = net.createServer();
+    await new Promise<void>((resolve) => other.listen({ path: portLockPath("127.0.0.1", port) }, resolve));
+    const second = Fastify();
+    try {
+      await expect(
+        listenApi(second, { host: "127.0.0.1", port, backlog: 16, acceptors: 8 }),
+      ).rejects.toMatchObject({ code: "EADDRINUSE" });
+      expect(second.server.listening).toBe(false);
+    } finally {
+      await second.close();
+      await new Promise<void>((resolve) => other.close(() => resolve()));
+    }
+    // Its holder gone, the port is had; and its lock is held while the API listens, freed when it closes.
+    const { listening } = await serveOn(port);
+    const locked = net.createServer();
+    await expect(
+      new Promise<void>((resolve, reject) => {
+        locked.once("error", reject);
+        locked.listen({ path: portLockPath("127.0.0.1", port) }, resolve);
+      }),
+    ).rejects.toMatchObject({ code: "EADDRINUSE" });
+    await listening.close();
+    await new Promise<void>((resolve) => locked.listen({ path: portLockPath("127.0.0.1", port) }, resolve));
+    await new Promise<void>((resolve) => locked.close(() => resolve()));
   });
 
   it("stops every socket when closed", async () => {

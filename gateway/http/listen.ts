@@ -22,7 +22,11 @@
 //
 // SO_REUSEPORT lets another socket of the same user join the port. So that a second gateway started on the same port
 // still fails as it did (EADDRINUSE) instead of sharing it, the port is first bound and released by a plain socket,
-// which any listener there refuses. Linux only: elsewhere one socket, as before.
+// which any listener there refuses. Between that probe and the bind another gateway starting at the same moment could
+// pass the same probe, and both would then share the port: so the probe and the bind are made holding a lock on the
+// host and port, a listening socket in Linux's abstract namespace named after them, which only one process can hold,
+// which the kernel frees with the process however it ends, and which is held while the API listens. Linux only:
+// elsewhere one socket, as before.
 import type { Server } from "node:http";
 import net from "node:net";
 import type { FastifyInstance, FastifyListenOptions } from "fastify";
@@ -38,6 +42,31 @@ export type Listening = {
   /** Stops the acceptors taking connections (the server's own socket closes with the app). */
   close(): Promise<void>;
 };
+
+/** The lock's name in the abstract namespace (a leading NUL: no file, gone with its last holder). */
+export function portLockPath(host: string, port: number): string {
+  return `\0switchyard-api:${host}:${port}`;
+}
+
+/**
+ * Holds the lock on `host`:`port` (see above), or fails with EADDRINUSE while another holds it. Port 0 needs none: the
+ * kernel gives each such bind its own port.
+ */
+async function lockPort(host: string, port: number): Promise<net.Server | null> {
+  if (port === 0) return null;
+  const lock = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    lock.once("error", reject);
+    lock.listen({ path: portLockPath(host, port), exclusive: true }, () => {
+      lock.off("error", reject);
+      resolve();
+    });
+  });
+  // Never accepted on: a connection to it is closed at once. Nor does it keep the process alive on its own.
+  lock.on("connection", (socket) => socket.destroy());
+  lock.unref();
+  return lock;
+}
 
 /** Fails as a listener already on the port makes any plain bind fail: EADDRINUSE. Port 0 needs no check. */
 async function portFree(host: string, port: number): Promise<void> {
@@ -56,9 +85,19 @@ export async function listenApi(
   const acceptors = process.platform === "linux" ? Math.max(1, options.acceptors ?? acceptorsDefault) : 1;
   const listen: FastifyListenOptions = { host: options.host, port: options.port, backlog: options.backlog };
   if (acceptors === 1) return { address: await app.listen(listen), sockets: 1, close: async () => undefined };
-  await portFree(options.host, options.port);
-  // Not in Fastify's listen options' type; passed on to Node's server.listen (Node 22.12+).
-  const address = await app.listen({ ...listen, reusePort: true } as FastifyListenOptions);
+  const lock = await lockPort(options.host, options.port);
+  const unlock = () => {
+    if (lock?.listening) lock.close();
+  };
+  let address: string;
+  try {
+    await portFree(options.host, options.port);
+    // Not in Fastify's listen options' type; passed on to Node's server.listen (Node 22.12+).
+    address = await app.listen({ ...listen, reusePort: true } as FastifyListenOptions);
+  } catch (error) {
+    unlock();
+    throw error;
+  }
   const server: Server = app.server;
   // Listening on a host and port, never a pipe: an address and port.
   const bound = server.address() as net.AddressInfo;
@@ -88,6 +127,7 @@ export async function listenApi(
   // Stops them taking connections at once; the connections they took are the server's to close.
   const closeExtra = () => {
     for (const acceptor of extra) if (acceptor.listening) acceptor.close();
+    unlock();
   };
   try {
     for (let i = 1; i < acceptors; i += 1) {
