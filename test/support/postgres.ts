@@ -17,6 +17,11 @@ const execFileAsync = promisify(execFile);
 export const postgresStartTimeoutMs = 60_000;
 export const postgresStopTimeoutMs = 30_000;
 const postgresOsUser = "postgres";
+/** How many free ports a start tries, each found taken when postgres bound it, before it fails. */
+const portAttemptsMax = 3;
+/** What postgres says when its port is taken (it then exits). */
+const portTakenPattern =
+  /could not bind IPv4 address|Address already in use|could not create any TCP\/IP sockets/;
 const postgresRoot = "/usr/lib/postgresql";
 
 export class PostgresNotInstalledError extends Error {
@@ -83,7 +88,11 @@ const serverSettings: Record<string, string> = {
   logging_collector: "off",
 };
 
-export async function startPostgres(): Promise<RunningPostgres> {
+/** `freePort` by default; a test gives the ports a start is to try. */
+export async function startPostgres(
+  options: { port?: () => Promise<number> } = {},
+): Promise<RunningPostgres> {
+  const nextPort = options.port ?? freePort;
   const bin = await findPostgresBin();
   const asRoot = process.getuid?.() === 0;
   const dir = await mkdtemp(path.join(os.tmpdir(), "switchyard-pg-"));
@@ -116,68 +125,86 @@ export async function startPostgres(): Promise<RunningPostgres> {
     throw new PostgresStartError(`initdb failed: ${(error as Error).message}`, { cause: error });
   }
 
-  const port = await freePort();
-  const settings = { ...serverSettings, port: String(port), unix_socket_directories: dir };
-  const [command, args] = run(path.join(bin, "postgres"), [
-    "-D",
-    dataDir,
-    ...Object.entries(settings).flatMap(([key, value]) => ["-c", `${key}=${value}`]),
-  ]);
-  const child: ChildProcess = spawn(command, [...args], { stdio: ["ignore", "ignore", "pipe"] });
-  // Signal the postmaster itself (runuser may not forward signals): SIGINT is a fast shutdown.
-  const shutDown = () => {
-    const pid = postmasterPid(dataDir);
-    if (pid !== null) process.kill(pid, "SIGINT");
-    else child.kill("SIGINT");
-  };
-  exitsWithThisProcess(child, shutDown);
-  let log = "";
-  child.stderr?.on("data", (chunk: Buffer) => {
-    log = (log + chunk.toString()).slice(-8000);
-  });
-  let exited = false;
-  const exit = new Promise<void>((resolve) =>
-    child.on("exit", () => {
-      exited = true;
-      resolve();
-    }),
-  );
-
-  const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
-  const stop = async () => {
-    if (!exited) {
-      shutDown();
-      const timer = setTimeout(() => child.kill("SIGKILL"), postgresStopTimeoutMs);
-      await exit;
-      clearTimeout(timer);
-    }
-    await rm(dir, { recursive: true, force: true });
-  };
-
-  const deadline = Date.now() + postgresStartTimeoutMs;
-  for (;;) {
-    if (exited) {
-      await stop();
-      throw new PostgresStartError(`postgres exited during start:\n${log}`);
-    }
-    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
-    try {
-      await client.connect();
-      await client.query("SELECT 1");
-      await client.end();
-      break;
-    } catch (error) {
-      await client.end().catch(() => undefined); // the connection never opened; nothing to close
-      if (Date.now() > deadline) {
-        await stop();
-        throw new PostgresStartError(`postgres did not accept connections in time:\n${log}`, {
-          cause: error,
-        });
-      }
-      await new Promise((resolve) => setTimeout(resolve, 100));
+  // The port was free when asked for, and may be taken before postgres binds it (another run asking at that moment):
+  // then postgres exits saying so, and it is started again on another.
+  for (let attempt = 1; ; attempt += 1) {
+    const started = await launch(await nextPort());
+    if (started !== "port_taken") return started;
+    if (attempt === portAttemptsMax) {
+      await rm(dir, { recursive: true, force: true });
+      throw new PostgresStartError(
+        `postgres found each of ${portAttemptsMax} free ports taken when it bound them`,
+      );
     }
   }
-  return { url, port, pid: () => postmasterPid(dataDir), stop };
+
+  async function launch(port: number): Promise<RunningPostgres | "port_taken"> {
+    const settings = { ...serverSettings, port: String(port), unix_socket_directories: dir };
+    const [command, args] = run(path.join(bin, "postgres"), [
+      "-D",
+      dataDir,
+      ...Object.entries(settings).flatMap(([key, value]) => ["-c", `${key}=${value}`]),
+    ]);
+    const child: ChildProcess = spawn(command, [...args], { stdio: ["ignore", "ignore", "pipe"] });
+    // Signal the postmaster itself (runuser may not forward signals): SIGINT is a fast shutdown.
+    const shutDown = () => {
+      const pid = postmasterPid(dataDir);
+      if (pid !== null) process.kill(pid, "SIGINT");
+      else child.kill("SIGINT");
+    };
+    exitsWithThisProcess(child, shutDown);
+    let log = "";
+    child.stderr?.on("data", (chunk: Buffer) => {
+      log = (log + chunk.toString()).slice(-8000);
+    });
+    let exited = false;
+    const exit = new Promise<void>((resolve) =>
+      child.on("exit", () => {
+        exited = true;
+        resolve();
+      }),
+    );
+
+    const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
+    const stop = async () => {
+      if (!exited) {
+        shutDown();
+        const timer = setTimeout(() => child.kill("SIGKILL"), postgresStopTimeoutMs);
+        await exit;
+        clearTimeout(timer);
+      }
+      await rm(dir, { recursive: true, force: true });
+    };
+
+    const deadline = Date.now() + postgresStartTimeoutMs;
+    for (;;) {
+      if (exited) {
+        if (portTakenPattern.test(log)) return "port_taken";
+        await stop();
+        throw new PostgresStartError(`postgres exited during start:\n${log}`);
+      }
+      const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
+      try {
+        await client.connect();
+        // Whoever answers on the port must be this server: another run's postgres that took the port first answers
+        // too (trust auth), and its database is not ours to use.
+        const [row] = (await client.query<{ data_directory: string }>("SHOW data_directory")).rows;
+        await client.end();
+        if (row?.data_directory === dataDir) break;
+        throw new PostgresStartError(`another server (${row?.data_directory}) answers on port ${port}`);
+      } catch (error) {
+        await client.end().catch(() => undefined); // the connection never opened; nothing to close
+        if (Date.now() > deadline) {
+          await stop();
+          throw new PostgresStartError(`postgres did not accept connections in time:\n${log}`, {
+            cause: error,
+          });
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+    return { url, port, pid: () => postmasterPid(dataDir), stop };
+  }
 }
 
 /** The postmaster's pid from its pid file; read synchronously, since an 'exit' handler needs it too. */
