@@ -8,7 +8,6 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer as createHttpServer, type Server } from "node:http";
-import { createServer } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import {
@@ -36,6 +35,7 @@ import {
 import { silentLogger } from "../../core/index.ts";
 import { DevChainSetupError, openDevChain } from "../../gateway/app/dev-chain.ts";
 import { migrate, openPglite } from "../../gateway/db/index.ts";
+import { freePort } from "../../scripts/lib/free-port.ts";
 
 const root = path.join(import.meta.dirname, "..", "..");
 const hardhatBin = path.join(root, "node_modules", ".bin", "hardhat");
@@ -44,19 +44,6 @@ const missing = [existsSync(hardhatBin) ? null : `hardhat (${hardhatBin}): npm c
 );
 if (process.env.CI === "true" && missing.length > 0)
   throw new Error(`test/devchain under CI=true is missing ${missing.join(", ")}`);
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", resolve);
-  });
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === "string" || address.port === 0)
-    throw new Error("no free port on 127.0.0.1");
-  return address.port;
-}
 
 type Started = { child: ChildProcess; output: () => string; exited: Promise<number | null> };
 

@@ -4,7 +4,6 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -32,6 +31,7 @@ import {
   evmMirrorTransferCodes,
   evmMirrorTransferId,
 } from "../../gateway/settlement/evm.ts";
+import { freePort } from "../../scripts/lib/free-port.ts";
 
 const root = path.join(import.meta.dirname, "..", "..");
 const hardhatBin = path.join(root, "node_modules", ".bin", "hardhat");
@@ -48,18 +48,6 @@ if (ci && missing.length > 0) throw new Error(`test/devchain under CI=true is mi
 const run = promisify(execFile);
 
 /** A free port on 127.0.0.1; no port to take is an error (so a failure under CI, never a skip). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", resolve);
-  });
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === "string" || address.port === 0)
-    throw new Error("no free port on 127.0.0.1");
-  return address.port;
-}
 
 type Started = { child: ChildProcess; output: () => string };
 
