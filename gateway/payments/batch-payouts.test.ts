@@ -4,9 +4,18 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { assets } from "../../core/index.ts";
 import { latch } from "../../test/support/latch.ts";
 import { ledgerStoppingAtReturn, type NettingFixture, nettingFixture } from "../../test/support/netting.ts";
+import { getClearingAccount, getTenantAccount } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
-import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../ledger/index.ts";
+import { derivedLedgerId } from "../ids/index.ts";
+import {
+  createLedger,
+  type Ledger,
+  ledgerMigrations,
+  reserve,
+  transferCodes,
+  voidLegs,
+} from "../ledger/index.ts";
 import { gatewayLedgerParams } from "../ledger-params.ts";
 import { nettingBatchPayeesMax } from "../router/index.ts";
 import {
@@ -628,5 +637,153 @@ describe("the payouts waiting that a flush reads", () => {
       "pay_window_0",
       "pay_window_3",
     ]);
+  });
+});
+
+describe("a batch the rail's clearing account does not hold", () => {
+  /**
+   * A payout of another tenant's on the test's rail, alone and in flight: `amount` reserved from its customer (funded
+   * by another rail) against this rail's clearing account, which holds the 100 the test's customer was funded with.
+   */
+  const payoutAlone = async (id: string, amount: bigint) => {
+    const elsewhere = await nettingFixture(
+      db,
+      ledger,
+      `${netting.tenantId}_${id}`,
+      100n,
+      `${netting.rail}_${id}`,
+    );
+    const [payer, clearing] = await Promise.all([
+      getTenantAccount(db, { tenantId: elsewhere.tenantId, id: elsewhere.customerId }),
+      getClearingAccount(db, { rail: netting.rail, asset: assets.USDC }),
+    ]);
+    const reservation = {
+      pendingId: derivedLedgerId(id, "reserve"),
+      debitAccountId: payer!.ledgerAccountId,
+      creditAccountId: clearing!.ledgerAccountId,
+      amount,
+      ledger: assets.USDC.ledger,
+      code: transferCodes.payments.payment,
+    };
+    return {
+      reserve: async () => (await reserve(ledger, reservation, { id: reservation.pendingId })).outcome,
+      /** The payout alone failed: its reservation is released. */
+      fail: () =>
+        voidLegs(
+          ledger,
+          [{ reservation, transfer: { id: derivedLedgerId(id, "void") } }],
+          `the void of ${id}`,
+        ),
+    };
+  };
+  const clearingBalance = async () => {
+    const clearing = await getClearingAccount(db, { rail: netting.rail, asset: assets.USDC });
+    const [account] = await ledger.lookupAccounts([clearing!.ledgerAccountId]);
+    return {
+      debits: account!.debitsPosted,
+      credits: account!.creditsPosted,
+      pending: account!.creditsPending,
+    };
+  };
+  const batchOf = async (paymentId: string) =>
+    (
+      await db.query<{ status: string; failure_message: string | null }>(
+        "SELECT status, failure_message FROM netting_batches WHERE rail = $1 AND id IN (SELECT batch_id FROM netted_payouts WHERE payment_id = $2) ORDER BY created_at",
+        [netting.rail, paymentId],
+      )
+    )[0];
+  const queued = async (paymentId: string) =>
+    (await db.query("SELECT 1 FROM netted_payouts WHERE payment_id = $1 AND batch_id IS NULL", [paymentId]))
+      .length === 1;
+  const paymentStatus = async (id: string) =>
+    (await db.query<{ status: string }>("SELECT status FROM payments WHERE id = $1", [id]))[0]!.status;
+
+  it("is not sent, as a payout alone is refused insufficient_liquidity: its payouts wait until the rail holds them", async () => {
+    // 80 of the 100 the rail holds are reserved for a payout in flight; the batch would be 40.
+    const alone = await payoutAlone("pay_alone_first", 80n);
+    expect(await alone.reserve()).toBe("reserved");
+    await accrued("pay_netted_short", 40n);
+    const before = await customerPosted();
+    const paid: bigint[] = [];
+    // Before: the batch was sent, and its booking against the clearing account refused after it (exceeds_debits):
+    // the flush threw, the batch stayed sending and its payment processing, and every flush sent it again.
+    expect(await flushNetting(payingDeps(paid), { force: true })).toMatchObject({ batches: 1, payouts: 1 });
+    expect(paid).toEqual([]);
+    expect(await batchOf("pay_netted_short")).toBeUndefined();
+    expect(await queued("pay_netted_short")).toBe(true);
+    expect(await paymentStatus("pay_netted_short")).toBe("processing");
+    expect(await customerPosted()).toBe(before);
+    const [failed] = await db.query<{ failure_message: string }>(
+      "SELECT failure_message FROM netting_batches WHERE rail = $1 AND status = 'failed'",
+      [netting.rail],
+    );
+    expect(failed!.failure_message).toMatch(/clearing account/);
+    expect(await clearingBalance()).toEqual({ debits: 100n, credits: 0n, pending: 80n });
+
+    // The payout alone fails: the rail holds the batch now, and the next flush pays it, booked once.
+    await alone.fail();
+    expect(await flushNetting(payingDeps(paid), { force: true })).toMatchObject({ batches: 1, payouts: 1 });
+    expect(paid).toEqual([40n]);
+    expect(await batchOf("pay_netted_short")).toEqual({ status: "succeeded", failure_message: null });
+    expect(await paymentStatus("pay_netted_short")).toBe("succeeded");
+    expect(await clearingBalance()).toEqual({ debits: 100n, credits: 40n, pending: 0n });
+  });
+
+  it("holds what it sends while it is in flight, and gives it back when the rail refuses it", async () => {
+    await accrued("pay_netted_in_flight", 40n);
+    const inFlight: NettingDeps = {
+      ...deps(),
+      payer: {
+        id: netting.rail,
+        asset: assets.USDC,
+        payoutBatch: async (batch) => ({ status: "in_flight", reference: batch.reference }),
+      },
+    };
+    await flushNetting(inFlight, { force: true });
+    expect(await batchOf("pay_netted_in_flight")).toMatchObject({ status: "sending" });
+    // Before: a payout alone reserved the 80 the batch's 40 leave the rail (which holds 100), and once the batch was
+    // paid its booking was refused.
+    const alone = await payoutAlone("pay_alone_beside", 80n);
+    expect(await alone.reserve()).toBe("insufficient_liquidity");
+    expect(await clearingBalance()).toEqual({ debits: 100n, credits: 0n, pending: 40n });
+
+    // Asked again once its lease ran out, the rail refuses the batch (deps(): nothing sent): the hold is released.
+    await db.query("UPDATE netting_batches SET leased_until = now() WHERE rail = $1 AND status = 'sending'", [
+      netting.rail,
+    ]);
+    await flushNetting(deps(), { force: true });
+    expect(await queued("pay_netted_in_flight")).toBe(true);
+    expect(await clearingBalance()).toEqual({ debits: 100n, credits: 0n, pending: 0n });
+    expect(await alone.reserve()).toBe("reserved");
+  });
+
+  it("resumed without a hold, waits sending until the rail holds it: it may have been sent before batches were held", async () => {
+    await accrued("pay_netted_unheld", 40n);
+    // The flush stops between the batch's write and its hold.
+    const stopping: Ledger = {
+      ...ledger,
+      createTransfers: async (...args: Parameters<Ledger["createTransfers"]>) => {
+        if (args[0].some((transfer) => transfer.code === transferCodes.netting.batchPaid))
+          throw new Error("the process stopped");
+        return ledger.createTransfers(...args);
+      },
+    };
+    const paid: bigint[] = [];
+    await expect(flushNetting({ ...payingDeps(paid), ledger: stopping }, { force: true })).rejects.toThrow(
+      "the process stopped",
+    );
+    const alone = await payoutAlone("pay_alone_resumed", 80n);
+    expect(await alone.reserve()).toBe("reserved");
+    await db.query("UPDATE netting_batches SET leased_until = now() WHERE rail = $1 AND status = 'sending'", [
+      netting.rail,
+    ]);
+    await expect(flushNetting(payingDeps(paid), { force: true })).rejects.toBeInstanceOf(NettingResumeError);
+    expect(paid).toEqual([]);
+    expect(await batchOf("pay_netted_unheld")).toMatchObject({ status: "sending" });
+    await alone.fail();
+    await flushNetting(payingDeps(paid), { force: true });
+    expect(paid).toEqual([40n]);
+    expect(await paymentStatus("pay_netted_unheld")).toBe("succeeded");
+    expect(await clearingBalance()).toEqual({ debits: 100n, credits: 40n, pending: 0n });
   });
 });

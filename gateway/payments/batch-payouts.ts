@@ -6,6 +6,13 @@
 // RevenueSplitter.settleBatch); the payable account is then debited against the rail's clearing account with the
 // batch's evidence, and each payment succeeds with that evidence.
 //
+// Only what the rail holds: before a batch is sent its total is held against the rail's clearing account, as a payout
+// alone reserves its amount there before its rail is asked (reservations.ts); the hold is posted once the batch is
+// paid, released once the rail refuses it. A batch the clearing account does not hold is failed unsent, its payouts
+// waiting in the queue as a batch the rail refused for its funds does. Before, a batch was sent unheld and its booking
+// against the clearing account came after: the rail paid out what it did not hold (what payouts alone had reserved
+// there), the booking was refused, and the batch stayed sending, its payments processing, asked again every flush.
+//
 // Never twice: a batch is written (with its payouts) before it is sent, under a reference the rail and the
 // contract accept once; a flush first resumes any batch still sending, with the same reference. One flush sends a
 // batch at a time (a lease on it), and only that flush may fail it and put its payouts back in the queue.
@@ -39,7 +46,17 @@ import {
 } from "../accounts/index.ts";
 import { type Db, type Sql, serverRaised } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
-import { credit, debit, type Ledger, transferCodes } from "../ledger/index.ts";
+import {
+  credit,
+  debit,
+  type Ledger,
+  type Reservation,
+  type ReserveOutcome,
+  reserve,
+  transferCodes,
+  voidLegs,
+  writeChainWith,
+} from "../ledger/index.ts";
 import {
   type NettingThreshold,
   nettingAccruedMax,
@@ -183,7 +200,8 @@ type BatchRow = {
 };
 
 /**
- * `batches` and `payouts`: the batches written and sent this flush, whatever their outcome, and the payouts in them;
+ * `batches` and `payouts`: the batches written and sent this flush, whatever their outcome (one the rail's clearing
+ * account did not hold failed unsent), and the payouts in them;
  * `refused`: the payouts whose payee the rail refused that this flush gave back to their payers, their payments
  * failed (one that another flush gave back at the same moment counts in both).
  */
@@ -230,7 +248,7 @@ export async function flushNetting(
       [id, lease, nettingSendLeaseMs],
     );
     if (batch !== undefined)
-      await sendBatch(deps, batch, lease).catch((error: unknown) => failures.push(error));
+      await sendBatch(deps, batch, lease, true).catch((error: unknown) => failures.push(error));
   }
   // One batch settles at most nettingBatchPayeesMax payees. When a full batch was paid, the flush plans again: the
   // payees the same trigger made due go in its next batch, not an interval later. So it does when the rail refused
@@ -331,7 +349,7 @@ async function planAndSend(deps: NettingDeps, force: boolean, lease: string): Pr
     if (error instanceof BatchOvertaken) return none(plan.trigger);
     throw error;
   }
-  const sent = await sendBatch(deps, { id: batchId, ref, payees, total }, lease);
+  const sent = await sendBatch(deps, { id: batchId, ref, payees, total }, lease, false);
   return { trigger: plan.trigger, batch: { payees: payees.length, payouts: payoutIds.length, ...sent } };
 }
 
@@ -408,17 +426,30 @@ async function accruedOf(
 }
 
 /**
- * Sends a batch this flush holds the lease `lease` on (or asks its outcome again, under the same reference). Only
- * while it still holds the lease does a refusal fail the batch and put its payouts back in the queue: a flush whose
- * lease ran out mid-send may have been overtaken by one that paid the batch.
+ * Sends a batch this flush holds the lease `lease` on (or asks its outcome again, under the same reference), once its
+ * total is held against the rail's clearing account (holdBatch). Only while it still holds the lease does a refusal
+ * fail the batch and put its payouts back in the queue: a flush whose lease ran out mid-send may have been overtaken
+ * by one that paid the batch.
  */
-async function sendBatch(deps: NettingDeps, batch: BatchRow, lease: string): Promise<Sent> {
+async function sendBatch(deps: NettingDeps, batch: BatchRow, lease: string, resumed: boolean): Promise<Sent> {
   // The lease given back when the rail has no final answer: the next flush asks again with the same reference.
   const release = () =>
     deps.db.query(
       "UPDATE netting_batches SET lease_token = NULL, leased_until = NULL WHERE id = $1 AND lease_token = $2",
       [batch.id, lease],
     );
+  const hold = await holdBatch(deps, batch);
+  if (hold !== "booked" && typeof hold === "string") {
+    const message = `the rail's clearing account does not hold the batch's total (${hold}): not sent`;
+    // Written just now, it was never sent: failed, its payouts wait in the queue (and the rail pauses, as after a
+    // refusal for its funds).
+    if (!resumed)
+      return { status: "failed", refusedPayees: await failBatch(deps, batch, lease, message, [], null) };
+    // Resumed without a hold, it was written before batches were held (and may have been sent), or by a flush
+    // stopped before it held it: it is not failed, it waits sending until the clearing account holds it.
+    await release();
+    throw new SwitchyardError(`netting batch ${batch.id} waits: ${message}`);
+  }
   let outcome: Awaited<ReturnType<BatchPayer["payoutBatch"]>>;
   try {
     outcome = await deps.payer.payoutBatch({
@@ -440,45 +471,56 @@ async function sendBatch(deps: NettingDeps, batch: BatchRow, lease: string): Pro
     const refused = refusedPayeesOf(batch, outcome.refused ?? []);
     return {
       status: outcome.status,
-      refusedPayees: await failBatch(deps, batch, lease, storableText(outcome.message), refused),
+      refusedPayees: await failBatch(
+        deps,
+        batch,
+        lease,
+        storableText(outcome.message),
+        refused,
+        hold === "booked" ? null : hold,
+      ),
     };
   }
-  const payable = await payableAccount(deps);
-  const clearing = await getClearingAccount(deps.db, { rail: deps.payer.id, asset: deps.payer.asset });
-  if (clearing === null) throw new NettingInvariantError(`no clearing account for ${deps.payer.id}`);
   const evidence = outcome.evidence;
   // Before the batch is marked paid: a flush stopped in between asks the rail again and books the same gas once.
   const native = outcome.nativeFee;
   if (native !== undefined && native.amount > 0n) await bookBatchGas(deps, batch.id, evidence, native);
-  const paid = await credit(
-    deps.ledger,
-    {
-      debitAccountId: payable.ledgerAccountId,
-      creditAccountId: clearing.ledgerAccountId,
-      amount: BigInt(batch.total),
-      ledger: deps.payer.asset.ledger,
-      code: transferCodes.netting.batchPaid,
-    },
-    {
-      id: derivedLedgerId(batch.id, "settle"),
-      label: `the payment of netting batch ${batch.id}`,
-      ...(evidence.rail === "evm"
-        ? {
-            evidence: {
-              rail: "evm",
-              reference: `${evidence.txHash}:${evidence.logIndex}`,
-              detail: {
-                chainId: String(evidence.chainId),
-                blockNumber: evidence.blockNumber.toString(),
-                batch: batch.id,
-              },
-            },
-          }
-        : {}),
-    },
-  );
-  if (paid === "conflict")
-    throw new NettingInvariantError(`netting batch ${batch.id} was paid with other details before`);
+  if (hold !== "booked") {
+    const label = `the payment of netting batch ${batch.id}`;
+    const { outcome: posted } = await writeChainWith(
+      deps.ledger,
+      [
+        {
+          kind: "post",
+          reservation: hold,
+          transfer: {
+            id: batchSettleIdOf(batch.id),
+            label,
+            ...(evidence.rail === "evm"
+              ? {
+                  evidence: {
+                    rail: "evm",
+                    reference: `${evidence.txHash}:${evidence.logIndex}`,
+                    detail: {
+                      chainId: String(evidence.chainId),
+                      blockNumber: evidence.blockNumber.toString(),
+                      batch: batch.id,
+                    },
+                  },
+                }
+              : {}),
+          },
+        },
+      ],
+      { statement: null, when: "always" },
+      label,
+    );
+    // Only a hold released (the rail refused the batch before, and pays it now) is not posted: the rail's bug.
+    if (posted !== "reserved")
+      throw new NettingInvariantError(
+        `netting batch ${batch.id} was paid, but its hold was not posted (${posted})`,
+      );
+  }
   const payouts = await deps.db.query<{ payment_id: string; amount: bigint; accrue_transfer_id: string }>(
     // In one order, as every transaction that locks several payments should take them.
     "SELECT payment_id, amount, accrue_transfer_id::text FROM netted_payouts WHERE batch_id = $1 ORDER BY payment_id",
@@ -507,6 +549,40 @@ async function sendBatch(deps: NettingDeps, batch: BatchRow, lease: string): Pro
     }
   });
   return { status: "succeeded", refusedPayees: 0 };
+}
+
+/** The id a batch's payment is booked under: its hold's post (before batches were held, a transfer of its own). */
+const batchSettleIdOf = (batchId: string): bigint => derivedLedgerId(batchId, "settle");
+
+/**
+ * Holds a batch's total from the payable account against the rail's clearing account (pending, under an id of the
+ * batch's, so once), as a payout alone reserves its amount before its rail is asked: the clearing account never goes
+ * below zero, so a batch the rail does not hold is refused before it is sent, and what a batch in flight sends is not
+ * reserved by a payout alone meanwhile. "booked" when the batch's payment is booked already (a flush stopped before it
+ * marked the batch paid, or one from before batches were held): it is not held again.
+ */
+async function holdBatch(
+  deps: NettingDeps,
+  batch: BatchRow,
+): Promise<Reservation | "booked" | Exclude<ReserveOutcome, "reserved">> {
+  const [booked] = await deps.ledger.lookupTransfers([batchSettleIdOf(batch.id)]);
+  if (booked !== undefined) return "booked";
+  const payable = await payableAccount(deps);
+  const clearing = await getClearingAccount(deps.db, { rail: deps.payer.id, asset: deps.payer.asset });
+  if (clearing === null) throw new NettingInvariantError(`no clearing account for ${deps.payer.id}`);
+  const hold: Reservation = {
+    pendingId: derivedLedgerId(batch.id, "hold"),
+    debitAccountId: payable.ledgerAccountId,
+    creditAccountId: clearing.ledgerAccountId,
+    amount: BigInt(batch.total),
+    ledger: deps.payer.asset.ledger,
+    code: transferCodes.netting.batchPaid,
+  };
+  const { outcome } = await reserve(deps.ledger, hold, {
+    id: hold.pendingId,
+    label: `the hold of netting batch ${batch.id}`,
+  });
+  return outcome === "reserved" ? hold : outcome;
 }
 
 /**
@@ -567,8 +643,9 @@ function refusedPayeesOf(batch: BatchRow, refused: readonly PayoutRefused[]): Re
 
 /**
  * Fails a batch this flush holds the lease on, in one transaction: the payouts of the payees the rail refused stay
- * with it, marked refused (returnRefusedPayouts gives them back), and the others go back in the queue. Nothing when
- * the lease is no longer this flush's. Returns how many payees were refused (0 also when the lease was lost).
+ * with it, marked refused (returnRefusedPayouts gives them back), and the others go back in the queue. Its `hold` is
+ * released first. Nothing when the lease is no longer this flush's. Returns how many payees were refused (0 also when
+ * the lease was lost).
  */
 async function failBatch(
   deps: NettingDeps,
@@ -576,7 +653,25 @@ async function failBatch(
   lease: string,
   message: string,
   refused: readonly RefusedPayee[],
+  hold: Reservation | null,
 ): Promise<number> {
+  if (hold !== null) {
+    // Under a lease renewed to outlast the release, so that no other flush takes the batch meanwhile (and has the rail
+    // pay it against a hold released). A flush stopped in between leaves it sending, its hold released: the next
+    // flush asks the rail again, which refuses it again (a refusal is final), and fails it.
+    const renewed = await deps.db.query(
+      `UPDATE netting_batches SET leased_until = now() + make_interval(secs => $3::double precision / 1000)
+        WHERE id = $1 AND status = 'sending' AND lease_token = $2 RETURNING id`,
+      [batch.id, lease, nettingSendLeaseMs],
+    );
+    if (renewed.length === 0) return 0;
+    const label = `the release of netting batch ${batch.id}'s hold`;
+    await voidLegs(
+      deps.ledger,
+      [{ reservation: hold, transfer: { id: derivedLedgerId(batch.id, "release"), label } }],
+      label,
+    );
+  }
   return await deps.db.transaction(async (tx) => {
     const failed = await tx.query(
       `UPDATE netting_batches
