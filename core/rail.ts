@@ -177,8 +177,9 @@ export type PayoutReversal = { readonly key: string; readonly amount: bigint };
  * What a rail reports on its own, on a stream (LND, chain logs) or from its provider's webhooks: the end of an
  * attempt in flight (with what the provider has taken back of that payout since, when it tells it: each reversal of a
  * Stripe transfer), money that came in, and money taken back from what came in (a dispute, a refund of a
- * top-up) or given back after all (a dispute won, a refund failed). `reference` is the one the rail was given
- * in `receive`; `key` names one reversal, so a second partial refund is a second reversal.
+ * top-up) or given back after all (a dispute won, a refund failed); and the operator's own funds the provider moved
+ * (a Stripe payout of the platform's balance to the operator's bank). `reference` is the one the rail was given in
+ * `receive`; `key` names one reversal, so a second partial refund is a second reversal.
  */
 export type RailEvent =
   | ({
@@ -236,7 +237,14 @@ export type RailEvent =
    * A fee the provider took later than the money it was taken for, which was `received` for `reference` already (a
    * card charge's processing fee, known once its balance transaction exists).
    */
-  | { kind: "fee"; reference: string; evidence: SettlementEvidence; fees: readonly RailFee[] };
+  | { kind: "fee"; reference: string; evidence: SettlementEvidence; fees: readonly RailFee[] }
+  /**
+   * The operator's own funds the provider moved, not a payment: a Stripe payout of the platform's balance to the
+   * operator's bank takes `amount` off what the rail holds (`out`), and gives it back if the payout fails or is canceled
+   * (`in`). Booked as the operator's capital, as POST /v1/rails/:rail/capital books it, once per `reference`: the
+   * provider's own name for the movement, the same on every delivery (and `description` with it).
+   */
+  | { kind: "capital"; direction: "in" | "out"; amount: bigint; reference: string; description: string };
 
 /**
  * What the gateway made of a delivered event. `not_ours`: money in for a reference that is none of the gateway's,

@@ -171,12 +171,37 @@ const payoutSchema = z
   })
   .loose();
 
+/**
+ * The longest id of a payout of the platform's balance the ledger books: its references (platformPayoutReferences)
+ * stay within what the operator's own capital reference takes (200 characters). Stripe's are under 30.
+ */
+export const platformPayoutIdLengthMax = 100;
+
+/** A payout of the platform's own balance to its bank, automatic or manual: what its booking needs of it. */
+const platformPayoutSchema = z
+  .object({
+    id: z.string().min(1).max(platformPayoutIdLengthMax),
+    amount: movedUnits,
+    currency: z.string(),
+    status: z.string().nullish(),
+  })
+  .loose();
+
+/**
+ * The references the operator's capital is booked under for the platform's payout `payoutId`: its money taken off the
+ * balance, and given back when the payout failed or was canceled. One each, whichever event brings it.
+ */
+export const platformPayoutReferences = (payoutId: string) => ({
+  taken: `stripe_payout:${payoutId}`,
+  returned: `stripe_payout_returned:${payoutId}`,
+});
+
 function idOf(value: string | { id: string } | null | undefined): string | undefined {
   if (value === null || value === undefined) return undefined;
   return typeof value === "string" ? value : value.id;
 }
 
-/** What the gateway's settlement applies for one Stripe event. The first three kinds are `RailEvent`s. */
+/** What the gateway's settlement applies for one Stripe event; `toRailEvent` says which are `RailEvent`s. */
 export type FiatEvent =
   | {
       readonly kind: "received";
@@ -265,9 +290,21 @@ export type FiatEvent =
       readonly fees?: readonly RailFee[];
     }
   | {
+      /**
+       * The platform's own balance paid out to the operator's bank (`out`), or that money back on it when the payout
+       * failed or was canceled (`in`): the operator's capital, booked once per `reference` (platformPayoutReferences).
+       */
+      readonly kind: "capital";
+      readonly direction: "in" | "out";
+      readonly amount: bigint;
+      readonly reference: string;
+      readonly description: string;
+      readonly pspIds: FiatPspIds; // payout: the payout
+    }
+  | {
       /** A connected account's payout to its bank failed; the money is back on that account. Informational. */
       readonly kind: "payout_failed";
-      readonly account: string | null;
+      readonly account: string;
       readonly amount: bigint;
       readonly code: string;
       readonly message: string;
@@ -376,6 +413,14 @@ export async function toRailEvent(event: FiatEvent, lookups: StripeLookups): Pro
         evidence: event.evidence,
         ...feesField(event.fees),
       };
+    case "capital":
+      return {
+        kind: "capital",
+        direction: event.direction,
+        amount: event.amount,
+        reference: event.reference,
+        description: event.description,
+      };
     case "receive_failed":
     case "payout_failed":
       return null;
@@ -428,6 +473,8 @@ export type Interpretation =
   | { kind: "reversals"; intentId: string; reversals: ParkedReversal[] }
   /** A charge's balance transaction was set after its PaymentIntent succeeded: its fee, if credited without it. */
   | { kind: "charge_fee"; intentId: string; pspIds: FiatPspIds }
+  /** The platform's payout `payoutId`: its money taken off the balance, and given back too when `returned`. */
+  | { kind: "platform_payout"; payoutId: string; amount: bigint; returned: boolean; pspIds: FiatPspIds }
   | { kind: "stateless"; event: FiatEvent }
   | { kind: "ignored"; reason: IgnoredReason };
 
@@ -693,8 +740,40 @@ function listedReversals(
   });
 }
 
-/** payout.failed: a connected account's payout to its bank failed (informational). */
-function interpretPayoutFailed(event: StripeEventEnvelope, params: InterpretParams): Interpretation {
+/**
+ * payout.created / paid / failed / canceled of the platform's own balance to its bank (automatic or manual). Stripe
+ * takes a payout's amount off the available balance when it creates the payout (its balance_transaction, which the
+ * payout has from payout.created on, is that debit), not when it is paid: the money is taken whichever of these events
+ * comes first. A payout that failed or was canceled has Stripe give the money back to the available balance (its
+ * failure_balance_transaction reverses the first), and only a pending one can be canceled, so always after it was
+ * taken: such an event says both.
+ */
+function interpretPlatformPayout(event: StripeEventEnvelope, params: InterpretParams): Interpretation {
+  const parsed = platformPayoutSchema.safeParse(event.data.object);
+  if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
+  const payout = parsed.data;
+  if (!sameCurrency(payout.currency, params.currency))
+    return { kind: "ignored", reason: "currency_mismatch" };
+  const returned =
+    event.type === "payout.failed" ||
+    event.type === "payout.canceled" ||
+    payout.status === "failed" ||
+    payout.status === "canceled";
+  return {
+    kind: "platform_payout",
+    payoutId: payout.id,
+    amount: BigInt(payout.amount),
+    returned,
+    pspIds: { event: event.id, payout: payout.id },
+  };
+}
+
+/** payout.failed of a connected account: its payout to its bank failed (informational). */
+function interpretConnectedPayoutFailed(
+  event: StripeEventEnvelope,
+  account: string,
+  params: InterpretParams,
+): Interpretation {
   const parsed = payoutSchema.safeParse(event.data.object);
   if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
   const payout = parsed.data;
@@ -704,7 +783,7 @@ function interpretPayoutFailed(event: StripeEventEnvelope, params: InterpretPara
     kind: "stateless",
     event: {
       kind: "payout_failed",
-      account: event.account ?? null,
+      account,
       amount: BigInt(payout.amount),
       code: payout.failure_code ?? "payout_failed",
       message: payout.failure_message ?? "the payout failed",
@@ -717,7 +796,8 @@ function interpretPayoutFailed(event: StripeEventEnvelope, params: InterpretPara
  * Maps one event. `currency` is the rail's (lower case, "usd"): objects in another currency are ignored.
  * Handled: payment_intent.succeeded / payment_failed, charge.dispute.created / funds_withdrawn / funds_reinstated,
  * charge.updated (a balance transaction set), charge.refunded,
- * refund.created / updated / failed, charge.refund.updated, transfer.created / reversed / updated, payout.failed.
+ * refund.created / updated / failed, charge.refund.updated, transfer.created / reversed / updated, and
+ * payout.created / paid / failed / canceled (the platform's; a connected account's payout.failed only).
  * Anything else is ignored with a reason.
  * A refund whose status is failed or canceled withdraws that refund, whichever event carries it.
  */
@@ -725,7 +805,8 @@ export function interpretStripeEvent(event: StripeEventEnvelope, params: Interpr
   // A connected account's PaymentIntents, charges, disputes, refunds and transfers are its own, whatever their
   // metadata says (anyone who can create an object there can copy Switchyard's keys): only its failed payout is
   // read, as news of a payout the platform made.
-  if (event.account !== undefined && event.account !== null && event.type !== "payout.failed")
+  const account = event.account ?? null;
+  if (account !== null && event.type !== "payout.failed")
     return { kind: "ignored", reason: "connected_account" };
   switch (event.type) {
     case "payment_intent.succeeded":
@@ -751,7 +832,13 @@ export function interpretStripeEvent(event: StripeEventEnvelope, params: Interpr
     case "transfer.updated":
       return interpretTransfer(event, params);
     case "payout.failed":
-      return interpretPayoutFailed(event, params);
+      return account === null
+        ? interpretPlatformPayout(event, params)
+        : interpretConnectedPayoutFailed(event, account, params);
+    case "payout.created":
+    case "payout.paid":
+    case "payout.canceled":
+      return interpretPlatformPayout(event, params);
     default:
       return { kind: "ignored", reason: "event_type_not_handled" };
   }

@@ -7,7 +7,10 @@
 // - a dispute or refund reverses only a credited intent: one that arrives first is parked and applied right
 //   after the credit;
 // - a reversal undone (a dispute won, a refund failed or canceled) is given back if it was applied, dropped if
-//   parked, and refused if it arrives later.
+//   parked, and refused if it arrives later;
+// - a payout of the platform's balance takes the operator's capital off the rail once, whichever of its events comes
+//   first, and one that failed or was canceled gives it back once: a failure delivered before the payout's creation
+//   ends at nothing all the same.
 // An event is marked applied only after `applyEvent` resolved for everything it implies, so a crash or a
 // thrown `applyEvent` leaves it to Stripe's redelivery; `applyEvent` must therefore be idempotent itself
 // (the ledger transfer ids come from `key` / the PSP ids, which are stable across deliveries).
@@ -17,6 +20,7 @@ import {
   type FiatEvent,
   type IgnoredReason,
   interpretStripeEvent,
+  platformPayoutReferences,
   type StripeEventEnvelope,
 } from "./events.ts";
 import type { CreditedIntent, FiatPspIds, ParkedReversal, StripeWebhookStore } from "./store.ts";
@@ -94,6 +98,32 @@ function feeEvent(intent: CreditedIntent, pspIds: FiatPspIds, fees?: readonly Ra
     pspIds,
     ...(fees === undefined ? {} : { fees }),
   };
+}
+
+/** The operator's capital the platform's payout moved: taken off the rail (`out`), or given back (`in`). */
+function payoutCapital(
+  payout: { payoutId: string; amount: bigint; pspIds: FiatPspIds },
+  direction: "in" | "out",
+): FiatEvent {
+  const references = platformPayoutReferences(payout.payoutId);
+  // The same text on every delivery: the ledger refuses a reference booked again with another.
+  return direction === "out"
+    ? {
+        kind: "capital",
+        direction,
+        amount: payout.amount,
+        reference: references.taken,
+        description: `Stripe payout ${payout.payoutId} of the platform's balance to its bank`,
+        pspIds: payout.pspIds,
+      }
+    : {
+        kind: "capital",
+        direction,
+        amount: payout.amount,
+        reference: references.returned,
+        description: `Stripe payout ${payout.payoutId} failed or canceled: its amount back on the platform's balance`,
+        pspIds: payout.pspIds,
+      };
 }
 
 export function createStripeEventReceiver(deps: {
@@ -180,6 +210,13 @@ export function createStripeEventReceiver(deps: {
         }
         if (applied > 0) return { status: "applied", applied };
         return parked > 0 ? { status: "parked" } : { status: "withdrawn" };
+      }
+      case "platform_payout": {
+        // The money given back first: the clearing account then holds what the payout's taking takes, when this event
+        // is the first of the payout's (its payout.created delivered later, or never), and the two end at nothing.
+        if (meaning.returned) await applyEvent(payoutCapital(meaning, "in"));
+        await applyEvent(payoutCapital(meaning, "out"));
+        return { status: "applied", applied: meaning.returned ? 2 : 1 };
       }
       case "charge_fee": {
         // Before its payment's credit it waits for it (that credit may have read the charge just before its balance

@@ -1444,6 +1444,7 @@ export async function applyRefundEvent(deps: RefundsDeps, rail: string, event: R
     }
     case "received":
     case "fee":
+    case "capital":
       return false;
   }
 }

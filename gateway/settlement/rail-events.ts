@@ -1,7 +1,15 @@
 // The one road every rail's event takes into the gateway, whether it came on a stream (LND, chain logs) or
 // through a provider's webhook route: the end of an attempt goes to its payment (and what the provider took back of
-// a payout since, payout-reversals.ts), money in (and money taken back or given back) to its invoice. Each step is idempotent, so a redelivered event changes nothing.
-import type { Logger, RailEvent, RailEventVerdict } from "../../core/index.ts";
+// a payout since, payout-reversals.ts), money in (and money taken back or given back) to its invoice, the operator's
+// own funds the provider moved (a Stripe payout to the operator's bank) to the operator's capital (reconciliation.ts).
+// Each step is idempotent, so a redelivered event changes nothing.
+import {
+  formatAmount,
+  type Logger,
+  type RailEvent,
+  type RailEventVerdict,
+  SwitchyardError,
+} from "../../core/index.ts";
 import {
   applyRailEvent as applyAttemptEvent,
   applyRefundEvent,
@@ -13,9 +21,11 @@ import {
   applyReversed,
   receivedOn,
   type SettlementDeps,
+  SettlementInvariantError,
 } from "./invoices.ts";
 import { applyPayoutReversals } from "./payout-reversals.ts";
 import { bookRailFees } from "./rail-fees.ts";
+import { bookRailCapital } from "./reconciliation.ts";
 
 export type RailEventDeps = {
   readonly settlement: SettlementDeps;
@@ -89,5 +99,70 @@ async function applyMoney(deps: RailEventDeps, rail: string, event: RailEvent): 
       return (await receivedOn(deps.settlement.db, { id: event.reference, rail, evidence: event.evidence }))
         ? "applied"
         : "not_ours";
+    case "capital":
+      return await applyCapital(deps, rail, event);
   }
+}
+
+/**
+ * The rail's clearing account does not hold what the provider took of the operator's funds: thrown, so that the rail
+ * delivers the event again.
+ */
+export class RailCapitalNotHeldError extends SwitchyardError {
+  override name = "RailCapitalNotHeldError";
+}
+
+/**
+ * The operator's own funds the provider moved (a Stripe payout of the platform's balance to its bank, and its money
+ * back when the payout failed): one booking of the operator's capital per reference, the one POST
+ * /v1/rails/:rail/capital makes, so that the rail's clearing account follows what the provider holds. One the clearing
+ * account does not hold beyond what its payouts and refunds hold is not skipped: the ledger was never told of funds the
+ * operator put on the rail (or a payout in flight holds them until it ends), and the booking fits on a later delivery
+ * once it is. The reference booked before as another movement (by hand) is only logged: no delivery would mend that.
+ */
+async function applyCapital(
+  deps: RailEventDeps,
+  rail: string,
+  event: Extract<RailEvent, { kind: "capital" }>,
+): Promise<RailEventVerdict> {
+  const asset = deps.payments.rails.get(rail)?.asset;
+  if (asset === undefined)
+    throw new SettlementInvariantError(`an event of rail ${rail}, which is not configured`);
+  const fields = {
+    rail,
+    reference: event.reference,
+    direction: event.direction,
+    amount: event.amount.toString(),
+  };
+  const booked = await bookRailCapital(deps.payments, {
+    rail,
+    asset: asset.code,
+    direction: event.direction,
+    // Exact both ways: written at the asset's scale, parsed back at it.
+    amount: formatAmount(event.amount, asset),
+    reference: event.reference,
+    description: event.description,
+  });
+  if (booked.ok) return "applied";
+  if (booked.refusal === "capital_reference_reused") {
+    deps.logger.error(
+      fields,
+      "the operator's capital the rail moved has its reference booked as another movement",
+    );
+    return "applied";
+  }
+  if (booked.refusal === "insufficient_liquidity") {
+    deps.logger.error(
+      fields,
+      "the rail's clearing account does not hold the operator's capital the rail took: book what the operator put on the rail, and the event is booked when delivered again",
+    );
+    throw new RailCapitalNotHeldError(
+      `the clearing account of rail ${rail} does not hold the operator's capital ${event.reference}`,
+      { details: booked.message },
+    );
+  }
+  throw new SettlementInvariantError(
+    `the operator's capital ${event.reference} the rail ${rail} moved was refused: ${booked.refusal}`,
+    { details: booked.message },
+  );
 }

@@ -1,0 +1,333 @@
+// Stripe pays the platform's own balance out to the operator's bank (an automatic or a manual payout), and gives it
+// back when the payout fails or is canceled. The fiat rail's clearing account follows: a payout books the operator's
+// capital off the rail once (clearing → capital, as POST /v1/rails/fiat/capital does for `out`), whichever of its
+// events comes first, and its failure or cancellation gives it back once. Before, nothing was booked: GET /v1/rails
+// showed every payout as a difference between the ledger and Stripe, and the operator booked each by hand. Two gateway
+// processes on one PostgreSQL database, against stripe-mock, the events through the real webhook route.
+import { randomBytes } from "node:crypto";
+import Stripe from "stripe";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { assets, formatAmount } from "../../core/index.ts";
+import { type App, createApp } from "../../gateway/app.ts";
+import { transferCodes } from "../../gateway/ledger/index.ts";
+import { railCapitalLedgerId } from "../../gateway/settlement/index.ts";
+import { apiClient } from "../support/api.ts";
+import { testConfig } from "../support/config.ts";
+import { createTestDatabase } from "../support/postgres.ts";
+import { paidCardInvoice } from "./card-invoice.ts";
+import { deliverStripeEvent, stripeMockEnv } from "./stripe-events.ts";
+
+const secret = "whsec_platform_payouts_test";
+const operatorKey = `op_${randomBytes(32).toString("base64url")}`;
+let a: App;
+let b: App;
+
+beforeAll(async () => {
+  const env = {
+    ...stripeMockEnv(secret),
+    OPERATOR_KEY: operatorKey,
+    DATABASE_URL: await createTestDatabase(inject("postgresUrl"), "fiat_platform_payouts"),
+  };
+  a = await createApp(testConfig(env));
+  b = await createApp(testConfig(env));
+});
+afterAll(async () => {
+  await a?.close();
+  await b?.close();
+});
+
+type PayoutFields = {
+  payoutId: string;
+  amount: unknown;
+  status?: string;
+  currency?: string;
+  /** A connected account's payout (the event's `account`). */
+  account?: string;
+};
+
+/** A payout event as Stripe sends it for the platform's own balance (no `account`) unless told. */
+function payoutEvent(eventId: string, type: string, f: PayoutFields) {
+  const status =
+    f.status ??
+    { "payout.paid": "paid", "payout.failed": "failed", "payout.canceled": "canceled" }[type] ??
+    "pending";
+  return {
+    id: eventId,
+    object: "event",
+    type,
+    created: 1_800_000_000,
+    livemode: false,
+    api_version: "2026-10-28.clover",
+    ...(f.account === undefined ? {} : { account: f.account }),
+    data: {
+      object: {
+        id: f.payoutId,
+        object: "payout",
+        amount: f.amount,
+        arrival_date: 1_800_086_400,
+        automatic: true,
+        balance_transaction: `txn_${f.payoutId}`,
+        currency: f.currency ?? "usd",
+        destination: "ba_operator",
+        failure_balance_transaction:
+          status === "failed" || status === "canceled" ? `txn_${f.payoutId}_back` : null,
+        failure_code: status === "failed" ? "account_closed" : null,
+        failure_message: status === "failed" ? "The bank account has been closed." : null,
+        metadata: {},
+        method: "standard",
+        source_type: "card",
+        status,
+        type: "bank_account",
+      },
+    },
+  };
+}
+
+const deliver = async (app: App, event: unknown) => {
+  const answer = await deliverStripeEvent(app, event, { secret });
+  expect(answer.status, JSON.stringify(answer.body)).toBe(200);
+  return answer.body;
+};
+
+/** The fiat rail's USD account of `kind`: debits less credits (clearing is debit-normal; capital is not). */
+async function railBalance(kind: "clearing" | "capital"): Promise<bigint> {
+  const [row] = await a.db.query<{ ledger_account_id: bigint }>(
+    "SELECT ledger_account_id FROM accounts WHERE kind = $1 AND rail = 'fiat' AND asset = 'USD'",
+    [kind],
+  );
+  if (row === undefined) return 0n; // not opened yet: nothing booked on it
+  const [account] = await a.ledger.lookupAccounts([BigInt(row.ledger_account_id)]);
+  return account!.debitsPosted - account!.creditsPosted;
+}
+
+const balances = async () => ({
+  clearing: await railBalance("clearing"),
+  capital: await railBalance("capital"),
+});
+
+/**
+ * The ledger's bookings of payout `payoutId` (undefined: not booked): its money taken, and given back, each under its
+ * own reference, as the operator's capital listing shows them.
+ */
+async function bookingsOf(payoutId: string) {
+  const booked = async (reference: string) =>
+    (await a.ledger.lookupTransfers([railCapitalLedgerId("fiat", reference)]))[0];
+  return {
+    taken: await booked(`stripe_payout:${payoutId}`),
+    returned: await booked(`stripe_payout_returned:${payoutId}`),
+  };
+}
+
+/** A card payment of 25.00 credited on the rail: the clearing account holds it, so a payout of it fits. */
+const funded = (name: string) => paidCardInvoice(a, name, secret);
+
+describe("a payout of the platform's Stripe balance to the operator's bank", () => {
+  it("takes its amount off the clearing account into the operator's capital once, whichever of its events comes first", async () => {
+    await funded("payout_taken");
+    const before = await balances();
+    const created = payoutEvent("evt_po_taken_created", "payout.created", {
+      payoutId: "po_taken",
+      amount: 1500,
+    });
+    // Delivered to both processes at once, again under the same id, as payout.paid, and under another event id.
+    const answers = await Promise.all([deliver(a, created), deliver(b, created)]);
+    expect(answers).toContainEqual({ received: true, outcome: "applied" });
+    expect(await deliver(a, created)).toEqual({ received: true, outcome: "duplicate" });
+    await deliver(b, payoutEvent("evt_po_taken_paid", "payout.paid", { payoutId: "po_taken", amount: 1500 }));
+    await deliver(a, { ...created, id: "evt_po_taken_created_again" });
+
+    expect(await balances()).toEqual({ clearing: before.clearing - 1500n, capital: before.capital + 1500n });
+    const { taken, returned } = await bookingsOf("po_taken");
+    expect(taken).toMatchObject({
+      amount: 1500n,
+      code: transferCodes.payments.capitalIn,
+      evidence: {
+        rail: "fiat",
+        reference: "stripe_payout:po_taken",
+        detail: { kind: "operator_capital", direction: "out" },
+      },
+    });
+    expect(returned).toBeUndefined();
+  });
+
+  it("gives a failed or canceled payout back once, and a failure delivered before the payout's creation ends at nothing", async () => {
+    await funded("payout_returned");
+    const before = await balances();
+
+    // Failed before its payout.created arrives (or without it): taken and given back at once.
+    const failed = payoutEvent("evt_po_failed_failed", "payout.failed", {
+      payoutId: "po_failed",
+      amount: 2000,
+    });
+    expect(await deliver(b, failed)).toEqual({ received: true, outcome: "applied" });
+    expect(await balances()).toEqual(before);
+    const failedBookings = await bookingsOf("po_failed");
+    expect(failedBookings.taken).toMatchObject({ amount: 2000n });
+    expect(failedBookings.returned).toMatchObject({
+      amount: 2000n,
+      evidence: { reference: "stripe_payout_returned:po_failed", detail: { direction: "in" } },
+    });
+    await deliver(
+      a,
+      payoutEvent("evt_po_failed_created", "payout.created", { payoutId: "po_failed", amount: 2000 }),
+    );
+    await deliver(a, { ...failed, id: "evt_po_failed_failed_again" });
+    expect(await balances()).toEqual(before);
+
+    // Canceled while pending, after its creation took the money: given back.
+    const canceled = { payoutId: "po_canceled", amount: 1200 };
+    await deliver(a, payoutEvent("evt_po_canceled_created", "payout.created", canceled));
+    expect(await balances()).toEqual({ clearing: before.clearing - 1200n, capital: before.capital + 1200n });
+    await deliver(b, payoutEvent("evt_po_canceled_canceled", "payout.canceled", canceled));
+    await deliver(a, payoutEvent("evt_po_canceled_canceled_again", "payout.canceled", canceled));
+    expect(await balances()).toEqual(before);
+
+    // Paid, then failed by the bank: given back when it fails.
+    const bounced = { payoutId: "po_bounced", amount: 800 };
+    await deliver(a, payoutEvent("evt_po_bounced_paid", "payout.paid", bounced));
+    expect(await balances()).toEqual({ clearing: before.clearing - 800n, capital: before.capital + 800n });
+    await deliver(b, payoutEvent("evt_po_bounced_failed", "payout.failed", bounced));
+    expect(await balances()).toEqual(before);
+  });
+
+  it("leaves what is no payout of the platform's in the rail's currency, or no payout at all, unbooked with a reason", async () => {
+    await funded("payout_ignored");
+    const before = await balances();
+    const ignored = async (event: unknown, reason: string) =>
+      expect(await deliver(a, event)).toEqual({ received: true, outcome: "ignored", reason });
+
+    const connected = { payoutId: "po_connected", amount: 900, account: "acct_1Merchant" };
+    await ignored(payoutEvent("evt_po_connected_created", "payout.created", connected), "connected_account");
+    await ignored(
+      payoutEvent("evt_po_connected_canceled", "payout.canceled", connected),
+      "connected_account",
+    );
+    // A connected account's failed payout stays news of it, nothing booked.
+    expect(await deliver(a, payoutEvent("evt_po_connected_failed", "payout.failed", connected))).toEqual({
+      received: true,
+      outcome: "applied",
+    });
+    await ignored(
+      payoutEvent("evt_po_eur", "payout.created", { payoutId: "po_eur", amount: 900, currency: "eur" }),
+      "currency_mismatch",
+    );
+    // Malformed payouts: an amount that is no whole number of cents, none, a negative one, an id too long to book.
+    await ignored(
+      payoutEvent("evt_po_text", "payout.created", { payoutId: "po_text", amount: "9.00" }),
+      "object_invalid",
+    );
+    await ignored(
+      payoutEvent("evt_po_frac", "payout.created", { payoutId: "po_frac", amount: 9.5 }),
+      "object_invalid",
+    );
+    await ignored(
+      payoutEvent("evt_po_zero", "payout.failed", { payoutId: "po_zero", amount: 0 }),
+      "object_invalid",
+    );
+    await ignored(
+      payoutEvent("evt_po_neg", "payout.created", { payoutId: "po_neg", amount: -900 }),
+      "object_invalid",
+    );
+    await ignored(
+      payoutEvent("evt_po_long", "payout.created", { payoutId: `po_${"x".repeat(98)}`, amount: 900 }),
+      "object_invalid",
+    );
+    await ignored(
+      {
+        ...payoutEvent("evt_po_noid", "payout.created", { payoutId: "po_noid", amount: 900 }),
+        data: { object: {} },
+      },
+      "object_invalid",
+    );
+    await ignored(
+      payoutEvent("evt_po_updated", "payout.updated", { payoutId: "po_upd", amount: 900 }),
+      "event_type_not_handled",
+    );
+
+    // Signed with another secret: refused before anything is read.
+    const forged = await deliverStripeEvent(
+      a,
+      payoutEvent("evt_po_forged", "payout.created", { payoutId: "po_forged", amount: 900 }),
+      { secret: "whsec_someone_else" },
+    );
+    expect(forged.status).toBe(400);
+    expect(forged.body.error.code).toBe("signature_invalid");
+
+    expect(await balances()).toEqual(before);
+    expect(await bookingsOf("po_forged")).toEqual({ taken: undefined, returned: undefined });
+  });
+
+  it("is not applied while the clearing account does not hold it, and books once the operator's capital is booked", async () => {
+    const before = await balances();
+    // Stripe paid out 1.00 more than the ledger knows the rail holds: the operator's top-up never booked.
+    const payout = { payoutId: "po_short", amount: Number(before.clearing) + 100 };
+    const created = payoutEvent("evt_po_short_created", "payout.created", payout);
+    const refused = await deliverStripeEvent(a, created, { secret });
+    expect(refused.status).toBe(500);
+    expect(refused.body.error.code).toBe("event_not_applied");
+    expect(await balances()).toEqual(before);
+
+    const topUp = await apiClient(a, operatorKey)("POST", "/v1/rails/fiat/capital", {
+      asset: "USD",
+      direction: "in",
+      amount: "1.00",
+      reference: "stripe-top-up-short",
+    });
+    expect(topUp.status, JSON.stringify(topUp.body)).toBe(201);
+    // Stripe's redelivery of the same event.
+    expect(await deliver(b, created)).toEqual({ received: true, outcome: "applied" });
+    expect(await balances()).toEqual({
+      clearing: 0n,
+      capital: before.capital - 100n + BigInt(payout.amount),
+    });
+  });
+});
+
+describe("reconciling the fiat rail against stripe-mock", () => {
+  type RailBalance = {
+    rail: string;
+    asset: string;
+    ledger: { posted: string };
+    rail_balance: string | null;
+    difference: string | null;
+  };
+
+  const fiatRow = async (): Promise<RailBalance> => {
+    const listed = await apiClient(a, operatorKey)("GET", "/v1/rails");
+    expect(listed.status, JSON.stringify(listed.body)).toBe(200);
+    const row = (listed.body.data as RailBalance[]).find(
+      (each) => each.rail === "fiat" && each.asset === "USD",
+    );
+    expect(row).toBeDefined();
+    return row!;
+  };
+  const usd = (value: bigint) => formatAmount(value, assets.USD);
+
+  it("shows Stripe's available balance beside the clearing account, and a platform payout moves the ledger side by its amount", async () => {
+    const stripe = new Stripe("sk_test_123", {
+      host: "127.0.0.1",
+      port: inject("stripeMockPort"),
+      protocol: "http",
+    });
+    const available = (await stripe.balance.retrieve()).available
+      .filter((entry) => entry.currency === "usd")
+      .reduce((sum, entry) => sum + BigInt(entry.amount), 0n);
+
+    await funded("payout_reconciled");
+    const before = await fiatRow();
+    expect(before.rail_balance).toBe(usd(available));
+    expect(before.difference).toBe(usd(available - (await railBalance("clearing"))));
+    expect(before.ledger.posted).toBe(usd(await railBalance("clearing")));
+
+    await deliver(
+      a,
+      payoutEvent("evt_po_reconciled", "payout.created", { payoutId: "po_reconciled", amount: 1750 }),
+    );
+    const after = await fiatRow();
+    // stripe-mock's balance does not move (its answers are fixtures): the payout shows on the ledger side alone.
+    expect(after.rail_balance).toBe(before.rail_balance);
+    const minor = (text: string) => BigInt(text.replace(".", ""));
+    expect(minor(after.ledger.posted)).toBe(minor(before.ledger.posted) - 1750n);
+    expect(minor(after.difference!)).toBe(minor(before.difference!) + 1750n);
+  });
+});
