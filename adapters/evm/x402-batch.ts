@@ -308,8 +308,9 @@ async function spentBeforeOf(
  * reconciliation to book), the send's gas is claimed for x402 (send-gas.ts): the send-gas pass, which books a batch
  * x402 never heard of (this rail threw: no BatchSettled, a broadcast that timed out), then leaves it to x402. Claimed
  * by the pass first (it stops waiting for this hand-over receiptTimeoutMs and a margin after the send was signed),
- * nothing is handed over: this throws, x402 answers "unknown" and books nothing — the pass booked it. Either way
- * one of them books it.
+ * nothing is handed over: this throws, x402 answers "unknown" and books nothing here. Either way one of them books
+ * it: the pass's booker leaves to x402 a batch whose rows x402 marked with its key before sending (x402's
+ * reconciliation adopts them from this send and books it), and books the rest.
  */
 async function handGasToX402(state: EvmRailState, key: string): Promise<void> {
   const owner = await claim(state, key, handedToX402);

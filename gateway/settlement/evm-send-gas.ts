@@ -13,9 +13,12 @@
 //    transaction x402 lost (its settler threw after signing, its record failed, its row left `claimed`) is booked
 //    all the same; on a rail of more confirmations only here, once final.
 //  - a batch (`x402-batch:`) is x402's when the rail handed it the outcome (the rail claims the gas for x402 first:
-//    adapters/evm x402-batch.ts, and the pass then never gets here) or when an x402 authorization row carries one of
-//    the send's transactions (handed over by a process from before that claim); only otherwise is it booked here,
-//    under this pass's id: x402 splits a batch's gas into shares by invoice, which no id here could match.
+//    adapters/evm x402-batch.ts, and the pass then never gets here), when an x402 authorization row carries one of
+//    the send's transactions (handed over by a process from before that claim), or when one carries the batch's key
+//    (x402/batch.ts marks its rows with it before the rail sends: a settler that died before the hand-over, or whose
+//    rail threw, leaves rows x402's reconciliation adopts from the send, and books the gas of); only otherwise is it
+//    booked here, under this pass's id: x402 splits a batch's gas into shares by invoice, which no id here could
+//    match.
 import type { Asset } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
@@ -136,7 +139,7 @@ export async function bookSendGas(
     });
     return { booked: true, bookedBy: "x402_gas" };
   }
-  if (send.kind === "x402_batch" && (await x402HoldsAny(deps.db, chainId, send.hashes)))
+  if (send.kind === "x402_batch" && (await x402HoldsBatch(deps.db, chainId, send)))
     return { booked: false, bookedBy: "x402" };
   await bookRailGas(deps, {
     rail,
@@ -158,11 +161,23 @@ export async function bookSendGas(
   return { booked: true, bookedBy: "send_gas" };
 }
 
-/** Whether an x402 authorization row on the chain carries one of `hashes` (x402's settler or reconciler books it). */
-async function x402HoldsAny(db: Db, chainId: number, hashes: readonly string[]): Promise<boolean> {
+/** The journal's key prefix of an x402 batch: `x402-batch:<the key x402/batch.ts named it by>`. */
+const x402BatchPrefix = "x402-batch:";
+
+/**
+ * Whether an x402 authorization row on the chain carries one of the batch's transactions, or its key (x402's settler
+ * or reconciler books it).
+ */
+async function x402HoldsBatch(
+  db: Db,
+  chainId: number,
+  send: Pick<MinedSendGas, "key" | "hashes">,
+): Promise<boolean> {
+  const batchKey = send.key.startsWith(x402BatchPrefix) ? send.key.slice(x402BatchPrefix.length) : null;
   const rows = await db.query(
-    "SELECT 1 FROM x402_authorizations WHERE chain_id = $1 AND tx_hash = ANY($2::text[]) LIMIT 1",
-    [chainId, hashes.map((hash) => hash.toLowerCase())],
+    `SELECT 1 FROM x402_authorizations
+     WHERE chain_id = $1 AND (tx_hash = ANY($2::text[]) OR batch_key = $3) LIMIT 1`,
+    [chainId, send.hashes.map((hash) => hash.toLowerCase()), batchKey],
   );
   return rows.length > 0;
 }

@@ -29,6 +29,15 @@
 // again, and the gas of a mined batch — reverted too — stayed unbooked for good: the rail hands a batch's gas to x402
 // (adapters/evm x402-batch.ts), so its send-gas pass books none of it.
 //
+// A settler that dies between the send and its record (the rail has sent the batch, and perhaps handed its gas to x402,
+// but no row names its transaction): before the rail sends, each row of the batch is marked with the batch's key
+// (store.ts sendingInBatch), under which the rail's send journal holds the transaction (`x402-batch:<key>`).
+// Reconciliation adopts the rows left `claimed` under a key the journal holds, every row of the batch at once (its gas
+// is split over them all), and concludes them from the receipt, booking the gas as above; the send-gas pass leaves the
+// gas of a batch whose rows carry its key to x402 (settlement/evm-send-gas.ts), so it is booked once, by x402. Before,
+// such rows stayed `claimed` for good — never given back (something was sent), never read by reconciliation (which
+// read only rows with a transaction) — and the gas the rail had handed to x402 was never booked.
+//
 // What does not fit a packed item (a value above 2^128 − 1, a window past 2^48 − 1, an ERC-1271 signature that is
 // not 65 bytes), or a chain without a batch sender, goes to the single settler.
 import type { Hex } from "viem";
@@ -46,7 +55,7 @@ import {
   type X402Settler,
 } from "./settle.ts";
 import { spentByAnother } from "./spends.ts";
-import { record, release } from "./store.ts";
+import { record, release, sendingInBatch } from "./store.ts";
 import type { Eip3009Authorization, ExactRequirements } from "./verify.ts";
 
 // ---- the port to the chain (the EVM rail's settleAuthorizationBatch, wired by the composition root)
@@ -214,7 +223,8 @@ export function createBatchSettler(deps: BatchSettlerDeps): BatchSettler {
       for (const [i, waiting] of items.entries()) answer(waiting, outcome[i]!);
     } catch (error) {
       // A bug or a chain out of reach mid-way: something may have been sent, so the claims stay (the watcher
-      // credits what is mined); each caller hears that its payment's fate is unknown.
+      // credits what is mined, and reconciliation concludes them from the send their batch key names); each caller
+      // hears that its payment's fate is unknown.
       logger.error({ error, rail: chain.rail, count: items.length }, "x402 batch settlement failed");
       for (const waiting of items)
         answer(waiting, {
@@ -281,14 +291,6 @@ async function sendOnChain(
   const sender = deps.senderOf(chain);
   if (sender === null) throw new RangeError(`no batch sender for rail ${chain.rail}`);
   const db = deps.settlement.db;
-  const outcome = await sender({
-    // Each invoice is in one batch only, so its first invoice names the batch (a retry sends nothing new).
-    key: `${chain.rail}:${items[0]!.invoiceId}`,
-    items: items.map((w) => ({
-      reference: w.invoiceId,
-      authorization: { ...w.payment.authorization, signature: w.payment.signature },
-    })),
-  });
   const refused = (w: Waiting, refusal: X402Refusal, message: string, pending = false): SettleResult => ({
     ok: false,
     refusal,
@@ -296,18 +298,42 @@ async function sendOnChain(
     ...(pending ? { pending: true as const } : {}),
     payer: w.payment.payer,
   });
-  if (outcome.status === "failed") {
-    if (outcome.txHash === null) {
-      // Nothing was sent (the rail gave each nonce back to no invoice): the claims are given back, and the same
-      // authorizations may come again.
-      for (const w of items)
-        await afterSent(logger, "giving the claim back", { invoiceId: w.invoiceId }, () =>
-          release(db, chain, w.payment.authorization, { invoiceId: w.invoiceId }),
-        );
-      return items.map((w) =>
-        refused(w, "unexpected_settle_error", `the batch was not sent: ${outcome.message}`),
+  /** Nothing was sent: the claims are given back, and the same authorizations may come again. */
+  const notSent = async (message: string) => {
+    for (const w of items)
+      await afterSent(logger, "giving the claim back", { invoiceId: w.invoiceId }, () =>
+        release(db, chain, w.payment.authorization, { invoiceId: w.invoiceId }),
       );
-    }
+    return items.map((w) => refused(w, "unexpected_settle_error", `the batch was not sent: ${message}`));
+  };
+  // Each invoice is in one batch only, so its first invoice names the batch (a retry sends nothing new).
+  const key = `${chain.rail}:${items[0]!.invoiceId}`;
+  // Named on its rows before it is sent: a process that dies once the rail has sent it leaves rows reconciliation can
+  // find its transaction from (the header's "A settler that dies").
+  try {
+    await sendingInBatch(
+      db,
+      chain,
+      key,
+      items.map((w) => ({ authorization: w.payment.authorization, invoiceId: w.invoiceId })),
+    );
+  } catch (error) {
+    logger.error(
+      { error, rail: chain.rail, key },
+      "x402 batch settlement: naming the batch on its claims failed",
+    );
+    return notSent("the gateway could not record it");
+  }
+  const outcome = await sender({
+    key,
+    items: items.map((w) => ({
+      reference: w.invoiceId,
+      authorization: { ...w.payment.authorization, signature: w.payment.signature },
+    })),
+  });
+  if (outcome.status === "failed") {
+    // Nothing was sent (the rail gave each nonce back to no invoice).
+    if (outcome.txHash === null) return notSent(outcome.message);
     // A revert costs its gas as a success does: booked the same way, over the payments it carried, before the rows
     // are concluded (a gas not booked, or not known, leaves them `submitted` for reconciliation, which reads it from
     // the receipt).

@@ -43,8 +43,10 @@
 // only while it is still `submitted` with that transaction (a retried settle may have concluded it meanwhile).
 //
 // A `claimed` row never carries a transaction here (settle.ts records the hash with `submitted`), so only
-// `submitted` rows are read. The rows are read across tenants: each statement names the chain and token, and a
-// row is written by its full key.
+// `submitted` rows are read — after those left `claimed` by a settler that threw or died once its transaction was
+// stored are adopted from the rail's send journal (adoptSentClaims: a single settlement by its authorization, a batch
+// by the key batch.ts marks its rows with before it sends). The rows are read across tenants: each statement names
+// the chain and token, and a row is written by its full key.
 import {
   BaseError,
   type Hex,
@@ -338,13 +340,15 @@ async function touch(db: Db, chain: X402Chain, rows: readonly SubmittedRow[]): P
 
 /**
  * Rows left `claimed`, bound to an invoice, with no transaction, though the rail's send journal holds one for their
- * authorization (transfer-auth:<chain id>:<payer>:<nonce>, or the key before the chain id was in it): the settler
- * threw after the transaction was signed and stored (a broadcast the node refused; the send-gas pass broadcasts it
- * again), or crashed before its record. They become `submitted` with that transaction, and are concluded below as
- * any other, in this pass once quiet as long; before, nothing ever concluded them, and a retried settle of the
- * payment was refused as taken.
+ * authorization (transfer-auth:<chain id>:<payer>:<nonce>, or the key before the chain id was in it), or for the
+ * batch they were marked with before it was sent (x402-batch:<batch key>: batch.ts): the settler threw after the
+ * transaction was signed and stored (a broadcast the node refused; the send-gas pass broadcasts it again), or
+ * crashed before its record. They become `submitted` with that transaction, and are concluded below as any other,
+ * in this pass once quiet as long; before, nothing ever concluded them, a retried settle of the payment was refused
+ * as taken, and a batch's gas, handed to x402 by the rail, was never booked.
  */
 async function adoptSentClaims(db: Db, chain: X402Chain, bounds: ReconcileSettings): Promise<void> {
+  await adoptSentBatches(db, chain, bounds);
   await db.query(
     `WITH adoptable AS (
        SELECT a.payer, a.nonce, s.tx_hash FROM x402_authorizations a
@@ -364,6 +368,32 @@ async function adoptSentClaims(db: Db, chain: X402Chain, bounds: ReconcileSettin
      UPDATE x402_authorizations a SET status = 'submitted', tx_hash = adoptable.tx_hash
      FROM adoptable
      WHERE a.chain_id = $1 AND a.token = $2 AND a.payer = adoptable.payer AND a.nonce = adoptable.nonce
+       AND a.status = 'claimed' AND a.tx_hash IS NULL`,
+    [chain.chainId, chain.token.toLowerCase(), bounds.submittedQuietMs, bounds.rowsPerPassMax],
+  );
+}
+
+/**
+ * adoptSentClaims for batches: every row still `claimed` under a batch key the journal holds a send for, a batch
+ * whole (the rows the pass takes are counted by batch). A batch's gas is split over every row carrying its
+ * transaction (bookBatchGas, as batch.ts splits it over its items): a batch adopted in part would book its shares
+ * over some of them, other amounts than the rest later named under the same ids. Its rows were marked in one
+ * statement (store.ts sendingInBatch), so they turn quiet together. No binding to check, as for a single
+ * settlement: the key was written on exactly these rows, each bound to its invoice, before the rail sent them.
+ */
+async function adoptSentBatches(db: Db, chain: X402Chain, bounds: ReconcileSettings): Promise<void> {
+  await db.query(
+    `WITH adoptable AS (
+       SELECT a.batch_key, s.tx_hash FROM x402_authorizations a
+       JOIN evm_sends s ON s.chain_id = $1 AND s.attempt_id = 'x402-batch:' || a.batch_key
+       WHERE a.chain_id = $1 AND a.token = $2 AND a.status = 'claimed' AND a.tx_hash IS NULL
+         AND a.invoice_id IS NOT NULL AND a.batch_key IS NOT NULL
+         AND a.updated_at < now() - make_interval(secs => $3::double precision / 1000)
+       GROUP BY a.batch_key, s.tx_hash
+       ORDER BY min(a.updated_at) LIMIT $4)
+     UPDATE x402_authorizations a SET status = 'submitted', tx_hash = adoptable.tx_hash
+     FROM adoptable
+     WHERE a.chain_id = $1 AND a.token = $2 AND a.batch_key = adoptable.batch_key
        AND a.status = 'claimed' AND a.tx_hash IS NULL`,
     [chain.chainId, chain.token.toLowerCase(), bounds.submittedQuietMs, bounds.rowsPerPassMax],
   );

@@ -1,0 +1,288 @@
+// A batch settler (gateway/x402/batch.ts) that dies once the EVM rail has sent its batch — the signed transaction in
+// the send journal, mined, its gas perhaps handed to x402 — and before it records the outcome on the batch's rows, on
+// the Hardhat chain. The death is a sender that lets the rail send the batch, then throws: nothing of the settler
+// runs after it but answering its callers (batch.ts sendBatch), as nothing would after a SIGKILL. After it, the
+// rows are concluded from the receipt by reconciliation, the batch's gas is booked once, as x402 splits it, and
+// nothing is settled twice.
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { type Address, type Hex, keccak256, stringToHex } from "viem";
+import { privateKeyToAccount } from "viem/accounts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type EvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
+import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
+import { assets, type Db, divCeil, silentLogger } from "../../core/index.ts";
+import { derivedLedgerId } from "../../gateway/ids/index.ts";
+import { sendGasPassOnce } from "../../gateway/settlement/index.ts";
+import {
+  type AuthorizationBatchSender,
+  createBatchSettler,
+  splitEvenlyRemainderToFirst,
+} from "../../gateway/x402/batch.ts";
+import type { X402Chain } from "../../gateway/x402/chains.ts";
+import { reconcileX402 } from "../../gateway/x402/reconcile.ts";
+import { type ClaimedPayment, createSingleSettler } from "../../gateway/x402/settle.ts";
+import { claim, sentAuthorization } from "../../gateway/x402/store.ts";
+import type { ExactRequirements } from "../../gateway/x402/verify.ts";
+import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
+
+let gw: Gateway;
+let settlerAddress: Address;
+let chain: X402Chain;
+const payerFunds = 1_000_000n;
+
+beforeAll(async () => {
+  gw = await startGateway({ EVM_CONFIRMATIONS: "1", EVM_EMBEDDED_BLOCK_INTERVAL_MS: "0" });
+  await gw.watcher.stop();
+  await gw.rail.depositWatcher()!.stop();
+  const file = path.join(
+    import.meta.dirname,
+    "..",
+    "..",
+    "artifacts",
+    "contracts",
+    "X402BatchSettler.sol",
+    "X402BatchSettler.json",
+  );
+  const { abi, bytecode } = JSON.parse(await readFile(file, "utf8")) as { abi: []; bytecode: Hex };
+  const hash = await gw.chain.walletClient.deployContract({
+    abi,
+    bytecode,
+    account: gw.chain.walletClient.account,
+  });
+  settlerAddress = (await gw.chain.publicClient.waitForTransactionReceipt({ hash })).contractAddress!;
+  chain = {
+    rail: "evm",
+    chainId: gw.chain.chain.id,
+    publicClient: gw.chain.publicClient,
+    token: gw.chain.contracts.testUsd,
+    asset: assets.USDC,
+    hotWallet: gw.chain.walletClient.account.address,
+    receiptTimeoutMs: 30_000,
+  };
+});
+afterAll(async () => {
+  await gw?.app.close();
+});
+
+/** One reconciliation pass over the test's chain, every row taken however recent. */
+const reconcile = () =>
+  reconcileX402(
+    { db: gw.app.db, settlement: gw.app.settlement, chains: { chains: [chain] }, logger: silentLogger },
+    { submittedQuietMs: 0 },
+  );
+
+/** A new payer (named: the same key every run) holding TestUSD. */
+async function newPayer(name: string) {
+  const account = privateKeyToAccount(keccak256(stringToHex(`x402 batch crash test payer ${name}`)));
+  await gw.send(gw.chain.accounts[0]!, {
+    address: gw.chain.contracts.testUsd,
+    abi: testUsdAbi,
+    functionName: "mint",
+    args: [account.address, payerFunds],
+  });
+  return account;
+}
+
+type Payer = Awaited<ReturnType<typeof newPayer>>;
+
+/** The payer's signed payment of `value` to the hot wallet, claimed as the facilitator claims it (`signer`: a bad one). */
+async function claimedPayment(payer: Payer, value: bigint, signer: Payer = payer) {
+  const authorization = {
+    from: payer.address,
+    to: chain.hotWallet,
+    value,
+    validAfter: 0n,
+    validBefore: 2_000_000_000n,
+    nonce: keccak256(stringToHex(`crash nonce ${payer.address} ${value} ${Math.random()}`)),
+  };
+  const signature = await signer.signTypedData(
+    transferWithAuthorizationTypedData(
+      { name: "USD Coin", version: "2", chainId: chain.chainId, verifyingContract: chain.token },
+      authorization,
+    ),
+  );
+  const requirements: ExactRequirements = {
+    version: 2,
+    chain,
+    network: `eip155:${chain.chainId}`,
+    amount: value,
+    payTo: chain.hotWallet,
+    asset: chain.token,
+    extra: { name: "USD Coin", version: "2" },
+  };
+  const claimed: ClaimedPayment = {
+    version: 2,
+    requirements,
+    payer: payer.address,
+    authorization,
+    signature,
+    credit: { tenantId: gw.app.demo!.tenantId, accountId: gw.app.demo!.merchant.id },
+    description: "x402 batch crash test",
+  };
+  expect(await claim(gw.app.db, chain, authorization, claimed.credit)).toBe(true);
+  return { claimed, requirements };
+}
+
+type Payment = Awaited<ReturnType<typeof claimedPayment>>;
+
+async function rowOf(p: Payment) {
+  const [row] = await gw.app.db.query<{
+    status: string;
+    tx_hash: string | null;
+    failure: string | null;
+    invoice_id: string | null;
+  }>("SELECT status, tx_hash, failure, invoice_id FROM x402_authorizations WHERE payer = $1 AND nonce = $2", [
+    p.claimed.authorization.from.toLowerCase(),
+    p.claimed.authorization.nonce.toLowerCase(),
+  ]);
+  if (row === undefined) throw new Error("the payment has no row");
+  return row;
+}
+
+/**
+ * The payments settled as one batch through `rail` by a settler that dies once the rail is done with it (whatever
+ * the rail answered, or threw): the batch's journal key and the transaction the journal holds, mined.
+ */
+async function sentThenDied(ps: readonly Payment[], rail: EvmRail = gw.rail) {
+  let key: string | undefined;
+  const dying: AuthorizationBatchSender = async (batch) => {
+    key = batch.key;
+    await rail.settleAuthorizationBatch({ ...batch, settler: settlerAddress }).catch(() => undefined);
+    throw new Error("the process died (test)");
+  };
+  const settler = createBatchSettler({
+    settlement: gw.app.settlement,
+    senderOf: () => dying,
+    single: createSingleSettler({ settlement: gw.app.settlement }),
+    settings: { batchSizeMax: ps.length, batchWaitMsMax: 60_000 },
+  });
+  const results = await Promise.all(ps.map((p) => settler.settle(p.claimed, p.requirements)));
+  await settler.close();
+  for (const result of results) expect(result).toMatchObject({ ok: false, pending: true });
+  // Nothing recorded: every row still `claimed`, bound to its invoice, with no transaction.
+  for (const p of ps) expect(await rowOf(p)).toMatchObject({ status: "claimed", tx_hash: null });
+  const attempt = `x402-batch:${key}`;
+  const [sent] = await gw.app.db.query<{ tx_hash: Hex }>(
+    "SELECT tx_hash FROM evm_sends WHERE attempt_id = $1",
+    [attempt],
+  );
+  if (sent === undefined) throw new Error(`the journal holds no send under ${attempt}`);
+  const receipt = await gw.chain.publicClient.waitForTransactionReceipt({ hash: sent.tx_hash });
+  return {
+    attempt,
+    txHash: sent.tx_hash,
+    gas: divCeil(receipt.gasUsed * receipt.effectiveGasPrice, 1_000_000_000n),
+  };
+}
+
+/** Who the send's gas is claimed for (evm_send_gas.booked_by), or null. */
+async function gasOwner(attempt: string): Promise<string | null> {
+  const [row] = await gw.app.db.query<{ booked_by: string }>(
+    "SELECT booked_by FROM evm_send_gas WHERE attempt_id = $1",
+    [attempt],
+  );
+  return row?.booked_by ?? null;
+}
+
+/** Each payment's share of the batch's gas, as batch.ts books it (by invoice id, the remainder to the smallest). */
+async function sharesBooked(txHash: Hex, ps: readonly Payment[]) {
+  const invoiceIds = (await Promise.all(ps.map(rowOf))).map((row) => row.invoice_id!).sort();
+  const ids = invoiceIds.map((invoiceId) =>
+    derivedLedgerId(`${chain.chainId}:${txHash.toLowerCase()}:${invoiceId}`, "x402-batch-gas"),
+  );
+  const booked = new Map((await gw.app.ledger.lookupTransfers(ids)).map((t) => [t.id, t.amount]));
+  return ids.map((id) => booked.get(id));
+}
+
+/** The gas booked for the transaction by the send-gas pass's own booker (under its id), in gwei. */
+async function bookedByPass(txHash: Hex): Promise<bigint> {
+  const id = derivedLedgerId(`${chain.chainId}:${txHash.toLowerCase()}`, "send-gas");
+  const transfers = await gw.app.ledger.lookupTransfers([id]);
+  return transfers.reduce((sum, t) => sum + t.amount, 0n);
+}
+
+/** The database, its `INSERT INTO evm_send_gas` refused: a rail on it dies before it hands a batch's gas over. */
+function dbDyingAtHandOver(db: Db): Db {
+  return new Proxy(db, {
+    get(target, property) {
+      const value = Reflect.get(target, property, target);
+      if (typeof value !== "function") return value;
+      if (property !== "query") return value.bind(target);
+      return (text: string, params?: unknown[]) => {
+        if (text.includes("INSERT INTO evm_send_gas")) throw new Error("the process died (test)");
+        return value.call(target, text, params);
+      };
+    },
+  });
+}
+
+describe("a batch settler that dies once the rail has sent its batch, before it records it", () => {
+  it("after the rail handed the gas to x402: the rows concluded by the receipt, the gas booked once", async () => {
+    const [a, b, stranger] = [
+      await newPayer("handed a"),
+      await newPayer("handed b"),
+      await newPayer("handed stranger"),
+    ];
+    // b's signed by another: the token refuses it alone, the others are spent.
+    const ps = [
+      await claimedPayment(a, 210n),
+      await claimedPayment(b, 220n, stranger),
+      await claimedPayment(a, 230n),
+    ];
+    const { attempt, txHash, gas } = await sentThenDied(ps);
+    expect(gas).toBeGreaterThan(0n);
+    // The rail handed the batch's gas to x402: the send-gas pass books none of it.
+    expect(await gasOwner(attempt)).toBe("x402");
+    const feesBefore = await gw.gasFeesBooked();
+
+    // Before: the rows stayed `claimed` for good (reconciliation read only rows with a transaction), and the gas
+    // was booked by no one.
+    expect(await reconcile()).toEqual({ settled: 2, failed: 1, left: 0 });
+    expect(await rowOf(ps[0]!)).toMatchObject({ status: "settled", tx_hash: txHash });
+    expect(await rowOf(ps[1]!)).toMatchObject({ status: "failed", failure: "not_spent", tx_hash: txHash });
+    expect(await rowOf(ps[2]!)).toMatchObject({ status: "settled", tx_hash: txHash });
+    expect(await sharesBooked(txHash, ps)).toEqual(splitEvenlyRemainderToFirst(gas, ps.length));
+    expect(await gw.gasFeesBooked()).toBe(feesBefore + gas);
+    // Once: another pass finds nothing, books nothing.
+    expect(await reconcile()).toEqual({ settled: 0, failed: 0, left: 0 });
+    expect(await gw.gasFeesBooked()).toBe(feesBefore + gas);
+
+    // Never twice: each authorization stays taken, and a retried settle is answered by the batch's transaction.
+    for (const p of ps)
+      expect(await claim(gw.app.db, chain, p.claimed.authorization, p.claimed.credit)).toBe(false);
+    expect(await sentAuthorization(gw.app.db, chain, ps[0]!.claimed.authorization)).toMatchObject({
+      status: "settled",
+      txHash,
+    });
+    expect(await gw.tokenBalance(a.address)).toBe(payerFunds - 210n - 230n);
+    expect(await gw.tokenBalance(b.address)).toBe(payerFunds);
+  });
+
+  it("before the rail handed the gas over: the send-gas pass leaves it to x402, which books it once", async () => {
+    const [a, b] = [await newPayer("not handed a"), await newPayer("not handed b")];
+    const ps = [await claimedPayment(a, 240n), await claimedPayment(b, 250n)];
+    const dying = anotherProcessRail(gw, { db: dbDyingAtHandOver(gw.app.db) });
+    const { attempt, txHash, gas } = await sentThenDied(ps, dying);
+    expect(await gasOwner(attempt)).toBeNull();
+    // Long past the rail's wait for the receipt: the pass no longer waits for a hand-over.
+    await gw.app.db.query(
+      "UPDATE evm_sends SET signed_at = signed_at - interval '1 hour' WHERE attempt_id = $1",
+      [attempt],
+    );
+    await sendGasPassOnce(gw.app.settlement, gw.rail, chain.chainId);
+    // Before: the pass booked it under its own id, and x402 (once it concluded the rows) would have booked it again.
+    expect(await bookedByPass(txHash)).toBe(0n);
+    expect(await gasOwner(attempt)).toBe("x402");
+    const feesBefore = await gw.gasFeesBooked();
+
+    expect(await reconcile()).toEqual({ settled: 2, failed: 0, left: 0 });
+    for (const p of ps) expect(await rowOf(p)).toMatchObject({ status: "settled", tx_hash: txHash });
+    expect(await sharesBooked(txHash, ps)).toEqual(splitEvenlyRemainderToFirst(gas, ps.length));
+    expect(await gw.gasFeesBooked()).toBe(feesBefore + gas);
+    await sendGasPassOnce(gw.app.settlement, gw.rail, chain.chainId);
+    expect(await reconcile()).toEqual({ settled: 0, failed: 0, left: 0 });
+    expect(await bookedByPass(txHash)).toBe(0n);
+    expect(await gw.gasFeesBooked()).toBe(feesBefore + gas);
+  });
+});
