@@ -115,6 +115,7 @@ const gatewayTables = new Set([
   "paywalls",
   "payout_reversals",
   "quotes",
+  "rail_invoices_known",
   "refundable",
   "refunds",
   "reversal_shortfall_collections",

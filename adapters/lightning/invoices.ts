@@ -163,3 +163,20 @@ export async function receive(s: LightningRailState, request: ReceiveRequest): P
     instructions: { method: "lightning", bolt11: invoice.request, payment_hash: invoice.paymentHash },
   };
 }
+
+/**
+ * Moves invoicesKnownBeforeMs up to the earliest expiry among the invoices the rail still holds: one leaves the map
+ * only once its payment was delivered, or once LND said it was never paid (the pass over long-expired invoices), so
+ * every invoice of ours that expired before that is known — however long LND was out of reach, since nothing was
+ * asked of it meanwhile. At most now less rpcTimeoutMs: an invoice being made is held once LND answers AddInvoice
+ * (within that deadline), and expires at least a second after it was asked for. Never back; only while running (the
+ * map is the journal's from the start on).
+ */
+export function noteInvoicesKnown(s: LightningRailState): void {
+  if (!s.running) return;
+  let knownBeforeMs = s.now() - s.limits.rpcTimeoutMs;
+  for (const invoice of s.invoices.values())
+    if (invoice.expiresAtMs < knownBeforeMs) knownBeforeMs = invoice.expiresAtMs;
+  if (s.invoicesKnownBeforeMs === null || knownBeforeMs > s.invoicesKnownBeforeMs)
+    s.invoicesKnownBeforeMs = knownBeforeMs;
+}

@@ -11,6 +11,7 @@ import { invoiceNetworkOf } from "./bolt11.ts";
 import { resubscribeInvoices, retireExpiredInvoices, retrySetAside } from "./events.ts";
 import { lndErrorText } from "./failures.ts";
 import { estimateFee, snapshotRoutingFee } from "./fees.ts";
+import { noteInvoicesKnown } from "./invoices.ts";
 import { track } from "./send.ts";
 import { type LightningRailState, withTimeout } from "./state.ts";
 
@@ -20,8 +21,10 @@ const latencyDefaultMs = 2_000;
 const onConnected = (s: LightningRailState) => {
   s.reconnectDelayMs = s.limits.reconnectDelayMinMs;
   resubscribeInvoices(s);
+  // Once LND has been asked about the long-expired invoices, the rail knows the fate of every invoice up to the
+  // earliest it still holds (retireExpiredInvoices never rejects).
   if (s.now() - s.expiredInvoicesCheckedAtMs >= s.limits.expiredInvoicesCheckIntervalMs)
-    void retireExpiredInvoices(s);
+    void retireExpiredInvoices(s).then(() => noteInvoicesKnown(s));
   if (s.now() - s.setAsideRetriedAtMs >= s.limits.setAsideRetryMs) void retrySetAside(s);
   for (const tracker of s.trackers.values()) if (tracker.detached) track(s, tracker);
 };

@@ -73,6 +73,11 @@ export type LightningRail = Rail & {
   liquidity(): Liquidity | null;
   /** Payments LND has in flight that no stored attempt accounts for (found on start). */
   unattributedInFlight(): readonly string[];
+  /**
+   * Every invoice of this rail that expired before this moment was paid and delivered, or is known never to be paid;
+   * null until the rail has asked LND since its start (state.ts). Not moved while LND is out of reach.
+   */
+  invoicesKnownBeforeMs(): number | null;
 };
 
 export function createLightningRail(params: LightningRailParams): LightningRail {
@@ -107,6 +112,7 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
     health: () => s.health,
     liquidity: () => s.liquidity,
     unattributedInFlight: () => s.unattributed,
+    invoicesKnownBeforeMs: () => s.invoicesKnownBeforeMs,
   };
 }
 
@@ -135,6 +141,7 @@ function createState(params: LightningRailParams): LightningRailState {
     invoices: new Map(),
     expiredInvoicesCheckedAtMs: 0,
     expiredInvoicesChecking: false,
+    invoicesKnownBeforeMs: null,
     settleIndexDelivered: 0,
     settleIndexQueued: 0,
     trackers: new Map(),

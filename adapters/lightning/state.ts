@@ -251,6 +251,12 @@ export type LightningRailState = {
   /** When the last pass over long-expired invoices began (0: never), and whether one is running. */
   expiredInvoicesCheckedAtMs: number;
   expiredInvoicesChecking: boolean;
+  /**
+   * Every invoice of ours that expired before this moment was paid and delivered, or is known never to be paid (LND
+   * said so): what the gateway's prune of unpaid L402 challenges may delete up to. Moved after each pass over
+   * long-expired invoices (invoices.ts noteInvoicesKnown), never back; null until the first since the start.
+   */
+  invoicesKnownBeforeMs: number | null;
 
   // ---- the monitor ----
   tickTimer: NodeJS.Timeout | null;

@@ -15,6 +15,7 @@ import { createFileRailStore, createLightningRail } from "../../adapters/lightni
 import { assets, type Logger, type Rail } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import { createEgress } from "../egress/index.ts";
+import { startInvoicesKnownRecord } from "../l402/index.ts";
 import type { Config } from "./config.ts";
 import { depositParamsOf, type EvmClients } from "./evm.ts";
 
@@ -62,7 +63,7 @@ function evmRails({ db, evm, logger }: RailContext): BuiltRails {
   return { rails };
 }
 
-function lightningRails({ config, logger }: RailContext): BuiltRails {
+function lightningRails({ config, db, logger }: RailContext): BuiltRails {
   if (config.lightning.kind !== "on") return { rails: [] };
   const lnurl = lnurlEgressOf(config, config.lightning.limits.lnurlHttpHosts ?? []);
   const rail = createLightningRail({
@@ -72,8 +73,22 @@ function lightningRails({ config, logger }: RailContext): BuiltRails {
     limits: config.lightning.limits,
     lnurlFetch: lnurl.fetch,
   });
+  // Up to when the rail knows its invoices' fate, recorded where every process's prune of unpaid L402 challenges
+  // reads it: only this process follows this LND, and the prune runs in each.
+  const known = startInvoicesKnownRecord({
+    sql: db,
+    rail: rail.id,
+    expiredBeforeMs: () => rail.invoicesKnownBeforeMs(),
+    logger: logger.child({ module: "l402" }),
+  });
   // The egress's connection pool to Lightning Address servers, closed with the app.
-  return { rails: [rail], close: () => lnurl.close() };
+  return {
+    rails: [rail],
+    close: async () => {
+      await known.stop();
+      await lnurl.close();
+    },
+  };
 }
 
 /** Lightning Addresses reach public addresses only, but for EGRESS_ALLOW_HOSTS and the hosts asked over http. */

@@ -12,10 +12,13 @@ export {
   l402SchemeDefaults,
 } from "./scheme.ts";
 export {
+  invoicesKnownRecordEveryMs,
   l402TokenGraceMs,
   l402TokenPruneBatchMax,
   l402TokenPruneEveryMs,
   pruneL402Tokens,
+  recordInvoicesKnown,
   revokeToken,
+  startInvoicesKnownRecord,
   startL402TokenPrune,
 } from "./tokens.ts";

@@ -6,8 +6,8 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
 import { performance } from "node:perf_hooks";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { assets } from "../../core/index.ts";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { assets, silentLogger } from "../../core/index.ts";
 import { recordStatements } from "../../test/support/recording-db.ts";
 import { createAccount, createAccountCache } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
@@ -32,6 +32,7 @@ import {
   createL402Scheme,
   decodeIdentifier,
   encodeIdentifier,
+  invoicesKnownRecordEveryMs,
   judgeCaveats,
   l402TokenGraceMs,
   macaroonCaveatsMax,
@@ -40,8 +41,10 @@ import {
   parseCredentials,
   pruneL402Tokens,
   readMacaroon,
+  recordInvoicesKnown,
   revokeToken,
   rootKeyId,
+  startInvoicesKnownRecord,
 } from "./index.ts";
 
 const hash = "ab".repeat(32);
@@ -768,15 +771,109 @@ describe("the scheme", () => {
     expect(railLookups).toHaveLength(2);
   });
 
+  it("keeps an unpaid challenge's invoice, and its token, however long past the grace, until its rail knows it was never paid", async () => {
+    // LND out of reach (or the process following it down) for longer than the grace: A was settled just before it
+    // expired, B never; neither is known to the gateway yet.
+    const a = await challenged();
+    const b = await challenged();
+    const ago = (ms: number) => new Date(Date.now() - ms);
+    const aExpiredAt = ago(l402TokenGraceMs + 2 * 3_600_000);
+    const bExpiredAt = ago(l402TokenGraceMs + 3_600_000);
+    for (const [{ invoiceId }, expiredAt] of [
+      [a, aExpiredAt],
+      [b, bExpiredAt],
+    ] as const) {
+      await db.query("UPDATE invoices SET expires_at = $2 WHERE id = $1", [invoiceId, expiredAt]);
+      await db.query("UPDATE l402_tokens SET valid_until = $2 WHERE invoice_id = $1", [
+        invoiceId,
+        ago(l402TokenGraceMs + 60_000),
+      ]);
+    }
+    const kept = async (table: "invoices" | "l402_tokens", column: string) => {
+      const rows = await db.query<{ id: string }>(
+        `SELECT ${column} AS id FROM ${table} WHERE ${column} = ANY($1::text[])`,
+        [`{${a.invoiceId},${b.invoiceId}}`],
+      );
+      return [a, b].map((c) => rows.some((row) => row.id === c.invoiceId));
+    };
+    const prune = () => pruneL402Tokens(db, { graceMs: l402TokenGraceMs, batchMax: 10 });
+    // The rail has told nothing yet (no process follows LND): nothing of theirs goes.
+    await db.query("DELETE FROM rail_invoices_known WHERE rail = 'toyln'");
+    await prune();
+    expect(await kept("invoices", "id")).toEqual([true, true]);
+    // The rail knows up to an hour before A expired (it last heard from LND then): still nothing goes. Before, both
+    // invoices went a day after their tokens expired.
+    await recordInvoicesKnown(db, { rail: "toyln", expiredBeforeMs: aExpiredAt.getTime() - 3_600_000 });
+    await prune();
+    expect(await kept("invoices", "id")).toEqual([true, true]);
+    expect(await kept("l402_tokens", "invoice_id")).toEqual([true, true]);
+    // The stream resumes: A's settlement finds its invoice, and the tenant is credited.
+    const invoice = await getInvoice(db, { tenantId, id: a.invoiceId });
+    expect(
+      await applyReceived(settlement, {
+        rail: "toyln",
+        reference: a.invoiceId,
+        amount: invoice!.amount,
+        evidence: { rail: "lightning", paymentHash: a.paymentHash, preimage: a.preimage },
+      }),
+    ).toBe("applied");
+    expect(await getInvoice(db, { tenantId, id: a.invoiceId })).toMatchObject({ status: "paid" });
+    // Caught up past both (LND said B was never paid): B's invoice goes with its token; A's, paid, stays.
+    await recordInvoicesKnown(db, { rail: "toyln", expiredBeforeMs: bExpiredAt.getTime() + 60_000 });
+    // A lower one later (a clock set back, a restart on an older look) does not move it back.
+    await recordInvoicesKnown(db, { rail: "toyln", expiredBeforeMs: aExpiredAt.getTime() - 3_600_000 });
+    expect(await prune()).toBeGreaterThanOrEqual(2);
+    expect(await kept("invoices", "id")).toEqual([true, false]);
+    expect(await kept("l402_tokens", "invoice_id")).toEqual([false, false]);
+  });
+
+  it("records every minute up to when the rail knows its invoices' fate, once it knows, and never back", async () => {
+    vi.useFakeTimers({ toFake: ["setInterval", "clearInterval"] });
+    let knownMs: number | null = null;
+    const first = Date.now() - 600_000;
+    const record = startInvoicesKnownRecord({
+      sql: db,
+      rail: "ln-recorded",
+      expiredBeforeMs: () => knownMs,
+      logger: silentLogger,
+    });
+    const stored = async () => {
+      const [row] = await db.query<{ at: Date }>(
+        "SELECT expired_before AS at FROM rail_invoices_known WHERE rail = 'ln-recorded'",
+      );
+      return row?.at.getTime() ?? null;
+    };
+    try {
+      // The rail has not asked LND since its start: nothing is recorded.
+      vi.advanceTimersByTime(invoicesKnownRecordEveryMs);
+      expect(await stored()).toBeNull();
+      knownMs = first;
+      vi.advanceTimersByTime(invoicesKnownRecordEveryMs);
+      await vi.waitFor(async () => expect(await stored()).toBe(first));
+      // An older look (a process restarted on a journal behind the one before) moves nothing back.
+      knownMs = first - 3_600_000;
+      vi.advanceTimersByTime(invoicesKnownRecordEveryMs);
+    } finally {
+      await record.stop();
+      vi.useRealTimers();
+    }
+    expect(await stored()).toBe(first);
+  });
+
   it("prunes tokens expired for longer than the grace period, every tenant's, in batches", async () => {
     const old = await challenged();
     const recent = await challenged();
+    await recordInvoicesKnown(db, { rail: "toyln", expiredBeforeMs: Date.now() });
     const keyOf = (macaroon: string) => rootKeyId(readMacaroon(Buffer.from(macaroon, "base64"))!.identifier);
-    const ageBy = (macaroon: string, ms: number) =>
-      db.query(
-        "UPDATE l402_tokens SET valid_until = now() - make_interval(secs => $2::double precision / 1000) WHERE key_id = $1",
+    // The token and its challenge's invoice (which expires before it) age together.
+    const ageBy = async (macaroon: string, ms: number) => {
+      const ago = "now() - make_interval(secs => $2::double precision / 1000)";
+      await db.query(
+        `UPDATE invoices SET expires_at = ${ago} WHERE id = (SELECT invoice_id FROM l402_tokens WHERE key_id = $1)`,
         [keyOf(macaroon), ms],
       );
+      await db.query(`UPDATE l402_tokens SET valid_until = ${ago} WHERE key_id = $1`, [keyOf(macaroon), ms]);
+    };
     await ageBy(old.macaroon, l402TokenGraceMs + 60_000);
     await ageBy(recent.macaroon, l402TokenGraceMs - 60_000);
     const expiredBefore = await db.query<{ n: number }>(
@@ -797,7 +894,9 @@ describe("the scheme", () => {
     const unpaid = await challenged();
     const paid = await challenged();
     await pay(paid.invoiceId, paid.paymentHash);
-    // Its token past the grace, its invoice expired only lately: the invoice waits for its own day.
+    await recordInvoicesKnown(db, { rail: "toyln", expiredBeforeMs: Date.now() });
+    // Its token past the grace, its invoice expired only lately: the invoice waits for its own day, and its token with
+    // it (the invoice is found only through its token: deleted alone, it left the invoice for good).
     const lately = await challenged();
     const live = await challenged();
     const ago = (ms: number) => `now() - make_interval(secs => ${ms}::double precision / 1000)`;
@@ -810,7 +909,7 @@ describe("the scheme", () => {
       await db.query(`UPDATE l402_tokens SET valid_until = ${ago(past)} WHERE invoice_id = $1`, [invoiceId]);
       await db.query(`UPDATE invoices SET expires_at = ${ago(invoiceExpiredMs)} WHERE id = $1`, [invoiceId]);
     }
-    expect(await pruneL402Tokens(db, { graceMs: l402TokenGraceMs, batchMax: 2 })).toBeGreaterThanOrEqual(3);
+    expect(await pruneL402Tokens(db, { graceMs: l402TokenGraceMs, batchMax: 2 })).toBeGreaterThanOrEqual(2);
     const ids = [unpaid, paid, lately, live].map((c) => c.invoiceId);
     const kept = async (table: "invoices" | "l402_tokens", column: string) => {
       const rows = await db.query<{ id: string }>(
@@ -821,7 +920,7 @@ describe("the scheme", () => {
     };
     // Before: every invoice stayed, an unpaid challenge's as a paid one's.
     expect(await kept("invoices", "id")).toEqual([false, true, true, true]);
-    expect(await kept("l402_tokens", "invoice_id")).toEqual([false, false, false, true]);
+    expect(await kept("l402_tokens", "invoice_id")).toEqual([false, false, true, true]);
     expect(await getInvoice(db, { tenantId, id: paid.invoiceId })).toMatchObject({ status: "paid" });
     // The token still valid serves once paid.
     await pay(live.invoiceId, live.paymentHash);
@@ -830,11 +929,16 @@ describe("the scheme", () => {
 
   it("prunes for at most one pass's time: a pass cut short keeps what it deleted, the next deletes the rest", async () => {
     const expired = [await challenged(), await challenged(), await challenged()];
-    await db.query(
-      `UPDATE l402_tokens SET valid_until = now() - make_interval(secs => $2::double precision / 1000)
-        WHERE invoice_id = ANY($1::text[])`,
-      [`{${expired.map((c) => c.invoiceId).join(",")}}`, l402TokenGraceMs + 60_000],
-    );
+    await recordInvoicesKnown(db, { rail: "toyln", expiredBeforeMs: Date.now() });
+    for (const [table, column, key] of [
+      ["l402_tokens", "valid_until", "invoice_id"],
+      ["invoices", "expires_at", "id"],
+    ] as const)
+      await db.query(
+        `UPDATE ${table} SET ${column} = now() - make_interval(secs => $2::double precision / 1000)
+          WHERE ${key} = ANY($1::text[])`,
+        [`{${expired.map((c) => c.invoiceId).join(",")}}`, l402TokenGraceMs + 60_000],
+      );
     // A clock an hour later at each reading: the pass is over after its first statement.
     let atMs = 0;
     const nowMs = () => (atMs += 3_600_000);

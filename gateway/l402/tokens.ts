@@ -2,7 +2,8 @@
 // minted with, and its request count. Every statement is scoped to the tenant: another tenant's token is not
 // found. Counting locks the row and adds what its bound leaves, so that processes sharing the database never serve
 // beyond the count; the requests of concurrent callers are counted by one statement (takeRequests, group commit).
-// Rows expired for a day are pruned (every 10 minutes, beside the idempotency prune), with their invoice when unpaid.
+// Rows expired for a day are pruned (every 10 minutes, beside the idempotency prune), with their invoice when unpaid
+// and its rail knows it was never paid (rail_invoices_known, migration 0061).
 import type { Logger } from "../../core/index.ts";
 import type { Sql } from "../db/index.ts";
 import { deleteInBatches, type Periodic, startPeriodic } from "../periodic/index.ts";
@@ -250,35 +251,50 @@ export const l402TokenPruneBatchMax = 5_000;
 const l402TokenPrunePassMsMax = 30_000;
 
 /**
+ * An invoice nothing was paid into and no row refers to (each by its invoice_id index: a delete of one that is
+ * referred to would fail the pass): a challenge's, deleted with its token once it is known never to be paid.
+ */
+const unpaidInvoice = `i.status = 'open' AND i.received_amount IS NULL
+  AND NOT EXISTS (SELECT 1 FROM invoice_receipts r WHERE r.invoice_id = i.id)
+  AND NOT EXISTS (SELECT 1 FROM invoice_reversals v WHERE v.invoice_id = i.id)
+  AND NOT EXISTS (SELECT 1 FROM refunds f WHERE f.invoice_id = i.id)`;
+/**
+ * The invoice expired more than the grace ago, and before the moment up to which its rail knows every invoice's fate
+ * (null, so never, while it has told none: no process follows that rail's provider).
+ */
+const knownNeverPaid = `i.expires_at < now() - make_interval(secs => $1::double precision / 1000)
+  AND i.expires_at < (SELECT k.expired_before FROM rail_invoices_known k WHERE k.rail = i.rail)`;
+
+/**
  * Deletes the rows of tokens that expired more than `graceMs` ago (every tenant's: an expired token serves no
- * one), by the valid_until index, and with each the invoice of its challenge when nothing was paid into it and it
- * expired as long ago (deleteInBatches); returns how many tokens. Before, the invoices stayed: every request without
+ * one), by the valid_until index, and with each the invoice of its challenge when nothing was paid into it and it is
+ * known never to be (deleteInBatches); returns how many tokens. Before, the invoices stayed: every request without
  * a token makes one, so a paywall's unpaid challenges piled up in invoices for good.
  */
 export async function pruneL402Tokens(
   sql: Sql,
   params: { graceMs: number; batchMax: number; nowMs?: () => number },
 ): Promise<number> {
-  // An invoice paid (or with any receipt) stays: it is money in. An unpaid one expired a day ago is never paid now
-  // (LND settles nothing past expiry; the rail asks LND about each invoice minutes after its expiry, delivering one
-  // paid just before). Its token goes in the same statement, which its foreign key needs (l402_tokens_invoice,
-  // migration 0059, finds the token of each invoice).
+  // An invoice paid (or with any receipt) stays: it is money in. An unpaid one goes once it expired a day ago and
+  // before the moment its rail has told every invoice's fate up to (rail_invoices_known): LND settles nothing past
+  // expiry, but one it settled just before, while the gateway could not hear of it (LND out of reach, or the process
+  // following it down, for longer than the grace), is delivered when the stream resumes and must find its invoice,
+  // else the payer paid and the tenant is never credited. Until then its token waits with it: the invoice is found
+  // only through its token, which its foreign key needs gone first, in the same statement (l402_tokens_invoice,
+  // migration 0059, finds the token of each invoice). A token whose invoice stays for good goes at once.
   const { deleted } = await deleteInBatches(
     sql,
     {
       text: `WITH tokens AS (
                DELETE FROM l402_tokens WHERE key_id IN (
-                 SELECT key_id FROM l402_tokens
-                 WHERE valid_until < now() - make_interval(secs => $1::double precision / 1000) LIMIT $2)
+                 SELECT t.key_id FROM l402_tokens t JOIN invoices i ON i.id = t.invoice_id
+                 WHERE t.valid_until < now() - make_interval(secs => $1::double precision / 1000)
+                   AND (NOT (${unpaidInvoice}) OR i.expires_at IS NULL OR (${knownNeverPaid}))
+                 LIMIT $2)
                RETURNING key_id, invoice_id),
              unpaid AS (
                DELETE FROM invoices i USING tokens t
-               WHERE i.id = t.invoice_id AND i.status = 'open' AND i.received_amount IS NULL
-                 AND i.expires_at < now() - make_interval(secs => $1::double precision / 1000)
-                 -- Never one a row refers to (each by its invoice_id index): such a delete would fail the pass.
-                 AND NOT EXISTS (SELECT 1 FROM invoice_receipts r WHERE r.invoice_id = i.id)
-                 AND NOT EXISTS (SELECT 1 FROM invoice_reversals v WHERE v.invoice_id = i.id)
-                 AND NOT EXISTS (SELECT 1 FROM refunds f WHERE f.invoice_id = i.id))
+               WHERE i.id = t.invoice_id AND ${unpaidInvoice} AND ${knownNeverPaid})
              SELECT key_id FROM tokens`,
       param: params.graceMs,
     },
@@ -289,6 +305,51 @@ export async function pruneL402Tokens(
     },
   );
   return deleted;
+}
+
+/**
+ * Records that every invoice of `rail` that expired before `expiredBeforeMs` is known: paid and delivered, or never
+ * to be paid (the Lightning rail's invoicesKnownBeforeMs). Never moves it back: a lower one (a clock set back, a
+ * process restarted on an older look) changes nothing.
+ */
+export async function recordInvoicesKnown(
+  sql: Sql,
+  params: { rail: string; expiredBeforeMs: number },
+): Promise<void> {
+  await sql.query(
+    `INSERT INTO rail_invoices_known (rail, expired_before) VALUES ($1, $2)
+     ON CONFLICT (rail) DO UPDATE
+       SET expired_before = excluded.expired_before, updated_at = now()
+       WHERE rail_invoices_known.expired_before < excluded.expired_before`,
+    [params.rail, new Date(params.expiredBeforeMs)],
+  );
+}
+
+/** How often the process that follows a rail's provider records up to when its invoices are known. */
+export const invoicesKnownRecordEveryMs = 60_000;
+
+/**
+ * Records, every minute, up to when a rail knows its invoices' fate (`expiredBeforeMs`, null: not yet), where every
+ * process's prune reads it; for the composition root, beside the rail that knows it (gateway/app/rails.ts).
+ */
+export function startInvoicesKnownRecord(deps: {
+  sql: Sql;
+  rail: string;
+  expiredBeforeMs: () => number | null;
+  logger: Logger;
+}): Periodic {
+  let recordedMs: number | null = null;
+  return startPeriodic({
+    name: "invoices known record",
+    intervalMs: invoicesKnownRecordEveryMs,
+    pass: async () => {
+      const expiredBeforeMs = deps.expiredBeforeMs();
+      if (expiredBeforeMs === null || expiredBeforeMs === recordedMs) return;
+      await recordInvoicesKnown(deps.sql, { rail: deps.rail, expiredBeforeMs });
+      recordedMs = expiredBeforeMs;
+    },
+    logger: deps.logger,
+  });
 }
 
 /** The periodic prune of expired L402 tokens, for the composition root (beside the idempotency prune). */

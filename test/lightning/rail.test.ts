@@ -914,6 +914,37 @@ describe("lightning rail on regtest", () => {
     }
   });
 
+  it("knows its invoices' fate only up to the first it holds unasked, and past an unpaid one once LND said it was never paid", async () => {
+    const journal = path.join(directory, "known.jsonl");
+    const running = await startRail("known.jsonl", {
+      expiredInvoiceAskAfterMs: 4_000,
+      expiredInvoicesCheckIntervalMs: 500,
+      rpcTimeoutMs: 2_000,
+    });
+    try {
+      const invoice = await running.rail.createInvoice({
+        amountMsat: 1_000_000n,
+        expirySeconds: 1,
+        memo: "a challenge never paid",
+        reference: "known-1",
+      });
+      // Expired, and past the margin for an invoice being made (rpcTimeoutMs), but LND not asked about it yet (4 s
+      // after its expiry): the rail cannot say it was never paid, however late it is. Without the invoices it holds,
+      // the point would be a second past its expiry here.
+      await sleep(invoice.expiresAtMs + 3_000 - Date.now());
+      expect(running.rail.invoicesKnownBeforeMs()).toBe(invoice.expiresAtMs);
+      await forgottenIn(journal, invoice.paymentHash, 20_000);
+      await waitFor(
+        "the point moved past the forgotten invoice",
+        async () => ((running.rail.invoicesKnownBeforeMs() ?? 0) > invoice.expiresAtMs ? true : undefined),
+        { timeoutMs: 10_000 },
+      );
+      expect(running.events.filter((e) => e.kind === "received")).toEqual([]);
+    } finally {
+      await running.rail.stop();
+    }
+  });
+
   it("handles a burst of settlements together: a failed handler runs again, each is delivered once, nothing replays after restart", async () => {
     const store = createFileRailStore(path.join(directory, "burst.jsonl"));
     const rail = createLightningRail({
