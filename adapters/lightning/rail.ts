@@ -98,12 +98,14 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
       void pump(s);
     },
     async balance() {
+      let channels: readonly LndChannel[];
       try {
         await refreshLiquidity(s);
+        channels = await withTimeout(s, listChannels(s), "listChannels");
       } catch (error) {
         throw lndError("LND did not report its channel balance", error);
       }
-      return s.liquidity?.outboundMsat ?? 0n;
+      return (s.liquidity?.outboundMsat ?? 0n) + setAsideByOpener(channels);
     },
     receive: (request) => receive(s, request),
     lookupReceived: (paymentHash) => lookupSettled(s, paymentHash),
@@ -252,6 +254,72 @@ async function stop(s: LightningRailState): Promise<void> {
   s.invoicesQueued.clear();
   await s.store.close();
 }
+
+// ---- balance ---------------------------------------------------------------------------------
+
+/**
+ * The weight LND prices a commitment at before its HTLCs, by ListChannels' commitment type (lnwallet's CommitWeight:
+ * BOLT 3's 724 and 1124, and LND's 968 for taproot channels), and whether it has the two anchor outputs.
+ */
+const commitments: Readonly<Record<string, { readonly weight: bigint; readonly anchors: boolean }>> = {
+  LEGACY: { weight: 724n, anchors: false },
+  STATIC_REMOTE_KEY: { weight: 724n, anchors: false },
+  ANCHORS: { weight: 1_124n, anchors: true },
+  SCRIPT_ENFORCED_LEASE: { weight: 1_124n, anchors: true },
+  SIMPLE_TAPROOT: { weight: 968n, anchors: true },
+  SIMPLE_TAPROOT_FINAL: { weight: 968n, anchors: true },
+  SIMPLE_TAPROOT_OVERLAY: { weight: 968n, anchors: true },
+};
+const anchorSat = 330n;
+
+/**
+ * What the node set aside of its own balance in the channels it opened, in msat: the commitment's fee, which the
+ * opener pays, and the two anchor outputs. LND's channel balance (the local balance) leaves them out, yet they are
+ * the operator's: a cooperative close gives them back before the closing fee is taken. Counted in, a channel opened
+ * with the operator's capital holds what was booked for it, whatever fee rate its commitment is signed at; left out,
+ * the rail reported less by them (about a thousand sat a channel at the least rate), and moved each time LND updated
+ * the rate, with nothing in the ledger to say why. The fee is LND's own: the rate per 1,000 of the weight, rounded
+ * down (chainfee's FeeForWeight), at the weight before HTLCs: an HTLC in flight adds to the fee until it resolves, and
+ * shows as the payment in flight does.
+ */
+function setAsideByOpener(channels: readonly LndChannel[]): bigint {
+  let total = 0n;
+  for (const channel of channels) {
+    if (channel.initiator !== true) continue;
+    const commitment = commitments[String(channel.commitment_type)];
+    const feePerKw = String(channel.fee_per_kw);
+    if (commitment === undefined || !/^\d+$/.test(feePerKw))
+      throw new LightningRailError("LND has a channel whose commitment the rail cannot price", {
+        details: `${String(channel.channel_point)}: ${String(channel.commitment_type)} at ${feePerKw} sat/kw`,
+      });
+    const feeSat = (BigInt(feePerKw) * commitment.weight) / 1_000n; // rounded down, as LND does
+    total += (feeSat + (commitment.anchors ? 2n * anchorSat : 0n)) * 1_000n;
+  }
+  return total;
+}
+
+/** What the balance reads of a channel of ListChannels (its numbers as strings: `lightning`'s gRPC options). */
+type LndChannel = {
+  readonly channel_point?: unknown;
+  readonly initiator?: unknown;
+  readonly commitment_type?: unknown;
+  readonly fee_per_kw?: unknown;
+};
+
+/** LND's open channels (ListChannels), asked directly: `lightning`'s getChannels leaves out the commitment's fee rate. */
+const listChannels = (s: LightningRailState): Promise<readonly LndChannel[]> =>
+  new Promise((resolve, reject) => {
+    s.lnd.default.listChannels(
+      {},
+      { deadline: Date.now() + s.limits.rpcTimeoutMs },
+      (error: unknown, response: { channels?: unknown } | undefined) => {
+        if (error) return reject(error);
+        if (!Array.isArray(response?.channels))
+          return reject(new LightningRailError("LND answered ListChannels without its channels"));
+        resolve(response.channels as LndChannel[]);
+      },
+    );
+  });
 
 /** The LNURL fetch of a rail given none: nothing is asked, so no address can reach a host nobody vetted. */
 const noLnurlFetch: LnurlFetch = () =>

@@ -143,7 +143,7 @@ const plugin: FastifyPluginAsyncZod<RailRoutesOptions> = async (app, options) =>
     "/rails",
     {
       schema: {
-        description: `Each rail that holds money outside the ledger, once per asset it books in a clearing account (its own asset; on an EVM rail also ETH, the gas its hot wallet holds): the ledger's clearing balance (posted, and the holds in flight in and out), what the rail reports it holds now (the hot wallet's balance, the node's outbound channel balance, the PSP's available balance; each read given ${railBalanceTimeoutMs} ms, and null with rail_error's code when it does not answer), and the difference, rail_balance less ledger.posted. Every amount of an entry is in that entry's asset, a decimal string in its major unit as account balances are. The operator's credential only.`,
+        description: `Each rail that holds money outside the ledger, once per asset it books in a clearing account (its own asset; on an EVM rail also ETH, the gas its hot wallet holds): the ledger's clearing balance (posted, and the holds in flight in and out), what the rail reports it holds now (the hot wallet's balance, what the node holds in its open channels (their balance on its side, and the commitment fee and anchors it set aside in those it opened), the PSP's available balance; each read given ${railBalanceTimeoutMs} ms, and null with rail_error's code when it does not answer), and the difference, rail_balance less ledger.posted. Every amount of an entry is in that entry's asset, a decimal string in its major unit as account balances are. The operator's credential only.`,
         response: { 200: listView(railBalanceView), "4xx": errorView },
       },
     },
