@@ -34,7 +34,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
 import { type Logger, setBounded } from "../../core/index.ts";
 import type { Sql } from "../db/index.ts";
-import type { StoredAnswer } from "../payments/index.ts";
+import { idempotencyRecordTtlMs, type StoredAnswer } from "../payments/index.ts";
 import { deleteInBatches, type Periodic, startPeriodic } from "../periodic/index.ts";
 import { tenantOf } from "./auth.ts";
 import { ApiError } from "./errors.ts";
@@ -105,8 +105,11 @@ export const idempotencyKeyLengthMax = 255;
 export const idempotencyKeyPattern = "^[\\x21-\\x7e]+$";
 const idempotencyKeyRegex = new RegExp(idempotencyKeyPattern);
 
-/** How long an idempotency record is kept: a key older than this is treated as new. 24 h, as Stripe. */
-export const idempotencyRecordTtlMs = 24 * 60 * 60 * 1000;
+/**
+ * How long an idempotency record is kept: a key older than this is treated as new. 24 h, as Stripe. The payments'
+ * own writes under a key (a payment's record, an internal batch's check) hold to it too: defined there.
+ */
+export { idempotencyRecordTtlMs };
 
 /** How often expired records are pruned, and how many one statement deletes. */
 export const idempotencyPruneEveryMs = 10 * 60 * 1000;

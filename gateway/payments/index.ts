@@ -43,6 +43,7 @@ export { createPayment } from "./service.ts";
 export {
   fromJson,
   getPayment,
+  idempotencyRecordTtlMs,
   insertOutboxEvent,
   type PaymentReadRow,
   paymentReadColumns,

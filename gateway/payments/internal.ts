@@ -8,11 +8,11 @@
 // (createInternalSettler).
 //
 // Failure: the statement fails whole when an Idempotency-Key of the batch is already taken (a repeat of an earlier
-// request, or another process's at the same moment): the keys taken are looked up, their payments answered
-// `key_taken` (the caller reads the record), and the others written again together. Nothing is half-written — the
-// transfers and the rows commit together or not at all — and a crash before the commit leaves nothing. That tenant's
-// keyed payments then have their keys looked up before they join a batch, for a while (keysCheckedForMs): its retries
-// fail no other tenant's batch.
+// request, or another process's at the same moment; a record past its 24 hours holds no key): the keys taken are
+// looked up, their payments answered `key_taken` (the caller reads the record), and the others written again
+// together. Nothing is half-written — the transfers and the rows commit together or not at all — and a crash before
+// the commit leaves nothing. That tenant's keyed payments then have their keys looked up before they join a batch,
+// for a while (keysCheckedForMs): its retries fail no other tenant's batch.
 //
 // Decisions: payments routed alike share one routing decision (routing.ts's memo), kept once in route_decisions
 // (migration 0041) and named by the SHA-256 of its JSON. A decision this settler has not seen written is written
@@ -37,6 +37,7 @@ import { type Db, type Sql, type Statement, textArrayLiteral, textOfShape } from
 import { type Ledger, type MoveOutcome, moveEach, type Posting } from "../ledger/index.ts";
 import {
   decisionJson,
+  idempotencyRecordExpired,
   internalAttemptOf,
   isPaymentKeyTaken,
   paymentEventColumns,
@@ -378,9 +379,9 @@ function decisionKeeper(sql: Sql): (decisions: BatchDecisions) => Promise<void> 
 
 /**
  * The batch's Idempotency-Keys already held, as tenant id and key joined by a newline: by a payment, or — for an item
- * with a record — by another request's record, as the batch's statement checks (its `k`). An item without one (its
- * caller found the key's record unusable: unanswered past its timeout, or gone) is kept from nothing by that record:
- * the statement does not check its key against the records either.
+ * with a record — by another request's record not past its 24 hours, as the batch's statement checks (its `k`). An
+ * item without one (its caller found the key's record unusable: unanswered past its timeout, or gone) is kept from
+ * nothing by that record: the statement does not check its key against the records either.
  */
 async function takenKeys(sql: Sql, batch: readonly Waiting[]): Promise<Set<string>> {
   const keyed = batch.filter(({ item }) => item.idempotencyKey !== null);
@@ -389,7 +390,8 @@ async function takenKeys(sql: Sql, batch: readonly Waiting[]): Promise<Set<strin
   const recorded = keyed.map(({ item }) => (item.record === null ? "f" : "t"));
   const rows = await sql.query<{ tenant_id: string; key: string }>(
     `WITH wanted AS (SELECT * FROM unnest($1::text[], $2::text[], $3::boolean[]) AS w (tenant_id, key, recorded))
-     SELECT k.tenant_id, k.key FROM idempotency_keys k JOIN wanted w USING (tenant_id, key) WHERE w.recorded
+     SELECT tenant_id, key FROM idempotency_keys JOIN wanted w USING (tenant_id, key)
+       WHERE w.recorded AND NOT ${idempotencyRecordExpired}
      UNION SELECT p.tenant_id, p.idempotency_key FROM payments p
        JOIN wanted w ON p.tenant_id = w.tenant_id AND p.idempotency_key = w.key`,
     [textArrayLiteral(tenants), textArrayLiteral(keys), `{${recorded.join(",")}}`],
@@ -488,7 +490,10 @@ function batchStatement(
     ),
   ].join(", ")})`;
   // The keys a record is asked for are checked against the records of other requests (a claimed-first route's, a
-  // refusal's): one there refuses the batch, as its insert's conflict did when the record was written here.
+  // refusal's): one there refuses the batch, as its insert's conflict did when the record was written here. Not one
+  // past its 24 hours, not pruned yet: that key is a new key's (http/idempotency.ts), and refused it would roll back
+  // the whole batch, written again without it, and the payment be made by the route's second try, without its
+  // record. Only a row the key finds is read for it: a fresh key (most) costs nothing more.
   const keyRows = `ROWS FROM (${[
     texts(keyed.map((row) => row.payment.tenantId)),
     texts(keyed.map((row) => row.item.idempotencyKey)),
@@ -513,7 +518,8 @@ function batchStatement(
        RETURNING ${paymentEventColumns}),
      o AS (INSERT INTO outbox (public_id, tenant_id, type, payload, created_at)
        SELECT 'evt_' || substr(id, 5), ${paymentEventSql}, now() FROM p),
-     k AS (SELECT 1 FROM ${keyRows} AS t (tenant_id, key) JOIN idempotency_keys USING (tenant_id, key))
+     k AS (SELECT 1 FROM ${keyRows} AS t (tenant_id, key) JOIN idempotency_keys USING (tenant_id, key)
+             WHERE NOT ${idempotencyRecordExpired})
      SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM k) THEN true ELSE payment_key_taken() END AS written`;
   // One shape: every array is one parameter, whatever the batch's size.
   return { text: textOfShape(batchTexts, "", text), params };

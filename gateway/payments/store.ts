@@ -212,6 +212,15 @@ function newAttempt(attempt: NewAttempt): Attempt {
   };
 }
 
+/**
+ * How long an Idempotency-Key's record (idempotency_keys) is kept: a key whose record is older is a new key's, for
+ * the payment written under it as for the HTTP layer (http/idempotency.ts), and the prune deletes it. 24 h, as Stripe.
+ */
+export const idempotencyRecordTtlMs = 24 * 60 * 60 * 1000;
+
+/** SQL: whether the idempotency_keys row in scope is past its 24 hours (a new key's, not pruned yet). */
+export const idempotencyRecordExpired = `idempotency_keys.created_at < now() - make_interval(secs => ${idempotencyRecordTtlMs / 1000})`;
+
 /** SQLSTATE raised by payment_key_taken(): the payment's Idempotency-Key is another payment's; nothing was written. */
 export const paymentKeyTakenCode = "SYP01";
 
@@ -301,9 +310,16 @@ export function insertPaymentStatement(
     digest = `decode($${params.length}, 'hex')`;
   }
   if (record !== null && payment.idempotencyKey !== null) {
+    // A record past its 24 hours is a new key's (not pruned yet): taken over here, as a claimed-first route's claim
+    // takes it, rather than refusing the key, which would roll back every request written in the ledger's batch with
+    // this one for a key that is free. A live record refuses it (another request's); a payment holding the key
+    // refuses it whatever its record (p is empty: the takeover goes back with the rest).
     keyed = `,
      k AS (INSERT INTO idempotency_keys (tenant_id, key, request_sha256) VALUES ($2, $10, decode($${params.length}, 'hex'))
-       ON CONFLICT (tenant_id, key) DO NOTHING RETURNING 1)`;
+       ON CONFLICT (tenant_id, key) DO UPDATE SET created_at = now(), request_sha256 = EXCLUDED.request_sha256,
+         response_status = NULL, response_body = NULL, payment_id = NULL
+         WHERE ${idempotencyRecordExpired}
+       RETURNING 1)`;
     keyTaken = " AND EXISTS (SELECT 1 FROM k)";
   }
   const link = `$${params.push(idToUuid(paymentLedgerLink(payment.id)))}::uuid`;
