@@ -8,6 +8,7 @@ import { getInvoice, subscribeToInvoices } from "lightning";
 import type { RailEventHandler } from "../../core/index.ts";
 import { LightningRailError } from "./errors.ts";
 import { lndErrorText } from "./failures.ts";
+import { noteInvoicesKnown } from "./invoices.ts";
 import { emitOutcome } from "./send.ts";
 import { type LightningRailState, type QueuedEvent, withTimeout } from "./state.ts";
 import type { StoredInvoice } from "./store.ts";
@@ -251,11 +252,24 @@ async function askInvoices(
 }
 
 /**
- * Invoices past their expiry by more than expiredInvoiceAskAfterMs, asked of LND one by one, the first expired first:
- * one LND holds as paid is delivered (paid just before it expired, while the rail was stopped, its event is still
- * owed); one LND holds as never paid (cancelled, or expired with nothing held) or does not know is forgotten. One that
- * cannot be asked now stays for the next pass. The due ones are found once a pass (invoices made and never paid, an
- * L402 challenge's, pile up: a scan of all of them per page made a pass quadratic). Never rejects (logged).
+ * Long-expired invoices asked of LND at once. One after another, a pass took a round trip per invoice (every unpaid
+ * L402 challenge leaves one: thousands a day), one lookup timing out held every one behind it for rpcTimeoutMs, and
+ * the point up to which invoices are known waited for all of them. LND serves unary calls concurrently (a lookup is a
+ * read of its invoice store): 8 take an eighth of the time where the round trip dominates (a remote LND), and a slow
+ * answer holds one place of 8; more would gain little and take LND's database and the one connection from the
+ * payments and invoices of the moment, for work that can wait (the event handlers run eventsConcurrentMax, 16).
+ */
+const expiredInvoiceLookupsMax = 8;
+
+/**
+ * Invoices past their expiry by more than expiredInvoiceAskAfterMs, asked of LND expiredInvoiceLookupsMax at once, the
+ * first expired first: one LND holds as paid is delivered (paid just before it expired, while the rail was stopped,
+ * its event is still owed); one LND holds as never paid (cancelled, or expired with nothing held) or does not know is
+ * forgotten. One that cannot be asked now stays for the next pass. Each answer is taken as it comes, in no order: an
+ * invoice's answer touches only its own entry (a lookup's delivery moves no settle index). The point up to which
+ * invoices are known is moved as the pass goes, every refreshIntervalMs (the invoices not answered yet hold it back),
+ * so that a long backlog does not hold it until the end. The due ones are found once a pass (invoices made and never
+ * paid, an L402 challenge's, pile up: a scan of all of them per page made a pass quadratic). Never rejects (logged).
  */
 export async function retireExpiredInvoices(s: LightningRailState): Promise<void> {
   if (s.expiredInvoicesChecking) return;
@@ -266,10 +280,27 @@ export async function retireExpiredInvoices(s: LightningRailState): Promise<void
     const due: StoredInvoice[] = [];
     for (const invoice of s.invoices.values()) if (invoice.expiresAtMs < expiredBefore) due.push(invoice);
     due.sort((a, b) => a.expiresAtMs - b.expiresAtMs);
-    for (const invoice of due) {
-      if (!s.running) return;
-      await retireExpiredInvoice(s, invoice);
-    }
+    let next = 0;
+    let notedAtMs = s.now();
+    // A journal write failed: no asker takes another invoice, and the pass ends with the first failure once the lookups
+    // in flight are answered (the guard is held until then: no second pass asks them again meanwhile).
+    const failures: unknown[] = [];
+    const asker = async () => {
+      while (s.running && failures.length === 0 && next < due.length) {
+        const invoice = due[next++] as StoredInvoice;
+        try {
+          await retireExpiredInvoice(s, invoice);
+        } catch (error) {
+          failures.push(error);
+        }
+        if (s.now() - notedAtMs >= s.limits.refreshIntervalMs) {
+          notedAtMs = s.now();
+          noteInvoicesKnown(s);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(expiredInvoiceLookupsMax, due.length) }, asker));
+    if (failures.length > 0) throw failures[0];
   } catch (error) {
     // Started without a waiter (the monitor's tick): what fails is logged here, and the next pass tries again.
     s.logger.warn({ error: lndErrorText(error) }, "retiring expired invoices failed; tried again next pass");

@@ -253,8 +253,9 @@ export type LightningRailState = {
   expiredInvoicesChecking: boolean;
   /**
    * Every invoice of ours that expired before this moment was paid and delivered, or is known never to be paid (LND
-   * said so): what the gateway's prune of unpaid L402 challenges may delete up to. Moved after each pass over
-   * long-expired invoices (invoices.ts noteInvoicesKnown), never back; null until the first since the start.
+   * said so): what the gateway's prune of unpaid L402 challenges may delete up to. Moved as each pass over
+   * long-expired invoices goes and after it (invoices.ts noteInvoicesKnown), never back; null until the first since
+   * the start.
    */
   invoicesKnownBeforeMs: number | null;
 

@@ -945,6 +945,96 @@ describe("lightning rail on regtest", () => {
     }
   });
 
+  it("asks LND about its long-expired invoices several at once, forgets them all in one pass, and knows their fate as it goes", async () => {
+    const journal = path.join(directory, "expired-backlog.jsonl");
+    const count = 48;
+    const made = await startRail("expired-backlog.jsonl");
+    const invoices = await Promise.all(
+      Array.from({ length: count }, (_, n) =>
+        made.rail.createInvoice({
+          amountMsat: 1_000_000n,
+          expirySeconds: 1,
+          memo: `a challenge never paid ${n}`,
+          reference: `expired-backlog-${n}`,
+        }),
+      ),
+    );
+    await made.rail.stop();
+    await sleep(1_500); // LND's own expiry of them
+    // Expired an hour ago, a second apart: all past the margin (expiredInvoiceAskAfterMs), asked by the pass at the
+    // start, the only one while this runs (expiredInvoicesCheckIntervalMs: five minutes).
+    const hourAgo = Date.now() - 3600 * 1000;
+    const expiresAtMs = new Map(invoices.map((invoice, n) => [invoice.paymentHash, hourAgo + n * 1_000]));
+    const lines = (await readFile(journal, "utf8")).split("\n").filter((line) => line !== "");
+    const aged = lines.map((line) => {
+      const record = JSON.parse(line) as { t: string; paymentHash: string };
+      return `${JSON.stringify(record.t === "invoice" ? { ...record, expiresAtMs: expiresAtMs.get(record.paymentHash) } : record)}\n`;
+    });
+    await writeFile(journal, aged.join(""));
+
+    // LND a round trip of delayMs away: each lookup is answered delayMs after it is asked, so two asked one after the
+    // other are answered at least delayMs apart.
+    const delayMs = 300;
+    const way = await slowWayTo(cluster.nodes.gateway.socket, delayMs);
+    const answeredAtMs = new Map<string, number>();
+    let firstKnown: { answered: number; knownMs: number; unansweredExpiryMin: number } | undefined;
+    let running: Running | undefined;
+    let watching = true;
+    // Watched from before the start, where the pass begins: when each is forgotten (its invoice_done line), and how
+    // far the rail said it knew the first time it said so.
+    const watched = waitFor(
+      "every expired invoice forgotten",
+      async () => {
+        if (!watching) return false;
+        const knownMs = running?.rail.invoicesKnownBeforeMs() ?? null;
+        const text = await readFile(journal, "utf8");
+        for (const hash of expiresAtMs.keys())
+          if (!answeredAtMs.has(hash) && text.includes(`"invoice_done","paymentHash":"${hash}"`))
+            answeredAtMs.set(hash, Date.now());
+        if (knownMs !== null && firstKnown === undefined) {
+          const unanswered = [...expiresAtMs].filter(([hash]) => !answeredAtMs.has(hash));
+          firstKnown = {
+            answered: answeredAtMs.size,
+            knownMs,
+            unansweredExpiryMin: Math.min(...unanswered.map(([, ms]) => ms)),
+          };
+        }
+        return answeredAtMs.size === count ? true : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 20 },
+    );
+    try {
+      running = await startRail(
+        "expired-backlog.jsonl",
+        { openInvoicesCheckMax: 1 },
+        { ...cluster.nodes.gateway, socket: way.socket },
+      );
+      expect(await watched).toBe(true);
+      // Asked together, answered together: the most forgotten within half a round trip. Before: asked one by one, one
+      // at a time (1), the pass taking count × delayMs.
+      const times = [...answeredAtMs.values()].sort((a, b) => a - b);
+      const together = Math.max(
+        ...times.map((at) => times.filter((t) => t >= at && t < at + delayMs / 2).length),
+      );
+      expect(together).toBeGreaterThanOrEqual(4);
+      // Said before the pass ended (before: only once it had), and never past an invoice not answered yet.
+      expect(firstKnown?.answered).toBeLessThan(count);
+      expect(firstKnown?.knownMs).toBeLessThanOrEqual(firstKnown?.unansweredExpiryMin ?? 0);
+      await waitFor(
+        "the point moved past the last forgotten",
+        async () =>
+          (running?.rail.invoicesKnownBeforeMs() ?? 0) > hourAgo + (count - 1) * 1_000 ? true : undefined,
+        { timeoutMs: 10_000 },
+      );
+      expect(running.events.filter((e) => e.kind === "received")).toEqual([]);
+    } finally {
+      watching = false;
+      await watched.catch(() => undefined);
+      await running?.rail.stop();
+      await way.close();
+    }
+  });
+
   it("handles a burst of settlements together: a failed handler runs again, each is delivered once, nothing replays after restart", async () => {
     const store = createFileRailStore(path.join(directory, "burst.jsonl"));
     const rail = createLightningRail({
@@ -1158,6 +1248,41 @@ describe("the gateway's lnd stopped while a payout is in flight", () => {
     }
   }, 180_000);
 });
+
+/** A TCP way to the gateway's lnd that hands on what lnd sends delayMs after it came: a round trip of delayMs. */
+async function slowWayTo(socket: string, delayMs: number) {
+  const [host, port] = [
+    socket.slice(0, socket.lastIndexOf(":")),
+    Number(socket.slice(socket.lastIndexOf(":") + 1)),
+  ];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(port, host);
+    for (const end of [client, upstream]) {
+      sockets.add(end);
+      end.on("error", () => undefined);
+      end.on("close", () => {
+        sockets.delete(end);
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.pipe(upstream);
+    // Timers of one delay fire in the order they were set: the bytes keep their order.
+    upstream.on("data", (chunk: Buffer) =>
+      setTimeout(() => client.destroyed || client.write(chunk), delayMs),
+    );
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port: own } = server.address() as net.AddressInfo;
+  return {
+    socket: `127.0.0.1:${own}`,
+    close: async () => {
+      for (const end of sockets) end.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
 
 /** A TCP way to the gateway's lnd that refuses every connection until opened. */
 async function gatedWayTo(socket: string) {
