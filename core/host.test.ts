@@ -12,6 +12,8 @@ describe("host names and host:port", () => {
       "localhost",
       "lnd.internal",
       "a-b.example.com.",
+      "lnd_alice",
+      "fe80::1%eth0",
     ])
       expect(isHostName(ok), ok).toBe(true);
     for (const bad of [
@@ -21,7 +23,6 @@ describe("host names and host:port", () => {
       "a..b",
       "-lead.example",
       "trail-.example",
-      "a_b",
       "x".repeat(64),
       "[::1]",
       "127.0.0.1:80",
@@ -33,6 +34,7 @@ describe("host names and host:port", () => {
   it("reads host:port with a port from 1 to 65535, an IPv6 address in brackets", () => {
     expect(parseHostPort("127.0.0.1:10009")).toEqual({ host: "127.0.0.1", port: 10009 });
     expect(parseHostPort("lnd.internal:10009")).toEqual({ host: "lnd.internal", port: 10009 });
+    expect(parseHostPort("lnd_alice:10009")).toEqual({ host: "lnd_alice", port: 10009 });
     expect(parseHostPort("[::1]:10009")).toEqual({ host: "::1", port: 10009 });
     for (const bad of [
       "nope",

@@ -4,8 +4,11 @@
 import { isIP } from "node:net";
 import { z } from "zod";
 
-/** One DNS label: letters, digits and inner hyphens, 1 to 63 characters (RFC 1123). */
-const label = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+/**
+ * One DNS label: letters, digits, inner hyphens, 1 to 63 characters (RFC 1123), and underscores, which RFC 1123 does
+ * not allow but resolvers do (a Docker Compose service `lnd_alice`): the check is for typos, not for the RFC.
+ */
+const label = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
 
 /** An IP address (v4 or v6, without brackets) or a DNS name of labels, at most 253 characters (a final dot allowed). */
 export function isHostName(text: string): boolean {
