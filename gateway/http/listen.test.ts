@@ -139,31 +139,35 @@ describe("listenApi", () => {
     const port = (probe.address() as net.AddressInfo).port;
     await new Promise<void>((resolve) => probe.close(() => resolve()));
     // Another gateway that has passed its probe of the free port and not yet bound it: the port is free, its lock held.
-    // Without the lock both would pass the probe and then share the port through SO_REUSEPORT.
+    // Without the lock both would pass the probe and then share the port through SO_REUSEPORT; the lock is the port's
+    // whatever address each was given (0.0.0.0 overlaps 127.0.0.1).
     const other = net.createServer();
-    await new Promise<void>((resolve) => other.listen({ path: portLockPath("127.0.0.1", port) }, resolve));
+    await new Promise<void>((resolve) => other.listen({ path: portLockPath(port) }, resolve));
     const second = Fastify();
     try {
-      await expect(
-        listenApi(second, { host: "127.0.0.1", port, backlog: 16, acceptors: 8 }),
-      ).rejects.toMatchObject({ code: "EADDRINUSE" });
+      const refusal = listenApi(second, { host: "127.0.0.1", port, backlog: 16, acceptors: 8 });
+      await expect(refusal).rejects.toMatchObject({ code: "EADDRINUSE" });
+      // Said of the address asked for.
+      await expect(refusal).rejects.toThrow(`127.0.0.1:${port}`);
       expect(second.server.listening).toBe(false);
     } finally {
       await second.close();
       await new Promise<void>((resolve) => other.close(() => resolve()));
     }
-    // Its holder gone, the port is had; and its lock is held while the API listens, freed when it closes.
-    const { listening } = await serveOn(port);
+    // Its holder gone, the port is had, and the lock let go once the server's socket is bound: a later gateway is
+    // refused by the probe, on any address of the port.
+    await serveOn(port);
     const locked = net.createServer();
-    await expect(
-      new Promise<void>((resolve, reject) => {
-        locked.once("error", reject);
-        locked.listen({ path: portLockPath("127.0.0.1", port) }, resolve);
-      }),
-    ).rejects.toMatchObject({ code: "EADDRINUSE" });
-    await listening.close();
-    await new Promise<void>((resolve) => locked.listen({ path: portLockPath("127.0.0.1", port) }, resolve));
+    await new Promise<void>((resolve) => locked.listen({ path: portLockPath(port) }, resolve));
     await new Promise<void>((resolve) => locked.close(() => resolve()));
+    const third = Fastify();
+    try {
+      await expect(
+        listenApi(third, { host: "0.0.0.0", port, backlog: 16, acceptors: 8 }),
+      ).rejects.toMatchObject({ code: "EADDRINUSE" });
+    } finally {
+      await third.close();
+    }
   });
 
   it("stops every socket when closed", async () => {

@@ -24,9 +24,11 @@
 // still fails as it did (EADDRINUSE) instead of sharing it, the port is first bound and released by a plain socket,
 // which any listener there refuses. Between that probe and the bind another gateway starting at the same moment could
 // pass the same probe, and both would then share the port: so the probe and the bind are made holding a lock on the
-// host and port, a listening socket in Linux's abstract namespace named after them, which only one process can hold,
-// which the kernel frees with the process however it ends, and which is held while the API listens. Linux only:
-// elsewhere one socket, as before.
+// port, a listening socket in Linux's abstract namespace named after it, which only one process can hold and the
+// kernel frees with the process however it ends. Named after the port alone: two gateways on one port, one given
+// 0.0.0.0 and one 127.0.0.1 (or localhost), overlap as much as two given the same address. Once the server's socket
+// is bound, the probe itself refuses every later gateway, and the lock is let go. Linux only: elsewhere one socket,
+// as before.
 import type { Server } from "node:http";
 import net from "node:net";
 import type { FastifyInstance, FastifyListenOptions } from "fastify";
@@ -44,21 +46,29 @@ export type Listening = {
 };
 
 /** The lock's name in the abstract namespace (a leading NUL: no file, gone with its last holder). */
-export function portLockPath(host: string, port: number): string {
-  return `\0switchyard-api:${host}:${port}`;
+export function portLockPath(port: number): string {
+  return `\0switchyard-api-port:${port}`;
 }
 
 /**
- * Holds the lock on `host`:`port` (see above), or fails with EADDRINUSE while another holds it. Port 0 needs none: the
+ * Holds the lock on `port` (see above), or fails with EADDRINUSE while another holds it. Port 0 needs none: the
  * kernel gives each such bind its own port.
  */
 async function lockPort(host: string, port: number): Promise<net.Server | null> {
   if (port === 0) return null;
   const lock = net.createServer();
   await new Promise<void>((resolve, reject) => {
-    lock.once("error", reject);
-    lock.listen({ path: portLockPath(host, port), exclusive: true }, () => {
-      lock.off("error", reject);
+    lock.once("error", (error: NodeJS.ErrnoException) => {
+      if (error.code !== "EADDRINUSE") return reject(error);
+      // Said of the address asked for, not of the lock's name (which starts with a NUL).
+      const inUse: NodeJS.ErrnoException = new Error(
+        `listen EADDRINUSE: address already in use ${host}:${port} (another gateway is starting on the port)`,
+      );
+      inUse.code = "EADDRINUSE";
+      reject(inUse);
+    });
+    lock.listen({ path: portLockPath(port), exclusive: true }, () => {
+      lock.removeAllListeners("error");
       resolve();
     });
   });
@@ -94,9 +104,9 @@ export async function listenApi(
     await portFree(options.host, options.port);
     // Not in Fastify's listen options' type; passed on to Node's server.listen (Node 22.12+).
     address = await app.listen({ ...listen, reusePort: true } as FastifyListenOptions);
-  } catch (error) {
+  } finally {
+    // Bound (a later gateway's probe fails on it now) or failed: the lock has done its work either way.
     unlock();
-    throw error;
   }
   const server: Server = app.server;
   // Listening on a host and port, never a pipe: an address and port.
@@ -127,7 +137,6 @@ export async function listenApi(
   // Stops them taking connections at once; the connections they took are the server's to close.
   const closeExtra = () => {
     for (const acceptor of extra) if (acceptor.listening) acceptor.close();
-    unlock();
   };
   try {
     for (let i = 1; i < acceptors; i += 1) {
