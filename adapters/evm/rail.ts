@@ -34,7 +34,7 @@ import { distribute, payoutBatch, payWithAuthorization, settleBatch } from "./sp
 import { sweepDeposits } from "./sweeps.ts";
 import type { EvmRail, EvmRailParams, NativeBalance } from "./types.ts";
 import { type ChainWatcher, createChainWatcher } from "./watcher.ts";
-import { settleAuthorizationBatch } from "./x402-batch.ts";
+import { authorizationBatchRefusalOf, settleAuthorizationBatch } from "./x402-batch.ts";
 
 export const evmMigrations: MigrationSource = {
   namespace: "evm",
@@ -109,6 +109,7 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
     distribute: (p) => distribute(state, p),
     settleBatch: (p) => settleBatch(state, p),
     settleAuthorizationBatch: (p) => settleAuthorizationBatch(state, p),
+    authorizationBatchRefusalOf: (receipt, a) => authorizationBatchRefusalOf(state, receipt, a),
     // Netting's batches go through the RevenueSplitter: a rail without one pays no batch (netting then pays through
     // another rail, or not at all), where offering it would queue payouts no batch could ever send.
     ...(params.splitter === undefined

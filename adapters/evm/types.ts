@@ -1,5 +1,14 @@
 // The EVM rail's public types: its parameters, the splitter calls it submits for others and their outcome.
-import type { Account, Address, Chain, Hex, PublicClient, Transport, WalletClient } from "viem";
+import type {
+  Account,
+  Address,
+  Chain,
+  Hex,
+  PublicClient,
+  TransactionReceipt,
+  Transport,
+  WalletClient,
+} from "viem";
 import type {
   Asset,
   Db,
@@ -14,7 +23,11 @@ import type { GasPolicy } from "./gas.ts";
 import type { SendGasBooker, SendGasPassResult } from "./send-gas.ts";
 import type { SweepBooker, SweepPassResult } from "./sweeps.ts";
 import type { ChainWatcher } from "./watcher-state.ts";
-import type { AuthorizationBatchOutcome, AuthorizationBatchParams } from "./x402-batch.ts";
+import type {
+  AuthorizationBatchItemRefusal,
+  AuthorizationBatchOutcome,
+  AuthorizationBatchParams,
+} from "./x402-batch.ts";
 
 export type EvmRailParams = {
   id?: string;
@@ -103,6 +116,15 @@ export type EvmRail = Rail & {
   settleBatch(params: SettleBatchParams): Promise<EvmCallOutcome>;
   /** Many x402 transfer authorizations to the hot wallet, each bound to its invoice, in one X402BatchSettler call. */
   settleAuthorizationBatch(params: AuthorizationBatchParams): Promise<AuthorizationBatchOutcome>;
+  /**
+   * Why a mined batch of settleAuthorizationBatch did not settle one of its authorizations, read from its receipt as
+   * settleAuthorizationBatch reads it (x402's reconciliation concludes the items its settler did not); null when the
+   * batch settled it.
+   */
+  authorizationBatchRefusalOf(
+    receipt: Pick<TransactionReceipt, "status" | "to" | "logs" | "blockNumber">,
+    authorization: { from: Address; nonce: Hex },
+  ): Promise<AuthorizationBatchItemRefusal | null>;
   /**
    * One sweep pass: forwarders with confirmed deposits emptied into the hot wallet in a batch; each final sweep's
    * gas handed to `book` before the sweep is done. Nothing to do without deposits or a factory.

@@ -9,9 +9,11 @@ import {
   concatHex,
   encodeFunctionData,
   type Hex,
+  isAddressEqual,
   numberToHex,
   parseEventLogs,
   parseSignature,
+  type TransactionReceipt,
   toFunctionSelector,
 } from "viem";
 import { feeWeiOf, isUniqueViolation } from "../../core/index.ts";
@@ -245,20 +247,19 @@ async function settleOnce(
   const failures = new Map<number, Hex>();
   for (const log of logs)
     if (log.eventName === "AuthorizationFailed") failures.set(Number(log.args.index), log.args.reason);
-  sentIndexes.forEach((itemIndex, batchIndex) => {
-    const settled = ((summary.args.settledBitmap >> BigInt(batchIndex)) & 1n) === 1n;
-    if (settled) {
-      outcomes[itemIndex] = { status: "settled", logIndex: summary.logIndex };
-      return;
-    }
-    const revert = failures.get(batchIndex) ?? null;
-    outcomes[itemIndex] = {
-      status: "refused",
-      refusal: (revert === null ? undefined : refusalBySelector.get(revert)) ?? "rejected",
-      revert,
-    };
-  });
-  await spentBeforeOf(state, params, sentIndexes, outcomes, receipt.blockNumber);
+  await Promise.all(
+    sentIndexes.map(async (itemIndex, batchIndex) => {
+      const settled = ((summary.args.settledBitmap >> BigInt(batchIndex)) & 1n) === 1n;
+      if (settled) {
+        outcomes[itemIndex] = { status: "settled", logIndex: summary.logIndex };
+        return;
+      }
+      const revert = failures.get(batchIndex) ?? null;
+      const { authorization } = params.items[itemIndex]!;
+      const refusal = await refusalOf(state, revert, authorization, receipt.blockNumber);
+      outcomes[itemIndex] = { status: "refused", refusal, revert };
+    }),
+  );
   await handGasToX402(state, sent.attempt_id);
   return {
     status: "mined",
@@ -270,37 +271,69 @@ async function settleOnce(
 }
 
 /**
- * Each item refused for a reason the selector does not name, whose nonce the token holds spent at the batch's block:
- * `authorization_used` (the batch did not spend it: the item failed). A token that refuses with a reason string, as
- * USDC does ("FiatTokenV2: authorization is used or canceled"), leaves AuthorizationFailed only `Error(string)`'s
- * selector. The spend was a copy of the authorization someone mined first, perhaps (x402 looks for one:
- * gateway/x402/spends.ts), or the payer's own use of the nonce elsewhere. A read that fails leaves the item
- * `rejected`, which x402 searches for a copy of too.
+ * Why the token refused an item, from the selector its AuthorizationFailed carries (`revert`; null: none). Refused for
+ * a reason the selector does not name, with its nonce spent at the batch's block: `authorization_used` (the batch did
+ * not spend it: the item failed). A token that refuses with a reason string, as USDC does ("FiatTokenV2: authorization
+ * is used or canceled"), leaves AuthorizationFailed only `Error(string)`'s selector. The spend was a copy of the
+ * authorization someone mined first, perhaps (x402 looks for one: gateway/x402/spends.ts), or the payer's own use of
+ * the nonce elsewhere. A read that fails leaves the item `rejected`, which x402 searches for a copy of too.
  */
-async function spentBeforeOf(
+async function refusalOf(
   state: EvmRailState,
-  params: AuthorizationBatchParams,
-  sentIndexes: readonly number[],
-  outcomes: AuthorizationBatchItemOutcome[],
+  revert: Hex | null,
+  a: Pick<TransferAuthorization, "from" | "nonce">,
   blockNumber: bigint,
-): Promise<void> {
-  await Promise.all(
-    sentIndexes.map(async (itemIndex) => {
-      const outcome = outcomes[itemIndex]!;
-      if (outcome.status !== "refused" || outcome.refusal !== "rejected") return;
-      const a = params.items[itemIndex]!.authorization;
-      const used = await state.params.publicClient
-        .readContract({
-          address: state.params.token.address,
-          abi: testUsdAbi,
-          functionName: "authorizationState",
-          args: [a.from, a.nonce],
-          blockNumber,
-        })
-        .catch(() => false);
-      if (used) outcomes[itemIndex] = { ...outcome, refusal: "authorization_used" };
-    }),
+): Promise<AuthorizationBatchItemRefusal> {
+  const named = revert === null ? undefined : refusalBySelector.get(revert);
+  if (named !== undefined) return named;
+  const used = await state.params.publicClient
+    .readContract({
+      address: state.params.token.address,
+      abi: testUsdAbi,
+      functionName: "authorizationState",
+      args: [a.from, a.nonce],
+      blockNumber,
+    })
+    .catch(() => false);
+  return used ? "authorization_used" : "rejected";
+}
+
+/**
+ * Why the mined batch `receipt` (an X402BatchSettler.settle of this rail's token) did not settle the authorization of
+ * `from` and `nonce`, read as settleAuthorizationBatch reads it: the refusal its AuthorizationFailed names (found by
+ * the payer and nonce it is indexed by), or `authorization_mismatch` when the batch did not carry it (its invoice
+ * refused it: nothing was sent for it, as settleAuthorizationBatch answers it). For x402's reconciliation, which
+ * concludes the items of a batch its settler did not (gateway/x402/reconcile.ts): read otherwise, one item was
+ * recorded one way by the settler and another by reconciliation. Null when the batch settled it, or the receipt is
+ * not a successful batch of this token.
+ */
+export async function authorizationBatchRefusalOf(
+  state: EvmRailState,
+  receipt: Pick<TransactionReceipt, "status" | "to" | "logs" | "blockNumber">,
+  a: Pick<TransferAuthorization, "from" | "nonce">,
+): Promise<AuthorizationBatchItemRefusal | null> {
+  const settler = receipt.to;
+  if (receipt.status !== "success" || settler === null) return null;
+  const token = state.params.token.address;
+  const logs = parseEventLogs({ abi: x402BatchSettlerAbi, logs: receipt.logs }).filter(
+    (log) => isAddressEqual(log.address, settler) && isAddressEqual(log.args.token, token),
   );
+  if (!logs.some((log) => log.eventName === "BatchSettled")) return null;
+  const failed = logs.find(
+    (log) =>
+      log.eventName === "AuthorizationFailed" &&
+      isAddressEqual(log.args.from, a.from) &&
+      log.args.nonce.toLowerCase() === a.nonce.toLowerCase(),
+  );
+  if (failed?.eventName === "AuthorizationFailed")
+    return refusalOf(state, failed.args.reason, a, receipt.blockNumber);
+  const spent = parseEventLogs({ abi: testUsdAbi, eventName: "AuthorizationUsed", logs: receipt.logs }).some(
+    (log) =>
+      isAddressEqual(log.address, token) &&
+      isAddressEqual(log.args.authorizer, a.from) &&
+      log.args.nonce.toLowerCase() === a.nonce.toLowerCase(),
+  );
+  return spent ? null : "authorization_mismatch";
 }
 
 /**

@@ -6,9 +6,10 @@
 // `batchWaitMsMax`, as one transaction from the rail's hot wallet through its send journal (the rail's
 // settleAuthorizationBatch: one signer, the database's nonce, sent once per key). Each caller gets its own item's
 // outcome from the receipt: one refused authorization fails alone (one refused as spent, or for a reason the token did
-// not name, whose spend was a copy of it that someone submitted first and that paid the hot wallet, is settled by that
-// copy: spends.ts; while the node cannot say whether one did, it is answered pending and left `submitted` for
-// reconciliation).
+// not name, or its window shut, whose spend was a copy of it that someone submitted first and that paid the hot wallet,
+// is settled by that copy: spends.ts; while the node cannot say whether one did, it is answered pending and left
+// `submitted` for reconciliation). Reconciliation concludes an item the settler left `submitted` the same way
+// (concludeItem), so its record, and a retried settle's answer, are the ones the settler would have given.
 //
 // The bound a seller waits: its payment is sent at most `batchWaitMsMax` after `settle` booked it (sooner when the
 // batch fills), and its outcome is known at most the chain's `receiptTimeoutMs` later; past that, the caller is
@@ -166,6 +167,70 @@ const itemRefusal: Record<BatchItemRefusal, X402Refusal> = {
   authorization_mismatch: "invalid_exact_evm_nonce_already_used",
   rejected: "invalid_transaction_state",
 };
+
+/**
+ * How a failure recorded for a sent authorization (x402_authorizations.failure) reads in x402's terms, as its settler
+ * answered it: a batch item's refusal (concludeItem's, whoever concluded it), a transaction that reverted (settle.ts,
+ * a batch reverted whole) or was mined without spending it. For a retried settle (facilitator.ts priorSettlement),
+ * which was answered "nonce already used" whatever the first answer said. Null for a failure no settler answered
+ * (`dropped`: never mined, its caller heard it pending) or not known here.
+ */
+export function refusalOfFailure(failure: string | null): X402Refusal | null {
+  if (failure === null) return null;
+  if (Object.hasOwn(itemRefusal, failure)) return itemRefusal[failure as BatchItemRefusal];
+  return failure === "reverted" || failure === "not_spent" ? "invalid_transaction_state" : null;
+}
+
+/**
+ * The refusals under which the payer's nonce may have been spent by the batch's block: the token said so, or named no
+ * reason, or found the window shut (which it checks before the nonce). A copy of the payer's signed transfer may then
+ * have paid the hot wallet, and is looked for; without one, the value may still have left the payer's balance by that
+ * block (spentBlock). A bad signature or a short balance is found after the nonce (unused, then), and an item the batch
+ * did not carry was not sent.
+ */
+const nonceMaybeSpent: ReadonlySet<BatchItemRefusal> = new Set([
+  "authorization_used",
+  "rejected",
+  "authorization_expired",
+]);
+
+/** What one item of a mined batch came to: settled (by ours, or by a copy someone mined first), failed, or unknown. */
+export type ItemConclusion =
+  | { readonly status: "settled"; readonly spentBlock: bigint; readonly spentTxHash?: Hex }
+  | {
+      readonly status: "failed";
+      /** What is recorded (x402_authorizations.failure): the item's refusal. */
+      readonly failure: BatchItemRefusal;
+      /** What its caller is answered, in x402's terms. */
+      readonly refusal: X402Refusal;
+      readonly spentBlock?: bigint;
+    }
+  /** Refused, and the node cannot say now whether a copy paid: left `submitted` to look at again, never failed. */
+  | { readonly status: "unknown" };
+
+/**
+ * One item of a batch mined in `block`, concluded from its outcome in the receipt — by the settler that sent it, and by
+ * reconciliation for the items the settler left `submitted` (reconcile.ts, the outcome read by the rail as the settler's
+ * was): one conclusion, one record and one answer for one fact on the chain. Before, reconciliation recorded every item
+ * the batch refused `not_spent` (the settler, its refusal: `signature_invalid`, …), and looked for copies of items no
+ * copy could have paid.
+ */
+export async function concludeItem(
+  chain: X402Chain,
+  authorization: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce">,
+  item: BatchItemOutcome,
+  block: bigint,
+  logger: Logger,
+): Promise<ItemConclusion> {
+  if (item.status === "settled") return { status: "settled", spentBlock: block };
+  const { refusal } = item;
+  if (!nonceMaybeSpent.has(refusal))
+    return { status: "failed", failure: refusal, refusal: itemRefusal[refusal] };
+  const copy = await spentByAnother(chain, authorization, block, logger);
+  if (copy === "unknown") return { status: "unknown" };
+  if (copy !== null) return { status: "settled", spentBlock: copy.block, spentTxHash: copy.txHash };
+  return { status: "failed", failure: refusal, refusal: itemRefusal[refusal], spentBlock: block };
+}
 
 const weiPerGwei = 1_000_000_000n;
 
@@ -409,56 +474,41 @@ async function sendOnChain(
         gasBooked ? change : { status: "submitted", txHash: outcome.txHash },
       ),
     );
-  // Each item refused as spent — or for a reason the token did not name, which a spend may be too when the rail could
-  // not read the nonce's state — perhaps by a copy of the payer's signed transfer (someone who saw it submitted it
+  // Each item concluded as reconciliation concludes one (concludeItem): one refused as spent — or for a reason the token
+  // did not name, or its window shut — perhaps by a copy of the payer's signed transfer (someone who saw it submitted it
   // first), as the single settler looks for one whatever made its transaction revert. Searched all at once: every
   // caller of the batch waits for the last.
-  const copies = await Promise.all(
-    items.map((w, i) => {
-      const item = outcome.items[i]!;
-      return item.status === "refused" &&
-        (item.refusal === "authorization_used" || item.refusal === "rejected")
-        ? spentByAnother(chain, w.payment.authorization, outcome.blockNumber, logger)
-        : null;
-    }),
+  const conclusions = await Promise.all(
+    items.map((w, i) =>
+      concludeItem(chain, w.payment.authorization, outcome.items[i]!, outcome.blockNumber, logger),
+    ),
   );
   for (const [i, w] of items.entries()) {
-    const item = outcome.items[i]!;
+    const conclusion = conclusions[i]!;
     const a = w.payment.authorization;
     const context = { txHash: outcome.txHash, invoiceId: w.invoiceId };
-    const copy = copies[i] ?? null;
-    if (item.status === "settled") {
-      await concluded(w, "recording the settlement", {
-        status: "settled",
-        txHash: outcome.txHash,
-        spentBlock: outcome.blockNumber,
-      });
+    if (conclusion.status === "settled") {
+      // By ours, or by a copy: the copy's value came to the hot wallet all the same, and the invoice is credited from it.
+      const { spentBlock, spentTxHash } = conclusion;
+      await concluded(
+        w,
+        spentTxHash === undefined ? "recording the settlement" : "recording the settlement by a copy",
+        {
+          status: "settled",
+          txHash: outcome.txHash,
+          spentBlock,
+          ...(spentTxHash === undefined ? {} : { spentTxHash }),
+        },
+      );
       results.push({
         ok: true,
-        transaction: outcome.txHash,
+        transaction: spentTxHash ?? outcome.txHash,
         payer: w.payment.payer,
         network: w.requirements.network,
         amount: a.value,
         invoiceId: w.invoiceId,
       });
-    } else if (copy !== null && copy !== "unknown") {
-      // The copy's value came to the hot wallet all the same, and the invoice is credited from it. Settled, by it.
-      const { block: spentBlock, txHash: spentTxHash } = copy;
-      await concluded(w, "recording the settlement by a copy", {
-        status: "settled",
-        txHash: outcome.txHash,
-        spentBlock,
-        spentTxHash,
-      });
-      results.push({
-        ok: true,
-        transaction: copy.txHash,
-        payer: w.payment.payer,
-        network: w.requirements.network,
-        amount: a.value,
-        invoiceId: w.invoiceId,
-      });
-    } else if (copy === "unknown") {
+    } else if (conclusion.status === "unknown") {
       // Refused (as spent, or for no reason named), and the node cannot say now whether a copy paid: left `submitted`
       // for reconciliation to look again, never taken for a failure (the payer may have paid).
       await afterSent(logger, "recording the refusal to look at again", context, () =>
@@ -473,18 +523,18 @@ async function sendOnChain(
         ),
       );
     } else {
+      const { failure, spentBlock } = conclusion;
       await concluded(w, "recording the refusal", {
         status: "failed",
         txHash: outcome.txHash,
-        failure: item.refusal,
-        // Spent by another before this batch was mined: its value had left the payer's balance by this block.
-        ...(item.refusal === "authorization_used" ? { spentBlock: outcome.blockNumber } : {}),
+        failure,
+        ...(spentBlock === undefined ? {} : { spentBlock }),
       });
       results.push(
         refused(
           w,
-          itemRefusal[item.refusal],
-          `the token refused the authorization in batch ${outcome.txHash}: ${item.refusal}`,
+          conclusion.refusal,
+          `the token refused the authorization in batch ${outcome.txHash}: ${failure}`,
         ),
       );
     }

@@ -6,6 +6,7 @@ import type { Hex } from "viem";
 import type { Logger } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
+import { refusalOfFailure } from "./batch.ts";
 import { type ChainRegistry, caip2Of, v1NetworkOf } from "./chains.ts";
 import { bookMinedTxGas } from "./reconcile.ts";
 import { type Refused, refusedWith } from "./refusals.ts";
@@ -173,9 +174,11 @@ const spentNonceReads: VerifyReads = {
  * against the requirements; the window was checked when it was claimed) and the authorization was settled for the same
  * tenant and account and amount. A row left `submitted` (its outcome never recorded) is completed here when its
  * transaction's receipt, or a fee bump's that replaced it, shows the token spent this authorization, or, when it did
- * not, a copy of the authorization mined first paid the hot wallet on these terms (spends.ts spenderOfSend). Anything
- * else (another tenant or account, other requirements, a claim not sent yet, failed, or neither spent it): null, the
- * caller refuses.
+ * not, a copy of the authorization mined first paid the hot wallet on these terms (spends.ts spenderOfSend). One that
+ * failed is answered the reason its settler gave (batch.ts refusalOfFailure; reconciliation records what the settler
+ * would have), not "nonce already used": the same answer for the same fact. Anything else (another tenant or account,
+ * other requirements, a claim not sent yet, a failure no settler answered, or neither spent it): null, the caller
+ * refuses.
  */
 async function priorSettlement(
   deps: X402Deps,
@@ -196,6 +199,18 @@ async function priorSettlement(
     prior.amount !== payment.authorization.value
   )
     return null;
+  if (prior.status === "failed") {
+    const refusal = refusalOfFailure(prior.failure);
+    if (refusal === null) return null;
+    return {
+      success: false,
+      errorReason: refusal,
+      errorMessage: `transaction ${prior.txHash} did not pay this authorization: ${prior.failure}`,
+      transaction: "",
+      network: parsed.requirements.network,
+      payer: payment.payer,
+    };
+  }
   // The transaction that moved the money: a copy of the authorization someone submitted first, if one did.
   let transaction = prior.spentTxHash ?? prior.txHash;
   if (prior.status === "submitted") {

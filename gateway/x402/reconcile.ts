@@ -6,12 +6,16 @@
 // (well past any settler's wait), and asks the chain for each distinct transaction's receipt once:
 //
 //   - mined, successful, with the token's AuthorizationUsed log for the row's (payer, nonce) → `settled`;
+//   - a batch that refused the row's item (the rail reads why from the receipt, as it does for the batch's settler)
+//     → concluded as the settler concludes it (batch.ts concludeItem): `failed` with the item's refusal
+//     ("signature_invalid", …), or `settled` by a copy, or left — the record, and a retried settle's answer, the
+//     settler's for the same fact;
 //   - mined but not spending it, while a copy of the payer's signed transfer (another's transaction, spends.ts
 //     spentByAnother) moved its value from the payer to the hot wallet → `settled`: the invoice is credited from it;
-//   - mined but not spending it otherwise (reverted, or the token refused the item, or the payer's nonce spent on
-//     other terms) → `failed` ("reverted" / "not_spent"). As when a settler sees it: the claim stays (the
-//     authorization cannot pay again), the invoice stays open, bound to the nonce, until it expires — the deposit
-//     watcher credits an invoice only from the token's log, so nothing is taken back;
+//   - mined but not spending it otherwise (reverted, or the payer's nonce spent on other terms) → `failed`
+//     ("reverted" / "not_spent"). As when a settler sees it: the claim stays (the authorization cannot pay again),
+//     the invoice stays open, bound to the nonce, until it expires — the deposit watcher credits an invoice only
+//     from the token's log, so nothing is taken back;
 //   - mined but not spending it while the node cannot say whether a copy paid → left, for the next pass;
 //
 // A row's transaction is one of its send's (the EVM rail's send journal, adapters/evm send-journal.ts: the send
@@ -62,7 +66,7 @@ import { feeWeiOf, type Logger } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import { type Periodic, startPeriodic } from "../periodic/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
-import { bookBatchGas } from "./batch.ts";
+import { type BatchItemRefusal, bookBatchGas, concludeItem } from "./batch.ts";
 import { type ChainRegistry, eip3009Abi, type X402Chain } from "./chains.ts";
 import { bookGas } from "./settle.ts";
 import { type MinedReceipt, sameHash, sendJournalOf, spentByAnother, spentIn } from "./spends.ts";
@@ -241,37 +245,77 @@ async function concludeTx(
   counts: ReconcileCounts,
 ): Promise<readonly SubmittedRow[]> {
   if (!(await bookTxGas(deps, chain, txHash, receipt))) return rows;
+  const refusalOf = batchRefusalOf(deps.settlement.rails, chain);
   const left: SubmittedRow[] = [];
   for (const row of rows) {
-    const spent = spentIn(chain, receipt, { from: row.payer, nonce: row.nonce });
-    // Not spent by ours: a copy of the payer's signed transfer, mined first, may have paid the hot wallet all the same
-    // (the invoice is credited from it); then the payment is settled, as the settler answers it (settle.ts).
-    const copy = spent
-      ? null
-      : await spentByAnother(
-          chain,
-          { from: row.payer, to: chain.hotWallet, value: row.amount, nonce: row.nonce },
-          receipt.blockNumber,
-          deps.logger,
-        );
-    if (copy === "unknown") {
+    const outcome = await outcomeOf(deps, chain, receipt, row, refusalOf);
+    if (outcome === null) {
       // The node cannot say now whether a copy paid (spentByAnother said why): never taken for none (the payer may
       // have paid). Left, each pass: a node that can never answer (its logs pruned) leaves the row for a person.
       left.push(row);
       continue;
     }
-    const failure = receipt.status === "success" ? "not_spent" : "reverted";
-    // A failure mined too carries its block: another's spend of the authorization, if that is why, is in it or before.
-    const outcome = spent
-      ? { status: "settled" as const, spentBlock: receipt.blockNumber }
-      : copy !== null
-        ? { status: "settled" as const, spentBlock: copy.block, spentTxHash: copy.txHash }
-        : { status: "failed" as const, failure, spentBlock: receipt.blockNumber };
     if (!(await conclude(deps.db, chain, row, outcome))) continue;
     if (outcome.status === "settled") counts.settled += 1;
     else counts.failed += 1;
   }
   return left;
+}
+
+type Outcome =
+  | { status: "settled"; spentBlock: bigint; spentTxHash?: Hex }
+  | { status: "failed"; failure: string; spentBlock?: bigint };
+
+/**
+ * What the mined `receipt` came to for the row's authorization; null while the node cannot say whether a copy paid.
+ * An item a batch refused, as the rail reads it from the receipt (the settler's reading), is concluded as the settler
+ * concludes it (batch.ts concludeItem): one record for one fact, whoever concludes it. Otherwise spent by ours, or
+ * else by a copy of the payer's signed transfer mined first that paid the hot wallet (the invoice is credited from
+ * it), as the settler answers it (settle.ts): settled; by neither: failed.
+ */
+async function outcomeOf(
+  deps: ReconcileDeps,
+  chain: X402Chain,
+  receipt: MinedReceipt,
+  row: SubmittedRow,
+  refusalOf: BatchRefusalOf | null,
+): Promise<Outcome | null> {
+  const a = { from: row.payer, to: chain.hotWallet, value: row.amount, nonce: row.nonce };
+  if (spentIn(chain, receipt, a)) return { status: "settled", spentBlock: receipt.blockNumber };
+  const refusal = refusalOf === null ? null : await refusalOf(receipt, a);
+  if (refusal !== null) {
+    const item = { status: "refused" as const, refusal, revert: null };
+    const concluded = await concludeItem(chain, a, item, receipt.blockNumber, deps.logger);
+    if (concluded.status === "unknown") return null;
+    if (concluded.status === "settled") return concluded;
+    return { status: "failed", failure: concluded.failure, spentBlock: concluded.spentBlock };
+  }
+  const copy = await spentByAnother(chain, a, receipt.blockNumber, deps.logger);
+  if (copy === "unknown") return null;
+  if (copy !== null) return { status: "settled", spentBlock: copy.block, spentTxHash: copy.txHash };
+  // A failure mined too carries its block: another's spend of the authorization, if that is why, is in it or before.
+  const failure = receipt.status === "success" ? "not_spent" : "reverted";
+  return { status: "failed", failure, spentBlock: receipt.blockNumber };
+}
+
+/** Why a mined batch did not settle an authorization, as the chain's rail reads it; null when it settled it. */
+type BatchRefusalOf = (
+  receipt: MinedReceipt,
+  authorization: { from: Hex; nonce: Hex },
+) => Promise<BatchItemRefusal | null>;
+
+/**
+ * The reading of a batch item's refusal by `chain`'s rail among `rails` (the EVM rail's authorizationBatchRefusalOf,
+ * beyond the Rail contract, as spends.ts reaches its send journal); null for a rail without one, whose batch items are
+ * concluded as any other row.
+ */
+function batchRefusalOf(
+  rails: { get(id: string): unknown },
+  chain: Pick<X402Chain, "rail">,
+): BatchRefusalOf | null {
+  const rail = rails.get(chain.rail);
+  const read = (rail as { authorizationBatchRefusalOf?: unknown } | undefined)?.authorizationBatchRefusalOf;
+  return typeof read === "function" ? (read as BatchRefusalOf).bind(rail) : null;
 }
 
 // ---- a send none of whose transactions was mined or is pending: what the token says
@@ -424,14 +468,7 @@ async function submittedRows(db: Db, chain: X402Chain, bounds: ReconcileSettings
 }
 
 /** Records the outcome while the row is still `submitted` with this transaction; true when it was. */
-async function conclude(
-  db: Db,
-  chain: X402Chain,
-  row: SubmittedRow,
-  outcome:
-    | { status: "settled"; spentBlock: bigint; spentTxHash?: Hex }
-    | { status: "failed"; failure: string; spentBlock?: bigint },
-): Promise<boolean> {
+async function conclude(db: Db, chain: X402Chain, row: SubmittedRow, outcome: Outcome): Promise<boolean> {
   const updated = await db.query(
     `UPDATE x402_authorizations
      SET status = $6, failure = coalesce($7, failure), spent_block = coalesce($8, spent_block),

@@ -167,32 +167,36 @@ export async function sendingInBatch(
 /** What the gateway recorded of an authorization whose transaction was sent: for answering a retry. */
 export type SentAuthorization = {
   /** `submitted`: sent, its outcome not recorded (not mined in time, or recording it failed). */
-  readonly status: "submitted" | "settled";
+  readonly status: "submitted" | "settled" | "failed";
   readonly tenantId: string;
   readonly accountId: string;
   readonly amount: bigint;
   readonly txHash: string;
   /** The transaction that spent it when not txHash (ours): another's copy of it, which paid the hot wallet. */
   readonly spentTxHash: string | null;
+  /** Why it failed (`failed`): as its settler, or reconciliation, recorded it. */
+  readonly failure: string | null;
 };
 
-/** The record of the authorization when its transaction was sent and did not fail, or null. */
+/** The record of the authorization when its transaction was sent, or null. */
 export async function sentAuthorization(
   db: Db,
   chain: X402Chain,
   authorization: Pick<Eip3009Authorization, "from" | "nonce">,
 ): Promise<SentAuthorization | null> {
   const [row] = await db.query<{
-    status: "submitted" | "settled";
+    status: "submitted" | "settled" | "failed";
     tenant_id: string;
     account_id: string;
     amount: string;
     tx_hash: string;
     spent_tx_hash: string | null;
+    failure: string | null;
   }>(
-    `SELECT status, tenant_id, account_id, amount::text AS amount, tx_hash, spent_tx_hash FROM x402_authorizations
-     WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4 AND status IN ('submitted', 'settled')
-       AND tx_hash IS NOT NULL`,
+    `SELECT status, tenant_id, account_id, amount::text AS amount, tx_hash, spent_tx_hash, failure
+     FROM x402_authorizations
+     WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4
+       AND status IN ('submitted', 'settled', 'failed') AND tx_hash IS NOT NULL`,
     keyOf(chain, authorization),
   );
   if (row === undefined) return null;
@@ -203,6 +207,7 @@ export async function sentAuthorization(
     amount: BigInt(row.amount),
     txHash: row.tx_hash,
     spentTxHash: row.spent_tx_hash,
+    failure: row.failure,
   };
 }
 

@@ -240,7 +240,12 @@ describe("a batch settler that dies once the rail has sent its batch, before it 
     // was booked by no one.
     expect(await reconcile()).toEqual({ settled: 2, failed: 1, left: 0 });
     expect(await rowOf(ps[0]!)).toMatchObject({ status: "settled", tx_hash: txHash });
-    expect(await rowOf(ps[1]!)).toMatchObject({ status: "failed", failure: "not_spent", tx_hash: txHash });
+    // b's refusal read from the receipt as the settler reads it (before: `not_spent`).
+    expect(await rowOf(ps[1]!)).toMatchObject({
+      status: "failed",
+      failure: "signature_invalid",
+      tx_hash: txHash,
+    });
     expect(await rowOf(ps[2]!)).toMatchObject({ status: "settled", tx_hash: txHash });
     expect(await sharesBooked(txHash, ps)).toEqual(splitEvenlyRemainderToFirst(gas, ps.length));
     expect(await gw.gasFeesBooked()).toBe(feesBefore + gas);

@@ -284,7 +284,12 @@ describe("a row left submitted whose transaction was mined", () => {
     const gas = await gasGweiOf(txHash as Hex);
     expect(await reconcile()).toEqual({ settled: 3, failed: 1, left: 0 });
     expect((await rowOf(ps[0]!))?.status).toBe("settled");
-    expect(await rowOf(ps[1]!)).toMatchObject({ status: "failed", failure: "not_spent", tx_hash: txHash });
+    // Refused for its signature: recorded as the settler records it (before: `not_spent`).
+    expect(await rowOf(ps[1]!)).toMatchObject({
+      status: "failed",
+      failure: "signature_invalid",
+      tx_hash: txHash,
+    });
     expect((await rowOf(ps[2]!))?.status).toBe("settled");
     expect((await rowOf(ps[3]!))?.status).toBe("settled");
     // One share per item, by invoice id (the remainder to the smallest), each under batch.ts's id. (The gas varies
@@ -703,7 +708,8 @@ describe("rows whose transaction was replaced by the send journal's fee bump", (
     expect(gas).toBeGreaterThan(0n);
 
     expect(await reconcile()).toEqual({ settled: 0, failed: 2, left: 0 });
-    const failure = receipt.status === "success" ? "not_spent" : "reverted";
+    // Mined, the batch refused each as expired: recorded as its settler records that refusal (before: `not_spent`).
+    const failure = receipt.status === "success" ? "authorization_expired" : "reverted";
     for (const p of ps) expect(await rowOf(p)).toMatchObject({ status: "failed", failure, tx_hash: bumped });
     expect(await feesBooked()).toBe(feesBefore + gas);
     // Seen again under the first hash: failed again, the gas not booked a second time.
@@ -1057,11 +1063,69 @@ describe("a mined batch whose gas its settler could not book", () => {
     expect(await feesBooked()).toBe(feesBefore + gas);
     expect(counts).toEqual({ settled: 2, failed: 1, left: 0 });
     expect((await rowOf(ps[0]!))?.status).toBe("settled");
-    expect(await rowOf(ps[1]!)).toMatchObject({ status: "failed", failure: "not_spent" });
+    expect(await rowOf(ps[1]!)).toMatchObject({ status: "failed", failure: "signature_invalid" });
     expect((await rowOf(ps[2]!))?.status).toBe("settled");
     const ids = rows.map((row) => batchGasId(txHash, row!.invoice_id!));
     expect(await gw.app.ledger.lookupTransfers(ids)).toHaveLength(3);
     expect(await reconcile()).toEqual({ settled: 0, failed: 0, left: 0 });
     expect(await feesBooked()).toBe(feesBefore + gas);
   });
+
+  it("refused items concluded by reconciliation: recorded, and a retried settle answered, as their settler did", async () => {
+    const [a, b, poor] = [
+      await newPayer("refused, gas unbooked a"),
+      await newPayer("refused, gas unbooked b"),
+      await newPayer("refused, gas unbooked poor", 10n),
+    ];
+    // b's signature is its high-s twin: b's still (verification recovers b from it, so a retry passes the signature's
+    // check), but the token refuses it (ECDSAInvalidSignatureS). `poor` holds less than it pays.
+    const badSignature = withHighS(await payment(b, 185n));
+    const short = await payment(poor, 195n);
+    const ps = [await payment(a, 175n), badSignature, short];
+    const results = await settledWithoutGas(ps, false);
+    expect(results[0]).toMatchObject({ ok: true });
+    const answered = [notOk(results[1]!).refusal, notOk(results[2]!).refusal];
+    expect(answered).toEqual(["invalid_exact_evm_payload_signature", "insufficient_funds"]);
+    // The batch's gas not booked: every row left `submitted`, whatever its caller was answered.
+    for (const p of ps) expect((await rowOf(p))?.status).toBe("submitted");
+
+    expect(await reconcile()).toEqual({ settled: 1, failed: 2, left: 0 });
+    // Recorded as the settler records a refused item it concludes itself (x402-batch.test.ts); nothing left the
+    // payers' balances. Before: both `not_spent`, with the batch's block as if their value had been spent.
+    expect(await rowOf(badSignature)).toMatchObject({
+      status: "failed",
+      failure: "signature_invalid",
+      spent_block: null,
+    });
+    expect(await rowOf(short)).toMatchObject({
+      status: "failed",
+      failure: "payer_insufficient_funds",
+      spent_block: null,
+    });
+    // The resource server's retry of each settle is answered what the first was. Before: "nonce already used".
+    const deps = createX402Deps({
+      db: gw.app.db,
+      settlement: gw.app.settlement,
+      chains: [chain],
+      logger: silentLogger,
+    });
+    for (const [i, p] of [badSignature, short].entries())
+      expect(await facilitatorSettle(deps, facilitatorRequest(p), p.claimed.credit)).toMatchObject({
+        success: false,
+        errorReason: answered[i],
+        transaction: "",
+      });
+  });
 });
+
+/** secp256k1's group order. */
+const secp256k1N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
+
+/** The payment, its signature the high-s twin of its payer's (s → n − s, v flipped): the same signer, malleated. */
+function withHighS(p: Payment): Payment {
+  const signature = p.claimed.signature;
+  const s = secp256k1N - BigInt(`0x${signature.slice(66, 130)}`);
+  const v = Number.parseInt(signature.slice(130, 132), 16) === 27 ? 28 : 27;
+  const twin = `${signature.slice(0, 66)}${s.toString(16).padStart(64, "0")}${v.toString(16)}` as Hex;
+  return { ...p, claimed: { ...p.claimed, signature: twin } };
+}
