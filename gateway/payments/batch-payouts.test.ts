@@ -757,6 +757,40 @@ describe("a batch the rail's clearing account does not hold", () => {
     expect(await alone.reserve()).toBe("reserved");
   });
 
+  it("a batch refused after its payment was booked is not put back in the queue to be paid again", async () => {
+    await accrued("pay_netted_booked", 30n);
+    const paid: bigint[] = [];
+    await flushNetting(payingDeps(paid), { force: true });
+    expect(paid).toEqual([30n]);
+    // As if the flush had stopped after the booking, before the batch was marked paid; and the rail, asked again,
+    // answered refused for a batch it paid (its bug).
+    await db.query(
+      "UPDATE netting_batches SET status = 'sending', lease_token = NULL, leased_until = NULL WHERE rail = $1",
+      [netting.rail],
+    );
+    const refusing: NettingDeps = {
+      ...deps(),
+      payer: {
+        id: netting.rail,
+        asset: assets.USDC,
+        payoutBatch: async () => ({
+          status: "failed",
+          code: "rail_unavailable",
+          message: "refused after all",
+        }),
+      },
+    };
+    await expect(flushNetting(refusing, { force: true })).rejects.toThrow(/could not be finished/);
+    expect(await batchOf("pay_netted_booked")).toMatchObject({ status: "sending" });
+    const queued = await db.query("SELECT 1 FROM netted_payouts WHERE payment_id = $1 AND batch_id IS NULL", [
+      "pay_netted_booked",
+    ]);
+    expect(queued).toEqual([]);
+    await flushNetting(payingDeps(paid), { force: true });
+    expect(paid).toEqual([30n, 30n]);
+    expect(await clearingBalance()).toEqual({ debits: 100n, credits: 30n, pending: 0n });
+  });
+
   it("resumed without a hold, waits sending until the rail holds it: it may have been sent before batches were held", async () => {
     await accrued("pay_netted_unheld", 40n);
     // The flush stops between the batch's write and its hold.

@@ -439,7 +439,14 @@ async function sendBatch(deps: NettingDeps, batch: BatchRow, lease: string, resu
       [batch.id, lease],
     );
   const hold = await holdBatch(deps, batch);
-  if (hold !== "booked" && typeof hold === "string") {
+  // Only a clearing account short of the total is the rail's funds; a payable account short of it (its accruals hold
+  // it) or an account the ledger refuses (closed, another ledger) is a bug, said loudly rather than failed for funds
+  // every flush, the payments processing meanwhile.
+  if (hold === "insufficient_funds" || hold === "rejected") {
+    await release();
+    throw new NettingInvariantError(`the hold of netting batch ${batch.id} was refused: ${hold}`);
+  }
+  if (hold === "insufficient_liquidity") {
     const message = `the rail's clearing account does not hold the batch's total (${hold}): not sent`;
     // Written just now, it was never sent: failed, its payouts wait in the queue (and the rail pauses, as after a
     // refusal for its funds).
@@ -655,6 +662,18 @@ async function failBatch(
   refused: readonly RefusedPayee[],
   hold: Reservation | null,
 ): Promise<number> {
+  // Booked as paid (a rail that answers refused for a batch it paid before): not put back in the queue to be paid again.
+  const [booked] = await deps.ledger.lookupTransfers([batchSettleIdOf(batch.id)]);
+  if (booked !== undefined) {
+    // Left sending, its lease given back: the next flush asks the rail again under the same reference.
+    await deps.db.query(
+      "UPDATE netting_batches SET lease_token = NULL, leased_until = NULL WHERE id = $1 AND lease_token = $2",
+      [batch.id, lease],
+    );
+    throw new NettingInvariantError(
+      `netting batch ${batch.id} was refused after its payment was booked: ${message}`,
+    );
+  }
   if (hold !== null) {
     // Under a lease renewed to outlast the release, so that no other flush takes the batch meanwhile (and has the rail
     // pay it against a hold released). A flush stopped in between leaves it sending, its hold released: the next
