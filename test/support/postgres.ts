@@ -20,8 +20,7 @@ const postgresOsUser = "postgres";
 /** How many free ports a start tries, each found taken when postgres bound it, before it fails. */
 const portAttemptsMax = 3;
 /** What postgres says when its port is taken (it then exits). */
-const portTakenPattern =
-  /could not bind IPv4 address|Address already in use|could not create any TCP\/IP sockets/;
+const portTakenPattern = /Address already in use/;
 const postgresRoot = "/usr/lib/postgresql";
 
 export class PostgresNotInstalledError extends Error {
@@ -127,13 +126,14 @@ export async function startPostgres(
 
   // The port was free when asked for, and may be taken before postgres binds it (another run asking at that moment):
   // then postgres exits saying so, and it is started again on another.
+  let lastLog = "";
   for (let attempt = 1; ; attempt += 1) {
     const started = await launch(await nextPort());
     if (started !== "port_taken") return started;
     if (attempt === portAttemptsMax) {
       await rm(dir, { recursive: true, force: true });
       throw new PostgresStartError(
-        `postgres found each of ${portAttemptsMax} free ports taken when it bound them`,
+        `postgres found each of ${portAttemptsMax} free ports taken when it bound them:\n${lastLog}`,
       );
     }
   }
@@ -157,6 +157,16 @@ export async function startPostgres(
     child.stderr?.on("data", (chunk: Buffer) => {
       log = (log + chunk.toString()).slice(-8000);
     });
+    // Its last lines may come after its exit: read to the end (a second at most) before the log says why it exited.
+    const logRead = new Promise<void>((resolve) => {
+      if (child.stderr === null) return resolve();
+      child.stderr.once("close", resolve);
+      child.stderr.once("end", resolve);
+    });
+    const wholeLog = async () => {
+      await Promise.race([logRead, new Promise((resolve) => setTimeout(resolve, 1_000))]);
+      return log;
+    };
     let exited = false;
     const exit = new Promise<void>((resolve) =>
       child.on("exit", () => {
@@ -179,7 +189,10 @@ export async function startPostgres(
     const deadline = Date.now() + postgresStartTimeoutMs;
     for (;;) {
       if (exited) {
-        if (portTakenPattern.test(log)) return "port_taken";
+        if (portTakenPattern.test(await wholeLog())) {
+          lastLog = log;
+          return "port_taken";
+        }
         await stop();
         throw new PostgresStartError(`postgres exited during start:\n${log}`);
       }
