@@ -6,29 +6,22 @@
 // the shared transaction (every payment in it written again), and the payment was made only by the route's second
 // try, without its record. A payment that holds the key stays its own for good, its record expired or not.
 import { createHash } from "node:crypto";
-import { afterAll, beforeAll, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import { createInternalRail } from "../../adapters/internal/index.ts";
 import { type AttemptOutcome, assets, type OutgoingAttempt, type Rail } from "../../core/index.ts";
-import { createAccount } from "../../gateway/accounts/index.ts";
-import { gatewayMigrations } from "../../gateway/app.ts";
-import { type Db, migrate, openPostgres } from "../../gateway/db/index.ts";
+import type { Db } from "../../gateway/db/index.ts";
 import { storedRecord } from "../../gateway/http/idempotency.ts";
 import { answerOf, keptStatusOf } from "../../gateway/http/resources/payments.ts";
-import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../../gateway/ledger/index.ts";
-import { gatewayLedgerParams } from "../../gateway/ledger-params.ts";
+import type { Ledger } from "../../gateway/ledger/index.ts";
 import type { CreatePaymentResult, PaymentsDeps } from "../../gateway/payments/deps.ts";
 import { createPayment } from "../../gateway/payments/service.ts";
-import { isPaymentKeyTaken } from "../../gateway/payments/store.ts";
 import type { PaymentDestination } from "../../gateway/payments/types.ts";
-import { createTenant } from "../../gateway/tenants/index.ts";
 import { workerPaymentsDeps } from "../crash/worker-deps.ts";
-import { createTestDatabase } from "../support/postgres.ts";
+import { type KeyedPayers, keyedPayers } from "../support/keyed-payers.ts";
 import { toyRailSnapshot } from "../support/toy-rail.ts";
 
 let db: Db;
 let ledger: Ledger;
-/** Ledger requests (an internal batch, a payment's first write) that failed on a taken key. */
-let refusedOnKey = 0;
 let deps: PaymentsDeps;
 const tenants = ["ten_old_keys", "ten_beside"] as const;
 
@@ -49,56 +42,17 @@ const outside: Rail = {
   },
 };
 
+let payers: KeyedPayers;
+
 beforeAll(async () => {
-  const url = await createTestDatabase(inject("postgresUrl"), "expired_key_records");
-  db = openPostgres({ url, poolSizeMax: 4, statementTimeoutMs: 30_000 });
-  await migrate(db, [ledgerMigrations, gatewayMigrations]);
-  const real = createLedger({ ...gatewayLedgerParams, db });
-  ledger = {
-    ...real,
-    async createTransfersWith(transfers, alongside) {
-      try {
-        return await real.createTransfersWith(transfers, alongside);
-      } catch (error) {
-        if (isPaymentKeyTaken(error)) refusedOnKey += 1;
-        throw error;
-      }
-    },
-  };
   // The payers are funded from the outside rail's clearing account: what they hold there, it can pay out.
-  const funding = await createAccount(
-    { sql: db, ledger },
-    {
-      tenantId: null,
-      kind: "clearing",
-      asset: assets.USDC,
-      name: "outside",
-      rail: "outside",
-      id: "acct_outside",
-    },
-  );
-  for (const [i, tenantId] of tenants.entries()) {
-    await createTenant(db, { id: tenantId, name: tenantId });
-    const payer = await createAccount(
-      { sql: db, ledger },
-      { tenantId, kind: "customer", asset: assets.USDC, name: "payer", id: `acct_${tenantId}_payer` },
-    );
-    await createAccount(
-      { sql: db, ledger },
-      { tenantId, kind: "merchant", asset: assets.USDC, name: "payee", id: `acct_${tenantId}_payee` },
-    );
-    const [funded] = await ledger.createTransfers([
-      {
-        id: 900n + BigInt(i),
-        debitAccountId: funding.ledgerAccountId,
-        creditAccountId: payer.ledgerAccountId,
-        amount: 1_000_000_000n,
-        ledger: assets.USDC.ledger,
-        code: transferCodes.payments.funding,
-      },
-    ]);
-    expect(funded!.status).toBe("created");
-  }
+  payers = await keyedPayers({
+    database: "expired_key_records",
+    tenants,
+    fundingRail: "outside",
+    funded: 1_000_000_000n,
+  });
+  ({ db, ledger } = payers);
   const internal = createInternalRail({ asset: assets.USDC });
   const rails = new Map<string, Rail>([
     [internal.id, internal],
@@ -108,8 +62,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  await ledger?.close();
-  await db?.close();
+  await payers?.close();
 });
 
 const toAccount = (tenantId: string): PaymentDestination => ({
@@ -189,7 +142,7 @@ it("an internal payment under a key whose record is past its 24 hours takes the 
   // other tenant's 20 payments was rolled back and written again.
   expect(these.map(outcomeOf)).toEqual(["succeeded", "succeeded", "succeeded"]);
   expect(beside).toEqual(Array(20).fill("succeeded"));
-  expect(refusedOnKey).toBe(0);
+  expect(payers.refusedOnKey()).toBe(0);
   // The key is the new payment's: a repeat is answered it, another body refused.
   for (const [i, key] of keys.entries()) {
     const made = these[i]!;
@@ -213,7 +166,7 @@ it("a rail's payment under a key whose record is past its 24 hours takes the rec
   // Before: the record's insert found the key's row and raised payment_key_taken(), rolling back the ledger's batch.
   expect(these.map(outcomeOf)).toEqual(Array(6).fill("succeeded"));
   expect(beside).toEqual(Array(20).fill("succeeded"));
-  expect(refusedOnKey).toBe(0);
+  expect(payers.refusedOnKey()).toBe(0);
   const made = these[0]!;
   if (!made.ok) throw new Error("not made");
   // The record is this request's now, answered with its payment when it ended (a new 24 hours from its write).
@@ -238,7 +191,7 @@ it("a key whose record is past its 24 hours but whose payment exists stays that 
   await db.query("UPDATE payments SET created_at = created_at - interval '25 hours' WHERE id = $1", [
     first.payment.id,
   ]);
-  const before = refusedOnKey;
+  const before = payers.refusedOnKey();
   // The same request and another body: the payment holds the key (its write refused, nothing written); the route
   // then answers the payment under the key as it stands, or 409 for another body (payments.ts).
   for (const body of ["first", "another"])
@@ -246,7 +199,7 @@ it("a key whose record is past its 24 hours but whose payment exists stays that 
   expect(outcomeOf(await pay("ten_old_keys", "paid-long-ago", toAccount("ten_old_keys"), "another"))).toBe(
     "key_taken",
   );
-  expect(refusedOnKey).toBeGreaterThan(before);
+  expect(payers.refusedOnKey()).toBeGreaterThan(before);
   const [record] = await db.query<{ expired: boolean; payment_id: string }>(
     `SELECT created_at < now() - interval '24 hours' AS expired, payment_id FROM idempotency_keys
      WHERE tenant_id = 'ten_old_keys' AND key = 'paid-long-ago'`,

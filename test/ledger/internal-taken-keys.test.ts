@@ -1,87 +1,40 @@
 // The internal settler's batches and keys already taken, on PostgreSQL with the real ledger and internal rail: a key taken
 // that the caller did not know of fails the batch it is in (every tenant's payments in it run again); after one, that
 // tenant's keyed payments are looked up before they join a batch, so its further retries fail no batch at all.
-import { afterAll, beforeAll, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import { createInternalRail } from "../../adapters/internal/index.ts";
 import { assets, type Rail } from "../../core/index.ts";
-import { createAccount } from "../../gateway/accounts/index.ts";
-import { gatewayMigrations } from "../../gateway/app.ts";
-import { type Db, migrate, openPostgres } from "../../gateway/db/index.ts";
-import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../../gateway/ledger/index.ts";
-import { gatewayLedgerParams } from "../../gateway/ledger-params.ts";
+import type { Db } from "../../gateway/db/index.ts";
+import type { Ledger } from "../../gateway/ledger/index.ts";
 import type { PaymentsDeps } from "../../gateway/payments/deps.ts";
 import { keysCheckedForMs } from "../../gateway/payments/internal.ts";
 import { createPayment } from "../../gateway/payments/service.ts";
-import { isPaymentKeyTaken } from "../../gateway/payments/store.ts";
-import { createTenant } from "../../gateway/tenants/index.ts";
 import { workerPaymentsDeps } from "../crash/worker-deps.ts";
-import { createTestDatabase } from "../support/postgres.ts";
+import { type KeyedPayers, keyedPayers } from "../support/keyed-payers.ts";
 
 let db: Db;
 let ledger: Ledger;
-/** Batches the settler handed to the ledger that failed on a taken key. */
-let refusedOnKey = 0;
 let nowMs = Date.now();
 let deps: PaymentsDeps;
 const tenants = ["ten_retrying", "ten_beside"] as const;
 
+let payers: KeyedPayers;
+
 beforeAll(async () => {
-  const url = await createTestDatabase(inject("postgresUrl"), "internal_taken_keys");
-  db = openPostgres({ url, poolSizeMax: 4, statementTimeoutMs: 30_000 });
-  await migrate(db, [ledgerMigrations, gatewayMigrations]);
-  const real = createLedger({ ...gatewayLedgerParams, db });
-  ledger = {
-    ...real,
-    async createTransfersWith(transfers, alongside) {
-      try {
-        return await real.createTransfersWith(transfers, alongside);
-      } catch (error) {
-        if (isPaymentKeyTaken(error)) refusedOnKey += 1;
-        throw error;
-      }
-    },
-  };
-  const funding = await createAccount(
-    { sql: db, ledger },
-    {
-      tenantId: null,
-      kind: "clearing",
-      asset: assets.USDC,
-      name: "funding",
-      rail: "funding",
-      id: "acct_funding",
-    },
-  );
-  for (const [i, tenantId] of tenants.entries()) {
-    await createTenant(db, { id: tenantId, name: tenantId });
-    const payer = await createAccount(
-      { sql: db, ledger },
-      { tenantId, kind: "customer", asset: assets.USDC, name: "payer", id: `acct_${tenantId}_payer` },
-    );
-    await createAccount(
-      { sql: db, ledger },
-      { tenantId, kind: "merchant", asset: assets.USDC, name: "payee", id: `acct_${tenantId}_payee` },
-    );
-    const [funded] = await ledger.createTransfers([
-      {
-        id: 900n + BigInt(i),
-        debitAccountId: funding.ledgerAccountId,
-        creditAccountId: payer.ledgerAccountId,
-        amount: 1_000_000n,
-        ledger: assets.USDC.ledger,
-        code: transferCodes.payments.funding,
-      },
-    ]);
-    expect(funded!.status).toBe("created");
-  }
+  payers = await keyedPayers({
+    database: "internal_taken_keys",
+    tenants,
+    fundingRail: "funding",
+    funded: 1_000_000n,
+  });
+  ({ db, ledger } = payers);
   const internal = createInternalRail({ asset: assets.USDC });
   const rails = new Map<string, Rail>([[internal.id, internal]]);
   deps = workerPaymentsDeps({ db, ledger, rails, nowMs: () => nowMs });
 }, 120_000);
 
 afterAll(async () => {
-  await ledger?.close();
-  await db?.close();
+  await payers?.close();
 });
 
 /**
@@ -117,10 +70,10 @@ it("a tenant whose key was found taken has its keys looked up first: its retries
   expect(await Promise.all(["a-1", "a-2", "a-3"].map((key) => pay("ten_retrying", key)))).toEqual(
     Array(3).fill("settled"),
   );
-  expect(refusedOnKey).toBe(0);
+  expect(payers.refusedOnKey()).toBe(0);
   // A retry nobody remembered, among another tenant's payments: their batch fails once and is written again.
   expect(await together(["a-1"], "first")).toEqual(["key_taken", ...Array(20).fill("settled")]);
-  expect(refusedOnKey).toBe(1);
+  expect(payers.refusedOnKey()).toBe(1);
   // Two more, and a fresh key of the same tenant: looked up before the batch, none fails it.
   expect(await together(["a-2", "a-3", "a-4"], "second")).toEqual([
     "key_taken",
@@ -128,11 +81,11 @@ it("a tenant whose key was found taken has its keys looked up first: its retries
     "settled",
     ...Array(20).fill("settled"),
   ]);
-  expect(refusedOnKey).toBe(1);
+  expect(payers.refusedOnKey()).toBe(1);
   // Past the while (no key of it found taken since), its payments join the batch unlooked again: a retry fails it.
   nowMs += keysCheckedForMs + 1;
   expect(await together(["a-4"], "third")).toEqual(["key_taken", ...Array(20).fill("settled")]);
-  expect(refusedOnKey).toBe(2);
+  expect(payers.refusedOnKey()).toBe(2);
   // Every payment paid once: three of the retrying tenant's (and a-4), 60 of the other's.
   const [counts] = await db.query<{ retrying: number; beside: number }>(
     `SELECT count(*) FILTER (WHERE tenant_id = 'ten_retrying')::int AS retrying,
