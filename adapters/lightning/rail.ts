@@ -100,12 +100,14 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
     async balance() {
       let channels: readonly LndChannel[];
       try {
+        // The snapshot's liquidity is refreshed whenever the balance is read, as it was when it was the balance; the
+        // figure is ListChannels' alone, one read of LND, so a channel opened or closed meanwhile cannot skew it.
         await refreshLiquidity(s);
         channels = await withTimeout(s, listChannels(s), "listChannels");
       } catch (error) {
         throw lndError("LND did not report its channel balance", error);
       }
-      return (s.liquidity?.outboundMsat ?? 0n) + setAsideByOpener(channels);
+      return heldInChannels(channels);
     },
     receive: (request) => receive(s, request),
     lookupReceived: (paymentHash) => lookupSettled(s, paymentHash),
@@ -258,55 +260,64 @@ async function stop(s: LightningRailState): Promise<void> {
 // ---- balance ---------------------------------------------------------------------------------
 
 /**
- * The weight LND prices a commitment at before its HTLCs, by ListChannels' commitment type (lnwallet's CommitWeight:
- * BOLT 3's 724 and 1124, and LND's 968 for taproot channels), and whether it has the two anchor outputs.
+ * What the node holds in its open channels (one ListChannels), in msat. In a channel another node opened, its balance
+ * there. In one it opened, the capacity less the peer's balance and the HTLCs in flight: the node's balance, and the
+ * commitment's fee and anchor outputs it set aside out of it (the opener pays them), which LND's balance leaves out
+ * yet are the operator's (a cooperative close gives them back), so that a channel opened with the operator's capital
+ * holds what was booked for it whatever fee rate its commitment is signed at and however many HTLCs it carries. Not
+ * LND's commit_fee and 2 × 330 sat: commit_fee is the capacity less the outputs of the node's commitment, so it also
+ * takes in an anchor the commitment leaves out (the peer's, while the peer has no output and no HTLC: a channel just
+ * opened), balances and HTLCs below the dust limit and the sub-sat parts; and the anchors would hang on a commitment
+ * type a newer LND may name otherwise. The capacity less what is the peer's needs neither.
+ *   An HTLC in flight is in neither side's balance until the commitment that removes it is signed: a payout in flight
+ * has left the figure while the ledger still posts it, holding it as pending out, so the difference is the payout
+ * (and its routing fee) until it settles; a payment to the node counts once its HTLC is settled into the node's
+ * balance, a moment after LND reports the invoice paid and the ledger posts it.
+ *   LND keeps balances in msat and answers whole sat, rounded down: the sub-sat part of the node's own balance is left
+ * out in another's channel, and that of the peer's balance and of each HTLC counted in one the node opened; the
+ * figure is within a sat of the msat booked, per channel and HTLC.
  */
-const commitments: Readonly<Record<string, { readonly weight: bigint; readonly anchors: boolean }>> = {
-  LEGACY: { weight: 724n, anchors: false },
-  STATIC_REMOTE_KEY: { weight: 724n, anchors: false },
-  ANCHORS: { weight: 1_124n, anchors: true },
-  SCRIPT_ENFORCED_LEASE: { weight: 1_124n, anchors: true },
-  SIMPLE_TAPROOT: { weight: 968n, anchors: true },
-  SIMPLE_TAPROOT_FINAL: { weight: 968n, anchors: true },
-  SIMPLE_TAPROOT_OVERLAY: { weight: 968n, anchors: true },
-};
-const anchorSat = 330n;
-
-/**
- * What the node set aside of its own balance in the channels it opened, in msat: the commitment's fee, which the
- * opener pays, and the two anchor outputs. LND's channel balance (the local balance) leaves them out, yet they are
- * the operator's: a cooperative close gives them back before the closing fee is taken. Counted in, a channel opened
- * with the operator's capital holds what was booked for it, whatever fee rate its commitment is signed at; left out,
- * the rail reported less by them (about a thousand sat a channel at the least rate), and moved each time LND updated
- * the rate, with nothing in the ledger to say why. The fee is LND's own: the rate per 1,000 of the weight, rounded
- * down (chainfee's FeeForWeight), at the weight before HTLCs: an HTLC in flight adds to the fee until it resolves, and
- * shows as the payment in flight does.
- */
-function setAsideByOpener(channels: readonly LndChannel[]): bigint {
-  let total = 0n;
+export function heldInChannels(channels: readonly LndChannel[]): bigint {
+  let totalSat = 0n;
   for (const channel of channels) {
-    if (channel.initiator !== true) continue;
-    const commitment = commitments[String(channel.commitment_type)];
-    const feePerKw = String(channel.fee_per_kw);
-    if (commitment === undefined || !/^\d+$/.test(feePerKw))
-      throw new LightningRailError("LND has a channel whose commitment the rail cannot price", {
-        details: `${String(channel.channel_point)}: ${String(channel.commitment_type)} at ${feePerKw} sat/kw`,
+    const sat = (value: unknown): bigint => {
+      const text = String(value);
+      if (!/^\d+$/.test(text))
+        throw new LightningRailError("LND answered a channel whose balance the rail cannot read", {
+          details: `${String(channel.channel_point)}: ${text}`,
+        });
+      return BigInt(text);
+    };
+    if (channel.initiator !== true) {
+      totalSat += sat(channel.local_balance);
+      continue;
+    }
+    if (!Array.isArray(channel.pending_htlcs))
+      throw new LightningRailError("LND answered a channel without its HTLCs", {
+        details: String(channel.channel_point),
       });
-    const feeSat = (BigInt(feePerKw) * commitment.weight) / 1_000n; // rounded down, as LND does
-    total += (feeSat + (commitment.anchors ? 2n * anchorSat : 0n)) * 1_000n;
+    let heldSat = sat(channel.capacity) - sat(channel.remote_balance);
+    for (const htlc of channel.pending_htlcs as readonly { readonly amount?: unknown }[])
+      heldSat -= sat(htlc.amount);
+    totalSat += heldSat;
   }
-  return total;
+  return totalSat * 1_000n;
 }
 
 /** What the balance reads of a channel of ListChannels (its numbers as strings: `lightning`'s gRPC options). */
-type LndChannel = {
+export type LndChannel = {
   readonly channel_point?: unknown;
   readonly initiator?: unknown;
-  readonly commitment_type?: unknown;
-  readonly fee_per_kw?: unknown;
+  readonly capacity?: unknown;
+  readonly local_balance?: unknown;
+  readonly remote_balance?: unknown;
+  readonly pending_htlcs?: unknown;
 };
 
-/** LND's open channels (ListChannels), asked directly: `lightning`'s getChannels leaves out the commitment's fee rate. */
+/**
+ * LND's open channels (ListChannels), asked directly: `lightning`'s getChannels turns the amounts into Numbers, and
+ * refuses every channel for one whose answer lacks a field it expects.
+ */
 const listChannels = (s: LightningRailState): Promise<readonly LndChannel[]> =>
   new Promise((resolve, reject) => {
     s.lnd.default.listChannels(

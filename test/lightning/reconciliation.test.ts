@@ -1,16 +1,19 @@
 // Reconciling the Lightning rail against a real LND: GET /v1/rails shows its clearing account in BTC beside what the
 // gateway's node holds in its channels, and the two agree once the operator's channel capital is booked: a channel
 // opened with the operator's capital and booked at what it put in, closed and booked out, an invoice paid to the
-// gateway and a payout with its routing fee.
-import { randomBytes } from "node:crypto";
+// gateway, a payout with its routing fee, and a payout held in flight (it has left the channel, the ledger holds it).
+import { createHash, randomBytes } from "node:crypto";
 import {
   authenticatedLndGrpc,
   closeChannel,
+  createHodlInvoice,
   createInvoice,
   getChannelBalance,
   getChannels,
   getClosedChannels,
+  getInvoice,
   openChannel,
+  settleHodlInvoice,
 } from "lightning";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { clusterControl, waitFor } from "../../scripts/lightning/index.ts";
@@ -20,6 +23,7 @@ import { btcAccount, startLightningGateway, topUpByInvoice } from "../support/li
 const cluster = inject("lightningCluster");
 const payer = authenticatedLndGrpc(cluster.nodes.payer).lnd;
 const remote = authenticatedLndGrpc(cluster.nodes.remote).lnd;
+const payee = authenticatedLndGrpc(cluster.nodes.payee).lnd;
 const gatewayNode = authenticatedLndGrpc(cluster.nodes.gateway).lnd;
 const control = clusterControl(inject("lightningControlUrl"));
 const operatorKey = `op_${randomBytes(32).toString("base64url")}`;
@@ -94,8 +98,19 @@ async function settledRow(): Promise<RailBalance> {
   return lightningRow();
 }
 
+/** A payout once it is no longer processing. */
+const payoutSettled = (paymentId: string) =>
+  waitFor(
+    "payout settled",
+    async () => {
+      const current = await call("GET", `/v1/payments/${paymentId}`);
+      return current.body.status === "processing" ? undefined : current.body;
+    },
+    { timeoutMs: 60_000 },
+  );
+
 describe("the Lightning rail reconciled against its node", () => {
-  it("matches the ledger through a channel opened and closed with the operator's capital, an invoice paid and a payout with its fee", async () => {
+  it("matches the ledger through a channel opened and closed with the operator's capital, an invoice paid, a payout with its fee and one held in flight", async () => {
     // A fresh gateway's ledger knows nothing of the node's channels: the rail holds all of it beyond what is booked,
     // and no less than LND's own channel balance.
     const fresh = await settledRow();
@@ -175,14 +190,7 @@ describe("the Lightning rail reconciled against its node", () => {
       destination: { type: "bolt11", invoice: request },
     });
     expect([201, 202]).toContain(paid.status);
-    const settled = await waitFor(
-      "payout settled",
-      async () => {
-        const current = await call("GET", `/v1/payments/${paid.body.id}`);
-        return current.body.status === "processing" ? undefined : current.body;
-      },
-      { timeoutMs: 60_000 },
-    );
+    const settled = await payoutSettled(paid.body.id);
     expect(settled).toMatchObject({ status: "succeeded", rail: "lightning" });
     const fee = msat(settled.attempts[0].fee);
     expect(fee).toBeGreaterThan(0n);
@@ -190,5 +198,42 @@ describe("the Lightning rail reconciled against its node", () => {
     expect(msat(afterInvoice.ledger.posted) - msat(afterPayout.ledger.posted)).toBe(1_000_000n + fee);
     expect(msat(afterInvoice.rail_balance!) - msat(afterPayout.rail_balance!)).toBe(1_000_000n + fee);
     expect(msat(afterPayout.difference!)).toBe(0n);
+
+    // A payout held in flight: a hold invoice at the payee, paid through the channel the node opened to it. Its HTLC
+    // has left what the node holds, and only it: the commitment fee the HTLC adds is the node's still (the opener
+    // pays it out of its balance). The ledger still posts the payout and holds it as pending out: the difference is
+    // the payout until it settles. (Before, the fee was recomputed without the HTLC's weight: the rail reported
+    // less by 172 weight units at the commitment's fee rate.)
+    const secret = randomBytes(32).toString("hex");
+    const id = createHash("sha256").update(Buffer.from(secret, "hex")).digest("hex");
+    const hold = await createHodlInvoice({ lnd: payee, id, tokens: 10_000, description: "held payout" });
+    const holding = await call("POST", "/v1/payments", {
+      amount: "0.0001",
+      asset: "BTC",
+      source: { account: accountId },
+      destination: { type: "bolt11", invoice: hold.request },
+    });
+    expect(holding.status).toBe(202);
+    await waitFor(
+      "the payout held at the payee",
+      async () => ((await getInvoice({ lnd: payee, id })).is_held ? true : undefined),
+      { timeoutMs: 30_000 },
+    );
+    const { channels } = await getChannels({ lnd: gatewayNode });
+    const carrying = channels.find((each) => each.pending_payments.some((payment) => payment.id === id));
+    expect(carrying?.is_partner_initiated).toBe(false);
+    expect(carrying?.pending_payments).toEqual([
+      expect.objectContaining({ is_outgoing: true, tokens: 10_000 }),
+    ]);
+    const inFlight = await lightningRow();
+    expect(inFlight.ledger.posted).toBe(afterPayout.ledger.posted);
+    expect(msat(inFlight.ledger.pending_out)).toBeGreaterThanOrEqual(10_000_000n);
+    expect(msat(afterPayout.rail_balance!) - msat(inFlight.rail_balance!)).toBe(10_000_000n);
+    expect(msat(inFlight.difference!)).toBe(-10_000_000n);
+    await settleHodlInvoice({ lnd: payee, secret });
+    expect(await payoutSettled(holding.body.id)).toMatchObject({ status: "succeeded", rail: "lightning" });
+    const afterHeld = await settledRow();
+    expect(msat(afterPayout.ledger.posted) - msat(afterHeld.ledger.posted)).toBe(10_000_000n);
+    expect(msat(afterHeld.difference!)).toBe(0n);
   });
 });
