@@ -170,7 +170,10 @@ export async function receive(s: LightningRailState, request: ReceiveRequest): P
  * every invoice of ours that expired before that is known — however long LND was out of reach, since nothing was
  * asked of it meanwhile. At most now less rpcTimeoutMs: an invoice being made is held once LND answers AddInvoice
  * (within that deadline), and expires at least a second after it was asked for. Never back; only while running (the
- * map is the journal's from the start on).
+ * map is the journal's from the start on). An invoice set aside (paid, its settlement refused by the gateway again and
+ * again) holds it too, for as long as it stays: the gateway's prune cannot tell its invoice from an unpaid challenge's
+ * (the refused handler wrote nothing), and a point past it would let the invoice its settlement needs be deleted. A
+ * point days behind is warned of by the prune (gateway/l402/tokens.ts invoicesKnownLagMsMax).
  */
 export function noteInvoicesKnown(s: LightningRailState): void {
   if (!s.running) return;

@@ -12,6 +12,7 @@ export {
   l402SchemeDefaults,
 } from "./scheme.ts";
 export {
+  invoicesKnownLagMsMax,
   invoicesKnownRecordEveryMs,
   l402TokenGraceMs,
   l402TokenPruneBatchMax,

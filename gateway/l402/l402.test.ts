@@ -7,7 +7,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
 import { performance } from "node:perf_hooks";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { assets, silentLogger } from "../../core/index.ts";
+import { assets, type LogFn, type Logger, type Sql, silentLogger } from "../../core/index.ts";
 import { recordStatements } from "../../test/support/recording-db.ts";
 import { createAccount, createAccountCache } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
@@ -32,9 +32,11 @@ import {
   createL402Scheme,
   decodeIdentifier,
   encodeIdentifier,
+  invoicesKnownLagMsMax,
   invoicesKnownRecordEveryMs,
   judgeCaveats,
   l402TokenGraceMs,
+  l402TokenPruneEveryMs,
   macaroonCaveatsMax,
   mintCaveats,
   mintMacaroon,
@@ -45,6 +47,7 @@ import {
   revokeToken,
   rootKeyId,
   startInvoicesKnownRecord,
+  startL402TokenPrune,
 } from "./index.ts";
 
 const hash = "ab".repeat(32);
@@ -930,6 +933,7 @@ describe("the scheme", () => {
   it("prunes for at most one pass's time: a pass cut short keeps what it deleted, the next deletes the rest", async () => {
     const expired = [await challenged(), await challenged(), await challenged()];
     await recordInvoicesKnown(db, { rail: "toyln", expiredBeforeMs: Date.now() });
+    // Expired before any token left by the tests above (one waits for its invoice's day): a batch reads the oldest.
     for (const [table, column, key] of [
       ["l402_tokens", "valid_until", "invoice_id"],
       ["invoices", "expires_at", "id"],
@@ -937,7 +941,7 @@ describe("the scheme", () => {
       await db.query(
         `UPDATE ${table} SET ${column} = now() - make_interval(secs => $2::double precision / 1000)
           WHERE ${key} = ANY($1::text[])`,
-        [`{${expired.map((c) => c.invoiceId).join(",")}}`, l402TokenGraceMs + 60_000],
+        [`{${expired.map((c) => c.invoiceId).join(",")}}`, 2 * l402TokenGraceMs],
       );
     // A clock an hour later at each reading: the pass is over after its first statement.
     let atMs = 0;
@@ -950,7 +954,133 @@ describe("the scheme", () => {
     ]);
     expect(left).toHaveLength(0);
   });
+
+  it("says once a pass, naming the rail and how far behind, when its invoices are known only up to days ago", async () => {
+    vi.useFakeTimers({ toFake: ["setInterval", "clearInterval"] });
+    const warned: { fields: unknown; message: string }[] = [];
+    const warn = ((fields: unknown, message?: string) =>
+      warned.push({ fields, message: message ?? "" })) as LogFn;
+    const logger: Logger = { ...silentLogger, warn, child: () => logger };
+    // One rail has known its invoices' fate only up to three days ago (an invoice it can neither deliver nor have LND
+    // answer for holds it, or LND has been out of reach since): no unpaid challenge of its since goes. The other's
+    // point trails by the minutes of its pass over long-expired invoices.
+    const stuckMs = Date.now() - 3 * 24 * 3_600_000;
+    await recordInvoicesKnown(db, { rail: "ln-stuck", expiredBeforeMs: stuckMs });
+    await recordInvoicesKnown(db, { rail: "ln-lately", expiredBeforeMs: Date.now() - 600_000 });
+    const prune = startL402TokenPrune({ sql: db, logger });
+    try {
+      vi.advanceTimersByTime(l402TokenPruneEveryMs);
+    } finally {
+      await prune.stop(); // waits for the pass
+      vi.useRealTimers();
+      await db.query("DELETE FROM rail_invoices_known WHERE rail IN ('ln-stuck', 'ln-lately')");
+    }
+    // Before: nothing said, however long the rail stayed behind.
+    expect(warned).toEqual([
+      {
+        fields: {
+          rail: "ln-stuck",
+          behindHours: 72,
+          expiredBefore: new Date(stuckMs).toISOString(),
+          movedAt: expect.any(String),
+        },
+        message: expect.stringContaining("unpaid challenges since are kept"),
+      },
+    ]);
+    expect(invoicesKnownLagMsMax).toBeLessThan(3 * 24 * 3_600_000);
+  });
+
+  it("prunes in batches that each read at most batchMax tokens: the waiting ones, the oldest, are read once a pass, not again by every batch", async () => {
+    // LND out of reach for three days: the rail knows its invoices' fate only up to then.
+    await db.query("DELETE FROM rail_invoices_known WHERE rail = 'toyln'");
+    await recordInvoicesKnown(db, { rail: "toyln", expiredBeforeMs: Date.now() - 3 * 24 * 3_600_000 });
+    const waiting = [];
+    for (let n = 0; n < 20; n++) waiting.push(await challenged());
+    const paid = [];
+    for (let n = 0; n < 6; n++) {
+      const c = await challenged();
+      await pay(c.invoiceId, c.paymentHash);
+      paid.push(c);
+    }
+    const ago = (ms: number) => `now() - make_interval(secs => ${ms}::double precision / 1000)`;
+    const idsOf = (cs: readonly { invoiceId: string }[]) => `{${cs.map((c) => c.invoiceId).join(",")}}`;
+    // The unpaid challenges of the days LND was away: their tokens expired first, all at one moment (a burst of
+    // requests without a token), their invoices after the point. The paid ones' tokens expired after them, and go.
+    await db.query(
+      `UPDATE l402_tokens SET valid_until = ${ago(2 * l402TokenGraceMs)} WHERE invoice_id = ANY($1::text[])`,
+      [idsOf(waiting)],
+    );
+    await db.query(
+      `UPDATE invoices SET expires_at = ${ago(2 * l402TokenGraceMs + 1_800_000)} WHERE id = ANY($1::text[])`,
+      [idsOf(waiting)],
+    );
+    await db.query(
+      `UPDATE l402_tokens SET valid_until = ${ago(l402TokenGraceMs + 3_600_000)} WHERE invoice_id = ANY($1::text[])`,
+      [idsOf(paid)],
+    );
+    // The rows each batch reads of l402_tokens, as on a table of millions, where the planner takes the index (on a few
+    // rows a scan of them all costs less, whatever the statement): run once under EXPLAIN ANALYZE, rolled back.
+    const read: number[] = [];
+    const rowsRead = (node: PlanNode): number =>
+      (node["Relation Name"] === "l402_tokens" && node["Node Type"].endsWith("Scan")
+        ? (node["Actual Rows"] + (node["Rows Removed by Filter"] ?? 0)) * node["Actual Loops"]
+        : 0) + (node.Plans ?? []).reduce((sum, child) => sum + rowsRead(child), 0);
+    const explain = async (text: string, params: readonly unknown[] | undefined) => {
+      const rollback = new Error("rollback");
+      await db
+        .transaction(async (tx) => {
+          await tx.query("SET LOCAL enable_seqscan = off");
+          const [row] = await tx.query<{ "QUERY PLAN": { Plan: PlanNode }[] }>(
+            `EXPLAIN (ANALYZE, FORMAT JSON) ${text}`,
+            params,
+          );
+          read.push(rowsRead(row!["QUERY PLAN"][0]!.Plan));
+          throw rollback;
+        })
+        .catch((error: unknown) => {
+          if (error !== rollback) throw error;
+        });
+    };
+    const explained: Sql = {
+      query: async (text, params) => {
+        if (text.includes("DELETE FROM l402_tokens")) await explain(text, params);
+        return db.query(text, params);
+      },
+    };
+    const batchMax = 4;
+    expect(await pruneL402Tokens(explained, { graceMs: l402TokenGraceMs, batchMax })).toBeGreaterThanOrEqual(
+      paid.length,
+    );
+    const kept = async (
+      table: "invoices" | "l402_tokens",
+      column: string,
+      cs: readonly { invoiceId: string }[],
+    ) => (await db.query(`SELECT 1 FROM ${table} WHERE ${column} = ANY($1::text[])`, [idsOf(cs)])).length;
+    expect(await kept("l402_tokens", "invoice_id", paid)).toBe(0);
+    expect(await kept("invoices", "id", paid)).toBe(paid.length);
+    expect(await kept("l402_tokens", "invoice_id", waiting)).toBe(waiting.length);
+    expect(await kept("invoices", "id", waiting)).toBe(waiting.length);
+    // Each batch: its batchMax tokens, and each of them found again by its key (the delete). Before, each batch read
+    // every waiting token (20, with a join and three lookups each) before the first it could delete: 28 rows, then
+    // 24, this test alone.
+    expect(read.length).toBeGreaterThan(1);
+    expect(Math.max(...read)).toBeLessThanOrEqual(2 * batchMax);
+    // Caught up: they go at the next pass.
+    await recordInvoicesKnown(db, { rail: "toyln", expiredBeforeMs: Date.now() });
+    await pruneL402Tokens(db, { graceMs: l402TokenGraceMs, batchMax });
+    expect(await kept("invoices", "id", waiting)).toBe(0);
+  });
 });
+
+/** A node of EXPLAIN (FORMAT JSON)'s plan, as far as the prune's test reads it. */
+type PlanNode = {
+  "Node Type": string;
+  "Relation Name"?: string;
+  "Actual Rows": number;
+  "Actual Loops": number;
+  "Rows Removed by Filter"?: number;
+  Plans?: PlanNode[];
+};
 
 describe("a paywall's L402 token price", () => {
   // One invoice is at most LND's ceiling (the rail's snapshot, checked by createInvoice): 4,294,967,295,000 msat, which

@@ -6,7 +6,7 @@
 // and its rail knows it was never paid (rail_invoices_known, migration 0061).
 import type { Logger } from "../../core/index.ts";
 import type { Sql } from "../db/index.ts";
-import { deleteInBatches, type Periodic, startPeriodic } from "../periodic/index.ts";
+import { type Periodic, startPeriodic } from "../periodic/index.ts";
 
 export type TokenRecord = {
   keyId: string;
@@ -260,16 +260,46 @@ const unpaidInvoice = `i.status = 'open' AND i.received_amount IS NULL
   AND NOT EXISTS (SELECT 1 FROM refunds f WHERE f.invoice_id = i.id)`;
 /**
  * The invoice expired more than the grace ago, and before the moment up to which its rail knows every invoice's fate
- * (null, so never, while it has told none: no process follows that rail's provider).
+ * (null, so never, while it has told none: no process follows that rail's provider). An L402 challenge's invoice is
+ * always the Lightning rail's (createL402Scheme's default rail, "lightning", the id the Lightning rail takes and
+ * records its point under in gateway/app/rails.ts), so a challenge's invoice on a rail without a point is none.
  */
 const knownNeverPaid = `i.expires_at < now() - make_interval(secs => $1::double precision / 1000)
   AND i.expires_at < (SELECT k.expired_before FROM rail_invoices_known k WHERE k.rail = i.rail)`;
 
 /**
+ * One batch of the prune: the next `$2` tokens expired past the grace after the cursor ($3, $4), in the order of
+ * l402_tokens_valid_until (migration 0063), and of those each one that can go, with its challenge's invoice when that
+ * goes too; tells how many it read and deleted, and the cursor past the last it read (as text: a Date keeps
+ * milliseconds, the column microseconds, and a cursor short of the last row read would read it again).
+ */
+const pruneBatch = `WITH scanned AS MATERIALIZED (
+    SELECT t.key_id, t.valid_until FROM l402_tokens t
+     WHERE t.valid_until < now() - make_interval(secs => $1::double precision / 1000)
+       AND (t.valid_until, t.key_id) > ($3::timestamptz, $4::text)
+     ORDER BY t.valid_until, t.key_id
+     LIMIT $2),
+  tokens AS (
+    DELETE FROM l402_tokens d USING scanned s, invoices i
+     WHERE d.key_id = s.key_id AND i.id = d.invoice_id
+       AND (NOT (${unpaidInvoice}) OR i.expires_at IS NULL OR (${knownNeverPaid}))
+    RETURNING d.key_id, d.invoice_id),
+  unpaid AS (
+    DELETE FROM invoices i USING tokens t
+     WHERE i.id = t.invoice_id AND ${unpaidInvoice} AND ${knownNeverPaid}),
+  last AS (SELECT valid_until, key_id FROM scanned ORDER BY valid_until DESC, key_id DESC LIMIT 1)
+  SELECT (SELECT count(*) FROM scanned)::int AS scanned, (SELECT count(*) FROM tokens)::int AS deleted,
+         (SELECT valid_until::text FROM last) AS valid_until, (SELECT key_id FROM last) AS key_id`;
+
+/**
  * Deletes the rows of tokens that expired more than `graceMs` ago (every tenant's: an expired token serves no
- * one), by the valid_until index, and with each the invoice of its challenge when nothing was paid into it and it is
- * known never to be (deleteInBatches); returns how many tokens. Before, the invoices stayed: every request without
- * a token makes one, so a paywall's unpaid challenges piled up in invoices for good.
+ * one), and with each the invoice of its challenge when nothing was paid into it and it is known never to be; returns
+ * how many tokens. Before, the invoices stayed: every request without a token makes one, so a paywall's unpaid
+ * challenges piled up in invoices for good. In batches of `batchMax` tokens read, each after the last one's, until one
+ * reads fewer (none are left) or the pass's time is up (deleteInBatches' bounds): the tokens that wait for their rail
+ * are the oldest, and a batch that asked for the first `batchMax` deletable ones read every waiting one again (a join
+ * and three lookups each) before it found any, so that a point held back for days made each batch cost every
+ * challenge of those days; now each is read once a pass.
  */
 export async function pruneL402Tokens(
   sql: Sql,
@@ -282,29 +312,23 @@ export async function pruneL402Tokens(
   // else the payer paid and the tenant is never credited. Until then its token waits with it: the invoice is found
   // only through its token, which its foreign key needs gone first, in the same statement (l402_tokens_invoice,
   // migration 0059, finds the token of each invoice). A token whose invoice stays for good goes at once.
-  const { deleted } = await deleteInBatches(
-    sql,
-    {
-      text: `WITH tokens AS (
-               DELETE FROM l402_tokens WHERE key_id IN (
-                 SELECT t.key_id FROM l402_tokens t JOIN invoices i ON i.id = t.invoice_id
-                 WHERE t.valid_until < now() - make_interval(secs => $1::double precision / 1000)
-                   AND (NOT (${unpaidInvoice}) OR i.expires_at IS NULL OR (${knownNeverPaid}))
-                 LIMIT $2)
-               RETURNING key_id, invoice_id),
-             unpaid AS (
-               DELETE FROM invoices i USING tokens t
-               WHERE i.id = t.invoice_id AND ${unpaidInvoice} AND ${knownNeverPaid})
-             SELECT key_id FROM tokens`,
-      param: params.graceMs,
-    },
-    {
-      batchMax: params.batchMax,
-      passMsMax: l402TokenPrunePassMsMax,
-      ...(params.nowMs === undefined ? {} : { nowMs: params.nowMs }),
-    },
-  );
-  return deleted;
+  const batchMax = Math.max(1, params.batchMax);
+  const nowMs = params.nowMs ?? Date.now;
+  const untilMs = nowMs() + l402TokenPrunePassMsMax;
+  let after = { validUntil: "-infinity", keyId: "" };
+  let deleted = 0;
+  for (;;) {
+    const [batch] = await sql.query<{
+      scanned: number;
+      deleted: number;
+      valid_until: string | null;
+      key_id: string | null;
+    }>(pruneBatch, [params.graceMs, batchMax, after.validUntil, after.keyId]);
+    const { scanned, valid_until: validUntil, key_id: keyId } = batch!;
+    deleted += batch!.deleted;
+    if (scanned < batchMax || validUntil === null || keyId === null || nowMs() >= untilMs) return deleted;
+    after = { validUntil, keyId };
+  }
 }
 
 /**
@@ -352,12 +376,43 @@ export function startInvoicesKnownRecord(deps: {
   });
 }
 
+/**
+ * How far behind now a rail's point (rail_invoices_known) may be before the prune says so. While LND answers it trails
+ * by the pass over long-expired invoices, minutes; days behind, LND or the process following it has been out of reach
+ * that long, or one invoice holds it for good (a settlement set aside that the gateway keeps refusing, a lookup that
+ * keeps failing otherwise than "unable to locate": adapters/lightning/invoices.ts noteInvoicesKnown). Until it moves
+ * no unpaid challenge is deleted, and every request without a token leaves a token and an invoice more, silently.
+ */
+export const invoicesKnownLagMsMax = 2 * 24 * 60 * 60 * 1000;
+
+/** Warns of each rail whose point lags now by more than invoicesKnownLagMsMax: once a prune pass, in every process. */
+async function warnInvoicesKnownLagging(sql: Sql, logger: Logger): Promise<void> {
+  const rows = await sql.query<{ rail: string; expired_before: Date; updated_at: Date; now: Date }>(
+    `SELECT rail, expired_before, updated_at, now() AS now FROM rail_invoices_known
+      WHERE expired_before < now() - make_interval(secs => $1::double precision / 1000)`,
+    [invoicesKnownLagMsMax],
+  );
+  for (const row of rows)
+    logger.warn(
+      {
+        rail: row.rail,
+        behindHours: Math.floor((row.now.getTime() - row.expired_before.getTime()) / 3_600_000),
+        expiredBefore: row.expired_before.toISOString(),
+        movedAt: row.updated_at.toISOString(),
+      },
+      "l402 prune: the rail has known its invoices' fate only up to long ago; its unpaid challenges since are kept, a token and an invoice each, until it knows more",
+    );
+}
+
 /** The periodic prune of expired L402 tokens, for the composition root (beside the idempotency prune). */
 export function startL402TokenPrune(deps: { sql: Sql; logger: Logger }): Periodic {
   return startPeriodic({
     name: "l402 token prune",
     intervalMs: l402TokenPruneEveryMs,
-    pass: () => pruneL402Tokens(deps.sql, { graceMs: l402TokenGraceMs, batchMax: l402TokenPruneBatchMax }),
+    pass: async () => {
+      await warnInvoicesKnownLagging(deps.sql, deps.logger);
+      return pruneL402Tokens(deps.sql, { graceMs: l402TokenGraceMs, batchMax: l402TokenPruneBatchMax });
+    },
     logger: deps.logger,
   });
 }
