@@ -363,20 +363,23 @@ async function sendOnChain(
     ...(pending ? { pending: true as const } : {}),
     payer: w.payment.payer,
   });
-  /** Nothing was sent: the claims are given back, and the same authorizations may come again. */
-  const notSent = async (message: string) => {
-    for (const w of items)
+  /** Nothing was sent: the claims (of `of`) are given back, and the same authorizations may come again. */
+  const notSent = async (message: string, of: readonly Waiting[] = items) => {
+    for (const w of of)
       await afterSent(logger, "giving the claim back", { invoiceId: w.invoiceId }, () =>
         release(db, chain, w.payment.authorization, { invoiceId: w.invoiceId }),
       );
-    return items.map((w) => refused(w, "unexpected_settle_error", `the batch was not sent: ${message}`));
+    return of.map((w) => refused(w, "unexpected_settle_error", `the batch was not sent: ${message}`));
   };
   // Each invoice is in one batch only, so its first invoice names the batch (a retry sends nothing new).
   const key = `${chain.rail}:${items[0]!.invoiceId}`;
   // Named on its rows before it is sent: a process that dies once the rail has sent it leaves rows reconciliation can
-  // find its transaction from (the header's "A settler that dies").
+  // find its transaction from (the header's "A settler that dies"). Every row, or it is not sent: reconciliation
+  // adopts the rows carrying the key, and splits the gas over them, so a row left unnamed (its claim no longer as
+  // this caller left it) would have the batch adopted in part and its gas split over fewer payments than it carried.
+  let named: string[];
   try {
-    await sendingInBatch(
+    named = await sendingInBatch(
       db,
       chain,
       key,
@@ -388,6 +391,26 @@ async function sendOnChain(
       "x402 batch settlement: naming the batch on its claims failed",
     );
     return notSent("the gateway could not record it");
+  }
+  if (named.length !== items.length) {
+    // A claim not named is not its caller's now (given back, concluded, or bound to another payment's invoice, as a
+    // settle by a caller that did not claim it binds it): its caller hears so, as the rail's binding would have
+    // answered it. The others' claims are given back, for their payments to come again.
+    logger.error(
+      { rail: chain.rail, key, named: named.length, count: items.length },
+      "x402 batch settlement: some claims of the batch were no longer this settler's; nothing sent",
+    );
+    const held = items.filter((w) => named.includes(w.invoiceId));
+    const givenBack = await notSent("the claim of another of its payments was no longer held", held);
+    return items.map((w) => {
+      const i = held.indexOf(w);
+      if (i >= 0) return givenBack[i]!;
+      return refused(
+        w,
+        "invalid_exact_evm_nonce_already_used",
+        "the authorization's claim is not this payment's",
+      );
+    });
   }
   const outcome = await sender({
     key,

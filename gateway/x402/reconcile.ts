@@ -42,7 +42,7 @@
 // The gas of every mined transaction is booked before its rows are concluded, through the settlers' own booking
 // (settle.ts bookGas for a transaction to the token — on a rail of more than one confirmation left to the rail's
 // send-gas pass, once final — batch.ts bookBatchGas for one to a batch settler, split over
-// every row that carries the transaction as batch.ts splits it), under ids derived from the transaction: booking it
+// every row of its batch as batch.ts splits it), under ids derived from the transaction: booking it
 // again books nothing, and a booking that fails leaves the rows `submitted` for the next pass. A row is concluded
 // only while it is still `submitted` with that transaction (a retried settle may have concluded it meanwhile).
 //
@@ -419,21 +419,30 @@ async function adoptSentClaims(db: Db, chain: X402Chain, bounds: ReconcileSettin
 
 /**
  * adoptSentClaims for batches: every row still `claimed` under a batch key the journal holds a send for, a batch
- * whole (the rows the pass takes are counted by batch). A batch's gas is split over every row carrying its
- * transaction (bookBatchGas, as batch.ts splits it over its items): a batch adopted in part would book its shares
+ * whole (the rows the pass takes are counted by batch). A batch's gas is split over every row of the batch
+ * (bookBatchGas, as batch.ts splits it over its items; batchInvoiceIds): a batch adopted in part would book its shares
  * over some of them, other amounts than the rest later named under the same ids. Its rows were marked in one
- * statement (store.ts sendingInBatch), so they turn quiet together. No binding to check, as for a single
- * settlement: the key was written on exactly these rows, each bound to its invoice, before the rail sent them.
+ * statement (store.ts sendingInBatch, which sends nothing unless it marked every one), so they turn quiet together.
+ * Quiet from the send's signing too (evm_sends.signed_at, moved on by each fee bump): the rows were marked before the
+ * batch waited for the hot wallet's turn, then for its receipt, and a live settler's batch would be adopted, and
+ * concluded twice, while it still waits. They take the transaction the batch's rows its settler recorded already
+ * carry (it died part way through), else the send's latest: one transaction on every row of a batch, as `replaced`
+ * moves them. No binding to check, as for a single settlement: the key was written on exactly these rows, each bound
+ * to its invoice, before the rail sent them.
  */
 async function adoptSentBatches(db: Db, chain: X402Chain, bounds: ReconcileSettings): Promise<void> {
   await db.query(
     `WITH adoptable AS (
-       SELECT a.batch_key, s.tx_hash FROM x402_authorizations a
+       SELECT a.batch_key, coalesce(recorded.tx_hash, s.tx_hash) AS tx_hash FROM x402_authorizations a
        JOIN evm_sends s ON s.chain_id = $1 AND s.attempt_id = 'x402-batch:' || a.batch_key
+       LEFT JOIN LATERAL (SELECT o.tx_hash FROM x402_authorizations o
+                          WHERE o.chain_id = $1 AND o.token = $2 AND o.batch_key = a.batch_key
+                            AND o.tx_hash IS NOT NULL
+                          ORDER BY o.tx_hash LIMIT 1) recorded ON true
        WHERE a.chain_id = $1 AND a.token = $2 AND a.status = 'claimed' AND a.tx_hash IS NULL
          AND a.invoice_id IS NOT NULL AND a.batch_key IS NOT NULL
-         AND a.updated_at < now() - make_interval(secs => $3::double precision / 1000)
-       GROUP BY a.batch_key, s.tx_hash
+         AND greatest(a.updated_at, s.signed_at) < now() - make_interval(secs => $3::double precision / 1000)
+       GROUP BY a.batch_key, s.tx_hash, recorded.tx_hash
        ORDER BY min(a.updated_at) LIMIT $4)
      UPDATE x402_authorizations a SET status = 'submitted', tx_hash = adoptable.tx_hash
      FROM adoptable
@@ -513,7 +522,7 @@ export async function bookMinedTxGas(deps: ReconcileDeps, chain: X402Chain, txHa
 
 /**
  * Books the transaction's gas as the settler that sent it does: a transaction to the token is one payment's
- * (bookGas); one to a batch settler is split over every row carrying it (bookBatchGas, by invoice id). False
+ * (bookGas); one to a batch settler is split over every row of its batch (bookBatchGas, by invoice id). False
  * (logged) when the rows cannot name their shares.
  */
 async function bookTxGas(deps: ReconcileDeps, chain: X402Chain, txHash: Hex, receipt: MinedReceipt) {
@@ -532,13 +541,24 @@ async function bookTxGas(deps: ReconcileDeps, chain: X402Chain, txHash: Hex, rec
 }
 
 /**
- * The invoices of every row carrying batch transaction `txHash` (whatever its status: batch.ts records each item
- * of a batch with it, those refused too). Their order does not matter: bookBatchGas splits by invoice id. Null when a
- * row has no invoice (batch.ts queues none without one).
+ * The invoices of every row of the batch sent as transaction `txHash` (whatever its status: batch.ts records each item
+ * of a batch with it, those refused too): the rows carrying the batch key of a row carrying `txHash`, whatever
+ * transaction of the send each carries, and the rows carrying `txHash` (a batch sent before its rows were marked,
+ * migration 0060). Their order does not matter: bookBatchGas splits by invoice id. Null when a row has no invoice
+ * (batch.ts queues none without one). By hash alone, the rows of a batch carrying different transactions of its send
+ * (a settler that recorded some rows with one and died, the rest adopted with another: its fee bump) were split over
+ * as two batches — the first concluded booked the whole gas over its rows, the second, moved to the same transaction,
+ * its share of every row again under the ids not booked yet.
  */
 async function batchInvoiceIds(db: Db, chain: X402Chain, txHash: Hex): Promise<string[] | null> {
   const rows = await db.query<{ invoice_id: string | null }>(
-    "SELECT invoice_id FROM x402_authorizations WHERE chain_id = $1 AND token = $2 AND tx_hash = $3",
+    `WITH carrying AS (
+       SELECT invoice_id, batch_key FROM x402_authorizations WHERE chain_id = $1 AND token = $2 AND tx_hash = $3)
+     SELECT invoice_id FROM carrying WHERE batch_key IS NULL
+     UNION ALL
+     SELECT a.invoice_id FROM x402_authorizations a
+     WHERE a.chain_id = $1 AND a.token = $2
+       AND a.batch_key IN (SELECT batch_key FROM carrying WHERE batch_key IS NOT NULL)`,
     [chain.chainId, chain.token.toLowerCase(), txHash],
   );
   const invoiceIds = rows.flatMap((row) => (row.invoice_id === null ? [] : [row.invoice_id]));

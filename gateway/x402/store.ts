@@ -140,19 +140,22 @@ export async function record(
  * Names the batch the claims are about to be sent in (`batchKey`, the key batch.ts hands the rail), each claim bound
  * to its invoice and not sent yet: written before the rail sends, so that a settler that dies between the send and
  * its record leaves rows that name their send (reconcile.ts adopts them from the rail's send journal, and the
- * send-gas pass leaves the batch's gas to x402). One statement: every row of a batch is marked, or none.
+ * send-gas pass leaves the batch's gas to x402). One statement: every row of a batch is marked, or none. Returns the
+ * invoices of the claims marked: a claim no longer as its caller left it (given back, sent, bound to another invoice)
+ * is not, and a batch sent with fewer rows marked than items would be adopted, and its gas split, over only some.
  */
 export async function sendingInBatch(
   db: Db,
   chain: X402Chain,
   batchKey: string,
   claims: readonly { readonly authorization: Eip3009Authorization; readonly invoiceId: string }[],
-): Promise<void> {
-  await db.query(
+): Promise<string[]> {
+  const rows = await db.query<{ invoice_id: string }>(
     `UPDATE x402_authorizations a SET batch_key = $3, updated_at = now()
      FROM unnest($4::text[], $5::text[], $6::text[]) AS c (payer, nonce, invoice_id)
      WHERE a.chain_id = $1 AND a.token = $2 AND a.payer = c.payer AND a.nonce = c.nonce
-       AND a.invoice_id = c.invoice_id AND a.status = 'claimed' AND a.tx_hash IS NULL`,
+       AND a.invoice_id = c.invoice_id AND a.status = 'claimed' AND a.tx_hash IS NULL
+     RETURNING a.invoice_id`,
     [
       chain.chainId,
       chain.token.toLowerCase(),
@@ -162,6 +165,7 @@ export async function sendingInBatch(
       claims.map((c) => c.invoiceId),
     ],
   );
+  return rows.map((row) => row.invoice_id);
 }
 
 /** What the gateway recorded of an authorization whose transaction was sent: for answering a retry. */

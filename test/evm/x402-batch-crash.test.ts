@@ -65,11 +65,11 @@ afterAll(async () => {
   await gw?.app.close();
 });
 
-/** One reconciliation pass over the test's chain, every row taken however recent. */
-const reconcile = () =>
+/** One reconciliation pass over the test's chain, every row taken however recent (unless `submittedQuietMs`). */
+const reconcile = (submittedQuietMs = 0) =>
   reconcileX402(
     { db: gw.app.db, settlement: gw.app.settlement, chains: { chains: [chain] }, logger: silentLogger },
-    { submittedQuietMs: 0 },
+    { submittedQuietMs },
   );
 
 /** A new payer (named: the same key every run) holding TestUSD. */
@@ -217,6 +217,38 @@ function dbDyingAtHandOver(db: Db): Db {
   });
 }
 
+/**
+ * The database of a process that dies once it has recorded `records` rows with a transaction (store.ts record): every
+ * statement after that never answers, as none would after a SIGKILL. `died` resolves then.
+ */
+function dbDyingAfterRecords(db: Db, records: number) {
+  let recorded = 0;
+  let dead = false;
+  let die = () => {};
+  const died = new Promise<void>((resolve) => {
+    die = resolve;
+  });
+  const dying = new Proxy(db, {
+    get(target, property) {
+      const value = Reflect.get(target, property, target);
+      if (typeof value !== "function") return value;
+      if (property !== "query") return value.bind(target);
+      return (text: string, params?: unknown[]) => {
+        if (!dead && text.includes("SET status = $5, invoice_id") && params?.[6] != null) {
+          recorded += 1;
+          if (recorded > records) {
+            dead = true;
+            die();
+          }
+        }
+        if (dead) return new Promise(() => {});
+        return value.call(target, text, params);
+      };
+    },
+  });
+  return { db: dying, died };
+}
+
 describe("a batch settler that dies once the rail has sent its batch, before it records it", () => {
   it("after the rail handed the gas to x402: the rows concluded by the receipt, the gas booked once", async () => {
     const [a, b, stranger] = [
@@ -289,5 +321,123 @@ describe("a batch settler that dies once the rail has sent its batch, before it 
     expect(await reconcile()).toEqual({ settled: 0, failed: 0, left: 0 });
     expect(await bookedByPass(txHash)).toBe(0n);
     expect(await gw.gasFeesBooked()).toBe(feesBefore + gas);
+  });
+});
+
+describe("a batch settler that dies part way through its record, the batch's send fee-bumped since", () => {
+  it("the rows it recorded and those adopted are one batch: its gas split over all of them, booked once", async () => {
+    const [a, b, c] = [await newPayer("bumped a"), await newPayer("bumped b"), await newPayer("bumped c")];
+    const ps = [await claimedPayment(a, 260n), await claimedPayment(b, 270n), await claimedPayment(c, 280n)];
+    // The rail waits 300 ms for a receipt and replaces the send as soon as it is asked again (its fee bump); nothing
+    // is mined meanwhile, so the settler hears `in_flight` and records its rows `submitted` with the first transaction
+    // — one of them: then its process dies.
+    const bumping = anotherProcessRail(gw, { receiptTimeoutMs: 300, replaceAfterMs: 0 });
+    let sent: Parameters<AuthorizationBatchSender>[0] | undefined;
+    const sender: AuthorizationBatchSender = async (batch) => {
+      sent = batch;
+      return bumping.settleAuthorizationBatch({ ...batch, settler: settlerAddress });
+    };
+    const { db, died } = dbDyingAfterRecords(gw.app.db, 1);
+    const settler = createBatchSettler({
+      settlement: { ...gw.app.settlement, db },
+      senderOf: () => sender,
+      single: createSingleSettler({ settlement: gw.app.settlement }),
+      settings: { batchSizeMax: ps.length, batchWaitMsMax: 60_000 },
+    });
+    let bumped: Hex;
+    await gw.setAutomine(false);
+    try {
+      // Its callers are never answered: the process is gone.
+      for (const p of ps) void settler.settle(p.claimed, p.requirements);
+      await died;
+      const rows = await Promise.all(ps.map(rowOf));
+      const recorded = rows.filter((row) => row.tx_hash !== null);
+      expect(recorded).toHaveLength(1);
+      expect(recorded[0]).toMatchObject({ status: "submitted" });
+      const first = recorded[0]!.tx_hash! as Hex;
+      expect(rows.filter((row) => row.status === "claimed" && row.tx_hash === null)).toHaveLength(2);
+      // The send-gas pass's fee bump (the same key sent again), mined in the first one's stead.
+      const again = await bumping.settleAuthorizationBatch({ ...sent!, settler: settlerAddress });
+      if (again.status !== "in_flight") throw new Error(`the bumped batch: ${again.status}`);
+      bumped = again.txHash;
+      expect(await gw.rail.sendHashesOf(first)).toEqual([bumped, first]);
+      await gw.chain.networkHelpers.mine(1);
+    } finally {
+      await gw.setAutomine(true);
+    }
+    const receipt = await gw.chain.publicClient.getTransactionReceipt({ hash: bumped });
+    expect(receipt.status).toBe("success");
+    const gas = divCeil(receipt.gasUsed * receipt.effectiveGasPrice, 1_000_000_000n);
+    const feesBefore = await gw.gasFeesBooked();
+
+    expect(await reconcile()).toEqual({ settled: 3, failed: 0, left: 0 });
+    for (const p of ps) expect(await rowOf(p)).toMatchObject({ status: "settled", tx_hash: bumped });
+    // Before: the two adopted rows carried the send's latest transaction, the recorded one the first, and the batch's
+    // gas was split as two batches': whole over the two adopted rows, then a third of it again for the recorded one.
+    expect(await sharesBooked(bumped, ps)).toEqual(splitEvenlyRemainderToFirst(gas, ps.length));
+    expect(await gw.gasFeesBooked()).toBe(feesBefore + gas);
+    expect(await reconcile()).toEqual({ settled: 0, failed: 0, left: 0 });
+    expect(await gw.gasFeesBooked()).toBe(feesBefore + gas);
+    expect(await gw.tokenBalance(a.address)).toBe(payerFunds - 260n);
+    expect(await gw.tokenBalance(b.address)).toBe(payerFunds - 270n);
+    expect(await gw.tokenBalance(c.address)).toBe(payerFunds - 280n);
+  });
+});
+
+describe("a batch reconciliation would adopt", () => {
+  it("is not adopted while its send is recent, however long ago its rows were named", async () => {
+    const [a, b] = [await newPayer("recent send a"), await newPayer("recent send b")];
+    const ps = [await claimedPayment(a, 290n), await claimedPayment(b, 300n)];
+    const { txHash } = await sentThenDied(ps);
+    // Named an hour before the rail signed the send (the batch waited for the hot wallet's turn, then its receipt).
+    for (const p of ps)
+      await gw.app.db.query(
+        "UPDATE x402_authorizations SET updated_at = now() - interval '1 hour' WHERE payer = $1 AND nonce = $2",
+        [p.claimed.authorization.from.toLowerCase(), p.claimed.authorization.nonce.toLowerCase()],
+      );
+    // Before: adopted and concluded at once, beside the settler still waiting for the receipt.
+    expect(await reconcile(60_000)).toEqual({ settled: 0, failed: 0, left: 0 });
+    for (const p of ps) expect(await rowOf(p)).toMatchObject({ status: "claimed", tx_hash: null });
+    expect(await reconcile()).toEqual({ settled: 2, failed: 0, left: 0 });
+    for (const p of ps) expect(await rowOf(p)).toMatchObject({ status: "settled", tx_hash: txHash });
+  });
+
+  it("is not sent when a claim of it is no longer its caller's: the others given back, nothing adopted", async () => {
+    const [a, b] = [await newPayer("unnamed a"), await newPayer("unnamed b")];
+    const ps = [await claimedPayment(a, 310n), await claimedPayment(b, 320n)];
+    const sent: string[] = [];
+    const sender: AuthorizationBatchSender = async (batch) => {
+      sent.push(batch.key);
+      return gw.rail.settleAuthorizationBatch({ ...batch, settler: settlerAddress });
+    };
+    const settler = createBatchSettler({
+      settlement: gw.app.settlement,
+      senderOf: () => sender,
+      single: createSingleSettler({ settlement: gw.app.settlement }),
+      settings: { batchSizeMax: ps.length, batchWaitMsMax: 60_000 },
+    });
+    // a's payment waits in the queue, bound to its invoice; its claim is then bound to another payment's invoice (as
+    // a settle of the same authorization by a caller that did not claim it binds it: settle.ts bookInvoice).
+    const waiting = settler.settle(ps[0]!.claimed, ps[0]!.requirements);
+    await expect.poll(async () => (await rowOf(ps[0]!)).invoice_id).not.toBeNull();
+    await gw.app.db.query(
+      "UPDATE x402_authorizations SET invoice_id = 'another' WHERE payer = $1 AND nonce = $2",
+      [a.address.toLowerCase(), ps[0]!.claimed.authorization.nonce.toLowerCase()],
+    );
+    const results = await Promise.all([waiting, settler.settle(ps[1]!.claimed, ps[1]!.requirements)]);
+    await settler.close();
+    // Before: b's row alone named, the batch sent — b's adoptable, and its gas split, alone — a answered settled.
+    expect(sent).toEqual([]);
+    expect(results[0]).toMatchObject({ ok: false, refusal: "invalid_exact_evm_nonce_already_used" });
+    expect(results[1]).toMatchObject({ ok: false, refusal: "unexpected_settle_error" });
+    // b's claim given back (its payment may come again), a's left to the payment it is bound to.
+    expect(await rowOf(ps[0]!)).toMatchObject({ status: "claimed", tx_hash: null, invoice_id: "another" });
+    const [row] = await gw.app.db.query("SELECT 1 FROM x402_authorizations WHERE payer = $1 AND nonce = $2", [
+      b.address.toLowerCase(),
+      ps[1]!.claimed.authorization.nonce.toLowerCase(),
+    ]);
+    expect(row).toBeUndefined();
+    expect(await gw.tokenBalance(a.address)).toBe(payerFunds);
+    expect(await gw.tokenBalance(b.address)).toBe(payerFunds);
   });
 });
