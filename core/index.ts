@@ -49,6 +49,7 @@ export type {
   PayoutRefused,
   PayoutReversal,
   Rail,
+  RailCapitalMovement,
   RailEvent,
   RailEventHandler,
   RailEventVerdict,

@@ -240,11 +240,28 @@ export type RailEvent =
   | { kind: "fee"; reference: string; evidence: SettlementEvidence; fees: readonly RailFee[] }
   /**
    * The operator's own funds the provider moved, not a payment: a Stripe payout of the platform's balance to the
-   * operator's bank takes `amount` off what the rail holds (`out`), and gives it back if the payout fails or is canceled
-   * (`in`). Booked as the operator's capital, as POST /v1/rails/:rail/capital books it, once per `reference`: the
-   * provider's own name for the movement, the same on every delivery (and `description` with it).
+   * operator's bank takes its amount off what the rail holds (an `out` movement), and gives it back if the payout fails
+   * or is canceled (an `in` before it). Each movement is booked as the operator's capital, as POST
+   * /v1/rails/:rail/capital books it, once per `reference`; those not booked yet are booked in one ledger write (all or
+   * none), in their order. One the rail's clearing account does not hold yet is kept, and booked once it does.
    */
-  | { kind: "capital"; direction: "in" | "out"; amount: bigint; reference: string; description: string };
+  | {
+      kind: "capital";
+      movements: readonly RailCapitalMovement[];
+      /** What the provider took for the movement (an Instant Payout's fee), or gave back (< 0). */
+      fees?: readonly RailFee[];
+    };
+
+/**
+ * One movement of the operator's funds the provider made, in the rail's asset: `reference` is the provider's own name
+ * for it, the same on every delivery (and `description` with it).
+ */
+export type RailCapitalMovement = {
+  readonly direction: "in" | "out";
+  readonly amount: bigint;
+  readonly reference: string;
+  readonly description: string;
+};
 
 /**
  * What the gateway made of a delivered event. `not_ours`: money in for a reference that is none of the gateway's,

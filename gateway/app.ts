@@ -65,6 +65,7 @@ import {
 } from "./rates/index.ts";
 import { fxPairKey, route } from "./router/index.ts";
 import {
+  applyParkedRailCapital,
   applyRailEvent,
   createOpenInvoiceMemory,
   openInvoiceMemoryDefaults,
@@ -115,6 +116,7 @@ const gatewayTables = new Set([
   "paywalls",
   "payout_reversals",
   "quotes",
+  "rail_capital_parked",
   "rail_invoices_known",
   "refundable",
   "refunds",
@@ -214,6 +216,11 @@ const nettingFlushEveryMsMax = 5_000;
 const idempotencyInProgressTimeoutMs = 5 * 60_000;
 /** How long a payment request waits for a slow rail before it is answered 202 processing (Prefer: wait=N overrides). */
 const railWaitMs = 5_000;
+/**
+ * How often the operator's capital a rail reported, which its clearing account did not hold then, is tried again (it
+ * is tried at once when the operator books capital on the rail; money that came in since may make room too).
+ */
+const parkedRailCapitalRetryMs = 60_000;
 
 /** What each start-up phase leaves to undo: closed in the reverse order of their opening. */
 type Closers = Array<() => Promise<void>>;
@@ -613,6 +620,15 @@ async function startRails(
     closers.push(() => rail.stop());
     await rail.start();
   }
+  // What a rail's events kept for want of room in its clearing account (a Stripe payout of funds the ledger was never
+  // told of): booked once there is room, whichever process finds it first.
+  const parkedCapital = startPeriodic({
+    name: "parked rail capital pass",
+    intervalMs: parkedRailCapitalRetryMs,
+    pass: () => applyParkedRailCapital({ ...deps.payments, logger: railEvents.logger }),
+    logger: deps.logger,
+  });
+  closers.push(() => parkedCapital.stop());
 }
 
 // ---- background passes: netting, recovery, webhook delivery

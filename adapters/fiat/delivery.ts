@@ -1,6 +1,7 @@
 // Stripe's events, from the rail's webhook route (webhook-route.ts: verified, ordered and deduplicated there)
 // to the settlement's handler, as the rail's events. Informational events (a failed charge, a connected
 // account's failed payout) stop here.
+import type Stripe from "stripe";
 import type { PayoutReversal, RailEventVerdict, RailFee, RailRoute } from "../../core/index.ts";
 import { FiatRailError } from "./errors.ts";
 import { type FiatEvent, toRailEvent } from "./events.ts";
@@ -13,6 +14,7 @@ export async function deliver(state: FiatRailState, event: FiatEvent): Promise<R
     transferFee: (transferId) => transferFee(state, transferId),
     chargeFee: (intentId) => chargeFee(state, intentId),
     transferReversals: (transferId) => transferReversals(state, transferId),
+    payoutFees: (payoutId) => payoutFees(state, payoutId),
   });
   if (railEvent === null) return; // informational: nothing was credited, or not our money (a connected account's payout)
   if (state.handler === null)
@@ -80,6 +82,31 @@ async function chargeFee(state: FiatRailState, intentId: string): Promise<RailFe
     return { id: txn.id, amount: 0n };
   }
   return { id: txn.id, amount: BigInt(txn.fee) };
+}
+
+/**
+ * What Stripe took for a payout of the platform's balance, and gave back with its failure: the fees of its balance
+ * transaction and of its failure's (an Instant Payout's fee; a standard payout's are 0), one request. A fee in another
+ * currency than the rail's cannot be booked in the rail's asset: logged, and answered as 0. Stripe not answering
+ * throws: the event is then not applied, and Stripe delivers it again.
+ */
+async function payoutFees(
+  state: FiatRailState,
+  payoutId: string,
+): Promise<{ fee: bigint; failureFee: bigint }> {
+  const payout = await state.stripe.payouts.retrieve(payoutId, {
+    expand: ["balance_transaction", "failure_balance_transaction"],
+  });
+  const feeOf = (txn: string | Stripe.BalanceTransaction | null): bigint => {
+    if (txn === null || typeof txn === "string") return 0n;
+    if (txn.currency.toLowerCase() === state.currency) return BigInt(txn.fee);
+    state.logger.error(
+      { payoutId, balanceTransaction: txn.id, currency: txn.currency, fee: txn.fee },
+      "Stripe's fee is in another currency than the rail's; it is not booked",
+    );
+    return 0n;
+  };
+  return { fee: feeOf(payout.balance_transaction), failureFee: feeOf(payout.failure_balance_transaction) };
 }
 
 /** The route this rail contributes (POST /v1/webhooks/stripe); none when the rail was given no webhooks. */

@@ -21,6 +21,9 @@ const envelope = {
 const noReversals = async (): Promise<PayoutReversal[]> => {
   throw new Error("no transfer's reversals are asked for this event");
 };
+const noPayoutFees = async (): Promise<{ fee: bigint; failureFee: bigint }> => {
+  throw new Error("no payout's fees are asked for this event");
+};
 
 /** Money in of `amount` for `reference` by PaymentIntent `intent`, as the receiver hands it over. */
 const receivedOf = (reference: string, intent: string, amount: bigint): FiatEvent => ({
@@ -63,6 +66,7 @@ describe("toRailEvent", () => {
       throw new Error("no charge's fee is asked for this event");
     },
     transferReversals: noReversals,
+    payoutFees: noPayoutFees,
   };
 
   it("gives the RailEvent inside received and attempt_failed", async () => {
@@ -321,6 +325,7 @@ describe("a charge's balance transaction set later (asynchronous capture)", () =
         transferFee,
         chargeFee: async () => ({ id: "txn_1", amount: 62n }),
         transferReversals: noReversals,
+        payoutFees: noPayoutFees,
       }),
     ).toEqual({
       kind: "fee",
@@ -329,7 +334,12 @@ describe("a charge's balance transaction set later (asynchronous capture)", () =
       fees: [{ id: "txn_1", amount: 62n }],
     });
     await expect(
-      toRailEvent(fee, { transferFee, chargeFee: async () => null, transferReversals: noReversals }),
+      toRailEvent(fee, {
+        transferFee,
+        chargeFee: async () => null,
+        transferReversals: noReversals,
+        payoutFees: noPayoutFees,
+      }),
     ).rejects.toThrow("no balance transaction yet");
   });
 
@@ -340,6 +350,7 @@ describe("a charge's balance transaction set later (asynchronous capture)", () =
         transferFee,
         chargeFee: async () => null,
         transferReversals: noReversals,
+        payoutFees: noPayoutFees,
       }),
     ).toEqual({
       kind: "received",
@@ -451,6 +462,7 @@ describe("a transfer's reversals", () => {
           { key: "trr_1", amount: 200n },
         ];
       },
+      payoutFees: noPayoutFees,
     };
     expect(await toRailEvent(succeeded, lookups)).toEqual({
       kind: "attempt_succeeded",

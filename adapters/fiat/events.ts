@@ -3,6 +3,7 @@
 import { z } from "zod";
 import type {
   PayoutReversal,
+  RailCapitalMovement,
   RailEvent,
   RailFailureCode,
   RailFee,
@@ -177,11 +178,14 @@ const payoutSchema = z
  */
 export const platformPayoutIdLengthMax = 100;
 
-/** A payout of the platform's own balance to its bank, automatic or manual: what its booking needs of it. */
+/**
+ * A payout of the platform's own balance to its bank, automatic or manual: what its booking needs of it. Its amount
+ * is negative for a debit (Stripe's withdrawal from the bank: interpretPlatformPayout).
+ */
 const platformPayoutSchema = z
   .object({
     id: z.string().min(1).max(platformPayoutIdLengthMax),
-    amount: movedUnits,
+    amount: z.number().int().min(-Number.MAX_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER),
     currency: z.string(),
     status: z.string().nullish(),
   })
@@ -189,11 +193,15 @@ const platformPayoutSchema = z
 
 /**
  * The references the operator's capital is booked under for the platform's payout `payoutId`: its money taken off the
- * balance, and given back when the payout failed or was canceled. One each, whichever event brings it.
+ * balance, and given back when the payout failed or was canceled; and the ids of Stripe's fees for it: the one its
+ * balance transaction took (an Instant Payout's), and the one its failure's gave back (negative). One each, whichever
+ * event brings it.
  */
 export const platformPayoutReferences = (payoutId: string) => ({
   taken: `stripe_payout:${payoutId}`,
   returned: `stripe_payout_returned:${payoutId}`,
+  fee: `stripe_payout_fee:${payoutId}`,
+  failureFee: `stripe_payout_failure_fee:${payoutId}`,
 });
 
 function idOf(value: string | { id: string } | null | undefined): string | undefined {
@@ -291,14 +299,13 @@ export type FiatEvent =
     }
   | {
       /**
-       * The platform's own balance paid out to the operator's bank (`out`), or that money back on it when the payout
-       * failed or was canceled (`in`): the operator's capital, booked once per `reference` (platformPayoutReferences).
+       * The platform's own balance paid out to the operator's bank (an `out` movement), and that money back on it when
+       * the payout failed or was canceled (an `in` before it): the operator's capital, each movement booked once per
+       * reference (platformPayoutReferences). Stripe's fees for the payout are read when delivered (toRailEvent).
        */
       readonly kind: "capital";
-      readonly direction: "in" | "out";
-      readonly amount: bigint;
-      readonly reference: string;
-      readonly description: string;
+      readonly payoutId: string;
+      readonly movements: readonly RailCapitalMovement[];
       readonly pspIds: FiatPspIds; // payout: the payout
     }
   | {
@@ -323,11 +330,19 @@ export type ChargeFeeLookup = (paymentIntentId: string) => Promise<RailFee | nul
 /** A transfer's reversals in the rail's currency, as Stripe lists them when asked (every page). */
 export type TransferReversalsLookup = (transferId: string) => Promise<PayoutReversal[]>;
 
+/**
+ * What Stripe took for a payout of the platform's balance (its balance transaction's fee: an Instant Payout's), and
+ * what the balance transaction of its failure or cancellation took (negative: given back), 0 when it has none, asked of
+ * Stripe.
+ */
+export type PayoutFeesLookup = (payoutId: string) => Promise<{ fee: bigint; failureFee: bigint }>;
+
 /** What toRailEvent asks Stripe: the fees no event carries, and a transfer's reversals its event did not list. */
 export type StripeLookups = {
   transferFee: TransferFeeLookup;
   chargeFee: ChargeFeeLookup;
   transferReversals: TransferReversalsLookup;
+  payoutFees: PayoutFeesLookup;
 };
 
 /** The PaymentIntent money in came by: named in its ids, and its evidence. */
@@ -413,14 +428,23 @@ export async function toRailEvent(event: FiatEvent, lookups: StripeLookups): Pro
         evidence: event.evidence,
         ...feesField(event.fees),
       };
-    case "capital":
+    case "capital": {
+      // Stripe takes an Instant Payout's fee from the balance beside its amount, on the payout's balance transaction.
+      // Whether a failed payout gives it back is the failure's balance transaction's to say: it "reverses the initial
+      // balance transaction and returns the funds from the failed payout back in your balance" (the Payout object's
+      // failure_balance_transaction, Stripe's API reference), and a fee it returns is a negative fee there, booked as a
+      // fee given back; a fee it keeps is not on it, and stays booked.
+      const references = platformPayoutReferences(event.payoutId);
+      const { fee, failureFee } = await lookups.payoutFees(event.payoutId);
       return {
         kind: "capital",
-        direction: event.direction,
-        amount: event.amount,
-        reference: event.reference,
-        description: event.description,
+        movements: event.movements,
+        ...feesField([
+          { id: references.fee, amount: fee },
+          { id: references.failureFee, amount: failureFee },
+        ]),
       };
+    }
     case "receive_failed":
     case "payout_failed":
       return null;
@@ -488,6 +512,13 @@ export type IgnoredReason =
   | "fee_unchanged" // a charge.updated that did not set the charge's balance transaction
   | "reversal_unchanged" // a transfer.updated that did not change what was reversed of the transfer
   | "dispute_inquiry" // a dispute opened as an inquiry: no funds withdrawn (unless it escalates: funds_withdrawn)
+  /**
+   * A payout of a negative amount: Stripe's withdrawal from the operator's bank into the platform's balance (a negative
+   * balance covered, or funds added). It may pay what the operator owes Stripe for fees, which the ledger booked funded
+   * already (rail-fees.ts): booked as capital in, it would say the rail holds more than Stripe does. The operator books
+   * what of it is new capital (POST /v1/rails/:rail/capital).
+   */
+  | "payout_debit"
   /** An event of a connected account's own object (Connect: `account` set): never the platform's money. */
   | "connected_account";
 
@@ -750,10 +781,11 @@ function listedReversals(
  */
 function interpretPlatformPayout(event: StripeEventEnvelope, params: InterpretParams): Interpretation {
   const parsed = platformPayoutSchema.safeParse(event.data.object);
-  if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
+  if (!parsed.success || parsed.data.amount === 0) return { kind: "ignored", reason: "object_invalid" };
   const payout = parsed.data;
   if (!sameCurrency(payout.currency, params.currency))
     return { kind: "ignored", reason: "currency_mismatch" };
+  if (payout.amount < 0) return { kind: "ignored", reason: "payout_debit" };
   const returned =
     event.type === "payout.failed" ||
     event.type === "payout.canceled" ||

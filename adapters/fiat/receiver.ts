@@ -9,8 +9,9 @@
 // - a reversal undone (a dispute won, a refund failed or canceled) is given back if it was applied, dropped if
 //   parked, and refused if it arrives later;
 // - a payout of the platform's balance takes the operator's capital off the rail once, whichever of its events comes
-//   first, and one that failed or was canceled gives it back once: a failure delivered before the payout's creation
-//   ends at nothing all the same.
+//   first, and one that failed or was canceled gives it back once, the two booked at once: a failure delivered before
+//   the payout's creation ends at nothing all the same. One the rail's clearing account cannot hold yet is kept by the
+//   settlement, not refused back to Stripe (which stops redelivering after 3 days).
 // An event is marked applied only after `applyEvent` resolved for everything it implies, so a crash or a
 // thrown `applyEvent` leaves it to Stripe's redelivery; `applyEvent` must therefore be idempotent itself
 // (the ledger transfer ids come from `key` / the PSP ids, which are stable across deliveries).
@@ -100,30 +101,36 @@ function feeEvent(intent: CreditedIntent, pspIds: FiatPspIds, fees?: readonly Ra
   };
 }
 
-/** The operator's capital the platform's payout moved: taken off the rail (`out`), or given back (`in`). */
-function payoutCapital(
-  payout: { payoutId: string; amount: bigint; pspIds: FiatPspIds },
-  direction: "in" | "out",
-): FiatEvent {
+/**
+ * The operator's capital the platform's payout moved: taken off the rail (`out`), and, when it failed or was canceled,
+ * given back first (`in`), so that the two, booked at once, end at nothing whichever of them the ledger had already.
+ */
+function payoutCapital(payout: {
+  payoutId: string;
+  amount: bigint;
+  returned: boolean;
+  pspIds: FiatPspIds;
+}): FiatEvent {
   const references = platformPayoutReferences(payout.payoutId);
   // The same text on every delivery: the ledger refuses a reference booked again with another.
-  return direction === "out"
-    ? {
-        kind: "capital",
-        direction,
-        amount: payout.amount,
-        reference: references.taken,
-        description: `Stripe payout ${payout.payoutId} of the platform's balance to its bank`,
-        pspIds: payout.pspIds,
-      }
-    : {
-        kind: "capital",
-        direction,
-        amount: payout.amount,
-        reference: references.returned,
-        description: `Stripe payout ${payout.payoutId} failed or canceled: its amount back on the platform's balance`,
-        pspIds: payout.pspIds,
-      };
+  const taken = {
+    direction: "out",
+    amount: payout.amount,
+    reference: references.taken,
+    description: `Stripe payout ${payout.payoutId} of the platform's balance to its bank`,
+  } as const;
+  const returned = {
+    direction: "in",
+    amount: payout.amount,
+    reference: references.returned,
+    description: `Stripe payout ${payout.payoutId} failed or canceled: its amount back on the platform's balance`,
+  } as const;
+  return {
+    kind: "capital",
+    payoutId: payout.payoutId,
+    movements: payout.returned ? [returned, taken] : [taken],
+    pspIds: payout.pspIds,
+  };
 }
 
 export function createStripeEventReceiver(deps: {
@@ -212,10 +219,9 @@ export function createStripeEventReceiver(deps: {
         return parked > 0 ? { status: "parked" } : { status: "withdrawn" };
       }
       case "platform_payout": {
-        // The money given back first: the clearing account then holds what the payout's taking takes, when this event
-        // is the first of the payout's (its payout.created delivered later, or never), and the two end at nothing.
-        if (meaning.returned) await applyEvent(payoutCapital(meaning, "in"));
-        await applyEvent(payoutCapital(meaning, "out"));
+        // One the rail's clearing account does not hold yet is kept by the settlement and booked once it does: the
+        // event is done either way.
+        await applyEvent(payoutCapital(meaning));
         return { status: "applied", applied: meaning.returned ? 2 : 1 };
       }
       case "charge_fee": {

@@ -187,6 +187,7 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0059_l402_tokens_invoice.sql",
       "gateway/0060_x402_batch_key.sql",
       "gateway/0061_rail_invoices_known.sql",
+      "gateway/0062_rail_capital_parked.sql",
       "gateway/0063_l402_tokens_expired_order.sql",
     ]);
   });

@@ -44,6 +44,7 @@ export {
 } from "./invoices.ts";
 export { applyRailEvent, type RailEventDeps } from "./rail-events.ts";
 export {
+  applyParkedRailCapital,
   type BookCapitalResult,
   bookRailCapital,
   type CapitalBooking,

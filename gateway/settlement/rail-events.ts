@@ -3,13 +3,7 @@
 // a payout since, payout-reversals.ts), money in (and money taken back or given back) to its invoice, the operator's
 // own funds the provider moved (a Stripe payout to the operator's bank) to the operator's capital (reconciliation.ts).
 // Each step is idempotent, so a redelivered event changes nothing.
-import {
-  formatAmount,
-  type Logger,
-  type RailEvent,
-  type RailEventVerdict,
-  SwitchyardError,
-} from "../../core/index.ts";
+import type { Logger, RailEvent, RailEventVerdict } from "../../core/index.ts";
 import {
   applyRailEvent as applyAttemptEvent,
   applyRefundEvent,
@@ -21,11 +15,15 @@ import {
   applyReversed,
   receivedOn,
   type SettlementDeps,
-  SettlementInvariantError,
 } from "./invoices.ts";
 import { applyPayoutReversals } from "./payout-reversals.ts";
 import { bookRailFees } from "./rail-fees.ts";
-import { bookRailCapital } from "./reconciliation.ts";
+import {
+  applyParkedRailCapital,
+  bookRailCapitalMovements,
+  parkRailCapital,
+  unparkRailCapital,
+} from "./reconciliation.ts";
 
 export type RailEventDeps = {
   readonly settlement: SettlementDeps;
@@ -54,8 +52,8 @@ export async function applyRailEvent(
       { rail, attemptId: event.attemptId, evidence: event.evidence, reversals: event.reversals },
     );
   // The provider's fees beside it, once the money is applied (so on a redelivery of an event applied before too);
-  // nothing for money that is not ours.
-  if (verdict === "applied" && "fees" in event && event.fees !== undefined)
+  // nothing for money that is not ours. The operator's capital books its own (applyCapital).
+  if (verdict === "applied" && event.kind !== "capital" && "fees" in event && event.fees !== undefined)
     await bookRailFees(
       { ...deps.settlement, logger: deps.logger },
       { rail, invoiceId: event.reference, fees: event.fees },
@@ -105,64 +103,56 @@ async function applyMoney(deps: RailEventDeps, rail: string, event: RailEvent): 
 }
 
 /**
- * The rail's clearing account does not hold what the provider took of the operator's funds: thrown, so that the rail
- * delivers the event again.
- */
-export class RailCapitalNotHeldError extends SwitchyardError {
-  override name = "RailCapitalNotHeldError";
-}
-
-/**
  * The operator's own funds the provider moved (a Stripe payout of the platform's balance to its bank, and its money
  * back when the payout failed): one booking of the operator's capital per reference, the one POST
- * /v1/rails/:rail/capital makes, so that the rail's clearing account follows what the provider holds. One the clearing
- * account does not hold beyond what its payouts and refunds hold is not skipped: the ledger was never told of funds the
- * operator put on the rail (or a payout in flight holds them until it ends), and the booking fits on a later delivery
- * once it is. The reference booked before as another movement (by hand) is only logged: no delivery would mend that.
+ * /v1/rails/:rail/capital makes, so that the rail's clearing account follows what the provider holds; those not booked
+ * yet in one ledger write. Those the clearing account does not hold beyond what its payouts and refunds hold are kept,
+ * not refused: the ledger was never told of funds the operator put on the rail (or a payout in flight holds them), and
+ * a provider stops delivering an event again after a while (Stripe after 3 days), after which nothing would book
+ * them. They are booked once the clearing account holds them (reconciliation.ts applyParkedRailCapital). A reference
+ * booked before as another movement (by hand) is only logged: no delivery would mend that. The provider's fee for the
+ * movement (an Instant Payout's) is booked as the rail's fees are, whatever became of the movement: it was taken.
  */
 async function applyCapital(
   deps: RailEventDeps,
   rail: string,
   event: Extract<RailEvent, { kind: "capital" }>,
 ): Promise<RailEventVerdict> {
-  const asset = deps.payments.rails.get(rail)?.asset;
-  if (asset === undefined)
-    throw new SettlementInvariantError(`an event of rail ${rail}, which is not configured`);
-  const fields = {
+  const fieldsOf = (movement: (typeof event.movements)[number]) => ({
     rail,
-    reference: event.reference,
-    direction: event.direction,
-    amount: event.amount.toString(),
-  };
-  const booked = await bookRailCapital(deps.payments, {
-    rail,
-    asset: asset.code,
-    direction: event.direction,
-    // Exact both ways: written at the asset's scale, parsed back at it.
-    amount: formatAmount(event.amount, asset),
-    reference: event.reference,
-    description: event.description,
+    reference: movement.reference,
+    direction: movement.direction,
+    amount: movement.amount.toString(),
   });
-  if (booked.ok) return "applied";
-  if (booked.refusal === "capital_reference_reused") {
+  const outcome = await bookRailCapitalMovements(deps.payments, { rail, movements: event.movements });
+  for (const movement of outcome.reused)
     deps.logger.error(
-      fields,
+      fieldsOf(movement),
       "the operator's capital the rail moved has its reference booked as another movement",
     );
-    return "applied";
-  }
-  if (booked.refusal === "insufficient_liquidity") {
-    deps.logger.error(
-      fields,
-      "the rail's clearing account does not hold the operator's capital the rail took: book what the operator put on the rail, and the event is booked when delivered again",
+  const references = event.movements.map((movement) => movement.reference);
+  if (outcome.notHeld.length === 0) {
+    // Kept by an earlier delivery (a payout's taking, before its failure gave it back): booked now.
+    await unparkRailCapital(deps.payments, { rail, references });
+  } else {
+    await parkRailCapital(deps.payments, { rail, movements: outcome.notHeld });
+    for (const movement of outcome.notHeld)
+      deps.logger.warn(
+        fieldsOf(movement),
+        "the rail's clearing account does not hold the operator's capital the rail took: kept, and booked once it does (book what the operator put on the rail)",
+      );
+    // The operator's capital booked between the refusal and the keeping found nothing kept: tried once more now.
+    await applyParkedRailCapital(
+      { ...deps.payments, logger: deps.logger },
+      { rail, references: outcome.notHeld.map((movement) => movement.reference) },
     );
-    throw new RailCapitalNotHeldError(
-      `the clearing account of rail ${rail} does not hold the operator's capital ${event.reference}`,
-      { details: booked.message },
-    );
   }
-  throw new SettlementInvariantError(
-    `the operator's capital ${event.reference} the rail ${rail} moved was refused: ${booked.refusal}`,
-    { details: booked.message },
-  );
+  // Linked to the money taken (a payout's), or else to the first movement.
+  const named = event.movements.find((movement) => movement.direction === "out") ?? event.movements[0];
+  if (event.fees !== undefined && named !== undefined)
+    await bookRailFees(
+      { ...deps.settlement, logger: deps.logger },
+      { rail, fees: event.fees, capitalReference: named.reference },
+    );
+  return "applied";
 }

@@ -21,6 +21,7 @@ import { derivedLedgerId } from "../ids/index.ts";
 import { creditChain, type Leg, transferCodes } from "../ledger/index.ts";
 import { railAccountOpened } from "../payments/index.ts";
 import type { SettlementDeps } from "./invoices.ts";
+import { railCapitalLedgerId } from "./reconciliation.ts";
 
 /** The ledger transfer that books fee `feeId` of rail `rail`. */
 export const railFeeLedgerId = (rail: string, feeId: string): bigint =>
@@ -31,17 +32,17 @@ export const railFeeFundingLedgerId = (rail: string, feeId: string): bigint =>
   derivedLedgerId(`${rail}:${feeId}`, "rail-fee-funding");
 
 /**
- * Books `fees` taken for (or given back with) what happened to invoice `invoiceId` on rail `rail`, in the rail's
- * asset. A fee of 0 books nothing. A fee id booked before with another amount is left as it is and logged: the
- * provider names a fee once, so that is broken data no redelivery would mend.
+ * Books `fees` taken for (or given back with) what happened to invoice `invoiceId` on rail `rail`, or to the
+ * operator's capital the rail moved under `capitalReference` (an Instant Payout's fee), in the rail's asset. A fee of 0
+ * books nothing. A fee id booked before with another amount is left as it is and logged: the provider names a fee
+ * once, so that is broken data no redelivery would mend.
  */
 export async function bookRailFees(
   deps: SettlementDeps & { logger: Logger },
   params: {
     rail: string;
-    invoiceId: string;
     fees: readonly RailFee[];
-  },
+  } & ({ invoiceId: string } | { capitalReference: string }),
 ): Promise<void> {
   const fees = params.fees.filter((fee) => fee.amount !== 0n);
   if (fees.length === 0) return;
@@ -52,11 +53,18 @@ export async function bookRailFees(
     railAccountOpened(deps, { kind: "clearing", rail: params.rail, asset: rail.asset }),
     railAccountOpened(deps, { kind: "capital", rail: params.rail, asset: rail.asset }),
   ]);
-  const invoiceLink = derivedLedgerId(params.invoiceId, "invoice");
+  // Each fee's transfers name what it was taken for: the invoice, or the booking of the operator's capital.
+  const [link, of] =
+    "invoiceId" in params
+      ? [derivedLedgerId(params.invoiceId, "invoice"), `invoice ${params.invoiceId}`]
+      : [
+          railCapitalLedgerId(params.rail, params.capitalReference),
+          `the operator's capital ${params.capitalReference}`,
+        ];
   for (const fee of fees) {
     const taken = fee.amount > 0n;
     const amount = taken ? fee.amount : -fee.amount;
-    const label = `fee ${fee.id} of invoice ${params.invoiceId}`;
+    const label = `fee ${fee.id} of ${of}`;
     // Taken: the fee leaves the clearing account into the fee account, the operator's capital funding it; given back,
     // each the other way round.
     const [feeFrom, feeTo] = taken ? [clearing, feeAccount] : [feeAccount, clearing];
@@ -80,7 +88,7 @@ export async function bookRailFees(
       // a repeat is compared with what was booked, evidence included.
       transfer: {
         id,
-        userData128: invoiceLink,
+        userData128: link,
         evidence: { rail: params.rail, reference: fee.id, detail: { kind } },
         label: legLabel,
       },
@@ -105,7 +113,7 @@ export async function bookRailFees(
     const legs = taken ? [fundingLeg, feeLeg] : [feeLeg, fundingLeg];
     if ((await creditChain(deps.ledger, legs, label)) === "conflict")
       deps.logger.error(
-        { rail: params.rail, feeId: fee.id, amount: fee.amount.toString(), invoiceId: params.invoiceId },
+        { rail: params.rail, feeId: fee.id, amount: fee.amount.toString(), of },
         "a rail's fee is booked already with other terms; the ledger's fees differ from the provider's here",
       );
   }

@@ -16,20 +16,37 @@
 // derived from the rail and the operator's reference, so the reference books once: the same booking asked again is
 // the ledger's `exists`, and the same reference with another amount, direction, asset or description is the ledger's
 // `exists_with_different_…`, refused. One transfer: all or nothing.
+//
+// A rail reports the operator's funds its provider moved the same way (a Stripe payout of the platform's balance to
+// the operator's bank, and its money back when the payout failed: `bookRailCapitalMovements`), under the provider's
+// own references. One the clearing account does not hold yet (the operator's funds put on the rail never booked, or
+// payouts in flight holding them) is kept (table rail_capital_parked) rather than refused back to the rail: a provider
+// stops redelivering after a while (Stripe after 3 days), and the movement would then never be booked. It is booked
+// once the clearing account holds it: right after the operator books capital in on the rail, and by a periodic pass
+// (`applyParkedRailCapital`).
 import {
   type Asset,
   assetByCode,
   assets,
+  type Logger,
   type ParseAmountError,
   parseAmount,
   type Rail,
+  type RailCapitalMovement,
   type RailKind,
   SwitchyardError,
 } from "../../core/index.ts";
-import { type AccountCache, balanceOf } from "../accounts/index.ts";
+import { type AccountCache, type AccountRecord, balanceOf } from "../accounts/index.ts";
 import type { Db } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
-import { type Ledger, ledgerHolds, type Transfer, transferCodes } from "../ledger/index.ts";
+import {
+  type Ledger,
+  ledgerHolds,
+  type Transfer,
+  TransferFlags,
+  type TransferInput,
+  transferCodes,
+} from "../ledger/index.ts";
 import { railAccountOpened } from "../payments/index.ts";
 import { SettlementInvariantError } from "./invoices.ts";
 
@@ -281,30 +298,10 @@ export async function bookRailCapital(
   const amount = parseAmount(params.amount, asset);
   if (!amount.ok)
     return refuse(amount.error, `"${params.amount}" is not a valid ${asset.code} amount`, "amount");
-  const [clearing, capital] = await Promise.all([
-    railAccountOpened(deps, { kind: "clearing", rail: rail.id, asset }),
-    railAccountOpened(deps, { kind: "capital", rail: rail.id, asset }),
-  ]);
-  const [from, to] = params.direction === "in" ? [capital, clearing] : [clearing, capital];
+  const accounts = await capitalAccountsOf(deps, rail.id, asset);
   const id = railCapitalLedgerId(rail.id, params.reference);
   const [result] = await deps.ledger.createTransfers([
-    {
-      id,
-      debitAccountId: to.ledgerAccountId,
-      creditAccountId: from.ledgerAccountId,
-      amount: amount.value,
-      ledger: asset.ledger,
-      code: transferCodes.payments.capitalIn,
-      evidence: {
-        rail: rail.id,
-        reference: params.reference,
-        detail: {
-          kind: capitalEvidenceKind,
-          direction: params.direction,
-          ...(params.description === null ? {} : { description: params.description }),
-        },
-      },
-    },
+    capitalTransfer(rail.id, asset, accounts, { ...params, amount: amount.value }),
   ]);
   const status = result?.status;
   if (status?.startsWith("exists_with_different_") === true)
@@ -332,10 +329,68 @@ export async function bookRailCapital(
   const [transfer] = await deps.ledger.lookupTransfers([id]);
   if (transfer === undefined)
     throw new SettlementInvariantError(`the operator's capital "${params.reference}" is not in the ledger`);
+  // Funds put on the rail may be what a movement the rail reported was waiting for. Their booking is done whatever
+  // becomes of that: one that fails now is left to the periodic pass, which tries it again and logs what it cannot do.
+  if (status === "created" && params.direction === "in" && asset.code === rail.asset.code)
+    await applyParkedRailCapital(deps, { rail: rail.id }).catch(() => undefined);
   return {
     ok: true,
-    booking: bookingOf(transfer, { rail: rail.id, asset, clearingId: clearing.id, capitalId: capital.id }),
+    booking: bookingOf(transfer, {
+      rail: rail.id,
+      asset,
+      clearingId: accounts.clearing.id,
+      capitalId: accounts.capital.id,
+    }),
     replayed: status === "exists",
+  };
+}
+
+type CapitalAccounts = { readonly clearing: AccountRecord; readonly capital: AccountRecord };
+
+async function capitalAccountsOf(
+  deps: ReconciliationDeps,
+  rail: string,
+  asset: Asset,
+): Promise<CapitalAccounts> {
+  const [clearing, capital] = await Promise.all([
+    railAccountOpened(deps, { kind: "clearing", rail, asset }),
+    railAccountOpened(deps, { kind: "capital", rail, asset }),
+  ]);
+  return { clearing, capital };
+}
+
+/**
+ * The ledger transfer of one movement of the operator's capital: capital → clearing for `in`, the other way for `out`.
+ * The same whoever books it (the operator, or the rail's report of it), so that either is the other's repeat.
+ */
+function capitalTransfer(
+  rail: string,
+  asset: Asset,
+  accounts: CapitalAccounts,
+  movement: { direction: CapitalDirection; amount: bigint; reference: string; description: string | null },
+  flags = 0,
+): TransferInput {
+  const [from, to] =
+    movement.direction === "in"
+      ? [accounts.capital, accounts.clearing]
+      : [accounts.clearing, accounts.capital];
+  return {
+    id: railCapitalLedgerId(rail, movement.reference),
+    debitAccountId: to.ledgerAccountId,
+    creditAccountId: from.ledgerAccountId,
+    amount: movement.amount,
+    ledger: asset.ledger,
+    code: transferCodes.payments.capitalIn,
+    ...(flags === 0 ? {} : { flags }),
+    evidence: {
+      rail,
+      reference: movement.reference,
+      detail: {
+        kind: capitalEvidenceKind,
+        direction: movement.direction,
+        ...(movement.description === null ? {} : { description: movement.description }),
+      },
+    },
   };
 }
 
@@ -362,4 +417,186 @@ function bookingOf(
     capitalAccountId: at.capitalId,
     timestampNs: transfer.timestamp,
   };
+}
+
+// ---- the operator's capital a rail reported moved
+
+/** What became of movements a rail reported: `notHeld` waits for the clearing account, `reused` is never booked. */
+export type CapitalMovementsOutcome = {
+  /** Not booked: the clearing account does not hold them beyond what its payouts and refunds hold. */
+  readonly notHeld: readonly RailCapitalMovement[];
+  /** Not booked: their reference is booked already as another movement (by hand); no delivery would mend that. */
+  readonly reused: readonly RailCapitalMovement[];
+};
+
+/**
+ * Books the movements of the operator's capital a rail reported, each once per reference, in the rail's own asset:
+ * those the ledger does not have yet in one write, a linked chain (all or none) in their order. So a payout's money
+ * given back and taken (`in` then `out`) is booked at once: the clearing account never holds the amount given back
+ * alone, for a reservation made meanwhile to take before its taking is booked. A chain the ledger refuses because
+ * another delivery booked a member of it meanwhile is written again without that member.
+ */
+export async function bookRailCapitalMovements(
+  deps: ReconciliationDeps,
+  params: { rail: string; movements: readonly RailCapitalMovement[] },
+): Promise<CapitalMovementsOutcome> {
+  const rail = deps.rails.get(params.rail);
+  if (rail === undefined || rail.kind === "internal")
+    throw new SettlementInvariantError(`the operator's capital on rail ${params.rail}, which holds none`);
+  const accounts = await capitalAccountsOf(deps, rail.id, rail.asset);
+  const reused: RailCapitalMovement[] = [];
+  let left = params.movements.map((movement) => ({
+    movement,
+    id: railCapitalLedgerId(rail.id, movement.reference),
+  }));
+  // Each round books the rest, or finds one more member booked meanwhile (or booked as another movement).
+  for (let round = 0; round <= params.movements.length; round += 1) {
+    const booked = new Set((await deps.ledger.lookupTransfers(left.map((each) => each.id))).map((t) => t.id));
+    left = left.filter((each) => !booked.has(each.id));
+    if (left.length === 0) return { notHeld: [], reused };
+    const results = await deps.ledger.createTransfers(
+      left.map((each, index) =>
+        capitalTransfer(
+          rail.id,
+          rail.asset,
+          accounts,
+          each.movement,
+          index < left.length - 1 ? TransferFlags.linked : 0,
+        ),
+      ),
+    );
+    const statuses = left.map((_, index) => results[index]?.status ?? "no result");
+    if (statuses.every((status) => status === "created")) return { notHeld: [], reused };
+    const other = left.filter((_, index) => statuses[index]!.startsWith("exists_with_different_"));
+    if (other.length > 0) {
+      reused.push(...other.map((each) => each.movement));
+      left = left.filter((each) => !other.includes(each));
+      continue;
+    }
+    if (statuses.includes("exists")) continue;
+    if (statuses.includes("exceeds_debits")) return { notHeld: left.map((each) => each.movement), reused };
+    const refusal = statuses.find((status) => status !== "linked_event_failed");
+    throw new SettlementInvariantError(
+      `the ledger refused the operator's capital ${left.map((each) => each.movement.reference).join(", ")} on rail ${rail.id}: ${refusal ?? "no result"}`,
+    );
+  }
+  if (left.length === 0) return { notHeld: [], reused };
+  throw new SettlementInvariantError(
+    `the operator's capital ${left.map((each) => each.movement.reference).join(", ")} on rail ${rail.id} is still not booked`,
+  );
+}
+
+/**
+ * Keeps movements the rail's clearing account does not hold yet, for applyParkedRailCapital to book (each once: kept
+ * again, a reference changes nothing).
+ */
+export async function parkRailCapital(
+  deps: Pick<ReconciliationDeps, "db" | "rails">,
+  params: { rail: string; movements: readonly RailCapitalMovement[] },
+): Promise<void> {
+  const rail = deps.rails.get(params.rail);
+  if (rail === undefined)
+    throw new SettlementInvariantError(
+      `the operator's capital on rail ${params.rail}, which is not configured`,
+    );
+  for (const movement of params.movements)
+    await deps.db.query(
+      `INSERT INTO rail_capital_parked (rail, reference, asset, direction, amount, description)
+       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (rail, reference) DO NOTHING`,
+      [
+        rail.id,
+        movement.reference,
+        rail.asset.code,
+        movement.direction,
+        movement.amount,
+        movement.description,
+      ],
+    );
+}
+
+/** Forgets kept movements of `rail` that are booked now (by the rail's later report of them). */
+export async function unparkRailCapital(
+  deps: Pick<ReconciliationDeps, "db">,
+  params: { rail: string; references: readonly string[] },
+): Promise<void> {
+  if (params.references.length === 0) return;
+  await deps.db.query("DELETE FROM rail_capital_parked WHERE rail = $1 AND reference = ANY($2::text[])", [
+    params.rail,
+    params.references,
+  ]);
+}
+
+/** The most kept movements one pass tries. */
+export const parkedRailCapitalPassMax = 100;
+
+type ParkedRow = {
+  rail: string;
+  reference: string;
+  asset: string;
+  direction: CapitalDirection;
+  amount: bigint;
+  description: string;
+};
+
+/**
+ * Books the kept movements (parkRailCapital) the clearing account holds now, oldest first, of `rail` (or every rail),
+ * or only those of `references`; each booked, or booked already, is forgotten. One still not held stays for the next
+ * pass; one whose reference was booked as another movement meanwhile is logged and forgotten, and one whose booking
+ * fails is logged and tried again at the next pass, without holding the others back (`logger` absent: both left for a
+ * pass that has one). Several processes may pass at once: each movement's booking is the ledger's, once.
+ */
+export async function applyParkedRailCapital(
+  deps: ReconciliationDeps & { logger?: Logger },
+  params: { rail?: string; references?: readonly string[] } = {},
+): Promise<{ booked: number; waiting: number }> {
+  const rows = await deps.db.query<ParkedRow>(
+    `SELECT rail, reference, asset, direction, amount, description FROM rail_capital_parked
+      WHERE ($1::text IS NULL OR rail = $1) AND ($2::text[] IS NULL OR reference = ANY($2::text[]))
+      ORDER BY parked_at, rail, reference LIMIT $3`,
+    [params.rail ?? null, params.references ?? null, parkedRailCapitalPassMax],
+  );
+  let booked = 0;
+  let waiting = 0;
+  for (const row of rows) {
+    const rail = deps.rails.get(row.rail);
+    // A rail no longer configured here (or its asset changed) is left for a process that has it.
+    if (rail === undefined || rail.asset.code !== row.asset) {
+      waiting += 1;
+      continue;
+    }
+    const movement: RailCapitalMovement = {
+      direction: row.direction,
+      amount: BigInt(row.amount),
+      reference: row.reference,
+      description: row.description,
+    };
+    const fields = { rail: row.rail, reference: row.reference, amount: movement.amount.toString() };
+    let outcome: CapitalMovementsOutcome;
+    try {
+      outcome = await bookRailCapitalMovements(deps, { rail: row.rail, movements: [movement] });
+    } catch (error) {
+      deps.logger?.error(
+        { ...fields, err: error },
+        "the operator's capital the rail moved could not be booked",
+      );
+      waiting += 1;
+      continue;
+    }
+    if (outcome.notHeld.length > 0) {
+      waiting += 1;
+      continue;
+    }
+    if (outcome.reused.length > 0) {
+      if (deps.logger === undefined) {
+        waiting += 1;
+        continue;
+      }
+      deps.logger.error(
+        fields,
+        "the operator's capital the rail moved has its reference booked as another movement; it is not booked",
+      );
+    } else booked += 1;
+    await unparkRailCapital(deps, { rail: row.rail, references: [row.reference] });
+  }
+  return { booked, waiting };
 }

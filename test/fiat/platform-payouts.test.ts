@@ -2,28 +2,35 @@
 // back when the payout fails or is canceled. The fiat rail's clearing account follows: a payout books the operator's
 // capital off the rail once (clearing → capital, as POST /v1/rails/fiat/capital does for `out`), whichever of its
 // events comes first, and its failure or cancellation gives it back once. Before, nothing was booked: GET /v1/rails
-// showed every payout as a difference between the ledger and Stripe, and the operator booked each by hand. Two gateway
+// showed every payout as a difference between the ledger and Stripe, and the operator booked each by hand. A payout
+// the clearing account does not hold yet (the operator's top-up never booked) is kept and booked once it does — right
+// after the operator books capital, or by the periodic pass — where it was refused 500 for Stripe to deliver again,
+// which Stripe stops doing after 3 days; a failure books the money given back and taken in one ledger write; an
+// Instant Payout's fee is booked as the rail's fee; a debit (negative) payout is left to the operator. Two gateway
 // processes on one PostgreSQL database, against stripe-mock, the events through the real webhook route.
 import { randomBytes } from "node:crypto";
 import Stripe from "stripe";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
 import { assets, formatAmount } from "../../core/index.ts";
 import { type App, createApp } from "../../gateway/app.ts";
-import { transferCodes } from "../../gateway/ledger/index.ts";
-import { railCapitalLedgerId } from "../../gateway/settlement/index.ts";
+import { TransferFlags, transferCodes } from "../../gateway/ledger/index.ts";
+import { applyParkedRailCapital, railCapitalLedgerId } from "../../gateway/settlement/index.ts";
+import { railFeeFundingLedgerId, railFeeLedgerId } from "../../gateway/settlement/rail-fees.ts";
 import { apiClient } from "../support/api.ts";
 import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 import { paidCardInvoice } from "./card-invoice.ts";
+import { startCuttingProxy } from "./cutting-proxy.ts";
 import { deliverStripeEvent, stripeMockEnv } from "./stripe-events.ts";
 
 const secret = "whsec_platform_payouts_test";
 const operatorKey = `op_${randomBytes(32).toString("base64url")}`;
+let env: Record<string, string>;
 let a: App;
 let b: App;
 
 beforeAll(async () => {
-  const env = {
+  env = {
     ...stripeMockEnv(secret),
     OPERATOR_KEY: operatorKey,
     DATABASE_URL: await createTestDatabase(inject("postgresUrl"), "fiat_platform_payouts"),
@@ -43,6 +50,8 @@ type PayoutFields = {
   currency?: string;
   /** A connected account's payout (the event's `account`). */
   account?: string;
+  /** `standard` unless told. */
+  method?: string;
 };
 
 /** A payout event as Stripe sends it for the platform's own balance (no `account`) unless told. */
@@ -74,7 +83,7 @@ function payoutEvent(eventId: string, type: string, f: PayoutFields) {
         failure_code: status === "failed" ? "account_closed" : null,
         failure_message: status === "failed" ? "The bank account has been closed." : null,
         metadata: {},
-        method: "standard",
+        method: f.method ?? "standard",
         source_type: "card",
         status,
         type: "bank_account",
@@ -89,8 +98,8 @@ const deliver = async (app: App, event: unknown) => {
   return answer.body;
 };
 
-/** The fiat rail's USD account of `kind`: debits less credits (clearing is debit-normal; capital is not). */
-async function railBalance(kind: "clearing" | "capital"): Promise<bigint> {
+/** The fiat rail's USD account of `kind`: debits less credits (clearing and fee are debit-normal; capital is not). */
+async function railBalance(kind: "clearing" | "capital" | "fee"): Promise<bigint> {
   const [row] = await a.db.query<{ ledger_account_id: bigint }>(
     "SELECT ledger_account_id FROM accounts WHERE kind = $1 AND rail = 'fiat' AND asset = 'USD'",
     [kind],
@@ -120,6 +129,17 @@ async function bookingsOf(payoutId: string) {
 
 /** A card payment of 25.00 credited on the rail: the clearing account holds it, so a payout of it fits. */
 const funded = (name: string) => paidCardInvoice(a, name, secret);
+
+/** The references of the operator's capital kept for want of room in the clearing account. */
+const parked = async () =>
+  (
+    await a.db.query<{ reference: string }>(
+      "SELECT reference FROM rail_capital_parked WHERE rail = 'fiat' ORDER BY reference",
+    )
+  ).map((row) => row.reference);
+
+/** The periodic pass of process `app`, as it runs every minute. */
+const parkedPass = (app: App) => applyParkedRailCapital({ ...app.payments, logger: app.server.log });
 
 describe("a payout of the platform's Stripe balance to the operator's bank", () => {
   it("takes its amount off the clearing account into the operator's capital once, whichever of its events comes first", async () => {
@@ -167,6 +187,11 @@ describe("a payout of the platform's Stripe balance to the operator's bank", () 
       amount: 2000n,
       evidence: { reference: "stripe_payout_returned:po_failed", detail: { direction: "in" } },
     });
+    // Given back and taken in one ledger write, a chain (all or none): written one after the other, the clearing
+    // account held the amount given back alone in between, for a reservation made meanwhile to take, and the taking
+    // was then refused.
+    expect(failedBookings.returned!.flags & TransferFlags.linked).toBe(TransferFlags.linked);
+    expect(failedBookings.taken!.timestamp).toBeGreaterThan(failedBookings.returned!.timestamp);
     await deliver(
       a,
       payoutEvent("evt_po_failed_created", "payout.created", { payoutId: "po_failed", amount: 2000 }),
@@ -211,7 +236,7 @@ describe("a payout of the platform's Stripe balance to the operator's bank", () 
       payoutEvent("evt_po_eur", "payout.created", { payoutId: "po_eur", amount: 900, currency: "eur" }),
       "currency_mismatch",
     );
-    // Malformed payouts: an amount that is no whole number of cents, none, a negative one, an id too long to book.
+    // Malformed payouts: an amount that is no whole number of cents, none, an id too long to book.
     await ignored(
       payoutEvent("evt_po_text", "payout.created", { payoutId: "po_text", amount: "9.00" }),
       "object_invalid",
@@ -224,9 +249,15 @@ describe("a payout of the platform's Stripe balance to the operator's bank", () 
       payoutEvent("evt_po_zero", "payout.failed", { payoutId: "po_zero", amount: 0 }),
       "object_invalid",
     );
+    // A debit: Stripe's withdrawal from the operator's bank. It may pay what the operator owes Stripe for fees, booked
+    // funded already: the operator books what of it is new capital.
     await ignored(
       payoutEvent("evt_po_neg", "payout.created", { payoutId: "po_neg", amount: -900 }),
-      "object_invalid",
+      "payout_debit",
+    );
+    await ignored(
+      payoutEvent("evt_po_neg_failed", "payout.failed", { payoutId: "po_neg", amount: -900 }),
+      "payout_debit",
     );
     await ignored(
       payoutEvent("evt_po_long", "payout.created", { payoutId: `po_${"x".repeat(98)}`, amount: 900 }),
@@ -257,15 +288,21 @@ describe("a payout of the platform's Stripe balance to the operator's bank", () 
     expect(await bookingsOf("po_forged")).toEqual({ taken: undefined, returned: undefined });
   });
 
-  it("is not applied while the clearing account does not hold it, and books once the operator's capital is booked", async () => {
+  it("keeps one the clearing account does not hold, answered 200, and books it once the operator's capital is booked", async () => {
     const before = await balances();
     // Stripe paid out 1.00 more than the ledger knows the rail holds: the operator's top-up never booked.
     const payout = { payoutId: "po_short", amount: Number(before.clearing) + 100 };
     const created = payoutEvent("evt_po_short_created", "payout.created", payout);
-    const refused = await deliverStripeEvent(a, created, { secret });
-    expect(refused.status).toBe(500);
-    expect(refused.body.error.code).toBe("event_not_applied");
+    // Done for Stripe (it stops delivering an event again after 3 days: refused, the payout was lost then), nothing
+    // booked yet: kept.
+    expect(await deliver(a, created)).toEqual({ received: true, outcome: "applied" });
+    expect(await deliver(b, payoutEvent("evt_po_short_paid", "payout.paid", payout))).toEqual({
+      received: true,
+      outcome: "applied",
+    });
     expect(await balances()).toEqual(before);
+    expect(await bookingsOf("po_short")).toEqual({ taken: undefined, returned: undefined });
+    expect(await parked()).toEqual(["stripe_payout:po_short"]);
 
     const topUp = await apiClient(a, operatorKey)("POST", "/v1/rails/fiat/capital", {
       asset: "USD",
@@ -274,12 +311,186 @@ describe("a payout of the platform's Stripe balance to the operator's bank", () 
       reference: "stripe-top-up-short",
     });
     expect(topUp.status, JSON.stringify(topUp.body)).toBe(201);
-    // Stripe's redelivery of the same event.
-    expect(await deliver(b, created)).toEqual({ received: true, outcome: "applied" });
+    // Booked with the top-up: no delivery of Stripe's waited for.
     expect(await balances()).toEqual({
       clearing: 0n,
       capital: before.capital - 100n + BigInt(payout.amount),
     });
+    expect((await bookingsOf("po_short")).taken).toMatchObject({ amount: BigInt(payout.amount) });
+    expect(await parked()).toEqual([]);
+    expect(await deliver(b, created)).toEqual({ received: true, outcome: "duplicate" });
+    await deliver(a, { ...created, id: "evt_po_short_created_again" });
+    expect(await parkedPass(b)).toEqual({ booked: 0, waiting: 0 });
+    expect(await balances()).toEqual({
+      clearing: 0n,
+      capital: before.capital - 100n + BigInt(payout.amount),
+    });
+  });
+
+  it("books a kept one once, however many passes and deliveries race for it, when money that came in makes room", async () => {
+    const before = await balances();
+    const payout = { payoutId: "po_raced", amount: Number(before.clearing) + 700 };
+    await deliver(a, payoutEvent("evt_po_raced_created", "payout.created", payout));
+    expect(await parked()).toEqual(["stripe_payout:po_raced"]);
+    expect(await parkedPass(b)).toEqual({ booked: 0, waiting: 1 });
+
+    // A card payment comes in (no capital booked, so nothing tries the payout at once): the next pass finds room.
+    await funded("payout_raced");
+    const paid = payoutEvent("evt_po_raced_paid", "payout.paid", payout);
+    const [passA, passB] = await Promise.all([
+      parkedPass(a),
+      parkedPass(b),
+      deliver(a, paid),
+      deliver(b, paid),
+      deliver(b, { ...paid, id: "evt_po_raced_paid_again" }),
+    ]);
+    expect(passA.waiting + passB.waiting).toBe(0);
+    expect(await balances()).toEqual({
+      clearing: before.clearing + 2500n - BigInt(payout.amount),
+      capital: before.capital + BigInt(payout.amount),
+    });
+    expect((await bookingsOf("po_raced")).taken).toMatchObject({ amount: BigInt(payout.amount) });
+    expect(await parked()).toEqual([]);
+  });
+
+  it("books a kept one's taking and its return at once when it fails, and keeps nothing", async () => {
+    const before = await balances();
+    const payout = { payoutId: "po_kept_failed", amount: Number(before.clearing) + 300 };
+    await deliver(a, payoutEvent("evt_po_kept_failed_created", "payout.created", payout));
+    expect(await parked()).toEqual(["stripe_payout:po_kept_failed"]);
+    expect(await deliver(b, payoutEvent("evt_po_kept_failed_failed", "payout.failed", payout))).toEqual({
+      received: true,
+      outcome: "applied",
+    });
+    expect(await balances()).toEqual(before);
+    const { taken, returned } = await bookingsOf("po_kept_failed");
+    expect(taken).toMatchObject({ amount: BigInt(payout.amount) });
+    expect(returned).toMatchObject({ amount: BigInt(payout.amount) });
+    expect(await parked()).toEqual([]);
+  });
+});
+
+describe("an Instant Payout of the platform's balance", () => {
+  /**
+   * Stripe's payout `id` as it answers GET /v1/payouts/:id with its balance transactions expanded: an Instant Payout's
+   * takes its amount and its `fee` (1 % in the US); its failure's, when it failed, gives both back. stripe-mock's
+   * balance transactions all say fee 0, so the proxy in front of it answers these itself.
+   */
+  function instantPayout(id: string, amount: number, fee: number, failed: boolean) {
+    const txn = (suffix: string, sign: 1 | -1, type: string) => ({
+      id: `txn_${id}${suffix}`,
+      object: "balance_transaction",
+      amount: sign * amount,
+      available_on: 1_800_000_000,
+      created: 1_800_000_000,
+      currency: "usd",
+      description: "STRIPE PAYOUT",
+      exchange_rate: null,
+      fee: -sign * fee,
+      fee_details: [
+        {
+          amount: -sign * fee,
+          application: null,
+          currency: "usd",
+          description: "Instant Payout fee",
+          type: "stripe_fee",
+        },
+      ],
+      net: sign * (amount + fee),
+      reporting_category: type,
+      source: id,
+      status: "available",
+      type,
+    });
+    return {
+      id,
+      object: "payout",
+      amount,
+      arrival_date: 1_800_000_000,
+      automatic: false,
+      balance_transaction: txn("", -1, "payout"),
+      created: 1_800_000_000,
+      currency: "usd",
+      destination: "card_operator",
+      failure_balance_transaction: failed ? txn("_back", 1, "payout_failure") : null,
+      failure_code: failed ? "could_not_process" : null,
+      failure_message: null,
+      livemode: false,
+      metadata: {},
+      method: "instant",
+      source_type: "card",
+      status: failed ? "failed" : "paid",
+      type: "card",
+    };
+  }
+
+  it("books its fee once as the rail's fee, funded by the operator's capital, and its return when its failure gives it back", async () => {
+    const payouts: Record<string, ReturnType<typeof instantPayout>> = {
+      po_instant: instantPayout("po_instant", 1000, 10, false),
+      po_instant_failed: instantPayout("po_instant_failed", 2000, 20, true),
+    };
+    const proxy = await startCuttingProxy(
+      inject("stripeMockPort"),
+      () => false,
+      (method, url) => {
+        const path = new URL(url, "http://stripe").pathname;
+        const id = /^\/v1\/payouts\/([^/]+)$/.exec(path)?.[1];
+        return method === "GET" && id !== undefined ? (payouts[id] ?? null) : null;
+      },
+    );
+    // A third process on the same database, whose Stripe is the proxy.
+    const c = await createApp(testConfig({ ...env, STRIPE_API_PORT: String(proxy.port) }));
+    onTestFinished(async () => {
+      await c.close();
+      await proxy.close();
+    });
+    await funded("payout_instant");
+    const before = { ...(await balances()), fee: await railBalance("fee") };
+    const paid = payoutEvent("evt_po_instant_paid", "payout.paid", {
+      payoutId: "po_instant",
+      amount: 1000,
+      method: "instant",
+    });
+    await deliver(c, paid);
+    await deliver(c, { ...paid, id: "evt_po_instant_paid_again" });
+    // Stripe took 10.00 and 0.10 off the balance: the payout as the operator's capital out, the fee as the rail's fee
+    // (from the clearing account into the fee account), funded by the operator's capital as every fee of Stripe's is.
+    expect({ ...(await balances()), fee: await railBalance("fee") }).toEqual({
+      clearing: before.clearing - 1000n,
+      capital: before.capital + 1000n - 10n,
+      fee: before.fee + 10n,
+    });
+    const [feeTaken, feeFunded] = await a.ledger.lookupTransfers([
+      railFeeLedgerId("fiat", "stripe_payout_fee:po_instant"),
+      railFeeFundingLedgerId("fiat", "stripe_payout_fee:po_instant"),
+    ]);
+    expect(feeTaken).toMatchObject({
+      amount: 10n,
+      code: transferCodes.payments.feePaid,
+      userData128: railCapitalLedgerId("fiat", "stripe_payout:po_instant"),
+    });
+    expect(feeFunded).toMatchObject({ amount: 10n, code: transferCodes.payments.capitalIn });
+
+    // Failed: Stripe gave the amount and the fee back (its failure's balance transaction): all of it ends at nothing.
+    await deliver(
+      c,
+      payoutEvent("evt_po_instant_failed", "payout.failed", {
+        payoutId: "po_instant_failed",
+        amount: 2000,
+        method: "instant",
+      }),
+    );
+    expect({ ...(await balances()), fee: await railBalance("fee") }).toEqual({
+      clearing: before.clearing - 1000n,
+      capital: before.capital + 1000n - 10n,
+      fee: before.fee + 10n,
+    });
+    const [failedFee, failedFeeBack] = await a.ledger.lookupTransfers([
+      railFeeLedgerId("fiat", "stripe_payout_fee:po_instant_failed"),
+      railFeeLedgerId("fiat", "stripe_payout_failure_fee:po_instant_failed"),
+    ]);
+    expect(failedFee).toMatchObject({ amount: 20n });
+    expect(failedFeeBack).toMatchObject({ amount: 20n, evidence: { detail: { kind: "fee_given_back" } } });
   });
 });
 
