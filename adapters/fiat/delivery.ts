@@ -10,16 +10,36 @@ import { createStripeWebhookRoute } from "./webhook-route.ts";
 
 // biome-ignore lint/suspicious/noConfusingVoidType: a handler that returns nothing applied the event
 export async function deliver(state: FiatRailState, event: FiatEvent): Promise<RailEventVerdict | void> {
+  // A payout's fee Stripe did not tell (not answering; a restricted key that may not read payouts) does not hold back
+  // its amount, which needs no lookup: the amount is booked (or kept) now, and the event is then refused, for Stripe to
+  // deliver it again and the fee to be booked then (the amount's bookings are once each by reference). Before, the
+  // amount waited on the lookup, and was lost with the event once Stripe stopped delivering it.
+  let payoutFeesUnknown: unknown = null;
   const railEvent = await toRailEvent(event, {
     transferFee: (transferId) => transferFee(state, transferId),
     chargeFee: (intentId) => chargeFee(state, intentId),
     transferReversals: (transferId) => transferReversals(state, transferId),
-    payoutFees: (payoutId) => payoutFees(state, payoutId),
+    payoutFees: async (payoutId) => {
+      try {
+        return await payoutFees(state, payoutId);
+      } catch (error) {
+        payoutFeesUnknown = error;
+        return { fee: 0n, failureFee: 0n };
+      }
+    },
   });
   if (railEvent === null) return; // informational: nothing was credited, or not our money (a connected account's payout)
   if (state.handler === null)
     throw new FiatRailError("a Stripe event arrived before the rail's handler was set");
-  return await state.handler(railEvent);
+  const verdict = await state.handler(railEvent);
+  if (payoutFeesUnknown !== null)
+    throw new FiatRailError(
+      "Stripe did not tell the payout's fee; its amount is booked, its fee waits for a redelivery",
+      {
+        cause: payoutFeesUnknown,
+      },
+    );
+  return verdict;
 }
 
 /**

@@ -494,6 +494,68 @@ describe("an Instant Payout of the platform's balance", () => {
   });
 });
 
+describe("a payout whose fee Stripe does not tell", () => {
+  it("books its amount at once, answers the event not applied, and books its fee when Stripe delivers it again", async () => {
+    // Stripe does not answer GET /v1/payouts/:id (an outage; a restricted key that may not read payouts) until `told`.
+    let told = false;
+    const payout = {
+      id: "po_fee_untold",
+      object: "payout",
+      amount: 1200,
+      arrival_date: 1_800_000_000,
+      automatic: false,
+      balance_transaction: {
+        id: "txn_po_fee_untold",
+        object: "balance_transaction",
+        amount: -1200,
+        currency: "usd",
+        fee: 12,
+        net: -1212,
+        type: "payout",
+      },
+      currency: "usd",
+      failure_balance_transaction: null,
+      method: "instant",
+      status: "paid",
+    };
+    const proxy = await startCuttingProxy(
+      inject("stripeMockPort"),
+      (method, url) => method === "GET" && new URL(url, "http://stripe").pathname.startsWith("/v1/payouts/"),
+      (method, url) =>
+        told && method === "GET" && new URL(url, "http://stripe").pathname === `/v1/payouts/${payout.id}`
+          ? payout
+          : null,
+    );
+    const c = await createApp(testConfig({ ...env, STRIPE_API_PORT: String(proxy.port) }));
+    onTestFinished(async () => {
+      await c.close();
+      await proxy.close();
+    });
+    await funded("payout_fee_untold");
+    const before = { ...(await balances()), fee: await railBalance("fee") };
+    const paid = payoutEvent("evt_po_fee_untold", "payout.paid", {
+      payoutId: payout.id,
+      amount: 1200,
+      method: "instant",
+    });
+    const refused = await deliverStripeEvent(c, paid, { secret });
+    expect(refused.status).toBe(500);
+    // The amount, which needs no lookup, is booked already: not lost should Stripe stop delivering the event.
+    expect({ ...(await balances()), fee: await railBalance("fee") }).toEqual({
+      clearing: before.clearing - 1200n,
+      capital: before.capital + 1200n,
+      fee: before.fee,
+    });
+    told = true;
+    await deliver(c, paid);
+    expect({ ...(await balances()), fee: await railBalance("fee") }).toEqual({
+      clearing: before.clearing - 1200n,
+      capital: before.capital + 1200n - 12n,
+      fee: before.fee + 12n,
+    });
+  });
+});
+
 describe("reconciling the fiat rail against stripe-mock", () => {
   type RailBalance = {
     rail: string;
