@@ -53,6 +53,7 @@ export {
   capitalDescriptionLengthMax,
   capitalReferenceLengthMax,
   type NativeBalanceReader,
+  parkedRailCapitalPassMax,
   type RailBalanceFailure,
   type RailReconciliation,
   type RailReported,

@@ -526,10 +526,12 @@ export async function unparkRailCapital(
   ]);
 }
 
-/** The most kept movements one pass tries. */
+/** The most kept movements one statement of a pass reads; a pass reads them all, a page at a time. */
 export const parkedRailCapitalPassMax = 100;
 
 type ParkedRow = {
+  /** parked_at as text: its microseconds, which a Date would lose, for the next page's cursor. */
+  parked_at: string;
   rail: string;
   reference: string;
   asset: string;
@@ -549,12 +551,39 @@ export async function applyParkedRailCapital(
   deps: ReconciliationDeps & { logger?: Logger },
   params: { rail?: string; references?: readonly string[] } = {},
 ): Promise<{ booked: number; waiting: number }> {
-  const rows = await deps.db.query<ParkedRow>(
-    `SELECT rail, reference, asset, direction, amount, description FROM rail_capital_parked
-      WHERE ($1::text IS NULL OR rail = $1) AND ($2::text[] IS NULL OR reference = ANY($2::text[]))
-      ORDER BY parked_at, rail, reference LIMIT $3`,
-    [params.rail ?? null, params.references ?? null, parkedRailCapitalPassMax],
-  );
+  let booked = 0;
+  let waiting = 0;
+  // Page after page from where the last one ended: the oldest that still do not fit (or belong to a rail this process
+  // lacks) never keep a newer one that fits from being tried.
+  let after: ParkedRow | null = null;
+  for (;;) {
+    const rows: ParkedRow[] = await deps.db.query<ParkedRow>(
+      `SELECT parked_at::text AS parked_at, rail, reference, asset, direction, amount, description
+        FROM rail_capital_parked
+        WHERE ($1::text IS NULL OR rail = $1) AND ($2::text[] IS NULL OR reference = ANY($2::text[]))
+          AND ($4::timestamptz IS NULL OR (parked_at, rail, reference) > ($4::timestamptz, $5::text, $6::text))
+        ORDER BY parked_at, rail, reference LIMIT $3`,
+      [
+        params.rail ?? null,
+        params.references ?? null,
+        parkedRailCapitalPassMax,
+        after?.parked_at ?? null,
+        after?.rail ?? null,
+        after?.reference ?? null,
+      ],
+    );
+    const done = await applyParkedRows(deps, rows);
+    booked += done.booked;
+    waiting += done.waiting;
+    if (rows.length < parkedRailCapitalPassMax) return { booked, waiting };
+    after = rows[rows.length - 1] ?? null;
+  }
+}
+
+async function applyParkedRows(
+  deps: ReconciliationDeps & { logger?: Logger },
+  rows: readonly ParkedRow[],
+): Promise<{ booked: number; waiting: number }> {
   let booked = 0;
   let waiting = 0;
   for (const row of rows) {

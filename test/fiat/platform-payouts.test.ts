@@ -14,7 +14,11 @@ import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } fro
 import { assets, formatAmount } from "../../core/index.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { TransferFlags, transferCodes } from "../../gateway/ledger/index.ts";
-import { applyParkedRailCapital, railCapitalLedgerId } from "../../gateway/settlement/index.ts";
+import {
+  applyParkedRailCapital,
+  parkedRailCapitalPassMax,
+  railCapitalLedgerId,
+} from "../../gateway/settlement/index.ts";
 import { railFeeFundingLedgerId, railFeeLedgerId } from "../../gateway/settlement/rail-fees.ts";
 import { apiClient } from "../support/api.ts";
 import { testConfig } from "../support/config.ts";
@@ -325,6 +329,27 @@ describe("a payout of the platform's Stripe balance to the operator's bank", () 
       clearing: 0n,
       capital: before.capital - 100n + BigInt(payout.amount),
     });
+  });
+
+  it("tries every kept one each pass: a page of older ones that cannot be booked keeps no newer one waiting", async () => {
+    // A page of movements of a rail this process lacks (another process's), all older than the payout below.
+    await a.db.query(
+      `INSERT INTO rail_capital_parked (rail, reference, asset, direction, amount, description, parked_at)
+       SELECT 'elsewhere', 'old_' || i, 'USD', 'out', 1, 'kept elsewhere', now() - interval '1 day'
+       FROM generate_series(1, $1::int) AS i`,
+      [parkedRailCapitalPassMax],
+    );
+    onTestFinished(async () => {
+      await a.db.query("DELETE FROM rail_capital_parked WHERE rail = 'elsewhere'");
+    });
+    const before = await balances();
+    const payout = { payoutId: "po_behind_page", amount: Number(before.clearing) + 50 };
+    await deliver(a, payoutEvent("evt_po_behind_page", "payout.created", payout));
+    expect(await parked()).toEqual(["stripe_payout:po_behind_page"]);
+    await funded("payout_behind_page");
+    expect(await parkedPass(b)).toEqual({ booked: 1, waiting: parkedRailCapitalPassMax });
+    expect((await bookingsOf("po_behind_page")).taken).toMatchObject({ amount: BigInt(payout.amount) });
+    expect(await parked()).toEqual([]);
   });
 
   it("books a kept one once, however many passes and deliveries race for it, when money that came in makes room", async () => {
