@@ -1,5 +1,7 @@
 // A gateway on the embedded defaults for one test file, with helpers for the splitter, the token and the ledger.
 
+import { readFile } from "node:fs/promises";
+import path from "node:path";
 import { registerExactEvmScheme } from "@x402/evm/exact/client";
 import { x402Client } from "@x402/fetch";
 import {
@@ -30,6 +32,7 @@ import { type App, type AppOptions, createApp } from "../../gateway/app.ts";
 import type { Account as LedgerAccount, Transfer } from "../../gateway/ledger/index.ts";
 import { railAccountOpened } from "../../gateway/payments/index.ts";
 import { evmMirrorAccounts, evmMirrorTransferId } from "../../gateway/settlement/evm.ts";
+import type { X402Chain } from "../../gateway/x402/chains.ts";
 import type { Eip3009Authorization } from "../../gateway/x402/verify.ts";
 import { testConfig } from "../support/config.ts";
 import { withIdempotencyKey } from "../support/idempotency-keys.ts";
@@ -328,4 +331,52 @@ export function chainGettingLogs<C extends { publicClient: PublicClient }>(
     ...chain,
     publicClient: createPublicClient({ chain: gw.chain.chain, transport, pollingInterval: 50 }),
   };
+}
+
+/** X402BatchSettler's compiled artifact (hardhat build). */
+export async function x402BatchSettlerArtifact(): Promise<{
+  abi: readonly { type: string; name?: string }[];
+  bytecode: Hex;
+}> {
+  const file = path.join(
+    import.meta.dirname,
+    "..",
+    "..",
+    "artifacts",
+    "contracts",
+    "X402BatchSettler.sol",
+    "X402BatchSettler.json",
+  );
+  return JSON.parse(await readFile(file, "utf8"));
+}
+
+/**
+ * A gateway for the x402 batch tests, which drive settlement and reconciliation themselves: one confirmation, blocks
+ * mined as transactions come, its watchers stopped, X402BatchSettler deployed, and its chain as x402 names it.
+ */
+export async function x402BatchGateway(): Promise<{
+  gw: Gateway;
+  settlerAddress: Address;
+  chain: X402Chain;
+}> {
+  const gw = await startGateway({ EVM_CONFIRMATIONS: "1", EVM_EMBEDDED_BLOCK_INTERVAL_MS: "0" });
+  await gw.watcher.stop();
+  await gw.rail.depositWatcher()!.stop();
+  const { abi, bytecode } = await x402BatchSettlerArtifact();
+  const hash = await gw.chain.walletClient.deployContract({
+    abi,
+    bytecode,
+    account: gw.chain.walletClient.account,
+  });
+  const settlerAddress = (await gw.chain.publicClient.waitForTransactionReceipt({ hash })).contractAddress!;
+  const chain: X402Chain = {
+    rail: "evm",
+    chainId: gw.chain.chain.id,
+    publicClient: gw.chain.publicClient,
+    token: gw.chain.contracts.testUsd,
+    asset: assets.USDC,
+    hotWallet: gw.chain.walletClient.account.address,
+    receiptTimeoutMs: 30_000,
+  };
+  return { gw, settlerAddress, chain };
 }

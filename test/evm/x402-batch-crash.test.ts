@@ -1,17 +1,9 @@
-// A batch settler (gateway/x402/batch.ts) that dies once the EVM rail has sent its batch — the signed transaction in
-// the send journal, mined, its gas perhaps handed to x402 — and before it records the outcome on the batch's rows, on
-// the Hardhat chain. The death is a sender that lets the rail send the batch, then throws: nothing of the settler
-// runs after it but answering its callers (batch.ts sendBatch), as nothing would after a SIGKILL. After it, the
-// rows are concluded from the receipt by reconciliation, the batch's gas is booked once, as x402 splits it, and
-// nothing is settled twice.
-import { readFile } from "node:fs/promises";
-import path from "node:path";
 import { type Address, type Hex, keccak256, stringToHex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
-import { assets, type Db, divCeil, silentLogger } from "../../core/index.ts";
+import { type Db, divCeil, silentLogger } from "../../core/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { sendGasPassOnce } from "../../gateway/settlement/index.ts";
 import {
@@ -24,7 +16,7 @@ import { reconcileX402 } from "../../gateway/x402/reconcile.ts";
 import { type ClaimedPayment, createSingleSettler } from "../../gateway/x402/settle.ts";
 import { claim, sentAuthorization } from "../../gateway/x402/store.ts";
 import type { ExactRequirements } from "../../gateway/x402/verify.ts";
-import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
+import { anotherProcessRail, type Gateway, x402BatchGateway } from "./support.ts";
 
 let gw: Gateway;
 let settlerAddress: Address;
@@ -32,34 +24,7 @@ let chain: X402Chain;
 const payerFunds = 1_000_000n;
 
 beforeAll(async () => {
-  gw = await startGateway({ EVM_CONFIRMATIONS: "1", EVM_EMBEDDED_BLOCK_INTERVAL_MS: "0" });
-  await gw.watcher.stop();
-  await gw.rail.depositWatcher()!.stop();
-  const file = path.join(
-    import.meta.dirname,
-    "..",
-    "..",
-    "artifacts",
-    "contracts",
-    "X402BatchSettler.sol",
-    "X402BatchSettler.json",
-  );
-  const { abi, bytecode } = JSON.parse(await readFile(file, "utf8")) as { abi: []; bytecode: Hex };
-  const hash = await gw.chain.walletClient.deployContract({
-    abi,
-    bytecode,
-    account: gw.chain.walletClient.account,
-  });
-  settlerAddress = (await gw.chain.publicClient.waitForTransactionReceipt({ hash })).contractAddress!;
-  chain = {
-    rail: "evm",
-    chainId: gw.chain.chain.id,
-    publicClient: gw.chain.publicClient,
-    token: gw.chain.contracts.testUsd,
-    asset: assets.USDC,
-    hotWallet: gw.chain.walletClient.account.address,
-    receiptTimeoutMs: 30_000,
-  };
+  ({ gw, settlerAddress, chain } = await x402BatchGateway());
 });
 afterAll(async () => {
   await gw?.app.close();

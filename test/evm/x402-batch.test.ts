@@ -1,16 +1,9 @@
-// x402 payments settled many per transaction (gateway/x402/batch.ts → the EVM rail's settleAuthorizationBatch →
-// X402BatchSettler) on the Hardhat chain: a batch of N settles in one transaction and the watcher credits each
-// seller's invoice, with the gas booked once and split; a bad item fails alone; a replayed authorization is
-// refused (the claim table, the queue, the invoice's nonce, the token); a lone payment waits no longer than the
-// batch's bound.
-import { readFile } from "node:fs/promises";
-import path from "node:path";
 import { type Address, type Hex, HttpRequestError, keccak256, stringToHex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testUsdAbi, x402BatchSettlerAbi } from "../../adapters/evm/index.ts";
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
-import { assets, divCeil, silentLogger } from "../../core/index.ts";
+import { divCeil, silentLogger } from "../../core/index.ts";
 import type { AccountRecord } from "../../gateway/accounts/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { getInvoice } from "../../gateway/settlement/index.ts";
@@ -27,7 +20,13 @@ import { claim } from "../../gateway/x402/store.ts";
 import type { ExactRequirements } from "../../gateway/x402/verify.ts";
 import { recordingLogger } from "../support/recording-logger.ts";
 import { replaceTestUsdCode } from "../support/token-code.ts";
-import { chainGettingLogs, type Gateway, startGateway, submitCopiedAuthorization } from "./support.ts";
+import {
+  chainGettingLogs,
+  type Gateway,
+  submitCopiedAuthorization,
+  x402BatchGateway,
+  x402BatchSettlerArtifact,
+} from "./support.ts";
 
 let gw: Gateway;
 let settlerAddress: Address;
@@ -35,42 +34,8 @@ let chain: X402Chain;
 const payerFunds = 1_000_000n; // one dollar each
 const opened: BatchSettler[] = [];
 
-type Artifact = { abi: readonly { type: string; name?: string }[]; bytecode: Hex };
-
-async function artifact(): Promise<Artifact> {
-  const file = path.join(
-    import.meta.dirname,
-    "..",
-    "..",
-    "artifacts",
-    "contracts",
-    "X402BatchSettler.sol",
-    "X402BatchSettler.json",
-  );
-  return JSON.parse(await readFile(file, "utf8")) as Artifact;
-}
-
 beforeAll(async () => {
-  gw = await startGateway({ EVM_CONFIRMATIONS: "1", EVM_EMBEDDED_BLOCK_INTERVAL_MS: "0" });
-  await gw.watcher.stop();
-  await gw.rail.depositWatcher()!.stop();
-  const { abi, bytecode } = await artifact();
-  const hash = await gw.chain.walletClient.deployContract({
-    abi,
-    bytecode,
-    account: gw.chain.walletClient.account,
-  });
-  const receipt = await gw.chain.publicClient.waitForTransactionReceipt({ hash });
-  settlerAddress = receipt.contractAddress!;
-  chain = {
-    rail: "evm",
-    chainId: gw.chain.chain.id,
-    publicClient: gw.chain.publicClient,
-    token: gw.chain.contracts.testUsd,
-    asset: assets.USDC,
-    hotWallet: gw.chain.walletClient.account.address,
-    receiptTimeoutMs: 30_000,
-  };
+  ({ gw, settlerAddress, chain } = await x402BatchGateway());
 });
 afterAll(async () => {
   for (const settler of opened) await settler.close();
@@ -206,7 +171,7 @@ function okResult(result: SettleResult | "already_claimed") {
 
 describe("X402BatchSettler's interface", () => {
   it("is the compiled contract's", async () => {
-    const { abi } = await artifact();
+    const { abi } = await x402BatchSettlerArtifact();
     const names = new Set<string>(x402BatchSettlerAbi.map((item) => item.name));
     const compiled = abi.filter((item) => item.name !== undefined && names.has(item.name));
     expect(compiled).toEqual([...x402BatchSettlerAbi].sort((a, b) => a.name.localeCompare(b.name)));

@@ -1,15 +1,9 @@
-// x402 reconciliation (gateway/x402/reconcile.ts) on the Hardhat chain: authorizations left `submitted` — their
-// receipt not seen in time, or their record or gas booking failed — are concluded from the chain: a mined
-// transaction that spent the authorization → settled, one that reverted or did not spend it → failed, one not mined
-// yet → left until it is; the gas of each mined transaction booked once, a batch's split as batch.ts splits it.
-import { readFile } from "node:fs/promises";
-import path from "node:path";
 import { type Address, type Hex, HttpRequestError, keccak256, stringToHex, TimeoutError } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
-import { assets, divCeil, type Logger, silentLogger } from "../../core/index.ts";
+import { divCeil, type Logger, silentLogger } from "../../core/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { sendGasPassOnce } from "../../gateway/settlement/index.ts";
 import {
@@ -30,8 +24,8 @@ import {
   anotherProcessRail,
   chainGettingLogs,
   type Gateway,
-  startGateway,
   submitCopiedAuthorization,
+  x402BatchGateway,
 } from "./support.ts";
 
 let gw: Gateway;
@@ -40,34 +34,7 @@ let chain: X402Chain;
 const payerFunds = 1_000_000n;
 
 beforeAll(async () => {
-  gw = await startGateway({ EVM_CONFIRMATIONS: "1", EVM_EMBEDDED_BLOCK_INTERVAL_MS: "0" });
-  await gw.watcher.stop();
-  await gw.rail.depositWatcher()!.stop();
-  const file = path.join(
-    import.meta.dirname,
-    "..",
-    "..",
-    "artifacts",
-    "contracts",
-    "X402BatchSettler.sol",
-    "X402BatchSettler.json",
-  );
-  const { abi, bytecode } = JSON.parse(await readFile(file, "utf8")) as { abi: []; bytecode: Hex };
-  const hash = await gw.chain.walletClient.deployContract({
-    abi,
-    bytecode,
-    account: gw.chain.walletClient.account,
-  });
-  settlerAddress = (await gw.chain.publicClient.waitForTransactionReceipt({ hash })).contractAddress!;
-  chain = {
-    rail: "evm",
-    chainId: gw.chain.chain.id,
-    publicClient: gw.chain.publicClient,
-    token: gw.chain.contracts.testUsd,
-    asset: assets.USDC,
-    hotWallet: gw.chain.walletClient.account.address,
-    receiptTimeoutMs: 30_000,
-  };
+  ({ gw, settlerAddress, chain } = await x402BatchGateway());
 });
 afterAll(async () => {
   await setAutomine(true);
