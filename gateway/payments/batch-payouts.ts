@@ -433,11 +433,7 @@ async function accruedOf(
  */
 async function sendBatch(deps: NettingDeps, batch: BatchRow, lease: string, resumed: boolean): Promise<Sent> {
   // The lease given back when the rail has no final answer: the next flush asks again with the same reference.
-  const release = () =>
-    deps.db.query(
-      "UPDATE netting_batches SET lease_token = NULL, leased_until = NULL WHERE id = $1 AND lease_token = $2",
-      [batch.id, lease],
-    );
+  const release = () => releaseLease(deps, batch, lease);
   const hold = await holdBatch(deps, batch);
   // Only a clearing account short of the total is the rail's funds; a payable account short of it (its accruals hold
   // it) or an account the ledger refuses (closed, another ledger) is a bug, said loudly rather than failed for funds
@@ -558,6 +554,14 @@ async function sendBatch(deps: NettingDeps, batch: BatchRow, lease: string, resu
   return { status: "succeeded", refusedPayees: 0 };
 }
 
+/** Gives back this flush's lease on a batch left sending (nothing when the lease is no longer its own). */
+async function releaseLease(deps: NettingDeps, batch: BatchRow, lease: string): Promise<void> {
+  await deps.db.query(
+    "UPDATE netting_batches SET lease_token = NULL, leased_until = NULL WHERE id = $1 AND lease_token = $2",
+    [batch.id, lease],
+  );
+}
+
 /** The id a batch's payment is booked under: its hold's post (before batches were held, a transfer of its own). */
 const batchSettleIdOf = (batchId: string): bigint => derivedLedgerId(batchId, "settle");
 
@@ -666,10 +670,7 @@ async function failBatch(
   const [booked] = await deps.ledger.lookupTransfers([batchSettleIdOf(batch.id)]);
   if (booked !== undefined) {
     // Left sending, its lease given back: the next flush asks the rail again under the same reference.
-    await deps.db.query(
-      "UPDATE netting_batches SET lease_token = NULL, leased_until = NULL WHERE id = $1 AND lease_token = $2",
-      [batch.id, lease],
-    );
+    await releaseLease(deps, batch, lease);
     throw new NettingInvariantError(
       `netting batch ${batch.id} was refused after its payment was booked: ${message}`,
     );
