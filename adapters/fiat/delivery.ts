@@ -81,6 +81,23 @@ async function transferReversals(state: FiatRailState, transferId: string): Prom
 }
 
 /**
+ * A balance transaction's fee, in minor units of the rail's currency; one in another currency (the account settles in
+ * another) cannot be booked in the rail's asset: logged with `about`, and answered as 0.
+ */
+function feeInRailCurrency(
+  state: FiatRailState,
+  txn: Stripe.BalanceTransaction,
+  about: Record<string, string>,
+): bigint {
+  if (txn.currency.toLowerCase() === state.currency) return BigInt(txn.fee);
+  state.logger.error(
+    { ...about, balanceTransaction: txn.id, currency: txn.currency, fee: txn.fee },
+    "Stripe's fee is in another currency than the rail's; it is not booked",
+  );
+  return 0n;
+}
+
+/**
  * What Stripe took for a PaymentIntent's money: the fee of its charge's balance transaction, under that balance
  * transaction's id; null while the charge has none (asynchronous capture: charge.updated tells when it has). A fee
  * in another currency than the rail's (the account settles in another) cannot be booked in the rail's asset: logged,
@@ -94,14 +111,7 @@ async function chargeFee(state: FiatRailState, intentId: string): Promise<RailFe
   const charge = intent.latest_charge;
   const txn = charge === null || typeof charge === "string" ? null : charge.balance_transaction;
   if (txn === null || txn === undefined || typeof txn === "string") return null;
-  if (txn.currency.toLowerCase() !== state.currency) {
-    state.logger.error(
-      { intentId, balanceTransaction: txn.id, currency: txn.currency, fee: txn.fee },
-      "Stripe's fee is in another currency than the rail's; it is not booked",
-    );
-    return { id: txn.id, amount: 0n };
-  }
-  return { id: txn.id, amount: BigInt(txn.fee) };
+  return { id: txn.id, amount: feeInRailCurrency(state, txn, { intentId }) };
 }
 
 /**
@@ -117,15 +127,8 @@ async function payoutFees(
   const payout = await state.stripe.payouts.retrieve(payoutId, {
     expand: ["balance_transaction", "failure_balance_transaction"],
   });
-  const feeOf = (txn: string | Stripe.BalanceTransaction | null): bigint => {
-    if (txn === null || typeof txn === "string") return 0n;
-    if (txn.currency.toLowerCase() === state.currency) return BigInt(txn.fee);
-    state.logger.error(
-      { payoutId, balanceTransaction: txn.id, currency: txn.currency, fee: txn.fee },
-      "Stripe's fee is in another currency than the rail's; it is not booked",
-    );
-    return 0n;
-  };
+  const feeOf = (txn: string | Stripe.BalanceTransaction | null): bigint =>
+    txn === null || typeof txn === "string" ? 0n : feeInRailCurrency(state, txn, { payoutId });
   return { fee: feeOf(payout.balance_transaction), failureFee: feeOf(payout.failure_balance_transaction) };
 }
 
