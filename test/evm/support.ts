@@ -10,10 +10,12 @@ import {
   createPublicClient,
   custom,
   type Hex,
+  keccak256,
   maxUint256,
   type PublicClient,
   parseEventLogs,
   parseSignature,
+  stringToHex,
   type Transport,
 } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
@@ -26,6 +28,7 @@ import {
   testUsdAbi,
   type WatchedEvent,
 } from "../../adapters/evm/index.ts";
+import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
 import { assets } from "../../core/index.ts";
 import { type AccountRecord, getTenantAccount } from "../../gateway/accounts/index.ts";
 import { type App, type AppOptions, createApp } from "../../gateway/app.ts";
@@ -33,7 +36,8 @@ import type { Account as LedgerAccount, Transfer } from "../../gateway/ledger/in
 import { railAccountOpened } from "../../gateway/payments/index.ts";
 import { evmMirrorAccounts, evmMirrorTransferId } from "../../gateway/settlement/evm.ts";
 import type { X402Chain } from "../../gateway/x402/chains.ts";
-import type { Eip3009Authorization } from "../../gateway/x402/verify.ts";
+import type { ClaimedPayment } from "../../gateway/x402/settle.ts";
+import type { Eip3009Authorization, ExactRequirements } from "../../gateway/x402/verify.ts";
 import { testConfig } from "../support/config.ts";
 import { withIdempotencyKey } from "../support/idempotency-keys.ts";
 
@@ -379,4 +383,72 @@ export async function x402BatchGateway(): Promise<{
     receiptTimeoutMs: 30_000,
   };
   return { gw, settlerAddress, chain };
+}
+
+/** A payer whose key is `seed`'s (the same every run) holding `funds` TestUSD, minted by the chain's first account. */
+export async function mintedPayer(gw: Gateway, seed: string, funds: bigint) {
+  const account = privateKeyToAccount(keccak256(stringToHex(seed)));
+  if (funds > 0n)
+    await gw.send(gw.chain.accounts[0]!, {
+      address: gw.chain.contracts.testUsd,
+      abi: testUsdAbi,
+      functionName: "mint",
+      args: [account.address, funds],
+    });
+  return account;
+}
+
+/**
+ * `payer`'s signed x402 payment of `value` to `chain`'s hot wallet under `nonce` within `window`, credited to
+ * `merchant` (the demo merchant unless named), as the facilitator hands it to a settler; `signer`, when another than
+ * the payer, makes a bad one.
+ */
+export async function signedX402Payment(
+  gw: Gateway,
+  chain: X402Chain,
+  payer: Account,
+  value: bigint,
+  options: {
+    nonce: Hex;
+    window: { validAfter: bigint; validBefore: bigint };
+    description: string;
+    signer?: Account;
+    merchant?: AccountRecord;
+  },
+): Promise<{ claimed: ClaimedPayment; requirements: ExactRequirements }> {
+  const authorization = {
+    from: payer.address,
+    to: chain.hotWallet,
+    value,
+    validAfter: options.window.validAfter,
+    validBefore: options.window.validBefore,
+    nonce: options.nonce,
+  };
+  const signer = options.signer ?? payer;
+  if (signer.signTypedData === undefined) throw new Error("a payer that cannot sign typed data");
+  const signature = await signer.signTypedData(
+    transferWithAuthorizationTypedData(
+      { name: "USD Coin", version: "2", chainId: chain.chainId, verifyingContract: chain.token },
+      authorization,
+    ),
+  );
+  const requirements: ExactRequirements = {
+    version: 2,
+    chain,
+    network: `eip155:${chain.chainId}`,
+    amount: value,
+    payTo: chain.hotWallet,
+    asset: chain.token,
+    extra: { name: "USD Coin", version: "2" },
+  };
+  const claimed: ClaimedPayment = {
+    version: 2,
+    requirements,
+    payer: payer.address,
+    authorization,
+    signature,
+    credit: { tenantId: gw.app.demo!.tenantId, accountId: (options.merchant ?? gw.app.demo!.merchant).id },
+    description: options.description,
+  };
+  return { claimed, requirements };
 }

@@ -1,8 +1,6 @@
 import { type Address, type Hex, keccak256, stringToHex } from "viem";
-import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type EvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
-import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
+import type { EvmRail } from "../../adapters/evm/index.ts";
 import { type Db, divCeil, silentLogger } from "../../core/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { sendGasPassOnce } from "../../gateway/settlement/index.ts";
@@ -13,10 +11,15 @@ import {
 } from "../../gateway/x402/batch.ts";
 import type { X402Chain } from "../../gateway/x402/chains.ts";
 import { reconcileX402 } from "../../gateway/x402/reconcile.ts";
-import { type ClaimedPayment, createSingleSettler } from "../../gateway/x402/settle.ts";
+import { createSingleSettler } from "../../gateway/x402/settle.ts";
 import { claim, sentAuthorization } from "../../gateway/x402/store.ts";
-import type { ExactRequirements } from "../../gateway/x402/verify.ts";
-import { anotherProcessRail, type Gateway, x402BatchGateway } from "./support.ts";
+import {
+  anotherProcessRail,
+  type Gateway,
+  mintedPayer,
+  signedX402Payment,
+  x402BatchGateway,
+} from "./support.ts";
 
 let gw: Gateway;
 let settlerAddress: Address;
@@ -38,55 +41,20 @@ const reconcile = (submittedQuietMs = 0) =>
   );
 
 /** A new payer (named: the same key every run) holding TestUSD. */
-async function newPayer(name: string) {
-  const account = privateKeyToAccount(keccak256(stringToHex(`x402 batch crash test payer ${name}`)));
-  await gw.send(gw.chain.accounts[0]!, {
-    address: gw.chain.contracts.testUsd,
-    abi: testUsdAbi,
-    functionName: "mint",
-    args: [account.address, payerFunds],
-  });
-  return account;
-}
+const newPayer = (name: string) => mintedPayer(gw, `x402 batch crash test payer ${name}`, payerFunds);
 
 type Payer = Awaited<ReturnType<typeof newPayer>>;
 
 /** The payer's signed payment of `value` to the hot wallet, claimed as the facilitator claims it (`signer`: a bad one). */
 async function claimedPayment(payer: Payer, value: bigint, signer: Payer = payer) {
-  const authorization = {
-    from: payer.address,
-    to: chain.hotWallet,
-    value,
-    validAfter: 0n,
-    validBefore: 2_000_000_000n,
+  const paid = await signedX402Payment(gw, chain, payer, value, {
+    signer,
     nonce: keccak256(stringToHex(`crash nonce ${payer.address} ${value} ${Math.random()}`)),
-  };
-  const signature = await signer.signTypedData(
-    transferWithAuthorizationTypedData(
-      { name: "USD Coin", version: "2", chainId: chain.chainId, verifyingContract: chain.token },
-      authorization,
-    ),
-  );
-  const requirements: ExactRequirements = {
-    version: 2,
-    chain,
-    network: `eip155:${chain.chainId}`,
-    amount: value,
-    payTo: chain.hotWallet,
-    asset: chain.token,
-    extra: { name: "USD Coin", version: "2" },
-  };
-  const claimed: ClaimedPayment = {
-    version: 2,
-    requirements,
-    payer: payer.address,
-    authorization,
-    signature,
-    credit: { tenantId: gw.app.demo!.tenantId, accountId: gw.app.demo!.merchant.id },
+    window: { validAfter: 0n, validBefore: 2_000_000_000n },
     description: "x402 batch crash test",
-  };
-  expect(await claim(gw.app.db, chain, authorization, claimed.credit)).toBe(true);
-  return { claimed, requirements };
+  });
+  expect(await claim(gw.app.db, chain, paid.claimed.authorization, paid.claimed.credit)).toBe(true);
+  return paid;
 }
 
 type Payment = Awaited<ReturnType<typeof claimedPayment>>;

@@ -1,7 +1,6 @@
 import { type Address, type Hex, HttpRequestError, keccak256, stringToHex } from "viem";
-import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { testUsdAbi, x402BatchSettlerAbi } from "../../adapters/evm/index.ts";
+import { x402BatchSettlerAbi } from "../../adapters/evm/index.ts";
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
 import { divCeil, silentLogger } from "../../core/index.ts";
 import type { AccountRecord } from "../../gateway/accounts/index.ts";
@@ -15,14 +14,15 @@ import {
   splitEvenlyRemainderToFirst,
 } from "../../gateway/x402/batch.ts";
 import type { X402Chain } from "../../gateway/x402/chains.ts";
-import { type ClaimedPayment, createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
+import { createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
 import { claim } from "../../gateway/x402/store.ts";
-import type { ExactRequirements } from "../../gateway/x402/verify.ts";
 import { recordingLogger } from "../support/recording-logger.ts";
 import { replaceTestUsdCode } from "../support/token-code.ts";
 import {
   chainGettingLogs,
   type Gateway,
+  mintedPayer,
+  signedX402Payment,
   submitCopiedAuthorization,
   x402BatchGateway,
   x402BatchSettlerArtifact,
@@ -61,15 +61,7 @@ let payerCount = 0;
 /** A new payer holding `funds` TestUSD (no ETH: the gateway submits). */
 async function newPayer(funds = payerFunds) {
   payerCount += 1;
-  const account = privateKeyToAccount(keccak256(stringToHex(`x402 batch test payer ${payerCount}`)));
-  if (funds > 0n)
-    await gw.send(gw.chain.accounts[0]!, {
-      address: gw.chain.contracts.testUsd,
-      abi: testUsdAbi,
-      functionName: "mint",
-      args: [account.address, funds],
-    });
-  return account;
+  return await mintedPayer(gw, `x402 batch test payer ${payerCount}`, funds);
 }
 
 type Payer = Awaited<ReturnType<typeof newPayer>>;
@@ -79,18 +71,6 @@ async function newPayers(funds: readonly bigint[]): Promise<Payer[]> {
   const payers: Payer[] = [];
   for (const amount of funds) payers.push(await newPayer(amount));
   return payers;
-}
-
-function requirementsFor(amount: bigint): ExactRequirements {
-  return {
-    version: 2,
-    chain,
-    network: `eip155:${chain.chainId}`,
-    amount,
-    payTo: chain.hotWallet,
-    asset: chain.token,
-    extra: { name: "USD Coin", version: "2" },
-  };
 }
 
 /**
@@ -103,31 +83,12 @@ async function payment(
   options: { signer?: Payer; nonce?: Hex; merchant?: AccountRecord } = {},
 ) {
   const nowS = BigInt(Math.floor(Date.now() / 1000));
-  const authorization = {
-    from: payer.address,
-    to: chain.hotWallet,
-    value,
-    validAfter: nowS - 600n,
-    validBefore: nowS + 3_600n,
+  return await signedX402Payment(gw, chain, payer, value, {
+    ...options,
     nonce: options.nonce ?? keccak256(stringToHex(`nonce ${payer.address} ${value} ${Math.random()}`)),
-  };
-  const signature = await (options.signer ?? payer).signTypedData(
-    transferWithAuthorizationTypedData(
-      { name: "USD Coin", version: "2", chainId: chain.chainId, verifyingContract: chain.token },
-      authorization,
-    ),
-  );
-  const requirements = requirementsFor(value);
-  const claimed: ClaimedPayment = {
-    version: 2,
-    requirements,
-    payer: payer.address,
-    authorization,
-    signature,
-    credit: { tenantId: gw.app.demo!.tenantId, accountId: (options.merchant ?? gw.app.demo!.merchant).id },
+    window: { validAfter: nowS - 600n, validBefore: nowS + 3_600n },
     description: "x402 batch test",
-  };
-  return { claimed, requirements };
+  });
 }
 
 /** Claims the authorization as the facilitator and the paywall do, then settles it. */

@@ -1,5 +1,4 @@
 import { type Address, type Hex, HttpRequestError, keccak256, stringToHex, TimeoutError } from "viem";
-import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
@@ -16,14 +15,15 @@ import type { X402Chain } from "../../gateway/x402/chains.ts";
 import { facilitatorSettle } from "../../gateway/x402/facilitator.ts";
 import { createX402Deps } from "../../gateway/x402/index.ts";
 import { type ReconcileSettings, reconcileX402 } from "../../gateway/x402/reconcile.ts";
-import { type ClaimedPayment, createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
+import { createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
 import { claim, record, sentAuthorization } from "../../gateway/x402/store.ts";
-import type { ExactRequirements } from "../../gateway/x402/verify.ts";
 import { recordingLogger } from "../support/recording-logger.ts";
 import {
   anotherProcessRail,
   chainGettingLogs,
   type Gateway,
+  mintedPayer,
+  signedX402Payment,
   submitCopiedAuthorization,
   x402BatchGateway,
 } from "./support.ts";
@@ -55,16 +55,8 @@ const reconcile = (settings: Partial<ReconcileSettings> = {}, logger: Logger = s
   );
 
 /** A new payer (named: the same key every run) holding `funds` TestUSD. */
-async function newPayer(name: string, funds = payerFunds) {
-  const account = privateKeyToAccount(keccak256(stringToHex(`x402 reconcile test payer ${name}`)));
-  await gw.send(gw.chain.accounts[0]!, {
-    address: gw.chain.contracts.testUsd,
-    abi: testUsdAbi,
-    functionName: "mint",
-    args: [account.address, funds],
-  });
-  return account;
-}
+const newPayer = (name: string, funds = payerFunds) =>
+  mintedPayer(gw, `x402 reconcile test payer ${name}`, funds);
 
 type Payer = Awaited<ReturnType<typeof newPayer>>;
 
@@ -72,41 +64,13 @@ type Payer = Awaited<ReturnType<typeof newPayer>>;
 const validBefore = 2_000_000_000n;
 
 /** The payer's signed payment of `value` to the hot wallet (signed by `signer`: another makes a bad one). */
-async function payment(payer: Payer, value: bigint, signer: Payer = payer, window = { validBefore }) {
-  const authorization = {
-    from: payer.address,
-    to: chain.hotWallet,
-    value,
-    validAfter: 0n,
-    validBefore: window.validBefore,
+const payment = (payer: Payer, value: bigint, signer: Payer = payer, window = { validBefore }) =>
+  signedX402Payment(gw, chain, payer, value, {
+    signer,
     nonce: keccak256(stringToHex(`reconcile nonce ${payer.address} ${value}`)),
-  };
-  const signature = await signer.signTypedData(
-    transferWithAuthorizationTypedData(
-      { name: "USD Coin", version: "2", chainId: chain.chainId, verifyingContract: chain.token },
-      authorization,
-    ),
-  );
-  const requirements: ExactRequirements = {
-    version: 2,
-    chain,
-    network: `eip155:${chain.chainId}`,
-    amount: value,
-    payTo: chain.hotWallet,
-    asset: chain.token,
-    extra: { name: "USD Coin", version: "2" },
-  };
-  const claimed: ClaimedPayment = {
-    version: 2,
-    requirements,
-    payer: payer.address,
-    authorization,
-    signature,
-    credit: { tenantId: gw.app.demo!.tenantId, accountId: gw.app.demo!.merchant.id },
+    window: { validAfter: 0n, validBefore: window.validBefore },
     description: "x402 reconcile test",
-  };
-  return { claimed, requirements };
-}
+  });
 
 type Payment = Awaited<ReturnType<typeof payment>>;
 
