@@ -3,6 +3,7 @@
 import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { x402BatchSendKeyPrefix } from "../../core/index.ts";
 import { gasBookedBy, kindByPrefix, type SendKind, sendKindOf } from "./send-gas.ts";
 
 describe("sendKindOf", () => {
@@ -77,7 +78,7 @@ const keyExpressionKinds: Readonly<Record<string, readonly SendKind[]>> = {
   auth: ["pay_with_authorization"],
   distribute: ["distribute"],
   settle: ["settle_batch"],
-  "x402-batch": ["x402_batch"],
+  batchSendKey: ["x402_batch"], // `${x402BatchSendKeyPrefix}${params.key}` (x402-batch.ts)
   authKey: ["transfer_authorization", "receive_authorization"], // `${auth.method}-auth:…` (authorizations.ts)
 };
 
@@ -87,10 +88,12 @@ describe("the keys the rail sends under", () => {
   it("names every key expression passed to the journal, each to a kind the pass knows", () => {
     const found = new Set<string>();
     let sweepsSource = "";
+    let x402BatchSource = "";
     for (const entry of readdirSync(import.meta.dirname)) {
       if (!entry.endsWith(".ts") || entry.includes(".test.")) continue;
       const source = readFileSync(path.join(import.meta.dirname, entry), "utf8");
       if (entry === "sweeps.ts") sweepsSource = source;
+      if (entry === "x402-batch.ts") x402BatchSource = source;
       for (const match of source.matchAll(sendCall)) {
         const key = match[1]!;
         found.add(key.startsWith("`") ? key.slice(1, key.indexOf(":")) : key);
@@ -98,9 +101,11 @@ describe("the keys the rail sends under", () => {
     }
     expect([...found].sort()).toEqual(Object.keys(keyExpressionKinds).sort());
     expect(sweepsSource).toContain("`sweep:${");
+    expect(x402BatchSource).toMatch(/batchSendKey = `\$\{x402BatchSendKeyPrefix\}\$\{/);
     const kinds = [
       sendKindOf("att_01J9ZQ4W3V5X6Y7Z8A9B0C1D2E"),
       sendKindOf("sweep:31337:3f1c"),
+      sendKindOf(`${x402BatchSendKeyPrefix}x`),
       ...Object.keys(kindByPrefix).map((prefix) => sendKindOf(`${prefix}:x`)),
       sendKindOf("transfer-auth:x"),
       sendKindOf("receive-auth:x"),

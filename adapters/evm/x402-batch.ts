@@ -16,7 +16,7 @@ import {
   type TransactionReceipt,
   toFunctionSelector,
 } from "viem";
-import { feeWeiOf, isUniqueViolation } from "../../core/index.ts";
+import { feeWeiOf, isUniqueViolation, x402BatchSendKeyPrefix } from "../../core/index.ts";
 import { testUsdAbi } from "./abi.generated.ts";
 import { EvmRailError, translatingViemErrors } from "./errors.ts";
 import type { EvmRailState } from "./rail-state.ts";
@@ -203,9 +203,11 @@ async function settleOnce(
     functionName: "settle",
     args: [token, state.account.address, packAuthorizations(sentItems)],
   });
+  // The key x402's reconciliation and the gateway's send-gas booker find the batch's send by (core/evm-sends.ts).
+  const batchSendKey = `${x402BatchSendKeyPrefix}${params.key}`;
   // The estimate covers what the contract asks to be left before each item (its call's gas cap and the reserve to
   // log a refusal); the reserve once more on top, for items that cost more when mined than when estimated.
-  const sent = await sendOnce(state.journal, `x402-batch:${params.key}`, async () => ({
+  const sent = await sendOnce(state.journal, batchSendKey, async () => ({
     to: params.settler,
     data,
     gasAboveEstimate: failureGasReserve,

@@ -19,7 +19,7 @@
 //    rail threw, leaves rows x402's reconciliation adopts from the send, and books the gas of); only otherwise is it
 //    booked here, under this pass's id: x402 splits a batch's gas into shares by invoice, which no id here could
 //    match.
-import type { Asset } from "../../core/index.ts";
+import { type Asset, x402BatchSendKeyPrefix } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import { credit, type TransferEvidence, transferCodes } from "../ledger/index.ts";
@@ -161,9 +161,6 @@ export async function bookSendGas(
   return { booked: true, bookedBy: "send_gas" };
 }
 
-/** The journal's key prefix of an x402 batch: `x402-batch:<the key x402/batch.ts named it by>`. */
-const x402BatchPrefix = "x402-batch:";
-
 /**
  * Whether an x402 authorization row on the chain carries one of the batch's transactions, or its key (x402's settler
  * or reconciler books it).
@@ -173,7 +170,9 @@ async function x402HoldsBatch(
   chainId: number,
   send: Pick<MinedSendGas, "key" | "hashes">,
 ): Promise<boolean> {
-  const batchKey = send.key.startsWith(x402BatchPrefix) ? send.key.slice(x402BatchPrefix.length) : null;
+  const batchKey = send.key.startsWith(x402BatchSendKeyPrefix)
+    ? send.key.slice(x402BatchSendKeyPrefix.length)
+    : null;
   const rows = await db.query(
     `SELECT 1 FROM x402_authorizations
      WHERE chain_id = $1 AND (tx_hash = ANY($2::text[]) OR batch_key = $3) LIMIT 1`,

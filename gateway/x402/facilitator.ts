@@ -14,7 +14,7 @@ import { exactScheme } from "./requirements.ts";
 import type { SettleResponse, SupportedResponse, VerifyResponse } from "./schemas.ts";
 import type { X402Settler } from "./settle.ts";
 import { createSimulationBatcher } from "./simulate-batch.ts";
-import { sendJournalOf, spenderOfSend } from "./spends.ts";
+import { sameHash, sendJournalOf, spenderOfSend } from "./spends.ts";
 import { type CreditTarget, claim, record, sentAuthorization } from "./store.ts";
 import {
   type ExactRequirements,
@@ -230,7 +230,9 @@ async function priorSettlement(
     // is x402's to book (the rail handed it over), and a row concluded before it was never read again, its gas never
     // booked. Not booked now, the row stays `submitted` for the pass; the answer is the chain's all the same.
     const ours = spent.replaced ? spent.txHash : (prior.txHash as Hex);
-    if (await bookMinedTxGas(deps, chain, ours))
+    // Its receipt as the search read it (a copy found from a fee bump's block leaves ours, not mined, to be read).
+    const read = sameHash(spent.ours.txHash, ours) ? spent.ours.receipt : undefined;
+    if (await bookMinedTxGas(deps, chain, ours, read))
       // A replacement of ours is the row's transaction from now on (as reconciliation moves it); a copy is kept beside.
       await record(deps.db, chain, payment.authorization, {
         status: "settled",

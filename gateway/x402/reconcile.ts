@@ -62,7 +62,7 @@ import {
   TransactionReceiptNotFoundError,
   WebSocketRequestError,
 } from "viem";
-import { feeWeiOf, type Logger } from "../../core/index.ts";
+import { feeWeiOf, type Logger, x402BatchSendKeyPrefix } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import { type Periodic, startPeriodic } from "../periodic/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
@@ -434,7 +434,7 @@ async function adoptSentBatches(db: Db, chain: X402Chain, bounds: ReconcileSetti
   await db.query(
     `WITH adoptable AS (
        SELECT a.batch_key, coalesce(recorded.tx_hash, s.tx_hash) AS tx_hash FROM x402_authorizations a
-       JOIN evm_sends s ON s.chain_id = $1 AND s.attempt_id = 'x402-batch:' || a.batch_key
+       JOIN evm_sends s ON s.chain_id = $1 AND s.attempt_id = $5::text || a.batch_key
        LEFT JOIN LATERAL (SELECT o.tx_hash FROM x402_authorizations o
                           WHERE o.chain_id = $1 AND o.token = $2 AND o.batch_key = a.batch_key
                             AND o.tx_hash IS NOT NULL
@@ -448,7 +448,13 @@ async function adoptSentBatches(db: Db, chain: X402Chain, bounds: ReconcileSetti
      FROM adoptable
      WHERE a.chain_id = $1 AND a.token = $2 AND a.batch_key = adoptable.batch_key
        AND a.status = 'claimed' AND a.tx_hash IS NULL`,
-    [chain.chainId, chain.token.toLowerCase(), bounds.submittedQuietMs, bounds.rowsPerPassMax],
+    [
+      chain.chainId,
+      chain.token.toLowerCase(),
+      bounds.submittedQuietMs,
+      bounds.rowsPerPassMax,
+      x402BatchSendKeyPrefix,
+    ],
   );
 }
 
@@ -502,14 +508,20 @@ async function conclude(db: Db, chain: X402Chain, row: SubmittedRow, outcome: Ou
 // ---- the gas of a mined transaction
 
 /**
- * Books the gas of our transaction `txHash`, its receipt read now, as a pass does before it concludes the rows: for a
- * settle retried before a pass concluded them (facilitator.ts priorSettlement), which concludes its row only once this
- * is true. False, the row left to the pass, while the transaction is not mined, a row of it has no invoice, or the node
- * or the ledger fails (logged).
+ * Books the gas of our transaction `txHash` as a pass does before it concludes the rows: for a settle retried before a
+ * pass concluded them (facilitator.ts priorSettlement), which concludes its row only once this is true. From `read`,
+ * its receipt as the caller read it already (its search for what spent the authorization), else read now: before, a
+ * retry read the same receipt twice. False, the row left to the pass, while the transaction is not mined, a row of it
+ * has no invoice, or the node or the ledger fails (logged).
  */
-export async function bookMinedTxGas(deps: ReconcileDeps, chain: X402Chain, txHash: Hex): Promise<boolean> {
+export async function bookMinedTxGas(
+  deps: ReconcileDeps,
+  chain: X402Chain,
+  txHash: Hex,
+  read?: MinedReceipt,
+): Promise<boolean> {
   try {
-    const receipt = await minedReceipt(chain, txHash);
+    const receipt = read ?? (await minedReceipt(chain, txHash));
     return receipt !== null && (await bookTxGas(deps, chain, txHash, receipt));
   } catch (error) {
     deps.logger.warn(

@@ -146,6 +146,15 @@ export async function spentByAnother(
   }
 }
 
+/** What spent an authorization (spenderOf), and `ours`: our mined transaction read for it, with its receipt. */
+export type Spender = {
+  readonly txHash: Hex;
+  readonly block: bigint;
+  readonly copy: boolean;
+  /** Kept for what else the caller reads of it (a retried settle books its gas), not read from the node again. */
+  readonly ours: { readonly txHash: Hex; readonly receipt: MinedReceipt };
+};
+
 /**
  * The transaction that spent the authorization, if mined transaction `txHash` (ours) or another's copy of it that paid
  * the hot wallet did (spentByAnother, through the block ours was mined in): for a retried settle or a request owed,
@@ -156,7 +165,7 @@ export async function spenderOf(
   txHash: Hex,
   a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce">,
   logger: Logger,
-): Promise<{ txHash: Hex; block: bigint; copy: boolean } | null> {
+): Promise<Spender | null> {
   let receipt: MinedReceipt;
   try {
     receipt = await chain.publicClient.getTransactionReceipt({ hash: txHash });
@@ -164,9 +173,10 @@ export async function spenderOf(
     if (!(error instanceof BaseError)) throw error;
     return null;
   }
-  if (spentIn(chain, receipt, a)) return { txHash, block: receipt.blockNumber, copy: false };
+  const ours = { txHash, receipt };
+  if (spentIn(chain, receipt, a)) return { txHash, block: receipt.blockNumber, copy: false, ours };
   const copy = await spentByAnother(chain, a, receipt.blockNumber, logger);
-  return copy === null || copy === "unknown" ? null : { ...copy, copy: true };
+  return copy === null || copy === "unknown" ? null : { ...copy, copy: true, ours };
 }
 
 /** Whether two transaction hashes are the same, whatever the case of their hex digits. */
@@ -199,7 +209,7 @@ export async function spenderOfSend(
   a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce">,
   logger: Logger,
   sendHashes: SendHashes | null,
-): Promise<{ txHash: Hex; block: bigint; copy: boolean; replaced: boolean } | null> {
+): Promise<(Spender & { readonly replaced: boolean }) | null> {
   const journal = (await sendHashes?.(sent)) ?? [];
   for (const hash of [sent, ...journal.filter((hash) => !sameHash(hash, sent))]) {
     const spent = await spenderOf(chain, hash, a, logger);

@@ -12,7 +12,18 @@ import { ExactEvmScheme } from "@x402/evm/exact/server";
 import { paymentMiddleware, x402ResourceServer } from "@x402/express";
 import { wrapFetchWithPayment, x402Client } from "@x402/fetch";
 import express from "express";
-import { type Account, type Address, getAddress, type Hex, toHex } from "viem";
+import {
+  type Account,
+  type Address,
+  type Chain,
+  createPublicClient,
+  custom,
+  getAddress,
+  type Hex,
+  type PublicClient,
+  type Transport,
+  toHex,
+} from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { testUsdAbi } from "../../adapters/evm/index.ts";
@@ -338,8 +349,15 @@ describe("the official @x402/express server with Switchyard as its facilitator",
   });
 });
 
-/** x402's deps on the gateway's chain, called without the routes; `nowMs`, their clock, `db` (the gateway's). */
-function facilitatorDeps(nowMs?: () => number, db: Db = gw.app.db) {
+/**
+ * x402's deps on the gateway's chain, called without the routes; `nowMs`, their clock, `db` (the gateway's),
+ * `publicClient` what reads the chain (the gateway's).
+ */
+function facilitatorDeps(
+  nowMs?: () => number,
+  db: Db = gw.app.db,
+  publicClient: PublicClient<Transport, Chain> = gw.chain.publicClient,
+) {
   return createX402Deps({
     db,
     settlement: gw.app.settlement,
@@ -348,7 +366,7 @@ function facilitatorDeps(nowMs?: () => number, db: Db = gw.app.db) {
       {
         rail: "evm",
         chainId: gw.chain.chain.id,
-        publicClient: gw.chain.publicClient,
+        publicClient,
         token,
         asset: assets.USDC,
         hotWallet,
@@ -509,6 +527,41 @@ describe("the facilitator's routes", () => {
       [nonce.toLowerCase()],
     );
     expect(row).toEqual({ status: "settled", tx_hash: mined });
+  });
+
+  it("reads the receipt of a retried settle's mined transaction once, for its answer and its gas alike", async () => {
+    const payment = await signedPayment();
+    const settled = await facilitator("settle", payment);
+    expect(settled.body).toMatchObject({ success: true });
+    const nonce = payment.paymentPayload.payload.authorization.nonce.toLowerCase();
+    await settledRow(nonce as Hex);
+    // Its outcome never recorded (left `submitted`): the retry reads the receipt, books the gas, and concludes the row.
+    await gw.app.db.query("UPDATE x402_authorizations SET status = 'submitted' WHERE nonce = $1", [nonce]);
+    const receiptsRead: string[] = [];
+    const counting = createPublicClient({
+      chain: gw.chain.chain,
+      transport: custom(
+        {
+          request: (args: { method: string; params?: unknown }) => {
+            if (args.method === "eth_getTransactionReceipt")
+              receiptsRead.push(((args.params as string[])[0] ?? "").toLowerCase());
+            return gw.chain.provider.request(args as never);
+          },
+        },
+        { retryCount: 0 },
+      ),
+    });
+    const credit = { tenantId: gw.app.demo!.tenantId, accountId: merchant.id };
+    expect(await facilitatorSettle(facilitatorDeps(undefined, gw.app.db, counting), payment, credit)).toEqual(
+      settled.body,
+    );
+    const [row] = await gw.app.db.query<{ status: string; tx_hash: string }>(
+      "SELECT status, tx_hash FROM x402_authorizations WHERE nonce = $1",
+      [nonce],
+    );
+    expect(row).toEqual({ status: "settled", tx_hash: settled.body.transaction });
+    // Before: read by the search for what spent it, then again to book its gas.
+    expect(receiptsRead).toEqual([settled.body.transaction.toLowerCase()]);
   });
 
   it("answers a retried settle of a row left submitted, its transaction reverted by a copy mined first, with the copy", async () => {
