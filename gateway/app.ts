@@ -118,6 +118,7 @@ const gatewayTables = new Set([
   "quotes",
   "rail_capital_parked",
   "rail_invoices_known",
+  "rail_invoices_set_aside",
   "refundable",
   "refunds",
   "reversal_shortfall_collections",

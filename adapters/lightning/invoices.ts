@@ -165,21 +165,32 @@ export async function receive(s: LightningRailState, request: ReceiveRequest): P
 }
 
 /**
- * Moves invoicesKnownBeforeMs up to the earliest expiry among the invoices the rail still holds: one leaves the map
- * only once its payment was delivered, or once LND said it was never paid (the pass over long-expired invoices), so
- * every invoice of ours that expired before that is known — however long LND was out of reach, since nothing was
- * asked of it meanwhile. At most now less rpcTimeoutMs: an invoice being made is held once LND answers AddInvoice
- * (within that deadline), and expires at least a second after it was asked for. Never back; only while running (the
- * map is the journal's from the start on). An invoice set aside (paid, its settlement refused by the gateway again and
- * again) holds it too, for as long as it stays: the gateway's prune cannot tell its invoice from an unpaid challenge's
- * (the refused handler wrote nothing), and a point past it would let the invoice its settlement needs be deleted. A
- * point days behind is warned of by the prune (gateway/l402/tokens.ts invoicesKnownLagMsMax).
+ * Moves invoicesKnownBeforeMs up to the earliest expiry among the invoices the rail still holds, but those set aside:
+ * one leaves the map only once its payment was delivered, or once LND said it was never paid (the pass over
+ * long-expired invoices), so every invoice of ours that expired before that is known — however long LND was out of
+ * reach, since nothing was asked of it meanwhile. At most now less rpcTimeoutMs: an invoice being made is held once LND
+ * answers AddInvoice (within that deadline), and expires at least a second after it was asked for. Never back; only
+ * while running (the map is the journal's from the start on). An invoice set aside (paid, its settlement refused by
+ * the gateway again and again) is known too: paid, its payment owed to the gateway, so the point moves past it, and it
+ * is told apart by invoicesSetAside, which whoever records the point records with it (the gateway's prune keeps each
+ * invoice listed, which its settlement needs: gateway/l402/tokens.ts recordInvoicesKnown). Before, it held the point
+ * for as long as it stayed set aside, days maybe, and no unpaid challenge since was deleted. It is marked only once
+ * its set-aside line is journalled, and stays marked until it leaves the map: a point read with the list is never past
+ * one the list leaves out while its settlement is owed.
  */
 export function noteInvoicesKnown(s: LightningRailState): void {
   if (!s.running) return;
   let knownBeforeMs = s.now() - s.limits.rpcTimeoutMs;
   for (const invoice of s.invoices.values())
-    if (invoice.expiresAtMs < knownBeforeMs) knownBeforeMs = invoice.expiresAtMs;
+    if (invoice.setAside !== true && invoice.expiresAtMs < knownBeforeMs) knownBeforeMs = invoice.expiresAtMs;
   if (s.invoicesKnownBeforeMs === null || knownBeforeMs > s.invoicesKnownBeforeMs)
     s.invoicesKnownBeforeMs = knownBeforeMs;
+}
+
+/** The references of the invoices the rail holds set aside (the point moves past them: noteInvoicesKnown). */
+export function invoicesSetAside(s: LightningRailState): string[] {
+  const references: string[] = [];
+  for (const invoice of s.invoices.values())
+    if (invoice.setAside === true) references.push(invoice.reference);
+  return references;
 }

@@ -20,7 +20,13 @@ import { lookupSettled, pump } from "./events.ts";
 import { lndErrorText } from "./failures.ts";
 import { createAnswerCache } from "./fee-cache.ts";
 import { estimateFee, estimateNetworkFee, type FeeEstimateResult } from "./fees.ts";
-import { type CreatedInvoice, type CreateInvoiceParams, createInvoice, receive } from "./invoices.ts";
+import {
+  type CreatedInvoice,
+  type CreateInvoiceParams,
+  createInvoice,
+  invoicesSetAside,
+  receive,
+} from "./invoices.ts";
 import type { LnurlFetch } from "./lnurl.ts";
 import { refreshLiquidity, scheduleTick, snapshot, tick } from "./monitor.ts";
 import { decide, emitOutcome, execute, newTracker, prepare, track, withdraw } from "./send.ts";
@@ -74,10 +80,16 @@ export type LightningRail = Rail & {
   /** Payments LND has in flight that no stored attempt accounts for (found on start). */
   unattributedInFlight(): readonly string[];
   /**
-   * Every invoice of this rail that expired before this moment was paid and delivered, or is known never to be paid;
-   * null until the rail has asked LND since its start (state.ts). Not moved while LND is out of reach.
+   * Every invoice of this rail that expired before this moment was paid and delivered, is set aside (invoicesSetAside),
+   * or is known never to be paid; null until the rail has asked LND since its start (state.ts). Not moved while LND is
+   * out of reach.
    */
   invoicesKnownBeforeMs(): number | null;
+  /**
+   * The references of the invoices set aside (paid, their settlement refused by the handler again and again): the
+   * point moves past them, so whoever records it records these with it, read together (invoices.ts noteInvoicesKnown).
+   */
+  invoicesSetAside(): readonly string[];
 };
 
 export function createLightningRail(params: LightningRailParams): LightningRail {
@@ -117,6 +129,7 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
     liquidity: () => s.liquidity,
     unattributedInFlight: () => s.unattributed,
     invoicesKnownBeforeMs: () => s.invoicesKnownBeforeMs,
+    invoicesSetAside: () => invoicesSetAside(s),
   };
 }
 

@@ -252,10 +252,10 @@ export type LightningRailState = {
   expiredInvoicesCheckedAtMs: number;
   expiredInvoicesChecking: boolean;
   /**
-   * Every invoice of ours that expired before this moment was paid and delivered, or is known never to be paid (LND
-   * said so): what the gateway's prune of unpaid L402 challenges may delete up to. Moved as each pass over
-   * long-expired invoices goes and after it (invoices.ts noteInvoicesKnown), never back; null until the first since
-   * the start.
+   * Every invoice of ours that expired before this moment was paid and delivered, is set aside, or is known never to
+   * be paid (LND said so): what the gateway's prune of unpaid L402 challenges may delete up to, but the invoices set
+   * aside (recorded with it: invoices.ts invoicesSetAside). Moved as each pass over long-expired invoices goes and
+   * after it (invoices.ts noteInvoicesKnown), never back; null until the first since the start.
    */
   invoicesKnownBeforeMs: number | null;
 

@@ -73,12 +73,14 @@ function lightningRails({ config, db, logger }: RailContext): BuiltRails {
     limits: config.lightning.limits,
     lnurlFetch: lnurl.fetch,
   });
-  // Up to when the rail knows its invoices' fate, recorded where every process's prune of unpaid L402 challenges
-  // reads it: only this process follows this LND, and the prune runs in each.
+  // Up to when the rail knows its invoices' fate, and the invoices it holds set aside (the point past them), recorded
+  // where every process's prune of unpaid L402 challenges reads them: only this process follows this LND, and the
+  // prune runs in each.
   const known = startInvoicesKnownRecord({
     sql: db,
     rail: rail.id,
     expiredBeforeMs: () => rail.invoicesKnownBeforeMs(),
+    setAside: () => rail.invoicesSetAside(),
     logger: logger.child({ module: "l402" }),
   });
   // The egress's connection pool to Lightning Address servers, closed with the app.

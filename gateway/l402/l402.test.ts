@@ -806,7 +806,11 @@ describe("the scheme", () => {
     expect(await kept("invoices", "id")).toEqual([true, true]);
     // The rail knows up to an hour before A expired (it last heard from LND then): still nothing goes. Before, both
     // invoices went a day after their tokens expired.
-    await recordInvoicesKnown(db, { rail: "toyln", expiredBeforeMs: aExpiredAt.getTime() - 3_600_000 });
+    await recordInvoicesKnown(db, {
+      rail: "toyln",
+      expiredBeforeMs: aExpiredAt.getTime() - 3_600_000,
+      setAside: [],
+    });
     await prune();
     expect(await kept("invoices", "id")).toEqual([true, true]);
     expect(await kept("l402_tokens", "invoice_id")).toEqual([true, true]);
@@ -822,9 +826,17 @@ describe("the scheme", () => {
     ).toBe("applied");
     expect(await getInvoice(db, { tenantId, id: a.invoiceId })).toMatchObject({ status: "paid" });
     // Caught up past both (LND said B was never paid): B's invoice goes with its token; A's, paid, stays.
-    await recordInvoicesKnown(db, { rail: "toyln", expiredBeforeMs: bExpiredAt.getTime() + 60_000 });
+    await recordInvoicesKnown(db, {
+      rail: "toyln",
+      expiredBeforeMs: bExpiredAt.getTime() + 60_000,
+      setAside: [],
+    });
     // A lower one later (a clock set back, a restart on an older look) does not move it back.
-    await recordInvoicesKnown(db, { rail: "toyln", expiredBeforeMs: aExpiredAt.getTime() - 3_600_000 });
+    await recordInvoicesKnown(db, {
+      rail: "toyln",
+      expiredBeforeMs: aExpiredAt.getTime() - 3_600_000,
+      setAside: [],
+    });
     expect(await prune()).toBeGreaterThanOrEqual(2);
     expect(await kept("invoices", "id")).toEqual([true, false]);
     expect(await kept("l402_tokens", "invoice_id")).toEqual([false, false]);
@@ -838,6 +850,7 @@ describe("the scheme", () => {
       sql: db,
       rail: "ln-recorded",
       expiredBeforeMs: () => knownMs,
+      setAside: () => [],
       logger: silentLogger,
     });
     const stored = async () => {
@@ -863,10 +876,88 @@ describe("the scheme", () => {
     expect(await stored()).toBe(first);
   });
 
+  it("keeps the invoice of a settlement set aside, and its token, while the rail holds it so; the point moves past it, and the unpaid challenges go", async () => {
+    // LND took A's and D's payments, and the gateway refuses their settlement again and again (the rail sets them aside);
+    // B and C were never paid. All four expired past the grace.
+    const [a, b, c, d] = [await challenged(), await challenged(), await challenged(), await challenged()];
+    const ago = (ms: number) => new Date(Date.now() - ms);
+    for (const { invoiceId } of [a, b, c, d]) {
+      await db.query("UPDATE invoices SET expires_at = $2 WHERE id = $1", [
+        invoiceId,
+        ago(l402TokenGraceMs + 2 * 3_600_000),
+      ]);
+      await db.query("UPDATE l402_tokens SET valid_until = $2 WHERE invoice_id = $1", [
+        invoiceId,
+        ago(l402TokenGraceMs + 60_000),
+      ]);
+    }
+    const kept = async (table: "invoices" | "l402_tokens", column: string) => {
+      const rows = await db.query<{ id: string }>(
+        `SELECT ${column} AS id FROM ${table} WHERE ${column} = ANY($1::text[])`,
+        [`{${[a, b, c, d].map((x) => x.invoiceId).join(",")}}`],
+      );
+      return [a, b, c, d].map((x) => rows.some((row) => row.id === x.invoiceId));
+    };
+    const prune = () => pruneL402Tokens(db, { graceMs: l402TokenGraceMs, batchMax: 10 });
+    const recorded = async () => {
+      const [point] = await db.query<{ at: Date }>(
+        "SELECT expired_before AS at FROM rail_invoices_known WHERE rail = 'toyln'",
+      );
+      const listed = await db.query<{ reference: string }>(
+        "SELECT reference FROM rail_invoices_set_aside WHERE rail = 'toyln' ORDER BY reference",
+      );
+      return { atMs: point?.at.getTime() ?? null, setAside: listed.map((row) => row.reference) };
+    };
+    // The rail's view: its point past all four, A and D set aside. Before, A and D held the point at their expiry for as
+    // long as they stayed set aside (days, maybe), and B and C, and every unpaid challenge since, waited with them.
+    const knownMs = Date.now() - 60_000;
+    let setAside = [d.invoiceId, a.invoiceId];
+    vi.useFakeTimers({ toFake: ["setInterval", "clearInterval"] });
+    const record = startInvoicesKnownRecord({
+      sql: db,
+      rail: "toyln",
+      expiredBeforeMs: () => knownMs,
+      setAside: () => setAside,
+      logger: silentLogger,
+    });
+    try {
+      vi.advanceTimersByTime(invoicesKnownRecordEveryMs);
+      await vi.waitFor(async () => expect((await recorded()).atMs).toBe(knownMs));
+      await prune();
+      // B's and C's invoices go with their tokens; A's and D's stay, and their tokens with them (found only through
+      // them). Before, the point past them let A's and D's go too: their settlement came back not_ours.
+      expect(await kept("invoices", "id")).toEqual([true, false, false, true]);
+      expect(await kept("l402_tokens", "invoice_id")).toEqual([true, false, false, true]);
+      expect(await recorded()).toEqual({ atMs: knownMs, setAside: [a.invoiceId, d.invoiceId].sort() });
+      // Applicable again: A's settlement finds its invoice, and the tenant is credited. D's leaves the list unpaid
+      // (LND no longer knows it). The point unchanged, the list is recorded anew.
+      const invoice = await getInvoice(db, { tenantId, id: a.invoiceId });
+      expect(
+        await applyReceived(settlement, {
+          rail: "toyln",
+          reference: a.invoiceId,
+          amount: invoice!.amount,
+          evidence: { rail: "lightning", paymentHash: a.paymentHash, preimage: a.preimage },
+        }),
+      ).toBe("applied");
+      setAside = [];
+      vi.advanceTimersByTime(invoicesKnownRecordEveryMs);
+      await vi.waitFor(async () => expect((await recorded()).setAside).toEqual([]));
+    } finally {
+      await record.stop();
+      vi.useRealTimers();
+    }
+    await prune();
+    // A's invoice, paid, stays as money in; D's goes with its token.
+    expect(await kept("invoices", "id")).toEqual([true, false, false, false]);
+    expect(await kept("l402_tokens", "invoice_id")).toEqual([false, false, false, false]);
+    expect(await getInvoice(db, { tenantId, id: a.invoiceId })).toMatchObject({ status: "paid" });
+  });
+
   it("prunes tokens expired for longer than the grace period, every tenant's, in batches", async () => {
     const old = await challenged();
     const recent = await challenged();
-    await recordInvoicesKnown(db, { rail: "toyln", expiredBeforeMs: Date.now() });
+    await recordInvoicesKnown(db, { rail: "toyln", expiredBeforeMs: Date.now(), setAside: [] });
     const keyOf = (macaroon: string) => rootKeyId(readMacaroon(Buffer.from(macaroon, "base64"))!.identifier);
     // The token and its challenge's invoice (which expires before it) age together.
     const ageBy = async (macaroon: string, ms: number) => {
@@ -897,7 +988,7 @@ describe("the scheme", () => {
     const unpaid = await challenged();
     const paid = await challenged();
     await pay(paid.invoiceId, paid.paymentHash);
-    await recordInvoicesKnown(db, { rail: "toyln", expiredBeforeMs: Date.now() });
+    await recordInvoicesKnown(db, { rail: "toyln", expiredBeforeMs: Date.now(), setAside: [] });
     // Its token past the grace, its invoice expired only lately: the invoice waits for its own day, and its token with
     // it (the invoice is found only through its token: deleted alone, it left the invoice for good).
     const lately = await challenged();
@@ -932,7 +1023,7 @@ describe("the scheme", () => {
 
   it("prunes for at most one pass's time: a pass cut short keeps what it deleted, the next deletes the rest", async () => {
     const expired = [await challenged(), await challenged(), await challenged()];
-    await recordInvoicesKnown(db, { rail: "toyln", expiredBeforeMs: Date.now() });
+    await recordInvoicesKnown(db, { rail: "toyln", expiredBeforeMs: Date.now(), setAside: [] });
     // Expired before any token left by the tests above (one waits for its invoice's day): a batch reads the oldest.
     for (const [table, column, key] of [
       ["l402_tokens", "valid_until", "invoice_id"],
@@ -965,8 +1056,8 @@ describe("the scheme", () => {
     // answer for holds it, or LND has been out of reach since): no unpaid challenge of its since goes. The other's
     // point trails by the minutes of its pass over long-expired invoices.
     const stuckMs = Date.now() - 3 * 24 * 3_600_000;
-    await recordInvoicesKnown(db, { rail: "ln-stuck", expiredBeforeMs: stuckMs });
-    await recordInvoicesKnown(db, { rail: "ln-lately", expiredBeforeMs: Date.now() - 600_000 });
+    await recordInvoicesKnown(db, { rail: "ln-stuck", expiredBeforeMs: stuckMs, setAside: [] });
+    await recordInvoicesKnown(db, { rail: "ln-lately", expiredBeforeMs: Date.now() - 600_000, setAside: [] });
     const prune = startL402TokenPrune({ sql: db, logger });
     try {
       vi.advanceTimersByTime(l402TokenPruneEveryMs);
@@ -993,7 +1084,11 @@ describe("the scheme", () => {
   it("prunes in batches that each read at most batchMax tokens: the waiting ones, the oldest, are read once a pass, not again by every batch", async () => {
     // LND out of reach for three days: the rail knows its invoices' fate only up to then.
     await db.query("DELETE FROM rail_invoices_known WHERE rail = 'toyln'");
-    await recordInvoicesKnown(db, { rail: "toyln", expiredBeforeMs: Date.now() - 3 * 24 * 3_600_000 });
+    await recordInvoicesKnown(db, {
+      rail: "toyln",
+      expiredBeforeMs: Date.now() - 3 * 24 * 3_600_000,
+      setAside: [],
+    });
     const waiting = [];
     for (let n = 0; n < 20; n++) waiting.push(await challenged());
     const paid = [];
@@ -1066,7 +1161,7 @@ describe("the scheme", () => {
     expect(read.length).toBeGreaterThan(1);
     expect(Math.max(...read)).toBeLessThanOrEqual(2 * batchMax);
     // Caught up: they go at the next pass.
-    await recordInvoicesKnown(db, { rail: "toyln", expiredBeforeMs: Date.now() });
+    await recordInvoicesKnown(db, { rail: "toyln", expiredBeforeMs: Date.now(), setAside: [] });
     await pruneL402Tokens(db, { graceMs: l402TokenGraceMs, batchMax });
     expect(await kept("invoices", "id", waiting)).toBe(0);
   });

@@ -3,9 +3,10 @@
 // found. Counting locks the row and adds what its bound leaves, so that processes sharing the database never serve
 // beyond the count; the requests of concurrent callers are counted by one statement (takeRequests, group commit).
 // Rows expired for a day are pruned (every 10 minutes, beside the idempotency prune), with their invoice when unpaid
-// and its rail knows it was never paid (rail_invoices_known, migration 0061).
+// and its rail knows it was never paid (rail_invoices_known, migration 0061; not one it holds set aside, migration
+// 0064).
 import type { Logger } from "../../core/index.ts";
-import type { Sql } from "../db/index.ts";
+import { type Sql, textArrayLiteral } from "../db/index.ts";
 import { type Periodic, startPeriodic } from "../periodic/index.ts";
 
 export type TokenRecord = {
@@ -260,12 +261,15 @@ const unpaidInvoice = `i.status = 'open' AND i.received_amount IS NULL
   AND NOT EXISTS (SELECT 1 FROM refunds f WHERE f.invoice_id = i.id)`;
 /**
  * The invoice expired more than the grace ago, and before the moment up to which its rail knows every invoice's fate
- * (null, so never, while it has told none: no process follows that rail's provider). An L402 challenge's invoice is
- * always the Lightning rail's (createL402Scheme's default rail, "lightning", the id the Lightning rail takes and
- * records its point under in gateway/app/rails.ts), so a challenge's invoice on a rail without a point is none.
+ * (null, so never, while it has told none: no process follows that rail's provider), and its rail does not hold it set
+ * aside (paid, its settlement refused so far: the point moves past it, and its settlement needs it; by the primary
+ * key, the rail and the invoice's id). An L402 challenge's invoice is always the Lightning rail's (createL402Scheme's
+ * default rail, "lightning", the id the Lightning rail takes and records its point under in gateway/app/rails.ts), so
+ * a challenge's invoice on a rail without a point is none.
  */
 const knownNeverPaid = `i.expires_at < now() - make_interval(secs => $1::double precision / 1000)
-  AND i.expires_at < (SELECT k.expired_before FROM rail_invoices_known k WHERE k.rail = i.rail)`;
+  AND i.expires_at < (SELECT k.expired_before FROM rail_invoices_known k WHERE k.rail = i.rail)
+  AND NOT EXISTS (SELECT 1 FROM rail_invoices_set_aside a WHERE a.rail = i.rail AND a.reference = i.id)`;
 
 /**
  * One batch of the prune: the next `$2` tokens expired past the grace after the cursor ($3, $4), in the order of
@@ -309,9 +313,11 @@ export async function pruneL402Tokens(
   // before the moment its rail has told every invoice's fate up to (rail_invoices_known): LND settles nothing past
   // expiry, but one it settled just before, while the gateway could not hear of it (LND out of reach, or the process
   // following it down, for longer than the grace), is delivered when the stream resumes and must find its invoice,
-  // else the payer paid and the tenant is never credited. Until then its token waits with it: the invoice is found
-  // only through its token, which its foreign key needs gone first, in the same statement (l402_tokens_invoice,
-  // migration 0059, finds the token of each invoice). A token whose invoice stays for good goes at once.
+  // else the payer paid and the tenant is never credited. One the rail holds set aside (paid, its settlement refused
+  // so far: rail_invoices_set_aside) stays while it is, the point past it. Until then its token waits with it: the
+  // invoice is found only through its token, which its foreign key needs gone first, in the same statement
+  // (l402_tokens_invoice, migration 0059, finds the token of each invoice). A token whose invoice stays for good goes
+  // at once.
   const batchMax = Math.max(1, params.batchMax);
   const nowMs = params.nowMs ?? Date.now;
   const untilMs = nowMs() + l402TokenPrunePassMsMax;
@@ -332,20 +338,30 @@ export async function pruneL402Tokens(
 }
 
 /**
- * Records that every invoice of `rail` that expired before `expiredBeforeMs` is known: paid and delivered, or never
- * to be paid (the Lightning rail's invoicesKnownBeforeMs). Never moves it back: a lower one (a clock set back, a
- * process restarted on an older look) changes nothing.
+ * Records that every invoice of `rail` that expired before `expiredBeforeMs` is known: paid and delivered, set aside
+ * (`setAside`, the references of the invoices the rail holds so: the Lightning rail's invoicesSetAside), or never to
+ * be paid (its invoicesKnownBeforeMs). Never moves the point back: a lower one (a clock set back, a process restarted
+ * on an older look) changes nothing. The set aside ones replace those recorded before, in the same statement: the
+ * prune reads both in one snapshot, so it never sees a point past an invoice set aside without the invoice listed. One
+ * that left the list was delivered (its invoice paid: kept as money in) or is known never to be paid.
  */
 export async function recordInvoicesKnown(
   sql: Sql,
-  params: { rail: string; expiredBeforeMs: number },
+  params: { rail: string; expiredBeforeMs: number; setAside: readonly string[] },
 ): Promise<void> {
   await sql.query(
-    `INSERT INTO rail_invoices_known (rail, expired_before) VALUES ($1, $2)
+    `WITH listed AS (SELECT DISTINCT unnest($3::text[]) AS reference),
+       gone AS (
+         DELETE FROM rail_invoices_set_aside a
+          WHERE a.rail = $1 AND a.reference NOT IN (SELECT reference FROM listed)),
+       added AS (
+         INSERT INTO rail_invoices_set_aside (rail, reference) SELECT $1::text, reference FROM listed
+         ON CONFLICT DO NOTHING)
+     INSERT INTO rail_invoices_known (rail, expired_before) VALUES ($1, $2)
      ON CONFLICT (rail) DO UPDATE
        SET expired_before = excluded.expired_before, updated_at = now()
        WHERE rail_invoices_known.expired_before < excluded.expired_before`,
-    [params.rail, new Date(params.expiredBeforeMs)],
+    [params.rail, new Date(params.expiredBeforeMs), textArrayLiteral(params.setAside)],
   );
 }
 
@@ -353,24 +369,31 @@ export async function recordInvoicesKnown(
 export const invoicesKnownRecordEveryMs = 60_000;
 
 /**
- * Records, every minute, up to when a rail knows its invoices' fate (`expiredBeforeMs`, null: not yet), where every
- * process's prune reads it; for the composition root, beside the rail that knows it (gateway/app/rails.ts).
+ * Records, every minute, up to when a rail knows its invoices' fate (`expiredBeforeMs`, null: not yet) and the
+ * invoices it holds set aside (`setAside`), where every process's prune reads them; for the composition root, beside
+ * the rail that knows them (gateway/app/rails.ts). Both are read at once, the point first: an invoice the point moved
+ * past set aside stays set aside until it leaves the rail (adapters/lightning/invoices.ts noteInvoicesKnown), so the
+ * list read then names it.
  */
 export function startInvoicesKnownRecord(deps: {
   sql: Sql;
   rail: string;
   expiredBeforeMs: () => number | null;
+  setAside: () => readonly string[];
   logger: Logger;
 }): Periodic {
-  let recordedMs: number | null = null;
+  let recorded: { expiredBeforeMs: number; setAside: string } | null = null;
   return startPeriodic({
     name: "invoices known record",
     intervalMs: invoicesKnownRecordEveryMs,
     pass: async () => {
       const expiredBeforeMs = deps.expiredBeforeMs();
-      if (expiredBeforeMs === null || expiredBeforeMs === recordedMs) return;
-      await recordInvoicesKnown(deps.sql, { rail: deps.rail, expiredBeforeMs });
-      recordedMs = expiredBeforeMs;
+      if (expiredBeforeMs === null) return;
+      const setAside = [...deps.setAside()].sort();
+      const listed = setAside.join("\n");
+      if (recorded?.expiredBeforeMs === expiredBeforeMs && recorded.setAside === listed) return;
+      await recordInvoicesKnown(deps.sql, { rail: deps.rail, expiredBeforeMs, setAside });
+      recorded = { expiredBeforeMs, setAside: listed };
     },
     logger: deps.logger,
   });
@@ -379,9 +402,10 @@ export function startInvoicesKnownRecord(deps: {
 /**
  * How far behind now a rail's point (rail_invoices_known) may be before the prune says so. While LND answers it trails
  * by the pass over long-expired invoices, minutes; days behind, LND or the process following it has been out of reach
- * that long, or one invoice holds it for good (a settlement set aside that the gateway keeps refusing, a lookup that
- * keeps failing otherwise than "unable to locate": adapters/lightning/invoices.ts noteInvoicesKnown). Until it moves
- * no unpaid challenge is deleted, and every request without a token leaves a token and an invoice more, silently.
+ * that long, or one invoice holds it for good (a lookup that keeps failing otherwise than "unable to locate":
+ * adapters/lightning/invoices.ts noteInvoicesKnown). A settlement set aside that the gateway keeps refusing holds it
+ * no more: the point moves past it, its invoice listed in rail_invoices_set_aside and kept. Until it moves no unpaid
+ * challenge is deleted, and every request without a token leaves a token and an invoice more, silently.
  */
 export const invoicesKnownLagMsMax = 2 * 24 * 60 * 60 * 1000;
 

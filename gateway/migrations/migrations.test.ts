@@ -189,6 +189,7 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0061_rail_invoices_known.sql",
       "gateway/0062_rail_capital_parked.sql",
       "gateway/0063_l402_tokens_expired_order.sql",
+      "gateway/0064_rail_invoices_set_aside.sql",
     ]);
   });
 

@@ -1142,6 +1142,83 @@ describe("lightning rail on regtest", () => {
     }
   });
 
+  it("knows its invoices' fate past one set aside, listing it set aside until its settlement is delivered", async () => {
+    const failing = new Set(["held-a"]);
+    const handled: string[] = [];
+    const logs: LogLine[] = [];
+    const rail = createLightningRail({
+      lnd: cluster.nodes.gateway,
+      store: createFileRailStore(path.join(directory, "set-aside-known.jsonl")),
+      limits: {
+        refreshIntervalMs: 200,
+        eventRetryDelayMs: 50,
+        eventAttemptsMax: 3,
+        // Tried again by the passes over expired invoices alone (every half second), not by the retry.
+        setAsideRetryMs: 600_000,
+        expiredInvoiceAskAfterMs: 1_000,
+        expiredInvoicesCheckIntervalMs: 500,
+        rpcTimeoutMs: 2_000,
+      },
+      logger: recordingLogger({ lines: logs }).logger,
+    });
+    rail.onEvent(async (event) => {
+      if (event.kind !== "received") return;
+      if (failing.has(event.reference)) throw new Error(`${event.reference} cannot be applied`);
+      handled.push(event.reference);
+    });
+    await rail.start();
+    try {
+      // A is paid and its settlement refused again and again (set aside); B, made after it, is never paid.
+      const a = await rail.createInvoice({
+        amountMsat: 1_000n,
+        expirySeconds: 3,
+        memo: "a challenge paid, its settlement refused",
+        reference: "held-a",
+      });
+      await pay({ lnd: payer, request: a.request });
+      const b = await rail.createInvoice({
+        amountMsat: 1_000n,
+        expirySeconds: 3,
+        memo: "a challenge never paid",
+        reference: "held-b",
+      });
+      await waitFor(
+        "the settlement set aside",
+        async () =>
+          logs.some((line) => line.level === "error" && /set aside/.test(line.message)) ? true : undefined,
+        { timeoutMs: 30_000 },
+      );
+      // Once LND said B was never paid, the point moves past B, and past A, which is told apart by the list. Before, A
+      // held it at its expiry for as long as it stayed set aside, and every unpaid invoice after it with it.
+      await waitFor(
+        "the point moved past the invoice set aside and the unpaid one after it",
+        async () => ((rail.invoicesKnownBeforeMs() ?? 0) > b.expiresAtMs ? true : undefined),
+        { timeoutMs: 20_000 },
+      );
+      expect(rail.invoicesKnownBeforeMs()).toBeGreaterThan(a.expiresAtMs);
+      expect(rail.invoicesSetAside()).toEqual(["held-a"]);
+      // Applicable again: a pass delivers it, and the rail lists it no more.
+      failing.delete("held-a");
+      await waitFor(
+        "the settlement set aside delivered",
+        async () => (handled.includes("held-a") ? true : undefined),
+        {
+          timeoutMs: 30_000,
+        },
+      );
+      await waitFor(
+        "the list emptied",
+        async () => (rail.invoicesSetAside().length === 0 ? true : undefined),
+        {
+          timeoutMs: 5_000,
+        },
+      );
+      expect(handled).toEqual(["held-a"]);
+    } finally {
+      await rail.stop();
+    }
+  });
+
   it("reconnects after the gateway's lnd restarts and catches up on invoices settled meanwhile", async () => {
     const invoice = await main.rail.createInvoice({
       amountMsat: 4_000_000n,
