@@ -10,34 +10,32 @@ import { createStripeWebhookRoute } from "./webhook-route.ts";
 
 // biome-ignore lint/suspicious/noConfusingVoidType: a handler that returns nothing applied the event
 export async function deliver(state: FiatRailState, event: FiatEvent): Promise<RailEventVerdict | void> {
-  // A payout's fee Stripe did not tell (not answering; a restricted key that may not read payouts) does not hold back
-  // its amount, which needs no lookup: the amount is booked (or kept) now, and the event is then refused, for Stripe to
-  // deliver it again and the fee to be booked then (the amount's bookings are once each by reference). Before, the
-  // amount waited on the lookup, and was lost with the event once Stripe stopped delivering it.
-  let payoutFeesUnknown: unknown = null;
+  // A payout's or a refund's fee Stripe did not tell (not answering; a restricted key that may not read payouts or
+  // refunds) does not hold back its money, which needs no lookup: the money is booked (or kept) now, and the event is
+  // then refused, for Stripe to deliver it again and the fee to be booked then (the money's bookings are once each, by
+  // reference or by key). Before, a payout's amount waited on the lookup, and was lost with the event once Stripe
+  // stopped delivering it.
+  const feesUntold: { of: string; error: unknown }[] = [];
+  const untold = (of: string, error: unknown) => {
+    feesUntold.push({ of, error });
+    return { fee: 0n, failureFee: 0n };
+  };
   const railEvent = await toRailEvent(event, {
     transferFee: (transferId) => transferFee(state, transferId),
     chargeFee: (intentId) => chargeFee(state, intentId),
     transferReversals: (transferId) => transferReversals(state, transferId),
-    payoutFees: async (payoutId) => {
-      try {
-        return await payoutFees(state, payoutId);
-      } catch (error) {
-        payoutFeesUnknown = error;
-        return { fee: 0n, failureFee: 0n };
-      }
-    },
+    payoutFees: (payoutId) => payoutFees(state, payoutId).catch((error: unknown) => untold("payout", error)),
+    refundFees: (refundId) => refundFees(state, refundId).catch((error: unknown) => untold("refund", error)),
   });
   if (railEvent === null) return; // informational: nothing was credited, or not our money (a connected account's payout)
   if (state.handler === null)
     throw new FiatRailError("a Stripe event arrived before the rail's handler was set");
   const verdict = await state.handler(railEvent);
-  if (payoutFeesUnknown !== null)
+  const [first] = feesUntold;
+  if (first !== undefined)
     throw new FiatRailError(
-      "Stripe did not tell the payout's fee; its amount is booked, its fee waits for a redelivery",
-      {
-        cause: payoutFeesUnknown,
-      },
+      `Stripe did not tell the ${first.of}'s fee; its money is booked, its fee waits for a redelivery`,
+      { cause: first.error },
     );
   return verdict;
 }
@@ -130,6 +128,26 @@ async function payoutFees(
   const feeOf = (txn: string | Stripe.BalanceTransaction | null): bigint =>
     txn === null || typeof txn === "string" ? 0n : feeInRailCurrency(state, txn, { payoutId });
   return { fee: feeOf(payout.balance_transaction), failureFee: feeOf(payout.failure_balance_transaction) };
+}
+
+/**
+ * What Stripe took for a refund, and gave back with its failure: the fees of its balance transaction (0 for most; less
+ * than 0 where Stripe returns part of the payment's processing fee with it) and of its failure's, one request. A fee in
+ * another currency than the rail's cannot be booked in the rail's asset: logged, and answered as 0. A refund with no
+ * balance transaction yet took nothing yet: 0. Stripe not answering throws.
+ */
+export async function refundFees(
+  state: FiatRailState,
+  refundId: string,
+): Promise<{ fee: bigint; failureFee: bigint }> {
+  const refund = await state.stripe.refunds.retrieve(refundId, {
+    expand: ["balance_transaction", "failure_balance_transaction"],
+  });
+  const feeOf = (txn: string | Stripe.BalanceTransaction | null | undefined): bigint =>
+    txn === null || txn === undefined || typeof txn === "string"
+      ? 0n
+      : feeInRailCurrency(state, txn, { refundId });
+  return { fee: feeOf(refund.balance_transaction), failureFee: feeOf(refund.failure_balance_transaction) };
 }
 
 /** The route this rail contributes (POST /v1/webhooks/stripe); none when the rail was given no webhooks. */

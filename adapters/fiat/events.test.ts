@@ -4,9 +4,11 @@ import {
   type FiatEvent,
   interpretStripeEvent,
   parseStripeEvent,
+  platformPayoutHandReference,
   type StripeLookups,
   toRailEvent,
 } from "./events.ts";
+import type { FiatPspIds } from "./store.ts";
 
 const envelope = {
   id: "evt_1",
@@ -23,6 +25,9 @@ const noReversals = async (): Promise<PayoutReversal[]> => {
 };
 const noPayoutFees = async (): Promise<{ fee: bigint; failureFee: bigint }> => {
   throw new Error("no payout's fees are asked for this event");
+};
+const noRefundFees = async (): Promise<{ fee: bigint; failureFee: bigint }> => {
+  throw new Error("no refund's fees are asked for this event");
 };
 
 /** Money in of `amount` for `reference` by PaymentIntent `intent`, as the receiver hands it over. */
@@ -67,6 +72,7 @@ describe("toRailEvent", () => {
     },
     transferReversals: noReversals,
     payoutFees: noPayoutFees,
+    refundFees: noRefundFees,
   };
 
   it("gives the RailEvent inside received and attempt_failed", async () => {
@@ -326,6 +332,7 @@ describe("a charge's balance transaction set later (asynchronous capture)", () =
         chargeFee: async () => ({ id: "txn_1", amount: 62n }),
         transferReversals: noReversals,
         payoutFees: noPayoutFees,
+        refundFees: noRefundFees,
       }),
     ).toEqual({
       kind: "fee",
@@ -339,6 +346,7 @@ describe("a charge's balance transaction set later (asynchronous capture)", () =
         chargeFee: async () => null,
         transferReversals: noReversals,
         payoutFees: noPayoutFees,
+        refundFees: noRefundFees,
       }),
     ).rejects.toThrow("no balance transaction yet");
   });
@@ -351,6 +359,7 @@ describe("a charge's balance transaction set later (asynchronous capture)", () =
         chargeFee: async () => null,
         transferReversals: noReversals,
         payoutFees: noPayoutFees,
+        refundFees: noRefundFees,
       }),
     ).toEqual({
       kind: "received",
@@ -463,6 +472,7 @@ describe("a transfer's reversals", () => {
         ];
       },
       payoutFees: noPayoutFees,
+      refundFees: noRefundFees,
     };
     expect(await toRailEvent(succeeded, lookups)).toEqual({
       kind: "attempt_succeeded",
@@ -480,5 +490,75 @@ describe("a transfer's reversals", () => {
     expect(await toRailEvent(whole, { ...lookups, transferReversals: noReversals })).toMatchObject({
       reversals: [{ key: "trr_11", amount: 300n }],
     });
+  });
+});
+
+describe("a refund's fees", () => {
+  const taken = (pspIds: FiatPspIds): FiatEvent => ({
+    kind: "reversed",
+    key: pspIds.refund === undefined ? "dispute:dp_1" : `refund:${pspIds.refund}`,
+    reason: pspIds.refund === undefined ? "dispute" : "refund",
+    reference: "inv_1",
+    paymentId: "inv_1",
+    attemptId: "invoice",
+    amount: 1000n,
+    evidence: { rail: "fiat", pspId: pspIds.refund ?? "dp_1" },
+    pspIds,
+  });
+  const lookups = (asked: string[]): StripeLookups => ({
+    transferFee: async () => 0n,
+    chargeFee: async () => null,
+    transferReversals: noReversals,
+    payoutFees: noPayoutFees,
+    refundFees: async (refundId) => {
+      asked.push(refundId);
+      return { fee: 30n, failureFee: -30n };
+    },
+  });
+
+  it("books what its balance transaction took with its reversal, and with its undoing what its failure's gave back", async () => {
+    const asked: string[] = [];
+    expect(await toRailEvent(taken({ refund: "re_1", paymentIntent: "pi_1" }), lookups(asked))).toMatchObject(
+      {
+        kind: "reversed",
+        fees: [{ id: "stripe_refund_fee:re_1", amount: 30n }],
+      },
+    );
+    const undone: FiatEvent = {
+      kind: "reinstated",
+      key: "refund:re_1",
+      reference: "inv_1",
+      paymentId: "inv_1",
+      attemptId: "invoice",
+      evidence: { rail: "fiat", pspId: "re_1" },
+      pspIds: { refund: "re_1", paymentIntent: "pi_1" },
+    };
+    expect(await toRailEvent(undone, lookups(asked))).toMatchObject({
+      kind: "reinstated",
+      fees: [
+        { id: "stripe_refund_fee:re_1", amount: 30n },
+        { id: "stripe_refund_failure_fee:re_1", amount: -30n },
+      ],
+    });
+    // A dispute's fees are in its event: no refund's is asked.
+    expect(
+      await toRailEvent(taken({ dispute: "dp_1", paymentIntent: "pi_1" }), lookups(asked)),
+    ).not.toHaveProperty("fees");
+    expect(asked).toEqual(["re_1", "re_1"]);
+  });
+
+  it("carries none when the refund's balance transaction took nothing", async () => {
+    const free = { ...lookups([]), refundFees: async () => ({ fee: 0n, failureFee: 0n }) };
+    expect(await toRailEvent(taken({ refund: "re_free" }), free)).not.toHaveProperty("fees");
+  });
+});
+
+describe("a payout booked by hand", () => {
+  it("is looked for under the payout's own id for its taking, and for nothing else", () => {
+    expect(platformPayoutHandReference("stripe_payout:po_1")).toBe("po_1");
+    expect(platformPayoutHandReference("stripe_payout_returned:po_1")).toBeNull();
+    expect(platformPayoutHandReference("stripe_payout_fee:po_1")).toBeNull();
+    expect(platformPayoutHandReference("stripe_payout:")).toBeNull();
+    expect(platformPayoutHandReference("po_1")).toBeNull();
   });
 });

@@ -204,6 +204,31 @@ export const platformPayoutReferences = (payoutId: string) => ({
   failureFee: `stripe_payout_failure_fee:${payoutId}`,
 });
 
+const platformPayoutTakenPrefix = platformPayoutReferences("").taken;
+
+/**
+ * The reference an operator booked the capital reference `reference` under by hand (POST /v1/rails/:rail/capital), as
+ * operators booked a payout before the gateway booked it from Stripe's events: a payout's taking under the payout's own
+ * id (po_…), for the gateway to book it no second time (settlement/reconciliation.ts CapitalBookedByHand). Null for any
+ * other: a failed payout's money back is booked from its events whatever was booked by hand (a payout takes before it
+ * gives back, so its id names the taking; the return by hand had a reference of the operator's making, not to be known).
+ */
+export function platformPayoutHandReference(reference: string): string | null {
+  if (!reference.startsWith(platformPayoutTakenPrefix)) return null;
+  const payoutId = reference.slice(platformPayoutTakenPrefix.length);
+  return payoutId === "" ? null : payoutId;
+}
+
+/**
+ * The ids of Stripe's fees for refund `refundId` (re_…), booked as the rail's fees of the invoice it refunds: what its
+ * balance transaction took (or gave back: negative, where Stripe returns part of the payment's processing fee), and
+ * what its failure's gave back. One each, whether the refund's API answer or one of its events brings it.
+ */
+export const refundFeeIds = (refundId: string) => ({
+  fee: `stripe_refund_fee:${refundId}`,
+  failureFee: `stripe_refund_failure_fee:${refundId}`,
+});
+
 function idOf(value: string | { id: string } | null | undefined): string | undefined {
   if (value === null || value === undefined) return undefined;
   return typeof value === "string" ? value : value.id;
@@ -264,7 +289,7 @@ export type FiatEvent =
       readonly amount: bigint;
       readonly evidence: SettlementEvidence; // pspId: the dispute or the refund
       readonly pspIds: FiatPspIds;
-      /** What Stripe took for it: a dispute's fee. */
+      /** What Stripe took for it: a dispute's fee (a refund's is read when delivered: toRailEvent). */
       readonly fees?: readonly RailFee[];
     }
   | {
@@ -337,12 +362,19 @@ export type TransferReversalsLookup = (transferId: string) => Promise<PayoutReve
  */
 export type PayoutFeesLookup = (payoutId: string) => Promise<{ fee: bigint; failureFee: bigint }>;
 
+/**
+ * What a refund's balance transaction took (its fee: 0 for most, negative where Stripe gives part of the processing fee
+ * back) and its failure's (given back: negative), 0 when it has none, asked of Stripe.
+ */
+export type RefundFeesLookup = (refundId: string) => Promise<{ fee: bigint; failureFee: bigint }>;
+
 /** What toRailEvent asks Stripe: the fees no event carries, and a transfer's reversals its event did not list. */
 export type StripeLookups = {
   transferFee: TransferFeeLookup;
   chargeFee: ChargeFeeLookup;
   transferReversals: TransferReversalsLookup;
   payoutFees: PayoutFeesLookup;
+  refundFees: RefundFeesLookup;
 };
 
 /** The PaymentIntent money in came by: named in its ids, and its evidence. */
@@ -418,7 +450,7 @@ export async function toRailEvent(event: FiatEvent, lookups: StripeLookups): Pro
         key: event.key,
         amount: event.amount,
         evidence: event.evidence,
-        ...feesField(event.fees),
+        ...feesField([...(event.fees ?? []), ...(await refundFeesOf(event, lookups, "taken"))]),
       };
     case "reinstated":
       return {
@@ -426,7 +458,7 @@ export async function toRailEvent(event: FiatEvent, lookups: StripeLookups): Pro
         reference: event.reference,
         key: event.key,
         evidence: event.evidence,
-        ...feesField(event.fees),
+        ...feesField([...(event.fees ?? []), ...(await refundFeesOf(event, lookups, "undone"))]),
       };
     case "capital": {
       // Stripe takes an Instant Payout's fee from the balance beside its amount, on the payout's balance transaction.
@@ -449,6 +481,25 @@ export async function toRailEvent(event: FiatEvent, lookups: StripeLookups): Pro
     case "payout_failed":
       return null;
   }
+}
+
+/**
+ * Stripe's fees for a refund, by the refund's fee ids (refundFeeIds); none for a dispute's reversal (its event lists its
+ * fees). No event carries a refund's balance transaction, so it is read when delivered: what it took when the refund
+ * takes the money back; when the refund is undone (failed, canceled), that again and what its failure's gave back, as a
+ * dispute's fees are told again when it is won (so a refund whose failure came first, nothing taken, books both).
+ */
+async function refundFeesOf(
+  event: Extract<FiatEvent, { kind: "reversed" | "reinstated" }>,
+  lookups: StripeLookups,
+  as: "taken" | "undone",
+): Promise<RailFee[]> {
+  const refundId = event.pspIds.refund;
+  if (refundId === undefined) return [];
+  const ids = refundFeeIds(refundId);
+  const { fee, failureFee } = await lookups.refundFees(refundId);
+  const taken = { id: ids.fee, amount: fee };
+  return as === "taken" ? [taken] : [taken, { id: ids.failureFee, amount: failureFee }];
 }
 
 /**

@@ -10,6 +10,7 @@
 import { silentLogger } from "../../core/index.ts";
 import { webhookRoutes } from "./delivery.ts";
 import { FiatRailError } from "./errors.ts";
+import { platformPayoutHandReference } from "./events.ts";
 import { validateFeeSchedule } from "./fees.ts";
 import { cancelReceive, createPaymentIntent, receive } from "./intents.ts";
 import { balance, refresh, snapshot } from "./monitor.ts";
@@ -69,6 +70,7 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
     execute: (attempt) => executeAttempt(state, attempt),
     refund: (request) => refund(state, request),
     refundReceived: (request) => refundReceived(state, request),
+    capitalHandReference: platformPayoutHandReference,
 
     onEvent(next) {
       // Stripe's events arrive through this rail's webhook route (webhook-route.ts), which verifies, orders and

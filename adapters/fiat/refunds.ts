@@ -1,10 +1,11 @@
 // Refunds of a PaymentIntent. One Stripe refund per refund id of ours: its idempotency key derives from it,
 // and what Stripe created is recorded by that key. The refund's outcome (and a dispute's) reaches the
-// settlement by webhook, as a reversal (events.ts).
+// settlement by webhook, as a reversal (events.ts), and Stripe's fee for it as the rail's fees are booked.
 import type Stripe from "stripe";
 import type { RailFailureCode, ReceivedRefund, ReceivedRefundOutcome } from "../../core/index.ts";
+import { refundFees } from "./delivery.ts";
 import { FiatRailError, translateStripeError } from "./errors.ts";
-import { metadataKeys } from "./events.ts";
+import { metadataKeys, refundFeeIds } from "./events.ts";
 import { checkId, type FiatRailState, failureOf } from "./rail-state.ts";
 import { type FiatRequestFailure, idempotencyKeys, type RefundParams, type RefundResult } from "./types.ts";
 
@@ -134,8 +135,45 @@ export async function refundReceived(
   }
   if (status === "failed" || status === "canceled")
     return { status: "failed", code: "rejected", message: `Stripe's refund is ${status}` };
-  if (status === "succeeded") return { status: "succeeded", evidence, fee: 0n };
+  if (status === "succeeded") {
+    // Stripe's fee for it is booked as Stripe's other fees are, under the refund's fee id (bookRefundFee), which its
+    // webhook books too: as the refund's `fee` (booked under our refund's own ids) it would be booked twice.
+    await bookRefundFee(state, request, result.refund.stripeRefundId);
+    return { status: "succeeded", evidence, fee: 0n };
+  }
   return { status: "in_flight", evidence };
+}
+
+/**
+ * Books what Stripe took for (or gave back with) the succeeded refund `stripeRefundId`: its balance transaction's fee,
+ * under the refund's fee id (refundFeeIds), told to the settlement as a fee of the invoice's money, as the refund's
+ * webhook tells it (events.ts toRailEvent): booked once, whichever comes first. Never in the refund's way: a fee not
+ * read or not booked now (Stripe not answering, a restricted key that may not read refunds) is logged, and booked when
+ * the refund's webhook comes. Before, a refund's fee was taken for 0.
+ */
+async function bookRefundFee(
+  state: FiatRailState,
+  request: ReceivedRefund,
+  stripeRefundId: string,
+): Promise<void> {
+  const handler = state.handler;
+  try {
+    if (handler === null) throw new FiatRailError("the rail's handler is not set");
+    const { fee } = await refundFees(state, stripeRefundId);
+    if (fee === 0n) return;
+    await handler({
+      kind: "fee",
+      reference: request.reference,
+      // The invoice's money, as it came in: the fee is booked only for an invoice paid on this rail by this intent.
+      evidence: { rail: "fiat", pspId: request.railReference },
+      fees: [{ id: refundFeeIds(stripeRefundId).fee, amount: fee }],
+    });
+  } catch (error) {
+    state.logger.warn(
+      { err: error, refund: request.id, stripeRefund: stripeRefundId },
+      "Stripe's fee for a refund is not booked now; the refund's webhook books it",
+    );
+  }
 }
 
 /** A request failure of this rail in the contract's closed set (the fiat-only codes are refusals of the request). */

@@ -111,6 +111,11 @@ export interface FiatRail extends Rail {
   receive(request: ReceiveRequest): Promise<ReceiveOutcome>;
   createPaymentIntent(params: CreatePaymentIntentParams): Promise<CreatePaymentIntentResult>;
   refund(params: RefundParams): Promise<RefundResult>;
+  /**
+   * The reference the operator may have booked the capital movement `reference` under by hand: a Stripe payout's taking
+   * under the payout's id (events.ts platformPayoutHandReference; settlement/reconciliation.ts CapitalBookedByHand).
+   */
+  capitalHandReference(reference: string): string | null;
   /** Reads balance and health now (start() does this, then every snapshotRefreshMs). */
   refresh(): Promise<void>;
   health(): FiatHealth;

@@ -1428,6 +1428,8 @@ export async function applyRefundEvent(deps: RefundsDeps, rail: string, event: R
         return false;
       }
       if (event.kind === "reversed") {
+        // The provider's fee for it (a Stripe refund's balance transaction) is the event's `fees`, booked as the rail's
+        // fees are once the event is applied (settlement/rail-events.ts), as on the refund's answer: not the refund's.
         if (refundCanMove(named.status, "succeeded"))
           await finishSucceeded(deps, named, { evidence: event.evidence, fee: 0n });
         return true;

@@ -110,8 +110,11 @@ async function applyMoney(deps: RailEventDeps, rail: string, event: RailEvent): 
  * not refused: the ledger was never told of funds the operator put on the rail (or a payout in flight holds them), and
  * a provider stops delivering an event again after a while (Stripe after 3 days), after which nothing would book
  * them. They are booked once the clearing account holds them (reconciliation.ts applyParkedRailCapital). A reference
- * booked before as another movement (by hand) is only logged: no delivery would mend that. The provider's fee for the
- * movement (an Instant Payout's) is booked as the rail's fees are, whatever became of the movement: it was taken.
+ * booked before as another movement (by hand) is only logged: no delivery would mend that. One the operator booked by
+ * hand under the provider's own name for it (a Stripe payout's taking under its po_…, as before the gateway booked
+ * payouts) is not booked again; a hand booking under that name of another movement is logged, and the rail's is
+ * booked all the same. The provider's fee for the movement (an Instant Payout's) is booked as the rail's fees are,
+ * whatever became of the movement: it was taken.
  */
 async function applyCapital(
   deps: RailEventDeps,
@@ -129,6 +132,16 @@ async function applyCapital(
     deps.logger.error(
       fieldsOf(movement),
       "the operator's capital the rail moved has its reference booked as another movement",
+    );
+  for (const { movement, handReference } of outcome.byHand)
+    deps.logger.info(
+      { ...fieldsOf(movement), handReference },
+      "the operator's capital the rail moved was booked by hand under its own name; it is not booked again",
+    );
+  for (const { movement, handReference } of outcome.handDiffers)
+    deps.logger.error(
+      { ...fieldsOf(movement), handReference },
+      "the operator booked another movement by hand under the name of one the rail moved; that one is booked all the same (book back the hand booking if it was meant for it)",
     );
   const references = event.movements.map((movement) => movement.reference);
   if (outcome.notHeld.length === 0) {

@@ -23,7 +23,9 @@
 // payouts in flight holding them) is kept (table rail_capital_parked) rather than refused back to the rail: a provider
 // stops redelivering after a while (Stripe after 3 days), and the movement would then never be booked. It is booked
 // once the clearing account holds it: right after the operator books capital in on the rail, and by a periodic pass
-// (`applyParkedRailCapital`).
+// (`applyParkedRailCapital`). One the operator booked by hand first under the provider's own name for it (a Stripe
+// payout's taking under its po_…, as operators did before the gateway booked payouts: CapitalBookedByHand), the same
+// movement, is not booked again; read in the same ledger lookup as the rail's own references.
 import {
   type Asset,
   assetByCode,
@@ -421,12 +423,32 @@ function bookingOf(
 
 // ---- the operator's capital a rail reported moved
 
+/**
+ * A rail whose reports of the operator's capital the operator may have booked by hand first, under the provider's own
+ * name for the movement (the fiat rail: a Stripe payout's taking under the payout's `po_…`, as operators booked payouts
+ * before the gateway booked them from Stripe's events), beyond the Rail contract, found on the rail as nativeBalance is.
+ */
+export type CapitalBookedByHand = {
+  /** The reference the operator may have booked the reported movement `reference` under by hand; null: none. */
+  capitalHandReference(reference: string): string | null;
+};
+
+/** A movement a rail reported beside the operator's booking by hand under its own name (CapitalBookedByHand). */
+export type HandBooked = { readonly movement: RailCapitalMovement; readonly handReference: string };
+
 /** What became of movements a rail reported: `notHeld` waits for the clearing account, `reused` is never booked. */
 export type CapitalMovementsOutcome = {
   /** Not booked: the clearing account does not hold them beyond what its payouts and refunds hold. */
   readonly notHeld: readonly RailCapitalMovement[];
   /** Not booked: their reference is booked already as another movement (by hand); no delivery would mend that. */
   readonly reused: readonly RailCapitalMovement[];
+  /** Not booked: the operator booked each by hand under its own name, the same movement (direction, amount, asset). */
+  readonly byHand: readonly HandBooked[];
+  /**
+   * Booked (or waiting, as the others) all the same: the operator booked another movement by hand under its name (another
+   * direction, amount or asset), which is no booking of it.
+   */
+  readonly handDiffers: readonly HandBooked[];
 };
 
 /**
@@ -445,15 +467,30 @@ export async function bookRailCapitalMovements(
     throw new SettlementInvariantError(`the operator's capital on rail ${params.rail}, which holds none`);
   const accounts = await capitalAccountsOf(deps, rail.id, rail.asset);
   const reused: RailCapitalMovement[] = [];
+  const byHand: HandBooked[] = [];
+  const handDiffers: HandBooked[] = [];
+  const done = () => ({ notHeld: [], reused, byHand, handDiffers });
   let left = params.movements.map((movement) => ({
     movement,
     id: railCapitalLedgerId(rail.id, movement.reference),
   }));
-  // Each round books the rest, or finds one more member booked meanwhile (or booked as another movement).
+  const hand = handBookingsOf(rail, params.movements);
+  // Each round books the rest, or finds one more member booked meanwhile (or booked as another movement). The first
+  // reads the operator's bookings by hand in the same lookup: a movement booked so is not booked again.
   for (let round = 0; round <= params.movements.length; round += 1) {
-    const booked = new Set((await deps.ledger.lookupTransfers(left.map((each) => each.id))).map((t) => t.id));
+    const found = await deps.ledger.lookupTransfers([
+      ...left.map((each) => each.id),
+      ...(round === 0 ? hand.map((each) => each.id) : []),
+    ]);
+    if (round === 0 && hand.length > 0) {
+      const standing = handBooked(rail, accounts, hand, found);
+      byHand.push(...standing.byHand);
+      handDiffers.push(...standing.handDiffers);
+      left = left.filter((each) => !standing.byHand.some((booked) => booked.movement === each.movement));
+    }
+    const booked = new Set(found.map((t) => t.id));
     left = left.filter((each) => !booked.has(each.id));
-    if (left.length === 0) return { notHeld: [], reused };
+    if (left.length === 0) return done();
     const results = await deps.ledger.createTransfers(
       left.map((each, index) =>
         capitalTransfer(
@@ -466,7 +503,7 @@ export async function bookRailCapitalMovements(
       ),
     );
     const statuses = left.map((_, index) => results[index]?.status ?? "no result");
-    if (statuses.every((status) => status === "created")) return { notHeld: [], reused };
+    if (statuses.every((status) => status === "created")) return done();
     const other = left.filter((_, index) => statuses[index]!.startsWith("exists_with_different_"));
     if (other.length > 0) {
       reused.push(...other.map((each) => each.movement));
@@ -474,16 +511,64 @@ export async function bookRailCapitalMovements(
       continue;
     }
     if (statuses.includes("exists")) continue;
-    if (statuses.includes("exceeds_debits")) return { notHeld: left.map((each) => each.movement), reused };
+    if (statuses.includes("exceeds_debits")) return { ...done(), notHeld: left.map((each) => each.movement) };
     const refusal = statuses.find((status) => status !== "linked_event_failed");
     throw new SettlementInvariantError(
       `the ledger refused the operator's capital ${left.map((each) => each.movement.reference).join(", ")} on rail ${rail.id}: ${refusal ?? "no result"}`,
     );
   }
-  if (left.length === 0) return { notHeld: [], reused };
+  if (left.length === 0) return done();
   throw new SettlementInvariantError(
     `the operator's capital ${left.map((each) => each.movement.reference).join(", ")} on rail ${rail.id} is still not booked`,
   );
+}
+
+/** The bookings by hand the rail says `movements` may have (CapitalBookedByHand), with their ledger ids. */
+function handBookingsOf(
+  rail: Rail,
+  movements: readonly RailCapitalMovement[],
+): (HandBooked & { id: bigint })[] {
+  const handReference = (rail as Partial<CapitalBookedByHand>).capitalHandReference;
+  if (handReference === undefined) return [];
+  return movements.flatMap((movement) => {
+    const reference = handReference.call(rail, movement.reference);
+    if (reference === null || reference === movement.reference) return [];
+    return [{ movement, handReference: reference, id: railCapitalLedgerId(rail.id, reference) }];
+  });
+}
+
+/**
+ * Which of the bookings by hand `found` holds stand for their movement: the same accounts (so direction and asset) and
+ * amount, whatever its description. One that differs does not: the movement is booked all the same, for the rail's
+ * report is the movement as it happened, and the clearing account follows it. Taken for the movement, a hand booking
+ * of another amount would leave the clearing account off by the difference (above what the provider holds, when the
+ * operator booked less, and the ledger would then let payouts and refunds take money the rail does not have); booked
+ * beside it, its error is its own, one the operator sees in the rail's difference and books back.
+ */
+function handBooked(
+  rail: Rail,
+  accounts: CapitalAccounts,
+  hand: readonly (HandBooked & { id: bigint })[],
+  found: readonly Transfer[],
+): { byHand: HandBooked[]; handDiffers: HandBooked[] } {
+  const byHand: HandBooked[] = [];
+  const handDiffers: HandBooked[] = [];
+  for (const { id, ...each } of hand) {
+    const booked = found.find((transfer) => transfer.id === id);
+    if (booked === undefined) continue;
+    const same = capitalTransfer(rail.id, rail.asset, accounts, {
+      ...each.movement,
+      reference: each.handReference,
+    });
+    const stands =
+      booked.debitAccountId === same.debitAccountId &&
+      booked.creditAccountId === same.creditAccountId &&
+      booked.amount === same.amount &&
+      booked.ledger === same.ledger &&
+      booked.code === same.code;
+    (stands ? byHand : handDiffers).push(each);
+  }
+  return { byHand, handDiffers };
 }
 
 /**
@@ -615,6 +700,16 @@ async function applyParkedRows(
       waiting += 1;
       continue;
     }
+    for (const { handReference } of outcome.byHand)
+      deps.logger?.info(
+        { ...fields, handReference },
+        "the operator's capital the rail moved was booked by hand under its own name; it is not booked again",
+      );
+    for (const { handReference } of outcome.handDiffers)
+      deps.logger?.error(
+        { ...fields, handReference },
+        "the operator booked another movement by hand under the name of one the rail moved; that one is booked all the same (book back the hand booking if it was meant for it)",
+      );
     if (outcome.reused.length > 0) {
       if (deps.logger === undefined) {
         waiting += 1;

@@ -395,6 +395,87 @@ describe("a payout of the platform's Stripe balance to the operator's bank", () 
   });
 });
 
+// Before the gateway booked payouts from Stripe's events, the operator booked each by hand (POST
+// /v1/rails/fiat/capital), under the payout's own id: its events, delivered since, booked it a second time under
+// stripe_payout:<id>, the clearing account below Stripe's balance by the payout.
+describe("a payout the operator booked by hand under its id", () => {
+  /** The operator's booking by hand of `amount` (dollars) in `direction` under `reference`. */
+  const byHand = async (reference: string, direction: "in" | "out", amount: string) => {
+    const booked = await apiClient(a, operatorKey)("POST", "/v1/rails/fiat/capital", {
+      asset: "USD",
+      direction,
+      amount,
+      reference,
+      description: "Stripe payout to the bank",
+    });
+    expect(booked.status, JSON.stringify(booked.body)).toBe(201);
+  };
+
+  it("is not booked again by its events; a failed one's money back is booked from its failure", async () => {
+    await funded("payout_by_hand");
+    const before = await balances();
+    const afterHand = { clearing: before.clearing - 1200n, capital: before.capital + 1200n };
+    await byHand("po_by_hand", "out", "12.00");
+    expect(await balances()).toEqual(afterHand);
+    const payout = { payoutId: "po_by_hand", amount: 1200 };
+    await deliver(a, payoutEvent("evt_po_by_hand_created", "payout.created", payout));
+    await deliver(b, payoutEvent("evt_po_by_hand_paid", "payout.paid", payout));
+    expect(await balances()).toEqual(afterHand);
+    expect(await bookingsOf("po_by_hand")).toEqual({ taken: undefined, returned: undefined });
+
+    // Booked by hand when made, then failed: Stripe gave the amount back, which only its failure says.
+    await byHand("po_by_hand_failed", "out", "8.00");
+    await deliver(
+      b,
+      payoutEvent("evt_po_by_hand_failed", "payout.failed", { payoutId: "po_by_hand_failed", amount: 800 }),
+    );
+    expect(await balances()).toEqual(afterHand);
+    const failed = await bookingsOf("po_by_hand_failed");
+    expect(failed.taken).toBeUndefined();
+    expect(failed.returned).toMatchObject({ amount: 800n });
+  });
+
+  it("books its own taking beside a booking by hand under its id of another movement (another amount, the other way)", async () => {
+    await funded("payout_by_hand_other");
+    const before = await balances();
+    await byHand("po_by_hand_less", "out", "5.00");
+    await byHand("po_by_hand_in", "in", "3.00");
+    await deliver(
+      a,
+      payoutEvent("evt_po_by_hand_less", "payout.paid", { payoutId: "po_by_hand_less", amount: 900 }),
+    );
+    await deliver(
+      a,
+      payoutEvent("evt_po_by_hand_in", "payout.paid", { payoutId: "po_by_hand_in", amount: 300 }),
+    );
+    // Stripe paid out 9.00 and 3.00: the ledger books both, whatever else was booked by hand under their ids.
+    expect(await balances()).toEqual({
+      clearing: before.clearing - 500n + 300n - 900n - 300n,
+      capital: before.capital + 500n - 300n + 900n + 300n,
+    });
+    expect((await bookingsOf("po_by_hand_less")).taken).toMatchObject({ amount: 900n });
+    expect((await bookingsOf("po_by_hand_in")).taken).toMatchObject({ amount: 300n });
+  });
+
+  it("leaves a kept one unbooked when the operator books it by hand meanwhile, and keeps it no more", async () => {
+    const before = await balances();
+    const payout = { payoutId: "po_kept_by_hand", amount: Number(before.clearing) + 400 };
+    await deliver(a, payoutEvent("evt_po_kept_by_hand", "payout.created", payout));
+    expect(await parked()).toEqual(["stripe_payout:po_kept_by_hand"]);
+    // A card payment makes room (no capital booked: nothing tries the payout at once), and the operator books the
+    // payout by hand before the pass comes.
+    await funded("payout_kept_by_hand");
+    await byHand("po_kept_by_hand", "out", formatAmount(BigInt(payout.amount), assets.USD));
+    expect(await parkedPass(b)).toEqual({ booked: 1, waiting: 0 });
+    expect(await parked()).toEqual([]);
+    expect(await bookingsOf("po_kept_by_hand")).toEqual({ taken: undefined, returned: undefined });
+    expect(await balances()).toEqual({
+      clearing: before.clearing + 2500n - BigInt(payout.amount),
+      capital: before.capital + BigInt(payout.amount),
+    });
+  });
+});
+
 describe("an Instant Payout of the platform's balance", () => {
   /**
    * Stripe's payout `id` as it answers GET /v1/payouts/:id with its balance transactions expanded: an Instant Payout's

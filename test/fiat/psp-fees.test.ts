@@ -6,16 +6,19 @@
 // processes on one PostgreSQL database, against stripe-mock, the webhooks through the real route; a dispute's fees come
 // in its own balance transactions, as Stripe sends them. stripe-mock's balance transactions all say fee 0, so a card
 // payment's processing fee is given to the settlement as the rail would deliver it.
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
 import type { RailEvent } from "../../core/index.ts";
-import type { App } from "../../gateway/app.ts";
+import { type App, createApp } from "../../gateway/app.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { transferCodes } from "../../gateway/ledger/index.ts";
 import { applyRailEvent } from "../../gateway/settlement/index.ts";
 import { railFeeFundingLedgerId, railFeeLedgerId } from "../../gateway/settlement/rail-fees.ts";
 import { apiClient } from "../support/api.ts";
+import { testConfig } from "../support/config.ts";
+import { createTestDatabase } from "../support/postgres.ts";
 import { openCardInvoice, payCardInvoice } from "./card-invoice.ts";
-import { deliverStripeEvent, stripeEvents, twoStripeMockGateways } from "./stripe-events.ts";
+import { startCuttingProxy } from "./cutting-proxy.ts";
+import { deliverStripeEvent, stripeEvents, stripeMockEnv, twoStripeMockGateways } from "./stripe-events.ts";
 
 const secret = "whsec_psp_fees_test";
 let a: App;
@@ -261,5 +264,192 @@ describe("Stripe's fees", () => {
     expect(await applied(a, stranger)).toBe("not_ours");
     expect(await railBalance("clearing")).toBe(clearingBefore);
     expect(await railBalance("fee")).toBe(feesBefore);
+  });
+});
+
+// A refund's fee is on its balance transaction: 0 for most cards in the US, more where a refund costs a fee, less than 0
+// where Stripe gives part of the payment's processing fee back. No event carries it, so it is read (GET
+// /v1/refunds/:id): when the API's refund succeeds, and when a refund's event is delivered. Before, it was taken for 0.
+describe("a Stripe refund's fee", () => {
+  /**
+   * What Stripe's refunds' balance transactions say, by refund id: its fee, and its failure's when it failed.
+   * stripe-mock's all say 0, so the proxy in front of it answers GET /v1/refunds/:id itself: a refund named here as
+   * told, another (the one the API makes, whose id stripe-mock picks) with `othersFee` when it is set. One in `untold`
+   * is not answered (an outage; a restricted key that may not read refunds).
+   */
+  const fees = new Map<string, { fee: number; failureFee?: number }>();
+  let othersFee: number | null = null;
+  const untold = new Set<string>();
+  let c: App;
+  let d: App;
+  let closeProxy: () => Promise<void>;
+
+  const txn = (id: string, amount: number, fee: number, type: string) => ({
+    id,
+    object: "balance_transaction",
+    amount,
+    currency: "usd",
+    fee,
+    fee_details: fee === 0 ? [] : [{ amount: fee, currency: "usd", type: "stripe_fee" }],
+    net: amount - fee,
+    reporting_category: type,
+    type,
+  });
+  const refundAnswer = (id: string, told: { fee: number; failureFee?: number }) => ({
+    id,
+    object: "refund",
+    amount: 1000,
+    currency: "usd",
+    status: told.failureFee === undefined ? "succeeded" : "failed",
+    balance_transaction: txn(`txn_${id}`, -1000, told.fee, "refund"),
+    failure_balance_transaction:
+      told.failureFee === undefined ? null : txn(`txn_${id}_back`, 1000, told.failureFee, "refund_failure"),
+    metadata: {},
+  });
+  const refundOf = (url: string) =>
+    /^\/v1\/refunds\/(re_[^/]+)$/.exec(new URL(url, "http://stripe").pathname)?.[1];
+
+  beforeAll(async () => {
+    const proxy = await startCuttingProxy(
+      inject("stripeMockPort"),
+      (method, url) => method === "GET" && untold.has(refundOf(url) ?? ""),
+      (method, url) => {
+        const id = refundOf(url);
+        if (method !== "GET" || id === undefined || untold.has(id)) return null;
+        const told = fees.get(id) ?? (othersFee === null ? undefined : { fee: othersFee });
+        return told === undefined ? null : refundAnswer(id, told);
+      },
+    );
+    closeProxy = proxy.close;
+    const env = {
+      ...stripeMockEnv(secret),
+      STRIPE_API_PORT: String(proxy.port),
+      DATABASE_URL: await createTestDatabase(inject("postgresUrl"), "fiat_refund_fees"),
+    };
+    c = await createApp(testConfig(env));
+    d = await createApp(testConfig(env));
+  });
+  afterAll(async () => {
+    await c?.close();
+    await d?.close();
+    await closeProxy?.();
+  });
+
+  const balances = async () => ({
+    clearing: await railBalance("clearing", c),
+    fee: await railBalance("fee", c),
+    capital: await railBalance("capital", c),
+  });
+  const refundCreated = (eventId: string, refundId: string, intentId: string) =>
+    stripeEvents.refundCreated(eventId, { refundId, intentId, amount: 1000 });
+
+  it("books the fee of a refund the API made once, funded by the operator; its webhook books nothing more", async () => {
+    const { invoiceId, intentId, pay } = await cardInvoice("refund_fee_api", { app: c });
+    await pay();
+    const before = await balances();
+    othersFee = 40;
+    onTestFinished(() => {
+      othersFee = null;
+    });
+    const refund = await apiClient(c)("POST", "/v1/refunds", { invoice: invoiceId, amount: "10.00" });
+    expect(refund.status, JSON.stringify(refund.body)).toBe(201);
+    expect(refund.body).toMatchObject({ status: "succeeded", fee: "0.00" });
+    const stripeRefundId: string = refund.body.rail_reference;
+    // Stripe took 10.00 and its 0.40 fee: the fee from the clearing account into the fee account, funded by the
+    // operator's capital, as Stripe's other fees are.
+    expect(await balances()).toEqual({
+      clearing: before.clearing - 1000n,
+      fee: before.fee + 40n,
+      capital: before.capital - 40n,
+    });
+    const feeId = `stripe_refund_fee:${stripeRefundId}`;
+    const [taken, funded] = await c.ledger.lookupTransfers([
+      railFeeLedgerId("fiat", feeId),
+      railFeeFundingLedgerId("fiat", feeId),
+    ]);
+    expect(taken).toMatchObject({
+      amount: 40n,
+      code: transferCodes.payments.feePaid,
+      userData128: derivedLedgerId(invoiceId, "invoice"),
+    });
+    expect(funded).toMatchObject({ amount: 40n, code: transferCodes.payments.capitalIn });
+    // Stripe's refund.created for it, to both processes and again: the fee is booked already.
+    const created = refundCreated("evt_refund_fee_api", stripeRefundId, intentId);
+    await deliver(d, created);
+    await deliver(c, { ...created, id: "evt_refund_fee_api_again" });
+    expect(await balances()).toEqual({
+      clearing: before.clearing - 1000n,
+      fee: before.fee + 40n,
+      capital: before.capital - 40n,
+    });
+  });
+
+  it("books the fee of a refund made in Stripe's dashboard from its webhook, given back when Stripe returns part of the processing fee", async () => {
+    const { intentId, pay } = await cardInvoice("refund_fee_dashboard", { app: c });
+    await pay();
+    const before = await balances();
+    // Stripe gives 0.29 of the payment's processing fee back with the refund: a negative fee.
+    fees.set("re_fee_dashboard", { fee: -29 });
+    const created = refundCreated("evt_refund_fee_dashboard", "re_fee_dashboard", intentId);
+    await deliver(c, created);
+    await deliver(d, created);
+    await deliver(d, { ...created, id: "evt_refund_fee_dashboard_again" });
+    expect(await balances()).toEqual({
+      clearing: before.clearing - 1000n,
+      fee: before.fee - 29n,
+      capital: before.capital + 29n,
+    });
+    const [givenBack] = await c.ledger.lookupTransfers([
+      railFeeLedgerId("fiat", "stripe_refund_fee:re_fee_dashboard"),
+    ]);
+    expect(givenBack).toMatchObject({ amount: 29n, evidence: { detail: { kind: "fee_given_back" } } });
+  });
+
+  it("books a failed refund's fee and what its failure gave back of it", async () => {
+    const { intentId, pay } = await cardInvoice("refund_fee_failed", { app: c });
+    await pay();
+    const before = await balances();
+    fees.set("re_fee_failed", { fee: 35 });
+    await deliver(c, refundCreated("evt_refund_fee_failed_created", "re_fee_failed", intentId));
+    expect(await balances()).toEqual({
+      clearing: before.clearing - 1000n,
+      fee: before.fee + 35n,
+      capital: before.capital - 35n,
+    });
+    fees.set("re_fee_failed", { fee: 35, failureFee: -35 });
+    const failed = stripeEvents.refundFailed("evt_refund_fee_failed", {
+      refundId: "re_fee_failed",
+      intentId,
+      amount: 1000,
+    });
+    await deliver(d, failed);
+    await deliver(c, { ...failed, id: "evt_refund_fee_failed_again" });
+    expect(await balances()).toEqual(before);
+  });
+
+  it("takes a refund's money at once when Stripe does not tell its fee, and books the fee when it is delivered again", async () => {
+    const { accountId, intentId, pay } = await cardInvoice("refund_fee_untold", { app: c });
+    await pay();
+    const before = await balances();
+    fees.set("re_fee_untold", { fee: 50 });
+    untold.add("re_fee_untold");
+    const created = refundCreated("evt_refund_fee_untold", "re_fee_untold", intentId);
+    const refused = await deliverStripeEvent(c, created, { secret });
+    expect(refused.status).toBe(500);
+    // The money, which needs no lookup, is taken already: not lost should Stripe stop delivering the event.
+    expect(await balances()).toEqual({ ...before, clearing: before.clearing - 1000n });
+    const [account] = await c.db.query<{ ledger_account_id: bigint }>(
+      "SELECT ledger_account_id FROM accounts WHERE id = $1",
+      [accountId],
+    );
+    const [held] = await c.ledger.lookupAccounts([BigInt(account!.ledger_account_id)]);
+    expect(held!.creditsPosted - held!.debitsPosted).toBe(1500n);
+    untold.delete("re_fee_untold");
+    await deliver(c, created);
+    expect(await balances()).toEqual({
+      clearing: before.clearing - 1000n,
+      fee: before.fee + 50n,
+      capital: before.capital - 50n,
+    });
   });
 });
