@@ -608,7 +608,7 @@ async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRef
     split: source.split,
   });
   const id = newId("rfd");
-  const shares = takeBackShares(amount, paid, payees, { kind: "refunded", refundedBefore: refunded });
+  const shares = takeBackShares(amount, paid, payees, refunded);
   const fromPayees = shares.reduce((sum, share) => sum + share.amount, 0n);
   const hold = holdOf(id, source, amount - fromPayees);
   const feeHold = await routingFeeHold(deps, id, source, amount);

@@ -1,7 +1,8 @@
 // Money in. An invoice asks a rail for a way to be paid into a tenant's account; when the rail reports the
 // money as received, it is mirrored once into the ledger — the rail's clearing account (what now sits on that
-// rail) against the tenant's account — with the rail's evidence. A reversal (a dispute, a refund of a top-up)
-// takes it back. Both are keyed by ids derived from the invoice, so a repeated event changes nothing.
+// rail) against the tenant's account — with the rail's evidence, and counted on the invoice in the same database
+// transaction. A reversal (a dispute, a refund of a top-up) takes it back. Both are keyed by ids derived from the
+// invoice, so a repeated event changes nothing.
 //
 // A rail that names its receipts (the EVM rail: one per token transfer or authorization, `key` on the event) can
 // bring several for one invoice; each is credited once, as it comes, and the outcomes are:
@@ -30,13 +31,13 @@ import type { Db, Row, Sql, Statement } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import {
   type ChainMember,
-  credit,
-  creditChain,
   type Ledger,
+  LedgerPostingError,
   type Leg,
   type Posting,
   type PostingTransfer,
   type TransferEvidence,
+  TransferFlags,
   transferCodes,
   writeChainWith,
 } from "../ledger/index.ts";
@@ -70,6 +71,7 @@ import {
   type TakeBackLeg,
   takeBackChain,
   takeBackShares,
+  takenBackBefore,
 } from "./split-reversal.ts";
 
 /** What the settlement needs of a rail to take money in: its id, its asset, its `receive`, and signed payments. */
@@ -538,24 +540,31 @@ async function accountsFor(
 
 /**
  * Credits a receipt (`posting`, clearing to the invoice's account) and, when the invoice carries a split, moves each
- * payee's share of the receipt (splitShares: floored, the remainder stays) from the invoice's account to the
- * payee's, all in one linked ledger chain: one request, one database transaction, all or none. Each share's id is
- * derived from the receipt's, so a redelivered receipt moves nothing twice; each carries the invoice in userData128
- * (an account's transactions name the invoice) and the receipt's evidence.
+ * payee's share of the receipt (splitShares: floored, the remainder stays) from the invoice's account to the payee's,
+ * all in one linked ledger chain, with `record` (the receipt counted on the invoice: received_amount, its row, its
+ * events) in the chain's database transaction: one request, all or none. Each share's id is derived from the
+ * receipt's, so a redelivered receipt moves nothing twice; each carries the invoice in userData128 (an account's
+ * transactions name the invoice) and the receipt's evidence. Returns `record`'s rows: written with the chain, or on
+ * its own when the ledger has the chain whole already (a redelivery, or a receipt an earlier version credited apart
+ * from its record), where it counts nothing twice; `conflict`: a member exists with other terms.
+ *
+ * Before, the record was written in a transaction after the chain: a crash between the two left the receipt credited
+ * and its shares moved with nothing counting it, and a reorg's reversal of it then (splitPayees and what the invoice
+ * received read the records) took all of it from the invoice's account and none of the payees' shares.
  */
 async function creditWithShares(
   deps: SettlementDeps,
   invoice: InvoiceTarget,
   posting: Posting,
   transfer: PostingTransfer & { id: bigint },
-): Promise<"credited" | "conflict"> {
+  record: Statement,
+): Promise<{ outcome: "credited"; rows: Row[] } | { outcome: "conflict" }> {
   const shares =
     invoice.split === null
       ? []
       : splitShares(posting.amount, { accountId: invoice.accountId, split: invoice.split }).filter(
           (share) => share.accountId !== invoice.accountId,
         );
-  if (shares.length === 0) return await credit(deps.ledger, posting, transfer);
   const legs: Leg[] = [{ posting, transfer }];
   for (const share of shares) {
     const payee = await deps.accounts.tenantAccount({ tenantId: invoice.tenantId, id: share.accountId });
@@ -579,7 +588,35 @@ async function creditWithShares(
       },
     });
   }
-  return await creditChain(deps.ledger, legs, transfer.label ?? `the receipt of invoice ${invoice.id}`);
+  // ledger/postings.ts creditChain with a statement, which it does not take yet: that is where this belongs.
+  const { results, rows } = await deps.ledger.createTransfersWith(
+    legs.map(({ posting: leg, transfer: made }, i) => ({
+      id: made.id,
+      debitAccountId: leg.debitAccountId,
+      creditAccountId: leg.creditAccountId,
+      amount: leg.amount,
+      ledger: leg.ledger,
+      code: leg.code,
+      flags: i < legs.length - 1 ? TransferFlags.linked : 0,
+      ...(made.userData128 === undefined ? {} : { userData128: made.userData128 }),
+      ...(made.evidence === undefined ? {} : { evidence: made.evidence }),
+    })),
+    { statement: (made) => (made.every((result) => result.status === "created") ? record : null) },
+  );
+  if (results.length === legs.length && results.every((result) => result.status === "created"))
+    return { outcome: "credited", rows: rows ?? [] };
+  if (results.some((result) => result.status.startsWith("exists_with_different_")))
+    return { outcome: "conflict" };
+  const found = await deps.ledger.lookupTransfers(legs.map((leg) => leg.transfer.id));
+  if (found.length === legs.length)
+    return { outcome: "credited", rows: await deps.db.query(record.text, record.params) };
+  const refusal = results.find(
+    (result) => result.status !== "linked_event_failed" && result.status !== "exists",
+  )?.status;
+  throw new LedgerPostingError(
+    transfer.label ?? `the receipt of invoice ${invoice.id}`,
+    refusal ?? "no result",
+  );
 }
 
 /**
@@ -641,6 +678,33 @@ export async function applyReceived(
   if (invoice === null || invoice.rail !== event.rail || !offeredFor(invoice, event.evidence))
     return "unknown_reference";
   const { account, clearing } = await accountsFor(deps, invoice);
+  // The status move and its events in one statement, written with the credit: all or none. The receipt's event
+  // first, as a named receipt's (applyReceipt): what came, in what, and the invoice's total.
+  const marked: Statement = {
+    text: `WITH moved AS (
+       UPDATE invoices SET status = 'paid', received_amount = $2, evidence = $3, paid_at = now(), payer = $5
+       WHERE id = $1 AND status = 'open' RETURNING tenant_id)
+     INSERT INTO outbox (tenant_id, type, payload)
+     SELECT tenant_id, e.type, e.payload FROM moved
+       CROSS JOIN (VALUES (1, 'invoice.payment_received', $6::jsonb), (2, 'invoice.paid', $4::jsonb))
+         AS e (place, type, payload)
+     ORDER BY e.place RETURNING id`,
+    params: [
+      invoice.id,
+      event.amount,
+      toJson(event.evidence),
+      toJson({ invoice_id: invoice.id }),
+      event.payer ?? null,
+      toJson({
+        invoice_id: invoice.id,
+        asset: invoice.assetCode,
+        amount: event.amount.toString(),
+        received_amount: event.amount.toString(),
+        ...(event.payer === undefined ? {} : { payer: event.payer }),
+        late: false,
+      }),
+    ],
+  };
   const credited = await creditWithShares(
     deps,
     invoice,
@@ -657,8 +721,9 @@ export async function applyReceived(
       evidence: evidenceForLedger(event.evidence),
       label: `the receipt of invoice ${invoice.id}`,
     },
+    marked,
   );
-  if (credited === "conflict") {
+  if (credited.outcome === "conflict") {
     // Remembered as open here, but another process may have credited it already (with other evidence): then this
     // is a duplicate, not a failure to retry for ever.
     const read = await invoiceTarget(deps.db, invoice.id);
@@ -670,40 +735,14 @@ export async function applyReceived(
       `invoice ${invoice.id} is open but the ledger holds another receipt for it`,
     );
   }
-  // The status move and its events in one statement: all or none, with no transaction round trips. The receipt's
-  // event first, as a named receipt's (applyReceipt): what came, in what, and the invoice's total.
-  const moved = await deps.db.query(
-    `WITH moved AS (
-       UPDATE invoices SET status = 'paid', received_amount = $2, evidence = $3, paid_at = now(), payer = $5
-       WHERE id = $1 AND status = 'open' RETURNING tenant_id)
-     INSERT INTO outbox (tenant_id, type, payload)
-     SELECT tenant_id, e.type, e.payload FROM moved
-       CROSS JOIN (VALUES (1, 'invoice.payment_received', $6::jsonb), (2, 'invoice.paid', $4::jsonb))
-         AS e (place, type, payload)
-     ORDER BY e.place RETURNING id`,
-    [
-      invoice.id,
-      event.amount,
-      toJson(event.evidence),
-      toJson({ invoice_id: invoice.id }),
-      event.payer ?? null,
-      toJson({
-        invoice_id: invoice.id,
-        asset: invoice.assetCode,
-        amount: event.amount.toString(),
-        received_amount: event.amount.toString(),
-        ...(event.payer === undefined ? {} : { payer: event.payer }),
-        late: false,
-      }),
-    ],
-  );
   deps.openInvoices.forget(invoice.id);
-  return moved.length === 0 ? "duplicate" : "applied";
+  return credited.rows.length === 0 ? "duplicate" : "applied";
 }
 
 /**
  * One named receipt of an invoice (see the outcomes at the top): credited once under an id derived from the
- * invoice and the key, then counted once (invoice_receipts), the invoice paid when the total reaches its amount.
+ * invoice and the key and counted once (invoice_receipts) in the same transaction (receiptRecordStatement), the
+ * invoice paid when the total reaches its amount.
  */
 async function applyReceipt(
   deps: SettlementDeps,
@@ -730,60 +769,75 @@ async function applyReceipt(
       evidence: receiptEvidence(event),
       label: `receipt ${event.key} of invoice ${invoice.id}`,
     },
+    receiptRecordStatement(invoice, event),
   );
-  if (credited === "conflict")
+  if (credited.outcome === "conflict")
     throw new SettlementInvariantError(
       `receipt ${event.key} of invoice ${invoice.id} is in the ledger with other terms`,
     );
-  const outcome = await deps.db.transaction(async (tx) => {
-    const [before] = await tx.query<{
-      status: InvoiceStatus;
-      amount: bigint;
-      received_amount: bigint | null;
-      expires_at: Date | null;
-    }>("SELECT status, amount, received_amount, expires_at FROM invoices WHERE id = $1 FOR UPDATE", [
+  const [counted] = credited.rows as { paid_now: boolean }[];
+  const outcome = counted === undefined ? "duplicate" : counted.paid_now ? "applied" : "received";
+  if (outcome === "applied") deps.openInvoices.forget(invoice.id);
+  return outcome;
+}
+
+/**
+ * The record of a named receipt, written with its credit (creditWithShares): its `invoice_receipts` row (once per
+ * key: a receipt recorded already adds nothing, and the statement returns no row), `late` if it arrived after the
+ * invoice's expiry, the invoice's running total, payer and evidence, `paid` when the total reaches the amount, and
+ * `invoice.payment_received` (then `invoice.paid`). The invoice's row is locked first, so that receipts of one invoice
+ * count one after another. Returns `paid_now`. An invoice gone refuses the row (its foreign key), and the credit
+ * with it.
+ */
+function receiptRecordStatement(invoice: InvoiceTarget, event: ReceivedEvent & { key: string }): Statement {
+  return {
+    text: `WITH
+     before AS (
+       SELECT status, amount, coalesce(received_amount, 0) AS received,
+         expires_at IS NOT NULL AND $7::timestamptz > expires_at AS late
+       FROM invoices WHERE id = $1 FOR UPDATE),
+     inserted AS (
+       INSERT INTO invoice_receipts (invoice_id, key, amount, payer, late, evidence, received_at)
+       VALUES ($1, $2, $3::bigint, $4::text, coalesce((SELECT late FROM before), false), $5::jsonb, $7::timestamptz)
+       ON CONFLICT (invoice_id, key) DO NOTHING RETURNING late),
+     counted AS (
+       SELECT before.received + $3::bigint AS total, inserted.late,
+         before.status = 'open' AND before.received + $3::bigint >= before.amount AS paid_now
+       FROM before, inserted),
+     moved AS (
+       UPDATE invoices SET received_amount = counted.total, payer = coalesce(invoices.payer, $4::text),
+         evidence = coalesce(invoices.evidence, $5::jsonb),
+         status = CASE WHEN counted.paid_now THEN 'paid' ELSE invoices.status END,
+         paid_at = CASE WHEN counted.paid_now THEN now() ELSE invoices.paid_at END
+       FROM counted WHERE invoices.id = $1 RETURNING 1),
+     announced AS (
+       INSERT INTO outbox (tenant_id, type, payload)
+       SELECT $6, e.type, e.payload FROM counted
+         CROSS JOIN LATERAL (VALUES
+           (1, 'invoice.payment_received',
+             $8::jsonb || jsonb_build_object('received_amount', counted.total::text, 'late', counted.late)),
+           (2, 'invoice.paid', $9::jsonb)) AS e (place, type, payload)
+       WHERE e.place = 1 OR counted.paid_now
+       ORDER BY e.place RETURNING 1)
+     SELECT paid_now FROM counted`,
+    params: [
       invoice.id,
-    ]);
-    if (before === undefined) throw new SettlementInvariantError(`invoice ${invoice.id} is gone`);
-    const receivedAt = new Date(event.receivedAtMs ?? Date.now());
-    const late = before.expires_at !== null && receivedAt.getTime() > before.expires_at.getTime();
-    const inserted = await tx.query(
-      `INSERT INTO invoice_receipts (invoice_id, key, amount, payer, late, evidence, received_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (invoice_id, key) DO NOTHING RETURNING key`,
-      [invoice.id, event.key, event.amount, event.payer ?? null, late, toJson(event.evidence), receivedAt],
-    );
-    if (inserted.length === 0) return "duplicate" as const;
-    const total = (before.received_amount ?? 0n) + event.amount;
-    const paidNow = before.status === "open" && total >= before.amount;
-    await tx.query(
-      `UPDATE invoices SET received_amount = $2, payer = COALESCE(payer, $3), evidence = COALESCE(evidence, $4),
-         status = CASE WHEN $5 THEN 'paid' ELSE status END, paid_at = CASE WHEN $5 THEN now() ELSE paid_at END
-       WHERE id = $1`,
-      [invoice.id, total, event.payer ?? null, toJson(event.evidence), paidNow],
-    );
-    await insertOutboxEvent(tx, {
-      tenantId: invoice.tenantId,
-      type: "invoice.payment_received",
-      payload: {
+      event.key,
+      event.amount,
+      event.payer ?? null,
+      toJson(event.evidence),
+      invoice.tenantId,
+      new Date(event.receivedAtMs ?? Date.now()),
+      toJson({
         invoice_id: invoice.id,
         receipt: event.key,
         asset: invoice.assetCode,
         amount: event.amount.toString(),
-        received_amount: total.toString(),
         ...(event.payer === undefined ? {} : { payer: event.payer }),
-        late,
-      },
-    });
-    if (paidNow)
-      await insertOutboxEvent(tx, {
-        tenantId: invoice.tenantId,
-        type: "invoice.paid",
-        payload: { invoice_id: invoice.id },
-      });
-    return paidNow ? ("applied" as const) : ("received" as const);
-  });
-  if (outcome === "applied") deps.openInvoices.forget(invoice.id);
-  return outcome;
+      }),
+      toJson({ invoice_id: invoice.id }),
+    ],
+  };
 }
 
 /** The ledger's evidence of a receipt: the rail's, with the payer (where a refund goes) in its detail. */
@@ -849,11 +903,11 @@ export const invoicePaymentRefusalStatus: Record<InvoicePaymentRefusal, number> 
  * gives back what it still has, up to the amount (a balancing debit: never below zero); the rest is the reversal's
  * shortfall, reported, recorded per account with its record and collected from what is given back to that account
  * later (shortfalls.ts). An invoice with a split takes back from each payee its part of the reversal (split-reversal.ts
- * takeBackShares: proportional to the shares the invoice's receipts credited it, floored, never more than what is
- * left of them after its other reversals and its refunds, read at one version of the invoice's `refundable` row:
- * takeBackReversal), and the rest from the invoice's account; each payee, too, gives back at most what it holds. The
- * legs are one linked ledger chain: all of them or none, written in one transaction with the reversal's record
- * (reversalRecordStatement).
+ * takeBackShares: proportional to the shares the invoice's receipts credited it, floored, of all that its refunds and
+ * reversals took back with this one, less what they took from it before, never more than what is left of them, read
+ * at one version of the invoice's `refundable` row: takeBackReversal), and the rest from the invoice's account; each
+ * payee, too, gives back at most what it holds. The legs are one linked ledger chain: all of them or none, written in
+ * one transaction with the reversal's record (reversalRecordStatement).
  * Each reversal (by `key`) is recorded once with its own `invoice.reversed` event, so a second partial refund is
  * announced too; a reversal withdrawn before it arrived (see applyReinstated) takes nothing. From its record on, no
  * refund of the invoice passes until every reversal of it is withdrawn: the record's statement touches the
@@ -914,9 +968,9 @@ export async function applyReversed(
 
 /**
  * Whether the one credit a reversal takes back was made (the rail's event for it may have been delivered and failed
- * before it was): the receipt's ledger transfer, not its invoice_receipts row, which is written after it (a crash
- * between the two leaves the money credited without the row); or the reversal given back, by its record or, for the
- * same reason, by the ledger transfer that gave it back.
+ * before it was): the receipt's ledger transfer, not its invoice_receipts row (written with it now, but after it by
+ * an earlier version: a crash between the two left the money credited without the row); or the reversal given back,
+ * by its record or by the ledger transfer that gave it back (applyReinstated marks the record after it).
  */
 async function creditedBy(
   deps: SettlementDeps,
@@ -1016,16 +1070,17 @@ export const reversalClaimAttemptsMax = 8;
  * Takes the reversal back from the invoice's account and its split's payees, with its record
  * (reversalRecordStatement); returns what each leg took, and the record statement's rows when this call wrote the
  * legs. Each payee's part (split-reversal.ts takeBackShares: proportional to what the invoice credited it, floored,
- * never more than what is left of that), the rest from the invoice's account; each gives back at most what it holds
+ * of all that the invoice's refunds and reversals took back with this one, less what they took from it before, never
+ * more than what is left of that), the rest from the invoice's account; each gives back at most what it holds
  * (a balancing debit), all in one linked chain, each leg under an id of its own derived from the reversal: a
  * redelivery after a crash takes nothing twice and finds what each leg took.
  *
  * With a split, the reversal and the invoice's refunds see each other through the invoice's `refundable` row, as
  * refunds see one another (payments/refunds.ts holdAndClaim): its version is read first, then what refunds and other
- * reversals took of each credit, and the chain is written with a touch of the row that passes only if the row is still
- * that version. So a refund claimed after those reads refuses the chain (nothing written; computed again from new
- * reads), and a refund that read the row before the chain is refused its claim by the touch and computed again,
- * finding the reversal.
+ * reversals took of each credit and of the invoice (split-reversal.ts takenBackBefore), and the chain is written with
+ * a touch of the row that passes only if the row is still that version. So a refund claimed after those reads refuses
+ * the chain (nothing written; computed again from new reads), and a refund that read the row before the chain is
+ * refused its claim by the touch and computed again, finding the reversal.
  */
 async function takeBackReversal(
   deps: SettlementDeps,
@@ -1038,7 +1093,8 @@ async function takeBackReversal(
     const readAt = split ? (await claimableOf(deps.db, invoice.id)).version : null;
     const whole = await invoiceReceived(deps.db, invoice.id);
     const payees = await splitPayees(deps, invoice, { exceptReversal: event.key });
-    const shares = takeBackShares(event.amount, whole, payees, { kind: "credited" });
+    const before = split ? await takenBackBefore(deps.db, invoice, { exceptReversal: event.key }) : 0n;
+    const shares = takeBackShares(event.amount, whole, payees, before);
     const legs = reversalLegs(invoice, event, { ...(await accountsFor(deps, invoice)), shares });
     // Whose each leg is, in the legs' order (the payees', then the invoice's account), and what it asked.
     const owners = [...shares.map((share) => share.accountId), invoice.accountId];

@@ -1,10 +1,14 @@
 // A reversal of a split invoice's money (applyReversed), on PGlite: each payee gives back its part of the shares the
-// invoice's receipts actually credited it — never more, however many reversals come — and the legs, the seller's
-// and the payees', are one linked ledger chain. (The split itself and a reversal's shares: invoice-split.test.ts.)
+// invoice's receipts actually credited it — never more, however many reversals come, and exactly all of it once
+// reversals and refunds, in parts and in any order, took back all the invoice received — and the legs, the seller's
+// and the payees', are one linked ledger chain. A receipt's credit and its record are written together, so a crash
+// between them cannot leave a reorg's reversal blind to the payees' shares. (The split itself and a reversal's
+// shares: invoice-split.test.ts.)
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { assets } from "../../core/index.ts";
+import { assets, formatAmount, type Rail } from "../../core/index.ts";
 import { ledgerInvariantProblems } from "../../test/support/ledger-invariants.ts";
 import { crashingOnce } from "../../test/support/recording-db.ts";
+import { receivingToySnapshot } from "../../test/support/toy-rail.ts";
 import { balanceOf, createAccount, createAccountCache } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
@@ -17,6 +21,7 @@ import {
   transferCodes,
 } from "../ledger/index.ts";
 import { gatewayLedgerParams } from "../ledger-params.ts";
+import { createRefund } from "../payments/refunds.ts";
 import { createTenant } from "../tenants/index.ts";
 import {
   applyReceived,
@@ -34,15 +39,30 @@ let ledger: Ledger;
 const tenantId = "ten_split_reversal";
 const ledgerIds = new Map<string, bigint>();
 
-const toyReceiver: ReceivingRail = {
+/** Takes BTC in for invoices, and refunds through its provider (as Stripe's refund with reverse_transfer). */
+const toyReceiver: ReceivingRail & Rail = {
   id: "toy",
+  kind: "fiat",
   asset: assets.BTC,
+  async start() {},
+  async stop() {},
+  snapshot: () => receivingToySnapshot(toyReceiver, 1_000_000_000n),
+  execute: async () => ({ status: "failed", code: "rejected", message: "no payouts", retryElsewhere: true }),
+  onEvent() {},
+  balance: async () => 0n,
   async receive(request) {
     return {
       status: "offered",
       railReference: `hash-${request.reference}`,
       expiresAtMs: 2_000_000_000_000,
       instructions: { method: "toy", pay_to: request.reference },
+    };
+  },
+  async refundReceived(refund) {
+    return {
+      status: "succeeded",
+      evidence: { rail: "external", railId: "toy", reference: `toy_re_${refund.id}` },
+      fee: 0n,
     };
   },
 };
@@ -60,14 +80,14 @@ beforeAll(async () => {
   await migrate(db, [ledgerMigrations, gatewayMigrations]);
   ledger = createLedger({ ...gatewayLedgerParams, db });
   await createTenant(db, { id: tenantId, name: "Split reversal" });
-  for (const id of ["acct_seller", "acct_payee_a", "acct_payee_b", "acct_elsewhere"]) {
+  for (const id of ["acct_seller", "acct_payee_a", "acct_payee_b", "acct_payee_c", "acct_elsewhere"]) {
     const account = await createAccount(
       { sql: db, ledger },
       { tenantId, kind: "customer", asset: assets.BTC, name: id, id },
     );
     ledgerIds.set(id, account.ledgerAccountId);
   }
-  await createAccount(
+  const clearing = await createAccount(
     { sql: db, ledger },
     {
       tenantId: null,
@@ -78,6 +98,7 @@ beforeAll(async () => {
       id: "acct_clearing_toy",
     },
   );
+  ledgerIds.set("acct_clearing_toy", clearing.ledgerAccountId);
 }, 120_000);
 
 afterAll(async () => {
@@ -295,6 +316,153 @@ describe("a reversal of a split invoice", () => {
       { reversal: "dispute:k", amount: "3000", shortfall_collected: "3000", net: "0" },
     ]);
     expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+});
+
+/** All of an invoice split among three payees whose shares round: of 10,001, A and B 3,333, C 3,334, the seller 1. */
+const thirds = [
+  { accountId: "acct_payee_a", basisPoints: 3_333 },
+  { accountId: "acct_payee_b", basisPoints: 3_333 },
+  { accountId: "acct_payee_c", basisPoints: 3_334 },
+];
+
+/** The posted balances of the seller, the three payees and the rail's clearing account. */
+const everyone = async () => {
+  const [clearing] = await ledger.lookupAccounts([ledgerIds.get("acct_clearing_toy")!]);
+  return {
+    ...(await balances()),
+    c: await posted("acct_payee_c"),
+    clearing: balanceOf("clearing", clearing!).posted,
+  };
+};
+const untouched = { seller: 0n, a: 0n, b: 0n, c: 0n, clearing: 0n };
+
+describe("a split invoice taken back in parts", () => {
+  const reverse = (id: string, key: string, amount: bigint) =>
+    applyReversed(deps(), { rail: "toy", reference: id, key, amount, evidence });
+  /** A refund through the API (its provider's, on the toy rail) of `amount` minor units of the invoice. */
+  const refund = async (id: string, amount: bigint) => {
+    const made = await createRefund(
+      {
+        db,
+        ledger,
+        accounts: createAccountCache({ sql: db }, { entriesMax: 10 }),
+        rails: new Map([["toy", toyReceiver]]),
+      },
+      {
+        tenantId,
+        target: { kind: "invoice", invoiceId: id },
+        amount: formatAmount(amount, assets.BTC),
+        reason: null,
+        metadata: {},
+        destination: null,
+        idempotencyKey: null,
+      },
+    );
+    if (!made.ok) throw new Error(made.message);
+    expect(made.refund.status).toBe("succeeded");
+  };
+
+  it("takes back exactly what each payee was credited over partial reversals that sum to what was received", async () => {
+    const before = await everyone();
+    const id = await paidInvoice([10_001n], thirds);
+    expect(delta(await everyone(), before)).toEqual({
+      seller: 1n,
+      a: 3_333n,
+      b: 3_333n,
+      c: 3_334n,
+      clearing: 10_001n,
+    });
+    // Each reversal's parts are of all three reversals so far. Before, each was floored on its own (A 999, 999 and
+    // 1,333 of 3,000, 3,000 and 4,001): A and B kept 2 units each, C 1, and the seller was asked to give them.
+    const reversed = [];
+    for (const [key, amount] of [
+      ["part:1", 3_000n],
+      ["part:2", 3_000n],
+      ["part:3", 4_001n],
+    ] as const)
+      reversed.push(await reverse(id, key, amount));
+    expect(delta(await everyone(), before)).toEqual(untouched);
+    expect(reversed).toEqual(reversed.map(() => ({ status: "applied", shortfall: 0n })));
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+
+  it("counts a refund before the reversals: refunds and reversals in any order add up to each credit, never past it", async () => {
+    const before = await everyone();
+    const id = await paidInvoice([10_001n], thirds);
+    await refund(id, 3_000n);
+    // Before, each dispute's parts were floored on their own, after the refund's: A and C kept a unit, B two.
+    const reversed = [await reverse(id, "dispute:1", 2_000n), await reverse(id, "dispute:2", 5_001n)];
+    expect(delta(await everyone(), before)).toEqual(untouched);
+    expect(reversed).toEqual(reversed.map(() => ({ status: "applied", shortfall: 0n })));
+    // Another reversal (of all of it, say) takes nothing more of the payees: the seller gives it (what it holds).
+    const beyond = await reverse(id, "dispute:3", 10_001n);
+    expect(beyond.status).toBe("applied");
+    expect(delta(await everyone(), before)).toEqual({
+      ...untouched,
+      seller: -(10_001n - beyond.shortfall),
+      clearing: -(10_001n - beyond.shortfall),
+    });
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+
+  it("counts a refund made at the provider outside the API before a refund of the rest", async () => {
+    const before = await everyone();
+    const id = await paidInvoice([10_001n], thirds);
+    // Before, the dashboard's refund was floored on its own (A and B 999, C 1,000, the seller asked 2 of its 1), and
+    // the refund of the rest, whose parts catch up, found a unit less than C's due left: C kept it.
+    const reversed = await reverse(id, "refund:dashboard", 3_000n);
+    await refund(id, 7_001n);
+    expect(delta(await everyone(), before)).toEqual(untouched);
+    expect(reversed).toEqual({ status: "applied", shortfall: 0n });
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+});
+
+describe("a receipt of a split invoice that a crash cuts short", () => {
+  it("is credited with its record or not at all, so a reorg's reversal of it leaves no payee its share", async () => {
+    // The database and the ledger over it crash once, at the receipt's record (invoice_receipts), as a process that
+    // stops there would. Before, the credit and its shares were one ledger request and the record a transaction after
+    // it: the crash left the credit without the record, and the reorg's reversal, finding the credit but not the
+    // receipt (what the invoice received, and the shares it credited, are read from the records), took all of it
+    // from the seller and none from the payees.
+    const crashing = crashingOnce(db, "INSERT INTO invoice_receipts");
+    const crashingLedger = createLedger({ ...gatewayLedgerParams, db: crashing });
+    try {
+      const settlement = { ...deps(crashing), ledger: crashingLedger };
+      const created = await createInvoice(settlement, { ...params, split: thirds });
+      if (!created.ok) throw new Error(created.message);
+      const id = created.invoice.id;
+      const before = await everyone();
+      const receipt = { rail: "toy", reference: id, key: "0xfeed:0#0", amount: 10_001n, evidence };
+      await expect(applyReceived(settlement, receipt)).rejects.toThrow();
+      // The deposit reorganised away, as the deposit watcher reports it: its reversal names the receipt it takes.
+      const reorg = {
+        rail: "toy",
+        reference: id,
+        key: `reorg:${receipt.key}`,
+        amount: receipt.amount,
+        evidence,
+        takes: { receipt: receipt.key },
+      };
+      const reversed = await applyReversed(settlement, reorg);
+      expect(delta(await everyone(), before)).toEqual(untouched);
+      expect(reversed).toEqual({ status: "not_received", shortfall: 0n });
+      // Credited once it comes whole (its `final` called again), the receipt's reversal takes every share back.
+      expect(await applyReceived(settlement, receipt)).toBe("applied");
+      expect(delta(await everyone(), before)).toEqual({
+        seller: 1n,
+        a: 3_333n,
+        b: 3_333n,
+        c: 3_334n,
+        clearing: 10_001n,
+      });
+      expect(await applyReversed(settlement, reorg)).toEqual({ status: "applied", shortfall: 0n });
+      expect(delta(await everyone(), before)).toEqual(untouched);
+      expect(await ledgerInvariantProblems(db)).toEqual([]);
+    } finally {
+      await crashingLedger.close();
+    }
   });
 });
 

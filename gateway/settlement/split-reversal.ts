@@ -9,9 +9,9 @@
 //   claim and a reversal's legs are each written with a change of that row that passes only if it is still that
 //   version, which serialises the refunds and reversals of an invoice (see takeBackShares for why that keeps them
 //   within the credit whatever their order).
-// - A payee's part of an amount taken back: proportional to its credit, floored — of the reversal, or (a refund) of
-//   all the invoice's refunds so far, less what they took from it before — never more than what is left of its
-//   credit; the rest is the seller's (the invoice's account).
+// - A payee's part of an amount taken back: proportional to its credit, floored, of all that the invoice's refunds
+//   and reversals will have taken back once this one has, less what they took from it before — never more than what
+//   is left of its credit; the rest is the seller's (the invoice's account).
 //
 // Every ledger id of these legs is derived here, from the invoice, the receipt, the reversal or the refund and the
 // payee's account id, so that a repeat writes nothing twice and every reader finds the same transfers.
@@ -159,24 +159,50 @@ async function sumOf(ledger: Ledger, ids: readonly bigint[]): Promise<bigint> {
 }
 
 /**
- * Each payee's part of `amount` taken back of `whole`, rounded down (divFloor), the seller giving the rest (every
- * rounding remainder included); zero parts are left out. Never more than what is left of a payee's credit
- * (credited − takenBack), nor, all parts together, more than `amount`.
+ * What the invoice's refunds not failed and its reversals that stand took back of it in all (each reversal all it
+ * asked: what its legs took and its shortfalls, as a refund counts all its amount), `exceptReversal` left out: the
+ * `takenBefore` of takeBackShares for a reversal. Read after the version of the invoice's `refundable` row, with the
+ * credits (splitPayees): each refund's claim and give-back, and each reversal's record, moves that version.
+ */
+export async function takenBackBefore(
+  sql: Sql,
+  invoice: { id: string; tenantId: string },
+  options: { exceptReversal?: string } = {},
+): Promise<bigint> {
+  const [row] = await sql.query<{ taken: string }>(
+    `SELECT ((SELECT coalesce(sum(amount), 0) FROM refunds
+               WHERE invoice_id = $1 AND tenant_id = $2 AND status <> 'failed')
+       + (SELECT coalesce(sum(r.amount + coalesce((SELECT sum(s.amount) FROM reversal_shortfalls s
+                                                   WHERE s.invoice_id = r.invoice_id AND s.reversal_key = r.key),
+                                                  0)), 0)
+            FROM invoice_reversals r
+            WHERE r.invoice_id = $1 AND r.reinstated_at IS NULL AND r.key IS DISTINCT FROM $3))::text AS taken`,
+    [invoice.id, invoice.tenantId, options.exceptReversal ?? null],
+  );
+  return BigInt(row?.taken ?? "0");
+}
+
+/**
+ * Each payee's part of `amount` taken back of `whole` (what the invoice received), after `takenBefore` (what its
+ * refunds and reversals took back of it before this one: a refund's, what its refunds not failed and the refunds made
+ * at the provider outside the API took, payments/refunds.ts holdAndClaim; a reversal's, takenBackBefore), rounded
+ * down (divFloor), the seller giving the rest; zero parts are left out. Never more than what is left of a payee's
+ * credit (credited − takenBack), nor, all parts together, more than `amount`.
  *
- * A reversal of the invoice's money (`credited`, `whole` what it received): divFloor(min(amount, whole) × credited,
- * whole) — reversing all it received takes back exactly every share it gave.
- *
- * A refund (`refunded`, `whole` what the invoice received, `refundedBefore` what its refunds not failed and the
- * refunds made at the provider outside the API took before this one): parts of what all of them will have taken once
- * this one is, not of this refund alone. Of T refunded in all, a payee is owed divFloor(T × credited, whole); its part
- * is what it is owed after this refund less what they took from it before (takenBack: the only reversals that stand
- * when a refund is made are such refunds, payments/refunds.ts holdAndClaim), never below zero. The seller
- * gives the rest, but never more than is left of its own share (what the invoice received less every payee's
- * credit, less what the seller gave before): past that, the payees give it, in order, each up to what is left of its
- * credit. Rounded one refund at a time instead, each part of a small refund floored to nothing, the seller gave every
- * unit, and payees holding more than was left to refund were cut by the last refund, the seller paying what it
- * never received. So a payee that fell behind catches up with the next refund, and the refund that empties the
- * invoice takes exactly what is left of each credit.
+ * Parts of what all of them will have taken once this one has, not of this one alone, for a refund (as Stripe's
+ * reverse_transfer) and a reversal of the invoice's money (a dispute, a refund made at the provider, a reorg) alike:
+ * of T taken back in all, a payee is owed divFloor(min(T, whole) × credited, whole); its part is what it is owed
+ * after this one less what was taken from it before (takenBack: the legs of the reversals that stand with their
+ * shortfalls, and the holds of the refunds not failed: the same refunds and reversals that takenBefore counts), never
+ * below zero. The seller gives the rest, but never more than is left of its own share (what the invoice received less
+ * every payee's credit, less what the seller gave before): past that, the payees give it, in order, each up to what
+ * is left of its credit. Rounded one at a time instead, each part of a small refund floored to nothing, the seller
+ * gave every unit, and payees holding more than was left to refund were cut by the last refund, the seller paying
+ * what it never received; and several partial reversals (a dispute in parts, refunds made at the provider one by one)
+ * each floored their parts, the payees keeping up to a unit per reversal of what all of them had taken back in full.
+ * So a payee that fell behind catches up with the next refund or reversal, whichever it is, and the one that brings
+ * what was taken back to what the invoice received takes exactly what is left of each credit; one beyond it (a
+ * dispute of all of it after a refund) takes nothing more of the payees: the seller gives it.
  *
  * The refunds of an invoice apply one at a time, in the order of their claims on its `refundable` row, and each is
  * computed from the state its claim applies to: what is left is read first, with the row's version, the credits
@@ -187,46 +213,41 @@ async function sumOf(ledger: Ledger, ids: readonly bigint[]): Promise<bigint> {
  *
  * A reversal of the invoice's money takes its part of each credit r ≤ C, leaving C − r (what is left to refund is
  * unchanged: a refund is still owed to the payer). It joins the same order: its legs are written with a touch of the
- * `refundable` row that passes only if the row is still the version read before its credits
+ * `refundable` row that passes only if the row is still the version read before its credits and takenBefore
  * (settlement/invoices.ts takeBackReversal), so a refund claimed after those reads makes it compute again, and a
  * refund that read the row before the legs fails its claim and computes again: refused `invoice_not_paid`, since the
  * reversal's record is written with its legs (settlement/invoices.ts reversalRecordStatement; payments/refunds.ts
- * holdAndClaim).
+ * holdAndClaim), or, a refund made at the provider, counted in what was refunded.
  */
 export function takeBackShares(
   amount: bigint,
   whole: bigint,
   payees: readonly SplitPayee[],
-  taken: { kind: "credited" } | { kind: "refunded"; refundedBefore: bigint },
+  takenBefore: bigint,
 ): PayeeShare[] {
   if (whole <= 0n || amount <= 0n) return [];
   let left = amount;
   const parts = payees.map((payee) => {
     const creditLeft = payee.credited - payee.takenBack;
-    const part =
-      taken.kind === "credited"
-        ? divFloor(least(amount, whole) * payee.credited, whole)
-        : divFloor(least(taken.refundedBefore + amount, whole) * payee.credited, whole) - payee.takenBack;
+    const part = divFloor(least(takenBefore + amount, whole) * payee.credited, whole) - payee.takenBack;
     const share = least(least(part, creditLeft), left);
     if (share <= 0n) return 0n;
     left -= share;
     return share;
   });
-  if (taken.kind === "refunded") {
-    // What is left of the seller's own share: what was not split, less what it gave before. Past it, the payees give.
-    const credits = payees.reduce((sum, payee) => sum + payee.credited, 0n);
-    const payeesGave = payees.reduce((sum, payee) => sum + payee.takenBack, 0n);
-    const sellerLeft = whole - credits - (taken.refundedBefore - payeesGave);
-    let beyond = left - (sellerLeft > 0n ? sellerLeft : 0n);
-    payees.forEach((payee, i) => {
-      if (beyond <= 0n) return;
-      const room = payee.credited - payee.takenBack - parts[i]!;
-      const more = least(room, beyond);
-      if (more <= 0n) return;
-      parts[i] = parts[i]! + more;
-      beyond -= more;
-    });
-  }
+  // What is left of the seller's own share: what was not split, less what it gave before. Past it, the payees give.
+  const credits = payees.reduce((sum, payee) => sum + payee.credited, 0n);
+  const payeesGave = payees.reduce((sum, payee) => sum + payee.takenBack, 0n);
+  const sellerLeft = whole - credits - (takenBefore - payeesGave);
+  let beyond = left - (sellerLeft > 0n ? sellerLeft : 0n);
+  payees.forEach((payee, i) => {
+    if (beyond <= 0n) return;
+    const room = payee.credited - payee.takenBack - parts[i]!;
+    const more = least(room, beyond);
+    if (more <= 0n) return;
+    parts[i] = parts[i]! + more;
+    beyond -= more;
+  });
   const shares: PayeeShare[] = [];
   payees.forEach((payee, i) => {
     if (parts[i]! > 0n)
