@@ -37,6 +37,9 @@ describe("LND failures", () => {
   it("follows a hash LND already knows instead of failing", () => {
     expect(classifyLndError("invoice is already paid")).toEqual({ kind: "track" });
     expect(classifyLndError("payment is in transition")).toEqual({ kind: "track" });
+    // As LND 0.21's SendPaymentV2 refuses a hash it has a payment of (gRPC ALREADY_EXISTS).
+    expect(classifyLndError("6 ALREADY_EXISTS: invoice is already paid")).toEqual({ kind: "track" });
+    expect(classifyLndError("6 ALREADY_EXISTS: payment is in transition")).toEqual({ kind: "track" });
   });
 
   it("maps expiry and lost connections", () => {

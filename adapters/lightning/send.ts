@@ -104,6 +104,7 @@ async function finish(s: LightningRailState, tracker: Tracker, outcome: StoredOu
   const { attempt } = tracker;
   if (attempt.outcome !== null) return;
   attempt.outcome = outcome;
+  s.forgottenSends.delete(attempt.attemptId);
   tracker.subscription?.removeAllListeners();
   tracker.subscription = null;
   s.trackers.delete(attempt.attemptId);
@@ -227,13 +228,24 @@ export function judgeTrackedPayment(attempt: StoredAttempt, payment: ConfirmedPa
   return { kind: "own" };
 }
 
+/**
+ * The attempt as judged: from its first line's time when its id was forgotten as never taken and sent afresh (its
+ * first send, taken late, is as much its own as the one after).
+ */
+const sentSince = (s: LightningRailState, attempt: StoredAttempt): StoredAttempt => {
+  const firstAtMs = s.forgottenSends.get(attempt.attemptId);
+  return firstAtMs === undefined || firstAtMs >= attempt.createdAtMs
+    ? attempt
+    : { ...attempt, createdAtMs: firstAtMs };
+};
+
 function attach(s: LightningRailState, tracker: Tracker, subscription: EventEmitter, mode: "send" | "track") {
   tracker.subscription = subscription;
   tracker.detached = false;
   tracker.asked = true;
   subscription.on("confirmed", (payment: ConfirmedPayment) => {
     const judged: PaymentJudgement =
-      mode === "track" ? judgeTrackedPayment(tracker.attempt, payment) : { kind: "own" };
+      mode === "track" ? judgeTrackedPayment(sentSince(s, tracker.attempt), payment) : { kind: "own" };
     if (judged.kind === "own") return onConfirmed(s, tracker, payment);
     const where = {
       attemptId: tracker.attempt.attemptId,
@@ -291,16 +303,32 @@ function attach(s: LightningRailState, tracker: Tracker, subscription: EventEmit
     // Taken as one, an invoice paid once was charged to every payment of it (or to a refund sent to it). A keysend's
     // hash comes from its attempt id: a payment LND has of it is this attempt's (sent before a journal was lost), and
     // is followed. (A lost journal is the one case where an invoice's own payment is refused here: logged.)
+    //   But an attempt found never taken and forgotten (neverTaken) is sent again: a slow LND may have taken its first
+    // send after the rail asked for the hash, and the payment it has be its own. Failed as rejected, its reservation
+    // was released while LND paid it, the money out unbooked. It is followed and judged as recovery does
+    // (judgeTrackedPayment, from its first line's time): another amount is another's, and the attempt fails; made over
+    // a minute before that by LND's clock, it is left for an operator; else its outcome is the attempt's.
     if (classified.kind === "track" && mode === "send" && tracker.attempt.kind === "bolt11") {
-      s.logger.error(
-        { attemptId: tracker.attempt.attemptId, paymentHash: tracker.attempt.paymentHash, error: text },
-        "LND has a payment of this invoice that no attempt of this rail's journal sent: the attempt fails",
+      const where = {
+        attemptId: tracker.attempt.attemptId,
+        paymentHash: tracker.attempt.paymentHash,
+        error: text,
+      };
+      if (!s.forgottenSends.has(tracker.attempt.attemptId)) {
+        s.logger.error(
+          where,
+          "LND has a payment of this invoice that no attempt of this rail's journal sent: the attempt fails",
+        );
+        return void fail(s, tracker, {
+          code: "rejected",
+          message: "the invoice was paid already, or is being paid, by another payment",
+          retryElsewhere: false,
+        });
+      }
+      s.logger.warn(
+        where,
+        "LND has a payment of this invoice, maybe this attempt's send before it was found never taken: followed",
       );
-      return void fail(s, tracker, {
-        code: "rejected",
-        message: "the invoice was paid already, or is being paid, by another payment",
-        retryElsewhere: false,
-      });
     }
     // Either LND already knows the hash, or the connection broke: follow the payment LND has. So too for a refusal
     // of a send whose text LND's refusals do not name: LND may say it after taking the payment (stopping, it ends
@@ -579,8 +607,14 @@ const takenBack = new WeakSet<Tracker>();
  */
 function neverTaken(s: LightningRailState, tracker: Tracker): void {
   takenBack.add(tracker);
+  // A slow LND may take its send after saying it had none (a send cut off, or asked for just before LND had it): its
+  // id is remembered (journalled, until it has an outcome), so that a send of it afresh that LND refuses for the
+  // payment it has follows that payment (attach) instead of failing while LND pays it.
+  const { attemptId, createdAtMs } = tracker.attempt;
+  const firstAtMs = Math.min(createdAtMs, s.forgottenSends.get(attemptId) ?? createdAtMs);
+  s.forgottenSends.set(attemptId, firstAtMs);
   forget(s, tracker, neverTakenOutcome);
-  void journalWithdrawn(s, tracker.attempt.attemptId);
+  void journalWithdrawn(s, attemptId, firstAtMs);
 }
 
 /** What execute answers when an attempt's journal line could not be written: nothing was sent. */
@@ -613,12 +647,21 @@ function forget(s: LightningRailState, tracker: Tracker, outcome: StoredOutcome)
 }
 
 /**
- * Journals a forgotten attempt as withdrawn; never rejects. Need not be durable: were the line lost, the restarted
- * rail finds no payment of the hash in LND and forgets the attempt again (neverTaken).
+ * Journals a forgotten attempt as withdrawn (`sentSinceMs`: found never taken, its first line written then); never
+ * rejects. Need not be durable: were the line lost, the restarted rail finds no payment of the hash in LND and forgets
+ * the attempt again (neverTaken), or finds the one LND took late and follows it.
  */
-async function journalWithdrawn(s: LightningRailState, attemptId: string): Promise<void> {
+async function journalWithdrawn(
+  s: LightningRailState,
+  attemptId: string,
+  sentSinceMs?: number,
+): Promise<void> {
   try {
-    await s.store.append({ t: "withdrawn", attemptId });
+    await s.store.append(
+      sentSinceMs === undefined
+        ? { t: "withdrawn", attemptId }
+        : { t: "withdrawn", attemptId, sent: true, createdAtMs: sentSinceMs },
+    );
   } catch (error) {
     s.logger.warn({ error: lndErrorText(error), attemptId }, "journalling a withdrawn attempt failed");
   }

@@ -224,6 +224,11 @@ export type LightningRailState = {
   attempts: Map<string, StoredAttempt>;
   /** The last attempt sent for each payment hash (built from `attempts` on start). */
   attemptByHash: Map<string, string>;
+  /**
+   * Attempts found never taken (send.ts neverTaken), until they have an outcome: each id's first line's time. LND may
+   * have taken the send late, and a send afresh that it refuses for that payment follows it.
+   */
+  forgottenSends: Map<string, number>;
   invoices: Map<string, StoredInvoice>;
   /** Highest settle index whose invoice the handler has taken. */
   settleIndexDelivered: number;

@@ -411,6 +411,92 @@ describe("rail store", () => {
     expect(JSON.parse(await readFile(`${file}.lock`, "utf8")).host).toBe("another-host");
   });
 
+  it("says it holds its journal until another process took it over, without throwing, and not once closed", async () => {
+    const file = path.join(directory, "held-or-not.jsonl");
+    const store = createFileRailStore(file);
+    expect(store.held()).toBe(false);
+    await store.load();
+    expect(store.held()).toBe(true);
+    // Another host's process took it over while this one's event loop was blocked (its lease lapsed).
+    await writeFile(
+      `${file}.lock`,
+      JSON.stringify({ pid: 1, host: "another-host", renewedAtMs: Date.now() }),
+    );
+    vi.useFakeTimers({ toFake: ["Date"] });
+    try {
+      vi.setSystemTime(Date.now() + journalLeaseMs);
+      expect(store.held()).toBe(false);
+    } finally {
+      vi.useRealTimers();
+    }
+    expect(store.held()).toBe(false); // for good: the lock is the other's
+    await store.close();
+    const again = createFileRailStore(file);
+    await writeFile(
+      `${file}.lock`,
+      JSON.stringify({ pid: 1, host: "another-host", renewedAtMs: Date.now() - 2 * journalLeaseMs }),
+    );
+    await again.load();
+    expect(again.held()).toBe(true);
+    await again.close();
+    expect(again.held()).toBe(false);
+  });
+
+  it("remembers an attempt found never taken (a `sent` withdrawal) through compacted reopens, sent afresh or not, until its id has an outcome", async () => {
+    const file = path.join(directory, "forgotten-sends.jsonl");
+    const reopened = async () => {
+      const store = createFileRailStore(file);
+      const state = await store.load(); // compacts the journal it read
+      await store.close();
+      return state;
+    };
+    const first = createFileRailStore(file);
+    await first.load();
+    await first.append(
+      { ...(attempt("late") as Extract<RailStoreRecord, { t: "attempt" }>), createdAtMs: 7 },
+      { t: "withdrawn", attemptId: "late", sent: true, createdAtMs: 7 },
+      // withdraw's (and a line written before the flag): forgotten, nothing remembered.
+      attempt("plain"),
+      { t: "withdrawn", attemptId: "plain" },
+      // Found never taken twice (sent afresh in between): its first line's time.
+      { ...(attempt("again") as Extract<RailStoreRecord, { t: "attempt" }>), createdAtMs: 3 },
+      { t: "withdrawn", attemptId: "again", sent: true, createdAtMs: 3 },
+      { ...(attempt("again") as Extract<RailStoreRecord, { t: "attempt" }>), createdAtMs: 9 },
+      { t: "withdrawn", attemptId: "again", sent: true, createdAtMs: 3 },
+      // Found never taken, then sent afresh: written again, no outcome yet.
+      { ...(attempt("resent") as Extract<RailStoreRecord, { t: "attempt" }>), createdAtMs: 4 },
+      { t: "withdrawn", attemptId: "resent", sent: true, createdAtMs: 4 },
+      { ...(attempt("resent") as Extract<RailStoreRecord, { t: "attempt" }>), createdAtMs: 8 },
+    );
+    await first.close();
+    for (let reopen = 0; reopen < 2; reopen++) {
+      const state = await reopened();
+      expect(new Map(state.forgottenSends)).toEqual(
+        new Map([
+          ["again", 3],
+          ["late", 7],
+          ["resent", 4],
+        ]),
+      );
+      // The one sent afresh is followed as written (not withdrawn by its mark's line, which the compaction puts first).
+      expect([...state.attempts.keys()]).toEqual(["resent"]);
+      expect(state.attempts.get("resent")).toMatchObject({ createdAtMs: 8, outcome: null });
+    }
+    // Its outcome ends its mark.
+    const last = createFileRailStore(file);
+    await last.load();
+    await last.append({
+      t: "outcome",
+      attemptId: "resent",
+      status: "succeeded",
+      preimage: "00",
+      feeMsat: "0",
+    });
+    await last.close();
+    for (let reopen = 0; reopen < 2; reopen++)
+      expect([...(await reopened()).forgottenSends.keys()].sort()).toEqual(["again", "late"]);
+  });
+
   it("forgets a withdrawn attempt on load, keeps one with an outcome, and takes the id again when it is written anew", async () => {
     const store = createMemoryRailStore();
     await store.load();

@@ -70,8 +70,12 @@ export type RailStoreRecord =
       retryElsewhere?: boolean;
     }
   | { t: "reported"; attemptId: string }
-  /** An attempt written ahead and never sent (its reservation was not made): forgotten. */
-  | { t: "withdrawn"; attemptId: string }
+  /**
+   * An attempt written ahead and never sent (its reservation was not made): forgotten. `sent`: forgotten because LND
+   * had no payment of it when asked (send.ts neverTaken), which a slow LND may yet take: its id is remembered, with
+   * when its first line was written (`createdAtMs`), for a send of it afresh (absent in lines written before).
+   */
+  | { t: "withdrawn"; attemptId: string; sent?: true; createdAtMs?: number }
   | { t: "invoice"; paymentHash: string; reference: string; expiresAtMs: number; setAside?: true }
   /** Its event was set aside: after a restart it is asked of LND again, though the settle index is past it. */
   | { t: "invoice_set_aside"; paymentHash: string }
@@ -80,6 +84,11 @@ export type RailStoreRecord =
 
 export type RailState = {
   attempts: Map<string, StoredAttempt>;
+  /**
+   * Attempts forgotten as never taken whose send may yet have reached LND (a `sent` withdrawal), each with when its
+   * first line was written: what LND has of its hash may be its own (send.ts attach).
+   */
+  forgottenSends: Map<string, number>;
   invoices: Map<string, StoredInvoice>;
   settleIndex: number;
 };
@@ -97,6 +106,11 @@ export type LightningRailStore = {
    */
   append(...records: RailStoreRecord[]): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Whether the journal is still this store's: false once another process took it over (a file's lock; the same look
+   * as before a write, never throwing). What the rail says from it is then a look that may be out of date.
+   */
+  held(): boolean;
 };
 
 /** The journal cannot be read or written (the file system's error is the cause), or is corrupt. */
@@ -114,7 +128,7 @@ const journalLineLengthMax = 64 * 1024;
 const durableKinds: ReadonlySet<RailStoreRecord["t"]> = new Set(["attempt", "invoice", "invoice_set_aside"]);
 
 export function emptyRailState(): RailState {
-  return { attempts: new Map(), invoices: new Map(), settleIndex: 0 };
+  return { attempts: new Map(), forgottenSends: new Map(), invoices: new Map(), settleIndex: 0 };
 }
 
 export function applyRecord(state: RailState, record: RailStoreRecord): void {
@@ -139,6 +153,7 @@ export function applyRecord(state: RailState, record: RailStoreRecord): void {
     case "outcome": {
       const attempt = state.attempts.get(record.attemptId);
       if (attempt === undefined || attempt.outcome !== null) return;
+      state.forgottenSends.delete(record.attemptId);
       attempt.outcome =
         record.status === "succeeded"
           ? { status: "succeeded", preimage: record.preimage ?? "", feeMsat: BigInt(record.feeMsat ?? "0") }
@@ -155,10 +170,20 @@ export function applyRecord(state: RailState, record: RailStoreRecord): void {
       if (attempt !== undefined) attempt.reported = true;
       return;
     }
-    case "withdrawn":
+    case "withdrawn": {
       // Only ever written for an attempt with no outcome; one with an outcome was sent, and is kept.
-      if (state.attempts.get(record.attemptId)?.outcome === null) state.attempts.delete(record.attemptId);
+      const attempt = state.attempts.get(record.attemptId);
+      if (attempt !== undefined && attempt.outcome !== null) return;
+      state.attempts.delete(record.attemptId);
+      // Kept (alone once compacted) until the id has an outcome; the earliest line's time, were it forgotten twice.
+      // A withdrawal without `sent` (withdraw's, or one written before it) leaves a mark of the id as it is.
+      if (record.sent === true && typeof record.createdAtMs === "number")
+        state.forgottenSends.set(
+          record.attemptId,
+          Math.min(record.createdAtMs, state.forgottenSends.get(record.attemptId) ?? record.createdAtMs),
+        );
       return;
+    }
     case "invoice":
       state.invoices.set(record.paymentHash, {
         paymentHash: record.paymentHash,
@@ -206,6 +231,13 @@ export function compactRecords(state: RailState): RailStoreRecord[] {
   const attempts = [...state.attempts.values()].sort((a, b) => a.createdAtMs - b.createdAtMs);
   const finished = attempts.filter((attempt) => attempt.outcome !== null && attempt.reported);
   const forget = new Set(finished.slice(0, Math.max(0, finished.length - finishedAttemptsRetainMax)));
+  // Before the attempts' lines: the line of an id sent afresh follows its withdrawal, as it did when written. As many
+  // as finished attempts are kept, the latest (an id's outcome ends its own).
+  const forgottenSends = [...state.forgottenSends]
+    .sort(([, a], [, b]) => a - b)
+    .slice(-finishedAttemptsRetainMax);
+  for (const [attemptId, createdAtMs] of forgottenSends)
+    records.push({ t: "withdrawn", attemptId, sent: true, createdAtMs });
   for (const attempt of attempts) {
     if (forget.has(attempt)) continue;
     records.push({
@@ -243,6 +275,7 @@ export function createMemoryRailStore(): LightningRailStore & { records(): reado
       records.push(...appended);
     },
     async close() {},
+    held: () => true,
     records: () => records,
   };
 }
@@ -533,11 +566,12 @@ export function createFileRailStore(
   let renewedAtMs = 0;
   let lost = false;
   /**
-   * Refuses a write once the lock is another's: found so by a renewal, or — the lease unrenewed for longer than half
-   * its life (the event loop blocked, renewals failing) — by a look at the lock before the write. A store that lost
-   * its journal writes nothing more to it: another process compacted it, and lines written here would be lost.
+   * Whether the lock is still this store's: not once found another's by a renewal, or — the lease unrenewed for longer
+   * than half its life (the event loop blocked, renewals failing) — by a look at the lock now. stillHeld refuses a
+   * write then: a store that lost its journal writes nothing more to it (another process compacted it, and lines
+   * written here would be lost).
    */
-  const stillHeld = () => {
+  const held = () => {
     if (!lost && Date.now() - renewedAtMs > journalLeaseMs / 2) {
       let text = "";
       try {
@@ -546,7 +580,10 @@ export function createFileRailStore(
       if (text.includes(token)) renewedAtMs = Date.now();
       else lost = true;
     }
-    if (lost)
+    return !lost;
+  };
+  const stillHeld = () => {
+    if (!held())
       throw new RailStoreError(
         "the journal was taken over by another process; this one writes no more to it",
         {
@@ -669,6 +706,7 @@ export function createFileRailStore(
       write(records.map((record) => `${JSON.stringify(record)}\n`).join(""));
       if (records.some((record) => durableKinds.has(record.t))) await durable();
     },
+    held: () => locked && held(),
     async close() {
       const closing = descriptor;
       descriptor = null;

@@ -20,7 +20,7 @@ import {
   pay,
   settleHodlInvoice,
 } from "lightning";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
 import {
   createFileRailStore,
   createLightningRail,
@@ -28,6 +28,7 @@ import {
   type LightningRailParams,
   type LightningRailStore,
 } from "../../adapters/lightning/index.ts";
+import { journalLeaseMs } from "../../adapters/lightning/store.ts";
 import type { OutgoingAttempt, RailEvent } from "../../core/index.ts";
 import { clusterControl, waitFor } from "../../scripts/lightning/index.ts";
 import { journalAttemptLines } from "../support/lightning-journal.ts";
@@ -51,11 +52,13 @@ async function startRail(
   store: string | LightningRailStore,
   limits: LightningRailParams["limits"] = {},
   lnd: LightningRailParams["lnd"] = cluster.nodes.gateway,
+  now?: () => number,
 ): Promise<Running> {
   const events: RailEvent[] = [];
   const logs: LogLine[] = [];
   const rail = createLightningRail({
     lnd,
+    ...(now === undefined ? {} : { now }),
     store: typeof store === "string" ? createFileRailStore(path.join(directory, store)) : store,
     limits: { refreshIntervalMs: 500, reconnectDelayMaxMs: 1_000, executeWaitMs: 30_000, ...limits },
     logger: recordingLogger({ lines: logs }).logger,
@@ -118,7 +121,10 @@ async function payThrough(rail: LightningRail, reference: string, amountMsat: bi
   return invoice;
 }
 
-/** A rail on a journal of its own, which knows nothing of the invoice's payment, refuses to pay it: rejected. */
+/**
+ * A rail on a journal of its own, which knows nothing of the invoice's payment, refuses to pay it: rejected, LND's
+ * payment of it not taken for the attempt's (it never sent one).
+ */
 async function expectRefusedByAnotherJournal(journal: string, invoice: string, amountMsat: bigint) {
   const other = await startRail(journal);
   try {
@@ -126,6 +132,7 @@ async function expectRefusedByAnotherJournal(journal: string, invoice: string, a
       status: "failed",
       code: "rejected",
     });
+    expect(other.events.filter((e) => "attemptId" in e)).toEqual([]);
   } finally {
     await other.rail.stop();
   }
@@ -332,6 +339,185 @@ describe("lightning rail on regtest", () => {
     expect(await first).toMatchObject({ status: "succeeded", evidence: { preimage: secret } });
   });
 
+  it("a payout of an invoice the gateway's lnd paid outside the rail fails rejected: that payment is not its own", async () => {
+    // The operator pays an invoice by hand through the gateway's node a moment before.
+    const invoice = await createInvoice({ lnd: client("remote"), tokens: 1_000 });
+    await pay({ lnd: client("gateway"), request: invoice.request, max_fee: 10 });
+    // A payout of the same invoice, never sent before: LND refuses its send ("invoice is already paid"), a payment
+    // this attempt did not make. Taken for it, the tenant was charged for the operator's payment.
+    expect(await main.rail.execute(bolt11(invoice.request, 1_000_000n, 10_000n))).toMatchObject({
+      status: "failed",
+      code: "rejected",
+      retryElsewhere: false,
+    });
+    expect(main.logs).toContainEqual(
+      expect.objectContaining({
+        level: "error",
+        message: expect.stringMatching(/no attempt of this rail's journal sent/),
+        fields: expect.objectContaining({
+          paymentHash: invoice.id,
+          error: expect.stringMatching(/already paid/),
+        }),
+      }),
+    );
+    const { payments } = await getPayments({ lnd: client("gateway") });
+    expect(payments.filter((payment) => payment.id === invoice.id)).toHaveLength(1);
+    expect((await getInvoice({ lnd: client("remote"), id: invoice.id })).received_mtokens).toBe("1000000");
+  });
+
+  it("an attempt found never taken whose send LND takes after is followed when sent afresh, not failed while LND pays it", async () => {
+    const secret = randomBytes(32).toString("hex");
+    const id = sha256(secret);
+    const held = await createHodlInvoice({ lnd: payee, id, tokens: 1_600 });
+    // A process wrote the attempt's line and sent it to a slow LND, which had not taken the send yet when the rail
+    // asked for the hash (here after a restart; after a lost connection alike): LND answered it had no payment of the
+    // hash, and the attempt was forgotten as never taken.
+    const line = journalledAttempt("taken-late", held, 1_600_000n);
+    const journal = path.join(directory, "taken-late.jsonl");
+    await writeFile(journal, `${JSON.stringify(line)}\n`);
+    const running = await startRail("taken-late.jsonl", { executeWaitMs: 60_000 });
+    try {
+      await waitFor(
+        "the attempt forgotten",
+        async () =>
+          (await journalAttemptLines(journal, line.attemptId)).includes("withdrawn") ? true : undefined,
+        { timeoutMs: 30_000 },
+      );
+      // Then LND takes that send (paid by hand through the gateway's node here, as that send is), held at the payee.
+      const late = pay({ lnd: client("gateway"), request: held.request });
+      await waitFor(
+        "HTLC held at the payee",
+        async () => ((await getInvoice({ lnd: payee, id })).is_held ? true : undefined),
+        { timeoutMs: 30_000 },
+      );
+      // The gateway's recovery executes the attempt: sent afresh, LND refuses it ("payment is in transition").
+      const outcome = running.rail.execute({
+        ...bolt11(held.request, 1_600_000n, 10_000n, line.attemptId),
+        resumed: true,
+      });
+      // Before: failed rejected at once, its reservation released, while LND went on and paid it.
+      expect(await Promise.race([outcome, sleep(1_000).then(() => "in flight")])).toBe("in flight");
+      expect(running.logs).toContainEqual(
+        expect.objectContaining({
+          level: "warn",
+          fields: expect.objectContaining({ paymentHash: id, error: expect.stringMatching(/in transition/) }),
+        }),
+      );
+      await settleHodlInvoice({ lnd: payee, secret });
+      expect(await outcome).toEqual({
+        status: "succeeded",
+        evidence: { rail: "lightning", paymentHash: id, preimage: secret },
+        fee: 0n,
+      });
+      await late;
+      const { payments } = await getPayments({ lnd: client("gateway") });
+      expect(payments.filter((payment) => payment.id === id)).toHaveLength(1);
+      expect((await getInvoice({ lnd: payee, id })).received_mtokens).toBe("1600000");
+      // Forgotten as one whose send LND may yet take, from its first line's time: a restart would know it too.
+      expect(
+        (await readFile(journal, "utf8")).split("\n").map((text) => text && JSON.parse(text)),
+      ).toContainEqual({
+        t: "withdrawn",
+        attemptId: line.attemptId,
+        sent: true,
+        createdAtMs: line.createdAtMs,
+      });
+    } finally {
+      await running.rail.stop();
+    }
+  });
+
+  it("an attempt found never taken and sent afresh is not taken for LND's payment when it cannot be its own: another amount fails it, one made before its first line leaves it to an operator, one made since is its own", async () => {
+    // Three attempts a process found never taken (withdrawn as such: `sent`), then each invoice paid by hand (as their
+    // sends taken late are). The rail that sends them afresh has a clock two minutes ahead of LND's. Two were first
+    // journalled by that clock; one at LND's now, as if sent afresh by the recovery two minutes after its first line.
+    const open = await createInvoice({ lnd: payee });
+    const priced = await createInvoice({ lnd: payee, tokens: 1_111 });
+    const since = await createInvoice({ lnd: payee, tokens: 1_222 });
+    const aheadMs = 120_000;
+    const forgotten = [
+      journalledAttempt("forgotten-amount", open, 2_000_000n, Date.now() + aheadMs),
+      journalledAttempt("forgotten-before", priced, 1_111_000n, Date.now() + aheadMs),
+      journalledAttempt("forgotten-since", since, 1_222_000n, Date.now()),
+    ];
+    const withdrawn = (line: (typeof forgotten)[number]) => ({
+      t: "withdrawn",
+      attemptId: line.attemptId,
+      sent: true,
+      createdAtMs: line.createdAtMs,
+    });
+    await writeFile(
+      path.join(directory, "clock-ahead.jsonl"),
+      forgotten.map((line) => `${JSON.stringify(line)}\n${JSON.stringify(withdrawn(line))}\n`).join(""),
+    );
+    await pay({ lnd: client("gateway"), request: open.request, tokens: 1_000 });
+    await pay({ lnd: client("gateway"), request: priced.request });
+    const bySince = await pay({ lnd: client("gateway"), request: since.request });
+    const ahead = await startRail(
+      "clock-ahead.jsonl",
+      { executeWaitMs: 1_000 },
+      cluster.nodes.gateway,
+      () => Date.now() + aheadMs,
+    );
+    const [amount, before, sinceFirst] = forgotten as [
+      (typeof forgotten)[number],
+      (typeof forgotten)[number],
+      (typeof forgotten)[number],
+    ];
+    try {
+      // The amountless invoice paid 1,000 sat; the attempt pays 2,000: not its payment, nothing of it went out.
+      expect(
+        await ahead.rail.execute({
+          ...bolt11(open.request, 2_000_000n, 10_000n, amount.attemptId),
+          resumed: true,
+        }),
+      ).toMatchObject({ status: "failed", code: "rejected", retryElsewhere: false });
+      expect(ahead.logs).toContainEqual(
+        expect.objectContaining({
+          message: expect.stringMatching(/not the attempt's: the attempt fails/),
+          fields: expect.objectContaining({ attemptId: amount.attemptId }),
+        }),
+      );
+      // Paid two minutes before the attempt's first line by LND's clock, more than the clocks may differ: maybe
+      // another's. Neither outcome is booked: logged, the attempt left in flight for an operator.
+      expect(
+        await ahead.rail.execute({
+          ...bolt11(priced.request, 1_111_000n, 10_000n, before.attemptId),
+          resumed: true,
+        }),
+      ).toEqual({ status: "in_flight", reference: priced.id });
+      await waitFor(
+        "the doubt logged",
+        async () =>
+          ahead.logs.some(
+            (line) =>
+              /may not be the attempt's/.test(line.message) && line.fields.attemptId === before.attemptId,
+          )
+            ? true
+            : undefined,
+        { timeoutMs: 30_000 },
+      );
+      // Paid after its first line, though two minutes before its send afresh: its own (judged from the send afresh's
+      // time alone, it was doubted and left in flight).
+      expect(
+        await ahead.rail.execute({
+          ...bolt11(since.request, 1_222_000n, 10_000n, sinceFirst.attemptId),
+          resumed: true,
+        }),
+      ).toEqual({
+        status: "succeeded",
+        evidence: { rail: "lightning", paymentHash: since.id, preimage: bySince.secret },
+        fee: 0n,
+      });
+      expect(ahead.events.filter((e) => "attemptId" in e)).toEqual([]);
+    } finally {
+      await ahead.rail.stop();
+    }
+    const { payments } = await getPayments({ lnd: client("gateway") });
+    const ids = new Set([open.id, priced.id, since.id]);
+    expect(payments.filter((payment) => ids.has(payment.id))).toHaveLength(3);
+  });
+
   it("holds at most a quarter of its in-flight places for one tenant, across a restart: a hold invoice's payer pins its own, not another's", async () => {
     const secret = randomBytes(32).toString("hex");
     const id = sha256(secret);
@@ -388,6 +574,7 @@ describe("lightning rail on regtest", () => {
           throw new Error("ENOSPC: no space left on device");
         await journal.append(...records);
       },
+      held: () => journal.held(),
     });
     try {
       const invoice = await createInvoice({ lnd: payee, tokens: 1_313 });
@@ -940,6 +1127,38 @@ describe("lightning rail on regtest", () => {
         { timeoutMs: 10_000 },
       );
       expect(running.events.filter((e) => e.kind === "received")).toEqual([]);
+    } finally {
+      await running.rail.stop();
+    }
+  });
+
+  it("says no point up to which its invoices are known once another process took its journal over", async () => {
+    const journal = path.join(directory, "taken-over.jsonl");
+    const running = await startRail("taken-over.jsonl", {
+      expiredInvoicesCheckIntervalMs: 500,
+      rpcTimeoutMs: 2_000,
+    });
+    try {
+      await waitFor("the point", async () => running.rail.invoicesKnownBeforeMs() ?? undefined, {
+        timeoutMs: 20_000,
+      });
+      // Another host's process took the journal over while this one's event loop was blocked (its lease lapsed), and
+      // this one goes on. Before: it still said its point, which the gateway records every minute with the invoices
+      // it holds set aside, replacing the other's list: an invoice only the other set aside was left out, and the
+      // prune deleted it (its payer paid, never credited).
+      await writeFile(
+        `${journal}.lock`,
+        JSON.stringify({ pid: 1, host: "another-host", renewedAtMs: Date.now() }),
+      );
+      vi.useFakeTimers({ toFake: ["Date"] });
+      try {
+        vi.setSystemTime(Date.now() + journalLeaseMs);
+        expect(running.rail.invoicesKnownBeforeMs()).toBeNull();
+      } finally {
+        vi.useRealTimers();
+      }
+      await sleep(1_000); // the passes go on: the point stays unsaid
+      expect(running.rail.invoicesKnownBeforeMs()).toBeNull();
     } finally {
       await running.rail.stop();
     }
