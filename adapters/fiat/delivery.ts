@@ -1,7 +1,7 @@
 // Stripe's events, from the rail's webhook route (webhook-route.ts: verified, ordered and deduplicated there)
 // to the settlement's handler, as the rail's events. Informational events (a failed charge, a connected
 // account's failed payout) stop here.
-import type Stripe from "stripe";
+import Stripe from "stripe";
 import type { PayoutReversal, RailEventVerdict, RailFee, RailRoute } from "../../core/index.ts";
 import { FiatRailError } from "./errors.ts";
 import { type FiatEvent, toRailEvent } from "./events.ts";
@@ -10,34 +10,60 @@ import { createStripeWebhookRoute } from "./webhook-route.ts";
 
 // biome-ignore lint/suspicious/noConfusingVoidType: a handler that returns nothing applied the event
 export async function deliver(state: FiatRailState, event: FiatEvent): Promise<RailEventVerdict | void> {
-  // A payout's or a refund's fee Stripe did not tell (not answering; a restricted key that may not read payouts or
-  // refunds) does not hold back its money, which needs no lookup: the money is booked (or kept) now, and the event is
-  // then refused, for Stripe to deliver it again and the fee to be booked then (the money's bookings are once each, by
-  // reference or by key). Before, a payout's amount waited on the lookup, and was lost with the event once Stripe
-  // stopped delivering it.
-  const feesUntold: { of: string; error: unknown }[] = [];
-  const untold = (of: string, error: unknown) => {
-    feesUntold.push({ of, error });
+  // A payout's or a refund's fee Stripe did not tell does not hold back its money, which needs no lookup: the money is
+  // booked (or kept) now. Stripe not answering (a cut connection, a 5xx, 429) is refused after that, for Stripe to
+  // deliver the event again and the fee to be booked then (the money's bookings are once each, by reference or by key).
+  // Stripe refusing the lookup for good (a restricted key that may not read payouts or refunds: 403; 404; another 4xx)
+  // is logged, and the event done: refused, it came back refused for the 3 days Stripe tries it, every one of them, and
+  // Stripe warns of (and at last disables) an endpoint failing so long, which would stop payments' and disputes'
+  // events too. Before, a payout's amount waited on the lookup, and was lost with the event once Stripe stopped
+  // delivering it.
+  const feesUntold: { of: "payout" | "refund"; id: string; error: unknown }[] = [];
+  const untold = (of: "payout" | "refund", id: string) => (error: unknown) => {
+    feesUntold.push({ of, id, error });
     return { fee: 0n, failureFee: 0n };
   };
   const railEvent = await toRailEvent(event, {
     transferFee: (transferId) => transferFee(state, transferId),
     chargeFee: (intentId) => chargeFee(state, intentId),
     transferReversals: (transferId) => transferReversals(state, transferId),
-    payoutFees: (payoutId) => payoutFees(state, payoutId).catch((error: unknown) => untold("payout", error)),
-    refundFees: (refundId) => refundFees(state, refundId).catch((error: unknown) => untold("refund", error)),
+    payoutFees: (payoutId) => payoutFees(state, payoutId).catch(untold("payout", payoutId)),
+    refundFees: (refundId) => refundFees(state, refundId).catch(untold("refund", refundId)),
   });
   if (railEvent === null) return; // informational: nothing was credited, or not our money (a connected account's payout)
   if (state.handler === null)
     throw new FiatRailError("a Stripe event arrived before the rail's handler was set");
   const verdict = await state.handler(railEvent);
-  const [first] = feesUntold;
-  if (first !== undefined)
+  // Money not ours books no fee of it: nothing waits for a redelivery.
+  if (verdict === "not_ours") return verdict;
+  for (const { of, id, error } of feesUntold)
+    if (!healsOnRedelivery(error))
+      state.logger.error(
+        { err: error, [of]: id },
+        `Stripe refused to tell the fee of ${of} ${id} (may the key read it?); its money is booked, its fee is not, and the event is done`,
+      );
+  const healing = feesUntold.find(({ error }) => healsOnRedelivery(error));
+  if (healing !== undefined)
     throw new FiatRailError(
-      `Stripe did not tell the ${first.of}'s fee; its money is booked, its fee waits for a redelivery`,
-      { cause: first.error },
+      `Stripe did not tell the fee of ${healing.of} ${healing.id}; its money is booked, its fee waits for a redelivery`,
+      { cause: healing.error },
     );
   return verdict;
+}
+
+/**
+ * Whether Stripe may answer a lookup it failed if asked again: it did not answer (a connection cut or timed out), it
+ * failed itself (an API error, a 5xx) or asked for less (429). A refusal (403, 404, another 4xx) stays one.
+ */
+function healsOnRedelivery(error: unknown): boolean {
+  if (!(error instanceof Stripe.errors.StripeError)) return false;
+  if (
+    error instanceof Stripe.errors.StripeConnectionError ||
+    error instanceof Stripe.errors.StripeAPIError ||
+    error instanceof Stripe.errors.StripeRateLimitError
+  )
+    return true;
+  return error.statusCode !== undefined && (error.statusCode >= 500 || error.statusCode === 429);
 }
 
 /**
@@ -143,11 +169,23 @@ export async function refundFees(
   const refund = await state.stripe.refunds.retrieve(refundId, {
     expand: ["balance_transaction", "failure_balance_transaction"],
   });
-  const feeOf = (txn: string | Stripe.BalanceTransaction | null | undefined): bigint =>
-    txn === null || txn === undefined || typeof txn === "string"
-      ? 0n
-      : feeInRailCurrency(state, txn, { refundId });
-  return { fee: feeOf(refund.balance_transaction), failureFee: feeOf(refund.failure_balance_transaction) };
+  return {
+    fee: refundFee(state, refundId, refund.balance_transaction) ?? 0n,
+    failureFee: refundFee(state, refundId, refund.failure_balance_transaction) ?? 0n,
+  };
+}
+
+/**
+ * The fee of refund `refundId`'s balance transaction `txn` as a refund Stripe answered holds it (refundFees): 0 with
+ * none yet, null when only its id is told (not expanded).
+ */
+export function refundFee(
+  state: FiatRailState,
+  refundId: string,
+  txn: string | Stripe.BalanceTransaction | null | undefined,
+): bigint | null {
+  if (typeof txn === "string") return null;
+  return txn === null || txn === undefined ? 0n : feeInRailCurrency(state, txn, { refundId });
 }
 
 /** The route this rail contributes (POST /v1/webhooks/stripe); none when the rail was given no webhooks. */

@@ -4,6 +4,7 @@ import {
   type FiatEvent,
   interpretStripeEvent,
   parseStripeEvent,
+  platformPayoutEventReference,
   platformPayoutHandReference,
   type StripeLookups,
   toRailEvent,
@@ -560,5 +561,14 @@ describe("a payout booked by hand", () => {
     expect(platformPayoutHandReference("stripe_payout_fee:po_1")).toBeNull();
     expect(platformPayoutHandReference("stripe_payout:")).toBeNull();
     expect(platformPayoutHandReference("po_1")).toBeNull();
+  });
+
+  it("under a payout's id is booked as the payout's taking, and under no other reference", () => {
+    expect(platformPayoutEventReference("po_1")).toBe("stripe_payout:po_1");
+    expect(platformPayoutHandReference(platformPayoutEventReference("po_1")!)).toBe("po_1");
+    expect(platformPayoutEventReference("po_")).toBeNull();
+    expect(platformPayoutEventReference(`po_${"x".repeat(98)}`)).toBeNull();
+    expect(platformPayoutEventReference("stripe_payout:po_1")).toBeNull();
+    expect(platformPayoutEventReference("tu_1")).toBeNull();
   });
 });

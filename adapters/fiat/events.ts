@@ -212,11 +212,24 @@ const platformPayoutTakenPrefix = platformPayoutReferences("").taken;
  * id (po_…), for the gateway to book it no second time (settlement/reconciliation.ts CapitalBookedByHand). Null for any
  * other: a failed payout's money back is booked from its events whatever was booked by hand (a payout takes before it
  * gives back, so its id names the taking; the return by hand had a reference of the operator's making, not to be known).
+ * A booking by hand made since takes the taking's own ledger id (platformPayoutEventReference); this finds those made
+ * before, under their own.
  */
 export function platformPayoutHandReference(reference: string): string | null {
   if (!reference.startsWith(platformPayoutTakenPrefix)) return null;
   const payoutId = reference.slice(platformPayoutTakenPrefix.length);
   return payoutId === "" ? null : payoutId;
+}
+
+/**
+ * The reference the gateway books a payout's taking under, for the operator's booking by hand under the payout's own id
+ * (po_…; platformPayoutHandReference the other way): the two are one ledger transfer, so whichever comes first is the
+ * booking and the other finds it, in any order and from any process. Null for a reference that names no payout.
+ */
+export function platformPayoutEventReference(reference: string): string | null {
+  if (!reference.startsWith("po_") || reference.length > platformPayoutIdLengthMax || reference === "po_")
+    return null;
+  return platformPayoutReferences(reference).taken;
 }
 
 /**

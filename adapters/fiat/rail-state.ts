@@ -30,6 +30,8 @@ export type FiatRailState = {
   handler: RailEventHandler | null;
   started: boolean;
   timer: NodeJS.Timeout | null;
+  /** Refunds' fees being booked after their refund's answer (refunds.ts bookRefundFee), which stop() waits for. */
+  readonly feeBookings: Set<Promise<void>>;
   /** Stripe's available balance in the rail's currency at the last refresh; null before the first success. */
   availableBalance: bigint | null;
   health: FiatHealth;

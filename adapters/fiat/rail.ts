@@ -10,7 +10,7 @@
 import { silentLogger } from "../../core/index.ts";
 import { webhookRoutes } from "./delivery.ts";
 import { FiatRailError } from "./errors.ts";
-import { platformPayoutHandReference } from "./events.ts";
+import { platformPayoutEventReference, platformPayoutHandReference } from "./events.ts";
 import { validateFeeSchedule } from "./fees.ts";
 import { cancelReceive, createPaymentIntent, receive } from "./intents.ts";
 import { balance, refresh, snapshot } from "./monitor.ts";
@@ -38,6 +38,7 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
     handler: null,
     started: false,
     timer: null,
+    feeBookings: new Set(),
     availableBalance: null,
     health: { healthy: false, lastCheckedAtMs: null, lastError: null },
   };
@@ -64,6 +65,7 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
       state.started = false;
       if (state.timer !== null) clearInterval(state.timer);
       state.timer = null;
+      await Promise.all(state.feeBookings);
     },
 
     snapshot: () => snapshot(state),
@@ -71,6 +73,7 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
     refund: (request) => refund(state, request),
     refundReceived: (request) => refundReceived(state, request),
     capitalHandReference: platformPayoutHandReference,
+    capitalEventReference: platformPayoutEventReference,
 
     onEvent(next) {
       // Stripe's events arrive through this rail's webhook route (webhook-route.ts), which verifies, orders and

@@ -3,7 +3,7 @@
 // settlement by webhook, as a reversal (events.ts), and Stripe's fee for it as the rail's fees are booked.
 import type Stripe from "stripe";
 import type { RailFailureCode, ReceivedRefund, ReceivedRefundOutcome } from "../../core/index.ts";
-import { refundFees } from "./delivery.ts";
+import { refundFee } from "./delivery.ts";
 import { FiatRailError, translateStripeError } from "./errors.ts";
 import { metadataKeys, refundFeeIds } from "./events.ts";
 import { checkId, type FiatRailState, failureOf } from "./rail-state.ts";
@@ -38,7 +38,8 @@ export async function refund(state: FiatRailState, request: RefundParams): Promi
   let created: Stripe.Refund;
   try {
     // Nothing recorded: an earlier ask may have made the refund and lost Stripe's answer, which Stripe replays under
-    // the key for a day only. It is looked for by its PaymentIntent first, so that it is never made twice.
+    // the key for a day only. It is looked for by its PaymentIntent first, so that it is never made twice. Either
+    // answer carries the refund's balance transaction, whose fee is booked without asking Stripe again.
     created =
       (await refundMadeBefore(state, request)) ??
       (await stripe.refunds.create(
@@ -46,6 +47,7 @@ export async function refund(state: FiatRailState, request: RefundParams): Promi
           payment_intent: request.paymentIntentId,
           ...(request.amount === undefined ? {} : { amount: Number(request.amount) }),
           metadata: { [metadataKeys.paymentId]: request.paymentId, switchyard_refund_id: request.refundId },
+          expand: ["balance_transaction"],
         },
         { idempotencyKey: key },
       ));
@@ -60,6 +62,7 @@ export async function refund(state: FiatRailState, request: RefundParams): Promi
     attemptId: null,
     amount: BigInt(created.amount),
   });
+  const fee = held.objectId === created.id ? refundFee(state, created.id, created.balance_transaction) : null;
   return {
     ok: true,
     refund: {
@@ -68,6 +71,7 @@ export async function refund(state: FiatRailState, request: RefundParams): Promi
       status: created.status ?? "pending",
       amount: held.amount,
       created: held.objectId === created.id,
+      ...(fee === null ? {} : { fee }),
     },
   };
 }
@@ -77,7 +81,11 @@ async function refundMadeBefore(
   state: FiatRailState,
   request: RefundParams,
 ): Promise<Stripe.Refund | undefined> {
-  for await (const made of state.stripe.refunds.list({ payment_intent: request.paymentIntentId, limit: 100 }))
+  for await (const made of state.stripe.refunds.list({
+    payment_intent: request.paymentIntentId,
+    limit: 100,
+    expand: ["data.balance_transaction"],
+  }))
     if (made.metadata?.switchyard_refund_id === request.refundId) return made;
   return undefined;
 }
@@ -122,11 +130,16 @@ export async function refundReceived(
     };
   }
   const evidence = { rail: "fiat", pspId: result.refund.stripeRefundId } as const;
-  let { status } = result.refund;
-  // Found again by its key (a retry): Stripe is asked how that refund stands, never to refund again.
+  let { status, fee } = result.refund;
+  // Found again by its key (a retry): Stripe is asked how that refund stands, never to refund again; the one read
+  // tells its fee too.
   if (status === "recorded") {
     try {
-      status = (await state.stripe.refunds.retrieve(result.refund.stripeRefundId)).status ?? "pending";
+      const read = await state.stripe.refunds.retrieve(result.refund.stripeRefundId, {
+        expand: ["balance_transaction"],
+      });
+      status = read.status ?? "pending";
+      fee = refundFee(state, read.id, read.balance_transaction) ?? undefined;
     } catch (error) {
       // The refund exists: unread now, it is in flight, and its end arrives by webhook.
       state.logger.warn({ err: translateStripeError(error) }, "a recorded refund could not be read back");
@@ -138,42 +151,46 @@ export async function refundReceived(
   if (status === "succeeded") {
     // Stripe's fee for it is booked as Stripe's other fees are, under the refund's fee id (bookRefundFee), which its
     // webhook books too: as the refund's `fee` (booked under our refund's own ids) it would be booked twice.
-    await bookRefundFee(state, request, result.refund.stripeRefundId);
+    if (fee !== undefined) bookRefundFee(state, request, result.refund.stripeRefundId, fee);
     return { status: "succeeded", evidence, fee: 0n };
   }
   return { status: "in_flight", evidence };
 }
 
 /**
- * Books what Stripe took for (or gave back with) the succeeded refund `stripeRefundId`: its balance transaction's fee,
+ * Books `fee`, what Stripe took for (or gave back with) the succeeded refund `stripeRefundId` as its answer told it,
  * under the refund's fee id (refundFeeIds), told to the settlement as a fee of the invoice's money, as the refund's
- * webhook tells it (events.ts toRailEvent): booked once, whichever comes first. Never in the refund's way: a fee not
- * read or not booked now (Stripe not answering, a restricted key that may not read refunds) is logged, and booked when
- * the refund's webhook comes. Before, a refund's fee was taken for 0.
+ * webhook tells it (events.ts toRailEvent): booked once, whichever comes first, by that id. Never in the refund's way:
+ * not awaited, so the refund is finished (its Stripe id recorded, for its webhook to find) as soon as Stripe answered,
+ * and a booking that fails is logged, its webhook booking it then. Before, a refund's fee was taken for 0; and then read
+ * with one more request before the refund was finished, which a slow Stripe held back (its webhook, arriving
+ * meanwhile, was refused for want of the refund's id).
  */
-async function bookRefundFee(
+function bookRefundFee(
   state: FiatRailState,
   request: ReceivedRefund,
   stripeRefundId: string,
-): Promise<void> {
+  fee: bigint,
+): void {
   const handler = state.handler;
-  try {
-    if (handler === null) throw new FiatRailError("the rail's handler is not set");
-    const { fee } = await refundFees(state, stripeRefundId);
-    if (fee === 0n) return;
-    await handler({
-      kind: "fee",
-      reference: request.reference,
-      // The invoice's money, as it came in: the fee is booked only for an invoice paid on this rail by this intent.
-      evidence: { rail: "fiat", pspId: request.railReference },
-      fees: [{ id: refundFeeIds(stripeRefundId).fee, amount: fee }],
-    });
-  } catch (error) {
-    state.logger.warn(
-      { err: error, refund: request.id, stripeRefund: stripeRefundId },
-      "Stripe's fee for a refund is not booked now; the refund's webhook books it",
-    );
-  }
+  if (fee === 0n || handler === null) return;
+  const booking = handler({
+    kind: "fee",
+    reference: request.reference,
+    // The invoice's money, as it came in: the fee is booked only for an invoice paid on this rail by this intent.
+    evidence: { rail: "fiat", pspId: request.railReference },
+    fees: [{ id: refundFeeIds(stripeRefundId).fee, amount: fee }],
+  }).then(
+    () => undefined,
+    (error: unknown) =>
+      state.logger.warn(
+        { err: error, refund: request.id, stripeRefund: stripeRefundId },
+        "Stripe's fee for a refund is not booked now; the refund's webhook books it",
+      ),
+  );
+  // The rail's stop waits for it, so that it is not cut off with the database.
+  state.feeBookings.add(booking);
+  void booking.finally(() => state.feeBookings.delete(booking));
 }
 
 /** A request failure of this rail in the contract's closed set (the fiat-only codes are refusals of the request). */

@@ -94,7 +94,15 @@ export type RefundParams = {
 export type RefundResult =
   | {
       ok: true;
-      refund: { refundId: string; stripeRefundId: string; status: string; amount: bigint; created: boolean };
+      refund: {
+        refundId: string;
+        stripeRefundId: string;
+        status: string;
+        amount: bigint;
+        created: boolean;
+        /** Its balance transaction's fee, as Stripe's answer told it (refundFee); absent when it did not. */
+        fee?: bigint;
+      };
     }
   | { ok: false; failure: FiatRequestFailure };
 
@@ -116,6 +124,11 @@ export interface FiatRail extends Rail {
    * under the payout's id (events.ts platformPayoutHandReference; settlement/reconciliation.ts CapitalBookedByHand).
    */
   capitalHandReference(reference: string): string | null;
+  /**
+   * The capital movement the rail books itself that the operator's booking by hand under `reference` stands for: a
+   * payout's taking for the payout's id, sharing its ledger id (events.ts platformPayoutEventReference).
+   */
+  capitalEventReference(reference: string): string | null;
   /** Reads balance and health now (start() does this, then every snapshotRefreshMs). */
   refresh(): Promise<void>;
   health(): FiatHealth;

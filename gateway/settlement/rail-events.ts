@@ -112,9 +112,9 @@ async function applyMoney(deps: RailEventDeps, rail: string, event: RailEvent): 
  * them. They are booked once the clearing account holds them (reconciliation.ts applyParkedRailCapital). A reference
  * booked before as another movement (by hand) is only logged: no delivery would mend that. One the operator booked by
  * hand under the provider's own name for it (a Stripe payout's taking under its po_…, as before the gateway booked
- * payouts) is not booked again; a hand booking under that name of another movement is logged, and the rail's is
- * booked all the same. The provider's fee for the movement (an Instant Payout's) is booked as the rail's fees are,
- * whatever became of the movement: it was taken.
+ * payouts; one booking with the rail's, by its ledger id) is not booked again; a hand booking under that name of
+ * another movement is logged, and the rail's is booked all the same, beside it. The provider's fee for the movement
+ * (an Instant Payout's) is booked as the rail's fees are, whatever became of the movement: it was taken.
  */
 async function applyCapital(
   deps: RailEventDeps,

@@ -23,13 +23,16 @@
 // payouts in flight holding them) is kept (table rail_capital_parked) rather than refused back to the rail: a provider
 // stops redelivering after a while (Stripe after 3 days), and the movement would then never be booked. It is booked
 // once the clearing account holds it: right after the operator books capital in on the rail, and by a periodic pass
-// (`applyParkedRailCapital`). One the operator booked by hand first under the provider's own name for it (a Stripe
-// payout's taking under its po_…, as operators did before the gateway booked payouts: CapitalBookedByHand), the same
-// movement, is not booked again; read in the same ledger lookup as the rail's own references.
+// (`applyParkedRailCapital`). The operator's booking by hand under the provider's own name for one (a Stripe payout's
+// taking under its po_…, as operators did before the gateway booked payouts: CapitalBookedByHand) takes the rail's
+// booking's ledger id, so the two are one booking whichever comes first: the same movement by hand after the rail's is
+// that booking again, another is refused; the rail's after one by hand of another movement is booked beside it. One
+// booked by hand before under its own id is found in the same ledger lookup as the rail's own references.
 import {
   type Asset,
   assetByCode,
   assets,
+  formatAmount,
   type Logger,
   type ParseAmountError,
   parseAmount,
@@ -301,17 +304,34 @@ export async function bookRailCapital(
   if (!amount.ok)
     return refuse(amount.error, `"${params.amount}" is not a valid ${asset.code} amount`, "amount");
   const accounts = await capitalAccountsOf(deps, rail.id, asset);
-  const id = railCapitalLedgerId(rail.id, params.reference);
+  const at = { rail: rail.id, asset, clearingId: accounts.clearing.id, capitalId: accounts.capital.id };
+  const movement = { ...params, amount: amount.value };
+  const eventReference = asset.code === rail.asset.code ? eventReferenceOf(rail, params.reference) : null;
+  const id = await handLedgerId(deps, rail.id, params.reference, eventReference);
   const [result] = await deps.ledger.createTransfers([
-    capitalTransfer(rail.id, asset, accounts, { ...params, amount: amount.value }),
+    { ...capitalTransfer(rail.id, asset, accounts, movement), id },
   ]);
   const status = result?.status;
-  if (status?.startsWith("exists_with_different_") === true)
+  if (status?.startsWith("exists_with_different_") === true) {
+    const [booked] = await deps.ledger.lookupTransfers([id]);
+    // The rail's own booking of the movement this reference names (a Stripe payout's taking under its po_…): the same
+    // movement is that booking again, whatever its description; another is refused, the rail's standing.
+    if (booked !== undefined && eventReference !== null && booked.evidence?.reference !== params.reference) {
+      if (standsFor(booked, capitalTransfer(rail.id, asset, accounts, movement)))
+        return { ok: true, booking: bookingOf(booked, at), replayed: true };
+      const railsOwn = bookingOf(booked, at);
+      return refuse(
+        "capital_reference_reused",
+        `the reference "${params.reference}" names a movement rail "${rail.id}" books from its provider's events, booked as "${railsOwn.reference}": ${railsOwn.direction} ${formatAmount(railsOwn.amount, asset)} ${asset.code}, not this one; book another movement under a reference of your own`,
+        "reference",
+      );
+    }
     return refuse(
       "capital_reference_reused",
       `the reference "${params.reference}" booked another movement on rail "${rail.id}": send the same body to have that booking again, or use a new reference`,
       "reference",
     );
+  }
   if (status === "exceeds_debits")
     return refuse(
       "insufficient_liquidity",
@@ -335,16 +355,48 @@ export async function bookRailCapital(
   // becomes of that: one that fails now is left to the periodic pass, which tries it again and logs what it cannot do.
   if (status === "created" && params.direction === "in" && asset.code === rail.asset.code)
     await applyParkedRailCapital(deps, { rail: rail.id }).catch(() => undefined);
-  return {
-    ok: true,
-    booking: bookingOf(transfer, {
-      rail: rail.id,
-      asset,
-      clearingId: accounts.clearing.id,
-      capitalId: accounts.capital.id,
-    }),
-    replayed: status === "exists",
-  };
+  return { ok: true, booking: bookingOf(transfer, at), replayed: status === "exists" };
+}
+
+/** The movement the rail books itself that a booking by hand under `reference` stands for (CapitalBookedByHand). */
+function eventReferenceOf(rail: Rail, reference: string): string | null {
+  const eventReference = (rail as Partial<CapitalBookedByHand>).capitalEventReference;
+  if (eventReference === undefined) return null;
+  const named = eventReference.call(rail, reference);
+  return named === reference ? null : named;
+}
+
+/**
+ * The ledger id of the operator's booking by hand under `reference`: its own, or, for one that names a movement the
+ * rail books itself (`eventReference`), that booking's, so that the ledger's one id per transfer keeps the two from
+ * both being booked, whichever comes first and from whichever process (before, they had each their own id, and only
+ * a report of the rail after the booking by hand looked for it: one by hand after it, or at the same time, booked the
+ * movement twice). A booking by hand made under its own id before stays that booking: the same body again is it again.
+ */
+async function handLedgerId(
+  deps: ReconciliationDeps,
+  rail: string,
+  reference: string,
+  eventReference: string | null,
+): Promise<bigint> {
+  const own = railCapitalLedgerId(rail, reference);
+  if (eventReference === null) return own;
+  const [before] = await deps.ledger.lookupTransfers([own]);
+  return before === undefined ? railCapitalLedgerId(rail, eventReference) : own;
+}
+
+/**
+ * Whether `booked` is the movement `transfer` books, whatever its reference and description: the same accounts (so
+ * direction and asset), amount, ledger and code.
+ */
+function standsFor(booked: Transfer, transfer: TransferInput): boolean {
+  return (
+    booked.debitAccountId === transfer.debitAccountId &&
+    booked.creditAccountId === transfer.creditAccountId &&
+    booked.amount === transfer.amount &&
+    booked.ledger === transfer.ledger &&
+    booked.code === transfer.code
+  );
 }
 
 type CapitalAccounts = { readonly clearing: AccountRecord; readonly capital: AccountRecord };
@@ -431,6 +483,11 @@ function bookingOf(
 export type CapitalBookedByHand = {
   /** The reference the operator may have booked the reported movement `reference` under by hand; null: none. */
   capitalHandReference(reference: string): string | null;
+  /**
+   * The reported movement the operator's booking by hand under `reference` stands for (capitalHandReference the other
+   * way); null: none. The two share one ledger id (bookRailCapital).
+   */
+  capitalEventReference(reference: string): string | null;
 };
 
 /** A movement a rail reported beside the operator's booking by hand under its own name (CapitalBookedByHand). */
@@ -452,11 +509,21 @@ export type CapitalMovementsOutcome = {
 };
 
 /**
+ * The ledger id a movement the rail reported is booked under when the operator booked another movement by hand under
+ * its own id first (a Stripe payout's po_… of another amount or direction: bookRailCapital): the rail's is booked all
+ * the same, beside it. Only ever booked after its own id was found holding another movement, which it holds for good.
+ */
+export const railCapitalBesideHandLedgerId = (rail: string, reference: string): bigint =>
+  derivedLedgerId(`${rail}:${reference}`, "rail-capital-beside-hand");
+
+/**
  * Books the movements of the operator's capital a rail reported, each once per reference, in the rail's own asset:
  * those the ledger does not have yet in one write, a linked chain (all or none) in their order. So a payout's money
  * given back and taken (`in` then `out`) is booked at once: the clearing account never holds the amount given back
  * alone, for a reservation made meanwhile to take before its taking is booked. A chain the ledger refuses because
- * another delivery booked a member of it meanwhile is written again without that member.
+ * another delivery booked a member of it meanwhile is written again without that member. A movement's own id found
+ * holding the operator's booking by hand under the provider's name for it (bookRailCapital) is that booking when it
+ * is the same movement; another is booked beside it (railCapitalBesideHandLedgerId).
  */
 export async function bookRailCapitalMovements(
   deps: ReconciliationDeps,
@@ -473,11 +540,13 @@ export async function bookRailCapitalMovements(
   let left = params.movements.map((movement) => ({
     movement,
     id: railCapitalLedgerId(rail.id, movement.reference),
+    beside: false,
   }));
   const hand = handBookingsOf(rail, params.movements);
   // Each round books the rest, or finds one more member booked meanwhile (or booked as another movement). The first
-  // reads the operator's bookings by hand in the same lookup: a movement booked so is not booked again.
-  for (let round = 0; round <= params.movements.length; round += 1) {
+  // reads the operator's bookings by hand under their own ids (made before they took the rail's) in the same lookup.
+  // A movement may take a round more than once (found by hand under its id, then booked beside), hence the bound.
+  for (let round = 0; round <= 2 * params.movements.length; round += 1) {
     const found = await deps.ledger.lookupTransfers([
       ...left.map((each) => each.id),
       ...(round === 0 ? hand.map((each) => each.id) : []),
@@ -488,29 +557,52 @@ export async function bookRailCapitalMovements(
       handDiffers.push(...standing.handDiffers);
       left = left.filter((each) => !standing.byHand.some((booked) => booked.movement === each.movement));
     }
-    const booked = new Set(found.map((t) => t.id));
-    left = left.filter((each) => !booked.has(each.id));
+    left = left.flatMap((each) => {
+      const booked = found.find((transfer) => transfer.id === each.id);
+      if (booked === undefined) return [each];
+      if (each.beside) return [];
+      const same = standsFor(booked, capitalTransfer(rail.id, rail.asset, accounts, each.movement));
+      const reference = booked.evidence?.reference;
+      if (reference === undefined || reference === each.movement.reference) {
+        if (!same) reused.push(each.movement);
+        return [];
+      }
+      // The operator's booking by hand under the provider's name for it, under its id.
+      const byHandHere = { movement: each.movement, handReference: reference };
+      if (same) {
+        byHand.push(byHandHere);
+        return [];
+      }
+      handDiffers.push(byHandHere);
+      return [{ ...each, id: railCapitalBesideHandLedgerId(rail.id, each.movement.reference), beside: true }];
+    });
     if (left.length === 0) return done();
     const results = await deps.ledger.createTransfers(
-      left.map((each, index) =>
-        capitalTransfer(
+      left.map((each, index) => ({
+        ...capitalTransfer(
           rail.id,
           rail.asset,
           accounts,
           each.movement,
           index < left.length - 1 ? TransferFlags.linked : 0,
         ),
-      ),
+        id: each.id,
+      })),
     );
     const statuses = left.map((_, index) => results[index]?.status ?? "no result");
     if (statuses.every((status) => status === "created")) return done();
-    const other = left.filter((_, index) => statuses[index]!.startsWith("exists_with_different_"));
+    // Under its own id, the next round reads what holds it (booked as another movement, or by hand); beside a booking
+    // by hand, another movement is the rail's own of another amount: never booked.
+    const other = left.filter(
+      (each, index) => each.beside && statuses[index]!.startsWith("exists_with_different_"),
+    );
     if (other.length > 0) {
       reused.push(...other.map((each) => each.movement));
       left = left.filter((each) => !other.includes(each));
       continue;
     }
-    if (statuses.includes("exists")) continue;
+    if (statuses.some((status) => status === "exists" || status.startsWith("exists_with_different_")))
+      continue;
     if (statuses.includes("exceeds_debits")) return { ...done(), notHeld: left.map((each) => each.movement) };
     const refusal = statuses.find((status) => status !== "linked_event_failed");
     throw new SettlementInvariantError(
@@ -523,7 +615,7 @@ export async function bookRailCapitalMovements(
   );
 }
 
-/** The bookings by hand the rail says `movements` may have (CapitalBookedByHand), with their ledger ids. */
+/** The bookings by hand under their own ids the rail says `movements` may have (CapitalBookedByHand), with those ids. */
 function handBookingsOf(
   rail: Rail,
   movements: readonly RailCapitalMovement[],
@@ -556,16 +648,7 @@ function handBooked(
   for (const { id, ...each } of hand) {
     const booked = found.find((transfer) => transfer.id === id);
     if (booked === undefined) continue;
-    const same = capitalTransfer(rail.id, rail.asset, accounts, {
-      ...each.movement,
-      reference: each.handReference,
-    });
-    const stands =
-      booked.debitAccountId === same.debitAccountId &&
-      booked.creditAccountId === same.creditAccountId &&
-      booked.amount === same.amount &&
-      booked.ledger === same.ledger &&
-      booked.code === same.code;
+    const stands = standsFor(booked, capitalTransfer(rail.id, rail.asset, accounts, each.movement));
     (stands ? byHand : handDiffers).push(each);
   }
   return { byHand, handDiffers };

@@ -1,10 +1,21 @@
 // A proxy to stripe-mock that forwards every request, and for the ones `cut` names cuts the connection once the
 // upstream answered, so the caller never hears it: Stripe ran the request, its answer was lost. `answer` may
-// answer a request itself (what stripe-mock, which keeps nothing, cannot: a list holding an earlier transfer).
+// answer a request itself (what stripe-mock, which keeps nothing, cannot: a list holding an earlier transfer), or
+// refuse it as Stripe would (a ProxyAnswer: a restricted key's 403, a 404, a 500).
 import http from "node:http";
 import { freePort } from "../../scripts/lib/free-port.ts";
 
 export type CuttingProxy = { port: number; close(): Promise<void> };
+
+/** What `answer` returns for the proxy to answer with another status than 200 (Stripe's refusal of a request). */
+export class ProxyAnswer {
+  readonly status: number;
+  readonly body: unknown;
+  constructor(status: number, body: unknown) {
+    this.status = status;
+    this.body = body;
+  }
+}
 
 export async function startCuttingProxy(
   upstreamPort: number,
@@ -15,8 +26,9 @@ export async function startCuttingProxy(
     const own = answer(request.method ?? "", request.url ?? "");
     if (own !== null) {
       request.resume();
-      response.writeHead(200, { "content-type": "application/json" });
-      response.end(JSON.stringify(own));
+      const [status, body] = own instanceof ProxyAnswer ? [own.status, own.body] : [200, own];
+      response.writeHead(status, { "content-type": "application/json" });
+      response.end(JSON.stringify(body));
       return;
     }
     const chunks: Buffer[] = [];

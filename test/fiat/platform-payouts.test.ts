@@ -16,15 +16,17 @@ import { type App, createApp } from "../../gateway/app.ts";
 import { TransferFlags, transferCodes } from "../../gateway/ledger/index.ts";
 import {
   applyParkedRailCapital,
+  bookRailCapital,
   parkedRailCapitalPassMax,
   railCapitalLedgerId,
 } from "../../gateway/settlement/index.ts";
 import { railFeeFundingLedgerId, railFeeLedgerId } from "../../gateway/settlement/rail-fees.ts";
+import { railCapitalBesideHandLedgerId } from "../../gateway/settlement/reconciliation.ts";
 import { apiClient } from "../support/api.ts";
 import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 import { paidCardInvoice } from "./card-invoice.ts";
-import { startCuttingProxy } from "./cutting-proxy.ts";
+import { ProxyAnswer, startCuttingProxy } from "./cutting-proxy.ts";
 import { deliverStripeEvent, stripeMockEnv } from "./stripe-events.ts";
 
 const secret = "whsec_platform_payouts_test";
@@ -397,19 +399,34 @@ describe("a payout of the platform's Stripe balance to the operator's bank", () 
 
 // Before the gateway booked payouts from Stripe's events, the operator booked each by hand (POST
 // /v1/rails/fiat/capital), under the payout's own id: its events, delivered since, booked it a second time under
-// stripe_payout:<id>, the clearing account below Stripe's balance by the payout.
+// stripe_payout:<id>, the clearing account below Stripe's balance by the payout. And a payout booked by hand after its
+// events (or at the same time, from another process) was booked twice all the same: only the events looked for a
+// booking by hand, and the two had each their own ledger id. A booking by hand under a payout's id now takes the id of
+// the payout's booking from its events, so that the ledger holds one of the two, whichever comes first.
 describe("a payout the operator booked by hand under its id", () => {
-  /** The operator's booking by hand of `amount` (dollars) in `direction` under `reference`. */
-  const byHand = async (reference: string, direction: "in" | "out", amount: string) => {
-    const booked = await apiClient(a, operatorKey)("POST", "/v1/rails/fiat/capital", {
+  /** The operator's booking by hand of `amount` (dollars) in `direction` under `reference`, through process `app`. */
+  const bookByHand = (
+    reference: string,
+    direction: "in" | "out",
+    amount: string,
+    { app = a, description = "Stripe payout to the bank" }: { app?: App; description?: string } = {},
+  ) =>
+    apiClient(app, operatorKey)("POST", "/v1/rails/fiat/capital", {
       asset: "USD",
       direction,
       amount,
       reference,
-      description: "Stripe payout to the bank",
+      description,
     });
+  const byHand = async (reference: string, direction: "in" | "out", amount: string) => {
+    const booked = await bookByHand(reference, direction, amount);
     expect(booked.status, JSON.stringify(booked.body)).toBe(201);
+    expect(booked.headers["idempotent-replayed"]).toBeUndefined();
+    return booked;
   };
+  /** The rail's booking of payout `payoutId` beside one by hand of another movement under its id. */
+  const besideHand = async (payoutId: string) =>
+    (await a.ledger.lookupTransfers([railCapitalBesideHandLedgerId("fiat", `stripe_payout:${payoutId}`)]))[0];
 
   it("is not booked again by its events; a failed one's money back is booked from its failure", async () => {
     await funded("payout_by_hand");
@@ -421,7 +438,20 @@ describe("a payout the operator booked by hand under its id", () => {
     await deliver(a, payoutEvent("evt_po_by_hand_created", "payout.created", payout));
     await deliver(b, payoutEvent("evt_po_by_hand_paid", "payout.paid", payout));
     expect(await balances()).toEqual(afterHand);
-    expect(await bookingsOf("po_by_hand")).toEqual({ taken: undefined, returned: undefined });
+    // The payout's one booking is the operator's, under the id its events book it under.
+    const { taken, returned } = await bookingsOf("po_by_hand");
+    expect(taken).toMatchObject({
+      amount: 1200n,
+      evidence: { reference: "po_by_hand", detail: { description: "Stripe payout to the bank" } },
+    });
+    expect(returned).toBeUndefined();
+    expect(await besideHand("po_by_hand")).toBeUndefined();
+    // The operator's body again is that booking again.
+    const again = await bookByHand("po_by_hand", "out", "12.00");
+    expect(again.status, JSON.stringify(again.body)).toBe(201);
+    expect(again.headers["idempotent-replayed"]).toBe("true");
+    expect(again.body).toMatchObject({ reference: "po_by_hand", amount: "12.00" });
+    expect(await balances()).toEqual(afterHand);
 
     // Booked by hand when made, then failed: Stripe gave the amount back, which only its failure says.
     await byHand("po_by_hand_failed", "out", "8.00");
@@ -431,8 +461,98 @@ describe("a payout the operator booked by hand under its id", () => {
     );
     expect(await balances()).toEqual(afterHand);
     const failed = await bookingsOf("po_by_hand_failed");
-    expect(failed.taken).toBeUndefined();
+    expect(failed.taken).toMatchObject({ amount: 800n, evidence: { reference: "po_by_hand_failed" } });
     expect(failed.returned).toMatchObject({ amount: 800n });
+  });
+
+  it("is the payout's booking again when booked by hand after its events, and is refused as another movement", async () => {
+    await funded("payout_hand_after");
+    const before = await balances();
+    const afterPayout = { clearing: before.clearing - 1100n, capital: before.capital + 1100n };
+    await deliver(
+      a,
+      payoutEvent("evt_po_hand_after", "payout.paid", { payoutId: "po_hand_after", amount: 1100 }),
+    );
+    expect(await balances()).toEqual(afterPayout);
+
+    // The same movement, whatever its description: the payout's booking, answered as a replay.
+    const same = await bookByHand("po_hand_after", "out", "11.00", {
+      app: b,
+      description: "payout, by hand",
+    });
+    expect(same.status, JSON.stringify(same.body)).toBe(201);
+    expect(same.headers["idempotent-replayed"]).toBe("true");
+    expect(same.body).toMatchObject({
+      reference: "stripe_payout:po_hand_after",
+      direction: "out",
+      amount: "11.00",
+    });
+    expect(await balances()).toEqual(afterPayout);
+
+    // Another amount or direction under its id: refused, naming the payout's booking.
+    for (const [direction, amount] of [
+      ["out", "10.00"],
+      ["in", "11.00"],
+    ] as const) {
+      const other = await bookByHand("po_hand_after", direction, amount);
+      expect(other.status, JSON.stringify(other.body)).toBe(409);
+      expect(other.body.error).toMatchObject({ code: "capital_reference_reused", param: "reference" });
+      expect(other.body.error.message).toContain("books from its provider's events");
+      expect(other.body.error.message).toContain('"stripe_payout:po_hand_after": out 11.00 USD');
+    }
+    expect(await balances()).toEqual(afterPayout);
+  });
+
+  it("is booked once when the operator books it by hand while its event is delivered to another process", async () => {
+    await funded("payout_hand_race");
+    const before = await balances();
+    const paid = payoutEvent("evt_po_hand_race", "payout.paid", { payoutId: "po_hand_race", amount: 700 });
+    const [hand] = await Promise.all([
+      bookByHand("po_hand_race", "out", "7.00", { app: b }),
+      deliver(a, paid),
+    ]);
+    expect(hand.status, JSON.stringify(hand.body)).toBe(201);
+    await deliver(b, { ...paid, id: "evt_po_hand_race_again" });
+    expect(await balances()).toEqual({ clearing: before.clearing - 700n, capital: before.capital + 700n });
+    expect((await bookingsOf("po_hand_race")).taken).toMatchObject({ amount: 700n });
+    expect(await besideHand("po_hand_race")).toBeUndefined();
+  });
+
+  it("finds one booked by hand under its own id before the two shared one, and answers its body again with it", async () => {
+    await funded("payout_hand_legacy");
+    const before = await balances();
+    const afterHand = { clearing: before.clearing - 600n, capital: before.capital + 600n };
+    // As a gateway of before booked it: the fiat rail naming no payout for a reference of the operator's.
+    const fiat = a.payments.rails.get("fiat")!;
+    const older = await bookRailCapital(
+      { ...a.payments, rails: new Map([["fiat", { ...fiat, capitalEventReference: () => null }]]) },
+      {
+        rail: "fiat",
+        asset: "USD",
+        direction: "out",
+        amount: "6.00",
+        reference: "po_hand_legacy",
+        description: null,
+      },
+    );
+    expect(older).toMatchObject({ ok: true, replayed: false });
+    expect(older.ok && older.booking.transferId).toBe(railCapitalLedgerId("fiat", "po_hand_legacy"));
+    expect(await balances()).toEqual(afterHand);
+
+    await deliver(
+      b,
+      payoutEvent("evt_po_hand_legacy", "payout.created", { payoutId: "po_hand_legacy", amount: 600 }),
+    );
+    const again = await apiClient(a, operatorKey)("POST", "/v1/rails/fiat/capital", {
+      asset: "USD",
+      direction: "out",
+      amount: "6.00",
+      reference: "po_hand_legacy",
+    });
+    expect(again.status, JSON.stringify(again.body)).toBe(201);
+    expect(again.headers["idempotent-replayed"]).toBe("true");
+    expect(await balances()).toEqual(afterHand);
+    expect(await bookingsOf("po_hand_legacy")).toEqual({ taken: undefined, returned: undefined });
   });
 
   it("books its own taking beside a booking by hand under its id of another movement (another amount, the other way)", async () => {
@@ -440,10 +560,12 @@ describe("a payout the operator booked by hand under its id", () => {
     const before = await balances();
     await byHand("po_by_hand_less", "out", "5.00");
     await byHand("po_by_hand_in", "in", "3.00");
-    await deliver(
-      a,
-      payoutEvent("evt_po_by_hand_less", "payout.paid", { payoutId: "po_by_hand_less", amount: 900 }),
-    );
+    const less = payoutEvent("evt_po_by_hand_less", "payout.paid", {
+      payoutId: "po_by_hand_less",
+      amount: 900,
+    });
+    await deliver(a, less);
+    await deliver(b, { ...less, id: "evt_po_by_hand_less_again" });
     await deliver(
       a,
       payoutEvent("evt_po_by_hand_in", "payout.paid", { payoutId: "po_by_hand_in", amount: 300 }),
@@ -453,8 +575,18 @@ describe("a payout the operator booked by hand under its id", () => {
       clearing: before.clearing - 500n + 300n - 900n - 300n,
       capital: before.capital + 500n - 300n + 900n + 300n,
     });
-    expect((await bookingsOf("po_by_hand_less")).taken).toMatchObject({ amount: 900n });
-    expect((await bookingsOf("po_by_hand_in")).taken).toMatchObject({ amount: 300n });
+    expect((await bookingsOf("po_by_hand_less")).taken).toMatchObject({
+      amount: 500n,
+      evidence: { reference: "po_by_hand_less" },
+    });
+    expect(await besideHand("po_by_hand_less")).toMatchObject({
+      amount: 900n,
+      evidence: { reference: "stripe_payout:po_by_hand_less", detail: { direction: "out" } },
+    });
+    expect(await besideHand("po_by_hand_in")).toMatchObject({
+      amount: 300n,
+      evidence: { detail: { direction: "out" } },
+    });
   });
 
   it("leaves a kept one unbooked when the operator books it by hand meanwhile, and keeps it no more", async () => {
@@ -468,7 +600,10 @@ describe("a payout the operator booked by hand under its id", () => {
     await byHand("po_kept_by_hand", "out", formatAmount(BigInt(payout.amount), assets.USD));
     expect(await parkedPass(b)).toEqual({ booked: 1, waiting: 0 });
     expect(await parked()).toEqual([]);
-    expect(await bookingsOf("po_kept_by_hand")).toEqual({ taken: undefined, returned: undefined });
+    expect((await bookingsOf("po_kept_by_hand")).taken).toMatchObject({
+      evidence: { reference: "po_kept_by_hand" },
+    });
+    expect(await besideHand("po_kept_by_hand")).toBeUndefined();
     expect(await balances()).toEqual({
       clearing: before.clearing + 2500n - BigInt(payout.amount),
       capital: before.capital + BigInt(payout.amount),
@@ -658,6 +793,44 @@ describe("a payout whose fee Stripe does not tell", () => {
       clearing: before.clearing - 1200n,
       capital: before.capital + 1200n - 12n,
       fee: before.fee + 12n,
+    });
+  });
+});
+
+describe("a payout whose fee Stripe refuses to tell", () => {
+  it("books its amount and answers the event applied: refused, it would fail for as long as Stripe delivers it", async () => {
+    // A restricted key that may not read payouts: GET /v1/payouts/:id is refused 403, every time.
+    const proxy = await startCuttingProxy(
+      inject("stripeMockPort"),
+      () => false,
+      (method, url) =>
+        method === "GET" && new URL(url, "http://stripe").pathname.startsWith("/v1/payouts/")
+          ? new ProxyAnswer(403, {
+              error: {
+                type: "invalid_request_error",
+                message:
+                  "The provided key 'rk_test_***' does not have the required permissions for this endpoint.",
+              },
+            })
+          : null,
+    );
+    const c = await createApp(testConfig({ ...env, STRIPE_API_PORT: String(proxy.port) }));
+    onTestFinished(async () => {
+      await c.close();
+      await proxy.close();
+    });
+    await funded("payout_fee_refused");
+    const before = { ...(await balances()), fee: await railBalance("fee") };
+    const paid = payoutEvent("evt_po_fee_refused", "payout.paid", {
+      payoutId: "po_fee_refused",
+      amount: 1300,
+      method: "instant",
+    });
+    expect(await deliver(c, paid)).toEqual({ received: true, outcome: "applied" });
+    expect({ ...(await balances()), fee: await railBalance("fee") }).toEqual({
+      clearing: before.clearing - 1300n,
+      capital: before.capital + 1300n,
+      fee: before.fee,
     });
   });
 });

@@ -17,7 +17,7 @@ import { apiClient } from "../support/api.ts";
 import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 import { openCardInvoice, payCardInvoice } from "./card-invoice.ts";
-import { startCuttingProxy } from "./cutting-proxy.ts";
+import { ProxyAnswer, startCuttingProxy } from "./cutting-proxy.ts";
 import { deliverStripeEvent, stripeEvents, stripeMockEnv, twoStripeMockGateways } from "./stripe-events.ts";
 
 const secret = "whsec_psp_fees_test";
@@ -269,17 +269,22 @@ describe("Stripe's fees", () => {
 
 // A refund's fee is on its balance transaction: 0 for most cards in the US, more where a refund costs a fee, less than 0
 // where Stripe gives part of the payment's processing fee back. No event carries it, so it is read (GET
-// /v1/refunds/:id): when the API's refund succeeds, and when a refund's event is delivered. Before, it was taken for 0.
+// /v1/refunds/:id) when a refund's event is delivered; the API's refund has it in Stripe's answer (its balance
+// transaction expanded), read with no request more. Before, it was taken for 0.
 describe("a Stripe refund's fee", () => {
   /**
    * What Stripe's refunds' balance transactions say, by refund id: its fee, and its failure's when it failed.
    * stripe-mock's all say 0, so the proxy in front of it answers GET /v1/refunds/:id itself: a refund named here as
-   * told, another (the one the API makes, whose id stripe-mock picks) with `othersFee` when it is set. One in `untold`
-   * is not answered (an outage; a restricted key that may not read refunds).
+   * told, another (one the API made) with `othersFee` when it is set; and while `othersFee` is set, it makes the API's
+   * refunds itself (POST /v1/refunds), each a new id, with that fee. One in `untold` is not answered (an outage), one in
+   * `refused` is answered with Stripe's refusal. `reads` lists the refunds read (GET /v1/refunds/:id), in order.
    */
   const fees = new Map<string, { fee: number; failureFee?: number }>();
   let othersFee: number | null = null;
   const untold = new Set<string>();
+  const refused = new Map<string, ProxyAnswer>();
+  const reads: string[] = [];
+  let made = 0;
   let c: App;
   let d: App;
   let closeProxy: () => Promise<void>;
@@ -314,10 +319,20 @@ describe("a Stripe refund's fee", () => {
       inject("stripeMockPort"),
       (method, url) => method === "GET" && untold.has(refundOf(url) ?? ""),
       (method, url) => {
+        if (
+          method === "POST" &&
+          new URL(url, "http://stripe").pathname === "/v1/refunds" &&
+          othersFee !== null
+        ) {
+          made += 1;
+          return refundAnswer(`re_api_${made}`, { fee: othersFee });
+        }
         const id = refundOf(url);
-        if (method !== "GET" || id === undefined || untold.has(id)) return null;
+        if (method !== "GET" || id === undefined) return null;
+        reads.push(id);
+        if (untold.has(id)) return null;
         const told = fees.get(id) ?? (othersFee === null ? undefined : { fee: othersFee });
-        return told === undefined ? null : refundAnswer(id, told);
+        return refused.get(id) ?? (told === undefined ? null : refundAnswer(id, told));
       },
     );
     closeProxy = proxy.close;
@@ -351,17 +366,19 @@ describe("a Stripe refund's fee", () => {
     onTestFinished(() => {
       othersFee = null;
     });
+    const readBefore = reads.length;
     const refund = await apiClient(c)("POST", "/v1/refunds", { invoice: invoiceId, amount: "10.00" });
     expect(refund.status, JSON.stringify(refund.body)).toBe(201);
     expect(refund.body).toMatchObject({ status: "succeeded", fee: "0.00" });
     const stripeRefundId: string = refund.body.rail_reference;
+    // Its fee came with Stripe's answer: the refund was finished without asking Stripe again (which held it back, and
+    // its webhook with it, as long as Stripe took to answer).
+    expect(reads.slice(readBefore)).toEqual([]);
     // Stripe took 10.00 and its 0.40 fee: the fee from the clearing account into the fee account, funded by the
-    // operator's capital, as Stripe's other fees are.
-    expect(await balances()).toEqual({
-      clearing: before.clearing - 1000n,
-      fee: before.fee + 40n,
-      capital: before.capital - 40n,
-    });
+    // operator's capital, as Stripe's other fees are (booked beside the refund, not before it is finished).
+    await expect
+      .poll(balances)
+      .toEqual({ clearing: before.clearing - 1000n, fee: before.fee + 40n, capital: before.capital - 40n });
     const feeId = `stripe_refund_fee:${stripeRefundId}`;
     const [taken, funded] = await c.ledger.lookupTransfers([
       railFeeLedgerId("fiat", feeId),
@@ -450,6 +467,88 @@ describe("a Stripe refund's fee", () => {
       clearing: before.clearing - 1000n,
       fee: before.fee + 50n,
       capital: before.capital - 50n,
+    });
+  });
+
+  it("reads a refund asked again once, and books its fee from that one answer", async () => {
+    const { invoiceId, intentId, pay } = await cardInvoice("refund_fee_asked_again", { app: c });
+    await pay();
+    const before = await balances();
+    othersFee = 25;
+    onTestFinished(() => {
+      othersFee = null;
+    });
+    // As the gateway asks the rail for a refund, and again when it did not learn how the first ask ended.
+    const rail = c.payments.rails.get("fiat")!;
+    const request = {
+      id: "rfd_fee_asked_again",
+      reference: invoiceId,
+      railReference: intentId,
+      amount: 1000n,
+    };
+    const first = await rail.refundReceived!(request);
+    expect(first).toMatchObject({ status: "succeeded", fee: 0n });
+    const stripeRefundId =
+      first.status === "succeeded" && "pspId" in first.evidence ? first.evidence.pspId : null;
+    const readBefore = reads.length;
+    expect(await rail.refundReceived!(request)).toEqual(first);
+    // Stripe is asked how the refund stands once, and that answer tells its fee: not read a second time for it.
+    expect(reads.slice(readBefore)).toEqual([stripeRefundId]);
+    // The fee alone (the rail's refund is not the gateway's here): taken from the clearing account, funded by the
+    // operator's capital, once.
+    await expect
+      .poll(balances)
+      .toEqual({ clearing: before.clearing, fee: before.fee + 25n, capital: before.capital - 25n });
+  });
+
+  it("takes a refund's money and answers its event when Stripe refuses to tell its fee for good, and refuses it when Stripe fails", async () => {
+    const refusals = {
+      // A restricted key that may not read refunds.
+      re_fee_forbidden: new ProxyAnswer(403, {
+        error: {
+          type: "invalid_request_error",
+          message: "The provided key 'rk_test_***' does not have the required permissions for this endpoint.",
+        },
+      }),
+      re_fee_missing: new ProxyAnswer(404, {
+        error: {
+          type: "invalid_request_error",
+          code: "resource_missing",
+          param: "id",
+          message: "No such refund: 're_fee_missing'",
+        },
+      }),
+    };
+    for (const [refundId, refusal] of Object.entries(refusals)) {
+      const { intentId, pay } = await cardInvoice(`refund_${refundId}`, { app: c });
+      await pay();
+      const before = await balances();
+      fees.set(refundId, { fee: 45 });
+      refused.set(refundId, refusal);
+      // Done for Stripe: refused, it would come back refused for the 3 days Stripe tries it, and Stripe would warn of
+      // (and at last disable) the endpoint, payments' and disputes' events with it.
+      await deliver(c, refundCreated(`evt_${refundId}`, refundId, intentId));
+      expect(await balances(), refundId).toEqual({ ...before, clearing: before.clearing - 1000n });
+    }
+
+    // Stripe failing itself may answer when asked again: refused, for Stripe to deliver the event again.
+    const { intentId, pay } = await cardInvoice("refund_fee_stripe_failed", { app: c });
+    await pay();
+    const before = await balances();
+    fees.set("re_fee_stripe_failed", { fee: 45 });
+    refused.set(
+      "re_fee_stripe_failed",
+      new ProxyAnswer(500, { error: { type: "api_error", message: "An unknown error occurred" } }),
+    );
+    const created = refundCreated("evt_refund_fee_stripe_failed", "re_fee_stripe_failed", intentId);
+    expect((await deliverStripeEvent(c, created, { secret })).status).toBe(500);
+    expect(await balances()).toEqual({ ...before, clearing: before.clearing - 1000n });
+    refused.delete("re_fee_stripe_failed");
+    await deliver(c, created);
+    expect(await balances()).toEqual({
+      clearing: before.clearing - 1000n,
+      fee: before.fee + 45n,
+      capital: before.capital - 45n,
     });
   });
 });
