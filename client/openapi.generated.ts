@@ -5925,7 +5925,8 @@ export interface paths {
                         scopes?: ("read" | "payments" | "invoices" | "accounts" | "webhooks" | "keys")[];
                         /** @enum {string} */
                         mode?: "test" | "live";
-                        api_version?: string;
+                        /** @enum {string} */
+                        api_version?: "2026-11-23";
                     } | null;
                 };
             };

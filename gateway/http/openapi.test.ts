@@ -9,6 +9,7 @@ import { assets, decimalDigitsMax, isStorableText, parseAmount } from "../../cor
 import { buildBareServer } from "../../test/support/bare-server.ts";
 import { tenantAccountAssets } from "../accounts/index.ts";
 import { isPaywallResource, paywallResourceLengthMax, paywallResourcePattern } from "../paywall/index.ts";
+import { apiVersions } from "../tenants/index.ts";
 import { errorStatus } from "./errors.ts";
 import {
   errorSchemaName,
@@ -20,6 +21,7 @@ import {
 import { createPaywallBody, updatePaywallBody } from "./resources/paywalls.ts";
 import {
   assetCodes,
+  destinationSchema,
   documentedAlso,
   documentedHeaders,
   errorView,
@@ -283,6 +285,66 @@ describe("the gateway's OpenAPI document", () => {
     const body = (document.paths["/v1/refunds"]!.post!.requestBody as any).content["application/json"].schema;
     expect(body.oneOf).toEqual([{ required: ["invoice"] }, { required: ["payment"] }]);
     expect(Object.keys(body.properties)).toEqual(expect.arrayContaining(["invoice", "payment"]));
+  });
+
+  it("lists the API versions a key may be pinned to, where a key is made", () => {
+    // The route refuses another (api_version_invalid); the document gave any text of 32 characters, so a fuzzer's
+    // was a schema-valid request refused.
+    const body = (document.paths["/v1/api_keys"]!.post!.requestBody as any).content["application/json"]
+      .schema;
+    const object = (body.anyOf ?? [body]).find((option: any) => option.type === "object");
+    expect(object.properties.api_version.enum).toEqual(apiVersions.map((entry) => entry.version));
+  });
+
+  it("gives a Lightning Address's shape as the route checks it: its length, both cases, a port up to 65535", () => {
+    // The document said a domain of any length, lower case only, and a port up to 99999, where the route refused a
+    // domain past 253 characters and a port past 65535 (a fuzzer's schema-valid addresses were refused).
+    const addresses: { type: string; address: { pattern: string; maxLength: number } }[] = [];
+    const walk = (value: unknown): void => {
+      if (Array.isArray(value)) value.forEach(walk);
+      else if (value !== null && typeof value === "object") {
+        const properties = (value as any).properties;
+        if (properties?.type?.enum?.[0] === "lightning_address") addresses.push(properties);
+        Object.values(value).forEach(walk);
+      }
+    };
+    for (const [, , operation] of operationsOf(document))
+      walk((operation.requestBody as any)?.content?.["application/json"]?.schema);
+    // A payment's and a quote's destination, a payee's method where it is made and where it is changed.
+    expect(addresses).toHaveLength(4);
+    const [first] = addresses;
+    for (const { address } of addresses) expect(address).toEqual(first!.address);
+    const pattern = new RegExp(first!.address.pattern);
+    const documented = (text: string) => pattern.test(text) && text.length <= first!.address.maxLength;
+    const checked = (text: string) =>
+      destinationSchema.safeParse({ type: "lightning_address", address: text }).success;
+    const label = (length: number) => "d".repeat(length);
+    // A domain of 252 characters, the longest an address of 254 holds.
+    const longest = `${label(63)}.${label(63)}.${label(63)}.${label(60)}`;
+    const samples: [string, boolean][] = [
+      ["alice@example.com", true],
+      ["Alice@Pay.Example.COM", true],
+      [`${"a".repeat(64)}@example.com`, true],
+      [`${"a".repeat(65)}@example.com`, false],
+      ["a@localhost:8080", true],
+      ["a@example.com:65535", true],
+      ["a@example.com:00080", true],
+      ["a@example.com:65536", false],
+      ["a@example.com:99999", false],
+      ["a@1.2.3.4", true],
+      [`a@${longest}`, true],
+      [`ab@${longest}`, false],
+      [`a@${longest}.dd`, false],
+      ["a@-example.com", false],
+      ["a@", false],
+      ["@example.com", false],
+    ];
+    for (const [text, valid] of samples) {
+      expect([text, checked(text)]).toEqual([text, valid]);
+      expect([text, documented(text)]).toEqual([text, valid]);
+    }
+    // The one refusal the document leaves unsaid: a last label of digits that is no IPv4 address.
+    expect([documented("a@example.123"), checked("a@example.123")]).toEqual([true, false]);
   });
 
   it("lists the asset codes wherever a request names an asset", () => {

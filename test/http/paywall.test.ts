@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { assets, silentLogger } from "../../core/index.ts";
 import { buildExampleApp } from "../../examples/paywall-fastify.ts";
 import { type App, createApp } from "../../gateway/app.ts";
+import { withoutNul } from "../../gateway/http/schemas.ts";
 import {
   createPaywall,
   createPaywallService,
@@ -213,6 +214,45 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       expect(codes(path, "post", "400")).toEqual(
         expect.arrayContaining(["account_not_found", "asset_mismatch"]),
       );
+  });
+
+  it("says of every text a request's body, query or path may hold that it holds no NUL, as every route refuses one", async () => {
+    // text-safety.ts refuses a NUL anywhere in a request before it is validated: a text the document left open was a
+    // fuzzer's schema-valid request refused (schemathesis: a verdict's URL, raw_headers and header names, an x402
+    // payload's keys). Each says so with a pattern (the shared one when it has none of its own), a format or a list.
+    const document = (await app.server.inject({ method: "GET", url: "/openapi.json" })).json();
+    const open: string[] = [];
+    const walk = (schema: any, where: string): void => {
+      if (schema === null || typeof schema !== "object") return;
+      if (typeof schema.$ref === "string") {
+        walk(document.components.schemas[schema.$ref.replace("#/components/schemas/", "")], where);
+        return;
+      }
+      const said = ["pattern", "format", "enum", "const"].some((keyword) => keyword in schema);
+      if ([schema.type].flat().includes("string") && !said) open.push(where);
+      for (const [name, inner] of Object.entries<any>(schema.properties ?? {}))
+        walk(inner, `${where}.${name}`);
+      walk(schema.propertyNames, `${where}.<name>`);
+      walk(schema.additionalProperties, `${where}.<value>`);
+      walk(schema.items, `${where}[]`);
+      for (const keyword of ["anyOf", "oneOf", "allOf"])
+        for (const inner of schema[keyword] ?? []) walk(inner, where);
+    };
+    let walked = 0;
+    for (const [path, methods] of Object.entries<any>(document.paths))
+      for (const [method, operation] of Object.entries<any>(methods)) {
+        // A header cannot carry a NUL (Node refuses the request before any route).
+        for (const parameter of operation.parameters ?? [])
+          if (parameter.in !== "header") walk(parameter.schema, `${method} ${path} ${parameter.name}`);
+        walk(operation.requestBody?.content?.["application/json"]?.schema, `${method} ${path}`);
+        walked += 1;
+      }
+    expect(open).toEqual([]);
+    expect(walked).toBeGreaterThan(40);
+    const verdict =
+      document.paths["/v1/paywall_verdicts"].post.requestBody.content["application/json"].schema;
+    expect(verdict.properties.raw_headers.items.pattern).toBe(withoutNul.source);
+    expect(verdict.properties.headers.propertyNames.pattern).toBe(withoutNul.source);
   });
 
   it("refuses bad paywalls with a stable code and writes nothing", async () => {

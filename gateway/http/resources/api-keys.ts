@@ -16,6 +16,7 @@ import {
   type ApiKeyRow,
   apiKeyColumns,
   apiKeyOfRow,
+  apiVersions,
   currentApiVersion,
   getApiKey,
   isApiVersion,
@@ -72,8 +73,13 @@ export const createApiKeyBody = z
     scopes: scopesSchema.optional(),
     /** The deployment's mode (default): test on a development deployment, live on a production one. */
     mode: z.enum(["test", "live"]).optional(),
-    /** The API version the key is pinned to; default: the current one. */
-    api_version: z.string().max(32).optional(),
+    /**
+     * The API version the key is pinned to; default: the current one. The document lists the versions; another is
+     * the route's to refuse (api_version_invalid), not a parse error.
+     */
+    api_version: documented(z.string().max(32), {
+      enum: apiVersions.map((entry) => entry.version),
+    }).optional(),
   })
   .nullish(); // a POST without a body is one with every default
 

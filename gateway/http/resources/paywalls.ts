@@ -172,13 +172,16 @@ export function presentPaywall(paywall: Paywall): PaywallView {
 // A header line, [name, value]: an array of two strings rather than a tuple, whose JSON Schema (prefixItems) tools
 // reading the document as OpenAPI 3.0 (schemathesis among them) cannot take.
 const headerLine = z.array(z.string()).length(2);
-const verdictBody = z.strictObject({
+// The request's text is storable as every body's is (text-safety.ts refuses a NUL on every route): said here too, so
+// that the document does not offer a URL or header holding one.
+const headerText = () => storable(z.string().max(16_384));
+export const verdictBody = z.strictObject({
   method: z.string().regex(/^[A-Z]{1,16}$/),
-  url: z.string().min(1).max(8_192),
+  url: storable(z.string().min(1).max(8_192)),
   headers: z
-    .record(z.string().max(256), z.union([z.string().max(16_384), z.array(z.string().max(16_384)).max(16)]))
+    .record(storable(z.string().max(256)), z.union([headerText(), z.array(headerText()).max(16)]))
     .refine((headers) => Object.keys(headers).length <= 128, "at most 128 headers"),
-  raw_headers: z.array(z.string().max(16_384)).max(256).optional(),
+  raw_headers: z.array(headerText()).max(256).optional(),
 });
 const verdictView = z.union([
   z.object({ verdict: z.literal("free") }),

@@ -34,17 +34,21 @@ import {
 } from "../../x402/index.ts";
 import { tenantOf } from "../auth.ts";
 import { ApiError } from "../errors.ts";
-import { documentedHeaders, errorView } from "../schemas.ts";
+import { documentedHeaders, errorView, storable } from "../schemas.ts";
 
 export type X402RoutesOptions = { x402: X402Deps; accounts: AccountCache };
 
 /** The header that names the account credited with what the facilitator settles. */
 export const creditAccountHeader = "switchyard-account";
 
+// The payload and requirements are the x402 protocol's own objects, read by the facilitator (an invalid one is its
+// answer, not a 400). Their keys are storable, as every body's text is (text-safety.ts): the document says so of the
+// names it can; a NUL deeper in a value is refused the same, unsaid (a value is any JSON).
+const x402Object = () => z.record(storable(z.string()), z.unknown());
 const facilitatorBody = z.strictObject({
   x402Version: z.number().int(),
-  paymentPayload: z.record(z.string(), z.unknown()),
-  paymentRequirements: z.record(z.string(), z.unknown()),
+  paymentPayload: x402Object(),
+  paymentRequirements: x402Object(),
 });
 
 const accountIdBytesMax = 64;
