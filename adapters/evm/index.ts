@@ -54,7 +54,9 @@ export { createEvmRail, evmMigrations } from "./rail.ts";
 export {
   gasBookedBy,
   type MinedSend,
+  outcomeOwnerOf,
   type SendGasBooker,
+  type SendGasBooking,
   type SendGasPassResult,
   type SendKind,
   sendKindOf,

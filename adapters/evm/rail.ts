@@ -52,6 +52,7 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
     gas: params.gas,
     replaceAfterMs: params.replaceAfterMs,
     ...(params.sendsQueuedMax === undefined ? {} : { sendsQueuedMax: params.sendsQueuedMax }),
+    ...(params.logger === undefined ? {} : { logger: params.logger }),
   });
   const state: EvmRailState = {
     id: params.id ?? "evm",

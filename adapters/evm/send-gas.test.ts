@@ -1,10 +1,11 @@
 // Which sends' gas the send-gas pass books: the keys every sender of the rail uses, each to its kind, and for each
-// kind and outcome either a caller that books it or the pass — never both, never neither.
+// kind and outcome either a caller that books it or the pass — the pass's booker told whose outcome may book it
+// first — never both, never neither.
 import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { x402BatchSendKeyPrefix } from "../../core/index.ts";
-import { gasBookedBy, kindByPrefix, type SendKind, sendKindOf } from "./send-gas.ts";
+import { gasBookedBy, kindByPrefix, outcomeOwnerOf, type SendKind, sendKindOf } from "./send-gas.ts";
 
 describe("sendKindOf", () => {
   it("names every kind of send from its key", () => {
@@ -39,21 +40,11 @@ describe("sendKindOf", () => {
 });
 
 describe("gasBookedBy", () => {
-  it("leaves a succeeded payout's and netting batch's gas to their callers, and books them when they revert", () => {
-    expect([gasBookedBy("payout", true), gasBookedBy("payout", false)]).toEqual(["payment", null]);
-    expect([gasBookedBy("settle_batch", true), gasBookedBy("settle_batch", false)]).toEqual([
-      "netting",
-      null,
-    ]);
-  });
-
-  it("leaves sweeps to their booker, whatever the outcome", () => {
-    for (const succeeded of [true, false]) expect(gasBookedBy("sweep", succeeded)).toBe("sweep");
-  });
-
-  it("hands the booker the approve, splitter calls, authorizations, x402's settlements, unknown kinds", () => {
-    // x402's: the booker books a single settlement under x402's own id, and a batch only when x402 holds none of it.
+  it("leaves sweeps to their booker, whatever the outcome, and hands every other kind to the pass's booker", () => {
+    expect(gasBookedBy("sweep")).toBe("sweep");
     for (const kind of [
+      "payout",
+      "settle_batch",
       "approve",
       "x402_batch",
       "transfer_authorization",
@@ -62,14 +53,39 @@ describe("gasBookedBy", () => {
       "receive_authorization",
       "unknown",
     ] as const)
-      for (const succeeded of [true, false]) expect(gasBookedBy(kind, succeeded)).toBeNull();
+      expect(gasBookedBy(kind)).toBeNull();
+  });
+});
+
+describe("outcomeOwnerOf", () => {
+  it("names the payment and netting as the owners of a succeeded payout's and batch's gas, nobody when reverted", () => {
+    expect([outcomeOwnerOf("payout", true), outcomeOwnerOf("payout", false)]).toEqual(["payment", null]);
+    expect([outcomeOwnerOf("settle_batch", true), outcomeOwnerOf("settle_batch", false)]).toEqual([
+      "netting",
+      null,
+    ]);
+  });
+
+  it("names nobody for the approve, splitter calls, authorizations, x402's settlements, sweeps, unknown kinds", () => {
+    // x402's: the booker books a single settlement under x402's own id, and a batch only when x402 holds none of it.
+    for (const kind of [
+      "approve",
+      "x402_batch",
+      "transfer_authorization",
+      "pay_with_authorization",
+      "distribute",
+      "receive_authorization",
+      "sweep",
+      "unknown",
+    ] as const)
+      for (const succeeded of [true, false]) expect(outcomeOwnerOf(kind, succeeded)).toBeNull();
   });
 });
 
 // Every key the rail sends under, read from its sources as event-types.test.ts reads the outbox's: each call of the
 // journal (sendOnce, sendWithinQueue) and of splitterCall (which sends under the key it is given), with the key
 // expression it passes. A new call site fails here until its key is named below, with the kind the pass gives it
-// (and so who books its gas: gasBookedBy).
+// (and so who books its gas: gasBookedBy, outcomeOwnerOf).
 const keyExpressionKinds: Readonly<Record<string, readonly SendKind[]>> = {
   "attempt.id": ["payout"], // a payment attempt's id, no colon (payout.ts)
   "sweep.key": ["sweep"], // `sweep:${chainId}:${uuid}` (sweeps.ts)

@@ -6,12 +6,19 @@
 // and marks it done (booked by the pass, or by whom: evm_send_gas.booked_by). A send no transaction of which was
 // mined, whose nonce the wallet has passed at a block with the confirmations, is done too: it cost nothing.
 //
+// A caller books the gas only if the outcome reaches it, which the rail cannot know: a payment whose attempt ended
+// failed after its transaction was mined (another outcome applied first), a payout the gateway holds no payment of,
+// never book it. So a send whose outcome's owner books its gas (MinedSend.owner) is handed to the booker too, which
+// says whether that owner booked it (done, theirs), may still (pending: asked again next pass) or never will (it
+// books it). Before, the pass marked such a send theirs once mined, and in those cases nobody booked its gas.
+//
 // Who books a send's gas, by the kind its key names (sendKindOf):
 //
-//   payout attempt (<attempt id>)  succeeded: the payment's or refund's native fee (the outcome's nativeFee);
-//                                  reverted: this pass
+//   payout attempt (<attempt id>)  succeeded: the payment's or refund's native fee (the outcome's nativeFee), or this
+//                                  pass when that never books it (owner "payment"); reverted: this pass
 //   approve:<key>                  this pass (the splitter's one-time approve, sent before a pay or settleBatch)
-//   settle:<ref>                   succeeded: netting's batch gas (payoutBatch's nativeFee); reverted: this pass
+//   settle:<ref>                   succeeded: netting's batch gas (payoutBatch's nativeFee), or this pass when that
+//                                  never books it (owner "netting"); reverted: this pass
 //   auth:…, distribute:…           this pass (payWithAuthorization, distribute: no caller books their `gas`)
 //   sweep:…                        the sweep's booker, succeeded or reverted (sweeps.ts)
 //   transfer-auth:…                this pass, under x402's own id and amount (the booker's): x402's settler and
@@ -68,15 +75,24 @@ export function sendKindOf(key: string): SendKind {
   return kindByPrefix[key.slice(0, colon)] ?? "unknown";
 }
 
-/** Who books a mined send's gas other than this pass (as evm_send_gas.booked_by); null: this pass's booker. */
-export function gasBookedBy(kind: SendKind, succeeded: boolean): string | null {
+/**
+ * Who books a mined send's gas other than this pass, nothing asked (as evm_send_gas.booked_by): the rail's own sweep
+ * pass (sweeps.ts). null: this pass's booker, told the send's owner (outcomeOwnerOf).
+ */
+export function gasBookedBy(kind: SendKind): string | null {
+  return kind === "sweep" ? "sweep" : null;
+}
+
+/**
+ * Whose booking of the send's outcome books its gas when that outcome reaches it (MinedSend.owner): the pass's booker
+ * says whether it did. null: nobody's but the booker's.
+ */
+export function outcomeOwnerOf(kind: SendKind, succeeded: boolean): string | null {
   switch (kind) {
     case "payout":
       return succeeded ? "payment" : null;
     case "settle_batch":
       return succeeded ? "netting" : null;
-    case "sweep":
-      return "sweep";
     // The booker books a single x402 settlement under x402's own id, and a batch only when x402 holds none of it.
     case "x402_batch":
     case "transfer_authorization":
@@ -84,6 +100,7 @@ export function gasBookedBy(kind: SendKind, succeeded: boolean): string | null {
     case "pay_with_authorization":
     case "distribute":
     case "receive_authorization":
+    case "sweep":
     case "unknown":
       return null;
   }
@@ -99,18 +116,32 @@ export type MinedSend = {
   hashes: readonly Hex[];
   reverted: boolean;
   gas: FeePaid;
+  /**
+   * Whose outcome books its gas when it reaches them (outcomeOwnerOf: "payment", "netting"); null: nobody's. The
+   * booker books it only when that owner never will.
+   */
+  owner: string | null;
 };
 
 /**
- * Books a mined send's gas, or leaves it to its owner; resolves to what it did (`bookedBy` goes to
- * evm_send_gas.booked_by). Idempotent: a crash before the send is marked done repeats it.
+ * What the booker did with a send's gas: booked it or left it to whom (`bookedBy`, kept in evm_send_gas.booked_by);
+ * or nothing yet, its owner's outcome still to come (`waitingFor`): the send stays open, asked about next pass.
  */
-export type SendGasBooker = (send: MinedSend) => Promise<{ booked: boolean; bookedBy: string }>;
+export type SendGasBooking = { booked: boolean; bookedBy: string } | { waitingFor: string };
+
+/**
+ * Books a mined send's gas, or leaves it to its owner; resolves to what it did. Idempotent: a crash before the send is
+ * marked done repeats it.
+ */
+export type SendGasBooker = (send: MinedSend) => Promise<SendGasBooking>;
 
 export type SendGasPassResult = {
   /** Sends whose gas this pass's booker booked. */
   booked: MinedSend[];
-  /** Sends not final yet (not mined, too recent, an x402 batch the rail may still hand over): the next pass's. */
+  /**
+   * Sends not final yet (not mined, too recent, an x402 batch the rail may still hand over, a send whose owner may
+   * still book its gas): the next pass's.
+   */
   pending: number;
   /** Sends done as never mined: no gas. */
   neverMined: number;
@@ -239,7 +270,7 @@ async function followSend(
   if (receipt.from.toLowerCase() !== state.account.address.toLowerCase())
     throw new EvmRailError(`send ${row.attempt_id} is this wallet's, but ${receipt.transactionHash} was not`);
   const reverted = receipt.status !== "success";
-  const caller = gasBookedBy(kind, !reverted);
+  const caller = gasBookedBy(kind);
   if (caller !== null) {
     await claim(state, row.attempt_id, caller);
     await markDone(state, row.attempt_id, receipt, caller);
@@ -259,8 +290,11 @@ async function followSend(
     hashes: await hashesOfSend(state.params.db, row),
     reverted,
     gas: gasPaid(receipt),
+    owner: outcomeOwnerOf(kind, !reverted),
   };
   const outcome = await book(mined);
+  // Left open, claimed by the pass: its next turn asks the booker again (no one else claims such a send).
+  if ("waitingFor" in outcome) return "pending";
   if (outcome.booked) booked.push(mined);
   await markDone(state, row.attempt_id, receipt, outcome.bookedBy);
   return outcome.booked ? "booked" : "done";

@@ -2,8 +2,9 @@
 // raw bytes stored (evm_sends), and only then broadcast. Sending under the same key again finds the stored
 // transaction and broadcasts the same bytes again (harmless if the node has them, needed if it lost them), so a
 // retry can only ever land the one transaction — or, once the send has waited `replaceAfterMs` without being
-// mined, its replacement: the same call with the same nonce and fees bumped by at least 12.5% within the cap
-// (the transactions it superseded are kept, and whichever is mined is the send's receipt).
+// mined, its replacement: the same call with the same nonce and fees bumped by 12.5% — up to the cap, as long as
+// that still raises both by the node's least, 10% (the transactions it superseded are kept, and whichever is mined
+// is the send's receipt). A send the cap leaves no replacement for waits as it is, said once.
 //
 // Nonces come from the database (evm_nonces, one row per chain and wallet): a send takes the row's lock, signs
 // with max(the row, the chain's pending count), stores the send and moves the row on in one transaction, so
@@ -32,8 +33,10 @@ import {
 import {
   type Db,
   isUniqueViolation,
+  type Logger,
   type RailFailureCode,
   type Sql,
+  silentLogger,
   tenantShareOf,
 } from "../../core/index.ts";
 import {
@@ -88,6 +91,9 @@ export type SendJournal = {
   readonly queuedByShare: Map<string, number>;
   /** The most of the queue one share holds: beyond it that share's new key is refused at once. */
   readonly sendsQueuedPerShareMax: number;
+  readonly logger: Logger;
+  /** The transactions said to have no replacement within the cap (replaceIfStuck): each is said once. */
+  readonly unreplaceable: Set<Hex>;
 };
 
 /**
@@ -106,10 +112,13 @@ export function createSendJournal(params: {
   gas: GasPolicy;
   replaceAfterMs: number;
   sendsQueuedMax?: number;
+  logger?: Logger;
 }): SendJournal {
   const sendsQueuedMax = params.sendsQueuedMax ?? sendsQueuedMaxDefault;
   return {
     ...params,
+    logger: params.logger ?? silentLogger,
+    unreplaceable: new Set(),
     account: localAccountOf(params.walletClient.account),
     chainId: params.publicClient.chain.id,
     queue: Promise.resolve(),
@@ -450,14 +459,18 @@ async function lockedNextNonce(journal: SendJournal, tx: Sql): Promise<bigint> {
   return locked.next_nonce;
 }
 
-/** A replacement must offer at least 12.5% more (geth asks 10%, others up to 12.5%): numerator over 8. */
+/** A replacement offers 12.5% more (geth asks 10%, others up to 12.5%): numerator over 8… */
 const replacementBumpEighths = 9n;
+/** …or, where that passes the cap, the cap, when it is still the least geth and Hardhat take: 10% (over 10). */
+const replacementLeastTenths = 11n;
 
 /**
  * Replaces a send that has waited too long: the same call, the same nonce, fees bumped by ≥ 12.5% (or to what
- * the base fee asks now, when more), within the cap. Nothing is replaced when a transaction with its nonce has
- * been mined (the receipt decides), when the bump would pass the cap (the send waits as it is), or when a lower nonce
- * is still open and the send offers what the chain asks now (it waits for that one, not for its fees).
+ * the base fee asks now, when more), within the cap — or bumped to the cap when 12.5% passes it and the cap still
+ * raises both fees by 10%. Nothing is replaced when a transaction with its nonce has been mined (the receipt decides),
+ * when no such bump fits under the cap (the send waits as it is, said once: only a lower base fee or a higher cap
+ * moves it), or when a lower nonce is still open and the send offers what the chain asks now (it waits for that one,
+ * not for its fees).
  */
 async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendRow> {
   const mined = await journal.publicClient.getTransactionCount({
@@ -480,9 +493,31 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
   )
     return row;
   const bump = (wei: bigint) => (wei * replacementBumpEighths + 7n) / 8n; // rounded up
-  const tip = maxOf(bump(old.maxPriorityFeePerGas), fees.maxPriorityFeePerGas);
-  const maxFee = maxOf(bump(old.maxFeePerGas), fees.maxFeePerGas, tip);
-  if (maxFee > journal.gas.maxFeeWei) return row;
+  const least = (wei: bigint) => (wei * replacementLeastTenths + 9n) / 10n; // rounded up
+  const cap = journal.gas.maxFeeWei;
+  // The current fees are within the cap (gasFeesFor): only the bump can pass it, and is cut back to it. Before, a
+  // send signed within 12.5% of the cap was never replaced, whatever room 10% left, and nothing said so.
+  const tip = minOf(maxOf(bump(old.maxPriorityFeePerGas), fees.maxPriorityFeePerGas), cap);
+  const maxFee = minOf(maxOf(bump(old.maxFeePerGas), fees.maxFeePerGas, tip), cap);
+  if (maxFee < least(old.maxFeePerGas) || tip < least(old.maxPriorityFeePerGas)) {
+    // Any replacement the node would take pays above the cap. Said once a transaction (keepOpenSends comes back to
+    // it every pass); a replacement made since is another transaction.
+    if (!journal.unreplaceable.has(row.tx_hash)) {
+      journal.unreplaceable.add(row.tx_hash);
+      journal.logger.warn(
+        {
+          send: row.attempt_id,
+          txHash: row.tx_hash,
+          nonce: row.nonce,
+          maxFeePerGas: old.maxFeePerGas.toString(),
+          maxPriorityFeePerGas: old.maxPriorityFeePerGas.toString(),
+          maxFeeWei: cap.toString(),
+        },
+        "send stuck near the gas cap: no replacement within the cap raises its fees by the 10% a node asks; it waits as it is, until the base fee falls or the cap is raised",
+      );
+    }
+    return row;
+  }
   const { walletClient } = journal;
   const raw = await walletClient.signTransaction({
     account: journal.account,
@@ -525,6 +560,10 @@ function maxOf(first: bigint, ...rest: bigint[]): bigint {
   let max = first;
   for (const value of rest) if (value > max) max = value;
   return max;
+}
+
+function minOf(first: bigint, second: bigint): bigint {
+  return second < first ? second : first;
 }
 
 /** The most open sends one keepOpenSends looks at (the lowest nonces: each later one waits for them). */

@@ -45,7 +45,7 @@ export type EvmRailParams = {
   snapshotRefreshMs: number;
   receiptTimeoutMs: number;
   /** A transaction not mined this long after it was signed is replaced (same nonce, fees bumped ≥ 12.5%, within
-   * the cap) the next time its attempt is executed (recovery does). */
+   * the cap; up to the cap when that is still ≥ 10%) the next time its attempt is executed (recovery does). */
   replaceAfterMs: number;
   /** The most sends the hot wallet's queue holds in this process (sendsQueuedMaxDefault), a quarter per tenant. */
   sendsQueuedMax?: number;

@@ -158,7 +158,10 @@ const schema = z.object({
   /** Gas policy of the first chain: the tip offered above the base fee, and the most paid per gas (else fee_above_max). */
   EVM_PRIORITY_FEE_GWEI: gwei.default(l1PriorityFeeGwei),
   EVM_MAX_FEE_GWEI: gwei.default(l1MaxFeeGwei),
-  /** A transaction not mined this long after it was signed is replaced (same nonce, fees bumped ≥ 12.5%, within the cap). */
+  /**
+   * A transaction not mined this long after it was signed is replaced (same nonce, fees bumped ≥ 12.5%, cut back to
+   * the cap while that is still ≥ 10%; none fitting, left and warned of once).
+   */
   EVM_REPLACE_AFTER_MS: replaceAfterMs.default(replaceAfterMsDefault),
   /** Further EVM chains, each its own rail: a JSON array of `evmChainEntry` (see README). Unset: none. */
   EVM_CHAINS: z.string().optional(),

@@ -56,6 +56,7 @@ const mined = (txHash: string): MinedSendGas => ({
     amount: 21_001n,
     detail: { gasUsed: "21000", effectiveGasPrice: "1000000007", wei: wei.toString() },
   },
+  owner: null,
 });
 
 describe("an x402 settlement's gas, booked by x402 and by the send-gas pass", () => {

@@ -6,6 +6,13 @@
 // transaction and what it was sent for. The composition root runs a pass periodically (gateway/app/evm.ts); tests
 // run one on demand.
 //
+// A payout's and a netting batch's gas are their outcome's to book (the payment's or refund's native fee, netting's
+// batch gas), which the pass cannot take on trust: an attempt that ended failed after its transaction was mined (an
+// outcome applied before the chain's), a payout no payment or refund of the gateway holds, never book it. The rail
+// hands such a send here with its owner, and the ledger decides: the owner's booking found, it is theirs; none yet,
+// and the owner still open (an attempt in flight, a refund pending, a batch sending), it waits for the next pass; none,
+// and the owner ended (or there is none), it is booked here — once: an ended owner books nothing after.
+//
 // x402's sends, never booked twice:
 //  - a single settlement (`transfer-auth:`) is booked under x402's own id for its transaction (x402GasId), in the
 //    same gwei rounded up, between the same accounts, as x402's settler and reconciliation book it (x402/settle.ts
@@ -43,10 +50,15 @@ export type MinedSendGas = {
   readonly hashes: readonly string[];
   readonly reverted: boolean;
   readonly gas: GasCost;
+  /** Whose outcome books its gas when it reaches them ("payment", "netting"); null: nobody's. */
+  readonly owner: string | null;
 };
 
-/** What the booker did with a send's gas (adapters/evm SendGasBooker): `bookedBy` is kept with the send. */
-export type SendGasBooking = { booked: boolean; bookedBy: string };
+/**
+ * What the booker did with a send's gas (adapters/evm SendGasBooking): `bookedBy` is kept with the send; `waitingFor`
+ * leaves it open, its owner's outcome still to come.
+ */
+export type SendGasBooking = { booked: boolean; bookedBy: string } | { waitingFor: string };
 
 /** What the EVM rail offers for its send-gas pass. */
 export type SendGasFollower = {
@@ -121,13 +133,21 @@ function weiOf(gas: GasCost): bigint {
   return BigInt(wei);
 }
 
-/** Books one mined send's gas (idempotent: its id is the transaction's), or leaves an x402 batch to x402. */
+/**
+ * Books one mined send's gas (idempotent: its id is the transaction's), or leaves it to its owner when that booked it
+ * or still may, or an x402 batch to x402.
+ */
 export async function bookSendGas(
   deps: SweepDeps,
   rail: string,
   chainId: number,
   send: MinedSendGas,
 ): Promise<SendGasBooking> {
+  if (send.owner !== null) {
+    const owner = await ownerBookingOf(deps, send);
+    if (owner.booking === "booked") return { booked: false, bookedBy: owner.by };
+    if (owner.booking === "open") return { waitingFor: owner.by };
+  }
   const reverted = send.reverted ? " (reverted)" : "";
   if (send.kind === "transfer_authorization") {
     await bookRailGas(deps, {
@@ -159,6 +179,51 @@ export async function bookSendGas(
     label: `the gas of ${send.kind} ${send.txHash}${reverted}`,
   });
   return { booked: true, bookedBy: "send_gas" };
+}
+
+/** The key of a netting batch's settleBatch (adapters/evm splitter-calls.ts): its ref after it. */
+const settleKeyPrefix = "settle:";
+
+/**
+ * Whether the outcome owning a send's gas booked it (`booked`), may still (`open`), or never will (`ended`: ended
+ * without it, or no such owner), and whose it is. The owner's status is read before the ledger: its booking is written
+ * before (netting's batch gas) or with (a payment's or refund's native fee, alongside its end) the status that ends it,
+ * so an owner read ended has booked all it ever will.
+ */
+async function ownerBookingOf(
+  deps: SweepDeps,
+  send: Pick<MinedSendGas, "key" | "kind">,
+): Promise<{ booking: "booked" | "open" | "ended"; by: string }> {
+  if (send.kind === "settle_batch" && send.key.startsWith(settleKeyPrefix)) {
+    const [batch] = await deps.db.query<{ id: string; status: string }>(
+      "SELECT id, status FROM netting_batches WHERE ref = $1",
+      [send.key.slice(settleKeyPrefix.length)],
+    );
+    if (batch === undefined) return { booking: "ended", by: "netting" };
+    // payments/batch-payouts.ts bookBatchGas's id.
+    const booked = await deps.ledger.lookupTransfers([derivedLedgerId(batch.id, "native-fee-paid")]);
+    if (booked.length > 0) return { booking: "booked", by: "netting" };
+    return { booking: batch.status === "sending" ? "open" : "ended", by: "netting" };
+  }
+  if (send.kind !== "payout")
+    throw new SettlementInvariantError(
+      `send ${send.key} (${send.kind}) has an owner the gas booker does not know`,
+    );
+  // A payout attempt's key is its id: a payment's attempt, or a refund paid out on the rail (its id).
+  const [found] = await deps.db.query<{ owner: "payment" | "refund"; open: boolean }>(
+    `SELECT 'payment' AS owner, status NOT IN ('succeeded', 'failed') AS open FROM attempts WHERE id = $1
+     UNION ALL
+     SELECT 'refund', status = 'pending' FROM refunds WHERE id = $1`,
+    [send.key],
+  );
+  const by = found?.owner ?? "payment";
+  // The native fee's ids of payments/reservations.ts feeMembers and of payments/refunds.ts feeLegs.
+  const booked = await deps.ledger.lookupTransfers([
+    derivedLedgerId(send.key, "native-fee-paid"),
+    derivedLedgerId(send.key, "refund-native-fee-paid"),
+  ]);
+  if (booked.length > 0) return { booking: "booked", by };
+  return { booking: found?.open === true ? "open" : "ended", by };
 }
 
 /**

@@ -10,12 +10,17 @@
 import { type Address, erc20Abi, type Hex, keccak256 } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { assets, divCeil } from "../../core/index.ts";
+import { assets, divCeil, type Rail } from "../../core/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
-import { flushNetting, railAccountOpened } from "../../gateway/payments/index.ts";
+import {
+  applyRailEvent,
+  flushNetting,
+  railAccountOpened,
+  recoverOpenAttempts,
+} from "../../gateway/payments/index.ts";
 import { bookSendGas, sendGasPassOnce } from "../../gateway/settlement/index.ts";
 import { type AheadFees, installBlacklist } from "../support/blacklisting-token.ts";
-import { type Gateway, startGateway } from "./support.ts";
+import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
 
 let gw: Gateway;
 let token: Awaited<ReturnType<typeof installBlacklist>>;
@@ -187,6 +192,18 @@ describe("the hot wallet's gas, booked", () => {
       fees: bookedGwei,
     });
 
+    // The batches paid are netting's (the pass found netting's booking of their gas), the one reverted the pass's.
+    const batches = await gw.app.db.query<{ booked_by: string; gas_done: boolean }>(
+      `SELECT g.booked_by, s.gas_done FROM evm_sends s JOIN evm_send_gas g USING (attempt_id)
+        WHERE s.attempt_id LIKE 'settle:%' AND s.tx_hash = ANY($1) ORDER BY g.booked_by`,
+      [transactions.map((tx) => tx.hash.toLowerCase())],
+    );
+    expect(batches).toEqual([
+      { booked_by: "netting", gas_done: true },
+      { booked_by: "netting", gas_done: true },
+      { booked_by: "send_gas", gas_done: true },
+    ]);
+
     // The retired wallet's sends stood in front of none of these: known now as its own, and not this pass's.
     expect(
       await gw.app.db.query("SELECT 1 FROM evm_sends WHERE attempt_id LIKE 'aaa-retired:%' AND wallet = $1", [
@@ -263,6 +280,123 @@ describe("the hot wallet's gas, booked", () => {
         WHERE attempt_id = 'approve:dropped'`,
     );
     expect(done).toEqual({ booked_by: "never_mined", gas_wei: "0", gas_done: true });
+  });
+});
+
+describe("a payout's gas, when no outcome of it books it", () => {
+  const chainId = () => gw.chain.chain.id;
+  const sendGasId = (txHash: Hex) => derivedLedgerId(`${chainId()}:${txHash.toLowerCase()}`, "send-gas");
+  /** The send's evm_send_gas row and whether the pass is done with it. */
+  async function gasOf(key: string) {
+    const [row] = await gw.app.db.query<{ booked_by: string | null; gas_done: boolean }>(
+      `SELECT g.booked_by, s.gas_done FROM evm_sends s LEFT JOIN evm_send_gas g USING (attempt_id)
+        WHERE s.attempt_id = $1`,
+      [key],
+    );
+    return row;
+  }
+  /** What the payout's transaction cost the wallet, as every booking books it: gwei rounded up. */
+  async function gasGwei(key: string): Promise<{ txHash: Hex; gwei: bigint }> {
+    const [send] = await gw.app.db.query<{ tx_hash: Hex }>(
+      "SELECT tx_hash FROM evm_sends WHERE attempt_id = $1",
+      [key],
+    );
+    const receipt = await gw.chain.publicClient.getTransactionReceipt({ hash: send!.tx_hash });
+    expect(receipt.status).toBe("success");
+    return { txHash: send!.tx_hash, gwei: divCeil(receipt.gasUsed * receipt.effectiveGasPrice, weiPerGwei) };
+  }
+
+  /**
+   * A payment through the API whose attempt is left in flight (the rail's wait for its receipt ran out while nothing
+   * was mined); its transaction mined after, the gateway not asked again yet. The attempt's id.
+   */
+  async function payoutMinedInFlight(payee: Address): Promise<string> {
+    const rails = gw.app.payments.rails as Map<string, Rail>;
+    const real = rails.get("evm")!;
+    const impatient = anotherProcessRail(gw, { receiptTimeoutMs: 300 });
+    rails.set("evm", { ...real, execute: (attempt) => impatient.execute(attempt) });
+    let created: Awaited<ReturnType<typeof pay>>;
+    await setAutomine(false);
+    try {
+      created = await pay("5", payee);
+    } finally {
+      rails.set("evm", real);
+      await setAutomine(true);
+    }
+    const [attempt] = await gw.app.db.query<{ id: string; status: string }>(
+      "SELECT id, status FROM attempts WHERE payment_id = $1",
+      [created.body.id],
+    );
+    expect(attempt?.status).toBe("in_flight");
+    await gw.chain.networkHelpers.mine(1);
+    return attempt!.id;
+  }
+
+  it("books the gas of a payout the gateway holds no payment or refund of", async () => {
+    // Paid on the rail under an attempt id no payment has (a send the gateway forgot).
+    const key = "att_gas_nobody_books";
+    const outcome = await gw.rail.execute({
+      id: key,
+      paymentId: "pay_gas_nobody_books",
+      tenantId: "ten_test",
+      amount: 1_000n,
+      destination: { kind: "evm_address", address: gw.chain.accounts[6]!.address },
+      feeMax: 0n,
+    });
+    expect(outcome).toMatchObject({ status: "succeeded" });
+    const { txHash, gwei } = await gasGwei(key);
+    const before = await ledgerEth();
+    await sendGasPassOnce(gw.app.settlement, gw.rail, chainId());
+    await sendGasPassOnce(gw.app.settlement, gw.rail, chainId());
+    // Before: left to "the payment", which there is none of: never booked.
+    expect((await ledgerEth()).fees - before.fees).toBe(gwei);
+    expect((await gw.app.ledger.lookupTransfers([sendGasId(txHash)]))[0]?.amount).toBe(gwei);
+    expect(await gasOf(key)).toEqual({ booked_by: "send_gas", gas_done: true });
+  });
+
+  it("waits for a payment whose outcome is still to come, and leaves the gas to it once it booked it", async () => {
+    const attemptId = await payoutMinedInFlight("0x1111111111111111111111111111111111111112");
+    const { txHash, gwei } = await gasGwei(attemptId);
+    const before = await ledgerEth();
+    await sendGasPassOnce(gw.app.settlement, gw.rail, chainId());
+    // Mined and final, but its payment may still book it: not the pass's, nor done.
+    expect(await ledgerEth()).toEqual(before);
+    expect(await gasOf(attemptId)).toMatchObject({ gas_done: false });
+    // Recovery asks the rail again: the payment succeeds and books its gas (its native fee).
+    await recoverOpenAttempts(gw.app.payments, { quietMs: 0 });
+    const [attempt] = await gw.app.db.query<{ status: string }>("SELECT status FROM attempts WHERE id = $1", [
+      attemptId,
+    ]);
+    expect(attempt?.status).toBe("succeeded");
+    await sendGasPassOnce(gw.app.settlement, gw.rail, chainId());
+    // Booked once, by the payment.
+    expect((await ledgerEth()).fees - before.fees).toBe(gwei);
+    expect(await gw.app.ledger.lookupTransfers([sendGasId(txHash)])).toEqual([]);
+    expect(await gasOf(attemptId)).toEqual({ booked_by: "payment", gas_done: true });
+  });
+
+  it("books the gas of a payout whose attempt ended failed after its transaction was mined", async () => {
+    const attemptId = await payoutMinedInFlight("0x1111111111111111111111111111111111111113");
+    const { txHash, gwei } = await gasGwei(attemptId);
+    // The attempt ends failed all the same (a rail's event said so): its payment never books the gas.
+    await applyRailEvent(gw.app.payments, {
+      kind: "attempt_failed",
+      attemptId,
+      code: "rejected",
+      message: "reported failed after it was mined",
+      retryElsewhere: false,
+    });
+    const [attempt] = await gw.app.db.query<{ status: string }>("SELECT status FROM attempts WHERE id = $1", [
+      attemptId,
+    ]);
+    expect(attempt?.status).toBe("failed");
+    const before = await ledgerEth();
+    await sendGasPassOnce(gw.app.settlement, gw.rail, chainId());
+    await sendGasPassOnce(gw.app.settlement, gw.rail, chainId());
+    // Before: left to the payment (the pass marked it "payment" once mined), which never booked it.
+    expect((await ledgerEth()).fees - before.fees).toBe(gwei);
+    expect((await gw.app.ledger.lookupTransfers([sendGasId(txHash)]))[0]?.amount).toBe(gwei);
+    expect(await gasOf(attemptId)).toEqual({ booked_by: "send_gas", gas_done: true });
   });
 });
 

@@ -1,9 +1,9 @@
 // The hot wallet's nonces come from the database, so that several gateway processes can share one wallet: two
 // rails over the same database and wallet ("two processes") pay at once and every transaction lands, each with its
 // own nonce. And a transaction not mined in time is replaced when its attempt is executed again: the same call,
-// the same nonce, both fees bumped by at least 12.5% within the cap; the replacement is the one mined and the
-// payout's evidence. The node is asked nothing while the nonce row's transaction is open (a slow node would hold
-// the row's lock).
+// the same nonce, both fees bumped by at least 12.5% within the cap (to the cap when that is still the 10% a node
+// asks; left as it is, said once, when not); the replacement is the one mined and the payout's evidence. The node is
+// asked nothing while the nonce row's transaction is open (a slow node would hold the row's lock).
 import {
   createPublicClient,
   createWalletClient,
@@ -14,10 +14,18 @@ import {
 } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { chainRefused } from "../../adapters/evm/errors.ts";
+import { readBaseFee } from "../../adapters/evm/gas.ts";
 import { testUsdAbi } from "../../adapters/evm/index.ts";
 import { revertName } from "../../adapters/evm/reverts.ts";
-import { createSendJournal, hashesOfSend, keepOpenSends, sendOnce } from "../../adapters/evm/send-journal.ts";
-import type { Db, OutgoingAttempt } from "../../core/index.ts";
+import {
+  createSendJournal,
+  hashesOfSend,
+  keepOpenSends,
+  type SendJournal,
+  sendOnce,
+} from "../../adapters/evm/send-journal.ts";
+import type { Db, Logger, OutgoingAttempt } from "../../core/index.ts";
+import { recordingLogger } from "../support/recording-logger.ts";
 import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
 
 let gw: Gateway;
@@ -158,6 +166,103 @@ describe("a stuck transaction", () => {
     const outcome = await rail.execute(attempt);
     expect(outcome).toMatchObject({ status: "succeeded", evidence: { txHash: second!.tx_hash } });
     await expect(gw.chain.publicClient.getTransactionReceipt({ hash: first!.tx_hash })).rejects.toThrow();
+  });
+});
+
+describe("a stuck transaction near the gas cap", () => {
+  /** The gateway's journal with a cap of `maxFeeWei`, every send due at once, logging into `logger`. */
+  const cappedJournal = (maxFeeWei: bigint, logger: Logger) =>
+    createSendJournal({
+      db: gw.app.db,
+      publicClient: gw.chain.publicClient,
+      walletClient: gw.chain.walletClient,
+      confirmations: 1,
+      receiptTimeoutMs: 30_000,
+      gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei },
+      replaceAfterMs: 0,
+      logger,
+    });
+  /** Approving nothing to a payee: a send of the wallet that harms nothing, under `key`. */
+  const approveNothing = (journal: SendJournal, key: string) =>
+    sendOnce(journal, key, async () => ({
+      to: gw.chain.contracts.testUsd,
+      data: encodeFunctionData({
+        abi: testUsdAbi,
+        functionName: "approve",
+        args: [gw.chain.accounts[7]!.address, 0n],
+      }),
+    }));
+  const sendOf = async (key: string) => {
+    const [row] = await gw.app.db.query<{ tx_hash: `0x${string}`; raw_tx: `0x${string}` }>(
+      "SELECT tx_hash, raw_tx FROM evm_sends WHERE attempt_id = $1",
+      [key],
+    );
+    return { txHash: row!.tx_hash, fees: parseTransaction(row!.raw_tx) };
+  };
+  /** What the wallet's first send offers now: twice the latest base fee and the 1 gwei tip (gas.ts). */
+  const offeredNow = async () => 2n * (await readBaseFee(gw.chain.publicClient)) + 1_000_000_000n;
+
+  it("is bumped up to the cap when that still raises both fees by the node's least (10%)", async () => {
+    const { logger } = recordingLogger();
+    await setAutomine(false);
+    try {
+      const offered = await offeredNow();
+      // Room for 11% above what it offers: 12.5% passes the cap, 10% does not.
+      const journal = cappedJournal((offered * 111n) / 100n, logger);
+      const key = "approve:near-cap";
+      expect(await approveNothing(journal, key)).toMatchObject({ attempt_id: key });
+      const before = await sendOf(key);
+      expect(before.fees.maxFeePerGas).toBe(offered);
+      await keepOpenSends(journal);
+      const after = await sendOf(key);
+      // Before: not replaced (the 12.5% bump passed the cap), the send left as it was for good.
+      expect(after.txHash).not.toBe(before.txHash);
+      expect(after.fees.maxFeePerGas).toBe(journal.gas.maxFeeWei);
+      expect(after.fees.maxFeePerGas! * 10n).toBeGreaterThanOrEqual(before.fees.maxFeePerGas! * 11n);
+      expect(after.fees.maxPriorityFeePerGas! * 10n).toBeGreaterThanOrEqual(
+        before.fees.maxPriorityFeePerGas! * 11n,
+      );
+      // The node took the replacement for the one it had.
+      expect(await gw.chain.publicClient.getTransaction({ hash: after.txHash })).toMatchObject({
+        hash: after.txHash,
+      });
+    } finally {
+      await setAutomine(true);
+    }
+    await gw.chain.networkHelpers.mine(1);
+    await expectMined([{ tx_hash: (await sendOf("approve:near-cap")).txHash }]);
+  });
+
+  it("is left as it is when no bump within the cap is a replacement the node takes, said once", async () => {
+    const { logger, lines } = recordingLogger();
+    await setAutomine(false);
+    try {
+      // Signed at the cap: twice the base fee and the tip is above it, the base fee and the tip below.
+      const cap = (await offeredNow()) - 1n;
+      const journal = cappedJournal(cap, logger);
+      const key = "approve:at-cap";
+      expect(await approveNothing(journal, key)).toMatchObject({ attempt_id: key });
+      const before = await sendOf(key);
+      expect(before.fees.maxFeePerGas).toBe(cap);
+      // Pass after pass: left as it is, and said once.
+      await keepOpenSends(journal);
+      await keepOpenSends(journal);
+      expect((await sendOf(key)).txHash).toBe(before.txHash);
+      const warned = lines.filter((line) => line.level === "warn");
+      // Before: nothing said, pass after pass.
+      expect(warned).toHaveLength(1);
+      expect(warned[0]!.fields).toMatchObject({
+        send: key,
+        txHash: before.txHash,
+        maxFeePerGas: cap.toString(),
+        maxPriorityFeePerGas: before.fees.maxPriorityFeePerGas!.toString(),
+        maxFeeWei: cap.toString(),
+      });
+    } finally {
+      await setAutomine(true);
+    }
+    await gw.chain.networkHelpers.mine(1);
+    await expectMined([{ tx_hash: (await sendOf("approve:at-cap")).txHash }]);
   });
 });
 

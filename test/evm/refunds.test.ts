@@ -13,8 +13,10 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
 import { assets, formatAmount, type Rail } from "../../core/index.ts";
+import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { transferCodes } from "../../gateway/ledger/index.ts";
 import { recoverPendingRefunds } from "../../gateway/payments/index.ts";
+import { sendGasPassOnce } from "../../gateway/settlement/index.ts";
 import { wellFormedInvoice } from "../support/bolt11.ts";
 import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
 
@@ -138,6 +140,18 @@ describe("refunds of a USDC invoice", () => {
     const gwei = (receipt.gasUsed * receipt.effectiveGasPrice + 999_999_999n) / 1_000_000_000n;
     expect(gas.map((g) => g.amount)).toEqual([gwei]);
     expect(assets.ETH.scale).toBe(9);
+    // The rail's send-gas pass finds the refund's booking of it: the refund's, nothing booked again.
+    await sendGasPassOnce(gw.app.settlement, gw.rail, gw.chain.chain.id);
+    const [sendGas] = await gw.app.db.query<{ booked_by: string }>(
+      "SELECT booked_by FROM evm_send_gas WHERE attempt_id = $1",
+      [refund.id],
+    );
+    expect(sendGas?.booked_by).toBe("refund");
+    expect(
+      await gw.app.ledger.lookupTransfers([
+        derivedLedgerId(`${gw.chain.chain.id}:${refund.evidence.tx_hash.toLowerCase()}`, "send-gas"),
+      ]),
+    ).toEqual([]);
     // The refund says so: no fee in USDC, its gas as booked (before, only the ledger showed it).
     expect(refund).toMatchObject({
       fee: "0.000000",
