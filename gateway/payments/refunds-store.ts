@@ -181,28 +181,31 @@ export async function invoiceReceived(sql: Sql, invoiceId: string): Promise<bigi
 
 /**
  * The reversals of an invoice's payment that stand (recorded and not withdrawn: settlement/invoices.ts applyReversed,
- * applyReinstated): whether one that is not a refund stands (`disputed`: a dispute lost, a deposit reorganised away),
- * and what the refunds made at the provider outside the API took back of it (`refunded`: Stripe's dashboard; keys
- * `refund:…`, providerRefundKeyPrefix) — each all of its amount, what its legs took and its shortfalls, since the
- * payer got all of it back. A refund reads it after claimableOf's version and claims with that version: a reversal
- * recorded after the read touches the row in its record's transaction (settlement/invoices.ts
- * reversalRecordStatement), so the claim is refused and the next try reads this again.
+ * applyReinstated): whether a reversal of its money stands (`disputed`: a dispute lost; one that names no receipt
+ * and is no refund), what the refunds made at the provider outside the API took back of it (`refunded`: Stripe's
+ * dashboard; keys `refund:…`, providerRefundKeyPrefix), and what the reversals that name the receipt they take took
+ * back (`receipts`: a deposit a reorg removed, migration 0066) — each all of its amount, what its legs took and its
+ * shortfalls, since the payer got all of it back, or its receipt is gone from the chain. A refund reads it after
+ * claimableOf's version and claims with that version: a reversal recorded after the read touches the row in its
+ * record's transaction (settlement/invoices.ts reversalRecordStatement), so the claim is refused and the next try
+ * reads this again.
  */
 export async function standingReversals(
   sql: Sql,
   invoiceId: string,
-): Promise<{ disputed: boolean; refunded: bigint }> {
-  const [row] = await sql.query<{ disputed: boolean; refunded: bigint }>(
-    `SELECT
-       EXISTS (SELECT 1 FROM invoice_reversals
-               WHERE invoice_id = $1 AND reinstated_at IS NULL AND NOT starts_with(key, $2)) AS disputed,
-       (SELECT coalesce(sum(r.amount + coalesce((SELECT sum(s.amount) FROM reversal_shortfalls s
-                                                 WHERE s.invoice_id = r.invoice_id AND s.reversal_key = r.key), 0)), 0)
-          FROM invoice_reversals r
-          WHERE r.invoice_id = $1 AND r.reinstated_at IS NULL AND starts_with(r.key, $2))::bigint AS refunded`,
+): Promise<{ disputed: boolean; refunded: bigint; receipts: bigint }> {
+  const [row] = await sql.query<{ disputed: boolean; refunded: bigint; receipts: bigint }>(
+    `WITH standing AS (
+       SELECT starts_with(r.key, $2) AS refund, r.receipt IS NOT NULL AS named,
+         r.amount + coalesce((SELECT sum(s.amount) FROM reversal_shortfalls s
+                              WHERE s.invoice_id = r.invoice_id AND s.reversal_key = r.key), 0) AS asked
+       FROM invoice_reversals r WHERE r.invoice_id = $1 AND r.reinstated_at IS NULL)
+     SELECT EXISTS (SELECT 1 FROM standing WHERE NOT refund AND NOT named) AS disputed,
+       (SELECT coalesce(sum(asked), 0) FROM standing WHERE refund)::bigint AS refunded,
+       (SELECT coalesce(sum(asked), 0) FROM standing WHERE named AND NOT refund)::bigint AS receipts`,
     [invoiceId, providerRefundKeyPrefix],
   );
-  return { disputed: row?.disputed === true, refunded: row?.refunded ?? 0n };
+  return { disputed: row?.disputed === true, refunded: row?.refunded ?? 0n, receipts: row?.receipts ?? 0n };
 }
 
 /**

@@ -17,7 +17,8 @@
 //      refused `insufficient_funds` (the tenant's account, or a payee's, short of its part) or
 //      `refund_exceeds_remaining` (or its Idempotency-Key another refund's: that one is the answer), none of it is
 //      written. What is left is read with its row's version, then (of an invoice) its reversals that stand — a
-//      refund made at the provider outside the API (Stripe's dashboard) counts as refunded; any other refuses
+//      refund made at the provider outside the API (Stripe's dashboard) counts as refunded, and a receipt reversed by
+//      name (a deposit a reorg removed) as never paid; any other (a dispute) refuses
 //      `invoice_not_paid` — and then the payees' credits; the claim passes only if the
 //      row is still that version, so they are of one state, as if read under the claim's lock. Another refund of the
 //      target claimed or given back in between, or a reversal of the invoice's money written (its legs touch the row
@@ -359,9 +360,11 @@ async function refundedPayer(
 
 /**
  * What is left to give back to the address a USDC refund pays: what it paid, less what was refunded to it (refunds
- * not failed whose destination is that address). Receipts from other addresses are theirs: a sender of dust first,
+ * not failed whose destination is that address) and its receipts a reorg took back (the reversals that stand and name
+ * them: that money never reached us). Receipts from other addresses are theirs: a sender of dust first,
  * then the customer's whole payment, must not make a refund of "all that is left" pay the customer's money to that
- * sender. A receipt with no row, or no payer, is counted as the first payer's (invoice.payer). Read after the
+ * sender; nor a sender whose deposit was reorganised away get the money of the one that paid since. A receipt with no
+ * row, or no payer, is counted as the first payer's (invoice.payer). Read after the
  * claim's version (holdAndClaim), so a refund claimed meanwhile, to any payer, makes the claim compute again.
  * Null for other refunds.
  */
@@ -379,6 +382,12 @@ async function payerLeftOf(
                      WHERE r.invoice_id = i.id AND lower(r.payer) = lower($2)), 0) END
           - COALESCE((SELECT sum(f.amount) FROM refunds f
               WHERE f.invoice_id = i.id AND f.status <> 'failed' AND lower(f.destination->>'address') = lower($2)), 0)
+          - COALESCE((SELECT sum(v.amount + COALESCE((SELECT sum(s.amount) FROM reversal_shortfalls s
+                                                      WHERE s.invoice_id = v.invoice_id AND s.reversal_key = v.key), 0))
+              FROM invoice_reversals v
+                LEFT JOIN invoice_receipts r ON r.invoice_id = v.invoice_id AND r.key = v.receipt
+              WHERE v.invoice_id = i.id AND v.reinstated_at IS NULL AND v.receipt IS NOT NULL
+                AND lower(COALESCE(r.payer, i.payer)) = lower($2)), 0)
           )::bigint AS payer_left
        FROM invoices i WHERE i.id = $1`,
     [source.targetId, payer],
@@ -396,7 +405,7 @@ function payerCapped(
   return refuse(
     "refund_exceeds_remaining",
     payerLeft.left <= 0n
-      ? `what ${payerLeft.payer} paid of ${source.targetId} is refunded in full; a USDC refund gives each address back at most what it paid (name another in destination)`
+      ? `what ${payerLeft.payer} paid of ${source.targetId} is refunded in full, or was taken back by a reorg; a USDC refund gives each address back at most what it paid (name another in destination)`
       : `the refund is above what ${payerLeft.payer} paid of ${source.targetId} and was not refunded (${payerLeft.left} minor units); a USDC refund gives each address back at most what it paid`,
     "amount",
   );
@@ -559,7 +568,8 @@ type Claimed =
 
 /**
  * Reads what is left of the target, then the reversals of an invoice's payment that stand (a refund made at the
- * provider outside the API is refunded, less left; any other refuses `invoice_not_paid`: nothing written), then the
+ * provider outside the API is refunded, and a receipt a reorg removed is gone: less left, each counted before this
+ * refund's parts; any other refuses `invoice_not_paid`: nothing written), then the
  * payees' credits, computes each payee's part and writes the holds
  * with the claim. The claim is the one place refunds of a target are serialised (its `refundable` row's lock), and,
  * of an invoice, it passes only if that row is still the version read first (readAt): no refund of the target was
@@ -582,18 +592,30 @@ async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRef
   const reversals =
     params.target.kind === "invoice"
       ? await standingReversals(deps.db, source.targetId)
-      : { disputed: false, refunded: 0n };
-  const refunded = read.refunded + reversals.refunded;
-  const left = paid - refunded;
+      : { disputed: false, refunded: 0n, receipts: 0n };
+  // A receipt reversed by name (a deposit a reorg removed) is gone, as if never paid: not refundable, and taken back
+  // of the payees' shares by its reversal already, so counted before this refund's parts as a refund is. Before, it
+  // was taken for a dispute, and nothing of the invoice was refundable for as long as the deposit stayed unmined.
+  const takenBack = read.refunded + reversals.refunded + reversals.receipts;
+  const left = paid - takenBack;
   const payerLeft = await payerLeftOf(deps, source);
-  // A payment taken back (a dispute lost, a deposit reorganised away) is not refunded on top, as Stripe refuses to
-  // refund a disputed charge: until every such reversal of it is withdrawn, nothing is refundable.
+  // A payment taken back (a dispute lost) is not refunded on top, as Stripe refuses to refund a disputed charge:
+  // until every such reversal of it is withdrawn, nothing is refundable.
   if (reversals.disputed)
     return {
       outcome: "answered",
       answer: refuse(
         "invoice_not_paid",
-        `invoice ${source.targetId}'s payment was reversed (a dispute or a reorganised deposit): nothing of it is refundable unless the reversal is withdrawn`,
+        `invoice ${source.targetId}'s payment was reversed (a dispute): nothing of it is refundable unless the reversal is withdrawn`,
+        "invoice",
+      ),
+    };
+  if (paid - reversals.receipts <= 0n)
+    return {
+      outcome: "answered",
+      answer: refuse(
+        "invoice_not_paid",
+        `what was paid for invoice ${source.targetId} was taken back (a reorganised deposit): nothing of it is refundable unless it is mined again`,
         "invoice",
       ),
     };
@@ -608,7 +630,7 @@ async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRef
     split: source.split,
   });
   const id = newId("rfd");
-  const shares = takeBackShares(amount, paid, payees, refunded);
+  const shares = takeBackShares(amount, paid, payees, takenBack);
   const fromPayees = shares.reduce((sum, share) => sum + share.amount, 0n);
   const hold = holdOf(id, source, amount - fromPayees);
   const feeHold = await routingFeeHold(deps, id, source, amount);

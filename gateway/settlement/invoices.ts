@@ -784,31 +784,41 @@ async function applyReceipt(
 /**
  * The record of a named receipt, written with its credit (creditWithShares): its `invoice_receipts` row (once per
  * key: a receipt recorded already adds nothing, and the statement returns no row), `late` if it arrived after the
- * invoice's expiry, the invoice's running total, payer and evidence, `paid` when the total reaches the amount, and
+ * invoice's expiry, the invoice's running total, payer and evidence, `paid` when what it holds reaches the amount, and
  * `invoice.payment_received` (then `invoice.paid`). The invoice's row is locked first, so that receipts of one invoice
  * count one after another. Returns `paid_now`. An invoice gone refuses the row (its foreign key), and the credit
  * with it.
+ *
+ * What it holds is what its receipts brought less the receipts reversals took back (heldSql): a deposit a reorg
+ * removed pays nothing. Before, a receipt counted against the amount all that came, so an open invoice whose first
+ * deposit was reorganised away was paid by a second of less than its amount; and it moved only an open invoice, so
+ * one reversed by a reorg stayed reversed however much the payer sent again. A reversed invoice is paid again only
+ * when no dispute stands (a reversal of its money: disputedSql), and only as its row was read: a reversal recorded after
+ * this statement's reads (it marks the row, which this waits for) is not in what it counts, so it stays reversed.
  */
 function receiptRecordStatement(invoice: InvoiceTarget, event: ReceivedEvent & { key: string }): Statement {
   return {
     text: `WITH
      before AS (
-       SELECT status, amount, coalesce(received_amount, 0) AS received,
-         expires_at IS NOT NULL AND $7::timestamptz > expires_at AS late
-       FROM invoices WHERE id = $1 FOR UPDATE),
+       SELECT i.status, i.amount, coalesce(i.received_amount, 0) AS received, ${heldSql("i", "$1")} AS held,
+         ${disputedSql("$1")} AS disputed,
+         i.xmin::text = (SELECT xmin::text FROM invoices WHERE id = $1) AS as_read,
+         i.expires_at IS NOT NULL AND $7::timestamptz > i.expires_at AS late
+       FROM invoices i WHERE i.id = $1 FOR UPDATE),
      inserted AS (
        INSERT INTO invoice_receipts (invoice_id, key, amount, payer, late, evidence, received_at)
        VALUES ($1, $2, $3::bigint, $4::text, coalesce((SELECT late FROM before), false), $5::jsonb, $7::timestamptz)
        ON CONFLICT (invoice_id, key) DO NOTHING RETURNING late),
      counted AS (
        SELECT before.received + $3::bigint AS total, inserted.late,
-         before.status = 'open' AND before.received + $3::bigint >= before.amount AS paid_now
+         (before.status = 'open' OR (before.status = 'reversed' AND NOT before.disputed AND before.as_read))
+           AND before.held + $3::bigint >= before.amount AS paid_now
        FROM before, inserted),
      moved AS (
        UPDATE invoices SET received_amount = counted.total, payer = coalesce(invoices.payer, $4::text),
          evidence = coalesce(invoices.evidence, $5::jsonb),
          status = CASE WHEN counted.paid_now THEN 'paid' ELSE invoices.status END,
-         paid_at = CASE WHEN counted.paid_now THEN now() ELSE invoices.paid_at END
+         paid_at = CASE WHEN counted.paid_now THEN coalesce(invoices.paid_at, now()) ELSE invoices.paid_at END
        FROM counted WHERE invoices.id = $1 RETURNING 1),
      announced AS (
        INSERT INTO outbox (tenant_id, type, payload)
@@ -846,6 +856,22 @@ function receiptEvidence(event: ReceivedEvent) {
   if (event.payer === undefined) return evidence;
   return { ...evidence, detail: { ...evidence.detail, payer: event.payer } };
 }
+
+/**
+ * SQL: what invoice row `alias` (its id the parameter `id`) still holds of what its receipts brought: less what the
+ * reversals that stand and name the receipt they take (a deposit a reorg removed) asked, each all of it (what its legs
+ * took and its shortfalls: the receipt is gone from the chain whatever the accounts held). A reversal of the
+ * invoice's money (a dispute) is not counted here: it stands apart (disputedSql), and no receipt pays over it.
+ */
+const heldSql = (alias: string, id: string) =>
+  `(coalesce(${alias}.received_amount, 0) - (SELECT coalesce(sum(r.amount + coalesce((SELECT sum(s.amount)
+     FROM reversal_shortfalls s WHERE s.invoice_id = r.invoice_id AND s.reversal_key = r.key), 0)), 0)
+   FROM invoice_reversals r WHERE r.invoice_id = ${id} AND r.reinstated_at IS NULL AND r.receipt IS NOT NULL))`;
+
+/** SQL: whether a reversal of invoice `id`'s money stands (one that names no receipt: a dispute lost, a refund). */
+const disputedSql = (id: string) =>
+  `EXISTS (SELECT 1 FROM invoice_reversals r WHERE r.invoice_id = ${id} AND r.reinstated_at IS NULL
+     AND r.receipt IS NULL)`;
 
 /** Why a payer's signed payment for an invoice was refused: the rail's reasons, or the invoice's own state. */
 export type InvoicePaymentRefusal = SignedPaymentRefusal | "invoice_not_found";
@@ -909,11 +935,14 @@ export const invoicePaymentRefusalStatus: Record<InvoicePaymentRefusal, number> 
  * payee, too, gives back at most what it holds. The legs are one linked ledger chain: all of them or none, written in
  * one transaction with the reversal's record (reversalRecordStatement).
  * Each reversal (by `key`) is recorded once with its own `invoice.reversed` event, so a second partial refund is
- * announced too; a reversal withdrawn before it arrived (see applyReinstated) takes nothing. From its record on, no
- * refund of the invoice passes until every reversal of it is withdrawn: the record's statement touches the
+ * announced too; a reversal withdrawn before it arrived (see applyReinstated) takes nothing. From its record on, every
+ * refund of the invoice counts it (a dispute: none passes until it is withdrawn): the record's statement touches the
  * invoice's `refundable` row, which every refund's claim of an invoice is checked against (payments/refunds.ts
  * holdAndClaim), split or not. A reversal that names the one credit it takes back (`takes`: a receipt, or what a
- * reinstatement gave back) takes nothing when that credit was never made: `not_received` (creditedBy).
+ * reinstatement gave back) takes nothing when that credit was never made: `not_received` (creditedBy); otherwise its
+ * record names the receipt (reversalRecordStatement), and it is counted as that receipt taken back rather than as a
+ * dispute: refunds go on, of what is left (payments/refunds.ts holdAndClaim), and further receipts pay the invoice
+ * again once what it holds reaches the amount (receiptRecordStatement).
  */
 export async function applyReversed(
   deps: SettlementDeps,
@@ -923,7 +952,7 @@ export async function applyReversed(
     key: string;
     amount: bigint;
     evidence: SettlementEvidence;
-    takes?: { readonly receipt: string } | { readonly reinstated: string };
+    takes?: ReversalTakes;
   },
 ): Promise<{
   status: "applied" | "duplicate" | "withdrawn" | "unknown_reference" | "not_received";
@@ -966,17 +995,16 @@ export async function applyReversed(
   }
 }
 
+/** The one credit a reversal takes back, when it names one (core/rail.ts, the `reversed` event's `takes`). */
+type ReversalTakes = { readonly receipt: string } | { readonly reinstated: string };
+
 /**
  * Whether the one credit a reversal takes back was made (the rail's event for it may have been delivered and failed
  * before it was): the receipt's ledger transfer, not its invoice_receipts row (written with it now, but after it by
  * an earlier version: a crash between the two left the money credited without the row); or the reversal given back,
  * by its record or by the ledger transfer that gave it back (applyReinstated marks the record after it).
  */
-async function creditedBy(
-  deps: SettlementDeps,
-  invoiceId: string,
-  takes: { readonly receipt: string } | { readonly reinstated: string },
-): Promise<boolean> {
+async function creditedBy(deps: SettlementDeps, invoiceId: string, takes: ReversalTakes): Promise<boolean> {
   if ("receipt" in takes)
     return (await deps.ledger.lookupTransfers([receiptLedgerId(invoiceId, takes.receipt)])).length > 0;
   if ((await reversalRecord(deps.db, invoiceId, takes.reinstated))?.reinstated === true) return true;
@@ -1000,11 +1028,13 @@ async function creditedBy(
  * invoice received nothing more since (a further receipt credits the payees again), so that what the legs were
  * computed from is of one state with the refunds' claims; otherwise refund_exceeds_remaining() is raised
  * (isRefundExceeding) and the transaction, legs and all, is rolled back. null: any version passes (the touch waits
- * for a claim holding the row's lock: that refund came first).
+ * for a claim holding the row's lock: that refund came first). The record names the receipt the reversal takes back
+ * (`takes`: that receipt, or the one the reversal given back that it takes again took; migration 0066), null for a
+ * reversal of the invoice's money.
  */
 function reversalRecordStatement(
   invoice: InvoiceTarget,
-  event: { key: string; amount: bigint },
+  event: { key: string; amount: bigint; takes?: ReversalTakes },
   took: { taken: bigint; shortfalls: readonly LegShortfall[] },
   readAt: { version: string; received: bigint } | null,
 ): Statement {
@@ -1025,7 +1055,9 @@ function reversalRecordStatement(
          WHERE $2::text IS NULL OR r.xmin::text = $2::text
        RETURNING 1),
      recorded AS (
-       INSERT INTO invoice_reversals (invoice_id, key, amount) VALUES ($1, $3, $4)
+       INSERT INTO invoice_reversals (invoice_id, key, amount, receipt)
+       VALUES ($1, $3, $4, coalesce($10::text,
+         (SELECT receipt FROM invoice_reversals WHERE invoice_id = $1 AND key = $11::text)))
        ON CONFLICT (invoice_id, key) DO UPDATE SET amount = invoice_reversals.amount
          WHERE invoice_reversals.reinstated_at IS NOT NULL
        RETURNING xmax = 0 AS inserted),
@@ -1059,6 +1091,8 @@ function reversalRecordStatement(
       readAt?.received ?? null,
       shortfalls.map((shortfall) => shortfall.accountId),
       shortfalls.map((shortfall) => shortfall.amount.toString()),
+      event.takes !== undefined && "receipt" in event.takes ? event.takes.receipt : null,
+      event.takes !== undefined && "reinstated" in event.takes ? event.takes.reinstated : null,
     ],
   };
 }
@@ -1085,7 +1119,7 @@ export const reversalClaimAttemptsMax = 8;
 async function takeBackReversal(
   deps: SettlementDeps,
   invoice: InvoiceTarget,
-  event: { key: string; amount: bigint; evidence: SettlementEvidence },
+  event: { key: string; amount: bigint; evidence: SettlementEvidence; takes?: ReversalTakes },
 ): Promise<{ taken: bigint[]; rows: Row[] | null; legs: { accountId: string; asked: bigint }[] }> {
   const split = invoice.split !== null && invoice.split.length > 0;
   for (let attempt = 1; attempt <= reversalClaimAttemptsMax; attempt++) {
@@ -1344,7 +1378,9 @@ const reinstateAttemptsMax = 3;
  * A reversal was undone: a dispute won (Stripe gave the funds back), a refund that failed or was canceled. The
  * account gets back exactly what the reversal took (its ledger transfers say how much). One not applied yet is
  * withdrawn instead: recorded as given back, so that if it arrives later (Stripe does not order its events) it
- * takes nothing. The invoice is 'paid' again once none of its reversals stands.
+ * takes nothing. The invoice is 'paid' again once no dispute stands and, while reversals of receipts do, what it
+ * still holds reaches its amount (heldSql): a reorg that removed one deposit may stand for good once the payer paid
+ * again (receiptRecordStatement).
  *
  * What is given back is read before the record is marked; a reversal whose legs and record commit in between (they
  * commit together: applyReversed) left a record saying it took more than was given back, so the mark does not pass
@@ -1394,8 +1430,9 @@ export async function applyReinstated(
         // marks the invoice after this. (The other order deadlocked a reversal with its own withdrawal.)
         await tx.query("SELECT 1 FROM invoices WHERE id = $1 FOR UPDATE", [invoice.id]);
         await tx.query(
-          `UPDATE invoices SET status = 'paid' WHERE id = $1 AND status = 'reversed'
-           AND NOT EXISTS (SELECT 1 FROM invoice_reversals WHERE invoice_id = $1 AND reinstated_at IS NULL)`,
+          `UPDATE invoices i SET status = 'paid' WHERE i.id = $1 AND i.status = 'reversed'
+           AND NOT EXISTS (SELECT 1 FROM invoice_reversals v WHERE v.invoice_id = $1 AND v.reinstated_at IS NULL
+             AND (v.receipt IS NULL OR ${heldSql("i", "$1")} < i.amount))`,
           [invoice.id],
         );
         // `amount` is all that goes back, the collections of this reversal's own shortfall included; the event also

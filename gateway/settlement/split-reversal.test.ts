@@ -419,6 +419,147 @@ describe("a split invoice taken back in parts", () => {
   });
 });
 
+describe("an invoice one of whose receipts a reorg took back", () => {
+  /** A refund through the API (its provider's, on the toy rail) of the invoice: its answer, refused or not. */
+  const refunding = (id: string, amount: bigint) =>
+    createRefund(
+      {
+        db,
+        ledger,
+        accounts: createAccountCache({ sql: db }, { entriesMax: 10 }),
+        rails: new Map([["toy", toyReceiver]]),
+      },
+      {
+        tenantId,
+        target: { kind: "invoice", invoiceId: id },
+        amount: formatAmount(amount, assets.BTC),
+        reason: null,
+        metadata: {},
+        destination: null,
+        idempotencyKey: null,
+      },
+    );
+  /** The deposit watcher's reversal of receipt `r<i>` (paidInvoice's keys), which names the receipt it takes. */
+  const reorg = (id: string, receipt: string, amount: bigint) => ({
+    rail: "toy",
+    reference: id,
+    key: `reorg:${receipt}`,
+    amount,
+    evidence,
+    takes: { receipt },
+  });
+  const receive = (id: string, key: string, amount: bigint) =>
+    applyReceived(deps(), { rail: "toy", reference: id, key, amount, evidence });
+  const statusOf = async (id: string) =>
+    (await db.query<{ status: string }>("SELECT status FROM invoices WHERE id = $1", [id]))[0]?.status;
+  const eventsOf = async (id: string) =>
+    (
+      await db.query<{ type: string }>(
+        "SELECT type FROM outbox WHERE payload->>'invoice_id' = $1 AND type LIKE 'invoice.%' ORDER BY id",
+        [id],
+      )
+    ).map((row) => row.type);
+
+  it("refunds what it still holds, the reorg counted as taken back: each payee gives back its credit once", async () => {
+    const before = await everyone();
+    const id = await paidInvoice([6_000n, 4_000n], thirds);
+    expect(await applyReversed(deps(), reorg(id, "r0", 6_000n))).toEqual({
+      status: "applied",
+      shortfall: 0n,
+    });
+    // Before: refused invoice_not_paid, as if disputed, for as long as the deposit stayed unmined.
+    expect(await refunding(id, 4_001n)).toMatchObject({ ok: false, refusal: "refund_exceeds_remaining" });
+    const refunded = await refunding(id, 4_000n);
+    expect(refunded).toMatchObject({ ok: true, refund: { status: "succeeded" } });
+    // The reorg took back 6,000 of each payee's credit's parts, the refund the rest: nothing taken twice.
+    expect(delta(await everyone(), before)).toEqual(untouched);
+    expect(await refunding(id, 1n)).toMatchObject({ ok: false, refusal: "refund_exceeds_remaining" });
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+
+  it("refunds all it received again once the same deposit is mined again, and less it once more when reorganised again", async () => {
+    const before = await everyone();
+    const id = await paidInvoice([6_000n, 4_000n], thirds);
+    expect(await applyReversed(deps(), reorg(id, "r0", 6_000n))).toEqual({
+      status: "applied",
+      shortfall: 0n,
+    });
+    expect(await refunding(id, 1_000n)).toMatchObject({ ok: true, refund: { status: "succeeded" } });
+    expect(
+      await applyReinstated(deps(), { rail: "toy", reference: id, key: "reorg:r0", evidence }),
+    ).toMatchObject({ status: "applied" });
+    expect(await statusOf(id)).toBe("paid");
+    expect(await refunding(id, 9_001n)).toMatchObject({ ok: false, refusal: "refund_exceeds_remaining" });
+    // Reorganised away again, its reversal takes back what the first one's giving back gave: r0, counted as before.
+    const again = { ...reorg(id, "r0", 6_000n), key: "reorg:r0#1", takes: { reinstated: "reorg:r0" } };
+    expect(await applyReversed(deps(), again)).toEqual({ status: "applied", shortfall: 0n });
+    expect(await refunding(id, 3_001n)).toMatchObject({ ok: false, refusal: "refund_exceeds_remaining" });
+    expect(await refunding(id, 3_000n)).toMatchObject({ ok: true, refund: { status: "succeeded" } });
+    expect(delta(await everyone(), before)).toEqual(untouched);
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+
+  it("is paid again, invoice.paid told once, when further receipts bring what it holds to its amount", async () => {
+    const id = await paidInvoice([6_000n, 4_000n]);
+    expect(await applyReversed(deps(), reorg(id, "r0", 6_000n))).toEqual({
+      status: "applied",
+      shortfall: 0n,
+    });
+    expect(await statusOf(id)).toBe("reversed");
+    // Before: a receipt moved only an open invoice to paid, so the invoice stayed reversed however much came.
+    expect(await receive(id, "r2", 5_000n)).toBe("received");
+    expect(await statusOf(id)).toBe("reversed");
+    expect(await receive(id, "r3", 1_000n)).toBe("applied");
+    expect(await statusOf(id)).toBe("paid");
+    expect(await receive(id, "r4", 500n)).toBe("received");
+    expect(await eventsOf(id)).toEqual([
+      "invoice.payment_received",
+      "invoice.payment_received",
+      "invoice.paid",
+      "invoice.reversed",
+      "invoice.payment_received",
+      "invoice.payment_received",
+      "invoice.paid",
+      "invoice.payment_received",
+    ]);
+    // Another receipt reorganised away takes it back to reversed; mined again, it is paid again, though r0's
+    // reversal still stands: it holds its amount. Before, it stayed reversed until every reversal was withdrawn.
+    expect(await applyReversed(deps(), reorg(id, "r1", 4_000n))).toEqual({
+      status: "applied",
+      shortfall: 0n,
+    });
+    expect(await statusOf(id)).toBe("reversed");
+    expect(
+      await applyReinstated(deps(), { rail: "toy", reference: id, key: "reorg:r1", evidence }),
+    ).toMatchObject({ status: "applied" });
+    expect(await statusOf(id)).toBe("paid");
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+
+  it("stays open while what it holds is below its amount, whatever it received", async () => {
+    const id = await paidInvoice([6_000n]);
+    expect(await applyReversed(deps(), reorg(id, "r0", 6_000n))).toEqual({
+      status: "applied",
+      shortfall: 0n,
+    });
+    expect(await statusOf(id)).toBe("open");
+    // Before: paid by 4,000, the 6,000 reorganised away counted as received.
+    expect(await receive(id, "r1", 4_000n)).toBe("received");
+    expect(await statusOf(id)).toBe("open");
+    expect(await receive(id, "r2", 6_000n)).toBe("applied");
+    expect(await statusOf(id)).toBe("paid");
+  });
+
+  it("stays reversed, nothing refundable, while a dispute stands beside it", async () => {
+    const id = await paidInvoice([10_000n]);
+    const dispute = { rail: "toy", reference: id, key: "dispute:1", amount: 1_000n, evidence };
+    expect(await applyReversed(deps(), dispute)).toEqual({ status: "applied", shortfall: 0n });
+    expect(await receive(id, "r1", 2_000n)).toBe("received");
+    expect(await statusOf(id)).toBe("reversed");
+    expect(await refunding(id, 1_000n)).toMatchObject({ ok: false, refusal: "invoice_not_paid" });
+  });
+});
+
 describe("a receipt of a split invoice that a crash cuts short", () => {
   it("is credited with its record or not at all, so a reorg's reversal of it leaves no payee its share", async () => {
     // The database and the ledger over it crash once, at the receipt's record (invoice_receipts), as a process that

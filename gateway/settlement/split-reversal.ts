@@ -217,7 +217,7 @@ export async function takenBackBefore(
  * (settlement/invoices.ts takeBackReversal), so a refund claimed after those reads makes it compute again, and a
  * refund that read the row before the legs fails its claim and computes again: refused `invoice_not_paid`, since the
  * reversal's record is written with its legs (settlement/invoices.ts reversalRecordStatement; payments/refunds.ts
- * holdAndClaim), or, a refund made at the provider, counted in what was refunded.
+ * holdAndClaim), or, a refund made at the provider or a receipt a reorg removed, counted in what was taken back.
  */
 export function takeBackShares(
   amount: bigint,

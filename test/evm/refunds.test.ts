@@ -305,3 +305,63 @@ describe("an invoice paid by two addresses", () => {
     expect(stranger.body.error).toMatchObject({ code: "parameter_invalid", param: "destination.address" });
   }, 60_000);
 });
+
+describe("an invoice one of whose deposits a reorg took back", () => {
+  it("refunds only what still stands, and only to the address whose payment does: never to the one reorganised away", async () => {
+    const first = gw.chain.accounts[8]!;
+    await gw.send(gw.chain.accounts[0]!, {
+      address: gw.chain.contracts.testUsd,
+      abi: testUsdAbi,
+      functionName: "mint",
+      args: [first.address, 4_000_000n],
+    });
+    const invoice = await openInvoice();
+    const { invoiceId } = invoice;
+    const transfer = (from: Account, amount: bigint) =>
+      gw.send(from, {
+        address: gw.chain.contracts.testUsd,
+        abi: testUsdAbi,
+        functionName: "transfer",
+        args: [invoice.depositAddress, amount],
+      });
+    const statusIs = (status: string) =>
+      waitUntil(`invoice ${status}`, async () => {
+        const read = await gw.call("GET", `/v1/invoices/${invoiceId}`);
+        return read.body.status === status ? read.body : undefined;
+      });
+    // 4.00 from the first payer stays on the chain; the customer's 6.00 after it is reorganised away.
+    await transfer(first, 4_000_000n);
+    await waitUntil("the first 4.00 credited", async () => {
+      const read = await gw.call("GET", `/v1/invoices/${invoiceId}`);
+      return read.body.received_amount === "4.000000" ? true : undefined;
+    });
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    await transfer(payer(), 6_000_000n);
+    await statusIs("paid");
+    await snapshot.restore(); // a branch without the 6.00, longer than the one that had it
+    const reversed = await statusIs("reversed");
+    expect(reversed.received_amount).toBe("10.000000");
+
+    // The customer paid nothing that stands. Before: refused 409 invoice_not_paid, as if disputed, for as long as the
+    // 6.00 stayed unmined; and, counted as a payment that stands, the customer would have been paid the first payer's
+    // 4.00.
+    const customer = { type: "evm_address", address: payer().address };
+    const toCustomer = await gw.call("POST", "/v1/refunds", { invoice: invoiceId, destination: customer });
+    expect(toCustomer.status).toBe(409);
+    expect(toCustomer.body.error).toMatchObject({ code: "refund_exceeds_remaining", param: "amount" });
+    // The first payer's 4.00 is refundable to it, and no more.
+    const tokensBefore = await gw.tokenBalance(first.address);
+    const over = await gw.call("POST", "/v1/refunds", { invoice: invoiceId, amount: "4.000001" });
+    expect(over.status).toBe(409);
+    expect(over.body.error).toMatchObject({ code: "refund_exceeds_remaining", param: "amount" });
+    const all = await gw.call("POST", "/v1/refunds", { invoice: invoiceId });
+    expect(all.status).toBe(201);
+    expect(all.body.amount).toBe("4.000000");
+    expect(all.body.destination.address.toLowerCase()).toBe(first.address.toLowerCase());
+    expect((await settled(all.body.id)).status).toBe("succeeded");
+    expect((await gw.tokenBalance(first.address)) - tokensBefore).toBe(4_000_000n);
+    const again = await gw.call("POST", "/v1/refunds", { invoice: invoiceId });
+    expect(again.status).toBe(409);
+    expect(again.body.error.code).toBe("refund_exceeds_remaining");
+  }, 120_000);
+});
