@@ -184,7 +184,7 @@ export async function invoiceReceived(sql: Sql, invoiceId: string): Promise<bigi
  * applyReinstated): whether a reversal of its money stands (`disputed`: a dispute lost; one that names no receipt
  * and is no refund), what the refunds made at the provider outside the API took back of it (`refunded`: Stripe's
  * dashboard; keys `refund:…`, providerRefundKeyPrefix), and what the reversals that name the receipt they take took
- * back (`receipts`: a deposit a reorg removed, migration 0066) — each all of its amount, what its legs took and its
+ * back (`receipts`: a deposit a reorg removed, migration 0065) — each all of its amount, what its legs took and its
  * shortfalls, since the payer got all of it back, or its receipt is gone from the chain. A refund reads it after
  * claimableOf's version and claims with that version: a reversal recorded after the read touches the row in its
  * record's transaction (settlement/invoices.ts reversalRecordStatement), so the claim is refused and the next try

@@ -1029,7 +1029,7 @@ async function creditedBy(deps: SettlementDeps, invoiceId: string, takes: Revers
  * computed from is of one state with the refunds' claims; otherwise refund_exceeds_remaining() is raised
  * (isRefundExceeding) and the transaction, legs and all, is rolled back. null: any version passes (the touch waits
  * for a claim holding the row's lock: that refund came first). The record names the receipt the reversal takes back
- * (`takes`: that receipt, or the one the reversal given back that it takes again took; migration 0066), null for a
+ * (`takes`: that receipt, or the one the reversal given back that it takes again took; migration 0065), null for a
  * reversal of the invoice's money.
  */
 function reversalRecordStatement(
