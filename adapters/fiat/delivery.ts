@@ -53,14 +53,17 @@ export async function deliver(state: FiatRailState, event: FiatEvent): Promise<R
 
 /**
  * Whether Stripe may answer a lookup it failed if asked again: it did not answer (a connection cut or timed out), it
- * failed itself (an API error, a 5xx) or asked for less (429). A refusal (403, 404, another 4xx) stays one.
+ * failed itself (an API error, a 5xx), asked for less (429), or did not know the key (401: a key rolled or expired,
+ * which the operator replaces; the events whose money needs a lookup are refused meanwhile too, and heal with it). A
+ * refusal of a key it knows (403: a restricted key without the permission), 404 and another 4xx stay one.
  */
 function healsOnRedelivery(error: unknown): boolean {
   if (!(error instanceof Stripe.errors.StripeError)) return false;
   if (
     error instanceof Stripe.errors.StripeConnectionError ||
     error instanceof Stripe.errors.StripeAPIError ||
-    error instanceof Stripe.errors.StripeRateLimitError
+    error instanceof Stripe.errors.StripeRateLimitError ||
+    error instanceof Stripe.errors.StripeAuthenticationError
   )
     return true;
   return error.statusCode !== undefined && (error.statusCode >= 500 || error.statusCode === 429);

@@ -531,24 +531,32 @@ describe("a Stripe refund's fee", () => {
       expect(await balances(), refundId).toEqual({ ...before, clearing: before.clearing - 1000n });
     }
 
-    // Stripe failing itself may answer when asked again: refused, for Stripe to deliver the event again.
-    const { intentId, pay } = await cardInvoice("refund_fee_stripe_failed", { app: c });
-    await pay();
-    const before = await balances();
-    fees.set("re_fee_stripe_failed", { fee: 45 });
-    refused.set(
-      "re_fee_stripe_failed",
-      new ProxyAnswer(500, { error: { type: "api_error", message: "An unknown error occurred" } }),
-    );
-    const created = refundCreated("evt_refund_fee_stripe_failed", "re_fee_stripe_failed", intentId);
-    expect((await deliverStripeEvent(c, created, { secret })).status).toBe(500);
-    expect(await balances()).toEqual({ ...before, clearing: before.clearing - 1000n });
-    refused.delete("re_fee_stripe_failed");
-    await deliver(c, created);
-    expect(await balances()).toEqual({
-      clearing: before.clearing - 1000n,
-      fee: before.fee + 45n,
-      capital: before.capital - 45n,
-    });
+    // Stripe failing itself may answer when asked again, and so may a key refused as unknown (rolled, or expired: the
+    // operator sets the new one): refused, for Stripe to deliver the event again.
+    const healing = {
+      re_fee_stripe_failed: new ProxyAnswer(500, {
+        error: { type: "api_error", message: "An unknown error occurred" },
+      }),
+      re_fee_key_rolled: new ProxyAnswer(401, {
+        error: { type: "invalid_request_error", message: "Expired API Key provided: sk_test_***" },
+      }),
+    };
+    for (const [refundId, failure] of Object.entries(healing)) {
+      const { intentId, pay } = await cardInvoice(`refund_${refundId}`, { app: c });
+      await pay();
+      const before = await balances();
+      fees.set(refundId, { fee: 45 });
+      refused.set(refundId, failure);
+      const created = refundCreated(`evt_${refundId}`, refundId, intentId);
+      expect((await deliverStripeEvent(c, created, { secret })).status, refundId).toBe(500);
+      expect(await balances(), refundId).toEqual({ ...before, clearing: before.clearing - 1000n });
+      refused.delete(refundId);
+      await deliver(c, created);
+      expect(await balances(), refundId).toEqual({
+        clearing: before.clearing - 1000n,
+        fee: before.fee + 45n,
+        capital: before.capital - 45n,
+      });
+    }
   });
 });
