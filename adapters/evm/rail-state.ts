@@ -40,6 +40,8 @@ export type EvmRailState = {
   refreshTimer: NodeJS.Timeout | undefined;
   /** Money in, when the rail receives (params.deposits). */
   deposits: DepositState | null;
+  /** The sends the send-gas pass said wait too long for their owner (send-gas.ts): each is said once, until done. */
+  readonly ownerWaitsSaid: Set<string>;
 };
 
 export function evidenceOf(state: EvmRailState, receipt: TransactionReceipt, logIndex: number): EvmEvidence {

@@ -66,6 +66,7 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
     refreshTimer: undefined,
     deposits:
       params.deposits === undefined ? null : { params: params.deposits, implementation: null, domain: null },
+    ownerWaitsSaid: new Set(),
   };
   let handler: RailEventHandler | null = null;
   let watcher: ChainWatcher | null = null;

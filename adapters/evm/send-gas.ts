@@ -9,8 +9,9 @@
 // A caller books the gas only if the outcome reaches it, which the rail cannot know: a payment whose attempt ended
 // failed after its transaction was mined (another outcome applied first), a payout the gateway holds no payment of,
 // never book it. So a send whose outcome's owner books its gas (MinedSend.owner) is handed to the booker too, which
-// says whether that owner booked it (done, theirs), may still (pending: asked again next pass) or never will (it
-// books it). Before, the pass marked such a send theirs once mined, and in those cases nobody booked its gas.
+// says whether that owner booked it (done, theirs), may still (pending: asked again next pass, and said once when it
+// has waited an hour) or never will (it books it). Before, the pass marked such a send theirs once mined, and in those
+// cases nobody booked its gas (EVM migration 0018 opens the sends it closed so again).
 //
 // Who books a send's gas, by the kind its key names (sendKindOf):
 //
@@ -167,6 +168,13 @@ export const handedToX402 = "x402";
  */
 const x402HandoverMarginMs = 60_000;
 
+/**
+ * How long after a send was signed its gas may wait for its owner before the pass says so (once a send): an attempt
+ * in flight is run again by recovery, a batch sending is finished by netting, well within it; one that never ends
+ * holds the send's gas unbooked for good.
+ */
+export const ownerWaitSaidAfterMs = 60 * 60_000;
+
 type OpenSend = {
   attempt_id: string;
   tx_hash: Hex;
@@ -293,8 +301,23 @@ async function followSend(
     owner: outcomeOwnerOf(kind, !reverted),
   };
   const outcome = await book(mined);
-  // Left open, claimed by the pass: its next turn asks the booker again (no one else claims such a send).
-  if ("waitingFor" in outcome) return "pending";
+  // Left open, claimed by the pass: its next turn asks the booker again (no one else claims such a send). Before, an
+  // owner that never ended left it so with nothing said.
+  if ("waitingFor" in outcome) {
+    if (row.signed_ms_ago >= ownerWaitSaidAfterMs && !state.ownerWaitsSaid.has(row.attempt_id)) {
+      state.ownerWaitsSaid.add(row.attempt_id);
+      state.logger.warn(
+        {
+          send: row.attempt_id,
+          txHash: receipt.transactionHash,
+          owner: outcome.waitingFor,
+          signedMinutesAgo: Math.floor(row.signed_ms_ago / 60_000),
+        },
+        "send gas: a mined send's gas still waits for its owner's outcome, which has not ended; its gas stays unbooked until it does",
+      );
+    }
+    return "pending";
+  }
   if (outcome.booked) booked.push(mined);
   await markDone(state, row.attempt_id, receipt, outcome.bookedBy);
   return outcome.booked ? "booked" : "done";
@@ -340,6 +363,7 @@ async function markDone(
     );
     await tx.query("UPDATE evm_sends SET gas_done = true WHERE attempt_id = $1", [key]);
   });
+  state.ownerWaitsSaid.delete(key);
 }
 
 /** How many sends without a wallet (journaled before evm migration 0011) get theirs per query. */

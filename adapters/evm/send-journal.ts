@@ -4,7 +4,8 @@
 // retry can only ever land the one transaction — or, once the send has waited `replaceAfterMs` without being
 // mined, its replacement: the same call with the same nonce and fees bumped by 12.5% — up to the cap, as long as
 // that still raises both by the node's least, 10% (the transactions it superseded are kept, and whichever is mined
-// is the send's receipt). A send the cap leaves no replacement for waits as it is, said once.
+// is the send's receipt). A send the cap leaves no replacement for waits as it is, said once; so does one whose
+// replacement a node asking more than 10% refuses as underpriced (the transaction it replaced stays in the pool).
 //
 // Nonces come from the database (evm_nonces, one row per chain and wallet): a send takes the row's lock, signs
 // with max(the row, the chain's pending count), stores the send and moves the row on in one transaction, so
@@ -92,8 +93,11 @@ export type SendJournal = {
   /** The most of the queue one share holds: beyond it that share's new key is refused at once. */
   readonly sendsQueuedPerShareMax: number;
   readonly logger: Logger;
-  /** The transactions said to have no replacement within the cap (replaceIfStuck): each is said once. */
-  readonly unreplaceable: Set<Hex>;
+  /**
+   * The transactions said to wait as they are (no replacement within the cap, or one the node refused as underpriced:
+   * waitsAsItIs), by hash, with their nonce: each is said once, and forgotten once the wallet's nonce passed it.
+   */
+  readonly unreplaceable: Map<Hex, number>;
 };
 
 /**
@@ -118,7 +122,7 @@ export function createSendJournal(params: {
   return {
     ...params,
     logger: params.logger ?? silentLogger,
-    unreplaceable: new Set(),
+    unreplaceable: new Map(),
     account: localAccountOf(params.walletClient.account),
     chainId: params.publicClient.chain.id,
     queue: Promise.resolve(),
@@ -468,21 +472,32 @@ const replacementLeastTenths = 11n;
  * Replaces a send that has waited too long: the same call, the same nonce, fees bumped by ≥ 12.5% (or to what
  * the base fee asks now, when more), within the cap — or bumped to the cap when 12.5% passes it and the cap still
  * raises both fees by 10%. Nothing is replaced when a transaction with its nonce has been mined (the receipt decides),
- * when no such bump fits under the cap (the send waits as it is, said once: only a lower base fee or a higher cap
- * moves it), or when a lower nonce is still open and the send offers what the chain asks now (it waits for that one,
- * not for its fees).
+ * when no such bump fits under the cap, or the base fee and the tip alone pass it (the send waits as it is, said
+ * once: only a lower base fee or a higher cap moves it), or when a lower nonce is still open and the send offers what
+ * the chain asks now (it waits for that one, not for its fees).
  */
 async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendRow> {
   const mined = await journal.publicClient.getTransactionCount({
     address: journal.account.address,
     blockTag: "latest",
   });
+  forgetPassed(journal, mined);
   if (mined > row.nonce) return row;
   const old = parseTransaction(row.raw_tx);
   if (old.type !== "eip1559" || old.maxFeePerGas === undefined || old.maxPriorityFeePerGas === undefined)
     return row;
   const fees = await currentGasFees(journal.publicClient, journal.gas);
-  if (fees.kind === "above_max") return row;
+  if (fees.kind === "above_max") {
+    // The base fee and the tip alone pass the cap: nothing is signed (as a new send is refused fee_above_max). Before,
+    // it waited so with nothing said.
+    waitsAsItIs(
+      journal,
+      row,
+      { baseFeeWei: fees.baseFeeWei.toString(), maxFeeWei: fees.maxFeeWei.toString() },
+      "send stuck above the gas cap: the base fee and the tip alone pass the cap, so no replacement is signed; it waits as it is, until the base fee falls or the cap is raised",
+    );
+    return row;
+  }
   // Waiting behind a lower nonce of the wallet while offering what the chain asks now: its place holds it, not its
   // fees, and it waits as it is. Bumped at every pass, each send queued behind one stuck nonce compounded 12.5% a pass
   // (ten passes: 3.2 times the tip), and paid that once the queue moved. Once the lowest, it is replaced if still due.
@@ -500,22 +515,17 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
   const tip = minOf(maxOf(bump(old.maxPriorityFeePerGas), fees.maxPriorityFeePerGas), cap);
   const maxFee = minOf(maxOf(bump(old.maxFeePerGas), fees.maxFeePerGas, tip), cap);
   if (maxFee < least(old.maxFeePerGas) || tip < least(old.maxPriorityFeePerGas)) {
-    // Any replacement the node would take pays above the cap. Said once a transaction (keepOpenSends comes back to
-    // it every pass); a replacement made since is another transaction.
-    if (!journal.unreplaceable.has(row.tx_hash)) {
-      journal.unreplaceable.add(row.tx_hash);
-      journal.logger.warn(
-        {
-          send: row.attempt_id,
-          txHash: row.tx_hash,
-          nonce: row.nonce,
-          maxFeePerGas: old.maxFeePerGas.toString(),
-          maxPriorityFeePerGas: old.maxPriorityFeePerGas.toString(),
-          maxFeeWei: cap.toString(),
-        },
-        "send stuck near the gas cap: no replacement within the cap raises its fees by the 10% a node asks; it waits as it is, until the base fee falls or the cap is raised",
-      );
-    }
+    // Any replacement the node would take pays above the cap.
+    waitsAsItIs(
+      journal,
+      row,
+      {
+        maxFeePerGas: old.maxFeePerGas.toString(),
+        maxPriorityFeePerGas: old.maxPriorityFeePerGas.toString(),
+        maxFeeWei: cap.toString(),
+      },
+      "send stuck near the gas cap: no replacement within the cap raises its fees by the 10% a node asks; it waits as it is, until the base fee falls or the cap is raised",
+    );
     return row;
   }
   const { walletClient } = journal;
@@ -556,6 +566,30 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
   });
 }
 
+/**
+ * Says why a send's transaction waits as it is, once a transaction: keepOpenSends comes back to it every pass, and
+ * recovery at every run of its attempt; a replacement made since is another transaction, said again.
+ */
+function waitsAsItIs(
+  journal: SendJournal,
+  row: SendRow,
+  fields: Record<string, unknown>,
+  message: string,
+): void {
+  if (journal.unreplaceable.has(row.tx_hash)) return;
+  journal.unreplaceable.set(row.tx_hash, Number(row.nonce));
+  journal.logger.warn({ send: row.attempt_id, txHash: row.tx_hash, nonce: row.nonce, ...fields }, message);
+}
+
+/**
+ * Forgets the transactions said to wait whose nonce the wallet's mined count has passed: one of the send's was mined,
+ * or another took its nonce; either way the send waits no more. (Before, the set only grew, for the process's life.)
+ */
+function forgetPassed(journal: SendJournal, minedCount: number): void {
+  for (const [hash, nonce] of journal.unreplaceable)
+    if (nonce < minedCount) journal.unreplaceable.delete(hash);
+}
+
 function maxOf(first: bigint, ...rest: bigint[]): bigint {
   let max = first;
   for (const value of rest) if (value > max) max = value;
@@ -583,6 +617,7 @@ export function keepOpenSends(journal: SendJournal): Promise<number> {
       address: journal.account.address,
       blockTag: "latest",
     });
+    forgetPassed(journal, minedCount);
     const open = await journal.db.query<StoredRow>(
       `SELECT attempt_id, tx_hash, raw_tx, nonce, now() - signed_at >= $4::int * interval '1 millisecond' AS due
          FROM evm_sends WHERE chain_id = $1 AND wallet = $2 AND nonce >= $3 AND NOT gas_done
@@ -602,19 +637,47 @@ export function keepOpenSends(journal: SendJournal): Promise<number> {
   });
 }
 
+/**
+ * What a node answers a transaction whose fees are too low to take its nonce's place in its pool: "replacement
+ * transaction underpriced" (geth, anvil, reth; Hardhat's capitalised, naming the nonce), "transaction underpriced"
+ * (geth, its pool full), "replacement fee too low" (erigon).
+ */
+const underpricedTexts = ["transaction underpriced", "replacement fee too low"];
+
 async function broadcast(journal: SendJournal, row: SendRow): Promise<void> {
   try {
     await journal.publicClient.sendRawTransaction({ serializedTransaction: row.raw_tx });
   } catch (error) {
+    const text = errorText(error).toLowerCase();
+    // A replacement refused as underpriced: a node asking more than the bump the cap left (12.5% where it left 10%).
+    // It is the send's transaction already, and the one it replaced is kept among the send's: that one stays in the
+    // pool, and the receipt of either decides. Before, the broadcast threw (but on Hardhat, whose refusal names the
+    // nonce), and so did every pass and every run of the attempt, until the one replaced was mined.
+    if (underpricedTexts.some((refusal) => text.includes(refusal)) && (await supersedesAny(journal, row))) {
+      waitsAsItIs(
+        journal,
+        row,
+        { error: shortMessage(error) },
+        "send's replacement refused as underpriced: the node asks a larger bump than the gas cap left; the transaction it replaced waits in the node's pool, and whichever of them is mined is the send's",
+      );
+      return;
+    }
     // "already known" or "nonce too low" means the node has seen these bytes (or mined them): the receipt decides.
     // Not viem's UnknownRpcError ("An unknown RPC error occurred"), which says nothing of the kind.
-    const text = errorText(error).toLowerCase();
     if (!text.replaceAll("unknown", "").includes("known") && !text.includes("nonce"))
       throw new EvmRailError(`broadcast of ${row.tx_hash} failed`, {
         details: viemDetails(error),
         cause: error,
       });
   }
+}
+
+/** Whether the send's transaction replaced others (evm_sends_replaced holds them). */
+async function supersedesAny(journal: SendJournal, row: SendRow): Promise<boolean> {
+  const rows = await journal.db.query("SELECT 1 FROM evm_sends_replaced WHERE attempt_id = $1 LIMIT 1", [
+    row.attempt_id,
+  ]);
+  return rows.length > 0;
 }
 
 /**

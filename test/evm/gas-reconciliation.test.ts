@@ -7,9 +7,12 @@
 // A transaction is made to revert on chain as a token's blacklist would make it: sent by the gateway while nothing is
 // mined (its gas estimate passed), then the payee blacklisted by a transaction with a far higher tip, mined first in
 // the same block.
+import { readFile } from "node:fs/promises";
+import path from "node:path";
 import { type Address, erc20Abi, type Hex, keccak256 } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { evmMigrations } from "../../adapters/evm/index.ts";
 import { assets, divCeil, type Rail } from "../../core/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import {
@@ -20,6 +23,7 @@ import {
 } from "../../gateway/payments/index.ts";
 import { bookSendGas, sendGasPassOnce } from "../../gateway/settlement/index.ts";
 import { type AheadFees, installBlacklist } from "../support/blacklisting-token.ts";
+import { recordingLogger } from "../support/recording-logger.ts";
 import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
 
 let gw: Gateway;
@@ -397,6 +401,86 @@ describe("a payout's gas, when no outcome of it books it", () => {
     expect((await ledgerEth()).fees - before.fees).toBe(gwei);
     expect((await gw.app.ledger.lookupTransfers([sendGasId(txHash)]))[0]?.amount).toBe(gwei);
     expect(await gasOf(attemptId)).toEqual({ booked_by: "send_gas", gas_done: true });
+  });
+
+  it("says once, naming the send and its owner, when a payment has held its gas unbooked for an hour", async () => {
+    const attemptId = await payoutMinedInFlight("0x1111111111111111111111111111111111111114");
+    const { txHash } = await gasGwei(attemptId);
+    // Signed an hour ago and more, its attempt still in flight (nothing runs it again).
+    await gw.app.db.query(
+      "UPDATE evm_sends SET signed_at = now() - interval '61 minutes' WHERE attempt_id = $1",
+      [attemptId],
+    );
+    const { logger, lines } = recordingLogger();
+    const rail = anotherProcessRail(gw, { logger });
+    await sendGasPassOnce(gw.app.settlement, rail, chainId());
+    await sendGasPassOnce(gw.app.settlement, rail, chainId());
+    expect(await gasOf(attemptId)).toMatchObject({ gas_done: false });
+    // Before: nothing said, pass after pass, for as long as the owner stayed open.
+    const said = lines.filter((line) => line.level === "warn" && line.fields.send === attemptId);
+    expect(said).toHaveLength(1);
+    expect(said[0]!.fields).toMatchObject({ txHash, owner: "payment" });
+    expect(said[0]!.message).toMatch(/waits for its owner/);
+    // Its owner ends (recovery runs it again, it succeeds and books the gas): the send is done, nothing more said.
+    await recoverOpenAttempts(gw.app.payments, { quietMs: 0 });
+    await sendGasPassOnce(gw.app.settlement, rail, chainId());
+    expect(await gasOf(attemptId)).toEqual({ booked_by: "payment", gas_done: true });
+    expect(lines.filter((line) => line.level === "warn" && line.fields.send === attemptId)).toHaveLength(1);
+  });
+
+  it("asks the ledger again about the payouts an older pass left to their payment on trust (EVM migration 0018)", async () => {
+    // One whose attempt ended failed after it was mined (its payment never booked the gas)…
+    const failedId = await payoutMinedInFlight("0x1111111111111111111111111111111111111115");
+    await applyRailEvent(gw.app.payments, {
+      kind: "attempt_failed",
+      attemptId: failedId,
+      code: "rejected",
+      message: "reported failed after it was mined",
+      retryElsewhere: false,
+    });
+    // …and one whose payment succeeded and booked it.
+    const paidId = await payoutMinedInFlight("0x1111111111111111111111111111111111111116");
+    await recoverOpenAttempts(gw.app.payments, { quietMs: 0 });
+    const statuses = await gw.app.db.query<{ id: string; status: string }>(
+      "SELECT id, status FROM attempts WHERE id = ANY($1) ORDER BY status",
+      [[failedId, paidId]],
+    );
+    expect(statuses).toEqual([
+      { id: failedId, status: "failed" },
+      { id: paidId, status: "succeeded" },
+    ]);
+    const failed = await gasGwei(failedId);
+    const paid = await gasGwei(paidId);
+    // Both closed as the pass before this release closed them once mined: the payment's, on trust.
+    for (const [key, txHash] of [
+      [failedId, failed.txHash],
+      [paidId, paid.txHash],
+    ] as const) {
+      const receipt = await gw.chain.publicClient.getTransactionReceipt({ hash: txHash });
+      await gw.app.db.query(
+        `INSERT INTO evm_send_gas (attempt_id, chain_id, tx_hash, reverted, gas_wei, booked_by)
+         VALUES ($1, $2, $3, false, $4, 'payment')`,
+        [key, chainId(), txHash.toLowerCase(), (receipt.gasUsed * receipt.effectiveGasPrice).toString()],
+      );
+      await gw.app.db.query("UPDATE evm_sends SET gas_done = true WHERE attempt_id = $1", [key]);
+    }
+    const before = await ledgerEth();
+    await sendGasPassOnce(gw.app.settlement, gw.rail, chainId());
+    // Closed: no pass looks at them again, and the failed one's gas is never booked.
+    expect(await ledgerEth()).toEqual(before);
+
+    await gw.app.db.query(
+      await readFile(path.join(evmMigrations.directory, "0018_evm_send_gas_owner_asked.sql"), "utf8"),
+    );
+    expect(await gasOf(failedId)).toEqual({ booked_by: "send_gas", gas_done: false });
+    await sendGasPassOnce(gw.app.settlement, gw.rail, chainId());
+    await sendGasPassOnce(gw.app.settlement, gw.rail, chainId());
+    // The failed one's booked once, by the pass; the paid one's left to its payment, not booked again.
+    expect((await ledgerEth()).fees - before.fees).toBe(failed.gwei);
+    expect((await gw.app.ledger.lookupTransfers([sendGasId(failed.txHash)]))[0]?.amount).toBe(failed.gwei);
+    expect(await gw.app.ledger.lookupTransfers([sendGasId(paid.txHash)])).toEqual([]);
+    expect(await gasOf(failedId)).toEqual({ booked_by: "send_gas", gas_done: true });
+    expect(await gasOf(paidId)).toEqual({ booked_by: "payment", gas_done: true });
   });
 });
 

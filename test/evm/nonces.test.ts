@@ -235,11 +235,13 @@ describe("a stuck transaction near the gas cap", () => {
 
   it("is left as it is when no bump within the cap is a replacement the node takes, said once", async () => {
     const { logger, lines } = recordingLogger();
+    let journal: SendJournal | undefined;
+    let txHash: `0x${string}` | undefined;
     await setAutomine(false);
     try {
       // Signed at the cap: twice the base fee and the tip is above it, the base fee and the tip below.
       const cap = (await offeredNow()) - 1n;
-      const journal = cappedJournal(cap, logger);
+      journal = cappedJournal(cap, logger);
       const key = "approve:at-cap";
       expect(await approveNothing(journal, key)).toMatchObject({ attempt_id: key });
       const before = await sendOf(key);
@@ -248,6 +250,7 @@ describe("a stuck transaction near the gas cap", () => {
       await keepOpenSends(journal);
       await keepOpenSends(journal);
       expect((await sendOf(key)).txHash).toBe(before.txHash);
+      txHash = before.txHash;
       const warned = lines.filter((line) => line.level === "warn");
       // Before: nothing said, pass after pass.
       expect(warned).toHaveLength(1);
@@ -263,6 +266,126 @@ describe("a stuck transaction near the gas cap", () => {
     }
     await gw.chain.networkHelpers.mine(1);
     await expectMined([{ tx_hash: (await sendOf("approve:at-cap")).txHash }]);
+    // Mined: the journal forgets it (before, what it said it kept for the process's life).
+    expect(journal!.unreplaceable.has(txHash!)).toBe(true);
+    await keepOpenSends(journal!);
+    expect(journal!.unreplaceable.has(txHash!)).toBe(false);
+  });
+
+  it("is left as it is when the base fee and the tip alone pass the cap, said once", async () => {
+    const { logger, lines } = recordingLogger();
+    const key = "approve:above-cap";
+    await setAutomine(false);
+    try {
+      expect(await approveNothing(gatewayJournal(120_000), key)).toMatchObject({ attempt_id: key });
+      const before = await sendOf(key);
+      // The cap lowered below the base fee and the tip (or the base fee risen above it) while it waits.
+      const cap = (await readBaseFee(gw.chain.publicClient)) + 1_000_000_000n - 1n;
+      const journal = cappedJournal(cap, logger);
+      await keepOpenSends(journal);
+      await keepOpenSends(journal);
+      expect((await sendOf(key)).txHash).toBe(before.txHash);
+      const warned = lines.filter((line) => line.level === "warn" && line.fields.send === key);
+      // Before: nothing said, pass after pass.
+      expect(warned).toHaveLength(1);
+      expect(warned[0]!.message).toMatch(/above the gas cap/);
+      expect(warned[0]!.fields).toMatchObject({ txHash: before.txHash, maxFeeWei: cap.toString() });
+    } finally {
+      await setAutomine(true);
+    }
+    await gw.chain.networkHelpers.mine(1);
+    await expectMined([{ tx_hash: (await sendOf(key)).txHash }]);
+  });
+});
+
+describe("a replacement the node refuses as underpriced", () => {
+  /**
+   * The chain, its refusals of a replacement said in geth's words (anvil's, reth's): Hardhat decides, but its words
+   * name the nonce, which the broadcast took for "nonce too low" and let pass.
+   */
+  const gethWords = custom({
+    request: async (args: { method: string; params?: unknown }) => {
+      try {
+        return await gw.chain.provider.request(args as never);
+      } catch (error) {
+        if (
+          args.method === "eth_sendRawTransaction" &&
+          /replacement transaction underpriced/i.test(String(error))
+        )
+          throw Object.assign(new Error("replacement transaction underpriced"), { code: -32000 });
+        throw error;
+      }
+    },
+  });
+  const publicClient = () =>
+    createPublicClient({ chain: gw.chain.chain, transport: gethWords, pollingInterval: 50 });
+
+  it("leaves the send to the transaction it replaced, said once: no pass or run of the attempt throws, and that one settles it", async () => {
+    const keeper = recordingLogger();
+    const recovery = recordingLogger();
+    const rail = anotherProcessRail(gw, {
+      publicClient: publicClient(),
+      receiptTimeoutMs: 300,
+      logger: recovery.logger,
+    });
+    const journal = createSendJournal({
+      db: gw.app.db,
+      publicClient: publicClient(),
+      walletClient: gw.chain.walletClient,
+      confirmations: 1,
+      receiptTimeoutMs: 30_000,
+      gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
+      replaceAfterMs: 120_000,
+      logger: keeper.logger,
+    });
+    const attempt = payout("att_replacement_underpriced", 6_161n);
+    let first: { tx_hash: `0x${string}`; raw_tx: `0x${string}`; nonce: number } | undefined;
+    let bumped: `0x${string}` | undefined;
+    await setAutomine(false);
+    try {
+      expect(await rail.execute(attempt)).toMatchObject({ status: "in_flight" });
+      [first] = await gw.app.db.query<{ tx_hash: `0x${string}`; raw_tx: `0x${string}`; nonce: number }>(
+        "SELECT tx_hash, raw_tx, nonce FROM evm_sends WHERE attempt_id = $1",
+        [attempt.id],
+      );
+      // Replaced by 5% (the node asks 10%), committed as replaceIfStuck commits one: as a cap leaves 10% to a node
+      // asking 12.5%.
+      const { r: _r, s: _s, v: _v, yParity: _yParity, ...old } = parseTransaction(first!.raw_tx);
+      const raw = await gw.chain.walletClient.signTransaction({
+        ...old,
+        maxFeePerGas: (old.maxFeePerGas! * 105n) / 100n,
+        maxPriorityFeePerGas: (old.maxPriorityFeePerGas! * 105n) / 100n,
+      } as never);
+      bumped = keccak256(raw);
+      await gw.app.db.query(
+        "UPDATE evm_sends SET tx_hash = $2, raw_tx = $3, signed_at = now() WHERE attempt_id = $1",
+        [attempt.id, bumped, raw],
+      );
+      await gw.app.db.query(
+        "INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) VALUES ($1, $2, $3)",
+        [attempt.id, first!.tx_hash, first!.raw_tx],
+      );
+      // Before: "broadcast … failed", pass after pass, run after run, until the one replaced was mined.
+      await keepOpenSends(journal);
+      await keepOpenSends(journal);
+      expect(await rail.execute(attempt)).toMatchObject({ status: "in_flight" });
+      expect(await rail.execute(attempt)).toMatchObject({ status: "in_flight" });
+      await expect(gw.chain.publicClient.getTransaction({ hash: bumped })).rejects.toThrow();
+      // Said once by each process, naming the send and its refused transaction.
+      for (const { lines } of [keeper, recovery]) {
+        const warned = lines.filter((line) => line.level === "warn");
+        expect(warned).toHaveLength(1);
+        expect(warned[0]!.message).toMatch(/refused as underpriced/);
+        expect(warned[0]!.fields).toMatchObject({ send: attempt.id, txHash: bumped });
+      }
+    } finally {
+      await setAutomine(true);
+    }
+    await gw.chain.networkHelpers.mine(1);
+    expect(await rail.execute(attempt)).toMatchObject({
+      status: "succeeded",
+      evidence: { txHash: first!.tx_hash },
+    });
   });
 });
 

@@ -263,6 +263,7 @@ export function anotherProcessRail(
       | "sendsQueuedMax"
       | "confirmations"
       | "splitter"
+      | "logger"
     >
   > = {},
 ): EvmRail {
