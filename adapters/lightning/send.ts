@@ -28,6 +28,8 @@ import { estimateFee, keysendFinalCltvDelta } from "./fees.ts";
 import { invoiceForAddress, lnurlDefaults } from "./lnurl.ts";
 import { type LightningRailState, type Tracker, withTimeout } from "./state.ts";
 import {
+  type ForgottenSend,
+  forgottenSendRecord,
   outcomeRecord,
   type PaymentKind,
   type RailStoreRecord,
@@ -233,7 +235,7 @@ export function judgeTrackedPayment(attempt: StoredAttempt, payment: ConfirmedPa
  * first send, taken late, is as much its own as the one after).
  */
 const sentSince = (s: LightningRailState, attempt: StoredAttempt): StoredAttempt => {
-  const firstAtMs = s.forgottenSends.get(attempt.attemptId);
+  const firstAtMs = s.forgottenSends.get(attempt.attemptId)?.firstAtMs;
   return firstAtMs === undefined || firstAtMs >= attempt.createdAtMs
     ? attempt
     : { ...attempt, createdAtMs: firstAtMs };
@@ -295,8 +297,13 @@ function attach(s: LightningRailState, tracker: Tracker, subscription: EventEmit
     // A refusal LND's text names (an expired invoice, a shortfall, no route) comes before LND takes the payment: the
     // attempt fails as LND said. Followed by the hash, it would find another payment of that invoice (one made by
     // hand, or one whose attempt the journal forgot) and take it as the attempt's own.
+    //   But not of an attempt found never taken and sent afresh: LND refuses it so before it looks for a payment of
+    // the hash (an invoice expired since the first send, which LND took late and is paying). Failed, its reservation
+    // was released while LND paid it. The hash is followed: no payment of it, and it fails as LND said (the 404
+    // above); one, and it is judged as below.
     const unnamed = classified.kind === "failed" && classified.failure.code === "rejected";
-    if (classified.kind === "failed" && mode === "send" && !unnamed)
+    const forgotten = mode === "send" && s.forgottenSends.has(tracker.attempt.attemptId);
+    if (classified.kind === "failed" && mode === "send" && !unnamed && !forgotten)
       return void fail(s, tracker, classified.failure);
     // LND refused a first send of an invoice because it has a payment of its hash: not this attempt's (execute sends
     // an attempt once, and no other attempt of this rail is paying the hash), so not this attempt's outcome either.
@@ -314,7 +321,7 @@ function attach(s: LightningRailState, tracker: Tracker, subscription: EventEmit
         paymentHash: tracker.attempt.paymentHash,
         error: text,
       };
-      if (!s.forgottenSends.has(tracker.attempt.attemptId)) {
+      if (!forgotten) {
         s.logger.error(
           where,
           "LND has a payment of this invoice that no attempt of this rail's journal sent: the attempt fails",
@@ -337,7 +344,7 @@ function attach(s: LightningRailState, tracker: Tracker, subscription: EventEmit
     // it. LND's record of the hash decides: none, and LND never took it, the attempt fails as LND said (the 404
     // above); one, and its outcome is the attempt's.
     tracker.detached = true;
-    const follow = classified.kind === "track" || (unnamed && mode === "send");
+    const follow = classified.kind === "track" || forgotten || (unnamed && mode === "send");
     if (follow && s.health.connected) return track(s, tracker);
     markDisconnected(s, text);
   });
@@ -430,11 +437,9 @@ const deriveKeysendSecret = async (s: LightningRailState): Promise<Buffer> => {
   return s.keysendSecret;
 };
 
-const failedOutcome = (
-  code: Failure["code"],
-  message: string,
-  retryElsewhere: boolean,
-): Extract<AttemptOutcome, { status: "failed" }> => ({
+type Failed = Extract<AttemptOutcome, { status: "failed" }>;
+
+const failedOutcome = (code: Failure["code"], message: string, retryElsewhere: boolean): Failed => ({
   status: "failed",
   code,
   message,
@@ -488,7 +493,7 @@ function sendPayment(
 }
 
 /** An attempt the rail will not send, for its amounts or the rail's state; null: it may go out. */
-function refusal(s: LightningRailState, attempt: OutgoingAttempt): AttemptOutcome | null {
+function refusal(s: LightningRailState, attempt: OutgoingAttempt): Failed | null {
   if (attempt.amount < s.limits.amountMinMsat || attempt.amount > s.limits.amountMaxMsat)
     return failedOutcome(
       "rejected",
@@ -610,11 +615,13 @@ function neverTaken(s: LightningRailState, tracker: Tracker): void {
   // A slow LND may take its send after saying it had none (a send cut off, or asked for just before LND had it): its
   // id is remembered (journalled, until it has an outcome), so that a send of it afresh that LND refuses for the
   // payment it has follows that payment (attach) instead of failing while LND pays it.
-  const { attemptId, createdAtMs } = tracker.attempt;
-  const firstAtMs = Math.min(createdAtMs, s.forgottenSends.get(attemptId) ?? createdAtMs);
-  s.forgottenSends.set(attemptId, firstAtMs);
+  // What it sent is kept with it: a Lightning Address's invoice is sent afresh as it was (execute), not asked anew.
+  const { attemptId, createdAtMs, paymentHash, request } = tracker.attempt;
+  const firstAtMs = Math.min(createdAtMs, s.forgottenSends.get(attemptId)?.firstAtMs ?? createdAtMs);
+  const mark: ForgottenSend = { firstAtMs, paymentHash, request };
+  s.forgottenSends.set(attemptId, mark);
   forget(s, tracker, neverTakenOutcome);
-  void journalWithdrawn(s, attemptId, firstAtMs);
+  void journalWithdrawn(s, attemptId, mark);
 }
 
 /** What execute answers when an attempt's journal line could not be written: nothing was sent. */
@@ -647,20 +654,18 @@ function forget(s: LightningRailState, tracker: Tracker, outcome: StoredOutcome)
 }
 
 /**
- * Journals a forgotten attempt as withdrawn (`sentSinceMs`: found never taken, its first line written then); never
- * rejects. Need not be durable: were the line lost, the restarted rail finds no payment of the hash in LND and forgets
- * the attempt again (neverTaken), or finds the one LND took late and follows it.
+ * Journals a forgotten attempt as withdrawn (`forgotten`: found never taken, with its mark); never rejects. Need not be
+ * durable: were the line lost, the restarted rail finds no payment of the hash in LND and forgets the attempt again
+ * (neverTaken), or finds the one LND took late and follows it.
  */
 async function journalWithdrawn(
   s: LightningRailState,
   attemptId: string,
-  sentSinceMs?: number,
+  forgotten?: ForgottenSend,
 ): Promise<void> {
   try {
     await s.store.append(
-      sentSinceMs === undefined
-        ? { t: "withdrawn", attemptId }
-        : { t: "withdrawn", attemptId, sent: true, createdAtMs: sentSinceMs },
+      forgotten === undefined ? { t: "withdrawn", attemptId } : forgottenSendRecord(attemptId, forgotten),
     );
   } catch (error) {
     s.logger.warn({ error: lndErrorText(error), attemptId }, "journalling a withdrawn attempt failed");
@@ -678,7 +683,12 @@ function takeUnsent(tracker: Tracker): NonNullable<Tracker["unsent"]> | null {
 
 /** Pays the attempt once per attempt id: called again, it follows or reports the first payment. */
 export async function execute(s: LightningRailState, attempt: OutgoingAttempt): Promise<AttemptOutcome> {
-  if (!s.running) return failedOutcome("rail_unavailable", "the Lightning rail is not started", true);
+  if (!s.running)
+    return refusedUnsent(
+      s,
+      attempt,
+      failedOutcome("rail_unavailable", "the Lightning rail is not started", true),
+    );
   const known = s.attempts.get(attempt.id);
   if (known !== undefined) {
     if (known.outcome !== null) {
@@ -694,16 +704,22 @@ export async function execute(s: LightningRailState, attempt: OutgoingAttempt): 
     return await sendOrAfresh(s, tracker, attempt);
   }
 
+  // One found never taken is sent afresh as it was first sent. Asked again, a Lightning Address answers another
+  // invoice (another hash): were the first send taken late by LND, both invoices were paid.
+  const firstRequest = s.forgottenSends.get(attempt.id)?.request ?? null;
+  if (attempt.destination.kind === "lightning_address" && firstRequest !== null)
+    return await execute(s, { ...attempt, destination: { kind: "bolt11", invoice: firstRequest } });
   if (attempt.destination.kind === "lightning_address") {
     const early = refusal(s, attempt);
-    if (early !== null) return early;
+    if (early !== null) return refusedUnsent(s, attempt, early);
     // Asked for an invoice only the first time: a repeat of this attempt id follows the payment made above.
     const asked = await invoiceForAddress(attempt.destination.address, attempt.amount, {
       ...lnurlDefaults,
       httpHosts: s.limits.lnurlHttpHosts,
       fetch: s.lnurlFetch,
     });
-    if (!asked.ok) return failedOutcome(asked.code, asked.message, asked.retryElsewhere);
+    if (!asked.ok)
+      return refusedUnsent(s, attempt, failedOutcome(asked.code, asked.message, asked.retryElsewhere));
     if (s.attempts.has(attempt.id)) return await execute(s, attempt);
     return await execute(s, { ...attempt, destination: { kind: "bolt11", invoice: asked.invoice } });
   }
@@ -721,7 +737,32 @@ export async function execute(s: LightningRailState, attempt: OutgoingAttempt): 
 async function sendOrAfresh(s: LightningRailState, tracker: Tracker, attempt: OutgoingAttempt) {
   const outcome = await sendWhenWritten(s, tracker);
   if (takenBack.has(tracker)) return await execute(s, attempt);
+  // Forgotten with no outcome of its own (its line unwritten, or withdrawn): nothing of it was sent.
+  if (outcome.status === "failed" && tracker.attempt.outcome === null)
+    return refusedUnsent(s, attempt, outcome);
   return outcome;
+}
+
+/**
+ * What execute answers for an attempt it refused before sending anything (the rail stopped, LND out of reach, the
+ * rail's places or its tenant's full, no keysend secret, its line unwritten): the refusal, but for one found never
+ * taken (neverTaken). A slow LND may have taken its first send since, and be paying it: failed, its reservation was
+ * released and the payment went to another rail, its payee paid twice and Lightning's money out unbooked. It is in
+ * flight until a send of it afresh, or LND, says how it ended (the gateway's recovery executes it again).
+ */
+function refusedUnsent(s: LightningRailState, attempt: OutgoingAttempt, refused: Failed): AttemptOutcome {
+  const forgotten = s.forgottenSends.get(attempt.id);
+  if (forgotten === undefined) return refused;
+  s.logger.warn(
+    { attemptId: attempt.id, code: refused.code, error: refused.message },
+    "an attempt found never taken, which LND may yet be paying, could not be sent afresh: left in flight",
+  );
+  // A mark journalled before it kept the hash: the invoice's, or a keysend's id (its hash is derived from it).
+  const invoice = attempt.destination.kind === "bolt11" ? parseBolt11(attempt.destination.invoice) : null;
+  return {
+    status: "in_flight",
+    reference: forgotten.paymentHash ?? (invoice?.ok === true ? invoice.value.paymentHash : attempt.id),
+  };
 }
 
 /** Sends the tracker's attempt once its journal line is durable, unless another call took the send; then waits. */
@@ -779,7 +820,7 @@ async function admit(
   if (destination.kind !== "bolt11" && destination.kind !== "lightning_node")
     return failedOutcome("unreachable_destination", `Lightning cannot pay a ${destination.kind}`, true);
   const refused = refusal(s, attempt);
-  if (refused !== null) return refused;
+  if (refused !== null) return refusedUnsent(s, attempt, refused);
   let kind: PaymentKind;
   let paymentHash: string;
   let preimage: string | null = null;
@@ -803,7 +844,11 @@ async function admit(
     try {
       secret = await deriveKeysendSecret(s);
     } catch (error) {
-      return failedOutcome("rail_unavailable", `no keysend secret: ${lndErrorText(error)}`, true);
+      return refusedUnsent(
+        s,
+        attempt,
+        failedOutcome("rail_unavailable", `no keysend secret: ${lndErrorText(error)}`, true),
+      );
     }
     const image = createHmac("sha256", secret).update(`keysend:${attempt.id}`).digest();
     kind = "keysend";
@@ -814,16 +859,21 @@ async function admit(
   if (s.attempts.has(attempt.id)) return "known";
   // And the rail's places, or its tenant's, may have filled meanwhile (a keysend's secret is read first).
   const refusedAfter = refusal(s, attempt);
-  if (refusedAfter !== null) return refusedAfter;
+  if (refusedAfter !== null) return refusedUnsent(s, attempt, refusedAfter);
   // Another attempt written ahead of its payment's reservation and not sent yet holds the hash; that reservation
   // may yet be refused (a payer short of funds), the attempt withdrawn and the invoice free for this one. Decided
   // once it is sent or forgotten: by its payment's execute or withdraw, within preparedWaitMs at the latest.
   for (let held = undecidedHolding(s, paymentHash); held !== null; held = undecidedHolding(s, paymentHash)) {
     await held;
-    if (!s.running) return failedOutcome("rail_unavailable", "the Lightning rail is not started", true);
+    if (!s.running)
+      return refusedUnsent(
+        s,
+        attempt,
+        failedOutcome("rail_unavailable", "the Lightning rail is not started", true),
+      );
     if (s.attempts.has(attempt.id)) return "known";
     const refusedNow = refusal(s, attempt);
-    if (refusedNow !== null) return refusedNow;
+    if (refusedNow !== null) return refusedUnsent(s, attempt, refusedNow);
   }
   // Another attempt paid this hash, or is paying it: its payment is not this one's (LND would refuse the send).
   const other = attemptPaying(s, paymentHash);

@@ -8,7 +8,13 @@ import type { Asset, Logger, RailEvent, RailEventHandler, UsdRate } from "../../
 import { LightningRailError } from "./errors.ts";
 import type { AnswerCache } from "./fee-cache.ts";
 import type { LnurlFetch } from "./lnurl.ts";
-import type { LightningRailStore, StoredAttempt, StoredInvoice, StoredOutcome } from "./store.ts";
+import type {
+  ForgottenSend,
+  LightningRailStore,
+  StoredAttempt,
+  StoredInvoice,
+  StoredOutcome,
+} from "./store.ts";
 
 export type LndConnection = {
   /** host:port of LND's gRPC listener */
@@ -225,10 +231,11 @@ export type LightningRailState = {
   /** The last attempt sent for each payment hash (built from `attempts` on start). */
   attemptByHash: Map<string, string>;
   /**
-   * Attempts found never taken (send.ts neverTaken), until they have an outcome: each id's first line's time. LND may
-   * have taken the send late, and a send afresh that it refuses for that payment follows it.
+   * Attempts found never taken (send.ts neverTaken), until they have an outcome: each id's first line's time, and what
+   * it sent. LND may have taken the send late: a send afresh is of the same invoice, one that LND refuses is followed,
+   * and one the rail cannot make is left in flight, never failed.
    */
-  forgottenSends: Map<string, number>;
+  forgottenSends: Map<string, ForgottenSend>;
   invoices: Map<string, StoredInvoice>;
   /** Highest settle index whose invoice the handler has taken. */
   settleIndexDelivered: number;

@@ -471,7 +471,7 @@ describe("rail store", () => {
     await first.close();
     for (let reopen = 0; reopen < 2; reopen++) {
       const state = await reopened();
-      expect(new Map(state.forgottenSends)).toEqual(
+      expect(new Map([...state.forgottenSends].map(([id, mark]) => [id, mark.firstAtMs]))).toEqual(
         new Map([
           ["again", 3],
           ["late", 7],
@@ -495,6 +495,82 @@ describe("rail store", () => {
     await last.close();
     for (let reopen = 0; reopen < 2; reopen++)
       expect([...(await reopened()).forgottenSends.keys()].sort()).toEqual(["again", "late"]);
+  });
+
+  it("keeps what an attempt found never taken sent (its hash, its invoice) through compacted reopens, and loads a mark journalled without them", async () => {
+    const file = path.join(directory, "forgotten-requests.jsonl");
+    const reopened = async () => {
+      const store = createFileRailStore(file);
+      const state = await store.load(); // compacts the journal it read
+      await store.close();
+      return state;
+    };
+    const hash = "cd".repeat(32);
+    const first = createFileRailStore(file);
+    await first.load();
+    await first.append(
+      // A Lightning Address's: the invoice its address answered, sent afresh as it is (send.ts execute).
+      {
+        ...(attempt("address") as Extract<RailStoreRecord, { t: "attempt" }>),
+        paymentHash: hash,
+        createdAtMs: 5,
+      },
+      {
+        t: "withdrawn",
+        attemptId: "address",
+        sent: true,
+        createdAtMs: 5,
+        paymentHash: hash,
+        request: "lnbcrt1a",
+      },
+      // A keysend's: its hash alone.
+      {
+        ...(attempt("keysend") as Extract<RailStoreRecord, { t: "attempt" }>),
+        kind: "keysend",
+        request: null,
+      },
+      { t: "withdrawn", attemptId: "keysend", sent: true, createdAtMs: 1, paymentHash: "ef".repeat(32) },
+      // One journalled before the mark kept them: nothing of what it sent is known.
+      attempt("old"),
+      { t: "withdrawn", attemptId: "old", sent: true, createdAtMs: 1 },
+      // Found never taken again (sent afresh as it was, its line written again): the first line's time, and what it sent.
+      {
+        ...(attempt("address") as Extract<RailStoreRecord, { t: "attempt" }>),
+        paymentHash: hash,
+        createdAtMs: 9,
+      },
+      {
+        t: "withdrawn",
+        attemptId: "address",
+        sent: true,
+        createdAtMs: 5,
+        paymentHash: hash,
+        request: "lnbcrt1a",
+      },
+    );
+    await first.close();
+    for (let reopen = 0; reopen < 2; reopen++)
+      expect(new Map((await reopened()).forgottenSends)).toEqual(
+        new Map([
+          ["address", { firstAtMs: 5, paymentHash: hash, request: "lnbcrt1a" }],
+          ["keysend", { firstAtMs: 1, paymentHash: "ef".repeat(32), request: null }],
+          ["old", { firstAtMs: 1, paymentHash: null, request: null }],
+        ]),
+      );
+    // As the compaction wrote them: the old mark's line as it was.
+    const lines = (await readFile(file, "utf8"))
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line));
+    expect(lines).toContainEqual({ t: "withdrawn", attemptId: "old", sent: true, createdAtMs: 1 });
+    expect(lines).toContainEqual({
+      t: "withdrawn",
+      attemptId: "address",
+      sent: true,
+      createdAtMs: 5,
+      paymentHash: hash,
+      request: "lnbcrt1a",
+    });
   });
 
   it("forgets a withdrawn attempt on load, keeps one with an outcome, and takes the id again when it is written anew", async () => {

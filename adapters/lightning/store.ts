@@ -73,22 +73,37 @@ export type RailStoreRecord =
   /**
    * An attempt written ahead and never sent (its reservation was not made): forgotten. `sent`: forgotten because LND
    * had no payment of it when asked (send.ts neverTaken), which a slow LND may yet take: its id is remembered, with
-   * when its first line was written (`createdAtMs`), for a send of it afresh (absent in lines written before).
+   * when its first line was written (`createdAtMs`), the hash it sent and, an invoice's, the invoice (`request`), for
+   * a send of it afresh (each absent in lines written before it was kept).
    */
-  | { t: "withdrawn"; attemptId: string; sent?: true; createdAtMs?: number }
+  | {
+      t: "withdrawn";
+      attemptId: string;
+      sent?: true;
+      createdAtMs?: number;
+      paymentHash?: string;
+      request?: string;
+    }
   | { t: "invoice"; paymentHash: string; reference: string; expiresAtMs: number; setAside?: true }
   /** Its event was set aside: after a restart it is asked of LND again, though the settle index is past it. */
   | { t: "invoice_set_aside"; paymentHash: string }
   | { t: "invoice_done"; paymentHash: string }
   | { t: "settle_index"; value: number };
 
+/**
+ * An attempt forgotten as never taken whose send may yet have reached LND (a `sent` withdrawal): when its first line
+ * was written, the hash it sent and, an invoice's, the invoice it sent (null in a line written before it was kept).
+ */
+export type ForgottenSend = {
+  readonly firstAtMs: number;
+  readonly paymentHash: string | null;
+  readonly request: string | null;
+};
+
 export type RailState = {
   attempts: Map<string, StoredAttempt>;
-  /**
-   * Attempts forgotten as never taken whose send may yet have reached LND (a `sent` withdrawal), each with when its
-   * first line was written: what LND has of its hash may be its own (send.ts attach).
-   */
-  forgottenSends: Map<string, number>;
+  /** Attempts forgotten as never taken, by id: what LND has of the hash may be its own (send.ts attach). */
+  forgottenSends: Map<string, ForgottenSend>;
   invoices: Map<string, StoredInvoice>;
   settleIndex: number;
 };
@@ -177,11 +192,15 @@ export function applyRecord(state: RailState, record: RailStoreRecord): void {
       state.attempts.delete(record.attemptId);
       // Kept (alone once compacted) until the id has an outcome; the earliest line's time, were it forgotten twice.
       // A withdrawal without `sent` (withdraw's, or one written before it) leaves a mark of the id as it is.
-      if (record.sent === true && typeof record.createdAtMs === "number")
-        state.forgottenSends.set(
-          record.attemptId,
-          Math.min(record.createdAtMs, state.forgottenSends.get(record.attemptId) ?? record.createdAtMs),
-        );
+      if (record.sent === true && typeof record.createdAtMs === "number") {
+        const known = state.forgottenSends.get(record.attemptId);
+        state.forgottenSends.set(record.attemptId, {
+          firstAtMs: Math.min(record.createdAtMs, known?.firstAtMs ?? record.createdAtMs),
+          paymentHash:
+            typeof record.paymentHash === "string" ? record.paymentHash : (known?.paymentHash ?? null),
+          request: typeof record.request === "string" ? record.request : (known?.request ?? null),
+        });
+      }
       return;
     }
     case "invoice":
@@ -225,6 +244,16 @@ export function outcomeRecord(attemptId: string, outcome: StoredOutcome): RailSt
       };
 }
 
+/** The journal's line of an attempt forgotten as never taken (send.ts neverTaken), as applyRecord reads it back. */
+export const forgottenSendRecord = (attemptId: string, mark: ForgottenSend): RailStoreRecord => ({
+  t: "withdrawn",
+  attemptId,
+  sent: true,
+  createdAtMs: mark.firstAtMs,
+  ...(mark.paymentHash === null ? {} : { paymentHash: mark.paymentHash }),
+  ...(mark.request === null ? {} : { request: mark.request }),
+});
+
 /** The records that rebuild `state`, minus the oldest finished attempts past finishedAttemptsRetainMax. */
 export function compactRecords(state: RailState): RailStoreRecord[] {
   const records: RailStoreRecord[] = [];
@@ -234,10 +263,9 @@ export function compactRecords(state: RailState): RailStoreRecord[] {
   // Before the attempts' lines: the line of an id sent afresh follows its withdrawal, as it did when written. As many
   // as finished attempts are kept, the latest (an id's outcome ends its own).
   const forgottenSends = [...state.forgottenSends]
-    .sort(([, a], [, b]) => a - b)
+    .sort(([, a], [, b]) => a.firstAtMs - b.firstAtMs)
     .slice(-finishedAttemptsRetainMax);
-  for (const [attemptId, createdAtMs] of forgottenSends)
-    records.push({ t: "withdrawn", attemptId, sent: true, createdAtMs });
+  for (const [attemptId, mark] of forgottenSends) records.push(forgottenSendRecord(attemptId, mark));
   for (const attempt of attempts) {
     if (forget.has(attempt)) continue;
     records.push({

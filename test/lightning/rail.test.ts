@@ -3,7 +3,8 @@
 import { createHash, randomBytes } from "node:crypto";
 import { fdatasync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import net from "node:net";
+import { createServer } from "node:http";
+import net, { type AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -53,12 +54,14 @@ async function startRail(
   limits: LightningRailParams["limits"] = {},
   lnd: LightningRailParams["lnd"] = cluster.nodes.gateway,
   now?: () => number,
+  lnurlFetch?: LightningRailParams["lnurlFetch"],
 ): Promise<Running> {
   const events: RailEvent[] = [];
   const logs: LogLine[] = [];
   const rail = createLightningRail({
     lnd,
     ...(now === undefined ? {} : { now }),
+    ...(lnurlFetch === undefined ? {} : { lnurlFetch }),
     store: typeof store === "string" ? createFileRailStore(path.join(directory, store)) : store,
     limits: { refreshIntervalMs: 500, reconnectDelayMaxMs: 1_000, executeWaitMs: 30_000, ...limits },
     logger: recordingLogger({ lines: logs }).logger,
@@ -421,6 +424,8 @@ describe("lightning rail on regtest", () => {
         attemptId: line.attemptId,
         sent: true,
         createdAtMs: line.createdAtMs,
+        paymentHash: id,
+        request: held.request,
       });
     } finally {
       await running.rail.stop();
@@ -516,6 +521,272 @@ describe("lightning rail on regtest", () => {
     const { payments } = await getPayments({ lnd: client("gateway") });
     const ids = new Set([open.id, priced.id, since.id]);
     expect(payments.filter((payment) => ids.has(payment.id))).toHaveLength(3);
+  });
+
+  it("an attempt found never taken whose invoice expired since is followed when LND refuses its send afresh as expired, and fails expired only when LND has no payment of it", async () => {
+    // LND checks an invoice's expiry before it looks for a payment of its hash: a send afresh of an invoice expired
+    // since the first send (which LND took late and is paying) is refused "invoice expired", not for that payment.
+    const secret = randomBytes(32).toString("hex");
+    const id = sha256(secret);
+    const expiresAtMs = Date.now() + 8_000;
+    const expires_at = new Date(expiresAtMs).toISOString();
+    const held = await createHodlInvoice({ lnd: payee, id, tokens: 1_700, expires_at });
+    const unpaid = await createInvoice({ lnd: payee, tokens: 1_800, expires_at });
+    const lines = [
+      journalledAttempt("expired-late", held, 1_700_000n),
+      journalledAttempt("expired-unpaid", unpaid, 1_800_000n),
+    ];
+    const [late, never] = lines as [(typeof lines)[number], (typeof lines)[number]];
+    await writeFile(
+      path.join(directory, "expired-late.jsonl"),
+      lines
+        .map(
+          (line) =>
+            `${JSON.stringify(line)}\n${JSON.stringify({ t: "withdrawn", attemptId: line.attemptId, sent: true, createdAtMs: line.createdAtMs })}\n`,
+        )
+        .join(""),
+    );
+    // The first send of one, taken late (paid by hand through the gateway's node, as it is), held at the payee.
+    const paying = pay({ lnd: client("gateway"), request: held.request });
+    await waitFor(
+      "HTLC held at the payee",
+      async () => ((await getInvoice({ lnd: payee, id })).is_held ? true : undefined),
+      { timeoutMs: 30_000 },
+    );
+    await sleep(Math.max(0, expiresAtMs - Date.now()) + 1_000);
+    const running = await startRail("expired-late.jsonl", { executeWaitMs: 60_000 });
+    try {
+      // Sent afresh by the gateway's recovery: LND refuses it as expired. Before: failed expired at once, its
+      // reservation released, while LND went on and paid it.
+      const outcome = running.rail.execute({
+        ...bolt11(held.request, 1_700_000n, 10_000n, late.attemptId),
+        resumed: true,
+      });
+      expect(await Promise.race([outcome, sleep(1_000).then(() => "in flight")])).toBe("in flight");
+      await settleHodlInvoice({ lnd: payee, secret });
+      expect(await outcome).toEqual({
+        status: "succeeded",
+        evidence: { rail: "lightning", paymentHash: id, preimage: secret },
+        fee: 0n,
+      });
+      await paying;
+      // LND has no payment of the other's hash: it fails as LND refused it, for good.
+      expect(
+        await running.rail.execute({
+          ...bolt11(unpaid.request, 1_800_000n, 10_000n, never.attemptId),
+          resumed: true,
+        }),
+      ).toMatchObject({ status: "failed", code: "expired", retryElsewhere: false, final: true });
+      const { payments } = await getPayments({ lnd: client("gateway") });
+      expect(payments.filter((payment) => payment.id === id)).toHaveLength(1);
+      expect(payments.filter((payment) => payment.id === unpaid.id)).toHaveLength(0);
+      expect(running.events.filter((e) => "attemptId" in e)).toEqual([]);
+    } finally {
+      await running.rail.stop();
+    }
+  });
+
+  it("an attempt found never taken that comes back when the rail cannot send it afresh is left in flight, not failed while LND pays it: its tenant's share full, its line unwritten, the rail stopped", async () => {
+    const secret = randomBytes(32).toString("hex");
+    const id = sha256(secret);
+    const held = await createHodlInvoice({ lnd: payee, id, tokens: 1_900 });
+    // Two attempts a process found never taken, whose first sends LND took late (paid by hand here, as they are).
+    const taken = await createInvoice({ lnd: payee, tokens: 1_910 });
+    const later = await createInvoice({ lnd: payee, tokens: 1_920 });
+    const lines = [
+      journalledAttempt("unsent-refused", taken, 1_910_000n),
+      journalledAttempt("unsent-stopped", later, 1_920_000n),
+    ];
+    const [refused, stopped] = lines as [(typeof lines)[number], (typeof lines)[number]];
+    const file = path.join(directory, "unsent-refused.jsonl");
+    await writeFile(
+      file,
+      lines
+        .map(
+          (line) =>
+            `${JSON.stringify(line)}\n${JSON.stringify({ t: "withdrawn", attemptId: line.attemptId, sent: true, createdAtMs: line.createdAtMs })}\n`,
+        )
+        .join(""),
+    );
+    const paid = await pay({ lnd: client("gateway"), request: taken.request });
+    await pay({ lnd: client("gateway"), request: later.request });
+    const journal = createFileRailStore(file);
+    let refuseAttempts = false;
+    const running = await startRail(
+      {
+        load: () => journal.load(),
+        close: () => journal.close(),
+        append: async (...records) => {
+          if (refuseAttempts && records.some((record) => record.t === "attempt"))
+            throw new Error("ENOSPC: no space left on device");
+          await journal.append(...records);
+        },
+        held: () => journal.held(),
+      },
+      { inFlightMax: 4, executeWaitMs: 1_000 },
+    );
+    const resumed = (line: (typeof lines)[number], invoice: { request: string }, amount: bigint) => ({
+      ...bolt11(invoice.request, amount, 10_000n, line.attemptId),
+      tenantId: "ten_pinned",
+      resumed: true,
+    });
+    const pinning = { ...bolt11(held.request, 1_900_000n, 10_000n), tenantId: "ten_pinned" };
+    try {
+      // Its tenant's one place is taken by a payment its payee holds. Before: failed rail_unavailable, retry elsewhere:
+      // the gateway paid it on another rail while LND paid the first send.
+      expect(await running.rail.execute(pinning)).toEqual({ status: "in_flight", reference: id });
+      await waitFor(
+        "HTLC held at the payee",
+        async () => ((await getInvoice({ lnd: payee, id })).is_held ? true : undefined),
+        { timeoutMs: 30_000 },
+      );
+      expect(await running.rail.execute(resumed(refused, taken, 1_910_000n))).toEqual({
+        status: "in_flight",
+        reference: taken.id,
+      });
+      await settleHodlInvoice({ lnd: payee, secret });
+      await waitFor(
+        "the held payment's success",
+        async () => running.events.find((e) => e.kind === "attempt_succeeded" && e.attemptId === pinning.id),
+        { timeoutMs: 30_000 },
+      );
+      // Its line cannot be written: nothing is sent afresh (before: failed rail_unavailable, retry elsewhere).
+      refuseAttempts = true;
+      expect(await running.rail.execute(resumed(refused, taken, 1_910_000n))).toEqual({
+        status: "in_flight",
+        reference: taken.id,
+      });
+      refuseAttempts = false;
+      // Asked again once it can be sent: LND refuses the send for the payment it has, which is followed.
+      expect(await running.rail.execute(resumed(refused, taken, 1_910_000n))).toEqual({
+        status: "succeeded",
+        evidence: { rail: "lightning", paymentHash: taken.id, preimage: paid.secret },
+        fee: 0n,
+      });
+      expect(running.logs).toContainEqual(
+        expect.objectContaining({
+          level: "warn",
+          message: expect.stringMatching(/could not be sent afresh: left in flight/),
+          fields: expect.objectContaining({ attemptId: refused.attemptId, code: "rail_unavailable" }),
+        }),
+      );
+    } finally {
+      await running.rail.stop();
+    }
+    // The rail stopped (before: failed rail_unavailable, retry elsewhere).
+    expect(await running.rail.execute(resumed(stopped, later, 1_920_000n))).toEqual({
+      status: "in_flight",
+      reference: later.id,
+    });
+    const { payments } = await getPayments({ lnd: client("gateway") });
+    const ids = new Set([taken.id, later.id]);
+    expect(payments.filter((payment) => ids.has(payment.id))).toHaveLength(2);
+  });
+
+  it("an attempt to a Lightning Address found never taken is sent afresh with the invoice its address answered first, kept in the journal, not one asked anew", async () => {
+    // A Lightning Address's LNURL-pay server (LUD-06/16), answering each callback with a new invoice of the payee's.
+    const metadata = JSON.stringify([["text/plain", "pay carol"]]);
+    const asked: string[] = [];
+    const server = createServer((request, response) => {
+      void (async () => {
+        const url = new URL(request.url ?? "/", "http://localhost");
+        let body: unknown = { status: "ERROR", reason: "not found" };
+        if (url.pathname === "/.well-known/lnurlp/carol")
+          body = {
+            tag: "payRequest",
+            callback: `http://${host}/callback/carol`,
+            minSendable: 1_000,
+            maxSendable: 100_000_000,
+            metadata,
+          };
+        else if (url.pathname === "/callback/carol") {
+          const invoice = await createInvoice({
+            lnd: payee,
+            mtokens: url.searchParams.get("amount") ?? "0",
+            description_hash: createHash("sha256").update(metadata).digest("hex"),
+          });
+          asked.push(invoice.id);
+          body = { pr: invoice.request, routes: [] };
+        }
+        response.setHeader("content-type", "application/json");
+        response.end(JSON.stringify(body));
+      })();
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const lnurlFetch: LightningRailParams["lnurlFetch"] = (url, init) =>
+      fetch(url, { ...init, redirect: "manual" });
+    const address = `carol@${host}`;
+    const amount = 2_100_000n;
+    const attempt = {
+      id: attemptId("address"),
+      paymentId: "payment-address",
+      tenantId: "ten_test",
+      amount,
+      destination: { kind: "lightning_address", address },
+      feeMax: 10_000n,
+    } as const;
+    try {
+      // A process asked the address for an invoice and wrote the attempt's line (the invoice's), then stopped; the
+      // rail started after found LND had no payment of it, and forgot it as never taken.
+      const first = (await (await fetch(`http://${host}/callback/carol?amount=${amount}`)).json()) as {
+        pr: string;
+      };
+      const invoice = (await decodePaymentRequest({ lnd: payee, request: first.pr })) as { id: string };
+      const journal = path.join(directory, "address-late.jsonl");
+      await writeFile(
+        journal,
+        `${JSON.stringify({ ...journalledAttempt("address", { id: invoice.id, request: first.pr }, amount), attemptId: attempt.id })}\n`,
+      );
+      const forgetting = await startRail("address-late.jsonl");
+      try {
+        await waitFor(
+          "the attempt forgotten",
+          async () =>
+            (await journalAttemptLines(journal, attempt.id)).includes("withdrawn") ? true : undefined,
+          { timeoutMs: 30_000 },
+        );
+      } finally {
+        await forgetting.rail.stop();
+      }
+      // Kept with what it sent: its hash and its invoice.
+      expect(
+        (await readFile(journal, "utf8")).split("\n").map((text) => text && JSON.parse(text)),
+      ).toContainEqual(
+        expect.objectContaining({
+          t: "withdrawn",
+          attemptId: attempt.id,
+          sent: true,
+          paymentHash: invoice.id,
+          request: first.pr,
+        }),
+      );
+      // Then LND takes that first send (paid by hand through the gateway's node, as it is).
+      const paid = await pay({ lnd: client("gateway"), request: first.pr });
+      // Restarted (the mark read back from the journal), the rail is asked again by the gateway's recovery. Before: it
+      // asked the address again, paid the new invoice, and the payee was paid twice.
+      const running = await startRail(
+        "address-late.jsonl",
+        { lnurlHttpHosts: ["127.0.0.1"] },
+        cluster.nodes.gateway,
+        undefined,
+        lnurlFetch,
+      );
+      try {
+        expect(await running.rail.execute({ ...attempt, resumed: true })).toEqual({
+          status: "succeeded",
+          evidence: { rail: "lightning", paymentHash: invoice.id, preimage: paid.secret },
+          fee: 0n,
+        });
+      } finally {
+        await running.rail.stop();
+      }
+      expect(asked).toEqual([invoice.id]);
+      const { payments } = await getPayments({ lnd: client("gateway") });
+      expect(payments.filter((payment) => payment.id === invoice.id)).toHaveLength(1);
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 
   it("holds at most a quarter of its in-flight places for one tenant, across a restart: a hold invoice's payer pins its own, not another's", async () => {
