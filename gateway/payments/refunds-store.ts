@@ -153,7 +153,8 @@ export async function refundsOfInvoice(
  * `refundable` row this was read from: PostgreSQL's `xmin`, the transaction that last wrote the row, which every
  * claim and every amount given back changes (never back to an earlier value), or `none` while there is no row. A
  * claim made with `readAt` passes only if the row is still that version. A reversal of the invoice's money moves the
- * version too, in the transaction of its legs and its record (settlement/invoices.ts reversalRecordStatement).
+ * version too, in the transaction of its legs and its record (settlement/invoices.ts reversalRecordStatement), and so
+ * does its giving back, in its mark (applyReinstated).
  */
 export async function claimableOf(
   sql: Sql,
@@ -182,30 +183,29 @@ export async function invoiceReceived(sql: Sql, invoiceId: string): Promise<bigi
 /**
  * The reversals of an invoice's payment that stand (recorded and not withdrawn: settlement/invoices.ts applyReversed,
  * applyReinstated): whether a reversal of its money stands (`disputed`: a dispute lost; one that names no receipt
- * and is no refund), what the refunds made at the provider outside the API took back of it (`refunded`: Stripe's
- * dashboard; keys `refund:…`, providerRefundKeyPrefix), and what the reversals that name the receipt they take took
- * back (`receipts`: a deposit a reorg removed, migration 0065) — each all of its amount, what its legs took and its
- * shortfalls, since the payer got all of it back, or its receipt is gone from the chain. A refund reads it after
- * claimableOf's version and claims with that version: a reversal recorded after the read touches the row in its
- * record's transaction (settlement/invoices.ts reversalRecordStatement), so the claim is refused and the next try
- * reads this again.
+ * and is no refund made at the provider outside the API, whose keys are `refund:…`, providerRefundKeyPrefix), and
+ * what the reversals that name the receipt they take took back (`receipts`: a deposit a reorg removed, migration
+ * 0065) — each all of its amount, what its legs took and its shortfalls, since its receipt is gone from the chain.
+ * What all of them took back with the refunds is settlement/split-reversal.ts takenBackBefore, the one count of it. A
+ * refund reads it after claimableOf's version and claims with that version: a reversal recorded or given back after
+ * the read moves the row's version (settlement/invoices.ts reversalRecordStatement, applyReinstated), so the claim is
+ * refused and the next try reads this again.
  */
 export async function standingReversals(
   sql: Sql,
   invoiceId: string,
-): Promise<{ disputed: boolean; refunded: bigint; receipts: bigint }> {
-  const [row] = await sql.query<{ disputed: boolean; refunded: bigint; receipts: bigint }>(
+): Promise<{ disputed: boolean; receipts: bigint }> {
+  const [row] = await sql.query<{ disputed: boolean; receipts: bigint }>(
     `WITH standing AS (
        SELECT starts_with(r.key, $2) AS refund, r.receipt IS NOT NULL AS named,
          r.amount + coalesce((SELECT sum(s.amount) FROM reversal_shortfalls s
                               WHERE s.invoice_id = r.invoice_id AND s.reversal_key = r.key), 0) AS asked
        FROM invoice_reversals r WHERE r.invoice_id = $1 AND r.reinstated_at IS NULL)
      SELECT EXISTS (SELECT 1 FROM standing WHERE NOT refund AND NOT named) AS disputed,
-       (SELECT coalesce(sum(asked), 0) FROM standing WHERE refund)::bigint AS refunded,
        (SELECT coalesce(sum(asked), 0) FROM standing WHERE named AND NOT refund)::bigint AS receipts`,
     [invoiceId, providerRefundKeyPrefix],
   );
-  return { disputed: row?.disputed === true, refunded: row?.refunded ?? 0n, receipts: row?.receipts ?? 0n };
+  return { disputed: row?.disputed === true, receipts: row?.receipts ?? 0n };
 }
 
 /**

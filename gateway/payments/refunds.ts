@@ -72,6 +72,7 @@ import {
   type SplitShareSpec,
   splitPayees,
   takeBackShares,
+  takenBackBefore,
 } from "../settlement/split-reversal.ts";
 import type { PaymentsDeps } from "./deps.ts";
 import {
@@ -592,13 +593,7 @@ async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRef
   const reversals =
     params.target.kind === "invoice"
       ? await standingReversals(deps.db, source.targetId)
-      : { disputed: false, refunded: 0n, receipts: 0n };
-  // A receipt reversed by name (a deposit a reorg removed) is gone, as if never paid: not refundable, and taken back
-  // of the payees' shares by its reversal already, so counted before this refund's parts as a refund is. Before, it
-  // was taken for a dispute, and nothing of the invoice was refundable for as long as the deposit stayed unmined.
-  const takenBack = read.refunded + reversals.refunded + reversals.receipts;
-  const left = paid - takenBack;
-  const payerLeft = await payerLeftOf(deps, source);
+      : { disputed: false, receipts: 0n };
   // A payment taken back (a dispute lost) is not refunded on top, as Stripe refuses to refund a disputed charge:
   // until every such reversal of it is withdrawn, nothing is refundable.
   if (reversals.disputed)
@@ -619,6 +614,16 @@ async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRef
         "invoice",
       ),
     };
+  // What was taken back of an invoice before this refund: its refunds not failed, the refunds made at the provider and
+  // the receipts reversed by name (a deposit a reorg removed: gone, as if never paid, and taken back of the payees'
+  // shares by its reversal already), counted by the one rule a reversal's parts are computed with too
+  // (takenBackBefore), so that the two never count the same refunds and reversals two ways. Of a payment, its refunds.
+  const takenBack =
+    params.target.kind === "invoice"
+      ? await takenBackBefore(deps.db, { id: source.targetId, tenantId: params.tenantId })
+      : read.refunded;
+  const left = paid - takenBack;
+  const payerLeft = await payerLeftOf(deps, source);
   const amount =
     payerLeft !== null && payerLeft.left < left
       ? payerCapped(amountOf(source, params, payerLeft.left), source, payerLeft)

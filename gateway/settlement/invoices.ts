@@ -27,7 +27,7 @@ import {
   setBounded,
 } from "../../core/index.ts";
 import type { AccountCache, AccountRecord } from "../accounts/index.ts";
-import type { Db, Row, Sql, Statement } from "../db/index.ts";
+import { type Db, type Row, type Sql, type Statement, serverRaised } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import {
   type ChainMember,
@@ -544,9 +544,11 @@ async function accountsFor(
  * all in one linked ledger chain, with `record` (the receipt counted on the invoice: received_amount, its row, its
  * events) in the chain's database transaction: one request, all or none. Each share's id is derived from the
  * receipt's, so a redelivered receipt moves nothing twice; each carries the invoice in userData128 (an account's
- * transactions name the invoice) and the receipt's evidence. Returns `record`'s rows: written with the chain, or on
- * its own when the ledger has the chain whole already (a redelivery, or a receipt an earlier version credited apart
- * from its record), where it counts nothing twice; `conflict`: a member exists with other terms.
+ * transactions name the invoice) and the receipt's evidence. Returns `record`'s rows: written with the chain
+ * (`record(true)`: a first credit, which the statement must count or refuse with receipt_unrecorded(), the chain rolled
+ * back with it: isReceiptUnrecorded), or on its own when the ledger has the chain whole already (`record(false)`: a
+ * redelivery, or a receipt an earlier version credited apart from its record), where it counts nothing twice;
+ * `conflict`: a member exists with other terms.
  *
  * Before, the record was written in a transaction after the chain: a crash between the two left the receipt credited
  * and its shares moved with nothing counting it, and a reorg's reversal of it then (splitPayees and what the invoice
@@ -557,7 +559,7 @@ async function creditWithShares(
   invoice: InvoiceTarget,
   posting: Posting,
   transfer: PostingTransfer & { id: bigint },
-  record: Statement,
+  record: (first: boolean) => Statement,
 ): Promise<{ outcome: "credited"; rows: Row[] } | { outcome: "conflict" }> {
   const shares =
     invoice.split === null
@@ -601,15 +603,17 @@ async function creditWithShares(
       ...(made.userData128 === undefined ? {} : { userData128: made.userData128 }),
       ...(made.evidence === undefined ? {} : { evidence: made.evidence }),
     })),
-    { statement: (made) => (made.every((result) => result.status === "created") ? record : null) },
+    { statement: (made) => (made.every((result) => result.status === "created") ? record(true) : null) },
   );
   if (results.length === legs.length && results.every((result) => result.status === "created"))
     return { outcome: "credited", rows: rows ?? [] };
   if (results.some((result) => result.status.startsWith("exists_with_different_")))
     return { outcome: "conflict" };
   const found = await deps.ledger.lookupTransfers(legs.map((leg) => leg.transfer.id));
-  if (found.length === legs.length)
-    return { outcome: "credited", rows: await deps.db.query(record.text, record.params) };
+  if (found.length === legs.length) {
+    const alone = record(false);
+    return { outcome: "credited", rows: await deps.db.query(alone.text, alone.params) };
+  }
   const refusal = results.find(
     (result) => result.status !== "linked_event_failed" && result.status !== "exists",
   )?.status;
@@ -679,16 +683,22 @@ export async function applyReceived(
     return "unknown_reference";
   const { account, clearing } = await accountsFor(deps, invoice);
   // The status move and its events in one statement, written with the credit: all or none. The receipt's event
-  // first, as a named receipt's (applyReceipt): what came, in what, and the invoice's total.
-  const marked: Statement = {
+  // first, as a named receipt's (applyReceipt): what came, in what, and the invoice's total. A first credit (`first`)
+  // that moves nothing (the invoice no longer open, or gone: the L402 prune deletes an unpaid challenge's invoice,
+  // which this process may still remember open) raises receipt_unrecorded(), and the credit is rolled back with it.
+  // Before, the credit committed with nothing counting it, no event, and the receipt was answered `duplicate`.
+  const marked = (first: boolean): Statement => ({
     text: `WITH moved AS (
        UPDATE invoices SET status = 'paid', received_amount = $2, evidence = $3, paid_at = now(), payer = $5
-       WHERE id = $1 AND status = 'open' RETURNING tenant_id)
-     INSERT INTO outbox (tenant_id, type, payload)
-     SELECT tenant_id, e.type, e.payload FROM moved
-       CROSS JOIN (VALUES (1, 'invoice.payment_received', $6::jsonb), (2, 'invoice.paid', $4::jsonb))
-         AS e (place, type, payload)
-     ORDER BY e.place RETURNING id`,
+       WHERE id = $1 AND status = 'open' RETURNING tenant_id),
+     announced AS (
+       INSERT INTO outbox (tenant_id, type, payload)
+       SELECT tenant_id, e.type, e.payload FROM moved
+         CROSS JOIN (VALUES (1, 'invoice.payment_received', $6::jsonb), (2, 'invoice.paid', $4::jsonb))
+           AS e (place, type, payload)
+       ORDER BY e.place RETURNING id)
+     SELECT CASE WHEN EXISTS (SELECT 1 FROM moved) THEN true
+                 WHEN $7::boolean THEN receipt_unrecorded() ELSE false END AS moved`,
     params: [
       invoice.id,
       event.amount,
@@ -703,26 +713,33 @@ export async function applyReceived(
         ...(event.payer === undefined ? {} : { payer: event.payer }),
         late: false,
       }),
+      first,
     ],
-  };
-  const credited = await creditWithShares(
-    deps,
-    invoice,
-    {
-      debitAccountId: clearing.ledgerAccountId,
-      creditAccountId: account.ledgerAccountId,
-      amount: event.amount,
-      ledger: account.asset.ledger,
-      code: transferCodes.invoices.received,
-    },
-    {
-      id: receiptLedgerId(invoice.id),
-      userData128: derivedLedgerId(invoice.id, "invoice"),
-      evidence: evidenceForLedger(event.evidence),
-      label: `the receipt of invoice ${invoice.id}`,
-    },
-    marked,
-  );
+  });
+  let credited: Awaited<ReturnType<typeof creditWithShares>>;
+  try {
+    credited = await creditWithShares(
+      deps,
+      invoice,
+      {
+        debitAccountId: clearing.ledgerAccountId,
+        creditAccountId: account.ledgerAccountId,
+        amount: event.amount,
+        ledger: account.asset.ledger,
+        code: transferCodes.invoices.received,
+      },
+      {
+        id: receiptLedgerId(invoice.id),
+        userData128: derivedLedgerId(invoice.id, "invoice"),
+        evidence: evidenceForLedger(event.evidence),
+        label: `the receipt of invoice ${invoice.id}`,
+      },
+      marked,
+    );
+  } catch (error) {
+    if (!isReceiptUnrecorded(error)) throw error;
+    return await unrecordedReceipt(deps, invoice.id, `the receipt of invoice ${invoice.id}`);
+  }
   if (credited.outcome === "conflict") {
     // Remembered as open here, but another process may have credited it already (with other evidence): then this
     // is a duplicate, not a failure to retry for ever.
@@ -736,7 +753,31 @@ export async function applyReceived(
     );
   }
   deps.openInvoices.forget(invoice.id);
-  return credited.rows.length === 0 ? "duplicate" : "applied";
+  const [row] = credited.rows as { moved: boolean }[];
+  return row?.moved === true ? "applied" : "duplicate";
+}
+
+/** Whether an error is receipt_unrecorded() (migration 0066), along its causes. */
+const isReceiptUnrecorded = (error: unknown): boolean => serverRaised(error, "SYR06");
+
+/**
+ * A first credit of a receipt that its record found nothing to count on (receipt_unrecorded(): the credit was rolled
+ * back with it, nothing of the receipt written). The invoice gone (the L402 prune deleted it after this process found
+ * it in its memory) is not ours, as a process that did not remember it answers: `unknown_reference`. Otherwise the
+ * invoice is not as any receipt leaves it (an unnamed receipt's invoice paid or reversed, its receipt never credited;
+ * a named receipt counted, never credited): a bug or broken data, raised.
+ */
+async function unrecordedReceipt(
+  deps: SettlementDeps,
+  invoiceId: string,
+  what: string,
+): Promise<"unknown_reference"> {
+  deps.openInvoices.forget(invoiceId);
+  const read = await invoiceTarget(deps.db, invoiceId);
+  if (read === null) return "unknown_reference";
+  throw new SettlementInvariantError(
+    `${what} was never credited, yet invoice ${invoiceId} (${read.status}) could not count it: nothing of it was written`,
+  );
 }
 
 /**
@@ -753,41 +794,49 @@ async function applyReceipt(
   if (invoice === null || invoice.rail !== event.rail || !offeredFor(invoice, event.evidence))
     return "unknown_reference";
   const { account, clearing } = await accountsFor(deps, invoice);
-  const credited = await creditWithShares(
-    deps,
-    invoice,
-    {
-      debitAccountId: clearing.ledgerAccountId,
-      creditAccountId: account.ledgerAccountId,
-      amount: event.amount,
-      ledger: account.asset.ledger,
-      code: transferCodes.invoices.received,
-    },
-    {
-      id: receiptLedgerId(invoice.id, event.key),
-      userData128: derivedLedgerId(invoice.id, "invoice"),
-      evidence: receiptEvidence(event),
-      label: `receipt ${event.key} of invoice ${invoice.id}`,
-    },
-    receiptRecordStatement(invoice, event),
-  );
+  let credited: Awaited<ReturnType<typeof creditWithShares>>;
+  try {
+    credited = await creditWithShares(
+      deps,
+      invoice,
+      {
+        debitAccountId: clearing.ledgerAccountId,
+        creditAccountId: account.ledgerAccountId,
+        amount: event.amount,
+        ledger: account.asset.ledger,
+        code: transferCodes.invoices.received,
+      },
+      {
+        id: receiptLedgerId(invoice.id, event.key),
+        userData128: derivedLedgerId(invoice.id, "invoice"),
+        evidence: receiptEvidence(event),
+        label: `receipt ${event.key} of invoice ${invoice.id}`,
+      },
+      (first) => receiptRecordStatement(invoice, event, first),
+    );
+  } catch (error) {
+    if (!isReceiptUnrecorded(error)) throw error;
+    return await unrecordedReceipt(deps, invoice.id, `receipt ${event.key} of invoice ${invoice.id}`);
+  }
   if (credited.outcome === "conflict")
     throw new SettlementInvariantError(
       `receipt ${event.key} of invoice ${invoice.id} is in the ledger with other terms`,
     );
-  const [counted] = credited.rows as { paid_now: boolean }[];
-  const outcome = counted === undefined ? "duplicate" : counted.paid_now ? "applied" : "received";
+  const [counted] = credited.rows as { paid_now: boolean | null }[];
+  const paidNow = counted?.paid_now ?? null;
+  const outcome = paidNow === null ? "duplicate" : paidNow ? "applied" : "received";
   if (outcome === "applied") deps.openInvoices.forget(invoice.id);
   return outcome;
 }
 
 /**
  * The record of a named receipt, written with its credit (creditWithShares): its `invoice_receipts` row (once per
- * key: a receipt recorded already adds nothing, and the statement returns no row), `late` if it arrived after the
- * invoice's expiry, the invoice's running total, payer and evidence, `paid` when what it holds reaches the amount, and
+ * key: a receipt recorded already adds nothing, its `paid_now` null), `late` if it arrived after the invoice's
+ * expiry, the invoice's running total, payer and evidence, `paid` when what it holds reaches the amount, and
  * `invoice.payment_received` (then `invoice.paid`). The invoice's row is locked first, so that receipts of one invoice
- * count one after another. Returns `paid_now`. An invoice gone refuses the row (its foreign key), and the credit
- * with it.
+ * count one after another. Returns one row, `paid_now`. An invoice gone refuses the row (its foreign key), and the
+ * credit with it; so does, with receipt_unrecorded(), a row already there on a `first` credit (written with the
+ * chain: counted, never credited), rather than let the credit commit with nothing counting it.
  *
  * What it holds is what its receipts brought less the receipts reversals took back (heldSql): a deposit a reorg
  * removed pays nothing. Before, a receipt counted against the amount all that came, so an open invoice whose first
@@ -796,7 +845,11 @@ async function applyReceipt(
  * when no dispute stands (a reversal of its money: disputedSql), and only as its row was read: a reversal recorded after
  * this statement's reads (it marks the row, which this waits for) is not in what it counts, so it stays reversed.
  */
-function receiptRecordStatement(invoice: InvoiceTarget, event: ReceivedEvent & { key: string }): Statement {
+function receiptRecordStatement(
+  invoice: InvoiceTarget,
+  event: ReceivedEvent & { key: string },
+  first: boolean,
+): Statement {
   return {
     text: `WITH
      before AS (
@@ -829,7 +882,9 @@ function receiptRecordStatement(invoice: InvoiceTarget, event: ReceivedEvent & {
            (2, 'invoice.paid', $9::jsonb)) AS e (place, type, payload)
        WHERE e.place = 1 OR counted.paid_now
        ORDER BY e.place RETURNING 1)
-     SELECT paid_now FROM counted`,
+     SELECT counted.paid_now,
+       CASE WHEN counted.paid_now IS NULL AND $10::boolean THEN receipt_unrecorded() ELSE true END AS recorded
+     FROM (SELECT 1) AS one LEFT JOIN counted ON true`,
     params: [
       invoice.id,
       event.key,
@@ -846,6 +901,7 @@ function receiptRecordStatement(invoice: InvoiceTarget, event: ReceivedEvent & {
         ...(event.payer === undefined ? {} : { payer: event.payer }),
       }),
       toJson({ invoice_id: invoice.id }),
+      first,
     ],
   };
 }
@@ -1385,6 +1441,13 @@ const reinstateAttemptsMax = 3;
  * What is given back is read before the record is marked; a reversal whose legs and record commit in between (they
  * commit together: applyReversed) left a record saying it took more than was given back, so the mark does not pass
  * and the legs are looked for again. A record marked is never one whose legs still stand.
+ *
+ * The mark moves the version of the invoice's `refundable` row, as a reversal's record does, so that a refund or a
+ * reversal of a split invoice computed while this one stood computes again. One written before the mark is left as it
+ * was computed: a reversal of the invoice's money applied while a dispute of all of it stood took nothing of the
+ * payees (their shares were all taken back already), the seller gave all of it, and so it stays once the dispute is
+ * given back. Catching it up would take transfers of their own from each payee, given back with that reversal and
+ * counted by every refund and reversal after it; it is a known limit (README, Refunds).
  */
 export async function applyReinstated(
   deps: SettlementDeps,
@@ -1414,6 +1477,18 @@ export async function applyReinstated(
         // Nothing recorded and nothing taken: the reversal never came. One recorded that took nothing (the account
         // was empty) still ends here, with its event, so the invoice is paid again.
         if (marked[0]!.inserted === true && amount === 0n) return "withdrawn" as const;
+        // What stands of the invoice's reversals changed: the version of its `refundable` row moves (the row created as
+        // a reversal's record creates it), after the record, as a reversal's record statement takes the two, so that a
+        // refund or a reversal computed from reads made while this one stood (takeBackShares counts every reversal
+        // that stands) is refused its claim or its legs and computed again without it. Before, nothing here moved the
+        // version: a refund made at the provider computed while a dispute of all of it stood (each payee's part
+        // nothing, the seller giving all of it) was written after this gave every payee its share back in full.
+        await tx.query(
+          `INSERT INTO refundable AS r (target_id, paid, refunded)
+           SELECT id, received_amount, 0 FROM invoices WHERE id = $1 AND received_amount > 0
+           ON CONFLICT (target_id) DO UPDATE SET paid = GREATEST(r.paid, EXCLUDED.paid)`,
+          [invoice.id],
+        );
         // Its shortfall is owed no more: the rail gives back the reversal's whole amount. Closed only if what was
         // collected of it is what was given back above (the update waits for a collection holding its rows, and
         // reads the row that collection left); a collection since is given back on the next look, this one rolled

@@ -21,7 +21,9 @@ import {
   getInvoice,
   type ReceivingRail,
   type SettlementDeps,
+  SettlementInvariantError,
 } from "./index.ts";
+import { receiptLedgerId } from "./split-reversal.ts";
 
 let db: Db;
 let ledger: Ledger;
@@ -223,6 +225,44 @@ describe("finding the invoice money arrived for", () => {
       evidence: { rail: "external" as const, railId: "toy", reference: "ab".repeat(32) },
     };
     expect(await applyReceived(maker, otherEvidence)).toBe("duplicate");
+  });
+
+  it("credits nothing for an invoice it remembers open that is gone or cannot count the receipt: the record refuses the credit", async () => {
+    const maker = deps();
+    const made = await Promise.all([1, 2, 3].map(() => createInvoice(maker, params)));
+    const [gone, paid, counted] = made.map((created) => {
+      if (!created.ok) throw new Error(created.message);
+      return created.invoice.id;
+    }) as [string, string, string];
+    // Deleted after this process remembered it open, as the L402 prune deletes an unpaid challenge's invoice; marked
+    // paid with its receipt never credited, and a named receipt counted never credited, as no receipt leaves them.
+    await db.query("DELETE FROM invoices WHERE id = $1", [gone]);
+    await db.query("UPDATE invoices SET status = 'paid' WHERE id = $1", [paid]);
+    await db.query(
+      `INSERT INTO invoice_receipts (invoice_id, key, amount, late, evidence, received_at)
+       VALUES ($1, 'r0', 21000, false, '{}', now())`,
+      [counted],
+    );
+    const [before] = await ledger.lookupAccounts([customerLedgerId]);
+    // Before, each was credited with nothing counting it and no event, and answered duplicate.
+    expect(await applyReceived(maker, received(gone))).toBe("unknown_reference");
+    await expect(applyReceived(maker, received(paid))).rejects.toThrow(SettlementInvariantError);
+    await expect(applyReceived(maker, { ...received(counted), key: "r0" })).rejects.toThrow(
+      SettlementInvariantError,
+    );
+    const [after] = await ledger.lookupAccounts([customerLedgerId]);
+    expect(after!.creditsPosted).toBe(before!.creditsPosted);
+    expect(
+      await ledger.lookupTransfers([
+        receiptLedgerId(gone),
+        receiptLedgerId(paid),
+        receiptLedgerId(counted, "r0"),
+      ]),
+    ).toEqual([]);
+    // Forgotten, the invoice is read as another process reads it: gone, or paid, it takes nothing.
+    expect(await applyReceived(maker, received(gone))).toBe("unknown_reference");
+    expect(await applyReceived(maker, received(paid))).toBe("duplicate");
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
   });
 
   it("credits money in only as the payment the rail offered: another payment hash naming the invoice is not it", async () => {

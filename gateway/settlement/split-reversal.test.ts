@@ -11,7 +11,7 @@ import { crashingOnce } from "../../test/support/recording-db.ts";
 import { receivingToySnapshot } from "../../test/support/toy-rail.ts";
 import { balanceOf, createAccount, createAccountCache } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
-import { type Db, migrate, openPglite } from "../db/index.ts";
+import { type Db, migrate, openPglite, type Row } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import {
   createLedger,
@@ -21,6 +21,7 @@ import {
   transferCodes,
 } from "../ledger/index.ts";
 import { gatewayLedgerParams } from "../ledger-params.ts";
+import { evidenceForLedger } from "../payments/index.ts";
 import { createRefund } from "../payments/refunds.ts";
 import { createTenant } from "../tenants/index.ts";
 import {
@@ -32,7 +33,7 @@ import {
   type ReceivingRail,
   type SettlementDeps,
 } from "./index.ts";
-import { reversalShareLedgerId } from "./split-reversal.ts";
+import { receiptLedgerId, receiptShareLedgerId, reversalShareLedgerId } from "./split-reversal.ts";
 
 let db: Db;
 let ledger: Ledger;
@@ -133,9 +134,17 @@ const params = {
 };
 const evidence = { rail: "external" as const, railId: "toy", reference: "ab".repeat(32) };
 
-async function paidInvoice(receipts: readonly bigint[], split = params.split): Promise<string> {
+async function paidInvoice(
+  receipts: readonly bigint[],
+  split: typeof params.split | null = params.split,
+  seller = params.accountId,
+): Promise<string> {
   const settlement = deps();
-  const created = await createInvoice(settlement, { ...params, split });
+  const { split: _, ...unsplit } = params;
+  const created = await createInvoice(
+    settlement,
+    split === null ? { ...unsplit, accountId: seller } : { ...params, split, accountId: seller },
+  );
   if (!created.ok) throw new Error(created.message);
   for (const [i, amount] of receipts.entries())
     await applyReceived(settlement, {
@@ -326,15 +335,32 @@ const thirds = [
   { accountId: "acct_payee_c", basisPoints: 3_334 },
 ];
 
-/** The posted balances of the seller, the three payees and the rail's clearing account. */
-const everyone = async () => {
+/**
+ * The posted balances of the seller (`seller`: acct_seller, which holds every other test's money, or one of
+ * freshSeller's), the three payees and the rail's clearing account.
+ */
+const everyone = async (seller = params.accountId) => {
   const [clearing] = await ledger.lookupAccounts([ledgerIds.get("acct_clearing_toy")!]);
   return {
     ...(await balances()),
+    seller: await posted(seller),
     c: await posted("acct_payee_c"),
     clearing: balanceOf("clearing", clearing!).posted,
   };
 };
+
+/** A seller account of the test's own, holding exactly `holding` (an invoice of its own paid, not split). */
+async function freshSeller(id: string, holding: bigint): Promise<string> {
+  const account = await createAccount(
+    { sql: db, ledger },
+    { tenantId, kind: "customer", asset: assets.BTC, name: id, id },
+  );
+  ledgerIds.set(id, account.ledgerAccountId);
+  await paidInvoice([holding], null, id);
+  expect(await posted(id)).toBe(holding);
+  return id;
+}
+
 const untouched = { seller: 0n, a: 0n, b: 0n, c: 0n, clearing: 0n };
 
 describe("a split invoice taken back in parts", () => {
@@ -388,20 +414,22 @@ describe("a split invoice taken back in parts", () => {
   });
 
   it("counts a refund before the reversals: refunds and reversals in any order add up to each credit, never past it", async () => {
-    const before = await everyone();
-    const id = await paidInvoice([10_001n], thirds);
+    // A seller of its own holding 6,000 besides the invoice's unit, so that what it gives below is all this test's.
+    const seller = await freshSeller("acct_seller_beyond", 6_000n);
+    const before = await everyone(seller);
+    const id = await paidInvoice([10_001n], thirds, seller);
     await refund(id, 3_000n);
     // Before, each dispute's parts were floored on their own, after the refund's: A and C kept a unit, B two.
     const reversed = [await reverse(id, "dispute:1", 2_000n), await reverse(id, "dispute:2", 5_001n)];
-    expect(delta(await everyone(), before)).toEqual(untouched);
+    expect(delta(await everyone(seller), before)).toEqual(untouched);
     expect(reversed).toEqual(reversed.map(() => ({ status: "applied", shortfall: 0n })));
-    // Another reversal (of all of it, say) takes nothing more of the payees: the seller gives it (what it holds).
-    const beyond = await reverse(id, "dispute:3", 10_001n);
-    expect(beyond.status).toBe("applied");
-    expect(delta(await everyone(), before)).toEqual({
+    // Another reversal (of all of it, say) takes nothing more of the payees: the seller gives it, all it holds (its
+    // 6,000), and the rest is the reversal's shortfall.
+    expect(await reverse(id, "dispute:3", 10_001n)).toEqual({ status: "applied", shortfall: 4_001n });
+    expect(delta(await everyone(seller), before)).toEqual({
       ...untouched,
-      seller: -(10_001n - beyond.shortfall),
-      clearing: -(10_001n - beyond.shortfall),
+      seller: -6_000n,
+      clearing: -6_000n,
     });
     expect(await ledgerInvariantProblems(db)).toEqual([]);
   });
@@ -415,6 +443,66 @@ describe("a split invoice taken back in parts", () => {
     await refund(id, 7_001n);
     expect(delta(await everyone(), before)).toEqual(untouched);
     expect(reversed).toEqual({ status: "applied", shortfall: 0n });
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+});
+
+describe("a reversal of a split invoice and a dispute of it given back", () => {
+  const reverse = (settlement: SettlementDeps, id: string, key: string, amount: bigint) =>
+    applyReversed(settlement, { rail: "toy", reference: id, key, amount, evidence });
+  const reinstate = (id: string, key: string) =>
+    applyReinstated(deps(), { rail: "toy", reference: id, key, evidence });
+
+  it("computes a refund made at the provider again when the dispute it read standing is given back before its legs", async () => {
+    const seller = await freshSeller("acct_seller_reread", 5_000n);
+    const before = await everyone(seller);
+    const id = await paidInvoice([10_001n], thirds, seller);
+    expect(await reverse(deps(), id, "dispute:1", 10_001n)).toEqual({ status: "applied", shortfall: 0n });
+    // The dispute is won while the dashboard's refund is computed: after its reads (the credits, what was taken back
+    // before it: the whole dispute), before its legs are written.
+    let won: unknown = null;
+    const winning = afterOnce(db, "AND r.key IS DISTINCT FROM", async () => {
+      won = await reinstate(id, "dispute:1");
+    });
+    expect(await reverse(deps(winning), id, "refund:dashboard", 3_000n)).toEqual({
+      status: "applied",
+      shortfall: 0n,
+    });
+    expect(won).toEqual({ status: "applied", amount: 10_001n });
+    // Its parts are of 3,000 alone, as if the dispute never came: A 999 and B 999, C 1,000, the seller its 1 and A
+    // one more. Before, the giving back moved nothing the refund's legs were checked against: its parts computed with
+    // the dispute standing (every payee's nothing) were written after every share was given back, the seller giving
+    // all 3,000.
+    expect(delta(await everyone(seller), before)).toEqual({
+      seller: 0n,
+      a: 2_333n,
+      b: 2_334n,
+      c: 2_334n,
+      clearing: 7_001n,
+    });
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+
+  it("leaves a refund made at the provider while a dispute of all of it stood as it was, once the dispute is won (README)", async () => {
+    const seller = await freshSeller("acct_seller_limit", 5_000n);
+    const before = await everyone(seller);
+    const id = await paidInvoice([10_001n], thirds, seller);
+    expect(await reverse(deps(), id, "dispute:1", 10_001n)).toEqual({ status: "applied", shortfall: 0n });
+    expect(await reverse(deps(), id, "refund:dashboard", 3_000n)).toEqual({
+      status: "applied",
+      shortfall: 0n,
+    });
+    expect(await reinstate(id, "dispute:1")).toEqual({ status: "applied", amount: 10_001n });
+    // The refund came with every share taken back: its parts were nothing, the seller gave all of it, and the dispute
+    // won gives every payee its share back in full. A known limit, pinned here: not caught up (the payees keep the
+    // 2,999 the refund would have taken of them had it come alone).
+    expect(delta(await everyone(seller), before)).toEqual({
+      seller: -2_999n,
+      a: 3_333n,
+      b: 3_333n,
+      c: 3_334n,
+      clearing: 7_001n,
+    });
     expect(await ledgerInvariantProblems(db)).toEqual([]);
   });
 });
@@ -605,7 +693,89 @@ describe("a receipt of a split invoice that a crash cuts short", () => {
       await crashingLedger.close();
     }
   });
+
+  it("is counted once when an earlier version credited it apart from its record, however often it comes again", async () => {
+    const settlement = deps();
+    const created = await createInvoice(settlement, { ...params, split: thirds });
+    if (!created.ok) throw new Error(created.message);
+    const id = created.invoice.id;
+    const before = await everyone();
+    const receipt = { rail: "toy", reference: id, key: "0xbeef:0#0", amount: 10_001n, evidence };
+    // The credit and its shares as an earlier version wrote them, one linked chain, its record lost with the
+    // transaction after it.
+    const receiptId = receiptLedgerId(id, receipt.key);
+    const legs = [
+      {
+        id: receiptId,
+        from: "acct_clearing_toy",
+        to: "acct_seller",
+        amount: 10_001n,
+        code: transferCodes.invoices.received,
+      },
+      ...(
+        [
+          ["acct_payee_a", 3_333n],
+          ["acct_payee_b", 3_333n],
+          ["acct_payee_c", 3_334n],
+        ] as const
+      ).map(([payee, amount]) => ({
+        id: receiptShareLedgerId(receiptId, payee),
+        from: "acct_seller",
+        to: payee,
+        amount,
+        code: transferCodes.invoices.share,
+      })),
+    ];
+    const written = await ledger.createTransfers(
+      legs.map((leg, i) => ({
+        id: leg.id,
+        debitAccountId: ledgerIds.get(leg.from)!,
+        creditAccountId: ledgerIds.get(leg.to)!,
+        amount: leg.amount,
+        ledger: assets.BTC.ledger,
+        code: leg.code,
+        flags: i < legs.length - 1 ? TransferFlags.linked : 0,
+        userData128: derivedLedgerId(id, "invoice"),
+        evidence: evidenceForLedger(evidence),
+      })),
+    );
+    expect(written.map((result) => result.status)).toEqual(legs.map(() => "created"));
+    const credited = { seller: 1n, a: 3_333n, b: 3_333n, c: 3_334n, clearing: 10_001n };
+    expect(delta(await everyone(), before)).toEqual(credited);
+    // Come again, it is recorded once (its row, what the invoice received, its event), and credited nothing twice.
+    expect(await applyReceived(settlement, receipt)).toBe("applied");
+    expect(await applyReceived(settlement, receipt)).toBe("duplicate");
+    expect(delta(await everyone(), before)).toEqual(credited);
+    expect(await db.query("SELECT key, amount FROM invoice_receipts WHERE invoice_id = $1", [id])).toEqual([
+      { key: receipt.key, amount: 10_001n },
+    ]);
+    expect(await db.query("SELECT status, received_amount FROM invoices WHERE id = $1", [id])).toEqual([
+      { status: "paid", received_amount: 10_001n },
+    ]);
+    const events = await db.query<{ type: string }>(
+      "SELECT type FROM outbox WHERE payload->>'invoice_id' = $1 ORDER BY id",
+      [id],
+    );
+    expect(events.map((event) => event.type)).toEqual(["invoice.payment_received", "invoice.paid"]);
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
 });
+
+/** `database`, running `then` once after the first statement whose text holds `fragment`, before its rows return. */
+function afterOnce(database: Db, fragment: string, then: () => Promise<void>): Db {
+  let done = false;
+  return {
+    ...database,
+    async query<R extends Row = Row>(text: string, values?: readonly unknown[]): Promise<R[]> {
+      const rows = await database.query<R>(text, values);
+      if (!done && text.includes(fragment)) {
+        done = true;
+        await then();
+      }
+      return rows;
+    },
+  };
+}
 
 /** An account pays `amount` out of the gateway (to an account no test reads). */
 async function payOut(accountId: string, amount: bigint): Promise<void> {

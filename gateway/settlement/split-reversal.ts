@@ -5,10 +5,11 @@
 // - Credited: the payee's share transfers of the invoice's receipts, as the ledger holds them (one per receipt,
 //   each floored when it was credited), not the split's basis points applied again.
 // - Taken back: the payee's legs of the invoice's reversals not given back, with what each could not take of it (its
-//   shortfall, owed and collected later), and of its refunds not failed (held or posted). Read before the legs are written, after the version of the invoice's `refundable` row: a refund's
-//   claim and a reversal's legs are each written with a change of that row that passes only if it is still that
-//   version, which serialises the refunds and reversals of an invoice (see takeBackShares for why that keeps them
-//   within the credit whatever their order).
+//   shortfall, owed and collected later), and of its refunds not failed (held or posted). Read before the legs are
+//   written, after the version of the invoice's `refundable` row: a refund's claim and a reversal's legs are each
+//   written with a change of that row that passes only if it is still that version, and a reversal given back moves
+//   it (settlement/invoices.ts applyReinstated), which serialises the refunds and reversals of an invoice and their
+//   giving back (see takeBackShares for why that keeps them within the credit whatever their order).
 // - A payee's part of an amount taken back: proportional to its credit, floored, of all that the invoice's refunds
 //   and reversals will have taken back once this one has, less what they took from it before — never more than what
 //   is left of its credit; the rest is the seller's (the invoice's account).
@@ -161,8 +162,12 @@ async function sumOf(ledger: Ledger, ids: readonly bigint[]): Promise<bigint> {
 /**
  * What the invoice's refunds not failed and its reversals that stand took back of it in all (each reversal all it
  * asked: what its legs took and its shortfalls, as a refund counts all its amount), `exceptReversal` left out: the
- * `takenBefore` of takeBackShares for a reversal. Read after the version of the invoice's `refundable` row, with the
- * credits (splitPayees): each refund's claim and give-back, and each reversal's record, moves that version.
+ * `takenBefore` of takeBackShares, for a reversal and a refund alike (payments/refunds.ts holdAndClaim: no dispute
+ * stands then, so it is what its refunds, the refunds made at the provider and the receipts a reorg removed took).
+ * Read after the version of the invoice's `refundable` row, with the credits (splitPayees): each refund's claim and
+ * give-back (payments/refunds-store.ts claimStatement, failedStatement), each reversal's record
+ * (settlement/invoices.ts reversalRecordStatement) and each reversal's giving back (applyReinstated's mark) moves that
+ * version, so a refund or reversal written with a touch of that version counts exactly what stood when it read this.
  */
 export async function takenBackBefore(
   sql: Sql,
@@ -184,10 +189,9 @@ export async function takenBackBefore(
 
 /**
  * Each payee's part of `amount` taken back of `whole` (what the invoice received), after `takenBefore` (what its
- * refunds and reversals took back of it before this one: a refund's, what its refunds not failed and the refunds made
- * at the provider outside the API took, payments/refunds.ts holdAndClaim; a reversal's, takenBackBefore), rounded
- * down (divFloor), the seller giving the rest; zero parts are left out. Never more than what is left of a payee's
- * credit (credited − takenBack), nor, all parts together, more than `amount`.
+ * refunds and reversals took back of it before this one: takenBackBefore), rounded down (divFloor), the seller giving
+ * the rest; zero parts are left out. Never more than what is left of a payee's credit (credited − takenBack), nor,
+ * all parts together, more than `amount`.
  *
  * Parts of what all of them will have taken once this one has, not of this one alone, for a refund (as Stripe's
  * reverse_transfer) and a reversal of the invoice's money (a dispute, a refund made at the provider, a reorg) alike:
@@ -217,7 +221,9 @@ export async function takenBackBefore(
  * (settlement/invoices.ts takeBackReversal), so a refund claimed after those reads makes it compute again, and a
  * refund that read the row before the legs fails its claim and computes again: refused `invoice_not_paid`, since the
  * reversal's record is written with its legs (settlement/invoices.ts reversalRecordStatement; payments/refunds.ts
- * holdAndClaim), or, a refund made at the provider or a receipt a reorg removed, counted in what was taken back.
+ * holdAndClaim), or, a refund made at the provider or a receipt a reorg removed, counted in what was taken back. A
+ * reversal given back moves the version too (applyReinstated's mark), so one computed while it stood computes again;
+ * one written before it is left as it was computed (settlement/invoices.ts applyReinstated says what that leaves).
  */
 export function takeBackShares(
   amount: bigint,
