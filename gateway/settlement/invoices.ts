@@ -546,7 +546,7 @@ async function accountsFor(
  * receipt's, so a redelivered receipt moves nothing twice; each carries the invoice in userData128 (an account's
  * transactions name the invoice) and the receipt's evidence. Returns `record`'s rows: written with the chain
  * (`record(true)`: a first credit, which the statement must count or refuse with receipt_unrecorded(), the chain rolled
- * back with it: isReceiptUnrecorded), or on its own when the ledger has the chain whole already (`record(false)`: a
+ * back with it: `unrecorded`), or on its own when the ledger has the chain whole already (`record(false)`: a
  * redelivery, or a receipt an earlier version credited apart from its record), where it counts nothing twice;
  * `conflict`: a member exists with other terms.
  *
@@ -557,10 +557,18 @@ async function accountsFor(
 async function creditWithShares(
   deps: SettlementDeps,
   invoice: InvoiceTarget,
-  posting: Posting,
+  amount: bigint,
   transfer: PostingTransfer & { id: bigint },
   record: (first: boolean) => Statement,
-): Promise<{ outcome: "credited"; rows: Row[] } | { outcome: "conflict" }> {
+): Promise<{ outcome: "credited"; rows: Row[] } | { outcome: "conflict" } | { outcome: "unrecorded" }> {
+  const { account, clearing } = await accountsFor(deps, invoice);
+  const posting: Posting = {
+    debitAccountId: clearing.ledgerAccountId,
+    creditAccountId: account.ledgerAccountId,
+    amount,
+    ledger: account.asset.ledger,
+    code: transferCodes.invoices.received,
+  };
   const shares =
     invoice.split === null
       ? []
@@ -591,20 +599,27 @@ async function creditWithShares(
     });
   }
   // ledger/postings.ts creditChain with a statement, which it does not take yet: that is where this belongs.
-  const { results, rows } = await deps.ledger.createTransfersWith(
-    legs.map(({ posting: leg, transfer: made }, i) => ({
-      id: made.id,
-      debitAccountId: leg.debitAccountId,
-      creditAccountId: leg.creditAccountId,
-      amount: leg.amount,
-      ledger: leg.ledger,
-      code: leg.code,
-      flags: i < legs.length - 1 ? TransferFlags.linked : 0,
-      ...(made.userData128 === undefined ? {} : { userData128: made.userData128 }),
-      ...(made.evidence === undefined ? {} : { evidence: made.evidence }),
-    })),
-    { statement: (made) => (made.every((result) => result.status === "created") ? record(true) : null) },
-  );
+  let written: Awaited<ReturnType<typeof deps.ledger.createTransfersWith>>;
+  try {
+    written = await deps.ledger.createTransfersWith(
+      legs.map(({ posting: leg, transfer: made }, i) => ({
+        id: made.id,
+        debitAccountId: leg.debitAccountId,
+        creditAccountId: leg.creditAccountId,
+        amount: leg.amount,
+        ledger: leg.ledger,
+        code: leg.code,
+        flags: i < legs.length - 1 ? TransferFlags.linked : 0,
+        ...(made.userData128 === undefined ? {} : { userData128: made.userData128 }),
+        ...(made.evidence === undefined ? {} : { evidence: made.evidence }),
+      })),
+      { statement: (made) => (made.every((result) => result.status === "created") ? record(true) : null) },
+    );
+  } catch (error) {
+    if (isReceiptUnrecorded(error)) return { outcome: "unrecorded" };
+    throw error;
+  }
+  const { results, rows } = written;
   if (results.length === legs.length && results.every((result) => result.status === "created"))
     return { outcome: "credited", rows: rows ?? [] };
   if (results.some((result) => result.status.startsWith("exists_with_different_")))
@@ -681,7 +696,6 @@ export async function applyReceived(
   }
   if (invoice === null || invoice.rail !== event.rail || !offeredFor(invoice, event.evidence))
     return "unknown_reference";
-  const { account, clearing } = await accountsFor(deps, invoice);
   // The status move and its events in one statement, written with the credit: all or none. The receipt's event
   // first, as a named receipt's (applyReceipt): what came, in what, and the invoice's total. A first credit (`first`)
   // that moves nothing (the invoice no longer open, or gone: the L402 prune deletes an unpaid challenge's invoice,
@@ -716,30 +730,20 @@ export async function applyReceived(
       first,
     ],
   });
-  let credited: Awaited<ReturnType<typeof creditWithShares>>;
-  try {
-    credited = await creditWithShares(
-      deps,
-      invoice,
-      {
-        debitAccountId: clearing.ledgerAccountId,
-        creditAccountId: account.ledgerAccountId,
-        amount: event.amount,
-        ledger: account.asset.ledger,
-        code: transferCodes.invoices.received,
-      },
-      {
-        id: receiptLedgerId(invoice.id),
-        userData128: derivedLedgerId(invoice.id, "invoice"),
-        evidence: evidenceForLedger(event.evidence),
-        label: `the receipt of invoice ${invoice.id}`,
-      },
-      marked,
-    );
-  } catch (error) {
-    if (!isReceiptUnrecorded(error)) throw error;
+  const credited = await creditWithShares(
+    deps,
+    invoice,
+    event.amount,
+    {
+      id: receiptLedgerId(invoice.id),
+      userData128: derivedLedgerId(invoice.id, "invoice"),
+      evidence: evidenceForLedger(event.evidence),
+      label: `the receipt of invoice ${invoice.id}`,
+    },
+    marked,
+  );
+  if (credited.outcome === "unrecorded")
     return await unrecordedReceipt(deps, invoice.id, `the receipt of invoice ${invoice.id}`);
-  }
   if (credited.outcome === "conflict") {
     // Remembered as open here, but another process may have credited it already (with other evidence): then this
     // is a duplicate, not a failure to retry for ever.
@@ -793,31 +797,20 @@ async function applyReceipt(
     deps.openInvoices.recall(event.reference) ?? (await invoiceTarget(deps.db, event.reference));
   if (invoice === null || invoice.rail !== event.rail || !offeredFor(invoice, event.evidence))
     return "unknown_reference";
-  const { account, clearing } = await accountsFor(deps, invoice);
-  let credited: Awaited<ReturnType<typeof creditWithShares>>;
-  try {
-    credited = await creditWithShares(
-      deps,
-      invoice,
-      {
-        debitAccountId: clearing.ledgerAccountId,
-        creditAccountId: account.ledgerAccountId,
-        amount: event.amount,
-        ledger: account.asset.ledger,
-        code: transferCodes.invoices.received,
-      },
-      {
-        id: receiptLedgerId(invoice.id, event.key),
-        userData128: derivedLedgerId(invoice.id, "invoice"),
-        evidence: receiptEvidence(event),
-        label: `receipt ${event.key} of invoice ${invoice.id}`,
-      },
-      (first) => receiptRecordStatement(invoice, event, first),
-    );
-  } catch (error) {
-    if (!isReceiptUnrecorded(error)) throw error;
+  const credited = await creditWithShares(
+    deps,
+    invoice,
+    event.amount,
+    {
+      id: receiptLedgerId(invoice.id, event.key),
+      userData128: derivedLedgerId(invoice.id, "invoice"),
+      evidence: receiptEvidence(event),
+      label: `receipt ${event.key} of invoice ${invoice.id}`,
+    },
+    (first) => receiptRecordStatement(invoice, event, first),
+  );
+  if (credited.outcome === "unrecorded")
     return await unrecordedReceipt(deps, invoice.id, `receipt ${event.key} of invoice ${invoice.id}`);
-  }
   if (credited.outcome === "conflict")
     throw new SettlementInvariantError(
       `receipt ${event.key} of invoice ${invoice.id} is in the ledger with other terms`,
