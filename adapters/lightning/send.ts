@@ -6,7 +6,7 @@
 // as an event through the pump when nobody waits any more.
 import { createHash, createHmac } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { signMessage, subscribeToPastPayment } from "lightning";
+import { getPayment, signMessage, subscribeToPastPayment } from "lightning";
 import { parseBolt11 } from "../../core/bolt11.ts";
 import { bareBolt11 } from "../../core/destinations.ts";
 import {
@@ -745,24 +745,129 @@ async function sendOrAfresh(s: LightningRailState, tracker: Tracker, attempt: Ou
 
 /**
  * What execute answers for an attempt it refused before sending anything (the rail stopped, LND out of reach, the
- * rail's places or its tenant's full, no keysend secret, its line unwritten): the refusal, but for one found never
- * taken (neverTaken). A slow LND may have taken its first send since, and be paying it: failed, its reservation was
- * released and the payment went to another rail, its payee paid twice and Lightning's money out unbooked. It is in
- * flight until a send of it afresh, or LND, says how it ended (the gateway's recovery executes it again).
+ * rail's places or its tenant's full, no keysend secret, its line unwritten, its amount outside the limits, its
+ * address refusing): the refusal, but for one found never taken (neverTaken). A slow LND may have taken its first
+ * send since, and be paying it: failed, its reservation was released and the payment went to another rail, its payee
+ * paid twice and Lightning's money out unbooked. So LND is asked about its hash first. A payment of it is followed and
+ * judged as recovery judges it (track). None, and nothing of it was paid: a refusal that stands (its amount above a
+ * limit lowered since, an address that refuses for good) is its outcome, else it was in flight for ever, asked again
+ * by every recovery pass and holding its reservation. A refusal of the rail's own state (places full, the journal
+ * unwritten) passes, though: that one is answered in flight and sent afresh by the next pass, when LND itself says
+ * whether it has the payment (a send afresh it refuses for one is followed), surer than a look just after the one
+ * that found none. In flight too while LND cannot be asked (stopped, out of reach, no answer) or the hash is unknown
+ * (a Lightning Address's mark journalled before it kept its invoice).
  */
-function refusedUnsent(s: LightningRailState, attempt: OutgoingAttempt, refused: Failed): AttemptOutcome {
+async function refusedUnsent(
+  s: LightningRailState,
+  attempt: OutgoingAttempt,
+  refused: Failed,
+): Promise<AttemptOutcome> {
   const forgotten = s.forgottenSends.get(attempt.id);
   if (forgotten === undefined) return refused;
-  s.logger.warn(
-    { attemptId: attempt.id, code: refused.code, error: refused.message },
-    "an attempt found never taken, which LND may yet be paying, could not be sent afresh: left in flight",
-  );
-  // A mark journalled before it kept the hash: the invoice's, or a keysend's id (its hash is derived from it).
-  const invoice = attempt.destination.kind === "bolt11" ? parseBolt11(attempt.destination.invoice) : null;
-  return {
-    status: "in_flight",
-    reference: forgotten.paymentHash ?? (invoice?.ok === true ? invoice.value.paymentHash : attempt.id),
+  const paymentHash = await forgottenHash(s, attempt, forgotten);
+  const inFlight = (why: string): AttemptOutcome => {
+    s.logger.warn(
+      { attemptId: attempt.id, code: refused.code, error: refused.message, why },
+      "an attempt found never taken, which LND may yet be paying, could not be sent afresh: left in flight",
+    );
+    return { status: "in_flight", reference: paymentHash ?? attempt.id };
   };
+  if (paymentHash === null) return inFlight("its payment hash is unknown");
+  if (!s.running || !s.health.connected) return inFlight("LND cannot be asked about its hash");
+  let paid: boolean;
+  try {
+    await withTimeout(s, getPayment({ lnd: s.lnd, id: paymentHash }), "getPayment");
+    paid = true;
+  } catch (error) {
+    // LND's answer when it has no payment of the hash (subscribeToPastPayment's, as track's 404).
+    if (!(Array.isArray(error) && error[0] === 404)) return inFlight(lndErrorText(error));
+    paid = false;
+  }
+  // Another call for this id may have admitted it meanwhile, or the rail stopped.
+  if (s.attempts.has(attempt.id)) return await execute(s, attempt);
+  if (!paid) {
+    if (refused.code === "rail_unavailable") return inFlight("the rail cannot send it now");
+    s.logger.info(
+      { attemptId: attempt.id, paymentHash, code: refused.code },
+      "an attempt found never taken is refused, and LND has no payment of its hash: it fails as refused",
+    );
+    return refused;
+  }
+  if (!s.running) return inFlight("the rail stopped");
+  // Another attempt of this rail paying the hash has LND's payment: this one's send never reached LND.
+  if (attemptPaying(s, paymentHash) !== null) return refused;
+  return await followForgotten(s, attempt, paymentHash, forgotten, refused);
+}
+
+/** The hash an attempt found never taken sent: its mark's, else its invoice's, else a keysend's (from its id). */
+async function forgottenHash(
+  s: LightningRailState,
+  attempt: OutgoingAttempt,
+  forgotten: ForgottenSend,
+): Promise<string | null> {
+  if (forgotten.paymentHash !== null) return forgotten.paymentHash;
+  const { destination } = attempt;
+  if (destination.kind === "bolt11") {
+    const invoice = parseBolt11(destination.invoice);
+    return invoice.ok ? invoice.value.paymentHash : null;
+  }
+  if (destination.kind !== "lightning_node" || !s.running || !s.health.connected) return null;
+  try {
+    const image = createHmac("sha256", await deriveKeysendSecret(s))
+      .update(`keysend:${attempt.id}`)
+      .digest();
+    return createHash("sha256").update(image).digest("hex");
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * An attempt found never taken whose hash LND has a payment of, though the rail refused to send it afresh: journalled
+ * again and followed as after a restart (track judges the payment from its first line's time, sentSince), whatever
+ * the refusal, for that payment is going out or went out already.
+ */
+async function followForgotten(
+  s: LightningRailState,
+  attempt: OutgoingAttempt,
+  paymentHash: string,
+  forgotten: ForgottenSend,
+  refused: Failed,
+): Promise<AttemptOutcome> {
+  const { destination } = attempt;
+  const stored: StoredAttempt = {
+    attemptId: attempt.id,
+    paymentId: attempt.paymentId,
+    tenantId: attempt.tenantId,
+    paymentHash,
+    kind: destination.kind === "lightning_node" ? "keysend" : "bolt11",
+    amountMsat: attempt.amount,
+    createdAtMs: s.now(),
+    feeMaxMsat: attempt.feeMax,
+    destination: destination.kind === "lightning_node" ? destination.pubkey : null,
+    request: forgotten.request ?? (destination.kind === "bolt11" ? destination.invoice : null),
+    outcome: null,
+    reported: false,
+  };
+  s.attempts.set(attempt.id, stored);
+  s.attemptByHash.set(paymentHash, attempt.id);
+  const tracker = newTracker(s, stored, {
+    feeMaxMsat: stored.feeMaxMsat,
+    destination: stored.destination,
+    request: stored.request,
+    eventWanted: false,
+  });
+  // Unwritten, it is forgotten again (writeAhead) and the mark stays: asked again by the next pass.
+  if (!(await writeAhead(s, tracker))) return { status: "in_flight", reference: paymentHash };
+  s.logger.warn(
+    { attemptId: attempt.id, paymentHash, code: refused.code },
+    "an attempt found never taken could not be sent afresh, and LND has a payment of its hash: followed",
+  );
+  track(s, tracker);
+  const outcome = await awaitOutcome(s, tracker);
+  // LND said since that it has none after all (track's 404: forgotten again, neverTaken): as refusedUnsent says.
+  if (takenBack.has(tracker)) return await refusedUnsent(s, attempt, refused);
+  return outcome;
 }
 
 /** Sends the tracker's attempt once its journal line is durable, unless another call took the send; then waits. */

@@ -586,7 +586,7 @@ describe("lightning rail on regtest", () => {
     }
   });
 
-  it("an attempt found never taken that comes back when the rail cannot send it afresh is left in flight, not failed while LND pays it: its tenant's share full, its line unwritten, the rail stopped", async () => {
+  it("an attempt found never taken that comes back when the rail cannot send it afresh is not failed while LND pays it: followed with its tenant's share full, in flight with its line unwritten or the rail stopped", async () => {
     const secret = randomBytes(32).toString("hex");
     const id = sha256(secret);
     const held = await createHodlInvoice({ lnd: payee, id, tokens: 1_900 });
@@ -640,9 +640,11 @@ describe("lightning rail on regtest", () => {
         async () => ((await getInvoice({ lnd: payee, id })).is_held ? true : undefined),
         { timeoutMs: 30_000 },
       );
+      // LND, asked about its hash, has the payment: followed, not sent (before: in flight, asked again every pass).
       expect(await running.rail.execute(resumed(refused, taken, 1_910_000n))).toEqual({
-        status: "in_flight",
-        reference: taken.id,
+        status: "succeeded",
+        evidence: { rail: "lightning", paymentHash: taken.id, preimage: paid.secret },
+        fee: 0n,
       });
       await settleHodlInvoice({ lnd: payee, secret });
       await waitFor(
@@ -650,26 +652,14 @@ describe("lightning rail on regtest", () => {
         async () => running.events.find((e) => e.kind === "attempt_succeeded" && e.attemptId === pinning.id),
         { timeoutMs: 30_000 },
       );
-      // Its line cannot be written: nothing is sent afresh (before: failed rail_unavailable, retry elsewhere).
+      // Its line cannot be written, nor the line of the payment LND has: nothing is sent afresh, nor followed unjournalled
+      // (before: failed rail_unavailable, retry elsewhere).
       refuseAttempts = true;
-      expect(await running.rail.execute(resumed(refused, taken, 1_910_000n))).toEqual({
+      expect(await running.rail.execute(resumed(stopped, later, 1_920_000n))).toEqual({
         status: "in_flight",
-        reference: taken.id,
+        reference: later.id,
       });
       refuseAttempts = false;
-      // Asked again once it can be sent: LND refuses the send for the payment it has, which is followed.
-      expect(await running.rail.execute(resumed(refused, taken, 1_910_000n))).toEqual({
-        status: "succeeded",
-        evidence: { rail: "lightning", paymentHash: taken.id, preimage: paid.secret },
-        fee: 0n,
-      });
-      expect(running.logs).toContainEqual(
-        expect.objectContaining({
-          level: "warn",
-          message: expect.stringMatching(/could not be sent afresh: left in flight/),
-          fields: expect.objectContaining({ attemptId: refused.attemptId, code: "rail_unavailable" }),
-        }),
-      );
     } finally {
       await running.rail.stop();
     }
@@ -678,9 +668,70 @@ describe("lightning rail on regtest", () => {
       status: "in_flight",
       reference: later.id,
     });
+    expect(running.logs).toContainEqual(
+      expect.objectContaining({
+        level: "warn",
+        message: expect.stringMatching(/could not be sent afresh: left in flight/),
+        fields: expect.objectContaining({ attemptId: stopped.attemptId, code: "rail_unavailable" }),
+      }),
+    );
     const { payments } = await getPayments({ lnd: client("gateway") });
     const ids = new Set([taken.id, later.id]);
     expect(payments.filter((payment) => ids.has(payment.id))).toHaveLength(2);
+  });
+
+  it("an attempt found never taken that the rail refuses for good (its amount above a limit lowered since) fails as refused once LND says it has no payment of its hash, not left in flight for ever", async () => {
+    const unpaid = await createInvoice({ lnd: payee, tokens: 2_300 });
+    const older = await createInvoice({ lnd: payee, tokens: 2_400 });
+    const lines = [
+      journalledAttempt("refused-for-good", unpaid, 2_300_000n),
+      journalledAttempt("refused-old-mark", older, 2_400_000n),
+    ];
+    const [marked, old] = lines as [(typeof lines)[number], (typeof lines)[number]];
+    await writeFile(
+      path.join(directory, "refused-for-good.jsonl"),
+      [
+        marked,
+        {
+          t: "withdrawn",
+          attemptId: marked.attemptId,
+          sent: true,
+          createdAtMs: marked.createdAtMs,
+          paymentHash: unpaid.id,
+          request: unpaid.request,
+        },
+        // A mark journalled before it kept what it sent: the hash is the invoice's.
+        old,
+        { t: "withdrawn", attemptId: old.attemptId, sent: true, createdAtMs: old.createdAtMs },
+      ]
+        .map((line) => `${JSON.stringify(line)}\n`)
+        .join(""),
+    );
+    const running = await startRail("refused-for-good.jsonl", { amountMaxMsat: 2_000_000n });
+    try {
+      // Before: in flight, its reference the hash, asked again by every recovery pass and its reservation held for ever.
+      for (const [line, invoice, amount] of [
+        [marked, unpaid, 2_300_000n],
+        [old, older, 2_400_000n],
+      ] as const)
+        expect(
+          await running.rail.execute({
+            ...bolt11(invoice.request, amount, 10_000n, line.attemptId),
+            resumed: true,
+          }),
+        ).toEqual({
+          status: "failed",
+          code: "rejected",
+          message: "amount outside 1..2000000 msat",
+          retryElsewhere: true,
+        });
+      const { payments } = await getPayments({ lnd: client("gateway") });
+      const ids = new Set([unpaid.id, older.id]);
+      expect(payments.filter((payment) => ids.has(payment.id))).toEqual([]);
+      expect(running.events.filter((e) => "attemptId" in e)).toEqual([]);
+    } finally {
+      await running.rail.stop();
+    }
   });
 
   it("an attempt to a Lightning Address found never taken is sent afresh with the invoice its address answered first, kept in the journal, not one asked anew", async () => {
