@@ -38,8 +38,8 @@
 //
 // One send's fault (a node's error on its receipt, the ledger refusing its booking) is logged and ends only its
 // turn: it is tried again next pass, behind the sends not tried yet (evm_sends.gas_tried_at).
-import { type Hex, recoverTransactionAddress, type TransactionReceipt } from "viem";
-import { type FeePaid, feeWeiOf } from "../../core/index.ts";
+import { type Hex, recoverTransactionAddress } from "viem";
+import { assets, divCeil, type FeePaid, feeWeiOf } from "../../core/index.ts";
 import { EvmRailError } from "./errors.ts";
 import { gasPaid } from "./payout.ts";
 import type { EvmRailState } from "./rail-state.ts";
@@ -269,35 +269,54 @@ async function followSend(
     return "pending";
   const fate = await sendFateOf(state.journal, row, confirmedNonce);
   if (fate.status === "pending") return "pending";
+  let tx: MinedTx;
   if (fate.status === "never_mined") {
-    await claim(state, row.attempt_id, "never_mined");
-    await markDone(state, row.attempt_id, null, "never_mined");
-    return "never_mined";
+    // A send an older pass closed once mined and EVM migration 0018 opened again holds what was mined: a node that
+    // pruned its transaction index since (geth's --history.transactions, hosted RPCs sooner) has no receipt of it,
+    // and the nonce passed long ago. Before, such a send was judged never mined, its gas never booked and what was
+    // stored of it wiped.
+    const stored = await storedMinedOf(state, row.attempt_id);
+    if (stored === null) {
+      await claim(state, row.attempt_id, "never_mined");
+      await markDone(state, row.attempt_id, null, "never_mined");
+      return "never_mined";
+    }
+    tx = stored;
+  } else {
+    const { receipt } = fate;
+    if (receipt.from.toLowerCase() !== state.account.address.toLowerCase())
+      throw new EvmRailError(
+        `send ${row.attempt_id} is this wallet's, but ${receipt.transactionHash} was not`,
+      );
+    tx = {
+      txHash: receipt.transactionHash,
+      reverted: receipt.status !== "success",
+      gasWei: feeWeiOf(receipt),
+      gas: gasPaid(receipt),
+      stored: false,
+    };
   }
-  const { receipt } = fate;
-  if (receipt.from.toLowerCase() !== state.account.address.toLowerCase())
-    throw new EvmRailError(`send ${row.attempt_id} is this wallet's, but ${receipt.transactionHash} was not`);
-  const reverted = receipt.status !== "success";
+  const { reverted } = tx;
   const caller = gasBookedBy(kind);
   if (caller !== null) {
     await claim(state, row.attempt_id, caller);
-    await markDone(state, row.attempt_id, receipt, caller);
+    await markDone(state, row.attempt_id, tx, caller);
     return "done";
   }
   // Claimed before it is booked: an x402 batch's outcome handed to x402 meanwhile finds the claim (and refuses to
   // hand it over), and x402's claim found here leaves the gas to x402. A crash after the claim repeats the booking.
   const owner = await claim(state, row.attempt_id, claimedByPass);
   if (owner !== claimedByPass) {
-    await markDone(state, row.attempt_id, receipt, owner);
+    await markDone(state, row.attempt_id, tx, owner);
     return "done";
   }
   const mined: MinedSend = {
     key: row.attempt_id,
     kind,
-    txHash: receipt.transactionHash,
+    txHash: tx.txHash,
     hashes: await hashesOfSend(state.params.db, row),
     reverted,
-    gas: gasPaid(receipt),
+    gas: tx.gas,
     owner: outcomeOwnerOf(kind, !reverted),
   };
   const outcome = await book(mined);
@@ -309,7 +328,7 @@ async function followSend(
       state.logger.warn(
         {
           send: row.attempt_id,
-          txHash: receipt.transactionHash,
+          txHash: tx.txHash,
           owner: outcome.waitingFor,
           signedMinutesAgo: Math.floor(row.signed_ms_ago / 60_000),
         },
@@ -319,8 +338,40 @@ async function followSend(
     return "pending";
   }
   if (outcome.booked) booked.push(mined);
-  await markDone(state, row.attempt_id, receipt, outcome.bookedBy);
+  await markDone(state, row.attempt_id, tx, outcome.bookedBy);
+  if (tx.stored)
+    state.logger.info(
+      { send: row.attempt_id, txHash: tx.txHash, gasWei: tx.gasWei.toString(), bookedBy: outcome.bookedBy },
+      "send gas: the node has no receipt of a mined send's transaction (its index pruned); its gas was judged from the transaction and the gas stored when it was mined",
+    );
   return outcome.booked ? "booked" : "done";
+}
+
+/** What was mined of a send: from its receipt, or as stored when it was mined (`stored`: the node has no receipt). */
+type MinedTx = { txHash: Hex; reverted: boolean; gasWei: bigint; gas: FeePaid; stored: boolean };
+
+const weiPerGwei = 1_000_000_000n;
+
+/**
+ * The mined transaction and gas an earlier turn stored of the send (evm_send_gas, as an older pass stored them when
+ * it closed the send once mined); null when none was stored. Its gas is booked as gasPaid books a receipt's, in gwei
+ * rounded up, under the same id (the booker's, from the chain and the transaction hash); only the wei is known.
+ */
+async function storedMinedOf(state: EvmRailState, key: string): Promise<MinedTx | null> {
+  const [row] = await state.params.db.query<{
+    tx_hash: Hex | null;
+    reverted: boolean | null;
+    gas_wei: string | null;
+  }>("SELECT tx_hash, reverted, gas_wei::text AS gas_wei FROM evm_send_gas WHERE attempt_id = $1", [key]);
+  if (row === undefined || row.tx_hash === null || row.reverted === null || row.gas_wei === null) return null;
+  const wei = BigInt(row.gas_wei);
+  return {
+    txHash: row.tx_hash,
+    reverted: row.reverted,
+    gasWei: wei,
+    gas: { asset: assets.ETH, amount: divCeil(wei, weiPerGwei), detail: { wei: wei.toString() } },
+    stored: true,
+  };
 }
 
 /**
@@ -342,24 +393,24 @@ export async function claim(state: EvmRailState, key: string, by: string): Promi
   return row.booked_by;
 }
 
-/** The send is done: what was mined (null: nothing) and who booked its gas, then off the open sends. */
+/**
+ * The send is done: what was mined (null: nothing) and who booked its gas, then off the open sends. A mined
+ * transaction and its gas stored before are never wiped by nothing mined.
+ */
 async function markDone(
   state: EvmRailState,
   key: string,
-  receipt: TransactionReceipt | null,
+  mined: Pick<MinedTx, "txHash" | "reverted" | "gasWei"> | null,
   bookedBy: string,
 ): Promise<void> {
   await state.params.db.transaction(async (tx) => {
     await tx.query(
-      `UPDATE evm_send_gas SET tx_hash = $2, reverted = $3, gas_wei = $4, booked_by = $5, done_at = now()
+      `UPDATE evm_send_gas
+          SET tx_hash = COALESCE($2::text, tx_hash), reverted = COALESCE($3::boolean, reverted),
+              gas_wei = CASE WHEN $2::text IS NULL AND tx_hash IS NOT NULL THEN gas_wei ELSE $4::numeric END,
+              booked_by = $5, done_at = now()
         WHERE attempt_id = $1`,
-      [
-        key,
-        receipt?.transactionHash.toLowerCase() ?? null,
-        receipt === null ? null : receipt.status !== "success",
-        receipt === null ? 0n : feeWeiOf(receipt),
-        bookedBy,
-      ],
+      [key, mined?.txHash.toLowerCase() ?? null, mined?.reverted ?? null, mined?.gasWei ?? 0n, bookedBy],
     );
     await tx.query("UPDATE evm_sends SET gas_done = true WHERE attempt_id = $1", [key]);
   });

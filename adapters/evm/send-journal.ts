@@ -638,11 +638,12 @@ export function keepOpenSends(journal: SendJournal): Promise<number> {
 }
 
 /**
- * What a node answers a transaction whose fees are too low to take its nonce's place in its pool: "replacement
- * transaction underpriced" (geth, anvil, reth; Hardhat's capitalised, naming the nonce), "transaction underpriced"
- * (geth, its pool full), "replacement fee too low" (erigon).
+ * What a node answers a replacement whose fees are too low to take its nonce's place in its pool: "replacement
+ * transaction underpriced" (geth, anvil, reth; Hardhat's capitalised, naming the nonce), "replacement fee too low"
+ * (erigon). Not geth's bare "transaction underpriced" (its pool full, or the fee below its txpool.pricelimit): that
+ * refuses the transaction, not its replacing another, and nothing may hold the nonce; it throws as any refusal does.
  */
-const underpricedTexts = ["transaction underpriced", "replacement fee too low"];
+const underpricedTexts = ["replacement transaction underpriced", "replacement fee too low"];
 
 async function broadcast(journal: SendJournal, row: SendRow): Promise<void> {
   try {

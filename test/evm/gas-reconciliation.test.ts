@@ -9,7 +9,7 @@
 // the same block.
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { type Address, erc20Abi, type Hex, keccak256 } from "viem";
+import { type Address, createPublicClient, custom, erc20Abi, type Hex, keccak256 } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { evmMigrations } from "../../adapters/evm/index.ts";
@@ -481,6 +481,64 @@ describe("a payout's gas, when no outcome of it books it", () => {
     expect(await gw.app.ledger.lookupTransfers([sendGasId(paid.txHash)])).toEqual([]);
     expect(await gasOf(failedId)).toEqual({ booked_by: "send_gas", gas_done: true });
     expect(await gasOf(paidId)).toEqual({ booked_by: "payment", gas_done: true });
+  });
+
+  it("books a reopened payout's gas from what was stored of it when the node no longer has its receipt (pruned)", async () => {
+    // A payout whose attempt ended failed after it was mined, closed on trust by the pass before EVM migration 0018.
+    const attemptId = await payoutMinedInFlight("0x1111111111111111111111111111111111111117");
+    await applyRailEvent(gw.app.payments, {
+      kind: "attempt_failed",
+      attemptId,
+      code: "rejected",
+      message: "reported failed after it was mined",
+      retryElsewhere: false,
+    });
+    const { txHash, gwei } = await gasGwei(attemptId);
+    const receipt = await gw.chain.publicClient.getTransactionReceipt({ hash: txHash });
+    const wei = receipt.gasUsed * receipt.effectiveGasPrice;
+    await gw.app.db.query(
+      `INSERT INTO evm_send_gas (attempt_id, chain_id, tx_hash, reverted, gas_wei, booked_by)
+       VALUES ($1, $2, $3, false, $4, 'payment')`,
+      [attemptId, chainId(), txHash.toLowerCase(), wei.toString()],
+    );
+    await gw.app.db.query("UPDATE evm_sends SET gas_done = true WHERE attempt_id = $1", [attemptId]);
+    await gw.app.db.query(
+      await readFile(path.join(evmMigrations.directory, "0018_evm_send_gas_owner_asked.sql"), "utf8"),
+    );
+    // Long mined: its nonce final (the confirmations and neverMinedDepthExtra below the head; mined a block at a time,
+    // as Hardhat answers the wallet's nonce at the blocks one hardhat_mine of many leaves between as 0), and the node
+    // has pruned its transaction index (geth's --history.transactions) and answers null for the receipt.
+    for (let i = 0; i < 10; i += 1) await gw.chain.networkHelpers.mine(1);
+    const pruned = custom({
+      request: (args: { method: string; params?: unknown }) =>
+        args.method === "eth_getTransactionReceipt" &&
+        String((args.params as unknown[])[0]).toLowerCase() === txHash.toLowerCase()
+          ? Promise.resolve(null)
+          : gw.chain.provider.request(args as never),
+    });
+    const publicClient = createPublicClient({
+      chain: gw.chain.chain,
+      transport: pruned,
+      pollingInterval: 50,
+    });
+    await expect(publicClient.getTransactionReceipt({ hash: txHash })).rejects.toThrow(/could not be found/);
+    const { logger, lines } = recordingLogger();
+    const rail = anotherProcessRail(gw, { publicClient, logger });
+    const before = await ledgerEth();
+    await sendGasPassOnce(gw.app.settlement, rail, chainId());
+    await sendGasPassOnce(gw.app.settlement, rail, chainId());
+    // Before: judged never mined, its gas never booked and its transaction and gas wiped (tx_hash null, gas_wei 0).
+    expect((await ledgerEth()).fees - before.fees).toBe(gwei);
+    expect((await gw.app.ledger.lookupTransfers([sendGasId(txHash)]))[0]?.amount).toBe(gwei);
+    const [stored] = await gw.app.db.query<{ tx_hash: string; gas_wei: string; booked_by: string }>(
+      "SELECT tx_hash, gas_wei::text AS gas_wei, booked_by FROM evm_send_gas WHERE attempt_id = $1",
+      [attemptId],
+    );
+    expect(stored).toEqual({ tx_hash: txHash.toLowerCase(), gas_wei: wei.toString(), booked_by: "send_gas" });
+    expect(await gasOf(attemptId)).toEqual({ booked_by: "send_gas", gas_done: true });
+    expect(
+      lines.filter((line) => line.fields.send === attemptId && /no receipt/.test(line.message)),
+    ).toHaveLength(1);
   });
 });
 

@@ -300,25 +300,50 @@ describe("a stuck transaction near the gas cap", () => {
 
 describe("a replacement the node refuses as underpriced", () => {
   /**
-   * The chain, its refusals of a replacement said in geth's words (anvil's, reth's): Hardhat decides, but its words
-   * name the nonce, which the broadcast took for "nonce too low" and let pass.
+   * The chain, its refusals of a replacement said in `words`: geth's (anvil's, reth's) by default. Hardhat decides,
+   * but its words name the nonce, which the broadcast took for "nonce too low" and let pass.
    */
-  const gethWords = custom({
-    request: async (args: { method: string; params?: unknown }) => {
-      try {
-        return await gw.chain.provider.request(args as never);
-      } catch (error) {
-        if (
-          args.method === "eth_sendRawTransaction" &&
-          /replacement transaction underpriced/i.test(String(error))
-        )
-          throw Object.assign(new Error("replacement transaction underpriced"), { code: -32000 });
-        throw error;
-      }
-    },
-  });
-  const publicClient = () =>
-    createPublicClient({ chain: gw.chain.chain, transport: gethWords, pollingInterval: 50 });
+  const saying = (words: string) =>
+    custom({
+      request: async (args: { method: string; params?: unknown }) => {
+        try {
+          return await gw.chain.provider.request(args as never);
+        } catch (error) {
+          if (
+            args.method === "eth_sendRawTransaction" &&
+            /replacement transaction underpriced/i.test(String(error))
+          )
+            throw Object.assign(new Error(words), { code: -32000 });
+          throw error;
+        }
+      },
+    });
+  const publicClient = (words = "replacement transaction underpriced") =>
+    createPublicClient({ chain: gw.chain.chain, transport: saying(words), pollingInterval: 50 });
+
+  /** The attempt's send replaced by 5% (the node asks 10%), committed as replaceIfStuck commits one. */
+  async function replacedByTooLittle(attemptId: string) {
+    const [first] = await gw.app.db.query<{ tx_hash: `0x${string}`; raw_tx: `0x${string}`; nonce: number }>(
+      "SELECT tx_hash, raw_tx, nonce FROM evm_sends WHERE attempt_id = $1",
+      [attemptId],
+    );
+    const { r: _r, s: _s, v: _v, yParity: _yParity, ...old } = parseTransaction(first!.raw_tx);
+    const raw = await gw.chain.walletClient.signTransaction({
+      ...old,
+      maxFeePerGas: (old.maxFeePerGas! * 105n) / 100n,
+      maxPriorityFeePerGas: (old.maxPriorityFeePerGas! * 105n) / 100n,
+    } as never);
+    const bumped = keccak256(raw);
+    await gw.app.db.query(
+      "UPDATE evm_sends SET tx_hash = $2, raw_tx = $3, signed_at = now() WHERE attempt_id = $1",
+      [attemptId, bumped, raw],
+    );
+    await gw.app.db.query(
+      "INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) VALUES ($1, $2, $3)",
+      [attemptId, first!.tx_hash, first!.raw_tx],
+    );
+    return { first: first!, bumped };
+  }
 
   it("leaves the send to the transaction it replaced, said once: no pass or run of the attempt throws, and that one settles it", async () => {
     const keeper = recordingLogger();
@@ -344,27 +369,8 @@ describe("a replacement the node refuses as underpriced", () => {
     await setAutomine(false);
     try {
       expect(await rail.execute(attempt)).toMatchObject({ status: "in_flight" });
-      [first] = await gw.app.db.query<{ tx_hash: `0x${string}`; raw_tx: `0x${string}`; nonce: number }>(
-        "SELECT tx_hash, raw_tx, nonce FROM evm_sends WHERE attempt_id = $1",
-        [attempt.id],
-      );
-      // Replaced by 5% (the node asks 10%), committed as replaceIfStuck commits one: as a cap leaves 10% to a node
-      // asking 12.5%.
-      const { r: _r, s: _s, v: _v, yParity: _yParity, ...old } = parseTransaction(first!.raw_tx);
-      const raw = await gw.chain.walletClient.signTransaction({
-        ...old,
-        maxFeePerGas: (old.maxFeePerGas! * 105n) / 100n,
-        maxPriorityFeePerGas: (old.maxPriorityFeePerGas! * 105n) / 100n,
-      } as never);
-      bumped = keccak256(raw);
-      await gw.app.db.query(
-        "UPDATE evm_sends SET tx_hash = $2, raw_tx = $3, signed_at = now() WHERE attempt_id = $1",
-        [attempt.id, bumped, raw],
-      );
-      await gw.app.db.query(
-        "INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) VALUES ($1, $2, $3)",
-        [attempt.id, first!.tx_hash, first!.raw_tx],
-      );
+      // As a cap leaves 10% to a node asking 12.5%.
+      ({ first, bumped } = await replacedByTooLittle(attempt.id));
       // Before: "broadcast … failed", pass after pass, run after run, until the one replaced was mined.
       await keepOpenSends(journal);
       await keepOpenSends(journal);
@@ -386,6 +392,38 @@ describe("a replacement the node refuses as underpriced", () => {
       status: "succeeded",
       evidence: { txHash: first!.tx_hash },
     });
+  });
+
+  it("still throws a pool's refusal of the transaction itself (geth's bare \"transaction underpriced\"), nothing said", async () => {
+    const keeper = recordingLogger();
+    const rail = anotherProcessRail(gw, { receiptTimeoutMs: 300 });
+    // Geth's pool full, or the fee below its txpool.pricelimit: no replacement refused, and nothing may hold the nonce.
+    const journal = createSendJournal({
+      db: gw.app.db,
+      publicClient: publicClient("transaction underpriced"),
+      walletClient: gw.chain.walletClient,
+      confirmations: 1,
+      receiptTimeoutMs: 30_000,
+      gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
+      replaceAfterMs: 120_000,
+      logger: keeper.logger,
+    });
+    const attempt = payout("att_pool_underpriced", 6_162n);
+    let first: { tx_hash: `0x${string}` } | undefined;
+    let bumped: `0x${string}` | undefined;
+    await setAutomine(false);
+    try {
+      expect(await rail.execute(attempt)).toMatchObject({ status: "in_flight" });
+      ({ first, bumped } = await replacedByTooLittle(attempt.id));
+      // Before: taken for a replacement's refusal, said as one and let pass.
+      await expect(keepOpenSends(journal)).rejects.toThrow(`broadcast of ${bumped} failed`);
+      expect(journal.unreplaceable.has(bumped)).toBe(false);
+      expect(keeper.lines.filter((line) => line.level === "warn")).toEqual([]);
+    } finally {
+      await setAutomine(true);
+    }
+    await gw.chain.networkHelpers.mine(1);
+    await expectMined([first!]);
   });
 });
 
