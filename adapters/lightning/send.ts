@@ -794,8 +794,14 @@ async function refusedUnsent(
     return refused;
   }
   if (!s.running) return inFlight("the rail stopped");
-  // Another attempt of this rail paying the hash has LND's payment: this one's send never reached LND.
-  if (attemptPaying(s, paymentHash) !== null) return refused;
+  // Another attempt of this rail that paid the hash has LND's payment: this one's send never reached LND. One that
+  // holds the hash undecided (written ahead and not sent, or sent and not answered) may be LND's payment or not: when
+  // not, this one's is, and failed now it would be paid again elsewhere while LND pays it (and the other refused).
+  const other = attemptPaying(s, paymentHash);
+  if (other !== null)
+    return other.outcome?.status === "succeeded"
+      ? refused
+      : inFlight("another attempt of the rail holds its hash, undecided");
   return await followForgotten(s, attempt, paymentHash, forgotten, refused);
 }
 
