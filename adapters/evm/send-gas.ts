@@ -339,10 +339,12 @@ async function followSend(
   }
   if (outcome.booked) booked.push(mined);
   await markDone(state, row.attempt_id, tx, outcome.bookedBy);
+  // Said as a warning, for the operator to check against the chain: a pass before the L1 data fee was counted (an
+  // OP-stack chain's, ac492c7) stored the L2 gas alone, and the row cannot say which pass stored it.
   if (tx.stored)
-    state.logger.info(
+    state.logger.warn(
       { send: row.attempt_id, txHash: tx.txHash, gasWei: tx.gasWei.toString(), bookedBy: outcome.bookedBy },
-      "send gas: the node has no receipt of a mined send's transaction (its index pruned); its gas was judged from the transaction and the gas stored when it was mined",
+      "send gas: the node has no receipt of a mined send's transaction (its index pruned); its gas was judged from the transaction and the gas stored when it was mined, which on an OP-stack chain may leave out its L1 data fee if an older version stored it",
     );
   return outcome.booked ? "booked" : "done";
 }
