@@ -829,6 +829,41 @@ async function forgottenHash(
 }
 
 /**
+ * Holds `attempt` from now on, paying `paymentHash` (`request`: the invoice it pays, null for a keysend): its entry and
+ * its tracker, not journalled yet (writeAhead). For admit's send and for a forgotten attempt followed again alike.
+ */
+function holdAttempt(
+  s: LightningRailState,
+  attempt: OutgoingAttempt,
+  paymentHash: string,
+  kind: PaymentKind,
+  request: string | null,
+): Tracker {
+  const { destination } = attempt;
+  const stored: StoredAttempt = {
+    attemptId: attempt.id,
+    paymentId: attempt.paymentId,
+    tenantId: attempt.tenantId,
+    paymentHash,
+    kind,
+    amountMsat: attempt.amount,
+    createdAtMs: s.now(),
+    feeMaxMsat: attempt.feeMax,
+    destination: destination.kind === "lightning_node" ? destination.pubkey : null,
+    request,
+    outcome: null,
+    reported: false,
+  };
+  s.attempts.set(attempt.id, stored);
+  return newTracker(s, stored, {
+    feeMaxMsat: stored.feeMaxMsat,
+    destination: stored.destination,
+    request: stored.request,
+    eventWanted: false,
+  });
+}
+
+/**
  * An attempt found never taken whose hash LND has a payment of, though the rail refused to send it afresh: journalled
  * again and followed as after a restart (track judges the payment from its first line's time, sentSince), whatever
  * the refusal, for that payment is going out or went out already.
@@ -841,28 +876,14 @@ async function followForgotten(
   refused: Failed,
 ): Promise<AttemptOutcome> {
   const { destination } = attempt;
-  const stored: StoredAttempt = {
-    attemptId: attempt.id,
-    paymentId: attempt.paymentId,
-    tenantId: attempt.tenantId,
-    paymentHash,
-    kind: destination.kind === "lightning_node" ? "keysend" : "bolt11",
-    amountMsat: attempt.amount,
-    createdAtMs: s.now(),
-    feeMaxMsat: attempt.feeMax,
-    destination: destination.kind === "lightning_node" ? destination.pubkey : null,
-    request: forgotten.request ?? (destination.kind === "bolt11" ? destination.invoice : null),
-    outcome: null,
-    reported: false,
-  };
-  s.attempts.set(attempt.id, stored);
   s.attemptByHash.set(paymentHash, attempt.id);
-  const tracker = newTracker(s, stored, {
-    feeMaxMsat: stored.feeMaxMsat,
-    destination: stored.destination,
-    request: stored.request,
-    eventWanted: false,
-  });
+  const tracker = holdAttempt(
+    s,
+    attempt,
+    paymentHash,
+    destination.kind === "lightning_node" ? "keysend" : "bolt11",
+    forgotten.request ?? (destination.kind === "bolt11" ? destination.invoice : null),
+  );
   // Unwritten, it is forgotten again (writeAhead) and the mark stays: asked again by the next pass.
   if (!(await writeAhead(s, tracker))) return { status: "in_flight", reference: paymentHash };
   s.logger.warn(
@@ -998,27 +1019,13 @@ async function admit(
     );
   s.attemptByHash.set(paymentHash, attempt.id);
 
-  const stored: StoredAttempt = {
-    attemptId: attempt.id,
-    paymentId: attempt.paymentId,
-    tenantId: attempt.tenantId,
+  const tracker = holdAttempt(
+    s,
+    attempt,
     paymentHash,
     kind,
-    amountMsat: attempt.amount,
-    createdAtMs: s.now(),
-    feeMaxMsat: attempt.feeMax,
-    destination: destination.kind === "lightning_node" ? destination.pubkey : null,
-    request: destination.kind === "bolt11" ? destination.invoice : null,
-    outcome: null,
-    reported: false,
-  };
-  s.attempts.set(attempt.id, stored);
-  const tracker = newTracker(s, stored, {
-    feeMaxMsat: stored.feeMaxMsat,
-    destination: stored.destination,
-    request: stored.request,
-    eventWanted: false,
-  });
+    destination.kind === "bolt11" ? destination.invoice : null,
+  );
   const send = () => {
     try {
       const request = sendRequest(destination, attempt.amount, { paymentHash, preimage, invoiceHasAmount });
