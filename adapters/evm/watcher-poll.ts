@@ -12,6 +12,7 @@ import {
 } from "./watcher-state.ts";
 import {
   type EventRow,
+  heldAgainIfGone,
   heldRemovals,
   holdLease,
   holdRemoval,
@@ -44,10 +45,7 @@ export async function poll(w: WatcherState): Promise<PollResult> {
   const seen = await loadEvents(w, "e.status = 'seen' ORDER BY e.block_number, e.log_index LIMIT $3", [
     params.eventsPerPollMax,
   ]);
-  for (const row of seen) {
-    if (!(await handled(w, row, "seen", () => sink.seen(w.source.toEvent(row))))) continue;
-    await move(w, row, "seen", "pending");
-  }
+  for (const row of seen) await handled(w, row, "seen", () => sink.seen(w.source.toEvent(row)));
   // Final: at least `confirmations` blocks from its own up to the head, and every earlier event already seen — and
   // no removal of the same log held (checkReorg: its transaction and arguments, wherever it now sits): mined again
   // after a reorg took it away, it waits for that removal to be applied first (a deposit's credit reversed, then
@@ -78,10 +76,7 @@ export async function poll(w: WatcherState): Promise<PollResult> {
         final.map((row) => row.generation),
       ],
     );
-  for (const row of final) {
-    if (!(await handled(w, row, "pending", () => sink.final(w.source.toEvent(row))))) continue;
-    await move(w, row, "pending", "posted");
-  }
+  for (const row of final) await handled(w, row, "pending", () => sink.final(w.source.toEvent(row)));
   // Blocks read are kept until they are reorgDepthBlocks below the final ones, and one below those as the anchor: a
   // reorg deeper than the confirmations (final events credited) is found at the block where it forked, as long as it
   // is within them. Before, only the newest final block was kept: a reorg below it left its final events standing.
@@ -111,25 +106,26 @@ export async function poll(w: WatcherState): Promise<PollResult> {
 }
 
 /**
- * Runs an event's sink call: true once it succeeded. A failure is thrown (the poll fails, the next one tries again),
- * until the event has failed sinkAttemptsMax times in a row: then it is held (held_seen, held_pending) and false is
- * returned, so that the events behind it go on — before, one event that could not be applied held every later event
- * of the contract, every tenant's deposits with them, for good. releaseHeld puts it back later. (A reorg's removal is
- * held before it is applied: checkReorg.)
+ * Runs an event's sink call and moves the event on once it succeeded (seen → pending, pending → posted). A failure is
+ * thrown (the poll fails, the next one tries again), until the event has failed sinkAttemptsMax times in a row: then it
+ * is held (held_seen, held_pending), so that the events behind it go on — before, one event that could not be applied
+ * held every later event of the contract, every tenant's deposits with them, for good. releaseHeld puts it back later.
+ * (A reorg's removal is held before it is applied: checkReorg.) An event removed meanwhile by the watcher that took the
+ * lease during the call has its removal held again, to be applied after the call (removedDuringCall).
  */
 async function handled(
   w: WatcherState,
   row: EventRow,
   step: "seen" | "pending",
   call: () => Promise<void>,
-): Promise<boolean> {
+): Promise<void> {
   const key = `${row.tx_hash}:${row.log_index}:${step}`;
   await stillHolding(w);
   try {
     await call();
-    w.failures.delete(key);
-    return true;
   } catch (error) {
+    // It may have written its effect before it failed (an answer lost).
+    if (await removedDuringCall(w, row, step)) return;
     const failures = (w.failures.get(key) ?? 0) + 1;
     w.failures.set(key, failures);
     if (failures < (w.params.sinkAttemptsMax ?? sinkAttemptsMaxDefault)) throw error;
@@ -144,8 +140,30 @@ async function handled(
       },
       "an event keeps failing; held so that the events behind it go on, and tried again later",
     );
-    return false;
+    return;
   }
+  w.failures.delete(key);
+  if (!(await move(w, row, step, step === "seen" ? "pending" : "posted")))
+    await removedDuringCall(w, row, step);
+}
+
+/**
+ * After an event's sink call: whether the event was removed (or mined again as a later generation) while the call ran,
+ * by the watcher that took the lease meanwhile; if so, its removal is held again (heldAgainIfGone), to be applied after
+ * the call by the watcher holding the lease (releaseHeld). The lease alone did not keep them apart: a call made just
+ * before it ran out (a deposit's credit waiting on a slow node or database) wrote its effect after the other watcher's
+ * removal had found none to undo, and the deposit stayed credited with nothing on chain. A process that dies after the
+ * call's effect and before this read leaves that gap open: closing it takes the check into the effect's own
+ * transaction (the gateway's credit), which the sink does not reach.
+ */
+async function removedDuringCall(w: WatcherState, row: EventRow, step: "seen" | "pending"): Promise<boolean> {
+  // A `final` call: its `final_called` was set before it (poll), after this row was read.
+  if (!(await heldAgainIfGone(w, row, step === "pending" || wasFinal(row)))) return false;
+  w.logger.warn(
+    { txHash: row.tx_hash, logIndex: row.log_index, event: row.event_name, watcher: w.source.name },
+    "an event was removed by another watcher while its sink call ran; its removal is held again, to follow the call",
+  );
+  return true;
 }
 
 /**
@@ -182,15 +200,16 @@ async function releaseHeld(w: WatcherState): Promise<void> {
   for (const row of released)
     w.failures.set(`${row.tx_hash}:${row.log_index}:${row.status}`, attemptsMax - 1);
   const removals = await heldRemovals(w);
-  for (const row of removals) await appliedRemoval(w, row);
+  for (const row of removals) await appliedRemoval(w, row, row.held_again);
   if (released.length > 0 || removals.length > 0) w.settledAt = null;
 }
 
 /**
- * Applies a held removal through the sink and forgets it (its row in evm_watch_removals_held deleted); a failure is
- * logged and it stays held.
+ * Applies a held removal through the sink and forgets it (its row in evm_watch_removals_held deleted) unless it was held
+ * again since it was read (`heldAgain`: how often it had been then; heldAgainIfGone); a failure is logged and it stays
+ * held.
  */
-async function appliedRemoval(w: WatcherState, row: EventRow): Promise<void> {
+async function appliedRemoval(w: WatcherState, row: EventRow, heldAgain = 0): Promise<void> {
   await stillHolding(w);
   try {
     await w.sink.removed(w.source.toEvent(row), wasFinal(row));
@@ -208,8 +227,9 @@ async function appliedRemoval(w: WatcherState, row: EventRow): Promise<void> {
   }
   await w.db.query(
     `DELETE FROM evm_watch_removals_held
-     WHERE chain_id = $1 AND contract = $2 AND tx_hash = $3 AND log_index = $4 AND generation = $5`,
-    [w.chainId, w.contract, row.tx_hash, row.log_index, row.generation],
+     WHERE chain_id = $1 AND contract = $2 AND tx_hash = $3 AND log_index = $4 AND generation = $5
+       AND held_again = $6`,
+    [w.chainId, w.contract, row.tx_hash, row.log_index, row.generation, heldAgain],
   );
 }
 

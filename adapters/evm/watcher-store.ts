@@ -158,13 +158,54 @@ export async function holdRemoval(w: WatcherState, tx: Sql, row: EventRow): Prom
 export const wasFinal = (row: EventRow): boolean => row.status === "posted" || row.final_called;
 
 /**
+ * Holds the removal of `row` again, once the sink call made for it has returned, if its event no longer stands as it
+ * was read (marked removed, or mined again as a later generation: watcher-poll.ts removedDuringCall); true when it did.
+ * Applied again later (releaseHeld), it undoes what the call wrote, or finds nothing again. `wasFinal`: the call may
+ * have been the event's `final`. Read in this one statement, after the call's effect was written: a removal it does
+ * not see was marked after that, and is applied after its mark, so it finds the effect. Held again over one not yet
+ * forgotten, it counts one more (held_again, 0019), so that the watcher applying it does not forget it after all.
+ */
+export async function heldAgainIfGone(w: WatcherState, row: EventRow, wasFinal: boolean): Promise<boolean> {
+  const rows = await w.db.query(
+    `INSERT INTO evm_watch_removals_held
+       (chain_id, contract, tx_hash, log_index, generation, block_number, block_hash, event_name, args, was_final,
+        held_again)
+     SELECT $1::integer, $2::text, $3::text, $4::integer, $5::integer, $6::bigint, $7::text, $8::text, $9::jsonb,
+            $10::boolean, 1
+     WHERE NOT EXISTS (SELECT 1 FROM evm_watch_events
+                       WHERE chain_id = $1 AND contract = $2 AND tx_hash = $3 AND log_index = $4 AND generation = $5
+                         AND status <> 'removed')
+     ON CONFLICT (chain_id, contract, tx_hash, log_index, generation) DO UPDATE
+       SET held_again = evm_watch_removals_held.held_again + 1,
+           was_final = evm_watch_removals_held.was_final OR EXCLUDED.was_final
+     RETURNING 1`,
+    [
+      w.chainId,
+      w.contract,
+      row.tx_hash,
+      row.log_index,
+      row.generation,
+      row.block_number,
+      row.block_hash,
+      row.event_name,
+      JSON.stringify(row.args),
+      wasFinal,
+    ],
+  );
+  return rows.length > 0;
+}
+
+/** A removal held, with how often it was held again (heldAgainIfGone) when it was read. */
+export type HeldRemoval = EventRow & { held_again: number };
+
+/**
  * The removals held (holdRemoval), latest first as checkReorg undoes them, each with its split's definition, as rows
  * whose wasFinal is what it was when held.
  */
-export async function heldRemovals(w: WatcherState): Promise<EventRow[]> {
-  return w.db.query<EventRow>(
+export async function heldRemovals(w: WatcherState): Promise<HeldRemoval[]> {
+  return w.db.query<HeldRemoval>(
     `SELECT h.tx_hash, h.log_index, h.block_number, h.block_hash, h.event_name, h.args, 'removed' AS status,
-            h.generation, h.was_final AS final_called, s.recipients, s.basis_points
+            h.generation, h.was_final AS final_called, h.held_again, s.recipients, s.basis_points
      FROM evm_watch_removals_held h
      LEFT JOIN evm_splits s
        ON s.chain_id = h.chain_id AND s.contract = h.contract AND s.split_id = lower(h.args->>'splitId')
@@ -174,15 +215,22 @@ export async function heldRemovals(w: WatcherState): Promise<EventRow[]> {
   );
 }
 
+/**
+ * Moves the event of `row` from `from` to `to`, if it is still that generation in `from`; true when it moved. Before,
+ * the generation was not asked: an event removed and mined again meanwhile (by another watcher) was moved on for the
+ * call made for the generation before.
+ */
 export async function move(
   w: WatcherState,
   row: EventRow,
   from: EventRow["status"],
   to: EventRow["status"],
-): Promise<void> {
-  await w.db.query(
+): Promise<boolean> {
+  const rows = await w.db.query(
     `UPDATE evm_watch_events SET status = $6, updated_at = now()
-     WHERE chain_id = $1 AND contract = $2 AND tx_hash = $3 AND log_index = $4 AND status = $5`,
-    [w.chainId, w.contract, row.tx_hash, row.log_index, from, to],
+     WHERE chain_id = $1 AND contract = $2 AND tx_hash = $3 AND log_index = $4 AND status = $5 AND generation = $7
+     RETURNING 1`,
+    [w.chainId, w.contract, row.tx_hash, row.log_index, from, to, row.generation],
   );
+  return rows.length > 0;
 }

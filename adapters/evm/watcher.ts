@@ -16,8 +16,12 @@
 // cursor goes back to just after the highest block that still matches. An event that comes back (the same
 // transaction mined again) gets a new generation, so its new ledger transfers never reuse a voided id.
 // One watcher per (chain, contract) at a time, by a lease in the database: in other processes a watcher stands by
-// (its polls read nothing) until the holder stops or its lease runs out. Two at once would only repeat each
-// other's sink calls, which are idempotent: the lease saves the work, it does not guard the money.
+// (its polls read nothing) until the holder stops or its lease runs out. Two at once would repeat each other's sink
+// calls, which are idempotent; but a call made just before the lease ran out can write its effect after the watcher
+// that took over removed the event (a reorg) and found nothing to undo — a deposit's credit after its reversal found
+// no receipt. So once a call returns, the event is read again: removed meanwhile, its removal is held again and applied
+// after the call (watcher-poll.ts handled). The lease saves the work; the event's row, read after the call, guards the
+// money — but for a process that dies between a call's effect and that read (removedDuringCall).
 
 // The same machinery follows other sources: the token's transfers to deposit addresses (deposit-source.ts) is
 // one, with its own rows (keyed by the token's address), its own lease and its own sink.

@@ -28,6 +28,7 @@ import {
 } from "../../adapters/evm/index.ts";
 import { assets, type RailEvent, silentLogger } from "../../core/index.ts";
 import { applyRailEvent, sweepDepositsOnce } from "../../gateway/settlement/index.ts";
+import { latch } from "../support/latch.ts";
 import { replaceTestUsdCode } from "../support/token-code.ts";
 import { anotherProcessRail, type Gateway, gettingLogsOf, type LogsSeen, startGateway } from "./support.ts";
 
@@ -294,6 +295,87 @@ describe("a reorg deeper than the confirmations, of deposits whose crediting fai
       await other.stop();
     }
   });
+});
+
+describe("a deposit's credit still in flight when its watcher's lease runs out", () => {
+  // A credits the deposit, its handler held (a slow node or database) past its lease; B takes the lease over, finds the
+  // deposit reorganised away and applies its removal: the reversal finds no receipt yet and takes nothing. Then A's
+  // credit is written. `answered`: whether B's removal was done before A's credit, or answered only after A's call had
+  // returned (B then forgets the removal it applied, unless A held it again meanwhile).
+  it.each(["before", "after"] as const)(
+    "is taken back when the watcher that took over removed it first (its removal answered %s the credit)",
+    async (answered) => {
+      const inv = await createInvoice("1.60");
+      const before = await merchantBalance();
+      const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+      const paid = await transfer(stranger(), inv.instructions.deposit_address!, 1_600_000n);
+      await mine(2);
+      const deps = { settlement: gw.app.settlement, payments: gw.app.payments, logger: silentLogger };
+      const deposits = {
+        factory: gw.chain.contracts.forwarderFactory,
+        startBlock: 0n,
+        pollIntervalMs: 3_600_000,
+        lateWatchMs: 3_600_000,
+        sweepSaltsMax: 50,
+        heldRetryMs: 0,
+      };
+      const leaseMs = 300;
+      const [creditReached, creditHeld, reversalApplied, reversalHeld] = [latch(), latch(), latch(), latch()];
+      if (answered === "before") reversalHeld.release();
+      const slow = anotherProcessRail(gw, { confirmations: 3, deposits: { ...deposits, leaseMs } });
+      slow.onEvent(async (event) => {
+        if (event.kind === "received" && event.reference === inv.id) {
+          creditReached.release();
+          await creditHeld.done;
+        }
+        return applyRailEvent(deps, "evm", event);
+      });
+      const other = anotherProcessRail(gw, { confirmations: 3, deposits });
+      let reversals = 0;
+      other.onEvent(async (event) => {
+        const verdict = await applyRailEvent(deps, "evm", event);
+        if (event.kind === "reversed" && event.reference === inv.id && ++reversals === 1) {
+          reversalApplied.release();
+          await reversalHeld.done;
+        }
+        return verdict;
+      });
+      await rail.depositWatcher()!.stop();
+      try {
+        await slow.start(); // its first poll: the deposit final, its credit held
+        await creditReached.done;
+        await new Promise((resolve) => setTimeout(resolve, leaseMs + 200)); // past A's lease
+
+        await snapshot.restore(); // a longer branch without the transfer
+        await mine(6);
+        await other.start(); // B's first poll: the reorg found, the deposit removed, no receipt to take back
+        await reversalApplied.done;
+        const watcher = other.depositWatcher()!;
+        if (answered === "before") await watcher.poll(); // after B's first poll, its removal forgotten
+        expect((await gw.eventRow(paid.transactionHash, lostLogIndex(paid)))?.status).toBe("removed");
+        expect((await invoice(inv.id)).status).toBe("open");
+
+        creditHeld.release();
+        await slow.stop(); // A's credit written, its poll ended
+        reversalHeld.release();
+        await watcher.poll();
+        // Before: A's credit was written after B had found nothing to take back, and stood with nothing on chain.
+        expect((await invoice(inv.id)).status).toBe("reversed");
+        expect(await merchantBalance()).toBe(before);
+        expect(await outboxTypesOf(inv.id)).toEqual([
+          "invoice.payment_received",
+          "invoice.paid",
+          "invoice.reversed",
+        ]);
+        expect(await gw.app.db.query("SELECT 1 FROM evm_watch_removals_held")).toEqual([]);
+      } finally {
+        creditHeld.release();
+        reversalHeld.release();
+        await slow.stop();
+        await other.stop();
+      }
+    },
+  );
 });
 
 /**
@@ -1028,6 +1110,44 @@ describe("a reorg deeper than the confirmations", () => {
       "invoice.paid",
       "invoice.reversed",
       "invoice.reinstated",
+    ]);
+  });
+
+  it("leaves a reversed invoice due again: the payer's authorization is taken and pays it again", async () => {
+    const inv = await createInvoice("3.00");
+    const before = await merchantBalance();
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    await transfer(stranger(), inv.instructions.deposit_address!, 3_000_000n);
+    await mine(2);
+    await poll();
+    expect((await invoice(inv.id)).status).toBe("paid");
+    const signed = await signAuthorization(inv);
+    const paid = await gw.call("POST", `/v1/invoices/${inv.id}/authorizations`, signed);
+    expect([paid.status, paid.body.error?.code]).toEqual([409, "invoice_not_payable"]);
+
+    await snapshot.restore(); // a branch without the transfer, longer than the one that had it
+    await mine(6);
+    await poll();
+    expect((await invoice(inv.id)).status).toBe("reversed");
+    // Before: 409 invoice_not_payable, though a transfer to its address paid it again.
+    const submitted = await gw.call("POST", `/v1/invoices/${inv.id}/authorizations`, signed);
+    expect(submitted.status).toBe(202);
+    const receipt = await gw.chain.publicClient.waitForTransactionReceipt({
+      hash: submitted.body.transaction,
+    });
+    expect(receipt.status).toBe("success");
+    await mine(2);
+    await poll();
+    // received_amount is all its receipts brought, the one the reorg took back included.
+    const again = await invoice(inv.id);
+    expect([again.status, again.received_amount]).toEqual(["paid", "6.000000"]);
+    expect((await merchantBalance()) - before).toBe(3_000_000n);
+    expect(await outboxTypesOf(inv.id)).toEqual([
+      "invoice.payment_received",
+      "invoice.paid",
+      "invoice.reversed",
+      "invoice.payment_received",
+      "invoice.paid",
     ]);
   });
 
