@@ -1,11 +1,13 @@
 // Stripe's events, from the rail's webhook route (webhook-route.ts: verified, ordered and deduplicated there)
 // to the settlement's handler, as the rail's events. Informational events (a failed charge, a connected
-// account's failed payout) stop here.
+// account's failed payout) stop here. A payout's or a refund's fee Stripe refused to tell is kept, and booked by the
+// rail's pass once Stripe tells it (bookParkedFees).
 import Stripe from "stripe";
-import type { PayoutReversal, RailEventVerdict, RailFee, RailRoute } from "../../core/index.ts";
+import type { PayoutReversal, RailEvent, RailEventVerdict, RailFee, RailRoute } from "../../core/index.ts";
 import { FiatRailError } from "./errors.ts";
-import { type FiatEvent, toRailEvent } from "./events.ts";
+import { type FiatEvent, platformPayoutReferences, refundFeeIds, toRailEvent } from "./events.ts";
 import type { FiatRailState } from "./rail-state.ts";
+import type { DueFee, ParkedFee, StripeWebhookStore } from "./store.ts";
 import { createStripeWebhookRoute } from "./webhook-route.ts";
 
 // biome-ignore lint/suspicious/noConfusingVoidType: a handler that returns nothing applied the event
@@ -14,10 +16,10 @@ export async function deliver(state: FiatRailState, event: FiatEvent): Promise<R
   // booked (or kept) now. Stripe not answering (a cut connection, a 5xx, 429) is refused after that, for Stripe to
   // deliver the event again and the fee to be booked then (the money's bookings are once each, by reference or by key).
   // Stripe refusing the lookup for good (a restricted key that may not read payouts or refunds: 403; 404; another 4xx)
-  // is logged, and the event done: refused, it came back refused for the 3 days Stripe tries it, every one of them, and
-  // Stripe warns of (and at last disables) an endpoint failing so long, which would stop payments' and disputes'
-  // events too. Before, a payout's amount waited on the lookup, and was lost with the event once Stripe stopped
-  // delivering it.
+  // keeps the fee to be asked again (parkUntoldFee), and the event is done: refused, it came back refused for the 3
+  // days Stripe tries it, every one of them, and Stripe warns of (and at last disables) an endpoint failing so long,
+  // which would stop payments' and disputes' events too. Before, a payout's amount waited on the lookup, and was lost
+  // with the event once Stripe stopped delivering it; and then such a fee was logged and never booked.
   const feesUntold: { of: "payout" | "refund"; id: string; error: unknown }[] = [];
   const untold = (of: "payout" | "refund", id: string) => (error: unknown) => {
     feesUntold.push({ of, id, error });
@@ -36,12 +38,8 @@ export async function deliver(state: FiatRailState, event: FiatEvent): Promise<R
   const verdict = await state.handler(railEvent);
   // Money not ours books no fee of it: nothing waits for a redelivery.
   if (verdict === "not_ours") return verdict;
-  for (const { of, id, error } of feesUntold)
-    if (!healsOnRedelivery(error))
-      state.logger.error(
-        { err: error, [of]: id },
-        `Stripe refused to tell the fee of ${of} ${id} (may the key read it?); its money is booked, its fee is not, and the event is done`,
-      );
+  for (const untold of feesUntold)
+    if (!healsOnRedelivery(untold.error)) await parkUntoldFee(state, event, untold);
   const healing = feesUntold.find(({ error }) => healsOnRedelivery(error));
   if (healing !== undefined)
     throw new FiatRailError(
@@ -49,6 +47,157 @@ export async function deliver(state: FiatRailState, event: FiatEvent): Promise<R
       { cause: healing.error },
     );
   return verdict;
+}
+
+/**
+ * Keeps the fee Stripe refused to tell for the rail's pass to ask again (bookParkedFees), said once as it is kept (not
+ * at each delivery of its event while Stripe still refuses). Kept failing, the event is refused for Stripe to deliver
+ * it again: nothing of it is lost then. One with nothing to book it with (a refund's event that names no PaymentIntent)
+ * is only logged, as before.
+ */
+async function parkUntoldFee(
+  state: FiatRailState,
+  event: FiatEvent,
+  untold: { of: "payout" | "refund"; id: string; error: unknown },
+): Promise<void> {
+  const { of, id, error } = untold;
+  const store = state.params.webhooks?.store;
+  const fee = parkedFeeOf(state, event);
+  if (store === undefined || fee === null || fee.objectId !== id) {
+    state.logger.error(
+      { err: error, [of]: id },
+      `Stripe refused to tell the fee of ${of} ${id} (may the key read it?); its money is booked, its fee is not, and the event is done`,
+    );
+    return;
+  }
+  if ((await store.parkFee(fee)).parked)
+    state.logger.warn(
+      { err: error, [of]: id },
+      `Stripe refused to tell the fee of ${of} ${id} (may the key read it?); its money is booked, its fee is kept and asked for again, from every minute up to every hour, until Stripe tells it`,
+    );
+}
+
+/** The fee of `event` to keep when Stripe refuses to tell it: what its own booking of the fee would link it to. */
+function parkedFeeOf(state: FiatRailState, event: FiatEvent): ParkedFee | null {
+  switch (event.kind) {
+    case "capital":
+      // Both of its fees, as every delivery of a payout's event asks for them.
+      return {
+        rail: state.id,
+        kind: "payout",
+        objectId: event.payoutId,
+        failure: true,
+        movements: event.movements,
+      };
+    case "reversed":
+    case "reinstated": {
+      const { refund, paymentIntent } = event.pspIds;
+      if (refund === undefined || paymentIntent === undefined) return null;
+      return {
+        rail: state.id,
+        kind: "refund",
+        objectId: refund,
+        // Undone, the refund's events ask for what its failure gave back too (events.ts refundFeesOf).
+        failure: event.kind === "reinstated",
+        invoice: event.reference,
+        paymentIntent,
+      };
+    }
+    default:
+      return null;
+  }
+}
+
+/** How often the rail's pass looks for kept fees due a try (each kept fee waits longer between its tries). */
+export const parkedFeesPassMs = 60_000;
+
+/** The most kept fees one page of a pass takes; a pass takes every one due, a page at a time. */
+export const parkedFeesPageMax = 100;
+
+/**
+ * Asks Stripe again for the fees kept when it refused to tell them (parkUntoldFee), those whose try is due, and books
+ * each one it tells as the event it was kept from would have: a refund's as a fee of the invoice's money (as the API's
+ * refund books its fee: refunds.ts), a payout's with the operator's capital it moved (booked once per reference: the
+ * movements book nothing more). The fees take their ids from the object (platformPayoutReferences, refundFeeIds), and
+ * their ledger ids from those, so a redelivered event and this pass, in any process, book each once. One still refused,
+ * or Stripe not answering, waits for its next try (said when it was kept, not at each try); one whose booking fails is
+ * logged, and tried again at its next try.
+ */
+export async function bookParkedFees(state: FiatRailState): Promise<{ booked: number; waiting: number }> {
+  const store = state.params.webhooks?.store;
+  let booked = 0;
+  let waiting = 0;
+  if (store === undefined || state.handler === null) return { booked, waiting };
+  for (;;) {
+    // Each page's fees are taken (their next try put off), so the next page holds others.
+    const due = await store.takeDueFees({ rail: state.id, max: parkedFeesPageMax });
+    for (const fee of due)
+      if (await bookParkedFee(state, store, fee)) booked += 1;
+      else waiting += 1;
+    if (due.length < parkedFeesPageMax) return { booked, waiting };
+  }
+}
+
+async function bookParkedFee(
+  state: FiatRailState,
+  store: StripeWebhookStore,
+  kept: DueFee,
+): Promise<boolean> {
+  const about = { [kept.kind]: kept.objectId, tries: kept.tries };
+  let told: { fee: bigint; failureFee: bigint };
+  try {
+    told =
+      kept.kind === "payout"
+        ? await payoutFees(state, kept.objectId)
+        : await refundFees(state, kept.objectId);
+  } catch (error) {
+    state.logger.debug({ ...about, err: error }, "Stripe still does not tell a kept fee; asked again later");
+    return false;
+  }
+  const ids = kept.kind === "payout" ? platformPayoutReferences(kept.objectId) : refundFeeIds(kept.objectId);
+  const fees = [
+    { id: ids.fee, amount: told.fee },
+    ...(kept.failure ? [{ id: ids.failureFee, amount: told.failureFee }] : []),
+  ].filter((fee) => fee.amount !== 0n);
+  const handler = state.handler;
+  let notOurs = false;
+  if (fees.length > 0) {
+    if (handler === null) return false;
+    try {
+      notOurs = (await handler(parkedFeeEvent(kept, fees))) === "not_ours";
+    } catch (error) {
+      state.logger.error(
+        { ...about, err: error },
+        "a fee Stripe told late could not be booked; tried again later",
+      );
+      return false;
+    }
+  }
+  await store.unparkFee({ rail: kept.rail, objectId: kept.objectId, revision: kept.revision });
+  const fields = { ...about, fees: fees.map((fee) => ({ id: fee.id, amount: fee.amount.toString() })) };
+  if (notOurs)
+    state.logger.error(
+      fields,
+      "Stripe told a fee late of money the gateway no longer finds received; it is not booked",
+    );
+  else
+    state.logger.info(
+      fields,
+      "Stripe told a fee it had refused to tell; it is booked (nothing when it is 0)",
+    );
+  return true;
+}
+
+/** The rail's event that books a kept fee, as its own event's booking of it would. */
+function parkedFeeEvent(kept: DueFee, fees: readonly RailFee[]): RailEvent {
+  if (kept.kind === "payout") return { kind: "capital", movements: kept.movements, fees };
+  return {
+    kind: "fee",
+    reference: kept.invoice,
+    // The invoice's money, as it came in: the fee is booked only for an invoice paid on this rail by this intent.
+    evidence: { rail: "fiat", pspId: kept.paymentIntent },
+    fees,
+  };
 }
 
 /**

@@ -30,6 +30,10 @@ export type FiatRailState = {
   handler: RailEventHandler | null;
   started: boolean;
   timer: NodeJS.Timeout | null;
+  /** The pass that asks Stripe again for the fees it refused to tell (delivery.ts bookParkedFees), while started. */
+  feeTimer: NodeJS.Timeout | null;
+  /** That pass running now, which stop() waits for (a tick that finds it running is skipped). */
+  feePass: Promise<void> | null;
   /** Refunds' fees being booked after their refund's answer (refunds.ts bookRefundFee), which stop() waits for. */
   readonly feeBookings: Set<Promise<void>>;
   /** Stripe's available balance in the rail's currency at the last refresh; null before the first success. */

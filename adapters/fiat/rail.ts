@@ -6,9 +6,10 @@
 //
 // This module builds the rail's one explicit state (rail-state.ts) and wires the modules that work on it:
 // payouts (payouts.ts), PaymentIntents (intents.ts), refunds (refunds.ts), health, balance and snapshot
-// (monitor.ts), and the webhook's event delivery (delivery.ts); it keeps start and stop.
+// (monitor.ts), and the webhook's event delivery (delivery.ts, with its pass over the fees Stripe refused to tell);
+// it keeps start and stop.
 import { silentLogger } from "../../core/index.ts";
-import { webhookRoutes } from "./delivery.ts";
+import { bookParkedFees, parkedFeesPassMs, webhookRoutes } from "./delivery.ts";
 import { FiatRailError } from "./errors.ts";
 import { platformPayoutEventReference, platformPayoutHandReference } from "./events.ts";
 import { validateFeeSchedule } from "./fees.ts";
@@ -38,6 +39,8 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
     handler: null,
     started: false,
     timer: null,
+    feeTimer: null,
+    feePass: null,
     feeBookings: new Set(),
     availableBalance: null,
     health: { healthy: false, lastCheckedAtMs: null, lastError: null },
@@ -59,12 +62,31 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
         refresh(state).catch((error: unknown) => state.logger.error({ err: error }, "stripe refresh failed"));
       }, state.refreshMs);
       state.timer.unref();
+      // Fees Stripe refused to tell when their event came (a restricted key): asked again, each no more often than its
+      // backoff lets it, whichever process finds it due first.
+      if (params.webhooks !== undefined) {
+        state.feeTimer = setInterval(() => {
+          if (state.feePass !== null) return;
+          state.feePass = bookParkedFees(state)
+            .then(() => undefined)
+            .catch((error: unknown) =>
+              state.logger.error({ err: error }, "the pass over Stripe's kept fees failed"),
+            )
+            .finally(() => {
+              state.feePass = null;
+            });
+        }, parkedFeesPassMs);
+        state.feeTimer.unref();
+      }
     },
 
     async stop() {
       state.started = false;
       if (state.timer !== null) clearInterval(state.timer);
       state.timer = null;
+      if (state.feeTimer !== null) clearInterval(state.feeTimer);
+      state.feeTimer = null;
+      await state.feePass;
       await Promise.all(state.feeBookings);
     },
 
@@ -83,6 +105,7 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
 
     balance: () => balance(state),
     refresh: () => refresh(state),
+    bookParkedFees: () => bookParkedFees(state),
     health: () => state.health,
   };
 }

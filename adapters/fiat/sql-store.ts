@@ -1,12 +1,16 @@
-// The fiat rail's stores on PostgreSQL or PGlite (same SQL). Tables: migrations/001_fiat_stripe.sql.
+// The fiat rail's stores on PostgreSQL or PGlite (same SQL). Tables: migrations/001_fiat_stripe.sql, and those after.
 import { fileURLToPath } from "node:url";
-import type { Db, MigrationSource, RailFee, Sql } from "../../core/index.ts";
+import type { Db, MigrationSource, RailCapitalMovement, RailFee, Sql } from "../../core/index.ts";
 import {
   type CreditedIntent,
+  type DueFee,
   type FiatPspIds,
   FiatStoreError,
   mergedFees,
+  type ParkedFee,
   type ParkedReversal,
+  parkedFeeRetryMsMax,
+  parkedFeeRetryMsMin,
   parkedPerIntentMax,
   type ReversalReason,
   type StripeObjectKind,
@@ -137,6 +141,53 @@ async function lockIntent(tx: Sql, intentId: string): Promise<IntentRow> {
   const row = rows[0];
   if (row === undefined) throw new FiatStoreError(`fiat_stripe_intents lost ${intentId}`);
   return row;
+}
+
+/** A kept fee's `booking` as its row keeps it (migrations/004_parked_fees.sql): amounts as decimal strings. */
+type ParkedFeeBooking =
+  | { invoice: string; paymentIntent: string }
+  | { movements: { direction: "in" | "out"; amount: string; reference: string; description: string }[] };
+
+type ParkedFeeRow = {
+  rail: string;
+  object_id: string;
+  kind: ParkedFee["kind"];
+  failure: boolean;
+  booking: ParkedFeeBooking | string;
+  tries: number;
+  revision: number;
+};
+
+function feeBookingJson(fee: ParkedFee): string {
+  const booking: ParkedFeeBooking =
+    fee.kind === "refund"
+      ? { invoice: fee.invoice, paymentIntent: fee.paymentIntent }
+      : { movements: fee.movements.map((movement) => ({ ...movement, amount: movement.amount.toString() })) };
+  return JSON.stringify(booking);
+}
+
+function dueFeeFromRow(row: ParkedFeeRow): DueFee {
+  const kept = {
+    rail: row.rail,
+    objectId: row.object_id,
+    failure: row.failure,
+    tries: row.tries,
+    revision: row.revision,
+  };
+  const booking = jsonOf(row.booking);
+  if (row.kind === "refund" && "invoice" in booking)
+    return { ...kept, kind: "refund", invoice: booking.invoice, paymentIntent: booking.paymentIntent };
+  if (row.kind === "payout" && "movements" in booking)
+    return {
+      ...kept,
+      kind: "payout",
+      movements: booking.movements.map(
+        (movement): RailCapitalMovement => ({ ...movement, amount: BigInt(movement.amount) }),
+      ),
+    };
+  throw new FiatStoreError(
+    `fiat_parked_fees ${row.object_id} keeps a ${row.kind}'s fee with another's booking`,
+  );
 }
 
 export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
@@ -274,6 +325,39 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
         const intent = creditedFromRow(row);
         return intent === null ? { status: "withdrawn" as const } : { status: "credited" as const, intent };
       });
+    },
+    async parkFee(fee) {
+      // Kept again, its revision moves: a try that read the row before books what it read, and leaves the row.
+      const [row] = await db.query<{ revision: number }>(
+        `INSERT INTO fiat_parked_fees (rail, object_id, kind, failure, booking, next_try_at)
+         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6::double precision / 1000))
+         ON CONFLICT (rail, object_id) DO UPDATE SET failure = fiat_parked_fees.failure OR EXCLUDED.failure,
+           booking = EXCLUDED.booking, revision = fiat_parked_fees.revision + 1
+         RETURNING revision`,
+        [fee.rail, fee.objectId, fee.kind, fee.failure, feeBookingJson(fee), parkedFeeRetryMsMin],
+      );
+      return { parked: row?.revision === 0 };
+    },
+    async takeDueFees({ rail, max }) {
+      // Skipping the rows another process's pass holds: each try is one process's.
+      const rows = await db.query<ParkedFeeRow>(
+        `UPDATE fiat_parked_fees SET tries = tries + 1,
+           next_try_at = now() + make_interval(secs =>
+             least($3::double precision, $4::double precision * 2 ^ least(tries + 1, 20)) / 1000)
+         WHERE rail = $1 AND object_id IN (
+           SELECT object_id FROM fiat_parked_fees WHERE rail = $1 AND next_try_at <= now()
+           ORDER BY next_try_at, object_id LIMIT $2 FOR UPDATE SKIP LOCKED)
+         RETURNING rail, object_id, kind, failure, booking, tries, revision`,
+        [rail, max, parkedFeeRetryMsMax, parkedFeeRetryMsMin],
+      );
+      return rows.map(dueFeeFromRow);
+    },
+    async unparkFee({ rail, objectId, revision }) {
+      await db.query("DELETE FROM fiat_parked_fees WHERE rail = $1 AND object_id = $2 AND revision = $3", [
+        rail,
+        objectId,
+        revision,
+      ]);
     },
   };
 }

@@ -1,8 +1,9 @@
 // What the fiat rail remembers: the Stripe objects it created (by idempotency key, so a retry returns the
 // first object even after Stripe forgets the key), the webhook events it applied (by event id), and per
-// PaymentIntent whether it was credited, with the reversals that arrived before the credit.
+// PaymentIntent whether it was credited, with the reversals that arrived before the credit; and the payouts' and
+// refunds' fees Stripe refused to tell, until it tells them.
 // The in-memory stores are for unit tests only; the gateway uses the SQL ones (sql-store.ts).
-import { type RailFee, SwitchyardError } from "../../core/index.ts";
+import { type RailCapitalMovement, type RailFee, SwitchyardError } from "../../core/index.ts";
 
 export type StripeObjectKind = "payment_intent" | "transfer" | "refund";
 
@@ -51,6 +52,30 @@ export type CreditedIntent = {
   readonly reference: string;
   readonly amount: bigint;
 };
+
+/**
+ * A payout's or a refund's fee Stripe refused to tell when its event was delivered (a restricted key's 403, a 404:
+ * delivery.ts), kept to be asked again and booked once Stripe tells it: what Stripe object `objectId` (po_…, re_…)'s
+ * balance transaction took, and with `failure` what its failure's gave back, under the fee ids that object names
+ * (platformPayoutReferences, refundFeeIds), linked as its event's booking linked them: a refund's to the invoice it
+ * refunds (paid by `paymentIntent`), a payout's to the operator's capital it moved (`movements`, booked again as
+ * nothing more: once per reference).
+ */
+export type ParkedFee = { readonly rail: string; readonly objectId: string; readonly failure: boolean } & (
+  | { readonly kind: "refund"; readonly invoice: string; readonly paymentIntent: string }
+  | { readonly kind: "payout"; readonly movements: readonly RailCapitalMovement[] }
+);
+
+/** A kept fee taken for a try: `revision` says which keeping of it the try read (unparkFee). */
+export type DueFee = ParkedFee & { readonly tries: number; readonly revision: number };
+
+/** The wait before a kept fee's first try, doubled after each try up to parkedFeeRetryMsMax. */
+export const parkedFeeRetryMsMin = 60_000;
+export const parkedFeeRetryMsMax = 3_600_000;
+
+/** The wait after a kept fee's `tries`-th try (0: its keeping). */
+export const parkedFeeRetryMs = (tries: number): number =>
+  Math.min(parkedFeeRetryMsMax, parkedFeeRetryMsMin * 2 ** Math.min(tries, 20));
 
 export interface StripeWebhookStore {
   isApplied(eventId: string): Promise<boolean>;
@@ -102,6 +127,20 @@ export interface StripeWebhookStore {
     fees?: readonly RailFee[];
   }): Promise<{ status: "credited"; intent: CreditedIntent } | { status: "withdrawn" }>;
   unpark(params: { intentId: string; key: string }): Promise<void>;
+  /**
+   * Keeps `fee` to be asked again, its first try parkedFeeRetryMsMin on; kept already (its event delivered again
+   * while Stripe still refuses), it is asked for its failure's fee too when `fee` is, and booked as `fee` says.
+   * `parked`: it was not kept before (said once, not at every delivery).
+   */
+  parkFee(fee: ParkedFee): Promise<{ parked: boolean }>;
+  /**
+   * Up to `max` kept fees of `rail` whose try is due, oldest first, each taken for this try: its next one is put off by
+   * parkedFeeRetryMs (so that another process's pass takes none of them meanwhile, and a restricted key is not asked
+   * every minute).
+   */
+  takeDueFees(params: { rail: string; max: number }): Promise<DueFee[]>;
+  /** Forgets a kept fee booked, unless it was kept again since its try read it (then asked again at its next try). */
+  unparkFee(params: { rail: string; objectId: string; revision: number }): Promise<void>;
 }
 
 /** Fees of two deliveries of one reversal: each balance transaction once, the first delivery's first. */
@@ -145,6 +184,8 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
     if (fees.length > 0) pendingFees.set(intentId, mergedFees(pendingFees.get(intentId), fees));
   };
   const withdrawnKey = (intentId: string, key: string) => `${intentId} ${key}`;
+  const feesKept = new Map<string, { fee: DueFee; parkedAtMs: number; nextTryAtMs: number }>();
+  const feeKey = (rail: string, objectId: string) => `${rail} ${objectId}`;
   return {
     async isApplied(eventId) {
       return applied.has(eventId);
@@ -207,6 +248,38 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
       if (intent === undefined) keepFees(intentId, mergedFees(parked.get(intentId)?.get(key)?.fees, fees));
       parked.get(intentId)?.delete(key);
       return intent === undefined ? { status: "withdrawn" } : { status: "credited", intent };
+    },
+    async parkFee(fee) {
+      const key = feeKey(fee.rail, fee.objectId);
+      const kept = feesKept.get(key);
+      if (kept === undefined) {
+        const nowMs = Date.now();
+        feesKept.set(key, {
+          fee: { ...fee, tries: 0, revision: 0 },
+          parkedAtMs: nowMs,
+          nextTryAtMs: nowMs + parkedFeeRetryMs(0),
+        });
+        return { parked: true };
+      }
+      const failure = kept.fee.failure || fee.failure;
+      kept.fee = { ...fee, failure, tries: kept.fee.tries, revision: kept.fee.revision + 1 };
+      return { parked: false };
+    },
+    async takeDueFees({ rail, max }) {
+      const nowMs = Date.now();
+      const due = [...feesKept.values()]
+        .filter((kept) => kept.fee.rail === rail && kept.nextTryAtMs <= nowMs)
+        .sort((x, y) => x.nextTryAtMs - y.nextTryAtMs || x.parkedAtMs - y.parkedAtMs)
+        .slice(0, max);
+      for (const kept of due) {
+        kept.fee = { ...kept.fee, tries: kept.fee.tries + 1 };
+        kept.nextTryAtMs = nowMs + parkedFeeRetryMs(kept.fee.tries);
+      }
+      return due.map((kept) => kept.fee);
+    },
+    async unparkFee({ rail, objectId, revision }) {
+      const key = feeKey(rail, objectId);
+      if (feesKept.get(key)?.fee.revision === revision) feesKept.delete(key);
     },
   };
 }

@@ -131,5 +131,10 @@ export interface FiatRail extends Rail {
   capitalEventReference(reference: string): string | null;
   /** Reads balance and health now (start() does this, then every snapshotRefreshMs). */
   refresh(): Promise<void>;
+  /**
+   * Asks Stripe again for the payouts' and refunds' fees it refused to tell, those due a try, and books those it tells
+   * (start() runs this every minute while the rail has webhooks): `booked`, forgotten; `waiting`, kept for a later try.
+   */
+  bookParkedFees(): Promise<{ booked: number; waiting: number }>;
   health(): FiatHealth;
 }

@@ -11,6 +11,7 @@
 import { randomBytes } from "node:crypto";
 import Stripe from "stripe";
 import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
+import type { FiatRail } from "../../adapters/fiat/index.ts";
 import { assets, formatAmount } from "../../core/index.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { TransferFlags, transferCodes } from "../../gateway/ledger/index.ts";
@@ -798,13 +799,37 @@ describe("a payout whose fee Stripe does not tell", () => {
 });
 
 describe("a payout whose fee Stripe refuses to tell", () => {
-  it("books its amount and answers the event applied: refused, it would fail for as long as Stripe delivers it", async () => {
-    // A restricted key that may not read payouts: GET /v1/payouts/:id is refused 403, every time.
+  it("books its amount and answers the event applied, keeps its fee, and books that once when Stripe tells it", async () => {
+    // A restricted key that may not read payouts: GET /v1/payouts/:id is refused 403, every time, until the operator
+    // gives it the permission (`refusing` false): then Stripe tells the Instant Payout's fee.
+    let refusing = true;
+    const payout = {
+      id: "po_fee_refused",
+      object: "payout",
+      amount: 1300,
+      arrival_date: 1_800_000_000,
+      automatic: false,
+      balance_transaction: {
+        id: "txn_po_fee_refused",
+        object: "balance_transaction",
+        amount: -1300,
+        currency: "usd",
+        fee: 13,
+        net: -1313,
+        type: "payout",
+      },
+      currency: "usd",
+      failure_balance_transaction: null,
+      method: "instant",
+      status: "paid",
+    };
     const proxy = await startCuttingProxy(
       inject("stripeMockPort"),
       () => false,
-      (method, url) =>
-        method === "GET" && new URL(url, "http://stripe").pathname.startsWith("/v1/payouts/")
+      (method, url) => {
+        if (method !== "GET" || !new URL(url, "http://stripe").pathname.startsWith("/v1/payouts/"))
+          return null;
+        return refusing
           ? new ProxyAnswer(403, {
               error: {
                 type: "invalid_request_error",
@@ -812,7 +837,8 @@ describe("a payout whose fee Stripe refuses to tell", () => {
                   "The provided key 'rk_test_***' does not have the required permissions for this endpoint.",
               },
             })
-          : null,
+          : payout;
+      },
     );
     const c = await createApp(testConfig({ ...env, STRIPE_API_PORT: String(proxy.port) }));
     onTestFinished(async () => {
@@ -822,16 +848,46 @@ describe("a payout whose fee Stripe refuses to tell", () => {
     await funded("payout_fee_refused");
     const before = { ...(await balances()), fee: await railBalance("fee") };
     const paid = payoutEvent("evt_po_fee_refused", "payout.paid", {
-      payoutId: "po_fee_refused",
+      payoutId: payout.id,
       amount: 1300,
       method: "instant",
     });
+    // Refused, it would fail for as long as Stripe delivers it: applied, and its fee kept.
     expect(await deliver(c, paid)).toEqual({ received: true, outcome: "applied" });
-    expect({ ...(await balances()), fee: await railBalance("fee") }).toEqual({
+    const amountBooked = {
       clearing: before.clearing - 1300n,
       capital: before.capital + 1300n,
       fee: before.fee,
+    };
+    expect({ ...(await balances()), fee: await railBalance("fee") }).toEqual(amountBooked);
+    const kept = () =>
+      c.db.query<{ kind: string; failure: boolean; tries: number }>(
+        "SELECT kind, failure, tries FROM fiat_parked_fees WHERE rail = 'fiat' AND object_id = $1",
+        [payout.id],
+      );
+    expect(await kept()).toEqual([{ kind: "payout", failure: true, tries: 0 }]);
+
+    // Told at its next try (only this process asks the proxy: its try is made due, and at once taken by it).
+    refusing = false;
+    await c.db.query("UPDATE fiat_parked_fees SET next_try_at = now() WHERE object_id = $1", [payout.id]);
+    const rail = c.payments.rails.get("fiat") as FiatRail;
+    expect(await rail.bookParkedFees()).toEqual({ booked: 1, waiting: 0 });
+    const feeBooked = { ...amountBooked, capital: amountBooked.capital - 13n, fee: before.fee + 13n };
+    expect({ ...(await balances()), fee: await railBalance("fee") }).toEqual(feeBooked);
+    expect(await kept()).toEqual([]);
+    // Under the ledger id the payout's event books it with, linked to the payout's booking.
+    const [feeTaken] = await a.ledger.lookupTransfers([
+      railFeeLedgerId("fiat", `stripe_payout_fee:${payout.id}`),
+    ]);
+    expect(feeTaken).toMatchObject({
+      amount: 13n,
+      code: transferCodes.payments.feePaid,
+      userData128: railCapitalLedgerId("fiat", `stripe_payout:${payout.id}`),
     });
+
+    // The payout's event delivered again, Stripe telling its fee now: nothing more.
+    await deliver(c, { ...paid, id: "evt_po_fee_refused_again" });
+    expect({ ...(await balances()), fee: await railBalance("fee") }).toEqual(feeBooked);
   });
 });
 

@@ -7,6 +7,7 @@
 // in its own balance transactions, as Stripe sends them. stripe-mock's balance transactions all say fee 0, so a card
 // payment's processing fee is given to the settlement as the rail would deliver it.
 import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
+import type { FiatRail } from "../../adapters/fiat/index.ts";
 import type { RailEvent } from "../../core/index.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
@@ -558,5 +559,100 @@ describe("a Stripe refund's fee", () => {
         capital: before.capital - 45n,
       });
     }
+  });
+
+  it("keeps a refund's fee Stripe refuses to tell, asks for it again less and less often, and books it once when Stripe tells it", async () => {
+    // Before, such a fee was logged and never booked: the clearing account then said the rail held it more than Stripe
+    // did, and nothing asked Stripe again once the key could read refunds.
+    const refundId = "re_fee_kept";
+    const { invoiceId, intentId, pay } = await cardInvoice("refund_fee_kept", { app: c });
+    await pay();
+    const before = await balances();
+    fees.set(refundId, { fee: 45 });
+    // A restricted key that may not read refunds, until the operator gives it the permission.
+    refused.set(
+      refundId,
+      new ProxyAnswer(403, {
+        error: {
+          type: "invalid_request_error",
+          message: "The provided key 'rk_test_***' does not have the required permissions for this endpoint.",
+        },
+      }),
+    );
+    const kept = async () => {
+      const [row] = await c.db.query<{
+        kind: string;
+        failure: boolean;
+        tries: number;
+        revision: number;
+        wait: number;
+      }>(
+        `SELECT kind, failure, tries, revision, extract(epoch FROM next_try_at - now())::float8 AS wait
+         FROM fiat_parked_fees WHERE rail = 'fiat' AND object_id = $1`,
+        [refundId],
+      );
+      return row;
+    };
+    const due = () =>
+      c.db.query("UPDATE fiat_parked_fees SET next_try_at = now() WHERE object_id = $1", [refundId]);
+    const readsOf = (from: number) => reads.slice(from).filter((id) => id === refundId).length;
+    const fiatRail = (app: App) => app.payments.rails.get("fiat") as FiatRail;
+    const [railC, railD] = [fiatRail(c), fiatRail(d)];
+
+    const created = refundCreated("evt_refund_fee_kept", refundId, intentId);
+    await deliver(c, created);
+    const moneyTaken = { ...before, clearing: before.clearing - 1000n };
+    expect(await balances()).toEqual(moneyTaken);
+    // Kept, its first try a minute on: a pass before then does not ask Stripe.
+    expect(await kept()).toMatchObject({ kind: "refund", failure: false, tries: 0, revision: 0 });
+    expect((await kept())!.wait).toBeGreaterThan(50);
+    let from = reads.length;
+    expect(await railC.bookParkedFees()).toEqual({ booked: 0, waiting: 0 });
+    expect(readsOf(from)).toBe(0);
+    // Delivered again while Stripe still refuses (another event of the refund, to the other process): kept once.
+    await deliver(d, { ...created, id: "evt_refund_fee_kept_updated", type: "refund.updated" });
+    expect(await kept()).toMatchObject({ tries: 0, revision: 1 });
+
+    // Its try due and Stripe still refusing: asked once, then not for two minutes (the wait doubles, up to an hour).
+    await due();
+    from = reads.length;
+    expect(await railC.bookParkedFees()).toEqual({ booked: 0, waiting: 1 });
+    expect(readsOf(from)).toBe(1);
+    expect(await kept()).toMatchObject({ tries: 1 });
+    expect((await kept())!.wait).toBeGreaterThan(110);
+    expect(await balances()).toEqual(moneyTaken);
+
+    // The key may read refunds now: told at the next try, booked once by the two processes' passes between them.
+    refused.delete(refundId);
+    expect(await railD.bookParkedFees()).toEqual({ booked: 0, waiting: 0 });
+    await due();
+    const passes = await Promise.all([railC.bookParkedFees(), railD.bookParkedFees()]);
+    expect(passes.map((pass) => pass.booked).sort()).toEqual([0, 1]);
+    const feeBooked = {
+      clearing: before.clearing - 1000n,
+      fee: before.fee + 45n,
+      capital: before.capital - 45n,
+    };
+    expect(await balances()).toEqual(feeBooked);
+    expect(await kept()).toBeUndefined();
+    // Under the ledger ids and evidence the refund's event books it with (as the test above shows for one told at once).
+    const feeId = `stripe_refund_fee:${refundId}`;
+    const [taken, funded] = await c.ledger.lookupTransfers([
+      railFeeLedgerId("fiat", feeId),
+      railFeeFundingLedgerId("fiat", feeId),
+    ]);
+    expect(taken).toMatchObject({
+      amount: 45n,
+      code: transferCodes.payments.feePaid,
+      userData128: derivedLedgerId(invoiceId, "invoice"),
+      evidence: { rail: "fiat", reference: feeId, detail: { kind: "fee_taken" } },
+    });
+    expect(funded).toMatchObject({ amount: 45n, code: transferCodes.payments.capitalIn });
+
+    // The refund's events delivered since, to either process, and another pass: nothing more.
+    await deliver(d, { ...created, id: "evt_refund_fee_kept_late" });
+    await deliver(c, { ...created, id: "evt_refund_fee_kept_later", type: "refund.updated" });
+    expect(await railC.bookParkedFees()).toEqual({ booked: 0, waiting: 0 });
+    expect(await balances()).toEqual(feeBooked);
   });
 });

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import {
   createFiatRail,
   createSqlStripeObjectStore,
+  createSqlStripeWebhookStore,
   createStripeClient,
   defaultFiatFeeSchedule,
   fiatMigrations,
@@ -18,6 +19,7 @@ beforeAll(async () => {
     "fiat/001_fiat_stripe.sql",
     "fiat/002_withdrawn_reversals.sql",
     "fiat/003_fees.sql",
+    "fiat/004_parked_fees.sql",
   ]);
   expect(await migrate(db, [fiatMigrations])).toEqual([]); // once
 });
@@ -71,5 +73,80 @@ describe("SQL stripe object store", () => {
     expect(b).toEqual(a);
     const again = await makeRail().execute(attempt);
     expect(again).toEqual(a);
+  });
+});
+
+describe("SQL webhook store: the fees Stripe refused to tell", () => {
+  it("keeps each once, takes one due for one try at a time, its wait doubling up to an hour, and forgets it only as read", async () => {
+    const store = createSqlStripeWebhookStore(db);
+    const refund = {
+      rail: "fiat",
+      kind: "refund",
+      objectId: "re_kept",
+      failure: false,
+      invoice: "inv_kept",
+      paymentIntent: "pi_kept",
+    } as const;
+    const payout = {
+      rail: "fiat",
+      kind: "payout",
+      objectId: "po_kept",
+      failure: true,
+      movements: [
+        {
+          direction: "out",
+          amount: 1_300n,
+          reference: "stripe_payout:po_kept",
+          description: "Stripe payout po_kept",
+        },
+      ],
+    } as const;
+    expect(await store.parkFee(refund)).toEqual({ parked: true });
+    // Its event delivered again, a refund undone since: its failure's fee is asked too, and it is said kept once.
+    expect(await store.parkFee({ ...refund, failure: true })).toEqual({ parked: false });
+    expect(await store.parkFee(payout)).toEqual({ parked: true });
+    expect(await store.parkFee({ ...payout, rail: "fiat_eu" })).toEqual({ parked: true });
+    // The first try is a minute on.
+    expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([]);
+    const due = () => db.query("UPDATE fiat_parked_fees SET next_try_at = now() WHERE rail = 'fiat'");
+    await due();
+    const taken = await store.takeDueFees({ rail: "fiat", max: 10 });
+    expect(taken.sort((x, y) => x.objectId.localeCompare(y.objectId))).toEqual([
+      { ...payout, tries: 1, revision: 0 },
+      { ...refund, failure: true, tries: 1, revision: 1 },
+    ]);
+    // Taken, not again before its next try (another process's pass finds nothing).
+    expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([]);
+    const waitMinutes = async () => {
+      const [row] = await db.query<{ wait: number }>(
+        "SELECT extract(epoch FROM next_try_at - now())::float8 / 60 AS wait FROM fiat_parked_fees WHERE rail = 'fiat' AND object_id = 're_kept'",
+      );
+      return Math.round(row!.wait);
+    };
+    const waits = [await waitMinutes()];
+    for (let each = 0; each < 6; each += 1) {
+      await due();
+      expect(await store.takeDueFees({ rail: "fiat", max: 1 })).toHaveLength(1);
+      expect(await store.takeDueFees({ rail: "fiat", max: 1 })).toHaveLength(1);
+      waits.push(await waitMinutes());
+    }
+    expect(waits).toEqual([2, 4, 8, 16, 32, 60, 60]);
+
+    // Kept again after its try read it: that try's booking leaves it, for the next try to book what came since.
+    expect(await store.parkFee(refund)).toEqual({ parked: false });
+    await store.unparkFee({ rail: "fiat", objectId: "re_kept", revision: 1 });
+    await store.unparkFee({ rail: "fiat", objectId: "po_kept", revision: 0 });
+    await due();
+    expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([
+      { ...refund, failure: true, tries: 8, revision: 2 },
+    ]);
+    await store.unparkFee({ rail: "fiat", objectId: "re_kept", revision: 2 });
+    await due();
+    expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([]);
+    // Another rail's is its own.
+    await db.query("UPDATE fiat_parked_fees SET next_try_at = now()");
+    expect(await store.takeDueFees({ rail: "fiat_eu", max: 10 })).toEqual([
+      { ...payout, rail: "fiat_eu", tries: 1, revision: 0 },
+    ]);
   });
 });
