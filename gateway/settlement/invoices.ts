@@ -12,6 +12,9 @@
 // - over-payment: all of it is credited; the invoice is paid with received_amount > amount, the excess refundable.
 // - a further payment to a paid invoice (a second transfer to its address): credited the same way, received_amount
 //   grows, an `invoice.payment_received` event says so; the merchant refunds it if it is not owed.
+// - a receipt a reorg took back (applyReversed, `takes`): the invoice is `reversed` when what it still holds without
+//   it falls below the amount, and stays `paid` (over-paid: its other receipts cover it) otherwise; `invoice.reversed`
+//   says what was taken back either way.
 // - late payment (arrived after the expiry, only possible by deposit address: an authorization's validBefore is the
 //   expiry): credited and counted like any other, flagged `late` on its receipt and event. The money is on the
 //   rail's address already; the ledger mirrors the chain, and a refund is the merchant's call.
@@ -763,6 +766,8 @@ export async function applyReceived(
 
 /** Whether an error is receipt_unrecorded() (migration 0066), along its causes. */
 const isReceiptUnrecorded = (error: unknown): boolean => serverRaised(error, "SYR06");
+/** Whether an error is invoice_moved() (migration 0067: reversalRecordStatement), along its causes. */
+const isInvoiceMoved = (error: unknown): boolean => serverRaised(error, "SYR07");
 
 /**
  * A first credit of a receipt that its record found nothing to count on (receipt_unrecorded(): the credit was rolled
@@ -931,7 +936,13 @@ export type SubmitInvoicePaymentResult =
 
 /**
  * A payer's signed payment (an EIP-3009 authorization) for a tenant's invoice, handed to the invoice's rail, which
- * checks it and submits it; credited when the rail reports it received. A paid or expired invoice takes none.
+ * checks it and submits it; credited when the rail reports it received. A paid or expired invoice takes none. A
+ * reversed one takes one as an open one does when it is due again: the reversals that stand are of receipts a reorg
+ * took back (none a dispute, over which no receipt pays) and what it still holds is below its amount (heldSql), so
+ * that the receipt pays it again (receiptRecordStatement), with invoice.paid. Before, only an open invoice took one,
+ * though a deposit to its address paid a reversed one again, and so did the rail's own route (its client secret), which
+ * asks nothing of the invoice's status. The rail takes the invoice's amount, whatever it holds (its instructions' terms,
+ * as of an open invoice part-paid by deposit): what is over is refundable.
  */
 export async function submitInvoicePayment(
   deps: SettlementDeps,
@@ -940,7 +951,15 @@ export async function submitInvoicePayment(
   const invoice = await getInvoice(deps.db, { tenantId: params.tenantId, id: params.id });
   if (invoice === null)
     return { ok: false, refusal: "invoice_not_found", message: `no invoice "${params.id}"` };
-  if (invoice.status !== "open")
+  if (invoice.status === "reversed") {
+    const due = await dueAgain(deps.db, invoice.id);
+    if (due !== null)
+      return {
+        ok: false,
+        refusal: "invoice_not_payable",
+        message: `invoice ${invoice.id} is reversed: ${due}`,
+      };
+  } else if (invoice.status !== "open")
     return {
       ok: false,
       refusal: "invoice_not_payable",
@@ -958,6 +977,23 @@ export async function submitInvoicePayment(
   const outcome = await submit({ reference: invoice.id, fields: params.fields });
   if (outcome.status === "refused") return { ok: false, refusal: outcome.code, message: outcome.message };
   return { ok: true, invoice, railReference: outcome.railReference };
+}
+
+/**
+ * Why reversed invoice `id` is not due again (null: it is): a dispute stands, or what it still holds covers its amount
+ * (a receipt counted while a reorg of another was being recorded: receiptRecordStatement pays only from reads of the
+ * row as it stands).
+ */
+async function dueAgain(sql: Sql, id: string): Promise<string | null> {
+  const [row] = await sql.query<{ disputed: boolean; held: bigint; amount: bigint }>(
+    `SELECT ${disputedSql("$1")} AS disputed, (${heldSql("i", "$1")})::bigint AS held, i.amount
+     FROM invoices i WHERE i.id = $1`,
+    [id],
+  );
+  if (row === undefined) return "it is gone";
+  if (row.disputed) return "a reversal of its payment stands";
+  if (row.held >= row.amount) return `it holds ${row.held} of its ${row.amount} already`;
+  return null;
 }
 
 /** The HTTP status of each refusal of a signed payment (the API's errors map them with this). */
@@ -990,8 +1026,9 @@ export const invoicePaymentRefusalStatus: Record<InvoicePaymentRefusal, number> 
  * holdAndClaim), split or not. A reversal that names the one credit it takes back (`takes`: a receipt, or what a
  * reinstatement gave back) takes nothing when that credit was never made: `not_received` (creditedBy); otherwise its
  * record names the receipt (reversalRecordStatement), and it is counted as that receipt taken back rather than as a
- * dispute: refunds go on, of what is left (payments/refunds.ts holdAndClaim), and further receipts pay the invoice
- * again once what it holds reaches the amount (receiptRecordStatement).
+ * dispute: refunds go on, of what is left (payments/refunds.ts holdAndClaim), a paid invoice that still holds its
+ * amount without the receipt stays paid (reversalRecordStatement), and further receipts pay the invoice again once
+ * what it holds reaches the amount (receiptRecordStatement).
  */
 export async function applyReversed(
   deps: SettlementDeps,
@@ -1031,7 +1068,7 @@ export async function applyReversed(
         { taken, shortfalls: legShortfalls(chain.legs, chain.taken) },
         null,
       );
-      rows = await deps.db.query(record.text, record.params);
+      rows = await recordedAlone(deps.db, record, `reversal ${event.key} of invoice ${invoice.id}`);
     }
     const [row] = rows;
     const status = row?.recorded === true ? ("applied" as const) : ("duplicate" as const);
@@ -1042,6 +1079,24 @@ export async function applyReversed(
     if (isReversalWithdrawn(error)) return await withdrawn();
     throw error;
   }
+}
+
+/**
+ * A reversal's record written on its own, its legs there before it: written again, from new reads, while the invoice's
+ * row changes under it (invoice_moved(): reversalRecordStatement).
+ */
+async function recordedAlone(db: Db, record: Statement, label: string): Promise<Row[]> {
+  for (let attempt = 1; attempt <= reversalClaimAttemptsMax; attempt++) {
+    try {
+      return await db.query(record.text, record.params);
+    } catch (error) {
+      if (!isInvoiceMoved(error)) throw error;
+    }
+    await pauseAfterMovedVersion(attempt);
+  }
+  throw new SettlementContendedError(
+    `the invoice's row changed under the record of ${label} ${reversalClaimAttemptsMax} times; it is not recorded`,
+  );
 }
 
 /** The one credit a reversal takes back, when it names one (core/rail.ts, the `reversed` event's `takes`). */
@@ -1067,8 +1122,8 @@ async function creditedBy(deps: SettlementDeps, invoiceId: string, takes: Revers
  * The record of reversal `key` of an invoice that took `taken`: the `invoice_reversals` row (once per key: `recorded`
  * says whether this statement wrote it; one recorded as given back raises reversal_withdrawn(), isReversalWithdrawn,
  * so that legs written with it are rolled back), with its `shortfalls` (what each leg could not take, per account:
- * shortfalls.ts, collected from what is given back to the account later), the invoice `reversed`, the
- * `invoice.reversed` event, and a touch of the
+ * shortfalls.ts, collected from what is given back to the account later), the invoice `reversed` (a paid one that
+ * still holds its amount stays paid: see below), the `invoice.reversed` event, and a touch of the
  * invoice's `refundable` row (created if no refund made it yet; none for an invoice that received nothing: no refund
  * of it can be) that moves its version, so that a refund that read the row before is refused its claim and reads
  * again, finding the record (payments/refunds.ts holdAndClaim). Written in the transaction of the reversal's legs
@@ -1080,6 +1135,18 @@ async function creditedBy(deps: SettlementDeps, invoiceId: string, takes: Revers
  * for a claim holding the row's lock: that refund came first). The record names the receipt the reversal takes back
  * (`takes`: that receipt, or the one the reversal given back that it takes again took; migration 0065), null for a
  * reversal of the invoice's money.
+ *
+ * A reversal of a receipt leaves a paid invoice paid when what it still holds without that receipt (heldSql, less
+ * what this one asked: what it took and its shortfalls) is its amount or more and no dispute stands, as a receipt and
+ * a reinstatement pay it (receiptRecordStatement, applyReinstated): an over-paid invoice one of whose deposits a reorg
+ * removed is still paid. Its `invoice.reversed` goes out all the same: it tells what was taken back, as it does of an
+ * open invoice, whose status no reversal changes. Before, every reversal marked a paid invoice `reversed`. What it
+ * holds is read from the statement's snapshot, so the invoice's row is locked last (`standing`, read by the last
+ * column: after the record and the touch of `refundable`, the order applyReinstated takes the three), a paid or
+ * reversed row is changed whenever a record is written, and when a paid row was changed since the snapshot (another
+ * reversal of a receipt recorded meanwhile, which this one's reads left out, or a receipt) invoice_moved() is raised
+ * (migration 0067, isInvoiceMoved), the legs rolled back with it, and the reversal computed again (takeBackReversal).
+ * Otherwise two reorgs at once could each leave the invoice paid on the receipt the other took back.
  */
 function reversalRecordStatement(
   invoice: InvoiceTarget,
@@ -1109,10 +1176,21 @@ function reversalRecordStatement(
          (SELECT receipt FROM invoice_reversals WHERE invoice_id = $1 AND key = $11::text)))
        ON CONFLICT (invoice_id, key) DO UPDATE SET amount = invoice_reversals.amount
          WHERE invoice_reversals.reinstated_at IS NOT NULL
-       RETURNING xmax = 0 AS inserted),
+       RETURNING xmax = 0 AS inserted, receipt),
+     standing AS (
+       SELECT i.status, i.amount, ${disputedSql("$1")} AS disputed,
+         ${heldSql("i", "$1")} - $4::bigint
+           - (SELECT coalesce(sum(s.amount::bigint), 0) FROM unnest($9::text[]) AS s (amount)) AS held,
+         i.xmin::text = (SELECT xmin::text FROM invoices WHERE id = $1) AS as_read
+       FROM invoices i WHERE i.id = $1 AND EXISTS (SELECT 1 FROM recorded WHERE inserted) FOR UPDATE),
+     kept AS (
+       SELECT standing.status = 'paid' AND recorded.receipt IS NOT NULL AND NOT standing.disputed
+           AND standing.held >= standing.amount AS paid,
+         standing.status = 'paid' AND recorded.receipt IS NOT NULL AND NOT standing.as_read AS moved
+       FROM standing, recorded WHERE recorded.inserted),
      marked AS (
-       UPDATE invoices SET status = 'reversed'
-       WHERE id = $1 AND status IN ('paid', 'reversed') AND EXISTS (SELECT 1 FROM recorded WHERE inserted)
+       UPDATE invoices SET status = CASE WHEN kept.paid THEN invoices.status ELSE 'reversed' END
+       FROM kept WHERE invoices.id = $1 AND invoices.status IN ('paid', 'reversed')
        RETURNING 1),
      announced AS (
        INSERT INTO outbox (tenant_id, type, payload)
@@ -1129,7 +1207,8 @@ function reversalRecordStatement(
        CASE WHEN $7::bigint IS NOT NULL AND NOT EXISTS (SELECT 1 FROM received WHERE amount = $7::bigint)
               THEN refund_exceeds_remaining()
             WHEN NOT EXISTS (SELECT 1 FROM received WHERE amount > 0) OR EXISTS (SELECT 1 FROM touched) THEN true
-            ELSE refund_exceeds_remaining() END AS touched`,
+            ELSE refund_exceeds_remaining() END AS touched,
+       CASE WHEN EXISTS (SELECT 1 FROM kept WHERE moved) THEN invoice_moved() ELSE true END AS as_read`,
     params: [
       invoice.id,
       readAt?.version ?? null,
@@ -1146,7 +1225,10 @@ function reversalRecordStatement(
   };
 }
 
-/** How many times a reversal of a split invoice is computed again because a refund of it was claimed meanwhile. */
+/**
+ * How many times a reversal is computed again because a refund of its (split) invoice was claimed meanwhile, or the
+ * invoice's row changed under its record.
+ */
 export const reversalClaimAttemptsMax = 8;
 
 /**
@@ -1200,13 +1282,14 @@ async function takeBackReversal(
       );
       return { ...chain, legs: asked };
     } catch (error) {
-      if (!isRefundExceeding(error)) throw error;
+      if (!isRefundExceeding(error) && !isInvoiceMoved(error)) throw error;
     }
-    // A refund of the invoice was claimed or given back since the reads: a random pause, then new reads.
+    // A refund of the invoice was claimed or given back since the reads, or the invoice's row changed under the
+    // record (reversalRecordStatement): a random pause, then new reads.
     await pauseAfterMovedVersion(attempt);
   }
   throw new SettlementContendedError(
-    `refunds of invoice ${invoice.id} moved under reversal ${event.key} ${reversalClaimAttemptsMax} times; ` +
+    `refunds of invoice ${invoice.id}, or its row, moved under reversal ${event.key} ${reversalClaimAttemptsMax} times; ` +
       "nothing of it was written",
   );
 }

@@ -624,6 +624,31 @@ describe("an invoice one of whose receipts a reorg took back", () => {
     expect(await ledgerInvariantProblems(db)).toEqual([]);
   });
 
+  it("stays paid, its invoice.reversed told, while what it still holds covers its amount; reversed once it does not", async () => {
+    const id = await paidInvoice([10_000n, 10_000n]);
+    expect(await statusOf(id)).toBe("paid");
+    expect(await applyReversed(deps(), reorg(id, "r0", 10_000n))).toEqual({
+      status: "applied",
+      shortfall: 0n,
+    });
+    // Before: reversed, though r1 alone pays all of it.
+    expect(await statusOf(id)).toBe("paid");
+    expect(await refunding(id, 10_001n)).toMatchObject({ ok: false, refusal: "refund_exceeds_remaining" });
+    expect(await applyReversed(deps(), reorg(id, "r1", 10_000n))).toEqual({
+      status: "applied",
+      shortfall: 0n,
+    });
+    expect(await statusOf(id)).toBe("reversed");
+    expect(await eventsOf(id)).toEqual([
+      "invoice.payment_received",
+      "invoice.paid",
+      "invoice.payment_received",
+      "invoice.reversed",
+      "invoice.reversed",
+    ]);
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+
   it("stays open while what it holds is below its amount, whatever it received", async () => {
     const id = await paidInvoice([6_000n]);
     expect(await applyReversed(deps(), reorg(id, "r0", 6_000n))).toEqual({

@@ -1,7 +1,9 @@
 // A receipt of an invoice a reorg reversed (settlement/invoices.ts receiptRecordStatement), on PostgreSQL, where
 // another writer's reversal can commit between the receipt's reads and its lock on the invoice's row: the receipt
 // pays the invoice again only from reads that saw every reversal standing, so one recorded in between never leaves it
-// paid over what it no longer holds. (The rules themselves, on PGlite: gateway/settlement/split-reversal.test.ts.)
+// paid over what it no longer holds. A reorg of one receipt of an over-paid invoice leaves it paid
+// (reversalRecordStatement), from reads of its row as it stands, and a reversed invoice due again takes a payer's
+// signed payment (submitInvoicePayment). (The rules themselves, on PGlite: gateway/settlement/split-reversal.test.ts.)
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assets, type Rail } from "../../core/index.ts";
 import { applyReceived, applyReversed, createInvoice } from "../../gateway/settlement/index.ts";
@@ -26,7 +28,14 @@ const toyReorg: Rail = {
     expiresAtMs: null,
     instructions: { pay: request.reference },
   }),
+  // Takes every signed payment it is handed: what the gateway lets through to the rail is what is tested.
+  submitSignedPayment: async (payment) => {
+    signedPayments.push(payment.reference);
+    return { status: "submitted", railReference: `toy_tx_${signedPayments.length}` };
+  },
 };
+/** The invoices whose signed payments the toy rail was handed, in order. */
+const signedPayments: string[] = [];
 
 let gw: TestGateway;
 
@@ -43,6 +52,48 @@ const receive = (invoiceId: string, key: string, amount: bigint) =>
 const statusOf = async (invoiceId: string) =>
   (await gw.app.db.query<{ status: string }>("SELECT status FROM invoices WHERE id = $1", [invoiceId]))[0]
     ?.status;
+const invoiceOf = async (amount: string) => {
+  const created = await createInvoice(gw.app.settlement, {
+    tenantId: "ten_demo",
+    accountId: "acct_demo_merchant",
+    asset: "USDC",
+    amount,
+    rail: "toyreorg",
+    description: "reorg",
+    expirySeconds: 600,
+  });
+  if (!created.ok) throw new Error(created.message);
+  return created.invoice.id;
+};
+/** The deposit watcher's reversal of receipt `receipt`, which names the receipt it takes. */
+const reorgOf = (invoiceId: string, receipt: string, amount: bigint) =>
+  applyReversed(gw.app.settlement, {
+    rail: "toyreorg",
+    reference: invoiceId,
+    key: `reorg:${receipt}`,
+    amount,
+    evidence,
+    takes: { receipt },
+  });
+const eventsOf = async (invoiceId: string) =>
+  (
+    await gw.app.db.query<{ type: string }>(
+      "SELECT type FROM outbox WHERE payload->>'invoice_id' = $1 AND type LIKE 'invoice.%' ORDER BY id",
+      [invoiceId],
+    )
+  ).map((row) => row.type);
+/** Waits until a statement whose text holds `text` waits for a lock (another writer's, held open by the test). */
+async function waitingOnLock(text: string): Promise<void> {
+  for (let i = 0; ; i++) {
+    const waiting = await gw.app.db.query(
+      "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
+      [`%${text}%`],
+    );
+    if (waiting.length > 0) return;
+    if (i >= 200) throw new Error(`no statement with ${text} ever waited for a lock`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
 
 describe("a receipt of an invoice a reorg reversed", () => {
   it("does not pay it over a reversal recorded between its reads and its lock on the invoice", async () => {
@@ -82,14 +133,7 @@ describe("a receipt of an invoice a reorg reversed", () => {
     await recorded.done;
     // The payer pays 6 again: its record statement reads the reversals (r0's alone) and waits for the invoice's row.
     const paidAgain = receive(id, "r2", 6_000_000n);
-    for (let i = 0; ; i++) {
-      const waiting = await gw.app.db.query(
-        `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO invoice_receipts%'`,
-      );
-      if (waiting.length > 0) break;
-      if (i >= 200) throw new Error("the receipt never waited for the invoice's row");
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    }
+    await waitingOnLock("INSERT INTO invoice_receipts");
     commit.release();
     await other;
     // Its reads held 10 of the 10 asked, the reorg of r1 left out: it holds 6. Before the check of the row it read,
@@ -99,5 +143,117 @@ describe("a receipt of an invoice a reorg reversed", () => {
     // Read again, both reversals count: 4 more bring what it holds to 10.
     expect(await receive(id, "r3", 4_000_000n)).toBe("applied");
     expect(await statusOf(id)).toBe("paid");
+  });
+});
+
+describe("a reorg of one receipt of an invoice", () => {
+  it("leaves an over-paid invoice paid, its invoice.reversed told, and reverses one that no longer holds its amount", async () => {
+    const over = await invoiceOf("10");
+    expect(await receive(over, "r0", 10_000_000n)).toBe("applied");
+    expect(await receive(over, "r1", 10_000_000n)).toBe("received");
+    expect(await reorgOf(over, "r0", 10_000_000n)).toEqual({ status: "applied", shortfall: 0n });
+    // Before: reversed, though r1 alone pays all of it.
+    expect(await statusOf(over)).toBe("paid");
+    expect(await eventsOf(over)).toEqual([
+      "invoice.payment_received",
+      "invoice.paid",
+      "invoice.payment_received",
+      "invoice.reversed",
+    ]);
+
+    const under = await invoiceOf("10");
+    expect(await receive(under, "r0", 6_000_000n)).toBe("received");
+    expect(await receive(under, "r1", 6_000_000n)).toBe("applied");
+    expect(await reorgOf(under, "r0", 6_000_000n)).toEqual({ status: "applied", shortfall: 0n });
+    expect(await statusOf(under)).toBe("reversed");
+  });
+
+  it("reverses it when another reorg of it, which its reads left out, is recorded before its lock on the invoice", async () => {
+    const id = await invoiceOf("10");
+    expect(await receive(id, "r0", 10_000_000n)).toBe("applied");
+    expect(await receive(id, "r1", 10_000_000n)).toBe("received");
+    // Another writer records a reorg of r0 that leaves the invoice paid (what its record statement writes of the rows
+    // this one reads: the reversal, then the invoice's row changed) and holds its transaction open.
+    const recorded = latch();
+    const commit = latch();
+    const other = gw.app.db.transaction(async (tx) => {
+      await tx.query(
+        "INSERT INTO invoice_reversals (invoice_id, key, amount, receipt) VALUES ($1, 'reorg:r0', 10000000, 'r0')",
+        [id],
+      );
+      await tx.query("UPDATE invoices SET status = status WHERE id = $1", [id]);
+      recorded.release();
+      await commit.done;
+    });
+    await recorded.done;
+    // The reorg of r1: its reads hold 20 less r1's 10, r0's reversal left out, and it waits for the invoice's row.
+    const reversed = reorgOf(id, "r1", 10_000_000n);
+    await waitingOnLock("INSERT INTO invoice_reversals");
+    commit.release();
+    await other;
+    // Computed again from reads that see r0's reversal: nothing of the 10 is left. From its first reads, it left the
+    // invoice paid.
+    expect(await reversed).toEqual({ status: "applied", shortfall: 0n });
+    expect(await statusOf(id)).toBe("reversed");
+  });
+});
+
+describe("a signed payment of an invoice a reorg reversed", () => {
+  const authorization = {
+    from: `0x${"11".repeat(20)}`,
+    value: "10000000",
+    valid_after: "0",
+    valid_before: "99999999999",
+    nonce: `0x${"22".repeat(32)}`,
+    signature: `0x${"33".repeat(65)}`,
+  };
+  const submit = (invoiceId: string) =>
+    gw.call("POST", `/v1/invoices/${invoiceId}/authorizations`, { body: authorization });
+
+  it("is handed to the rail once the invoice is due again, and its receipt pays it again", async () => {
+    const id = await invoiceOf("10");
+    expect(await receive(id, "r0", 10_000_000n)).toBe("applied");
+    const paid = await submit(id);
+    expect([paid.status, paid.body.error?.code]).toEqual([409, "invoice_not_payable"]);
+    expect(await reorgOf(id, "r0", 10_000_000n)).toEqual({ status: "applied", shortfall: 0n });
+    expect(await statusOf(id)).toBe("reversed");
+
+    const handed = signedPayments.length;
+    const submitted = await submit(id);
+    // Before: 409 invoice_not_payable, though a deposit to its address paid it again.
+    expect([submitted.status, submitted.body]).toEqual([
+      202,
+      {
+        object: "invoice_authorization",
+        invoice: id,
+        status: "submitted",
+        transaction: `toy_tx_${handed + 1}`,
+      },
+    ]);
+    expect(signedPayments.slice(handed)).toEqual([id]);
+    // What the rail reports of it is a receipt as any other: the invoice is paid again.
+    expect(await receive(id, "auth", 10_000_000n)).toBe("applied");
+    expect(await statusOf(id)).toBe("paid");
+    expect(await eventsOf(id)).toEqual([
+      "invoice.payment_received",
+      "invoice.paid",
+      "invoice.reversed",
+      "invoice.payment_received",
+      "invoice.paid",
+    ]);
+    const again = await submit(id);
+    expect([again.status, again.body.error?.code]).toEqual([409, "invoice_not_payable"]);
+  });
+
+  it("is refused while a dispute of its payment stands, which no receipt pays over; nothing handed to the rail", async () => {
+    const id = await invoiceOf("10");
+    expect(await receive(id, "r0", 10_000_000n)).toBe("applied");
+    const dispute = { rail: "toyreorg", reference: id, key: "dispute:1", amount: 10_000_000n, evidence };
+    expect(await applyReversed(gw.app.settlement, dispute)).toEqual({ status: "applied", shortfall: 0n });
+    expect(await statusOf(id)).toBe("reversed");
+    const handed = signedPayments.length;
+    const refused = await submit(id);
+    expect([refused.status, refused.body.error?.code]).toEqual([409, "invoice_not_payable"]);
+    expect(signedPayments.length).toBe(handed);
   });
 });
