@@ -16,6 +16,7 @@ import {
   type RailEvent,
   tenantShareOf,
 } from "../../core/index.ts";
+import { LightningRailError } from "./errors.ts";
 import { enqueue, markDisconnected } from "./events.ts";
 import {
   classifyLndError,
@@ -705,19 +706,26 @@ export async function execute(s: LightningRailState, attempt: OutgoingAttempt): 
   }
 
   // One found never taken is sent afresh as it was first sent. Asked again, a Lightning Address answers another
-  // invoice (another hash): were the first send taken late by LND, both invoices were paid.
-  const firstRequest = s.forgottenSends.get(attempt.id)?.request ?? null;
-  if (attempt.destination.kind === "lightning_address" && firstRequest !== null)
-    return await execute(s, { ...attempt, destination: { kind: "bolt11", invoice: firstRequest } });
+  // invoice (another hash): were the first send taken late by LND, both invoices were paid. But for a first invoice
+  // expired since, of which LND has no payment (addressInvoiceAfresh).
+  const forgotten = s.forgottenSends.get(attempt.id);
+  if (
+    attempt.destination.kind === "lightning_address" &&
+    forgotten !== undefined &&
+    forgotten.request !== null
+  ) {
+    const invoice = await addressInvoiceAfresh(s, attempt, attempt.destination.address, {
+      ...forgotten,
+      request: forgotten.request,
+    });
+    if (typeof invoice !== "string") return invoice;
+    return await execute(s, { ...attempt, destination: { kind: "bolt11", invoice } });
+  }
   if (attempt.destination.kind === "lightning_address") {
     const early = refusal(s, attempt);
     if (early !== null) return refusedUnsent(s, attempt, early);
     // Asked for an invoice only the first time: a repeat of this attempt id follows the payment made above.
-    const asked = await invoiceForAddress(attempt.destination.address, attempt.amount, {
-      ...lnurlDefaults,
-      httpHosts: s.limits.lnurlHttpHosts,
-      fetch: s.lnurlFetch,
-    });
+    const asked = await askAddress(s, attempt.destination.address, attempt.amount);
     if (!asked.ok)
       return refusedUnsent(s, attempt, failedOutcome(asked.code, asked.message, asked.retryElsewhere));
     if (s.attempts.has(attempt.id)) return await execute(s, attempt);
@@ -726,6 +734,83 @@ export async function execute(s: LightningRailState, attempt: OutgoingAttempt): 
   const admitted = await admit(s, attempt);
   if (admitted === "known") return await execute(s, attempt);
   return "tracker" in admitted ? await sendOrAfresh(s, admitted.tracker, attempt) : admitted;
+}
+
+/** An invoice of `amountMsat` from the Lightning Address's LNURL-pay server, asked as the rail's limits say. */
+const askAddress = (s: LightningRailState, address: string, amountMsat: bigint) =>
+  invoiceForAddress(address, amountMsat, {
+    ...lnurlDefaults,
+    httpHosts: s.limits.lnurlHttpHosts,
+    fetch: s.lnurlFetch,
+  });
+
+/**
+ * The invoice a Lightning Address attempt found never taken is sent afresh with: the one its address answered first
+ * (kept with its mark, `forgotten`), which LND may have taken late. Once that one has expired, though, LND refuses to
+ * send it, and an attempt of which LND has no payment failed `expired` while its address, asked anew, would answer
+ * another invoice, as it does for a fresh attempt. So when the first has expired by LND's clock too (up to
+ * lndClockBehindMaxMs behind the gateway's) and LND says it has no payment of its hash, the address is asked anew: a
+ * send of the first that LND had not registered yet when it answered is refused as expired when it does, so nothing
+ * of the first is paid. The new invoice's mark is journalled before it is sent (the attempt's line after it): a crash
+ * between the two sends the new invoice afresh, never the first. LND has a payment of the first: that is sent afresh,
+ * refused as expired and the payment followed (attach). LND cannot be asked: in flight (refusedUnsent). The address
+ * refusing: refused, as a fresh attempt is.
+ */
+async function addressInvoiceAfresh(
+  s: LightningRailState,
+  attempt: OutgoingAttempt,
+  address: string,
+  forgotten: ForgottenSend & { request: string },
+): Promise<string | AttemptOutcome> {
+  const first = forgotten.request;
+  const parsed = parseBolt11(first);
+  // An attempt the rail would refuse anyway is refused by its first invoice's send afresh (refusedUnsent).
+  if (!parsed.ok || refusal(s, attempt) !== null) return first;
+  const { paymentHash, timestampSeconds, expirySeconds } = parsed.value;
+  if (s.now() < (timestampSeconds + expirySeconds) * 1000 + lndClockBehindMaxMs) return first;
+  try {
+    await withTimeout(s, getPayment({ lnd: s.lnd, id: paymentHash }), "getPayment");
+    return first;
+  } catch (error) {
+    if (!(Array.isArray(error) && error[0] === 404))
+      return await refusedUnsent(
+        s,
+        attempt,
+        failedOutcome(
+          "rail_unavailable",
+          `LND not asked about its first invoice: ${lndErrorText(error)}`,
+          true,
+        ),
+      );
+  }
+  if (s.attempts.has(attempt.id)) return await execute(s, attempt);
+  const asked = await askAddress(s, address, attempt.amount);
+  if (!asked.ok)
+    return await refusedUnsent(s, attempt, failedOutcome(asked.code, asked.message, asked.retryElsewhere));
+  // Another call for this id may have sent it meanwhile: followed (another asking's invoice is never sent).
+  if (s.attempts.has(attempt.id)) return await execute(s, attempt);
+  const renewed = parseBolt11(asked.invoice);
+  if (!renewed.ok) return await refusedUnsent(s, attempt, failedOutcome("rejected", renewed.error, true));
+  const mark: ForgottenSend = {
+    firstAtMs: forgotten.firstAtMs,
+    paymentHash: renewed.value.paymentHash,
+    request: asked.invoice,
+  };
+  try {
+    await s.store.append(forgottenSendRecord(attempt.id, mark));
+  } catch (error) {
+    s.logger.error(
+      { error: lndErrorText(error), attemptId: attempt.id },
+      "journal write failed: nothing sent",
+    );
+    return await refusedUnsent(s, attempt, unwritten);
+  }
+  s.forgottenSends.set(attempt.id, mark);
+  s.logger.info(
+    { attemptId: attempt.id, paymentHash, renewedHash: mark.paymentHash },
+    "an attempt to a Lightning Address found never taken, its first invoice expired unpaid, is sent with a new one",
+  );
+  return asked.invoice;
 }
 
 /**
@@ -754,8 +839,10 @@ async function sendOrAfresh(s: LightningRailState, tracker: Tracker, attempt: Ou
  * by every recovery pass and holding its reservation. A refusal of the rail's own state (places full, the journal
  * unwritten) passes, though: that one is answered in flight and sent afresh by the next pass, when LND itself says
  * whether it has the payment (a send afresh it refuses for one is followed), surer than a look just after the one
- * that found none. In flight too while LND cannot be asked (stopped, out of reach, no answer) or the hash is unknown
- * (a Lightning Address's mark journalled before it kept its invoice).
+ * that found none. In flight too while LND cannot be asked (stopped, out of reach, no answer). A Lightning Address's
+ * mark journalled before it kept its invoice names no hash to ask about: LND's payments that may be its own stand for
+ * it (paymentsMaybeOf). None, and the refusal stands; any, and it is left in flight for an operator, said once (asked
+ * by every pass, it warned at each).
  */
 async function refusedUnsent(
   s: LightningRailState,
@@ -772,7 +859,42 @@ async function refusedUnsent(
     );
     return { status: "in_flight", reference: paymentHash ?? attempt.id };
   };
-  if (paymentHash === null) return inFlight("its payment hash is unknown");
+  if (paymentHash === null) {
+    // A Lightning Address's mark journalled before it kept its invoice: LND's payments that may be its own say.
+    if (
+      attempt.destination.kind !== "lightning_address" ||
+      refused.code === "rail_unavailable" ||
+      !s.running ||
+      !s.health.connected
+    )
+      return inFlight("its payment hash is unknown");
+    let maybe: string[];
+    try {
+      maybe = await paymentsMaybeOf(s, attempt, forgotten.firstAtMs);
+    } catch (error) {
+      return inFlight(
+        `its payment hash is unknown, and LND's payments were not listed: ${lndErrorText(error)}`,
+      );
+    }
+    if (s.attempts.has(attempt.id)) return await execute(s, attempt);
+    if (maybe.length === 0) {
+      s.unmarkedMaybePaid.delete(attempt.id);
+      s.logger.info(
+        { attemptId: attempt.id, code: refused.code },
+        "an attempt found never taken, its hash unknown, is refused, and no payment of LND's may be its: failed",
+      );
+      return refused;
+    }
+    // Every recovery pass asks again: said once, the payments named for an operator to judge.
+    if (!s.unmarkedMaybePaid.has(attempt.id)) {
+      s.unmarkedMaybePaid.add(attempt.id);
+      s.logger.warn(
+        { attemptId: attempt.id, code: refused.code, error: refused.message, paymentHashes: maybe },
+        "a refused attempt found never taken, hash unknown, may be one of LND's payments: left in flight for an operator",
+      );
+    }
+    return { status: "in_flight", reference: attempt.id };
+  }
   if (!s.running || !s.health.connected) return inFlight("LND cannot be asked about its hash");
   let paid: boolean;
   try {
@@ -804,6 +926,72 @@ async function refusedUnsent(
       : inFlight("another attempt of the rail holds its hash, undecided");
   return await followForgotten(s, attempt, paymentHash, forgotten, refused);
 }
+
+/** What the rail reads of a payment of ListPayments (its numbers as strings: `lightning`'s gRPC options). */
+type LndPayment = {
+  readonly payment_hash?: unknown;
+  readonly value_msat?: unknown;
+  readonly status?: unknown;
+};
+
+/** Payments asked of ListPayments at once. */
+const paymentsPageMax = 1_000;
+
+/**
+ * The hashes of LND's payments that may be those of an attempt found never taken whose mark kept no hash (a Lightning
+ * Address's, journalled before it kept its invoice): made since its first line (its sends came after it; LND's clock
+ * up to lndClockBehindMaxMs behind the gateway's), of its amount exactly (as its address's invoices are), not failed,
+ * and no other attempt's of the rail. Whoever the payee, for the invoices the address answered are unknown.
+ */
+async function paymentsMaybeOf(
+  s: LightningRailState,
+  attempt: OutgoingAttempt,
+  firstAtMs: number,
+): Promise<string[]> {
+  const since = Math.max(0, Math.floor((firstAtMs - lndClockBehindMaxMs) / 1000));
+  const maybe: string[] = [];
+  for (let offset = "0"; ; ) {
+    const page = await listPayments(s, since, offset);
+    for (const { payment_hash: hash, value_msat: sent, status } of page.payments) {
+      if (typeof hash !== "string" || typeof sent !== "string" || status === "FAILED") continue;
+      if (BigInt(sent) !== attempt.amount) continue;
+      const holder = s.attemptByHash.get(hash);
+      if (holder === undefined || holder === attempt.id) maybe.push(hash);
+    }
+    if (page.payments.length < paymentsPageMax) return maybe;
+    // A full page that does not move on would be asked for ever.
+    if (BigInt(page.lastIndexOffset) <= BigInt(offset))
+      throw new LightningRailError("LND's ListPayments did not page on", { details: offset });
+    offset = page.lastIndexOffset;
+  }
+}
+
+/**
+ * A page of LND's payments made since `sinceSeconds`, after index `offset`, asked directly: those of every status
+ * (`lightning`'s getPayments lists only those that succeeded, getPendingPayments only those in flight).
+ */
+const listPayments = (
+  s: LightningRailState,
+  sinceSeconds: number,
+  offset: string,
+): Promise<{ payments: readonly LndPayment[]; lastIndexOffset: string }> =>
+  new Promise((resolve, reject) => {
+    s.lnd.default.listPayments(
+      {
+        include_incomplete: true,
+        creation_date_start: sinceSeconds,
+        index_offset: offset,
+        max_payments: paymentsPageMax,
+      },
+      { deadline: Date.now() + s.limits.rpcTimeoutMs },
+      (error: unknown, response: { payments?: unknown; last_index_offset?: unknown } | undefined) => {
+        if (error) return reject(error);
+        if (!Array.isArray(response?.payments) || typeof response.last_index_offset !== "string")
+          return reject(new LightningRailError("LND answered ListPayments without its payments"));
+        resolve({ payments: response.payments as LndPayment[], lastIndexOffset: response.last_index_offset });
+      },
+    );
+  });
 
 /** The hash an attempt found never taken sent: its mark's, else its invoice's, else a keysend's (from its id). */
 async function forgottenHash(

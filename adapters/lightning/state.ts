@@ -236,6 +236,11 @@ export type LightningRailState = {
    * and one the rail cannot make is left in flight, never failed.
    */
   forgottenSends: Map<string, ForgottenSend>;
+  /**
+   * Attempts found never taken whose mark kept no hash (a Lightning Address's, journalled before it kept its invoice),
+   * refused, that LND has payments of which may be theirs: said once (send.ts refusedUnsent), not at every pass.
+   */
+  readonly unmarkedMaybePaid: Set<string>;
   invoices: Map<string, StoredInvoice>;
   /** Highest settle index whose invoice the handler has taken. */
   settleIndexDelivered: number;

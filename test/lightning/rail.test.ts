@@ -29,6 +29,7 @@ import {
   type LightningRailParams,
   type LightningRailStore,
 } from "../../adapters/lightning/index.ts";
+import { lndClockBehindMaxMs } from "../../adapters/lightning/send.ts";
 import { journalLeaseMs } from "../../adapters/lightning/store.ts";
 import type { OutgoingAttempt, RailEvent } from "../../core/index.ts";
 import { clusterControl, waitFor } from "../../scripts/lightning/index.ts";
@@ -116,6 +117,53 @@ const journalledAttempt = (
   destination: null,
   request: invoice.request,
 });
+
+/**
+ * A Lightning Address's LNURL-pay server (LUD-06/16) at 127.0.0.1: `name@host` answers each callback with a new invoice
+ * of the payee's (its hash added to `asked`); any other name is refused ("not found").
+ */
+async function lnurlServer(name: string) {
+  const metadata = JSON.stringify([["text/plain", `pay ${name}`]]);
+  const descriptionHash = createHash("sha256").update(metadata).digest("hex");
+  const asked: string[] = [];
+  const server = createServer((request, response) => {
+    void (async () => {
+      const url = new URL(request.url ?? "/", "http://localhost");
+      let body: unknown = { status: "ERROR", reason: "not found" };
+      if (url.pathname === `/.well-known/lnurlp/${name}`)
+        body = {
+          tag: "payRequest",
+          callback: `http://${host}/callback/${name}`,
+          minSendable: 1_000,
+          maxSendable: 100_000_000,
+          metadata,
+        };
+      else if (url.pathname === `/callback/${name}`) {
+        const invoice = await createInvoice({
+          lnd: payee,
+          mtokens: url.searchParams.get("amount") ?? "0",
+          description_hash: descriptionHash,
+        });
+        asked.push(invoice.id);
+        body = { pr: invoice.request, routes: [] };
+      }
+      response.setHeader("content-type", "application/json");
+      response.end(JSON.stringify(body));
+    })();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const lnurlFetch: LightningRailParams["lnurlFetch"] = (url, init) =>
+    fetch(url, { ...init, redirect: "manual" });
+  return {
+    host,
+    address: `${name}@${host}`,
+    descriptionHash,
+    asked,
+    lnurlFetch,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
 
 /** Makes an invoice on `rail` (its memo is the reference) and has the payer pay it. */
 async function payThrough(rail: LightningRail, reference: string, amountMsat: bigint) {
@@ -734,40 +782,77 @@ describe("lightning rail on regtest", () => {
     }
   });
 
+  it("an attempt found never taken, refused when sent afresh, whose hash LND has a payment of that another attempt of the rail holds undecided, is left in flight, and fails as refused once that one succeeded", async () => {
+    const secret = randomBytes(32).toString("hex");
+    const id = sha256(secret);
+    const held = await createHodlInvoice({ lnd: payee, id, tokens: 2_600 });
+    // One attempt forgotten as never taken; the invoice then free, another payment's attempt of it written and sent,
+    // which LND took (paid by hand here, as that send is) and its payee holds: LND's payment may be either's.
+    const forgotten = journalledAttempt("undecided-forgotten", held, 2_600_000n);
+    const holder = journalledAttempt("undecided-holder", held, 2_600_000n);
+    await writeFile(
+      path.join(directory, "undecided-holder.jsonl"),
+      [
+        forgotten,
+        {
+          t: "withdrawn",
+          attemptId: forgotten.attemptId,
+          sent: true,
+          createdAtMs: forgotten.createdAtMs,
+          paymentHash: id,
+          request: held.request,
+        },
+        holder,
+      ]
+        .map((line) => `${JSON.stringify(line)}\n`)
+        .join(""),
+    );
+    const paying = pay({ lnd: client("gateway"), request: held.request });
+    await waitFor(
+      "HTLC held at the payee",
+      async () => ((await getInvoice({ lnd: payee, id })).is_held ? true : undefined),
+      { timeoutMs: 30_000 },
+    );
+    // Refused when sent afresh: its amount above a limit lowered since.
+    const running = await startRail("undecided-holder.jsonl", { amountMaxMsat: 2_000_000n });
+    const resumed = { ...bolt11(held.request, 2_600_000n, 10_000n, forgotten.attemptId), resumed: true };
+    try {
+      // The other, followed since the start, is undecided. Before 91eba63: failed as refused (to be paid elsewhere)
+      // while LND's payment may be this one's.
+      expect(await running.rail.execute(resumed)).toEqual({ status: "in_flight", reference: id });
+      expect(running.logs).toContainEqual(
+        expect.objectContaining({
+          level: "warn",
+          fields: expect.objectContaining({
+            attemptId: forgotten.attemptId,
+            why: "another attempt of the rail holds its hash, undecided",
+          }),
+        }),
+      );
+      await settleHodlInvoice({ lnd: payee, secret });
+      await waitFor(
+        "the other's success",
+        async () =>
+          running.events.find((e) => e.kind === "attempt_succeeded" && e.attemptId === holder.attemptId),
+        { timeoutMs: 30_000 },
+      );
+      await paying;
+      // LND's payment is the other's: this one's send never reached LND, and its refusal stands.
+      expect(await running.rail.execute(resumed)).toEqual({
+        status: "failed",
+        code: "rejected",
+        message: "amount outside 1..2000000 msat",
+        retryElsewhere: true,
+      });
+      const { payments } = await getPayments({ lnd: client("gateway") });
+      expect(payments.filter((payment) => payment.id === id)).toHaveLength(1);
+    } finally {
+      await running.rail.stop();
+    }
+  });
+
   it("an attempt to a Lightning Address found never taken is sent afresh with the invoice its address answered first, kept in the journal, not one asked anew", async () => {
-    // A Lightning Address's LNURL-pay server (LUD-06/16), answering each callback with a new invoice of the payee's.
-    const metadata = JSON.stringify([["text/plain", "pay carol"]]);
-    const asked: string[] = [];
-    const server = createServer((request, response) => {
-      void (async () => {
-        const url = new URL(request.url ?? "/", "http://localhost");
-        let body: unknown = { status: "ERROR", reason: "not found" };
-        if (url.pathname === "/.well-known/lnurlp/carol")
-          body = {
-            tag: "payRequest",
-            callback: `http://${host}/callback/carol`,
-            minSendable: 1_000,
-            maxSendable: 100_000_000,
-            metadata,
-          };
-        else if (url.pathname === "/callback/carol") {
-          const invoice = await createInvoice({
-            lnd: payee,
-            mtokens: url.searchParams.get("amount") ?? "0",
-            description_hash: createHash("sha256").update(metadata).digest("hex"),
-          });
-          asked.push(invoice.id);
-          body = { pr: invoice.request, routes: [] };
-        }
-        response.setHeader("content-type", "application/json");
-        response.end(JSON.stringify(body));
-      })();
-    });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    const host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
-    const lnurlFetch: LightningRailParams["lnurlFetch"] = (url, init) =>
-      fetch(url, { ...init, redirect: "manual" });
-    const address = `carol@${host}`;
+    const { host, address, asked, lnurlFetch, close } = await lnurlServer("carol");
     const amount = 2_100_000n;
     const attempt = {
       id: attemptId("address"),
@@ -836,7 +921,181 @@ describe("lightning rail on regtest", () => {
       const { payments } = await getPayments({ lnd: client("gateway") });
       expect(payments.filter((payment) => payment.id === invoice.id)).toHaveLength(1);
     } finally {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await close();
+    }
+  });
+
+  it("an attempt to a Lightning Address found never taken whose first invoice expired since is sent with a new invoice of its address once LND says it has no payment of the first, and follows LND's payment of the first when it has one", async () => {
+    const carol = await lnurlServer("carol");
+    // Two attempts a process asked the address for an invoice for (expiring in seconds), wrote and forgot as never
+    // taken, its mark keeping the invoice. LND took the first send of one late (paid by hand here, as it is).
+    const expiresAtMs = Date.now() + 6_000;
+    const invoiceOf = (amount: bigint) =>
+      createInvoice({
+        lnd: payee,
+        mtokens: amount.toString(),
+        description_hash: carol.descriptionHash,
+        expires_at: new Date(expiresAtMs).toISOString(),
+      });
+    const unpaid = await invoiceOf(2_200_000n);
+    const taken = await invoiceOf(2_250_000n);
+    const lines = [
+      journalledAttempt("address-expired", unpaid, 2_200_000n),
+      journalledAttempt("address-expired-taken", taken, 2_250_000n),
+    ];
+    const [renewing, following] = lines as [(typeof lines)[number], (typeof lines)[number]];
+    const journal = path.join(directory, "address-expired.jsonl");
+    await writeFile(
+      journal,
+      lines
+        .map(
+          (line) =>
+            `${JSON.stringify(line)}\n${JSON.stringify({ t: "withdrawn", attemptId: line.attemptId, sent: true, createdAtMs: line.createdAtMs, paymentHash: line.paymentHash, request: line.request })}\n`,
+        )
+        .join(""),
+    );
+    const paid = await pay({ lnd: client("gateway"), request: taken.request });
+    await sleep(Math.max(0, expiresAtMs - Date.now()) + 2_000);
+    const resumed = (line: (typeof lines)[number], amount: bigint) =>
+      ({
+        id: line.attemptId,
+        paymentId: line.paymentId,
+        tenantId: "ten_test",
+        amount,
+        destination: { kind: "lightning_address", address: carol.address },
+        feeMax: 10_000n,
+        resumed: true,
+      }) as const;
+    try {
+      // The rail's clock a minute ahead of LND's, as far as it may be: expired by either clock.
+      const running = await startRail(
+        "address-expired.jsonl",
+        { lnurlHttpHosts: ["127.0.0.1"] },
+        cluster.nodes.gateway,
+        () => Date.now() + lndClockBehindMaxMs,
+        carol.lnurlFetch,
+      );
+      let renewed = "";
+      try {
+        // LND has no payment of the first invoice, which it can no longer send: the address is asked anew and its
+        // invoice paid. Before: failed expired, though its address would answer another.
+        const outcome = await running.rail.execute(resumed(renewing, 2_200_000n));
+        expect(outcome).toMatchObject({ status: "succeeded" });
+        expect(carol.asked).toHaveLength(1);
+        renewed = carol.asked[0] as string;
+        expect(renewed).not.toBe(unpaid.id);
+        expect(outcome).toEqual({
+          status: "succeeded",
+          evidence: {
+            rail: "lightning",
+            paymentHash: renewed,
+            preimage: (await getInvoice({ lnd: payee, id: renewed })).secret,
+          },
+          fee: 0n,
+        });
+        // LND has a payment of the other's first invoice: that one is followed, its address not asked.
+        expect(await running.rail.execute(resumed(following, 2_250_000n))).toEqual({
+          status: "succeeded",
+          evidence: { rail: "lightning", paymentHash: taken.id, preimage: paid.secret },
+          fee: 0n,
+        });
+        expect(carol.asked).toEqual([renewed]);
+      } finally {
+        await running.rail.stop();
+      }
+      // The new invoice's mark is journalled before its attempt's line, so before its send: a crash between the two
+      // sends it afresh, never the first.
+      const written = (await readFile(journal, "utf8"))
+        .split("\n")
+        .filter((text) => text !== "")
+        .map((text) => JSON.parse(text));
+      const markedAt = written.findIndex(
+        (line) =>
+          line.t === "withdrawn" && line.attemptId === renewing.attemptId && line.paymentHash === renewed,
+      );
+      const sentAt = written.findIndex((line) => line.t === "attempt" && line.paymentHash === renewed);
+      expect(markedAt).toBeGreaterThanOrEqual(0);
+      expect(markedAt).toBeLessThan(sentAt);
+      const { payments } = await getPayments({ lnd: client("gateway") });
+      expect(payments.filter((payment) => payment.id === renewed)).toHaveLength(1);
+      expect(payments.filter((payment) => payment.id === unpaid.id)).toEqual([]);
+      expect(payments.filter((payment) => payment.id === taken.id)).toHaveLength(1);
+      expect((await getInvoice({ lnd: payee, id: unpaid.id })).is_confirmed).toBe(false);
+    } finally {
+      await carol.close();
+    }
+  });
+
+  it("an attempt to a Lightning Address found never taken whose mark kept no invoice (journalled before it did), its address refusing, fails as refused when LND has no payment that may be its, and is left in flight, said once, when it has one", async () => {
+    const server = await lnurlServer("carol");
+    // The address refuses now: no such name (any refusal of its server alike).
+    const refusing = `gone@${server.host}`;
+    // Marks journalled before they kept what the attempt sent, alone once compacted: no hash, no invoice.
+    const amounts = [2_345_671n, 2_345_672n];
+    const ids = amounts.map(() => attemptId("address-unmarked"));
+    const [none, maybe] = ids as [string, string];
+    const firstAtMs = Date.now();
+    await writeFile(
+      path.join(directory, "address-unmarked.jsonl"),
+      ids
+        .map(
+          (id) =>
+            `${JSON.stringify({ t: "withdrawn", attemptId: id, sent: true, createdAtMs: firstAtMs })}\n`,
+        )
+        .join(""),
+    );
+    // A payment of the other's amount made since its first line, through the gateway's node: maybe its first send,
+    // taken late (paid by hand here, to another invoice of the payee's, as the address's may be).
+    const since = await createInvoice({ lnd: payee, mtokens: "2345672" });
+    await pay({ lnd: client("gateway"), request: since.request });
+    const resumed = (id: string, amount: bigint) =>
+      ({
+        id,
+        paymentId: `payment-${id}`,
+        tenantId: "ten_test",
+        amount,
+        destination: { kind: "lightning_address", address: refusing },
+        feeMax: 10_000n,
+        resumed: true,
+      }) as const;
+    try {
+      const running = await startRail(
+        "address-unmarked.jsonl",
+        { lnurlHttpHosts: ["127.0.0.1"] },
+        cluster.nodes.gateway,
+        undefined,
+        server.lnurlFetch,
+      );
+      try {
+        // None of its amount since its first line: it fails as its address refused. Before: in flight for ever, its
+        // hash unknown.
+        expect(await running.rail.execute(resumed(none, 2_345_671n))).toEqual({
+          status: "failed",
+          code: "unreachable_destination",
+          message: `${refusing} has no LNURL pay request`,
+          retryElsewhere: true,
+        });
+        // One, which may be its own: in flight, as often as it is asked, said once (before: at every pass).
+        for (let pass = 0; pass < 2; pass += 1)
+          expect(await running.rail.execute(resumed(maybe, 2_345_672n))).toEqual({
+            status: "in_flight",
+            reference: maybe,
+          });
+        const said = running.logs.filter((line) => line.level === "warn" && line.fields.attemptId === maybe);
+        expect(said).toEqual([
+          expect.objectContaining({
+            message: expect.stringMatching(/may be one of LND's payments: left in flight for an operator/),
+            fields: expect.objectContaining({ paymentHashes: [since.id] }),
+          }),
+        ]);
+      } finally {
+        await running.rail.stop();
+      }
+      expect(server.asked).toEqual([]);
+      const { payments } = await getPayments({ lnd: client("gateway") });
+      expect(payments.filter((payment) => payment.mtokens === "2345671")).toEqual([]);
+    } finally {
+      await server.close();
     }
   });
 
