@@ -357,7 +357,8 @@ const weiPerGwei = 1_000_000_000n;
 /**
  * The mined transaction and gas an earlier turn stored of the send (evm_send_gas, as an older pass stored them when
  * it closed the send once mined); null when none was stored. Its gas is booked as gasPaid books a receipt's, in gwei
- * rounded up, under the same id (the booker's, from the chain and the transaction hash); only the wei is known.
+ * rounded up, under the same id (the booker's, from the chain and the transaction hash); only the wei is known, which
+ * is all the booker's evidence names of a receipt's gas too (a booking repeated the other way is the same).
  */
 async function storedMinedOf(state: EvmRailState, key: string): Promise<MinedTx | null> {
   const [row] = await state.params.db.query<{

@@ -663,13 +663,41 @@ async function broadcast(journal: SendJournal, row: SendRow): Promise<void> {
       );
       return;
     }
-    // "already known" or "nonce too low" means the node has seen these bytes (or mined them): the receipt decides.
-    // Not viem's UnknownRpcError ("An unknown RPC error occurred"), which says nothing of the kind.
-    if (!text.replaceAll("unknown", "").includes("known") && !text.includes("nonce"))
-      throw new EvmRailError(`broadcast of ${row.tx_hash} failed`, {
-        details: viemDetails(error),
-        cause: error,
-      });
+    // "already known" (geth, reth), "known transaction" (Hardhat's "Known transaction: 0x…"): the node holds these
+    // bytes, and the receipt decides. Not viem's UnknownRpcError ("An unknown RPC error occurred"), which says
+    // nothing of the kind.
+    if (text.replaceAll("unknown", "").includes("known")) return;
+    // "nonce too low": the send's nonce is used, by one of its own transactions or by another (sendFateOf tells which
+    // once it is final), and the receipt decides — when the node shows it so.
+    if (text.includes("nonce too low") && (await nonceTakenOnNode(journal, row))) return;
+    // Anything else the node did not take: "nonce too high" (Hardhat's for a nonce past the pending one while it
+    // automines), "invalid nonce", "nonce has max value", a gapped nonce refused. Before, every refusal naming the
+    // nonce was let pass, and the send was taken for sent while nothing of it could be mined: its attempt waited for
+    // a receipt until its timeout, in flight. It stays journaled under its key: sent again (its key, keepOpenSends),
+    // the same bytes are broadcast, never another nonce.
+    throw new EvmRailError(`broadcast of ${row.tx_hash} failed`, {
+      details: viemDetails(error),
+      cause: error,
+    });
+  }
+}
+
+/**
+ * Whether the node shows the send's nonce used, as a "nonce too low" says: the wallet's mined count past it, or the
+ * send's transaction known to it. Neither shown (a node behind the one that refused, behind a load balancer; one not
+ * answering) is no proof: the broadcast throws, and is tried again.
+ */
+async function nonceTakenOnNode(journal: SendJournal, row: SendRow): Promise<boolean> {
+  try {
+    const mined = await journal.publicClient.getTransactionCount({
+      address: journal.account.address,
+      blockTag: "latest",
+    });
+    if (mined > Number(row.nonce)) return true;
+    await journal.publicClient.getTransaction({ hash: row.tx_hash });
+    return true;
+  } catch {
+    return false; // viem's TransactionNotFoundError, or the node not answering
   }
 }
 

@@ -9,7 +9,7 @@ import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../ledger/index.ts";
 import { gatewayLedgerParams } from "../ledger-params.ts";
 import { bookGas } from "../x402/settle.ts";
-import { bookSendGas, type MinedSendGas, x402GasId } from "./evm-send-gas.ts";
+import { bookSendGas, chainTransactionLedgerId, type MinedSendGas, x402GasId } from "./evm-send-gas.ts";
 import { createOpenInvoiceMemory, type SettlementDeps } from "./index.ts";
 
 let db: Db;
@@ -77,5 +77,51 @@ describe("an x402 settlement's gas, booked by x402 and by the send-gas pass", ()
     expect(errors).toEqual([]);
     const [booked] = await ledger.lookupTransfers([x402GasId(chain.chainId, txHash)]);
     expect(booked?.amount).toBe(21_001n);
+  });
+});
+
+describe("a send's gas, booked by the pass from its receipt and from what was stored of it", () => {
+  // As the rail hands it over: from the receipt (adapters/evm payout.ts gasPaid), or, the node having pruned that,
+  // from the transaction and gas stored when it was mined (send-gas.ts storedMinedOf: the wei alone).
+  const fromReceipt = { gasUsed: "21000", effectiveGasPrice: "1000000007", wei: wei.toString() };
+  const fromStored = { wei: wei.toString() };
+  const approve = (txHash: string, detail: Record<string, string>): MinedSendGas => ({
+    key: `approve:${txHash}`,
+    kind: "approve",
+    txHash,
+    hashes: [txHash],
+    reverted: false,
+    gas: { asset: assets.ETH, amount: 21_001n, detail },
+    owner: null,
+  });
+
+  it.each([
+    ["from its receipt first", "0x03", fromReceipt, fromStored],
+    ["from what was stored first", "0x04", fromStored, fromReceipt],
+  ])("books it once, whichever way repeats it (%s)", async (_order, suffix, first, second) => {
+    const txHash = `0x${suffix.slice(2).padStart(64, "b")}`;
+    await expect(bookSendGas(deps(), "evm", 31337, approve(txHash, first))).resolves.toEqual({
+      booked: true,
+      bookedBy: "send_gas",
+    });
+    // Before: the ledger found the first booking's evidence with other detail, and the repeat threw
+    // SettlementInvariantError ("booked with other terms") at every pass.
+    await expect(bookSendGas(deps(), "evm", 31337, approve(txHash, second))).resolves.toEqual({
+      booked: true,
+      bookedBy: "send_gas",
+    });
+    const booked = await ledger.lookupTransfers([chainTransactionLedgerId(31337, txHash, "send-gas")]);
+    expect(booked.map((transfer) => transfer.amount)).toEqual([21_001n]);
+    expect(booked[0]?.evidence).toEqual({
+      rail: "evm",
+      reference: txHash,
+      detail: {
+        kind: "send_gas",
+        send: `approve:${txHash}`,
+        sent: "approve",
+        reverted: "false",
+        wei: wei.toString(),
+      },
+    });
   });
 });

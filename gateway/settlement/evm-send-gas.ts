@@ -165,20 +165,29 @@ export async function bookSendGas(
     rail,
     gas: send.gas,
     id: chainTransactionLedgerId(chainId, send.txHash, "send-gas"),
-    evidence: {
-      rail,
-      reference: send.txHash,
-      detail: {
-        kind: "send_gas",
-        send: send.key,
-        sent: send.kind,
-        reverted: String(send.reverted),
-        ...send.gas.detail,
-      },
-    },
+    evidence: { rail, reference: send.txHash.toLowerCase(), detail: sendGasDetail(send) },
     label: `the gas of ${send.kind} ${send.txHash}${reverted}`,
   });
   return { booked: true, bookedBy: "send_gas" };
+}
+
+/**
+ * The evidence's detail of a send's gas the pass books, the same whether the rail read it from the transaction's
+ * receipt or, the node having pruned that, from what was stored of it when it was mined (its wei alone): the ledger
+ * compares a repeat's evidence, so a booking repeated the other way (a crash between the booking and the send marked
+ * done, two passes asking nodes that pruned differently) must write exactly what the first wrote. Before, the
+ * receipt's gas used and price were written too, and such a repeat was refused as a conflict at every pass.
+ */
+function sendGasDetail(
+  send: Pick<MinedSendGas, "key" | "kind" | "reverted" | "gas">,
+): Record<string, string> {
+  return {
+    kind: "send_gas",
+    send: send.key,
+    sent: send.kind,
+    reverted: String(send.reverted),
+    wei: weiOf(send.gas).toString(),
+  };
 }
 
 /** The key of a netting batch's settleBatch (adapters/evm splitter-calls.ts): its ref after it. */

@@ -483,9 +483,14 @@ describe("a payout's gas, when no outcome of it books it", () => {
     expect(await gasOf(paidId)).toEqual({ booked_by: "payment", gas_done: true });
   });
 
-  it("books a reopened payout's gas from what was stored of it when the node no longer has its receipt (pruned)", async () => {
-    // A payout whose attempt ended failed after it was mined, closed on trust by the pass before EVM migration 0018.
-    const attemptId = await payoutMinedInFlight("0x1111111111111111111111111111111111111117");
+  /**
+   * A payout whose attempt ended failed after it was mined, closed on trust by the pass before EVM migration 0018 (its
+   * transaction and gas stored), reopened by it, and long mined: its nonce final (the confirmations and
+   * neverMinedDepthExtra below the head; mined a block at a time, as Hardhat answers the wallet's nonce at the blocks
+   * one hardhat_mine of many leaves between as 0). The attempt's id, its transaction and its gas.
+   */
+  async function reopenedPayoutLongMined(payee: Address) {
+    const attemptId = await payoutMinedInFlight(payee);
     await applyRailEvent(gw.app.payments, {
       kind: "attempt_failed",
       attemptId,
@@ -505,10 +510,12 @@ describe("a payout's gas, when no outcome of it books it", () => {
     await gw.app.db.query(
       await readFile(path.join(evmMigrations.directory, "0018_evm_send_gas_owner_asked.sql"), "utf8"),
     );
-    // Long mined: its nonce final (the confirmations and neverMinedDepthExtra below the head; mined a block at a time,
-    // as Hardhat answers the wallet's nonce at the blocks one hardhat_mine of many leaves between as 0), and the node
-    // has pruned its transaction index (geth's --history.transactions) and answers null for the receipt.
     for (let i = 0; i < 10; i += 1) await gw.chain.networkHelpers.mine(1);
+    return { attemptId, txHash, gwei, wei };
+  }
+
+  /** The chain through a node that has pruned its transaction index (geth's --history.transactions): no receipt of `txHash`. */
+  async function prunedOf(txHash: Hex) {
     const pruned = custom({
       request: (args: { method: string; params?: unknown }) =>
         args.method === "eth_getTransactionReceipt" &&
@@ -522,8 +529,15 @@ describe("a payout's gas, when no outcome of it books it", () => {
       pollingInterval: 50,
     });
     await expect(publicClient.getTransactionReceipt({ hash: txHash })).rejects.toThrow(/could not be found/);
+    return publicClient;
+  }
+
+  it("books a reopened payout's gas from what was stored of it when the node no longer has its receipt (pruned)", async () => {
+    const { attemptId, txHash, gwei, wei } = await reopenedPayoutLongMined(
+      "0x1111111111111111111111111111111111111117",
+    );
     const { logger, lines } = recordingLogger();
-    const rail = anotherProcessRail(gw, { publicClient, logger });
+    const rail = anotherProcessRail(gw, { publicClient: await prunedOf(txHash), logger });
     const before = await ledgerEth();
     await sendGasPassOnce(gw.app.settlement, rail, chainId());
     await sendGasPassOnce(gw.app.settlement, rail, chainId());
@@ -539,6 +553,35 @@ describe("a payout's gas, when no outcome of it books it", () => {
     expect(
       lines.filter((line) => line.fields.send === attemptId && /no receipt/.test(line.message)),
     ).toHaveLength(1);
+  });
+
+  it("books a send's gas once when one pass booked it from its receipt and the next, the receipt pruned, from what was stored", async () => {
+    const { attemptId, txHash, gwei } = await reopenedPayoutLongMined(
+      "0x1111111111111111111111111111111111111118",
+    );
+    // A pass books it from its receipt and stops before the send is marked done.
+    await gw.rail.sendGasPass(async (send) => {
+      const booking = await bookSendGas(gw.app.settlement, "evm", chainId(), send);
+      if (send.key === attemptId) throw new Error("the process stopped before the send was marked done");
+      return booking;
+    });
+    expect(await gasOf(attemptId)).toEqual({ booked_by: "send_gas", gas_done: false });
+    expect((await gw.app.ledger.lookupTransfers([sendGasId(txHash)]))[0]?.amount).toBe(gwei);
+    const booked = await ledgerEth();
+    // The next asks a node that has pruned the receipt since: the same booking again, from what was stored.
+    const { logger, lines } = recordingLogger();
+    const rail = anotherProcessRail(gw, { publicClient: await prunedOf(txHash), logger });
+    const passed = await sendGasPassOnce(gw.app.settlement, rail, chainId());
+    // Before: "booked with other terms" (the first booking's evidence named the receipt's gas used and price), the
+    // send tried again and refused so at every pass.
+    expect(lines.filter((line) => line.level === "error")).toEqual([]);
+    expect(passed.failed).toBe(0);
+    expect(await gasOf(attemptId)).toEqual({ booked_by: "send_gas", gas_done: true });
+    // Booked once: nothing more.
+    expect(await ledgerEth()).toEqual(booked);
+    expect(
+      (await gw.app.ledger.lookupTransfers([sendGasId(txHash)])).map((transfer) => transfer.amount),
+    ).toEqual([gwei]);
   });
 });
 

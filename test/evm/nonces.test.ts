@@ -463,15 +463,21 @@ async function strandedPayout(id: string, amount: bigint): Promise<OutgoingAttem
 }
 
 /**
- * A stranded payout (strandedPayout) and one sent after it, which takes the next nonce and waits behind the gap;
- * `sendsOf` reads both sends, lowest nonce first.
+ * A stranded payout (strandedPayout) and one sent after it, which takes the next nonce and waits behind the gap in the
+ * node's pool (sent while Hardhat does not automine: automining, it refuses a nonce past the pending one, as a node
+ * that does not queue it would); `sendsOf` reads both sends, lowest nonce first.
  */
 async function sendBehindAGap(head: [string, bigint], next: [string, bigint], receiptTimeoutMs: number) {
   const stranded = await strandedPayout(...head);
   const behind = payout(...next);
-  expect(await anotherProcessRail(gw, { receiptTimeoutMs }).execute(behind)).toMatchObject({
-    status: "in_flight",
-  });
+  await setAutomine(false);
+  try {
+    expect(await anotherProcessRail(gw, { receiptTimeoutMs }).execute(behind)).toMatchObject({
+      status: "in_flight",
+    });
+  } finally {
+    await setAutomine(true);
+  }
   const sendsOf = () =>
     gw.app.db.query<{ attempt_id: string; tx_hash: `0x${string}`; nonce: number }>(
       "SELECT attempt_id, tx_hash, nonce FROM evm_sends WHERE attempt_id = ANY($1) ORDER BY nonce",
@@ -613,6 +619,107 @@ describe("a payout whose nonce another transaction took", () => {
       status: "failed",
       code: "rejected",
       final: true,
+    });
+  });
+});
+
+describe("a broadcast the node refuses", () => {
+  const wallet = () => gw.chain.walletClient;
+
+  /** The wallet's nonce row moved one past the chain's pending count: the next send is signed with a gap before it. */
+  async function gapBeforeNextSend(): Promise<number> {
+    const address = wallet().account.address;
+    const pending = await gw.chain.publicClient.getTransactionCount({ address, blockTag: "pending" });
+    await gw.app.db.query(
+      `INSERT INTO evm_nonces (chain_id, wallet, next_nonce) VALUES ($1, $2, $3)
+       ON CONFLICT (chain_id, wallet) DO UPDATE SET next_nonce = excluded.next_nonce`,
+      [gw.chain.chain.id, address.toLowerCase(), pending + 1],
+    );
+    return pending;
+  }
+
+  const sendOf = async (key: string) => {
+    const [send] = await gw.app.db.query<{ tx_hash: `0x${string}`; raw_tx: `0x${string}`; nonce: number }>(
+      "SELECT tx_hash, raw_tx, nonce FROM evm_sends WHERE attempt_id = $1",
+      [key],
+    );
+    return send!;
+  };
+
+  it("throws when the node did not take the transaction (a nonce past the pending one), and lands it once the gap is filled", async () => {
+    const gap = await gapBeforeNextSend();
+    const attempt = payout("att_nonce_gap", 7_771n);
+    const rail = anotherProcessRail(gw, { receiptTimeoutMs: 300 });
+    // Before: let pass, as every refusal naming the nonce was, and the payout answered in flight, nothing of it at
+    // the node to be mined.
+    await expect(rail.execute(attempt)).rejects.toThrow(/broadcast of 0x[0-9a-f]{64} failed/);
+    const send = await sendOf(attempt.id);
+    expect(Number(send.nonce)).toBe(gap + 1);
+    await expect(gw.chain.publicClient.getTransaction({ hash: send.tx_hash })).rejects.toThrow();
+    // Hardhat's words for it, while it automines.
+    await expect(
+      gw.chain.publicClient.sendRawTransaction({ serializedTransaction: send.raw_tx }),
+    ).rejects.toThrow(/nonce too high/i);
+    // A node saying "nonce too low" of it (one of several behind a load balancer) is no proof: the node asked shows
+    // the nonce open and the transaction unknown. Before: let pass.
+    const sayingTooLow = custom({
+      request: async (args: { method: string; params?: unknown }) => {
+        try {
+          return await gw.chain.provider.request(args as never);
+        } catch (error) {
+          if (args.method === "eth_sendRawTransaction" && /nonce too high/i.test(String(error)))
+            throw Object.assign(new Error("nonce too low"), { code: -32000 });
+          throw error;
+        }
+      },
+    });
+    const behind = createPublicClient({
+      chain: gw.chain.chain,
+      transport: sayingTooLow,
+      pollingInterval: 50,
+    });
+    await expect(
+      anotherProcessRail(gw, { publicClient: behind, receiptTimeoutMs: 300 }).execute(attempt),
+    ).rejects.toThrow(/broadcast of 0x[0-9a-f]{64} failed/);
+    // The gap filled (the wallet's key used outside the journal for that nonce): the attempt run again broadcasts
+    // the same transaction, which is mined.
+    await wallet().sendTransaction({
+      account: wallet().account,
+      chain: wallet().chain,
+      to: wallet().account.address,
+      value: 0n,
+      nonce: gap,
+    });
+    expect(await rail.execute(attempt)).toMatchObject({
+      status: "succeeded",
+      evidence: { txHash: send.tx_hash },
+    });
+    expect((await sendOf(attempt.id)).tx_hash).toBe(send.tx_hash);
+  });
+
+  it("lets pass a transaction the node already holds, or has mined: the receipt decides", async () => {
+    const attempt = payout("att_resent_known", 7_772n);
+    const rail = anotherProcessRail(gw, { receiptTimeoutMs: 300 });
+    await setAutomine(false);
+    let send: Awaited<ReturnType<typeof sendOf>>;
+    try {
+      expect(await rail.execute(attempt)).toMatchObject({ status: "in_flight" });
+      send = await sendOf(attempt.id);
+      await expect(
+        gw.chain.publicClient.sendRawTransaction({ serializedTransaction: send.raw_tx }),
+      ).rejects.toThrow(/known transaction/i);
+      // Run again, its transaction broadcast again: in flight, nothing thrown.
+      expect(await rail.execute(attempt)).toMatchObject({ status: "in_flight" });
+    } finally {
+      await setAutomine(true);
+    }
+    await gw.chain.networkHelpers.mine(1);
+    await expect(
+      gw.chain.publicClient.sendRawTransaction({ serializedTransaction: send.raw_tx }),
+    ).rejects.toThrow(/nonce too low/i);
+    expect(await rail.execute(attempt)).toMatchObject({
+      status: "succeeded",
+      evidence: { txHash: send.tx_hash },
     });
   });
 });
