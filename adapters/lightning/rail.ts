@@ -160,7 +160,7 @@ function createState(params: LightningRailParams): LightningRailState {
     attempts: new Map(),
     attemptByHash: new Map(),
     forgottenSends: new Map(),
-    unmarkedMaybePaid: new Set(),
+    saidOnce: new Map(),
     invoices: new Map(),
     expiredInvoicesCheckedAtMs: 0,
     expiredInvoicesChecking: false,

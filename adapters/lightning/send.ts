@@ -29,6 +29,7 @@ import { estimateFee, keysendFinalCltvDelta } from "./fees.ts";
 import { invoiceForAddress, lnurlDefaults } from "./lnurl.ts";
 import { type LightningRailState, type Tracker, withTimeout } from "./state.ts";
 import {
+  earlierHashesAfter,
   type ForgottenSend,
   forgottenSendRecord,
   outcomeRecord,
@@ -106,8 +107,12 @@ const remember = (s: LightningRailState, ok: boolean, latencyMs: number, feeMsat
 async function finish(s: LightningRailState, tracker: Tracker, outcome: StoredOutcome): Promise<void> {
   const { attempt } = tracker;
   if (attempt.outcome !== null) return;
+  const earlier = s.forgottenSends.get(attempt.attemptId)?.earlierHashes ?? [];
+  if (earlier.length > 0 && !(await endsBesideEarlier(s, tracker, outcome, earlier))) return;
+  if (attempt.outcome !== null) return;
   attempt.outcome = outcome;
   s.forgottenSends.delete(attempt.attemptId);
+  s.saidOnce.delete(attempt.attemptId);
   tracker.subscription?.removeAllListeners();
   tracker.subscription = null;
   s.trackers.delete(attempt.attemptId);
@@ -129,6 +134,52 @@ async function finish(s: LightningRailState, tracker: Tracker, outcome: StoredOu
   tracker.resolve(outcome);
   if (tracker.eventWanted) emitOutcome(s, attempt, outcome);
   await written;
+}
+
+/**
+ * Whether an attempt found never taken whose mark names earlier invoices (a Lightning Address's first, expired and
+ * replaced: addressInvoiceAfresh) may end with `outcome`. A slow LND may have registered a send of an earlier one later
+ * than lateRegistrationMaxMs: its payee was then paid by it, and this attempt's failure would have the payout paid a
+ * third time elsewhere. So LND is asked about them: a payment of one (not failed) is logged, and a failure is not
+ * taken: the attempt is left in flight for an operator (a success is taken, what it paid being paid; the earlier
+ * payment is the operator's to book or claim back). LND not asked: its payment is followed again at the next tick.
+ */
+async function endsBesideEarlier(
+  s: LightningRailState,
+  tracker: Tracker,
+  outcome: StoredOutcome,
+  earlier: readonly string[],
+): Promise<boolean> {
+  const { attemptId, paymentHash } = tracker.attempt;
+  // Nothing more of this stream is taken while LND is asked: the outcome is this one, or none for now.
+  tracker.subscription?.removeAllListeners();
+  tracker.subscription = null;
+  let paid: string | null;
+  try {
+    paid = await earlierPaid(s, earlier);
+  } catch (error) {
+    s.logger.warn(
+      { attemptId, paymentHash, error: lndErrorText(error) },
+      "LND was not asked about the earlier invoices of an attempt found never taken: its payment is followed again",
+    );
+    tracker.detached = true;
+    return false;
+  }
+  if (paid === null) return true;
+  const where = { attemptId, paymentHash, earlierHash: paid, status: outcome.status };
+  if (outcome.status === "succeeded") {
+    s.logger.error(
+      where,
+      "LND paid an earlier invoice of this Lightning Address attempt too, replaced when it expired: its payee was paid twice, the earlier payment unbooked",
+    );
+    return true;
+  }
+  s.logger.error(
+    where,
+    "LND has a payment of an earlier invoice of this Lightning Address attempt, replaced when it expired, and the attempt failed: left in flight for an operator",
+  );
+  tracker.detached = false;
+  return false;
 }
 
 const fail = (s: LightningRailState, tracker: Tracker, failure: Failure) =>
@@ -197,6 +248,22 @@ const onConfirmed = (
  * (the journal is written before the send) is doubted.
  */
 export const lndClockBehindMaxMs = 60_000;
+
+/**
+ * How long after an invoice's expiry, by LND's clock, a send of it that LND took before may still be registered: LND
+ * checks the expiry when the send comes, before it registers the payment, so a slow LND (what an attempt found never
+ * taken is remembered for) pays one taken before the expiry however late it registers it. A Lightning Address
+ * attempt's first invoice is replaced by a new one only once this has passed (addressInvoiceAfresh), and a payment of
+ * it that LND registers later still is asked about until the attempt ends. A wait of the payout's, not a bound LND
+ * gives: minutes, where a registration seconds late is slow.
+ */
+export const lateRegistrationMaxMs = 10 * 60_000;
+
+/**
+ * How close to its expiry, by the gateway's clock, a Lightning Address's invoice found never taken is no longer sent
+ * afresh: LND's clock may be ahead of the gateway's, and a send LND refuses as expired ends the attempt `expired`.
+ */
+const expiringSendMarginMs = 60_000;
 
 export type ConfirmedPayment = { secret: string; fee_mtokens: string; mtokens: string; created_at: string };
 
@@ -617,9 +684,16 @@ function neverTaken(s: LightningRailState, tracker: Tracker): void {
   // id is remembered (journalled, until it has an outcome), so that a send of it afresh that LND refuses for the
   // payment it has follows that payment (attach) instead of failing while LND pays it.
   // What it sent is kept with it: a Lightning Address's invoice is sent afresh as it was (execute), not asked anew.
+  // So are the hashes it sent before (a Lightning Address's invoices it replaced), asked about until it ends.
   const { attemptId, createdAtMs, paymentHash, request } = tracker.attempt;
-  const firstAtMs = Math.min(createdAtMs, s.forgottenSends.get(attemptId)?.firstAtMs ?? createdAtMs);
-  const mark: ForgottenSend = { firstAtMs, paymentHash, request };
+  const known = s.forgottenSends.get(attemptId);
+  const firstAtMs = Math.min(createdAtMs, known?.firstAtMs ?? createdAtMs);
+  const mark: ForgottenSend = {
+    firstAtMs,
+    paymentHash,
+    request,
+    earlierHashes: earlierHashesAfter(known, paymentHash),
+  };
   s.forgottenSends.set(attemptId, mark);
   forget(s, tracker, neverTakenOutcome);
   void journalWithdrawn(s, attemptId, mark);
@@ -714,21 +788,31 @@ export async function execute(s: LightningRailState, attempt: OutgoingAttempt): 
     forgotten !== undefined &&
     forgotten.request !== null
   ) {
-    const invoice = await addressInvoiceAfresh(s, attempt, attempt.destination.address, {
-      ...forgotten,
-      request: forgotten.request,
-    });
+    const invoice = await addressInvoiceAfresh(
+      s,
+      attempt,
+      attempt.destination.address,
+      forgotten,
+      forgotten.request,
+    );
     if (typeof invoice !== "string") return invoice;
     return await execute(s, { ...attempt, destination: { kind: "bolt11", invoice } });
   }
   if (attempt.destination.kind === "lightning_address") {
     const early = refusal(s, attempt);
     if (early !== null) return refusedUnsent(s, attempt, early);
+    // A mark journalled before it kept its invoice: the invoice it sent is unknown, and LND may have taken it late. Any
+    // payment of LND's that may be its own holds it back, as it does when its address refuses (refusedUnsent).
+    if (forgotten !== undefined && forgotten.paymentHash === null) {
+      const held = await unmarkedInFlight(s, attempt, forgotten, null);
+      if (held !== null) return held;
+    }
     // Asked for an invoice only the first time: a repeat of this attempt id follows the payment made above.
     const asked = await askAddress(s, attempt.destination.address, attempt.amount);
     if (!asked.ok)
       return refusedUnsent(s, attempt, failedOutcome(asked.code, asked.message, asked.retryElsewhere));
-    if (s.attempts.has(attempt.id)) return await execute(s, attempt);
+    // Sent meanwhile by another call, or found never taken since (a mark now stands): its invoice, not this one.
+    if (markChanged(s, attempt, forgotten)) return await execute(s, attempt);
     return await execute(s, { ...attempt, destination: { kind: "bolt11", invoice: asked.invoice } });
   }
   const admitted = await admit(s, attempt);
@@ -745,56 +829,90 @@ const askAddress = (s: LightningRailState, address: string, amountMsat: bigint) 
   });
 
 /**
+ * Whether an attempt found never taken was admitted by another call, or its mark changed (another call's new invoice,
+ * found never taken again, ended), since the caller read `forgotten`: what it decided on that mark is asked again of
+ * execute, never written over the mark that stands.
+ */
+const markChanged = (s: LightningRailState, attempt: OutgoingAttempt, forgotten: ForgottenSend | undefined) =>
+  s.attempts.has(attempt.id) || s.forgottenSends.get(attempt.id) !== forgotten;
+
+/**
  * The invoice a Lightning Address attempt found never taken is sent afresh with: the one its address answered first
  * (kept with its mark, `forgotten`), which LND may have taken late. Once that one has expired, though, LND refuses to
  * send it, and an attempt of which LND has no payment failed `expired` while its address, asked anew, would answer
- * another invoice, as it does for a fresh attempt. So when the first has expired by LND's clock too (up to
- * lndClockBehindMaxMs behind the gateway's) and LND says it has no payment of its hash, the address is asked anew: a
- * send of the first that LND had not registered yet when it answered is refused as expired when it does, so nothing
- * of the first is paid. The new invoice's mark is journalled before it is sent (the attempt's line after it): a crash
- * between the two sends the new invoice afresh, never the first. LND has a payment of the first: that is sent afresh,
- * refused as expired and the payment followed (attach). LND cannot be asked: in flight (refusedUnsent). The address
- * refusing: refused, as a fresh attempt is.
+ * another invoice, as it does for a fresh attempt. LND checks the expiry when a send comes, before it registers the
+ * payment: a send of the first it took before the expiry may be registered later still (lateRegistrationMaxMs). So
+ * from a minute before the expiry (expiringSendMarginMs) until lateRegistrationMaxMs after it by LND's clock (up to
+ * lndClockBehindMaxMs behind the gateway's) the attempt is answered in flight, sent nothing (refusedUnsent, which
+ * follows a payment LND has of the first); then, when LND has no payment of the first (or one that failed: an expired
+ * invoice is not paid again), the address is asked anew. The new invoice's mark, naming the first among its earlier
+ * hashes, is journalled before it is sent (the attempt's line after it): a crash between the two sends the new invoice
+ * afresh, never the first. A payment LND registers of the first later still is asked about before each send afresh,
+ * when the rail refuses one and when the attempt ends: left in flight for an operator, never paid a third time. LND
+ * has a payment of the first: that is sent afresh, refused as expired and the payment followed (attach). LND cannot be
+ * asked: in flight (refusedUnsent). The address refusing: refused, as a fresh attempt is.
  */
 async function addressInvoiceAfresh(
   s: LightningRailState,
   attempt: OutgoingAttempt,
   address: string,
-  forgotten: ForgottenSend & { request: string },
+  forgotten: ForgottenSend,
+  first: string,
 ): Promise<string | AttemptOutcome> {
-  const first = forgotten.request;
   const parsed = parseBolt11(first);
   // An attempt the rail would refuse anyway is refused by its first invoice's send afresh (refusedUnsent).
   if (!parsed.ok || refusal(s, attempt) !== null) return first;
-  const { paymentHash, timestampSeconds, expirySeconds } = parsed.value;
-  if (s.now() < (timestampSeconds + expirySeconds) * 1000 + lndClockBehindMaxMs) return first;
-  try {
-    await withTimeout(s, getPayment({ lnd: s.lnd, id: paymentHash }), "getPayment");
-    return first;
-  } catch (error) {
-    if (!(Array.isArray(error) && error[0] === 404))
-      return await refusedUnsent(
-        s,
-        attempt,
-        failedOutcome(
-          "rail_unavailable",
-          `LND not asked about its first invoice: ${lndErrorText(error)}`,
-          true,
-        ),
-      );
+  const unasked = (what: string, error: unknown) =>
+    refusedUnsent(
+      s,
+      attempt,
+      failedOutcome("rail_unavailable", `LND not asked about ${what}: ${lndErrorText(error)}`, true),
+    );
+  if (forgotten.earlierHashes.length > 0) {
+    let paid: string | null;
+    try {
+      paid = await earlierPaid(s, forgotten.earlierHashes);
+    } catch (error) {
+      return await unasked("its earlier invoices", error);
+    }
+    if (markChanged(s, attempt, forgotten)) return await execute(s, attempt);
+    if (paid !== null) return heldForEarlier(s, attempt, forgotten, paid);
   }
-  if (s.attempts.has(attempt.id)) return await execute(s, attempt);
+  const { paymentHash, timestampSeconds, expirySeconds } = parsed.value;
+  const expiresAtMs = (timestampSeconds + expirySeconds) * 1000;
+  if (s.now() < expiresAtMs - expiringSendMarginMs) return first;
+  const renewAtMs = expiresAtMs + lndClockBehindMaxMs + lateRegistrationMaxMs;
+  if (s.now() < renewAtMs)
+    return await refusedUnsent(
+      s,
+      attempt,
+      failedOutcome(
+        "rail_unavailable",
+        `its invoice expires at ${new Date(expiresAtMs).toISOString()}: LND may yet register a send of it, and its address is asked for another from ${new Date(renewAtMs).toISOString()}`,
+        true,
+      ),
+    );
+  let live: boolean;
+  try {
+    live = await livePayment(s, paymentHash);
+  } catch (error) {
+    return await unasked("its first invoice", error);
+  }
+  if (markChanged(s, attempt, forgotten)) return await execute(s, attempt);
+  if (live) return first;
   const asked = await askAddress(s, address, attempt.amount);
+  // Another call for this id may have sent it meanwhile, or renewed it: followed (another asking's invoice is never
+  // sent, nor its mark written over).
+  if (markChanged(s, attempt, forgotten)) return await execute(s, attempt);
   if (!asked.ok)
     return await refusedUnsent(s, attempt, failedOutcome(asked.code, asked.message, asked.retryElsewhere));
-  // Another call for this id may have sent it meanwhile: followed (another asking's invoice is never sent).
-  if (s.attempts.has(attempt.id)) return await execute(s, attempt);
   const renewed = parseBolt11(asked.invoice);
   if (!renewed.ok) return await refusedUnsent(s, attempt, failedOutcome("rejected", renewed.error, true));
   const mark: ForgottenSend = {
     firstAtMs: forgotten.firstAtMs,
     paymentHash: renewed.value.paymentHash,
     request: asked.invoice,
+    earlierHashes: earlierHashesAfter(forgotten, renewed.value.paymentHash),
   };
   try {
     await s.store.append(forgottenSendRecord(attempt.id, mark));
@@ -805,12 +923,63 @@ async function addressInvoiceAfresh(
     );
     return await refusedUnsent(s, attempt, unwritten);
   }
+  // Journalled, not sent: were another's mark written meanwhile, a restart reads this one's hash among the earlier.
+  if (markChanged(s, attempt, forgotten)) return await execute(s, attempt);
   s.forgottenSends.set(attempt.id, mark);
   s.logger.info(
     { attemptId: attempt.id, paymentHash, renewedHash: mark.paymentHash },
     "an attempt to a Lightning Address found never taken, its first invoice expired unpaid, is sent with a new one",
   );
   return asked.invoice;
+}
+
+/**
+ * Whether LND has a payment of `paymentHash` that has not failed (getPayment; its 404: none). Rejects when LND cannot
+ * be asked.
+ */
+async function livePayment(s: LightningRailState, paymentHash: string): Promise<boolean> {
+  try {
+    const payment = await withTimeout(s, getPayment({ lnd: s.lnd, id: paymentHash }), "getPayment");
+    return !payment.is_failed;
+  } catch (error) {
+    if (Array.isArray(error) && error[0] === 404) return false;
+    throw error;
+  }
+}
+
+/** The first of `earlier` (hashes a mark replaced) LND has a payment of that has not failed; null when none. */
+async function earlierPaid(s: LightningRailState, earlier: readonly string[]): Promise<string | null> {
+  for (const hash of earlier) if (await livePayment(s, hash)) return hash;
+  return null;
+}
+
+/**
+ * An attempt found never taken whose earlier invoice (replaced when it expired) LND has a payment of: its payee may be
+ * paid by it, so it is neither sent again nor failed (paid a third time elsewhere), but left in flight for an
+ * operator, said once (every recovery pass asks again).
+ */
+function heldForEarlier(
+  s: LightningRailState,
+  attempt: OutgoingAttempt,
+  forgotten: ForgottenSend,
+  earlierHash: string,
+): AttemptOutcome {
+  sayOnce(s, attempt.id, `earlier paid ${earlierHash}`, () =>
+    s.logger.error(
+      { attemptId: attempt.id, paymentHash: forgotten.paymentHash, earlierHash },
+      "LND has a payment of an earlier invoice of this Lightning Address attempt, replaced when it expired: left in flight for an operator",
+    ),
+  );
+  return { status: "in_flight", reference: forgotten.paymentHash ?? attempt.id };
+}
+
+/** Says what `say` logs of an attempt once (its id and `what`): every recovery pass would say it again. */
+function sayOnce(s: LightningRailState, attemptId: string, what: string, say: () => void): void {
+  const said = s.saidOnce.get(attemptId) ?? new Set<string>();
+  if (said.has(what)) return;
+  said.add(what);
+  s.saidOnce.set(attemptId, said);
+  say();
 }
 
 /**
@@ -842,7 +1011,8 @@ async function sendOrAfresh(s: LightningRailState, tracker: Tracker, attempt: Ou
  * that found none. In flight too while LND cannot be asked (stopped, out of reach, no answer). A Lightning Address's
  * mark journalled before it kept its invoice names no hash to ask about: LND's payments that may be its own stand for
  * it (paymentsMaybeOf). None, and the refusal stands; any, and it is left in flight for an operator, said once (asked
- * by every pass, it warned at each).
+ * by every pass, it warned at each). A mark that replaced an expired invoice (addressInvoiceAfresh) has its earlier
+ * hashes asked about too: a payment of one, and the attempt is left in flight for an operator, never failed.
  */
 async function refusedUnsent(
   s: LightningRailState,
@@ -868,32 +1038,14 @@ async function refusedUnsent(
       !s.health.connected
     )
       return inFlight("its payment hash is unknown");
-    let maybe: string[];
-    try {
-      maybe = await paymentsMaybeOf(s, attempt, forgotten.firstAtMs);
-    } catch (error) {
-      return inFlight(
-        `its payment hash is unknown, and LND's payments were not listed: ${lndErrorText(error)}`,
-      );
-    }
-    if (s.attempts.has(attempt.id)) return await execute(s, attempt);
-    if (maybe.length === 0) {
-      s.unmarkedMaybePaid.delete(attempt.id);
-      s.logger.info(
-        { attemptId: attempt.id, code: refused.code },
-        "an attempt found never taken, its hash unknown, is refused, and no payment of LND's may be its: failed",
-      );
-      return refused;
-    }
-    // Every recovery pass asks again: said once, the payments named for an operator to judge.
-    if (!s.unmarkedMaybePaid.has(attempt.id)) {
-      s.unmarkedMaybePaid.add(attempt.id);
-      s.logger.warn(
-        { attemptId: attempt.id, code: refused.code, error: refused.message, paymentHashes: maybe },
-        "a refused attempt found never taken, hash unknown, may be one of LND's payments: left in flight for an operator",
-      );
-    }
-    return { status: "in_flight", reference: attempt.id };
+    const held = await unmarkedInFlight(s, attempt, forgotten, refused);
+    if (held !== null) return held;
+    s.saidOnce.delete(attempt.id);
+    s.logger.info(
+      { attemptId: attempt.id, code: refused.code },
+      "an attempt found never taken, its hash unknown, is refused, and no payment of LND's may be its: failed",
+    );
+    return refused;
   }
   if (!s.running || !s.health.connected) return inFlight("LND cannot be asked about its hash");
   let paid: boolean;
@@ -905,10 +1057,26 @@ async function refusedUnsent(
     if (!(Array.isArray(error) && error[0] === 404)) return inFlight(lndErrorText(error));
     paid = false;
   }
-  // Another call for this id may have admitted it meanwhile, or the rail stopped.
+  // Another call for this id may have admitted it meanwhile, or the rail stopped. Or changed its mark (a Lightning
+  // Address's new invoice, or found never taken again): what was decided on this one no longer holds, and `attempt`
+  // may be the invoice the one before named (execute's), so it is left to the next pass, which decides on the new.
   if (s.attempts.has(attempt.id)) return await execute(s, attempt);
+  const changed = () => s.forgottenSends.get(attempt.id) !== forgotten;
+  if (changed()) return inFlight("its mark changed meanwhile");
+  if (!paid && forgotten.earlierHashes.length > 0) {
+    let earlierHash: string | null;
+    try {
+      earlierHash = await earlierPaid(s, forgotten.earlierHashes);
+    } catch (error) {
+      return inFlight(`LND not asked about its earlier invoices: ${lndErrorText(error)}`);
+    }
+    if (s.attempts.has(attempt.id)) return await execute(s, attempt);
+    if (changed()) return inFlight("its mark changed meanwhile");
+    if (earlierHash !== null) return heldForEarlier(s, attempt, forgotten, earlierHash);
+  }
   if (!paid) {
     if (refused.code === "rail_unavailable") return inFlight("the rail cannot send it now");
+    s.saidOnce.delete(attempt.id);
     s.logger.info(
       { attemptId: attempt.id, paymentHash, code: refused.code },
       "an attempt found never taken is refused, and LND has no payment of its hash: it fails as refused",
@@ -938,32 +1106,88 @@ type LndPayment = {
 const paymentsPageMax = 1_000;
 
 /**
- * The hashes of LND's payments that may be those of an attempt found never taken whose mark kept no hash (a Lightning
- * Address's, journalled before it kept its invoice): made since its first line (its sends came after it; LND's clock
- * up to lndClockBehindMaxMs behind the gateway's), of its amount exactly (as its address's invoices are), not failed,
- * and no other attempt's of the rail. Whoever the payee, for the invoices the address answered are unknown.
+ * How long before an attempt's first line (by the gateway's clock) LND's payments that may be its own are looked for
+ * (paymentsMaybeOf): its sends came after it, but LND's clock may be further behind the gateway's than
+ * lndClockBehindMaxMs says, and a payment of its own missed has it paid twice, while one too many only leaves it in
+ * flight for an operator.
+ */
+const paymentsMaybeBeforeMs = 60 * 60_000;
+
+/** Hashes of LND's payments named in one log line, the first of them; the line counts them all. */
+const loggedHashesMax = 10;
+
+/**
+ * Hashes of LND's payments that may be those of an attempt found never taken whose mark kept no hash (a Lightning
+ * Address's, journalled before it kept its invoice): made since an hour before its first line (its sends came after
+ * it: paymentsMaybeBeforeMs), of its amount exactly (as its address's invoices are), not failed, and no payment of
+ * another attempt of the rail's that succeeded (one failed or undecided may have found LND's payment of its hash this
+ * one's, as refusedUnsent judges). Whoever the payee, for the invoices the address answered are unknown. The
+ * listing stops at the first page that has any: one is enough to hold the attempt back.
  */
 async function paymentsMaybeOf(
   s: LightningRailState,
   attempt: OutgoingAttempt,
   firstAtMs: number,
 ): Promise<string[]> {
-  const since = Math.max(0, Math.floor((firstAtMs - lndClockBehindMaxMs) / 1000));
+  const since = Math.max(0, Math.floor((firstAtMs - paymentsMaybeBeforeMs) / 1000));
   const maybe: string[] = [];
   for (let offset = "0"; ; ) {
     const page = await listPayments(s, since, offset);
     for (const { payment_hash: hash, value_msat: sent, status } of page.payments) {
       if (typeof hash !== "string" || typeof sent !== "string" || status === "FAILED") continue;
       if (BigInt(sent) !== attempt.amount) continue;
-      const holder = s.attemptByHash.get(hash);
-      if (holder === undefined || holder === attempt.id) maybe.push(hash);
+      if (attemptPaying(s, hash)?.outcome?.status !== "succeeded") maybe.push(hash);
     }
-    if (page.payments.length < paymentsPageMax) return maybe;
+    if (maybe.length > 0 || page.payments.length < paymentsPageMax) return maybe;
     // A full page that does not move on would be asked for ever.
     if (BigInt(page.lastIndexOffset) <= BigInt(offset))
       throw new LightningRailError("LND's ListPayments did not page on", { details: offset });
     offset = page.lastIndexOffset;
   }
+}
+
+/**
+ * For a Lightning Address attempt found never taken whose mark kept no hash (journalled before it kept its invoice),
+ * about to be refused (`refused`) or to ask its address for an invoice (null): in flight when LND has payments that
+ * may be its own (paymentsMaybeOf) or they could not be listed, said once (every recovery pass asks again); execute's
+ * answer when its mark changed or it was admitted meanwhile; null when LND has none.
+ */
+async function unmarkedInFlight(
+  s: LightningRailState,
+  attempt: OutgoingAttempt,
+  forgotten: ForgottenSend,
+  refused: Failed | null,
+): Promise<AttemptOutcome | null> {
+  const why = refused === null ? {} : { code: refused.code, error: refused.message };
+  let maybe: string[];
+  try {
+    maybe = await paymentsMaybeOf(s, attempt, forgotten.firstAtMs);
+  } catch (error) {
+    if (markChanged(s, attempt, forgotten)) return await execute(s, attempt);
+    sayOnce(s, attempt.id, "unlisted", () =>
+      s.logger.warn(
+        { attemptId: attempt.id, ...why, listing: lndErrorText(error) },
+        "an attempt found never taken, its hash unknown, could not be judged, LND's payments not listed: left in flight",
+      ),
+    );
+    return { status: "in_flight", reference: attempt.id };
+  }
+  if (markChanged(s, attempt, forgotten)) return await execute(s, attempt);
+  if (maybe.length === 0) return null;
+  sayOnce(s, attempt.id, "maybe paid", () =>
+    s.logger.warn(
+      {
+        attemptId: attempt.id,
+        ...why,
+        paymentHashes: maybe.slice(0, loggedHashesMax),
+        paymentCount: maybe.length,
+      },
+      refused === null
+        ? "an attempt to a Lightning Address found never taken, hash unknown, may be one of LND's payments: its address is not asked again, left in flight for an operator"
+        : "a refused attempt found never taken, hash unknown, may be one of LND's payments: left in flight for an operator",
+    ),
+  );
+  return { status: "in_flight", reference: attempt.id };
 }
 
 /**
@@ -979,6 +1203,8 @@ const listPayments = (
     s.lnd.default.listPayments(
       {
         include_incomplete: true,
+        // The rail reads none of a payment's routes: LND leaves them out, cheaper to read and send.
+        omit_hops: true,
         creation_date_start: sinceSeconds,
         index_offset: offset,
         max_payments: paymentsPageMax,

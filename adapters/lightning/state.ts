@@ -237,10 +237,11 @@ export type LightningRailState = {
    */
   forgottenSends: Map<string, ForgottenSend>;
   /**
-   * Attempts found never taken whose mark kept no hash (a Lightning Address's, journalled before it kept its invoice),
-   * refused, that LND has payments of which may be theirs: said once (send.ts refusedUnsent), not at every pass.
+   * What was said of an attempt found never taken that every recovery pass would say again (a Lightning Address's that
+   * LND has payments of which may be its own, left in flight for an operator; LND's payments not listed): by its id,
+   * said once (send.ts sayOnce), forgotten when the attempt ends.
    */
-  readonly unmarkedMaybePaid: Set<string>;
+  readonly saidOnce: Map<string, Set<string>>;
   invoices: Map<string, StoredInvoice>;
   /** Highest settle index whose invoice the handler has taken. */
   settleIndexDelivered: number;

@@ -552,9 +552,9 @@ describe("rail store", () => {
     for (let reopen = 0; reopen < 2; reopen++)
       expect(new Map((await reopened()).forgottenSends)).toEqual(
         new Map([
-          ["address", { firstAtMs: 5, paymentHash: hash, request: "lnbcrt1a" }],
-          ["keysend", { firstAtMs: 1, paymentHash: "ef".repeat(32), request: null }],
-          ["old", { firstAtMs: 1, paymentHash: null, request: null }],
+          ["address", { firstAtMs: 5, paymentHash: hash, request: "lnbcrt1a", earlierHashes: [] }],
+          ["keysend", { firstAtMs: 1, paymentHash: "ef".repeat(32), request: null, earlierHashes: [] }],
+          ["old", { firstAtMs: 1, paymentHash: null, request: null, earlierHashes: [] }],
         ]),
       );
     // As the compaction wrote them: the old mark's line as it was.
@@ -571,6 +571,77 @@ describe("rail store", () => {
       paymentHash: hash,
       request: "lnbcrt1a",
     });
+  });
+
+  it("keeps the hashes a Lightning Address attempt found never taken sent before its mark replaced its invoice, through compacted reopens and its new invoice found never taken again, until its id has an outcome", async () => {
+    const file = path.join(directory, "forgotten-earlier.jsonl");
+    const reopened = async () => {
+      const store = createFileRailStore(file);
+      const state = await store.load(); // compacts the journal it read
+      await store.close();
+      return state;
+    };
+    const [first, second, third] = ["a1", "b2", "c3"].map((byte) => byte.repeat(32)) as [
+      string,
+      string,
+      string,
+    ];
+    const mark = (paymentHash: string, request: string, earlierHashes?: string[]): RailStoreRecord => ({
+      t: "withdrawn",
+      attemptId: "renewed",
+      sent: true,
+      createdAtMs: 5,
+      paymentHash,
+      request,
+      ...(earlierHashes === undefined ? {} : { earlierHashes }),
+    });
+    const store = createFileRailStore(file);
+    await store.load();
+    await store.append(
+      {
+        ...(attempt("renewed") as Extract<RailStoreRecord, { t: "attempt" }>),
+        paymentHash: first,
+        createdAtMs: 5,
+      },
+      mark(first, "lnbcrt1first"),
+      // Its first invoice expired unpaid: a new one (send.ts addressInvoiceAfresh), sent, and found never taken again.
+      mark(second, "lnbcrt1second", [first]),
+      {
+        ...(attempt("renewed") as Extract<RailStoreRecord, { t: "attempt" }>),
+        paymentHash: second,
+        createdAtMs: 9,
+      },
+      mark(second, "lnbcrt1second", [first]),
+      // Renewed once more, by a line that names only the one it replaced: none of the hashes sent before is lost.
+      mark(third, "lnbcrt1third", [second]),
+    );
+    await store.close();
+    for (let reopen = 0; reopen < 2; reopen++)
+      expect((await reopened()).forgottenSends.get("renewed")).toEqual({
+        firstAtMs: 5,
+        paymentHash: third,
+        request: "lnbcrt1third",
+        earlierHashes: [first, second],
+      });
+    expect(
+      (await readFile(file, "utf8"))
+        .trim()
+        .split("\n")
+        .map((line) => JSON.parse(line)),
+    ).toContainEqual({ ...mark(third, "lnbcrt1third"), earlierHashes: [first, second] });
+    // Its outcome ends the mark, and its earlier hashes with it.
+    const last = createFileRailStore(file);
+    await last.load();
+    await last.append(
+      {
+        ...(attempt("renewed") as Extract<RailStoreRecord, { t: "attempt" }>),
+        paymentHash: third,
+        createdAtMs: 11,
+      },
+      { t: "outcome", attemptId: "renewed", status: "succeeded", preimage: "00", feeMsat: "0" },
+    );
+    await last.close();
+    expect((await reopened()).forgottenSends.has("renewed")).toBe(false);
   });
 
   it("forgets a withdrawn attempt on load, keeps one with an outcome, and takes the id again when it is written anew", async () => {

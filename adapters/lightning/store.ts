@@ -74,7 +74,8 @@ export type RailStoreRecord =
    * An attempt written ahead and never sent (its reservation was not made): forgotten. `sent`: forgotten because LND
    * had no payment of it when asked (send.ts neverTaken), which a slow LND may yet take: its id is remembered, with
    * when its first line was written (`createdAtMs`), the hash it sent and, an invoice's, the invoice (`request`), for
-   * a send of it afresh (each absent in lines written before it was kept).
+   * a send of it afresh (each absent in lines written before it was kept), and the hashes of the invoices a Lightning
+   * Address's sent before that one replaced them (`earlierHashes`; absent when none, and in lines written before).
    */
   | {
       t: "withdrawn";
@@ -83,6 +84,7 @@ export type RailStoreRecord =
       createdAtMs?: number;
       paymentHash?: string;
       request?: string;
+      earlierHashes?: string[];
     }
   | { t: "invoice"; paymentHash: string; reference: string; expiresAtMs: number; setAside?: true }
   /** Its event was set aside: after a restart it is asked of LND again, though the settle index is past it. */
@@ -93,12 +95,30 @@ export type RailStoreRecord =
 /**
  * An attempt forgotten as never taken whose send may yet have reached LND (a `sent` withdrawal): when its first line
  * was written, the hash it sent and, an invoice's, the invoice it sent (null in a line written before it was kept).
+ * `earlierHashes`: those of the invoices it sent before (a Lightning Address's first invoice, expired and replaced by a
+ * new one: send.ts addressInvoiceAfresh), which a slow LND may yet have taken late too.
  */
 export type ForgottenSend = {
   readonly firstAtMs: number;
   readonly paymentHash: string | null;
   readonly request: string | null;
+  readonly earlierHashes: readonly string[];
 };
+
+/**
+ * The earlier hashes of an id's mark of `paymentHash` that follows `known`: known's, and known's own hash when this one
+ * names another (a mark written without them, were one, loses none), `more` besides; never the mark's own hash.
+ */
+export function earlierHashesAfter(
+  known: ForgottenSend | undefined,
+  paymentHash: string | null,
+  more: readonly string[] = [],
+): string[] {
+  const earlier = new Set([...(known?.earlierHashes ?? []), ...more]);
+  if (known?.paymentHash != null) earlier.add(known.paymentHash);
+  if (paymentHash !== null) earlier.delete(paymentHash);
+  return [...earlier];
+}
 
 export type RailState = {
   attempts: Map<string, StoredAttempt>;
@@ -194,11 +214,16 @@ export function applyRecord(state: RailState, record: RailStoreRecord): void {
       // A withdrawal without `sent` (withdraw's, or one written before it) leaves a mark of the id as it is.
       if (record.sent === true && typeof record.createdAtMs === "number") {
         const known = state.forgottenSends.get(record.attemptId);
+        const paymentHash =
+          typeof record.paymentHash === "string" ? record.paymentHash : (known?.paymentHash ?? null);
+        const earlier = Array.isArray(record.earlierHashes)
+          ? record.earlierHashes.filter((hash): hash is string => typeof hash === "string")
+          : [];
         state.forgottenSends.set(record.attemptId, {
           firstAtMs: Math.min(record.createdAtMs, known?.firstAtMs ?? record.createdAtMs),
-          paymentHash:
-            typeof record.paymentHash === "string" ? record.paymentHash : (known?.paymentHash ?? null),
+          paymentHash,
           request: typeof record.request === "string" ? record.request : (known?.request ?? null),
+          earlierHashes: earlierHashesAfter(known, paymentHash, earlier),
         });
       }
       return;
@@ -252,6 +277,7 @@ export const forgottenSendRecord = (attemptId: string, mark: ForgottenSend): Rai
   createdAtMs: mark.firstAtMs,
   ...(mark.paymentHash === null ? {} : { paymentHash: mark.paymentHash }),
   ...(mark.request === null ? {} : { request: mark.request }),
+  ...(mark.earlierHashes.length === 0 ? {} : { earlierHashes: [...mark.earlierHashes] }),
 });
 
 /** The records that rebuild `state`, minus the oldest finished attempts past finishedAttemptsRetainMax. */

@@ -11,6 +11,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import {
   type AuthenticatedLnd,
   authenticatedLndGrpc,
+  cancelHodlInvoice,
   createHodlInvoice,
   createInvoice,
   decodePaymentRequest,
@@ -29,7 +30,7 @@ import {
   type LightningRailParams,
   type LightningRailStore,
 } from "../../adapters/lightning/index.ts";
-import { lndClockBehindMaxMs } from "../../adapters/lightning/send.ts";
+import { lateRegistrationMaxMs, lndClockBehindMaxMs } from "../../adapters/lightning/send.ts";
 import { journalLeaseMs } from "../../adapters/lightning/store.ts";
 import type { OutgoingAttempt, RailEvent } from "../../core/index.ts";
 import { clusterControl, waitFor } from "../../scripts/lightning/index.ts";
@@ -967,12 +968,13 @@ describe("lightning rail on regtest", () => {
         resumed: true,
       }) as const;
     try {
-      // The rail's clock a minute ahead of LND's, as far as it may be: expired by either clock.
+      // The rail's clock a minute ahead of LND's, as far as it may be, and LND's past the first invoice's expiry by
+      // the time a send of it taken before may still be registered (lateRegistrationMaxMs): by either clock.
       const running = await startRail(
         "address-expired.jsonl",
         { lnurlHttpHosts: ["127.0.0.1"] },
         cluster.nodes.gateway,
-        () => Date.now() + lndClockBehindMaxMs,
+        () => Date.now() + lndClockBehindMaxMs + lateRegistrationMaxMs,
         carol.lnurlFetch,
       );
       let renewed = "";
@@ -1004,14 +1006,17 @@ describe("lightning rail on regtest", () => {
         await running.rail.stop();
       }
       // The new invoice's mark is journalled before its attempt's line, so before its send: a crash between the two
-      // sends it afresh, never the first.
+      // sends it afresh, never the first. It names the first among its earlier hashes, asked about until it ends.
       const written = (await readFile(journal, "utf8"))
         .split("\n")
         .filter((text) => text !== "")
         .map((text) => JSON.parse(text));
       const markedAt = written.findIndex(
         (line) =>
-          line.t === "withdrawn" && line.attemptId === renewing.attemptId && line.paymentHash === renewed,
+          line.t === "withdrawn" &&
+          line.attemptId === renewing.attemptId &&
+          line.paymentHash === renewed &&
+          JSON.stringify(line.earlierHashes) === JSON.stringify([unpaid.id]),
       );
       const sentAt = written.findIndex((line) => line.t === "attempt" && line.paymentHash === renewed);
       expect(markedAt).toBeGreaterThanOrEqual(0);
@@ -1021,6 +1026,202 @@ describe("lightning rail on regtest", () => {
       expect(payments.filter((payment) => payment.id === unpaid.id)).toEqual([]);
       expect(payments.filter((payment) => payment.id === taken.id)).toHaveLength(1);
       expect((await getInvoice({ lnd: payee, id: unpaid.id })).is_confirmed).toBe(false);
+    } finally {
+      await carol.close();
+    }
+  });
+
+  it("an attempt to a Lightning Address found never taken whose first invoice expired less than the time a send of it taken before may still be registered ago is answered in flight: neither that invoice sent, nor its address asked", async () => {
+    const carol = await lnurlServer("carol");
+    const amount = 2_260_000n;
+    const expiresAtMs = Date.now() + 6_000;
+    const first = await createInvoice({
+      lnd: payee,
+      mtokens: amount.toString(),
+      description_hash: carol.descriptionHash,
+      expires_at: new Date(expiresAtMs).toISOString(),
+    });
+    const line = journalledAttempt("address-expiring", first, amount);
+    const mark = {
+      t: "withdrawn",
+      attemptId: line.attemptId,
+      sent: true,
+      createdAtMs: line.createdAtMs,
+      paymentHash: first.id,
+      request: first.request,
+    };
+    // One journal for each clock, so that neither's answer is the other's.
+    for (const name of ["address-expiring-now.jsonl", "address-expiring-ahead.jsonl"])
+      await writeFile(path.join(directory, name), `${JSON.stringify(line)}\n${JSON.stringify(mark)}\n`);
+    // Two seconds past its expiry, where most recoveries' first pass after it lands (one a minute).
+    await sleep(Math.max(0, expiresAtMs - Date.now()) + 2_000);
+    const resumed = {
+      id: line.attemptId,
+      paymentId: line.paymentId,
+      tenantId: "ten_test",
+      amount,
+      destination: { kind: "lightning_address", address: carol.address },
+      feeMax: 10_000n,
+      resumed: true,
+    } as const;
+    const outcomes = [];
+    try {
+      // The gateway's clock as LND's, and two minutes ahead of it (past LND's clock margin, not the registration's).
+      for (const [name, aheadMs] of [
+        ["address-expiring-now.jsonl", 0],
+        ["address-expiring-ahead.jsonl", 2 * 60_000],
+      ] as const) {
+        const running = await startRail(
+          name,
+          { lnurlHttpHosts: ["127.0.0.1"] },
+          cluster.nodes.gateway,
+          () => Date.now() + aheadMs,
+          carol.lnurlFetch,
+        );
+        try {
+          outcomes.push(await running.rail.execute(resumed));
+        } finally {
+          await running.rail.stop();
+        }
+      }
+      // Before: the first sent again within a minute of its expiry, LND refused it as expired and the attempt failed
+      // `expired`, for good; past that minute, its address was asked anew while LND could yet register a send of the
+      // first, and both were paid.
+      expect(outcomes).toEqual([
+        { status: "in_flight", reference: first.id },
+        { status: "in_flight", reference: first.id },
+      ]);
+      expect(carol.asked).toEqual([]);
+      const { payments } = await getPayments({ lnd: client("gateway") });
+      expect(payments.filter((payment) => payment.mtokens === amount.toString())).toEqual([]);
+    } finally {
+      await carol.close();
+    }
+  });
+
+  it("an attempt to a Lightning Address whose mark replaced its expired first invoice, LND having registered a send of the first late, is left in flight for an operator: not sent its new invoice, not failed when the rail refuses it, nor when its new invoice's payment fails", async () => {
+    const carol = await lnurlServer("carol");
+    const invoiceOf = (amount: bigint) =>
+      createInvoice({ lnd: payee, mtokens: amount.toString(), description_hash: carol.descriptionHash });
+    // Each attempt's first invoice, replaced by the second when it expired (as addressInvoiceAfresh journals it). The
+    // third attempt's second is a hold invoice, its payee holding the payment until it cancels it.
+    const amounts = { unsent: 2_270_000n, refused: 2_420_000n, ending: 2_280_000n };
+    const firsts = {
+      unsent: await invoiceOf(amounts.unsent),
+      refused: await invoiceOf(amounts.refused),
+      ending: await invoiceOf(amounts.ending),
+    };
+    const secret = randomBytes(32).toString("hex");
+    const seconds = {
+      unsent: await invoiceOf(amounts.unsent),
+      refused: await invoiceOf(amounts.refused),
+      ending: await createHodlInvoice({
+        lnd: payee,
+        id: sha256(secret),
+        mtokens: amounts.ending.toString(),
+        description_hash: carol.descriptionHash,
+      }),
+    };
+    const ids = {
+      unsent: attemptId("earlier-unsent"),
+      refused: attemptId("earlier-refused"),
+      ending: attemptId("earlier-ending"),
+    };
+    const kinds = ["unsent", "refused", "ending"] as const;
+    await writeFile(
+      path.join(directory, "address-earlier.jsonl"),
+      kinds
+        .map(
+          (kind) =>
+            `${JSON.stringify({ t: "withdrawn", attemptId: ids[kind], sent: true, createdAtMs: Date.now(), paymentHash: seconds[kind].id, request: seconds[kind].request, earlierHashes: [firsts[kind].id] })}\n`,
+        )
+        .join(""),
+    );
+    // LND registered a send of the first invoice of two of them late, after the second replaced it (paid by hand here,
+    // as LND pays it).
+    await pay({ lnd: client("gateway"), request: firsts.unsent.request });
+    await pay({ lnd: client("gateway"), request: firsts.refused.request });
+    const resumed = (kind: (typeof kinds)[number]) =>
+      ({
+        id: ids[kind],
+        paymentId: `payment-${ids[kind]}`,
+        tenantId: "ten_test",
+        amount: amounts[kind],
+        destination: { kind: "lightning_address", address: carol.address },
+        feeMax: 10_000n,
+        resumed: true,
+      }) as const;
+    const heldFor = (running: Running, kind: (typeof kinds)[number]) =>
+      running.logs.filter((line) => line.level === "error" && line.fields.attemptId === ids[kind]);
+    try {
+      // The refused one's amount above a limit lowered since.
+      const running = await startRail(
+        "address-earlier.jsonl",
+        { lnurlHttpHosts: ["127.0.0.1"], amountMaxMsat: 2_400_000n, executeWaitMs: 3_000 },
+        cluster.nodes.gateway,
+        undefined,
+        carol.lnurlFetch,
+      );
+      try {
+        // Before: its second invoice sent too, its payee paid twice; and the refused one failed as refused, to be
+        // paid elsewhere. Each is in flight, as often as it is asked, and said once.
+        for (let pass = 0; pass < 2; pass += 1) {
+          expect(await running.rail.execute(resumed("unsent"))).toEqual({
+            status: "in_flight",
+            reference: seconds.unsent.id,
+          });
+          expect(await running.rail.execute(resumed("refused"))).toEqual({
+            status: "in_flight",
+            reference: seconds.refused.id,
+          });
+        }
+        for (const kind of ["unsent", "refused"] as const)
+          expect(heldFor(running, kind)).toEqual([
+            expect.objectContaining({
+              message: expect.stringMatching(/earlier invoice .* left in flight for an operator/),
+              fields: expect.objectContaining({ earlierHash: firsts[kind].id }),
+            }),
+          ]);
+        // The third's first is unpaid when LND is asked: its second is sent, and its payee holds the payment.
+        expect(await running.rail.execute(resumed("ending"))).toEqual({
+          status: "in_flight",
+          reference: seconds.ending.id,
+        });
+        await waitFor(
+          "the second invoice's payment held at the payee",
+          async () => ((await getInvoice({ lnd: payee, id: seconds.ending.id })).is_held ? true : undefined),
+          { timeoutMs: 30_000 },
+        );
+        // LND registers a send of its first late, and its payee cancels the second: that payment fails. Before: the
+        // attempt failed, to be paid a third time elsewhere.
+        await pay({ lnd: client("gateway"), request: firsts.ending.request });
+        await cancelHodlInvoice({ lnd: payee, id: seconds.ending.id });
+        const endingEvents = () =>
+          running.events.filter((e) => "attemptId" in e && e.attemptId === ids.ending);
+        await waitFor(
+          "the attempt held for an operator, or ended",
+          async () => (heldFor(running, "ending").length > 0 || endingEvents().length > 0 ? true : undefined),
+          { timeoutMs: 30_000 },
+        );
+        expect(endingEvents()).toEqual([]);
+        expect(heldFor(running, "ending")).toEqual([
+          expect.objectContaining({
+            fields: expect.objectContaining({ earlierHash: firsts.ending.id, status: "failed" }),
+          }),
+        ]);
+        expect(await running.rail.execute(resumed("ending"))).toEqual({
+          status: "in_flight",
+          reference: seconds.ending.id,
+        });
+        expect(endingEvents()).toEqual([]);
+      } finally {
+        await running.rail.stop();
+      }
+      expect(carol.asked).toEqual([]);
+      const { payments } = await getPayments({ lnd: client("gateway") });
+      expect(
+        payments.filter((payment) => payment.id === seconds.unsent.id || payment.id === seconds.refused.id),
+      ).toEqual([]);
     } finally {
       await carol.close();
     }
@@ -1084,7 +1285,7 @@ describe("lightning rail on regtest", () => {
         const said = running.logs.filter((line) => line.level === "warn" && line.fields.attemptId === maybe);
         expect(said).toEqual([
           expect.objectContaining({
-            message: expect.stringMatching(/may be one of LND's payments: left in flight for an operator/),
+            message: expect.stringMatching(/may be one of LND's payments: .*left in flight for an operator/),
             fields: expect.objectContaining({ paymentHashes: [since.id] }),
           }),
         ]);
@@ -1096,6 +1297,119 @@ describe("lightning rail on regtest", () => {
       expect(payments.filter((payment) => payment.mtokens === "2345671")).toEqual([]);
     } finally {
       await server.close();
+    }
+  });
+
+  it("an attempt to a Lightning Address found never taken whose mark kept no invoice is held back by a payment of LND's that may be its own: one an attempt of the rail that failed holds, one made before its first line by a clock far behind the gateway's, and one its address answering would have been paid beside", async () => {
+    const carol = await lnurlServer("carol");
+    const refusing = `gone@${carol.host}`;
+    const amounts = { heldFailed: 2_345_681n, behind: 2_345_682n, answering: 2_345_683n, fresh: 2_345_684n };
+    const kinds = ["heldFailed", "behind", "answering", "fresh"] as const;
+    const ids = Object.fromEntries(kinds.map((kind) => [kind, attemptId(`unmarked-${kind}`)])) as Record<
+      (typeof kinds)[number],
+      string
+    >;
+    // LND's payments of three of the amounts, made now through the gateway's node (maybe their first sends, taken
+    // late). The first is of an invoice an attempt of the rail's journal paid and failed: LND's payment, when its
+    // send was refused, may be the forgotten one's.
+    const paidNow = async (amount: bigint) => {
+      const invoice = await createInvoice({ lnd: payee, mtokens: amount.toString() });
+      await pay({ lnd: client("gateway"), request: invoice.request });
+      return invoice;
+    };
+    const held = await paidNow(amounts.heldFailed);
+    const behind = await paidNow(amounts.behind);
+    const answered = await paidNow(amounts.answering);
+    const holder = journalledAttempt("unmarked-holder", held, amounts.heldFailed);
+    // Marks journalled before they kept what the attempt sent; the second's by a gateway whose clock was five minutes
+    // ahead of LND's.
+    const firstAtMs = (kind: (typeof kinds)[number]) => Date.now() + (kind === "behind" ? 5 * 60_000 : 0);
+    await writeFile(
+      path.join(directory, "address-unmarked-held.jsonl"),
+      [
+        holder,
+        {
+          t: "outcome",
+          attemptId: holder.attemptId,
+          status: "failed",
+          code: "rejected",
+          message: "the invoice was paid already, or is being paid, by another payment",
+          retryElsewhere: false,
+        },
+        { t: "reported", attemptId: holder.attemptId },
+        ...kinds.map((kind) => ({
+          t: "withdrawn",
+          attemptId: ids[kind],
+          sent: true,
+          createdAtMs: firstAtMs(kind),
+        })),
+      ]
+        .map((line) => `${JSON.stringify(line)}\n`)
+        .join(""),
+    );
+    const resumed = (kind: (typeof kinds)[number]) =>
+      ({
+        id: ids[kind],
+        paymentId: `payment-${ids[kind]}`,
+        tenantId: "ten_test",
+        amount: amounts[kind],
+        destination: {
+          kind: "lightning_address",
+          address: kind === "heldFailed" || kind === "behind" ? refusing : carol.address,
+        },
+        feeMax: 10_000n,
+        resumed: true,
+      }) as const;
+    try {
+      const running = await startRail(
+        "address-unmarked-held.jsonl",
+        { lnurlHttpHosts: ["127.0.0.1"] },
+        cluster.nodes.gateway,
+        undefined,
+        carol.lnurlFetch,
+      );
+      try {
+        // Before: the first two failed as their address refused (LND's payment taken for the failed attempt's, or
+        // missed before the minute's margin), to be paid elsewhere; the third's address was asked anew and paid.
+        const outcomes = [];
+        for (const kind of ["heldFailed", "behind", "answering", "answering"] as const)
+          outcomes.push(await running.rail.execute(resumed(kind)));
+        expect(outcomes).toEqual([
+          { status: "in_flight", reference: ids.heldFailed },
+          { status: "in_flight", reference: ids.behind },
+          { status: "in_flight", reference: ids.answering },
+          { status: "in_flight", reference: ids.answering },
+        ]);
+        for (const [kind, invoice] of [
+          ["heldFailed", held],
+          ["behind", behind],
+          ["answering", answered],
+        ] as const)
+          expect(
+            running.logs.filter((line) => line.level === "warn" && line.fields.attemptId === ids[kind]),
+          ).toEqual([
+            expect.objectContaining({
+              message: expect.stringMatching(
+                /may be one of LND's payments: .*left in flight for an operator/,
+              ),
+              fields: expect.objectContaining({ paymentHashes: [invoice.id], paymentCount: 1 }),
+            }),
+          ]);
+        expect(carol.asked).toEqual([]);
+        // With no payment of LND's that may be its own, its address is asked and the invoice it answers paid.
+        const fresh = await running.rail.execute(resumed("fresh"));
+        expect(carol.asked).toHaveLength(1);
+        expect(fresh).toMatchObject({
+          status: "succeeded",
+          evidence: { rail: "lightning", paymentHash: carol.asked[0] },
+        });
+      } finally {
+        await running.rail.stop();
+      }
+      const { payments } = await getPayments({ lnd: client("gateway") });
+      expect(payments.filter((payment) => payment.mtokens === amounts.answering.toString())).toHaveLength(1);
+    } finally {
+      await carol.close();
     }
   });
 
