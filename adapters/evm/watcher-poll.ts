@@ -183,11 +183,19 @@ async function stillHolding(w: WatcherState): Promise<void> {
 /**
  * Every heldRetryMs: puts held events back (held_seen → seen, held_pending → pending), each to be held again at its
  * next failure, and tries each held removal once more (its row gone once it succeeds; a failure is logged and it
- * stays); the head's settled shortcut is dropped so that the poll takes what they let through.
+ * stays); the head's settled shortcut is dropped so that the poll takes what they let through. A removal held again
+ * (removedDuringCall) is applied at every poll in between: it follows a sink call that may have written its effect
+ * after the removal was applied (a deposit's credit, the invoice paid and invoice.paid sent, with nothing on chain),
+ * which stands until it is. Before, it waited for the next of these rounds, a minute by default.
  */
 async function releaseHeld(w: WatcherState): Promise<void> {
   const now = Date.now();
-  if (now - w.heldRetriedAtMs < (w.params.heldRetryMs ?? heldRetryMsDefault)) return;
+  if (now - w.heldRetriedAtMs < (w.params.heldRetryMs ?? heldRetryMsDefault)) {
+    const again = await heldRemovals(w, { heldAgainOnly: true });
+    for (const row of again) await appliedRemoval(w, row, row.held_again);
+    if (again.length > 0) w.settledAt = null;
+    return;
+  }
   w.heldRetriedAtMs = now;
   const released = await w.db.query<{ tx_hash: string; log_index: number; status: string }>(
     `UPDATE evm_watch_events SET status = CASE status WHEN 'held_seen' THEN 'seen' ELSE 'pending' END,

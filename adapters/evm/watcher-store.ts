@@ -200,18 +200,23 @@ export type HeldRemoval = EventRow & { held_again: number };
 
 /**
  * The removals held (holdRemoval), latest first as checkReorg undoes them, each with its split's definition, as rows
- * whose wasFinal is what it was when held.
+ * whose wasFinal is what it was when held; `heldAgainOnly`: only those held again (heldAgainIfGone), which the poll
+ * applies without waiting for heldRetryMs (watcher-poll.ts releaseHeld). The contract's rows are found by the table's
+ * key (chain, contract first), and there are only as many as removals not applied yet: no index of held_again.
  */
-export async function heldRemovals(w: WatcherState): Promise<HeldRemoval[]> {
+export async function heldRemovals(
+  w: WatcherState,
+  options: { heldAgainOnly?: boolean } = {},
+): Promise<HeldRemoval[]> {
   return w.db.query<HeldRemoval>(
     `SELECT h.tx_hash, h.log_index, h.block_number, h.block_hash, h.event_name, h.args, 'removed' AS status,
             h.generation, h.was_final AS final_called, h.held_again, s.recipients, s.basis_points
      FROM evm_watch_removals_held h
      LEFT JOIN evm_splits s
        ON s.chain_id = h.chain_id AND s.contract = h.contract AND s.split_id = lower(h.args->>'splitId')
-     WHERE h.chain_id = $1 AND h.contract = $2
+     WHERE h.chain_id = $1 AND h.contract = $2 AND (NOT $3::boolean OR h.held_again > 0)
      ORDER BY h.block_number DESC, h.log_index DESC`,
-    [w.chainId, w.contract],
+    [w.chainId, w.contract, options.heldAgainOnly === true],
   );
 }
 

@@ -13,8 +13,8 @@
 // - a further payment to a paid invoice (a second transfer to its address): credited the same way, received_amount
 //   grows, an `invoice.payment_received` event says so; the merchant refunds it if it is not owed.
 // - a receipt a reorg took back (applyReversed, `takes`): the invoice is `reversed` when what it still holds without
-//   it falls below the amount, and stays `paid` (over-paid: its other receipts cover it) otherwise; `invoice.reversed`
-//   says what was taken back either way.
+//   it (less what was refunded of it) falls below the amount, and stays `paid` (over-paid: its other receipts cover
+//   it) otherwise; `invoice.reversed` says what was taken back either way, and the status it left (`invoice_status`).
 // - late payment (arrived after the expiry, only possible by deposit address: an authorization's validBefore is the
 //   expiry): credited and counted like any other, flagged `late` on its receipt and event. The money is on the
 //   rail's address already; the ledger mirrors the chain, and a refund is the merchant's call.
@@ -601,6 +601,32 @@ async function creditWithShares(
       },
     });
   }
+  // The record raises invoice_moved() when another writer changed the invoice's row after the statement's reads
+  // (receiptRecordStatement): the credit is rolled back with it, and written again from new reads.
+  const label = transfer.label ?? `the receipt of invoice ${invoice.id}`;
+  for (let attempt = 1; attempt <= receiptMovedAttemptsMax; attempt++) {
+    try {
+      return await creditedOnce(deps, legs, label, record);
+    } catch (error) {
+      if (!isInvoiceMoved(error)) throw error;
+    }
+    await pauseAfterMovedVersion(attempt);
+  }
+  throw new SettlementContendedError(
+    `the invoice's row changed under the record of ${label} ${receiptMovedAttemptsMax} times; nothing of it was written`,
+  );
+}
+
+/** How many times a receipt is credited again because the invoice's row changed under its record. */
+const receiptMovedAttemptsMax = 8;
+
+/** One try of creditWithShares: the legs written with the receipt's record, or found with it written alone. */
+async function creditedOnce(
+  deps: SettlementDeps,
+  legs: readonly Leg[],
+  label: string,
+  record: (first: boolean) => Statement,
+): Promise<{ outcome: "credited"; rows: Row[] } | { outcome: "conflict" } | { outcome: "unrecorded" }> {
   // ledger/postings.ts creditChain with a statement, which it does not take yet: that is where this belongs.
   let written: Awaited<ReturnType<typeof deps.ledger.createTransfersWith>>;
   try {
@@ -635,10 +661,7 @@ async function creditWithShares(
   const refusal = results.find(
     (result) => result.status !== "linked_event_failed" && result.status !== "exists",
   )?.status;
-  throw new LedgerPostingError(
-    transfer.label ?? `the receipt of invoice ${invoice.id}`,
-    refusal ?? "no result",
-  );
+  throw new LedgerPostingError(label, refusal ?? "no result");
 }
 
 /**
@@ -840,8 +863,13 @@ async function applyReceipt(
  * removed pays nothing. Before, a receipt counted against the amount all that came, so an open invoice whose first
  * deposit was reorganised away was paid by a second of less than its amount; and it moved only an open invoice, so
  * one reversed by a reorg stayed reversed however much the payer sent again. A reversed invoice is paid again only
- * when no dispute stands (a reversal of its money: disputedSql), and only as its row was read: a reversal recorded after
- * this statement's reads (it marks the row, which this waits for) is not in what it counts, so it stays reversed.
+ * when no dispute stands (a reversal of its money: disputedSql). An open or reversed invoice is counted only as its
+ * row was read: a reversal recorded after this statement's reads marks the row (which this waits for) and is not in
+ * what it counts, nor is a receipt counted meanwhile; then invoice_moved() is raised (migration 0067), the credit
+ * rolled back with it, and the receipt credited again from new reads (creditWithShares). Before, a reversal left an
+ * open row as it was, and a receipt that had read the invoice before it counted the receipt it took back: an invoice of
+ * 10 was paid by 6 over a reorganised 4. Two receipts at once both count: the second, finding the row moved by the
+ * first, is credited again after it.
  */
 function receiptRecordStatement(
   invoice: InvoiceTarget,
@@ -862,8 +890,10 @@ function receiptRecordStatement(
        ON CONFLICT (invoice_id, key) DO NOTHING RETURNING late),
      counted AS (
        SELECT before.received + $3::bigint AS total, inserted.late,
-         (before.status = 'open' OR (before.status = 'reversed' AND NOT before.disputed AND before.as_read))
-           AND before.held + $3::bigint >= before.amount AS paid_now
+         (before.status = 'open' OR (before.status = 'reversed' AND NOT before.disputed)) AND before.as_read
+           AND before.held + $3::bigint >= before.amount AS paid_now,
+         NOT before.as_read AND (before.status = 'open' OR (before.status = 'reversed' AND NOT before.disputed))
+           AS read_moved
        FROM before, inserted),
      moved AS (
        UPDATE invoices SET received_amount = counted.total, payer = coalesce(invoices.payer, $4::text),
@@ -881,7 +911,8 @@ function receiptRecordStatement(
        WHERE e.place = 1 OR counted.paid_now
        ORDER BY e.place RETURNING 1)
      SELECT counted.paid_now,
-       CASE WHEN counted.paid_now IS NULL AND $10::boolean THEN receipt_unrecorded() ELSE true END AS recorded
+       CASE WHEN counted.paid_now IS NULL AND $10::boolean THEN receipt_unrecorded() ELSE true END AS recorded,
+       CASE WHEN counted.read_moved THEN invoice_moved() ELSE true END AS as_read
      FROM (SELECT 1) AS one LEFT JOIN counted ON true`,
     params: [
       invoice.id,
@@ -1137,16 +1168,23 @@ async function creditedBy(deps: SettlementDeps, invoiceId: string, takes: Revers
  * reversal of the invoice's money.
  *
  * A reversal of a receipt leaves a paid invoice paid when what it still holds without that receipt (heldSql, less
- * what this one asked: what it took and its shortfalls) is its amount or more and no dispute stands, as a receipt and
- * a reinstatement pay it (receiptRecordStatement, applyReinstated): an over-paid invoice one of whose deposits a reorg
- * removed is still paid. Its `invoice.reversed` goes out all the same: it tells what was taken back, as it does of an
- * open invoice, whose status no reversal changes. Before, every reversal marked a paid invoice `reversed`. What it
- * holds is read from the statement's snapshot, so the invoice's row is locked last (`standing`, read by the last
- * column: after the record and the touch of `refundable`, the order applyReinstated takes the three), a paid or
- * reversed row is changed whenever a record is written, and when a paid row was changed since the snapshot (another
- * reversal of a receipt recorded meanwhile, which this one's reads left out, or a receipt) invoice_moved() is raised
- * (migration 0067, isInvoiceMoved), the legs rolled back with it, and the reversal computed again (takeBackReversal).
- * Otherwise two reorgs at once could each leave the invoice paid on the receipt the other took back.
+ * what this one asked: what it took and its shortfalls, and less what its refunds not failed took: `refunded` of the
+ * touched `refundable` row) is its amount or more and no dispute stands, as a receipt and a reinstatement pay it
+ * (receiptRecordStatement, applyReinstated): an over-paid invoice one of whose deposits a reorg removed is still paid.
+ * Before, the refunds were left out: an over-paid invoice whose excess the merchant refunded stayed paid when a reorg
+ * took the receipt that had paid it, its account holding nothing of it. `refunded` is read from the row the touch
+ * locked, as it stands, not from the statement's snapshot: a refund claimed after the snapshot (its claim holds the
+ * row until it commits, and the touch waits for it) counts too. Its `invoice.reversed` goes out all the same: it tells
+ * what was taken back, as it does of an open invoice, whose status no reversal changes, and says the status it left
+ * (`invoice_status`), so that a consumer tells a paid invoice that stays paid from one that does not. Before, every
+ * reversal marked a paid invoice `reversed`. What it holds is read from the statement's snapshot, so the invoice's
+ * row is locked last (`standing`, read by the last column: after the record and the touch of `refundable`, the order
+ * applyReinstated takes the three), the row is changed whenever a record is written (an open one too, its status as
+ * it was: a receipt that read it before then finds it moved, receiptRecordStatement), and when a paid row was changed
+ * since the snapshot (another reversal of a receipt recorded meanwhile, which this one's reads left out, or a
+ * receipt) invoice_moved() is raised (migration 0067, isInvoiceMoved), the legs rolled back with it, and the reversal
+ * computed again (takeBackReversal). Otherwise two reorgs at once could each leave the invoice paid on the receipt the
+ * other took back.
  */
 function reversalRecordStatement(
   invoice: InvoiceTarget,
@@ -1169,7 +1207,7 @@ function reversalRecordStatement(
        INSERT INTO refundable AS r (target_id, paid, refunded) SELECT $1, amount, 0 FROM received WHERE amount > 0
        ON CONFLICT (target_id) DO UPDATE SET paid = GREATEST(r.paid, EXCLUDED.paid)
          WHERE $2::text IS NULL OR r.xmin::text = $2::text
-       RETURNING 1),
+       RETURNING r.refunded),
      recorded AS (
        INSERT INTO invoice_reversals (invoice_id, key, amount, receipt)
        VALUES ($1, $3, $4, coalesce($10::text,
@@ -1180,7 +1218,8 @@ function reversalRecordStatement(
      standing AS (
        SELECT i.status, i.amount, ${disputedSql("$1")} AS disputed,
          ${heldSql("i", "$1")} - $4::bigint
-           - (SELECT coalesce(sum(s.amount::bigint), 0) FROM unnest($9::text[]) AS s (amount)) AS held,
+           - (SELECT coalesce(sum(s.amount::bigint), 0) FROM unnest($9::text[]) AS s (amount))
+           - coalesce((SELECT refunded FROM touched), 0) AS held,
          i.xmin::text = (SELECT xmin::text FROM invoices WHERE id = $1) AS as_read
        FROM invoices i WHERE i.id = $1 AND EXISTS (SELECT 1 FROM recorded WHERE inserted) FOR UPDATE),
      kept AS (
@@ -1189,12 +1228,14 @@ function reversalRecordStatement(
          standing.status = 'paid' AND recorded.receipt IS NOT NULL AND NOT standing.as_read AS moved
        FROM standing, recorded WHERE recorded.inserted),
      marked AS (
-       UPDATE invoices SET status = CASE WHEN kept.paid THEN invoices.status ELSE 'reversed' END
-       FROM kept WHERE invoices.id = $1 AND invoices.status IN ('paid', 'reversed')
-       RETURNING 1),
+       UPDATE invoices SET status = CASE WHEN kept.paid OR invoices.status = 'open' THEN invoices.status
+                                         ELSE 'reversed' END
+       FROM kept WHERE invoices.id = $1
+       RETURNING invoices.status),
      announced AS (
        INSERT INTO outbox (tenant_id, type, payload)
-       SELECT $5, 'invoice.reversed', $6::jsonb FROM recorded WHERE inserted
+       SELECT $5, 'invoice.reversed', $6::jsonb || jsonb_build_object('invoice_status', marked.status)
+       FROM recorded, marked WHERE recorded.inserted
        RETURNING 1),
      short AS (
        INSERT INTO reversal_shortfalls (invoice_id, reversal_key, account_id, amount)
@@ -1586,6 +1627,11 @@ export async function applyReinstated(
              AND (v.receipt IS NULL OR ${heldSql("i", "$1")} < i.amount))`,
           [invoice.id],
         );
+        // Read under the lock taken above: the status this give-back leaves, which the event tells.
+        const [standing] = await tx.query<{ status: InvoiceStatus }>(
+          "SELECT status FROM invoices WHERE id = $1",
+          [invoice.id],
+        );
         // `amount` is all that goes back, the collections of this reversal's own shortfall included; the event also
         // says what of it settled other reversals' shortfalls and what stayed on the accounts, so that a consumer
         // mirroring a balance from the events does not count that money twice.
@@ -1600,6 +1646,7 @@ export async function applyReinstated(
             amount: amount.toString(),
             shortfall_collected: collectedOfOthers.toString(),
             net: (amount - collectedOfOthers).toString(),
+            invoice_status: standing?.status ?? null,
           },
         });
         return "applied" as const;

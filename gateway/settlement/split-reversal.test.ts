@@ -81,7 +81,14 @@ beforeAll(async () => {
   await migrate(db, [ledgerMigrations, gatewayMigrations]);
   ledger = createLedger({ ...gatewayLedgerParams, db });
   await createTenant(db, { id: tenantId, name: "Split reversal" });
-  for (const id of ["acct_seller", "acct_payee_a", "acct_payee_b", "acct_payee_c", "acct_elsewhere"]) {
+  for (const id of [
+    "acct_seller",
+    "acct_payee_a",
+    "acct_payee_b",
+    "acct_payee_c",
+    "acct_elsewhere",
+    "acct_over_paid",
+  ]) {
     const account = await createAccount(
       { sql: db, ledger },
       { tenantId, kind: "customer", asset: assets.BTC, name: id, id },
@@ -547,6 +554,14 @@ describe("an invoice one of whose receipts a reorg took back", () => {
         [id],
       )
     ).map((row) => row.type);
+  /** The status each of the invoice's `type` events says the invoice was left in, in order. */
+  const statusesTold = async (id: string, type: "invoice.reversed" | "invoice.reinstated") =>
+    (
+      await db.query<{ status: string | null }>(
+        "SELECT payload->>'invoice_status' AS status FROM outbox WHERE payload->>'invoice_id' = $1 AND type = $2 ORDER BY id",
+        [id, type],
+      )
+    ).map((row) => row.status);
 
   it("refunds what it still holds, the reorg counted as taken back: each payee gives back its credit once", async () => {
     const before = await everyone();
@@ -621,6 +636,9 @@ describe("an invoice one of whose receipts a reorg took back", () => {
       await applyReinstated(deps(), { rail: "toy", reference: id, key: "reorg:r1", evidence }),
     ).toMatchObject({ status: "applied" });
     expect(await statusOf(id)).toBe("paid");
+    // Each event says what the invoice was left in: before, nothing did.
+    expect(await statusesTold(id, "invoice.reversed")).toEqual(["reversed", "reversed"]);
+    expect(await statusesTold(id, "invoice.reinstated")).toEqual(["paid"]);
     expect(await ledgerInvariantProblems(db)).toEqual([]);
   });
 
@@ -646,6 +664,23 @@ describe("an invoice one of whose receipts a reorg took back", () => {
       "invoice.reversed",
       "invoice.reversed",
     ]);
+    // The first left it paid, and says so: before, a consumer could not tell it from the second.
+    expect(await statusesTold(id, "invoice.reversed")).toEqual(["paid", "reversed"]);
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+
+  it("is reversed when what the merchant refunded of its excess leaves it below its amount without the receipt", async () => {
+    const id = await paidInvoice([10_000n, 10_000n], null, "acct_over_paid");
+    expect(await refunding(id, 10_000n)).toMatchObject({ ok: true, refund: { status: "succeeded" } });
+    expect(await applyReversed(deps(), reorg(id, "r1", 10_000n))).toEqual({
+      status: "applied",
+      shortfall: 0n,
+    });
+    // Before: paid, the 20 received less the 10 reorganised away taken to hold its 10, though the refund took the
+    // other 10 and its account holds nothing of it.
+    expect(await posted("acct_over_paid")).toBe(0n);
+    expect(await statusOf(id)).toBe("reversed");
+    expect(await statusesTold(id, "invoice.reversed")).toEqual(["reversed"]);
     expect(await ledgerInvariantProblems(db)).toEqual([]);
   });
 

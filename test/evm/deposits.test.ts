@@ -301,10 +301,16 @@ describe("a deposit's credit still in flight when its watcher's lease runs out",
   // A credits the deposit, its handler held (a slow node or database) past its lease; B takes the lease over, finds the
   // deposit reorganised away and applies its removal: the reversal finds no receipt yet and takes nothing. Then A's
   // credit is written. `answered`: whether B's removal was done before A's credit, or answered only after A's call had
-  // returned (B then forgets the removal it applied, unless A held it again meanwhile).
-  it.each(["before", "after"] as const)(
-    "is taken back when the watcher that took over removed it first (its removal answered %s the credit)",
-    async (answered) => {
+  // returned (B then forgets the removal it applied, unless A held it again meanwhile). `retryMs`: how often B tries
+  // its held events and removals again (heldRetryMs); a removal held again is applied at B's next poll whatever it is.
+  it.each([
+    ["before", 0],
+    ["after", 0],
+    ["before", 3_600_000],
+    ["after", 3_600_000],
+  ] as const)(
+    "is taken back when the watcher that took over removed it first (its removal answered %s the credit; held ones retried every %i ms)",
+    async (answered, retryMs) => {
       const inv = await createInvoice("1.60");
       const before = await merchantBalance();
       const snapshot = await gw.chain.networkHelpers.takeSnapshot();
@@ -330,7 +336,10 @@ describe("a deposit's credit still in flight when its watcher's lease runs out",
         }
         return applyRailEvent(deps, "evm", event);
       });
-      const other = anotherProcessRail(gw, { confirmations: 3, deposits });
+      const other = anotherProcessRail(gw, {
+        confirmations: 3,
+        deposits: { ...deposits, heldRetryMs: retryMs },
+      });
       let reversals = 0;
       other.onEvent(async (event) => {
         const verdict = await applyRailEvent(deps, "evm", event);
@@ -359,7 +368,8 @@ describe("a deposit's credit still in flight when its watcher's lease runs out",
         await slow.stop(); // A's credit written, its poll ended
         reversalHeld.release();
         await watcher.poll();
-        // Before: A's credit was written after B had found nothing to take back, and stood with nothing on chain.
+        // Before: A's credit was written after B had found nothing to take back, and stood with nothing on chain; and
+        // with held removals retried every hour, it stood until then (B's poll left A's removal held again alone).
         expect((await invoice(inv.id)).status).toBe("reversed");
         expect(await merchantBalance()).toBe(before);
         expect(await outboxTypesOf(inv.id)).toEqual([

@@ -139,6 +139,7 @@ describe("a card top-up", () => {
           asset: "USD",
           amount: "2500",
           shortfall: "0",
+          invoice_status: "reversed",
         },
       },
       {
@@ -150,6 +151,7 @@ describe("a card top-up", () => {
           amount: "2500",
           shortfall_collected: "0",
           net: "2500",
+          invoice_status: "paid",
         },
       },
     ]);

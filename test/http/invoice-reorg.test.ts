@@ -6,6 +6,7 @@
 // signed payment (submitInvoicePayment). (The rules themselves, on PGlite: gateway/settlement/split-reversal.test.ts.)
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assets, type Rail } from "../../core/index.ts";
+import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { applyReceived, applyReversed, createInvoice } from "../../gateway/settlement/index.ts";
 import { latch } from "../support/latch.ts";
 import { receivingToySnapshot } from "../support/toy-rail.ts";
@@ -82,14 +83,16 @@ const eventsOf = async (invoiceId: string) =>
       [invoiceId],
     )
   ).map((row) => row.type);
-/** Waits until a statement whose text holds `text` waits for a lock (another writer's, held open by the test). */
-async function waitingOnLock(text: string): Promise<void> {
+/**
+ * Waits until `count` statements whose text holds `text` wait for a lock (another writer's, held open by the test).
+ */
+async function waitingOnLock(text: string, count = 1): Promise<void> {
   for (let i = 0; ; i++) {
     const waiting = await gw.app.db.query(
       "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
       [`%${text}%`],
     );
-    if (waiting.length > 0) return;
+    if (waiting.length >= count) return;
     if (i >= 200) throw new Error(`no statement with ${text} ever waited for a lock`);
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
@@ -195,6 +198,104 @@ describe("a reorg of one receipt of an invoice", () => {
     // invoice paid.
     expect(await reversed).toEqual({ status: "applied", shortfall: 0n });
     expect(await statusOf(id)).toBe("reversed");
+  });
+});
+
+describe("a reorg of one receipt of an over-paid invoice whose excess a refund took", () => {
+  it("reverses it when the refund's claim commits between the reversal's reads and its touch of what is refundable", async () => {
+    const id = await invoiceOf("10");
+    expect(await receive(id, "r0", 10_000_000n)).toBe("applied");
+    expect(await receive(id, "r1", 10_000_000n)).toBe("received");
+    // Another writer claims a refund of the excess (what a refund's claim writes of the rows a reversal reads: the
+    // refund, and what is refunded on the invoice's `refundable` row) and holds its transaction open.
+    const claimed = latch();
+    const commit = latch();
+    const other = gw.app.db.transaction(async (tx) => {
+      await tx.query(
+        `INSERT INTO refunds (id, tenant_id, invoice_id, account_id, asset, amount, rail, status, hold_transfer_id)
+         VALUES ($1, 'ten_demo', $2, 'acct_demo_merchant', 'USDC', 10000000, 'toyreorg', 'succeeded', $3)`,
+        [`rfd_reorg_${id}`, id, derivedLedgerId(`rfd_reorg_${id}`, "refund-hold").toString()],
+      );
+      await tx.query(
+        `INSERT INTO refundable AS r (target_id, paid, refunded) VALUES ($1, 20000000, 10000000)
+         ON CONFLICT (target_id) DO UPDATE SET refunded = r.refunded + 10000000`,
+        [id],
+      );
+      claimed.release();
+      await commit.done;
+    });
+    await claimed.done;
+    // The reorg of r1: its reads (the refunds among them) left the refund out, and its touch waits for that row.
+    const reversed = reorgOf(id, "r1", 10_000_000n);
+    await waitingOnLock("INSERT INTO invoice_reversals");
+    commit.release();
+    await other;
+    expect(await reversed).toEqual({ status: "applied", shortfall: 0n });
+    // It holds 20 less the 10 reorganised away less the 10 refunded: nothing of its 10. From its reads, it held 10.
+    expect(await statusOf(id)).toBe("reversed");
+  });
+});
+
+describe("a receipt of an open invoice", () => {
+  /**
+   * Holds the invoice's row locked, unchanged, in a transaction of its own until `release`d, so that writers of the
+   * invoice started meanwhile read it before the first of them changes it.
+   */
+  const lockedInvoice = async (id: string) => {
+    const locked = latch();
+    const release = latch();
+    const held = gw.app.db.transaction(async (tx) => {
+      await tx.query("SELECT 1 FROM invoices WHERE id = $1 FOR UPDATE", [id]);
+      locked.release();
+      await release.done;
+    });
+    await locked.done;
+    return async () => {
+      release.release();
+      await held;
+    };
+  };
+
+  it("does not count a receipt a reorg's reversal recorded between its reads and its lock on the invoice took back", async () => {
+    const id = await invoiceOf("10");
+    expect(await receive(id, "r0", 4_000_000n)).toBe("received");
+    const unlock = await lockedInvoice(id);
+    // The reorg of r0, then a receipt of 6: each reads the invoice's receipts and reversals (r0's reversal not yet
+    // among them) and waits for its row, the reorg first.
+    const reversed = reorgOf(id, "r0", 4_000_000n);
+    await waitingOnLock("INSERT INTO invoice_reversals");
+    const paid = receive(id, "r1", 6_000_000n);
+    await waitingOnLock("INSERT INTO invoice_receipts");
+    await unlock();
+    expect(await reversed).toEqual({ status: "applied", shortfall: 0n });
+    // Before: the reorg left the open invoice's row as it was, the receipt found it as it had read it and counted r0
+    // with r1, and the invoice was paid holding 6 of its 10.
+    expect(await paid).toBe("received");
+    expect(await statusOf(id)).toBe("open");
+    expect(await receive(id, "r2", 4_000_000n)).toBe("applied");
+    expect(await statusOf(id)).toBe("paid");
+  });
+
+  it("counts two receipts that read the invoice at once, one after the other, and the second pays it", async () => {
+    const id = await invoiceOf("10");
+    const unlock = await lockedInvoice(id);
+    const first = receive(id, "r0", 4_000_000n);
+    await waitingOnLock("INSERT INTO invoice_receipts");
+    const second = receive(id, "r1", 6_000_000n);
+    await waitingOnLock("INSERT INTO invoice_receipts", 2);
+    await unlock();
+    expect([await first, await second].sort()).toEqual(["applied", "received"]);
+    expect(await statusOf(id)).toBe("paid");
+    const [row] = await gw.app.db.query<{ received: string }>(
+      "SELECT received_amount::text AS received FROM invoices WHERE id = $1",
+      [id],
+    );
+    expect(row?.received).toBe("10000000");
+    expect(await eventsOf(id)).toEqual([
+      "invoice.payment_received",
+      "invoice.payment_received",
+      "invoice.paid",
+    ]);
   });
 });
 
