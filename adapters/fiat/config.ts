@@ -40,6 +40,11 @@ export type FiatConfig =
       webhook: { secrets: string[]; toleranceSeconds: number };
       feeSchedule: FiatFeeSchedule;
       liquidity: "balance" | "not_limited";
+      /**
+       * The rail's pass over the fees Stripe refused to tell (FiatRailParams.parkedFeesPassMs). Not read from the
+       * environment: absent, the rail's own interval; the tests' configuration sets it null, to run the pass themselves.
+       */
+      parkedFeesPassMs?: number | null;
     };
 
 export class FiatConfigError extends SwitchyardError {

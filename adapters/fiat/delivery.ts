@@ -7,7 +7,7 @@ import type { PayoutReversal, RailEvent, RailEventVerdict, RailFee, RailRoute } 
 import { FiatRailError } from "./errors.ts";
 import { type FiatEvent, platformPayoutReferences, refundFeeIds, toRailEvent } from "./events.ts";
 import type { FiatRailState } from "./rail-state.ts";
-import type { DueFee, ParkedFee, StripeWebhookStore } from "./store.ts";
+import { type DueFee, type ParkedFee, parkedFeeKeptMsMax, type StripeWebhookStore } from "./store.ts";
 import { createStripeWebhookRoute } from "./webhook-route.ts";
 
 // biome-ignore lint/suspicious/noConfusingVoidType: a handler that returns nothing applied the event
@@ -15,8 +15,9 @@ export async function deliver(state: FiatRailState, event: FiatEvent): Promise<R
   // A payout's or a refund's fee Stripe did not tell does not hold back its money, which needs no lookup: the money is
   // booked (or kept) now. Stripe not answering (a cut connection, a 5xx, 429) is refused after that, for Stripe to
   // deliver the event again and the fee to be booked then (the money's bookings are once each, by reference or by key).
-  // Stripe refusing the lookup for good (a restricted key that may not read payouts or refunds: 403; 404; another 4xx)
-  // keeps the fee to be asked again (parkUntoldFee), and the event is done: refused, it came back refused for the 3
+  // Stripe refusing the lookup for good (a restricted key that may not read payouts or refunds: 403; 404; another 4xx;
+  // any failure healsOnRedelivery does not expect to heal) keeps the fee to be asked again, for a week at most
+  // (parkUntoldFee, bookParkedFees), and the event is done: refused, it came back refused for the 3
   // days Stripe tries it, every one of them, and Stripe warns of (and at last disables) an endpoint failing so long,
   // which would stop payments' and disputes' events too. Before, a payout's amount waited on the lookup, and was lost
   // with the event once Stripe stopped delivering it; and then such a fee was logged and never booked.
@@ -52,8 +53,8 @@ export async function deliver(state: FiatRailState, event: FiatEvent): Promise<R
 /**
  * Keeps the fee Stripe refused to tell for the rail's pass to ask again (bookParkedFees), said once as it is kept (not
  * at each delivery of its event while Stripe still refuses). Kept failing, the event is refused for Stripe to deliver
- * it again: nothing of it is lost then. One with nothing to book it with (a refund's event that names no PaymentIntent)
- * is only logged, as before.
+ * it again: nothing of it is lost then. One with nothing to book it with (a refund's event the receiver gave no
+ * PaymentIntent: receiver.ts reversalPspIds names the credited one) is only logged, as before.
  */
 async function parkUntoldFee(
   state: FiatRailState,
@@ -73,7 +74,7 @@ async function parkUntoldFee(
   if ((await store.parkFee(fee)).parked)
     state.logger.warn(
       { err: error, [of]: id },
-      `Stripe refused to tell the fee of ${of} ${id} (may the key read it?); its money is booked, its fee is kept and asked for again, from every minute up to every hour, until Stripe tells it`,
+      `Stripe refused to tell the fee of ${of} ${id} (may the key read it?); its money is booked, its fee is kept and asked for again, from every minute up to every hour, until Stripe tells it, for ${parkedFeeKeptMsMax / 86_400_000} days at most`,
     );
 }
 
@@ -109,10 +110,16 @@ function parkedFeeOf(state: FiatRailState, event: FiatEvent): ParkedFee | null {
 }
 
 /** How often the rail's pass looks for kept fees due a try (each kept fee waits longer between its tries). */
-export const parkedFeesPassMs = 60_000;
+export const parkedFeesPassMsDefault = 60_000;
 
-/** The most kept fees one page of a pass takes; a pass takes every one due, a page at a time. */
-export const parkedFeesPageMax = 100;
+/** The most kept fees one page of a pass takes; a pass takes those due a page at a time, until its end. */
+export const parkedFeesPageMax = 20;
+
+/**
+ * How long one pass asks Stripe before it leaves the fees still due to the next (as a prune pass is bounded:
+ * gateway/periodic deleteInBatches): stop() waits for the pass, and each fee is one request to Stripe.
+ */
+export const parkedFeesPassMsMax = 30_000;
 
 /**
  * Asks Stripe again for the fees kept when it refused to tell them (parkUntoldFee), those whose try is due, and books
@@ -121,48 +128,86 @@ export const parkedFeesPageMax = 100;
  * movements book nothing more). The fees take their ids from the object (platformPayoutReferences, refundFeeIds), and
  * their ledger ids from those, so a redelivered event and this pass, in any process, book each once. One still refused,
  * or Stripe not answering, waits for its next try (said when it was kept, not at each try); one whose booking fails is
- * logged, and tried again at its next try.
+ * logged, and tried again at its next try. A fee kept longer than parkedFeeKeptMsMax is given up first: said once, and
+ * asked no more.
+ *
+ * Stripe refusing the key itself (403: it may not read payouts, or refunds) is the answer every fee of that kind would
+ * get: the pass asks for none more of that kind, so a key that may not read them costs one request a pass, not one a
+ * fee. A pass ends when the rail stops, and after parkedFeesPassMsMax; the fees it took and did not ask for wait for
+ * their next try, as if asked.
  */
 export async function bookParkedFees(state: FiatRailState): Promise<{ booked: number; waiting: number }> {
   const store = state.params.webhooks?.store;
   let booked = 0;
   let waiting = 0;
-  if (store === undefined || state.handler === null) return { booked, waiting };
+  if (store === undefined || state.handler === null || !state.started) return { booked, waiting };
+  await giveUpParkedFees(state, store);
+  const untilMs = state.nowMs() + parkedFeesPassMsMax;
+  const refused = new Set<DueFee["kind"]>();
+  const ended = () => !state.started || state.nowMs() >= untilMs || refused.size === parkedFeeKinds;
   for (;;) {
     // Each page's fees are taken (their next try put off), so the next page holds others.
     const due = await store.takeDueFees({ rail: state.id, max: parkedFeesPageMax });
-    for (const fee of due)
-      if (await bookParkedFee(state, store, fee)) booked += 1;
+    for (const fee of due) {
+      const outcome = ended() || refused.has(fee.kind) ? "waiting" : await bookParkedFee(state, store, fee);
+      if (outcome === "booked") booked += 1;
       else waiting += 1;
-    if (due.length < parkedFeesPageMax) return { booked, waiting };
+      if (outcome === "key_refused") refused.add(fee.kind);
+    }
+    if (due.length < parkedFeesPageMax || ended()) return { booked, waiting };
   }
 }
 
+/** How many kinds of fee are kept: payouts' and refunds'. */
+const parkedFeeKinds = 2;
+
+/** Gives up the fees kept longer than parkedFeeKeptMsMax (store.ts), each said once, for the operator. */
+async function giveUpParkedFees(state: FiatRailState, store: StripeWebhookStore): Promise<void> {
+  const days = parkedFeeKeptMsMax / 86_400_000;
+  for (const fee of await store.giveUpFees({ rail: state.id, max: parkedFeesPageMax }))
+    state.logger.error(
+      { [fee.kind]: fee.objectId, tries: fee.tries },
+      `Stripe refused to tell the fee of ${fee.kind} ${fee.objectId} for ${days} days (may the key read it?); its money is booked, its fee is not, and it is asked for no more (fiat_parked_fees.gave_up_at; README "Reconciling a rail" says how to have it asked again once the key may read it)`,
+    );
+}
+
+/**
+ * One kept fee's try: `booked` (or nothing to book: forgotten), `waiting` for its next try, `key_refused` when Stripe
+ * refused the key itself (403), which waits too.
+ */
 async function bookParkedFee(
   state: FiatRailState,
   store: StripeWebhookStore,
   kept: DueFee,
-): Promise<boolean> {
+): Promise<"booked" | "waiting" | "key_refused"> {
   const about = { [kept.kind]: kept.objectId, tries: kept.tries };
-  let told: { fee: bigint; failureFee: bigint };
+  let told: { fee: bigint | null; failureFee: bigint | null };
   try {
     told =
       kept.kind === "payout"
-        ? await payoutFees(state, kept.objectId)
-        : await refundFees(state, kept.objectId);
+        ? await payoutFeesTold(state, kept.objectId)
+        : await refundFeesTold(state, kept.objectId);
   } catch (error) {
     state.logger.debug({ ...about, err: error }, "Stripe still does not tell a kept fee; asked again later");
-    return false;
+    return error instanceof Stripe.errors.StripePermissionError ? "key_refused" : "waiting";
+  }
+  // A balance transaction answered by its id alone (not expanded) tells no fee: not 0, which would forget the fee.
+  if (told.fee === null || (kept.failure && told.failureFee === null)) {
+    state.logger.debug(
+      about,
+      "Stripe answered a kept fee's balance transaction unexpanded; asked again later",
+    );
+    return "waiting";
   }
   const ids = kept.kind === "payout" ? platformPayoutReferences(kept.objectId) : refundFeeIds(kept.objectId);
   const fees = [
     { id: ids.fee, amount: told.fee },
-    ...(kept.failure ? [{ id: ids.failureFee, amount: told.failureFee }] : []),
+    ...(kept.failure ? [{ id: ids.failureFee, amount: told.failureFee ?? 0n }] : []),
   ].filter((fee) => fee.amount !== 0n);
   const handler = state.handler;
   let notOurs = false;
   if (fees.length > 0) {
-    if (handler === null) return false;
+    if (handler === null) return "waiting";
     try {
       notOurs = (await handler(parkedFeeEvent(kept, fees))) === "not_ours";
     } catch (error) {
@@ -170,7 +215,7 @@ async function bookParkedFee(
         { ...about, err: error },
         "a fee Stripe told late could not be booked; tried again later",
       );
-      return false;
+      return "waiting";
     }
   }
   await store.unparkFee({ rail: kept.rail, objectId: kept.objectId, revision: kept.revision });
@@ -185,7 +230,7 @@ async function bookParkedFee(
       fields,
       "Stripe told a fee it had refused to tell; it is booked (nothing when it is 0)",
     );
-  return true;
+  return "booked";
 }
 
 /** The rail's event that books a kept fee, as its own event's booking of it would. */
@@ -300,11 +345,22 @@ async function payoutFees(
   state: FiatRailState,
   payoutId: string,
 ): Promise<{ fee: bigint; failureFee: bigint }> {
+  const told = await payoutFeesTold(state, payoutId);
+  return { fee: told.fee ?? 0n, failureFee: told.failureFee ?? 0n };
+}
+
+/** payoutFees as Stripe answered: a fee null when only its balance transaction's id is told (not expanded). */
+async function payoutFeesTold(
+  state: FiatRailState,
+  payoutId: string,
+): Promise<{ fee: bigint | null; failureFee: bigint | null }> {
   const payout = await state.stripe.payouts.retrieve(payoutId, {
     expand: ["balance_transaction", "failure_balance_transaction"],
   });
-  const feeOf = (txn: string | Stripe.BalanceTransaction | null): bigint =>
-    txn === null || typeof txn === "string" ? 0n : feeInRailCurrency(state, txn, { payoutId });
+  const feeOf = (txn: string | Stripe.BalanceTransaction | null): bigint | null => {
+    if (typeof txn === "string") return null;
+    return txn === null ? 0n : feeInRailCurrency(state, txn, { payoutId });
+  };
   return { fee: feeOf(payout.balance_transaction), failureFee: feeOf(payout.failure_balance_transaction) };
 }
 
@@ -318,12 +374,21 @@ export async function refundFees(
   state: FiatRailState,
   refundId: string,
 ): Promise<{ fee: bigint; failureFee: bigint }> {
+  const told = await refundFeesTold(state, refundId);
+  return { fee: told.fee ?? 0n, failureFee: told.failureFee ?? 0n };
+}
+
+/** refundFees as Stripe answered: a fee null when only its balance transaction's id is told (not expanded). */
+async function refundFeesTold(
+  state: FiatRailState,
+  refundId: string,
+): Promise<{ fee: bigint | null; failureFee: bigint | null }> {
   const refund = await state.stripe.refunds.retrieve(refundId, {
     expand: ["balance_transaction", "failure_balance_transaction"],
   });
   return {
-    fee: refundFee(state, refundId, refund.balance_transaction) ?? 0n,
-    failureFee: refundFee(state, refundId, refund.failure_balance_transaction) ?? 0n,
+    fee: refundFee(state, refundId, refund.balance_transaction),
+    failureFee: refundFee(state, refundId, refund.failure_balance_transaction),
   };
 }
 

@@ -32,7 +32,10 @@ export type FiatRailState = {
   timer: NodeJS.Timeout | null;
   /** The pass that asks Stripe again for the fees it refused to tell (delivery.ts bookParkedFees), while started. */
   feeTimer: NodeJS.Timeout | null;
-  /** That pass running now, which stop() waits for (a tick that finds it running is skipped). */
+  /**
+   * That pass running now, which stop() waits for (a tick that finds it running is skipped): it ends at the fee it is
+   * asking when the rail stops (`started` false).
+   */
   feePass: Promise<void> | null;
   /** Refunds' fees being booked after their refund's answer (refunds.ts bookRefundFee), which stop() waits for. */
   readonly feeBookings: Set<Promise<void>>;

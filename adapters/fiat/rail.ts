@@ -9,7 +9,7 @@
 // (monitor.ts), and the webhook's event delivery (delivery.ts, with its pass over the fees Stripe refused to tell);
 // it keeps start and stop.
 import { silentLogger } from "../../core/index.ts";
-import { bookParkedFees, parkedFeesPassMs, webhookRoutes } from "./delivery.ts";
+import { bookParkedFees, parkedFeesPassMsDefault, webhookRoutes } from "./delivery.ts";
 import { FiatRailError } from "./errors.ts";
 import { platformPayoutEventReference, platformPayoutHandReference } from "./events.ts";
 import { validateFeeSchedule } from "./fees.ts";
@@ -64,7 +64,9 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
       state.timer.unref();
       // Fees Stripe refused to tell when their event came (a restricted key): asked again, each no more often than its
       // backoff lets it, whichever process finds it due first.
-      if (params.webhooks !== undefined) {
+      const passMs =
+        params.parkedFeesPassMs === undefined ? parkedFeesPassMsDefault : params.parkedFeesPassMs;
+      if (params.webhooks !== undefined && passMs !== null) {
         state.feeTimer = setInterval(() => {
           if (state.feePass !== null) return;
           state.feePass = bookParkedFees(state)
@@ -75,7 +77,7 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
             .finally(() => {
               state.feePass = null;
             });
-        }, parkedFeesPassMs);
+        }, passMs);
         state.feeTimer.unref();
       }
     },

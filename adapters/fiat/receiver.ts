@@ -53,6 +53,15 @@ const reversalEvidence = (pspIds: FiatPspIds, key: string): SettlementEvidence =
   pspId: pspIds.dispute ?? pspIds.refund ?? key,
 });
 
+/**
+ * A reversal's ids, with the PaymentIntent it takes back from: the credited one, which a refund listed in charge.refunded
+ * may not name on its own object (its fee, kept when Stripe refuses to tell it, is booked as that intent's money's).
+ */
+const reversalPspIds = (intent: CreditedIntent, pspIds: FiatPspIds): FiatPspIds => ({
+  ...pspIds,
+  paymentIntent: intent.intentId,
+});
+
 function reversedEvent(intent: CreditedIntent, reversal: ParkedReversal): FiatEvent {
   return {
     kind: "reversed",
@@ -63,7 +72,7 @@ function reversedEvent(intent: CreditedIntent, reversal: ParkedReversal): FiatEv
     attemptId: intent.attemptId,
     amount: reversal.amount,
     evidence: reversalEvidence(reversal.pspIds, reversal.key),
-    pspIds: reversal.pspIds,
+    pspIds: reversalPspIds(intent, reversal.pspIds),
     ...(reversal.fees === undefined ? {} : { fees: reversal.fees }),
   };
 }
@@ -79,7 +88,7 @@ function reinstatedEvent(
     paymentId: intent.paymentId,
     attemptId: intent.attemptId,
     evidence: reversalEvidence(withdrawal.pspIds, withdrawal.key),
-    pspIds: withdrawal.pspIds,
+    pspIds: reversalPspIds(intent, withdrawal.pspIds),
     ...(withdrawal.fees === undefined ? {} : { fees: withdrawal.fees }),
   };
 }

@@ -6,9 +6,11 @@ import {
   type DueFee,
   type FiatPspIds,
   FiatStoreError,
+  type GivenUpFee,
   mergedFees,
   type ParkedFee,
   type ParkedReversal,
+  parkedFeeKeptMsMax,
   parkedFeeRetryMsMax,
   parkedFeeRetryMsMin,
   parkedPerIntentMax,
@@ -345,12 +347,26 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
            next_try_at = now() + make_interval(secs =>
              least($3::double precision, $4::double precision * 2 ^ least(tries + 1, 20)) / 1000)
          WHERE rail = $1 AND object_id IN (
-           SELECT object_id FROM fiat_parked_fees WHERE rail = $1 AND next_try_at <= now()
+           SELECT object_id FROM fiat_parked_fees WHERE rail = $1 AND gave_up_at IS NULL AND next_try_at <= now()
+             AND parked_at > now() - make_interval(secs => $5::double precision / 1000)
            ORDER BY next_try_at, object_id LIMIT $2 FOR UPDATE SKIP LOCKED)
          RETURNING rail, object_id, kind, failure, booking, tries, revision`,
-        [rail, max, parkedFeeRetryMsMax, parkedFeeRetryMsMin],
+        [rail, max, parkedFeeRetryMsMax, parkedFeeRetryMsMin, parkedFeeKeptMsMax],
       );
       return rows.map(dueFeeFromRow);
+    },
+    async giveUpFees({ rail, max }) {
+      // Each row once: the one statement that sets gave_up_at returns it (another process's skips it, or finds it set).
+      const rows = await db.query<{ object_id: string; kind: GivenUpFee["kind"]; tries: number }>(
+        `UPDATE fiat_parked_fees SET gave_up_at = now()
+         WHERE rail = $1 AND gave_up_at IS NULL AND object_id IN (
+           SELECT object_id FROM fiat_parked_fees WHERE rail = $1 AND gave_up_at IS NULL
+             AND parked_at <= now() - make_interval(secs => $3::double precision / 1000)
+           ORDER BY parked_at, object_id LIMIT $2 FOR UPDATE SKIP LOCKED)
+         RETURNING object_id, kind, tries`,
+        [rail, max, parkedFeeKeptMsMax],
+      );
+      return rows.map((row) => ({ rail, objectId: row.object_id, kind: row.kind, tries: row.tries }));
     },
     async unparkFee({ rail, objectId, revision }) {
       await db.query("DELETE FROM fiat_parked_fees WHERE rail = $1 AND object_id = $2 AND revision = $3", [

@@ -1,7 +1,7 @@
 // What the fiat rail remembers: the Stripe objects it created (by idempotency key, so a retry returns the
 // first object even after Stripe forgets the key), the webhook events it applied (by event id), and per
 // PaymentIntent whether it was credited, with the reversals that arrived before the credit; and the payouts' and
-// refunds' fees Stripe refused to tell, until it tells them.
+// refunds' fees Stripe refused to tell, until it tells them (asked for a week, then given up).
 // The in-memory stores are for unit tests only; the gateway uses the SQL ones (sql-store.ts).
 import { type RailCapitalMovement, type RailFee, SwitchyardError } from "../../core/index.ts";
 
@@ -77,6 +77,21 @@ export const parkedFeeRetryMsMax = 3_600_000;
 export const parkedFeeRetryMs = (tries: number): number =>
   Math.min(parkedFeeRetryMsMax, parkedFeeRetryMsMin * 2 ** Math.min(tries, 20));
 
+/**
+ * How long a kept fee is asked for after it was kept: past that it is given up (giveUpFees), no longer asked. A key that
+ * may never read the object (another account's, a restricted key never given the permission) would otherwise have every
+ * refund's fee asked every hour for ever, each taking from Stripe's rate limit beside the webhook's lookups and refunds.
+ */
+export const parkedFeeKeptMsMax = 7 * 24 * 3_600_000;
+
+/** A kept fee given up (giveUpFees): which, and how many times it was asked. */
+export type GivenUpFee = {
+  readonly rail: string;
+  readonly objectId: string;
+  readonly kind: ParkedFee["kind"];
+  readonly tries: number;
+};
+
 export interface StripeWebhookStore {
   isApplied(eventId: string): Promise<boolean>;
   /** Idempotent. Called only after the event's effects were applied. */
@@ -129,16 +144,22 @@ export interface StripeWebhookStore {
   unpark(params: { intentId: string; key: string }): Promise<void>;
   /**
    * Keeps `fee` to be asked again, its first try parkedFeeRetryMsMin on; kept already (its event delivered again
-   * while Stripe still refuses), it is asked for its failure's fee too when `fee` is, and booked as `fee` says.
+   * while Stripe still refuses), it is asked for its failure's fee too when `fee` is, and booked as `fee` says (one
+   * given up stays given up: the operator asks for it again).
    * `parked`: it was not kept before (said once, not at every delivery).
    */
   parkFee(fee: ParkedFee): Promise<{ parked: boolean }>;
   /**
    * Up to `max` kept fees of `rail` whose try is due, oldest first, each taken for this try: its next one is put off by
    * parkedFeeRetryMs (so that another process's pass takes none of them meanwhile, and a restricted key is not asked
-   * every minute).
+   * every minute). None given up, nor kept longer than parkedFeeKeptMsMax (given up at the next giveUpFees).
    */
   takeDueFees(params: { rail: string; max: number }): Promise<DueFee[]>;
+  /**
+   * Gives up the fees of `rail` kept longer than parkedFeeKeptMsMax, oldest first, `max` at most: no longer taken
+   * (takeDueFees), they stay kept for the operator. Each is returned once, by the call that gave it up.
+   */
+  giveUpFees(params: { rail: string; max: number }): Promise<GivenUpFee[]>;
   /** Forgets a kept fee booked, unless it was kept again since its try read it (then asked again at its next try). */
   unparkFee(params: { rail: string; objectId: string; revision: number }): Promise<void>;
 }
@@ -184,7 +205,10 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
     if (fees.length > 0) pendingFees.set(intentId, mergedFees(pendingFees.get(intentId), fees));
   };
   const withdrawnKey = (intentId: string, key: string) => `${intentId} ${key}`;
-  const feesKept = new Map<string, { fee: DueFee; parkedAtMs: number; nextTryAtMs: number }>();
+  const feesKept = new Map<
+    string,
+    { fee: DueFee; parkedAtMs: number; nextTryAtMs: number; gaveUpAtMs: number | null }
+  >();
   const feeKey = (rail: string, objectId: string) => `${rail} ${objectId}`;
   return {
     async isApplied(eventId) {
@@ -258,6 +282,7 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
           fee: { ...fee, tries: 0, revision: 0 },
           parkedAtMs: nowMs,
           nextTryAtMs: nowMs + parkedFeeRetryMs(0),
+          gaveUpAtMs: null,
         });
         return { parked: true };
       }
@@ -268,7 +293,13 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
     async takeDueFees({ rail, max }) {
       const nowMs = Date.now();
       const due = [...feesKept.values()]
-        .filter((kept) => kept.fee.rail === rail && kept.nextTryAtMs <= nowMs)
+        .filter(
+          (kept) =>
+            kept.fee.rail === rail &&
+            kept.gaveUpAtMs === null &&
+            kept.parkedAtMs > nowMs - parkedFeeKeptMsMax &&
+            kept.nextTryAtMs <= nowMs,
+        )
         .sort((x, y) => x.nextTryAtMs - y.nextTryAtMs || x.parkedAtMs - y.parkedAtMs)
         .slice(0, max);
       for (const kept of due) {
@@ -280,6 +311,20 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
     async unparkFee({ rail, objectId, revision }) {
       const key = feeKey(rail, objectId);
       if (feesKept.get(key)?.fee.revision === revision) feesKept.delete(key);
+    },
+    async giveUpFees({ rail, max }) {
+      const nowMs = Date.now();
+      const old = [...feesKept.values()]
+        .filter(
+          (kept) =>
+            kept.fee.rail === rail &&
+            kept.gaveUpAtMs === null &&
+            kept.parkedAtMs <= nowMs - parkedFeeKeptMsMax,
+        )
+        .sort((x, y) => x.parkedAtMs - y.parkedAtMs)
+        .slice(0, max);
+      for (const kept of old) kept.gaveUpAtMs = nowMs;
+      return old.map(({ fee }) => ({ rail, objectId: fee.objectId, kind: fee.kind, tries: fee.tries }));
     },
   };
 }

@@ -37,6 +37,11 @@ export type FiatRailParams = {
   /** "balance": the router may send at most Stripe's available balance; "not_limited": no liquidity limit. */
   readonly liquidity: "balance" | "not_limited";
   readonly snapshotRefreshMs?: number;
+  /**
+   * How often the rail's pass asks Stripe again for the fees it refused to tell (bookParkedFees), while it has webhooks;
+   * default parkedFeesPassMsDefault. null: no pass of its own (a test runs it when it means to).
+   */
+  readonly parkedFeesPassMs?: number | null;
   readonly latencyMs?: number;
   readonly nowMs?: () => number;
   readonly logger?: Logger;
@@ -133,7 +138,8 @@ export interface FiatRail extends Rail {
   refresh(): Promise<void>;
   /**
    * Asks Stripe again for the payouts' and refunds' fees it refused to tell, those due a try, and books those it tells
-   * (start() runs this every minute while the rail has webhooks): `booked`, forgotten; `waiting`, kept for a later try.
+   * (start() runs this every parkedFeesPassMs while the rail has webhooks; nothing while the rail is not started):
+   * `booked`, forgotten; `waiting`, kept for a later try.
    */
   bookParkedFees(): Promise<{ booked: number; waiting: number }>;
   health(): FiatHealth;

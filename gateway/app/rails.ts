@@ -113,6 +113,9 @@ function fiatRails({ config, db, logger }: RailContext): BuiltRails {
         asset: assets.USD,
         feeSchedule: config.fiat.feeSchedule,
         liquidity: config.fiat.liquidity,
+        ...(config.fiat.parkedFeesPassMs === undefined
+          ? {}
+          : { parkedFeesPassMs: config.fiat.parkedFeesPassMs }),
         webhooks: {
           secrets: config.fiat.webhook.secrets,
           toleranceSeconds: config.fiat.webhook.toleranceSeconds,

@@ -358,6 +358,20 @@ describe("a Stripe refund's fee", () => {
   });
   const refundCreated = (eventId: string, refundId: string, intentId: string) =>
     stripeEvents.refundCreated(eventId, { refundId, intentId, amount: 1000 });
+  /** A restricted key that may not read refunds (GET /v1/refunds/:id), until the operator gives it the permission. */
+  const keyRefusal = new ProxyAnswer(403, {
+    error: {
+      type: "invalid_request_error",
+      message: "The provided key 'rk_test_***' does not have the required permissions for this endpoint.",
+    },
+  });
+  /**
+   * Puts off the tries of the fees the tests before kept (a minute after they were kept, they would be due for the
+   * passes a test runs, and asked beside its own).
+   */
+  const asideKeptFees = () =>
+    c.db.query("UPDATE fiat_parked_fees SET next_try_at = now() + interval '1 day'");
+  const fiatRail = (app: App) => app.payments.rails.get("fiat") as FiatRail;
 
   it("books the fee of a refund the API made once, funded by the operator; its webhook books nothing more", async () => {
     const { invoiceId, intentId, pay } = await cardInvoice("refund_fee_api", { app: c });
@@ -565,20 +579,12 @@ describe("a Stripe refund's fee", () => {
     // Before, such a fee was logged and never booked: the clearing account then said the rail held it more than Stripe
     // did, and nothing asked Stripe again once the key could read refunds.
     const refundId = "re_fee_kept";
+    await asideKeptFees();
     const { invoiceId, intentId, pay } = await cardInvoice("refund_fee_kept", { app: c });
     await pay();
     const before = await balances();
     fees.set(refundId, { fee: 45 });
-    // A restricted key that may not read refunds, until the operator gives it the permission.
-    refused.set(
-      refundId,
-      new ProxyAnswer(403, {
-        error: {
-          type: "invalid_request_error",
-          message: "The provided key 'rk_test_***' does not have the required permissions for this endpoint.",
-        },
-      }),
-    );
+    refused.set(refundId, keyRefusal);
     const kept = async () => {
       const [row] = await c.db.query<{
         kind: string;
@@ -596,7 +602,6 @@ describe("a Stripe refund's fee", () => {
     const due = () =>
       c.db.query("UPDATE fiat_parked_fees SET next_try_at = now() WHERE object_id = $1", [refundId]);
     const readsOf = (from: number) => reads.slice(from).filter((id) => id === refundId).length;
-    const fiatRail = (app: App) => app.payments.rails.get("fiat") as FiatRail;
     const [railC, railD] = [fiatRail(c), fiatRail(d)];
 
     const created = refundCreated("evt_refund_fee_kept", refundId, intentId);
@@ -654,5 +659,102 @@ describe("a Stripe refund's fee", () => {
     await deliver(c, { ...created, id: "evt_refund_fee_kept_later", type: "refund.updated" });
     expect(await railC.bookParkedFees()).toEqual({ booked: 0, waiting: 0 });
     expect(await balances()).toEqual(feeBooked);
+  });
+
+  it("gives a kept fee up after a week of refusals, asks for it no more, and asks again when the operator says so", async () => {
+    // Before, a key that may never read refunds had every refund's fee asked every hour for ever, in every process.
+    const refundId = "re_fee_given_up";
+    await asideKeptFees();
+    const { intentId, pay } = await cardInvoice("refund_fee_given_up", { app: c });
+    await pay();
+    const before = await balances();
+    fees.set(refundId, { fee: 45 });
+    refused.set(refundId, keyRefusal);
+    await deliver(c, refundCreated("evt_refund_fee_given_up", refundId, intentId));
+    const kept = async () => {
+      const [row] = await c.db.query<{ tries: number }>(
+        "SELECT tries FROM fiat_parked_fees WHERE object_id = $1",
+        [refundId],
+      );
+      return row;
+    };
+    const givenUp = async () => {
+      const [row] = await c.db.query<{ given_up: boolean }>(
+        "SELECT gave_up_at IS NOT NULL AS given_up FROM fiat_parked_fees WHERE object_id = $1",
+        [refundId],
+      );
+      return row?.given_up;
+    };
+    expect(await kept()).toEqual({ tries: 0 });
+    const readsOf = (from: number) => reads.slice(from).filter((id) => id === refundId).length;
+
+    // Kept a week ago, and due: given up (said once in the log), not asked.
+    await c.db.query(
+      "UPDATE fiat_parked_fees SET parked_at = now() - interval '7 days 1 minute', next_try_at = now() WHERE object_id = $1",
+      [refundId],
+    );
+    const from = reads.length;
+    expect(await fiatRail(c).bookParkedFees()).toEqual({ booked: 0, waiting: 0 });
+    expect(readsOf(from)).toBe(0);
+    expect(await kept()).toEqual({ tries: 0 });
+    expect(await givenUp()).toBe(true);
+    // Neither process asks for it again, however due.
+    await c.db.query("UPDATE fiat_parked_fees SET next_try_at = now() WHERE object_id = $1", [refundId]);
+    expect(await fiatRail(d).bookParkedFees()).toEqual({ booked: 0, waiting: 0 });
+    expect(await fiatRail(c).bookParkedFees()).toEqual({ booked: 0, waiting: 0 });
+    expect(readsOf(from)).toBe(0);
+    expect(await balances()).toEqual({ ...before, clearing: before.clearing - 1000n });
+
+    // The key given the permission, the operator has it asked again (README "Reconciling a rail"): booked once.
+    refused.delete(refundId);
+    await c.db.query(
+      `UPDATE fiat_parked_fees SET gave_up_at = NULL, parked_at = now(), tries = 0, next_try_at = now()
+       WHERE gave_up_at IS NOT NULL`,
+    );
+    expect(await fiatRail(c).bookParkedFees()).toEqual({ booked: 1, waiting: 0 });
+    expect(readsOf(from)).toBe(1);
+    expect(await kept()).toBeUndefined();
+    expect(await balances()).toEqual({
+      clearing: before.clearing - 1000n,
+      fee: before.fee + 45n,
+      capital: before.capital - 45n,
+    });
+  });
+
+  it("keeps the fee of a refund charge.refunded lists without its PaymentIntent, and books it as that payment's", async () => {
+    // Before, such a refund's event had no PaymentIntent to book its fee with: the fee was logged and lost.
+    const refundId = "re_fee_listed";
+    await asideKeptFees();
+    const { invoiceId, intentId, pay } = await cardInvoice("refund_fee_listed", { app: c });
+    await pay();
+    const before = await balances();
+    fees.set(refundId, { fee: 45 });
+    refused.set(refundId, keyRefusal);
+    const refunded = stripeEvents.chargeRefunded("evt_refund_fee_listed", {
+      intentId,
+      refunds: [{ refundId, amount: 1000 }],
+    });
+    const listed = refunded.data.object.refunds as { data: Record<string, unknown>[] };
+    for (const refund of listed.data) delete refund.payment_intent;
+    await deliver(c, refunded);
+    expect(await balances()).toEqual({ ...before, clearing: before.clearing - 1000n });
+    const [row] = await c.db.query<{ booking: unknown }>(
+      "SELECT booking FROM fiat_parked_fees WHERE object_id = $1",
+      [refundId],
+    );
+    expect(row).toEqual({ booking: { invoice: invoiceId, paymentIntent: intentId } });
+
+    refused.delete(refundId);
+    await c.db.query("UPDATE fiat_parked_fees SET next_try_at = now() WHERE object_id = $1", [refundId]);
+    expect(await fiatRail(c).bookParkedFees()).toEqual({ booked: 1, waiting: 0 });
+    expect(await balances()).toEqual({
+      clearing: before.clearing - 1000n,
+      fee: before.fee + 45n,
+      capital: before.capital - 45n,
+    });
+    const [taken] = await c.ledger.lookupTransfers([
+      railFeeLedgerId("fiat", `stripe_refund_fee:${refundId}`),
+    ]);
+    expect(taken).toMatchObject({ amount: 45n, userData128: derivedLedgerId(invoiceId, "invoice") });
   });
 });

@@ -20,6 +20,7 @@ beforeAll(async () => {
     "fiat/002_withdrawn_reversals.sql",
     "fiat/003_fees.sql",
     "fiat/004_parked_fees.sql",
+    "fiat/005_parked_fees_given_up.sql",
   ]);
   expect(await migrate(db, [fiatMigrations])).toEqual([]); // once
 });
@@ -148,5 +149,46 @@ describe("SQL webhook store: the fees Stripe refused to tell", () => {
     expect(await store.takeDueFees({ rail: "fiat_eu", max: 10 })).toEqual([
       { ...payout, rail: "fiat_eu", tries: 1, revision: 0 },
     ]);
+  });
+
+  it("gives a fee kept longer than a week up, once, and takes it no more", async () => {
+    const store = createSqlStripeWebhookStore(db);
+    const rail = "fiat_given_up";
+    const kept = (objectId: string) =>
+      ({
+        rail,
+        kind: "refund",
+        objectId,
+        failure: false,
+        invoice: "inv_gu",
+        paymentIntent: "pi_gu",
+      }) as const;
+    await store.parkFee(kept("re_old"));
+    await store.parkFee(kept("re_new"));
+    // Nothing is a week old yet.
+    expect(await store.giveUpFees({ rail, max: 10 })).toEqual([]);
+    await db.query(
+      "UPDATE fiat_parked_fees SET parked_at = now() - interval '7 days 1 minute' WHERE rail = $1 AND object_id = 're_old'",
+      [rail],
+    );
+    const due = () => db.query("UPDATE fiat_parked_fees SET next_try_at = now() WHERE rail = $1", [rail]);
+    // Past its week it is not taken, even before it is given up.
+    await due();
+    expect((await store.takeDueFees({ rail, max: 10 })).map((fee) => fee.objectId)).toEqual(["re_new"]);
+    expect(await store.giveUpFees({ rail, max: 10 })).toEqual([
+      { rail, objectId: "re_old", kind: "refund", tries: 0 },
+    ]);
+    // Once: a pass after, in this process or another, finds nothing more to give up.
+    expect(await store.giveUpFees({ rail, max: 10 })).toEqual([]);
+    // Kept again (another event of its refund) it stays given up, and it is said kept no more.
+    expect(await store.parkFee({ ...kept("re_old"), failure: true })).toEqual({ parked: false });
+    await db.query("UPDATE fiat_parked_fees SET parked_at = now() WHERE rail = $1", [rail]);
+    await due();
+    expect((await store.takeDueFees({ rail, max: 10 })).map((fee) => fee.objectId)).toEqual(["re_new"]);
+    const [row] = await db.query<{ failure: boolean; given_up: boolean }>(
+      "SELECT failure, gave_up_at IS NOT NULL AS given_up FROM fiat_parked_fees WHERE rail = $1 AND object_id = 're_old'",
+      [rail],
+    );
+    expect(row).toEqual({ failure: true, given_up: true });
   });
 });

@@ -1,0 +1,124 @@
+// The in-memory webhook store's kept fees, as test/fiat/sql-store.test.ts checks the SQL store's: kept once, taken once
+// a try with the wait doubling up to an hour, forgotten only as read, and given up after a week.
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import {
+  createMemoryStripeWebhookStore,
+  type ParkedFee,
+  parkedFeeKeptMsMax,
+  parkedFeeRetryMsMax,
+  parkedFeeRetryMsMin,
+} from "./store.ts";
+
+const refund = {
+  rail: "fiat",
+  kind: "refund",
+  objectId: "re_kept",
+  failure: false,
+  invoice: "inv_kept",
+  paymentIntent: "pi_kept",
+} as const satisfies ParkedFee;
+const payout = {
+  rail: "fiat",
+  kind: "payout",
+  objectId: "po_kept",
+  failure: true,
+  movements: [
+    {
+      direction: "out",
+      amount: 1_300n,
+      reference: "stripe_payout:po_kept",
+      description: "Stripe payout po_kept",
+    },
+  ],
+} as const satisfies ParkedFee;
+
+let nowMs = 1_800_000_000_000;
+const elapse = (ms: number) => {
+  nowMs += ms;
+  vi.setSystemTime(nowMs);
+};
+
+beforeEach(() => {
+  vi.useFakeTimers({ toFake: ["Date"] });
+  vi.setSystemTime(nowMs);
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe("memory webhook store: the fees Stripe refused to tell", () => {
+  it("keeps each once, takes one due for one try at a time, its wait doubling up to an hour, and forgets it only as read", async () => {
+    const store = createMemoryStripeWebhookStore();
+    expect(await store.parkFee(refund)).toEqual({ parked: true });
+    // Its event delivered again, a refund undone since: its failure's fee is asked too, and it is said kept once.
+    expect(await store.parkFee({ ...refund, failure: true })).toEqual({ parked: false });
+    expect(await store.parkFee(payout)).toEqual({ parked: true });
+    expect(await store.parkFee({ ...payout, rail: "fiat_eu" })).toEqual({ parked: true });
+    // The first try is a minute on.
+    elapse(parkedFeeRetryMsMin - 1);
+    expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([]);
+    elapse(1);
+    const taken = await store.takeDueFees({ rail: "fiat", max: 10 });
+    expect(taken.sort((x, y) => x.objectId.localeCompare(y.objectId))).toEqual([
+      { ...payout, tries: 1, revision: 0 },
+      { ...refund, failure: true, tries: 1, revision: 1 },
+    ]);
+    // Taken, not again before its next try (another pass finds nothing).
+    expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([]);
+    // Each wait twice the last, up to an hour: a moment before it ends nothing is due, at its end the fee is.
+    const waits: number[] = [];
+    for (
+      let wait = 2 * parkedFeeRetryMsMin;
+      waits.length < 7;
+      wait = Math.min(2 * wait, parkedFeeRetryMsMax)
+    ) {
+      elapse(wait - 1);
+      expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([]);
+      elapse(1);
+      expect(await store.takeDueFees({ rail: "fiat", max: 1 })).toHaveLength(1);
+      expect(await store.takeDueFees({ rail: "fiat", max: 1 })).toHaveLength(1);
+      waits.push(wait / parkedFeeRetryMsMin);
+    }
+    expect(waits).toEqual([2, 4, 8, 16, 32, 60, 60]);
+
+    // Kept again after its try read it: that try's booking leaves it, for the next try to book what came since.
+    expect(await store.parkFee(refund)).toEqual({ parked: false });
+    await store.unparkFee({ rail: "fiat", objectId: "re_kept", revision: 1 });
+    await store.unparkFee({ rail: "fiat", objectId: "po_kept", revision: 0 });
+    elapse(parkedFeeRetryMsMax);
+    expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([
+      { ...refund, failure: true, tries: 9, revision: 2 },
+    ]);
+    await store.unparkFee({ rail: "fiat", objectId: "re_kept", revision: 2 });
+    elapse(parkedFeeRetryMsMax);
+    expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([]);
+    // Another rail's is its own: neither taken nor given up with this one's.
+    expect(await store.giveUpFees({ rail: "fiat_eu", max: 10 })).toEqual([]);
+    expect(await store.takeDueFees({ rail: "fiat_eu", max: 10 })).toEqual([
+      { ...payout, rail: "fiat_eu", tries: 1, revision: 0 },
+    ]);
+  });
+
+  it("gives a fee kept longer than a week up, once, and takes it no more", async () => {
+    const store = createMemoryStripeWebhookStore();
+    await store.parkFee(refund);
+    elapse(parkedFeeKeptMsMax - parkedFeeRetryMsMin);
+    await store.parkFee({ ...refund, objectId: "re_new" });
+    expect(await store.giveUpFees({ rail: "fiat", max: 10 })).toEqual([]);
+    elapse(parkedFeeRetryMsMin);
+    // Past its week it is not taken, even before it is given up.
+    expect((await store.takeDueFees({ rail: "fiat", max: 10 })).map((fee) => fee.objectId)).toEqual([
+      "re_new",
+    ]);
+    expect(await store.giveUpFees({ rail: "fiat", max: 10 })).toEqual([
+      { rail: "fiat", objectId: "re_kept", kind: "refund", tries: 0 },
+    ]);
+    expect(await store.giveUpFees({ rail: "fiat", max: 10 })).toEqual([]);
+    // Kept again (another event of its refund) it stays given up, and it is said kept no more.
+    expect(await store.parkFee({ ...refund, failure: true })).toEqual({ parked: false });
+    elapse(parkedFeeRetryMsMax);
+    expect((await store.takeDueFees({ rail: "fiat", max: 10 })).map((fee) => fee.objectId)).toEqual([
+      "re_new",
+    ]);
+  });
+});

@@ -1,0 +1,268 @@
+// The fiat rail's pass over the fees Stripe refused to tell (delivery.ts bookParkedFees), on the SQL store (PGlite) and
+// against stripe-mock, behind a proxy that answers GET /v1/refunds/:id and /v1/payouts/:id as each test says: a key
+// Stripe refuses costs one request a pass, a pass ends when the rail stops and after its time, and a balance transaction
+// answered unexpanded keeps the fee. The settlement is the rail's handler here, each event it is given kept.
+import { afterAll, beforeAll, beforeEach, describe, expect, inject, it, onTestFinished, vi } from "vitest";
+import {
+  createFiatRail,
+  createMemoryStripeObjectStore,
+  createSqlStripeWebhookStore,
+  createStripeClient,
+  defaultFiatFeeSchedule,
+  fiatMigrations,
+  type ParkedFee,
+  type StripeWebhookStore,
+} from "../../adapters/fiat/index.ts";
+import { assets, type RailEvent } from "../../core/index.ts";
+import { type Db, migrate, openPglite } from "../../gateway/db/index.ts";
+import { type CuttingProxy, ProxyAnswer, startCuttingProxy } from "./cutting-proxy.ts";
+
+let db: Db;
+let store: StripeWebhookStore;
+let proxy: CuttingProxy;
+/** What the proxy answers for a refund or a payout, by id: its object, or Stripe's refusal; stripe-mock's otherwise. */
+const answers = new Map<string, unknown>();
+/** The refunds and payouts read (GET), in order. */
+let reads: string[] = [];
+
+beforeAll(async () => {
+  db = await openPglite(undefined);
+  await migrate(db, [fiatMigrations]);
+  store = createSqlStripeWebhookStore(db);
+  proxy = await startCuttingProxy(
+    inject("stripeMockPort"),
+    () => false,
+    (method, url) => {
+      const id = /^\/v1\/(?:refunds|payouts)\/((?:re|po)_[^/]+)$/.exec(
+        new URL(url, "http://stripe").pathname,
+      )?.[1];
+      if (method !== "GET" || id === undefined) return null;
+      reads.push(id);
+      return answers.get(id) ?? null;
+    },
+  );
+});
+afterAll(async () => {
+  await proxy?.close();
+  await db?.close();
+});
+beforeEach(async () => {
+  await db.query("DELETE FROM fiat_parked_fees");
+  answers.clear();
+  reads = [];
+});
+
+const keyRefused = new ProxyAnswer(403, {
+  error: {
+    type: "invalid_request_error",
+    message: "The provided key 'rk_test_***' does not have the required permissions for this endpoint.",
+  },
+});
+const missing = (id: string) =>
+  new ProxyAnswer(404, {
+    error: {
+      type: "invalid_request_error",
+      code: "resource_missing",
+      param: "id",
+      message: `No such object: '${id}'`,
+    },
+  });
+const txn = (id: string, amount: number, fee: number) => ({
+  id,
+  object: "balance_transaction",
+  amount,
+  currency: "usd",
+  fee,
+  net: amount - fee,
+  type: "refund",
+});
+const refundAnswer = (id: string, balanceTransaction: unknown) => ({
+  id,
+  object: "refund",
+  amount: 1000,
+  currency: "usd",
+  status: "succeeded",
+  balance_transaction: balanceTransaction,
+  failure_balance_transaction: null,
+});
+const payoutAnswer = (id: string, balanceTransaction: unknown) => ({
+  id,
+  object: "payout",
+  amount: 1300,
+  arrival_date: 1_800_000_000,
+  automatic: false,
+  balance_transaction: balanceTransaction,
+  currency: "usd",
+  failure_balance_transaction: null,
+  method: "instant",
+  status: "paid",
+});
+
+const refundFee = (objectId: string): ParkedFee => ({
+  rail: "fiat",
+  kind: "refund",
+  objectId,
+  failure: false,
+  invoice: `inv_${objectId}`,
+  paymentIntent: `pi_${objectId}`,
+});
+const payoutMovements = (objectId: string) => [
+  {
+    direction: "out" as const,
+    amount: 1300n,
+    reference: `stripe_payout:${objectId}`,
+    description: `Stripe payout ${objectId}`,
+  },
+];
+const payoutFee = (objectId: string): ParkedFee => ({
+  rail: "fiat",
+  kind: "payout",
+  objectId,
+  failure: false,
+  movements: payoutMovements(objectId),
+});
+
+/** Keeps `fees`, each due a try now. */
+async function keptDue(...fees: ParkedFee[]) {
+  for (const fee of fees) await store.parkFee(fee);
+  await db.query("UPDATE fiat_parked_fees SET next_try_at = now()");
+}
+const keptIds = async () =>
+  (await db.query<{ object_id: string }>("SELECT object_id FROM fiat_parked_fees ORDER BY object_id")).map(
+    (row) => row.object_id,
+  );
+
+/** A fiat rail on the proxy and the SQL store, its pass's own timer every `passMs` (null: none), started. */
+async function startedRail(options: { passMs?: number | null; nowMs?: () => number } = {}) {
+  const stripe = createStripeClient({
+    apiKey: "sk_test_switchyard",
+    host: "127.0.0.1",
+    port: proxy.port,
+    protocol: "http",
+    requestTimeoutMs: 5_000,
+    networkRetriesMax: 0,
+  });
+  const rail = createFiatRail({
+    stripe,
+    store: createMemoryStripeObjectStore(),
+    asset: assets.USD,
+    feeSchedule: defaultFiatFeeSchedule,
+    liquidity: "not_limited",
+    parkedFeesPassMs: options.passMs ?? null,
+    ...(options.nowMs === undefined ? {} : { nowMs: options.nowMs }),
+    webhooks: { secrets: ["whsec_parked_fees"], toleranceSeconds: 300, bodyLimitBytes: 1_000_000, store },
+  });
+  const events: RailEvent[] = [];
+  rail.onEvent(async (event) => {
+    events.push(event);
+  });
+  await rail.start();
+  onTestFinished(() => rail.stop());
+  return { rail, stripe, events };
+}
+
+describe("the pass over the fees Stripe refused to tell", () => {
+  it("asks no more of a kind once Stripe refuses the key, so a key that may not read refunds costs one request a pass", async () => {
+    // Before, each kept fee was asked, one after the other: a key that may never read refunds had every refund's fee
+    // asked every hour for ever, in every process.
+    const { rail, events } = await startedRail();
+    const refunds = ["re_k1", "re_k2", "re_k3"];
+    for (const id of refunds) answers.set(id, keyRefused);
+    answers.set("po_k1", payoutAnswer("po_k1", txn("txn_po_k1", -1300, 13)));
+    await keptDue(...refunds.map(refundFee), payoutFee("po_k1"));
+    expect(await rail.bookParkedFees()).toEqual({ booked: 1, waiting: 3 });
+    // One refund asked, and the payout read (and booked) though the key may not read refunds.
+    expect(reads).toHaveLength(2);
+    expect(reads.filter((id) => refunds.includes(id))).toHaveLength(1);
+    expect(events).toEqual([
+      {
+        kind: "capital",
+        movements: payoutMovements("po_k1"),
+        fees: [{ id: "stripe_payout_fee:po_k1", amount: 13n }],
+      },
+    ]);
+    expect(await keptIds()).toEqual(refunds);
+    // Refunds Stripe does not find (404) are the objects', not the key's: each is asked.
+    for (const id of refunds) answers.set(id, missing(id));
+    await db.query("UPDATE fiat_parked_fees SET next_try_at = now()");
+    reads = [];
+    expect(await rail.bookParkedFees()).toEqual({ booked: 0, waiting: 3 });
+    expect(reads.sort()).toEqual(refunds);
+  });
+
+  it("ends a pass at the fee it is asking when the rail stops", async () => {
+    // Before, a pass asked for every fee due, however long, and stop() waited for all of it.
+    const { rail, stripe } = await startedRail();
+    const ids = ["re_s1", "re_s2", "re_s3"];
+    for (const id of ids) answers.set(id, missing(id));
+    let stopped: Promise<void> | null = null;
+    stripe.on("request", (request: { path: string }) => {
+      if (request.path.startsWith("/v1/refunds/") && stopped === null) stopped = rail.stop();
+    });
+    await keptDue(...ids.map(refundFee));
+    expect(await rail.bookParkedFees()).toEqual({ booked: 0, waiting: 3 });
+    await stopped;
+    expect(reads).toHaveLength(1);
+    expect(await keptIds()).toEqual(ids);
+  });
+
+  it("runs its own pass every parkedFeesPassMs, which stop() ends at the fee it is asking", async () => {
+    const { rail, stripe } = await startedRail({ passMs: 20 });
+    const ids = ["re_o1", "re_o2", "re_o3"];
+    for (const id of ids) answers.set(id, missing(id));
+    let stopped: Promise<void> | null = null;
+    stripe.on("request", (request: { path: string }) => {
+      if (request.path.startsWith("/v1/refunds/") && stopped === null) stopped = rail.stop();
+    });
+    await keptDue(...ids.map(refundFee));
+    await vi.waitUntil(() => stopped !== null, { timeout: 10_000 });
+    await stopped;
+    expect(reads).toHaveLength(1);
+    // Stopped, its timer asks nothing more.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(reads).toHaveLength(1);
+    expect(await keptIds()).toEqual(ids);
+  });
+
+  it("ends a pass after its time, the fees it took and did not ask for waiting for their next try", async () => {
+    // Every request to Stripe takes 20 s here: a pass of 30 s asks two.
+    let clock = 1_800_000_000_000;
+    const { rail, stripe } = await startedRail({ nowMs: () => clock });
+    stripe.on("request", (request: { path: string }) => {
+      if (request.path.startsWith("/v1/refunds/")) clock += 20_000;
+    });
+    const ids = ["re_t1", "re_t2", "re_t3", "re_t4", "re_t5"];
+    for (const id of ids) answers.set(id, missing(id));
+    await keptDue(...ids.map(refundFee));
+    expect(await rail.bookParkedFees()).toEqual({ booked: 0, waiting: 5 });
+    // Oldest first, as far as one statement's order goes: any two.
+    expect(reads).toHaveLength(2);
+    expect(ids).toEqual(expect.arrayContaining(reads));
+    expect(await keptIds()).toEqual(ids);
+  });
+
+  it("keeps a fee whose balance transaction Stripe answers unexpanded, and books it once Stripe tells it", async () => {
+    // Before, the pass took an id for a fee of 0 and forgot the fee for good.
+    const { rail, events } = await startedRail();
+    answers.set("re_u1", refundAnswer("re_u1", "txn_re_u1"));
+    answers.set("po_u1", payoutAnswer("po_u1", "txn_po_u1"));
+    await keptDue(refundFee("re_u1"), payoutFee("po_u1"));
+    expect(await rail.bookParkedFees()).toEqual({ booked: 0, waiting: 2 });
+    expect(reads.sort()).toEqual(["po_u1", "re_u1"]);
+    expect(events).toEqual([]);
+    expect(await keptIds()).toEqual(["po_u1", "re_u1"]);
+
+    answers.set("re_u1", refundAnswer("re_u1", txn("txn_re_u1", -1000, 45)));
+    answers.set("po_u1", payoutAnswer("po_u1", txn("txn_po_u1", -1300, 13)));
+    await db.query("UPDATE fiat_parked_fees SET next_try_at = now()");
+    expect(await rail.bookParkedFees()).toEqual({ booked: 2, waiting: 0 });
+    expect(events.flatMap((event) => ("fees" in event ? (event.fees ?? []) : []))).toEqual(
+      expect.arrayContaining([
+        { id: "stripe_payout_fee:po_u1", amount: 13n },
+        { id: "stripe_refund_fee:re_u1", amount: 45n },
+      ]),
+    );
+    expect(events).toHaveLength(2);
+    expect(await keptIds()).toEqual([]);
+  });
+});
