@@ -7,8 +7,10 @@
 // settleAuthorizationBatch: one signer, the database's nonce, sent once per key). Each caller gets its own item's
 // outcome from the receipt: one refused authorization fails alone (one refused as spent, or for a reason the token did
 // not name, or its window shut, whose spend was a copy of it that someone submitted first and that paid the hot wallet,
-// is settled by that copy: spends.ts; while the node cannot say whether one did, it is answered pending and left
-// `submitted` for reconciliation). Reconciliation concludes an item the settler left `submitted` the same way
+// is settled by that copy: spends.ts; while the node cannot say whether one did, or while one refused for a reason the
+// token did not name, or a batch reverted whole, left the authorization unused within its window for whoever holds it
+// to submit, it is answered pending and left `submitted` for reconciliation). Reconciliation concludes an item the
+// settler left `submitted` the same way
 // (concludeItem), so its record, and a retried settle's answer, are the ones the settler would have given.
 //
 // The bound a seller waits: its payment is sent at most `batchWaitMsMax` after `settle` booked it (sooner when the
@@ -55,7 +57,7 @@ import {
   type SettleResult,
   type X402Settler,
 } from "./settle.ts";
-import { spentByAnother } from "./spends.ts";
+import { unspentByOurs } from "./spends.ts";
 import { record, release, sendingInBatch } from "./store.ts";
 import type { Eip3009Authorization, ExactRequirements } from "./verify.ts";
 
@@ -185,8 +187,9 @@ export function refusalOfFailure(failure: string | null): X402Refusal | null {
  * The refusals under which the payer's nonce may have been spent by the batch's block: the token said so, or named no
  * reason, or found the window shut (which it checks before the nonce). A copy of the payer's signed transfer may then
  * have paid the hot wallet, and is looked for; without one, the value may still have left the payer's balance by that
- * block (spentBlock). A bad signature or a short balance is found after the nonce (unused, then), and an item the batch
- * did not carry was not sent.
+ * block (spentBlock), or, refused for no reason named, the authorization may be unused and still open to whoever holds
+ * it (spends.ts unspentByOurs). A bad signature or a short balance is found after the nonce (unused, then), and an item
+ * the batch did not carry was not sent.
  */
 const nonceMaybeSpent: ReadonlySet<BatchItemRefusal> = new Set([
   "authorization_used",
@@ -199,37 +202,45 @@ export type ItemConclusion =
   | { readonly status: "settled"; readonly spentBlock: bigint; readonly spentTxHash?: Hex }
   | {
       readonly status: "failed";
-      /** What is recorded (x402_authorizations.failure): the item's refusal. */
-      readonly failure: BatchItemRefusal;
+      /** What is recorded (x402_authorizations.failure): the item's refusal, or the batch's whole revert. */
+      readonly failure: BatchItemRefusal | "reverted";
       /** What its caller is answered, in x402's terms. */
       readonly refusal: X402Refusal;
       readonly spentBlock?: bigint;
     }
   /** Refused, and the node cannot say now whether a copy paid: left `submitted` to look at again, never failed. */
-  | { readonly status: "unknown" };
+  | { readonly status: "unknown" }
+  /**
+   * Refused (or reverted whole) without its authorization spent, which may still be mined until its validBefore by
+   * whoever holds it: left `submitted`, answered pending, never failed (spends.ts unspentByOurs).
+   */
+  | { readonly status: "open" };
 
 /**
- * One item of a batch mined in `block`, concluded from its outcome in the receipt — by the settler that sent it, and by
- * reconciliation for the items the settler left `submitted` (reconcile.ts, the outcome read by the rail as the settler's
- * was): one conclusion, one record and one answer for one fact on the chain. Before, reconciliation recorded every item
- * the batch refused `not_spent` (the settler, its refusal: `signature_invalid`, …), and looked for copies of items no
- * copy could have paid.
+ * One item of batch `ours` mined in its block, concluded from its outcome in the receipt — by the settler that sent
+ * it, and by reconciliation for the items the settler left `submitted` (reconcile.ts, the outcome read by the rail as
+ * the settler's was): one conclusion, one record and one answer for one fact on the chain. Before, reconciliation
+ * recorded every item the batch refused `not_spent` (the settler, its refusal: `signature_invalid`, …), and looked for
+ * copies of items no copy could have paid.
  */
 export async function concludeItem(
   chain: X402Chain,
-  authorization: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce">,
+  authorization: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce" | "validBefore">,
   item: BatchItemOutcome,
-  block: bigint,
+  ours: { readonly txHash: Hex; readonly block: bigint },
   logger: Logger,
 ): Promise<ItemConclusion> {
-  if (item.status === "settled") return { status: "settled", spentBlock: block };
+  if (item.status === "settled") return { status: "settled", spentBlock: ours.block };
   const { refusal } = item;
   if (!nonceMaybeSpent.has(refusal))
     return { status: "failed", failure: refusal, refusal: itemRefusal[refusal] };
-  const copy = await spentByAnother(chain, authorization, block, logger);
-  if (copy === "unknown") return { status: "unknown" };
-  if (copy !== null) return { status: "settled", spentBlock: copy.block, spentTxHash: copy.txHash };
-  return { status: "failed", failure: refusal, refusal: itemRefusal[refusal], spentBlock: block };
+  const missed = await unspentByOurs(chain, authorization, ours, logger);
+  if (missed.status === "unknown") return { status: "unknown" };
+  if (missed.status === "copy")
+    return { status: "settled", spentBlock: missed.block, spentTxHash: missed.txHash };
+  if (missed.status === "open") return missed;
+  const spentBlock = missed.status === "spent" ? missed.block : ours.block;
+  return { status: "failed", failure: refusal, refusal: itemRefusal[refusal], spentBlock };
 }
 
 const weiPerGwei = 1_000_000_000n;
@@ -437,16 +448,25 @@ async function sendOnChain(
           logger,
         ),
       ));
-    for (const w of items)
-      await afterSent(logger, "recording the revert", { txHash, invoiceId: w.invoiceId }, () =>
-        record(
-          db,
-          chain,
-          w.payment.authorization,
-          gasBooked ? { status: "failed", txHash, failure: "reverted" } : { status: "submitted", txHash },
-        ),
-      );
-    return items.map((w) => refused(w, "invalid_transaction_state", `transaction ${txHash} reverted`));
+    // Reverted whole, it spent none of them: each authorization is concluded as the single settler concludes its own
+    // revert (spends.ts unspentByOurs), left open to whoever holds it until its validBefore unless a copy paid, its
+    // nonce was used otherwise or its window shut. Searched all at once, from the latest block (the outcome names
+    // none): every caller of the batch waits for the last.
+    const conclusions = await Promise.all(
+      items.map(async (w): Promise<ItemConclusion> => {
+        const missed = await unspentByOurs(chain, w.payment.authorization, { txHash, block: null }, logger);
+        if (missed.status === "copy")
+          return { status: "settled", spentBlock: missed.block, spentTxHash: missed.txHash };
+        if (missed.status === "unknown" || missed.status === "open") return missed;
+        return {
+          status: "failed",
+          failure: "reverted",
+          refusal: "invalid_transaction_state",
+          ...(missed.status === "spent" ? { spentBlock: missed.block } : {}),
+        };
+      }),
+    );
+    return await answerEach(txHash, gasBooked, conclusions, true);
   }
   if (outcome.status === "none_sent") {
     // Each nonce is another invoice's: another payment took these authorizations (their claims are its own).
@@ -477,7 +497,6 @@ async function sendOnChain(
     throw new RangeError(`a batch of ${items.length} came back with ${outcome.items.length} outcomes`);
   // Mined: each item's outcome is the receipt's; the ledger's and the database's faults from here on are logged
   // and retried (afterSent), never the payer's answer.
-  const results: SettleResult[] = [];
   const gasBooked = await afterSent(logger, "booking the batch's gas", { txHash: outcome.txHash }, () =>
     bookBatchGas(
       deps.settlement,
@@ -487,82 +506,86 @@ async function sendOnChain(
       logger,
     ),
   );
-  /** The item's outcome; `submitted` with the batch while its gas is not booked, for reconciliation to conclude. */
-  const concluded = (w: Waiting, what: string, change: Parameters<typeof record>[3]) =>
-    afterSent(logger, what, { txHash: outcome.txHash, invoiceId: w.invoiceId }, () =>
-      record(
-        db,
-        chain,
-        w.payment.authorization,
-        gasBooked ? change : { status: "submitted", txHash: outcome.txHash },
-      ),
-    );
   // Each item concluded as reconciliation concludes one (concludeItem): one refused as spent — or for a reason the token
   // did not name, or its window shut — perhaps by a copy of the payer's signed transfer (someone who saw it submitted it
   // first), as the single settler looks for one whatever made its transaction revert. Searched all at once: every
   // caller of the batch waits for the last.
+  const ours = { txHash: outcome.txHash, block: outcome.blockNumber };
   const conclusions = await Promise.all(
-    items.map((w, i) =>
-      concludeItem(chain, w.payment.authorization, outcome.items[i]!, outcome.blockNumber, logger),
-    ),
+    items.map((w, i) => concludeItem(chain, w.payment.authorization, outcome.items[i]!, ours, logger)),
   );
-  for (const [i, w] of items.entries()) {
-    const conclusion = conclusions[i]!;
-    const a = w.payment.authorization;
-    const context = { txHash: outcome.txHash, invoiceId: w.invoiceId };
-    if (conclusion.status === "settled") {
-      // By ours, or by a copy: the copy's value came to the hot wallet all the same, and the invoice is credited from it.
-      const { spentBlock, spentTxHash } = conclusion;
-      await concluded(
-        w,
-        spentTxHash === undefined ? "recording the settlement" : "recording the settlement by a copy",
-        {
-          status: "settled",
-          txHash: outcome.txHash,
-          spentBlock,
-          ...(spentTxHash === undefined ? {} : { spentTxHash }),
-        },
+  return await answerEach(outcome.txHash, gasBooked, conclusions, false);
+
+  /**
+   * Records each item's conclusion, `submitted` with the batch while its gas is not booked; their answers. `whole`:
+   * the batch reverted whole, else the token refused the items not settled in it.
+   */
+  async function answerEach(
+    txHash: Hex,
+    gasBooked: boolean,
+    conclusions: readonly ItemConclusion[],
+    whole: boolean,
+  ): Promise<SettleResult[]> {
+    /** The item's outcome; `submitted` with the batch while its gas is not booked, for reconciliation to conclude. */
+    const concluded = (w: Waiting, what: string, change: Parameters<typeof record>[3]) =>
+      afterSent(logger, what, { txHash, invoiceId: w.invoiceId }, () =>
+        record(db, chain, w.payment.authorization, gasBooked ? change : { status: "submitted", txHash }),
       );
-      results.push({
-        ok: true,
-        transaction: spentTxHash ?? outcome.txHash,
-        payer: w.payment.payer,
-        network: w.requirements.network,
-        amount: a.value,
-        invoiceId: w.invoiceId,
-      });
-    } else if (conclusion.status === "unknown") {
-      // Refused (as spent, or for no reason named), and the node cannot say now whether a copy paid: left `submitted`
-      // for reconciliation to look again, never taken for a failure (the payer may have paid).
-      await afterSent(logger, "recording the refusal to look at again", context, () =>
-        record(db, chain, a, { status: "submitted", txHash: outcome.txHash }),
-      );
-      results.push(
-        refused(
+    const befell = whole
+      ? `transaction ${txHash} reverted`
+      : `the token refused the authorization in batch ${txHash}`;
+    const results: SettleResult[] = [];
+    for (const [i, w] of items.entries()) {
+      const conclusion = conclusions[i]!;
+      const a = w.payment.authorization;
+      const context = { txHash, invoiceId: w.invoiceId };
+      if (conclusion.status === "settled") {
+        // By ours, or by a copy: the copy's value came to the hot wallet all the same, and the invoice is credited from
+        // it.
+        const { spentBlock, spentTxHash } = conclusion;
+        await concluded(
           w,
-          "unexpected_settle_error",
-          `the token refused the authorization in batch ${outcome.txHash}, and whether a copy of it paid could not be read now`,
-          true,
-        ),
-      );
-    } else {
-      const { failure, spentBlock } = conclusion;
-      await concluded(w, "recording the refusal", {
-        status: "failed",
-        txHash: outcome.txHash,
-        failure,
-        ...(spentBlock === undefined ? {} : { spentBlock }),
-      });
-      results.push(
-        refused(
-          w,
-          conclusion.refusal,
-          `the token refused the authorization in batch ${outcome.txHash}: ${failure}`,
-        ),
-      );
+          spentTxHash === undefined ? "recording the settlement" : "recording the settlement by a copy",
+          { status: "settled", txHash, spentBlock, ...(spentTxHash === undefined ? {} : { spentTxHash }) },
+        );
+        results.push({
+          ok: true,
+          transaction: spentTxHash ?? txHash,
+          payer: w.payment.payer,
+          network: w.requirements.network,
+          amount: a.value,
+          invoiceId: w.invoiceId,
+        });
+      } else if (conclusion.status === "unknown" || conclusion.status === "open") {
+        // Refused (as spent, or for no reason named) or reverted, and the node cannot say now whether a copy paid, or
+        // its authorization may still be mined by whoever holds it: left `submitted` for reconciliation to look again,
+        // never taken for a failure (the payer may have paid, or yet pay), and answered pending.
+        await afterSent(logger, "recording the refusal to look at again", context, () =>
+          record(db, chain, a, { status: "submitted", txHash }),
+        );
+        results.push(
+          refused(
+            w,
+            "unexpected_settle_error",
+            conclusion.status === "open"
+              ? `${befell} without spending it, which may still be mined until its validBefore; it is credited if it is`
+              : `${befell}, and whether a copy of it paid could not be read now`,
+            true,
+          ),
+        );
+      } else {
+        const { failure, spentBlock } = conclusion;
+        await concluded(w, "recording the refusal", {
+          status: "failed",
+          txHash,
+          failure,
+          ...(spentBlock === undefined ? {} : { spentBlock }),
+        });
+        results.push(refused(w, conclusion.refusal, whole ? befell : `${befell}: ${failure}`));
+      }
     }
+    return results;
   }
-  return results;
 }
 
 /**

@@ -10,12 +10,16 @@
 //     → concluded as the settler concludes it (batch.ts concludeItem): `failed` with the item's refusal
 //     ("signature_invalid", …), or `settled` by a copy, or left — the record, and a retried settle's answer, the
 //     settler's for the same fact;
-//   - mined but not spending it, while a copy of the payer's signed transfer (another's transaction, spends.ts
-//     spentByAnother) moved its value from the payer to the hot wallet → `settled`: the invoice is credited from it;
-//   - mined but not spending it otherwise (reverted, or the payer's nonce spent on other terms) → `failed`
-//     ("reverted" / "not_spent"). As when a settler sees it: the claim stays (the authorization cannot pay again),
-//     the invoice stays open, bound to the nonce, until it expires — the deposit watcher credits an invoice only
-//     from the token's log, so nothing is taken back;
+//   - mined but not spending it, while a copy of the payer's signed transfer (another's transaction, before ours or
+//     after it, spends.ts spentByAnother) moved its value from the payer to the hot wallet → `settled`: the invoice is
+//     credited from it;
+//   - mined but not spending it, the authorization unused and its window still open (ours reverted for another
+//     reason: whoever holds it may still submit it, spends.ts unspentByOurs) → left, for the next pass, until it is
+//     spent or its window shuts;
+//   - mined but not spending it otherwise (the payer's nonce spent on other terms, or unused past its validBefore) →
+//     `failed` ("reverted" / "not_spent"). As when a settler sees it: the claim stays (the authorization cannot pay
+//     again), the invoice stays open, bound to the nonce, until it expires — the deposit watcher credits an invoice
+//     only from the token's log, so nothing is taken back;
 //   - mined but not spending it while the node cannot say whether a copy paid → left, for the next pass;
 //
 // A row's transaction is one of its send's (the EVM rail's send journal, adapters/evm send-journal.ts: the send
@@ -32,9 +36,9 @@
 //     or no validBefore recorded (rows claimed before migration 0027) → left.
 //
 // Every row left is touched (its updated_at moved on), so the next passes take the rows behind it: the pass reads
-// the oldest first, and rows that are never concluded (a dropped transaction before its window ends, a spender not
-// ours, a copy the node cannot search for now: spentByAnother's "unknown") would otherwise fill every pass. A
-// transaction whose reads or booking fail is logged and its rows left,
+// the oldest first, and rows that are never concluded (a dropped transaction before its window ends, an authorization
+// ours left open until its window ends, a spender not ours, a copy the node cannot search for now: spentByAnother's
+// "unknown") would otherwise fill every pass. A transaction whose reads or booking fail is logged and its rows left,
 // touched; the pass goes on with the next — also after a transport fault (a timeout, an HTTP error) of one of its
 // reads while the node still answers. Only the node out of reach (the fault, then the node not answering the
 // latest block's number) ends the chain's pass.
@@ -69,7 +73,7 @@ import type { SettlementDeps } from "../settlement/index.ts";
 import { type BatchItemRefusal, bookBatchGas, concludeItem } from "./batch.ts";
 import { type ChainRegistry, eip3009Abi, type X402Chain } from "./chains.ts";
 import { bookGas } from "./settle.ts";
-import { type MinedReceipt, sameHash, sendJournalOf, spentByAnother, spentIn } from "./spends.ts";
+import { type MinedReceipt, sameHash, sendJournalOf, spentIn, unspentByOurs } from "./spends.ts";
 
 /** The transaction's receipt; null while it is not mined (a node out of reach throws). */
 async function minedReceipt(chain: X402Chain, txHash: Hex): Promise<MinedReceipt | null> {
@@ -251,7 +255,8 @@ async function concludeTx(
     const outcome = await outcomeOf(deps, chain, receipt, row, refusalOf);
     if (outcome === null) {
       // The node cannot say now whether a copy paid (spentByAnother said why): never taken for none (the payer may
-      // have paid). Left, each pass: a node that can never answer (its logs pruned) leaves the row for a person.
+      // have paid). Left, each pass: a node that can never answer (its logs pruned) leaves the row for a person. Or
+      // the authorization, unused, may still be mined until its validBefore: left until it is, or its window shuts.
       left.push(row);
       continue;
     }
@@ -267,11 +272,12 @@ type Outcome =
   | { status: "failed"; failure: string; spentBlock?: bigint };
 
 /**
- * What the mined `receipt` came to for the row's authorization; null while the node cannot say whether a copy paid.
- * An item a batch refused, as the rail reads it from the receipt (the settler's reading), is concluded as the settler
- * concludes it (batch.ts concludeItem): one record for one fact, whoever concludes it. Otherwise spent by ours, or
- * else by a copy of the payer's signed transfer mined first that paid the hot wallet (the invoice is credited from
- * it), as the settler answers it (settle.ts): settled; by neither: failed.
+ * What the mined `receipt` came to for the row's authorization; null while the node cannot say whether a copy paid,
+ * or while the authorization, unused, may still be mined (spends.ts unspentByOurs). An item a batch refused, as the
+ * rail reads it from the receipt (the settler's reading), is concluded as the settler concludes it (batch.ts
+ * concludeItem): one record for one fact, whoever concludes it. Otherwise spent by ours, or else by a copy of the
+ * payer's signed transfer mined before or after ours that paid the hot wallet (the invoice is credited from it), as the
+ * settler answers it (settle.ts): settled; by neither, the nonce used otherwise or the window shut: failed.
  */
 async function outcomeOf(
   deps: ReconcileDeps,
@@ -285,17 +291,35 @@ async function outcomeOf(
   const refusal = refusalOf === null ? null : await refusalOf(receipt, a);
   if (refusal !== null) {
     const item = { status: "refused" as const, refusal, revert: null };
-    const concluded = await concludeItem(chain, a, item, receipt.blockNumber, deps.logger);
-    if (concluded.status === "unknown") return null;
+    const concluded = await concludeItem(
+      chain,
+      { ...a, validBefore: row.validBefore ?? 0n },
+      item,
+      { txHash: row.txHash, block: receipt.blockNumber },
+      deps.logger,
+    );
+    if (concluded.status === "unknown" || concluded.status === "open") return null;
     if (concluded.status === "settled") return concluded;
     return { status: "failed", failure: concluded.failure, spentBlock: concluded.spentBlock };
   }
-  const copy = await spentByAnother(chain, a, receipt.blockNumber, deps.logger);
-  if (copy === "unknown") return null;
-  if (copy !== null) return { status: "settled", spentBlock: copy.block, spentTxHash: copy.txHash };
-  // A failure mined too carries its block: another's spend of the authorization, if that is why, is in it or before.
+  // A row claimed before its validBefore was kept (migration 0027) is concluded as before: never open.
+  const missed = await unspentByOurs(
+    chain,
+    { ...a, validBefore: row.validBefore ?? 0n },
+    { txHash: row.txHash, block: receipt.blockNumber },
+    deps.logger,
+  );
+  if (missed.status === "unknown" || missed.status === "open") return null;
+  if (missed.status === "copy")
+    return { status: "settled", spentBlock: missed.block, spentTxHash: missed.txHash };
+  // A failure mined too carries a block: another's spend of the authorization, if that is why, is in the one read or
+  // before; unused and lapsed, ours's.
   const failure = receipt.status === "success" ? "not_spent" : "reverted";
-  return { status: "failed", failure, spentBlock: receipt.blockNumber };
+  return {
+    status: "failed",
+    failure,
+    spentBlock: missed.status === "spent" ? missed.block : receipt.blockNumber,
+  };
 }
 
 /** Why a mined batch did not settle an authorization, as the chain's rail reads it; null when it settled it. */

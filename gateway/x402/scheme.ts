@@ -225,9 +225,9 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * The transaction that spent the authorization: `sent` (ours, or the copy of it that someone submitted first and that
    * paid the hot wallet, which owedAt gives when the row keeps one), or a fee bump's replacement of ours (the send
    * journal's hashes of the send), whose receipt holds the token's AuthorizationUsed of it — or, when the one of ours
-   * mined did not spend it, a copy mined first that paid the hot wallet, which reconciliation has not recorded yet
-   * (spends.ts spenderOf). Another's spend of the payer's nonce on other terms (the payer's own authorization of the
-   * nonce to itself) is none. Null while none is mined, or when the node cannot say now.
+   * mined did not spend it, a copy mined before it or after that paid the hot wallet, which reconciliation has not
+   * recorded yet (spends.ts spenderOf). Another's spend of the payer's nonce on other terms (the payer's own
+   * authorization of the nonce to itself) is none. Null while none is mined, or when the node cannot say now.
    */
   async function spendingTransaction(
     chain: X402Chain,
@@ -326,8 +326,9 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         requirements,
       );
       if (!settled.ok) {
-        // In flight (not mined in time): the payer hears 402, and the same payment sent again once it is mined is
-        // served (servedAsOwed), once.
+        // In flight (not mined in time, or reverted leaving its authorization open to whoever holds it: spends.ts
+        // unspentByOurs): the payer hears 402, and the same payment sent again once it is mined is served
+        // (servedAsOwed), once.
         const owed =
           settled.pending === true && (await markedOwed(chain, payment.authorization, resource.paywallId));
         const failed: SettleResponse = {

@@ -10,7 +10,8 @@
 // An authorization's life (x402_authorizations.status): claimed (before serving or settling) → submitted (its
 // transaction sent) → settled (mined: paid, by ours or by a copy of the authorization someone submitted first, which
 // paid the hot wallet while ours reverted: spends.ts) | failed (reverted or refused otherwise; a revert stays
-// `submitted`, answered `pending`, while the node cannot say whether a copy paid). A claim is given back (its row
+// `submitted`, answered `pending`, while the node cannot say whether a copy paid, or while the authorization it left
+// unused may still be mined by whoever holds it: spends.ts unspentByOurs). A claim is given back (its row
 // deleted) only while nothing was sent — the invoice refused, booking it threw, the rail refused it before sending
 // (and gave the invoice's nonce back) — so the same authorization may come again and book a new invoice. Once a
 // transaction is sent, the payer's answer is the chain's: recording and the gas booking are retried and then logged
@@ -30,7 +31,7 @@ import {
 } from "../settlement/index.ts";
 import { eip3009Abi, type X402Chain } from "./chains.ts";
 import type { X402Refusal } from "./refusals.ts";
-import { spentByAnother } from "./spends.ts";
+import { unspentByOurs } from "./spends.ts";
 import { type CreditTarget, record, release } from "./store.ts";
 import type { ExactRequirements, VerifiedPayment } from "./verify.ts";
 
@@ -172,12 +173,17 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
       const minedContext = { txHash: mined.hash, invoiceId };
       // Reverted because a copy of the payer's signed transfer, submitted by someone who saw it (a bot watching the
       // mempool), was mined first: the money came to the hot wallet all the same, and the deposit watcher credits the
-      // invoice from that transaction. The payment is settled, by it; ours cost its gas.
-      const copy = mined.success ? null : await spentByAnother(chain, a, mined.block, logger);
-      if (copy === "unknown") {
-        // Reverted, and the node cannot say now whether a copy paid: never taken for a failure (the payer may have
-        // paid). The row stays `submitted`, with the mined transaction, for reconciliation to look again; its gas is
-        // booked now, under the id reconciliation books it by.
+      // invoice from that transaction. The payment is settled, by it; ours cost its gas. Reverted for another reason
+      // (out of gas, the payer's balance moved first), the authorization may be left unused and open to whoever holds
+      // it (spends.ts unspentByOurs).
+      const missed = mined.success
+        ? null
+        : await unspentByOurs(chain, a, { txHash: mined.hash, block: mined.block }, logger);
+      if (missed?.status === "unknown" || missed?.status === "open") {
+        // Reverted, and the node cannot say now whether a copy paid, or the authorization may still be mined by
+        // whoever holds it: never taken for a failure (the payer may have paid, or yet pay). The row stays
+        // `submitted`, with the mined transaction, for reconciliation to look again, and the payer hears it pending
+        // (sent again once it is mined, it is served); its gas is booked now, under the id reconciliation books it by.
         await afterSent(logger, "recording the revert to look at again", minedContext, () =>
           record(deps.settlement.db, chain, a, { status: "submitted", txHash: mined.hash }),
         );
@@ -186,18 +192,21 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
         );
         return refused(
           "unexpected_settle_error",
-          `transaction ${mined.hash} reverted, and whether a copy of the authorization paid could not be read now`,
+          missed.status === "open"
+            ? `transaction ${mined.hash} reverted without spending the authorization, which may still be mined until its validBefore; it is credited if it is`
+            : `transaction ${mined.hash} reverted, and whether a copy of the authorization paid could not be read now`,
           true,
         );
       }
-      if (!mined.success && copy === null) {
+      if (missed?.status === "spent" || missed?.status === "lapsed") {
         await afterSent(logger, "recording the revert", minedContext, () =>
-          // Its block: another's spend of the authorization (what makes most of these revert) is in it or before.
+          // Its nonce used on other terms by the block read (what makes most of these revert: in ours or before), or,
+          // unused, its window shut at our block's time or after.
           record(deps.settlement.db, chain, a, {
             status: "failed",
             txHash: mined.hash,
             failure: "reverted",
-            spentBlock: mined.block,
+            spentBlock: missed.status === "spent" ? missed.block : mined.block,
           }),
         );
         await afterSent(logger, "booking the gas", minedContext, () =>
@@ -205,6 +214,7 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
         );
         return refused("invalid_transaction_state", `transaction ${mined.hash} reverted`);
       }
+      const copy = missed?.status === "copy" ? missed : null;
       const spender = copy ?? { txHash: mined.hash, block: mined.block };
       await afterSent(logger, "recording the settlement", minedContext, () =>
         record(deps.settlement.db, chain, a, {

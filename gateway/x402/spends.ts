@@ -1,8 +1,9 @@
 // What the chain says of a sent x402 authorization: whether a mined transaction of ours spent it (reconciliation), and
 // whether another's transaction spent it with these very terms (the single and batch settlers, reconciliation) — a
 // copy of the payer's signed transfer, submitted first by someone who saw it, which makes ours revert while the money
-// still comes to the hot wallet and the deposit watcher credits the invoice from that copy; and which of the two did,
-// for what is answered after the settler (the facilitator's retried settle, the paywall's owed requests: spenderOf).
+// still comes to the hot wallet and the deposit watcher credits the invoice from that copy; whether an authorization
+// ours did not spend may still pay (unspentByOurs); and which of the two did, for what is answered after the settler
+// (the facilitator's retried settle, the paywall's owed requests: spenderOf).
 import {
   BaseError,
   type Hex,
@@ -14,7 +15,7 @@ import {
   toBytes,
 } from "viem";
 import { type Logger, nodeRefused, readInHalves } from "../../core/index.ts";
-import type { X402Chain } from "./chains.ts";
+import { eip3009Abi, type X402Chain } from "./chains.ts";
 import type { Eip3009Authorization } from "./verify.ts";
 
 const authorizationUsedTopic = keccak256(toBytes("AuthorizationUsed(address,bytes32)"));
@@ -90,11 +91,12 @@ export function paidIn(
 type AnotherSpend = { readonly txHash: Hex; readonly block: bigint } | null | "unknown";
 
 /**
- * The transaction, not ours, that spent this very authorization at or before `throughBlock` (within
- * anotherSpendLookbackBlocks): a copy of the payer's signed transfer, submitted by someone who saw it (a bot watching
- * the mempool) before ours was mined. Its receipt holds the token's AuthorizationUsed of (payer, nonce) and, paired
- * with it, the Transfer of the value from the payer to the recipient (paidIn), so the money came where the payment
- * sends it, and the deposit watcher credits the invoice bound to that nonce from that transaction. Null when there is
+ * The transaction, not ours, that spent this very authorization at or before `throughBlock` (from `search.fromBlock`,
+ * else within anotherSpendLookbackBlocks): a copy of the payer's signed transfer, submitted by someone who saw it (a bot
+ * watching the mempool) before ours was mined, or after ours reverted without spending it. Its receipt holds the
+ * token's AuthorizationUsed of (payer, nonce) and, paired with it, the Transfer of the value from the payer to the
+ * recipient (paidIn), so the money came where the payment sends it, and the deposit watcher credits the invoice bound
+ * to that nonce from that transaction. `search.ours`, our transaction, is never taken for a copy. Null when there is
  * none. The range is read in halves while the node refuses it (a provider's cap on the blocks one call spans), as the
  * deposit watcher reads it, at most anotherSpendReadsMax reads; "unknown" when the node cannot say now (out of reach, a
  * timeout, a range it refuses past that, a receipt it does not answer), never taken for none: the caller leaves the
@@ -105,10 +107,12 @@ export async function spentByAnother(
   a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce">,
   throughBlock: bigint,
   logger: Logger,
+  search: { readonly fromBlock?: bigint; readonly ours?: Hex } = {},
 ): Promise<AnotherSpend> {
   try {
     const fromBlock =
-      throughBlock > anotherSpendLookbackBlocks ? throughBlock - anotherSpendLookbackBlocks : 0n;
+      search.fromBlock ??
+      (throughBlock > anotherSpendLookbackBlocks ? throughBlock - anotherSpendLookbackBlocks : 0n);
     let reads = 0;
     const logs = await readInHalves(
       fromBlock,
@@ -132,6 +136,7 @@ export async function spentByAnother(
     );
     for (const log of logs) {
       if (log.transactionHash === null) continue;
+      if (search.ours !== undefined && sameHash(log.transactionHash, search.ours)) continue;
       const receipt = await chain.publicClient.getTransactionReceipt({ hash: log.transactionHash });
       if (paidIn(chain, receipt, a)) return { txHash: log.transactionHash, block: receipt.blockNumber };
     }
@@ -146,6 +151,84 @@ export async function spentByAnother(
   }
 }
 
+/**
+ * What became of an authorization that a mined transaction of ours did not spend, as the chain says at its latest
+ * block: a copy of it paid the hot wallet, mined before ours or after it (copy); its nonce is used on other terms
+ * (spent: by that block); it is unused and the chain's time is still before its validBefore (open); or it is unused
+ * and its window shut (lapsed: it can never pay); or the node cannot say now (unknown).
+ */
+export type UnspentByOurs =
+  | { readonly status: "copy"; readonly txHash: Hex; readonly block: bigint }
+  | { readonly status: "spent"; readonly block: bigint }
+  | { readonly status: "open" }
+  | { readonly status: "lapsed" }
+  | { readonly status: "unknown" };
+
+/**
+ * What became of the authorization that `ours` (mined in `ours.block`, or lately when null) did not spend
+ * (UnspentByOurs). Open is never taken for failed: a transaction of ours that reverted for another reason than the
+ * nonce (out of gas, the payer's balance moved first, a batch reverted whole) leaves the signed authorization valid,
+ * and it was public in the mempool — whoever holds it, the payer too, may still submit it to the token until its
+ * validBefore, the money then comes to the hot wallet and the deposit watcher credits the invoice bound to its nonce.
+ * Its row stays `submitted` (its payer's balance held) and its payer is answered pending, so that the same payment
+ * sent again once it is mined is served (scheme.ts servedAsOwed); reconciliation concludes it once it is spent or
+ * lapsed. Before, it was failed at once: the seller credited when someone mined it, the payer never served.
+ *
+ * A copy mined first (what made ours revert) is searched for around ours's block, as before; one mined after ours only
+ * once the token says the nonce is used, from ours's block on: the range to the latest block may be long, and is read
+ * only when something spent it. Never throws.
+ */
+export async function unspentByOurs(
+  chain: X402Chain,
+  a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce" | "validBefore">,
+  ours: { readonly txHash: Hex; readonly block: bigint | null },
+  logger: Logger,
+): Promise<UnspentByOurs> {
+  const cannotSay = (error: unknown): UnspentByOurs => {
+    logger.warn(
+      { error, rail: chain.rail, payer: a.from, nonce: a.nonce },
+      "x402: whether an authorization our transaction did not spend may still pay cannot be read now",
+    );
+    return { status: "unknown" };
+  };
+  let latest: { readonly number: bigint; readonly timestamp: bigint };
+  try {
+    latest = await chain.publicClient.getBlock({ blockTag: "latest" });
+  } catch (error) {
+    return cannotSay(error);
+  }
+  const block = ours.block ?? latest.number;
+  const first = await spentByAnother(chain, a, block, logger, { ours: ours.txHash });
+  if (first === "unknown") return { status: "unknown" };
+  if (first !== null) return { status: "copy", ...first };
+  // The nonce's state, the window and a later copy read at one block (ours's, should the node's latest lag behind
+  // it): a spend after it is the next reading's.
+  const through = ours.block !== null && ours.block > latest.number ? ours.block : latest.number;
+  let used: boolean;
+  try {
+    used = await chain.publicClient.readContract({
+      address: chain.token,
+      abi: eip3009Abi,
+      functionName: "authorizationState",
+      args: [a.from, a.nonce],
+      blockNumber: through,
+    });
+  } catch (error) {
+    return cannotSay(error);
+  }
+  // The token takes it while block.timestamp < validBefore, and every block after `latest` is later.
+  if (!used) return latest.timestamp < a.validBefore ? { status: "open" } : { status: "lapsed" };
+  if (through > block) {
+    const later = await spentByAnother(chain, a, through, logger, {
+      fromBlock: block + 1n,
+      ours: ours.txHash,
+    });
+    if (later === "unknown") return { status: "unknown" };
+    if (later !== null) return { status: "copy", ...later };
+  }
+  return { status: "spent", block: through };
+}
+
 /** What spent an authorization (spenderOf), and `ours`: our mined transaction read for it, with its receipt. */
 export type Spender = {
   readonly txHash: Hex;
@@ -157,8 +240,9 @@ export type Spender = {
 
 /**
  * The transaction that spent the authorization, if mined transaction `txHash` (ours) or another's copy of it that paid
- * the hot wallet did (spentByAnother, through the block ours was mined in): for a retried settle or a request owed,
- * answered after the settler. Null while `txHash` is not mined, or neither spent it, or the node cannot say now.
+ * the hot wallet did (unspentByOurs: a copy mined first made ours revert, and one mined later spent what ours, reverted
+ * for another reason, left open): for a retried settle or a request owed, answered after the settler. Null while
+ * `txHash` is not mined, or neither spent it, or the node cannot say now.
  */
 export async function spenderOf(
   chain: X402Chain,
@@ -175,8 +259,14 @@ export async function spenderOf(
   }
   const ours = { txHash, receipt };
   if (spentIn(chain, receipt, a)) return { txHash, block: receipt.blockNumber, copy: false, ours };
-  const copy = await spentByAnother(chain, a, receipt.blockNumber, logger);
-  return copy === null || copy === "unknown" ? null : { ...copy, copy: true, ours };
+  // Open or lapsed alike, no copy: its window does not matter here.
+  const missed = await unspentByOurs(
+    chain,
+    { ...a, validBefore: 0n },
+    { txHash, block: receipt.blockNumber },
+    logger,
+  );
+  return missed.status === "copy" ? { txHash: missed.txHash, block: missed.block, copy: true, ours } : null;
 }
 
 /** Whether two transaction hashes are the same, whatever the case of their hex digits. */

@@ -934,15 +934,17 @@ describe("a mined batch whose gas its settler could not book", () => {
     expect(await feesBooked()).toBe(feesBefore + gas);
   });
 
-  it("reverted as a whole: reconciliation books its gas once, split as batch.ts splits it, and fails its rows", async () => {
+  it("reverted as a whole: reconciliation books its gas once, split as batch.ts splits it, and leaves its rows open until spent", async () => {
     const ps = [
       await payment(await newPayer("reverted, gas unbooked a"), 110n),
       await payment(await newPayer("reverted, gas unbooked b"), 120n),
       await payment(await newPayer("reverted, gas unbooked c"), 130n),
     ];
     const results = await settledWithoutGas(ps, true);
-    // The payer's answer is the chain's, whatever the ledger did.
-    for (const result of results) expect(notOk(result).refusal).toBe("invalid_transaction_state");
+    // The payer's answer is the chain's, whatever the ledger did: its authorization, unspent, may still be mined by
+    // whoever holds it. Before: invalid_transaction_state, as if it could not.
+    for (const result of results)
+      expect(result).toMatchObject({ ok: false, refusal: "unexpected_settle_error", pending: true });
     const rows = await Promise.all(ps.map(rowOf));
     const txHash = rows[0]!.tx_hash! as Hex;
     expect((await gw.chain.publicClient.getTransactionReceipt({ hash: txHash })).status).toBe("reverted");
@@ -961,14 +963,20 @@ describe("a mined batch whose gas its settler could not book", () => {
     // revert was never booked (the rail had handed it to x402, so the send-gas pass books none of it either).
     const counts = await reconcile();
     expect(await feesBooked()).toBe(feesBefore + gas);
-    expect(counts).toEqual({ settled: 0, failed: 3, left: 0 });
-    for (const p of ps)
-      expect(await rowOf(p)).toMatchObject({ status: "failed", failure: "reverted", tx_hash: txHash });
+    // Each authorization unspent within its window: left, `submitted` (before: failed "reverted", while anyone
+    // holding it could still submit it and have the invoice credited).
+    expect(counts).toEqual({ settled: 0, failed: 0, left: 3 });
+    for (const p of ps) expect(await rowOf(p)).toMatchObject({ status: "submitted", tx_hash: txHash });
     const shares = splitEvenlyRemainderToFirst(gas, ps.length);
     const booked = new Map((await gw.app.ledger.lookupTransfers(ids)).map((t) => [t.id, t.amount]));
     expect(ids.map((id) => booked.get(id))).toEqual(shares);
-    // Once: another pass finds nothing, books nothing.
-    expect(await reconcile()).toEqual({ settled: 0, failed: 0, left: 0 });
+    // Once each is spent by a stranger's copy, the next pass settles it by that copy, and books nothing more.
+    const copies: Hex[] = [];
+    for (const p of ps) copies.push(await submitCopy(p));
+    for (const copy of copies) await gw.chain.publicClient.waitForTransactionReceipt({ hash: copy });
+    expect(await reconcile()).toEqual({ settled: 3, failed: 0, left: 0 });
+    for (const [i, p] of ps.entries())
+      expect(await rowOf(p)).toMatchObject({ status: "settled", tx_hash: txHash, spent_tx_hash: copies[i] });
     expect(await feesBooked()).toBe(feesBefore + gas);
   });
 

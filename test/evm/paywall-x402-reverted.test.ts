@@ -1,0 +1,252 @@
+// An x402 payment whose settlement reverted without spending its authorization (here: the payer's balance moved away
+// in the same block, ahead of the gateway's transaction). The signed authorization stays valid until its validBefore,
+// and it was public in the mempool: anyone holding it may still submit it to the token, the money then comes to the
+// hot wallet and the deposit watcher credits the seller's invoice bound to its nonce. Before, the gateway answered the
+// revert as final (invalid_transaction_state, the row failed): once someone mined the authorization, the seller was
+// credited and the payer, sending the same payment again, was refused as a nonce used — charged and never served.
+// Now the payer hears it pending, and the same payment sent again once it is mined is served, once.
+import { decodePaymentResponseHeader, x402HTTPClient } from "@x402/fetch";
+import Fastify, { type FastifyInstance } from "fastify";
+import { type Hex, keccak256, stringToHex } from "viem";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { testUsdAbi } from "../../adapters/evm/index.ts";
+import { assets, silentLogger } from "../../core/index.ts";
+import { switchyardPaywall } from "../../gateway/paywall/index.ts";
+import type { X402Chain } from "../../gateway/x402/chains.ts";
+import { reconcileX402 } from "../../gateway/x402/reconcile.ts";
+import {
+  type Gateway,
+  mintedPayer,
+  officialX402Client,
+  startGateway,
+  submitCopiedAuthorization,
+} from "./support.ts";
+
+/** The paywalls' price, in TestUSD's minor units (0.01). */
+const price = 10_000n;
+
+describe("an x402 payment whose settlement reverted without spending its authorization", () => {
+  let gw: Gateway;
+  let shop: FastifyInstance;
+  let base: string;
+  let served = 0;
+  const sellers = new Map<string, string>();
+
+  beforeAll(async () => {
+    // The settler's default wait for its receipt: it sees its transaction mined reverted.
+    gw = await startGateway();
+    for (const resource of ["/reverted", "/reverted-lapsed"]) {
+      const seller = await gw.merchantAccount(`seller of ${resource}`);
+      sellers.set(resource, seller.id);
+      await gw.x402Paywall(resource, "a report whose settlement reverted", seller.id);
+    }
+    shop = Fastify();
+    await shop.register(switchyardPaywall, { paywall: gw.app.paywalls.forTenant(gw.app.demo!.tenantId) });
+    for (const resource of sellers.keys())
+      shop.get(resource, async () => {
+        served += 1;
+        return { report: "the goods" };
+      });
+    base = await shop.listen({ port: 0, host: "127.0.0.1" });
+  });
+  afterAll(async () => {
+    await gw?.setAutomine(true);
+    await shop?.close();
+    await gw?.app.close();
+  });
+
+  /** The posted balance, in USDC minor units, of the seller the paywall at `resource` credits. */
+  const sellerPosted = async (resource: string) =>
+    BigInt(
+      ((await gw.call("GET", `/v1/accounts/${sellers.get(resource)}/balance`)).body.posted as string).replace(
+        ".",
+        "",
+      ),
+    );
+
+  /** A payer of its own (named: the same key every run) holding one price, with ETH to move it itself. */
+  async function payerHoldingOnePrice(name: string) {
+    const seed = `x402 reverted settlement payer ${name}`;
+    const account = await mintedPayer(gw, seed, price);
+    await gw.chain.networkHelpers.setBalance(account.address, 10n ** 18n);
+    return { account, privateKey: keccak256(stringToHex(seed)) };
+  }
+
+  /** The payer's x402 row, as the gateway recorded it. */
+  const rowOf = async (payer: Hex) =>
+    (
+      await gw.app.db.query<{
+        status: string;
+        tx_hash: Hex | null;
+        failure: string | null;
+        spent_tx_hash: Hex | null;
+      }>(
+        "SELECT status, tx_hash, failure, spent_tx_hash FROM x402_authorizations WHERE payer = $1 ORDER BY created_at DESC LIMIT 1",
+        [payer.toLowerCase()],
+      )
+    )[0];
+
+  /**
+   * The payer's payment of the paywall at `path`, sent while the chain mines nothing: once the gateway's transaction is
+   * sent, the payer moves its whole balance away at a higher fee, which is mined first in the same block, and the
+   * gateway's transfer reverts without spending the authorization. The paywall's answer, the payment's header and
+   * its signed authorization; the payer's balance is then given back (minted again).
+   */
+  async function revertedPayment(path: string, payer: Awaited<ReturnType<typeof payerHoldingOnePrice>>) {
+    const client = new x402HTTPClient(officialX402Client(gw, payer.privateKey));
+    const challenge = await fetch(`${base}${path}`);
+    expect(challenge.status).toBe(402);
+    const required = client.getPaymentRequiredResponse(
+      (name) => challenge.headers.get(name),
+      await challenge.json(),
+    );
+    const payload = await client.createPaymentPayload(required);
+    const header = client.encodePaymentSignatureHeader(payload);
+    await gw.setAutomine(false);
+    let answering: Promise<Response>;
+    try {
+      answering = fetch(`${base}${path}`, { headers: header });
+      await expect
+        .poll(async () => (await rowOf(payer.account.address))?.status, { timeout: 15_000 })
+        .toBe("submitted");
+      await gw.chain.walletClient.writeContract({
+        account: payer.account,
+        chain: gw.chain.chain,
+        address: gw.chain.contracts.testUsd,
+        abi: testUsdAbi,
+        functionName: "transfer",
+        args: [gw.chain.accounts[5]!.address, price],
+        gas: 100_000n,
+        maxFeePerGas: 500_000_000_000n,
+        maxPriorityFeePerGas: 100_000_000_000n,
+      });
+      await gw.chain.publicClient.request({ method: "evm_mine" as never, params: [] as never });
+    } finally {
+      await gw.setAutomine(true);
+    }
+    const answer = await answering!;
+    const row = (await rowOf(payer.account.address))!;
+    const receipt = await gw.chain.publicClient.getTransactionReceipt({ hash: row.tx_hash! });
+    expect(receipt.status).toBe("reverted");
+    const signed = payload.payload as {
+      authorization: {
+        from: Hex;
+        to: Hex;
+        value: string;
+        validAfter: string;
+        validBefore: string;
+        nonce: Hex;
+      };
+      signature: Hex;
+    };
+    const authorization = {
+      from: signed.authorization.from,
+      to: signed.authorization.to,
+      value: BigInt(signed.authorization.value),
+      validAfter: BigInt(signed.authorization.validAfter),
+      validBefore: BigInt(signed.authorization.validBefore),
+      nonce: signed.authorization.nonce,
+    };
+    const used = await gw.chain.publicClient.readContract({
+      address: gw.chain.contracts.testUsd,
+      abi: testUsdAbi,
+      functionName: "authorizationState",
+      args: [authorization.from, authorization.nonce],
+    });
+    expect(used).toBe(false);
+    await gw.send(gw.chain.accounts[0]!, {
+      address: gw.chain.contracts.testUsd,
+      abi: testUsdAbi,
+      functionName: "mint",
+      args: [payer.account.address, price],
+    });
+    return {
+      answer: { status: answer.status, body: (await answer.json()) as { error: string; message: string } },
+      header,
+      signed: { authorization, signature: signed.signature },
+      ownTx: row.tx_hash!,
+    };
+  }
+
+  /** One pass of reconciliation over the gateway's chain as x402 names it, every `submitted` row however recent. */
+  const reconcile = () => {
+    const chain: X402Chain = {
+      rail: "evm",
+      chainId: gw.chain.chain.id,
+      publicClient: gw.chain.publicClient,
+      token: gw.chain.contracts.testUsd,
+      asset: assets.USDC,
+      hotWallet: gw.chain.walletClient.account.address,
+      receiptTimeoutMs: 30_000,
+    };
+    return reconcileX402(
+      { db: gw.app.db, settlement: gw.app.settlement, chains: { chains: [chain] }, logger: silentLogger },
+      { submittedQuietMs: 0 },
+    );
+  };
+
+  it("serves the same payment sent again once someone else mined its authorization, once, and credits the seller once", async () => {
+    const payer = await payerHoldingOnePrice("served");
+    const before = await sellerPosted("/reverted");
+    const { answer, header, signed, ownTx } = await revertedPayment("/reverted", payer);
+    expect(answer.status).toBe(402);
+    expect(served).toBe(1); // the route ran; its answer was not sent
+    // Sent again while nobody has mined it: not served.
+    expect((await fetch(`${base}/reverted`, { headers: header })).status).toBe(402);
+    // Reconciliation leaves the row while the authorization may still be mined (before: failed at once). Soft: what
+    // the payer then gets is the point, below.
+    expect.soft(await reconcile()).toMatchObject({ settled: 0, failed: 0 });
+    expect.soft(await rowOf(payer.account.address)).toMatchObject({ status: "submitted", tx_hash: ownTx });
+
+    // Someone who saw the signed transfer submits it to the token: the money reaches the hot wallet.
+    const copyTx = await submitCopiedAuthorization(gw, gw.chain.contracts.testUsd, signed);
+    expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe("success");
+    // The seller is credited the price, from the copy…
+    await expect
+      .poll(async () => (await sellerPosted("/reverted")) - before, { timeout: 15_000 })
+      .toBe(price);
+    // …and the payer, sending the same payment again, is served.
+    const again = await fetch(`${base}/reverted`, { headers: header });
+    // Before: 402 invalid_exact_evm_nonce_already_used, while the seller was credited from the copy.
+    expect(again.status, await again.clone().text()).toBe(200);
+    expect(await again.json()).toEqual({ report: "the goods" });
+    expect(served).toBe(2);
+    expect(decodePaymentResponseHeader(again.headers.get("payment-response")!)).toMatchObject({
+      success: true,
+      transaction: copyTx,
+    });
+    // Once.
+    expect((await fetch(`${base}/reverted`, { headers: header })).status).toBe(402);
+    expect(served).toBe(2);
+    expect(await reconcile()).toMatchObject({ settled: 1, failed: 0 });
+    expect(await rowOf(payer.account.address)).toMatchObject({
+      status: "settled",
+      tx_hash: ownTx,
+      spent_tx_hash: copyTx,
+    });
+    // Credited once: the watcher's later passes, the payer served and the row settled add nothing.
+    await gw.chain.networkHelpers.mine(3);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect((await sellerPosted("/reverted")) - before).toBe(price);
+
+    // What the payer heard at first: the outcome open, and what to do about it (before: invalid_transaction_state).
+    expect(answer.body.error).toBe("unexpected_settle_error");
+    expect(answer.body.message).toMatch(/reverted without spending the authorization/);
+    expect(answer.body.message).toMatch(/send the same payment again once it is mined/);
+  });
+
+  it("fails it once its window shut unused: never served, nothing credited", async () => {
+    const payer = await payerHoldingOnePrice("lapsed");
+    const before = await sellerPosted("/reverted-lapsed");
+    const servedBefore = served;
+    const { answer, header, signed } = await revertedPayment("/reverted-lapsed", payer);
+    expect(answer.body.error).toBe("unexpected_settle_error");
+    // Past its validBefore on the chain: no one can submit it now.
+    await gw.chain.networkHelpers.time.increaseTo(signed.authorization.validBefore + 1n);
+    expect(await reconcile()).toMatchObject({ settled: 0, failed: 1 });
+    expect(await rowOf(payer.account.address)).toMatchObject({ status: "failed", failure: "reverted" });
+    expect((await fetch(`${base}/reverted-lapsed`, { headers: header })).status).toBe(402);
+    expect(served).toBe(servedBefore + 1);
+    expect((await sellerPosted("/reverted-lapsed")) - before).toBe(0n);
+  });
+});
