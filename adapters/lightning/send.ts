@@ -107,8 +107,13 @@ const remember = (s: LightningRailState, ok: boolean, latencyMs: number, feeMsat
 async function finish(s: LightningRailState, tracker: Tracker, outcome: StoredOutcome): Promise<void> {
   const { attempt } = tracker;
   if (attempt.outcome !== null) return;
-  const earlier = s.forgottenSends.get(attempt.attemptId)?.earlierHashes ?? [];
-  if (earlier.length > 0 && !(await endsBesideEarlier(s, tracker, outcome, earlier))) return;
+  const earlier = otherHashesOf(s.forgottenSends.get(attempt.attemptId), attempt.paymentHash);
+  if (earlier.length > 0) {
+    const ends = await endsBesideEarlier(s, tracker, outcome, earlier);
+    // The rail stopped while LND was asked (and maybe started again, its state reloaded): this tracker is no longer
+    // the attempt's, and nothing of it is written.
+    if (!s.running || s.trackers.get(attempt.attemptId) !== tracker || !ends) return;
+  }
   if (attempt.outcome !== null) return;
   attempt.outcome = outcome;
   s.forgottenSends.delete(attempt.attemptId);
@@ -137,12 +142,27 @@ async function finish(s: LightningRailState, tracker: Tracker, outcome: StoredOu
 }
 
 /**
- * Whether an attempt found never taken whose mark names earlier invoices (a Lightning Address's first, expired and
- * replaced: addressInvoiceAfresh) may end with `outcome`. A slow LND may have registered a send of an earlier one later
- * than lateRegistrationMaxMs: its payee was then paid by it, and this attempt's failure would have the payout paid a
- * third time elsewhere. So LND is asked about them: a payment of one (not failed) is logged, and a failure is not
- * taken: the attempt is left in flight for an operator (a success is taken, what it paid being paid; the earlier
- * payment is the operator's to book or claim back). LND not asked: its payment is followed again at the next tick.
+ * The hashes an attempt's mark names besides `own` (the hash its tracker follows): its earlier invoices, and the
+ * mark's own when the tracker follows an earlier one (followEarlier). Never `own`: concurrent renewals may have put it
+ * among the earlier after a reload, and a payment of its own is not a second one.
+ */
+const otherHashesOf = (mark: ForgottenSend | undefined, own: string): string[] =>
+  mark === undefined
+    ? []
+    : [...new Set([...mark.earlierHashes, ...(mark.paymentHash === null ? [] : [mark.paymentHash])])].filter(
+        (hash) => hash !== own,
+      );
+
+/**
+ * Whether an attempt found never taken whose mark names other invoices of its (a Lightning Address's first, expired
+ * and replaced: addressInvoiceAfresh) may end with `outcome`. A slow LND may have registered a send of one later than
+ * lateRegistrationMaxMs: its payee was then paid by it. So LND is asked about them. None paid (or all failed): it ends.
+ * Its own payment succeeded and another's too: the payee was paid twice, logged as an error; the success is taken,
+ * what it paid being paid (the other payment is the operator's to book or claim back). Its own failed: the other's is
+ * its send as much as this one was (same address, same amount), so its outcome is the attempt's. Still pending, the
+ * attempt waits for it, its stream followed again at every tick (said once); failed, the attempt fails; succeeded, the
+ * attempt succeeds with it, journalled under its hash (followEarlier). Failed here, the payout would be paid a third
+ * time elsewhere. LND not asked: its payment is followed again at the next tick.
  */
 async function endsBesideEarlier(
   s: LightningRailState,
@@ -154,7 +174,7 @@ async function endsBesideEarlier(
   // Nothing more of this stream is taken while LND is asked: the outcome is this one, or none for now.
   tracker.subscription?.removeAllListeners();
   tracker.subscription = null;
-  let paid: string | null;
+  let paid: EarlierPayment | null;
   try {
     paid = await earlierPaid(s, earlier);
   } catch (error) {
@@ -166,7 +186,7 @@ async function endsBesideEarlier(
     return false;
   }
   if (paid === null) return true;
-  const where = { attemptId, paymentHash, earlierHash: paid, status: outcome.status };
+  const where = { attemptId, paymentHash, earlierHash: paid.hash, status: outcome.status };
   if (outcome.status === "succeeded") {
     s.logger.error(
       where,
@@ -174,12 +194,80 @@ async function endsBesideEarlier(
     );
     return true;
   }
-  s.logger.error(
-    where,
-    "LND has a payment of an earlier invoice of this Lightning Address attempt, replaced when it expired, and the attempt failed: left in flight for an operator",
-  );
-  tracker.detached = false;
+  if (!s.running || s.trackers.get(attemptId) !== tracker) return false;
+  if (paid.payment === null) {
+    sayOnce(s, attemptId, `earlier pending ${paid.hash}`, () =>
+      s.logger.warn(
+        where,
+        "LND is paying an earlier invoice of this Lightning Address attempt, replaced when it expired, and the attempt's own payment failed: it waits for that payment",
+      ),
+    );
+    // Followed again at every tick: its own payment's failure comes back, and LND is asked again.
+    tracker.detached = true;
+    return false;
+  }
+  const judged = judgeTrackedPayment(sentSince(s, tracker.attempt), paid.payment);
+  if (judged.kind !== "own") {
+    s.logger.error(
+      { ...where, reason: judged.reason },
+      "LND has a payment of an earlier invoice of this Lightning Address attempt that may not be its, and the attempt failed: left in flight for an operator",
+    );
+    return false;
+  }
+  await followEarlier(s, tracker, paid.hash, paid.payment);
   return false;
+}
+
+/**
+ * Ends an attempt whose own payment failed with LND's payment of another invoice of its (endsBesideEarlier), which
+ * succeeded: the attempt is journalled again under that hash (its mark first, so that a reload reads this line, not
+ * the one it replaces: applyRecord keeps an id's first attempt line) and succeeds with that payment's preimage and
+ * fee. Whoever waited on the tracker it replaces asks execute again (takenBack), which answers the outcome.
+ */
+async function followEarlier(
+  s: LightningRailState,
+  tracker: Tracker,
+  paymentHash: string,
+  payment: ConfirmedPayment,
+): Promise<void> {
+  const { attempt } = tracker;
+  const mark = s.forgottenSends.get(attempt.attemptId);
+  if (mark === undefined) return;
+  const stored: StoredAttempt = {
+    ...attempt,
+    paymentHash,
+    // The invoice of an earlier hash is not kept (only its hash); the mark's own is.
+    request: paymentHash === mark.paymentHash ? mark.request : null,
+    outcome: null,
+    reported: false,
+  };
+  takenBack.add(tracker);
+  forget(s, tracker, neverTakenOutcome);
+  s.attempts.set(attempt.attemptId, stored);
+  s.attemptByHash.set(paymentHash, attempt.attemptId);
+  const followed = newTracker(s, stored, {
+    feeMaxMsat: stored.feeMaxMsat,
+    destination: stored.destination,
+    request: stored.request,
+    eventWanted: tracker.eventWanted,
+  });
+  s.logger.warn(
+    { attemptId: attempt.attemptId, paymentHash: attempt.paymentHash, earlierHash: paymentHash },
+    "the payment of a Lightning Address attempt failed, and LND paid an earlier invoice of it: it succeeds with that one",
+  );
+  try {
+    await s.store.append(forgottenSendRecord(attempt.attemptId, mark));
+  } catch (error) {
+    s.logger.warn({ error: lndErrorText(error), attemptId: attempt.attemptId }, "journal write failed");
+  }
+  if (!s.running || s.trackers.get(attempt.attemptId) !== followed) return;
+  // Unwritten, it is forgotten (writeAhead), its mark standing: the next pass follows that payment (refusedUnsent).
+  if (!(await writeAhead(s, followed))) return;
+  await finish(s, followed, {
+    status: "succeeded",
+    preimage: payment.secret,
+    feeMsat: BigInt(payment.fee_mtokens),
+  });
 }
 
 const fail = (s: LightningRailState, tracker: Tracker, failure: Failure) =>
@@ -688,12 +776,20 @@ function neverTaken(s: LightningRailState, tracker: Tracker): void {
   const { attemptId, createdAtMs, paymentHash, request } = tracker.attempt;
   const known = s.forgottenSends.get(attemptId);
   const firstAtMs = Math.min(createdAtMs, known?.firstAtMs ?? createdAtMs);
-  const mark: ForgottenSend = {
-    firstAtMs,
-    paymentHash,
-    request,
-    earlierHashes: earlierHashesAfter(known, paymentHash),
-  };
+  // One that followed an earlier invoice of its mark's (refusedUnsent) leaves the mark as it was: its invoice is the one
+  // sent afresh (the earlier one's is not kept), the earlier still asked about.
+  const followedEarlier =
+    known?.paymentHash != null &&
+    known.paymentHash !== paymentHash &&
+    known.earlierHashes.includes(paymentHash);
+  const mark: ForgottenSend = followedEarlier
+    ? { ...known, firstAtMs }
+    : {
+        firstAtMs,
+        paymentHash,
+        request,
+        earlierHashes: earlierHashesAfter(known, paymentHash),
+      };
   s.forgottenSends.set(attemptId, mark);
   forget(s, tracker, neverTakenOutcome);
   void journalWithdrawn(s, attemptId, mark);
@@ -848,9 +944,11 @@ const markChanged = (s: LightningRailState, attempt: OutgoingAttempt, forgotten:
  * invoice is not paid again), the address is asked anew. The new invoice's mark, naming the first among its earlier
  * hashes, is journalled before it is sent (the attempt's line after it): a crash between the two sends the new invoice
  * afresh, never the first. A payment LND registers of the first later still is asked about before each send afresh,
- * when the rail refuses one and when the attempt ends: left in flight for an operator, never paid a third time. LND
- * has a payment of the first: that is sent afresh, refused as expired and the payment followed (attach). LND cannot be
- * asked: in flight (refusedUnsent). The address refusing: refused, as a fresh attempt is.
+ * when the rail refuses one and when the attempt ends: the attempt's own send as much as the new one's, it is followed
+ * as the attempt's (refusedUnsent; endsBesideEarlier when the new one's failed), never paid a third time. LND has a
+ * payment of the invoice the mark names: followed (refusedUnsent), or, without earlier hashes, sent afresh, refused
+ * as expired and followed (attach). LND cannot be asked: in flight (refusedUnsent). The address refusing: refused, as
+ * a fresh attempt is.
  */
 async function addressInvoiceAfresh(
   s: LightningRailState,
@@ -868,17 +966,28 @@ async function addressInvoiceAfresh(
       attempt,
       failedOutcome("rail_unavailable", `LND not asked about ${what}: ${lndErrorText(error)}`, true),
     );
+  const { paymentHash, timestampSeconds, expirySeconds } = parsed.value;
   if (forgotten.earlierHashes.length > 0) {
-    let paid: string | null;
+    // Its invoice first, then the earlier: a payment of either is followed as the attempt's own (refusedUnsent), and
+    // one of its invoice before one of an earlier (that one, were it paid too, is asked about when the attempt ends).
+    let paid: boolean;
     try {
-      paid = await earlierPaid(s, forgotten.earlierHashes);
+      paid = (await livePayment(s, paymentHash)) || (await earlierPaid(s, forgotten.earlierHashes)) !== null;
     } catch (error) {
-      return await unasked("its earlier invoices", error);
+      return await unasked("its invoices", error);
     }
     if (markChanged(s, attempt, forgotten)) return await execute(s, attempt);
-    if (paid !== null) return heldForEarlier(s, attempt, forgotten, paid);
+    if (paid)
+      return await refusedUnsent(
+        s,
+        attempt,
+        failedOutcome(
+          "rail_unavailable",
+          "LND has a payment of one of its invoices: followed, not sent",
+          true,
+        ),
+      );
   }
-  const { paymentHash, timestampSeconds, expirySeconds } = parsed.value;
   const expiresAtMs = (timestampSeconds + expirySeconds) * 1000;
   if (s.now() < expiresAtMs - expiringSendMarginMs) return first;
   const renewAtMs = expiresAtMs + lndClockBehindMaxMs + lateRegistrationMaxMs;
@@ -934,43 +1043,45 @@ async function addressInvoiceAfresh(
 }
 
 /**
- * Whether LND has a payment of `paymentHash` that has not failed (getPayment; its 404: none). Rejects when LND cannot
- * be asked.
+ * LND's payment of `paymentHash` unless it failed (getPayment; its 404: none): null when none, its `payment` null while
+ * pending, else what it paid. Rejects when LND cannot be asked.
  */
-async function livePayment(s: LightningRailState, paymentHash: string): Promise<boolean> {
+async function livePaymentOf(
+  s: LightningRailState,
+  paymentHash: string,
+): Promise<{ payment: ConfirmedPayment | null } | null> {
   try {
-    const payment = await withTimeout(s, getPayment({ lnd: s.lnd, id: paymentHash }), "getPayment");
-    return !payment.is_failed;
+    const found = await withTimeout(s, getPayment({ lnd: s.lnd, id: paymentHash }), "getPayment");
+    if (found.is_failed) return null;
+    return { payment: found.is_confirmed && found.payment !== undefined ? found.payment : null };
   } catch (error) {
-    if (Array.isArray(error) && error[0] === 404) return false;
+    if (Array.isArray(error) && error[0] === 404) return null;
     throw error;
   }
 }
 
-/** The first of `earlier` (hashes a mark replaced) LND has a payment of that has not failed; null when none. */
-async function earlierPaid(s: LightningRailState, earlier: readonly string[]): Promise<string | null> {
-  for (const hash of earlier) if (await livePayment(s, hash)) return hash;
-  return null;
-}
+/** Whether LND has a payment of `paymentHash` that has not failed. Rejects when LND cannot be asked. */
+const livePayment = async (s: LightningRailState, paymentHash: string): Promise<boolean> =>
+  (await livePaymentOf(s, paymentHash)) !== null;
+
+/** LND's payment of another invoice of an attempt (earlierPaid): its hash, and what it paid (null: pending). */
+type EarlierPayment = { hash: string; payment: ConfirmedPayment | null };
 
 /**
- * An attempt found never taken whose earlier invoice (replaced when it expired) LND has a payment of: its payee may be
- * paid by it, so it is neither sent again nor failed (paid a third time elsewhere), but left in flight for an
- * operator, said once (every recovery pass asks again).
+ * The first of `earlier` (hashes a mark replaced) LND has a payment of that has not failed, one that succeeded before
+ * one pending; null when none.
  */
-function heldForEarlier(
+async function earlierPaid(
   s: LightningRailState,
-  attempt: OutgoingAttempt,
-  forgotten: ForgottenSend,
-  earlierHash: string,
-): AttemptOutcome {
-  sayOnce(s, attempt.id, `earlier paid ${earlierHash}`, () =>
-    s.logger.error(
-      { attemptId: attempt.id, paymentHash: forgotten.paymentHash, earlierHash },
-      "LND has a payment of an earlier invoice of this Lightning Address attempt, replaced when it expired: left in flight for an operator",
-    ),
-  );
-  return { status: "in_flight", reference: forgotten.paymentHash ?? attempt.id };
+  earlier: readonly string[],
+): Promise<EarlierPayment | null> {
+  let pending: EarlierPayment | null = null;
+  for (const hash of earlier) {
+    const live = await livePaymentOf(s, hash);
+    if (live?.payment != null) return { hash, payment: live.payment };
+    if (live !== null) pending ??= { hash, payment: null };
+  }
+  return pending;
 }
 
 /** Says what `say` logs of an attempt once (its id and `what`): every recovery pass would say it again. */
@@ -1012,7 +1123,9 @@ async function sendOrAfresh(s: LightningRailState, tracker: Tracker, attempt: Ou
  * mark journalled before it kept its invoice names no hash to ask about: LND's payments that may be its own stand for
  * it (paymentsMaybeOf). None, and the refusal stands; any, and it is left in flight for an operator, said once (asked
  * by every pass, it warned at each). A mark that replaced an expired invoice (addressInvoiceAfresh) has its earlier
- * hashes asked about too: a payment of one, and the attempt is left in flight for an operator, never failed.
+ * hashes asked about too when LND has no payment of its own: a payment of one (not failed) is the attempt's send as
+ * much as its invoice's, and is followed as its own, never failed (a second of its invoices paid is said when it
+ * ends: endsBesideEarlier).
  */
 async function refusedUnsent(
   s: LightningRailState,
@@ -1064,15 +1177,22 @@ async function refusedUnsent(
   const changed = () => s.forgottenSends.get(attempt.id) !== forgotten;
   if (changed()) return inFlight("its mark changed meanwhile");
   if (!paid && forgotten.earlierHashes.length > 0) {
-    let earlierHash: string | null;
+    let earlier: EarlierPayment | null;
     try {
-      earlierHash = await earlierPaid(s, forgotten.earlierHashes);
+      earlier = await earlierPaid(s, forgotten.earlierHashes);
     } catch (error) {
       return inFlight(`LND not asked about its earlier invoices: ${lndErrorText(error)}`);
     }
     if (s.attempts.has(attempt.id)) return await execute(s, attempt);
     if (changed()) return inFlight("its mark changed meanwhile");
-    if (earlierHash !== null) return heldForEarlier(s, attempt, forgotten, earlierHash);
+    // Its send as much as its invoice's (same address, same amount): followed as its own, as its invoice's would be.
+    // Were another invoice of its paid too, that is said when it ends (endsBesideEarlier).
+    if (earlier !== null) {
+      if (!s.running) return inFlight("the rail stopped");
+      if (attemptPaying(s, earlier.hash) !== null)
+        return inFlight("another attempt of the rail holds an earlier hash of its");
+      return await followForgotten(s, attempt, earlier.hash, forgotten, refused, null);
+    }
   }
   if (!paid) {
     if (refused.code === "rail_unavailable") return inFlight("the rail cannot send it now");
@@ -1288,6 +1408,8 @@ async function followForgotten(
   paymentHash: string,
   forgotten: ForgottenSend,
   refused: Failed,
+  request: string | null = forgotten.request ??
+    (attempt.destination.kind === "bolt11" ? attempt.destination.invoice : null),
 ): Promise<AttemptOutcome> {
   const { destination } = attempt;
   s.attemptByHash.set(paymentHash, attempt.id);
@@ -1296,7 +1418,7 @@ async function followForgotten(
     attempt,
     paymentHash,
     destination.kind === "lightning_node" ? "keysend" : "bolt11",
-    forgotten.request ?? (destination.kind === "bolt11" ? destination.invoice : null),
+    request,
   );
   // Unwritten, it is forgotten again (writeAhead) and the mark stays: asked again by the next pass.
   if (!(await writeAhead(s, tracker))) return { status: "in_flight", reference: paymentHash };

@@ -1099,35 +1099,39 @@ describe("lightning rail on regtest", () => {
     }
   });
 
-  it("an attempt to a Lightning Address whose mark replaced its expired first invoice, LND having registered a send of the first late, is left in flight for an operator: not sent its new invoice, not failed when the rail refuses it, nor when its new invoice's payment fails", async () => {
+  it("an attempt to a Lightning Address whose mark replaced its expired first invoice, LND having registered a send of the first late, follows that payment as its own: succeeds with it when the new invoice is unpaid, when the rail refuses it, and when the new invoice's payment fails, waiting while it is in flight; with both paid, ends with the new one's, said", async () => {
     const carol = await lnurlServer("carol");
     const invoiceOf = (amount: bigint) =>
       createInvoice({ lnd: payee, mtokens: amount.toString(), description_hash: carol.descriptionHash });
     // Each attempt's first invoice, replaced by the second when it expired (as addressInvoiceAfresh journals it). The
-    // third attempt's second is a hold invoice, its payee holding the payment until it cancels it.
-    const amounts = { unsent: 2_270_000n, refused: 2_420_000n, ending: 2_280_000n };
+    // fourth attempt's are hold invoices, their payee holding a payment until it settles or cancels it.
+    const amounts = { unsent: 2_270_000n, refused: 2_420_000n, both: 2_290_000n, ending: 2_280_000n };
+    const secrets = { first: randomBytes(32).toString("hex"), second: randomBytes(32).toString("hex") };
+    const held = (amount: bigint, secret: string) =>
+      createHodlInvoice({
+        lnd: payee,
+        id: sha256(secret),
+        mtokens: amount.toString(),
+        description_hash: carol.descriptionHash,
+      });
     const firsts = {
       unsent: await invoiceOf(amounts.unsent),
       refused: await invoiceOf(amounts.refused),
-      ending: await invoiceOf(amounts.ending),
+      both: await invoiceOf(amounts.both),
+      ending: await held(amounts.ending, secrets.first),
     };
-    const secret = randomBytes(32).toString("hex");
     const seconds = {
       unsent: await invoiceOf(amounts.unsent),
       refused: await invoiceOf(amounts.refused),
-      ending: await createHodlInvoice({
-        lnd: payee,
-        id: sha256(secret),
-        mtokens: amounts.ending.toString(),
-        description_hash: carol.descriptionHash,
-      }),
+      both: await invoiceOf(amounts.both),
+      ending: await held(amounts.ending, secrets.second),
     };
-    const ids = {
-      unsent: attemptId("earlier-unsent"),
-      refused: attemptId("earlier-refused"),
-      ending: attemptId("earlier-ending"),
-    };
-    const kinds = ["unsent", "refused", "ending"] as const;
+    const kinds = ["unsent", "refused", "both", "ending"] as const;
+    type Kind = (typeof kinds)[number];
+    const ids = Object.fromEntries(kinds.map((kind) => [kind, attemptId(`earlier-${kind}`)])) as Record<
+      Kind,
+      string
+    >;
     await writeFile(
       path.join(directory, "address-earlier.jsonl"),
       kinds
@@ -1137,11 +1141,15 @@ describe("lightning rail on regtest", () => {
         )
         .join(""),
     );
-    // LND registered a send of the first invoice of two of them late, after the second replaced it (paid by hand here,
-    // as LND pays it).
-    await pay({ lnd: client("gateway"), request: firsts.unsent.request });
-    await pay({ lnd: client("gateway"), request: firsts.refused.request });
-    const resumed = (kind: (typeof kinds)[number]) =>
+    // LND registered a send of the first invoice of three of them late, after the second replaced it (paid by hand
+    // here, as LND pays it); and of the second too, of one.
+    const paidFirst = {
+      unsent: await pay({ lnd: client("gateway"), request: firsts.unsent.request }),
+      refused: await pay({ lnd: client("gateway"), request: firsts.refused.request }),
+      both: await pay({ lnd: client("gateway"), request: firsts.both.request }),
+    };
+    const paidSecond = await pay({ lnd: client("gateway"), request: seconds.both.request });
+    const resumed = (kind: Kind) =>
       ({
         id: ids[kind],
         paymentId: `payment-${ids[kind]}`,
@@ -1151,8 +1159,8 @@ describe("lightning rail on regtest", () => {
         feeMax: 10_000n,
         resumed: true,
       }) as const;
-    const heldFor = (running: Running, kind: (typeof kinds)[number]) =>
-      running.logs.filter((line) => line.level === "error" && line.fields.attemptId === ids[kind]);
+    const logsOf = (running: Running, kind: Kind, level: string) =>
+      running.logs.filter((line) => line.level === level && line.fields.attemptId === ids[kind]);
     try {
       // The refused one's amount above a limit lowered since.
       const running = await startRail(
@@ -1163,57 +1171,77 @@ describe("lightning rail on regtest", () => {
         carol.lnurlFetch,
       );
       try {
-        // Before: its second invoice sent too, its payee paid twice; and the refused one failed as refused, to be
-        // paid elsewhere. Each is in flight, as often as it is asked, and said once.
-        for (let pass = 0; pass < 2; pass += 1) {
-          expect(await running.rail.execute(resumed("unsent"))).toEqual({
-            status: "in_flight",
-            reference: seconds.unsent.id,
-          });
-          expect(await running.rail.execute(resumed("refused"))).toEqual({
-            status: "in_flight",
-            reference: seconds.refused.id,
-          });
-        }
-        for (const kind of ["unsent", "refused"] as const)
-          expect(heldFor(running, kind)).toEqual([
-            expect.objectContaining({
-              message: expect.stringMatching(/earlier invoice .* left in flight for an operator/),
-              fields: expect.objectContaining({ earlierHash: firsts[kind].id }),
-            }),
-          ]);
-        // The third's first is unpaid when LND is asked: its second is sent, and its payee holds the payment.
-        expect(await running.rail.execute(resumed("ending"))).toEqual({
-          status: "in_flight",
-          reference: seconds.ending.id,
+        // Before: each left in flight for an operator for good, its reservation held and LND's payment unbooked (and
+        // the one with both paid never followed its second's).
+        for (let pass = 0; pass < 2; pass += 1)
+          for (const kind of ["unsent", "refused"] as const)
+            expect(await running.rail.execute(resumed(kind))).toEqual({
+              status: "succeeded",
+              evidence: { rail: "lightning", paymentHash: firsts[kind].id, preimage: paidFirst[kind].secret },
+              fee: BigInt(paidFirst[kind].fee_mtokens),
+            });
+        expect(await running.rail.execute(resumed("both"))).toEqual({
+          status: "succeeded",
+          evidence: { rail: "lightning", paymentHash: seconds.both.id, preimage: paidSecond.secret },
+          fee: BigInt(paidSecond.fee_mtokens),
         });
-        await waitFor(
-          "the second invoice's payment held at the payee",
-          async () => ((await getInvoice({ lnd: payee, id: seconds.ending.id })).is_held ? true : undefined),
-          { timeoutMs: 30_000 },
-        );
-        // LND registers a send of its first late, and its payee cancels the second: that payment fails. Before: the
-        // attempt failed, to be paid a third time elsewhere.
-        await pay({ lnd: client("gateway"), request: firsts.ending.request });
-        await cancelHodlInvoice({ lnd: payee, id: seconds.ending.id });
-        const endingEvents = () =>
-          running.events.filter((e) => "attemptId" in e && e.attemptId === ids.ending);
-        await waitFor(
-          "the attempt held for an operator, or ended",
-          async () => (heldFor(running, "ending").length > 0 || endingEvents().length > 0 ? true : undefined),
-          { timeoutMs: 30_000 },
-        );
-        expect(endingEvents()).toEqual([]);
-        expect(heldFor(running, "ending")).toEqual([
+        expect(logsOf(running, "both", "error")).toEqual([
           expect.objectContaining({
-            fields: expect.objectContaining({ earlierHash: firsts.ending.id, status: "failed" }),
+            message: expect.stringMatching(/paid twice/),
+            fields: expect.objectContaining({ earlierHash: firsts.both.id, status: "succeeded" }),
           }),
         ]);
+        // The fourth's first is unpaid when LND is asked: its second is sent, and its payee holds the payment.
         expect(await running.rail.execute(resumed("ending"))).toEqual({
           status: "in_flight",
           reference: seconds.ending.id,
         });
+        const heldAtPayee = (id: string) =>
+          waitFor(
+            "a payment held at the payee",
+            async () => ((await getInvoice({ lnd: payee, id })).is_held ? true : undefined),
+            { timeoutMs: 30_000 },
+          );
+        await heldAtPayee(seconds.ending.id);
+        // LND registers a send of its first late, held too, and its payee cancels the second: that payment fails.
+        // The attempt waits for the first's: neither failed (to be paid a third time elsewhere) nor left for good.
+        const payingFirst = pay({ lnd: client("gateway"), request: firsts.ending.request });
+        payingFirst.catch(() => {});
+        await heldAtPayee(firsts.ending.id);
+        await cancelHodlInvoice({ lnd: payee, id: seconds.ending.id });
+        await waitFor(
+          "the attempt waiting for its first invoice's payment",
+          async () =>
+            logsOf(running, "ending", "warn").some((line) => /waits/.test(line.message)) ? true : undefined,
+          { timeoutMs: 30_000 },
+        );
+        const endingEvents = () =>
+          running.events.filter((e) => "attemptId" in e && e.attemptId === ids.ending);
+        // Several ticks (500 ms) asking again, said once.
+        await sleep(2_000);
         expect(endingEvents()).toEqual([]);
+        expect(logsOf(running, "ending", "warn").filter((line) => /waits/.test(line.message))).toHaveLength(
+          1,
+        );
+        // Settled, the first's payment is the attempt's outcome. Before: never followed, in flight for good.
+        await settleHodlInvoice({ lnd: payee, secret: secrets.first });
+        const paid = await payingFirst;
+        await waitFor("the attempt's outcome", async () => (endingEvents().length > 0 ? true : undefined), {
+          timeoutMs: 30_000,
+        });
+        expect(endingEvents()).toEqual([
+          {
+            kind: "attempt_succeeded",
+            attemptId: ids.ending,
+            evidence: { rail: "lightning", paymentHash: firsts.ending.id, preimage: secrets.first },
+            fee: BigInt(paid.fee_mtokens),
+          },
+        ]);
+        expect(logsOf(running, "ending", "error")).toEqual([]);
+        expect(await running.rail.execute(resumed("ending"))).toMatchObject({
+          status: "succeeded",
+          evidence: { paymentHash: firsts.ending.id },
+        });
       } finally {
         await running.rail.stop();
       }
@@ -1222,6 +1250,116 @@ describe("lightning rail on regtest", () => {
       expect(
         payments.filter((payment) => payment.id === seconds.unsent.id || payment.id === seconds.refused.id),
       ).toEqual([]);
+      // Journalled under the hash it ended with: a restart answers the same.
+      const again = await startRail("address-earlier.jsonl", { lnurlHttpHosts: ["127.0.0.1"] });
+      try {
+        for (const [kind, hash] of [
+          ["unsent", firsts.unsent.id],
+          ["ending", firsts.ending.id],
+          ["both", seconds.both.id],
+        ] as const)
+          expect(await again.rail.execute(resumed(kind))).toMatchObject({
+            status: "succeeded",
+            evidence: { paymentHash: hash },
+          });
+      } finally {
+        await again.rail.stop();
+      }
+    } finally {
+      await carol.close();
+    }
+  });
+
+  it("an attempt followed after a restart whose mark names its own hash among the earlier (renewals that raced) succeeds without a false payee-paid-twice error; and a Lightning Address's first invoice found never taken is not sent in the minute before its expiry", async () => {
+    const carol = await lnurlServer("carol");
+    const amounts = { raced: 2_310_000n, expiring: 2_320_000n };
+    const invoiceOf = (amount: bigint, expiresAtMs?: number) =>
+      createInvoice({
+        lnd: payee,
+        mtokens: amount.toString(),
+        description_hash: carol.descriptionHash,
+        ...(expiresAtMs === undefined ? {} : { expires_at: new Date(expiresAtMs).toISOString() }),
+      });
+    // Two renewals of one attempt raced: the one sent (its attempt line after) was named among the earlier hashes of
+    // the other's mark, written last. LND paid the one sent.
+    const [first, sent, other] = [
+      await invoiceOf(amounts.raced),
+      await invoiceOf(amounts.raced),
+      await invoiceOf(amounts.raced),
+    ];
+    const line = journalledAttempt("raced", sent, amounts.raced);
+    const mark = {
+      t: "withdrawn",
+      attemptId: line.attemptId,
+      sent: true,
+      createdAtMs: line.createdAtMs,
+      paymentHash: other.id,
+      request: other.request,
+      earlierHashes: [first.id, sent.id],
+    };
+    // An attempt whose first invoice expires in 30 s, found never taken.
+    const expiring = await invoiceOf(amounts.expiring, Date.now() + 30_000);
+    const expiringId = attemptId("expiring");
+    const expiringMark = {
+      t: "withdrawn",
+      attemptId: expiringId,
+      sent: true,
+      createdAtMs: Date.now(),
+      paymentHash: expiring.id,
+      request: expiring.request,
+    };
+    await writeFile(
+      path.join(directory, "address-raced.jsonl"),
+      [mark, line, expiringMark].map((record) => `${JSON.stringify(record)}\n`).join(""),
+    );
+    const paid = await pay({ lnd: client("gateway"), request: sent.request });
+    try {
+      const running = await startRail(
+        "address-raced.jsonl",
+        { lnurlHttpHosts: ["127.0.0.1"] },
+        cluster.nodes.gateway,
+        undefined,
+        carol.lnurlFetch,
+      );
+      try {
+        await waitFor(
+          "the raced attempt's outcome",
+          async () =>
+            running.events.some((e) => "attemptId" in e && e.attemptId === line.attemptId) ? true : undefined,
+          { timeoutMs: 30_000 },
+        );
+        expect(running.events.filter((e) => "attemptId" in e && e.attemptId === line.attemptId)).toEqual([
+          {
+            kind: "attempt_succeeded",
+            attemptId: line.attemptId,
+            evidence: { rail: "lightning", paymentHash: sent.id, preimage: paid.secret },
+            fee: BigInt(paid.fee_mtokens),
+          },
+        ]);
+        // Before: its own payment taken for an earlier invoice's, "paid twice" logged as an error.
+        expect(
+          running.logs.filter(
+            (entry) => entry.level === "error" && entry.fields.attemptId === line.attemptId,
+          ),
+        ).toEqual([]);
+        // Sent now, LND's clock a little ahead would refuse it as expired, and the attempt fail `expired` for good.
+        expect(
+          await running.rail.execute({
+            id: expiringId,
+            paymentId: `payment-${expiringId}`,
+            tenantId: "ten_test",
+            amount: amounts.expiring,
+            destination: { kind: "lightning_address", address: carol.address },
+            feeMax: 10_000n,
+            resumed: true,
+          }),
+        ).toEqual({ status: "in_flight", reference: expiring.id });
+      } finally {
+        await running.rail.stop();
+      }
+      expect(carol.asked).toEqual([]);
+      const { payments } = await getPayments({ lnd: client("gateway") });
+      expect(payments.filter((payment) => payment.id === expiring.id)).toEqual([]);
     } finally {
       await carol.close();
     }
