@@ -365,6 +365,7 @@ async function submit(
       ? refused("rail_unreachable", sent.message)
       : refused("rail_unavailable", sent.message);
   }
+  // Sent, whether or not the node took it now (not taken, it is broadcast again later, and is submitted all the same).
   // Bound again with it: another process's give-back (its own refusal, the row it read before this bind) may have
   // run between this bind and this send — unless another payer bound the invoice since (its payment is its own), or
   // this payer and nonce went to another invoice: sent all the same, and said at error level for the operator (no

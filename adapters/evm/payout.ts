@@ -93,6 +93,10 @@ async function payOnce(state: EvmRailState, attempt: OutgoingAttempt): Promise<A
       ...(sent.busy ? { busy: true as const } : {}),
     };
   }
+  // Signed and journaled, the node not taking it now (a nonce gap, a node out of reach): it is sent, broadcast again
+  // by the keeper and by recovery, and in flight at once, no receipt awaited. Before, the payout threw (a 500 the
+  // client might retry under a new key, paying twice).
+  if (sent.broadcast === "not_taken") return { status: "in_flight", reference: sent.tx_hash };
   return outcomeOf(state, attempt, sent);
 }
 

@@ -89,6 +89,16 @@ export async function ensureAllowance(
     data: encodeFunctionData({ abi: erc20Abi, functionName: "approve", args: [splitter, maxUint256] }),
   });
   if ("status" in sent) return sent;
+  // Not taken by the node now (it is broadcast again later): the payout is not signed behind it, refused as a node
+  // not answering is, nothing of its own sent. Before, it threw.
+  if (sent.broadcast === "not_taken")
+    return {
+      status: "failed",
+      code: "rail_unavailable",
+      revert: null,
+      busy: false,
+      message: `the splitter's approve (transaction ${sent.tx_hash}) was not taken; nothing was sent behind it`,
+    };
   const receipt = await receiptOf(state.journal, sent);
   if (receipt === null)
     throw new EvmRailError("the splitter's approve is not mined yet", {

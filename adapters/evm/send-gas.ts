@@ -29,7 +29,7 @@
 //                                  more, only this pass, once final
 //   x402-batch:…                   x402's batch settler or its reconciliation when the rail handed x402 the
 //                                  batch's outcome (x402-batch.ts claims the send's gas for x402 first); this
-//                                  pass otherwise (the rail threw: no BatchSettled, a broadcast that timed out)
+//                                  pass otherwise (the rail threw: no BatchSettled; a crash before the hand-over)
 //   receive-auth:…                 this pass (an invoice's authorization: the watcher credits the invoice, no gas)
 //
 // A kind not in the table is booked by this pass: a new kind of send whose caller books its gas must be named here,

@@ -55,6 +55,19 @@ import { failureCodeOf, revertName, revertText } from "./reverts.ts";
 export type SendRow = { attempt_id: string; tx_hash: `0x${string}`; raw_tx: `0x${string}`; nonce: number };
 
 /**
+ * What a broadcast came to: `taken`, the node took the transaction, holds it, or shows its nonce used (its receipt
+ * decides); `not_taken`, the node shows neither (said as a warning): the send stays journaled, and its same bytes are
+ * broadcast again (its key sent again, keepOpenSends).
+ */
+export type Broadcast = "taken" | "not_taken";
+
+/**
+ * A send stored under its key, and what its broadcast this time came to. Not taken, its caller answers it in flight
+ * (submitted) at once: it is sent, and waiting for a receipt that cannot come before its next broadcast is no use.
+ */
+export type Sent = SendRow & { broadcast: Broadcast };
+
+/**
  * A call gas estimation says would revert, that the node did not answer, or whose gas would cost more than the
  * policy's cap (fee_above_max): nothing was signed or sent (with `refusalIsFinal`, the refusal is kept).
  */
@@ -185,7 +198,7 @@ export async function sendOnce(
   key: string,
   prepare: () => Promise<Call | SendRefused>,
   options: SendOptions = {},
-): Promise<SendRow | SendRefused> {
+): Promise<Sent | SendRefused> {
   const final = options.refusalIsFinal === true;
   const { share } = options;
   // A full queue, or a share holding its whole part of it, refuses a new send; a key sent before is followed as ever
@@ -244,7 +257,7 @@ async function keepRefusal(
   journal: SendJournal,
   key: string,
   refusal: SendRefused,
-): Promise<SendRow | SendRefused> {
+): Promise<Sent | SendRefused> {
   const outcome = await journal.db.transaction(async (tx): Promise<SendRow | SendRefused> => {
     await lockedNextNonce(journal, tx);
     const [sent] = await tx.query<SendRow>(
@@ -261,8 +274,7 @@ async function keepRefusal(
     if (kept === undefined) throw new EvmRailError(`the refusal of ${key} vanished inside its transaction`);
     return kept;
   });
-  if (!("status" in outcome)) await broadcast(journal, outcome);
-  return outcome;
+  return "status" in outcome ? outcome : { ...outcome, broadcast: await broadcast(journal, outcome) };
 }
 
 /**
@@ -273,7 +285,7 @@ export async function sendWithinQueue(
   journal: SendJournal,
   key: string,
   call: Call,
-): Promise<SendRow | SendRefused> {
+): Promise<Sent | SendRefused> {
   return (await storedSend(journal, key)) ?? signAndStore(journal, key, call);
 }
 
@@ -297,7 +309,7 @@ type StoredRow = SendRow & { due: boolean };
  * chain's: a send of another chain under it is never broadcast or replaced here (its bytes, its nonce are that
  * chain's), the send is refused.
  */
-async function storedSend(journal: SendJournal, key: string): Promise<SendRow | null> {
+async function storedSend(journal: SendJournal, key: string): Promise<Sent | null> {
   const [existing] = await journal.db.query<StoredRow & { chain_id: number }>(
     `SELECT attempt_id, tx_hash, raw_tx, nonce, chain_id,
             now() - signed_at >= $2::int * interval '1 millisecond' AS due
@@ -309,8 +321,8 @@ async function storedSend(journal: SendJournal, key: string): Promise<SendRow | 
   if (Number(chainId) !== journal.chainId)
     throw new EvmRailError(`send ${key} is chain ${chainId}'s, not chain ${journal.chainId}'s`);
   const current = due ? await replaceIfStuck(journal, row) : row;
-  await broadcast(journal, current); // harmless if the node has it; needed if it lost it
-  return current;
+  // Harmless if the node has it; needed if it lost it.
+  return { ...current, broadcast: await broadcast(journal, current) };
 }
 
 /**
@@ -322,7 +334,7 @@ async function signAndStore(
   key: string,
   call: Call,
   refusalIsFinal = false,
-): Promise<SendRow | SendRefused> {
+): Promise<Sent | SendRefused> {
   const { walletClient } = journal;
   let request: Awaited<ReturnType<typeof walletClient.prepareTransactionRequest>>;
   try {
@@ -377,8 +389,7 @@ async function signAndStore(
     return stored;
   }
   if ("status" in row) return row;
-  await broadcast(journal, row);
-  return row;
+  return { ...row, broadcast: await broadcast(journal, row) };
 }
 
 /** Under the wallet's nonce row's lock: the next nonce, the transaction signed with it, stored under `key`. */
@@ -608,8 +619,9 @@ export const openSendsKeptMax = 64;
  * replaced first when it has waited past replaceAfterMs. A send is otherwise broadcast again only when its key is
  * sent again, and some keys never are (an x402 settlement, a wallet's authorization: their caller asks once): one of
  * those whose broadcast failed (a node's 5xx, a crash between the commit and the broadcast) held every later nonce
- * of the wallet, every payout behind it, for good. Resolves to how many it looked at; a broadcast that fails is
- * logged by the caller (the error names the first), the others are still tried.
+ * of the wallet, every payout behind it, for good. Resolves to how many it looked at; a broadcast not taken is said by
+ * the broadcast, and a replacement that fails (the node out of reach) is logged by the caller (the error names the
+ * first), the others still tried.
  */
 export function keepOpenSends(journal: SendJournal): Promise<number> {
   return serialized(journal, async () => {
@@ -640,14 +652,44 @@ export function keepOpenSends(journal: SendJournal): Promise<number> {
 /**
  * What a node answers a replacement whose fees are too low to take its nonce's place in its pool: "replacement
  * transaction underpriced" (geth, anvil, reth; Hardhat's capitalised, naming the nonce), "replacement fee too low"
- * (erigon). Not geth's bare "transaction underpriced" (its pool full, or the fee below its txpool.pricelimit): that
- * refuses the transaction, not its replacing another, and nothing may hold the nonce; it throws as any refusal does.
+ * (erigon), Nethermind's FeeTooLowToCompete and ReplacementNotAllowed. Not geth's bare "transaction underpriced" (its
+ * pool full, or the fee below its txpool.pricelimit): that refuses the transaction, not its replacing another, and
+ * nothing may hold the nonce; the node is asked, as for any refusal.
  */
-const underpricedTexts = ["replacement transaction underpriced", "replacement fee too low"];
+const underpricedTexts = [
+  "replacement transaction underpriced",
+  "replacement fee too low",
+  "feetoolowtocompete",
+  "replacementnotallowed",
+];
 
-async function broadcast(journal: SendJournal, row: SendRow): Promise<void> {
+/**
+ * What a node answers bytes it holds already: "already known" (geth, reth), "known transaction" (Hardhat's "Known
+ * transaction: 0x…"), Nethermind's AlreadyKnown, "transaction already imported" (anvil, Substrate's EVM), "tx already
+ * in mempool". Not viem's UnknownRpcError ("An unknown RPC error occurred"), which says nothing of the kind.
+ */
+function saysHeld(text: string): boolean {
+  return (
+    text.replaceAll("unknown", "").includes("known") ||
+    text.includes("already imported") ||
+    text.includes("already in mempool")
+  );
+}
+
+/**
+ * Broadcasts the send's bytes: taken when the node takes them, says it holds them, or, whatever its words for the
+ * refusal, shows the send's nonce used or its transaction known (nonceTakenOnNode); otherwise not taken, said, and left
+ * to the next broadcast (the same bytes, never another nonce). A refusal never throws: the send is stored, and its
+ * callers answer it in flight. Before, any refusal but "already known" and a "nonce too low" the node showed threw: a
+ * send mined long since whose bytes a node refused again in other words (Nethermind's "OldNonce", Cosmos EVM's
+ * "invalid nonce; got 3, expected 4", OpenEthereum's "Transaction nonce is too low") never reached its receipt, and a
+ * payout refused at its first broadcast answered 500 while it was journaled and sent again later: a client retrying
+ * under a new key paid twice.
+ */
+async function broadcast(journal: SendJournal, row: SendRow): Promise<Broadcast> {
   try {
     await journal.publicClient.sendRawTransaction({ serializedTransaction: row.raw_tx });
+    return "taken";
   } catch (error) {
     const text = errorText(error).toLowerCase();
     // A replacement refused as underpriced: a node asking more than the bump the cap left (12.5% where it left 10%).
@@ -661,31 +703,24 @@ async function broadcast(journal: SendJournal, row: SendRow): Promise<void> {
         { error: shortMessage(error) },
         "send's replacement refused as underpriced: the node asks a larger bump than the gas cap left; the transaction it replaced waits in the node's pool, and whichever of them is mined is the send's",
       );
-      return;
+      return "taken";
     }
-    // "already known" (geth, reth), "known transaction" (Hardhat's "Known transaction: 0x…"): the node holds these
-    // bytes, and the receipt decides. Not viem's UnknownRpcError ("An unknown RPC error occurred"), which says
-    // nothing of the kind.
-    if (text.replaceAll("unknown", "").includes("known")) return;
-    // "nonce too low": the send's nonce is used, by one of its own transactions or by another (sendFateOf tells which
-    // once it is final), and the receipt decides — when the node shows it so.
-    if (text.includes("nonce too low") && (await nonceTakenOnNode(journal, row))) return;
-    // Anything else the node did not take: "nonce too high" (Hardhat's for a nonce past the pending one while it
-    // automines), "invalid nonce", "nonce has max value", a gapped nonce refused. Before, every refusal naming the
-    // nonce was let pass, and the send was taken for sent while nothing of it could be mined: its attempt waited for
-    // a receipt until its timeout, in flight. It stays journaled under its key: sent again (its key, keepOpenSends),
-    // the same bytes are broadcast, never another nonce.
-    throw new EvmRailError(`broadcast of ${row.tx_hash} failed`, {
-      details: viemDetails(error),
-      cause: error,
-    });
+    if (saysHeld(text) || (await nonceTakenOnNode(journal, row))) return "taken";
+    // Neither shown by the node asked: "nonce too high" (Hardhat's for a nonce past the pending one while it
+    // automines), a gapped nonce refused, the node out of reach, or a node behind the one that refused (behind a load
+    // balancer), whose answer only delays the send.
+    journal.logger.warn(
+      { send: row.attempt_id, txHash: row.tx_hash, nonce: row.nonce, error: viemDetails(error) },
+      "send's broadcast not taken: the node refused it, and shows neither its nonce used nor its transaction; it is in flight, and broadcast again",
+    );
+    return "not_taken";
   }
 }
 
 /**
- * Whether the node shows the send's nonce used, as a "nonce too low" says: the wallet's mined count past it, or the
- * send's transaction known to it. Neither shown (a node behind the one that refused, behind a load balancer; one not
- * answering) is no proof: the broadcast throws, and is tried again.
+ * Whether the node shows the send's nonce used: the wallet's mined count past it, or the send's transaction known to
+ * it (in its pool, or mined). Neither shown (a node behind the one that refused, behind a load balancer; one not
+ * answering) is no proof either way: the broadcast is not taken, and is tried again.
  */
 async function nonceTakenOnNode(journal: SendJournal, row: SendRow): Promise<boolean> {
   try {

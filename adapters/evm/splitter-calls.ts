@@ -58,7 +58,8 @@ async function callOnce(
       message: sent.message,
       revert: sent.revert,
     };
-  const receipt = await receiptOf(state.journal, sent);
+  // Not taken by the node now: sent all the same (broadcast again later), in flight at once.
+  const receipt = sent.broadcast === "taken" ? await receiptOf(state.journal, sent) : null;
   if (receipt === null) return { status: "in_flight", txHash: sent.tx_hash };
   if (receipt.status !== "success")
     return {

@@ -35,6 +35,9 @@ export type SweepPassResult = {
   refused: string | null;
 };
 
+/** An open sweep: its forwarders' salts, and when it was started. */
+type OpenSweep = { key: string; salts: Hex[]; started_at: Date };
+
 /** Books a sweep's gas; resolves once booked (idempotent: a crash before the sweep is marked done repeats it). */
 export type SweepBooker = (sweep: DepositSweep) => Promise<void>;
 
@@ -61,7 +64,7 @@ export async function sweepDeposits(
     await tx.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", [
       `evm_sweeps:${state.chainId}:${token}`,
     ]);
-    const opened = await tx.query<{ key: string; salts: Hex[]; started_at: Date }>(
+    const opened = await tx.query<OpenSweep>(
       "SELECT key, salts, started_at FROM evm_sweeps WHERE chain_id = $1 AND token = $2 AND done_at IS NULL ORDER BY started_at",
       [state.chainId, token],
     );
@@ -72,7 +75,7 @@ export async function sweepDeposits(
       [state.chainId, token, deposits.params.sweepSaltsMax],
     );
     if (due.length === 0) return [];
-    return tx.query<{ key: string; salts: Hex[]; started_at: Date }>(
+    return tx.query<OpenSweep>(
       `INSERT INTO evm_sweeps (key, chain_id, token, salts) VALUES ($1, $2, $3, $4)
        RETURNING key, salts, started_at`,
       [
@@ -84,87 +87,110 @@ export async function sweepDeposits(
     );
   });
   for (const sweep of open) {
-    const sent = await sendOnce(state.journal, sweep.key, async () => ({
-      to: factory,
-      data: encodeFunctionData({
-        abi: forwarderFactoryAbi,
-        functionName: "sweep",
-        args: [state.params.token.address, sweep.salts],
-      }),
-    }));
-    if ("status" in sent) {
-      result.refused = sent.message;
-      // Gas above the cap, or a node out of reach: the same sweep next pass. Anything else is the chain refusing the
-      // call: the forwarders it would not sweep are left out for a while, and this sweep closes (nothing was sent)
-      // so that the next pass starts one of the others.
-      if (sent.code !== "rail_unavailable" && sent.code !== "fee_above_max") {
-        const aside = await setAsideUnsweepable(state, factory, sweep.salts);
-        if (aside > 0)
-          await db.query(
-            `UPDATE evm_sweeps SET done_at = now()
-             WHERE key = $1 AND NOT EXISTS (SELECT 1 FROM evm_sends WHERE attempt_id = $1)`,
-            [sweep.key],
-          );
-      }
-      state.logger.warn(
-        { key: sweep.key, message: sent.message },
-        "a sweep was not sent; the next pass tries again",
-      );
-      continue;
-    }
-    let fate: SendFate;
     try {
-      fate = await sendFateOf(state.journal, sent, await confirmedNonceOf(state.journal));
+      await followSweep(state, factory, sweep, book, result);
     } catch (error) {
-      // The node cannot say now (an older block's state it no longer keeps, a transport error): pending, as a sweep
-      // whose receipt has not come is; the other open sweeps are still looked at.
-      state.logger.warn(
-        { error: viemDetails(error), key: sweep.key },
-        "whether a sweep was mined is unknown now",
+      // Its own turn only (a node out of reach while it was replaced, its gas's booking refused): the other open
+      // sweeps are still looked at, and this one again next pass. Before, one sweep's throw skipped those after it.
+      state.logger.error(
+        { error, key: sweep.key },
+        "a sweep could not be followed this pass; the next pass tries again",
       );
       result.pending += 1;
-      continue;
     }
-    if (fate.status === "never_mined") {
-      // Its nonce went to another transaction at a final depth: this sweep never will be mined. Done, its salts
-      // still due for the next one (before, it stayed open, and no forwarder was swept again). Its gas is none: the
-      // send-gas pass marks the send never mined.
-      state.logger.warn({ key: sweep.key }, "a sweep was never mined; its forwarders go in the next one");
-      await db.query("UPDATE evm_sweeps SET done_at = now() WHERE key = $1", [sweep.key]);
-      continue;
-    }
-    if (fate.status === "pending") {
-      result.pending += 1;
-      continue;
-    }
-    const { receipt } = fate;
-    const swept = parseEventLogs({ abi: forwarderFactoryAbi, eventName: "Swept", logs: receipt.logs });
-    const done: DepositSweep = {
-      key: sweep.key,
-      txHash: receipt.transactionHash,
-      blockNumber: receipt.blockNumber,
-      amount: swept.reduce((sum, log) => sum + log.args.amount, 0n),
-      forwarders: sweep.salts.length,
-      reverted: receipt.status !== "success",
-      gas: gasPaid(receipt),
-    };
-    await book(done);
-    await db.transaction(async (tx) => {
-      await tx.query("UPDATE evm_sweeps SET done_at = now() WHERE key = $1", [sweep.key]);
-      // A forwarder that received again after this sweep started stays due for the next one.
-      if (!done.reverted)
-        await tx.query(
-          `UPDATE evm_deposits SET sweep_due_at = NULL
-           WHERE chain_id = $1 AND token = $2 AND salt = ANY($3::text[]) AND sweep_due_at <= $4`,
-          [state.chainId, token, sweep.salts, sweep.started_at],
-        );
-    });
-    result.swept.push(done);
-    // Reverted on chain: its forwarders stay due, and the next sweep would take the same ones and revert again, its
-    // gas paid every pass. Those the token will not move out of are left out for a while.
-    if (done.reverted) await setAsideUnsweepable(state, factory, sweep.salts);
   }
   return result;
+}
+
+/** One open sweep's turn: sent (again), followed, and once final its gas booked and the sweep done. */
+async function followSweep(
+  state: EvmRailState,
+  factory: Hex,
+  sweep: OpenSweep,
+  book: SweepBooker,
+  result: SweepPassResult,
+): Promise<void> {
+  const token = state.params.token.address.toLowerCase();
+  const { db } = state.params;
+  const sent = await sendOnce(state.journal, sweep.key, async () => ({
+    to: factory,
+    data: encodeFunctionData({
+      abi: forwarderFactoryAbi,
+      functionName: "sweep",
+      args: [state.params.token.address, sweep.salts],
+    }),
+  }));
+  if ("status" in sent) {
+    result.refused = sent.message;
+    // Gas above the cap, or a node out of reach: the same sweep next pass. Anything else is the chain refusing the
+    // call: the forwarders it would not sweep are left out for a while, and this sweep closes (nothing was sent)
+    // so that the next pass starts one of the others.
+    if (sent.code !== "rail_unavailable" && sent.code !== "fee_above_max") {
+      const aside = await setAsideUnsweepable(state, factory, sweep.salts);
+      if (aside > 0)
+        await db.query(
+          `UPDATE evm_sweeps SET done_at = now()
+           WHERE key = $1 AND NOT EXISTS (SELECT 1 FROM evm_sends WHERE attempt_id = $1)`,
+          [sweep.key],
+        );
+    }
+    state.logger.warn(
+      { key: sweep.key, message: sent.message },
+      "a sweep was not sent; the next pass tries again",
+    );
+    return;
+  }
+  let fate: SendFate;
+  try {
+    fate = await sendFateOf(state.journal, sent, await confirmedNonceOf(state.journal));
+  } catch (error) {
+    // The node cannot say now (an older block's state it no longer keeps, a transport error): pending, as a sweep
+    // whose receipt has not come is; the other open sweeps are still looked at.
+    state.logger.warn(
+      { error: viemDetails(error), key: sweep.key },
+      "whether a sweep was mined is unknown now",
+    );
+    result.pending += 1;
+    return;
+  }
+  if (fate.status === "never_mined") {
+    // Its nonce went to another transaction at a final depth: this sweep never will be mined. Done, its salts
+    // still due for the next one (before, it stayed open, and no forwarder was swept again). Its gas is none: the
+    // send-gas pass marks the send never mined.
+    state.logger.warn({ key: sweep.key }, "a sweep was never mined; its forwarders go in the next one");
+    await db.query("UPDATE evm_sweeps SET done_at = now() WHERE key = $1", [sweep.key]);
+    return;
+  }
+  if (fate.status === "pending") {
+    result.pending += 1;
+    return;
+  }
+  const { receipt } = fate;
+  const swept = parseEventLogs({ abi: forwarderFactoryAbi, eventName: "Swept", logs: receipt.logs });
+  const done: DepositSweep = {
+    key: sweep.key,
+    txHash: receipt.transactionHash,
+    blockNumber: receipt.blockNumber,
+    amount: swept.reduce((sum, log) => sum + log.args.amount, 0n),
+    forwarders: sweep.salts.length,
+    reverted: receipt.status !== "success",
+    gas: gasPaid(receipt),
+  };
+  await book(done);
+  await db.transaction(async (tx) => {
+    await tx.query("UPDATE evm_sweeps SET done_at = now() WHERE key = $1", [sweep.key]);
+    // A forwarder that received again after this sweep started stays due for the next one.
+    if (!done.reverted)
+      await tx.query(
+        `UPDATE evm_deposits SET sweep_due_at = NULL
+         WHERE chain_id = $1 AND token = $2 AND salt = ANY($3::text[]) AND sweep_due_at <= $4`,
+        [state.chainId, token, sweep.salts, sweep.started_at],
+      );
+  });
+  result.swept.push(done);
+  // Reverted on chain: its forwarders stay due, and the next sweep would take the same ones and revert again, its
+  // gas paid every pass. Those the token will not move out of are left out for a while.
+  if (done.reverted) await setAsideUnsweepable(state, factory, sweep.salts);
 }
 
 /**

@@ -217,7 +217,8 @@ async function settleOnce(
     for (const i of sentIndexes) await unbindFromInvoice(state, params.items[i]!, bound[i]!);
     return { status: "failed", message: sent.message, revert: sent.revert, txHash: null, gasWei: null };
   }
-  const receipt = await receiptOf(state.journal, sent);
+  // Not taken by the node now: sent all the same (broadcast again later), in flight at once.
+  const receipt = sent.broadcast === "taken" ? await receiptOf(state.journal, sent) : null;
   if (receipt === null) {
     await handGasToX402(state, sent.attempt_id);
     return { status: "in_flight", txHash: sent.tx_hash };
@@ -341,7 +342,7 @@ export async function authorizationBatchRefusalOf(
 /**
  * Before x402 hears of a batch's transaction (it then books the gas, or records the transaction for its
  * reconciliation to book), the send's gas is claimed for x402 (send-gas.ts): the send-gas pass, which books a batch
- * x402 never heard of (this rail threw: no BatchSettled, a broadcast that timed out), then leaves it to x402. Claimed
+ * x402 never heard of (this rail threw: no BatchSettled; a crash before the hand-over), then leaves it to x402. Claimed
  * by the pass first (it stops waiting for this hand-over receiptTimeoutMs and a margin after the send was signed),
  * nothing is handed over: this throws, x402 answers "unknown" and books nothing here. Either way one of them books
  * it: the pass's booker leaves to x402 a batch whose rows x402 marked with its key before sending (x402's

@@ -3,13 +3,20 @@
 // evidence — or the ledger answers exists_with_different_evidence. On PGlite, both orders.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assets, type Logger } from "../../core/index.ts";
+import { recordingLogger } from "../../test/support/recording-logger.ts";
 import { createAccountCache } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../ledger/index.ts";
 import { gatewayLedgerParams } from "../ledger-params.ts";
 import { bookGas } from "../x402/settle.ts";
-import { bookSendGas, chainTransactionLedgerId, type MinedSendGas, x402GasId } from "./evm-send-gas.ts";
+import {
+  bookRailGas,
+  bookSendGas,
+  chainTransactionLedgerId,
+  type MinedSendGas,
+  x402GasId,
+} from "./evm-send-gas.ts";
 import { createOpenInvoiceMemory, type SettlementDeps } from "./index.ts";
 
 let db: Db;
@@ -123,5 +130,92 @@ describe("a send's gas, booked by the pass from its receipt and from what was st
         wei: wei.toString(),
       },
     });
+  });
+});
+
+describe("a send's gas an earlier version booked with its receipt's gas in the evidence", () => {
+  /** 21,000 gas at 1 gwei + 7 wei, and an OP-stack chain's L1 data fee of 5,000 gwei + 3 wei besides. */
+  const l1Fee = 5_000_000_000_003n;
+  const payout = (txHash: string, gas: { amount: bigint; wei: bigint }): MinedSendGas => ({
+    key: `att_${txHash.slice(-6)}`,
+    kind: "payout",
+    txHash,
+    hashes: [txHash],
+    reverted: false,
+    gas: { asset: assets.ETH, amount: gas.amount, detail: { wei: gas.wei.toString() } },
+    owner: null,
+  });
+  /** As bookSendGas wrote it before 9b9ea96: the receipt's gas used, price and L1 fee named, under the same id. */
+  const bookedTheOldWay = (send: MinedSendGas, gas: { amount: bigint; wei: bigint; l1Fee?: bigint }) =>
+    bookRailGas(deps(), {
+      rail: "evm",
+      gas: { asset: assets.ETH, amount: gas.amount, detail: {} },
+      id: chainTransactionLedgerId(31337, send.txHash, "send-gas"),
+      evidence: {
+        rail: "evm",
+        reference: send.txHash,
+        detail: {
+          kind: "send_gas",
+          send: send.key,
+          sent: send.kind,
+          reverted: "false",
+          gasUsed: "21000",
+          effectiveGasPrice: "1000000007",
+          ...(gas.l1Fee === undefined ? {} : { l1Fee: gas.l1Fee.toString() }),
+          wei: gas.wei.toString(),
+        },
+      },
+      label: "the old way",
+    });
+  const bookedUnder = (txHash: string) =>
+    ledger.lookupTransfers([chainTransactionLedgerId(31337, txHash, "send-gas")]);
+
+  it("is found booked by the repeat in today's shape: nothing more booked, nothing thrown", async () => {
+    const txHash = `0x${"c".repeat(63)}1`;
+    const send = payout(txHash, { amount: 21_001n, wei });
+    await bookedTheOldWay(send, { amount: 21_001n, wei });
+    const { logger, lines } = recordingLogger();
+    // Before: SettlementInvariantError ("booked with other terms") at every pass, the send never marked done.
+    await expect(bookSendGas({ ...deps(), logger }, "evm", 31337, send)).resolves.toEqual({
+      booked: true,
+      bookedBy: "send_gas",
+    });
+    const booked = await bookedUnder(txHash);
+    expect(booked.map((transfer) => transfer.amount)).toEqual([21_001n]);
+    expect(booked[0]?.evidence?.detail).toMatchObject({ gasUsed: "21000" });
+    expect(lines).toEqual([]);
+  });
+
+  it("stands for more, booked from the receipt with an OP-stack L1 fee, against a repeat from gas stored without it: said", async () => {
+    const txHash = `0x${"c".repeat(63)}2`;
+    const withL1 = wei + l1Fee;
+    const send = payout(txHash, { amount: 21_001n, wei });
+    await bookedTheOldWay(send, { amount: 26_001n, wei: withL1, l1Fee });
+    const { logger, lines } = recordingLogger();
+    await expect(bookSendGas({ ...deps(), logger }, "evm", 31337, send)).resolves.toEqual({
+      booked: true,
+      bookedBy: "send_gas",
+    });
+    expect((await bookedUnder(txHash)).map((transfer) => transfer.amount)).toEqual([26_001n]);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({
+      level: "warn",
+      fields: {
+        send: send.key,
+        bookedGwei: "26001",
+        bookedWei: withL1.toString(),
+        repeatedGwei: "21001",
+        repeatedWei: wei.toString(),
+      },
+    });
+  });
+
+  it("is still a conflict booked for less than the repeat, or for another send", async () => {
+    const less = payout(`0x${"c".repeat(63)}3`, { amount: 26_001n, wei: wei + l1Fee });
+    await bookedTheOldWay(less, { amount: 21_001n, wei });
+    await expect(bookSendGas(deps(), "evm", 31337, less)).rejects.toThrow(/booked with other terms/);
+    const other = payout(`0x${"c".repeat(63)}4`, { amount: 21_001n, wei });
+    await bookedTheOldWay({ ...other, key: "att_another" }, { amount: 21_001n, wei });
+    await expect(bookSendGas(deps(), "evm", 31337, other)).rejects.toThrow(/booked with other terms/);
   });
 });

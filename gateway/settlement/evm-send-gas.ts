@@ -29,7 +29,7 @@
 import { type Asset, x402BatchSendKeyPrefix } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
-import { credit, type TransferEvidence, transferCodes } from "../ledger/index.ts";
+import { credit, type Transfer, type TransferEvidence, transferCodes } from "../ledger/index.ts";
 import { railAccountOpened } from "../payments/index.ts";
 import type { SweepDeps } from "./evm-deposits.ts";
 import { SettlementInvariantError } from "./invoices.ts";
@@ -91,7 +91,9 @@ export function x402GasDetail(gasWei: bigint): Record<string, string> {
 
 /**
  * Books gas the hot wallet paid: from the rail's fee account to its clearing account in the gas's asset, under `id`
- * (idempotent: the same id and amount books nothing more; another amount under it is an invariant broken).
+ * (idempotent: the same id and amount books nothing more; another amount under it is an invariant broken). `sameAs`,
+ * when given, is asked of a booking under `id` with other terms between the same accounts, under the same code:
+ * true, it is this one, as an earlier version wrote it, and nothing more is booked.
  */
 export async function bookRailGas(
   deps: SweepDeps,
@@ -101,6 +103,7 @@ export async function bookRailGas(
     id: bigint;
     evidence: TransferEvidence;
     label: string;
+    sameAs?: (booked: Transfer) => boolean;
   },
 ): Promise<void> {
   const { rail, gas } = booking;
@@ -120,10 +123,22 @@ export async function bookRailGas(
     },
     { id: booking.id, evidence: booking.evidence, label: booking.label },
   );
-  if (booked === "conflict")
-    throw new SettlementInvariantError(`${booking.label} is booked with other terms`, {
-      details: booking.evidence.reference,
-    });
+  if (booked !== "conflict") return;
+  if (booking.sameAs !== undefined) {
+    const [found] = await deps.ledger.lookupTransfers([booking.id]);
+    if (
+      found !== undefined &&
+      found.debitAccountId === fees.ledgerAccountId &&
+      found.creditAccountId === clearing.ledgerAccountId &&
+      found.ledger === gas.asset.ledger &&
+      found.code === transferCodes.payments.feePaid &&
+      booking.sameAs(found)
+    )
+      return;
+  }
+  throw new SettlementInvariantError(`${booking.label} is booked with other terms`, {
+    details: booking.evidence.reference,
+  });
 }
 
 /** The exact wei a gas cost came from (its detail; the amount is rounded up to the gwei). */
@@ -161,14 +176,44 @@ export async function bookSendGas(
   }
   if (send.kind === "x402_batch" && (await x402HoldsBatch(deps.db, chainId, send)))
     return { booked: false, bookedBy: "x402" };
+  const label = `the gas of ${send.kind} ${send.txHash}${reverted}`;
   await bookRailGas(deps, {
     rail,
     gas: send.gas,
     id: chainTransactionLedgerId(chainId, send.txHash, "send-gas"),
     evidence: { rail, reference: send.txHash.toLowerCase(), detail: sendGasDetail(send) },
-    label: `the gas of ${send.kind} ${send.txHash}${reverted}`,
+    label,
+    sameAs: (booked) => bookedBefore(deps, send, booked, label),
   });
   return { booked: true, bookedBy: "send_gas" };
+}
+
+/**
+ * Whether `booked`, found under the send's id with other terms, is the send's gas as an earlier version booked it:
+ * before 9b9ea96 the evidence of a receipt's gas named its gas used, price and L1 fee too, and a repeat in today's
+ * shape (a crash before the send was marked done, across the upgrade; a send refused so at every pass since) must find
+ * it booked, not conflict. The same send's, for the same gwei; or for more, the documented OP-stack case (send-gas.ts):
+ * booked from the receipt with its L1 data fee (ac492c7), repeated from the gas an older pass stored without it. The
+ * booking stands, the larger, said as a warning naming both. Booked for less than the repeat, it is still a conflict:
+ * the ledger would show the wallet holding more than it does.
+ */
+function bookedBefore(deps: SweepDeps, send: MinedSendGas, booked: Transfer, label: string): boolean {
+  const detail = booked.evidence?.detail;
+  if (detail?.kind !== "send_gas" || detail.send !== send.key) return false;
+  if (booked.amount === send.gas.amount) return true;
+  if (booked.amount < send.gas.amount) return false;
+  deps.logger?.warn(
+    {
+      send: send.key,
+      txHash: send.txHash,
+      bookedGwei: booked.amount.toString(),
+      bookedWei: detail.wei,
+      repeatedGwei: send.gas.amount.toString(),
+      repeatedWei: weiOf(send.gas).toString(),
+    },
+    `${label} was booked before for more than this pass judged it (from the receipt with an OP-stack chain's L1 data fee, against the gas an older version stored without it): the booking stands`,
+  );
+  return true;
 }
 
 /**

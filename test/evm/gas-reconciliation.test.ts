@@ -21,7 +21,7 @@ import {
   railAccountOpened,
   recoverOpenAttempts,
 } from "../../gateway/payments/index.ts";
-import { bookSendGas, sendGasPassOnce } from "../../gateway/settlement/index.ts";
+import { bookRailGas, bookSendGas, sendGasPassOnce } from "../../gateway/settlement/index.ts";
 import { type AheadFees, installBlacklist } from "../support/blacklisting-token.ts";
 import { recordingLogger } from "../support/recording-logger.ts";
 import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
@@ -582,6 +582,47 @@ describe("a payout's gas, when no outcome of it books it", () => {
     expect(
       (await gw.app.ledger.lookupTransfers([sendGasId(txHash)])).map((transfer) => transfer.amount),
     ).toEqual([gwei]);
+  });
+
+  it("takes a send's gas booked by the version before 9b9ea96 (its receipt's gas in the evidence) for booked: marked done, nothing more", async () => {
+    const { attemptId, txHash, gwei, wei } = await reopenedPayoutLongMined(
+      "0x1111111111111111111111111111111111111119",
+    );
+    const receipt = await gw.chain.publicClient.getTransactionReceipt({ hash: txHash });
+    // Booked by that version's pass, which stopped before the send was marked done (or was upgraded meanwhile).
+    await bookRailGas(gw.app.settlement, {
+      rail: "evm",
+      gas: { asset: assets.ETH, amount: gwei, detail: {} },
+      id: sendGasId(txHash),
+      evidence: {
+        rail: "evm",
+        reference: txHash,
+        detail: {
+          kind: "send_gas",
+          send: attemptId,
+          sent: "payout",
+          reverted: "false",
+          gasUsed: receipt.gasUsed.toString(),
+          effectiveGasPrice: receipt.effectiveGasPrice.toString(),
+          wei: wei.toString(),
+        },
+      },
+      label: "the gas, booked the old way",
+    });
+    const booked = await ledgerEth();
+    const { logger, lines } = recordingLogger();
+    const passed = await sendGasPassOnce(gw.app.settlement, anotherProcessRail(gw, { logger }), chainId());
+    // Before: "booked with other terms" at every pass (the evidence of today's shape names the wei alone), the send
+    // never marked done.
+    expect(lines.filter((line) => line.level === "error")).toEqual([]);
+    expect(passed.failed).toBe(0);
+    expect(await gasOf(attemptId)).toEqual({ booked_by: "send_gas", gas_done: true });
+    expect(await ledgerEth()).toEqual(booked);
+    const [kept] = await gw.app.ledger.lookupTransfers([sendGasId(txHash)]);
+    expect(kept).toMatchObject({
+      amount: gwei,
+      evidence: { detail: { gasUsed: receipt.gasUsed.toString() } },
+    });
   });
 });
 

@@ -25,6 +25,7 @@ import {
   sendOnce,
 } from "../../adapters/evm/send-journal.ts";
 import type { Db, Logger, OutgoingAttempt } from "../../core/index.ts";
+import { recoverOpenAttempts } from "../../gateway/payments/index.ts";
 import { recordingLogger } from "../support/recording-logger.ts";
 import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
 
@@ -345,56 +346,64 @@ describe("a replacement the node refuses as underpriced", () => {
     return { first: first!, bumped };
   }
 
-  it("leaves the send to the transaction it replaced, said once: no pass or run of the attempt throws, and that one settles it", async () => {
-    const keeper = recordingLogger();
-    const recovery = recordingLogger();
-    const rail = anotherProcessRail(gw, {
-      publicClient: publicClient(),
-      receiptTimeoutMs: 300,
-      logger: recovery.logger,
-    });
-    const journal = createSendJournal({
-      db: gw.app.db,
-      publicClient: publicClient(),
-      walletClient: gw.chain.walletClient,
-      confirmations: 1,
-      receiptTimeoutMs: 30_000,
-      gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
-      replaceAfterMs: 120_000,
-      logger: keeper.logger,
-    });
-    const attempt = payout("att_replacement_underpriced", 6_161n);
-    let first: { tx_hash: `0x${string}`; raw_tx: `0x${string}`; nonce: number } | undefined;
-    let bumped: `0x${string}` | undefined;
-    await setAutomine(false);
-    try {
-      expect(await rail.execute(attempt)).toMatchObject({ status: "in_flight" });
-      // As a cap leaves 10% to a node asking 12.5%.
-      ({ first, bumped } = await replacedByTooLittle(attempt.id));
-      // Before: "broadcast … failed", pass after pass, run after run, until the one replaced was mined.
-      await keepOpenSends(journal);
-      await keepOpenSends(journal);
-      expect(await rail.execute(attempt)).toMatchObject({ status: "in_flight" });
-      expect(await rail.execute(attempt)).toMatchObject({ status: "in_flight" });
-      await expect(gw.chain.publicClient.getTransaction({ hash: bumped })).rejects.toThrow();
-      // Said once by each process, naming the send and its refused transaction.
-      for (const { lines } of [keeper, recovery]) {
-        const warned = lines.filter((line) => line.level === "warn");
-        expect(warned).toHaveLength(1);
-        expect(warned[0]!.message).toMatch(/refused as underpriced/);
-        expect(warned[0]!.fields).toMatchObject({ send: attempt.id, txHash: bumped });
+  it.each([
+    ["geth's", "replacement transaction underpriced", "att_replacement_underpriced"],
+    ["Nethermind's", "FeeTooLowToCompete", "att_replacement_too_low_to_compete"],
+    ["Nethermind's blob", "ReplacementNotAllowed", "att_replacement_not_allowed"],
+  ])(
+    "leaves the send to the transaction it replaced, said once (%s words): no pass or run of the attempt throws, and that one settles it",
+    async (_node, words, attemptId) => {
+      const keeper = recordingLogger();
+      const recovery = recordingLogger();
+      const rail = anotherProcessRail(gw, {
+        publicClient: publicClient(words),
+        receiptTimeoutMs: 300,
+        logger: recovery.logger,
+      });
+      const journal = createSendJournal({
+        db: gw.app.db,
+        publicClient: publicClient(words),
+        walletClient: gw.chain.walletClient,
+        confirmations: 1,
+        receiptTimeoutMs: 30_000,
+        gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
+        replaceAfterMs: 120_000,
+        logger: keeper.logger,
+      });
+      const attempt = payout(attemptId, 6_161n);
+      let first: { tx_hash: `0x${string}`; raw_tx: `0x${string}`; nonce: number } | undefined;
+      let bumped: `0x${string}` | undefined;
+      await setAutomine(false);
+      try {
+        expect(await rail.execute(attempt)).toMatchObject({ status: "in_flight" });
+        // As a cap leaves 10% to a node asking 12.5%.
+        ({ first, bumped } = await replacedByTooLittle(attempt.id));
+        // Before: "broadcast … failed", pass after pass, run after run, until the one replaced was mined (in
+        // Nethermind's words, until this change too).
+        await keepOpenSends(journal);
+        await keepOpenSends(journal);
+        expect(await rail.execute(attempt)).toMatchObject({ status: "in_flight" });
+        expect(await rail.execute(attempt)).toMatchObject({ status: "in_flight" });
+        await expect(gw.chain.publicClient.getTransaction({ hash: bumped })).rejects.toThrow();
+        // Said once by each process, naming the send and its refused transaction.
+        for (const { lines } of [keeper, recovery]) {
+          const warned = lines.filter((line) => line.level === "warn");
+          expect(warned).toHaveLength(1);
+          expect(warned[0]!.message).toMatch(/refused as underpriced/);
+          expect(warned[0]!.fields).toMatchObject({ send: attempt.id, txHash: bumped });
+        }
+      } finally {
+        await setAutomine(true);
       }
-    } finally {
-      await setAutomine(true);
-    }
-    await gw.chain.networkHelpers.mine(1);
-    expect(await rail.execute(attempt)).toMatchObject({
-      status: "succeeded",
-      evidence: { txHash: first!.tx_hash },
-    });
-  });
+      await gw.chain.networkHelpers.mine(1);
+      expect(await rail.execute(attempt)).toMatchObject({
+        status: "succeeded",
+        evidence: { txHash: first!.tx_hash },
+      });
+    },
+  );
 
-  it("still throws a pool's refusal of the transaction itself (geth's bare \"transaction underpriced\"), nothing said", async () => {
+  it("takes a pool's refusal of the transaction itself (geth's bare \"transaction underpriced\") for not taken, not for a replacement's", async () => {
     const keeper = recordingLogger();
     const rail = anotherProcessRail(gw, { receiptTimeoutMs: 300 });
     // Geth's pool full, or the fee below its txpool.pricelimit: no replacement refused, and nothing may hold the nonce.
@@ -415,10 +424,14 @@ describe("a replacement the node refuses as underpriced", () => {
     try {
       expect(await rail.execute(attempt)).toMatchObject({ status: "in_flight" });
       ({ first, bumped } = await replacedByTooLittle(attempt.id));
-      // Before: taken for a replacement's refusal, said as one and let pass.
-      await expect(keepOpenSends(journal)).rejects.toThrow(`broadcast of ${bumped} failed`);
+      // Before 9b9ea96: taken for a replacement's refusal, said as one and let pass. The node shows the nonce open and
+      // the replacement unknown: not taken, said so; broadcast again at the next pass.
+      await keepOpenSends(journal);
       expect(journal.unreplaceable.has(bumped)).toBe(false);
-      expect(keeper.lines.filter((line) => line.level === "warn")).toEqual([]);
+      const warned = keeper.lines.filter((line) => line.level === "warn");
+      expect(warned).toHaveLength(1);
+      expect(warned[0]!.message).toMatch(/not taken/);
+      expect(warned[0]!.fields).toMatchObject({ send: attempt.id, txHash: bumped });
     } finally {
       await setAutomine(true);
     }
@@ -441,7 +454,7 @@ const gatewayJournal = (replaceAfterMs: number) =>
 
 /**
  * A payout signed and journaled whose broadcast failed, on a node that takes every call but the broadcast (its error
- * one viem cannot name: before, "unknown" read as "already known", and the send was taken for broadcast).
+ * one viem cannot name: before, "unknown" read as "already known", and the send was taken for broadcast): in flight.
  */
 async function strandedPayout(id: string, amount: bigint): Promise<OutgoingAttempt> {
   const refusing = custom({
@@ -456,9 +469,9 @@ async function strandedPayout(id: string, amount: bigint): Promise<OutgoingAttem
     pollingInterval: 50,
   });
   const stranded = payout(id, amount);
-  await expect(anotherProcessRail(gw, { publicClient: failingPublic }).execute(stranded)).rejects.toThrow(
-    /broadcast/,
-  );
+  expect(await anotherProcessRail(gw, { publicClient: failingPublic }).execute(stranded)).toMatchObject({
+    status: "in_flight",
+  });
   return stranded;
 }
 
@@ -646,22 +659,29 @@ describe("a broadcast the node refuses", () => {
     return send!;
   };
 
-  it("throws when the node did not take the transaction (a nonce past the pending one), and lands it once the gap is filled", async () => {
+  it("answers in flight at once when the node did not take the transaction (a nonce past the pending one), said, and lands it once the gap is filled", async () => {
     const gap = await gapBeforeNextSend();
     const attempt = payout("att_nonce_gap", 7_771n);
-    const rail = anotherProcessRail(gw, { receiptTimeoutMs: 300 });
-    // Before: let pass, as every refusal naming the nonce was, and the payout answered in flight, nothing of it at
-    // the node to be mined.
-    await expect(rail.execute(attempt)).rejects.toThrow(/broadcast of 0x[0-9a-f]{64} failed/);
+    const { logger, lines } = recordingLogger();
+    // A receipt awaited this long would outlast the test: none is awaited.
+    const rail = anotherProcessRail(gw, { receiptTimeoutMs: 600_000, logger });
+    // Before: thrown (through the API a 500, while the send was journaled and broadcast again later: a client retrying
+    // under a new key paid twice). Before 9b9ea96: let pass, its receipt awaited, nothing of it at the node.
+    const outcome = await rail.execute(attempt);
     const send = await sendOf(attempt.id);
+    expect(outcome).toEqual({ status: "in_flight", reference: send.tx_hash });
     expect(Number(send.nonce)).toBe(gap + 1);
+    const warned = lines.filter((line) => line.level === "warn");
+    expect(warned).toHaveLength(1);
+    expect(warned[0]!.message).toMatch(/not taken/);
+    expect(warned[0]!.fields).toMatchObject({ send: attempt.id, txHash: send.tx_hash, nonce: gap + 1 });
     await expect(gw.chain.publicClient.getTransaction({ hash: send.tx_hash })).rejects.toThrow();
     // Hardhat's words for it, while it automines.
     await expect(
       gw.chain.publicClient.sendRawTransaction({ serializedTransaction: send.raw_tx }),
     ).rejects.toThrow(/nonce too high/i);
     // A node saying "nonce too low" of it (one of several behind a load balancer) is no proof: the node asked shows
-    // the nonce open and the transaction unknown. Before: let pass.
+    // the nonce open and the transaction unknown. Before 9b9ea96: let pass, its receipt awaited.
     const sayingTooLow = custom({
       request: async (args: { method: string; params?: unknown }) => {
         try {
@@ -678,9 +698,9 @@ describe("a broadcast the node refuses", () => {
       transport: sayingTooLow,
       pollingInterval: 50,
     });
-    await expect(
-      anotherProcessRail(gw, { publicClient: behind, receiptTimeoutMs: 300 }).execute(attempt),
-    ).rejects.toThrow(/broadcast of 0x[0-9a-f]{64} failed/);
+    expect(
+      await anotherProcessRail(gw, { publicClient: behind, receiptTimeoutMs: 600_000 }).execute(attempt),
+    ).toEqual({ status: "in_flight", reference: send.tx_hash });
     // The gap filled (the wallet's key used outside the journal for that nonce): the attempt run again broadcasts
     // the same transaction, which is mined.
     await wallet().sendTransaction({
@@ -721,6 +741,120 @@ describe("a broadcast the node refuses", () => {
       status: "succeeded",
       evidence: { txHash: send.tx_hash },
     });
+  });
+
+  /** The chain, every broadcast refused in `words` (as a node of another kind words its refusals). */
+  const refusingIn = (words: string) =>
+    createPublicClient({
+      chain: gw.chain.chain,
+      transport: custom({
+        request: async (args: { method: string; params?: unknown }) => {
+          if (args.method === "eth_sendRawTransaction")
+            throw Object.assign(new Error(words), { code: -32000 });
+          return gw.chain.provider.request(args as never);
+        },
+      }),
+      pollingInterval: 50,
+    });
+
+  it.each([
+    ["Cosmos EVM", "invalid nonce; got 3, expected 4: invalid sequence", "att_mined_cosmos"],
+    ["older Nethermind", "OldNonce, Current nonce: 4, nonce of rejected tx: 3", "att_mined_nethermind"],
+    ["OpenEthereum", "Transaction nonce is too low. Try incrementing the nonce.", "att_mined_openethereum"],
+  ])(
+    "reaches the receipt of a mined send whose bytes the node refuses again in its words (%s)",
+    async (_node, words, id) => {
+      const attempt = payout(id, 7_773n);
+      await setAutomine(false);
+      try {
+        expect(await anotherProcessRail(gw, { receiptTimeoutMs: 300 }).execute(attempt)).toMatchObject({
+          status: "in_flight",
+        });
+      } finally {
+        await setAutomine(true);
+      }
+      await gw.chain.networkHelpers.mine(1);
+      const send = await sendOf(attempt.id);
+      const { logger, lines } = recordingLogger();
+      // Recovery runs it again; its broadcast again refused. Before: thrown at every run ("broadcast … failed"), the
+      // receipt never read, the payment processing for good.
+      const rail = anotherProcessRail(gw, { publicClient: refusingIn(words), receiptTimeoutMs: 300, logger });
+      expect(await rail.execute(attempt)).toMatchObject({
+        status: "succeeded",
+        evidence: { txHash: send.tx_hash },
+      });
+      expect(lines.filter((line) => line.level === "warn")).toEqual([]);
+    },
+  );
+
+  it.each([
+    ["anvil, Substrate", "transaction already imported", "att_held_imported"],
+    ["a mempool", "tx already in mempool", "att_held_in_mempool"],
+  ])(
+    "lets pass a transaction the node holds, said in its words (%s): in flight, then its receipt",
+    async (_node, words, id) => {
+      const attempt = payout(id, 7_774n);
+      const { logger, lines } = recordingLogger();
+      await setAutomine(false);
+      let send: Awaited<ReturnType<typeof sendOf>>;
+      try {
+        expect(await anotherProcessRail(gw, { receiptTimeoutMs: 300 }).execute(attempt)).toMatchObject({
+          status: "in_flight",
+        });
+        send = await sendOf(attempt.id);
+        // Before: thrown at every run while it waited in the pool.
+        const rail = anotherProcessRail(gw, {
+          publicClient: refusingIn(words),
+          receiptTimeoutMs: 300,
+          logger,
+        });
+        expect(await rail.execute(attempt)).toMatchObject({ status: "in_flight" });
+      } finally {
+        await setAutomine(true);
+      }
+      await gw.chain.networkHelpers.mine(1);
+      const rail = anotherProcessRail(gw, { publicClient: refusingIn(words), receiptTimeoutMs: 300, logger });
+      expect(await rail.execute(attempt)).toMatchObject({
+        status: "succeeded",
+        evidence: { txHash: send.tx_hash },
+      });
+      expect(lines.filter((line) => line.level === "warn")).toEqual([]);
+    },
+  );
+
+  it("through the API: a payout whose broadcast the node refuses is answered 202 processing, not 500, and succeeds once the gap is filled", async () => {
+    const gap = await gapBeforeNextSend();
+    const created = await gw.call("POST", "/v1/payments", {
+      amount: "1.25",
+      asset: "USDC",
+      source: { account: "acct_demo_customer" },
+      destination: { type: "evm_address", address: gw.chain.accounts[8]!.address },
+    });
+    // Before: 500 internal_error, while the payment went on and its send was broadcast again later: the client,
+    // retrying under a new Idempotency-Key, paid twice.
+    expect(created).toMatchObject({ status: 202, body: { status: "processing" } });
+    const [attempt] = await gw.app.db.query<{ id: string; status: string }>(
+      "SELECT id, status FROM attempts WHERE payment_id = $1",
+      [created.body.id],
+    );
+    expect(attempt?.status).toBe("in_flight");
+    const send = await sendOf(attempt!.id);
+    expect(Number(send.nonce)).toBe(gap + 1);
+    await wallet().sendTransaction({
+      account: wallet().account,
+      chain: wallet().chain,
+      to: wallet().account.address,
+      value: 0n,
+      nonce: gap,
+    });
+    // Recovery runs the attempt again: the same transaction broadcast, and mined.
+    await recoverOpenAttempts(gw.app.payments, { quietMs: 0 });
+    expect(await gw.call("GET", `/v1/payments/${created.body.id}`)).toMatchObject({
+      status: 200,
+      body: { status: "succeeded" },
+    });
+    expect((await sendOf(attempt!.id)).tx_hash).toBe(send.tx_hash);
+    await expectMined([send]);
   });
 });
 

@@ -771,17 +771,19 @@ describe("a settlement whose transaction is replaced while the settler waits for
 
 describe("a row left claimed by a settler that threw once its transaction was stored", () => {
   it("is adopted from the send journal and settled once its transaction is mined, for a retried settle to find", async () => {
-    // The node refuses the next broadcast: the settler's rail stores the signed transaction, then throws.
-    const client = gw.chain.publicClient;
-    const broadcast = client.sendRawTransaction;
-    client.sendRawTransaction = async () => {
-      client.sendRawTransaction = broadcast;
-      throw new Error("the node refused the broadcast (test)");
-    };
+    // The settler's rail stores the signed transaction and broadcasts it, then the database refuses its record of it
+    // with the invoice, once: it throws. (A broadcast the node refuses throws no more: the rail answers it submitted.)
+    const db = gw.app.db;
+    const query = db.query;
+    db.query = ((text: string, params?: unknown[]) => {
+      if (!text.includes("SET auth_tx_hash")) return query(text, params);
+      db.query = query;
+      return Promise.reject(new Error("the database refused the write (test)"));
+    }) as typeof db.query;
     const settler = createSingleSettler({ settlement: gw.app.settlement });
     const p = await claimed(await payment(await newPayer("broadcast refused"), 830n));
     const first = notOk(await settler.settle(p.claimed, p.requirements));
-    client.sendRawTransaction = broadcast;
+    db.query = query;
     expect(first).toMatchObject({
       refusal: "unexpected_settle_error",
       pending: true,
