@@ -193,6 +193,7 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0065_invoice_reversals_receipt.sql",
       "gateway/0066_receipt_unrecorded.sql",
       "gateway/0067_invoice_moved.sql",
+      "gateway/0068_x402_unused_block.sql",
     ]);
   });
 

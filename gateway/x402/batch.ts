@@ -188,13 +188,16 @@ export function refusalOfFailure(failure: string | null): X402Refusal | null {
  * reason, or found the window shut (which it checks before the nonce). A copy of the payer's signed transfer may then
  * have paid the hot wallet, and is looked for; without one, the value may still have left the payer's balance by that
  * block (spentBlock), or, refused for no reason named, the authorization may be unused and still open to whoever holds
- * it (spends.ts unspentByOurs). A bad signature or a short balance is found after the nonce (unused, then), and an item
- * the batch did not carry was not sent.
+ * it (spends.ts unspentByOurs). So may one refused for the payer's short balance: the token marks the nonce before it
+ * moves the value, and the refusal undid the mark; once the payer's balance is back, whoever holds the authorization
+ * may submit it until its validBefore (before, it was failed at once, and the seller credited when someone did while
+ * the payer was refused). A bad signature can never be taken, and an item the batch did not carry was not sent.
  */
 const nonceMaybeSpent: ReadonlySet<BatchItemRefusal> = new Set([
   "authorization_used",
   "rejected",
   "authorization_expired",
+  "payer_insufficient_funds",
 ]);
 
 /** What one item of a mined batch came to: settled (by ours, or by a copy someone mined first), failed, or unknown. */
@@ -214,7 +217,7 @@ export type ItemConclusion =
    * Refused (or reverted whole) without its authorization spent, which may still be mined until its validBefore by
    * whoever holds it: left `submitted`, answered pending, never failed (spends.ts unspentByOurs).
    */
-  | { readonly status: "open" };
+  | { readonly status: "open"; readonly unusedAt: bigint };
 
 /**
  * One item of batch `ours` mined in its block, concluded from its outcome in the receipt — by the settler that sent
@@ -225,9 +228,11 @@ export type ItemConclusion =
  */
 export async function concludeItem(
   chain: X402Chain,
-  authorization: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce" | "validBefore">,
+  authorization: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce"> & {
+    readonly validBefore: bigint | null;
+  },
   item: BatchItemOutcome,
-  ours: { readonly txHash: Hex; readonly block: bigint },
+  ours: { readonly txHash: Hex; readonly block: bigint; readonly unusedAt?: bigint | null },
   logger: Logger,
 ): Promise<ItemConclusion> {
   if (item.status === "settled") return { status: "settled", spentBlock: ours.block };
@@ -561,7 +566,11 @@ async function sendOnChain(
         // its authorization may still be mined by whoever holds it: left `submitted` for reconciliation to look again,
         // never taken for a failure (the payer may have paid, or yet pay), and answered pending.
         await afterSent(logger, "recording the refusal to look at again", context, () =>
-          record(db, chain, a, { status: "submitted", txHash }),
+          record(db, chain, a, {
+            status: "submitted",
+            txHash,
+            ...(conclusion.status === "open" ? { unusedBlock: conclusion.unusedAt } : {}),
+          }),
         );
         results.push(
           refused(

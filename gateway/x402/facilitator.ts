@@ -176,9 +176,9 @@ const spentNonceReads: VerifyReads = {
  * transaction's receipt, or a fee bump's that replaced it, shows the token spent this authorization, or, when it did
  * not, a copy of the authorization mined first paid the hot wallet on these terms (spends.ts spenderOfSend). One that
  * failed is answered the reason its settler gave (batch.ts refusalOfFailure; reconciliation records what the settler
- * would have), not "nonce already used": the same answer for the same fact. Anything else (another tenant or account,
- * other requirements, a claim not sent yet, a failure no settler answered, or neither spent it): null, the caller
- * refuses.
+ * would have), not "nonce already used": the same answer for the same fact; one `submitted` that neither spent yet is
+ * answered pending. Anything else (another tenant or account, other requirements, a claim not sent yet, a failure no
+ * settler answered): null, the caller refuses.
  */
 async function priorSettlement(
   deps: X402Deps,
@@ -225,7 +225,18 @@ async function priorSettlement(
       deps.logger,
       sendHashes,
     );
-    if (spent === null) return null;
+    // Not spent yet (not mined, or reverted leaving the authorization open to whoever holds it until its validBefore,
+    // or the node cannot say now): pending, as its settler answered, not "nonce already used", which tells the client
+    // to sign a new payment and pay twice once this one is mined.
+    if (spent === null)
+      return {
+        success: false,
+        errorReason: "unexpected_settle_error",
+        errorMessage: `transaction ${prior.txHash} has not spent this authorization yet, which may still be mined until its validBefore; it is credited if it is: settle the same payment again later`,
+        transaction: "",
+        network: parsed.requirements.network,
+        payer: payment.payer,
+      };
     // Concluded only once the gas of our mined transaction is booked, as reconciliation concludes a row: a batch's gas
     // is x402's to book (the rail handed it over), and a row concluded before it was never read again, its gas never
     // booked. Not booked now, the row stays `submitted` for the pass; the answer is the chain's all the same.

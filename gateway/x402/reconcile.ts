@@ -74,6 +74,7 @@ import { type BatchItemRefusal, bookBatchGas, concludeItem } from "./batch.ts";
 import { type ChainRegistry, eip3009Abi, type X402Chain } from "./chains.ts";
 import { bookGas } from "./settle.ts";
 import { type MinedReceipt, sameHash, sendJournalOf, spentIn, unspentByOurs } from "./spends.ts";
+import { recordUnusedAt } from "./store.ts";
 
 /** The transaction's receipt; null while it is not mined (a node out of reach throws). */
 async function minedReceipt(chain: X402Chain, txHash: Hex): Promise<MinedReceipt | null> {
@@ -146,8 +147,18 @@ export type ReconcileDeps = {
 /** What one pass did: rows concluded settled or failed, and rows left (not concluded, or erred). */
 export type ReconcileCounts = { settled: number; failed: number; left: number };
 
-/** A row read: its transaction, and its authorization's validBefore (unix seconds; null if not recorded). */
-type SubmittedRow = { payer: Hex; nonce: Hex; amount: bigint; txHash: Hex; validBefore: bigint | null };
+/**
+ * A row read: its transaction, its authorization's validBefore (unix seconds; null if not recorded), and the latest
+ * block its nonce was read unused at after ours did not spend it (null if never: migration 0068).
+ */
+type SubmittedRow = {
+  payer: Hex;
+  nonce: Hex;
+  amount: bigint;
+  txHash: Hex;
+  validBefore: bigint | null;
+  unusedBlock: bigint | null;
+};
 
 /** One pass over every chain; a chain whose node or rows fail is logged and left to the next pass. */
 export async function reconcileX402(
@@ -293,11 +304,12 @@ async function outcomeOf(
     const item = { status: "refused" as const, refusal, revert: null };
     const concluded = await concludeItem(
       chain,
-      { ...a, validBefore: row.validBefore ?? 0n },
+      { ...a, validBefore: row.validBefore },
       item,
-      { txHash: row.txHash, block: receipt.blockNumber },
+      { txHash: row.txHash, block: receipt.blockNumber, unusedAt: row.unusedBlock },
       deps.logger,
     );
+    if (concluded.status === "open") await recordUnusedAt(deps.db, chain, a, concluded.unusedAt);
     if (concluded.status === "unknown" || concluded.status === "open") return null;
     if (concluded.status === "settled") return concluded;
     return { status: "failed", failure: concluded.failure, spentBlock: concluded.spentBlock };
@@ -305,10 +317,12 @@ async function outcomeOf(
   // A row claimed before its validBefore was kept (migration 0027) is concluded as before: never open.
   const missed = await unspentByOurs(
     chain,
-    { ...a, validBefore: row.validBefore ?? 0n },
-    { txHash: row.txHash, block: receipt.blockNumber },
+    { ...a, validBefore: row.validBefore },
+    { txHash: row.txHash, block: receipt.blockNumber, unusedAt: row.unusedBlock },
     deps.logger,
   );
+  // Open: the next pass searches for a copy from the block after this reading's, not from ours's again.
+  if (missed.status === "open") await recordUnusedAt(deps.db, chain, a, missed.unusedAt);
   if (missed.status === "unknown" || missed.status === "open") return null;
   if (missed.status === "copy")
     return { status: "settled", spentBlock: missed.block, spentTxHash: missed.txHash };
@@ -490,8 +504,10 @@ async function submittedRows(db: Db, chain: X402Chain, bounds: ReconcileSettings
     amount: string;
     tx_hash: Hex;
     valid_before: string | null;
+    unused_block: string | null;
   }>(
-    `SELECT payer, nonce, amount::text AS amount, tx_hash, valid_before FROM x402_authorizations
+    `SELECT payer, nonce, amount::text AS amount, tx_hash, valid_before, unused_block::text AS unused_block
+     FROM x402_authorizations
      WHERE chain_id = $1 AND token = $2 AND status = 'submitted' AND tx_hash IS NOT NULL
        AND updated_at < now() - make_interval(secs => $3::double precision / 1000)
      ORDER BY updated_at LIMIT $4`,
@@ -503,6 +519,7 @@ async function submittedRows(db: Db, chain: X402Chain, bounds: ReconcileSettings
     amount: BigInt(row.amount),
     txHash: row.tx_hash,
     validBefore: row.valid_before === null ? null : BigInt(row.valid_before),
+    unusedBlock: row.unused_block === null ? null : BigInt(row.unused_block),
   }));
 }
 

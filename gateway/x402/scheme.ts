@@ -164,7 +164,10 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
   /**
    * The request a payment is owed at this paywall (its settlement was in flight when the payer was answered 402),
    * once the token says its authorization is spent: a paid verdict that settles nothing more (the receipt names the
-   * transaction that spent it), or null. Taken once; a request then not served is owed again.
+   * transaction that spent it), or null. Taken once; a request then not served is owed again. Owed here and not spent
+   * yet (its transaction not mined, or reverted leaving the authorization open to whoever holds it, or the node cannot
+   * say now): refused pending, as its first answer was, so that the payer sends it again later rather than sign a new
+   * payment and pay twice (before: "nonce already used").
    */
   async function servedAsOwed(
     parsed: Extract<ReturnType<typeof parsePayment>, { ok: true }>,
@@ -182,7 +185,15 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     const sent = await owedAt(deps.db, chain, authorization, { paywallId, tenantId: resource.tenantId });
     if (sent === null) return null;
     const spending = await spendingTransaction(chain, authorization, sent as Hex);
-    if (spending === null || !(await takeOwed(deps.db, chain, authorization, paywallId))) return null;
+    if (spending === null)
+      return {
+        kind: "refused",
+        refusal: {
+          code: "unexpected_settle_error",
+          message: `transaction ${sent} has not spent this payment's authorization yet, which may still be mined until its validBefore: send the same payment again once it is mined, and it is served`,
+        },
+      };
+    if (!(await takeOwed(deps.db, chain, authorization, paywallId))) return null;
     const receiptHeader = parsed.requirements.version === 2 ? receiptHeaderNames.v2 : receiptHeaderNames.v1;
     const receipt: SettleResponse = {
       success: true,

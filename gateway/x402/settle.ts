@@ -185,7 +185,11 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
         // `submitted`, with the mined transaction, for reconciliation to look again, and the payer hears it pending
         // (sent again once it is mined, it is served); its gas is booked now, under the id reconciliation books it by.
         await afterSent(logger, "recording the revert to look at again", minedContext, () =>
-          record(deps.settlement.db, chain, a, { status: "submitted", txHash: mined.hash }),
+          record(deps.settlement.db, chain, a, {
+            status: "submitted",
+            txHash: mined.hash,
+            ...(missed.status === "open" ? { unusedBlock: missed.unusedAt } : {}),
+          }),
         );
         await afterSent(logger, "booking the gas", minedContext, () =>
           bookGas(deps.settlement, chain, mined.hash, mined.gasWei, logger),

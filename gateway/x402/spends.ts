@@ -155,12 +155,13 @@ export async function spentByAnother(
  * What became of an authorization that a mined transaction of ours did not spend, as the chain says at its latest
  * block: a copy of it paid the hot wallet, mined before ours or after it (copy); its nonce is used on other terms
  * (spent: by that block); it is unused and the chain's time is still before its validBefore (open); or it is unused
- * and its window shut (lapsed: it can never pay); or the node cannot say now (unknown).
+ * and its window shut (lapsed: it can never pay); or the node cannot say now (unknown). Open names the block the nonce
+ * was read unused at (`unusedAt`), for the caller to keep (x402_authorizations.unused_block) and give the next reading.
  */
 export type UnspentByOurs =
   | { readonly status: "copy"; readonly txHash: Hex; readonly block: bigint }
   | { readonly status: "spent"; readonly block: bigint }
-  | { readonly status: "open" }
+  | { readonly status: "open"; readonly unusedAt: bigint }
   | { readonly status: "lapsed" }
   | { readonly status: "unknown" };
 
@@ -174,14 +175,19 @@ export type UnspentByOurs =
  * sent again once it is mined is served (scheme.ts servedAsOwed); reconciliation concludes it once it is spent or
  * lapsed. Before, it was failed at once: the seller credited when someone mined it, the payer never served.
  *
- * A copy mined first (what made ours revert) is searched for around ours's block, as before; one mined after ours only
- * once the token says the nonce is used, from ours's block on: the range to the latest block may be long, and is read
- * only when something spent it. Never throws.
+ * A copy mined first (what made ours revert) is searched for around ours's block, as before, unless an earlier reading
+ * found the nonce unused at `ours.unusedAt` (ours's block or later: nothing spent it by then); one mined after ours
+ * only once the token says the nonce is used, from the block after the last found it unused (ours's, without one), and
+ * up to the last block before its validBefore, when the chain is past it (the token takes it no later). Before, that
+ * range ran from ours's block to the latest one, however long ago ours was mined: after a gateway's downtime, or on a
+ * fast chain, it took more reads than a search makes, and the row was left unknown, its payer unserved, for good.
+ * `a.validBefore` null: not known (a row claimed before it was kept, migration 0027), never open, its range not cut.
+ * Never throws.
  */
 export async function unspentByOurs(
   chain: X402Chain,
-  a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce" | "validBefore">,
-  ours: { readonly txHash: Hex; readonly block: bigint | null },
+  a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce"> & { readonly validBefore: bigint | null },
+  ours: { readonly txHash: Hex; readonly block: bigint | null; readonly unusedAt?: bigint | null },
   logger: Logger,
 ): Promise<UnspentByOurs> {
   const cannotSay = (error: unknown): UnspentByOurs => {
@@ -198,9 +204,13 @@ export async function unspentByOurs(
     return cannotSay(error);
   }
   const block = ours.block ?? latest.number;
-  const first = await spentByAnother(chain, a, block, logger, { ours: ours.txHash });
-  if (first === "unknown") return { status: "unknown" };
-  if (first !== null) return { status: "copy", ...first };
+  const unusedAt =
+    ours.unusedAt !== undefined && ours.unusedAt !== null && ours.unusedAt >= block ? ours.unusedAt : null;
+  if (unusedAt === null) {
+    const first = await spentByAnother(chain, a, block, logger, { ours: ours.txHash });
+    if (first === "unknown") return { status: "unknown" };
+    if (first !== null) return { status: "copy", ...first };
+  }
   // The nonce's state, the window and a later copy read at one block (ours's, should the node's latest lag behind
   // it): a spend after it is the next reading's.
   const through = ours.block !== null && ours.block > latest.number ? ours.block : latest.number;
@@ -217,16 +227,47 @@ export async function unspentByOurs(
     return cannotSay(error);
   }
   // The token takes it while block.timestamp < validBefore, and every block after `latest` is later.
-  if (!used) return latest.timestamp < a.validBefore ? { status: "open" } : { status: "lapsed" };
-  if (through > block) {
-    const later = await spentByAnother(chain, a, through, logger, {
-      fromBlock: block + 1n,
-      ours: ours.txHash,
-    });
+  if (!used)
+    return a.validBefore !== null && latest.timestamp < a.validBefore
+      ? { status: "open", unusedAt: through }
+      : { status: "lapsed" };
+  const from = (unusedAt ?? block) + 1n;
+  let last = through;
+  if (a.validBefore !== null && latest.timestamp >= a.validBefore && through >= from) {
+    try {
+      last = (await firstBlockAtOrAfter(chain, a.validBefore, from, through)) - 1n;
+    } catch (error) {
+      return cannotSay(error);
+    }
+  }
+  if (last >= from) {
+    const later = await spentByAnother(chain, a, last, logger, { fromBlock: from, ours: ours.txHash });
     if (later === "unknown") return { status: "unknown" };
     if (later !== null) return { status: "copy", ...later };
   }
   return { status: "spent", block: through };
+}
+
+/**
+ * The first block in [`low`, `high`] whose timestamp is `timestamp` or later, `high`'s being so: each block's time is
+ * its parent's or later, so halving the range finds it in a read per halving (about 17 for 100,000 blocks), whatever
+ * the chain's pace. Throws what the node throws.
+ */
+async function firstBlockAtOrAfter(
+  chain: X402Chain,
+  timestamp: bigint,
+  low: bigint,
+  high: bigint,
+): Promise<bigint> {
+  let lo = low;
+  let hi = high;
+  while (lo < hi) {
+    const mid = lo + (hi - lo) / 2n; // rounded down: `hi` itself is never read
+    const { timestamp: at } = await chain.publicClient.getBlock({ blockNumber: mid });
+    if (at >= timestamp) hi = mid;
+    else lo = mid + 1n;
+  }
+  return lo;
 }
 
 /** What spent an authorization (spenderOf), and `ours`: our mined transaction read for it, with its receipt. */
@@ -262,7 +303,7 @@ export async function spenderOf(
   // Open or lapsed alike, no copy: its window does not matter here.
   const missed = await unspentByOurs(
     chain,
-    { ...a, validBefore: 0n },
+    { ...a, validBefore: null },
     { txHash, block: receipt.blockNumber },
     logger,
   );

@@ -116,13 +116,16 @@ export async function record(
     spentBlock?: bigint;
     /** The transaction that spent it when not `txHash`, ours: another's copy of it (spends.ts spentByAnother). */
     spentTxHash?: string;
+    /** A block the token said its nonce was unused at, after ours did not spend it (spends.ts unspentByOurs). */
+    unusedBlock?: bigint;
   },
 ): Promise<void> {
   await db.query(
     `UPDATE x402_authorizations
      SET status = $5, invoice_id = coalesce($6, invoice_id), tx_hash = coalesce($7, tx_hash),
          failure = coalesce($8, failure), spent_block = coalesce($9, spent_block),
-         spent_tx_hash = coalesce($10, spent_tx_hash), updated_at = now()
+         spent_tx_hash = coalesce($10, spent_tx_hash), unused_block = greatest(unused_block, $11::bigint),
+         updated_at = now()
      WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4`,
     [
       ...keyOf(chain, authorization),
@@ -132,7 +135,25 @@ export async function record(
       change.failure ?? null,
       change.spentBlock?.toString() ?? null,
       change.spentTxHash ?? null,
+      change.unusedBlock?.toString() ?? null,
     ],
+  );
+}
+
+/**
+ * Keeps the latest block the token said a `submitted` authorization's nonce was unused at (unspentByOurs open): the
+ * next reading searches for a copy from the block after it. Never moves it back.
+ */
+export async function recordUnusedAt(
+  db: Db,
+  chain: X402Chain,
+  authorization: Pick<Eip3009Authorization, "from" | "nonce">,
+  block: bigint,
+): Promise<void> {
+  await db.query(
+    `UPDATE x402_authorizations SET unused_block = greatest(unused_block, $5::bigint)
+     WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4 AND status = 'submitted'`,
+    [...keyOf(chain, authorization), block.toString()],
   );
 }
 

@@ -9,7 +9,7 @@ import type { Db } from "../db/index.ts";
 import { type ChainRegistry, eip3009Abi, type X402Chain } from "./chains.ts";
 import { domainSeparator, recoverAddress, transferDigest } from "./recover.ts";
 import { type Refused, refusedWith } from "./refusals.ts";
-import { exactScheme } from "./requirements.ts";
+import { exactScheme, maxTimeoutSecondsDefault } from "./requirements.ts";
 import {
   exactEvmPayload,
   type PaymentPayload,
@@ -21,6 +21,20 @@ import { isClaimed } from "./store.ts";
 
 /** An authorization must stay valid at least this long after it is checked (the x402 reference's margin). */
 export const validBeforeMarginS = 6n;
+
+/**
+ * How far past the requirements' maxTimeoutSeconds an authorization's validBefore may lie: x402's clients sign
+ * validBefore = their now + maxTimeoutSeconds, and their clock may run ahead of ours.
+ */
+export const validBeforeSkewS = 60n;
+
+/**
+ * The longest an authorization may stay valid, whatever maxTimeoutSeconds a seller's requirements name: its invoice is
+ * made for at most a day (settle.ts) and its deposit watched a month past that, and an authorization left unused by a
+ * reverted transaction of ours stays open, its payer's balance held, until its validBefore (spends.ts unspentByOurs).
+ * One mined after the watch ended would move the payer's money to the hot wallet with no one to book it.
+ */
+export const validForMaxS = 86_400n;
 
 /** What verification needs. */
 export type VerifyDeps = { readonly db: Db; readonly chains: ChainRegistry; readonly nowMs: () => number };
@@ -58,6 +72,12 @@ export type ExactRequirements = {
   readonly asset: Address;
   /** As given: `name` and `version` must be the token's EIP-712 domain. */
   readonly extra: Readonly<Record<string, unknown>>;
+  /**
+   * As given, whole seconds (rounded down): how long the payer's authorization is asked to stay valid, which bounds
+   * its validBefore (verifyExact). Absent in a payment built by the gateway itself, never checked again: the gateway's
+   * own (maxTimeoutSecondsDefault).
+   */
+  readonly maxTimeoutSeconds?: bigint;
 };
 
 /** A payment that passed every check: what settlement submits. */
@@ -125,6 +145,8 @@ export function parsePayment(
       payTo: getAddress(chain.hotWallet),
       asset: getAddress(chain.token),
       extra: req.extra ?? {},
+      // Seconds, not money: a fraction given is rounded down.
+      maxTimeoutSeconds: BigInt(Math.floor(req.maxTimeoutSeconds)),
     },
   };
 }
@@ -204,6 +226,15 @@ export async function verifyExact(
     return refusedWith(
       "invalid_exact_evm_payload_authorization_valid_before",
       "the authorization has expired",
+    );
+  // Bounded: a window left open longer outlives the invoice's watch (validForMaxS). Before, any validBefore was taken,
+  // a day or a year ahead, though the requirements ask for maxTimeoutSeconds.
+  const validForS = requirements.maxTimeoutSeconds ?? BigInt(maxTimeoutSecondsDefault);
+  const validBeforeMaxS = nowS + (validForS < validForMaxS ? validForS : validForMaxS) + validBeforeSkewS;
+  if (reads.windowChecked !== false && authorization.validBefore > validBeforeMaxS)
+    return refusedWith(
+      "invalid_exact_evm_payload_authorization_valid_before",
+      `validBefore must be at most ${validBeforeMaxS} (now and maxTimeoutSeconds, ${validForS} s, capped at ${validForMaxS} s)`,
     );
   if (reads.windowChecked !== false && authorization.validAfter > nowS)
     return refusedWith(

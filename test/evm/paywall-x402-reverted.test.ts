@@ -7,7 +7,7 @@
 // Now the payer hears it pending, and the same payment sent again once it is mined is served, once.
 import { decodePaymentResponseHeader, x402HTTPClient } from "@x402/fetch";
 import Fastify, { type FastifyInstance } from "fastify";
-import { type Hex, keccak256, stringToHex } from "viem";
+import { createPublicClient, custom, type Hex, keccak256, stringToHex } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testUsdAbi } from "../../adapters/evm/index.ts";
 import { assets, silentLogger } from "../../core/index.ts";
@@ -35,7 +35,7 @@ describe("an x402 payment whose settlement reverted without spending its authori
   beforeAll(async () => {
     // The settler's default wait for its receipt: it sees its transaction mined reverted.
     gw = await startGateway();
-    for (const resource of ["/reverted", "/reverted-lapsed"]) {
+    for (const resource of ["/reverted", "/reverted-far", "/reverted-lapsed"]) {
       const seller = await gw.merchantAccount(`seller of ${resource}`);
       sellers.set(resource, seller.id);
       await gw.x402Paywall(resource, "a report whose settlement reverted", seller.id);
@@ -168,12 +168,15 @@ describe("an x402 payment whose settlement reverted without spending its authori
     };
   }
 
-  /** One pass of reconciliation over the gateway's chain as x402 names it, every `submitted` row however recent. */
-  const reconcile = () => {
+  /**
+   * One pass of reconciliation over the gateway's chain as x402 names it, every `submitted` row however recent; read
+   * through `publicClient` when given.
+   */
+  const reconcile = (publicClient: X402Chain["publicClient"] = gw.chain.publicClient) => {
     const chain: X402Chain = {
       rail: "evm",
       chainId: gw.chain.chain.id,
-      publicClient: gw.chain.publicClient,
+      publicClient,
       token: gw.chain.contracts.testUsd,
       asset: assets.USDC,
       hotWallet: gw.chain.walletClient.account.address,
@@ -191,8 +194,11 @@ describe("an x402 payment whose settlement reverted without spending its authori
     const { answer, header, signed, ownTx } = await revertedPayment("/reverted", payer);
     expect(answer.status).toBe(402);
     expect(served).toBe(1); // the route ran; its answer was not sent
-    // Sent again while nobody has mined it: not served.
-    expect((await fetch(`${base}/reverted`, { headers: header })).status).toBe(402);
+    // Sent again while nobody has mined it: not served, and answered pending still, so that the payer does not sign a
+    // new payment and pay twice (before: invalid_exact_evm_nonce_already_used).
+    const early = await fetch(`${base}/reverted`, { headers: header });
+    expect(early.status).toBe(402);
+    expect(((await early.json()) as { error: string }).error).toBe("unexpected_settle_error");
     // Reconciliation leaves the row while the authorization may still be mined (before: failed at once). Soft: what
     // the payer then gets is the point, below.
     expect.soft(await reconcile()).toMatchObject({ settled: 0, failed: 0 });
@@ -233,6 +239,51 @@ describe("an x402 payment whose settlement reverted without spending its authori
     expect(answer.body.error).toBe("unexpected_settle_error");
     expect(answer.body.message).toMatch(/reverted without spending the authorization/);
     expect(answer.body.message).toMatch(/send the same payment again once it is mined/);
+  });
+
+  it("searches for a later copy from the block the last reading found it unused at: a long wait ends settled, not unknown", async () => {
+    const payer = await payerHoldingOnePrice("far");
+    const { header, signed, ownTx } = await revertedPayment("/reverted-far", payer);
+    const ours = (await gw.chain.publicClient.getTransactionReceipt({ hash: ownTx })).blockNumber;
+    const unusedBlock = async () =>
+      (
+        await gw.app.db.query<{ unused_block: string | null }>(
+          "SELECT unused_block::text AS unused_block FROM x402_authorizations WHERE payer = $1",
+          [payer.account.address.toLowerCase()],
+        )
+      )[0]?.unused_block;
+    // The settler read it unused at ours's block or later, and kept that.
+    expect(BigInt((await unusedBlock()) ?? -1)).toBeGreaterThanOrEqual(ours);
+    // A while on (200 blocks), a pass still finds it open, and keeps the block it read it unused at.
+    await gw.chain.networkHelpers.mine(200);
+    expect(await reconcile()).toMatchObject({ settled: 0, failed: 0 });
+    expect(BigInt((await unusedBlock()) ?? -1)).toBeGreaterThanOrEqual(ours + 200n);
+    // Then someone mines it, and the next pass reads through a node that refuses a read of logs spanning more than 2
+    // blocks: it searches from that block on, a few reads. Before: from ours's block back 1,000 and on to the latest,
+    // more reads than a search makes, unknown, every pass, for good, and the payer never served.
+    const copyTx = await submitCopiedAuthorization(gw, gw.chain.contracts.testUsd, signed);
+    expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe("success");
+    await gw.chain.networkHelpers.mine(3);
+    const capped = createPublicClient({
+      chain: gw.chain.chain,
+      transport: custom(
+        {
+          request: (args: { method: string; params?: unknown }) => {
+            if (args.method === "eth_getLogs") {
+              const [filter] = args.params as { fromBlock: Hex; toBlock: Hex }[];
+              if (BigInt(filter!.toBlock) - BigInt(filter!.fromBlock) > 2n)
+                throw { code: -32005, message: "query exceeds max block range 2" };
+            }
+            return gw.chain.provider.request(args as never);
+          },
+        },
+        { retryCount: 0 },
+      ),
+    });
+    expect(await reconcile(capped)).toMatchObject({ settled: 1, failed: 0 });
+    expect(await rowOf(payer.account.address)).toMatchObject({ status: "settled", spent_tx_hash: copyTx });
+    const again = await fetch(`${base}/reverted-far`, { headers: header });
+    expect(again.status, await again.clone().text()).toBe(200);
   });
 
   it("fails it once its window shut unused: never served, nothing credited", async () => {

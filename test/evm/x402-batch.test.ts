@@ -1,6 +1,6 @@
 import { type Address, type Hex, HttpRequestError, keccak256, stringToHex } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { x402BatchSettlerAbi } from "../../adapters/evm/index.ts";
+import { testUsdAbi, x402BatchSettlerAbi } from "../../adapters/evm/index.ts";
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
 import { divCeil, silentLogger } from "../../core/index.ts";
 import type { AccountRecord } from "../../gateway/accounts/index.ts";
@@ -291,7 +291,7 @@ describe("batch settlement on the Hardhat chain", () => {
     expect(await merchantBalance(merchant)).toBe(8n); // a new account: all of it is these two's
   });
 
-  it("fails a bad item alone: a wrong signer and a payer short of funds, the rest settle in the same transaction", async () => {
+  it("fails a bad signature alone and leaves a payer short of funds pending, the rest settle in the same transaction", async () => {
     const settler = batchSettler({ batchSizeMax: 4, batchWaitMsMax: 60_000 });
     const [good1, forged, poor, good2] = await newPayers([payerFunds, payerFunds, 10n, payerFunds]);
     const stranger = await newPayer(0n);
@@ -306,15 +306,31 @@ describe("batch settlement on the Hardhat chain", () => {
     const [first, badSignature, shortOfFunds, last] = results;
     expect(okResult(first!).transaction).toBe(okResult(last!).transaction);
     expect(badSignature).toMatchObject({ ok: false, refusal: "invalid_exact_evm_payload_signature" });
-    expect(shortOfFunds).toMatchObject({ ok: false, refusal: "insufficient_funds" });
+    // The token's refusal undid the nonce's mark: the authorization is unused and still valid, the payer answered
+    // pending (before: insufficient_funds, its row failed, while anyone holding it could still mine it).
+    expect(shortOfFunds).toMatchObject({ ok: false, refusal: "unexpected_settle_error", pending: true });
     expect((await tokenBalance(chain.hotWallet)) - hotBefore).toBe(1_200n);
     expect(await tokenBalance(forged!.address)).toBe(payerFunds);
     expect(await tokenBalance(poor!.address)).toBe(10n);
-    const [row] = await gw.app.db.query<{ status: string; failure: string }>(
-      "SELECT status, failure FROM x402_authorizations WHERE payer = $1",
-      [forged!.address.toLowerCase()],
-    );
-    expect(row).toEqual({ status: "failed", failure: "signature_invalid" });
+    const rowOf = async (payer: Payer) =>
+      (
+        await gw.app.db.query<{ status: string; failure: string | null }>(
+          "SELECT status, failure FROM x402_authorizations WHERE payer = $1",
+          [payer.address.toLowerCase()],
+        )
+      )[0];
+    expect(await rowOf(forged!)).toEqual({ status: "failed", failure: "signature_invalid" });
+    expect(await rowOf(poor!)).toEqual({ status: "submitted", failure: null });
+    // Why it stays open: once the payer's balance is back, whoever copied the authorization mines it.
+    await gw.send(gw.chain.accounts[0]!, {
+      address: gw.chain.contracts.testUsd,
+      abi: testUsdAbi,
+      functionName: "mint",
+      args: [poor!.address, 490n],
+    });
+    const copy = await submitCopiedAuthorization(gw, chain.token, payments[2]!.claimed);
+    await gw.chain.publicClient.waitForTransactionReceipt({ hash: copy });
+    expect((await tokenBalance(chain.hotWallet)) - hotBefore).toBe(1_700n);
   });
 
   /**

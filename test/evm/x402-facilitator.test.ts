@@ -458,7 +458,9 @@ describe("the facilitator's routes", () => {
     );
     expect((await facilitator("settle", payment)).body).toEqual(settled.body);
     expect(await rowOf()).toEqual({ status: "settled", tx_hash: anotherSettled.body.transaction });
-    // …and when none did, the retry is refused, and the row left for reconciliation.
+    // …and when none did, the retry hears it pending (the authorization, unused, may still be mined until its
+    // validBefore; before: "nonce already used", and a client signs a new payment), and the row is left for
+    // reconciliation.
     const unsent = await signedPayment();
     const u = unsent.paymentPayload.payload.authorization;
     const unsentTerms = termsOf(u);
@@ -467,7 +469,11 @@ describe("the facilitator's routes", () => {
       status: "submitted",
       txHash: anotherSettled.body.transaction,
     });
-    expect((await facilitator("settle", unsent)).body).toMatchObject(used);
+    expect((await facilitator("settle", unsent)).body).toMatchObject({
+      success: false,
+      errorReason: "unexpected_settle_error",
+      transaction: "",
+    });
     const [unsentRow] = await gw.app.db.query<{ status: string }>(
       "SELECT status FROM x402_authorizations WHERE nonce = $1",
       [u.nonce.toLowerCase()],
@@ -527,6 +533,33 @@ describe("the facilitator's routes", () => {
       [nonce.toLowerCase()],
     );
     expect(row).toEqual({ status: "settled", tx_hash: mined });
+  });
+
+  it("answers a retried settle of a row still submitted, its transaction not spending it yet, pending", async () => {
+    const payment = await signedPayment();
+    const settled = await facilitator("settle", payment);
+    expect(settled.body).toMatchObject({ success: true });
+    const nonce = payment.paymentPayload.payload.authorization.nonce.toLowerCase();
+    await settledRow(nonce as Hex);
+    // Left `submitted` with a transaction not mined (as one in flight, or one that reverted leaving the authorization
+    // open, is): the retry hears it pending. Before: invalid_exact_evm_nonce_already_used, and a client signs anew.
+    const pendingTx = toHex(crypto.getRandomValues(new Uint8Array(32)));
+    await gw.app.db.query(
+      "UPDATE x402_authorizations SET status = 'submitted', tx_hash = $2 WHERE nonce = $1",
+      [nonce, pendingTx],
+    );
+    try {
+      expect((await facilitator("settle", payment)).body).toMatchObject({
+        success: false,
+        errorReason: "unexpected_settle_error",
+        errorMessage: expect.stringMatching(/has not spent this authorization yet/),
+      });
+    } finally {
+      await gw.app.db.query(
+        "UPDATE x402_authorizations SET status = 'settled', tx_hash = $2 WHERE nonce = $1",
+        [nonce, settled.body.transaction],
+      );
+    }
   });
 
   it("reads the receipt of a retried settle's mined transaction once, for its answer and its gas alike", async () => {
@@ -635,6 +668,25 @@ describe("the facilitator's routes", () => {
       [
         "invalid_exact_evm_payload_authorization_valid_before",
         await signedPayment({ validBefore: nowS + 3n }),
+      ],
+      // Valid far longer than maxTimeoutSeconds (300 s) and its minute of clock skew: before, taken, and an
+      // authorization a reverted transaction left open held the payer's balance, and could pay the hot wallet, past its
+      // invoice's watch (60 days here).
+      [
+        "invalid_exact_evm_payload_authorization_valid_before",
+        await signedPayment({ validBefore: nowS + 300n + 120n }),
+      ],
+      [
+        "invalid_exact_evm_payload_authorization_valid_before",
+        await signedPayment({ validBefore: nowS + 60n * 86_400n }),
+      ],
+      // Whatever maxTimeoutSeconds a seller names, a day at most.
+      [
+        "invalid_exact_evm_payload_authorization_valid_before",
+        await signedPayment({
+          validBefore: nowS + 2n * 86_400n,
+          accepted: requirements({ maxTimeoutSeconds: 3 * 86_400 }),
+        }),
       ],
       [
         "invalid_exact_evm_payload_authorization_valid_after",
@@ -1115,7 +1167,7 @@ describe("the paywall's x402 scheme", () => {
     const a = await payer.pay(x402, { validBefore: chainNowS + 30n });
     if (a.kind !== "paid") throw new Error(`not paid: ${JSON.stringify(a)}`);
     aheadMs += 40_000;
-    expect(await payer.pay(x402, { validBefore: chainNowS + 1_200n })).toMatchObject({
+    expect(await payer.pay(x402, { validBefore: chainNowS + 300n })).toMatchObject({
       kind: "refused",
       refusal: { code: "insufficient_funds" },
     });
@@ -1135,7 +1187,7 @@ describe("the paywall's x402 scheme", () => {
     if (a.kind !== "paid") throw new Error(`not paid: ${JSON.stringify(a)}`);
     intercepted.fail("DELETE FROM x402_authorizations");
     await expect(a.complete({ served: false })).rejects.toThrow(/injected/);
-    const later = { validBefore: chainNowS + 1_200n };
+    const later = { validBefore: chainNowS + 300n };
     expect(await payer.pay(x402, later)).toMatchObject({
       kind: "refused",
       refusal: { code: "insufficient_funds" },

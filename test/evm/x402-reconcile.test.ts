@@ -1026,23 +1026,22 @@ describe("a mined batch whose gas its settler could not book", () => {
     const results = await settledWithoutGas(ps, false);
     expect(results[0]).toMatchObject({ ok: true });
     const answered = [notOk(results[1]!).refusal, notOk(results[2]!).refusal];
-    expect(answered).toEqual(["invalid_exact_evm_payload_signature", "insufficient_funds"]);
+    // `poor`'s refusal undid its nonce's mark: unused, valid until its validBefore, answered pending (before:
+    // insufficient_funds, though anyone holding it could still mine it once the payer's balance is back).
+    expect(answered).toEqual(["invalid_exact_evm_payload_signature", "unexpected_settle_error"]);
     // The batch's gas not booked: every row left `submitted`, whatever its caller was answered.
     for (const p of ps) expect((await rowOf(p))?.status).toBe("submitted");
 
-    expect(await reconcile()).toEqual({ settled: 1, failed: 2, left: 0 });
+    expect(await reconcile()).toEqual({ settled: 1, failed: 1, left: 1 });
     // Recorded as the settler records a refused item it concludes itself (x402-batch.test.ts); nothing left the
-    // payers' balances. Before: both `not_spent`, with the batch's block as if their value had been spent.
+    // payers' balances. Before: both `not_spent`, with the batch's block as if their value had been spent. `short`,
+    // open, is left `submitted` until it is mined or its window shuts.
     expect(await rowOf(badSignature)).toMatchObject({
       status: "failed",
       failure: "signature_invalid",
       spent_block: null,
     });
-    expect(await rowOf(short)).toMatchObject({
-      status: "failed",
-      failure: "payer_insufficient_funds",
-      spent_block: null,
-    });
+    expect(await rowOf(short)).toMatchObject({ status: "submitted", failure: null, spent_block: null });
     // The resource server's retry of each settle is answered what the first was. Before: "nonce already used".
     const deps = createX402Deps({
       db: gw.app.db,
