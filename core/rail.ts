@@ -343,9 +343,13 @@ export type SignedPaymentRefusal =
 /** What a rail_unreachable answer's Retry-After says: a provider's return (LND, a chain's node) takes seconds. */
 export const railUnreachableRetryAfterSeconds = 5;
 
-/** `submitted`: on its way (credited by a `received` event once final); `railReference` is its transaction. */
+/**
+ * `submitted`: on its way (credited by a `received` event once final); `railReference` is its transaction; `taken`,
+ * where the rail says, whether its node took the transaction now (false: journaled, broadcast again later, and no
+ * receipt can come before that).
+ */
 export type SignedPaymentOutcome =
-  | { status: "submitted"; railReference: string }
+  | { status: "submitted"; railReference: string; taken?: boolean }
   | { status: "refused"; code: SignedPaymentRefusal; message: string };
 
 /** An offer to withdraw: the reference `receive` was given, and the rail's own name for what it made. */

@@ -397,7 +397,7 @@ async function submit(
       { reference: row.reference, txHash: sent.tx_hash, from: auth.from },
       "an authorization was sent while its invoice was bound elsewhere since; its payment is not credited: see to it",
     );
-  return { status: "submitted", railReference: sent.tx_hash };
+  return { status: "submitted", railReference: sent.tx_hash, taken: sent.broadcast === "taken" };
 }
 
 /** The Rail contract's submitSignedPayment: the invoice named by its reference (the API checked its tenant). */

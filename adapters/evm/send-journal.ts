@@ -56,8 +56,9 @@ export type SendRow = { attempt_id: string; tx_hash: `0x${string}`; raw_tx: `0x$
 
 /**
  * What a broadcast came to: `taken`, the node took the transaction, holds it, or shows its nonce used (its receipt
- * decides); `not_taken`, the node shows neither (said as a warning): the send stays journaled, and its same bytes are
- * broadcast again (its key sent again, keepOpenSends).
+ * decides); `not_taken`, the node shows neither (said as a warning, and at error level once it lasts past
+ * replaceAfterMs: notTaken): the send stays journaled, and its same bytes are broadcast again (its key sent again,
+ * keepOpenSends). While the wallet's lowest open nonce is so past replaceAfterMs, new keys are refused (stalledBy).
  */
 export type Broadcast = "taken" | "not_taken";
 
@@ -231,13 +232,56 @@ export async function sendOnce(
         const [refused] = await refusalsOf(journal.db, key);
         if (refused !== undefined) return refused;
       }
-      const call = await prepare();
+      // The wallet's lowest open nonce not taken for longer than replaceAfterMs (a refusal that does not clear): a send
+      // signed now waits behind it for good, its reservation held. Refused before anything is signed, so that a payout
+      // goes to another rail.
+      const stalled = await stalledBy(journal);
+      const call: Call | SendRefused = stalled ?? (await prepare());
       // Refused by `prepare` or before signing (gas estimation, the fee cap): nothing was signed.
       const outcome = "status" in call ? call : await signAndStore(journal, key, call, final);
       return final && "status" in outcome ? keepRefusal(journal, key, outcome) : outcome;
     },
     share,
   );
+}
+
+/**
+ * A refusal of a new send while the wallet's lowest open nonce is a send whose broadcast has not been taken for longer
+ * than replaceAfterMs (not_taken_since); null otherwise, or when the node cannot tell the wallet's mined count now (the
+ * send's own steps then meet the node as they are). Asks the node only when some open send of the wallet is so.
+ */
+async function stalledBy(journal: SendJournal): Promise<SendRefused | null> {
+  const wallet = walletKey(journal);
+  const notTakenLong = `not_taken_since IS NOT NULL
+    AND now() - not_taken_since >= $3::int * interval '1 millisecond'`;
+  const any = await journal.db.query(
+    `SELECT 1 FROM evm_sends WHERE chain_id = $1 AND wallet = $2 AND NOT gas_done AND ${notTakenLong} LIMIT 1`,
+    [journal.chainId, wallet, journal.replaceAfterMs],
+  );
+  if (any.length === 0) return null;
+  let minedCount: number;
+  try {
+    minedCount = await journal.publicClient.getTransactionCount({
+      address: journal.account.address,
+      blockTag: "latest",
+    });
+  } catch {
+    return null;
+  }
+  const [lowest] = await journal.db.query<SendRow & { stalled: boolean; since: Date | string }>(
+    `SELECT attempt_id, tx_hash, nonce, not_taken_since AS since, (${notTakenLong}) AS stalled
+       FROM evm_sends WHERE chain_id = $1 AND wallet = $2 AND NOT gas_done AND nonce >= $4
+      ORDER BY nonce LIMIT 1`,
+    [journal.chainId, wallet, journal.replaceAfterMs, minedCount],
+  );
+  if (lowest === undefined || lowest.stalled !== true) return null;
+  return {
+    status: "failed",
+    code: "rail_unavailable",
+    revert: null,
+    busy: false,
+    message: `the hot wallet's send at nonce ${lowest.nonce} (transaction ${lowest.tx_hash}) has not been taken by the node since ${new Date(lowest.since).toISOString()}; nothing is signed behind it until it is`,
+  };
 }
 
 /** The refusal kept under `key` (none, or one). */
@@ -689,7 +733,7 @@ function saysHeld(text: string): boolean {
 async function broadcast(journal: SendJournal, row: SendRow): Promise<Broadcast> {
   try {
     await journal.publicClient.sendRawTransaction({ serializedTransaction: row.raw_tx });
-    return "taken";
+    return taken(journal, row);
   } catch (error) {
     const text = errorText(error).toLowerCase();
     // A replacement refused as underpriced: a node asking more than the bump the cap left (12.5% where it left 10%).
@@ -703,18 +747,76 @@ async function broadcast(journal: SendJournal, row: SendRow): Promise<Broadcast>
         { error: shortMessage(error) },
         "send's replacement refused as underpriced: the node asks a larger bump than the gas cap left; the transaction it replaced waits in the node's pool, and whichever of them is mined is the send's",
       );
-      return "taken";
+      return taken(journal, row);
     }
-    if (saysHeld(text) || (await nonceTakenOnNode(journal, row))) return "taken";
+    if (saysHeld(text) || (await nonceTakenOnNode(journal, row))) return taken(journal, row);
     // Neither shown by the node asked: "nonce too high" (Hardhat's for a nonce past the pending one while it
     // automines), a gapped nonce refused, the node out of reach, or a node behind the one that refused (behind a load
-    // balancer), whose answer only delays the send.
-    journal.logger.warn(
-      { send: row.attempt_id, txHash: row.tx_hash, nonce: row.nonce, error: viemDetails(error) },
-      "send's broadcast not taken: the node refused it, and shows neither its nonce used nor its transaction; it is in flight, and broadcast again",
-    );
+    // balancer), whose answer only delays the send; or a refusal that never clears (geth's rpc.txfeecap "tx fee (…)
+    // exceeds the configured cap", "exceeds block gas limit").
+    await notTaken(journal, row, error);
     return "not_taken";
   }
+}
+
+/** A broadcast taken: the send's not-taken time, if any, is cleared (a later refusal is counted from then). */
+async function taken(journal: SendJournal, row: SendRow): Promise<Broadcast> {
+  try {
+    await journal.db.query(
+      `UPDATE evm_sends SET not_taken_since = NULL, not_taken_said = false
+        WHERE attempt_id = $1 AND not_taken_since IS NOT NULL`,
+      [row.attempt_id],
+    );
+  } catch (error) {
+    // Taken all the same; left set, the send is only judged stalled until its next broadcast clears it.
+    journal.logger.warn(
+      { send: row.attempt_id, error: errorText(error) },
+      "send's broadcast taken, not recorded",
+    );
+  }
+  return "taken";
+}
+
+/**
+ * Says a broadcast not taken: a warning the first time (not_taken_since set), at error level once when it has not been
+ * taken for longer than replaceAfterMs (not_taken_said: once per send, whichever process sees it), quietly (debug)
+ * otherwise. Before, a refusal that never clears warned at every pass of every send behind it, and nothing more.
+ */
+async function notTaken(journal: SendJournal, row: SendRow, error: unknown): Promise<void> {
+  const fields = { send: row.attempt_id, txHash: row.tx_hash, nonce: row.nonce, error: viemDetails(error) };
+  let said: "first" | "long" | "again" = "first";
+  try {
+    const [marked] = await journal.db.query<{ first: boolean }>(
+      `UPDATE evm_sends SET not_taken_since = coalesce(not_taken_since, now())
+        WHERE attempt_id = $1 RETURNING not_taken_since = now() AS first`,
+      [row.attempt_id],
+    );
+    const long = await journal.db.query<{ since: Date | string }>(
+      `UPDATE evm_sends SET not_taken_said = true
+        WHERE attempt_id = $1 AND NOT not_taken_said
+          AND now() - not_taken_since >= $2::int * interval '1 millisecond'
+        RETURNING not_taken_since AS since`,
+      [row.attempt_id, journal.replaceAfterMs],
+    );
+    said = long.length > 0 ? "long" : marked?.first === false ? "again" : "first";
+  } catch (dbError) {
+    // Not recorded (the database out of reach): said as the first time, and judged again at the next broadcast.
+    journal.logger.warn(
+      { ...fields, dbError: errorText(dbError) },
+      "send's broadcast not taken, not recorded",
+    );
+  }
+  if (said === "long")
+    journal.logger.error(
+      { ...fields, replaceAfterMs: journal.replaceAfterMs },
+      "send's broadcast not taken for longer than replaceAfterMs: the node refuses it and shows neither its nonce used nor its transaction (a node's fee cap, a gas limit above the block's?); every later send of the wallet waits behind it, and new sends are refused until it is taken",
+    );
+  else if (said === "first")
+    journal.logger.warn(
+      fields,
+      "send's broadcast not taken: the node refused it, and shows neither its nonce used nor its transaction; it is in flight, and broadcast again",
+    );
+  else journal.logger.debug(fields, "send's broadcast not taken again");
 }
 
 /**
@@ -736,12 +838,20 @@ async function nonceTakenOnNode(journal: SendJournal, row: SendRow): Promise<boo
   }
 }
 
-/** Whether the send's transaction replaced others (evm_sends_replaced holds them). */
+/**
+ * Whether the send's transaction replaced others (evm_sends_replaced holds them). The database not answering is a no:
+ * the node is asked then (nonceTakenOnNode), as for any refusal. Before, the error went up from the broadcast, which
+ * never throws: a payout journaled and answered 500.
+ */
 async function supersedesAny(journal: SendJournal, row: SendRow): Promise<boolean> {
-  const rows = await journal.db.query("SELECT 1 FROM evm_sends_replaced WHERE attempt_id = $1 LIMIT 1", [
-    row.attempt_id,
-  ]);
-  return rows.length > 0;
+  try {
+    const rows = await journal.db.query("SELECT 1 FROM evm_sends_replaced WHERE attempt_id = $1 LIMIT 1", [
+      row.attempt_id,
+    ]);
+    return rows.length > 0;
+  } catch {
+    return false;
+  }
 }
 
 /**

@@ -219,3 +219,79 @@ describe("a send's gas an earlier version booked with its receipt's gas in the e
     await expect(bookSendGas(deps(), "evm", 31337, other)).rejects.toThrow(/booked with other terms/);
   });
 });
+
+describe("a send's gas booked before, judged by what its evidence says", () => {
+  const l1Fee = 5_000_000_000_003n;
+  const send = (txHash: string, gas: { amount: bigint; detail: Record<string, string> }): MinedSendGas => ({
+    key: `att_${txHash.slice(-6)}`,
+    kind: "payout",
+    txHash,
+    hashes: [txHash],
+    reverted: false,
+    gas: { asset: assets.ETH, ...gas },
+    owner: null,
+  });
+
+  it("is a conflict booked the old way for more than the repeat by anything but its L1 fee", async () => {
+    const txHash = `0x${"d".repeat(63)}1`;
+    // Booked before 9b9ea96 from an OP-stack receipt: 26,001 gwei, its L1 fee in it.
+    await bookRailGas(deps(), {
+      rail: "evm",
+      gas: { asset: assets.ETH, amount: 26_001n, detail: {} },
+      id: chainTransactionLedgerId(31337, txHash, "send-gas"),
+      evidence: {
+        rail: "evm",
+        reference: txHash,
+        detail: {
+          kind: "send_gas",
+          send: `att_${txHash.slice(-6)}`,
+          sent: "payout",
+          reverted: "false",
+          gasUsed: "21000",
+          effectiveGasPrice: "1000000007",
+          l1Fee: l1Fee.toString(),
+          wei: (wei + l1Fee).toString(),
+        },
+      },
+      label: "the old way",
+    });
+    // A repeat for 1 gwei less than the booking's wei less its L1 fee: not this booking's gas, whatever is larger.
+    // Before: any booking larger than the repeat stood.
+    const other = send(txHash, { amount: 21_000n, detail: { wei: (wei - 1_000_000_000n).toString() } });
+    await expect(bookSendGas(deps(), "evm", 31337, other)).rejects.toThrow(/booked with other terms/);
+  });
+
+  it("books the rest under an id of its own, once, booked from gas stored without the L1 fee and repeated from the receipt with it", async () => {
+    const txHash = `0x${"d".repeat(63)}2`;
+    const stored = send(txHash, { amount: 21_001n, detail: { wei: wei.toString() } });
+    await bookSendGas(deps(), "evm", 31337, stored);
+    const fromReceipt = send(txHash, {
+      amount: 26_001n,
+      detail: {
+        gasUsed: "21000",
+        effectiveGasPrice: "1000000007",
+        l1Fee: l1Fee.toString(),
+        wei: (wei + l1Fee).toString(),
+      },
+    });
+    // Before: SettlementInvariantError ("booked with other terms") at every pass, the send never done.
+    for (let pass = 0; pass < 2; pass++)
+      await expect(bookSendGas(deps(), "evm", 31337, fromReceipt)).resolves.toEqual({
+        booked: true,
+        bookedBy: "send_gas",
+      });
+    const [whole] = await ledger.lookupTransfers([chainTransactionLedgerId(31337, txHash, "send-gas")]);
+    const [rest] = await ledger.lookupTransfers([chainTransactionLedgerId(31337, txHash, "send-gas-l1")]);
+    expect([whole?.amount, rest?.amount]).toEqual([21_001n, 5_000n]); // 26,001 gwei in all, the receipt's rounded up
+    expect(rest?.evidence?.detail).toEqual({
+      kind: "send_gas_l1",
+      send: stored.key,
+      l1Fee: l1Fee.toString(),
+    });
+    // Repeated again from the stored gas: the first booking's very wei, nothing more.
+    await expect(bookSendGas(deps(), "evm", 31337, stored)).resolves.toEqual({
+      booked: true,
+      bookedBy: "send_gas",
+    });
+  });
+});

@@ -177,31 +177,70 @@ export async function bookSendGas(
   if (send.kind === "x402_batch" && (await x402HoldsBatch(deps.db, chainId, send)))
     return { booked: false, bookedBy: "x402" };
   const label = `the gas of ${send.kind} ${send.txHash}${reverted}`;
+  let shortBy: bigint | null = null;
   await bookRailGas(deps, {
     rail,
     gas: send.gas,
     id: chainTransactionLedgerId(chainId, send.txHash, "send-gas"),
     evidence: { rail, reference: send.txHash.toLowerCase(), detail: sendGasDetail(send) },
     label,
-    sameAs: (booked) => bookedBefore(deps, send, booked, label),
+    sameAs: (booked) => {
+      const judged = bookedBefore(deps, send, booked, label);
+      if (judged === "short_by_l1_fee") shortBy = send.gas.amount - booked.amount;
+      return judged !== false;
+    },
   });
+  // Booked before from the gas an older pass stored without the OP-stack L1 data fee, repeated from the receipt with
+  // it: the rest (in gwei: the receipt's rounded up, less what was booked) booked under an id of its own, once.
+  // Before, the repeat was refused as a conflict at every pass, the send never done.
+  if (shortBy !== null)
+    await bookRailGas(deps, {
+      rail,
+      gas: { ...send.gas, amount: shortBy },
+      id: chainTransactionLedgerId(chainId, send.txHash, "send-gas-l1"),
+      evidence: {
+        rail,
+        reference: send.txHash.toLowerCase(),
+        detail: { kind: "send_gas_l1", send: send.key, l1Fee: l1FeeOf(send.gas).toString() },
+      },
+      label: `the L1 data fee of ${send.kind} ${send.txHash}${reverted}`,
+    });
   return { booked: true, bookedBy: "send_gas" };
 }
 
 /**
  * Whether `booked`, found under the send's id with other terms, is the send's gas as an earlier version booked it:
- * before 9b9ea96 the evidence of a receipt's gas named its gas used, price and L1 fee too, and a repeat in today's
- * shape (a crash before the send was marked done, across the upgrade; a send refused so at every pass since) must find
- * it booked, not conflict. The same send's, for the same gwei; or for more, the documented OP-stack case (send-gas.ts):
- * booked from the receipt with its L1 data fee (ac492c7), repeated from the gas an older pass stored without it. The
- * booking stands, the larger, said as a warning naming both. Booked for less than the repeat, it is still a conflict:
+ * before 9b9ea96 the evidence of a receipt's gas named its gas used, price and L1 fee too (its wei the whole, the L1 fee
+ * in it), and a repeat in today's shape (a crash before the send was marked done, across the upgrade; a send refused so
+ * at every pass since) must find it booked, not conflict. Judged exactly where the booking says enough:
+ *  - the same send's, for the same wei, in any shape;
+ *  - booked from the receipt with its gas used (the old shape): for its wei less its L1 fee, a repeat from the gas an
+ *    older pass stored without it (send-gas.ts); anything else is a conflict;
+ *  - booked from its wei alone (today's shape, or an older stored-gas booking): for exactly the repeat's L1 fee less,
+ *    booked from stored gas without it and repeated from the receipt with it (`short_by_l1_fee`: the caller books the
+ *    rest); for more, the documented OP-stack case the other way round (booked from the receipt with the L1 fee,
+ *    repeated from gas stored without it), which the wei alone cannot check: the booking stands, said as a warning.
+ * Before, any larger booking of the send passed, whatever its shape said. Booked for less otherwise, it is a conflict:
  * the ledger would show the wallet holding more than it does.
  */
-function bookedBefore(deps: SweepDeps, send: MinedSendGas, booked: Transfer, label: string): boolean {
+function bookedBefore(
+  deps: SweepDeps,
+  send: MinedSendGas,
+  booked: Transfer,
+  label: string,
+): boolean | "short_by_l1_fee" {
   const detail = booked.evidence?.detail;
-  if (detail?.kind !== "send_gas" || detail.send !== send.key) return false;
-  if (booked.amount === send.gas.amount) return true;
-  if (booked.amount < send.gas.amount) return false;
+  if (detail?.kind !== "send_gas" || detail.send !== send.key || !isWei(detail.wei)) return false;
+  const bookedWei = BigInt(detail.wei);
+  const repeatWei = weiOf(send.gas);
+  if (bookedWei === repeatWei) return booked.amount === send.gas.amount;
+  if (detail.gasUsed !== undefined) {
+    if (!isWei(detail.l1Fee) || bookedWei - BigInt(detail.l1Fee) !== repeatWei) return false;
+  } else {
+    const repeatL1Fee = l1FeeOf(send.gas);
+    if (repeatL1Fee > 0n && bookedWei + repeatL1Fee === repeatWei) return "short_by_l1_fee";
+    if (booked.amount <= send.gas.amount) return false;
+  }
   deps.logger?.warn(
     {
       send: send.key,
@@ -209,11 +248,21 @@ function bookedBefore(deps: SweepDeps, send: MinedSendGas, booked: Transfer, lab
       bookedGwei: booked.amount.toString(),
       bookedWei: detail.wei,
       repeatedGwei: send.gas.amount.toString(),
-      repeatedWei: weiOf(send.gas).toString(),
+      repeatedWei: repeatWei.toString(),
     },
     `${label} was booked before for more than this pass judged it (from the receipt with an OP-stack chain's L1 data fee, against the gas an older version stored without it): the booking stands`,
   );
   return true;
+}
+
+function isWei(text: string | undefined): text is string {
+  return text !== undefined && /^[0-9]{1,78}$/.test(text);
+}
+
+/** The L1 data fee a gas cost names (from an OP-stack receipt); 0 when it names none. */
+function l1FeeOf(gas: GasCost): bigint {
+  const l1Fee = gas.detail.l1Fee;
+  return isWei(l1Fee) ? BigInt(l1Fee) : 0n;
 }
 
 /**

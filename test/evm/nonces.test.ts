@@ -743,14 +743,18 @@ describe("a broadcast the node refuses", () => {
     });
   });
 
-  /** The chain, every broadcast refused in `words` (as a node of another kind words its refusals). */
-  const refusingIn = (words: string) =>
+  /**
+   * The chain, every broadcast refused in `words` (as a node of another kind words its refusals); `hiding`, its
+   * transactions unknown to it besides (a node behind a load balancer other than the one holding them).
+   */
+  const refusingIn = (words: string, { hiding = false } = {}) =>
     createPublicClient({
       chain: gw.chain.chain,
       transport: custom({
         request: async (args: { method: string; params?: unknown }) => {
           if (args.method === "eth_sendRawTransaction")
             throw Object.assign(new Error(words), { code: -32000 });
+          if (hiding && args.method === "eth_getTransactionByHash") return null;
           return gw.chain.provider.request(args as never);
         },
       }),
@@ -802,9 +806,10 @@ describe("a broadcast the node refuses", () => {
           status: "in_flight",
         });
         send = await sendOf(attempt.id);
-        // Before: thrown at every run while it waited in the pool.
+        // Before: thrown at every run while it waited in the pool. The node's words alone tell it held: the node asked
+        // shows neither the nonce used (not mined yet) nor the transaction (hidden).
         const rail = anotherProcessRail(gw, {
-          publicClient: refusingIn(words),
+          publicClient: refusingIn(words, { hiding: true }),
           receiptTimeoutMs: 300,
           logger,
         });
@@ -1019,5 +1024,205 @@ describe("a wallet's send queue, full", () => {
     const other = await rail.execute(of("att_share_other_1", "ten_other"));
     expect(other.status).toBe("succeeded");
     expect((await first).status).toBe("succeeded");
+  });
+});
+
+/** The chain, every broadcast of the nonce of the first one refused as geth refuses a fee above its rpc.txfeecap. */
+function refusingOneNonce() {
+  const refused: { nonce?: number } = {};
+  const publicClient = createPublicClient({
+    chain: gw.chain.chain,
+    transport: custom({
+      request: async (args: { method: string; params?: unknown }) => {
+        if (args.method === "eth_sendRawTransaction") {
+          const { nonce } = parseTransaction((args.params as [`0x${string}`])[0]);
+          refused.nonce ??= nonce;
+          if (nonce === refused.nonce)
+            throw Object.assign(new Error("tx fee (1.21 ether) exceeds the configured cap (1.00 ether)"), {
+              code: -32000,
+            });
+        }
+        return gw.chain.provider.request(args as never);
+      },
+    }),
+    pollingInterval: 50,
+  });
+  return { refused, publicClient };
+}
+
+describe("a send the node refuses for good", () => {
+  it("is said at error level once past replaceAfterMs, and new sends are refused rail_unavailable until it is taken", async () => {
+    const { refused, publicClient } = refusingOneNonce();
+    const { logger, lines } = recordingLogger();
+    const replaceAfterMs = 1_000;
+    const journalOver = (client: SendJournal["publicClient"], log?: Logger) =>
+      createSendJournal({
+        db: gw.app.db,
+        publicClient: client,
+        walletClient: gw.chain.walletClient,
+        confirmations: 1,
+        receiptTimeoutMs: 300,
+        gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
+        replaceAfterMs,
+        ...(log === undefined ? {} : { logger: log }),
+      });
+    const journal = journalOver(publicClient, logger);
+    let prepared = 0;
+    const transfer = (key: string, into: SendJournal = journal) =>
+      sendOnce(into, key, async () => {
+        prepared += 1;
+        return {
+          to: gw.chain.contracts.testUsd,
+          data: encodeFunctionData({
+            abi: testUsdAbi,
+            functionName: "transfer",
+            args: [gw.chain.accounts[8]!.address, 1n],
+          }),
+        };
+      });
+    const stuck = await transfer("refused-for-good:first");
+    expect(stuck).toMatchObject({ broadcast: "not_taken", nonce: refused.nonce });
+    const behind = await transfer("refused-for-good:behind"); // within replaceAfterMs: signed, behind it
+    expect(behind).toMatchObject({ broadcast: "not_taken" });
+    if ("status" in behind) throw new Error("the send behind was refused");
+    try {
+      await new Promise((resolve) => setTimeout(resolve, replaceAfterMs + 100));
+      await keepOpenSends(journal);
+      await keepOpenSends(journal);
+      const of = (level: string) =>
+        lines.filter((line) => line.level === level && line.fields.send === "refused-for-good:first");
+      // Before: a warning at every broadcast, nothing more, for good.
+      expect(of("warn")).toHaveLength(1);
+      expect(of("error")).toHaveLength(1);
+      expect(of("error")[0]!.message).toMatch(/not taken for longer than replaceAfterMs/);
+      // Before: signed behind it and answered in flight, its reservation held for good.
+      const signedBefore = prepared;
+      expect(await transfer("refused-for-good:new")).toMatchObject({
+        status: "failed",
+        code: "rail_unavailable",
+        message: expect.stringMatching(new RegExp(`nonce ${refused.nonce} .*not been taken`)),
+      });
+      expect(prepared).toBe(signedBefore);
+      const payoutRefused = await anotherProcessRail(gw, { publicClient, replaceAfterMs }).execute(
+        payout("att_refused_for_good_new", 1_000n),
+      );
+      expect(payoutRefused).toMatchObject({ status: "failed", code: "rail_unavailable" });
+      expect(
+        await gw.app.db.query("SELECT 1 FROM evm_sends WHERE attempt_id = ANY($1)", [
+          ["refused-for-good:new", "att_refused_for_good_new"],
+        ]),
+      ).toHaveLength(0);
+      // A key sent before is followed as ever.
+      expect(await transfer("refused-for-good:behind")).toMatchObject({ tx_hash: behind.tx_hash });
+    } finally {
+      // Taken at last (the cap raised): both mined, and new sends go again.
+      await keepOpenSends(journalOver(gw.chain.publicClient));
+    }
+    const sends = await gw.app.db.query<{ tx_hash: `0x${string}`; not_taken_since: Date | null }>(
+      "SELECT tx_hash, not_taken_since FROM evm_sends WHERE attempt_id = ANY($1) ORDER BY nonce",
+      [["refused-for-good:first", "refused-for-good:behind"]],
+    );
+    await expectMined(sends);
+    expect(sends.map((send) => send.not_taken_since)).toEqual([null, null]);
+    expect(await transfer("refused-for-good:after", journalOver(gw.chain.publicClient))).toMatchObject({
+      broadcast: "taken",
+    });
+  });
+});
+
+describe("an approve of the splitter not taken", () => {
+  it("is the only one signed: a second payout needing it follows it, refused until it is mined", async () => {
+    const { contracts, walletClient } = gw.chain;
+    // No allowance left: each split payout needs the approve.
+    await walletClient.writeContract({
+      account: walletClient.account,
+      chain: walletClient.chain,
+      address: contracts.testUsd,
+      abi: testUsdAbi,
+      functionName: "approve",
+      args: [contracts.splitter, 0n],
+    });
+    const split = await gw.createSplit([gw.chain.accounts[5]!.address], [10_000]);
+    const toSplit = (id: string): OutgoingAttempt => ({
+      ...payout(id, 1_000n),
+      destination: { kind: "evm_split", splitId: split.splitId },
+    });
+    const refusingApproves = createPublicClient({
+      chain: gw.chain.chain,
+      transport: custom({
+        request: async (args: { method: string; params?: unknown }) => {
+          if (args.method === "eth_sendRawTransaction") {
+            const signed = parseTransaction((args.params as [`0x${string}`])[0]);
+            if (signed.data?.startsWith("0x095ea7b3"))
+              throw Object.assign(new Error("tx fee (1.21 ether) exceeds the configured cap (1.00 ether)"), {
+                code: -32000,
+              });
+          }
+          return gw.chain.provider.request(args as never);
+        },
+      }),
+      pollingInterval: 50,
+    });
+    const rail = anotherProcessRail(gw, { publicClient: refusingApproves, receiptTimeoutMs: 300 });
+    for (const id of ["att_approve_once_1", "att_approve_once_2"])
+      expect(await rail.execute(toSplit(id))).toMatchObject({ status: "failed", code: "rail_unavailable" });
+    const signed = () =>
+      gw.app.db.query<{ attempt_id: string; nonce: number }>(
+        "SELECT attempt_id, nonce FROM evm_sends WHERE attempt_id = ANY($1) ORDER BY nonce",
+        [["approve:att_approve_once_1", "approve:att_approve_once_2", "approve:att_approve_once_3"]],
+      );
+    // Before: the second payout signed a max approve of its own at the next nonce.
+    expect((await signed()).map((row) => row.attempt_id)).toEqual(["approve:att_approve_once_1"]);
+    // The node takes it at last: the next payout follows that approve, mined, and pays.
+    expect(await anotherProcessRail(gw).execute(toSplit("att_approve_once_3"))).toMatchObject({
+      status: "succeeded",
+    });
+    expect((await signed()).map((row) => row.attempt_id)).toEqual(["approve:att_approve_once_1"]);
+  });
+});
+
+describe("a broadcast refused as underpriced while the database does not answer", () => {
+  it("asks the node, as any refusal: not taken, nothing thrown", async () => {
+    const refusing = createPublicClient({
+      chain: gw.chain.chain,
+      transport: custom({
+        request: async (args: { method: string; params?: unknown }) => {
+          if (args.method === "eth_sendRawTransaction")
+            throw Object.assign(new Error("replacement transaction underpriced"), { code: -32000 });
+          return gw.chain.provider.request(args as never);
+        },
+      }),
+      pollingInterval: 50,
+    });
+    const base = gw.app.db;
+    const db: Db = {
+      ...base,
+      query: (text, params) =>
+        text.includes("evm_sends_replaced WHERE attempt_id = $1 LIMIT 1")
+          ? Promise.reject(new Error("Connection terminated unexpectedly"))
+          : base.query(text, params),
+    };
+    const journalOver = (over: Db, publicClient: SendJournal["publicClient"]) =>
+      createSendJournal({
+        db: over,
+        publicClient,
+        walletClient: gw.chain.walletClient,
+        confirmations: 1,
+        receiptTimeoutMs: 300,
+        gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
+        replaceAfterMs: 120_000,
+      });
+    const sent = sendOnce(journalOver(db, refusing), "underpriced-db-down", async () => ({
+      to: gw.chain.contracts.testUsd,
+      data: encodeFunctionData({
+        abi: testUsdAbi,
+        functionName: "approve",
+        args: ["0x000000000000000000000000000000000000dEaD", 2n],
+      }),
+    }));
+    // Before: the database's error went up from the broadcast (through a payout, a 500 with the send journaled).
+    await expect(sent).resolves.toMatchObject({ broadcast: "not_taken" });
+    await keepOpenSends(journalOver(base, gw.chain.publicClient));
+    await expectMined([(await sent) as { tx_hash: `0x${string}` }]);
   });
 });
