@@ -962,7 +962,7 @@ const disputedSql = (id: string) =>
 export type InvoicePaymentRefusal = SignedPaymentRefusal | "invoice_not_found";
 
 export type SubmitInvoicePaymentResult =
-  | { ok: true; invoice: Invoice; railReference: string }
+  | { ok: true; invoice: Invoice; railReference: string; taken?: boolean }
   | { ok: false; refusal: InvoicePaymentRefusal; message: string };
 
 /**
@@ -1007,7 +1007,13 @@ export async function submitInvoicePayment(
     };
   const outcome = await submit({ reference: invoice.id, fields: params.fields });
   if (outcome.status === "refused") return { ok: false, refusal: outcome.code, message: outcome.message };
-  return { ok: true, invoice, railReference: outcome.railReference };
+  // `taken` as the rail says it (false: no receipt can come before its next broadcast, so the x402 settler waits none).
+  return {
+    ok: true,
+    invoice,
+    railReference: outcome.railReference,
+    ...(outcome.taken === undefined ? {} : { taken: outcome.taken }),
+  };
 }
 
 /**

@@ -16,7 +16,8 @@
 // (and gave the invoice's nonce back) — so the same authorization may come again and book a new invoice. Once a
 // transaction is sent, the payer's answer is the chain's: recording and the gas booking are retried and then logged
 // (afterSent), never thrown; the invoice is credited by the deposit watcher from the token's log, whatever happens
-// here. A row left `submitted` (not mined in time, or its record failed) keeps its transaction for reconciliation.
+// here. A row left `submitted` (not mined in time, not taken by the node yet, or its record failed) keeps its
+// transaction for reconciliation.
 import { type Address, BaseError, type Hex } from "viem";
 import { assets, divCeil, feeWeiOf, formatAmount, type Logger, silentLogger } from "../../core/index.ts";
 import type { derivedLedgerId } from "../ids/index.ts";
@@ -163,6 +164,20 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
       await afterSent(logger, "recording the submission", context, () =>
         record(deps.settlement.db, chain, a, { status: "submitted", txHash }),
       );
+      if (submitted.taken === false) {
+        // Journaled, but the node did not take it now: no receipt can come before the send journal broadcasts it again
+        // (the send-gas pass), so none is awaited — the payer would be held the whole receipt timeout to hear pending
+        // all the same. The row stays `submitted` with its transaction, for reconciliation to follow.
+        logger.warn(
+          context,
+          "x402 settlement not taken by the node yet; the invoice is credited if it is mined",
+        );
+        return refused(
+          "unexpected_settle_error",
+          `transaction ${txHash} was not taken by the node yet; it is broadcast again, and credited if it is mined`,
+          true,
+        );
+      }
       const mined = await receiptOf(chain, txHash);
       if (mined === null) {
         logger.warn(context, "x402 settlement not mined in time; the invoice is credited if it is");

@@ -1,4 +1,13 @@
-import { type Address, type Hex, HttpRequestError, keccak256, stringToHex, TimeoutError } from "viem";
+import {
+  type Address,
+  createPublicClient,
+  custom,
+  type Hex,
+  HttpRequestError,
+  keccak256,
+  stringToHex,
+  TimeoutError,
+} from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
@@ -766,6 +775,75 @@ describe("a settlement whose transaction is replaced while the settler waits for
     expect(booked?.amount).toBe(gas);
     expect(await gw.app.ledger.lookupTransfers([singleGasId(first)])).toHaveLength(0);
     expect(await feesBooked()).toBe(feesBefore + gas);
+  });
+});
+
+describe("a settlement whose first broadcast the node did not take", () => {
+  it("is answered pending at once, its row submitted with the transaction, and settled once the journal sends it again", async () => {
+    // The node refuses the first broadcast (Hardhat's words for a nonce past the pending one) and shows neither the
+    // nonce used nor the transaction: not taken, broadcast again at the next pass.
+    let refusals = 0;
+    const refusing = createPublicClient({
+      chain: gw.chain.chain,
+      transport: custom({
+        request: (args: { method: string; params?: unknown }) => {
+          if (args.method === "eth_sendRawTransaction" && refusals === 0) {
+            refusals += 1;
+            throw Object.assign(new Error("Nonce too high. Expected nonce to be 0 but got 1."), {
+              code: -32000,
+            });
+          }
+          return gw.chain.provider.request(args as never);
+        },
+      }),
+      pollingInterval: 50,
+    });
+    // The gateway's rail through that node (not started: its deposit watcher is this file's, and stopped).
+    const rail = anotherProcessRail(gw, {
+      publicClient: refusing,
+      receiptTimeoutMs: 600_000,
+      deposits: {
+        factory: gw.chain.contracts.forwarderFactory,
+        pollIntervalMs: 3_600_000,
+        lateWatchMs: 3_600_000,
+        sweepSaltsMax: 50,
+      },
+    });
+    const { logger, lines } = recordingLogger();
+    const settler = createSingleSettler({
+      settlement: { ...gw.app.settlement, rails: new Map([["evm", rail]]) },
+      logger,
+    });
+    const p = await claimed(await payment(await newPayer("not taken"), 850n));
+    // A receipt awaited would hold the payer this long: none may be.
+    const requirements = { ...p.requirements, chain: { ...chain, receiptTimeoutMs: 600_000 } };
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<"still waiting">((resolve) => {
+      timer = setTimeout(() => resolve("still waiting"), 10_000);
+    });
+    // Before: the receipt awaited (up to the x402 timeout, 60 s by default) though none could come before the next
+    // pass broadcast it again, to answer pending all the same.
+    const answer = await Promise.race([settler.settle(p.claimed, requirements), waited]);
+    clearTimeout(timer);
+    expect(refusals).toBe(1);
+    expect(answer).toMatchObject({ ok: false, refusal: "unexpected_settle_error", pending: true });
+    const [send] = await gw.app.db.query<{ tx_hash: Hex }>(
+      "SELECT tx_hash FROM evm_sends WHERE attempt_id = $1",
+      [
+        `transfer-auth:${chain.chainId}:${p.claimed.authorization.from.toLowerCase()}:${p.claimed.authorization.nonce}`,
+      ],
+    );
+    expect(send).toBeDefined();
+    expect(await rowOf(p)).toMatchObject({ status: "submitted", tx_hash: send!.tx_hash });
+    await expect(gw.chain.publicClient.getTransaction({ hash: send!.tx_hash })).rejects.toThrow();
+    expect(lines.filter((line) => line.level === "warn").map((line) => line.message)).toEqual([
+      expect.stringMatching(/not taken by the node yet/),
+    ]);
+    // The send-gas pass broadcasts what the journal holds; mined, reconciliation settles the row.
+    await sendGasPassOnce(gw.app.settlement, gw.rail, chain.chainId);
+    await gw.chain.publicClient.waitForTransactionReceipt({ hash: send!.tx_hash, timeout: 10_000 });
+    expect(await reconcile()).toMatchObject({ settled: 1 });
+    expect(await rowOf(p)).toMatchObject({ status: "settled", tx_hash: send!.tx_hash });
   });
 });
 
