@@ -135,18 +135,7 @@ export async function holdRemoval(w: WatcherState, tx: Sql, row: EventRow): Prom
     `INSERT INTO evm_watch_removals_held
        (chain_id, contract, tx_hash, log_index, generation, block_number, block_hash, event_name, args, was_final)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING`,
-    [
-      w.chainId,
-      w.contract,
-      row.tx_hash,
-      row.log_index,
-      row.generation,
-      row.block_number,
-      row.block_hash,
-      row.event_name,
-      JSON.stringify(row.args),
-      wasFinal(row),
-    ],
+    heldRowParams(w, row, wasFinal(row)),
   );
 }
 
@@ -179,20 +168,25 @@ export async function heldAgainIfGone(w: WatcherState, row: EventRow, wasFinal: 
        SET held_again = evm_watch_removals_held.held_again + 1,
            was_final = evm_watch_removals_held.was_final OR EXCLUDED.was_final
      RETURNING 1`,
-    [
-      w.chainId,
-      w.contract,
-      row.tx_hash,
-      row.log_index,
-      row.generation,
-      row.block_number,
-      row.block_hash,
-      row.event_name,
-      JSON.stringify(row.args),
-      wasFinal,
-    ],
+    heldRowParams(w, row, wasFinal),
   );
   return rows.length > 0;
+}
+
+/** The parameters $1..$10 of a held removal's row, in the order both statements above name its columns. */
+function heldRowParams(w: WatcherState, row: EventRow, wasFinal: boolean): unknown[] {
+  return [
+    w.chainId,
+    w.contract,
+    row.tx_hash,
+    row.log_index,
+    row.generation,
+    row.block_number,
+    row.block_hash,
+    row.event_name,
+    JSON.stringify(row.args),
+    wasFinal,
+  ];
 }
 
 /** A removal held, with how often it was held again (heldAgainIfGone) when it was read. */
