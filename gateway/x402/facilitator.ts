@@ -224,6 +224,7 @@ async function priorSettlement(
       payment.authorization,
       deps.logger,
       sendHashes,
+      prior.known,
     );
     // Not spent yet (not mined, or reverted leaving the authorization open to whoever holds it until its validBefore,
     // or the node cannot say now): pending, as its settler answered, not "nonce already used", which tells the client

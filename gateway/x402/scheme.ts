@@ -41,7 +41,7 @@ import {
 } from "./schemas.ts";
 import { afterSent } from "./settle.ts";
 import { createSimulationBatcher } from "./simulate-batch.ts";
-import { sendJournalOf, spenderOfSend } from "./spends.ts";
+import { type KnownOfRow, sendJournalOf, spenderOfSend } from "./spends.ts";
 import { markOwed, owedAt, release, takeOwed } from "./store.ts";
 import { parsePayment, type VerifyReads, verifyExact } from "./verify.ts";
 
@@ -182,9 +182,10 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       value: BigInt(read.data.authorization.value),
     };
     const { paywallId } = resource;
-    const sent = await owedAt(deps.db, chain, authorization, { paywallId, tenantId: resource.tenantId });
-    if (sent === null) return null;
-    const spending = await spendingTransaction(chain, authorization, sent as Hex);
+    const owed = await owedAt(deps.db, chain, authorization, { paywallId, tenantId: resource.tenantId });
+    if (owed === null) return null;
+    const sent = owed.txHash;
+    const spending = await spendingTransaction(chain, authorization, sent as Hex, owed.known);
     if (spending === null)
       return {
         kind: "refused",
@@ -237,18 +238,20 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * paid the hot wallet, which owedAt gives when the row keeps one), or a fee bump's replacement of ours (the send
    * journal's hashes of the send), whose receipt holds the token's AuthorizationUsed of it — or, when the one of ours
    * mined did not spend it, a copy mined before it or after that paid the hot wallet, which reconciliation has not
-   * recorded yet (spends.ts spenderOf). Another's spend of the payer's nonce on other terms (the payer's own
-   * authorization of the nonce to itself) is none. Null while none is mined, or when the node cannot say now.
+   * recorded yet (spends.ts spenderOf, its search bounded by `known`, the row's). Another's spend of the payer's
+   * nonce on other terms (the payer's own authorization of the nonce to itself) is none. Null while none is mined, or
+   * when the node cannot say now.
    */
   async function spendingTransaction(
     chain: X402Chain,
     authorization: { from: Hex; nonce: Hex; value: bigint },
     sent: Hex,
+    known: KnownOfRow,
   ): Promise<Hex | null> {
     try {
       const terms = { ...authorization, to: chain.hotWallet };
       const sendHashes = sendJournalOf(deps.settlement.rails, chain);
-      return (await spenderOfSend(chain, sent, terms, deps.logger, sendHashes))?.txHash ?? null;
+      return (await spenderOfSend(chain, sent, terms, deps.logger, sendHashes, known))?.txHash ?? null;
     } catch (error) {
       deps.logger.warn(
         { error, payer: authorization.from },

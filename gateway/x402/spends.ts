@@ -182,7 +182,10 @@ export type UnspentByOurs =
  * range ran from ours's block to the latest one, however long ago ours was mined: after a gateway's downtime, or on a
  * fast chain, it took more reads than a search makes, and the row was left unknown, its payer unserved, for good.
  * `a.validBefore` null: not known (a row claimed before it was kept, migration 0027), never open, its range not cut.
- * Never throws.
+ * The block open names is the last with the chain's confirmations (X402Chain.confirmations) as the nonce was read
+ * unused at the latest, never the latest itself: a reorganisation of the last blocks may mine a copy below a block a
+ * reading found it unused at, and a search from the block after it would miss that copy, answer spent, and the row
+ * would be failed for good while the copy paid the hot wallet (the seller credited, the payer refused). Never throws.
  */
 export async function unspentByOurs(
   chain: X402Chain,
@@ -227,10 +230,12 @@ export async function unspentByOurs(
     return cannotSay(error);
   }
   // The token takes it while block.timestamp < validBefore, and every block after `latest` is later.
-  if (!used)
-    return a.validBefore !== null && latest.timestamp < a.validBefore
-      ? { status: "open", unusedAt: through }
-      : { status: "lapsed" };
+  if (!used) {
+    if (a.validBefore === null || latest.timestamp >= a.validBefore) return { status: "lapsed" };
+    // Unused at `through`, so at every block before it on this branch; only those the rail counts final stay so.
+    const final = through - BigInt(chain.confirmations ?? 1) + 1n;
+    return { status: "open", unusedAt: final > 0n ? final : 0n };
+  }
   const from = (unusedAt ?? block) + 1n;
   let last = through;
   if (a.validBefore !== null && latest.timestamp >= a.validBefore && through >= from) {
@@ -280,16 +285,26 @@ export type Spender = {
 };
 
 /**
+ * What the gateway's row keeps of an authorization for the search for a copy (x402_authorizations): its validBefore,
+ * null when not kept (migration 0027), and the block a reading last found its nonce unused at (unused_block), or null.
+ */
+export type KnownOfRow = { readonly validBefore: bigint | null; readonly unusedAt: bigint | null };
+
+/**
  * The transaction that spent the authorization, if mined transaction `txHash` (ours) or another's copy of it that paid
  * the hot wallet did (unspentByOurs: a copy mined first made ours revert, and one mined later spent what ours, reverted
- * for another reason, left open): for a retried settle or a request owed, answered after the settler. Null while
- * `txHash` is not mined, or neither spent it, or the node cannot say now.
+ * for another reason, left open): for a retried settle or a request owed, answered after the settler. `known`, the
+ * row's: the search for a copy runs from the block after the one its nonce was last read unused at, up to its
+ * validBefore, as reconciliation's does; before, from ours's block to the latest, a range that grew with every block
+ * until it took more reads than a search makes, and the payer, who waits on it, was answered pending until
+ * reconciliation recorded the copy. Null while `txHash` is not mined, or neither spent it, or the node cannot say now.
  */
 export async function spenderOf(
   chain: X402Chain,
   txHash: Hex,
   a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce">,
   logger: Logger,
+  known: KnownOfRow = { validBefore: null, unusedAt: null },
 ): Promise<Spender | null> {
   let receipt: MinedReceipt;
   try {
@@ -300,11 +315,11 @@ export async function spenderOf(
   }
   const ours = { txHash, receipt };
   if (spentIn(chain, receipt, a)) return { txHash, block: receipt.blockNumber, copy: false, ours };
-  // Open or lapsed alike, no copy: its window does not matter here.
+  // Open or lapsed alike, no copy: its window only cuts the search.
   const missed = await unspentByOurs(
     chain,
-    { ...a, validBefore: null },
-    { txHash, block: receipt.blockNumber },
+    { ...a, validBefore: known.validBefore },
+    { txHash, block: receipt.blockNumber, unusedAt: known.unusedAt },
     logger,
   );
   return missed.status === "copy" ? { txHash: missed.txHash, block: missed.block, copy: true, ours } : null;
@@ -331,8 +346,9 @@ export function sendJournalOf(
 
 /**
  * spenderOf over every transaction of our send `sent`: `sent` itself, then the fee bumps of the send that replaced it
- * (`sendHashes`, the rail's send journal), any of which may be the one mined. `replaced`: what spent it is one of
- * those replacements, ours (a copy someone else submitted is `copy`). Null while none is mined, or none spent it.
+ * (`sendHashes`, the rail's send journal), any of which may be the one mined; `known`, the row's, for each.
+ * `replaced`: what spent it is one of those replacements, ours (a copy someone else submitted is `copy`). Null while
+ * none is mined, or none spent it.
  */
 export async function spenderOfSend(
   chain: X402Chain,
@@ -340,10 +356,11 @@ export async function spenderOfSend(
   a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce">,
   logger: Logger,
   sendHashes: SendHashes | null,
+  known?: KnownOfRow,
 ): Promise<(Spender & { readonly replaced: boolean }) | null> {
   const journal = (await sendHashes?.(sent)) ?? [];
   for (const hash of [sent, ...journal.filter((hash) => !sameHash(hash, sent))]) {
-    const spent = await spenderOf(chain, hash, a, logger);
+    const spent = await spenderOf(chain, hash, a, logger, known);
     if (spent !== null) return { ...spent, replaced: !spent.copy && !sameHash(hash, sent) };
   }
   return null;

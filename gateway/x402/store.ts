@@ -2,6 +2,7 @@
 // once, and what became of it. Every statement names the chain, token, payer and nonce.
 import type { Db } from "../db/index.ts";
 import type { X402Chain } from "./chains.ts";
+import type { KnownOfRow } from "./spends.ts";
 import type { Eip3009Authorization } from "./verify.ts";
 
 /** An authorization's row key (chain_id, token, payer, nonce), as every statement names it: lower case. */
@@ -141,8 +142,9 @@ export async function record(
 }
 
 /**
- * Keeps the latest block the token said a `submitted` authorization's nonce was unused at (unspentByOurs open): the
- * next reading searches for a copy from the block after it. Never moves it back.
+ * Keeps the latest block the token said a `submitted` authorization's nonce was unused at (unspentByOurs open: one
+ * with the chain's confirmations, which a reorganisation does not undo): the next reading searches for a copy from the
+ * block after it. Never moves it back.
  */
 export async function recordUnusedAt(
   db: Db,
@@ -201,7 +203,15 @@ export type SentAuthorization = {
   readonly spentTxHash: string | null;
   /** Why it failed (`failed`): as its settler, or reconciliation, recorded it. */
   readonly failure: string | null;
+  /** What the search for a copy of it starts and ends at (spends.ts spenderOfSend): its validBefore, unused_block. */
+  readonly known: KnownOfRow;
 };
+
+/** A row's valid_before and unused_block as the search for a copy takes them (spends.ts KnownOfRow). */
+const knownOf = (row: { valid_before: string | null; unused_block: string | null }): KnownOfRow => ({
+  validBefore: row.valid_before === null ? null : BigInt(row.valid_before),
+  unusedAt: row.unused_block === null ? null : BigInt(row.unused_block),
+});
 
 /** The record of the authorization when its transaction was sent, or null. */
 export async function sentAuthorization(
@@ -217,8 +227,11 @@ export async function sentAuthorization(
     tx_hash: string;
     spent_tx_hash: string | null;
     failure: string | null;
+    valid_before: string | null;
+    unused_block: string | null;
   }>(
-    `SELECT status, tenant_id, account_id, amount::text AS amount, tx_hash, spent_tx_hash, failure
+    `SELECT status, tenant_id, account_id, amount::text AS amount, tx_hash, spent_tx_hash, failure,
+            valid_before::text AS valid_before, unused_block::text AS unused_block
      FROM x402_authorizations
      WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4
        AND status IN ('submitted', 'settled', 'failed') AND tx_hash IS NOT NULL`,
@@ -233,6 +246,7 @@ export async function sentAuthorization(
     txHash: row.tx_hash,
     spentTxHash: row.spent_tx_hash,
     failure: row.failure,
+    known: knownOf(row),
   };
 }
 
@@ -259,23 +273,25 @@ export type OwedTo = { readonly paywallId: string; readonly tenantId: string };
 /**
  * Whether the authorization's request is owed at this paywall, of this tenant, for this amount, and its transaction
  * was sent: the transaction that spent it when another's copy did (spent_tx_hash), else the row's own transaction hash
- * (the one first sent), or null. Not by account: the paywall's account may have changed since it was paid (the row
- * credited the one it had then).
+ * (the one first sent), and what the search for a copy of it starts and ends at (`known`), or null. Not by account:
+ * the paywall's account may have changed since it was paid (the row credited the one it had then).
  */
 export async function owedAt(
   db: Db,
   chain: X402Chain,
   authorization: Pick<Eip3009Authorization, "from" | "nonce" | "value">,
   owed: OwedTo,
-): Promise<string | null> {
-  const [row] = await db.query<{ tx_hash: string }>(
-    `SELECT coalesce(spent_tx_hash, tx_hash) AS tx_hash FROM x402_authorizations
+): Promise<{ readonly txHash: string; readonly known: KnownOfRow } | null> {
+  const [row] = await db.query<{ tx_hash: string; valid_before: string | null; unused_block: string | null }>(
+    `SELECT coalesce(spent_tx_hash, tx_hash) AS tx_hash, valid_before::text AS valid_before,
+            unused_block::text AS unused_block
+     FROM x402_authorizations
      WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4 AND owed_paywall = $5
        AND tenant_id = $6 AND amount = $7::numeric
        AND status IN ('submitted', 'settled') AND tx_hash IS NOT NULL`,
     [...keyOf(chain, authorization), owed.paywallId, owed.tenantId, authorization.value.toString()],
   );
-  return row?.tx_hash ?? null;
+  return row === undefined ? null : { txHash: row.tx_hash, known: knownOf(row) };
 }
 
 /** Takes the request owed at the paywall (one caller of many at once): true when this call took it. */

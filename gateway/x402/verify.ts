@@ -24,9 +24,11 @@ export const validBeforeMarginS = 6n;
 
 /**
  * How far past the requirements' maxTimeoutSeconds an authorization's validBefore may lie: x402's clients sign
- * validBefore = their now + maxTimeoutSeconds, and their clock may run ahead of ours.
+ * validBefore = their now + maxTimeoutSeconds, and their clock may run ahead of ours. Ten minutes, the skew x402's
+ * reference clients allow the other way (validAfter = their now - 600): at a minute, a payer whose clock ran two
+ * minutes fast was refused though the reference facilitator takes it.
  */
-export const validBeforeSkewS = 60n;
+export const validBeforeSkewS = 600n;
 
 /**
  * The longest an authorization may stay valid, whatever maxTimeoutSeconds a seller's requirements name: its invoice is
@@ -134,6 +136,11 @@ export function parsePayment(
       "invalid_payment_requirements",
       `asset must be the token the gateway settles on ${req.network}, ${getAddress(chain.token)}`,
     );
+  // Refused here, a stable code at the seller's /verify, rather than each payer's authorization later: no window
+  // longer than a day is taken (validForMaxS), and a client signs for the one the requirements ask.
+  const maxTimeoutSeconds = BigInt(Math.floor(req.maxTimeoutSeconds)); // seconds, not money: a fraction rounded down
+  if (maxTimeoutSeconds > validForMaxS)
+    return refusedWith("invalid_payment_requirements", `maxTimeoutSeconds must be at most ${validForMaxS}`);
   return {
     ok: true,
     payload: payload.data,
@@ -145,8 +152,7 @@ export function parsePayment(
       payTo: getAddress(chain.hotWallet),
       asset: getAddress(chain.token),
       extra: req.extra ?? {},
-      // Seconds, not money: a fraction given is rounded down.
-      maxTimeoutSeconds: BigInt(Math.floor(req.maxTimeoutSeconds)),
+      maxTimeoutSeconds,
     },
   };
 }

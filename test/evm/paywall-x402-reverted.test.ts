@@ -8,12 +8,14 @@
 import { decodePaymentResponseHeader, x402HTTPClient } from "@x402/fetch";
 import Fastify, { type FastifyInstance } from "fastify";
 import { createPublicClient, custom, type Hex, keccak256, stringToHex } from "viem";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { testUsdAbi } from "../../adapters/evm/index.ts";
 import { assets, silentLogger } from "../../core/index.ts";
 import { switchyardPaywall } from "../../gateway/paywall/index.ts";
 import type { X402Chain } from "../../gateway/x402/chains.ts";
 import { reconcileX402 } from "../../gateway/x402/reconcile.ts";
+import { spenderOfSend } from "../../gateway/x402/spends.ts";
+import { owedAt, sentAuthorization } from "../../gateway/x402/store.ts";
 import {
   type Gateway,
   mintedPayer,
@@ -35,7 +37,14 @@ describe("an x402 payment whose settlement reverted without spending its authori
   beforeAll(async () => {
     // The settler's default wait for its receipt: it sees its transaction mined reverted.
     gw = await startGateway();
-    for (const resource of ["/reverted", "/reverted-far", "/reverted-lapsed"]) {
+    for (const resource of [
+      "/reverted",
+      "/reverted-far",
+      "/reverted-lapsed",
+      "/reverted-cut",
+      "/reverted-reorg",
+      "/skewed",
+    ]) {
       const seller = await gw.merchantAccount(`seller of ${resource}`);
       sellers.set(resource, seller.id);
       await gw.x402Paywall(resource, "a report whose settlement reverted", seller.id);
@@ -168,25 +177,54 @@ describe("an x402 payment whose settlement reverted without spending its authori
     };
   }
 
+  /** The gateway's chain as x402 names it, read through `publicClient`, its blocks final at `confirmations`. */
+  const x402Chain = (publicClient: X402Chain["publicClient"], confirmations?: number): X402Chain => ({
+    rail: "evm",
+    chainId: gw.chain.chain.id,
+    publicClient,
+    token: gw.chain.contracts.testUsd,
+    asset: assets.USDC,
+    hotWallet: gw.chain.walletClient.account.address,
+    receiptTimeoutMs: 30_000,
+    ...(confirmations === undefined ? {} : { confirmations }),
+  });
+
   /**
    * One pass of reconciliation over the gateway's chain as x402 names it, every `submitted` row however recent; read
-   * through `publicClient` when given.
+   * through `publicClient` when given, the chain's blocks final at `confirmations` (1 when not given).
    */
-  const reconcile = (publicClient: X402Chain["publicClient"] = gw.chain.publicClient) => {
-    const chain: X402Chain = {
-      rail: "evm",
-      chainId: gw.chain.chain.id,
-      publicClient,
-      token: gw.chain.contracts.testUsd,
-      asset: assets.USDC,
-      hotWallet: gw.chain.walletClient.account.address,
-      receiptTimeoutMs: 30_000,
-    };
-    return reconcileX402(
-      { db: gw.app.db, settlement: gw.app.settlement, chains: { chains: [chain] }, logger: silentLogger },
+  const reconcile = (
+    publicClient: X402Chain["publicClient"] = gw.chain.publicClient,
+    confirmations?: number,
+  ) =>
+    reconcileX402(
+      {
+        db: gw.app.db,
+        settlement: gw.app.settlement,
+        chains: { chains: [x402Chain(publicClient, confirmations)] },
+        logger: silentLogger,
+      },
       { submittedQuietMs: 0 },
     );
-  };
+
+  /** The gateway's chain read through a node that refuses a read of logs spanning more than 2 blocks. */
+  const cappedClient = () =>
+    createPublicClient({
+      chain: gw.chain.chain,
+      transport: custom(
+        {
+          request: (args: { method: string; params?: unknown }) => {
+            if (args.method === "eth_getLogs") {
+              const [filter] = args.params as { fromBlock: Hex; toBlock: Hex }[];
+              if (BigInt(filter!.toBlock) - BigInt(filter!.fromBlock) > 2n)
+                throw { code: -32005, message: "query exceeds max block range 2" };
+            }
+            return gw.chain.provider.request(args as never);
+          },
+        },
+        { retryCount: 0 },
+      ),
+    });
 
   it("serves the same payment sent again once someone else mined its authorization, once, and credits the seller once", async () => {
     const payer = await payerHoldingOnePrice("served");
@@ -264,26 +302,110 @@ describe("an x402 payment whose settlement reverted without spending its authori
     const copyTx = await submitCopiedAuthorization(gw, gw.chain.contracts.testUsd, signed);
     expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe("success");
     await gw.chain.networkHelpers.mine(3);
-    const capped = createPublicClient({
-      chain: gw.chain.chain,
-      transport: custom(
-        {
-          request: (args: { method: string; params?: unknown }) => {
-            if (args.method === "eth_getLogs") {
-              const [filter] = args.params as { fromBlock: Hex; toBlock: Hex }[];
-              if (BigInt(filter!.toBlock) - BigInt(filter!.fromBlock) > 2n)
-                throw { code: -32005, message: "query exceeds max block range 2" };
-            }
-            return gw.chain.provider.request(args as never);
-          },
-        },
-        { retryCount: 0 },
-      ),
+    // What the payer's paths read before reconciliation has (the paywall's owed request, the facilitator's retried
+    // settle): the same search, from the row's unused_block to its validBefore. Before: from ours's block back 1,000
+    // and on, unknown through such a node, the payer answered pending until reconciliation recorded the copy.
+    const chain = x402Chain(cappedClient());
+    const terms = { ...signed.authorization, to: chain.hotWallet };
+    const sent = (await sentAuthorization(gw.app.db, chain, terms))!;
+    expect(await spenderOfSend(chain, ownTx, terms, silentLogger, null, sent.known)).toMatchObject({
+      txHash: copyTx,
+      copy: true,
     });
-    expect(await reconcile(capped)).toMatchObject({ settled: 1, failed: 0 });
+    const [owing] = await gw.app.db.query<{ owed_paywall: string; tenant_id: string }>(
+      "SELECT owed_paywall, tenant_id FROM x402_authorizations WHERE payer = $1",
+      [payer.account.address.toLowerCase()],
+    );
+    const owed = (await owedAt(gw.app.db, chain, terms, {
+      paywallId: owing!.owed_paywall,
+      tenantId: owing!.tenant_id,
+    }))!;
+    expect(
+      await spenderOfSend(chain, owed.txHash as Hex, terms, silentLogger, null, owed.known),
+    ).toMatchObject({
+      txHash: copyTx,
+    });
+    expect(await reconcile(cappedClient())).toMatchObject({ settled: 1, failed: 0 });
     expect(await rowOf(payer.account.address)).toMatchObject({ status: "settled", spent_tx_hash: copyTx });
     const again = await fetch(`${base}/reverted-far`, { headers: header });
     expect(again.status, await again.clone().text()).toBe(200);
+  });
+
+  it("searches for a later copy up to the last block before its validBefore: a copy mined there, long ago, ends settled", async () => {
+    const payer = await payerHoldingOnePrice("cut");
+    const { header, signed } = await revertedPayment("/reverted-cut", payer);
+    expect(await reconcile()).toMatchObject({ settled: 0, failed: 0 });
+    // The chain's time goes past the payment's validBefore here, and back after: the payments of the tests after this
+    // one are signed for a window from the time of day.
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    try {
+      // Someone mines it in the last block the token takes it in (its time one second before validBefore)…
+      const { validBefore } = signed.authorization;
+      await gw.chain.networkHelpers.time.setNextBlockTimestamp(validBefore - 1n);
+      const copyTx = await submitCopiedAuthorization(gw, gw.chain.contracts.testUsd, signed);
+      const copy = await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx });
+      expect(copy.status).toBe("success");
+      expect((await gw.chain.publicClient.getBlock({ blockNumber: copy.blockNumber })).timestamp).toBe(
+        validBefore - 1n,
+      );
+      // …and the next pass comes 200 blocks past its validBefore, through a node capped at 2 blocks a read of logs:
+      // the search ends at the copy's block, a few reads, and finds it (up to the latest: more reads than a search
+      // makes, unknown; ending a block short: spent, and the row failed while the copy paid).
+      await gw.chain.networkHelpers.mine(200);
+      expect(await reconcile(cappedClient())).toMatchObject({ settled: 1, failed: 0 });
+      expect(await rowOf(payer.account.address)).toMatchObject({ status: "settled", spent_tx_hash: copyTx });
+      const again = await fetch(`${base}/reverted-cut`, { headers: header });
+      expect(again.status, await again.clone().text()).toBe(200);
+    } finally {
+      await snapshot.restore();
+    }
+  });
+
+  it("keeps the block it found the nonce unused at below the chain's confirmations: a copy a reorganisation mined below the latest read is found", async () => {
+    const payer = await payerHoldingOnePrice("reorg");
+    const { signed } = await revertedPayment("/reverted-reorg", payer);
+    // A pass reads the nonce unused at the latest block, five past the snapshot, on a chain final at 6 confirmations.
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    const forked = await gw.chain.publicClient.getBlockNumber();
+    await gw.chain.networkHelpers.mine(5);
+    expect(await reconcile(undefined, 6)).toMatchObject({ settled: 0, failed: 0 });
+    // Those five blocks are reorganised away: on the other branch, someone's copy is mined in one of them (the first,
+    // unless the gateway's own passes sent something meanwhile).
+    await snapshot.restore();
+    const copyTx = await submitCopiedAuthorization(gw, gw.chain.contracts.testUsd, signed);
+    const copy = await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx });
+    expect(copy.status).toBe("success");
+    expect(copy.blockNumber).toBeLessThan(forked + 5n);
+    await gw.chain.networkHelpers.mine(1);
+    // Before: the pass had kept the latest block it read (forked + 5), searched from the block after it, found no
+    // copy, and failed the row for good while the copy paid the hot wallet.
+    expect(await reconcile(undefined, 6)).toMatchObject({ settled: 1, failed: 0 });
+    expect(await rowOf(payer.account.address)).toMatchObject({ status: "settled", spent_tx_hash: copyTx });
+  });
+
+  it("takes a payment from an official client whose clock runs five minutes fast", async () => {
+    const payer = await payerHoldingOnePrice("skewed");
+    const client = new x402HTTPClient(officialX402Client(gw, payer.privateKey));
+    const challenge = await fetch(`${base}/skewed`);
+    expect(challenge.status).toBe(402);
+    const required = client.getPaymentRequiredResponse(
+      (name) => challenge.headers.get(name),
+      await challenge.json(),
+    );
+    // Its validBefore is its now + maxTimeoutSeconds, five minutes past ours: within the ten minutes x402's reference
+    // clients allow the other way (validAfter = their now - 600). Before: refused past a minute's skew.
+    const fast = Date.now() + 300_000;
+    const clock = vi.spyOn(Date, "now").mockReturnValue(fast);
+    let payload: Awaited<ReturnType<typeof client.createPaymentPayload>>;
+    try {
+      payload = await client.createPaymentPayload(required);
+    } finally {
+      clock.mockRestore();
+    }
+    const servedBefore = served;
+    const paid = await fetch(`${base}/skewed`, { headers: client.encodePaymentSignatureHeader(payload) });
+    expect(paid.status, await paid.clone().text()).toBe(200);
+    expect(served).toBe(servedBefore + 1);
   });
 
   it("fails it once its window shut unused: never served, nothing credited", async () => {

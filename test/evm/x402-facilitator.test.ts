@@ -669,20 +669,21 @@ describe("the facilitator's routes", () => {
         "invalid_exact_evm_payload_authorization_valid_before",
         await signedPayment({ validBefore: nowS + 3n }),
       ],
-      // Valid far longer than maxTimeoutSeconds (300 s) and its minute of clock skew: before, taken, and an
+      // Valid far longer than maxTimeoutSeconds (300 s) and its ten minutes of clock skew: before, taken, and an
       // authorization a reverted transaction left open held the payer's balance, and could pay the hot wallet, past its
       // invoice's watch (60 days here).
       [
         "invalid_exact_evm_payload_authorization_valid_before",
-        await signedPayment({ validBefore: nowS + 300n + 120n }),
+        await signedPayment({ validBefore: nowS + 300n + 600n + 60n }),
       ],
       [
         "invalid_exact_evm_payload_authorization_valid_before",
         await signedPayment({ validBefore: nowS + 60n * 86_400n }),
       ],
-      // Whatever maxTimeoutSeconds a seller names, a day at most.
+      // A seller's maxTimeoutSeconds past a day is its requirements' fault, refused as such at /verify (before: each
+      // payer's authorization signed for it was refused, as its validBefore).
       [
-        "invalid_exact_evm_payload_authorization_valid_before",
+        "invalid_payment_requirements",
         await signedPayment({
           validBefore: nowS + 2n * 86_400n,
           accepted: requirements({ maxTimeoutSeconds: 3 * 86_400 }),
