@@ -604,17 +604,31 @@ async function creditWithShares(
   // The record raises invoice_moved() when another writer changed the invoice's row after the statement's reads
   // (receiptRecordStatement): the credit is rolled back with it, and written again from new reads.
   const label = transfer.label ?? `the receipt of invoice ${invoice.id}`;
-  for (let attempt = 1; attempt <= receiptMovedAttemptsMax; attempt++) {
+  return whileInvoiceMoved(
+    receiptMovedAttemptsMax,
+    () => creditedOnce(deps, legs, label, record),
+    `the invoice's row changed under the record of ${label} ${receiptMovedAttemptsMax} times; nothing of it was written`,
+  );
+}
+
+/**
+ * `once` tried again, after a pause, while it raises invoice_moved() (another writer changed the invoice's row after
+ * its statement's reads: what it wrote was rolled back with it), at most `attemptsMax` times; then `contended`.
+ */
+async function whileInvoiceMoved<T>(
+  attemptsMax: number,
+  once: () => Promise<T>,
+  contended: string,
+): Promise<T> {
+  for (let attempt = 1; attempt <= attemptsMax; attempt++) {
     try {
-      return await creditedOnce(deps, legs, label, record);
+      return await once();
     } catch (error) {
       if (!isInvoiceMoved(error)) throw error;
     }
     await pauseAfterMovedVersion(attempt);
   }
-  throw new SettlementContendedError(
-    `the invoice's row changed under the record of ${label} ${receiptMovedAttemptsMax} times; nothing of it was written`,
-  );
+  throw new SettlementContendedError(contended);
 }
 
 /** How many times a receipt is credited again because the invoice's row changed under its record. */
@@ -1122,16 +1136,10 @@ export async function applyReversed(
  * A reversal's record written on its own, its legs there before it: written again, from new reads, while the invoice's
  * row changes under it (invoice_moved(): reversalRecordStatement).
  */
-async function recordedAlone(db: Db, record: Statement, label: string): Promise<Row[]> {
-  for (let attempt = 1; attempt <= reversalClaimAttemptsMax; attempt++) {
-    try {
-      return await db.query(record.text, record.params);
-    } catch (error) {
-      if (!isInvoiceMoved(error)) throw error;
-    }
-    await pauseAfterMovedVersion(attempt);
-  }
-  throw new SettlementContendedError(
+function recordedAlone(db: Db, record: Statement, label: string): Promise<Row[]> {
+  return whileInvoiceMoved(
+    reversalClaimAttemptsMax,
+    () => db.query(record.text, record.params),
     `the invoice's row changed under the record of ${label} ${reversalClaimAttemptsMax} times; it is not recorded`,
   );
 }
