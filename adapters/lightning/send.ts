@@ -107,7 +107,10 @@ const remember = (s: LightningRailState, ok: boolean, latencyMs: number, feeMsat
 async function finish(s: LightningRailState, tracker: Tracker, outcome: StoredOutcome): Promise<void> {
   const { attempt } = tracker;
   if (attempt.outcome !== null) return;
-  const earlier = otherHashesOf(s.forgottenSends.get(attempt.attemptId), attempt.paymentHash);
+  // The hashes its mark names besides the one its tracker follows: its earlier invoices, and the mark's own when the
+  // tracker follows an earlier one (followEarlier); never its own, which concurrent renewals may have put among the
+  // earlier after a reload (a payment of its own is not a second one).
+  const earlier = earlierHashesAfter(s.forgottenSends.get(attempt.attemptId), attempt.paymentHash);
   if (earlier.length > 0) {
     const ends = await endsBesideEarlier(s, tracker, outcome, earlier);
     // The rail stopped while LND was asked (and maybe started again, its state reloaded): this tracker is no longer
@@ -140,18 +143,6 @@ async function finish(s: LightningRailState, tracker: Tracker, outcome: StoredOu
   if (tracker.eventWanted) emitOutcome(s, attempt, outcome);
   await written;
 }
-
-/**
- * The hashes an attempt's mark names besides `own` (the hash its tracker follows): its earlier invoices, and the
- * mark's own when the tracker follows an earlier one (followEarlier). Never `own`: concurrent renewals may have put it
- * among the earlier after a reload, and a payment of its own is not a second one.
- */
-const otherHashesOf = (mark: ForgottenSend | undefined, own: string): string[] =>
-  mark === undefined
-    ? []
-    : [...new Set([...mark.earlierHashes, ...(mark.paymentHash === null ? [] : [mark.paymentHash])])].filter(
-        (hash) => hash !== own,
-      );
 
 /**
  * Whether an attempt found never taken whose mark names other invoices of its (a Lightning Address's first, expired
