@@ -102,7 +102,7 @@ type AnotherSpend = { readonly txHash: Hex; readonly block: bigint } | null | "u
  * timeout, a range it refuses past that, a receipt it does not answer), never taken for none: the caller leaves the
  * row for reconciliation to look again. Never throws.
  */
-export async function spentByAnother(
+async function spentByAnother(
   chain: X402Chain,
   a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce">,
   throughBlock: bigint,
@@ -304,7 +304,7 @@ export async function spenderOf(
   txHash: Hex,
   a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce">,
   logger: Logger,
-  known: KnownOfRow = { validBefore: null, unusedAt: null },
+  known: KnownOfRow,
 ): Promise<Spender | null> {
   let receipt: MinedReceipt;
   try {
@@ -356,7 +356,7 @@ export async function spenderOfSend(
   a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce">,
   logger: Logger,
   sendHashes: SendHashes | null,
-  known?: KnownOfRow,
+  known: KnownOfRow,
 ): Promise<(Spender & { readonly replaced: boolean }) | null> {
   const journal = (await sendHashes?.(sent)) ?? [];
   for (const hash of [sent, ...journal.filter((hash) => !sameHash(hash, sent))]) {
