@@ -113,13 +113,13 @@ function parkedFeeOf(state: FiatRailState, event: FiatEvent): ParkedFee | null {
 export const parkedFeesPassMsDefault = 60_000;
 
 /** The most kept fees one page of a pass takes; a pass takes those due a page at a time, until its end. */
-export const parkedFeesPageMax = 20;
+const parkedFeesPageMax = 20;
 
 /**
  * How long one pass asks Stripe before it leaves the fees still due to the next (as a prune pass is bounded:
  * gateway/periodic deleteInBatches): stop() waits for the pass, and each fee is one request to Stripe.
  */
-export const parkedFeesPassMsMax = 30_000;
+const parkedFeesPassMsMax = 30_000;
 
 /**
  * Asks Stripe again for the fees kept when it refused to tell them (parkUntoldFee), those whose try is due, and books
@@ -357,11 +357,10 @@ async function payoutFeesTold(
   const payout = await state.stripe.payouts.retrieve(payoutId, {
     expand: ["balance_transaction", "failure_balance_transaction"],
   });
-  const feeOf = (txn: string | Stripe.BalanceTransaction | null): bigint | null => {
-    if (typeof txn === "string") return null;
-    return txn === null ? 0n : feeInRailCurrency(state, txn, { payoutId });
+  return {
+    fee: balanceTransactionFee(state, payout.balance_transaction, { payoutId }),
+    failureFee: balanceTransactionFee(state, payout.failure_balance_transaction, { payoutId }),
   };
-  return { fee: feeOf(payout.balance_transaction), failureFee: feeOf(payout.failure_balance_transaction) };
 }
 
 /**
@@ -401,8 +400,20 @@ export function refundFee(
   refundId: string,
   txn: string | Stripe.BalanceTransaction | null | undefined,
 ): bigint | null {
+  return balanceTransactionFee(state, txn, { refundId });
+}
+
+/**
+ * The fee of a balance transaction `txn` as a payout or refund Stripe answered holds it: 0 with none (yet), null when
+ * only its id is told (not expanded). `about` names the object in the log of a fee in another currency.
+ */
+function balanceTransactionFee(
+  state: FiatRailState,
+  txn: string | Stripe.BalanceTransaction | null | undefined,
+  about: Record<string, string>,
+): bigint | null {
   if (typeof txn === "string") return null;
-  return txn === null || txn === undefined ? 0n : feeInRailCurrency(state, txn, { refundId });
+  return txn === null || txn === undefined ? 0n : feeInRailCurrency(state, txn, about);
 }
 
 /** The route this rail contributes (POST /v1/webhooks/stripe); none when the rail was given no webhooks. */
