@@ -873,17 +873,17 @@ async function applyReceipt(
  * credit with it; so does, with receipt_unrecorded(), a row already there on a `first` credit (written with the
  * chain: counted, never credited), rather than let the credit commit with nothing counting it.
  *
- * What it holds is what its receipts brought less the receipts reversals took back (heldSql): a deposit a reorg
- * removed pays nothing. Before, a receipt counted against the amount all that came, so an open invoice whose first
- * deposit was reorganised away was paid by a second of less than its amount; and it moved only an open invoice, so
- * one reversed by a reorg stayed reversed however much the payer sent again. A reversed invoice is paid again only
- * when no dispute stands (a reversal of its money: disputedSql). An open or reversed invoice is counted only as its
- * row was read: a reversal recorded after this statement's reads marks the row (which this waits for) and is not in
- * what it counts, nor is a receipt counted meanwhile; then invoice_moved() is raised (migration 0067), the credit
- * rolled back with it, and the receipt credited again from new reads (creditWithShares). Before, a reversal left an
- * open row as it was, and a receipt that had read the invoice before it counted the receipt it took back: an invoice of
- * 10 was paid by 6 over a reorganised 4. Two receipts at once both count: the second, finding the row moved by the
- * first, is credited again after it.
+ * What it holds is what its receipts brought less the receipts reversals took back and its refunds not failed
+ * (heldSql): a deposit a reorg removed pays nothing, nor does what was refunded of it. Before, a receipt counted
+ * against the amount all that came, so an open invoice whose first deposit was reorganised away was paid by a second of
+ * less than its amount; and it moved only an open invoice, so one reversed by a reorg stayed reversed however much the
+ * payer sent again. A reversed invoice is paid again only when no dispute stands (a reversal of its money:
+ * disputedSql). An open or reversed invoice is counted only as its row was read: a reversal recorded after this
+ * statement's reads marks the row (which this waits for) and is not in what it counts, nor is a receipt counted
+ * meanwhile; then invoice_moved() is raised (migration 0067), the credit rolled back with it, and the receipt credited
+ * again from new reads (creditWithShares). Before, a reversal left an open row as it was, and a receipt that had read
+ * the invoice before it counted the receipt it took back: an invoice of 10 was paid by 6 over a reorganised 4. Two
+ * receipts at once both count: the second, finding the row moved by the first, is credited again after it.
  */
 function receiptRecordStatement(
   invoice: InvoiceTarget,
@@ -959,13 +959,24 @@ function receiptEvidence(event: ReceivedEvent) {
 /**
  * SQL: what invoice row `alias` (its id the parameter `id`) still holds of what its receipts brought: less what the
  * reversals that stand and name the receipt they take (a deposit a reorg removed) asked, each all of it (what its legs
- * took and its shortfalls: the receipt is gone from the chain whatever the accounts held). A reversal of the
- * invoice's money (a dispute) is not counted here: it stands apart (disputedSql), and no receipt pays over it.
+ * took and its shortfalls: the receipt is gone from the chain whatever the accounts held), and less what its refunds
+ * not failed took (`refunded` of its `refundable` row, or `refunded`: reversalRecordStatement reads it from the row it
+ * locked). Below zero when a refund paid back an excess a reorg then took away with its receipt: further receipts
+ * make that up first. Every decision of whether an invoice holds its amount is this one count: a receipt's, a
+ * reversal's, a reinstatement's, dueAgain's. Before, only a reversal's counted the refunds: an over-paid invoice whose
+ * excess was refunded and whose receipt a reorg took was paid again by a receipt of its amount though it held half of
+ * it, and a reversed one refused an authorization as if it held its amount. A reversal of the invoice's money (a
+ * dispute) is not counted here: it stands apart (disputedSql), and no receipt pays over it.
  */
-const heldSql = (alias: string, id: string) =>
+const heldSql = (
+  alias: string,
+  id: string,
+  refunded = `coalesce((SELECT f.refunded FROM refundable f WHERE f.target_id = ${id}), 0)`,
+) =>
   `(coalesce(${alias}.received_amount, 0) - (SELECT coalesce(sum(r.amount + coalesce((SELECT sum(s.amount)
      FROM reversal_shortfalls s WHERE s.invoice_id = r.invoice_id AND s.reversal_key = r.key), 0)), 0)
-   FROM invoice_reversals r WHERE r.invoice_id = ${id} AND r.reinstated_at IS NULL AND r.receipt IS NOT NULL))`;
+   FROM invoice_reversals r WHERE r.invoice_id = ${id} AND r.reinstated_at IS NULL AND r.receipt IS NOT NULL)
+   - ${refunded})`;
 
 /** SQL: whether a reversal of invoice `id`'s money stands (one that names no receipt: a dispute lost, a refund). */
 const disputedSql = (id: string) =>
@@ -1181,9 +1192,9 @@ async function creditedBy(deps: SettlementDeps, invoiceId: string, takes: Revers
  * (`takes`: that receipt, or the one the reversal given back that it takes again took; migration 0065), null for a
  * reversal of the invoice's money.
  *
- * A reversal of a receipt leaves a paid invoice paid when what it still holds without that receipt (heldSql, less
- * what this one asked: what it took and its shortfalls, and less what its refunds not failed took: `refunded` of the
- * touched `refundable` row) is its amount or more and no dispute stands, as a receipt and a reinstatement pay it
+ * A reversal of a receipt leaves a paid invoice paid when what it still holds without that receipt (heldSql, its
+ * refunds not failed read as `refunded` of the touched `refundable` row, less what this one asked: what it took and
+ * its shortfalls) is its amount or more and no dispute stands, as a receipt and a reinstatement pay it
  * (receiptRecordStatement, applyReinstated): an over-paid invoice one of whose deposits a reorg removed is still paid.
  * Before, the refunds were left out: an over-paid invoice whose excess the merchant refunded stayed paid when a reorg
  * took the receipt that had paid it, its account holding nothing of it. `refunded` is read from the row the touch
@@ -1231,9 +1242,8 @@ function reversalRecordStatement(
        RETURNING xmax = 0 AS inserted, receipt),
      standing AS (
        SELECT i.status, i.amount, ${disputedSql("$1")} AS disputed,
-         ${heldSql("i", "$1")} - $4::bigint
-           - (SELECT coalesce(sum(s.amount::bigint), 0) FROM unnest($9::text[]) AS s (amount))
-           - coalesce((SELECT refunded FROM touched), 0) AS held,
+         ${heldSql("i", "$1", "coalesce((SELECT refunded FROM touched), 0)")} - $4::bigint
+           - (SELECT coalesce(sum(s.amount::bigint), 0) FROM unnest($9::text[]) AS s (amount)) AS held,
          i.xmin::text = (SELECT xmin::text FROM invoices WHERE id = $1) AS as_read
        FROM invoices i WHERE i.id = $1 AND EXISTS (SELECT 1 FROM recorded WHERE inserted) FOR UPDATE),
      kept AS (

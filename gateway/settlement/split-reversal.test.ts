@@ -32,6 +32,7 @@ import {
   createOpenInvoiceMemory,
   type ReceivingRail,
   type SettlementDeps,
+  submitInvoicePayment,
 } from "./index.ts";
 import { receiptLedgerId, receiptShareLedgerId, reversalShareLedgerId } from "./split-reversal.ts";
 
@@ -681,6 +682,96 @@ describe("an invoice one of whose receipts a reorg took back", () => {
     expect(await posted("acct_over_paid")).toBe(0n);
     expect(await statusOf(id)).toBe("reversed");
     expect(await statusesTold(id, "invoice.reversed")).toEqual(["reversed"]);
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+
+  /** A seller account of its own, so that no other test's money or shortfalls on it move what this one takes. */
+  const seller = async (id: string) => {
+    const account = await createAccount(
+      { sql: db, ledger },
+      { tenantId, kind: "customer", asset: assets.BTC, name: id, id },
+    );
+    ledgerIds.set(id, account.ledgerAccountId);
+    return id;
+  };
+  /** A payer's signed payment of the invoice, handed to a toy rail that takes every one. */
+  const authorize = (id: string) =>
+    submitInvoicePayment(
+      {
+        ...deps(),
+        rails: new Map([
+          [
+            "toy",
+            {
+              ...toyReceiver,
+              submitSignedPayment: async () => ({ status: "submitted", railReference: `toy_tx_${id}` }),
+            },
+          ],
+        ]),
+      },
+      { tenantId, id, fields: {} },
+    );
+
+  it("is paid again only by receipts that make up what a refund of its excess gave back of a receipt a reorg took", async () => {
+    const id = await paidInvoice([15_000n], null, await seller("acct_refunded_excess"));
+    expect(await refunding(id, 5_000n)).toMatchObject({ ok: true, refund: { status: "succeeded" } });
+    // The refund took 5,000 of the 15,000: the reorg takes the 10,000 left, and 5,000 is its shortfall.
+    expect(await applyReversed(deps(), reorg(id, "r0", 15_000n))).toEqual({
+      status: "applied",
+      shortfall: 5_000n,
+    });
+    expect(await statusOf(id)).toBe("reversed");
+    // It holds 5,000 less than nothing (the payer was paid back 5,000 of a deposit that is gone): 10,000 makes up
+    // 5,000 of its 10,000. Before: paid, the refund left out of what it holds.
+    expect(await receive(id, "r1", 10_000n)).toBe("received");
+    expect(await statusOf(id)).toBe("reversed");
+    expect(await authorize(id)).toMatchObject({ ok: true, railReference: `toy_tx_${id}` });
+    expect(await receive(id, "r2", 4_999n)).toBe("received");
+    expect(await receive(id, "r3", 1n)).toBe("applied");
+    expect(await statusOf(id)).toBe("paid");
+    expect(await authorize(id)).toMatchObject({ ok: false, refusal: "invoice_not_payable" });
+    expect(await posted("acct_refunded_excess")).toBe(15_000n);
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+
+  it("takes an authorization once a reorg reverses it, though a receipt it refunded still stands", async () => {
+    const id = await paidInvoice([10_000n, 10_000n], null, await seller("acct_refunded_other"));
+    expect(await refunding(id, 10_000n)).toMatchObject({ ok: true, refund: { status: "succeeded" } });
+    expect(await applyReversed(deps(), reorg(id, "r1", 10_000n))).toEqual({
+      status: "applied",
+      shortfall: 0n,
+    });
+    expect(await statusOf(id)).toBe("reversed");
+    // It holds nothing: r0's 10,000 went back to the payer. Before: refused, "it holds 10000 of its 10000 already",
+    // though the reversal had just found it holding less than its amount.
+    expect(await authorize(id)).toMatchObject({ ok: true, railReference: `toy_tx_${id}` });
+    expect(await receive(id, "auth", 10_000n)).toBe("applied");
+    expect(await statusOf(id)).toBe("paid");
+  });
+
+  it("stays reversed when a reorg given back leaves what it holds, less its refunds, below its amount", async () => {
+    const id = await paidInvoice([10_000n, 10_000n], null, await seller("acct_refunded_reinstated"));
+    expect(await refunding(id, 10_000n)).toMatchObject({ ok: true, refund: { status: "succeeded" } });
+    expect(await applyReversed(deps(), reorg(id, "r1", 10_000n))).toEqual({
+      status: "applied",
+      shortfall: 0n,
+    });
+    expect(await applyReversed(deps(), reorg(id, "r0", 10_000n))).toEqual({
+      status: "applied",
+      shortfall: 10_000n,
+    });
+    // r0 mined again: the invoice holds r0's 10,000 less the 10,000 refunded, r1 still gone. Before: paid.
+    expect(
+      await applyReinstated(deps(), { rail: "toy", reference: id, key: "reorg:r0", evidence }),
+    ).toMatchObject({ status: "applied" });
+    expect(await statusOf(id)).toBe("reversed");
+    expect(await statusesTold(id, "invoice.reinstated")).toEqual(["reversed"]);
+    // r1 mined again too: it holds its amount.
+    expect(
+      await applyReinstated(deps(), { rail: "toy", reference: id, key: "reorg:r1", evidence }),
+    ).toMatchObject({ status: "applied" });
+    expect(await statusOf(id)).toBe("paid");
+    expect(await statusesTold(id, "invoice.reinstated")).toEqual(["reversed", "paid"]);
     expect(await ledgerInvariantProblems(db)).toEqual([]);
   });
 
