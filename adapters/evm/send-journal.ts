@@ -57,8 +57,9 @@ export type SendRow = { attempt_id: string; tx_hash: `0x${string}`; raw_tx: `0x$
 /**
  * What a broadcast came to: `taken`, the node took the transaction, holds it, or shows its nonce used (its receipt
  * decides); `not_taken`, the node shows neither (said as a warning, and at error level once it lasts past
- * replaceAfterMs: notTaken): the send stays journaled, and its same bytes are broadcast again (its key sent again,
- * keepOpenSends). While the wallet's lowest open nonce is so past replaceAfterMs, new keys are refused (stalledBy).
+ * stalledAfterMs: notTaken): the send stays journaled, and its same bytes are broadcast again (its key sent again,
+ * keepOpenSends). While the wallet's lowest open nonce is so past stalledAfterMs, and refused again when a new key
+ * comes, new keys are refused (stalledBy).
  */
 export type Broadcast = "taken" | "not_taken";
 
@@ -232,9 +233,9 @@ export async function sendOnce(
         const [refused] = await refusalsOf(journal.db, key);
         if (refused !== undefined) return refused;
       }
-      // The wallet's lowest open nonce not taken for longer than replaceAfterMs (a refusal that does not clear): a send
-      // signed now waits behind it for good, its reservation held. Refused before anything is signed, so that a payout
-      // goes to another rail.
+      // The wallet's lowest open nonce not taken for longer than stalledAfterMs, and refused again now (a refusal that
+      // does not clear): a send signed now waits behind it for good, its reservation held. Refused before anything is
+      // signed, so that a payout goes to another rail.
       const stalled = await stalledBy(journal);
       const call: Call | SendRefused = stalled ?? (await prepare());
       // Refused by `prepare` or before signing (gas estimation, the fee cap): nothing was signed.
@@ -246,9 +247,24 @@ export async function sendOnce(
 }
 
 /**
+ * The least time a send's broadcast goes not taken before the wallet is judged stalled by it (said at error level,
+ * new keys refused while still refused): replaceAfterMs when longer. A node that refuses a broadcast for a moment (a
+ * node behind the one that took the send before it, a restart) is the common case, and replaceAfterMs may be 0 (tests,
+ * an operator bumping at every pass): judged by it alone, one refusal refused every new payout, final for a payout.
+ */
+export const stalledAfterMsLeast = 120_000;
+
+/** How long a send's broadcast goes not taken before it stalls the wallet: stalledAfterMsLeast, or replaceAfterMs. */
+function stalledAfterMs(journal: SendJournal): number {
+  return Math.max(journal.replaceAfterMs, stalledAfterMsLeast);
+}
+
+/**
  * A refusal of a new send while the wallet's lowest open nonce is a send whose broadcast has not been taken for longer
- * than replaceAfterMs (not_taken_since); null otherwise, or when the node cannot tell the wallet's mined count now (the
- * send's own steps then meet the node as they are). Asks the node only when some open send of the wallet is so.
+ * than stalledAfterMs (not_taken_since) and is refused again now (its stored bytes broadcast once more, as
+ * keepOpenSends does); null otherwise, or when the node cannot tell the wallet's mined count now (the send's own steps
+ * then meet the node as they are). Asks the node only when some open send of the wallet is so. Before, the mark alone
+ * refused: a node that had recovered refused every new payout until the next send-gas pass broadcast the send again.
  */
 async function stalledBy(journal: SendJournal): Promise<SendRefused | null> {
   const wallet = walletKey(journal);
@@ -256,7 +272,7 @@ async function stalledBy(journal: SendJournal): Promise<SendRefused | null> {
     AND now() - not_taken_since >= $3::int * interval '1 millisecond'`;
   const any = await journal.db.query(
     `SELECT 1 FROM evm_sends WHERE chain_id = $1 AND wallet = $2 AND NOT gas_done AND ${notTakenLong} LIMIT 1`,
-    [journal.chainId, wallet, journal.replaceAfterMs],
+    [journal.chainId, wallet, stalledAfterMs(journal)],
   );
   if (any.length === 0) return null;
   let minedCount: number;
@@ -268,19 +284,23 @@ async function stalledBy(journal: SendJournal): Promise<SendRefused | null> {
   } catch {
     return null;
   }
+  await forgetNotTakenPassed(journal, minedCount);
   const [lowest] = await journal.db.query<SendRow & { stalled: boolean; since: Date | string }>(
-    `SELECT attempt_id, tx_hash, nonce, not_taken_since AS since, (${notTakenLong}) AS stalled
+    `SELECT attempt_id, tx_hash, raw_tx, nonce, not_taken_since AS since, (${notTakenLong}) AS stalled
        FROM evm_sends WHERE chain_id = $1 AND wallet = $2 AND NOT gas_done AND nonce >= $4
       ORDER BY nonce LIMIT 1`,
-    [journal.chainId, wallet, journal.replaceAfterMs, minedCount],
+    [journal.chainId, wallet, stalledAfterMs(journal), minedCount],
   );
   if (lowest === undefined || lowest.stalled !== true) return null;
+  const { stalled: _stalled, since, ...row } = lowest;
+  // Taken now (its mark cleared by the broadcast), the new send goes on behind it.
+  if ((await broadcast(journal, row)) === "taken") return null;
   return {
     status: "failed",
     code: "rail_unavailable",
     revert: null,
     busy: false,
-    message: `the hot wallet's send at nonce ${lowest.nonce} (transaction ${lowest.tx_hash}) has not been taken by the node since ${new Date(lowest.since).toISOString()}; nothing is signed behind it until it is`,
+    message: `the hot wallet's send at nonce ${row.nonce} (transaction ${row.tx_hash}) has not been taken by the node since ${new Date(since).toISOString()}; nothing is signed behind it until it is`,
   };
 }
 
@@ -645,6 +665,20 @@ function forgetPassed(journal: SendJournal, minedCount: number): void {
     if (nonce < minedCount) journal.unreplaceable.delete(hash);
 }
 
+/**
+ * Clears the not-taken marks of the wallet's sends whose nonce the mined count has passed: one of the send's
+ * transactions was mined (broadcast by another route: another node, another process), or another took its nonce;
+ * either way it waits for nothing. Before, the mark stood until the send's gas was booked, and every new send asked
+ * the node for the wallet's mined count meanwhile (stalledBy).
+ */
+async function forgetNotTakenPassed(journal: SendJournal, minedCount: number): Promise<void> {
+  await journal.db.query(
+    `UPDATE evm_sends SET not_taken_since = NULL, not_taken_said = false
+      WHERE chain_id = $1 AND wallet = $2 AND nonce < $3 AND NOT gas_done AND not_taken_since IS NOT NULL`,
+    [journal.chainId, walletKey(journal), minedCount],
+  );
+}
+
 function maxOf(first: bigint, ...rest: bigint[]): bigint {
   let max = first;
   for (const value of rest) if (value > max) max = value;
@@ -674,6 +708,7 @@ export function keepOpenSends(journal: SendJournal): Promise<number> {
       blockTag: "latest",
     });
     forgetPassed(journal, minedCount);
+    await forgetNotTakenPassed(journal, minedCount);
     const open = await journal.db.query<StoredRow>(
       `SELECT attempt_id, tx_hash, raw_tx, nonce, now() - signed_at >= $4::int * interval '1 millisecond' AS due
          FROM evm_sends WHERE chain_id = $1 AND wallet = $2 AND nonce >= $3 AND NOT gas_done
@@ -779,7 +814,7 @@ async function taken(journal: SendJournal, row: SendRow): Promise<Broadcast> {
 
 /**
  * Says a broadcast not taken: a warning the first time (not_taken_since set), at error level once when it has not been
- * taken for longer than replaceAfterMs (not_taken_said: once per send, whichever process sees it), quietly (debug)
+ * taken for longer than stalledAfterMs (not_taken_said: once per send, whichever process sees it), quietly (debug)
  * otherwise. Before, a refusal that never clears warned at every pass of every send behind it, and nothing more.
  */
 async function notTaken(journal: SendJournal, row: SendRow, error: unknown): Promise<void> {
@@ -796,7 +831,7 @@ async function notTaken(journal: SendJournal, row: SendRow, error: unknown): Pro
         WHERE attempt_id = $1 AND NOT not_taken_said
           AND now() - not_taken_since >= $2::int * interval '1 millisecond'
         RETURNING not_taken_since AS since`,
-      [row.attempt_id, journal.replaceAfterMs],
+      [row.attempt_id, stalledAfterMs(journal)],
     );
     said = long.length > 0 ? "long" : marked?.first === false ? "again" : "first";
   } catch (dbError) {
@@ -808,8 +843,8 @@ async function notTaken(journal: SendJournal, row: SendRow, error: unknown): Pro
   }
   if (said === "long")
     journal.logger.error(
-      { ...fields, replaceAfterMs: journal.replaceAfterMs },
-      "send's broadcast not taken for longer than replaceAfterMs: the node refuses it and shows neither its nonce used nor its transaction (a node's fee cap, a gas limit above the block's?); every later send of the wallet waits behind it, and new sends are refused until it is taken",
+      { ...fields, stalledAfterMs: stalledAfterMs(journal) },
+      "send's broadcast not taken for longer than stalledAfterMs: the node refuses it and shows neither its nonce used nor its transaction (a node's fee cap, a gas limit above the block's?); every later send of the wallet waits behind it, and new sends are refused while it is refused",
     );
   else if (said === "first")
     journal.logger.warn(

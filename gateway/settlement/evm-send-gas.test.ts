@@ -210,6 +210,55 @@ describe("a send's gas an earlier version booked with its receipt's gas in the e
     });
   });
 
+  it("books the L1 fee apart, booked from the receipt without it (before ac492c7) and repeated from the receipt with it: said", async () => {
+    const txHash = `0x${"c".repeat(63)}5`;
+    const withL1 = wei + l1Fee;
+    const send = payout(txHash, { amount: 26_001n, wei: withL1 });
+    const fromReceipt: MinedSendGas = {
+      ...send,
+      gas: {
+        ...send.gas,
+        detail: {
+          gasUsed: "21000",
+          effectiveGasPrice: "1000000007",
+          l1Fee: l1Fee.toString(),
+          wei: withL1.toString(),
+        },
+      },
+    };
+    await bookedTheOldWay(send, { amount: 21_001n, wei });
+    const { logger, lines } = recordingLogger();
+    // Before: SettlementInvariantError ("booked with other terms") at every pass, the send never done.
+    for (let pass = 0; pass < 2; pass++)
+      await expect(bookSendGas({ ...deps(), logger }, "evm", 31337, fromReceipt)).resolves.toEqual({
+        booked: true,
+        bookedBy: "send_gas",
+      });
+    const [rest] = await ledger.lookupTransfers([chainTransactionLedgerId(31337, txHash, "send-gas-l1")]);
+    expect([(await bookedUnder(txHash))[0]?.amount, rest?.amount]).toEqual([21_001n, 5_000n]);
+    expect(rest?.evidence?.detail).toEqual({ kind: "send_gas_l1", send: send.key, l1Fee: l1Fee.toString() });
+    expect(lines[0]).toMatchObject({
+      level: "warn",
+      fields: {
+        send: send.key,
+        bookedGwei: "21001",
+        bookedWei: wei.toString(),
+        repeatedGwei: "26001",
+        repeatedWei: withL1.toString(),
+      },
+    });
+    // Repeated for anything but exactly its L1 fee more: a conflict still.
+    const other = `0x${"c".repeat(63)}6`;
+    const offByOne = payout(other, { amount: 26_001n, wei: withL1 + 1n });
+    await bookedTheOldWay(offByOne, { amount: 21_001n, wei });
+    await expect(
+      bookSendGas(deps(), "evm", 31337, {
+        ...offByOne,
+        gas: { ...offByOne.gas, detail: { ...fromReceipt.gas.detail, wei: (withL1 + 1n).toString() } },
+      }),
+    ).rejects.toThrow(/booked with other terms/);
+  });
+
   it("is still a conflict booked for less than the repeat, or for another send", async () => {
     const less = payout(`0x${"c".repeat(63)}3`, { amount: 26_001n, wei: wei + l1Fee });
     await bookedTheOldWay(less, { amount: 21_001n, wei });

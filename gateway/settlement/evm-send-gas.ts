@@ -190,8 +190,8 @@ export async function bookSendGas(
       return judged !== false;
     },
   });
-  // Booked before from the gas an older pass stored without the OP-stack L1 data fee, repeated from the receipt with
-  // it: the rest (in gwei: the receipt's rounded up, less what was booked) booked under an id of its own, once.
+  // Booked before from the gas an older pass stored without the OP-stack L1 data fee (or from the receipt by a version
+  // before ac492c7, which left it out), repeated from the receipt with it: the rest (in gwei: the receipt's rounded up, less what was booked) booked under an id of its own, once.
   // Before, the repeat was refused as a conflict at every pass, the send never done.
   if (shortBy !== null)
     await bookRailGas(deps, {
@@ -215,7 +215,8 @@ export async function bookSendGas(
  * at every pass since) must find it booked, not conflict. Judged exactly where the booking says enough:
  *  - the same send's, for the same wei, in any shape;
  *  - booked from the receipt with its gas used (the old shape): for its wei less its L1 fee, a repeat from the gas an
- *    older pass stored without it (send-gas.ts); anything else is a conflict;
+ *    older pass stored without it (send-gas.ts); naming no L1 fee (before ac492c7, its wei the gas used at its price),
+ *    for exactly the L1 fee a repeat from the receipt names less (`short_by_l1_fee`); anything else is a conflict;
  *  - booked from its wei alone (today's shape, or an older stored-gas booking): for exactly the repeat's L1 fee less,
  *    booked from stored gas without it and repeated from the receipt with it (`short_by_l1_fee`: the caller books the
  *    rest); for more, the documented OP-stack case the other way round (booked from the receipt with the L1 fee,
@@ -234,6 +235,32 @@ function bookedBefore(
   const bookedWei = BigInt(detail.wei);
   const repeatWei = weiOf(send.gas);
   if (bookedWei === repeatWei) return booked.amount === send.gas.amount;
+  if (detail.gasUsed !== undefined && detail.l1Fee === undefined) {
+    // Booked from the receipt before ac492c7, which left an OP-stack chain's L1 data fee out (its wei the gas used at
+    // its price alone), and repeated from the receipt with it: judged exactly, by the L1 fee the repeat names, and the
+    // rest booked under an id of its own as for the stored gas below. Before, a conflict at every pass.
+    const repeatL1Fee = l1FeeOf(send.gas);
+    if (repeatL1Fee === 0n || bookedWei + repeatL1Fee !== repeatWei) return false;
+    if (
+      isWei(detail.gasUsed) &&
+      isWei(detail.effectiveGasPrice) &&
+      bookedWei !== BigInt(detail.gasUsed) * BigInt(detail.effectiveGasPrice)
+    )
+      return false;
+    deps.logger?.warn(
+      {
+        send: send.key,
+        txHash: send.txHash,
+        bookedGwei: booked.amount.toString(),
+        bookedWei: detail.wei,
+        repeatedGwei: send.gas.amount.toString(),
+        repeatedWei: repeatWei.toString(),
+        l1Fee: repeatL1Fee.toString(),
+      },
+      `${label} was booked before without its OP-stack L1 data fee (from the receipt, by a version before ac492c7): the booking stands, and the L1 fee is booked under an id of its own`,
+    );
+    return "short_by_l1_fee";
+  }
   if (detail.gasUsed !== undefined) {
     if (!isWei(detail.l1Fee) || bookedWei - BigInt(detail.l1Fee) !== repeatWei) return false;
   } else {

@@ -23,6 +23,7 @@ import {
   keepOpenSends,
   type SendJournal,
   sendOnce,
+  stalledAfterMsLeast,
 } from "../../adapters/evm/send-journal.ts";
 import type { Db, Logger, OutgoingAttempt } from "../../core/index.ts";
 import { recoverOpenAttempts } from "../../gateway/payments/index.ts";
@@ -1050,8 +1051,132 @@ function refusingOneNonce() {
   return { refused, publicClient };
 }
 
+/** The sends under `keys` marked not taken `ms` earlier than they were (the database's clock, as the journal reads it). */
+async function notTakenFor(keys: readonly string[], ms: number): Promise<void> {
+  const marked = await gw.app.db.query(
+    `UPDATE evm_sends SET not_taken_since = not_taken_since - $2::int * interval '1 millisecond'
+      WHERE attempt_id = ANY($1) AND not_taken_since IS NOT NULL RETURNING attempt_id`,
+    [keys, ms],
+  );
+  expect(marked).toHaveLength(keys.length);
+}
+
+/** The chain, every broadcast of the nonce of the first one refused as refusingOneNonce does, while `refusing.on`. */
+function refusingOneNonceFor() {
+  const refusing = { on: true, nonce: undefined as number | undefined };
+  const publicClient = createPublicClient({
+    chain: gw.chain.chain,
+    transport: custom({
+      request: async (args: { method: string; params?: unknown }) => {
+        if (args.method === "eth_sendRawTransaction") {
+          const { nonce } = parseTransaction((args.params as [`0x${string}`])[0]);
+          refusing.nonce ??= nonce;
+          if (refusing.on && nonce === refusing.nonce)
+            throw Object.assign(new Error("tx fee (1.21 ether) exceeds the configured cap (1.00 ether)"), {
+              code: -32000,
+            });
+        }
+        return gw.chain.provider.request(args as never);
+      },
+    }),
+    pollingInterval: 50,
+  });
+  return { refusing, publicClient };
+}
+
+describe("a send not taken that the node takes again", () => {
+  const journalOver = (publicClient: SendJournal["publicClient"], replaceAfterMs: number) =>
+    createSendJournal({
+      db: gw.app.db,
+      publicClient,
+      walletClient: gw.chain.walletClient,
+      confirmations: 1,
+      receiptTimeoutMs: 300,
+      gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
+      replaceAfterMs,
+    });
+  const transfer = (journal: SendJournal, key: string) =>
+    sendOnce(journal, key, async () => ({
+      to: gw.chain.contracts.testUsd,
+      data: encodeFunctionData({
+        abi: testUsdAbi,
+        functionName: "transfer",
+        args: [gw.chain.accounts[8]!.address, 1n],
+      }),
+    }));
+  const notTakenSince = async (key: string) => {
+    const [row] = await gw.app.db.query<{ not_taken_since: Date | null }>(
+      "SELECT not_taken_since FROM evm_sends WHERE attempt_id = $1",
+      [key],
+    );
+    return row?.not_taken_since;
+  };
+
+  it("past stalledAfterMs: a new send broadcasts it again, and goes on behind it once the node takes it", async () => {
+    const { refusing, publicClient } = refusingOneNonceFor();
+    const journal = journalOver(publicClient, 0);
+    try {
+      const stalled = await transfer(journal, "taken-again:stalled");
+      expect(stalled).toMatchObject({ broadcast: "not_taken", nonce: refusing.nonce });
+      if ("status" in stalled) throw new Error("the send was refused");
+      // Refused a while, past the threshold, a pass between; then the node takes it again (its cap raised).
+      await notTakenFor(["taken-again:stalled"], stalledAfterMsLeast + 1_000);
+      await keepOpenSends(journal);
+      refusing.on = false;
+      // Before: refused rail_unavailable (final for a payout) on the mark alone, until the next pass broadcast it.
+      const next = await transfer(journal, "taken-again:next");
+      expect(next).toMatchObject({ broadcast: "taken", nonce: stalled.nonce + 1 });
+      expect(await notTakenSince("taken-again:stalled")).toBeNull();
+      // Its transaction as stored now: the pass replaced it (due at once, replaceAfterMs 0).
+      const sends = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
+        "SELECT tx_hash FROM evm_sends WHERE attempt_id = ANY($1) ORDER BY nonce",
+        [["taken-again:stalled", "taken-again:next"]],
+      );
+      await expectMined(sends);
+    } finally {
+      await keepOpenSends(journalOver(gw.chain.publicClient, 120_000));
+    }
+  });
+
+  it("within stalledAfterMs, replaceAfterMs 0: one refusal refuses no new send", async () => {
+    const { refusing, publicClient } = refusingOneNonceFor();
+    const journal = journalOver(publicClient, 0);
+    try {
+      expect(await transfer(journal, "refused-once:first")).toMatchObject({
+        broadcast: "not_taken",
+        nonce: refusing.nonce,
+      });
+      // Before: refused rail_unavailable, the refusal a moment old (replaceAfterMs 0).
+      const behind = await transfer(journal, "refused-once:behind");
+      expect(behind).toMatchObject({ attempt_id: "refused-once:behind", nonce: refusing.nonce! + 1 });
+    } finally {
+      await keepOpenSends(journalOver(gw.chain.publicClient, 120_000));
+    }
+    const sends = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
+      "SELECT tx_hash FROM evm_sends WHERE attempt_id = ANY($1) ORDER BY nonce",
+      [["refused-once:first", "refused-once:behind"]],
+    );
+    await expectMined(sends);
+  });
+
+  it("mined by another route: its mark is cleared by the next pass, not left until its gas is booked", async () => {
+    const { refusing, publicClient } = refusingOneNonceFor();
+    const journal = journalOver(publicClient, 120_000);
+    const sent = await transfer(journal, "other-route:sent");
+    expect(sent).toMatchObject({ broadcast: "not_taken", nonce: refusing.nonce });
+    if ("status" in sent) throw new Error("the send was refused");
+    // Its bytes broadcast by another route (another node, a person): mined, never broadcast by the journal again.
+    await gw.chain.provider.request({ method: "eth_sendRawTransaction", params: [sent.raw_tx] } as never);
+    await expectMined([sent]);
+    expect(await notTakenSince("other-route:sent")).not.toBeNull();
+    await keepOpenSends(journal);
+    // Before: still marked, and (once past stalledAfterMs) every new send asked the node for the mined count.
+    expect(await notTakenSince("other-route:sent")).toBeNull();
+  });
+});
+
 describe("a send the node refuses for good", () => {
-  it("is said at error level once past replaceAfterMs, and new sends are refused rail_unavailable until it is taken", async () => {
+  it("is said at error level once past stalledAfterMs, and new sends are refused rail_unavailable until it is taken", async () => {
     const { refused, publicClient } = refusingOneNonce();
     const { logger, lines } = recordingLogger();
     const replaceAfterMs = 1_000;
@@ -1087,6 +1212,7 @@ describe("a send the node refuses for good", () => {
     if ("status" in behind) throw new Error("the send behind was refused");
     try {
       await new Promise((resolve) => setTimeout(resolve, replaceAfterMs + 100));
+      await notTakenFor(["refused-for-good:first", "refused-for-good:behind"], stalledAfterMsLeast + 1_000);
       await keepOpenSends(journal);
       await keepOpenSends(journal);
       const of = (level: string) =>
@@ -1094,7 +1220,7 @@ describe("a send the node refuses for good", () => {
       // Before: a warning at every broadcast, nothing more, for good.
       expect(of("warn")).toHaveLength(1);
       expect(of("error")).toHaveLength(1);
-      expect(of("error")[0]!.message).toMatch(/not taken for longer than replaceAfterMs/);
+      expect(of("error")[0]!.message).toMatch(/not taken for longer than stalledAfterMs/);
       // Before: signed behind it and answered in flight, its reservation held for good.
       const signedBefore = prepared;
       expect(await transfer("refused-for-good:new")).toMatchObject({
