@@ -112,8 +112,8 @@ function parkedFeeOf(state: FiatRailState, event: FiatEvent): ParkedFee | null {
 /** How often the rail's pass looks for kept fees due a try (each kept fee waits longer between its tries). */
 export const parkedFeesPassMsDefault = 60_000;
 
-/** The most kept fees one page of a pass takes; a pass takes those due a page at a time, until its end. */
-const parkedFeesPageMax = 20;
+/** The most kept fees one pass gives up (giveUpParkedFees); those past them are given up by the next. */
+const parkedFeesGiveUpMax = 20;
 
 /**
  * How long one pass asks Stripe before it leaves the fees still due to the next (as a prune pass is bounded:
@@ -133,8 +133,10 @@ const parkedFeesPassMsMax = 30_000;
  *
  * Stripe refusing the key itself (403: it may not read payouts, or refunds) is the answer every fee of that kind would
  * get: the pass asks for none more of that kind, so a key that may not read them costs one request a pass, not one a
- * fee. A pass ends when the rail stops, and after parkedFeesPassMsMax; the fees it took and did not ask for wait for
- * their next try, as if asked.
+ * fee. A pass ends when the rail stops, and after parkedFeesPassMsMax. It takes each fee as it asks for it, so a fee
+ * it does not ask for (of a kind refused, or due past its end) keeps its place, its tries and its wait for the next
+ * pass. Before, it took a page of 20, and put off each one as if asked: a fee behind a 403 or past a pass's end waited
+ * twice as long, never asked. `waiting` counts the fees asked and still kept.
  */
 export async function bookParkedFees(state: FiatRailState): Promise<{ booked: number; waiting: number }> {
   const store = state.params.webhooks?.store;
@@ -143,31 +145,29 @@ export async function bookParkedFees(state: FiatRailState): Promise<{ booked: nu
   if (store === undefined || state.handler === null || !state.started) return { booked, waiting };
   await giveUpParkedFees(state, store);
   const untilMs = state.nowMs() + parkedFeesPassMsMax;
-  const refused = new Set<DueFee["kind"]>();
-  const ended = () => !state.started || state.nowMs() >= untilMs || refused.size === parkedFeeKinds;
-  for (;;) {
-    // Each page's fees are taken (their next try put off), so the next page holds others.
-    const due = await store.takeDueFees({ rail: state.id, max: parkedFeesPageMax });
-    for (const fee of due) {
-      const outcome = ended() || refused.has(fee.kind) ? "waiting" : await bookParkedFee(state, store, fee);
-      if (outcome === "booked") booked += 1;
-      else waiting += 1;
-      if (outcome === "key_refused") refused.add(fee.kind);
-    }
-    if (due.length < parkedFeesPageMax || ended()) return { booked, waiting };
+  const kinds = new Set<DueFee["kind"]>(parkedFeeKinds);
+  while (state.started && state.nowMs() < untilMs && kinds.size > 0) {
+    // Taken (its next try put off) only now that it is asked, so another process's pass takes another.
+    const [fee] = await store.takeDueFees({ rail: state.id, max: 1, kinds: [...kinds] });
+    if (fee === undefined) break;
+    const outcome = await bookParkedFee(state, store, fee);
+    if (outcome === "booked") booked += 1;
+    else waiting += 1;
+    if (outcome === "key_refused") kinds.delete(fee.kind);
   }
+  return { booked, waiting };
 }
 
-/** How many kinds of fee are kept: payouts' and refunds'. */
-const parkedFeeKinds = 2;
+/** The kinds of fee kept: payouts' and refunds'. */
+const parkedFeeKinds: readonly DueFee["kind"][] = ["payout", "refund"];
 
 /** Gives up the fees kept longer than parkedFeeKeptMsMax (store.ts), each said once, for the operator. */
 async function giveUpParkedFees(state: FiatRailState, store: StripeWebhookStore): Promise<void> {
   const days = parkedFeeKeptMsMax / 86_400_000;
-  for (const fee of await store.giveUpFees({ rail: state.id, max: parkedFeesPageMax }))
+  for (const fee of await store.giveUpFees({ rail: state.id, max: parkedFeesGiveUpMax }))
     state.logger.error(
       { [fee.kind]: fee.objectId, tries: fee.tries },
-      `Stripe refused to tell the fee of ${fee.kind} ${fee.objectId} for ${days} days (may the key read it?); its money is booked, its fee is not, and it is asked for no more (fiat_parked_fees.gave_up_at; README "Reconciling a rail" says how to have it asked again once the key may read it)`,
+      `Stripe refused to tell the fee of ${fee.kind} ${fee.objectId} for ${days} days (may the key read it?); its money is booked, its fee is not, and it is asked for no more unless another event of it comes (fiat_parked_fees.gave_up_at; README "Reconciling a rail" says how to have it asked again once the key may read it)`,
     );
 }
 

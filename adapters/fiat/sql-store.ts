@@ -329,18 +329,31 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
       });
     },
     async parkFee(fee) {
-      // Kept again, its revision moves: a try that read the row before books what it read, and leaves the row.
-      const [row] = await db.query<{ revision: number }>(
-        `INSERT INTO fiat_parked_fees (rail, object_id, kind, failure, booking, next_try_at)
-         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6::double precision / 1000))
-         ON CONFLICT (rail, object_id) DO UPDATE SET failure = fiat_parked_fees.failure OR EXCLUDED.failure,
-           booking = EXCLUDED.booking, revision = fiat_parked_fees.revision + 1
-         RETURNING revision`,
-        [fee.rail, fee.objectId, fee.kind, fee.failure, feeBookingJson(fee), parkedFeeRetryMsMin],
-      );
-      return { parked: row?.revision === 0 };
+      // Kept again, its revision moves: a try that read the row before books what it read, and leaves the row. Given
+      // up, it is kept anew (its week, tries and wait from the start); the row's lock, taken first, says which it was.
+      return db.transaction(async (tx) => {
+        const [was] = await tx.query<{ given_up: boolean }>(
+          `SELECT gave_up_at IS NOT NULL AS given_up FROM fiat_parked_fees WHERE rail = $1 AND object_id = $2
+           FOR UPDATE`,
+          [fee.rail, fee.objectId],
+        );
+        const [row] = await tx.query<{ revision: number }>(
+          `INSERT INTO fiat_parked_fees (rail, object_id, kind, failure, booking, next_try_at)
+           VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6::double precision / 1000))
+           ON CONFLICT (rail, object_id) DO UPDATE SET failure = fiat_parked_fees.failure OR EXCLUDED.failure,
+             booking = EXCLUDED.booking, revision = fiat_parked_fees.revision + 1,
+             tries = CASE WHEN fiat_parked_fees.gave_up_at IS NULL THEN fiat_parked_fees.tries ELSE 0 END,
+             parked_at = CASE WHEN fiat_parked_fees.gave_up_at IS NULL THEN fiat_parked_fees.parked_at ELSE now() END,
+             next_try_at = CASE WHEN fiat_parked_fees.gave_up_at IS NULL THEN fiat_parked_fees.next_try_at
+               ELSE EXCLUDED.next_try_at END,
+             gave_up_at = NULL
+           RETURNING revision`,
+          [fee.rail, fee.objectId, fee.kind, fee.failure, feeBookingJson(fee), parkedFeeRetryMsMin],
+        );
+        return { parked: row?.revision === 0 || was?.given_up === true };
+      });
     },
-    async takeDueFees({ rail, max }) {
+    async takeDueFees({ rail, max, kinds }) {
       // Skipping the rows another process's pass holds: each try is one process's.
       const rows = await db.query<ParkedFeeRow>(
         `UPDATE fiat_parked_fees SET tries = tries + 1,
@@ -349,9 +362,10 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
          WHERE rail = $1 AND object_id IN (
            SELECT object_id FROM fiat_parked_fees WHERE rail = $1 AND gave_up_at IS NULL AND next_try_at <= now()
              AND parked_at > now() - make_interval(secs => $5::double precision / 1000)
+             AND ($6::text[] IS NULL OR kind = ANY($6::text[]))
            ORDER BY next_try_at, object_id LIMIT $2 FOR UPDATE SKIP LOCKED)
          RETURNING rail, object_id, kind, failure, booking, tries, revision`,
-        [rail, max, parkedFeeRetryMsMax, parkedFeeRetryMsMin, parkedFeeKeptMsMax],
+        [rail, max, parkedFeeRetryMsMax, parkedFeeRetryMsMin, parkedFeeKeptMsMax, kinds ?? null],
       );
       return rows.map(dueFeeFromRow);
     },

@@ -99,7 +99,7 @@ describe("memory webhook store: the fees Stripe refused to tell", () => {
     ]);
   });
 
-  it("gives a fee kept longer than a week up, once, and takes it no more", async () => {
+  it("gives a fee kept longer than a week up, once, takes it no more, and keeps it anew when it is kept again", async () => {
     const store = createMemoryStripeWebhookStore();
     await store.parkFee(refund);
     elapse(parkedFeeKeptMsMax - parkedFeeRetryMsMin);
@@ -114,11 +114,35 @@ describe("memory webhook store: the fees Stripe refused to tell", () => {
       { rail: "fiat", objectId: "re_kept", kind: "refund", tries: 0 },
     ]);
     expect(await store.giveUpFees({ rail: "fiat", max: 10 })).toEqual([]);
-    // Kept again (another event of its refund) it stays given up, and it is said kept no more.
-    expect(await store.parkFee({ ...refund, failure: true })).toEqual({ parked: false });
     elapse(parkedFeeRetryMsMax);
     expect((await store.takeDueFees({ rail: "fiat", max: 10 })).map((fee) => fee.objectId)).toEqual([
       "re_new",
+    ]);
+    // Kept again (another event of its refund, Stripe still refusing): kept anew, said so, its first try a minute on
+    // and its week from now. Before, it stayed given up until the operator's SQL.
+    expect(await store.parkFee({ ...refund, failure: true })).toEqual({ parked: true });
+    elapse(parkedFeeRetryMsMin - 1);
+    expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([]);
+    elapse(1);
+    expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([
+      { ...refund, failure: true, tries: 1, revision: 1 },
+    ]);
+    expect(await store.giveUpFees({ rail: "fiat", max: 10 })).toEqual([]);
+    // Kept again while asked for, it is said kept once.
+    expect(await store.parkFee(refund)).toEqual({ parked: false });
+  });
+
+  it("takes only the kinds it is asked for", async () => {
+    const store = createMemoryStripeWebhookStore();
+    await store.parkFee(refund);
+    await store.parkFee(payout);
+    elapse(parkedFeeRetryMsMin);
+    expect(await store.takeDueFees({ rail: "fiat", max: 10, kinds: ["refund"] })).toEqual([
+      { ...refund, tries: 1, revision: 0 },
+    ]);
+    expect(await store.takeDueFees({ rail: "fiat", max: 10, kinds: ["refund"] })).toEqual([]);
+    expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([
+      { ...payout, tries: 1, revision: 0 },
     ]);
   });
 });

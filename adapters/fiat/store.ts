@@ -144,17 +144,19 @@ export interface StripeWebhookStore {
   unpark(params: { intentId: string; key: string }): Promise<void>;
   /**
    * Keeps `fee` to be asked again, its first try parkedFeeRetryMsMin on; kept already (its event delivered again
-   * while Stripe still refuses), it is asked for its failure's fee too when `fee` is, and booked as `fee` says (one
-   * given up stays given up: the operator asks for it again).
-   * `parked`: it was not kept before (said once, not at every delivery).
+   * while Stripe still refuses), it is asked for its failure's fee too when `fee` is, and booked as `fee` says. One
+   * given up is kept anew, as if never kept (its week, tries and wait from the start): another event of its object
+   * came, Stripe still refusing, and an event's fee is asked for a week from its event, not left to the operator.
+   * `parked`: it was not kept before, or given up (said once each time it is kept anew, not at every delivery).
    */
   parkFee(fee: ParkedFee): Promise<{ parked: boolean }>;
   /**
    * Up to `max` kept fees of `rail` whose try is due, oldest first, each taken for this try: its next one is put off by
    * parkedFeeRetryMs (so that another process's pass takes none of them meanwhile, and a restricted key is not asked
-   * every minute). None given up, nor kept longer than parkedFeeKeptMsMax (given up at the next giveUpFees).
+   * every minute). Only those of `kinds` (every kind when absent). None given up, nor kept longer than
+   * parkedFeeKeptMsMax (given up at the next giveUpFees).
    */
-  takeDueFees(params: { rail: string; max: number }): Promise<DueFee[]>;
+  takeDueFees(params: { rail: string; max: number; kinds?: readonly ParkedFee["kind"][] }): Promise<DueFee[]>;
   /**
    * Gives up the fees of `rail` kept longer than parkedFeeKeptMsMax, oldest first, `max` at most: no longer taken
    * (takeDueFees), they stay kept for the operator. Each is returned once, by the call that gave it up.
@@ -276,8 +278,8 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
     async parkFee(fee) {
       const key = feeKey(fee.rail, fee.objectId);
       const kept = feesKept.get(key);
+      const nowMs = Date.now();
       if (kept === undefined) {
-        const nowMs = Date.now();
         feesKept.set(key, {
           fee: { ...fee, tries: 0, revision: 0 },
           parkedAtMs: nowMs,
@@ -287,15 +289,22 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
         return { parked: true };
       }
       const failure = kept.fee.failure || fee.failure;
-      kept.fee = { ...fee, failure, tries: kept.fee.tries, revision: kept.fee.revision + 1 };
-      return { parked: false };
+      const givenUp = kept.gaveUpAtMs !== null;
+      kept.fee = { ...fee, failure, tries: givenUp ? 0 : kept.fee.tries, revision: kept.fee.revision + 1 };
+      if (givenUp) {
+        kept.parkedAtMs = nowMs;
+        kept.nextTryAtMs = nowMs + parkedFeeRetryMs(0);
+        kept.gaveUpAtMs = null;
+      }
+      return { parked: givenUp };
     },
-    async takeDueFees({ rail, max }) {
+    async takeDueFees({ rail, max, kinds }) {
       const nowMs = Date.now();
       const due = [...feesKept.values()]
         .filter(
           (kept) =>
             kept.fee.rail === rail &&
+            (kinds === undefined || kinds.includes(kept.fee.kind)) &&
             kept.gaveUpAtMs === null &&
             kept.parkedAtMs > nowMs - parkedFeeKeptMsMax &&
             kept.nextTryAtMs <= nowMs,

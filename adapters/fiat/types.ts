@@ -139,7 +139,7 @@ export interface FiatRail extends Rail {
   /**
    * Asks Stripe again for the payouts' and refunds' fees it refused to tell, those due a try, and books those it tells
    * (start() runs this every parkedFeesPassMs while the rail has webhooks; nothing while the rail is not started):
-   * `booked`, forgotten; `waiting`, kept for a later try.
+   * `booked`, forgotten; `waiting`, asked and kept for a later try (one not asked this pass is not counted).
    */
   bookParkedFees(): Promise<{ booked: number; waiting: number }>;
   health(): FiatHealth;

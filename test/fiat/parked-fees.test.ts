@@ -127,6 +127,15 @@ async function keptDue(...fees: ParkedFee[]) {
   for (const fee of fees) await store.parkFee(fee);
   await db.query("UPDATE fiat_parked_fees SET next_try_at = now()");
 }
+/** Each kept fee's tries, and its next try as the database's epoch milliseconds, by object id. */
+const keptTries = async () =>
+  Object.fromEntries(
+    (
+      await db.query<{ object_id: string; tries: number; next_try_ms: number }>(
+        "SELECT object_id, tries, (extract(epoch FROM next_try_at) * 1000)::float8 AS next_try_ms FROM fiat_parked_fees",
+      )
+    ).map((row) => [row.object_id, { tries: row.tries, nextTryMs: row.next_try_ms }]),
+  );
 const keptIds = async () =>
   (await db.query<{ object_id: string }>("SELECT object_id FROM fiat_parked_fees ORDER BY object_id")).map(
     (row) => row.object_id,
@@ -170,7 +179,7 @@ describe("the pass over the fees Stripe refused to tell", () => {
     for (const id of refunds) answers.set(id, keyRefused);
     answers.set("po_k1", payoutAnswer("po_k1", txn("txn_po_k1", -1300, 13)));
     await keptDue(...refunds.map(refundFee), payoutFee("po_k1"));
-    expect(await rail.bookParkedFees()).toEqual({ booked: 1, waiting: 3 });
+    expect(await rail.bookParkedFees()).toEqual({ booked: 1, waiting: 1 });
     // One refund asked, and the payout read (and booked) though the key may not read refunds.
     expect(reads).toHaveLength(2);
     expect(reads.filter((id) => refunds.includes(id))).toHaveLength(1);
@@ -182,6 +191,12 @@ describe("the pass over the fees Stripe refused to tell", () => {
       },
     ]);
     expect(await keptIds()).toEqual(refunds);
+    // The two not asked were not taken: their tries as they were, due still.
+    expect(
+      Object.values(await keptTries())
+        .map((kept) => kept.tries)
+        .sort(),
+    ).toEqual([0, 0, 1]);
     // Refunds Stripe does not find (404) are the objects', not the key's: each is asked.
     for (const id of refunds) answers.set(id, missing(id));
     await db.query("UPDATE fiat_parked_fees SET next_try_at = now()");
@@ -200,7 +215,7 @@ describe("the pass over the fees Stripe refused to tell", () => {
       if (request.path.startsWith("/v1/refunds/") && stopped === null) stopped = rail.stop();
     });
     await keptDue(...ids.map(refundFee));
-    expect(await rail.bookParkedFees()).toEqual({ booked: 0, waiting: 3 });
+    expect(await rail.bookParkedFees()).toEqual({ booked: 0, waiting: 1 });
     await stopped;
     expect(reads).toHaveLength(1);
     expect(await keptIds()).toEqual(ids);
@@ -224,7 +239,7 @@ describe("the pass over the fees Stripe refused to tell", () => {
     expect(await keptIds()).toEqual(ids);
   });
 
-  it("ends a pass after its time, the fees it took and did not ask for waiting for their next try", async () => {
+  it("ends a pass after its time, the fees it did not ask for keeping their place for the next pass", async () => {
     // Every request to Stripe takes 20 s here: a pass of 30 s asks two.
     let clock = 1_800_000_000_000;
     const { rail, stripe } = await startedRail({ nowMs: () => clock });
@@ -234,11 +249,50 @@ describe("the pass over the fees Stripe refused to tell", () => {
     const ids = ["re_t1", "re_t2", "re_t3", "re_t4", "re_t5"];
     for (const id of ids) answers.set(id, missing(id));
     await keptDue(...ids.map(refundFee));
-    expect(await rail.bookParkedFees()).toEqual({ booked: 0, waiting: 5 });
-    // Oldest first, as far as one statement's order goes: any two.
-    expect(reads).toHaveLength(2);
-    expect(ids).toEqual(expect.arrayContaining(reads));
+    const before = await keptTries();
+    const pass = await rail.bookParkedFees();
+    // Oldest first, and those due at once by id: the first two.
+    expect(reads).toEqual(["re_t1", "re_t2"]);
     expect(await keptIds()).toEqual(ids);
+    // Before, the pass took 20 at once and put each off as if asked: the three not asked waited two minutes.
+    const after = await keptTries();
+    for (const id of ["re_t3", "re_t4", "re_t5"]) expect(after[id], id).toEqual(before[id]);
+    expect(after.re_t1?.tries).toBe(1);
+    expect(pass).toEqual({ booked: 0, waiting: 2 });
+    // The next pass asks them, the asked ones waiting their next try.
+    reads = [];
+    expect(await rail.bookParkedFees()).toEqual({ booked: 0, waiting: 2 });
+    expect(reads).toEqual(["re_t3", "re_t4"]);
+  });
+
+  it("leaves the fees behind a 403 where they were, and the next pass asks them", async () => {
+    // Two payouts' fees due, the key refused at the first: the second is not asked, and keeps its tries and its next
+    // try. Before, the pass had taken it with the first and put it off as if asked (tries 1, two minutes on).
+    const { rail, events } = await startedRail();
+    answers.set("po_a1", keyRefused);
+    answers.set("po_a2", keyRefused);
+    await keptDue(payoutFee("po_a1"), payoutFee("po_a2"));
+    const before = await keptTries();
+    const pass = await rail.bookParkedFees();
+    expect(reads).toEqual(["po_a1"]);
+    const after = await keptTries();
+    expect(after.po_a2).toEqual(before.po_a2);
+    expect(after.po_a1?.tries).toBe(1);
+    expect(after.po_a1?.nextTryMs).toBeGreaterThan(before.po_a1!.nextTryMs);
+    expect(pass).toEqual({ booked: 0, waiting: 1 });
+    // The key may read payouts now: the next pass asks the one left (the first waits its next try), and books it.
+    answers.set("po_a2", payoutAnswer("po_a2", txn("txn_po_a2", -1300, 13)));
+    reads = [];
+    expect(await rail.bookParkedFees()).toEqual({ booked: 1, waiting: 0 });
+    expect(reads).toEqual(["po_a2"]);
+    expect(events).toEqual([
+      {
+        kind: "capital",
+        movements: payoutMovements("po_a2"),
+        fees: [{ id: "stripe_payout_fee:po_a2", amount: 13n }],
+      },
+    ]);
+    expect(await keptIds()).toEqual(["po_a1"]);
   });
 
   it("keeps a fee whose balance transaction Stripe answers unexpanded, and books it once Stripe tells it", async () => {

@@ -721,6 +721,58 @@ describe("a Stripe refund's fee", () => {
     });
   });
 
+  it("keeps a given-up fee anew when another event of its refund comes with Stripe still refusing, and books it once told", async () => {
+    // Before, a fee given up stayed given up whatever came after: another event of its refund (refund.updated, its
+    // failure) was answered 200 with its fee neither asked for nor said, until the operator's SQL.
+    const refundId = "re_fee_kept_anew";
+    await asideKeptFees();
+    const { intentId, pay } = await cardInvoice("refund_fee_kept_anew", { app: c });
+    await pay();
+    const before = await balances();
+    fees.set(refundId, { fee: 45 });
+    refused.set(refundId, keyRefusal);
+    const created = refundCreated("evt_refund_fee_kept_anew", refundId, intentId);
+    await deliver(c, created);
+    const kept = async () => {
+      const [row] = await c.db.query<{ tries: number; given_up: boolean; wait: number; fresh: boolean }>(
+        `SELECT tries, gave_up_at IS NOT NULL AS given_up, extract(epoch FROM next_try_at - now())::float8 AS wait,
+           parked_at > now() - interval '1 minute' AS fresh
+         FROM fiat_parked_fees WHERE object_id = $1`,
+        [refundId],
+      );
+      return row;
+    };
+    const readsOf = (from: number) => reads.slice(from).filter((id) => id === refundId).length;
+    // Asked for a week (three tries here), then given up.
+    await c.db.query(
+      "UPDATE fiat_parked_fees SET tries = 3, parked_at = now() - interval '7 days 1 minute', next_try_at = now() WHERE object_id = $1",
+      [refundId],
+    );
+    let from = reads.length;
+    expect(await fiatRail(c).bookParkedFees()).toEqual({ booked: 0, waiting: 0 });
+    expect(await kept()).toMatchObject({ tries: 3, given_up: true });
+
+    // Another event of the refund, to the other process, Stripe still refusing: kept anew, its first try a minute on.
+    await deliver(d, { ...created, id: "evt_refund_fee_kept_anew_updated", type: "refund.updated" });
+    expect(await kept()).toMatchObject({ tries: 0, given_up: false, fresh: true });
+    expect((await kept())!.wait).toBeGreaterThan(50);
+    expect(readsOf(from)).toBe(1); // the event's own lookup
+    expect(await balances()).toEqual({ ...before, clearing: before.clearing - 1000n });
+
+    // The key may read refunds now: its next try books it, once.
+    refused.delete(refundId);
+    await c.db.query("UPDATE fiat_parked_fees SET next_try_at = now() WHERE object_id = $1", [refundId]);
+    from = reads.length;
+    expect(await fiatRail(c).bookParkedFees()).toEqual({ booked: 1, waiting: 0 });
+    expect(readsOf(from)).toBe(1);
+    expect(await kept()).toBeUndefined();
+    expect(await balances()).toEqual({
+      clearing: before.clearing - 1000n,
+      fee: before.fee + 45n,
+      capital: before.capital - 45n,
+    });
+  });
+
   it("keeps the fee of a refund charge.refunded lists without its PaymentIntent, and books it as that payment's", async () => {
     // Before, such a refund's event had no PaymentIntent to book its fee with: the fee was logged and lost.
     const refundId = "re_fee_listed";

@@ -151,7 +151,7 @@ describe("SQL webhook store: the fees Stripe refused to tell", () => {
     ]);
   });
 
-  it("gives a fee kept longer than a week up, once, and takes it no more", async () => {
+  it("gives a fee kept longer than a week up, once, takes it no more, and keeps it anew when it is kept again", async () => {
     const store = createSqlStripeWebhookStore(db);
     const rail = "fiat_given_up";
     const kept = (objectId: string) =>
@@ -180,15 +180,69 @@ describe("SQL webhook store: the fees Stripe refused to tell", () => {
     ]);
     // Once: a pass after, in this process or another, finds nothing more to give up.
     expect(await store.giveUpFees({ rail, max: 10 })).toEqual([]);
-    // Kept again (another event of its refund) it stays given up, and it is said kept no more.
-    expect(await store.parkFee({ ...kept("re_old"), failure: true })).toEqual({ parked: false });
+    // Given up, it is taken no more, however recently kept.
     await db.query("UPDATE fiat_parked_fees SET parked_at = now() WHERE rail = $1", [rail]);
     await due();
     expect((await store.takeDueFees({ rail, max: 10 })).map((fee) => fee.objectId)).toEqual(["re_new"]);
-    const [row] = await db.query<{ failure: boolean; given_up: boolean }>(
-      "SELECT failure, gave_up_at IS NOT NULL AS given_up FROM fiat_parked_fees WHERE rail = $1 AND object_id = 're_old'",
+    // Kept again (another event of its refund, Stripe still refusing): kept anew, said so, its tries from none, its
+    // first try a minute on and its week from now. Before, it stayed given up until the operator's SQL.
+    await db.query(
+      "UPDATE fiat_parked_fees SET tries = 3, parked_at = now() - interval '8 days' WHERE rail = $1 AND object_id = 're_old'",
       [rail],
     );
-    expect(row).toEqual({ failure: true, given_up: true });
+    expect(await store.parkFee({ ...kept("re_old"), failure: true })).toEqual({ parked: true });
+    const row = async () =>
+      (
+        await db.query<{
+          failure: boolean;
+          given_up: boolean;
+          tries: number;
+          revision: number;
+          wait: number;
+          fresh: boolean;
+        }>(
+          `SELECT failure, gave_up_at IS NOT NULL AS given_up, tries, revision,
+             round(extract(epoch FROM next_try_at - parked_at))::float8 AS wait, parked_at > now() - interval '1 minute' AS fresh
+           FROM fiat_parked_fees WHERE rail = $1 AND object_id = 're_old'`,
+          [rail],
+        )
+      )[0];
+    expect(await row()).toEqual({
+      failure: true,
+      given_up: false,
+      tries: 0,
+      revision: 1,
+      wait: 60,
+      fresh: true,
+    });
+    expect(await store.takeDueFees({ rail, max: 10 })).toEqual([]);
+    await due();
+    expect((await store.takeDueFees({ rail, max: 10 })).filter((fee) => fee.objectId === "re_old")).toEqual([
+      { ...kept("re_old"), failure: true, tries: 1, revision: 1 },
+    ]);
+    expect(await store.giveUpFees({ rail, max: 10 })).toEqual([]);
+    // Kept again while asked for, it is said kept once, and keeps its tries.
+    expect(await store.parkFee(kept("re_old"))).toEqual({ parked: false });
+    expect(await row()).toMatchObject({ given_up: false, tries: 1, revision: 2 });
+  });
+
+  it("takes only the kinds it is asked for", async () => {
+    const store = createSqlStripeWebhookStore(db);
+    const rail = "fiat_kinds";
+    await store.parkFee({
+      rail,
+      kind: "refund",
+      objectId: "re_kind",
+      failure: false,
+      invoice: "inv_k",
+      paymentIntent: "pi_k",
+    });
+    await store.parkFee({ rail, kind: "payout", objectId: "po_kind", failure: false, movements: [] });
+    await db.query("UPDATE fiat_parked_fees SET next_try_at = now() WHERE rail = $1", [rail]);
+    expect(
+      (await store.takeDueFees({ rail, max: 10, kinds: ["refund"] })).map((fee) => fee.objectId),
+    ).toEqual(["re_kind"]);
+    expect(await store.takeDueFees({ rail, max: 10, kinds: ["refund"] })).toEqual([]);
+    expect((await store.takeDueFees({ rail, max: 10 })).map((fee) => fee.objectId)).toEqual(["po_kind"]);
   });
 });
