@@ -29,6 +29,7 @@ import { estimateFee, keysendFinalCltvDelta } from "./fees.ts";
 import { invoiceForAddress, lnurlDefaults } from "./lnurl.ts";
 import { type LightningRailState, type Tracker, withTimeout } from "./state.ts";
 import {
+  earlierAfter,
   earlierHashesAfter,
   type ForgottenSend,
   forgottenSendRecord,
@@ -227,8 +228,10 @@ async function followEarlier(
   const stored: StoredAttempt = {
     ...attempt,
     paymentHash,
-    // The invoice of an earlier hash is not kept (only its hash); the mark's own is.
-    request: paymentHash === mark.paymentHash ? mark.request : null,
+    // The invoice it paid, journalled as the attempt's: the mark's own, or an earlier one's (unknown to a mark
+    // journalled before they were kept, which names their hashes alone).
+    request:
+      paymentHash === mark.paymentHash ? mark.request : (mark.earlierRequests?.get(paymentHash) ?? null),
     outcome: null,
     reported: false,
   };
@@ -768,19 +771,14 @@ function neverTaken(s: LightningRailState, tracker: Tracker): void {
   const known = s.forgottenSends.get(attemptId);
   const firstAtMs = Math.min(createdAtMs, known?.firstAtMs ?? createdAtMs);
   // One that followed an earlier invoice of its mark's (refusedUnsent) leaves the mark as it was: its invoice is the one
-  // sent afresh (the earlier one's is not kept), the earlier still asked about.
+  // sent afresh (the earlier one's was replaced when it expired), the earlier still asked about.
   const followedEarlier =
     known?.paymentHash != null &&
     known.paymentHash !== paymentHash &&
     known.earlierHashes.includes(paymentHash);
   const mark: ForgottenSend = followedEarlier
     ? { ...known, firstAtMs }
-    : {
-        firstAtMs,
-        paymentHash,
-        request,
-        earlierHashes: earlierHashesAfter(known, paymentHash),
-      };
+    : { firstAtMs, paymentHash, request, ...earlierAfter(known, paymentHash) };
   s.forgottenSends.set(attemptId, mark);
   forget(s, tracker, neverTakenOutcome);
   void journalWithdrawn(s, attemptId, mark);
@@ -1008,11 +1006,12 @@ async function addressInvoiceAfresh(
     return await refusedUnsent(s, attempt, failedOutcome(asked.code, asked.message, asked.retryElsewhere));
   const renewed = parseBolt11(asked.invoice);
   if (!renewed.ok) return await refusedUnsent(s, attempt, failedOutcome("rejected", renewed.error, true));
+  // The first's invoice kept with its hash: were LND's payment of it followed, the journal says what was paid.
   const mark: ForgottenSend = {
     firstAtMs: forgotten.firstAtMs,
     paymentHash: renewed.value.paymentHash,
     request: asked.invoice,
-    earlierHashes: earlierHashesAfter(forgotten, renewed.value.paymentHash),
+    ...earlierAfter(forgotten, renewed.value.paymentHash),
   };
   try {
     await s.store.append(forgottenSendRecord(attempt.id, mark));
@@ -1182,7 +1181,8 @@ async function refusedUnsent(
       if (!s.running) return inFlight("the rail stopped");
       if (attemptPaying(s, earlier.hash) !== null)
         return inFlight("another attempt of the rail holds an earlier hash of its");
-      return await followForgotten(s, attempt, earlier.hash, forgotten, refused, null);
+      const request = forgotten.earlierRequests?.get(earlier.hash) ?? null;
+      return await followForgotten(s, attempt, earlier.hash, forgotten, refused, request);
     }
   }
   if (!paid) {

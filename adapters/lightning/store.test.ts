@@ -573,7 +573,7 @@ describe("rail store", () => {
     });
   });
 
-  it("keeps the hashes a Lightning Address attempt found never taken sent before its mark replaced its invoice, through compacted reopens and its new invoice found never taken again, until its id has an outcome", async () => {
+  it("keeps the hashes a Lightning Address attempt found never taken sent before its mark replaced its invoice, and their invoices, through compacted reopens and its new invoice found never taken again, until its id has an outcome; a mark journalled with their hashes alone reads as it was", async () => {
     const file = path.join(directory, "forgotten-earlier.jsonl");
     const reopened = async () => {
       const store = createFileRailStore(file);
@@ -595,6 +595,7 @@ describe("rail store", () => {
       request,
       ...(earlierHashes === undefined ? {} : { earlierHashes }),
     });
+    type Legacy = Extract<RailStoreRecord, { t: "withdrawn" }>;
     const store = createFileRailStore(file);
     await store.load();
     await store.append(
@@ -612,23 +613,43 @@ describe("rail store", () => {
         createdAtMs: 9,
       },
       mark(second, "lnbcrt1second", [first]),
-      // Renewed once more, by a line that names only the one it replaced: none of the hashes sent before is lost.
+      // Renewed once more, by a line that names only the one it replaced: none of the hashes sent before is lost, nor
+      // their invoices.
       mark(third, "lnbcrt1third", [second]),
+      // One journalled before the invoices of its earlier hashes were kept: their hashes alone, as it was.
+      { ...(mark(second, "lnbcrt1second", [first]) as Legacy), attemptId: "legacy" },
     );
     await store.close();
-    for (let reopen = 0; reopen < 2; reopen++)
-      expect((await reopened()).forgottenSends.get("renewed")).toEqual({
+    for (let reopen = 0; reopen < 2; reopen++) {
+      const { forgottenSends } = await reopened();
+      expect(forgottenSends.get("renewed")).toEqual({
         firstAtMs: 5,
         paymentHash: third,
         request: "lnbcrt1third",
         earlierHashes: [first, second],
+        // Before: their hashes alone, and an attempt that followed LND's payment of one journalled no invoice.
+        earlierRequests: new Map([
+          [second, "lnbcrt1second"],
+          [first, "lnbcrt1first"],
+        ]),
       });
-    expect(
-      (await readFile(file, "utf8"))
-        .trim()
-        .split("\n")
-        .map((line) => JSON.parse(line)),
-    ).toContainEqual({ ...mark(third, "lnbcrt1third"), earlierHashes: [first, second] });
+      expect(forgottenSends.get("legacy")).toEqual({
+        firstAtMs: 5,
+        paymentHash: second,
+        request: "lnbcrt1second",
+        earlierHashes: [first],
+      });
+    }
+    const compacted = (await readFile(file, "utf8"))
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line));
+    expect(compacted).toContainEqual({
+      ...mark(third, "lnbcrt1third"),
+      earlierHashes: [first, second],
+      earlierRequests: { [second]: "lnbcrt1second", [first]: "lnbcrt1first" },
+    });
+    expect(compacted).toContainEqual({ ...mark(second, "lnbcrt1second", [first]), attemptId: "legacy" });
     // Its outcome ends the mark, and its earlier hashes with it.
     const last = createFileRailStore(file);
     await last.load();
@@ -642,6 +663,38 @@ describe("rail store", () => {
     );
     await last.close();
     expect((await reopened()).forgottenSends.has("renewed")).toBe(false);
+  });
+
+  it("keeps the invoices of a mark renewed many times only as far as its journal line stays readable: the latest, the older by their hash alone", async () => {
+    const file = path.join(directory, "forgotten-many.jsonl");
+    // Forty renewals of invoices two kilobytes long (route hints), each mark naming the one it replaced.
+    const hashes = Array.from({ length: 40 }, (_, index) => index.toString(16).padStart(64, "0"));
+    const requestOf = (hash: string) => `lnbcrt1${hash}`.padEnd(2_000, "q");
+    const store = createFileRailStore(file);
+    await store.load();
+    await store.append(
+      ...hashes.map(
+        (hash, index): RailStoreRecord => ({
+          t: "withdrawn",
+          attemptId: "renewed",
+          sent: true,
+          createdAtMs: 5,
+          paymentHash: hash,
+          request: requestOf(hash),
+          ...(index === 0 ? {} : { earlierHashes: [hashes[index - 1] as string] }),
+        }),
+      ),
+    );
+    await store.close();
+    for (let reopen = 0; reopen < 2; reopen++) {
+      // Every invoice kept, the compacted mark's line ran over journalLineLengthMax, and the next reopen refused it.
+      const reopened = createFileRailStore(file);
+      const mark = (await reopened.load()).forgottenSends.get("renewed");
+      await reopened.close();
+      expect(mark?.earlierHashes).toEqual(hashes.slice(0, -1));
+      expect([...(mark?.earlierRequests ?? new Map()).keys()]).toEqual(hashes.slice(-9, -1).reverse());
+      expect(mark?.earlierRequests?.get(hashes[38] as string)).toBe(requestOf(hashes[38] as string));
+    }
   });
 
   it("forgets a withdrawn attempt on load, keeps one with an outcome, and takes the id again when it is written anew", async () => {

@@ -75,7 +75,8 @@ export type RailStoreRecord =
    * had no payment of it when asked (send.ts neverTaken), which a slow LND may yet take: its id is remembered, with
    * when its first line was written (`createdAtMs`), the hash it sent and, an invoice's, the invoice (`request`), for
    * a send of it afresh (each absent in lines written before it was kept), and the hashes of the invoices a Lightning
-   * Address's sent before that one replaced them (`earlierHashes`; absent when none, and in lines written before).
+   * Address's sent before that one replaced them (`earlierHashes`; absent when none, and in lines written before),
+   * with those invoices by hash (`earlierRequests`: those known; absent when none, and in lines written before).
    */
   | {
       t: "withdrawn";
@@ -85,6 +86,7 @@ export type RailStoreRecord =
       paymentHash?: string;
       request?: string;
       earlierHashes?: string[];
+      earlierRequests?: Record<string, string>;
     }
   | { t: "invoice"; paymentHash: string; reference: string; expiresAtMs: number; setAside?: true }
   /** Its event was set aside: after a restart it is asked of LND again, though the settle index is past it. */
@@ -96,13 +98,16 @@ export type RailStoreRecord =
  * An attempt forgotten as never taken whose send may yet have reached LND (a `sent` withdrawal): when its first line
  * was written, the hash it sent and, an invoice's, the invoice it sent (null in a line written before it was kept).
  * `earlierHashes`: those of the invoices it sent before (a Lightning Address's first invoice, expired and replaced by a
- * new one: send.ts addressInvoiceAfresh), which a slow LND may yet have taken late too.
+ * new one: send.ts addressInvoiceAfresh), which a slow LND may yet have taken late too. `earlierRequests`: their invoices
+ * by hash, those known (absent when none: a mark journalled before they were kept names their hashes alone), journalled
+ * as what was paid when an attempt follows LND's payment of one.
  */
 export type ForgottenSend = {
   readonly firstAtMs: number;
   readonly paymentHash: string | null;
   readonly request: string | null;
   readonly earlierHashes: readonly string[];
+  readonly earlierRequests?: ReadonlyMap<string, string>;
 };
 
 /**
@@ -118,6 +123,40 @@ export function earlierHashesAfter(
   if (known?.paymentHash != null) earlier.add(known.paymentHash);
   if (paymentHash !== null) earlier.delete(paymentHash);
   return [...earlier];
+}
+
+/**
+ * How long the invoices of a mark's earlier hashes may be together: a journal line longer than journalLineLengthMax is
+ * unreadable, and a mark renewed many times (its invoices a kilobyte each, with route hints) would write one. Past it,
+ * the oldest are kept by their hash alone, as a mark journalled before invoices were kept names them.
+ */
+const earlierRequestsLengthMax = 16 * 1024;
+
+/**
+ * The earlier hashes of an id's mark of `paymentHash` that follows `known` (earlierHashesAfter), with the invoices of
+ * those known: known's earlier ones and its own, `more` besides (the latest within earlierRequestsLengthMax). To be
+ * spread into the mark: `earlierRequests` absent when none is known.
+ */
+export function earlierAfter(
+  known: ForgottenSend | undefined,
+  paymentHash: string | null,
+  more: { hashes?: readonly string[]; requests?: ReadonlyMap<string, string> } = {},
+): Pick<ForgottenSend, "earlierHashes" | "earlierRequests"> {
+  const earlierHashes = earlierHashesAfter(known, paymentHash, more.hashes);
+  const requestOf = (hash: string) =>
+    more.requests?.get(hash) ??
+    known?.earlierRequests?.get(hash) ??
+    (hash === known?.paymentHash ? known.request : null);
+  const earlierRequests = new Map<string, string>();
+  let length = 0;
+  // The latest first: earlierHashesAfter lists them oldest first, known's own (the one just replaced) last.
+  for (const hash of [...earlierHashes].reverse()) {
+    const request = requestOf(hash);
+    if (request === null || length + request.length > earlierRequestsLengthMax) continue;
+    length += request.length;
+    earlierRequests.set(hash, request);
+  }
+  return earlierRequests.size === 0 ? { earlierHashes } : { earlierHashes, earlierRequests };
 }
 
 export type RailState = {
@@ -219,11 +258,17 @@ export function applyRecord(state: RailState, record: RailStoreRecord): void {
         const earlier = Array.isArray(record.earlierHashes)
           ? record.earlierHashes.filter((hash): hash is string => typeof hash === "string")
           : [];
+        const requests =
+          typeof record.earlierRequests === "object" && record.earlierRequests !== null
+            ? Object.entries(record.earlierRequests).filter(
+                (entry): entry is [string, string] => typeof entry[1] === "string",
+              )
+            : [];
         state.forgottenSends.set(record.attemptId, {
           firstAtMs: Math.min(record.createdAtMs, known?.firstAtMs ?? record.createdAtMs),
           paymentHash,
           request: typeof record.request === "string" ? record.request : (known?.request ?? null),
-          earlierHashes: earlierHashesAfter(known, paymentHash, earlier),
+          ...earlierAfter(known, paymentHash, { hashes: earlier, requests: new Map(requests) }),
         });
       }
       return;
@@ -278,6 +323,9 @@ export const forgottenSendRecord = (attemptId: string, mark: ForgottenSend): Rai
   ...(mark.paymentHash === null ? {} : { paymentHash: mark.paymentHash }),
   ...(mark.request === null ? {} : { request: mark.request }),
   ...(mark.earlierHashes.length === 0 ? {} : { earlierHashes: [...mark.earlierHashes] }),
+  ...(mark.earlierRequests === undefined || mark.earlierRequests.size === 0
+    ? {}
+    : { earlierRequests: Object.fromEntries(mark.earlierRequests) }),
 });
 
 /** The records that rebuild `state`, minus the oldest finished attempts past finishedAttemptsRetainMax. */

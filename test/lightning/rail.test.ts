@@ -121,12 +121,14 @@ const journalledAttempt = (
 
 /**
  * A Lightning Address's LNURL-pay server (LUD-06/16) at 127.0.0.1: `name@host` answers each callback with a new invoice
- * of the payee's (its hash added to `asked`); any other name is refused ("not found").
+ * of the payee's (its hash added to `asked`); any other name is refused ("not found"). `held`: hold invoices, their
+ * secrets by hash in `secrets` (the payee holds a payment until it settles or cancels it).
  */
-async function lnurlServer(name: string) {
+async function lnurlServer(name: string, { held = false } = {}) {
   const metadata = JSON.stringify([["text/plain", `pay ${name}`]]);
   const descriptionHash = createHash("sha256").update(metadata).digest("hex");
   const asked: string[] = [];
+  const secrets = new Map<string, string>();
   const server = createServer((request, response) => {
     void (async () => {
       const url = new URL(request.url ?? "/", "http://localhost");
@@ -140,11 +142,17 @@ async function lnurlServer(name: string) {
           metadata,
         };
       else if (url.pathname === `/callback/${name}`) {
-        const invoice = await createInvoice({
-          lnd: payee,
-          mtokens: url.searchParams.get("amount") ?? "0",
-          description_hash: descriptionHash,
-        });
+        const mtokens = url.searchParams.get("amount") ?? "0";
+        const secret = randomBytes(32).toString("hex");
+        const invoice = held
+          ? await createHodlInvoice({
+              lnd: payee,
+              id: sha256(secret),
+              mtokens,
+              description_hash: descriptionHash,
+            })
+          : await createInvoice({ lnd: payee, mtokens, description_hash: descriptionHash });
+        if (held) secrets.set(invoice.id, secret);
         asked.push(invoice.id);
         body = { pr: invoice.request, routes: [] };
       }
@@ -161,6 +169,7 @@ async function lnurlServer(name: string) {
     address: `${name}@${host}`,
     descriptionHash,
     asked,
+    secrets,
     lnurlFetch,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
@@ -1270,6 +1279,139 @@ describe("lightning rail on regtest", () => {
     }
   });
 
+  it("an attempt to a Lightning Address that follows LND's payment of an earlier invoice of its journals that invoice as what it paid: one the rail renewed, its new invoice's payment failing, and one whose mark kept its earlier invoice, its new one unpaid", async () => {
+    const carol = await lnurlServer("carol", { held: true });
+    const amounts = { renewed: 2_330_000n, marked: 2_340_000n };
+    const invoiceOf = (amount: bigint, expiresAtMs?: number) =>
+      createInvoice({
+        lnd: payee,
+        mtokens: amount.toString(),
+        description_hash: carol.descriptionHash,
+        ...(expiresAtMs === undefined ? {} : { expires_at: new Date(expiresAtMs).toISOString() }),
+      });
+    // The first's first invoice expires in an hour: the rail's clock is past that by the time a send of it taken
+    // before may still be registered, and renews it (its address answering hold invoices). The second's mark replaced
+    // its earlier invoice as the rail journals one now, keeping that invoice with its hash.
+    const expiresAtMs = Date.now() + 60 * 60_000;
+    const first = await invoiceOf(amounts.renewed, expiresAtMs);
+    const [earlier, current] = [await invoiceOf(amounts.marked), await invoiceOf(amounts.marked)];
+    const ids = { renewed: attemptId("followed-renewed"), marked: attemptId("followed-marked") };
+    const journal = path.join(directory, "address-followed.jsonl");
+    await writeFile(
+      journal,
+      [
+        {
+          t: "withdrawn",
+          attemptId: ids.renewed,
+          sent: true,
+          createdAtMs: Date.now(),
+          paymentHash: first.id,
+          request: first.request,
+        },
+        {
+          t: "withdrawn",
+          attemptId: ids.marked,
+          sent: true,
+          createdAtMs: Date.now(),
+          paymentHash: current.id,
+          request: current.request,
+          earlierHashes: [earlier.id],
+          earlierRequests: { [earlier.id]: earlier.request },
+        },
+      ]
+        .map((record) => `${JSON.stringify(record)}\n`)
+        .join(""),
+    );
+    // LND registered a send of the second's earlier invoice late (paid by hand here, as LND pays it).
+    const paidEarlier = await pay({ lnd: client("gateway"), request: earlier.request });
+    const resumed = (kind: keyof typeof ids) =>
+      ({
+        id: ids[kind],
+        paymentId: `payment-${ids[kind]}`,
+        tenantId: "ten_test",
+        amount: amounts[kind],
+        destination: { kind: "lightning_address", address: carol.address },
+        feeMax: 10_000n,
+        resumed: true,
+      }) as const;
+    /** The attempt lines the journal has of `id`, in order: the last is the one a reload reads. */
+    const attemptLines = async (id: string) =>
+      (await readFile(journal, "utf8"))
+        .split("\n")
+        .filter((text) => text !== "")
+        .map((text) => JSON.parse(text))
+        .filter((line) => line.t === "attempt" && line.attemptId === id);
+    try {
+      const running = await startRail(
+        "address-followed.jsonl",
+        { lnurlHttpHosts: ["127.0.0.1"], executeWaitMs: 3_000 },
+        cluster.nodes.gateway,
+        () => Date.now() + 60 * 60_000 + lndClockBehindMaxMs + lateRegistrationMaxMs + 60_000,
+        carol.lnurlFetch,
+      );
+      try {
+        expect(await running.rail.execute(resumed("marked"))).toEqual({
+          status: "succeeded",
+          evidence: { rail: "lightning", paymentHash: earlier.id, preimage: paidEarlier.secret },
+          fee: BigInt(paidEarlier.fee_mtokens),
+        });
+        // The first's new invoice is sent, and its payee holds the payment.
+        expect(await running.rail.execute(resumed("renewed"))).toMatchObject({ status: "in_flight" });
+        expect(carol.asked).toHaveLength(1);
+        const renewed = carol.asked[0] as string;
+        await waitFor(
+          "the new invoice's payment held at the payee",
+          async () => ((await getInvoice({ lnd: payee, id: renewed })).is_held ? true : undefined),
+          { timeoutMs: 30_000 },
+        );
+        // LND registers a send of the first invoice late, and the payee cancels the new one's payment.
+        const paidFirst = await pay({ lnd: client("gateway"), request: first.request });
+        await cancelHodlInvoice({ lnd: payee, id: renewed });
+        const renewedEvents = () =>
+          running.events.filter((e) => "attemptId" in e && e.attemptId === ids.renewed);
+        await waitFor("the attempt's outcome", async () => (renewedEvents().length > 0 ? true : undefined), {
+          timeoutMs: 30_000,
+        });
+        expect(renewedEvents()).toEqual([
+          {
+            kind: "attempt_succeeded",
+            attemptId: ids.renewed,
+            evidence: { rail: "lightning", paymentHash: first.id, preimage: paidFirst.secret },
+            fee: BigInt(paidFirst.fee_mtokens),
+          },
+        ]);
+      } finally {
+        await running.rail.stop();
+      }
+      // Each journalled last under the hash it paid, with the invoice it paid. Before: with none (only the hash of an
+      // earlier invoice was kept), the journal's record of what was paid lacked its invoice.
+      expect((await attemptLines(ids.renewed)).at(-1)).toMatchObject({
+        paymentHash: first.id,
+        request: first.request,
+      });
+      expect((await attemptLines(ids.marked)).at(-1)).toMatchObject({
+        paymentHash: earlier.id,
+        request: earlier.request,
+      });
+      // The renewed one's new mark keeps its first invoice with that invoice's hash.
+      expect(
+        (await readFile(journal, "utf8")).split("\n").map((text) => text && JSON.parse(text)),
+      ).toContainEqual(
+        expect.objectContaining({
+          t: "withdrawn",
+          attemptId: ids.renewed,
+          paymentHash: carol.asked[0],
+          earlierHashes: [first.id],
+          earlierRequests: { [first.id]: first.request },
+        }),
+      );
+      const { payments } = await getPayments({ lnd: client("gateway") });
+      expect(payments.filter((payment) => payment.id === current.id)).toEqual([]);
+    } finally {
+      await carol.close();
+    }
+  });
+
   it("an attempt followed after a restart whose mark names its own hash among the earlier (renewals that raced) succeeds without a false payee-paid-twice error; and a Lightning Address's first invoice found never taken is not sent in the minute before its expiry", async () => {
     const carol = await lnurlServer("carol");
     const amounts = { raced: 2_310_000n, expiring: 2_320_000n };
@@ -1433,6 +1575,61 @@ describe("lightning rail on regtest", () => {
       expect(server.asked).toEqual([]);
       const { payments } = await getPayments({ lnd: client("gateway") });
       expect(payments.filter((payment) => payment.mtokens === "2345671")).toEqual([]);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("an attempt to a Lightning Address found never taken whose mark kept no invoice, held back by LND's payments that may be its own, names the first ten in its one log line and counts them all", async () => {
+    const server = await lnurlServer("carol");
+    const amount = 2_345_673n;
+    const id = attemptId("address-unmarked-many");
+    await writeFile(
+      path.join(directory, "address-unmarked-many.jsonl"),
+      `${JSON.stringify({ t: "withdrawn", attemptId: id, sent: true, createdAtMs: Date.now() })}\n`,
+    );
+    // Eleven payments of its amount since its first line, each maybe its first send taken late.
+    const paid: string[] = [];
+    for (let made = 0; made < 11; made += 1) {
+      const invoice = await createInvoice({ lnd: payee, mtokens: amount.toString() });
+      await pay({ lnd: client("gateway"), request: invoice.request });
+      paid.push(invoice.id);
+    }
+    try {
+      const running = await startRail(
+        "address-unmarked-many.jsonl",
+        { lnurlHttpHosts: ["127.0.0.1"] },
+        cluster.nodes.gateway,
+        undefined,
+        server.lnurlFetch,
+      );
+      try {
+        expect(
+          await running.rail.execute({
+            id,
+            paymentId: `payment-${id}`,
+            tenantId: "ten_test",
+            amount,
+            destination: { kind: "lightning_address", address: `gone@${server.host}` },
+            feeMax: 10_000n,
+            resumed: true,
+          }),
+        ).toEqual({ status: "in_flight", reference: id });
+        const said = running.logs.filter((line) => line.level === "warn" && line.fields.attemptId === id);
+        expect(said).toEqual([
+          expect.objectContaining({
+            message: expect.stringMatching(/left in flight for an operator/),
+            fields: expect.objectContaining({ paymentCount: 11 }),
+          }),
+        ]);
+        // Ten of them, whichever LND listed first: a line of every one would grow with LND's history.
+        const named = said[0]?.fields.paymentHashes as string[];
+        expect(named).toHaveLength(10);
+        expect(paid).toEqual(expect.arrayContaining(named));
+      } finally {
+        await running.rail.stop();
+      }
+      expect(server.asked).toEqual([]);
     } finally {
       await server.close();
     }
