@@ -26,12 +26,23 @@ export async function deliver(state: FiatRailState, event: FiatEvent): Promise<R
     feesUntold.push({ of, id, error });
     return { fee: 0n, failureFee: 0n };
   };
+  // The objects whose fee Stripe told (expanded: one answered by its id alone is booked as 0, and told nothing), and
+  // whether their failure's fee too: a fee kept of one is booked by this event (forgetBookedFees).
+  const feesTold = new Map<string, { failure: boolean }>();
+  const told =
+    (id: string) =>
+    ({ fee, failureFee }: { fee: bigint | null; failureFee: bigint | null }) => {
+      if (fee !== null) feesTold.set(id, { failure: failureFee !== null });
+      return { fee: fee ?? 0n, failureFee: failureFee ?? 0n };
+    };
   const railEvent = await toRailEvent(event, {
     transferFee: (transferId) => transferFee(state, transferId),
     chargeFee: (intentId) => chargeFee(state, intentId),
     transferReversals: (transferId) => transferReversals(state, transferId),
-    payoutFees: (payoutId) => payoutFees(state, payoutId).catch(untold("payout", payoutId)),
-    refundFees: (refundId) => refundFees(state, refundId).catch(untold("refund", refundId)),
+    payoutFees: (payoutId) =>
+      payoutFeesTold(state, payoutId).then(told(payoutId), untold("payout", payoutId)),
+    refundFees: (refundId) =>
+      refundFeesTold(state, refundId).then(told(refundId), untold("refund", refundId)),
   });
   if (railEvent === null) return; // informational: nothing was credited, or not our money (a connected account's payout)
   if (state.handler === null)
@@ -39,6 +50,7 @@ export async function deliver(state: FiatRailState, event: FiatEvent): Promise<R
   const verdict = await state.handler(railEvent);
   // Money not ours books no fee of it: nothing waits for a redelivery.
   if (verdict === "not_ours") return verdict;
+  await forgetBookedFees(state, event, feesTold);
   for (const untold of feesUntold)
     if (!healsOnRedelivery(untold.error)) await parkUntoldFee(state, event, untold);
   const healing = feesUntold.find(({ error }) => healsOnRedelivery(error));
@@ -76,6 +88,29 @@ async function parkUntoldFee(
       { err: error, [of]: id },
       `Stripe refused to tell the fee of ${of} ${id} (may the key read it?); its money is booked, its fee is kept and asked for again, from every minute up to every hour, until Stripe tells it, for ${parkedFeeKeptMsMax / 86_400_000} days at most`,
     );
+}
+
+/**
+ * Forgets the fee kept of `event`'s object (given up or not) once the event booked it, Stripe telling it at its lookup:
+ * it is booked under the ids a try would book it under, so a try has nothing left to book, and one given up no longer
+ * stands in the operator's list of those given up (README "Reconciling a rail"). A refund's event that books only what
+ * the refund took (not undone) leaves one kept asking for its failure's fee too. Before, it stayed kept: a try booked
+ * nothing more and forgot it, and one given up stayed listed, booked.
+ */
+async function forgetBookedFees(
+  state: FiatRailState,
+  event: FiatEvent,
+  feesTold: ReadonlyMap<string, { failure: boolean }>,
+): Promise<void> {
+  const store = state.params.webhooks?.store;
+  const fee = parkedFeeOf(state, event);
+  const told = fee === null ? undefined : feesTold.get(fee.objectId);
+  if (store === undefined || fee === null || told === undefined) return;
+  await store.forgetBookedFee({
+    rail: state.id,
+    objectId: fee.objectId,
+    failure: fee.failure && told.failure,
+  });
 }
 
 /** The fee of `event` to keep when Stripe refuses to tell it: what its own booking of the fee would link it to. */
@@ -337,19 +372,11 @@ async function chargeFee(state: FiatRailState, intentId: string): Promise<RailFe
 
 /**
  * What Stripe took for a payout of the platform's balance, and gave back with its failure: the fees of its balance
- * transaction and of its failure's (an Instant Payout's fee; a standard payout's are 0), one request. A fee in another
+ * transaction and of its failure's (an Instant Payout's fee; a standard payout's are 0), one request; a fee null when
+ * only its balance transaction's id is told (not expanded: deliver books it as 0, the pass waits). A fee in another
  * currency than the rail's cannot be booked in the rail's asset: logged, and answered as 0. Stripe not answering
  * throws: the event is then not applied, and Stripe delivers it again.
  */
-async function payoutFees(
-  state: FiatRailState,
-  payoutId: string,
-): Promise<{ fee: bigint; failureFee: bigint }> {
-  const told = await payoutFeesTold(state, payoutId);
-  return { fee: told.fee ?? 0n, failureFee: told.failureFee ?? 0n };
-}
-
-/** payoutFees as Stripe answered: a fee null when only its balance transaction's id is told (not expanded). */
 async function payoutFeesTold(
   state: FiatRailState,
   payoutId: string,
@@ -365,19 +392,11 @@ async function payoutFeesTold(
 
 /**
  * What Stripe took for a refund, and gave back with its failure: the fees of its balance transaction (0 for most; less
- * than 0 where Stripe returns part of the payment's processing fee with it) and of its failure's, one request. A fee in
- * another currency than the rail's cannot be booked in the rail's asset: logged, and answered as 0. A refund with no
- * balance transaction yet took nothing yet: 0. Stripe not answering throws.
+ * than 0 where Stripe returns part of the payment's processing fee with it) and of its failure's, one request; a fee
+ * null when only its balance transaction's id is told (not expanded). A fee in another currency than the rail's cannot
+ * be booked in the rail's asset: logged, and answered as 0. A refund with no balance transaction yet took nothing yet:
+ * 0. Stripe not answering throws.
  */
-export async function refundFees(
-  state: FiatRailState,
-  refundId: string,
-): Promise<{ fee: bigint; failureFee: bigint }> {
-  const told = await refundFeesTold(state, refundId);
-  return { fee: told.fee ?? 0n, failureFee: told.failureFee ?? 0n };
-}
-
-/** refundFees as Stripe answered: a fee null when only its balance transaction's id is told (not expanded). */
 async function refundFeesTold(
   state: FiatRailState,
   refundId: string,
@@ -392,7 +411,7 @@ async function refundFeesTold(
 }
 
 /**
- * The fee of refund `refundId`'s balance transaction `txn` as a refund Stripe answered holds it (refundFees): 0 with
+ * The fee of refund `refundId`'s balance transaction `txn` as a refund Stripe answered holds it (refundFeesTold): 0 with
  * none yet, null when only its id is told (not expanded).
  */
 export function refundFee(

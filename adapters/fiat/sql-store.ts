@@ -330,27 +330,36 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
     },
     async parkFee(fee) {
       // Kept again, its revision moves: a try that read the row before books what it read, and leaves the row. Given
-      // up, it is kept anew (its week, tries and wait from the start); the row's lock, taken first, says which it was.
+      // up, or past its week (not given up yet: no pass since, or giveUpFees skipping the row this locks), it is kept
+      // anew (its week, tries and wait from the start); the row's lock, taken first, says which it was.
+      const expired = (week: string) => `(fiat_parked_fees.gave_up_at IS NOT NULL
+        OR fiat_parked_fees.parked_at <= now() - make_interval(secs => ${week}::double precision / 1000))`;
       return db.transaction(async (tx) => {
-        const [was] = await tx.query<{ given_up: boolean }>(
-          `SELECT gave_up_at IS NOT NULL AS given_up FROM fiat_parked_fees WHERE rail = $1 AND object_id = $2
-           FOR UPDATE`,
-          [fee.rail, fee.objectId],
+        const [was] = await tx.query<{ expired: boolean }>(
+          `SELECT ${expired("$3")} AS expired FROM fiat_parked_fees WHERE rail = $1 AND object_id = $2 FOR UPDATE`,
+          [fee.rail, fee.objectId, parkedFeeKeptMsMax],
         );
         const [row] = await tx.query<{ revision: number }>(
           `INSERT INTO fiat_parked_fees (rail, object_id, kind, failure, booking, next_try_at)
            VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6::double precision / 1000))
            ON CONFLICT (rail, object_id) DO UPDATE SET failure = fiat_parked_fees.failure OR EXCLUDED.failure,
              booking = EXCLUDED.booking, revision = fiat_parked_fees.revision + 1,
-             tries = CASE WHEN fiat_parked_fees.gave_up_at IS NULL THEN fiat_parked_fees.tries ELSE 0 END,
-             parked_at = CASE WHEN fiat_parked_fees.gave_up_at IS NULL THEN fiat_parked_fees.parked_at ELSE now() END,
-             next_try_at = CASE WHEN fiat_parked_fees.gave_up_at IS NULL THEN fiat_parked_fees.next_try_at
-               ELSE EXCLUDED.next_try_at END,
+             tries = CASE WHEN ${expired("$7")} THEN 0 ELSE fiat_parked_fees.tries END,
+             parked_at = CASE WHEN ${expired("$7")} THEN now() ELSE fiat_parked_fees.parked_at END,
+             next_try_at = CASE WHEN ${expired("$7")} THEN EXCLUDED.next_try_at ELSE fiat_parked_fees.next_try_at END,
              gave_up_at = NULL
            RETURNING revision`,
-          [fee.rail, fee.objectId, fee.kind, fee.failure, feeBookingJson(fee), parkedFeeRetryMsMin],
+          [
+            fee.rail,
+            fee.objectId,
+            fee.kind,
+            fee.failure,
+            feeBookingJson(fee),
+            parkedFeeRetryMsMin,
+            parkedFeeKeptMsMax,
+          ],
         );
-        return { parked: row?.revision === 0 || was?.given_up === true };
+        return { parked: row?.revision === 0 || was?.expired === true };
       });
     },
     async takeDueFees({ rail, max, kinds }) {
@@ -388,6 +397,13 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
         objectId,
         revision,
       ]);
+    },
+    async forgetBookedFee({ rail, objectId, failure }) {
+      // The row's failure as it stands when deleted: one kept since asking for its failure's fee too stays.
+      await db.query(
+        "DELETE FROM fiat_parked_fees WHERE rail = $1 AND object_id = $2 AND (NOT failure OR $3::boolean)",
+        [rail, objectId, failure],
+      );
     },
   };
 }

@@ -132,6 +132,59 @@ describe("memory webhook store: the fees Stripe refused to tell", () => {
     expect(await store.parkFee(refund)).toEqual({ parked: false });
   });
 
+  it("keeps anew a fee past its week that no pass gave up yet, when it is kept again", async () => {
+    // Before, only one given up was: one past its week was said kept still (not logged), no pass took it, and the next
+    // gave it up as if no event of it had come.
+    const store = createMemoryStripeWebhookStore();
+    await store.parkFee(refund);
+    elapse(parkedFeeKeptMsMax + parkedFeeRetryMsMin);
+    expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([]);
+    expect(await store.parkFee({ ...refund, failure: true })).toEqual({ parked: true });
+    expect(await store.giveUpFees({ rail: "fiat", max: 10 })).toEqual([]);
+    elapse(parkedFeeRetryMsMin - 1);
+    expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([]);
+    elapse(1);
+    expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([
+      { ...refund, failure: true, tries: 1, revision: 1 },
+    ]);
+  });
+
+  it("forgets a fee its event booked, unless it asks for its failure's fee and that was not booked", async () => {
+    const store = createMemoryStripeWebhookStore();
+    await store.parkFee(refund);
+    await store.parkFee(payout);
+    await store.parkFee({ ...refund, rail: "fiat_eu" });
+    await store.forgetBookedFee({ rail: "fiat", objectId: "po_kept", failure: false });
+    await store.forgetBookedFee({ rail: "fiat", objectId: "re_kept", failure: false });
+    elapse(parkedFeeRetryMsMin);
+    expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([
+      { ...payout, tries: 1, revision: 0 },
+    ]);
+    // Given up, it is forgotten all the same.
+    elapse(parkedFeeKeptMsMax);
+    expect(await store.giveUpFees({ rail: "fiat", max: 10 })).toHaveLength(1);
+    await store.forgetBookedFee({ rail: "fiat", objectId: "po_kept", failure: true });
+    expect(await store.parkFee(payout)).toEqual({ parked: true });
+    expect(await store.takeDueFees({ rail: "fiat_eu", max: 10 })).toEqual([]);
+    expect(await store.giveUpFees({ rail: "fiat_eu", max: 10 })).toHaveLength(1);
+  });
+
+  it("takes and gives up fees due at once by object id, as the SQL store does", async () => {
+    // Before, by when each was kept, then by when it was first kept here: not the SQL store's order.
+    const store = createMemoryStripeWebhookStore();
+    for (const objectId of ["re_c", "re_a", "re_b"]) await store.parkFee({ ...refund, objectId });
+    elapse(parkedFeeRetryMsMin);
+    const taken: string[] = [];
+    for (let each = 0; each < 3; each += 1)
+      taken.push(...(await store.takeDueFees({ rail: "fiat", max: 1 })).map((fee) => fee.objectId));
+    expect(taken).toEqual(["re_a", "re_b", "re_c"]);
+    elapse(parkedFeeKeptMsMax);
+    const givenUp: string[] = [];
+    for (let each = 0; each < 3; each += 1)
+      givenUp.push(...(await store.giveUpFees({ rail: "fiat", max: 1 })).map((fee) => fee.objectId));
+    expect(givenUp).toEqual(["re_a", "re_b", "re_c"]);
+  });
+
   it("takes only the kinds it is asked for", async () => {
     const store = createMemoryStripeWebhookStore();
     await store.parkFee(refund);

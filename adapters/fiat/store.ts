@@ -146,8 +146,11 @@ export interface StripeWebhookStore {
    * Keeps `fee` to be asked again, its first try parkedFeeRetryMsMin on; kept already (its event delivered again
    * while Stripe still refuses), it is asked for its failure's fee too when `fee` is, and booked as `fee` says. One
    * given up is kept anew, as if never kept (its week, tries and wait from the start): another event of its object
-   * came, Stripe still refusing, and an event's fee is asked for a week from its event, not left to the operator.
-   * `parked`: it was not kept before, or given up (said once each time it is kept anew, not at every delivery).
+   * came, Stripe still refusing, and an event's fee is asked for a week from its event, not left to the operator. So is
+   * one kept past parkedFeeKeptMsMax that no giveUpFees gave up yet (no pass since its week ended, or one racing this):
+   * takeDueFees takes it no more, and it is given up as if no event had come since.
+   * `parked`: it was not kept before, or given up or past its week (said once each time it is kept anew, not at every
+   * delivery).
    */
   parkFee(fee: ParkedFee): Promise<{ parked: boolean }>;
   /**
@@ -164,6 +167,12 @@ export interface StripeWebhookStore {
   giveUpFees(params: { rail: string; max: number }): Promise<GivenUpFee[]>;
   /** Forgets a kept fee booked, unless it was kept again since its try read it (then asked again at its next try). */
   unparkFee(params: { rail: string; objectId: string; revision: number }): Promise<void>;
+  /**
+   * Forgets the kept fee of `objectId`, given up or not, that an event of its object has booked, Stripe telling it at
+   * the event's lookup: unless it asks for its failure's fee and `failure` says that fee was not booked with it (then
+   * it stays, for a try to book that one). Not by revision: whatever kept it again since asked for these same fees.
+   */
+  forgetBookedFee(params: { rail: string; objectId: string; failure: boolean }): Promise<void>;
 }
 
 /** Fees of two deliveries of one reversal: each balance transaction once, the first delivery's first. */
@@ -212,6 +221,9 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
     { fee: DueFee; parkedAtMs: number; nextTryAtMs: number; gaveUpAtMs: number | null }
   >();
   const feeKey = (rail: string, objectId: string) => `${rail} ${objectId}`;
+  // Ties broken as the SQL store's ORDER BY … object_id breaks them (its text bytewise: ids are ASCII), not by age.
+  const byObjectId = (x: { fee: DueFee }, y: { fee: DueFee }) =>
+    x.fee.objectId < y.fee.objectId ? -1 : x.fee.objectId > y.fee.objectId ? 1 : 0;
   return {
     async isApplied(eventId) {
       return applied.has(eventId);
@@ -289,14 +301,15 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
         return { parked: true };
       }
       const failure = kept.fee.failure || fee.failure;
-      const givenUp = kept.gaveUpAtMs !== null;
-      kept.fee = { ...fee, failure, tries: givenUp ? 0 : kept.fee.tries, revision: kept.fee.revision + 1 };
-      if (givenUp) {
+      // Past its week, given up yet or not: as the SQL store's, so that no pass's timing decides it.
+      const expired = kept.gaveUpAtMs !== null || kept.parkedAtMs <= nowMs - parkedFeeKeptMsMax;
+      kept.fee = { ...fee, failure, tries: expired ? 0 : kept.fee.tries, revision: kept.fee.revision + 1 };
+      if (expired) {
         kept.parkedAtMs = nowMs;
         kept.nextTryAtMs = nowMs + parkedFeeRetryMs(0);
         kept.gaveUpAtMs = null;
       }
-      return { parked: givenUp };
+      return { parked: expired };
     },
     async takeDueFees({ rail, max, kinds }) {
       const nowMs = Date.now();
@@ -309,7 +322,7 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
             kept.parkedAtMs > nowMs - parkedFeeKeptMsMax &&
             kept.nextTryAtMs <= nowMs,
         )
-        .sort((x, y) => x.nextTryAtMs - y.nextTryAtMs || x.parkedAtMs - y.parkedAtMs)
+        .sort((x, y) => x.nextTryAtMs - y.nextTryAtMs || byObjectId(x, y))
         .slice(0, max);
       for (const kept of due) {
         kept.fee = { ...kept.fee, tries: kept.fee.tries + 1 };
@@ -321,6 +334,11 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
       const key = feeKey(rail, objectId);
       if (feesKept.get(key)?.fee.revision === revision) feesKept.delete(key);
     },
+    async forgetBookedFee({ rail, objectId, failure }) {
+      const key = feeKey(rail, objectId);
+      const kept = feesKept.get(key);
+      if (kept !== undefined && (failure || !kept.fee.failure)) feesKept.delete(key);
+    },
     async giveUpFees({ rail, max }) {
       const nowMs = Date.now();
       const old = [...feesKept.values()]
@@ -330,7 +348,7 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
             kept.gaveUpAtMs === null &&
             kept.parkedAtMs <= nowMs - parkedFeeKeptMsMax,
         )
-        .sort((x, y) => x.parkedAtMs - y.parkedAtMs)
+        .sort((x, y) => x.parkedAtMs - y.parkedAtMs || byObjectId(x, y))
         .slice(0, max);
       for (const kept of old) kept.gaveUpAtMs = nowMs;
       return old.map(({ fee }) => ({ rail, objectId: fee.objectId, kind: fee.kind, tries: fee.tries }));

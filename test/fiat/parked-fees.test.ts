@@ -295,6 +295,29 @@ describe("the pass over the fees Stripe refused to tell", () => {
     expect(await keptIds()).toEqual(["po_a1"]);
   });
 
+  it("asks a fee kept again past its week, before a pass gave it up, and books it", async () => {
+    // Before, kept again past its week it was said kept still: the next pass gave it up first, as if no event of it had
+    // come, and did not ask it.
+    const { rail, events } = await startedRail();
+    await keptDue(refundFee("re_w1"));
+    await db.query("UPDATE fiat_parked_fees SET parked_at = now() - interval '7 days 1 minute'");
+    expect(await store.parkFee(refundFee("re_w1"))).toEqual({ parked: true });
+    expect(await keptTries()).toMatchObject({ re_w1: { tries: 0 } });
+    answers.set("re_w1", refundAnswer("re_w1", txn("txn_re_w1", -1000, 45)));
+    await db.query("UPDATE fiat_parked_fees SET next_try_at = now()");
+    expect(await rail.bookParkedFees()).toEqual({ booked: 1, waiting: 0 });
+    expect(reads).toEqual(["re_w1"]);
+    expect(events).toEqual([
+      {
+        kind: "fee",
+        reference: "inv_re_w1",
+        evidence: { rail: "fiat", pspId: "pi_re_w1" },
+        fees: [{ id: "stripe_refund_fee:re_w1", amount: 45n }],
+      },
+    ]);
+    expect(await keptIds()).toEqual([]);
+  });
+
   it("keeps a fee whose balance transaction Stripe answers unexpanded, and books it once Stripe tells it", async () => {
     // Before, the pass took an id for a fee of 0 and forgot the fee for good.
     const { rail, events } = await startedRail();

@@ -773,6 +773,46 @@ describe("a Stripe refund's fee", () => {
     });
   });
 
+  it("forgets a given-up fee once another event of its refund is told it and books it", async () => {
+    // Before, the event booked the fee and left it kept: still listed given up (README "Reconciling a rail"), booked.
+    const refundId = "re_fee_told_by_event";
+    await asideKeptFees();
+    const { intentId, pay } = await cardInvoice("refund_fee_told_by_event", { app: c });
+    await pay();
+    const before = await balances();
+    fees.set(refundId, { fee: 45 });
+    refused.set(refundId, keyRefusal);
+    const created = refundCreated("evt_refund_fee_told_by_event", refundId, intentId);
+    await deliver(c, created);
+    const kept = async () => {
+      const [row] = await c.db.query<{ given_up: boolean }>(
+        "SELECT gave_up_at IS NOT NULL AS given_up FROM fiat_parked_fees WHERE object_id = $1",
+        [refundId],
+      );
+      return row;
+    };
+    await c.db.query(
+      "UPDATE fiat_parked_fees SET parked_at = now() - interval '7 days 1 minute', next_try_at = now() WHERE object_id = $1",
+      [refundId],
+    );
+    expect(await fiatRail(c).bookParkedFees()).toEqual({ booked: 0, waiting: 0 });
+    expect(await kept()).toEqual({ given_up: true });
+
+    // The key may read refunds now, and the refund's next event, to the other process, is told its fee: booked, and
+    // the fee kept of it forgotten.
+    refused.delete(refundId);
+    await deliver(d, { ...created, id: "evt_refund_fee_told_by_event_updated", type: "refund.updated" });
+    const feeBooked = {
+      clearing: before.clearing - 1000n,
+      fee: before.fee + 45n,
+      capital: before.capital - 45n,
+    };
+    expect(await balances()).toEqual(feeBooked);
+    expect(await kept()).toBeUndefined();
+    expect(await fiatRail(c).bookParkedFees()).toEqual({ booked: 0, waiting: 0 });
+    expect(await balances()).toEqual(feeBooked);
+  });
+
   it("keeps the fee of a refund charge.refunded lists without its PaymentIntent, and books it as that payment's", async () => {
     // Before, such a refund's event had no PaymentIntent to book its fee with: the fee was logged and lost.
     const refundId = "re_fee_listed";

@@ -21,6 +21,7 @@ beforeAll(async () => {
     "fiat/003_fees.sql",
     "fiat/004_parked_fees.sql",
     "fiat/005_parked_fees_given_up.sql",
+    "fiat/006_parked_fees_by_kind.sql",
   ]);
   expect(await migrate(db, [fiatMigrations])).toEqual([]); // once
 });
@@ -224,6 +225,74 @@ describe("SQL webhook store: the fees Stripe refused to tell", () => {
     // Kept again while asked for, it is said kept once, and keeps its tries.
     expect(await store.parkFee(kept("re_old"))).toEqual({ parked: false });
     expect(await row()).toMatchObject({ given_up: false, tries: 1, revision: 2 });
+  });
+
+  it("keeps anew a fee past its week that no pass gave up yet, when it is kept again", async () => {
+    // Before, only one given up was: one past its week (no pass since, or giveUpFees skipping the row parkFee locked)
+    // was said kept still (not logged), no pass took it, and the next gave it up as if no event of it had come.
+    const store = createSqlStripeWebhookStore(db);
+    const rail = "fiat_past_week";
+    const kept = {
+      rail,
+      kind: "refund",
+      objectId: "re_past",
+      failure: false,
+      invoice: "inv_past",
+      paymentIntent: "pi_past",
+    } as const;
+    await store.parkFee(kept);
+    await db.query(
+      "UPDATE fiat_parked_fees SET tries = 3, parked_at = now() - interval '7 days 1 minute', next_try_at = now() WHERE rail = $1",
+      [rail],
+    );
+    expect(await store.takeDueFees({ rail, max: 10 })).toEqual([]);
+    expect(await store.parkFee({ ...kept, failure: true })).toEqual({ parked: true });
+    const [row] = await db.query<{ given_up: boolean; tries: number; wait: number; fresh: boolean }>(
+      `SELECT gave_up_at IS NOT NULL AS given_up, tries, round(extract(epoch FROM next_try_at - parked_at))::float8 AS wait,
+         parked_at > now() - interval '1 minute' AS fresh
+       FROM fiat_parked_fees WHERE rail = $1`,
+      [rail],
+    );
+    expect(row).toEqual({ given_up: false, tries: 0, wait: 60, fresh: true });
+    expect(await store.giveUpFees({ rail, max: 10 })).toEqual([]);
+    await db.query("UPDATE fiat_parked_fees SET next_try_at = now() WHERE rail = $1", [rail]);
+    expect(await store.takeDueFees({ rail, max: 10 })).toEqual([
+      { ...kept, failure: true, tries: 1, revision: 1 },
+    ]);
+  });
+
+  it("forgets a fee its event booked, given up or not, unless it asks for its failure's fee and that was not booked", async () => {
+    const store = createSqlStripeWebhookStore(db);
+    const rail = "fiat_forget";
+    const refund = {
+      rail,
+      kind: "refund",
+      objectId: "re_forget",
+      failure: false,
+      invoice: "inv_f",
+      paymentIntent: "pi_f",
+    } as const;
+    const payout = { rail, kind: "payout", objectId: "po_forget", failure: true, movements: [] } as const;
+    const keptIds = async () =>
+      (
+        await db.query<{ object_id: string }>(
+          "SELECT object_id FROM fiat_parked_fees WHERE rail = $1 ORDER BY object_id",
+          [rail],
+        )
+      ).map((row) => row.object_id);
+    await store.parkFee(refund);
+    await store.parkFee(payout);
+    await store.parkFee({ ...refund, rail: "fiat_forget_eu" });
+    await store.forgetBookedFee({ rail, objectId: "po_forget", failure: false });
+    await store.forgetBookedFee({ rail, objectId: "re_forget", failure: false });
+    expect(await keptIds()).toEqual(["po_forget"]);
+    await db.query("UPDATE fiat_parked_fees SET gave_up_at = now() WHERE rail = $1", [rail]);
+    await store.forgetBookedFee({ rail, objectId: "po_forget", failure: true });
+    expect(await keptIds()).toEqual([]);
+    const [other] = await db.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM fiat_parked_fees WHERE rail = 'fiat_forget_eu'",
+    );
+    expect(other).toEqual({ n: 1 });
   });
 
   it("takes only the kinds it is asked for", async () => {
