@@ -57,7 +57,7 @@ import {
   type SettleResult,
   type X402Settler,
 } from "./settle.ts";
-import { unspentByOurs } from "./spends.ts";
+import { type ChainHead, chainHead, unspentByOurs } from "./spends.ts";
 import { record, release, sendingInBatch } from "./store.ts";
 import type { Eip3009Authorization, ExactRequirements } from "./verify.ts";
 
@@ -224,7 +224,7 @@ export type ItemConclusion =
  * it, and by reconciliation for the items the settler left `submitted` (reconcile.ts, the outcome read by the rail as
  * the settler's was): one conclusion, one record and one answer for one fact on the chain. Before, reconciliation
  * recorded every item the batch refused `not_spent` (the settler, its refusal: `signature_invalid`, …), and looked for
- * copies of items no copy could have paid.
+ * copies of items no copy could have paid. `head`, the chain's head read once for all the items (spends.ts chainHead).
  */
 export async function concludeItem(
   chain: X402Chain,
@@ -234,12 +234,13 @@ export async function concludeItem(
   item: BatchItemOutcome,
   ours: { readonly txHash: Hex; readonly block: bigint; readonly unusedAt?: bigint | null },
   logger: Logger,
+  head?: ChainHead,
 ): Promise<ItemConclusion> {
   if (item.status === "settled") return { status: "settled", spentBlock: ours.block };
   const { refusal } = item;
   if (!nonceMaybeSpent.has(refusal))
     return { status: "failed", failure: refusal, refusal: itemRefusal[refusal] };
-  const missed = await unspentByOurs(chain, authorization, ours, logger);
+  const missed = await unspentByOurs(chain, authorization, ours, logger, head);
   if (missed.status === "unknown") return { status: "unknown" };
   if (missed.status === "copy")
     return { status: "settled", spentBlock: missed.block, spentTxHash: missed.txHash };
@@ -456,10 +457,18 @@ async function sendOnChain(
     // Reverted whole, it spent none of them: each authorization is concluded as the single settler concludes its own
     // revert (spends.ts unspentByOurs), left open to whoever holds it until its validBefore unless a copy paid, its
     // nonce was used otherwise or its window shut. Searched all at once, from the latest block (the outcome names
-    // none): every caller of the batch waits for the last.
+    // none): every caller of the batch waits for the last. The chain's head read once for all (each reads it again
+    // should this read fail, and answers unknown if that fails too).
+    const head = await chainHead(chain).catch(() => undefined);
     const conclusions = await Promise.all(
       items.map(async (w): Promise<ItemConclusion> => {
-        const missed = await unspentByOurs(chain, w.payment.authorization, { txHash, block: null }, logger);
+        const missed = await unspentByOurs(
+          chain,
+          w.payment.authorization,
+          { txHash, block: null },
+          logger,
+          head,
+        );
         if (missed.status === "copy")
           return { status: "settled", spentBlock: missed.block, spentTxHash: missed.txHash };
         if (missed.status === "unknown" || missed.status === "open") return missed;
@@ -513,11 +522,14 @@ async function sendOnChain(
   );
   // Each item concluded as reconciliation concludes one (concludeItem): one refused as spent — or for a reason the token
   // did not name, or its window shut — perhaps by a copy of the payer's signed transfer (someone who saw it submitted it
-  // first), as the single settler looks for one whatever made its transaction revert. Searched all at once: every
-  // caller of the batch waits for the last.
+  // first), as the single settler looks for one whatever made its transaction revert. Searched all at once, the
+  // chain's head read once for them (not at all when every item settled): every caller of the batch waits for the last.
   const ours = { txHash: outcome.txHash, block: outcome.blockNumber };
+  const head = outcome.items.every((item) => item.status === "settled")
+    ? undefined
+    : await chainHead(chain).catch(() => undefined);
   const conclusions = await Promise.all(
-    items.map((w, i) => concludeItem(chain, w.payment.authorization, outcome.items[i]!, ours, logger)),
+    items.map((w, i) => concludeItem(chain, w.payment.authorization, outcome.items[i]!, ours, logger, head)),
   );
   return await answerEach(outcome.txHash, gasBooked, conclusions, false);
 

@@ -14,8 +14,9 @@
 //     after it, spends.ts spentByAnother) moved its value from the payer to the hot wallet → `settled`: the invoice is
 //     credited from it;
 //   - mined but not spending it, the authorization unused and its window still open (ours reverted for another
-//     reason: whoever holds it may still submit it, spends.ts unspentByOurs) → left, for the next pass, until it is
-//     spent or its window shuts;
+//     reason: whoever holds it may still submit it, spends.ts unspentByOurs) → submitted again by us, alone, while
+//     the latest block is before its validBefore, at most `resubmitsMax` times (resubmit: a send of its own, the row
+//     then carrying it), and left, for the next pass, until it is spent or its window shuts;
 //   - mined but not spending it otherwise (the payer's nonce spent on other terms, or unused past its validBefore) →
 //     `failed` ("reverted" / "not_spent"). As when a settler sees it: the claim stays (the authorization cannot pay
 //     again), the invoice stays open, bound to the nonce, until it expires — the deposit watcher credits an invoice
@@ -31,9 +32,10 @@
 //   - else the token says, read at the latest block: the nonce used (by a transaction not ours, as none of ours
 //     was mined) → left for a person, logged — even when that transaction is a copy of these very terms, which a
 //     mined transaction of ours would settle (above): ours, not mined, may still be (its send is broadcast again),
-//     and its gas is booked only from a row still `submitted`; unused once the chain's time has reached the row's validBefore (the
-//     token refuses it from then on) → `failed` ("dropped"), no gas (nothing was mined); unused within its window,
-//     or no validBefore recorded (rows claimed before migration 0027) → left.
+//     and its gas is booked only from a row still `submitted`; unused once the time of the chain's last confirmed
+//     block has reached the row's validBefore (the token refuses it from then on, on whatever branch) → `failed`
+//     ("dropped"), no gas (nothing was mined); unused within its window, or no validBefore recorded (rows claimed
+//     before migration 0027) → left.
 //
 // Every row left is touched (its updated_at moved on), so the next passes take the rows behind it: the pass reads
 // the oldest first, and rows that are never concluded (a dropped transaction before its window ends, an authorization
@@ -72,8 +74,17 @@ import { type Periodic, startPeriodic } from "../periodic/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
 import { type BatchItemRefusal, bookBatchGas, concludeItem } from "./batch.ts";
 import { type ChainRegistry, eip3009Abi, type X402Chain } from "./chains.ts";
+import { signedTermsIn } from "./resubmit.ts";
 import { bookGas } from "./settle.ts";
-import { type MinedReceipt, sameHash, sendJournalOf, spentIn, unspentByOurs } from "./spends.ts";
+import {
+  type ChainHead,
+  chainHead,
+  type MinedReceipt,
+  sameHash,
+  sendJournalOf,
+  spentIn,
+  unspentByOurs,
+} from "./spends.ts";
 import { recordUnusedAt } from "./store.ts";
 
 /** The transaction's receipt; null while it is not mined (a node out of reach throws). */
@@ -127,12 +138,18 @@ export type ReconcileSettings = {
   readonly submittedQuietMs: number;
   /** At most this many rows per chain per pass (the oldest first). */
   readonly rowsPerPassMax: number;
+  /** At most this many times an authorization ours left open is submitted again (resubmit); 0: never. */
+  readonly resubmitsMax: number;
 };
 
 export const reconcileDefaults: ReconcileSettings = {
   submittedQuietMs: 5 * 60_000,
   rowsPerPassMax: 500,
+  resubmitsMax: 3,
 };
+
+/** What a chain's pass reads once for all its rows: the chain's head (spends.ts chainHead), and its bounds. */
+type Pass = { readonly head: ChainHead; readonly bounds: ReconcileSettings };
 
 /** How often the periodic pass runs. */
 export const x402ReconcileEveryMs = 60_000;
@@ -148,8 +165,9 @@ export type ReconcileDeps = {
 export type ReconcileCounts = { settled: number; failed: number; left: number };
 
 /**
- * A row read: its transaction, its authorization's validBefore (unix seconds; null if not recorded), and the latest
- * block its nonce was read unused at after ours did not spend it (null if never: migration 0068).
+ * A row read: its transaction, its authorization's validBefore (unix seconds; null if not recorded), the latest
+ * block its nonce was read unused at after ours did not spend it (null if never: migration 0068), its invoice, and
+ * how many times it was submitted again (migration 0069).
  */
 type SubmittedRow = {
   payer: Hex;
@@ -158,6 +176,8 @@ type SubmittedRow = {
   txHash: Hex;
   validBefore: bigint | null;
   unusedBlock: bigint | null;
+  invoiceId: string | null;
+  resubmits: number;
 };
 
 /** One pass over every chain; a chain whose node or rows fail is logged and left to the next pass. */
@@ -200,6 +220,10 @@ async function reconcileChain(
 ): Promise<void> {
   await adoptSentClaims(deps.db, chain, bounds);
   const rows = await submittedRows(deps.db, chain, bounds);
+  if (rows.length === 0) return;
+  // The chain's head, read once for the pass: whether each row's window shut is read at its last confirmed block.
+  // Before, each row read the latest block, unconfirmed: a row failed by it could still be mined by a reorganisation.
+  const pass: Pass = { head: await chainHead(chain), bounds };
   const byTx = new Map<Hex, SubmittedRow[]>();
   for (const row of rows) {
     const ofTx = byTx.get(row.txHash);
@@ -211,7 +235,7 @@ async function reconcileChain(
     // fault, and the node not answering the question after) ends the chain's pass: every read would fail alike.
     let left: readonly SubmittedRow[];
     try {
-      left = await reconcileTx(deps, chain, txHash, ofTx, counts);
+      left = await reconcileTx(deps, chain, pass, txHash, ofTx, counts);
     } catch (error) {
       if (nodeUnreachable(error) && !(await nodeAnswers(chain))) throw error;
       deps.logger.error(
@@ -232,6 +256,7 @@ async function reconcileChain(
 async function reconcileTx(
   deps: ReconcileDeps,
   chain: X402Chain,
+  pass: Pass,
   txHash: Hex,
   rows: readonly SubmittedRow[],
   counts: ReconcileCounts,
@@ -241,19 +266,20 @@ async function reconcileTx(
   for (const hash of hashes) {
     const receipt = await minedReceipt(chain, hash);
     if (receipt === null) continue;
-    if (sameHash(hash, txHash)) return concludeTx(deps, chain, txHash, receipt, rows, counts);
+    if (sameHash(hash, txHash)) return concludeTx(deps, chain, pass, txHash, receipt, rows, counts);
     await replaced(deps.db, chain, txHash, hash);
     const moved = rows.map((row) => ({ ...row, txHash: hash }));
-    return concludeTx(deps, chain, hash, receipt, moved, counts);
+    return concludeTx(deps, chain, pass, hash, receipt, moved, counts);
   }
   for (const hash of hashes) if (await pending(chain, hash)) return rows;
-  return concludeUnmined(deps, chain, txHash, rows, counts);
+  return concludeUnmined(deps, chain, pass, txHash, rows, counts);
 }
 
 /** Books the mined transaction's gas, then concludes each of its rows read in this pass; returns the rows left. */
 async function concludeTx(
   deps: ReconcileDeps,
   chain: X402Chain,
+  pass: Pass,
   txHash: Hex,
   receipt: MinedReceipt,
   rows: readonly SubmittedRow[],
@@ -263,7 +289,7 @@ async function concludeTx(
   const refusalOf = batchRefusalOf(deps.settlement.rails, chain);
   const left: SubmittedRow[] = [];
   for (const row of rows) {
-    const outcome = await outcomeOf(deps, chain, receipt, row, refusalOf);
+    const outcome = await outcomeOf(deps, chain, pass, receipt, row, refusalOf);
     if (outcome === null) {
       // The node cannot say now whether a copy paid (spentByAnother said why): never taken for none (the payer may
       // have paid). Left, each pass: a node that can never answer (its logs pruned) leaves the row for a person. Or
@@ -293,6 +319,7 @@ type Outcome =
 async function outcomeOf(
   deps: ReconcileDeps,
   chain: X402Chain,
+  pass: Pass,
   receipt: MinedReceipt,
   row: SubmittedRow,
   refusalOf: BatchRefusalOf | null,
@@ -308,8 +335,12 @@ async function outcomeOf(
       item,
       { txHash: row.txHash, block: receipt.blockNumber, unusedAt: row.unusedBlock },
       deps.logger,
+      pass.head,
     );
-    if (concluded.status === "open") await recordUnusedAt(deps.db, chain, a, concluded.unusedAt);
+    if (concluded.status === "open") {
+      await recordUnusedAt(deps.db, chain, a, concluded.unusedAt);
+      await resubmit(deps, chain, pass, row);
+    }
     if (concluded.status === "unknown" || concluded.status === "open") return null;
     if (concluded.status === "settled") return concluded;
     return { status: "failed", failure: concluded.failure, spentBlock: concluded.spentBlock };
@@ -320,9 +351,13 @@ async function outcomeOf(
     { ...a, validBefore: row.validBefore },
     { txHash: row.txHash, block: receipt.blockNumber, unusedAt: row.unusedBlock },
     deps.logger,
+    pass.head,
   );
   // Open: the next pass searches for a copy from the block after this reading's, not from ours's again.
-  if (missed.status === "open") await recordUnusedAt(deps.db, chain, a, missed.unusedAt);
+  if (missed.status === "open") {
+    await recordUnusedAt(deps.db, chain, a, missed.unusedAt);
+    await resubmit(deps, chain, pass, row);
+  }
   if (missed.status === "unknown" || missed.status === "open") return null;
   if (missed.status === "copy")
     return { status: "settled", spentBlock: missed.block, spentTxHash: missed.txHash };
@@ -334,6 +369,88 @@ async function outcomeOf(
     failure,
     spentBlock: missed.status === "spent" ? missed.block : receipt.blockNumber,
   };
+}
+
+/** The EVM rail's resendSignedPayment (beyond the Rail contract, as sendJournalOf reaches the journal). */
+type ResendSignedPayment = (
+  payment: { reference: string; fields: Readonly<Record<string, string>> },
+  resend: number,
+) => Promise<
+  { status: "submitted"; railReference: string } | { status: "refused"; code: string; message: string }
+>;
+
+/**
+ * Submits the row's authorization again, alone, when a transaction of ours was mined without spending it and it is
+ * still open (outcomeOf): ours reverted for its own reason (out of gas, a batch reverted whole by another item),
+ * while the payer's signed transfer may still pay. Before, nothing submitted it but a stranger or the payer, and the
+ * payer, answered pending, was held until its validBefore and 60 s more (claims-batch.ts): about 6 minutes with the
+ * reference clients' windows. Only while the latest block is before its validBefore (every later block is later: the
+ * token would refuse it), at most `resubmitsMax` times (ReconcileSettings). Through the rail's checks and send journal as the settler sends
+ * it, under a key of its own per time (its count, resend): the first key's send is the reverted transaction, which
+ * the journal would follow, never send again. The signed terms are read back from our transaction's input (the row
+ * keeps no signature: resubmit.ts). Sent, the row carries the new transaction (concluded from it by a later pass,
+ * its gas booked then; the reverted one's was booked before this) and its count; refused, its count alone, so a
+ * refusal is not asked again without end; thrown (the send perhaps stored), neither: the next pass asks under the
+ * same key, which the journal follows. Never throws.
+ */
+async function resubmit(deps: ReconcileDeps, chain: X402Chain, pass: Pass, row: SubmittedRow): Promise<void> {
+  const { head, bounds } = pass;
+  if (row.resubmits >= bounds.resubmitsMax || row.invoiceId === null || row.validBefore === null) return;
+  if (head.latest.timestamp >= row.validBefore) return;
+  const rail = deps.settlement.rails.get(chain.rail) as { resendSignedPayment?: unknown } | undefined;
+  if (typeof rail?.resendSignedPayment !== "function") return;
+  const resend = (rail.resendSignedPayment as ResendSignedPayment).bind(rail);
+  const attempt = row.resubmits + 1;
+  const context = { txHash: row.txHash, rail: chain.rail, payer: row.payer, nonce: row.nonce, attempt };
+  try {
+    const ours = await chain.publicClient.getTransaction({ hash: row.txHash });
+    const signed = signedTermsIn(ours.input, { from: row.payer, nonce: row.nonce });
+    if (signed === null || signed.validBefore !== row.validBefore) {
+      deps.logger.error(
+        context,
+        "x402 reconcile: our transaction does not carry the authorization; not resubmitted",
+      );
+      return;
+    }
+    const outcome = await resend(
+      {
+        reference: row.invoiceId,
+        fields: {
+          method: "transfer",
+          from: row.payer,
+          to: chain.hotWallet,
+          value: row.amount.toString(),
+          valid_after: signed.validAfter.toString(),
+          valid_before: signed.validBefore.toString(),
+          nonce: row.nonce,
+          signature: signed.signature,
+        },
+      },
+      attempt,
+    );
+    const sent = outcome.status === "submitted" ? (outcome.railReference as Hex) : null;
+    await deps.db.query(
+      `UPDATE x402_authorizations SET tx_hash = coalesce($6, tx_hash), resubmits = greatest(resubmits, $7::smallint),
+         updated_at = now()
+       WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4 AND status = 'submitted' AND tx_hash = $5`,
+      [chain.chainId, chain.token.toLowerCase(), row.payer, row.nonce, row.txHash, sent, attempt],
+    );
+    if (sent !== null)
+      deps.logger.warn(
+        { ...context, resubmittedTxHash: sent },
+        "x402 reconcile: our transaction did not spend the authorization, still open; submitted again alone",
+      );
+    else
+      deps.logger.warn(
+        { ...context, refusal: outcome.status === "refused" ? outcome.code : null },
+        "x402 reconcile: submitting an authorization left open again was refused; nothing sent",
+      );
+  } catch (error) {
+    deps.logger.warn(
+      { ...context, error },
+      "x402 reconcile: submitting an authorization left open again failed",
+    );
+  }
 }
 
 /** Why a mined batch did not settle an authorization, as the chain's rail reads it; null when it settled it. */
@@ -360,17 +477,19 @@ function batchRefusalOf(
 
 /**
  * The rows of `txHash`, no transaction of its send mined nor pending: concluded from the token at the latest
- * block. A row whose nonce is unused past its validBefore is failed ("dropped"); one whose nonce is used (by a
- * transaction not ours: none of ours was mined) is left for a person, logged. Returns the rows left.
+ * block. A row whose nonce is unused past its validBefore by the last confirmed block's time (as unspentByOurs reads a
+ * lapse) is failed ("dropped"); one whose nonce is used (by a transaction not ours: none of ours was mined) is left
+ * for a person, logged. Returns the rows left.
  */
 async function concludeUnmined(
   deps: ReconcileDeps,
   chain: X402Chain,
+  pass: Pass,
   txHash: Hex,
   rows: readonly SubmittedRow[],
   counts: ReconcileCounts,
 ): Promise<readonly SubmittedRow[]> {
-  const latest = await chain.publicClient.getBlock({ blockTag: "latest" });
+  const { latest, confirmed } = pass.head;
   const left: SubmittedRow[] = [];
   for (const row of rows) {
     const used = await chain.publicClient.readContract({
@@ -386,7 +505,7 @@ async function concludeUnmined(
         "x402 reconcile: the authorization was spent, not by a transaction of ours; left for a person",
       );
       left.push(row);
-    } else if (row.validBefore === null || latest.timestamp < row.validBefore) left.push(row);
+    } else if (row.validBefore === null || confirmed.timestamp < row.validBefore) left.push(row);
     else if (await conclude(deps.db, chain, row, { status: "failed", failure: "dropped" }))
       counts.failed += 1;
   }
@@ -505,13 +624,25 @@ async function submittedRows(db: Db, chain: X402Chain, bounds: ReconcileSettings
     tx_hash: Hex;
     valid_before: string | null;
     unused_block: string | null;
+    invoice_id: string | null;
+    resubmits: number;
   }>(
-    `SELECT payer, nonce, amount::text AS amount, tx_hash, valid_before, unused_block::text AS unused_block
+    `SELECT payer, nonce, amount::text AS amount, tx_hash, valid_before, unused_block::text AS unused_block,
+            invoice_id, resubmits
      FROM x402_authorizations
      WHERE chain_id = $1 AND token = $2 AND status = 'submitted' AND tx_hash IS NOT NULL
-       AND updated_at < now() - make_interval(secs => $3::double precision / 1000)
+       AND (updated_at < now() - make_interval(secs => $3::double precision / 1000)
+            -- Read open by its settler, which has done with it, and still to be submitted again (resubmit) while
+            -- its window is open: not left the quiet time, longer than the reference clients' windows.
+            OR (unused_block IS NOT NULL AND resubmits < $5 AND valid_before > extract(epoch FROM now())))
      ORDER BY updated_at LIMIT $4`,
-    [chain.chainId, chain.token.toLowerCase(), bounds.submittedQuietMs, bounds.rowsPerPassMax],
+    [
+      chain.chainId,
+      chain.token.toLowerCase(),
+      bounds.submittedQuietMs,
+      bounds.rowsPerPassMax,
+      bounds.resubmitsMax,
+    ],
   );
   return rows.map((row) => ({
     payer: row.payer,
@@ -520,6 +651,8 @@ async function submittedRows(db: Db, chain: X402Chain, bounds: ReconcileSettings
     txHash: row.tx_hash,
     validBefore: row.valid_before === null ? null : BigInt(row.valid_before),
     unusedBlock: row.unused_block === null ? null : BigInt(row.unused_block),
+    invoiceId: row.invoice_id,
+    resubmits: Number(row.resubmits),
   }));
 }
 

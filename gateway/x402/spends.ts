@@ -152,11 +152,33 @@ async function spentByAnother(
 }
 
 /**
+ * The chain's head as a reading of an authorization takes it: the latest block, and the last with the chain's
+ * confirmations (X402Chain.confirmations: the latest less confirmations − 1), the one a reorganisation does not undo.
+ * Read once for many authorizations (a pass of reconciliation, a batch's items), each reading then one block fewer.
+ */
+export type ChainHead = {
+  readonly latest: { readonly number: bigint; readonly timestamp: bigint };
+  readonly confirmed: { readonly number: bigint; readonly timestamp: bigint };
+};
+
+/** The chain's head now (ChainHead). Throws what the node throws. */
+export async function chainHead(chain: X402Chain): Promise<ChainHead> {
+  const latest = await chain.publicClient.getBlock({ blockTag: "latest" });
+  const depth = BigInt(chain.confirmations ?? 1) - 1n;
+  if (depth <= 0n) return { latest, confirmed: latest };
+  const confirmed = await chain.publicClient.getBlock({
+    blockNumber: latest.number > depth ? latest.number - depth : 0n,
+  });
+  return { latest, confirmed };
+}
+
+/**
  * What became of an authorization that a mined transaction of ours did not spend, as the chain says at its latest
  * block: a copy of it paid the hot wallet, mined before ours or after it (copy); its nonce is used on other terms
- * (spent: by that block); it is unused and the chain's time is still before its validBefore (open); or it is unused
- * and its window shut (lapsed: it can never pay); or the node cannot say now (unknown). Open names the block the nonce
- * was read unused at (`unusedAt`), for the caller to keep (x402_authorizations.unused_block) and give the next reading.
+ * (spent: by that block); it is unused and the time of the chain's last confirmed block is still before its
+ * validBefore (open); or it is unused and its window shut by that block (lapsed: it can never pay); or the node cannot
+ * say now (unknown). Open names the block the nonce was read unused at (`unusedAt`), for the caller to keep
+ * (x402_authorizations.unused_block) and give the next reading.
  */
 export type UnspentByOurs =
   | { readonly status: "copy"; readonly txHash: Hex; readonly block: bigint }
@@ -185,13 +207,17 @@ export type UnspentByOurs =
  * The block open names is the last with the chain's confirmations (X402Chain.confirmations) as the nonce was read
  * unused at the latest, never the latest itself: a reorganisation of the last blocks may mine a copy below a block a
  * reading found it unused at, and a search from the block after it would miss that copy, answer spent, and the row
- * would be failed for good while the copy paid the hot wallet (the seller credited, the payer refused). Never throws.
+ * would be failed for good while the copy paid the hot wallet (the seller credited, the payer refused). Lapsed, so,
+ * by that block's time too, never the latest's: blocks past the last confirmed one may be mined again, a copy in them
+ * before its validBefore, after the row was failed and its payer's balance given back. `head`, the chain's head read
+ * once for many authorizations (chainHead), else read here. Never throws.
  */
 export async function unspentByOurs(
   chain: X402Chain,
   a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce"> & { readonly validBefore: bigint | null },
   ours: { readonly txHash: Hex; readonly block: bigint | null; readonly unusedAt?: bigint | null },
   logger: Logger,
+  head?: ChainHead,
 ): Promise<UnspentByOurs> {
   const cannotSay = (error: unknown): UnspentByOurs => {
     logger.warn(
@@ -200,12 +226,13 @@ export async function unspentByOurs(
     );
     return { status: "unknown" };
   };
-  let latest: { readonly number: bigint; readonly timestamp: bigint };
+  let read: ChainHead;
   try {
-    latest = await chain.publicClient.getBlock({ blockTag: "latest" });
+    read = head ?? (await chainHead(chain));
   } catch (error) {
     return cannotSay(error);
   }
+  const { latest, confirmed } = read;
   const block = ours.block ?? latest.number;
   const unusedAt =
     ours.unusedAt !== undefined && ours.unusedAt !== null && ours.unusedAt >= block ? ours.unusedAt : null;
@@ -229,9 +256,10 @@ export async function unspentByOurs(
   } catch (error) {
     return cannotSay(error);
   }
-  // The token takes it while block.timestamp < validBefore, and every block after `latest` is later.
+  // The token takes it while block.timestamp < validBefore, and every block after `confirmed` is later, whichever
+  // branch mines it.
   if (!used) {
-    if (a.validBefore === null || latest.timestamp >= a.validBefore) return { status: "lapsed" };
+    if (a.validBefore === null || confirmed.timestamp >= a.validBefore) return { status: "lapsed" };
     // Unused at `through`, so at every block before it on this branch; only those the rail counts final stay so.
     const final = through - BigInt(chain.confirmations ?? 1) + 1n;
     return { status: "open", unusedAt: final > 0n ? final : 0n };
