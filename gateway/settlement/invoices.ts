@@ -13,7 +13,7 @@
 // - a further payment to a paid invoice (a second transfer to its address): credited the same way, received_amount
 //   grows, an `invoice.payment_received` event says so; the merchant refunds it if it is not owed.
 // - a receipt a reorg took back (applyReversed, `takes`): the invoice is `reversed` when what it still holds without
-//   it (less what was refunded of it) falls below the amount, and stays `paid` (over-paid: its other receipts cover
+//   it (less what was refunded of its excess) falls below the amount, and stays `paid` (over-paid: its other receipts cover
 //   it) otherwise; `invoice.reversed` says what was taken back either way, and the status it left (`invoice_status`).
 // - late payment (arrived after the expiry, only possible by deposit address: an authorization's validBefore is the
 //   expiry): credited and counted like any other, flagged `late` on its receipt and event. The money is on the
@@ -47,6 +47,7 @@ import {
 import { evidenceForLedger, fromJson, insertOutboxEvent, toJson } from "../payments/index.ts";
 import {
   claimableOf,
+  heldSql,
   invoiceReceived,
   isRefundExceeding,
   isReversalWithdrawn,
@@ -873,8 +874,8 @@ async function applyReceipt(
  * credit with it; so does, with receipt_unrecorded(), a row already there on a `first` credit (written with the
  * chain: counted, never credited), rather than let the credit commit with nothing counting it.
  *
- * What it holds is what its receipts brought less the receipts reversals took back and its refunds not failed
- * (heldSql): a deposit a reorg removed pays nothing, nor does what was refunded of it. Before, a receipt counted
+ * What it holds is what its receipts brought less the receipts reversals took back and what its refunds not failed
+ * took of it (heldSql): a deposit a reorg removed pays nothing, nor does what was refunded of it. Before, a receipt counted
  * against the amount all that came, so an open invoice whose first deposit was reorganised away was paid by a second of
  * less than its amount; and it moved only an open invoice, so one reversed by a reorg stayed reversed however much the
  * payer sent again. A reversed invoice is paid again only when no dispute stands (a reversal of its money:
@@ -884,6 +885,12 @@ async function applyReceipt(
  * again from new reads (creditWithShares). Before, a reversal left an open row as it was, and a receipt that had read
  * the invoice before it counted the receipt it took back: an invoice of 10 was paid by 6 over a reorganised 4. Two
  * receipts at once both count: the second, finding the row moved by the first, is credited again after it.
+ *
+ * What its refunds took is read from the invoice's `refundable` row as it stands, touched (locked, its version moved)
+ * before the invoice's row, the order a reversal and a reinstatement take the two: a refund's claim never writes the
+ * invoice's row, so neither its lock nor its version showed one committed after this statement's snapshot, and the
+ * invoice was paid while the payer had got back part of what it counted. A refund that read the row before is refused
+ * its claim and computed again (payments/refunds-store.ts claimStatement).
  */
 function receiptRecordStatement(
   invoice: InvoiceTarget,
@@ -892,12 +899,17 @@ function receiptRecordStatement(
 ): Statement {
   return {
     text: `WITH
+     touched AS (
+       INSERT INTO refundable AS r (target_id, paid, refunded)
+       SELECT id, received_amount, 0 FROM invoices WHERE id = $1 AND received_amount > 0
+       ON CONFLICT (target_id) DO UPDATE SET paid = GREATEST(r.paid, EXCLUDED.paid)
+       RETURNING r.held_refunded),
      before AS (
-       SELECT i.status, i.amount, coalesce(i.received_amount, 0) AS received, ${heldSql("i", "$1")} AS held,
+       SELECT i.status, i.amount, i.received_amount, coalesce(i.received_amount, 0) AS received,
          ${disputedSql("$1")} AS disputed,
          i.xmin::text = (SELECT xmin::text FROM invoices WHERE id = $1) AS as_read,
          i.expires_at IS NOT NULL AND $7::timestamptz > i.expires_at AS late
-       FROM invoices i WHERE i.id = $1 FOR UPDATE),
+       FROM invoices i WHERE i.id = $1 AND (SELECT count(*) FROM touched) >= 0 FOR UPDATE),
      inserted AS (
        INSERT INTO invoice_receipts (invoice_id, key, amount, payer, late, evidence, received_at)
        VALUES ($1, $2, $3::bigint, $4::text, coalesce((SELECT late FROM before), false), $5::jsonb, $7::timestamptz)
@@ -905,7 +917,8 @@ function receiptRecordStatement(
      counted AS (
        SELECT before.received + $3::bigint AS total, inserted.late,
          (before.status = 'open' OR (before.status = 'reversed' AND NOT before.disputed)) AND before.as_read
-           AND before.held + $3::bigint >= before.amount AS paid_now,
+           AND ${heldSql("before", "$1", "coalesce((SELECT held_refunded FROM touched), 0)")} + $3::bigint
+             >= before.amount AS paid_now,
          NOT before.as_read AND (before.status = 'open' OR (before.status = 'reversed' AND NOT before.disputed))
            AS read_moved
        FROM before, inserted),
@@ -955,28 +968,6 @@ function receiptEvidence(event: ReceivedEvent) {
   if (event.payer === undefined) return evidence;
   return { ...evidence, detail: { ...evidence.detail, payer: event.payer } };
 }
-
-/**
- * SQL: what invoice row `alias` (its id the parameter `id`) still holds of what its receipts brought: less what the
- * reversals that stand and name the receipt they take (a deposit a reorg removed) asked, each all of it (what its legs
- * took and its shortfalls: the receipt is gone from the chain whatever the accounts held), and less what its refunds
- * not failed took (`refunded` of its `refundable` row, or `refunded`: reversalRecordStatement reads it from the row it
- * locked). Below zero when a refund paid back an excess a reorg then took away with its receipt: further receipts
- * make that up first. Every decision of whether an invoice holds its amount is this one count: a receipt's, a
- * reversal's, a reinstatement's, dueAgain's. Before, only a reversal's counted the refunds: an over-paid invoice whose
- * excess was refunded and whose receipt a reorg took was paid again by a receipt of its amount though it held half of
- * it, and a reversed one refused an authorization as if it held its amount. A reversal of the invoice's money (a
- * dispute) is not counted here: it stands apart (disputedSql), and no receipt pays over it.
- */
-const heldSql = (
-  alias: string,
-  id: string,
-  refunded = `coalesce((SELECT f.refunded FROM refundable f WHERE f.target_id = ${id}), 0)`,
-) =>
-  `(coalesce(${alias}.received_amount, 0) - (SELECT coalesce(sum(r.amount + coalesce((SELECT sum(s.amount)
-     FROM reversal_shortfalls s WHERE s.invoice_id = r.invoice_id AND s.reversal_key = r.key), 0)), 0)
-   FROM invoice_reversals r WHERE r.invoice_id = ${id} AND r.reinstated_at IS NULL AND r.receipt IS NOT NULL)
-   - ${refunded})`;
 
 /** SQL: whether a reversal of invoice `id`'s money stands (one that names no receipt: a dispute lost, a refund). */
 const disputedSql = (id: string) =>
@@ -1193,11 +1184,11 @@ async function creditedBy(deps: SettlementDeps, invoiceId: string, takes: Revers
  * reversal of the invoice's money.
  *
  * A reversal of a receipt leaves a paid invoice paid when what it still holds without that receipt (heldSql, its
- * refunds not failed read as `refunded` of the touched `refundable` row, less what this one asked: what it took and
+ * refunds not failed read as `held_refunded` of the touched `refundable` row, less what this one asked: what it took and
  * its shortfalls) is its amount or more and no dispute stands, as a receipt and a reinstatement pay it
  * (receiptRecordStatement, applyReinstated): an over-paid invoice one of whose deposits a reorg removed is still paid.
  * Before, the refunds were left out: an over-paid invoice whose excess the merchant refunded stayed paid when a reorg
- * took the receipt that had paid it, its account holding nothing of it. `refunded` is read from the row the touch
+ * took the receipt that had paid it, its account holding nothing of it. `held_refunded` is read from the row the touch
  * locked, as it stands, not from the statement's snapshot: a refund claimed after the snapshot (its claim holds the
  * row until it commits, and the touch waits for it) counts too. Its `invoice.reversed` goes out all the same: it tells
  * what was taken back, as it does of an open invoice, whose status no reversal changes, and says the status it left
@@ -1232,7 +1223,7 @@ function reversalRecordStatement(
        INSERT INTO refundable AS r (target_id, paid, refunded) SELECT $1, amount, 0 FROM received WHERE amount > 0
        ON CONFLICT (target_id) DO UPDATE SET paid = GREATEST(r.paid, EXCLUDED.paid)
          WHERE $2::text IS NULL OR r.xmin::text = $2::text
-       RETURNING r.refunded),
+       RETURNING r.held_refunded),
      recorded AS (
        INSERT INTO invoice_reversals (invoice_id, key, amount, receipt)
        VALUES ($1, $3, $4, coalesce($10::text,
@@ -1242,7 +1233,7 @@ function reversalRecordStatement(
        RETURNING xmax = 0 AS inserted, receipt),
      standing AS (
        SELECT i.status, i.amount, ${disputedSql("$1")} AS disputed,
-         ${heldSql("i", "$1", "coalesce((SELECT refunded FROM touched), 0)")} - $4::bigint
+         ${heldSql("i", "$1", "coalesce((SELECT held_refunded FROM touched), 0)")} - $4::bigint
            - (SELECT coalesce(sum(s.amount::bigint), 0) FROM unnest($9::text[]) AS s (amount)) AS held,
          i.xmin::text = (SELECT xmin::text FROM invoices WHERE id = $1) AS as_read
        FROM invoices i WHERE i.id = $1 AND EXISTS (SELECT 1 FROM recorded WHERE inserted) FOR UPDATE),

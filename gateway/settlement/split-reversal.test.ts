@@ -22,7 +22,7 @@ import {
 } from "../ledger/index.ts";
 import { gatewayLedgerParams } from "../ledger-params.ts";
 import { evidenceForLedger } from "../payments/index.ts";
-import { createRefund } from "../payments/refunds.ts";
+import { applyRefundEvent, createRefund } from "../payments/refunds.ts";
 import { createTenant } from "../tenants/index.ts";
 import {
   applyReceived,
@@ -772,6 +772,94 @@ describe("an invoice one of whose receipts a reorg took back", () => {
     ).toMatchObject({ status: "applied" });
     expect(await statusOf(id)).toBe("paid");
     expect(await statusesTold(id, "invoice.reinstated")).toEqual(["reversed", "paid"]);
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+
+  it("is paid again by a receipt of its amount when a reorg takes the receipt of a paid invoice a refund discounted", async () => {
+    const id = await paidInvoice([10_000n], null, await seller("acct_discounted"));
+    // Paid, then 3,000 of its price given back: a discount, the invoice still paid, the payer's net 7,000.
+    expect(await refunding(id, 3_000n)).toMatchObject({ ok: true, refund: { status: "succeeded" } });
+    expect(await statusOf(id)).toBe("paid");
+    expect(await applyReversed(deps(), reorg(id, "r0", 10_000n))).toEqual({
+      status: "applied",
+      shortfall: 3_000n,
+    });
+    expect(await statusOf(id)).toBe("reversed");
+    // The payer pays the amount again: it holds 10,000, the refund took nothing over its amount. Before: received,
+    // the discount counted as money the payer never paid (7,000 of 10,000).
+    expect(await receive(id, "r1", 10_000n)).toBe("applied");
+    expect(await statusOf(id)).toBe("paid");
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+
+  it("stays paid when a reorg takes a stray deposit after a refund discounted it", async () => {
+    const id = await paidInvoice([10_000n], null, await seller("acct_discounted_dust"));
+    expect(await refunding(id, 3_000n)).toMatchObject({ ok: true, refund: { status: "succeeded" } });
+    expect(await receive(id, "r1", 500n)).toBe("received");
+    expect(await applyReversed(deps(), reorg(id, "r1", 500n))).toEqual({ status: "applied", shortfall: 0n });
+    // r0's 10,000 still pays it. Before: reversed, the discount taken as 3,000 of the amount it no longer held.
+    expect(await statusOf(id)).toBe("paid");
+    expect(await statusesTold(id, "invoice.reversed")).toEqual(["paid"]);
+  });
+
+  it("stays open when a refund gave back what a part-payment brought, the payer then paying the rest", async () => {
+    const id = await paidInvoice([6_000n], null, await seller("acct_part_refunded"));
+    expect(await refunding(id, 6_000n)).toMatchObject({ ok: true, refund: { status: "succeeded" } });
+    // Refunded before it was paid: no discount, the payer got the 6,000 back, so 4,000 pays 4,000 of it.
+    expect(await receive(id, "r1", 4_000n)).toBe("received");
+    expect(await statusOf(id)).toBe("open");
+    expect(await receive(id, "r2", 6_000n)).toBe("applied");
+    expect(await statusOf(id)).toBe("paid");
+  });
+
+  it("is paid again when a refund of its excess, pending when a reorg reversed it, fails", async () => {
+    const id = await paidInvoice([10_000n, 5_000n], null, await seller("acct_refund_failed"));
+    // The rail takes the refund and answers later: it stays pending, counted against what the invoice holds.
+    const refunds = {
+      db,
+      ledger,
+      accounts: createAccountCache({ sql: db }, { entriesMax: 10 }),
+      rails: new Map([
+        [
+          "toy",
+          {
+            ...toyReceiver,
+            refundReceived: async () => ({
+              status: "in_flight" as const,
+              evidence: { rail: "external" as const, railId: "toy", reference: "toy_re_in_flight" },
+            }),
+          },
+        ],
+      ]),
+    };
+    const made = await createRefund(refunds, {
+      tenantId,
+      target: { kind: "invoice", invoiceId: id },
+      amount: formatAmount(5_000n, assets.BTC),
+      reason: null,
+      metadata: {},
+      destination: null,
+      idempotencyKey: null,
+    });
+    if (!made.ok) throw new Error(made.message);
+    expect(made.refund.status).toBe("pending");
+    // 15,000 less r1's 5,000 less the 5,000 pending: below its 10,000.
+    expect(await applyReversed(deps(), reorg(id, "r1", 5_000n))).toEqual({
+      status: "applied",
+      shortfall: 0n,
+    });
+    expect(await statusOf(id)).toBe("reversed");
+    const failed = { code: "rail_unavailable" as const, message: "refused", retryElsewhere: false };
+    expect(
+      await applyRefundEvent(refunds, "toy", {
+        kind: "attempt_failed",
+        attemptId: made.refund.id,
+        ...failed,
+      }),
+    ).toBe(true);
+    // The 5,000 is back: it holds its amount. Before: reversed, nothing deciding it again.
+    expect(await statusOf(id)).toBe("paid");
+    expect((await eventsOf(id)).slice(-2)).toEqual(["invoice.reversed", "invoice.paid"]);
     expect(await ledgerInvariantProblems(db)).toEqual([]);
   });
 

@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assets, type Rail } from "../../core/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
+import { claimableOf, claimStatement } from "../../gateway/payments/refunds-store.ts";
 import { applyReceived, applyReversed, createInvoice } from "../../gateway/settlement/index.ts";
 import { latch } from "../support/latch.ts";
 import { receivingToySnapshot } from "../support/toy-rail.ts";
@@ -207,18 +208,21 @@ describe("a reorg of one receipt of an over-paid invoice whose excess a refund t
     expect(await receive(id, "r0", 10_000_000n)).toBe("applied");
     expect(await receive(id, "r1", 10_000_000n)).toBe("received");
     // Another writer claims a refund of the excess (what a refund's claim writes of the rows a reversal reads: the
-    // refund, and what is refunded on the invoice's `refundable` row) and holds its transaction open.
+    // refund, and what is refunded on the invoice's `refundable` row, all of it of the excess) and holds its
+    // transaction open.
     const claimed = latch();
     const commit = latch();
     const other = gw.app.db.transaction(async (tx) => {
       await tx.query(
-        `INSERT INTO refunds (id, tenant_id, invoice_id, account_id, asset, amount, rail, status, hold_transfer_id)
-         VALUES ($1, 'ten_demo', $2, 'acct_demo_merchant', 'USDC', 10000000, 'toyreorg', 'succeeded', $3)`,
+        `INSERT INTO refunds (id, tenant_id, invoice_id, account_id, asset, amount, rail, status, hold_transfer_id,
+           held_refunded)
+         VALUES ($1, 'ten_demo', $2, 'acct_demo_merchant', 'USDC', 10000000, 'toyreorg', 'succeeded', $3, 10000000)`,
         [`rfd_reorg_${id}`, id, derivedLedgerId(`rfd_reorg_${id}`, "refund-hold").toString()],
       );
       await tx.query(
-        `INSERT INTO refundable AS r (target_id, paid, refunded) VALUES ($1, 20000000, 10000000)
-         ON CONFLICT (target_id) DO UPDATE SET refunded = r.refunded + 10000000`,
+        `INSERT INTO refundable AS r (target_id, paid, refunded, held_refunded) VALUES ($1, 20000000, 10000000, 10000000)
+         ON CONFLICT (target_id) DO UPDATE SET refunded = r.refunded + 10000000,
+           held_refunded = r.held_refunded + 10000000`,
         [id],
       );
       claimed.release();
@@ -233,6 +237,52 @@ describe("a reorg of one receipt of an over-paid invoice whose excess a refund t
     expect(await reversed).toEqual({ status: "applied", shortfall: 0n });
     // It holds 20 less the 10 reorganised away less the 10 refunded: nothing of its 10. From its reads, it held 10.
     expect(await statusOf(id)).toBe("reversed");
+  });
+});
+
+describe("a receipt of an open invoice a refund of is being claimed", () => {
+  it("counts the refund whose claim commits between the receipt's reads and its lock on the invoice", async () => {
+    const id = await invoiceOf("10");
+    expect(await receive(id, "r0", 6_000_000n)).toBe("received");
+    // Another writer claims a refund of the 6 the part-payment brought (the claim a refund writes with its hold: its
+    // row, and what is refunded on the invoice's `refundable` row), marked paid by the rail, and holds it open.
+    const read = await claimableOf(gw.app.db, id);
+    const refundId = `rfd_receipt_${id}`;
+    const claimed = latch();
+    const commit = latch();
+    const other = gw.app.db.transaction(async (tx) => {
+      const claim = claimStatement({
+        id: refundId,
+        tenantId: "ten_demo",
+        target: { kind: "invoice", invoiceId: id },
+        accountId: "acct_demo_merchant",
+        assetCode: "USDC",
+        amount: 6_000_000n,
+        rail: "toyreorg",
+        reason: null,
+        metadata: {},
+        destination: null,
+        holdTransferId: derivedLedgerId(refundId, "refund-hold"),
+        idempotencyKey: null,
+        requestSha256: null,
+        paid: 6_000_000n,
+        readAt: read.version,
+      });
+      await tx.query(claim.text, claim.params);
+      await tx.query("UPDATE refunds SET status = 'succeeded' WHERE id = $1", [refundId]);
+      claimed.release();
+      await commit.done;
+    });
+    await claimed.done;
+    // A receipt of the 4 left: its reads leave the refund out, and it waits for the `refundable` row the claim holds
+    // before it locks the invoice. Before, nothing made it wait: it counted the 6 the payer got back and was done.
+    const paid = receive(id, "r1", 4_000_000n);
+    await Promise.race([waitingOnLock("INSERT INTO invoice_receipts"), paid]);
+    commit.release();
+    await other;
+    // It holds 6 less the 6 refunded and the 4: 4 of its 10. Before: paid.
+    expect(await paid).toBe("received");
+    expect(await statusOf(id)).toBe("open");
   });
 });
 
