@@ -113,7 +113,16 @@ export type SendJournal = {
    * waitsAsItIs), by hash, with their nonce: each is said once, and forgotten once the wallet's nonce passed it.
    */
   readonly unreplaceable: Map<Hex, number>;
+  /**
+   * The last refusal of a new key while the wallet was stalled (stalledBy), with the send that stalled it and when: new
+   * keys within stalledRefusalHeldMs are answered it without asking the node. Cleared when that send's broadcast is
+   * taken, or its mark cleared.
+   */
+  stalledRefusal: StalledRefusal | null;
 };
+
+/** A refusal of new keys while the wallet's lowest open send is not taken (stalledBy), as last answered. */
+type StalledRefusal = { attemptId: string; nonce: number; at: number; refusal: SendRefused };
 
 /**
  * The most sends one wallet's queue holds: each takes a few calls to the node in turn, so a slow node drains it slowly,
@@ -138,6 +147,7 @@ export function createSendJournal(params: {
     ...params,
     logger: params.logger ?? silentLogger,
     unreplaceable: new Map(),
+    stalledRefusal: null,
     account: localAccountOf(params.walletClient.account),
     chainId: params.publicClient.chain.id,
     queue: Promise.resolve(),
@@ -260,11 +270,20 @@ function stalledAfterMs(journal: SendJournal): number {
 }
 
 /**
+ * How long a refusal of new keys while the wallet is stalled answers the next new keys as it is (stalledBy), the node
+ * not asked again. Asked for each, a burst of payouts while stalled made some four calls each in turn inside the queue
+ * (a thousand payouts, four thousand calls: a hosted RPC's 429s), and a 429 on the mined count let a payout be signed
+ * behind the send refused for good. A few seconds: the send's broadcast taken meanwhile clears it sooner.
+ */
+const stalledRefusalHeldMs = 5_000;
+
+/**
  * A refusal of a new send while the wallet's lowest open nonce is a send whose broadcast has not been taken for longer
  * than stalledAfterMs (not_taken_since) and is refused again now (its stored bytes broadcast once more, as
  * keepOpenSends does); null otherwise, or when the node cannot tell the wallet's mined count now (the send's own steps
- * then meet the node as they are). Asks the node only when some open send of the wallet is so. Before, the mark alone
- * refused: a node that had recovered refused every new payout until the next send-gas pass broadcast the send again.
+ * then meet the node as they are). Asks the node only when some open send of the wallet is so, and not again within
+ * stalledRefusalHeldMs of such a refusal (the same refusal answered). Before, the mark alone refused: a node that had
+ * recovered refused every new payout until the next send-gas pass broadcast the send again.
  */
 async function stalledBy(journal: SendJournal): Promise<SendRefused | null> {
   const wallet = walletKey(journal);
@@ -274,7 +293,13 @@ async function stalledBy(journal: SendJournal): Promise<SendRefused | null> {
     `SELECT 1 FROM evm_sends WHERE chain_id = $1 AND wallet = $2 AND NOT gas_done AND ${notTakenLong} LIMIT 1`,
     [journal.chainId, wallet, stalledAfterMs(journal)],
   );
-  if (any.length === 0) return null;
+  if (any.length === 0) {
+    journal.stalledRefusal = null; // its mark cleared, by whichever process
+    return null;
+  }
+  const held = journal.stalledRefusal;
+  if (held !== null && Date.now() - held.at < stalledRefusalHeldMs) return held.refusal;
+  journal.stalledRefusal = null;
   let minedCount: number;
   try {
     minedCount = await journal.publicClient.getTransactionCount({
@@ -295,13 +320,15 @@ async function stalledBy(journal: SendJournal): Promise<SendRefused | null> {
   const { stalled: _stalled, since, ...row } = lowest;
   // Taken now (its mark cleared by the broadcast), the new send goes on behind it.
   if ((await broadcast(journal, row)) === "taken") return null;
-  return {
+  const refusal: SendRefused = {
     status: "failed",
     code: "rail_unavailable",
     revert: null,
     busy: false,
     message: `the hot wallet's send at nonce ${row.nonce} (transaction ${row.tx_hash}) has not been taken by the node since ${new Date(since).toISOString()}; nothing is signed behind it until it is`,
   };
+  journal.stalledRefusal = { attemptId: row.attempt_id, nonce: Number(row.nonce), at: Date.now(), refusal };
+  return refusal;
 }
 
 /** The refusal kept under `key` (none, or one). */
@@ -669,14 +696,24 @@ function forgetPassed(journal: SendJournal, minedCount: number): void {
  * Clears the not-taken marks of the wallet's sends whose nonce the mined count has passed: one of the send's
  * transactions was mined (broadcast by another route: another node, another process), or another took its nonce;
  * either way it waits for nothing. Before, the mark stood until the send's gas was booked, and every new send asked
- * the node for the wallet's mined count meanwhile (stalledBy).
+ * the node for the wallet's mined count meanwhile (stalledBy). Never throws: it only spares later looks (the marks are
+ * judged against the mined count wherever they are read), and its error failed the payout or the pass it ran in.
  */
 async function forgetNotTakenPassed(journal: SendJournal, minedCount: number): Promise<void> {
-  await journal.db.query(
-    `UPDATE evm_sends SET not_taken_since = NULL, not_taken_said = false
-      WHERE chain_id = $1 AND wallet = $2 AND nonce < $3 AND NOT gas_done AND not_taken_since IS NOT NULL`,
-    [journal.chainId, walletKey(journal), minedCount],
-  );
+  if (journal.stalledRefusal !== null && journal.stalledRefusal.nonce < minedCount)
+    journal.stalledRefusal = null;
+  try {
+    await journal.db.query(
+      `UPDATE evm_sends SET not_taken_since = NULL, not_taken_said = false
+        WHERE chain_id = $1 AND wallet = $2 AND nonce < $3 AND NOT gas_done AND not_taken_since IS NOT NULL`,
+      [journal.chainId, walletKey(journal), minedCount],
+    );
+  } catch (error) {
+    journal.logger.warn(
+      { minedCount, error: errorText(error) },
+      "not-taken marks of sends the wallet's nonce passed not cleared; cleared at a later pass",
+    );
+  }
 }
 
 function maxOf(first: bigint, ...rest: bigint[]): bigint {
@@ -796,6 +833,8 @@ async function broadcast(journal: SendJournal, row: SendRow): Promise<Broadcast>
 
 /** A broadcast taken: the send's not-taken time, if any, is cleared (a later refusal is counted from then). */
 async function taken(journal: SendJournal, row: SendRow): Promise<Broadcast> {
+  // New keys go on behind it again at once, not after stalledRefusalHeldMs.
+  if (journal.stalledRefusal?.attemptId === row.attempt_id) journal.stalledRefusal = null;
   try {
     await journal.db.query(
       `UPDATE evm_sends SET not_taken_since = NULL, not_taken_said = false
@@ -855,9 +894,12 @@ async function notTaken(journal: SendJournal, row: SendRow, error: unknown): Pro
 }
 
 /**
- * Whether the node shows the send's nonce used: the wallet's mined count past it, or the send's transaction known to
- * it (in its pool, or mined). Neither shown (a node behind the one that refused, behind a load balancer; one not
- * answering) is no proof either way: the broadcast is not taken, and is tried again.
+ * Whether the node shows the send's nonce used: the wallet's mined count past it, or one of the send's transactions
+ * known to it (in its pool, or mined): the one broadcast, or one it replaced. Neither shown (a node behind the one that
+ * refused, behind a load balancer; one not answering) is no proof either way: the broadcast is not taken, and is tried
+ * again. Before, only the one broadcast was asked: a fee bump the node refused in other words than underpriced (geth's
+ * rpc.txfeecap) was not taken while the transaction it replaced held the nonce in the pool, and past stalledAfterMs
+ * every new payout was refused.
  */
 async function nonceTakenOnNode(journal: SendJournal, row: SendRow): Promise<boolean> {
   try {
@@ -866,11 +908,20 @@ async function nonceTakenOnNode(journal: SendJournal, row: SendRow): Promise<boo
       blockTag: "latest",
     });
     if (mined > Number(row.nonce)) return true;
-    await journal.publicClient.getTransaction({ hash: row.tx_hash });
-    return true;
   } catch {
-    return false; // viem's TransactionNotFoundError, or the node not answering
+    return false; // the node not answering
   }
+  // The database not answering: the one broadcast alone, as before.
+  const hashes = await hashesOfSend(journal.db, row).catch(() => [row.tx_hash]);
+  for (const hash of hashes) {
+    try {
+      await journal.publicClient.getTransaction({ hash });
+      return true;
+    } catch {
+      // viem's TransactionNotFoundError, or the node not answering: the next, if any
+    }
+  }
+  return false;
 }
 
 /**

@@ -227,26 +227,35 @@ describe("a send's gas an earlier version booked with its receipt's gas in the e
       },
     };
     await bookedTheOldWay(send, { amount: 21_001n, wei });
-    const { logger, lines } = recordingLogger();
+    const l1Id = chainTransactionLedgerId(31337, txHash, "send-gas-l1");
+    // What the ledger holds under the L1 fee's id as each line is said (asked then, answered in order).
+    const heldWhenSaid: Promise<unknown[]>[] = [];
+    const { logger, lines } = recordingLogger({
+      onLine: () => heldWhenSaid.push(ledger.lookupTransfers([l1Id])),
+    });
     // Before: SettlementInvariantError ("booked with other terms") at every pass, the send never done.
     for (let pass = 0; pass < 2; pass++)
       await expect(bookSendGas({ ...deps(), logger }, "evm", 31337, fromReceipt)).resolves.toEqual({
         booked: true,
         bookedBy: "send_gas",
       });
-    const [rest] = await ledger.lookupTransfers([chainTransactionLedgerId(31337, txHash, "send-gas-l1")]);
+    const [rest] = await ledger.lookupTransfers([l1Id]);
     expect([(await bookedUnder(txHash))[0]?.amount, rest?.amount]).toEqual([21_001n, 5_000n]);
     expect(rest?.evidence?.detail).toEqual({ kind: "send_gas_l1", send: send.key, l1Fee: l1Fee.toString() });
     expect(lines[0]).toMatchObject({
       level: "warn",
+      message: expect.stringMatching(/the L1 fee is booked under an id of its own \(5000 gwei\)/),
       fields: {
         send: send.key,
         bookedGwei: "21001",
         bookedWei: wei.toString(),
         repeatedGwei: "26001",
         repeatedWei: withL1.toString(),
+        l1FeeBookedGwei: "5000",
       },
     });
+    // Said once booked. Before: said as booked before the booking was tried.
+    expect(await heldWhenSaid[0]).toHaveLength(1);
     // Repeated for anything but exactly its L1 fee more: a conflict still.
     const other = `0x${"c".repeat(63)}6`;
     const offByOne = payout(other, { amount: 26_001n, wei: withL1 + 1n });
@@ -257,6 +266,36 @@ describe("a send's gas an earlier version booked with its receipt's gas in the e
         gas: { ...offByOne.gas, detail: { ...fromReceipt.gas.detail, wei: (withL1 + 1n).toString() } },
       }),
     ).rejects.toThrow(/booked with other terms/);
+  });
+
+  it("books nothing apart when the L1 fee rounds into the gwei booked without it: said so, not said booked", async () => {
+    const txHash = `0x${"c".repeat(63)}7`;
+    // 3 wei of L1 fee: 21,000 gas at 1 gwei + 7 wei and it round up to the same 21,001 gwei.
+    const withL1 = wei + 3n;
+    const send = payout(txHash, { amount: 21_001n, wei: withL1 });
+    const fromReceipt: MinedSendGas = {
+      ...send,
+      gas: {
+        ...send.gas,
+        detail: { gasUsed: "21000", effectiveGasPrice: "1000000007", l1Fee: "3", wei: withL1.toString() },
+      },
+    };
+    await bookedTheOldWay(send, { amount: 21_001n, wei });
+    const { logger, lines } = recordingLogger();
+    await expect(bookSendGas({ ...deps(), logger }, "evm", 31337, fromReceipt)).resolves.toEqual({
+      booked: true,
+      bookedBy: "send_gas",
+    });
+    expect(await ledger.lookupTransfers([chainTransactionLedgerId(31337, txHash, "send-gas-l1")])).toEqual(
+      [],
+    );
+    // Before: said "the L1 fee is booked under an id of its own", with nothing booked.
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({
+      level: "warn",
+      message: expect.stringMatching(/the L1 fee needs no booking of its own/),
+      fields: { send: send.key, bookedGwei: "21001", repeatedGwei: "21001", l1FeeBookedGwei: "0" },
+    });
   });
 
   it("is still a conflict booked for less than the repeat, or for another send", async () => {

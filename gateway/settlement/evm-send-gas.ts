@@ -177,7 +177,7 @@ export async function bookSendGas(
   if (send.kind === "x402_batch" && (await x402HoldsBatch(deps.db, chainId, send)))
     return { booked: false, bookedBy: "x402" };
   const label = `the gas of ${send.kind} ${send.txHash}${reverted}`;
-  let shortBy: bigint | null = null;
+  const short: { of: { booked: Transfer; judged: ShortOfL1Fee } | null } = { of: null };
   await bookRailGas(deps, {
     rail,
     gas: send.gas,
@@ -186,17 +186,20 @@ export async function bookSendGas(
     label,
     sameAs: (booked) => {
       const judged = bookedBefore(deps, send, booked, label);
-      if (judged === "short_by_l1_fee") shortBy = send.gas.amount - booked.amount;
+      if (typeof judged === "string") short.of = { booked, judged };
       return judged !== false;
     },
   });
   // Booked before from the gas an older pass stored without the OP-stack L1 data fee (or from the receipt by a version
-  // before ac492c7, which left it out), repeated from the receipt with it: the rest (in gwei: the receipt's rounded up, less what was booked) booked under an id of its own, once.
-  // Before, the repeat was refused as a conflict at every pass, the send never done.
-  if (shortBy !== null)
+  // before ac492c7, which left it out), repeated from the receipt with it: the rest (in gwei: the receipt's rounded up,
+  // less what was booked) booked under an id of its own, once; none when both round up to the same gwei (bookRailGas
+  // books no 0). Before, the repeat was refused as a conflict at every pass, the send never done.
+  if (short.of !== null) {
+    const { booked, judged } = short.of;
+    const rest = send.gas.amount - booked.amount;
     await bookRailGas(deps, {
       rail,
-      gas: { ...send.gas, amount: shortBy },
+      gas: { ...send.gas, amount: rest },
       id: chainTransactionLedgerId(chainId, send.txHash, "send-gas-l1"),
       evidence: {
         rail,
@@ -205,8 +208,32 @@ export async function bookSendGas(
       },
       label: `the L1 data fee of ${send.kind} ${send.txHash}${reverted}`,
     });
+    // Said once booked, with what was: before, said before the booking was tried, and as booked when there was none.
+    if (judged === "short_by_l1_fee_before_ac492c7")
+      deps.logger?.warn(
+        {
+          send: send.key,
+          txHash: send.txHash,
+          bookedGwei: booked.amount.toString(),
+          bookedWei: booked.evidence?.detail?.wei,
+          repeatedGwei: send.gas.amount.toString(),
+          repeatedWei: weiOf(send.gas).toString(),
+          l1Fee: l1FeeOf(send.gas).toString(),
+          l1FeeBookedGwei: rest.toString(),
+        },
+        rest > 0n
+          ? `${label} was booked before without its OP-stack L1 data fee (from the receipt, by a version before ac492c7): the booking stands, and the L1 fee is booked under an id of its own (${rest} gwei)`
+          : `${label} was booked before without its OP-stack L1 data fee (from the receipt, by a version before ac492c7): the booking stands, and the L1 fee needs no booking of its own (both round up to the same gwei)`,
+      );
+  }
   return { booked: true, bookedBy: "send_gas" };
 }
+
+/**
+ * A booking found for the repeat's exact L1 data fee less (bookedBefore): booked from gas stored without it, or from
+ * the receipt by a version before ac492c7 (said once the rest is booked). The caller books the rest.
+ */
+type ShortOfL1Fee = "short_by_l1_fee" | "short_by_l1_fee_before_ac492c7";
 
 /**
  * Whether `booked`, found under the send's id with other terms, is the send's gas as an earlier version booked it:
@@ -216,7 +243,8 @@ export async function bookSendGas(
  *  - the same send's, for the same wei, in any shape;
  *  - booked from the receipt with its gas used (the old shape): for its wei less its L1 fee, a repeat from the gas an
  *    older pass stored without it (send-gas.ts); naming no L1 fee (before ac492c7, its wei the gas used at its price),
- *    for exactly the L1 fee a repeat from the receipt names less (`short_by_l1_fee`); anything else is a conflict;
+ *    for exactly the L1 fee a repeat from the receipt names less (`short_by_l1_fee_before_ac492c7`); anything else is
+ *    a conflict;
  *  - booked from its wei alone (today's shape, or an older stored-gas booking): for exactly the repeat's L1 fee less,
  *    booked from stored gas without it and repeated from the receipt with it (`short_by_l1_fee`: the caller books the
  *    rest); for more, the documented OP-stack case the other way round (booked from the receipt with the L1 fee,
@@ -229,7 +257,7 @@ function bookedBefore(
   send: MinedSendGas,
   booked: Transfer,
   label: string,
-): boolean | "short_by_l1_fee" {
+): boolean | ShortOfL1Fee {
   const detail = booked.evidence?.detail;
   if (detail?.kind !== "send_gas" || detail.send !== send.key || !isWei(detail.wei)) return false;
   const bookedWei = BigInt(detail.wei);
@@ -238,7 +266,8 @@ function bookedBefore(
   if (detail.gasUsed !== undefined && detail.l1Fee === undefined) {
     // Booked from the receipt before ac492c7, which left an OP-stack chain's L1 data fee out (its wei the gas used at
     // its price alone), and repeated from the receipt with it: judged exactly, by the L1 fee the repeat names, and the
-    // rest booked under an id of its own as for the stored gas below. Before, a conflict at every pass.
+    // rest booked under an id of its own as for the stored gas below (said by the caller, once it is). Before, a
+    // conflict at every pass.
     const repeatL1Fee = l1FeeOf(send.gas);
     if (repeatL1Fee === 0n || bookedWei + repeatL1Fee !== repeatWei) return false;
     if (
@@ -247,19 +276,7 @@ function bookedBefore(
       bookedWei !== BigInt(detail.gasUsed) * BigInt(detail.effectiveGasPrice)
     )
       return false;
-    deps.logger?.warn(
-      {
-        send: send.key,
-        txHash: send.txHash,
-        bookedGwei: booked.amount.toString(),
-        bookedWei: detail.wei,
-        repeatedGwei: send.gas.amount.toString(),
-        repeatedWei: repeatWei.toString(),
-        l1Fee: repeatL1Fee.toString(),
-      },
-      `${label} was booked before without its OP-stack L1 data fee (from the receipt, by a version before ac492c7): the booking stands, and the L1 fee is booked under an id of its own`,
-    );
-    return "short_by_l1_fee";
+    return "short_by_l1_fee_before_ac492c7";
   }
   if (detail.gasUsed !== undefined) {
     if (!isWei(detail.l1Fee) || bookedWei - BigInt(detail.l1Fee) !== repeatWei) return false;

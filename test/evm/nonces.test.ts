@@ -407,10 +407,33 @@ describe("a replacement the node refuses as underpriced", () => {
   it("takes a pool's refusal of the transaction itself (geth's bare \"transaction underpriced\") for not taken, not for a replacement's", async () => {
     const keeper = recordingLogger();
     const rail = anotherProcessRail(gw, { receiptTimeoutMs: 300 });
-    // Geth's pool full, or the fee below its txpool.pricelimit: no replacement refused, and nothing may hold the nonce.
+    // Geth's pool full, or the fee below its txpool.pricelimit: no replacement refused, and nothing may hold the nonce
+    // (the full pool evicts the transaction the refused one would replace, as it refuses it). Were that one still
+    // there, the node would show it and the broadcast be taken: nonceTakenOnNode asks of every transaction of the send.
+    const evicted: { hash?: `0x${string}` } = {};
+    const evicting = createPublicClient({
+      chain: gw.chain.chain,
+      transport: custom({
+        request: async (args: { method: string; params?: unknown }) => {
+          try {
+            return await gw.chain.provider.request(args as never);
+          } catch (error) {
+            if (
+              args.method === "eth_sendRawTransaction" &&
+              /replacement transaction underpriced/i.test(String(error))
+            ) {
+              if (evicted.hash !== undefined) await gw.chain.networkHelpers.dropTransaction(evicted.hash);
+              throw Object.assign(new Error("transaction underpriced"), { code: -32000 });
+            }
+            throw error;
+          }
+        },
+      }),
+      pollingInterval: 50,
+    });
     const journal = createSendJournal({
       db: gw.app.db,
-      publicClient: publicClient("transaction underpriced"),
+      publicClient: evicting,
       walletClient: gw.chain.walletClient,
       confirmations: 1,
       receiptTimeoutMs: 30_000,
@@ -419,14 +442,15 @@ describe("a replacement the node refuses as underpriced", () => {
       logger: keeper.logger,
     });
     const attempt = payout("att_pool_underpriced", 6_162n);
-    let first: { tx_hash: `0x${string}` } | undefined;
     let bumped: `0x${string}` | undefined;
     await setAutomine(false);
     try {
       expect(await rail.execute(attempt)).toMatchObject({ status: "in_flight" });
+      let first: { tx_hash: `0x${string}` };
       ({ first, bumped } = await replacedByTooLittle(attempt.id));
+      evicted.hash = first.tx_hash;
       // Before 9b9ea96: taken for a replacement's refusal, said as one and let pass. The node shows the nonce open and
-      // the replacement unknown: not taken, said so; broadcast again at the next pass.
+      // neither transaction: not taken, said so; broadcast again at the next pass.
       await keepOpenSends(journal);
       expect(journal.unreplaceable.has(bumped)).toBe(false);
       const warned = keeper.lines.filter((line) => line.level === "warn");
@@ -436,8 +460,9 @@ describe("a replacement the node refuses as underpriced", () => {
     } finally {
       await setAutomine(true);
     }
-    await gw.chain.networkHelpers.mine(1);
-    await expectMined([first!]);
+    // Broadcast again (a pool with room takes it), and mined.
+    await keepOpenSends(gatewayJournal(120_000));
+    await expectMined([{ tx_hash: bumped! }]);
   });
 });
 
@@ -1253,6 +1278,198 @@ describe("a send the node refuses for good", () => {
     expect(await transfer("refused-for-good:after", journalOver(gw.chain.publicClient))).toMatchObject({
       broadcast: "taken",
     });
+  });
+});
+
+/** A journal over the gateway's wallet as the tests of a stalled wallet have it; `db` the gateway's by default. */
+const stallingJournal = (
+  publicClient: SendJournal["publicClient"],
+  replaceAfterMs: number,
+  more: { db?: Db; logger?: Logger } = {},
+) =>
+  createSendJournal({
+    db: more.db ?? gw.app.db,
+    publicClient,
+    walletClient: gw.chain.walletClient,
+    confirmations: 1,
+    receiptTimeoutMs: 300,
+    gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
+    replaceAfterMs,
+    ...(more.logger === undefined ? {} : { logger: more.logger }),
+  });
+
+/** A token transfer of 1 under `key`; `prepared` counts the calls made (nothing is signed without one). */
+function transferOf(journal: SendJournal, key: string, prepared: { count: number } = { count: 0 }) {
+  return sendOnce(journal, key, async () => {
+    prepared.count += 1;
+    return {
+      to: gw.chain.contracts.testUsd,
+      data: encodeFunctionData({
+        abi: testUsdAbi,
+        functionName: "transfer",
+        args: [gw.chain.accounts[8]!.address, 1n],
+      }),
+    };
+  });
+}
+
+describe("a fee bump the node refuses in other words than underpriced, the transaction it replaced in the pool", () => {
+  it("is taken: the nonce is held, and new sends go on behind it", async () => {
+    // The first broadcast of the first nonce taken; every other of that nonce (the bump) refused as geth refuses a fee
+    // above its rpc.txfeecap.
+    const first: { nonce?: number; raw?: `0x${string}` } = {};
+    const publicClient = createPublicClient({
+      chain: gw.chain.chain,
+      transport: custom({
+        request: async (args: { method: string; params?: unknown }) => {
+          if (args.method === "eth_sendRawTransaction") {
+            const raw = (args.params as [`0x${string}`])[0];
+            const { nonce } = parseTransaction(raw);
+            if (first.nonce === undefined) Object.assign(first, { nonce, raw });
+            else if (nonce === first.nonce && raw !== first.raw)
+              throw Object.assign(new Error("tx fee (1.21 ether) exceeds the configured cap (1.00 ether)"), {
+                code: -32000,
+              });
+          }
+          return gw.chain.provider.request(args as never);
+        },
+      }),
+      pollingInterval: 50,
+    });
+    const journal = stallingJournal(publicClient, 0); // replaceAfterMs 0: bumped at the next pass
+    let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
+    let next: Awaited<ReturnType<typeof transferOf>> | undefined;
+    // Not automining: the first transaction waits in the pool, its nonce open.
+    await setAutomine(false);
+    try {
+      sent = await transferOf(journal, "bump-refused:first");
+      expect(sent).toMatchObject({ broadcast: "taken", nonce: first.nonce });
+      if ("status" in sent) throw new Error("the send was refused");
+      await keepOpenSends(journal); // bumped: the replacement signed and stored, and refused
+      const hashes = await hashesOfSend(gw.app.db, sent);
+      expect(hashes).toHaveLength(2);
+      await expect(gw.chain.publicClient.getTransaction({ hash: hashes[1]! })).rejects.toThrow();
+      // As if refused so past stalledAfterMs, had it been marked (before: marked, the node asked of the bump alone).
+      await gw.app.db.query(
+        `UPDATE evm_sends SET not_taken_since = not_taken_since - $2::int * interval '1 millisecond'
+          WHERE attempt_id = $1`,
+        ["bump-refused:first", stalledAfterMsLeast + 1_000],
+      );
+      // Before: refused rail_unavailable (final for a payout), the first transaction holding the nonce in the pool.
+      next = await transferOf(journal, "bump-refused:next");
+      expect(next).toMatchObject({
+        attempt_id: "bump-refused:next",
+        nonce: first.nonce! + 1,
+        broadcast: "taken",
+      });
+      const [marked] = await gw.app.db.query<{ not_taken_since: Date | null }>(
+        "SELECT not_taken_since FROM evm_sends WHERE attempt_id = $1",
+        ["bump-refused:first"],
+      );
+      expect(marked?.not_taken_since).toBeNull();
+    } finally {
+      await setAutomine(true);
+      await gw.chain.networkHelpers.mine(1);
+    }
+    // The first transaction mined (the send's receipt), and the one behind it.
+    await expectMined([sent, next as { tx_hash: `0x${string}` }]);
+  });
+});
+
+/** The chain as refusingOneNonceFor has it, every call to the node counted by its method. */
+function countedRefusingOneNonce() {
+  const { refusing, publicClient: refusingClient } = refusingOneNonceFor();
+  const calls: string[] = [];
+  const publicClient = createPublicClient({
+    chain: gw.chain.chain,
+    transport: custom({
+      request: (args: { method: string; params?: unknown }) => {
+        calls.push(args.method);
+        return refusingClient.request(args as never);
+      },
+    }),
+    pollingInterval: 50,
+  });
+  return { refusing, publicClient, calls };
+}
+
+describe("new keys while the wallet is stalled", () => {
+  it("are answered the last refusal for a few seconds, the node not asked again; go on at once once the send is taken", async () => {
+    const { refusing, publicClient, calls } = countedRefusingOneNonce();
+    const journal = stallingJournal(publicClient, 0);
+    const prepared = { count: 0 };
+    try {
+      expect(await transferOf(journal, "held-refusal:stuck")).toMatchObject({
+        broadcast: "not_taken",
+        nonce: refusing.nonce,
+      });
+      await notTakenFor(["held-refusal:stuck"], stalledAfterMsLeast + 1_000);
+      const stalled = {
+        status: "failed",
+        code: "rail_unavailable",
+        message: expect.stringMatching(new RegExp(`nonce ${refusing.nonce} .*not been taken`)),
+      };
+      const askedBefore = calls.length;
+      expect(await transferOf(journal, "held-refusal:first", prepared)).toMatchObject(stalled);
+      expect(calls.slice(askedBefore)).toContain("eth_sendRawTransaction"); // broadcast again, refused again
+      const askedFirst = calls.length;
+      // Before: asked the node again (its mined count, the broadcast, its mined count and the transaction), each key.
+      expect(await transferOf(journal, "held-refusal:second", prepared)).toMatchObject(stalled);
+      expect(calls.slice(askedFirst)).toEqual([]);
+      expect(prepared.count).toBe(0);
+      // Taken (the node's cap raised), by this process's pass: new keys go on at once, not a few seconds later.
+      refusing.on = false;
+      await keepOpenSends(journal);
+      expect(await transferOf(journal, "held-refusal:after", prepared)).toMatchObject({ broadcast: "taken" });
+    } finally {
+      refusing.on = false;
+      await keepOpenSends(stallingJournal(gw.chain.publicClient, 120_000));
+    }
+    const sends = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
+      "SELECT tx_hash FROM evm_sends WHERE attempt_id = ANY($1) ORDER BY nonce",
+      [["held-refusal:stuck", "held-refusal:after"]],
+    );
+    expect(sends).toHaveLength(2);
+    await expectMined(sends);
+  });
+});
+
+describe("not-taken marks the database fails to clear", () => {
+  it("fail neither the pass nor a new send: said as a warning", async () => {
+    const { refusing, publicClient } = refusingOneNonceFor();
+    const base = gw.app.db;
+    const failing: Db = {
+      ...base,
+      query: (text, params) =>
+        text.includes("nonce < $3 AND NOT gas_done AND not_taken_since IS NOT NULL")
+          ? Promise.reject(new Error("Connection terminated unexpectedly"))
+          : base.query(text, params),
+    };
+    const { logger, lines } = recordingLogger();
+    const journal = stallingJournal(publicClient, 120_000, { db: failing, logger });
+    try {
+      expect(await transferOf(journal, "forget-fails:stuck")).toMatchObject({
+        broadcast: "not_taken",
+        nonce: refusing.nonce,
+      });
+      await notTakenFor(["forget-fails:stuck"], stalledAfterMsLeast + 1_000);
+      // Before: both threw the database's error, the pass and the payout failed by what only spares later looks.
+      await expect(keepOpenSends(journal)).resolves.toBeGreaterThanOrEqual(1);
+      expect(await transferOf(journal, "forget-fails:new")).toMatchObject({
+        status: "failed",
+        code: "rail_unavailable",
+      });
+      const warned = lines.filter((line) => line.level === "warn" && /not cleared/.test(line.message));
+      expect(warned).toHaveLength(2);
+    } finally {
+      refusing.on = false;
+      await keepOpenSends(stallingJournal(gw.chain.publicClient, 120_000));
+    }
+    const sends = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
+      "SELECT tx_hash FROM evm_sends WHERE attempt_id = $1",
+      ["forget-fails:stuck"],
+    );
+    await expectMined(sends);
   });
 });
 
