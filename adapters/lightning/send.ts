@@ -1182,7 +1182,7 @@ async function refusedUnsent(
       if (attemptPaying(s, earlier.hash) !== null)
         return inFlight("another attempt of the rail holds an earlier hash of its");
       const request = forgotten.earlierRequests?.get(earlier.hash) ?? null;
-      return await followForgotten(s, attempt, earlier.hash, forgotten, refused, request);
+      return await followForgotten(s, attempt, earlier.hash, refused, request);
     }
   }
   if (!paid) {
@@ -1203,7 +1203,10 @@ async function refusedUnsent(
     return other.outcome?.status === "succeeded"
       ? refused
       : inFlight("another attempt of the rail holds its hash, undecided");
-  return await followForgotten(s, attempt, paymentHash, forgotten, refused);
+  // Its hash's invoice: the mark's (forgottenHash took the mark's hash), else the one the attempt pays.
+  const request =
+    forgotten.request ?? (attempt.destination.kind === "bolt11" ? attempt.destination.invoice : null);
+  return await followForgotten(s, attempt, paymentHash, refused, request);
 }
 
 /** What the rail reads of a payment of ListPayments (its numbers as strings: `lightning`'s gRPC options). */
@@ -1391,16 +1394,15 @@ function holdAttempt(
 /**
  * An attempt found never taken whose hash LND has a payment of, though the rail refused to send it afresh: journalled
  * again and followed as after a restart (track judges the payment from its first line's time, sentSince), whatever
- * the refusal, for that payment is going out or went out already.
+ * the refusal, for that payment is going out or went out already. `request`: the invoice of `paymentHash` (null when
+ * none is known), journalled as what it paid; named by each caller, since the mark's own is not an earlier hash's.
  */
 async function followForgotten(
   s: LightningRailState,
   attempt: OutgoingAttempt,
   paymentHash: string,
-  forgotten: ForgottenSend,
   refused: Failed,
-  request: string | null = forgotten.request ??
-    (attempt.destination.kind === "bolt11" ? attempt.destination.invoice : null),
+  request: string | null,
 ): Promise<AttemptOutcome> {
   const { destination } = attempt;
   s.attemptByHash.set(paymentHash, attempt.id);

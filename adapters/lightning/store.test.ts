@@ -7,6 +7,7 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { SwitchyardError } from "../../core/index.ts";
+import { bolt11Field, bytesToWords, signBolt11 } from "../../test/support/bolt11.ts";
 import {
   createFileRailStore,
   createMemoryRailStore,
@@ -27,6 +28,26 @@ const attempt = (attemptId: string): RailStoreRecord => ({
   destination: null,
   request: "lnbcrt1...",
 });
+
+/**
+ * A signed regtest invoice of `paymentHash`, made `padding` words longer by descriptions (as route hints make one
+ * longer): a mark keeps an earlier invoice only if it is one of its hash.
+ */
+const invoiceOf = (paymentHash: string, padding = 0): string =>
+  signBolt11({
+    network: "bcrt",
+    amount: "10n",
+    timestampSeconds: 1_700_000_000,
+    fields: [
+      [bolt11Field.paymentHash, bytesToWords(Buffer.from(paymentHash, "hex"))],
+      // A field holds at most 1023 words.
+      ...Array.from({ length: Math.ceil(padding / 1_000) }, (_, index) => {
+        const words = Array<number>(Math.min(1_000, padding - index * 1_000)).fill(0);
+        return [bolt11Field.description, words] as const;
+      }),
+    ],
+    privateKey: Buffer.alloc(32, 7),
+  });
 
 /** A pid no process of this host has (above Linux's pid_max). */
 const gonePid = 2 ** 22 + 12_345;
@@ -586,6 +607,9 @@ describe("rail store", () => {
       string,
       string,
     ];
+    const [firstRequest, secondRequest, thirdRequest] = [first, second, third].map((hash) =>
+      invoiceOf(hash),
+    ) as [string, string, string];
     const mark = (paymentHash: string, request: string, earlierHashes?: string[]): RailStoreRecord => ({
       t: "withdrawn",
       attemptId: "renewed",
@@ -604,20 +628,20 @@ describe("rail store", () => {
         paymentHash: first,
         createdAtMs: 5,
       },
-      mark(first, "lnbcrt1first"),
+      mark(first, firstRequest),
       // Its first invoice expired unpaid: a new one (send.ts addressInvoiceAfresh), sent, and found never taken again.
-      mark(second, "lnbcrt1second", [first]),
+      mark(second, secondRequest, [first]),
       {
         ...(attempt("renewed") as Extract<RailStoreRecord, { t: "attempt" }>),
         paymentHash: second,
         createdAtMs: 9,
       },
-      mark(second, "lnbcrt1second", [first]),
+      mark(second, secondRequest, [first]),
       // Renewed once more, by a line that names only the one it replaced: none of the hashes sent before is lost, nor
       // their invoices.
-      mark(third, "lnbcrt1third", [second]),
+      mark(third, thirdRequest, [second]),
       // One journalled before the invoices of its earlier hashes were kept: their hashes alone, as it was.
-      { ...(mark(second, "lnbcrt1second", [first]) as Legacy), attemptId: "legacy" },
+      { ...(mark(second, secondRequest, [first]) as Legacy), attemptId: "legacy" },
     );
     await store.close();
     for (let reopen = 0; reopen < 2; reopen++) {
@@ -625,18 +649,18 @@ describe("rail store", () => {
       expect(forgottenSends.get("renewed")).toEqual({
         firstAtMs: 5,
         paymentHash: third,
-        request: "lnbcrt1third",
+        request: thirdRequest,
         earlierHashes: [first, second],
         // Before: their hashes alone, and an attempt that followed LND's payment of one journalled no invoice.
         earlierRequests: new Map([
-          [second, "lnbcrt1second"],
-          [first, "lnbcrt1first"],
+          [second, secondRequest],
+          [first, firstRequest],
         ]),
       });
       expect(forgottenSends.get("legacy")).toEqual({
         firstAtMs: 5,
         paymentHash: second,
-        request: "lnbcrt1second",
+        request: secondRequest,
         earlierHashes: [first],
       });
     }
@@ -645,11 +669,11 @@ describe("rail store", () => {
       .split("\n")
       .map((line) => JSON.parse(line));
     expect(compacted).toContainEqual({
-      ...mark(third, "lnbcrt1third"),
+      ...mark(third, thirdRequest),
       earlierHashes: [first, second],
-      earlierRequests: { [second]: "lnbcrt1second", [first]: "lnbcrt1first" },
+      earlierRequests: { [second]: secondRequest, [first]: firstRequest },
     });
-    expect(compacted).toContainEqual({ ...mark(second, "lnbcrt1second", [first]), attemptId: "legacy" });
+    expect(compacted).toContainEqual({ ...mark(second, secondRequest, [first]), attemptId: "legacy" });
     // Its outcome ends the mark, and its earlier hashes with it.
     const last = createFileRailStore(file);
     await last.load();
@@ -669,7 +693,8 @@ describe("rail store", () => {
     const file = path.join(directory, "forgotten-many.jsonl");
     // Forty renewals of invoices two kilobytes long (route hints), each mark naming the one it replaced.
     const hashes = Array.from({ length: 40 }, (_, index) => index.toString(16).padStart(64, "0"));
-    const requestOf = (hash: string) => `lnbcrt1${hash}`.padEnd(2_000, "q");
+    const requests = new Map(hashes.map((hash) => [hash, invoiceOf(hash, 1_800)]));
+    const requestOf = (hash: string) => requests.get(hash) as string;
     const store = createFileRailStore(file);
     await store.load();
     await store.append(
@@ -694,6 +719,96 @@ describe("rail store", () => {
       expect(mark?.earlierHashes).toEqual(hashes.slice(0, -1));
       expect([...(mark?.earlierRequests ?? new Map()).keys()]).toEqual(hashes.slice(-9, -1).reverse());
       expect(mark?.earlierRequests?.get(hashes[38] as string)).toBe(requestOf(hashes[38] as string));
+    }
+  });
+
+  it("keeps a mark's earlier invoice only if it is one of its hash, and its own only while its line names the same hash", async () => {
+    const file = path.join(directory, "forgotten-mismatched.jsonl");
+    const [first, second, third, fourth] = ["a1", "b2", "c3", "d4"].map((byte) => byte.repeat(32)) as [
+      string,
+      string,
+      string,
+      string,
+    ];
+    const store = createFileRailStore(file);
+    await store.load();
+    await store.append(
+      // Its earlier invoices paired with the wrong hashes (the first's named as the second's), and one not an invoice.
+      {
+        t: "withdrawn",
+        attemptId: "mismatched",
+        sent: true,
+        createdAtMs: 5,
+        paymentHash: third,
+        request: invoiceOf(third),
+        earlierHashes: [first, second, fourth],
+        earlierRequests: { [first]: invoiceOf(first), [second]: invoiceOf(first), [fourth]: "lnbcrt1fourth" },
+      },
+      // Renewed by a line that names its new hash and no invoice: the one known is the third's, not the fourth's.
+      {
+        t: "withdrawn",
+        attemptId: "renamed",
+        sent: true,
+        createdAtMs: 5,
+        paymentHash: third,
+        request: invoiceOf(third),
+      },
+      { t: "withdrawn", attemptId: "renamed", sent: true, createdAtMs: 6, paymentHash: fourth },
+    );
+    await store.close();
+    for (let reopen = 0; reopen < 2; reopen++) {
+      const reopened = createFileRailStore(file);
+      const { forgottenSends } = await reopened.load(); // compacts the journal it read
+      await reopened.close();
+      // Before: the first's invoice was kept as the second's too (and journalled as what a payment of the second paid),
+      // the text as the fourth's, and the renamed mark's invoice as the fourth's.
+      expect(forgottenSends.get("mismatched")?.earlierRequests).toEqual(new Map([[first, invoiceOf(first)]]));
+      expect(forgottenSends.get("renamed")).toEqual({
+        firstAtMs: 5,
+        paymentHash: fourth,
+        request: null,
+        earlierHashes: [third],
+        earlierRequests: new Map([[third, invoiceOf(third)]]),
+      });
+    }
+  });
+
+  it("keeps the invoice of an attempt that paid through compaction, and drops a failed one's", async () => {
+    const file = path.join(directory, "paid-requests.jsonl");
+    const request = (hash: string) => invoiceOf(hash);
+    const store = createFileRailStore(file);
+    await store.load();
+    await store.append(
+      {
+        ...(attempt("paid") as Extract<RailStoreRecord, { t: "attempt" }>),
+        request: request("ab".repeat(32)),
+      },
+      { t: "outcome", attemptId: "paid", status: "succeeded", preimage: "cd".repeat(32), feeMsat: "7" },
+      { t: "reported", attemptId: "paid" },
+      {
+        ...(attempt("failed") as Extract<RailStoreRecord, { t: "attempt" }>),
+        paymentHash: "ef".repeat(32),
+        request: request("ef".repeat(32)),
+      },
+      {
+        t: "outcome",
+        attemptId: "failed",
+        status: "failed",
+        code: "unreachable_destination",
+        message: "no route",
+        retryElsewhere: true,
+      },
+      { t: "reported", attemptId: "failed" },
+    );
+    await store.close();
+    // Each reopen reads what the one before compacted.
+    for (let reopen = 0; reopen < 3; reopen++) {
+      const reopened = createFileRailStore(file);
+      const { attempts } = await reopened.load();
+      await reopened.close();
+      // Before: dropped at the first compaction, the preimage left without the invoice it proves paid.
+      expect(attempts.get("paid")?.request).toBe(request("ab".repeat(32)));
+      expect(attempts.get("failed")?.request).toBe(reopen === 0 ? request("ef".repeat(32)) : null);
     }
   });
 

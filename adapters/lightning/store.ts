@@ -9,6 +9,7 @@ import { type FileHandle, link, mkdir, open, readFile, rename, unlink, writeFile
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { parseBolt11 } from "../../core/bolt11.ts";
 import { type RailFailureCode, SwitchyardError } from "../../core/index.ts";
 
 export type PaymentKind = "bolt11" | "keysend";
@@ -134,8 +135,8 @@ const earlierRequestsLengthMax = 16 * 1024;
 
 /**
  * The earlier hashes of an id's mark of `paymentHash` that follows `known` (earlierHashesAfter), with the invoices of
- * those known: known's earlier ones and its own, `more` besides (the latest within earlierRequestsLengthMax). To be
- * spread into the mark: `earlierRequests` absent when none is known.
+ * those known: known's earlier ones and its own, `more` besides (the latest within earlierRequestsLengthMax), each only
+ * if it is an invoice of its hash. To be spread into the mark: `earlierRequests` absent when none is known.
  */
 export function earlierAfter(
   known: ForgottenSend | undefined,
@@ -153,6 +154,10 @@ export function earlierAfter(
   for (const hash of [...earlierHashes].reverse()) {
     const request = requestOf(hash);
     if (request === null || length + request.length > earlierRequestsLengthMax) continue;
+    // Journalled as what was paid when LND's payment of the hash is followed: an invoice of another hash (a line
+    // edited, or one that paired them wrong) would be journalled as the proof of a payment it was not.
+    const parsed = parseBolt11(request);
+    if (!parsed.ok || parsed.value.paymentHash !== hash) continue;
     length += request.length;
     earlierRequests.set(hash, request);
   }
@@ -267,7 +272,13 @@ export function applyRecord(state: RailState, record: RailStoreRecord): void {
         state.forgottenSends.set(record.attemptId, {
           firstAtMs: Math.min(record.createdAtMs, known?.firstAtMs ?? record.createdAtMs),
           paymentHash,
-          request: typeof record.request === "string" ? record.request : (known?.request ?? null),
+          // A line naming no invoice keeps the one known only for the same hash: another hash's is not its invoice.
+          request:
+            typeof record.request === "string"
+              ? record.request
+              : known !== undefined && known.paymentHash === paymentHash
+                ? known.request
+                : null,
           ...earlierAfter(known, paymentHash, { hashes: earlier, requests: new Map(requests) }),
         });
       }
@@ -353,7 +364,10 @@ export function compactRecords(state: RailState): RailStoreRecord[] {
       createdAtMs: attempt.createdAtMs,
       feeMaxMsat: attempt.feeMaxMsat.toString(),
       destination: attempt.destination,
-      request: attempt.outcome === null ? attempt.request : null,
+      // Kept while it may be sent again, and once it paid: the invoice is what the preimage proves paid (the gateway
+      // never had a Lightning Address's, nor an earlier one's that was followed). No longer than the line that first
+      // wrote it. A failed one's is dropped: nothing of it was paid.
+      request: attempt.outcome === null || attempt.outcome.status === "succeeded" ? attempt.request : null,
     });
     if (attempt.outcome !== null) records.push(outcomeRecord(attempt.attemptId, attempt.outcome));
     if (attempt.reported) records.push({ t: "reported", attemptId: attempt.attemptId });

@@ -13,7 +13,10 @@ import { waitFor } from "../../scripts/lightning/index.ts";
 import { latch } from "../support/latch.ts";
 import { type LogLine, recordingLogger } from "../support/recording-logger.ts";
 
-/** The next GetPayment of `hash` waits for `release` (once); `entered` resolves when it comes, `answered` after LND's answer. */
+/**
+ * The next GetPayment of `hash` waits for `released` (once); `entered` is called when it comes, `answered` after LND's
+ * answer.
+ */
 const hold = vi.hoisted(() => ({
   next: null as null | { hash: string; entered: () => void; released: Promise<void>; answered: () => void },
 }));
@@ -92,12 +95,14 @@ describe("an attempt's finish that resumes after the rail stopped and started ag
         .join(""),
     );
     const paid = await pay({ lnd: gateway, request: second.request });
-    const entered = latch();
+    let entered = false;
     const released = latch();
     const answered = latch();
     hold.next = {
       hash: first.id,
-      entered: entered.release,
+      entered: () => {
+        entered = true;
+      },
       released: released.done,
       answered: answered.release,
     };
@@ -106,7 +111,9 @@ describe("an attempt's finish that resumes after the rail stopped and started ag
     const rail = createLightningRail({
       lnd: cluster.nodes.gateway,
       store: createFileRailStore(journal),
-      limits: { refreshIntervalMs: 500, reconnectDelayMaxMs: 1_000 },
+      // The held call runs within rpcTimeoutMs (15 s by default), which the hold (a stop, a start and the reloaded
+      // attempt's finish) may outlast on a loaded machine: timed out, the finish returns before the guard is reached.
+      limits: { refreshIntervalMs: 500, reconnectDelayMaxMs: 1_000, rpcTimeoutMs: 120_000 },
       logger: recordingLogger({ lines: logs }).logger,
     });
     rail.onEvent(async (event) => {
@@ -116,7 +123,11 @@ describe("an attempt's finish that resumes after the rail stopped and started ag
     try {
       // Followed after the start, its payment succeeded: its finish asks LND about the first invoice, held there.
       await rail.start();
-      await entered.done;
+      await waitFor(
+        "the finish's GetPayment of the first invoice (held)",
+        async () => (entered ? true : undefined),
+        { timeoutMs: 30_000 },
+      );
       // Meanwhile the rail stops and starts again: its state reloaded, the attempt followed afresh and ended.
       await rail.stop();
       await rail.start();
@@ -129,6 +140,15 @@ describe("an attempt's finish that resumes after the rail stopped and started ag
       released.release();
       await answered.done;
       await sleep(1_000);
+      // The held call was answered, not timed out: timed out, the finish returns before the guard (LND not asked, its
+      // payment followed again), and this test would pass without it.
+      expect(
+        logs.filter(
+          (line) =>
+            line.fields.attemptId === attemptId &&
+            line.message.startsWith("LND was not asked about the earlier invoices"),
+        ),
+      ).toEqual([]);
       expect(own()).toEqual([
         {
           kind: "attempt_succeeded",
