@@ -114,6 +114,12 @@ export type SendJournal = {
    */
   readonly unreplaceable: Map<Hex, number>;
   /**
+   * The fee bumps the node refused while a transaction of the send they replaced held the nonce in its pool
+   * (broadcast), by hash, with their nonce: none is bumped again (replaceIfStuck), its bytes broadcast again as they
+   * are. Forgotten once taken itself, or once the wallet's nonce passed it.
+   */
+  readonly bumpsRefused: Map<Hex, number>;
+  /**
    * The last refusal of a new key while the wallet was stalled (stalledBy), with the send that stalled it and when: new
    * keys within stalledRefusalHeldMs are answered it without asking the node. Cleared when that send's broadcast is
    * taken, or its mark cleared.
@@ -122,7 +128,13 @@ export type SendJournal = {
 };
 
 /** A refusal of new keys while the wallet's lowest open send is not taken (stalledBy), as last answered. */
-type StalledRefusal = { attemptId: string; nonce: number; at: number; refusal: SendRefused };
+type StalledRefusal = {
+  attemptId: string;
+  nonce: number;
+  /** performance.now() when answered: a clock the wall clock's steps do not move. */
+  at: number;
+  refusal: SendRefused;
+};
 
 /**
  * The most sends one wallet's queue holds: each takes a few calls to the node in turn, so a slow node drains it slowly,
@@ -147,6 +159,7 @@ export function createSendJournal(params: {
     ...params,
     logger: params.logger ?? silentLogger,
     unreplaceable: new Map(),
+    bumpsRefused: new Map(),
     stalledRefusal: null,
     account: localAccountOf(params.walletClient.account),
     chainId: params.publicClient.chain.id,
@@ -297,8 +310,22 @@ async function stalledBy(journal: SendJournal): Promise<SendRefused | null> {
     journal.stalledRefusal = null; // its mark cleared, by whichever process
     return null;
   }
+  // Held only while the send it names is still so itself: another process's broadcast of it taken clears its mark, not
+  // this process's refusal. Before, any long mark of the wallet (another send's, behind it) held it, and new keys were
+  // refused citing a send taken meanwhile.
   const held = journal.stalledRefusal;
-  if (held !== null && Date.now() - held.at < stalledRefusalHeldMs) return held.refusal;
+  if (
+    held !== null &&
+    performance.now() - held.at < stalledRefusalHeldMs &&
+    (
+      await journal.db.query(
+        `SELECT 1 FROM evm_sends
+          WHERE chain_id = $1 AND wallet = $2 AND attempt_id = $4 AND NOT gas_done AND ${notTakenLong}`,
+        [journal.chainId, wallet, stalledAfterMs(journal), held.attemptId],
+      )
+    ).length > 0
+  )
+    return held.refusal;
   journal.stalledRefusal = null;
   let minedCount: number;
   try {
@@ -327,7 +354,12 @@ async function stalledBy(journal: SendJournal): Promise<SendRefused | null> {
     busy: false,
     message: `the hot wallet's send at nonce ${row.nonce} (transaction ${row.tx_hash}) has not been taken by the node since ${new Date(since).toISOString()}; nothing is signed behind it until it is`,
   };
-  journal.stalledRefusal = { attemptId: row.attempt_id, nonce: Number(row.nonce), at: Date.now(), refusal };
+  journal.stalledRefusal = {
+    attemptId: row.attempt_id,
+    nonce: Number(row.nonce),
+    at: performance.now(),
+    refusal,
+  };
   return refusal;
 }
 
@@ -585,6 +617,10 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
   });
   forgetPassed(journal, mined);
   if (mined > row.nonce) return row;
+  // A bump the node refused while a transaction it replaced holds the nonce (broadcast): one over it offers more, and is
+  // refused as well (the node's fee cap, a wallet short of ETH for the bump). Before, each pass signed one more over the
+  // last, 12.5% compounding up to the cap, nothing said.
+  if (journal.bumpsRefused.has(row.tx_hash)) return row;
   const old = parseTransaction(row.raw_tx);
   if (old.type !== "eip1559" || old.maxFeePerGas === undefined || old.maxPriorityFeePerGas === undefined)
     return row;
@@ -688,8 +724,8 @@ function waitsAsItIs(
  * or another took its nonce; either way the send waits no more. (Before, the set only grew, for the process's life.)
  */
 function forgetPassed(journal: SendJournal, minedCount: number): void {
-  for (const [hash, nonce] of journal.unreplaceable)
-    if (nonce < minedCount) journal.unreplaceable.delete(hash);
+  for (const said of [journal.unreplaceable, journal.bumpsRefused])
+    for (const [hash, nonce] of said) if (nonce < minedCount) said.delete(hash);
 }
 
 /**
@@ -821,7 +857,24 @@ async function broadcast(journal: SendJournal, row: SendRow): Promise<Broadcast>
       );
       return taken(journal, row);
     }
-    if (saysHeld(text) || (await nonceTakenOnNode(journal, row))) return taken(journal, row);
+    if (saysHeld(text)) return taken(journal, row);
+    const heldBy = await nonceTakenOnNode(journal, row);
+    if (heldBy !== null && heldBy !== "passed" && heldBy.toLowerCase() !== row.tx_hash.toLowerCase()) {
+      // A fee bump refused in other words than underpriced (geth's rpc.txfeecap; "insufficient funds for gas * price +
+      // value", the wallet holding enough ETH for the transaction it replaced, not for the bump): that one holds the
+      // nonce, and the bump is broadcast again as it is, never bumped over. Before, taken with nothing said, and each
+      // pass signed a further bump over the refused one.
+      waitsAsItIs(
+        journal,
+        row,
+        { error: shortMessage(error), heldBy },
+        "send's replacement refused by the node (its fee cap, a wallet short of ETH for the bump?); the transaction it replaced holds the nonce in the node's pool, whichever of them is mined is the send's, and no bump is signed over the refused one",
+      );
+      const outcome = await taken(journal, row);
+      journal.bumpsRefused.set(row.tx_hash, Number(row.nonce));
+      return outcome;
+    }
+    if (heldBy !== null) return taken(journal, row);
     // Neither shown by the node asked: "nonce too high" (Hardhat's for a nonce past the pending one while it
     // automines), a gapped nonce refused, the node out of reach, or a node behind the one that refused (behind a load
     // balancer), whose answer only delays the send; or a refusal that never clears (geth's rpc.txfeecap "tx fee (…)
@@ -835,6 +888,8 @@ async function broadcast(journal: SendJournal, row: SendRow): Promise<Broadcast>
 async function taken(journal: SendJournal, row: SendRow): Promise<Broadcast> {
   // New keys go on behind it again at once, not after stalledRefusalHeldMs.
   if (journal.stalledRefusal?.attemptId === row.attempt_id) journal.stalledRefusal = null;
+  // Taken itself (a wallet topped up, a cap raised): bumped again when it waits too long.
+  journal.bumpsRefused.delete(row.tx_hash);
   try {
     await journal.db.query(
       `UPDATE evm_sends SET not_taken_since = NULL, not_taken_said = false
@@ -894,35 +949,41 @@ async function notTaken(journal: SendJournal, row: SendRow, error: unknown): Pro
 }
 
 /**
- * Whether the node shows the send's nonce used: the wallet's mined count past it, or one of the send's transactions
- * known to it (in its pool, or mined): the one broadcast, or one it replaced. Neither shown (a node behind the one that
- * refused, behind a load balancer; one not answering) is no proof either way: the broadcast is not taken, and is tried
- * again. Before, only the one broadcast was asked: a fee bump the node refused in other words than underpriced (geth's
- * rpc.txfeecap) was not taken while the transaction it replaced held the nonce in the pool, and past stalledAfterMs
- * every new payout was refused.
+ * How the node shows the send's nonce used: `passed`, the wallet's mined count past it; or the hash of the first of the
+ * send's transactions known to it (in its pool, or mined): the one broadcast, or one it replaced (the newest first, at
+ * most nodeAskedHashesMax). Null when neither is shown (a node behind the one that refused, behind a load balancer; one
+ * not answering): no proof either way, the broadcast is not taken, and is tried again. Before, only the one broadcast
+ * was asked: a fee bump the node refused in other words than underpriced (geth's rpc.txfeecap) was not taken while the
+ * transaction it replaced held the nonce in the pool, and past stalledAfterMs every new payout was refused.
  */
-async function nonceTakenOnNode(journal: SendJournal, row: SendRow): Promise<boolean> {
+async function nonceTakenOnNode(journal: SendJournal, row: SendRow): Promise<Hex | "passed" | null> {
   try {
     const mined = await journal.publicClient.getTransactionCount({
       address: journal.account.address,
       blockTag: "latest",
     });
-    if (mined > Number(row.nonce)) return true;
+    if (mined > Number(row.nonce)) return "passed";
   } catch {
-    return false; // the node not answering
+    return null; // the node not answering
   }
   // The database not answering: the one broadcast alone, as before.
   const hashes = await hashesOfSend(journal.db, row).catch(() => [row.tx_hash]);
-  for (const hash of hashes) {
+  for (const hash of hashes.slice(0, nodeAskedHashesMax)) {
     try {
       await journal.publicClient.getTransaction({ hash });
-      return true;
+      return hash;
     } catch {
       // viem's TransactionNotFoundError, or the node not answering: the next, if any
     }
   }
-  return false;
+  return null;
 }
+
+/**
+ * The most transactions of one send nonceTakenOnNode asks the node of, in turn, inside the wallet's queue: a send
+ * bumped pass after pass holds one a pass, and the oldest are the likeliest long gone from the pool.
+ */
+const nodeAskedHashesMax = 8;
 
 /**
  * Whether the send's transaction replaced others (evm_sends_replaced holds them). The database not answering is a no:
@@ -1042,13 +1103,17 @@ export async function confirmedNonceOf(journal: SendJournal): Promise<number> {
   });
 }
 
-/** The send's current transaction, then each its replacements superseded. */
+/** `row`'s transaction, the send's current one, then each its replacements superseded, the newest first. */
 export async function hashesOfSend(db: Db, row: Pick<SendRow, "attempt_id" | "tx_hash">): Promise<Hex[]> {
   // The send's current transaction as stored now, too: `row` may have been read before a fee bump replaced it (a
   // payout waiting for its receipt while the keeper bumps it), whose hash is then in neither `row` nor the replaced.
+  // In order (before, a UNION's, none): whoever takes the first few takes the newest.
   const others = await db.query<{ tx_hash: Hex }>(
-    `SELECT tx_hash FROM evm_sends WHERE attempt_id = $1
-     UNION SELECT tx_hash FROM evm_sends_replaced WHERE attempt_id = $1`,
+    `SELECT tx_hash FROM (
+       SELECT tx_hash, 0 AS rank, signed_at AS at FROM evm_sends WHERE attempt_id = $1
+       UNION ALL
+       SELECT tx_hash, 1, replaced_at FROM evm_sends_replaced WHERE attempt_id = $1
+     ) hashes ORDER BY rank, at DESC`,
     [row.attempt_id],
   );
   const hashes = [row.tx_hash];

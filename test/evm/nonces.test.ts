@@ -1336,7 +1336,8 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
       }),
       pollingInterval: 50,
     });
-    const journal = stallingJournal(publicClient, 0); // replaceAfterMs 0: bumped at the next pass
+    const { logger, lines } = recordingLogger();
+    const journal = stallingJournal(publicClient, 0, { logger }); // replaceAfterMs 0: bumped at the next pass
     let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
     let next: Awaited<ReturnType<typeof transferOf>> | undefined;
     // Not automining: the first transaction waits in the pool, its nonce open.
@@ -1349,6 +1350,15 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
       const hashes = await hashesOfSend(gw.app.db, sent);
       expect(hashes).toHaveLength(2);
       await expect(gw.chain.publicClient.getTransaction({ hash: hashes[1]! })).rejects.toThrow();
+      // Before: taken with nothing said, and each pass signed a further bump over the refused one (12.5% more a pass).
+      await keepOpenSends(journal);
+      expect(await hashesOfSend(gw.app.db, sent)).toEqual(hashes);
+      const warned = lines.filter((line) => line.level === "warn");
+      expect(warned).toHaveLength(1);
+      expect(warned[0]).toMatchObject({
+        message: expect.stringMatching(/replacement refused by the node/),
+        fields: { send: "bump-refused:first", txHash: hashes[1], heldBy: sent.tx_hash },
+      });
       // As if refused so past stalledAfterMs, had it been marked (before: marked, the node asked of the bump alone).
       await gw.app.db.query(
         `UPDATE evm_sends SET not_taken_since = not_taken_since - $2::int * interval '1 millisecond'
@@ -1430,6 +1440,87 @@ describe("new keys while the wallet is stalled", () => {
       [["held-refusal:stuck", "held-refusal:after"]],
     );
     expect(sends).toHaveLength(2);
+    await expectMined(sends);
+  });
+});
+
+describe("a refusal held while another send of the wallet is marked too", () => {
+  /** A send stuck at the refused nonce and one signed behind it, both not taken past stalledAfterMsLeast. */
+  async function stalledTwice(journal: SendJournal, refusing: { nonce?: number }, prefix: string) {
+    const stuck = await transferOf(journal, `${prefix}:stuck`);
+    expect(stuck).toMatchObject({ broadcast: "not_taken", nonce: refusing.nonce });
+    // Signed behind it before it stalled the wallet, and not taken either (a nonce past the pending one).
+    expect(await transferOf(journal, `${prefix}:behind`)).toMatchObject({ broadcast: "not_taken" });
+    await notTakenFor([`${prefix}:stuck`, `${prefix}:behind`], stalledAfterMsLeast + 1_000);
+    expect(await transferOf(journal, `${prefix}:refused`)).toMatchObject({
+      status: "failed",
+      code: "rail_unavailable",
+      message: expect.stringMatching(new RegExp(`nonce ${refusing.nonce} .*not been taken`)),
+    });
+  }
+
+  it("is not answered once another process's broadcast of its send cleared that send's mark", async () => {
+    const { refusing, publicClient } = refusingOneNonceFor();
+    const journal = stallingJournal(publicClient, 120_000);
+    try {
+      await stalledTwice(journal, refusing, "held-cleared");
+      // Another process's broadcast of the stuck send taken: its mark cleared there, the one behind it marked still.
+      await gw.app.db.query(
+        "UPDATE evm_sends SET not_taken_since = NULL, not_taken_said = false WHERE attempt_id = $1",
+        ["held-cleared:stuck"],
+      );
+      // Before: answered the refusal held here for 5 s (the wallet's other long mark kept it), citing a send taken.
+      expect(await transferOf(journal, "held-cleared:next")).toMatchObject({
+        attempt_id: "held-cleared:next",
+        nonce: refusing.nonce! + 2,
+      });
+    } finally {
+      refusing.on = false;
+      await keepOpenSends(stallingJournal(gw.chain.publicClient, 120_000));
+    }
+    const sends = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
+      "SELECT tx_hash FROM evm_sends WHERE attempt_id = ANY($1) ORDER BY nonce",
+      [["held-cleared:stuck", "held-cleared:behind", "held-cleared:next"]],
+    );
+    expect(sends).toHaveLength(3);
+    await expectMined(sends);
+  });
+
+  it("is let go by this process's broadcast of its send taken, though the database fails to clear its mark", async () => {
+    const { refusing, publicClient } = refusingOneNonceFor();
+    const base = gw.app.db;
+    const failing: Db = {
+      ...base,
+      query: (text, params) =>
+        text.includes("WHERE attempt_id = $1 AND not_taken_since IS NOT NULL")
+          ? Promise.reject(new Error("Connection terminated unexpectedly"))
+          : base.query(text, params),
+    };
+    const journal = stallingJournal(publicClient, 120_000, { db: failing });
+    try {
+      await stalledTwice(journal, refusing, "held-taken");
+      // Taken at last (the node's cap raised), by this process's pass; the marks left set by the database.
+      refusing.on = false;
+      await keepOpenSends(journal);
+      const [marked] = await base.query<{ not_taken_since: Date | null }>(
+        "SELECT not_taken_since FROM evm_sends WHERE attempt_id = $1",
+        ["held-taken:stuck"],
+      );
+      expect(marked?.not_taken_since).not.toBeNull();
+      // New keys go on at once, not answered the refusal held for a send taken.
+      expect(await transferOf(journal, "held-taken:next")).toMatchObject({
+        attempt_id: "held-taken:next",
+        broadcast: "taken",
+      });
+    } finally {
+      refusing.on = false;
+      await keepOpenSends(stallingJournal(gw.chain.publicClient, 120_000));
+    }
+    const sends = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
+      "SELECT tx_hash FROM evm_sends WHERE attempt_id = ANY($1) ORDER BY nonce",
+      [["held-taken:stuck", "held-taken:behind", "held-taken:next"]],
+    );
+    expect(sends).toHaveLength(3);
     await expectMined(sends);
   });
 });
