@@ -27,14 +27,14 @@ export async function deliver(state: FiatRailState, event: FiatEvent): Promise<R
     return { fee: 0n, failureFee: 0n };
   };
   // The objects whose fee Stripe told (expanded: one answered by its id alone is booked as 0, and told nothing), and
-  // whether their failure's fee too: a fee kept of one is booked by this event (forgetBookedFees).
+  // whether their failure's fee too: a fee kept of one is booked by this event (forgetBookedFees). The kept fee's
+  // revision is read before Stripe is asked: only the row the lookup answers for is forgotten.
+  const keptRevision = await keptFeeRevision(state, event);
   const feesTold = new Map<string, { failure: boolean }>();
-  const told =
-    (id: string) =>
-    ({ fee, failureFee }: { fee: bigint | null; failureFee: bigint | null }) => {
-      if (fee !== null) feesTold.set(id, { failure: failureFee !== null });
-      return { fee: fee ?? 0n, failureFee: failureFee ?? 0n };
-    };
+  const told = (id: string) => (answer: FeesTold) => {
+    if (answer.fee !== null) feesTold.set(id, { failure: answer.failureTold });
+    return { fee: answer.fee ?? 0n, failureFee: answer.failureFee ?? 0n };
+  };
   const railEvent = await toRailEvent(event, {
     transferFee: (transferId) => transferFee(state, transferId),
     chargeFee: (intentId) => chargeFee(state, intentId),
@@ -50,7 +50,7 @@ export async function deliver(state: FiatRailState, event: FiatEvent): Promise<R
   const verdict = await state.handler(railEvent);
   // Money not ours books no fee of it: nothing waits for a redelivery.
   if (verdict === "not_ours") return verdict;
-  await forgetBookedFees(state, event, feesTold);
+  await forgetBookedFees(state, event, keptRevision, feesTold);
   for (const untold of feesUntold)
     if (!healsOnRedelivery(untold.error)) await parkUntoldFee(state, event, untold);
   const healing = feesUntold.find(({ error }) => healsOnRedelivery(error));
@@ -90,25 +90,37 @@ async function parkUntoldFee(
     );
 }
 
+/** The revision of the fee kept of `event`'s object, read before its lookup (forgetBookedFees); null with none. */
+async function keptFeeRevision(state: FiatRailState, event: FiatEvent): Promise<number | null> {
+  const store = state.params.webhooks?.store;
+  const fee = parkedFeeOf(state, event);
+  if (store === undefined || fee === null) return null;
+  return store.keptFeeRevision({ rail: state.id, objectId: fee.objectId });
+}
+
 /**
  * Forgets the fee kept of `event`'s object (given up or not) once the event booked it, Stripe telling it at its lookup:
  * it is booked under the ids a try would book it under, so a try has nothing left to book, and one given up no longer
  * stands in the operator's list of those given up (README "Reconciling a rail"). A refund's event that books only what
  * the refund took (not undone) leaves one kept asking for its failure's fee too. Before, it stayed kept: a try booked
- * nothing more and forgot it, and one given up stayed listed, booked.
+ * nothing more and forgot it, and one given up stayed listed, booked. Only the row as `revision` says it was before the
+ * lookup: one kept since (another process's event of the object, Stripe refusing it a failure's fee this lookup did not
+ * see yet) stays. Before, it was deleted whatever kept it since, and that failure's fee was never booked.
  */
 async function forgetBookedFees(
   state: FiatRailState,
   event: FiatEvent,
+  revision: number | null,
   feesTold: ReadonlyMap<string, { failure: boolean }>,
 ): Promise<void> {
   const store = state.params.webhooks?.store;
   const fee = parkedFeeOf(state, event);
   const told = fee === null ? undefined : feesTold.get(fee.objectId);
-  if (store === undefined || fee === null || told === undefined) return;
+  if (store === undefined || fee === null || told === undefined || revision === null) return;
   await store.forgetBookedFee({
     rail: state.id,
     objectId: fee.objectId,
+    revision,
     failure: fee.failure && told.failure,
   });
 }
@@ -216,7 +228,7 @@ async function bookParkedFee(
   kept: DueFee,
 ): Promise<"booked" | "waiting" | "key_refused"> {
   const about = { [kept.kind]: kept.objectId, tries: kept.tries };
-  let told: { fee: bigint | null; failureFee: bigint | null };
+  let told: FeesTold;
   try {
     told =
       kept.kind === "payout"
@@ -377,16 +389,14 @@ async function chargeFee(state: FiatRailState, intentId: string): Promise<RailFe
  * currency than the rail's cannot be booked in the rail's asset: logged, and answered as 0. Stripe not answering
  * throws: the event is then not applied, and Stripe delivers it again.
  */
-async function payoutFeesTold(
-  state: FiatRailState,
-  payoutId: string,
-): Promise<{ fee: bigint | null; failureFee: bigint | null }> {
+async function payoutFeesTold(state: FiatRailState, payoutId: string): Promise<FeesTold> {
   const payout = await state.stripe.payouts.retrieve(payoutId, {
     expand: ["balance_transaction", "failure_balance_transaction"],
   });
   return {
     fee: balanceTransactionFee(state, payout.balance_transaction, { payoutId }),
     failureFee: balanceTransactionFee(state, payout.failure_balance_transaction, { payoutId }),
+    failureTold: failureFeeTold(payout.status, payout.failure_balance_transaction),
   };
 }
 
@@ -397,17 +407,35 @@ async function payoutFeesTold(
  * be booked in the rail's asset: logged, and answered as 0. A refund with no balance transaction yet took nothing yet:
  * 0. Stripe not answering throws.
  */
-async function refundFeesTold(
-  state: FiatRailState,
-  refundId: string,
-): Promise<{ fee: bigint | null; failureFee: bigint | null }> {
+async function refundFeesTold(state: FiatRailState, refundId: string): Promise<FeesTold> {
   const refund = await state.stripe.refunds.retrieve(refundId, {
     expand: ["balance_transaction", "failure_balance_transaction"],
   });
   return {
     fee: refundFee(state, refundId, refund.balance_transaction),
     failureFee: refundFee(state, refundId, refund.failure_balance_transaction),
+    failureTold: failureFeeTold(refund.status, refund.failure_balance_transaction),
   };
+}
+
+/**
+ * A payout's or a refund's fees as Stripe answered (payoutFeesTold, refundFeesTold); `failureTold`: whether its
+ * failure's fee is told, for an event to forget one kept asking for it (forgetBookedFees).
+ */
+type FeesTold = { fee: bigint | null; failureFee: bigint | null; failureTold: boolean };
+
+/**
+ * Whether a payout's or refund's answer tells its failure's fee: its failure's balance transaction expanded, or none
+ * while it has not failed (nothing given back: a failure later is another event, and one kept of it then another
+ * revision, which the event's forgetting leaves). Failed or canceled with none (yet) tells nothing: not 0, which would
+ * forget a fee kept asking for it (the pass asks it then). Before, a missing one was told as 0 whatever the status.
+ */
+function failureFeeTold(
+  status: string | null | undefined,
+  txn: string | Stripe.BalanceTransaction | null | undefined,
+): boolean {
+  if (typeof txn === "string") return false;
+  return (txn !== null && txn !== undefined) || (status !== "failed" && status !== "canceled");
 }
 
 /**

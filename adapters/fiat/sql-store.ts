@@ -160,6 +160,9 @@ type ParkedFeeRow = {
   revision: number;
 };
 
+/** Every kind of kept fee: asked for all of them, takeDueFees reads no kind. */
+const parkedFeeKindsAll: readonly ParkedFee["kind"][] = ["payout", "refund"];
+
 function feeBookingJson(fee: ParkedFee): string {
   const booking: ParkedFeeBooking =
     fee.kind === "refund"
@@ -329,7 +332,8 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
       });
     },
     async parkFee(fee) {
-      // Kept again, its revision moves: a try that read the row before books what it read, and leaves the row. Given
+      // Kept again, it takes the next revision (never one a row of it had before: migration 007): a try or an event's
+      // lookup that read the row before books what it read, and leaves the row. Given
       // up, or past its week (not given up yet: no pass since, or giveUpFees skipping the row this locks), it is kept
       // anew (its week, tries and wait from the start); the row's lock, taken first, says which it was.
       const expired = (week: string) => `(fiat_parked_fees.gave_up_at IS NOT NULL
@@ -339,16 +343,17 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
           `SELECT ${expired("$3")} AS expired FROM fiat_parked_fees WHERE rail = $1 AND object_id = $2 FOR UPDATE`,
           [fee.rail, fee.objectId, parkedFeeKeptMsMax],
         );
-        const [row] = await tx.query<{ revision: number }>(
+        // xmax 0: the row this statement inserted, not one it updated (PostgreSQL's, as an upsert's tell).
+        const [row] = await tx.query<{ inserted: boolean }>(
           `INSERT INTO fiat_parked_fees (rail, object_id, kind, failure, booking, next_try_at)
            VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6::double precision / 1000))
            ON CONFLICT (rail, object_id) DO UPDATE SET failure = fiat_parked_fees.failure OR EXCLUDED.failure,
-             booking = EXCLUDED.booking, revision = fiat_parked_fees.revision + 1,
+             booking = EXCLUDED.booking, revision = nextval('fiat_parked_fees_revision'),
              tries = CASE WHEN ${expired("$7")} THEN 0 ELSE fiat_parked_fees.tries END,
              parked_at = CASE WHEN ${expired("$7")} THEN now() ELSE fiat_parked_fees.parked_at END,
              next_try_at = CASE WHEN ${expired("$7")} THEN EXCLUDED.next_try_at ELSE fiat_parked_fees.next_try_at END,
              gave_up_at = NULL
-           RETURNING revision`,
+           RETURNING xmax = 0 AS inserted`,
           [
             fee.rail,
             fee.objectId,
@@ -359,10 +364,16 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
             parkedFeeKeptMsMax,
           ],
         );
-        return { parked: row?.revision === 0 || was?.expired === true };
+        return { parked: row?.inserted === true || was?.expired === true };
       });
     },
     async takeDueFees({ rail, max, kinds }) {
+      if (kinds?.length === 0) return [];
+      // One kind asked, `kind = $6`, which fiat_parked_fees_due_by_kind reads in next_try_at's order (a `kind = ANY`
+      // does not keep its order on PostgreSQL before 17: every due fee of the kind read and sorted, for one); every
+      // kind asked, fiat_parked_fees_due alone.
+      const kind =
+        kinds === undefined || parkedFeeKindsAll.every((each) => kinds.includes(each)) ? null : kinds[0];
       // Skipping the rows another process's pass holds: each try is one process's.
       const rows = await db.query<ParkedFeeRow>(
         `UPDATE fiat_parked_fees SET tries = tries + 1,
@@ -371,10 +382,17 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
          WHERE rail = $1 AND object_id IN (
            SELECT object_id FROM fiat_parked_fees WHERE rail = $1 AND gave_up_at IS NULL AND next_try_at <= now()
              AND parked_at > now() - make_interval(secs => $5::double precision / 1000)
-             AND ($6::text[] IS NULL OR kind = ANY($6::text[]))
+             ${kind === null ? "" : "AND kind = $6"}
            ORDER BY next_try_at, object_id LIMIT $2 FOR UPDATE SKIP LOCKED)
          RETURNING rail, object_id, kind, failure, booking, tries, revision`,
-        [rail, max, parkedFeeRetryMsMax, parkedFeeRetryMsMin, parkedFeeKeptMsMax, kinds ?? null],
+        [
+          rail,
+          max,
+          parkedFeeRetryMsMax,
+          parkedFeeRetryMsMin,
+          parkedFeeKeptMsMax,
+          ...(kind === null ? [] : [kind]),
+        ],
       );
       return rows.map(dueFeeFromRow);
     },
@@ -398,11 +416,20 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
         revision,
       ]);
     },
-    async forgetBookedFee({ rail, objectId, failure }) {
-      // The row's failure as it stands when deleted: one kept since asking for its failure's fee too stays.
+    async keptFeeRevision({ rail, objectId }) {
+      const [row] = await db.query<{ revision: number }>(
+        "SELECT revision FROM fiat_parked_fees WHERE rail = $1 AND object_id = $2",
+        [rail, objectId],
+      );
+      return row?.revision ?? null;
+    },
+    async forgetBookedFee({ rail, objectId, revision, failure }) {
+      // The row as the event's lookup found it: one kept since (another revision) stays, and so does one asking for its
+      // failure's fee that the lookup did not tell.
       await db.query(
-        "DELETE FROM fiat_parked_fees WHERE rail = $1 AND object_id = $2 AND (NOT failure OR $3::boolean)",
-        [rail, objectId, failure],
+        `DELETE FROM fiat_parked_fees WHERE rail = $1 AND object_id = $2 AND revision = $3
+           AND (NOT failure OR $4::boolean)`,
+        [rail, objectId, revision, failure],
       );
     },
   };

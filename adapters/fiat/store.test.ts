@@ -60,7 +60,7 @@ describe("memory webhook store: the fees Stripe refused to tell", () => {
     elapse(1);
     const taken = await store.takeDueFees({ rail: "fiat", max: 10 });
     expect(taken.sort((x, y) => x.objectId.localeCompare(y.objectId))).toEqual([
-      { ...payout, tries: 1, revision: 0 },
+      { ...payout, tries: 1, revision: 2 },
       { ...refund, failure: true, tries: 1, revision: 1 },
     ]);
     // Taken, not again before its next try (another pass finds nothing).
@@ -84,18 +84,18 @@ describe("memory webhook store: the fees Stripe refused to tell", () => {
     // Kept again after its try read it: that try's booking leaves it, for the next try to book what came since.
     expect(await store.parkFee(refund)).toEqual({ parked: false });
     await store.unparkFee({ rail: "fiat", objectId: "re_kept", revision: 1 });
-    await store.unparkFee({ rail: "fiat", objectId: "po_kept", revision: 0 });
+    await store.unparkFee({ rail: "fiat", objectId: "po_kept", revision: 2 });
     elapse(parkedFeeRetryMsMax);
     expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([
-      { ...refund, failure: true, tries: 9, revision: 2 },
+      { ...refund, failure: true, tries: 9, revision: 4 },
     ]);
-    await store.unparkFee({ rail: "fiat", objectId: "re_kept", revision: 2 });
+    await store.unparkFee({ rail: "fiat", objectId: "re_kept", revision: 4 });
     elapse(parkedFeeRetryMsMax);
     expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([]);
     // Another rail's is its own: neither taken nor given up with this one's.
     expect(await store.giveUpFees({ rail: "fiat_eu", max: 10 })).toEqual([]);
     expect(await store.takeDueFees({ rail: "fiat_eu", max: 10 })).toEqual([
-      { ...payout, rail: "fiat_eu", tries: 1, revision: 0 },
+      { ...payout, rail: "fiat_eu", tries: 1, revision: 3 },
     ]);
   });
 
@@ -125,7 +125,7 @@ describe("memory webhook store: the fees Stripe refused to tell", () => {
     expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([]);
     elapse(1);
     expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([
-      { ...refund, failure: true, tries: 1, revision: 1 },
+      { ...refund, failure: true, tries: 1, revision: 2 },
     ]);
     expect(await store.giveUpFees({ rail: "fiat", max: 10 })).toEqual([]);
     // Kept again while asked for, it is said kept once.
@@ -154,19 +154,45 @@ describe("memory webhook store: the fees Stripe refused to tell", () => {
     await store.parkFee(refund);
     await store.parkFee(payout);
     await store.parkFee({ ...refund, rail: "fiat_eu" });
-    await store.forgetBookedFee({ rail: "fiat", objectId: "po_kept", failure: false });
-    await store.forgetBookedFee({ rail: "fiat", objectId: "re_kept", failure: false });
+    await store.forgetBookedFee({ rail: "fiat", objectId: "po_kept", revision: 1, failure: false });
+    await store.forgetBookedFee({ rail: "fiat", objectId: "re_kept", revision: 0, failure: false });
     elapse(parkedFeeRetryMsMin);
     expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([
-      { ...payout, tries: 1, revision: 0 },
+      { ...payout, tries: 1, revision: 1 },
     ]);
-    // Given up, it is forgotten all the same.
+    // Given up, it is forgotten all the same; only as the event's lookup read it.
     elapse(parkedFeeKeptMsMax);
     expect(await store.giveUpFees({ rail: "fiat", max: 10 })).toHaveLength(1);
-    await store.forgetBookedFee({ rail: "fiat", objectId: "po_kept", failure: true });
+    expect(await store.keptFeeRevision({ rail: "fiat", objectId: "po_kept" })).toBe(1);
+    await store.forgetBookedFee({ rail: "fiat", objectId: "po_kept", revision: 0, failure: true });
+    expect(await store.keptFeeRevision({ rail: "fiat", objectId: "po_kept" })).toBe(1);
+    await store.forgetBookedFee({ rail: "fiat", objectId: "po_kept", revision: 1, failure: true });
+    expect(await store.keptFeeRevision({ rail: "fiat", objectId: "po_kept" })).toBeNull();
     expect(await store.parkFee(payout)).toEqual({ parked: true });
     expect(await store.takeDueFees({ rail: "fiat_eu", max: 10 })).toEqual([]);
     expect(await store.giveUpFees({ rail: "fiat_eu", max: 10 })).toHaveLength(1);
+  });
+
+  it("never gives a revision twice: a try's booking leaves a fee forgotten and kept anew since it read it", async () => {
+    // A pass's try reads the fee; another event of its refund is told it and forgets it; a refund.failed, Stripe
+    // refusing it, keeps it anew asking for its failure's fee. Before, that row began at revision 0 again, and the try's
+    // unparkFee (revision 0) deleted it: the failure's fee was never booked.
+    const store = createMemoryStripeWebhookStore();
+    await store.parkFee(refund);
+    elapse(parkedFeeRetryMsMin);
+    const [taken] = await store.takeDueFees({ rail: "fiat", max: 10 });
+    expect(taken).toMatchObject({ objectId: "re_kept", failure: false });
+    // The event's lookup read the row as the try did (keptFeeRevision).
+    const read = taken?.revision ?? -1;
+    await store.forgetBookedFee({ rail: "fiat", objectId: "re_kept", revision: read, failure: false });
+    expect(await store.parkFee({ ...refund, failure: true })).toEqual({ parked: true });
+    await store.unparkFee({ rail: "fiat", objectId: "re_kept", revision: taken?.revision ?? -1 });
+    // Nor does an event's forgetting, its revision read before the row was kept anew.
+    await store.forgetBookedFee({ rail: "fiat", objectId: "re_kept", revision: read, failure: true });
+    elapse(parkedFeeRetryMsMin);
+    expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([
+      { ...refund, failure: true, tries: 1, revision: 1 },
+    ]);
   });
 
   it("takes and gives up fees due at once by object id, as the SQL store does", async () => {
@@ -195,7 +221,7 @@ describe("memory webhook store: the fees Stripe refused to tell", () => {
     ]);
     expect(await store.takeDueFees({ rail: "fiat", max: 10, kinds: ["refund"] })).toEqual([]);
     expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([
-      { ...payout, tries: 1, revision: 0 },
+      { ...payout, tries: 1, revision: 1 },
     ]);
   });
 });

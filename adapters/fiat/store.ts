@@ -165,14 +165,27 @@ export interface StripeWebhookStore {
    * (takeDueFees), they stay kept for the operator. Each is returned once, by the call that gave it up.
    */
   giveUpFees(params: { rail: string; max: number }): Promise<GivenUpFee[]>;
-  /** Forgets a kept fee booked, unless it was kept again since its try read it (then asked again at its next try). */
+  /**
+   * Forgets a kept fee booked, unless it was kept again since its try read it (then asked again at its next try). A
+   * revision is never given twice, to a row of one object or of any other (parkFee): one forgotten and kept anew since
+   * is not this one.
+   */
   unparkFee(params: { rail: string; objectId: string; revision: number }): Promise<void>;
+  /** The revision of the fee kept of `objectId`, given up or not; null when none is kept. */
+  keptFeeRevision(params: { rail: string; objectId: string }): Promise<number | null>;
   /**
    * Forgets the kept fee of `objectId`, given up or not, that an event of its object has booked, Stripe telling it at
-   * the event's lookup: unless it asks for its failure's fee and `failure` says that fee was not booked with it (then
-   * it stays, for a try to book that one). Not by revision: whatever kept it again since asked for these same fees.
+   * the event's lookup: only as `revision` (keptFeeRevision, read before the lookup) says it was, for one kept since
+   * (another event's, Stripe refusing it after this one's lookup) asks for what the lookup may not have told; and not
+   * when it asks for its failure's fee and `failure` says that fee was not told with it (then it stays, for a try to
+   * book that one).
    */
-  forgetBookedFee(params: { rail: string; objectId: string; failure: boolean }): Promise<void>;
+  forgetBookedFee(params: {
+    rail: string;
+    objectId: string;
+    revision: number;
+    failure: boolean;
+  }): Promise<void>;
 }
 
 /** Fees of two deliveries of one reversal: each balance transaction once, the first delivery's first. */
@@ -221,6 +234,8 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
     { fee: DueFee; parkedAtMs: number; nextTryAtMs: number; gaveUpAtMs: number | null }
   >();
   const feeKey = (rail: string, objectId: string) => `${rail} ${objectId}`;
+  // As the SQL store's sequence: a revision is never given twice, a row kept anew after it was forgotten included.
+  let revisions = 0;
   // Ties broken as the SQL store's ORDER BY … object_id breaks them (its text bytewise: ids are ASCII), not by age.
   const byObjectId = (x: { fee: DueFee }, y: { fee: DueFee }) =>
     x.fee.objectId < y.fee.objectId ? -1 : x.fee.objectId > y.fee.objectId ? 1 : 0;
@@ -293,7 +308,7 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
       const nowMs = Date.now();
       if (kept === undefined) {
         feesKept.set(key, {
-          fee: { ...fee, tries: 0, revision: 0 },
+          fee: { ...fee, tries: 0, revision: revisions++ },
           parkedAtMs: nowMs,
           nextTryAtMs: nowMs + parkedFeeRetryMs(0),
           gaveUpAtMs: null,
@@ -303,7 +318,7 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
       const failure = kept.fee.failure || fee.failure;
       // Past its week, given up yet or not: as the SQL store's, so that no pass's timing decides it.
       const expired = kept.gaveUpAtMs !== null || kept.parkedAtMs <= nowMs - parkedFeeKeptMsMax;
-      kept.fee = { ...fee, failure, tries: expired ? 0 : kept.fee.tries, revision: kept.fee.revision + 1 };
+      kept.fee = { ...fee, failure, tries: expired ? 0 : kept.fee.tries, revision: revisions++ };
       if (expired) {
         kept.parkedAtMs = nowMs;
         kept.nextTryAtMs = nowMs + parkedFeeRetryMs(0);
@@ -334,10 +349,13 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
       const key = feeKey(rail, objectId);
       if (feesKept.get(key)?.fee.revision === revision) feesKept.delete(key);
     },
-    async forgetBookedFee({ rail, objectId, failure }) {
+    async keptFeeRevision({ rail, objectId }) {
+      return feesKept.get(feeKey(rail, objectId))?.fee.revision ?? null;
+    },
+    async forgetBookedFee({ rail, objectId, revision, failure }) {
       const key = feeKey(rail, objectId);
       const kept = feesKept.get(key);
-      if (kept !== undefined && (failure || !kept.fee.failure)) feesKept.delete(key);
+      if (kept?.fee.revision === revision && (failure || !kept.fee.failure)) feesKept.delete(key);
     },
     async giveUpFees({ rail, max }) {
       const nowMs = Date.now();

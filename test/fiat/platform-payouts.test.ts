@@ -891,6 +891,89 @@ describe("a payout whose fee Stripe refuses to tell", () => {
   });
 });
 
+describe("a failed payout whose failure's fee Stripe refuses to tell", () => {
+  it("keeps that fee when another event of the payout is told its fee but not its failure's, and books it once told", async () => {
+    // An event told a payout's fee forgets the fee kept of it, not one asking for its failure's fee that the event's
+    // lookup did not tell: the payout failed, its failure's balance transaction not there (yet). Before, a missing one
+    // was told as 0, and the kept fee forgotten: what the failure gave back of the Instant Payout's fee never booked.
+    let refusing = true;
+    let failureTold = false;
+    const txn = (suffix: string, amount: number, fee: number, type: string) => ({
+      id: `txn_po_failure_kept${suffix}`,
+      object: "balance_transaction",
+      amount,
+      currency: "usd",
+      fee,
+      net: amount - fee,
+      type,
+    });
+    const payout = () => ({
+      id: "po_failure_kept",
+      object: "payout",
+      amount: 1300,
+      arrival_date: 1_800_000_000,
+      automatic: false,
+      balance_transaction: txn("", -1300, 13, "payout"),
+      currency: "usd",
+      failure_balance_transaction: failureTold ? txn("_back", 1300, -13, "payout_failure") : null,
+      method: "instant",
+      status: "failed",
+    });
+    const proxy = await startCuttingProxy(
+      inject("stripeMockPort"),
+      () => false,
+      (method, url) => {
+        if (method !== "GET" || !new URL(url, "http://stripe").pathname.startsWith("/v1/payouts/"))
+          return null;
+        return refusing
+          ? new ProxyAnswer(403, {
+              error: {
+                type: "invalid_request_error",
+                message:
+                  "The provided key 'rk_test_***' does not have the required permissions for this endpoint.",
+              },
+            })
+          : payout();
+      },
+    );
+    const c = await createApp(testConfig({ ...env, STRIPE_API_PORT: String(proxy.port) }));
+    onTestFinished(async () => {
+      await c.close();
+      await proxy.close();
+    });
+    await funded("payout_failure_kept");
+    const before = { ...(await balances()), fee: await railBalance("fee") };
+    const failed = payoutEvent("evt_po_failure_kept", "payout.failed", {
+      payoutId: "po_failure_kept",
+      amount: 1300,
+      method: "instant",
+    });
+    expect(await deliver(c, failed)).toEqual({ received: true, outcome: "applied" });
+    const kept = () =>
+      c.db.query<{ failure: boolean }>("SELECT failure FROM fiat_parked_fees WHERE object_id = $1", [
+        "po_failure_kept",
+      ]);
+    expect(await kept()).toEqual([{ failure: true }]);
+
+    // The key may read payouts now; another event of the payout is told its fee (booked) and no failure's.
+    refusing = false;
+    await deliver(c, { ...failed, id: "evt_po_failure_kept_again" });
+    const feeBooked = { ...before, capital: before.capital - 13n, fee: before.fee + 13n };
+    expect({ ...(await balances()), fee: await railBalance("fee") }).toEqual(feeBooked);
+    expect(await kept()).toEqual([{ failure: true }]);
+
+    // Told at its next try: what the failure gave back is booked.
+    failureTold = true;
+    await c.db.query("UPDATE fiat_parked_fees SET next_try_at = now() WHERE object_id = $1", [
+      "po_failure_kept",
+    ]);
+    const rail = c.payments.rails.get("fiat") as FiatRail;
+    expect(await rail.bookParkedFees()).toEqual({ booked: 1, waiting: 0 });
+    expect({ ...(await balances()), fee: await railBalance("fee") }).toEqual(before);
+    expect(await kept()).toEqual([]);
+  });
+});
+
 describe("reconciling the fiat rail against stripe-mock", () => {
   type RailBalance = {
     rail: string;

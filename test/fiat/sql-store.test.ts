@@ -22,6 +22,7 @@ beforeAll(async () => {
     "fiat/004_parked_fees.sql",
     "fiat/005_parked_fees_given_up.sql",
     "fiat/006_parked_fees_by_kind.sql",
+    "fiat/007_parked_fees_revision_sequence.sql",
   ]);
   expect(await migrate(db, [fiatMigrations])).toEqual([]); // once
 });
@@ -113,9 +114,16 @@ describe("SQL webhook store: the fees Stripe refused to tell", () => {
     const due = () => db.query("UPDATE fiat_parked_fees SET next_try_at = now() WHERE rail = 'fiat'");
     await due();
     const taken = await store.takeDueFees({ rail: "fiat", max: 10 });
+    // Revisions from one sequence (migration 007): each keeping a new one, larger than every one given before.
+    const [refundRead, payoutRead, euRead] = [
+      await store.keptFeeRevision({ rail: "fiat", objectId: "re_kept" }),
+      await store.keptFeeRevision({ rail: "fiat", objectId: "po_kept" }),
+      await store.keptFeeRevision({ rail: "fiat_eu", objectId: "po_kept" }),
+    ];
+    expect((refundRead ?? -1) < (payoutRead ?? -1) && (payoutRead ?? -1) < (euRead ?? -1)).toBe(true);
     expect(taken.sort((x, y) => x.objectId.localeCompare(y.objectId))).toEqual([
-      { ...payout, tries: 1, revision: 0 },
-      { ...refund, failure: true, tries: 1, revision: 1 },
+      { ...payout, tries: 1, revision: payoutRead },
+      { ...refund, failure: true, tries: 1, revision: refundRead },
     ]);
     // Taken, not again before its next try (another process's pass finds nothing).
     expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([]);
@@ -136,19 +144,21 @@ describe("SQL webhook store: the fees Stripe refused to tell", () => {
 
     // Kept again after its try read it: that try's booking leaves it, for the next try to book what came since.
     expect(await store.parkFee(refund)).toEqual({ parked: false });
-    await store.unparkFee({ rail: "fiat", objectId: "re_kept", revision: 1 });
-    await store.unparkFee({ rail: "fiat", objectId: "po_kept", revision: 0 });
+    const keptAgain = (await store.keptFeeRevision({ rail: "fiat", objectId: "re_kept" })) ?? -1;
+    expect(keptAgain).toBeGreaterThan(euRead ?? 0);
+    await store.unparkFee({ rail: "fiat", objectId: "re_kept", revision: refundRead ?? -1 });
+    await store.unparkFee({ rail: "fiat", objectId: "po_kept", revision: payoutRead ?? -1 });
     await due();
     expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([
-      { ...refund, failure: true, tries: 8, revision: 2 },
+      { ...refund, failure: true, tries: 8, revision: keptAgain },
     ]);
-    await store.unparkFee({ rail: "fiat", objectId: "re_kept", revision: 2 });
+    await store.unparkFee({ rail: "fiat", objectId: "re_kept", revision: keptAgain });
     await due();
     expect(await store.takeDueFees({ rail: "fiat", max: 10 })).toEqual([]);
     // Another rail's is its own.
     await db.query("UPDATE fiat_parked_fees SET next_try_at = now()");
     expect(await store.takeDueFees({ rail: "fiat_eu", max: 10 })).toEqual([
-      { ...payout, rail: "fiat_eu", tries: 1, revision: 0 },
+      { ...payout, rail: "fiat_eu", tries: 1, revision: euRead },
     ]);
   });
 
@@ -191,7 +201,10 @@ describe("SQL webhook store: the fees Stripe refused to tell", () => {
       "UPDATE fiat_parked_fees SET tries = 3, parked_at = now() - interval '8 days' WHERE rail = $1 AND object_id = 're_old'",
       [rail],
     );
+    const oldRead = await store.keptFeeRevision({ rail, objectId: "re_old" });
     expect(await store.parkFee({ ...kept("re_old"), failure: true })).toEqual({ parked: true });
+    const anew = (await store.keptFeeRevision({ rail, objectId: "re_old" })) ?? -1;
+    expect(anew).toBeGreaterThan(oldRead ?? 0);
     const row = async () =>
       (
         await db.query<{
@@ -212,19 +225,20 @@ describe("SQL webhook store: the fees Stripe refused to tell", () => {
       failure: true,
       given_up: false,
       tries: 0,
-      revision: 1,
+      revision: anew,
       wait: 60,
       fresh: true,
     });
     expect(await store.takeDueFees({ rail, max: 10 })).toEqual([]);
     await due();
     expect((await store.takeDueFees({ rail, max: 10 })).filter((fee) => fee.objectId === "re_old")).toEqual([
-      { ...kept("re_old"), failure: true, tries: 1, revision: 1 },
+      { ...kept("re_old"), failure: true, tries: 1, revision: anew },
     ]);
     expect(await store.giveUpFees({ rail, max: 10 })).toEqual([]);
     // Kept again while asked for, it is said kept once, and keeps its tries.
     expect(await store.parkFee(kept("re_old"))).toEqual({ parked: false });
-    expect(await row()).toMatchObject({ given_up: false, tries: 1, revision: 2 });
+    expect(await row()).toMatchObject({ given_up: false, tries: 1 });
+    expect((await row())?.revision).toBeGreaterThan(anew);
   });
 
   it("keeps anew a fee past its week that no pass gave up yet, when it is kept again", async () => {
@@ -241,12 +255,15 @@ describe("SQL webhook store: the fees Stripe refused to tell", () => {
       paymentIntent: "pi_past",
     } as const;
     await store.parkFee(kept);
+    const read = await store.keptFeeRevision({ rail, objectId: "re_past" });
     await db.query(
       "UPDATE fiat_parked_fees SET tries = 3, parked_at = now() - interval '7 days 1 minute', next_try_at = now() WHERE rail = $1",
       [rail],
     );
     expect(await store.takeDueFees({ rail, max: 10 })).toEqual([]);
     expect(await store.parkFee({ ...kept, failure: true })).toEqual({ parked: true });
+    const anew = (await store.keptFeeRevision({ rail, objectId: "re_past" })) ?? -1;
+    expect(anew).toBeGreaterThan(read ?? 0);
     const [row] = await db.query<{ given_up: boolean; tries: number; wait: number; fresh: boolean }>(
       `SELECT gave_up_at IS NOT NULL AS given_up, tries, round(extract(epoch FROM next_try_at - parked_at))::float8 AS wait,
          parked_at > now() - interval '1 minute' AS fresh
@@ -257,7 +274,7 @@ describe("SQL webhook store: the fees Stripe refused to tell", () => {
     expect(await store.giveUpFees({ rail, max: 10 })).toEqual([]);
     await db.query("UPDATE fiat_parked_fees SET next_try_at = now() WHERE rail = $1", [rail]);
     expect(await store.takeDueFees({ rail, max: 10 })).toEqual([
-      { ...kept, failure: true, tries: 1, revision: 1 },
+      { ...kept, failure: true, tries: 1, revision: anew },
     ]);
   });
 
@@ -283,16 +300,59 @@ describe("SQL webhook store: the fees Stripe refused to tell", () => {
     await store.parkFee(refund);
     await store.parkFee(payout);
     await store.parkFee({ ...refund, rail: "fiat_forget_eu" });
-    await store.forgetBookedFee({ rail, objectId: "po_forget", failure: false });
-    await store.forgetBookedFee({ rail, objectId: "re_forget", failure: false });
+    const read = async (objectId: string) => (await store.keptFeeRevision({ rail, objectId })) ?? -1;
+    const [payoutRead, refundRead] = [await read("po_forget"), await read("re_forget")];
+    await store.forgetBookedFee({ rail, objectId: "po_forget", revision: payoutRead, failure: false });
+    await store.forgetBookedFee({ rail, objectId: "re_forget", revision: refundRead, failure: false });
     expect(await keptIds()).toEqual(["po_forget"]);
     await db.query("UPDATE fiat_parked_fees SET gave_up_at = now() WHERE rail = $1", [rail]);
-    await store.forgetBookedFee({ rail, objectId: "po_forget", failure: true });
+    // Only as the event's lookup read it: kept again since, it stays.
+    await store.forgetBookedFee({ rail, objectId: "po_forget", revision: payoutRead - 1, failure: true });
+    expect(await keptIds()).toEqual(["po_forget"]);
+    await store.forgetBookedFee({ rail, objectId: "po_forget", revision: payoutRead, failure: true });
     expect(await keptIds()).toEqual([]);
+    expect(await store.keptFeeRevision({ rail, objectId: "po_forget" })).toBeNull();
     const [other] = await db.query<{ n: number }>(
       "SELECT count(*)::int AS n FROM fiat_parked_fees WHERE rail = 'fiat_forget_eu'",
     );
     expect(other).toEqual({ n: 1 });
+  });
+
+  it("never gives a revision twice: a try's booking leaves a fee forgotten and kept anew since it read it", async () => {
+    // A pass's try reads the fee; another event of its refund is told it and forgets it; a refund.failed, Stripe
+    // refusing it, keeps it anew asking for its failure's fee. Before, that row began at revision 0 again, and the try's
+    // unparkFee (revision 0) deleted it: stripe_refund_failure_fee was never booked.
+    const store = createSqlStripeWebhookStore(db);
+    const rail = "fiat_revisions";
+    const kept = {
+      rail,
+      kind: "refund",
+      objectId: "re_anew",
+      failure: false,
+      invoice: "inv_anew",
+      paymentIntent: "pi_anew",
+    } as const;
+    expect(await store.parkFee(kept)).toEqual({ parked: true });
+    await db.query("UPDATE fiat_parked_fees SET next_try_at = now() WHERE rail = $1", [rail]);
+    const [taken] = await store.takeDueFees({ rail, max: 10 });
+    expect(taken).toMatchObject({ objectId: "re_anew", failure: false, tries: 1 });
+    // The event's lookup read the row as the try did (keptFeeRevision).
+    const read = taken?.revision ?? -1;
+    await store.forgetBookedFee({ rail, objectId: "re_anew", revision: read, failure: false });
+    const [count] = await db.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM fiat_parked_fees WHERE rail = $1",
+      [rail],
+    );
+    expect(count).toEqual({ n: 0 });
+    expect(await store.parkFee({ ...kept, failure: true })).toEqual({ parked: true });
+    await store.unparkFee({ rail, objectId: "re_anew", revision: read });
+    // Nor does an event's forgetting, its revision read before the row was kept anew.
+    await store.forgetBookedFee({ rail, objectId: "re_anew", revision: read, failure: true });
+    const [row] = await db.query<{ failure: boolean; tries: number; fresh: boolean }>(
+      "SELECT failure, tries, revision > $2 AS fresh FROM fiat_parked_fees WHERE rail = $1",
+      [rail, read],
+    );
+    expect(row).toEqual({ failure: true, tries: 0, fresh: true });
   });
 
   it("takes only the kinds it is asked for", async () => {
