@@ -212,25 +212,45 @@ export async function standingReversals(
  * SQL: what invoice row `alias` (its id the parameter `id`) still holds of what its receipts brought: less what the
  * reversals that stand and name the receipt they take (a deposit a reorg removed) asked, each all of it (what its legs
  * took and its shortfalls: the receipt is gone from the chain whatever the accounts held), and less what its refunds
- * not failed took of what it holds (`held_refunded` of its `refundable` row, migration 0070, or `refunded`: a
- * statement that locked the row passes what it read there). Below zero when a refund paid back an excess a reorg then
- * took away with its receipt: further receipts make that up first. Every decision of whether an invoice holds its
- * amount is this one count: a receipt's, a reversal's, a reinstatement's, dueAgain's (settlement/invoices.ts), and
- * what a refund's claim takes of it (claimStatement). A refund of a paid invoice takes only what it held over its
- * amount: the rest is a price the merchant agreed down, not money the payer still owes. Before, all of a refund not
- * failed counted: a paid invoice discounted by a refund, whose receipt a reorg then took, was not paid again by a
- * receipt of its amount, and a stray deposit's reorg marked it reversed. A reversal of the invoice's money (a
- * dispute) is not counted here: it stands apart (settlement/invoices.ts disputedSql), and no receipt pays over it.
+ * not failed took of what it holds (refundsHeldSql). Below zero when a refund paid back an excess a reorg then took
+ * away with its receipt: further receipts make that up first. Every decision of whether an invoice holds its amount is
+ * this one count: a receipt's, a reversal's, a reinstatement's, dueAgain's (settlement/invoices.ts), a refund's
+ * failure's (failedStatement), and what a refund's claim discounts (claimStatement). A reversal of the invoice's
+ * money (a dispute) is not counted here: it stands apart (settlement/invoices.ts disputedSql), and no receipt pays
+ * over it.
  */
-export const heldSql = (
-  alias: string,
-  id: string,
-  refunded = `coalesce((SELECT f.held_refunded FROM refundable f WHERE f.target_id = ${id}), 0)`,
-) =>
+export const heldSql = (alias: string, id: string, refundable?: string, failing?: string) =>
   `(coalesce(${alias}.received_amount, 0) - (SELECT coalesce(sum(r.amount + coalesce((SELECT sum(s.amount)
      FROM reversal_shortfalls s WHERE s.invoice_id = r.invoice_id AND s.reversal_key = r.key), 0)), 0)
    FROM invoice_reversals r WHERE r.invoice_id = ${id} AND r.reinstated_at IS NULL AND r.receipt IS NOT NULL)
-   - ${refunded})`;
+   - ${refundsHeldSql(id, refundable, failing)})`;
+
+/**
+ * SQL: what invoice `id`'s refunds not failed took of what it holds: what they refunded less what of it was a discount
+ * (`discounted`, migration 0070: of a refund of a paid invoice, what it gave back beyond the excess; claimStatement).
+ * Both are read from `refundable`, a relation of one row with `refunded` and `discounted` (a statement that locked the
+ * invoice's `refundable` row passes what it read there; none given, the row as the statement's snapshot sees it), the
+ * discount no more than what the refunds not failed say of theirs (less `failing`, the id of the refund the statement
+ * fails), and what is taken never below 0. Before, every refund not failed counted whole: a paid invoice discounted by
+ * a refund, whose receipt a reorg then took, was not paid again by a receipt of its amount, and a stray deposit's
+ * reorg marked it reversed.
+ *
+ * Each of the two discounts is too high only where the other is not, so the least keeps every writer on the side
+ * where an invoice is not paid short: the row's, after a failure by the code before migration 0070, which lowers
+ * `refunded` alone (that code claims a refund whole, `discounted` 0, which is safe); the refunds', while a failure
+ * that committed after the snapshot (the locked row saw it) still stands in it. A refund claimed after the snapshot is
+ * in the row and not in the refunds: counted whole. Both are too high only for a statement that a failure of a
+ * discounted refund by the code before 0070 committed during, while both versions run: a known limit of the deploy.
+ */
+const refundsHeldSql = (
+  id: string,
+  refundable = `(SELECT f.refunded, f.discounted FROM refundable f WHERE f.target_id = ${id})`,
+  failing?: string,
+) =>
+  `coalesce((SELECT greatest(0, t.refunded - least(t.discounted, (SELECT coalesce(sum(d.discounted), 0)
+     FROM refunds d WHERE d.invoice_id = ${id} AND d.status <> 'failed'
+       ${failing === undefined ? "" : `AND d.id <> ${failing}`})))
+   FROM ${refundable} AS t), 0)`;
 
 /**
  * After a write refused because the `refundable` row moved (a refund's claim, a reversal's legs): a random pause of
@@ -279,33 +299,34 @@ export type NewRefund = Omit<
  * another refund holds, refund_key_taken(): the transaction, hold and all, is rolled back (isRefundExceeding,
  * isRefundKeyTaken). Returns the refund's row.
  *
- * The refund keeps, and adds to the row's, what of it counts against what its invoice holds (`held_refunded`,
- * migration 0070: heldSql), counted from what the invoice held at the version `readAt` names: of a paid invoice, what
- * it took of the excess over the amount (min(amount, max(0, held − invoice amount))), the rest a discount the payer
- * owes nothing for; of one not paid, all of it, since the payer got it back before anything was settled.
+ * The refund keeps, and adds to the row's, what of it is a discount (`discounted`, migration 0070: heldSql), counted
+ * from what the invoice held at the version `readAt` names: of a paid invoice, what it gave back beyond the excess over
+ * the amount (amount − min(amount, max(0, held − invoice amount))), a price the payer owes nothing for; of one not
+ * paid, nothing, since the payer got it all back before anything was settled.
  */
 export function claimStatement(refund: NewRefund): Statement {
   const targetId = refund.target.kind === "invoice" ? refund.target.invoiceId : refund.target.paymentId;
   return {
     text: `WITH
-     held AS (
-       SELECT CASE WHEN i.status = 'paid' THEN least($7::bigint, greatest(0, ${heldSql("i", "$3")} - i.amount))
-                   ELSE $7::bigint END::bigint AS part
+     discount AS (
+       SELECT CASE WHEN i.status = 'paid'
+                   THEN $7::bigint - least($7::bigint, greatest(0, ${heldSql("i", "$3")} - i.amount)) ELSE 0 END::bigint
+                AS discounted
        FROM invoices i WHERE i.id = $3),
      claim AS (
-       INSERT INTO refundable AS r (target_id, paid, refunded, held_refunded)
-       SELECT $14, $15, $7, coalesce((SELECT part FROM held), 0)
+       INSERT INTO refundable AS r (target_id, paid, refunded, discounted)
+       SELECT $14, $15, $7, coalesce((SELECT discounted FROM discount), 0)
        WHERE $3::text IS NULL OR EXISTS (SELECT 1 FROM invoices WHERE id = $3 AND received_amount = $15)
        ON CONFLICT (target_id) DO UPDATE SET paid = GREATEST(r.paid, EXCLUDED.paid), refunded = r.refunded + EXCLUDED.refunded,
-         held_refunded = r.held_refunded + EXCLUDED.held_refunded
+         discounted = r.discounted + EXCLUDED.discounted
          WHERE GREATEST(r.paid, EXCLUDED.paid) - r.refunded >= EXCLUDED.refunded
            AND ($16::text IS NULL OR r.xmin::text = $16::text)
        RETURNING 1),
      written AS (
        INSERT INTO refunds (id, tenant_id, invoice_id, payment_id, account_id, asset, amount, rail, status, reason,
-         metadata, destination, hold_transfer_id, idempotency_key, request_sha256, held_refunded)
+         metadata, destination, hold_transfer_id, idempotency_key, request_sha256, discounted)
        SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10::jsonb, $11::jsonb, $12::numeric, $13,
-         decode($17::text, 'hex'), coalesce((SELECT part FROM held), 0)
+         decode($17::text, 'hex'), coalesce((SELECT discounted FROM discount), 0)
        WHERE EXISTS (SELECT 1 FROM claim)
        ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING *),
      announced AS (
@@ -378,9 +399,9 @@ export function succeededStatement(
 }
 
 /**
- * `from` → failed, with the rail's reason, its amount given back to what is left to refund (and what of it counted
- * against what its invoice holds: its `held_refunded`, claimStatement), and `refund.failed`; nothing when it is not
- * in `from`. With `collection`, the reversals' shortfalls that what the refund gives back
+ * `from` → failed, with the rail's reason, its amount given back to what is left to refund (and what of it was a
+ * discount: its `discounted`, claimStatement), and `refund.failed`; nothing when it is not in `from`. With
+ * `collection`, the reversals' shortfalls that what the refund gives back
  * settles are recorded too when it moves now (settlement/shortfalls.ts collectionSql: shortfalls no longer as they
  * were read raise shortfall_collection_moved(), and the transaction, give-back and all, is rolled back).
  *
@@ -390,12 +411,13 @@ export function succeededStatement(
  * that the rail already took. Its takes are written in this statement, and only when the refund moves now, so they
  * are what this event's give-back collected.
  *
- * A reversed invoice that holds its amount again once the refund's part is given back is paid again, with
- * `invoice.paid`, as applyReinstated pays it (settlement/invoices.ts: no dispute stands, and heldSql, read with what
- * is left on the `refundable` row this locked, is its amount or more), the invoice's row locked after that row, the
+ * An open or reversed invoice that holds its amount again once the refund is given back is paid, with `invoice.paid`,
+ * as a receipt and applyReinstated pay it (settlement/invoices.ts: no dispute stands, and heldSql, read with what is
+ * left on the `refundable` row this locked, is its amount or more), the invoice's row locked after that row, the
  * order a receipt, a reversal and a reinstatement take the two. Before, nothing decided it again: a refund still
  * pending counted against it when a reorg took a receipt, and once the refund failed it stayed reversed holding its
- * amount.
+ * amount; and an open invoice part-paid, whose part a pending refund gave back, stayed open once the refund failed
+ * and the payer paid the rest, and took an authorization of all its amount (its payer paying twice).
  */
 export function failedStatement(
   id: string,
@@ -423,13 +445,16 @@ export function failedStatement(
        WHERE id = $1 AND status = $2 RETURNING *),
      released AS (
        UPDATE refundable SET refunded = refundable.refunded - moved.amount,
-         held_refunded = refundable.held_refunded - moved.held_refunded FROM moved
-       WHERE refundable.target_id = coalesce(moved.invoice_id, moved.payment_id) RETURNING refundable.held_refunded),
+         discounted = refundable.discounted - moved.discounted FROM moved
+       WHERE refundable.target_id = coalesce(moved.invoice_id, moved.payment_id)
+       RETURNING refundable.refunded, refundable.discounted),
      repaid AS (
-       UPDATE invoices i SET status = 'paid' FROM moved
-       WHERE i.id = moved.invoice_id AND i.status = 'reversed' AND EXISTS (SELECT 1 FROM released)
+       -- Known race, left: reversals as of the snapshot; a reinstatement committed meanwhile can leave it reversed.
+       UPDATE invoices i SET status = 'paid', paid_at = coalesce(i.paid_at, now()) FROM moved
+       WHERE i.id = moved.invoice_id AND i.status IN ('open', 'reversed') AND EXISTS (SELECT 1 FROM released)
          AND NOT EXISTS (SELECT 1 FROM invoice_reversals v WHERE v.invoice_id = i.id AND v.reinstated_at IS NULL
-           AND (v.receipt IS NULL OR ${heldSql("i", "i.id", "(SELECT held_refunded FROM released)")} < i.amount))
+           AND v.receipt IS NULL)
+         AND ${heldSql("i", "i.id", "released", "$1")} >= i.amount
        RETURNING i.id, i.tenant_id),
      repaid_told AS (
        INSERT INTO outbox (tenant_id, type, payload)

@@ -13,8 +13,9 @@
 // - a further payment to a paid invoice (a second transfer to its address): credited the same way, received_amount
 //   grows, an `invoice.payment_received` event says so; the merchant refunds it if it is not owed.
 // - a receipt a reorg took back (applyReversed, `takes`): the invoice is `reversed` when what it still holds without
-//   it (less what was refunded of its excess) falls below the amount, and stays `paid` (over-paid: its other receipts cover
-//   it) otherwise; `invoice.reversed` says what was taken back either way, and the status it left (`invoice_status`).
+//   it (less what its refunds not failed took of it, a discount not counted) falls below the amount, and stays `paid`
+//   (over-paid: its other receipts cover it) otherwise; `invoice.reversed` says what was taken back either way, and
+//   the status it left (`invoice_status`).
 // - late payment (arrived after the expiry, only possible by deposit address: an authorization's validBefore is the
 //   expiry): credited and counted like any other, flagged `late` on its receipt and event. The money is on the
 //   rail's address already; the ledger mirrors the chain, and a refund is the merchant's call.
@@ -903,7 +904,7 @@ function receiptRecordStatement(
        INSERT INTO refundable AS r (target_id, paid, refunded)
        SELECT id, received_amount, 0 FROM invoices WHERE id = $1 AND received_amount > 0
        ON CONFLICT (target_id) DO UPDATE SET paid = GREATEST(r.paid, EXCLUDED.paid)
-       RETURNING r.held_refunded),
+       RETURNING r.refunded, r.discounted),
      before AS (
        SELECT i.status, i.amount, i.received_amount, coalesce(i.received_amount, 0) AS received,
          ${disputedSql("$1")} AS disputed,
@@ -917,7 +918,7 @@ function receiptRecordStatement(
      counted AS (
        SELECT before.received + $3::bigint AS total, inserted.late,
          (before.status = 'open' OR (before.status = 'reversed' AND NOT before.disputed)) AND before.as_read
-           AND ${heldSql("before", "$1", "coalesce((SELECT held_refunded FROM touched), 0)")} + $3::bigint
+           AND ${heldSql("before", "$1", "touched")} + $3::bigint
              >= before.amount AS paid_now,
          NOT before.as_read AND (before.status = 'open' OR (before.status = 'reversed' AND NOT before.disputed))
            AS read_moved
@@ -1184,14 +1185,14 @@ async function creditedBy(deps: SettlementDeps, invoiceId: string, takes: Revers
  * reversal of the invoice's money.
  *
  * A reversal of a receipt leaves a paid invoice paid when what it still holds without that receipt (heldSql, its
- * refunds not failed read as `held_refunded` of the touched `refundable` row, less what this one asked: what it took and
- * its shortfalls) is its amount or more and no dispute stands, as a receipt and a reinstatement pay it
+ * refunds not failed read from the touched `refundable` row, less what this one asked: what it took and its
+ * shortfalls) is its amount or more and no dispute stands, as a receipt and a reinstatement pay it
  * (receiptRecordStatement, applyReinstated): an over-paid invoice one of whose deposits a reorg removed is still paid.
  * Before, the refunds were left out: an over-paid invoice whose excess the merchant refunded stayed paid when a reorg
- * took the receipt that had paid it, its account holding nothing of it. `held_refunded` is read from the row the touch
- * locked, as it stands, not from the statement's snapshot: a refund claimed after the snapshot (its claim holds the
- * row until it commits, and the touch waits for it) counts too. Its `invoice.reversed` goes out all the same: it tells
- * what was taken back, as it does of an open invoice, whose status no reversal changes, and says the status it left
+ * took the receipt that had paid it, its account holding nothing of it. What they refunded is read from the row the
+ * touch locked, as it stands, not from the statement's snapshot: a refund claimed after the snapshot (its claim holds
+ * the row until it commits, and the touch waits for it) counts too. Its `invoice.reversed` goes out all the same: it
+ * tells what was taken back, as it does of an open invoice, whose status no reversal changes, and says the status it left
  * (`invoice_status`), so that a consumer tells a paid invoice that stays paid from one that does not. Before, every
  * reversal marked a paid invoice `reversed`. What it holds is read from the statement's snapshot, so the invoice's
  * row is locked last (`standing`, read by the last column: after the record and the touch of `refundable`, the order
@@ -1223,7 +1224,7 @@ function reversalRecordStatement(
        INSERT INTO refundable AS r (target_id, paid, refunded) SELECT $1, amount, 0 FROM received WHERE amount > 0
        ON CONFLICT (target_id) DO UPDATE SET paid = GREATEST(r.paid, EXCLUDED.paid)
          WHERE $2::text IS NULL OR r.xmin::text = $2::text
-       RETURNING r.held_refunded),
+       RETURNING r.refunded, r.discounted),
      recorded AS (
        INSERT INTO invoice_reversals (invoice_id, key, amount, receipt)
        VALUES ($1, $3, $4, coalesce($10::text,
@@ -1233,7 +1234,7 @@ function reversalRecordStatement(
        RETURNING xmax = 0 AS inserted, receipt),
      standing AS (
        SELECT i.status, i.amount, ${disputedSql("$1")} AS disputed,
-         ${heldSql("i", "$1", "coalesce((SELECT held_refunded FROM touched), 0)")} - $4::bigint
+         ${heldSql("i", "$1", "touched")} - $4::bigint
            - (SELECT coalesce(sum(s.amount::bigint), 0) FROM unnest($9::text[]) AS s (amount)) AS held,
          i.xmin::text = (SELECT xmin::text FROM invoices WHERE id = $1) AS as_read
        FROM invoices i WHERE i.id = $1 AND EXISTS (SELECT 1 FROM recorded WHERE inserted) FOR UPDATE),

@@ -812,30 +812,30 @@ describe("an invoice one of whose receipts a reorg took back", () => {
     expect(await statusOf(id)).toBe("paid");
   });
 
-  it("is paid again when a refund of its excess, pending when a reorg reversed it, fails", async () => {
-    const id = await paidInvoice([10_000n, 5_000n], null, await seller("acct_refund_failed"));
-    // The rail takes the refund and answers later: it stays pending, counted against what the invoice holds.
-    const refunds = {
-      db,
-      ledger,
-      accounts: createAccountCache({ sql: db }, { entriesMax: 10 }),
-      rails: new Map([
-        [
-          "toy",
-          {
-            ...toyReceiver,
-            refundReceived: async () => ({
-              status: "in_flight" as const,
-              evidence: { rail: "external" as const, railId: "toy", reference: "toy_re_in_flight" },
-            }),
-          },
-        ],
-      ]),
-    };
-    const made = await createRefund(refunds, {
+  /** The refunds' dependencies with a rail that takes a refund and answers later: it stays pending. */
+  const answeringLater = () => ({
+    db,
+    ledger,
+    accounts: createAccountCache({ sql: db }, { entriesMax: 10 }),
+    rails: new Map([
+      [
+        "toy",
+        {
+          ...toyReceiver,
+          refundReceived: async () => ({
+            status: "in_flight" as const,
+            evidence: { rail: "external" as const, railId: "toy", reference: "toy_re_in_flight" },
+          }),
+        },
+      ],
+    ]),
+  });
+  /** A refund of the invoice the rail has not answered yet: its id. */
+  const pendingRefund = async (id: string, amount: bigint) => {
+    const made = await createRefund(answeringLater(), {
       tenantId,
       target: { kind: "invoice", invoiceId: id },
-      amount: formatAmount(5_000n, assets.BTC),
+      amount: formatAmount(amount, assets.BTC),
       reason: null,
       metadata: {},
       destination: null,
@@ -843,23 +843,101 @@ describe("an invoice one of whose receipts a reorg took back", () => {
     });
     if (!made.ok) throw new Error(made.message);
     expect(made.refund.status).toBe("pending");
+    return made.refund.id;
+  };
+  /** The rail's answer that pending refund `refundId` failed. */
+  const refundFails = (refundId: string) =>
+    applyRefundEvent(answeringLater(), "toy", {
+      kind: "attempt_failed",
+      attemptId: refundId,
+      code: "rail_unavailable",
+      message: "refused",
+      retryElsewhere: false,
+    });
+  const discountOf = async (refundId: string) =>
+    (await db.query<{ discounted: bigint }>("SELECT discounted FROM refunds WHERE id = $1", [refundId]))[0]
+      ?.discounted;
+
+  it("is paid again when a refund of its excess, pending when a reorg reversed it, fails", async () => {
+    const id = await paidInvoice([10_000n, 5_000n], null, await seller("acct_refund_failed"));
+    // The rail takes the refund and answers later: it stays pending, counted against what the invoice holds.
+    const refundId = await pendingRefund(id, 5_000n);
+    expect(await discountOf(refundId)).toBe(0n);
     // 15,000 less r1's 5,000 less the 5,000 pending: below its 10,000.
     expect(await applyReversed(deps(), reorg(id, "r1", 5_000n))).toEqual({
       status: "applied",
       shortfall: 0n,
     });
     expect(await statusOf(id)).toBe("reversed");
-    const failed = { code: "rail_unavailable" as const, message: "refused", retryElsewhere: false };
-    expect(
-      await applyRefundEvent(refunds, "toy", {
-        kind: "attempt_failed",
-        attemptId: made.refund.id,
-        ...failed,
-      }),
-    ).toBe(true);
+    expect(await refundFails(refundId)).toBe(true);
     // The 5,000 is back: it holds its amount. Before: reversed, nothing deciding it again.
     expect(await statusOf(id)).toBe("paid");
     expect((await eventsOf(id)).slice(-2)).toEqual(["invoice.reversed", "invoice.paid"]);
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+
+  it("is paid when a refund of its part-payment fails once the payer paid the rest", async () => {
+    const id = await paidInvoice([6_000n], null, await seller("acct_part_refund_failed"));
+    const refundId = await pendingRefund(id, 6_000n);
+    // It holds 6,000 less the 6,000 pending and the 4,000: below its 10,000, so it stays open.
+    expect(await receive(id, "r1", 4_000n)).toBe("received");
+    expect(await statusOf(id)).toBe("open");
+    expect(await refundFails(refundId)).toBe(true);
+    // The 6,000 is back: it holds 10,000. Before: open, and it still took an authorization of all its amount.
+    expect(await statusOf(id)).toBe("paid");
+    const [row] = await db.query<{ paid_at: Date | null }>("SELECT paid_at FROM invoices WHERE id = $1", [
+      id,
+    ]);
+    expect(row?.paid_at).toBeInstanceOf(Date);
+    expect((await eventsOf(id)).slice(-1)).toEqual(["invoice.paid"]);
+    expect(await submitInvoicePayment(deps(), { tenantId, id, fields: {} })).toMatchObject({
+      ok: false,
+      refusal: "invoice_not_payable",
+    });
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+
+  it("counts whole a refund claimed as the code before migration 0070 claims it, while both run", async () => {
+    const id = await paidInvoice([6_000n], null, await seller("acct_old_claim"));
+    // The refund of the 6,000 as that code writes it, with no discount: its row and what is refunded on the
+    // invoice's `refundable` row.
+    const refundId = `rfd_old_claim_${id}`;
+    await db.query(
+      `INSERT INTO refunds (id, tenant_id, invoice_id, account_id, asset, amount, rail, status, hold_transfer_id)
+       VALUES ($1, $2, $3, 'acct_old_claim', 'BTC', 6000, 'toy', 'succeeded', $4)`,
+      [refundId, tenantId, id, derivedLedgerId(refundId, "refund-hold").toString()],
+    );
+    await db.query(
+      `INSERT INTO refundable AS r (target_id, paid, refunded) VALUES ($1, 6000, 6000)
+       ON CONFLICT (target_id) DO UPDATE SET refunded = r.refunded + 6000`,
+      [id],
+    );
+    // It holds 6,000 less the 6,000 the payer got back and 4,000: below its 10,000. Before (0070 keeping what a
+    // refund took, 0 by default): paid, the payer out of pocket 4,000 for 10,000.
+    expect(await receive(id, "r1", 4_000n)).toBe("received");
+    expect(await statusOf(id)).toBe("open");
+  });
+
+  it("is not paid short by a discount whose failure the code before migration 0070 wrote, while both run", async () => {
+    const id = await paidInvoice([6_000n], null, await seller("acct_old_failure"));
+    // 6,000 given back before it was paid, counted whole; then 10,000 pays it.
+    expect(await refunding(id, 6_000n)).toMatchObject({ ok: true, refund: { status: "succeeded" } });
+    expect(await receive(id, "r1", 10_000n)).toBe("applied");
+    // 4,000 of its price given back, pending: no excess, all of it a discount.
+    const refundId = await pendingRefund(id, 4_000n);
+    expect(await discountOf(refundId)).toBe(4_000n);
+    // It fails, written as that code writes a failure: what is refunded lowered, the discount on the invoice's
+    // `refundable` row left as it was.
+    expect(await refundFails(refundId)).toBe(true);
+    await db.query("UPDATE refundable SET discounted = discounted + 4000 WHERE target_id = $1", [id]);
+    expect(await applyReversed(deps(), reorg(id, "r1", 10_000n))).toMatchObject({ status: "applied" });
+    expect(await statusOf(id)).toBe("reversed");
+    // It holds 6,000 less the 6,000 refunded, and 6,000 more: below its 10,000 (the failed refund discounts nothing).
+    // Read from the row alone, the 6,000 refunded less the 4,000 left discounted counted 2,000: paid short.
+    expect(await receive(id, "r2", 6_000n)).toBe("received");
+    expect(await statusOf(id)).toBe("reversed");
+    expect(await receive(id, "r3", 4_000n)).toBe("applied");
+    expect(await statusOf(id)).toBe("paid");
     expect(await ledgerInvariantProblems(db)).toEqual([]);
   });
 

@@ -208,21 +208,19 @@ describe("a reorg of one receipt of an over-paid invoice whose excess a refund t
     expect(await receive(id, "r0", 10_000_000n)).toBe("applied");
     expect(await receive(id, "r1", 10_000_000n)).toBe("received");
     // Another writer claims a refund of the excess (what a refund's claim writes of the rows a reversal reads: the
-    // refund, and what is refunded on the invoice's `refundable` row, all of it of the excess) and holds its
-    // transaction open.
+    // refund, and what is refunded on the invoice's `refundable` row, none of it a discount) and holds its transaction
+    // open.
     const claimed = latch();
     const commit = latch();
     const other = gw.app.db.transaction(async (tx) => {
       await tx.query(
-        `INSERT INTO refunds (id, tenant_id, invoice_id, account_id, asset, amount, rail, status, hold_transfer_id,
-           held_refunded)
-         VALUES ($1, 'ten_demo', $2, 'acct_demo_merchant', 'USDC', 10000000, 'toyreorg', 'succeeded', $3, 10000000)`,
+        `INSERT INTO refunds (id, tenant_id, invoice_id, account_id, asset, amount, rail, status, hold_transfer_id)
+         VALUES ($1, 'ten_demo', $2, 'acct_demo_merchant', 'USDC', 10000000, 'toyreorg', 'succeeded', $3)`,
         [`rfd_reorg_${id}`, id, derivedLedgerId(`rfd_reorg_${id}`, "refund-hold").toString()],
       );
       await tx.query(
-        `INSERT INTO refundable AS r (target_id, paid, refunded, held_refunded) VALUES ($1, 20000000, 10000000, 10000000)
-         ON CONFLICT (target_id) DO UPDATE SET refunded = r.refunded + 10000000,
-           held_refunded = r.held_refunded + 10000000`,
+        `INSERT INTO refundable AS r (target_id, paid, refunded) VALUES ($1, 20000000, 10000000)
+         ON CONFLICT (target_id) DO UPDATE SET refunded = r.refunded + 10000000`,
         [id],
       );
       claimed.release();
