@@ -273,17 +273,12 @@ function receiveArgs(state: EvmRailState, auth: Authorization) {
   ] as const;
 }
 
-/**
- * Checks a payer's authorization for invoice `row` and submits it; a refusal has sent nothing. `resend`, above 0:
- * submitted again once a transaction of ours for it was mined without spending it (resendSignedPayment), under a key
- * of its own: the first key's send is the reverted transaction, which the journal would only follow again.
- */
+/** Checks a payer's authorization for invoice `row` and submits it; a refusal has sent nothing. */
 async function submit(
   state: EvmRailState,
   deposits: DepositState,
   row: DepositRow,
   fields: Readonly<Record<string, string>>,
-  resend = 0,
 ): Promise<SignedPaymentOutcome> {
   const auth = parseAuthorization(fields);
   if ("status" in auth) return auth;
@@ -336,8 +331,7 @@ async function submit(
     state.journal,
     `${auth.method}-auth:${auth.from.toLowerCase()}:${auth.nonce}`,
   );
-  const resent = resend > 0 ? `:resend-${resend}` : "";
-  const authKey = `${auth.method}-auth:${chainPart}${auth.from.toLowerCase()}:${auth.nonce}${resent}`;
+  const authKey = `${auth.method}-auth:${chainPart}${auth.from.toLowerCase()}:${auth.nonce}`;
   const sent = await sendOnce(state.journal, authKey, async () => ({
     to: state.params.token.address,
     data: encodeFunctionData({
@@ -416,26 +410,6 @@ export async function submitSignedPayment(
   if (row === null)
     return refused("invoice_not_payable", `no invoice ${payment.reference} on rail ${state.id}`);
   return submit(state, deposits, row, payment.fields);
-}
-
-/**
- * submitSignedPayment again for an authorization a transaction of ours did not spend while it may still be mined (x402's
- * reconciliation: out of gas, a batch reverted whole), its `resend`-th time (1 and up): the same checks, and a send of
- * its own, never the first one's transaction broadcast again. Not on the rail's route: a payer's resend would cost the
- * hot wallet a transaction per call.
- */
-export async function resendSignedPayment(
-  state: EvmRailState,
-  deposits: DepositState,
-  payment: SignedPayment,
-  resend: number,
-): Promise<SignedPaymentOutcome> {
-  if (!Number.isSafeInteger(resend) || resend < 1)
-    throw new RangeError(`resend must be 1 or more (got ${resend})`);
-  const row = await depositByReference(state, payment.reference);
-  if (row === null)
-    return refused("invoice_not_payable", `no invoice ${payment.reference} on rail ${state.id}`);
-  return submit(state, deposits, row, payment.fields, resend);
 }
 
 /** How each refusal answers a wallet on the rail's own route (the API's route maps them the same way). */

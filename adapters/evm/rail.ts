@@ -20,7 +20,7 @@ import {
   type RailSnapshot,
   silentLogger,
 } from "../../core/index.ts";
-import { authorizationRoute, resendSignedPayment, submitSignedPayment } from "./authorizations.ts";
+import { authorizationRoute, submitSignedPayment } from "./authorizations.ts";
 import { depositSink, depositSource } from "./deposit-source.ts";
 import { receiveDeposit } from "./deposits.ts";
 import { translatingViemErrors, viemDetails } from "./errors.ts";
@@ -71,14 +71,12 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
   let handler: RailEventHandler | null = null;
   let watcher: ChainWatcher | null = null;
   const deposits = state.deposits;
-  const moneyIn: Pick<Rail, "receive" | "submitSignedPayment" | "routes"> &
-    Partial<Pick<EvmRail, "resendSignedPayment">> =
+  const moneyIn: Pick<Rail, "receive" | "submitSignedPayment" | "routes"> =
     deposits === null
       ? {}
       : {
           receive: (request) => receiveDeposit(state, deposits, request),
           submitSignedPayment: (payment) => submitSignedPayment(state, deposits, payment),
-          resendSignedPayment: (payment, resend) => resendSignedPayment(state, deposits, payment, resend),
           routes: [authorizationRoute(state, deposits)],
         };
   return {

@@ -17,8 +17,6 @@ import type {
   Rail,
   RailFailureCode,
   SettlementEvidence,
-  SignedPayment,
-  SignedPaymentOutcome,
 } from "../../core/index.ts";
 import type { DepositParams } from "./deposits.ts";
 import type { GasPolicy } from "./gas.ts";
@@ -146,9 +144,4 @@ export type EvmRail = Rail & {
    * bump superseded — at most one is mined); empty when the rail sent no transaction with that hash.
    */
   sendHashesOf(txHash: Hex): Promise<Hex[]>;
-  /**
-   * submitSignedPayment again, its `resend`-th time, under a send of its own, for a transfer authorization a
-   * transaction of ours was mined without spending (x402's reconciliation); absent without deposits.
-   */
-  resendSignedPayment?(payment: SignedPayment, resend: number): Promise<SignedPaymentOutcome>;
 };

@@ -14,9 +14,8 @@
 //     after it, spends.ts spentByAnother) moved its value from the payer to the hot wallet → `settled`: the invoice is
 //     credited from it;
 //   - mined but not spending it, the authorization unused and its window still open (ours reverted for another
-//     reason: whoever holds it may still submit it, spends.ts unspentByOurs) → submitted again by us, alone, while
-//     the latest block is before its validBefore, at most `resubmitsMax` times (resubmit: a send of its own, the row
-//     then carrying it), and left, for the next pass, until it is spent or its window shuts;
+//     reason: whoever holds it may still submit it, spends.ts unspentByOurs) → left, for the next pass, until it is
+//     spent or its window shuts;
 //   - mined but not spending it otherwise (the payer's nonce spent on other terms, or unused past its validBefore) →
 //     `failed` ("reverted" / "not_spent"). As when a settler sees it: the claim stays (the authorization cannot pay
 //     again), the invoice stays open, bound to the nonce, until it expires — the deposit watcher credits an invoice
@@ -74,7 +73,6 @@ import { type Periodic, startPeriodic } from "../periodic/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
 import { type BatchItemRefusal, bookBatchGas, concludeItem } from "./batch.ts";
 import { type ChainRegistry, eip3009Abi, type X402Chain } from "./chains.ts";
-import { signedTermsIn } from "./resubmit.ts";
 import { bookGas } from "./settle.ts";
 import {
   type ChainHead,
@@ -138,18 +136,12 @@ export type ReconcileSettings = {
   readonly submittedQuietMs: number;
   /** At most this many rows per chain per pass (the oldest first). */
   readonly rowsPerPassMax: number;
-  /** At most this many times an authorization ours left open is submitted again (resubmit); 0: never. */
-  readonly resubmitsMax: number;
 };
 
 export const reconcileDefaults: ReconcileSettings = {
   submittedQuietMs: 5 * 60_000,
   rowsPerPassMax: 500,
-  resubmitsMax: 3,
 };
-
-/** What a chain's pass reads once for all its rows: the chain's head (spends.ts chainHead), and its bounds. */
-type Pass = { readonly head: ChainHead; readonly bounds: ReconcileSettings };
 
 /** How often the periodic pass runs. */
 export const x402ReconcileEveryMs = 60_000;
@@ -165,9 +157,8 @@ export type ReconcileDeps = {
 export type ReconcileCounts = { settled: number; failed: number; left: number };
 
 /**
- * A row read: its transaction, its authorization's validBefore (unix seconds; null if not recorded), the latest
- * block its nonce was read unused at after ours did not spend it (null if never: migration 0068), its invoice, and
- * how many times it was submitted again (migration 0069).
+ * A row read: its transaction, its authorization's validBefore (unix seconds; null if not recorded), and the latest
+ * block its nonce was read unused at after ours did not spend it (null if never: migration 0068).
  */
 type SubmittedRow = {
   payer: Hex;
@@ -176,8 +167,6 @@ type SubmittedRow = {
   txHash: Hex;
   validBefore: bigint | null;
   unusedBlock: bigint | null;
-  invoiceId: string | null;
-  resubmits: number;
 };
 
 /** One pass over every chain; a chain whose node or rows fail is logged and left to the next pass. */
@@ -223,7 +212,7 @@ async function reconcileChain(
   if (rows.length === 0) return;
   // The chain's head, read once for the pass: whether each row's window shut is read at its last confirmed block.
   // Before, each row read the latest block, unconfirmed: a row failed by it could still be mined by a reorganisation.
-  const pass: Pass = { head: await chainHead(chain), bounds };
+  const head = await chainHead(chain);
   const byTx = new Map<Hex, SubmittedRow[]>();
   for (const row of rows) {
     const ofTx = byTx.get(row.txHash);
@@ -235,7 +224,7 @@ async function reconcileChain(
     // fault, and the node not answering the question after) ends the chain's pass: every read would fail alike.
     let left: readonly SubmittedRow[];
     try {
-      left = await reconcileTx(deps, chain, pass, txHash, ofTx, counts);
+      left = await reconcileTx(deps, chain, head, txHash, ofTx, counts);
     } catch (error) {
       if (nodeUnreachable(error) && !(await nodeAnswers(chain))) throw error;
       deps.logger.error(
@@ -256,7 +245,7 @@ async function reconcileChain(
 async function reconcileTx(
   deps: ReconcileDeps,
   chain: X402Chain,
-  pass: Pass,
+  head: ChainHead,
   txHash: Hex,
   rows: readonly SubmittedRow[],
   counts: ReconcileCounts,
@@ -266,20 +255,20 @@ async function reconcileTx(
   for (const hash of hashes) {
     const receipt = await minedReceipt(chain, hash);
     if (receipt === null) continue;
-    if (sameHash(hash, txHash)) return concludeTx(deps, chain, pass, txHash, receipt, rows, counts);
+    if (sameHash(hash, txHash)) return concludeTx(deps, chain, head, txHash, receipt, rows, counts);
     await replaced(deps.db, chain, txHash, hash);
     const moved = rows.map((row) => ({ ...row, txHash: hash }));
-    return concludeTx(deps, chain, pass, hash, receipt, moved, counts);
+    return concludeTx(deps, chain, head, hash, receipt, moved, counts);
   }
   for (const hash of hashes) if (await pending(chain, hash)) return rows;
-  return concludeUnmined(deps, chain, pass, txHash, rows, counts);
+  return concludeUnmined(deps, chain, head, txHash, rows, counts);
 }
 
 /** Books the mined transaction's gas, then concludes each of its rows read in this pass; returns the rows left. */
 async function concludeTx(
   deps: ReconcileDeps,
   chain: X402Chain,
-  pass: Pass,
+  head: ChainHead,
   txHash: Hex,
   receipt: MinedReceipt,
   rows: readonly SubmittedRow[],
@@ -289,7 +278,7 @@ async function concludeTx(
   const refusalOf = batchRefusalOf(deps.settlement.rails, chain);
   const left: SubmittedRow[] = [];
   for (const row of rows) {
-    const outcome = await outcomeOf(deps, chain, pass, receipt, row, refusalOf);
+    const outcome = await outcomeOf(deps, chain, head, receipt, row, refusalOf);
     if (outcome === null) {
       // The node cannot say now whether a copy paid (spentByAnother said why): never taken for none (the payer may
       // have paid). Left, each pass: a node that can never answer (its logs pruned) leaves the row for a person. Or
@@ -309,17 +298,20 @@ type Outcome =
   | { status: "failed"; failure: string; spentBlock?: bigint };
 
 /**
- * What the mined `receipt` came to for the row's authorization; null while the node cannot say whether a copy paid,
- * or while the authorization, unused, may still be mined (spends.ts unspentByOurs). An item a batch refused, as the
- * rail reads it from the receipt (the settler's reading), is concluded as the settler concludes it (batch.ts
- * concludeItem): one record for one fact, whoever concludes it. Otherwise spent by ours, or else by a copy of the
- * payer's signed transfer mined before or after ours that paid the hot wallet (the invoice is credited from it), as the
- * settler answers it (settle.ts): settled; by neither, the nonce used otherwise or the window shut: failed.
+ * What the mined `receipt` came to for the row's authorization; null while the node cannot say whether a copy paid, or
+ * while the authorization, unused, may still be mined (spends.ts unspentByOurs): left to whoever holds it, never
+ * submitted again by the gateway, since its payer, answered 402, signs a new one with a new nonce (the reference
+ * clients do not send the old one again) that is settled and served, and the old one mined too would charge the payer
+ * twice. An item a batch refused, as the rail reads it from the receipt (the settler's reading), is concluded as the
+ * settler concludes it (batch.ts concludeItem): one record for one fact, whoever concludes it. Otherwise spent by ours,
+ * or else by a copy of the payer's signed transfer mined before or after ours that paid the hot wallet (the invoice is
+ * credited from it), as the settler answers it (settle.ts): settled; by neither, the nonce used otherwise or the window
+ * shut: failed.
  */
 async function outcomeOf(
   deps: ReconcileDeps,
   chain: X402Chain,
-  pass: Pass,
+  head: ChainHead,
   receipt: MinedReceipt,
   row: SubmittedRow,
   refusalOf: BatchRefusalOf | null,
@@ -335,12 +327,9 @@ async function outcomeOf(
       item,
       { txHash: row.txHash, block: receipt.blockNumber, unusedAt: row.unusedBlock },
       deps.logger,
-      pass.head,
+      head,
     );
-    if (concluded.status === "open") {
-      await recordUnusedAt(deps.db, chain, a, concluded.unusedAt);
-      await resubmit(deps, chain, pass, row);
-    }
+    if (concluded.status === "open") await recordUnusedAt(deps.db, chain, a, concluded.unusedAt);
     if (concluded.status === "unknown" || concluded.status === "open") return null;
     if (concluded.status === "settled") return concluded;
     return { status: "failed", failure: concluded.failure, spentBlock: concluded.spentBlock };
@@ -351,13 +340,10 @@ async function outcomeOf(
     { ...a, validBefore: row.validBefore },
     { txHash: row.txHash, block: receipt.blockNumber, unusedAt: row.unusedBlock },
     deps.logger,
-    pass.head,
+    head,
   );
   // Open: the next pass searches for a copy from the block after this reading's, not from ours's again.
-  if (missed.status === "open") {
-    await recordUnusedAt(deps.db, chain, a, missed.unusedAt);
-    await resubmit(deps, chain, pass, row);
-  }
+  if (missed.status === "open") await recordUnusedAt(deps.db, chain, a, missed.unusedAt);
   if (missed.status === "unknown" || missed.status === "open") return null;
   if (missed.status === "copy")
     return { status: "settled", spentBlock: missed.block, spentTxHash: missed.txHash };
@@ -369,88 +355,6 @@ async function outcomeOf(
     failure,
     spentBlock: missed.status === "spent" ? missed.block : receipt.blockNumber,
   };
-}
-
-/** The EVM rail's resendSignedPayment (beyond the Rail contract, as sendJournalOf reaches the journal). */
-type ResendSignedPayment = (
-  payment: { reference: string; fields: Readonly<Record<string, string>> },
-  resend: number,
-) => Promise<
-  { status: "submitted"; railReference: string } | { status: "refused"; code: string; message: string }
->;
-
-/**
- * Submits the row's authorization again, alone, when a transaction of ours was mined without spending it and it is
- * still open (outcomeOf): ours reverted for its own reason (out of gas, a batch reverted whole by another item),
- * while the payer's signed transfer may still pay. Before, nothing submitted it but a stranger or the payer, and the
- * payer, answered pending, was held until its validBefore and 60 s more (claims-batch.ts): about 6 minutes with the
- * reference clients' windows. Only while the latest block is before its validBefore (every later block is later: the
- * token would refuse it), at most `resubmitsMax` times (ReconcileSettings). Through the rail's checks and send journal as the settler sends
- * it, under a key of its own per time (its count, resend): the first key's send is the reverted transaction, which
- * the journal would follow, never send again. The signed terms are read back from our transaction's input (the row
- * keeps no signature: resubmit.ts). Sent, the row carries the new transaction (concluded from it by a later pass,
- * its gas booked then; the reverted one's was booked before this) and its count; refused, its count alone, so a
- * refusal is not asked again without end; thrown (the send perhaps stored), neither: the next pass asks under the
- * same key, which the journal follows. Never throws.
- */
-async function resubmit(deps: ReconcileDeps, chain: X402Chain, pass: Pass, row: SubmittedRow): Promise<void> {
-  const { head, bounds } = pass;
-  if (row.resubmits >= bounds.resubmitsMax || row.invoiceId === null || row.validBefore === null) return;
-  if (head.latest.timestamp >= row.validBefore) return;
-  const rail = deps.settlement.rails.get(chain.rail) as { resendSignedPayment?: unknown } | undefined;
-  if (typeof rail?.resendSignedPayment !== "function") return;
-  const resend = (rail.resendSignedPayment as ResendSignedPayment).bind(rail);
-  const attempt = row.resubmits + 1;
-  const context = { txHash: row.txHash, rail: chain.rail, payer: row.payer, nonce: row.nonce, attempt };
-  try {
-    const ours = await chain.publicClient.getTransaction({ hash: row.txHash });
-    const signed = signedTermsIn(ours.input, { from: row.payer, nonce: row.nonce });
-    if (signed === null || signed.validBefore !== row.validBefore) {
-      deps.logger.error(
-        context,
-        "x402 reconcile: our transaction does not carry the authorization; not resubmitted",
-      );
-      return;
-    }
-    const outcome = await resend(
-      {
-        reference: row.invoiceId,
-        fields: {
-          method: "transfer",
-          from: row.payer,
-          to: chain.hotWallet,
-          value: row.amount.toString(),
-          valid_after: signed.validAfter.toString(),
-          valid_before: signed.validBefore.toString(),
-          nonce: row.nonce,
-          signature: signed.signature,
-        },
-      },
-      attempt,
-    );
-    const sent = outcome.status === "submitted" ? (outcome.railReference as Hex) : null;
-    await deps.db.query(
-      `UPDATE x402_authorizations SET tx_hash = coalesce($6, tx_hash), resubmits = greatest(resubmits, $7::smallint),
-         updated_at = now()
-       WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4 AND status = 'submitted' AND tx_hash = $5`,
-      [chain.chainId, chain.token.toLowerCase(), row.payer, row.nonce, row.txHash, sent, attempt],
-    );
-    if (sent !== null)
-      deps.logger.warn(
-        { ...context, resubmittedTxHash: sent },
-        "x402 reconcile: our transaction did not spend the authorization, still open; submitted again alone",
-      );
-    else
-      deps.logger.warn(
-        { ...context, refusal: outcome.status === "refused" ? outcome.code : null },
-        "x402 reconcile: submitting an authorization left open again was refused; nothing sent",
-      );
-  } catch (error) {
-    deps.logger.warn(
-      { ...context, error },
-      "x402 reconcile: submitting an authorization left open again failed",
-    );
-  }
 }
 
 /** Why a mined batch did not settle an authorization, as the chain's rail reads it; null when it settled it. */
@@ -484,12 +388,12 @@ function batchRefusalOf(
 async function concludeUnmined(
   deps: ReconcileDeps,
   chain: X402Chain,
-  pass: Pass,
+  head: ChainHead,
   txHash: Hex,
   rows: readonly SubmittedRow[],
   counts: ReconcileCounts,
 ): Promise<readonly SubmittedRow[]> {
-  const { latest, confirmed } = pass.head;
+  const { latest, confirmed } = head;
   const left: SubmittedRow[] = [];
   for (const row of rows) {
     const used = await chain.publicClient.readContract({
@@ -624,25 +528,13 @@ async function submittedRows(db: Db, chain: X402Chain, bounds: ReconcileSettings
     tx_hash: Hex;
     valid_before: string | null;
     unused_block: string | null;
-    invoice_id: string | null;
-    resubmits: number;
   }>(
-    `SELECT payer, nonce, amount::text AS amount, tx_hash, valid_before, unused_block::text AS unused_block,
-            invoice_id, resubmits
+    `SELECT payer, nonce, amount::text AS amount, tx_hash, valid_before, unused_block::text AS unused_block
      FROM x402_authorizations
      WHERE chain_id = $1 AND token = $2 AND status = 'submitted' AND tx_hash IS NOT NULL
-       AND (updated_at < now() - make_interval(secs => $3::double precision / 1000)
-            -- Read open by its settler, which has done with it, and still to be submitted again (resubmit) while
-            -- its window is open: not left the quiet time, longer than the reference clients' windows.
-            OR (unused_block IS NOT NULL AND resubmits < $5 AND valid_before > extract(epoch FROM now())))
+       AND updated_at < now() - make_interval(secs => $3::double precision / 1000)
      ORDER BY updated_at LIMIT $4`,
-    [
-      chain.chainId,
-      chain.token.toLowerCase(),
-      bounds.submittedQuietMs,
-      bounds.rowsPerPassMax,
-      bounds.resubmitsMax,
-    ],
+    [chain.chainId, chain.token.toLowerCase(), bounds.submittedQuietMs, bounds.rowsPerPassMax],
   );
   return rows.map((row) => ({
     payer: row.payer,
@@ -651,8 +543,6 @@ async function submittedRows(db: Db, chain: X402Chain, bounds: ReconcileSettings
     txHash: row.tx_hash,
     validBefore: row.valid_before === null ? null : BigInt(row.valid_before),
     unusedBlock: row.unused_block === null ? null : BigInt(row.unused_block),
-    invoiceId: row.invoice_id,
-    resubmits: Number(row.resubmits),
   }));
 }
 

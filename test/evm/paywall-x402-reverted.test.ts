@@ -118,11 +118,6 @@ describe("an x402 payment whose settlement reverted without spending its authori
       await expect
         .poll(async () => (await rowOf(payer.account.address))?.status, { timeout: 15_000 })
         .toBe("submitted");
-      // Never submitted again by the app's own reconciliation pass, before its revert is recorded: these follow what
-      // becomes of the authorization left open to whoever holds it (x402-reconcile.test.ts follows one resubmitted).
-      await gw.app.db.query("UPDATE x402_authorizations SET resubmits = 3 WHERE payer = $1", [
-        payer.account.address.toLowerCase(),
-      ]);
       await gw.chain.walletClient.writeContract({
         account: payer.account,
         chain: gw.chain.chain,
@@ -196,9 +191,7 @@ describe("an x402 payment whose settlement reverted without spending its authori
 
   /**
    * One pass of reconciliation over the gateway's chain as x402 names it, every `submitted` row however recent; read
-   * through `publicClient` when given, the chain's blocks final at `confirmations` (1 when not given). It submits
-   * nothing again: these follow what becomes of an authorization left open to whoever holds it (x402-reconcile.test.ts
-   * follows one submitted again).
+   * through `publicClient` when given, the chain's blocks final at `confirmations` (1 when not given).
    */
   const reconcile = (
     publicClient: X402Chain["publicClient"] = gw.chain.publicClient,
@@ -211,7 +204,7 @@ describe("an x402 payment whose settlement reverted without spending its authori
         chains: { chains: [x402Chain(publicClient, confirmations)] },
         logger: silentLogger,
       },
-      { submittedQuietMs: 0, resubmitsMax: 0 },
+      { submittedQuietMs: 0 },
     );
 
   /** The gateway's chain read through a node that refuses a read of logs spanning more than 2 blocks. */
