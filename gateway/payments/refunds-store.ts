@@ -227,7 +227,7 @@ export const heldSql = (alias: string, id: string, refundable?: string, failing?
 
 /**
  * SQL: what invoice `id`'s refunds not failed took of what it holds: what they refunded less what of it was a discount
- * (`discounted`, migration 0070: of a refund of a paid invoice, what it gave back beyond the excess; claimStatement).
+ * (`discounted`, migration 0069: of a refund of a paid invoice, what it gave back beyond the excess; claimStatement).
  * Both are read from `refundable`, a relation of one row with `refunded` and `discounted` (a statement that locked the
  * invoice's `refundable` row passes what it read there; none given, the row as the statement's snapshot sees it), the
  * discount no more than what the refunds not failed say of theirs (less `failing`, the id of the refund the statement
@@ -236,11 +236,11 @@ export const heldSql = (alias: string, id: string, refundable?: string, failing?
  * reorg marked it reversed.
  *
  * Each of the two discounts is too high only where the other is not, so the least keeps every writer on the side
- * where an invoice is not paid short: the row's, after a failure by the code before migration 0070, which lowers
+ * where an invoice is not paid short: the row's, after a failure by the code before migration 0069, which lowers
  * `refunded` alone (that code claims a refund whole, `discounted` 0, which is safe); the refunds', while a failure
  * that committed after the snapshot (the locked row saw it) still stands in it. A refund claimed after the snapshot is
  * in the row and not in the refunds: counted whole. Both are too high only for a statement that a failure of a
- * discounted refund by the code before 0070 committed during, while both versions run: a known limit of the deploy.
+ * discounted refund by the code before 0069 committed during, while both versions run: a known limit of the deploy.
  */
 const refundsHeldSql = (
   id: string,
@@ -299,7 +299,7 @@ export type NewRefund = Omit<
  * another refund holds, refund_key_taken(): the transaction, hold and all, is rolled back (isRefundExceeding,
  * isRefundKeyTaken). Returns the refund's row.
  *
- * The refund keeps, and adds to the row's, what of it is a discount (`discounted`, migration 0070: heldSql), counted
+ * The refund keeps, and adds to the row's, what of it is a discount (`discounted`, migration 0069: heldSql), counted
  * from what the invoice held at the version `readAt` names: of a paid invoice, what it gave back beyond the excess over
  * the amount (amount − min(amount, max(0, held − invoice amount))), a price the payer owes nothing for; of one not
  * paid, nothing, since the payer got it all back before anything was settled.

@@ -897,7 +897,7 @@ describe("an invoice one of whose receipts a reorg took back", () => {
     expect(await ledgerInvariantProblems(db)).toEqual([]);
   });
 
-  it("counts whole a refund claimed as the code before migration 0070 claims it, while both run", async () => {
+  it("counts whole a refund claimed as the code before migration 0069 claims it, while both run", async () => {
     const id = await paidInvoice([6_000n], null, await seller("acct_old_claim"));
     // The refund of the 6,000 as that code writes it, with no discount: its row and what is refunded on the
     // invoice's `refundable` row.
@@ -912,13 +912,13 @@ describe("an invoice one of whose receipts a reorg took back", () => {
        ON CONFLICT (target_id) DO UPDATE SET refunded = r.refunded + 6000`,
       [id],
     );
-    // It holds 6,000 less the 6,000 the payer got back and 4,000: below its 10,000. Before (0070 keeping what a
+    // It holds 6,000 less the 6,000 the payer got back and 4,000: below its 10,000. Before (0069 keeping what a
     // refund took, 0 by default): paid, the payer out of pocket 4,000 for 10,000.
     expect(await receive(id, "r1", 4_000n)).toBe("received");
     expect(await statusOf(id)).toBe("open");
   });
 
-  it("is not paid short by a discount whose failure the code before migration 0070 wrote, while both run", async () => {
+  it("is not paid short by a discount whose failure the code before migration 0069 wrote, while both run", async () => {
     const id = await paidInvoice([6_000n], null, await seller("acct_old_failure"));
     // 6,000 given back before it was paid, counted whole; then 10,000 pays it.
     expect(await refunding(id, 6_000n)).toMatchObject({ ok: true, refund: { status: "succeeded" } });
