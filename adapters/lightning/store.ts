@@ -364,10 +364,12 @@ export function compactRecords(state: RailState): RailStoreRecord[] {
       createdAtMs: attempt.createdAtMs,
       feeMaxMsat: attempt.feeMaxMsat.toString(),
       destination: attempt.destination,
-      // Kept while it may be sent again, and once it paid: the invoice is what the preimage proves paid (the gateway
-      // never had a Lightning Address's, nor an earlier one's that was followed). No longer than the line that first
-      // wrote it. A failed one's is dropped: nothing of it was paid.
-      request: attempt.outcome === null || attempt.outcome.status === "succeeded" ? attempt.request : null,
+      // Kept only while it may be sent again. Not once it paid, though the invoice is what the preimage proves paid:
+      // the journal is read and rewritten whole at each start, and kept invoices (a payee's may be 7 KB) of up to
+      // finishedAttemptsRetainMax attempts could pass what one string holds, leaving the rail unable to start. A
+      // bolt11 payout's invoice stays in its payment's destination; a Lightning Address's is in the attempt's line
+      // until the next start.
+      request: attempt.outcome === null ? attempt.request : null,
     });
     if (attempt.outcome !== null) records.push(outcomeRecord(attempt.attemptId, attempt.outcome));
     if (attempt.reported) records.push({ t: "reported", attemptId: attempt.attemptId });
