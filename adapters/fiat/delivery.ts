@@ -238,11 +238,13 @@ async function bookParkedFee(
     state.logger.debug({ ...about, err: error }, "Stripe still does not tell a kept fee; asked again later");
     return error instanceof Stripe.errors.StripePermissionError ? "key_refused" : "waiting";
   }
-  // A balance transaction answered by its id alone (not expanded) tells no fee: not 0, which would forget the fee.
-  if (told.fee === null || (kept.failure && told.failureFee === null)) {
+  // A balance transaction answered by its id alone (not expanded) tells no fee: not 0, which would forget the fee. Nor
+  // does a failed one's failure without its balance transaction (yet), as an event's lookup counts it (failureFeeTold).
+  // Before, that was booked as 0 and the fee forgotten: what the failure gave back was never booked.
+  if (told.fee === null || (kept.failure && !told.failureTold)) {
     state.logger.debug(
       about,
-      "Stripe answered a kept fee's balance transaction unexpanded; asked again later",
+      "Stripe answered a kept fee's balance transaction unexpanded, or not yet its failure's; asked again later",
     );
     return "waiting";
   }
@@ -396,7 +398,11 @@ async function payoutFeesTold(state: FiatRailState, payoutId: string): Promise<F
   return {
     fee: balanceTransactionFee(state, payout.balance_transaction, { payoutId }),
     failureFee: balanceTransactionFee(state, payout.failure_balance_transaction, { payoutId }),
-    failureTold: failureFeeTold(payout.status, payout.failure_balance_transaction),
+    failureTold: failureFeeTold(
+      payout.status,
+      payout.balance_transaction,
+      payout.failure_balance_transaction,
+    ),
   };
 }
 
@@ -414,7 +420,11 @@ async function refundFeesTold(state: FiatRailState, refundId: string): Promise<F
   return {
     fee: refundFee(state, refundId, refund.balance_transaction),
     failureFee: refundFee(state, refundId, refund.failure_balance_transaction),
-    failureTold: failureFeeTold(refund.status, refund.failure_balance_transaction),
+    failureTold: failureFeeTold(
+      refund.status,
+      refund.balance_transaction,
+      refund.failure_balance_transaction,
+    ),
   };
 }
 
@@ -427,15 +437,19 @@ type FeesTold = { fee: bigint | null; failureFee: bigint | null; failureTold: bo
 /**
  * Whether a payout's or refund's answer tells its failure's fee: its failure's balance transaction expanded, or none
  * while it has not failed (nothing given back: a failure later is another event, and one kept of it then another
- * revision, which the event's forgetting leaves). Failed or canceled with none (yet) tells nothing: not 0, which would
- * forget a fee kept asking for it (the pass asks it then). Before, a missing one was told as 0 whatever the status.
+ * revision, which the event's forgetting leaves), or none while it has no balance transaction either (a refund canceled
+ * before it took anything has nothing to give back: 0). Failed or canceled with none (yet) tells nothing: not 0, which
+ * would forget a fee kept asking for it (an event's lookup and the pass both wait for it). Before, a missing one was
+ * told as 0 whatever the status.
  */
 function failureFeeTold(
   status: string | null | undefined,
   txn: string | Stripe.BalanceTransaction | null | undefined,
+  failureTxn: string | Stripe.BalanceTransaction | null | undefined,
 ): boolean {
-  if (typeof txn === "string") return false;
-  return (txn !== null && txn !== undefined) || (status !== "failed" && status !== "canceled");
+  if (typeof failureTxn === "string") return false;
+  if (failureTxn !== null && failureTxn !== undefined) return true;
+  return (status !== "failed" && status !== "canceled") || txn === null || txn === undefined;
 }
 
 /**

@@ -342,4 +342,41 @@ describe("the pass over the fees Stripe refused to tell", () => {
     expect(events).toHaveLength(2);
     expect(await keptIds()).toEqual([]);
   });
+
+  it("keeps a refund's failure fee while its failure's balance transaction is not there, unless the refund took nothing", async () => {
+    // As an event's lookup counts it (failureFeeTold): a failed refund that took money without its failure's balance
+    // transaction (yet) tells nothing of what the failure gave back; one canceled before it took anything gives nothing
+    // back, and waiting for it would keep the fee a week, given up. Before, the pass booked a missing one as 0.
+    const { rail, events } = await startedRail();
+    const undone = (id: string, status: string, balanceTransaction: unknown, failure: unknown) => ({
+      ...refundAnswer(id, balanceTransaction),
+      status,
+      failure_balance_transaction: failure,
+    });
+    answers.set("re_f1", undone("re_f1", "failed", txn("txn_re_f1", -1000, 45), null));
+    answers.set("re_c1", undone("re_c1", "canceled", null, null));
+    await keptDue({ ...refundFee("re_f1"), failure: true }, { ...refundFee("re_c1"), failure: true });
+    expect(await rail.bookParkedFees()).toEqual({ booked: 1, waiting: 1 });
+    expect(events).toEqual([]);
+    expect(await keptIds()).toEqual(["re_f1"]);
+
+    answers.set(
+      "re_f1",
+      undone("re_f1", "failed", txn("txn_re_f1", -1000, 45), txn("txn_re_f1_back", 1000, -45)),
+    );
+    await db.query("UPDATE fiat_parked_fees SET next_try_at = now()");
+    expect(await rail.bookParkedFees()).toEqual({ booked: 1, waiting: 0 });
+    expect(events).toEqual([
+      {
+        kind: "fee",
+        reference: "inv_re_f1",
+        evidence: { rail: "fiat", pspId: "pi_re_f1" },
+        fees: [
+          { id: "stripe_refund_fee:re_f1", amount: 45n },
+          { id: "stripe_refund_failure_fee:re_f1", amount: -45n },
+        ],
+      },
+    ]);
+    expect(await keptIds()).toEqual([]);
+  });
 });

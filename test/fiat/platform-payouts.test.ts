@@ -972,6 +972,95 @@ describe("a failed payout whose failure's fee Stripe refuses to tell", () => {
     expect({ ...(await balances()), fee: await railBalance("fee") }).toEqual(before);
     expect(await kept()).toEqual([]);
   });
+
+  it("keeps that fee when its try finds the failure's balance transaction not there yet, and books it once told", async () => {
+    // A try asks the failure's fee as an event's lookup does (failureFeeTold): a failed payout without its failure's
+    // balance transaction (yet) tells nothing. Before, the try booked it as 0 and forgot the kept fee: what the failure
+    // gave back of the Instant Payout's fee was never booked.
+    let refusing = true;
+    let failureTold = false;
+    const txn = (suffix: string, amount: number, fee: number, type: string) => ({
+      id: `txn_po_failure_late${suffix}`,
+      object: "balance_transaction",
+      amount,
+      currency: "usd",
+      fee,
+      net: amount - fee,
+      type,
+    });
+    const proxy = await startCuttingProxy(
+      inject("stripeMockPort"),
+      () => false,
+      (method, url) => {
+        if (method !== "GET" || !new URL(url, "http://stripe").pathname.startsWith("/v1/payouts/"))
+          return null;
+        if (refusing)
+          return new ProxyAnswer(403, {
+            error: {
+              type: "invalid_request_error",
+              message:
+                "The provided key 'rk_test_***' does not have the required permissions for this endpoint.",
+            },
+          });
+        return {
+          id: "po_failure_late",
+          object: "payout",
+          amount: 1300,
+          arrival_date: 1_800_000_000,
+          automatic: false,
+          balance_transaction: txn("", -1300, 13, "payout"),
+          currency: "usd",
+          failure_balance_transaction: failureTold ? txn("_back", 1300, -13, "payout_failure") : null,
+          method: "instant",
+          status: "failed",
+        };
+      },
+    );
+    const c = await createApp(testConfig({ ...env, STRIPE_API_PORT: String(proxy.port) }));
+    onTestFinished(async () => {
+      await c.close();
+      await proxy.close();
+    });
+    await funded("payout_failure_late");
+    const before = { ...(await balances()), fee: await railBalance("fee") };
+    const failed = payoutEvent("evt_po_failure_late", "payout.failed", {
+      payoutId: "po_failure_late",
+      amount: 1300,
+      method: "instant",
+    });
+    expect(await deliver(c, failed)).toEqual({ received: true, outcome: "applied" });
+    const kept = () =>
+      c.db.query<{ failure: boolean }>("SELECT failure FROM fiat_parked_fees WHERE object_id = $1", [
+        "po_failure_late",
+      ]);
+    expect(await kept()).toEqual([{ failure: true }]);
+    const due = () =>
+      c.db.query("UPDATE fiat_parked_fees SET next_try_at = now() WHERE object_id = $1", ["po_failure_late"]);
+    const feesBooked = () =>
+      a.ledger.lookupTransfers([
+        railFeeLedgerId("fiat", "stripe_payout_fee:po_failure_late"),
+        railFeeLedgerId("fiat", "stripe_payout_failure_fee:po_failure_late"),
+      ]);
+
+    // The key may read payouts now; the payout failed, its failure's balance transaction not there yet: it waits.
+    refusing = false;
+    await due();
+    const rail = c.payments.rails.get("fiat") as FiatRail;
+    expect(await rail.bookParkedFees()).toEqual({ booked: 0, waiting: 1 });
+    expect(await kept()).toEqual([{ failure: true }]);
+    expect(await feesBooked()).toEqual([]);
+    expect({ ...(await balances()), fee: await railBalance("fee") }).toEqual(before);
+
+    // Told at its next try: the fee and what the failure gave back of it, both booked.
+    failureTold = true;
+    await due();
+    expect(await rail.bookParkedFees()).toEqual({ booked: 1, waiting: 0 });
+    expect(await kept()).toEqual([]);
+    const [fee, feeBack] = await feesBooked();
+    expect(fee).toMatchObject({ amount: 13n });
+    expect(feeBack).toMatchObject({ amount: 13n, evidence: { detail: { kind: "fee_given_back" } } });
+    expect({ ...(await balances()), fee: await railBalance("fee") }).toEqual(before);
+  });
 });
 
 describe("reconciling the fiat rail against stripe-mock", () => {
