@@ -364,6 +364,11 @@ export const isRefundExceeding = (error: unknown): boolean => serverRaised(error
 export const isRefundKeyTaken = (error: unknown): boolean => serverRaised(error, "SYR02");
 /** Whether an error is reversal_withdrawn() (migration 0033: settlement/invoices.ts), along its causes. */
 export const isReversalWithdrawn = (error: unknown): boolean => serverRaised(error, "SYR03");
+/**
+ * Whether an error is invoice_moved() (migration 0067: settlement/invoices.ts reversalRecordStatement, a receipt's
+ * record, a refund's failure: failedStatement), along its causes.
+ */
+export const isInvoiceMoved = (error: unknown): boolean => serverRaised(error, "SYR07");
 
 /** The JSON of an event's payload, built in SQL from the refund's row (`moved`). */
 const payloadSql = (status: RefundStatus) =>
@@ -417,7 +422,12 @@ export function succeededStatement(
  * order a receipt, a reversal and a reinstatement take the two. Before, nothing decided it again: a refund still
  * pending counted against it when a reorg took a receipt, and once the refund failed it stayed reversed holding its
  * amount; and an open invoice part-paid, whose part a pending refund gave back, stayed open once the refund failed
- * and the payer paid the rest, and took an authorization of all its amount (its payer paying twice).
+ * and the payer paid the rest, and took an authorization of all its amount (its payer paying twice). The reversals
+ * are read from the statement's snapshot: when an open or reversed invoice's row changed since (a reorg's reversal
+ * committed while this waited for the `refundable` row), invoice_moved() is raised (migration 0067, isInvoiceMoved),
+ * the give-back rolled back with it, and the failure written again from new reads (payments/refunds.ts
+ * refundGivesBack), as a receipt's record is. Before, such a reversal was left out: an invoice of 10 whose refund of
+ * 6 failed was paid holding 6, the 4 that paid the rest reorganised away.
  */
 export function failedStatement(
   id: string,
@@ -448,10 +458,14 @@ export function failedStatement(
          discounted = refundable.discounted - moved.discounted FROM moved
        WHERE refundable.target_id = coalesce(moved.invoice_id, moved.payment_id)
        RETURNING refundable.refunded, refundable.discounted),
+     locked AS (
+       SELECT i.status IN ('open', 'reversed')
+           AND i.xmin::text <> (SELECT xmin::text FROM invoices WHERE id = i.id) AS read_moved
+       FROM invoices i, moved WHERE i.id = moved.invoice_id AND EXISTS (SELECT 1 FROM released) FOR UPDATE OF i),
      repaid AS (
        -- Known race, left: reversals as of the snapshot; a reinstatement committed meanwhile can leave it reversed.
-       UPDATE invoices i SET status = 'paid', paid_at = coalesce(i.paid_at, now()) FROM moved
-       WHERE i.id = moved.invoice_id AND i.status IN ('open', 'reversed') AND EXISTS (SELECT 1 FROM released)
+       UPDATE invoices i SET status = 'paid', paid_at = coalesce(i.paid_at, now()) FROM moved, locked
+       WHERE i.id = moved.invoice_id AND i.status IN ('open', 'reversed') AND NOT locked.read_moved
          AND NOT EXISTS (SELECT 1 FROM invoice_reversals v WHERE v.invoice_id = i.id AND v.reinstated_at IS NULL
            AND v.receipt IS NULL)
          AND ${heldSql("i", "i.id", "released", "$1")} >= i.amount
@@ -463,7 +477,9 @@ export function failedStatement(
        INSERT INTO outbox (tenant_id, type, payload)
        SELECT tenant_id, 'refund.failed', ${payloadSql("failed")} || jsonb_build_object('shortfall_collected',
          $6::bigint::text, 'net', (amount - $6::bigint)::text) FROM moved RETURNING id)${collecting.ctes}
-     SELECT announced.id, ${collecting.check} AS collected FROM (SELECT 1) AS one LEFT JOIN announced ON true`,
+     SELECT announced.id, ${collecting.check} AS collected,
+       CASE WHEN EXISTS (SELECT 1 FROM locked WHERE read_moved) THEN invoice_moved() ELSE true END AS as_read
+     FROM (SELECT 1) AS one LEFT JOIN announced ON true`,
     params: [...params, ...collecting.params],
   };
 }

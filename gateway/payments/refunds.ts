@@ -82,6 +82,7 @@ import {
   getRefundById,
   getRefundByKey,
   invoiceReceived,
+  isInvoiceMoved,
   isRefundExceeding,
   isRefundKeyTaken,
   listPendingRefunds,
@@ -1267,7 +1268,8 @@ type GiveBackMember = { givenBack: GivenBack; member: ChainMember | null };
  * refund's status move: of what each member gives back to its account, the outstanding shortfalls of the invoice's
  * reversals on that account are collected first (settlement/shortfalls.ts), by moves at the end of the chain whose
  * record the statement writes when the refund moves now. Computed again when the shortfalls moved under it (another
- * give-back, a reversal recorded or given back, here or in another process); a refund of a payment collects nothing.
+ * give-back, a reversal recorded or given back, here or in another process), or the invoice's row did (failedStatement
+ * decides from new reads whether it is paid again); a refund of a payment collects nothing.
  */
 async function refundGivesBack(
   deps: RefundsDeps,
@@ -1309,12 +1311,12 @@ async function refundGivesBack(
         throw new RefundInvariantError(`the ledger refused ${write.label}: ${outcome}`);
       return;
     } catch (error) {
-      if (!isShortfallCollectionMoved(error)) throw error;
+      if (!isShortfallCollectionMoved(error) && !isInvoiceMoved(error)) throw error;
     }
     await pauseAfterMovedVersion(attempt);
   }
   throw new RefundContendedError(
-    `the shortfalls of refund ${refund.id}'s invoice moved under its give-back ${shortfallCollectionAttemptsMax} times; ` +
+    `the shortfalls or the row of refund ${refund.id}'s invoice moved under its give-back ${shortfallCollectionAttemptsMax} times; ` +
       "nothing of it was written",
   );
 }

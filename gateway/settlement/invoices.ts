@@ -50,6 +50,7 @@ import {
   claimableOf,
   heldSql,
   invoiceReceived,
+  isInvoiceMoved,
   isRefundExceeding,
   isReversalWithdrawn,
   pauseAfterMovedVersion,
@@ -805,8 +806,6 @@ export async function applyReceived(
 
 /** Whether an error is receipt_unrecorded() (migration 0066), along its causes. */
 const isReceiptUnrecorded = (error: unknown): boolean => serverRaised(error, "SYR06");
-/** Whether an error is invoice_moved() (migration 0067: reversalRecordStatement), along its causes. */
-const isInvoiceMoved = (error: unknown): boolean => serverRaised(error, "SYR07");
 
 /**
  * A first credit of a receipt that its record found nothing to count on (receipt_unrecorded(): the credit was rolled

@@ -6,8 +6,9 @@
 // signed payment (submitInvoicePayment). (The rules themselves, on PGlite: gateway/settlement/split-reversal.test.ts.)
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assets, type Rail } from "../../core/index.ts";
+import { serverRaised } from "../../gateway/db/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
-import { claimableOf, claimStatement } from "../../gateway/payments/refunds-store.ts";
+import { claimableOf, claimStatement, failedStatement } from "../../gateway/payments/refunds-store.ts";
 import { applyReceived, applyReversed, createInvoice } from "../../gateway/settlement/index.ts";
 import { latch } from "../support/latch.ts";
 import { receivingToySnapshot } from "../support/toy-rail.ts";
@@ -281,6 +282,75 @@ describe("a receipt of an open invoice a refund of is being claimed", () => {
     // It holds 6 less the 6 refunded and the 4: 4 of its 10. Before: paid.
     expect(await paid).toBe("received");
     expect(await statusOf(id)).toBe("open");
+  });
+});
+
+describe("a failure of a refund of an open invoice a reorg is reversing", () => {
+  it("does not pay it over a reversal recorded while the failure waits for what is refundable", async () => {
+    const id = await invoiceOf("10");
+    expect(await receive(id, "r0", 6_000_000n)).toBe("received");
+    // A refund of the 6 the part-payment brought, claimed and left pending (the rail answers later).
+    const refundId = `rfd_failed_${id}`;
+    const claim = claimStatement({
+      id: refundId,
+      tenantId: "ten_demo",
+      target: { kind: "invoice", invoiceId: id },
+      accountId: "acct_demo_merchant",
+      assetCode: "USDC",
+      amount: 6_000_000n,
+      rail: "toyreorg",
+      reason: null,
+      metadata: {},
+      destination: null,
+      holdTransferId: derivedLedgerId(refundId, "refund-hold"),
+      idempotencyKey: null,
+      requestSha256: null,
+      paid: 6_000_000n,
+      readAt: (await claimableOf(gw.app.db, id)).version,
+    });
+    await gw.app.db.query(claim.text, claim.params);
+    // The payer pays the 4 left: it holds 6 less the 6 refunded and the 4, 4 of its 10.
+    expect(await receive(id, "r1", 4_000_000n)).toBe("received");
+    // Another writer records a reorg of r1 (what its record statement writes: the touch of what is refundable, the
+    // reversal, then the invoice's row changed) and holds its transaction open.
+    const recorded = latch();
+    const commit = latch();
+    const other = gw.app.db.transaction(async (tx) => {
+      await tx.query("UPDATE refundable SET paid = paid WHERE target_id = $1", [id]);
+      await tx.query(
+        "INSERT INTO invoice_reversals (invoice_id, key, amount, receipt) VALUES ($1, 'reorg:r1', 4000000, 'r1')",
+        [id],
+      );
+      await tx.query("UPDATE invoices SET status = status WHERE id = $1", [id]);
+      recorded.release();
+      await commit.done;
+    });
+    await recorded.done;
+    // The rail fails the refund: its statement reads the reversals (none) and waits for the `refundable` row.
+    const failure = failedStatement(refundId, "pending", {
+      code: "rejected",
+      message: "refused",
+      evidence: null,
+    });
+    const failed = gw.app.db.query(failure.text, failure.params);
+    await waitingOnLock("released AS");
+    commit.release();
+    await other;
+    // From its reads it held 10 of its 10 once the 6 came back, r1's reorg left out. Before: paid, holding 6.
+    const refused = await failed.then(
+      () => null,
+      (error: unknown) => error,
+    );
+    expect(await statusOf(id)).toBe("open");
+    expect(serverRaised(refused, "SYR07")).toBe(true);
+    // Computed again from reads that see the reversal: the refund fails, and the invoice, holding 6, stays open.
+    await gw.app.db.query(failure.text, failure.params);
+    const [refund] = await gw.app.db.query<{ status: string }>("SELECT status FROM refunds WHERE id = $1", [
+      refundId,
+    ]);
+    expect(refund?.status).toBe("failed");
+    expect(await statusOf(id)).toBe("open");
+    expect(await eventsOf(id)).not.toContain("invoice.paid");
   });
 });
 
