@@ -116,7 +116,8 @@ export type SendJournal = {
   /**
    * The fee bumps the node refused while a transaction of the send they replaced held the nonce in its pool
    * (broadcast), by hash, with their nonce: none is bumped again (replaceIfStuck), its bytes broadcast again as they
-   * are. Forgotten once taken itself, or once the wallet's nonce passed it.
+   * are. Forgotten once taken itself, or once the wallet's nonce passed it. Only spares the node a question: a bump
+   * not held by the node is never bumped over, whichever process refused it (bumpNotHeld).
    */
   readonly bumpsRefused: Map<Hex, number>;
   /**
@@ -607,8 +608,8 @@ const replacementLeastTenths = 11n;
  * the base fee asks now, when more), within the cap — or bumped to the cap when 12.5% passes it and the cap still
  * raises both fees by 10%. Nothing is replaced when a transaction with its nonce has been mined (the receipt decides),
  * when no such bump fits under the cap, or the base fee and the tip alone pass it (the send waits as it is, said
- * once: only a lower base fee or a higher cap moves it), or when a lower nonce is still open and the send offers what
- * the chain asks now (it waits for that one, not for its fees).
+ * once: only a lower base fee or a higher cap moves it), when a lower nonce is still open and the send offers what
+ * the chain asks now (it waits for that one, not for its fees), or when it is a bump the node does not hold.
  */
 async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendRow> {
   const mined = await journal.publicClient.getTransactionCount({
@@ -619,8 +620,9 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
   if (mined > row.nonce) return row;
   // A bump the node refused while a transaction it replaced holds the nonce (broadcast): one over it offers more, and is
   // refused as well (the node's fee cap, a wallet short of ETH for the bump). Before, each pass signed one more over the
-  // last, 12.5% compounding up to the cap, nothing said.
-  if (journal.bumpsRefused.has(row.tx_hash)) return row;
+  // last, 12.5% compounding up to the cap, nothing said; and after 6b7fbd6 still, in any process but the one that saw
+  // it refused (every process keeps the open sends), or once that one restarted.
+  if (journal.bumpsRefused.has(row.tx_hash) || (await bumpNotHeld(journal, row))) return row;
   const old = parseTransaction(row.raw_tx);
   if (old.type !== "eip1559" || old.maxFeePerGas === undefined || old.maxPriorityFeePerGas === undefined)
     return row;
@@ -702,6 +704,23 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
     ]);
     return replacement;
   });
+}
+
+/**
+ * Whether the send's transaction is a fee bump the node does not hold (in its pool, or mined): refused, while one it
+ * replaced holds the nonce, or not broadcast yet (the broadcast that follows sends it). Either way none is signed
+ * over it: the refused chain stops at one, and nonceTakenOnNode asks every transaction of the send. The node not
+ * answering is a no bump too: nothing signed over it is broadcast either. The database not answering is a bump, as
+ * before (supersedesAny).
+ */
+async function bumpNotHeld(journal: SendJournal, row: SendRow): Promise<boolean> {
+  if (!(await supersedesAny(journal, row))) return false;
+  try {
+    await journal.publicClient.getTransaction({ hash: row.tx_hash });
+    return false;
+  } catch {
+    return true; // viem's TransactionNotFoundError, or the node not answering
+  }
 }
 
 /**
@@ -950,8 +969,10 @@ async function notTaken(journal: SendJournal, row: SendRow, error: unknown): Pro
 
 /**
  * How the node shows the send's nonce used: `passed`, the wallet's mined count past it; or the hash of the first of the
- * send's transactions known to it (in its pool, or mined): the one broadcast, or one it replaced (the newest first, at
- * most nodeAskedHashesMax). Null when neither is shown (a node behind the one that refused, behind a load balancer; one
+ * send's transactions known to it (in its pool, or mined): the one broadcast, or one it replaced, the newest first,
+ * every one (before, at most 8: a chain of refused bumps the code before left hid the oldest, the one in the pool, and
+ * the send was stalled; a refused bump is no longer bumped over, so only bumps the node took lengthen it, bounded by
+ * the gas cap). Null when neither is shown (a node behind the one that refused, behind a load balancer; one
  * not answering): no proof either way, the broadcast is not taken, and is tried again. Before, only the one broadcast
  * was asked: a fee bump the node refused in other words than underpriced (geth's rpc.txfeecap) was not taken while the
  * transaction it replaced held the nonce in the pool, and past stalledAfterMs every new payout was refused.
@@ -968,7 +989,7 @@ async function nonceTakenOnNode(journal: SendJournal, row: SendRow): Promise<Hex
   }
   // The database not answering: the one broadcast alone, as before.
   const hashes = await hashesOfSend(journal.db, row).catch(() => [row.tx_hash]);
-  for (const hash of hashes.slice(0, nodeAskedHashesMax)) {
+  for (const hash of hashes) {
     try {
       await journal.publicClient.getTransaction({ hash });
       return hash;
@@ -978,12 +999,6 @@ async function nonceTakenOnNode(journal: SendJournal, row: SendRow): Promise<Hex
   }
   return null;
 }
-
-/**
- * The most transactions of one send nonceTakenOnNode asks the node of, in turn, inside the wallet's queue: a send
- * bumped pass after pass holds one a pass, and the oldest are the likeliest long gone from the pool.
- */
-const nodeAskedHashesMax = 8;
 
 /**
  * Whether the send's transaction replaced others (evm_sends_replaced holds them). The database not answering is a no:
@@ -1107,7 +1122,7 @@ export async function confirmedNonceOf(journal: SendJournal): Promise<number> {
 export async function hashesOfSend(db: Db, row: Pick<SendRow, "attempt_id" | "tx_hash">): Promise<Hex[]> {
   // The send's current transaction as stored now, too: `row` may have been read before a fee bump replaced it (a
   // payout waiting for its receipt while the keeper bumps it), whose hash is then in neither `row` nor the replaced.
-  // In order (before, a UNION's, none): whoever takes the first few takes the newest.
+  // In order (before, a UNION's, none): the newest first, the likeliest held (only a bump the node took is bumped over).
   const others = await db.query<{ tx_hash: Hex }>(
     `SELECT tx_hash FROM (
        SELECT tx_hash, 0 AS rank, signed_at AS at FROM evm_sends WHERE attempt_id = $1

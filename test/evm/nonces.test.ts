@@ -1314,9 +1314,11 @@ function transferOf(journal: SendJournal, key: string, prepared: { count: number
 }
 
 describe("a fee bump the node refuses in other words than underpriced, the transaction it replaced in the pool", () => {
-  it("is taken: the nonce is held, and new sends go on behind it", async () => {
-    // The first broadcast of the first nonce taken; every other of that nonce (the bump) refused as geth refuses a fee
-    // above its rpc.txfeecap.
+  /**
+   * The chain, the first broadcast of the first nonce taken and every other of that nonce (a bump) refused as geth
+   * refuses a fee above its rpc.txfeecap.
+   */
+  function refusingBumps() {
     const first: { nonce?: number; raw?: `0x${string}` } = {};
     const publicClient = createPublicClient({
       chain: gw.chain.chain,
@@ -1336,6 +1338,11 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
       }),
       pollingInterval: 50,
     });
+    return { first, publicClient };
+  }
+
+  it("is taken: the nonce is held, and new sends go on behind it", async () => {
+    const { first, publicClient } = refusingBumps();
     const { logger, lines } = recordingLogger();
     const journal = stallingJournal(publicClient, 0, { logger }); // replaceAfterMs 0: bumped at the next pass
     let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
@@ -1352,6 +1359,10 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
       await expect(gw.chain.publicClient.getTransaction({ hash: hashes[1]! })).rejects.toThrow();
       // Before: taken with nothing said, and each pass signed a further bump over the refused one (12.5% more a pass).
       await keepOpenSends(journal);
+      expect(await hashesOfSend(gw.app.db, sent)).toEqual(hashes);
+      // Nor by another process over the same database (or this one restarted), which never saw the bump refused:
+      // before, its pass signed one more over it.
+      await keepOpenSends(stallingJournal(publicClient, 0));
       expect(await hashesOfSend(gw.app.db, sent)).toEqual(hashes);
       const warned = lines.filter((line) => line.level === "warn");
       expect(warned).toHaveLength(1);
@@ -1377,6 +1388,72 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
         ["bump-refused:first"],
       );
       expect(marked?.not_taken_since).toBeNull();
+    } finally {
+      await setAutomine(true);
+      await gw.chain.networkHelpers.mine(1);
+    }
+    // The first transaction mined (the send's receipt), and the one behind it.
+    await expectMined([sent, next as { tx_hash: `0x${string}` }]);
+  });
+
+  it("is taken behind more refused bumps than 8, as the code before signed them: every transaction of the send asked", async () => {
+    const { first, publicClient } = refusingBumps();
+    const { logger, lines } = recordingLogger();
+    const journal = stallingJournal(publicClient, 120_000, { logger }); // no bump due: the chain as it was left
+    let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
+    let next: Awaited<ReturnType<typeof transferOf>> | undefined;
+    // Not automining: the first transaction waits in the pool, its nonce open.
+    await setAutomine(false);
+    try {
+      sent = await transferOf(journal, "bumps-refused:first");
+      expect(sent).toMatchObject({ broadcast: "taken", nonce: first.nonce });
+      if ("status" in sent) throw new Error("the send was refused");
+      // Ten bumps, each signed over the last and stored as replaceIfStuck stores one, none ever taken by the node.
+      let previous = { tx_hash: sent.tx_hash, raw_tx: sent.raw_tx };
+      for (let bumps = 0; bumps < 10; bumps += 1) {
+        const old = parseTransaction(previous.raw_tx);
+        const raw = await gw.chain.walletClient.signTransaction({
+          account: gw.chain.walletClient.account!,
+          chain: gw.chain.chain,
+          type: "eip1559",
+          nonce: old.nonce!,
+          to: old.to!,
+          data: old.data!,
+          gas: old.gas!,
+          maxFeePerGas: (old.maxFeePerGas! * 9n + 7n) / 8n,
+          maxPriorityFeePerGas: (old.maxPriorityFeePerGas! * 9n + 7n) / 8n,
+        });
+        await gw.app.db.query(
+          "UPDATE evm_sends SET tx_hash = $2, raw_tx = $3, signed_at = now() WHERE attempt_id = $1",
+          ["bumps-refused:first", keccak256(raw), raw],
+        );
+        await gw.app.db.query(
+          "INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) VALUES ($1, $2, $3)",
+          ["bumps-refused:first", previous.tx_hash, previous.raw_tx],
+        );
+        previous = { tx_hash: keccak256(raw), raw_tx: raw };
+      }
+      expect(await hashesOfSend(gw.app.db, sent)).toHaveLength(11);
+      // Before: the newest 8 asked, none known, and the send marked not taken while the first held the nonce.
+      await keepOpenSends(journal);
+      expect(lines.filter((line) => line.level === "warn")).toMatchObject([
+        {
+          message: expect.stringMatching(/replacement refused by the node/),
+          fields: { send: "bumps-refused:first", txHash: previous.tx_hash, heldBy: sent.tx_hash },
+        },
+      ]);
+      await gw.app.db.query(
+        `UPDATE evm_sends SET not_taken_since = not_taken_since - $2::int * interval '1 millisecond'
+          WHERE attempt_id = $1`,
+        ["bumps-refused:first", stalledAfterMsLeast + 1_000],
+      );
+      // Before: refused rail_unavailable, the send marked past stalledAfterMs.
+      next = await transferOf(journal, "bumps-refused:next");
+      expect(next).toMatchObject({
+        attempt_id: "bumps-refused:next",
+        nonce: first.nonce! + 1,
+        broadcast: "taken",
+      });
     } finally {
       await setAutomine(true);
       await gw.chain.networkHelpers.mine(1);
