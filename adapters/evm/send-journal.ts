@@ -116,8 +116,8 @@ export type SendJournal = {
   /**
    * The fee bumps the node refused while a transaction of the send they replaced held the nonce in its pool
    * (broadcast), by hash, with their nonce: none is bumped again (replaceIfStuck), its bytes broadcast again as they
-   * are. Forgotten once taken itself, or once the wallet's nonce passed it. Only spares the node a question: a bump
-   * not held by the node is never bumped over, whichever process refused it (bumpNotHeld).
+   * are. Forgotten once taken itself, or once the wallet's nonce passed it. This process's only: another (or this
+   * one restarted) may sign one more over it a pass, up to the cap (replaceIfStuck says why the node is not asked).
    */
   readonly bumpsRefused: Map<Hex, number>;
   /**
@@ -609,7 +609,8 @@ const replacementLeastTenths = 11n;
  * raises both fees by 10%. Nothing is replaced when a transaction with its nonce has been mined (the receipt decides),
  * when no such bump fits under the cap, or the base fee and the tip alone pass it (the send waits as it is, said
  * once: only a lower base fee or a higher cap moves it), when a lower nonce is still open and the send offers what
- * the chain asks now (it waits for that one, not for its fees), or when it is a bump the node does not hold.
+ * the chain asks now (it waits for that one, not for its fees), or when it is a bump this process saw refused while
+ * a transaction it replaced holds the nonce.
  */
 async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendRow> {
   const mined = await journal.publicClient.getTransactionCount({
@@ -620,9 +621,11 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
   if (mined > row.nonce) return row;
   // A bump the node refused while a transaction it replaced holds the nonce (broadcast): one over it offers more, and is
   // refused as well (the node's fee cap, a wallet short of ETH for the bump). Before, each pass signed one more over the
-  // last, 12.5% compounding up to the cap, nothing said; and after 6b7fbd6 still, in any process but the one that saw
-  // it refused (every process keeps the open sends), or once that one restarted.
-  if (journal.bumpsRefused.has(row.tx_hash) || (await bumpNotHeld(journal, row))) return row;
+  // last, 12.5% compounding up to the cap, nothing said. Kept in this process's memory only: another process (every
+  // one keeps the open sends), or this one restarted, may still sign one more a pass, up to the cap. Asking the node
+  // instead (no bump over a transaction it does not hold) stalled for good a bump evicted from the pool, and one
+  // refused underpriced once the cap was raised.
+  if (journal.bumpsRefused.has(row.tx_hash)) return row;
   const old = parseTransaction(row.raw_tx);
   if (old.type !== "eip1559" || old.maxFeePerGas === undefined || old.maxPriorityFeePerGas === undefined)
     return row;
@@ -704,23 +707,6 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
     ]);
     return replacement;
   });
-}
-
-/**
- * Whether the send's transaction is a fee bump the node does not hold (in its pool, or mined): refused, while one it
- * replaced holds the nonce, or not broadcast yet (the broadcast that follows sends it). Either way none is signed
- * over it: the refused chain stops at one, and nonceTakenOnNode asks every transaction of the send. The node not
- * answering is a no bump too: nothing signed over it is broadcast either. The database not answering is a bump, as
- * before (supersedesAny).
- */
-async function bumpNotHeld(journal: SendJournal, row: SendRow): Promise<boolean> {
-  if (!(await supersedesAny(journal, row))) return false;
-  try {
-    await journal.publicClient.getTransaction({ hash: row.tx_hash });
-    return false;
-  } catch {
-    return true; // viem's TransactionNotFoundError, or the node not answering
-  }
 }
 
 /**
