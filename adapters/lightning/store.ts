@@ -30,7 +30,7 @@ export type StoredAttempt = {
   readonly feeMaxMsat: bigint;
   /** keysend: the node paid */
   readonly destination: string | null;
-  /** bolt11: the invoice paid */
+  /** bolt11: the invoice paid (null once the attempt ended and the journal was compacted) */
   readonly request: string | null;
   outcome: StoredOutcome | null;
   /** The caller has the outcome: returned by execute, or delivered as an event. */
@@ -129,7 +129,7 @@ export function earlierHashesAfter(
 /**
  * How long the invoices of a mark's earlier hashes may be together: a journal line longer than journalLineLengthMax is
  * unreadable, and a mark renewed many times (its invoices a kilobyte each, with route hints) would write one. Past it,
- * the oldest are kept by their hash alone, as a mark journalled before invoices were kept names them.
+ * those that do not fit, newest first, are kept by their hash alone, as a mark journalled before invoices were kept names them.
  */
 const earlierRequestsLengthMax = 16 * 1024;
 

@@ -869,8 +869,8 @@ async function applyReceipt(
  * The record of a named receipt, written with its credit (creditWithShares): its `invoice_receipts` row (once per
  * key: a receipt recorded already adds nothing, its `paid_now` null), `late` if it arrived after the invoice's
  * expiry, the invoice's running total, payer and evidence, `paid` when what it holds reaches the amount, and
- * `invoice.payment_received` (then `invoice.paid`). The invoice's row is locked first, so that receipts of one invoice
- * count one after another. Returns one row, `paid_now`. An invoice gone refuses the row (its foreign key), and the
+ * `invoice.payment_received` (then `invoice.paid`). The invoice's row is locked after its `refundable` row (below), so
+ * that receipts of one invoice count one after another. Returns one row, `paid_now`. An invoice gone refuses the row (its foreign key), and the
  * credit with it; so does, with receipt_unrecorded(), a row already there on a `first` credit (written with the
  * chain: counted, never credited), rather than let the credit commit with nothing counting it.
  *

@@ -912,8 +912,8 @@ describe("an invoice one of whose receipts a reorg took back", () => {
        ON CONFLICT (target_id) DO UPDATE SET refunded = r.refunded + 6000`,
       [id],
     );
-    // It holds 6,000 less the 6,000 the payer got back and 4,000: below its 10,000. Before (0069 keeping what a
-    // refund took, 0 by default): paid, the payer out of pocket 4,000 for 10,000.
+    // It holds 6,000 less the 6,000 the payer got back and 4,000: below its 10,000. Were a default 0 read as a
+    // refund taking nothing: paid, the payer out of pocket 4,000 for 10,000.
     expect(await receive(id, "r1", 4_000n)).toBe("received");
     expect(await statusOf(id)).toBe("open");
   });

@@ -42,7 +42,7 @@
 // "unknown") would otherwise fill every pass. A transaction whose reads or booking fail is logged and its rows left,
 // touched; the pass goes on with the next — also after a transport fault (a timeout, an HTTP error) of one of its
 // reads while the node still answers. Only the node out of reach (the fault, then the node not answering the
-// latest block's number) ends the chain's pass.
+// latest block's number) ends the chain's pass, and so does a failed read of the chain's head (chainHead) at its start.
 //
 // The gas of every mined transaction is booked before its rows are concluded, through the settlers' own booking
 // (settle.ts bookGas for a transaction to the token — on a rail of more than one confirmation left to the rail's

@@ -154,7 +154,7 @@ async function spentByAnother(
 /**
  * The chain's head as a reading of an authorization takes it: the latest block, and the last with the chain's
  * confirmations (X402Chain.confirmations: the latest less confirmations − 1), the one a reorganisation does not undo.
- * Read once for many authorizations (a pass of reconciliation, a batch's items), each reading then one block fewer.
+ * Read once for many authorizations (a pass of reconciliation, a batch's items), each reading then fewer blocks.
  */
 export type ChainHead = {
   readonly latest: { readonly number: bigint; readonly timestamp: bigint };
