@@ -216,9 +216,14 @@ export async function standingReversals(
  * away with its receipt: further receipts make that up first. Every decision of whether an invoice holds its amount is
  * this one count: a receipt's, a reversal's, a reinstatement's, dueAgain's (settlement/invoices.ts), a refund's
  * failure's (failedStatement), and what a refund's claim discounts (claimStatement). A reversal of the invoice's
- * money (a dispute) is not counted here: it stands apart (settlement/invoices.ts disputedSql), and no receipt pays
- * over it.
+ * money (a dispute) is not counted here: it stands apart (disputedSql), and no receipt pays over
+ * it.
  */
+/** SQL: whether a reversal of invoice `id`'s money stands (one that names no receipt: a dispute lost, a refund). */
+export const disputedSql = (id: string) =>
+  `EXISTS (SELECT 1 FROM invoice_reversals r WHERE r.invoice_id = ${id} AND r.reinstated_at IS NULL
+     AND r.receipt IS NULL)`;
+
 export const heldSql = (alias: string, id: string, refundable?: string, failing?: string) =>
   `(coalesce(${alias}.received_amount, 0) - (SELECT coalesce(sum(r.amount + coalesce((SELECT sum(s.amount)
      FROM reversal_shortfalls s WHERE s.invoice_id = r.invoice_id AND s.reversal_key = r.key), 0)), 0)
@@ -466,8 +471,7 @@ export function failedStatement(
        -- Known race, left: reversals as of the snapshot; a reinstatement committed meanwhile can leave it reversed.
        UPDATE invoices i SET status = 'paid', paid_at = coalesce(i.paid_at, now()) FROM moved, locked
        WHERE i.id = moved.invoice_id AND i.status IN ('open', 'reversed') AND NOT locked.read_moved
-         AND NOT EXISTS (SELECT 1 FROM invoice_reversals v WHERE v.invoice_id = i.id AND v.reinstated_at IS NULL
-           AND v.receipt IS NULL)
+         AND NOT ${disputedSql("i.id")}
          AND ${heldSql("i", "i.id", "released", "$1")} >= i.amount
        RETURNING i.id, i.tenant_id),
      repaid_told AS (

@@ -48,6 +48,7 @@ import {
 import { evidenceForLedger, fromJson, insertOutboxEvent, toJson } from "../payments/index.ts";
 import {
   claimableOf,
+  disputedSql,
   heldSql,
   invoiceReceived,
   isInvoiceMoved,
@@ -968,11 +969,6 @@ function receiptEvidence(event: ReceivedEvent) {
   if (event.payer === undefined) return evidence;
   return { ...evidence, detail: { ...evidence.detail, payer: event.payer } };
 }
-
-/** SQL: whether a reversal of invoice `id`'s money stands (one that names no receipt: a dispute lost, a refund). */
-const disputedSql = (id: string) =>
-  `EXISTS (SELECT 1 FROM invoice_reversals r WHERE r.invoice_id = ${id} AND r.reinstated_at IS NULL
-     AND r.receipt IS NULL)`;
 
 /** Why a payer's signed payment for an invoice was refused: the rail's reasons, or the invoice's own state. */
 export type InvoicePaymentRefusal = SignedPaymentRefusal | "invoice_not_found";
