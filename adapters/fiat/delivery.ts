@@ -7,7 +7,13 @@ import type { PayoutReversal, RailEvent, RailEventVerdict, RailFee, RailRoute } 
 import { FiatRailError } from "./errors.ts";
 import { type FiatEvent, platformPayoutReferences, refundFeeIds, toRailEvent } from "./events.ts";
 import type { FiatRailState } from "./rail-state.ts";
-import { type DueFee, type ParkedFee, parkedFeeKeptMsMax, type StripeWebhookStore } from "./store.ts";
+import {
+  type DueFee,
+  type ParkedFee,
+  parkedFeeKeptMsMax,
+  parkedFeeKinds,
+  type StripeWebhookStore,
+} from "./store.ts";
 import { createStripeWebhookRoute } from "./webhook-route.ts";
 
 // biome-ignore lint/suspicious/noConfusingVoidType: a handler that returns nothing applied the event
@@ -204,9 +210,6 @@ export async function bookParkedFees(state: FiatRailState): Promise<{ booked: nu
   }
   return { booked, waiting };
 }
-
-/** The kinds of fee kept: payouts' and refunds'. */
-const parkedFeeKinds: readonly DueFee["kind"][] = ["payout", "refund"];
 
 /** Gives up the fees kept longer than parkedFeeKeptMsMax (store.ts), each said once, for the operator. */
 async function giveUpParkedFees(state: FiatRailState, store: StripeWebhookStore): Promise<void> {

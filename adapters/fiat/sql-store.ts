@@ -11,6 +11,7 @@ import {
   type ParkedFee,
   type ParkedReversal,
   parkedFeeKeptMsMax,
+  parkedFeeKinds,
   parkedFeeRetryMsMax,
   parkedFeeRetryMsMin,
   parkedPerIntentMax,
@@ -159,9 +160,6 @@ type ParkedFeeRow = {
   tries: number;
   revision: number;
 };
-
-/** Every kind of kept fee: asked for all of them, takeDueFees reads no kind. */
-const parkedFeeKindsAll: readonly ParkedFee["kind"][] = ["payout", "refund"];
 
 function feeBookingJson(fee: ParkedFee): string {
   const booking: ParkedFeeBooking =
@@ -373,7 +371,7 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
       // does not keep its order on PostgreSQL before 17: every due fee of the kind read and sorted, for one); every
       // kind asked, fiat_parked_fees_due alone.
       const kind =
-        kinds === undefined || parkedFeeKindsAll.every((each) => kinds.includes(each)) ? null : kinds[0];
+        kinds === undefined || parkedFeeKinds.every((each) => kinds.includes(each)) ? null : kinds[0];
       // Skipping the rows another process's pass holds: each try is one process's.
       const rows = await db.query<ParkedFeeRow>(
         `UPDATE fiat_parked_fees SET tries = tries + 1,

@@ -66,6 +66,9 @@ export type ParkedFee = { readonly rail: string; readonly objectId: string; read
   | { readonly kind: "payout"; readonly movements: readonly RailCapitalMovement[] }
 );
 
+/** Every kind of kept fee: payouts' and refunds' (a pass asks them all until Stripe refuses one; takeDueFees). */
+export const parkedFeeKinds: readonly ParkedFee["kind"][] = ["payout", "refund"];
+
 /** A kept fee taken for a try: `revision` says which keeping of it the try read (unparkFee). */
 export type DueFee = ParkedFee & { readonly tries: number; readonly revision: number };
 
