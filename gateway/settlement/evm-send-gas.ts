@@ -263,13 +263,15 @@ function bookedBefore(
   const bookedWei = BigInt(detail.wei);
   const repeatWei = weiOf(send.gas);
   if (bookedWei === repeatWei) return booked.amount === send.gas.amount;
+  // Booked for exactly the L1 data fee the repeat names less: the booking left it out (both cases below).
+  const repeatL1Fee = l1FeeOf(send.gas);
+  const shortByL1Fee = repeatL1Fee > 0n && bookedWei + repeatL1Fee === repeatWei;
   if (detail.gasUsed !== undefined && detail.l1Fee === undefined) {
     // Booked from the receipt before ac492c7, which left an OP-stack chain's L1 data fee out (its wei the gas used at
     // its price alone), and repeated from the receipt with it: judged exactly, by the L1 fee the repeat names, and the
     // rest booked under an id of its own as for the stored gas below (said by the caller, once it is). Before, a
     // conflict at every pass.
-    const repeatL1Fee = l1FeeOf(send.gas);
-    if (repeatL1Fee === 0n || bookedWei + repeatL1Fee !== repeatWei) return false;
+    if (!shortByL1Fee) return false;
     if (
       isWei(detail.gasUsed) &&
       isWei(detail.effectiveGasPrice) &&
@@ -281,8 +283,7 @@ function bookedBefore(
   if (detail.gasUsed !== undefined) {
     if (!isWei(detail.l1Fee) || bookedWei - BigInt(detail.l1Fee) !== repeatWei) return false;
   } else {
-    const repeatL1Fee = l1FeeOf(send.gas);
-    if (repeatL1Fee > 0n && bookedWei + repeatL1Fee === repeatWei) return "short_by_l1_fee";
+    if (shortByL1Fee) return "short_by_l1_fee";
     if (booked.amount <= send.gas.amount) return false;
   }
   deps.logger?.warn(
