@@ -1108,15 +1108,9 @@ export async function confirmedNonceOf(journal: SendJournal): Promise<number> {
 export async function hashesOfSend(db: Db, row: Pick<SendRow, "attempt_id" | "tx_hash">): Promise<Hex[]> {
   // The send's current transaction as stored now, too: `row` may have been read before a fee bump replaced it (a
   // payout waiting for its receipt while the keeper bumps it), whose hash is then in neither `row` nor the replaced.
-  // In order (before, a UNION's, none): the newest first, the likeliest held (only a bump the node took is bumped over).
-  const others = await db.query<{ tx_hash: Hex }>(
-    `SELECT tx_hash FROM (
-       SELECT tx_hash, 0 AS rank, signed_at AS at FROM evm_sends WHERE attempt_id = $1
-       UNION ALL
-       SELECT tx_hash, 1, replaced_at FROM evm_sends_replaced WHERE attempt_id = $1
-     ) hashes ORDER BY rank, at DESC`,
-    [row.attempt_id],
-  );
+  const others = await db.query<{ tx_hash: Hex }>(sendHashesSql("SELECT $1::text AS attempt_id"), [
+    row.attempt_id,
+  ]);
   const hashes = [row.tx_hash];
   for (const { tx_hash: hash } of others)
     if (!hashes.some((known) => known.toLowerCase() === hash.toLowerCase())) hashes.push(hash);
@@ -1139,18 +1133,24 @@ function confirmedReceipt(journal: SendJournal, hash: Hex): Promise<TransactionR
  */
 export async function sendHashesOf(db: Db, chainId: number, txHash: Hex): Promise<Hex[]> {
   const rows = await db.query<{ tx_hash: Hex }>(
-    `WITH send AS (
-       SELECT attempt_id FROM evm_sends WHERE chain_id = $1 AND tx_hash = lower($2)
+    sendHashesSql(`SELECT attempt_id FROM evm_sends WHERE chain_id = $1 AND tx_hash = lower($2)
        UNION
        SELECT replaced.attempt_id FROM evm_sends_replaced replaced JOIN evm_sends USING (attempt_id)
-       WHERE evm_sends.chain_id = $1 AND replaced.tx_hash = lower($2)
-     )
+       WHERE evm_sends.chain_id = $1 AND replaced.tx_hash = lower($2)`),
+    [chainId, txHash],
+  );
+  return rows.map((row) => row.tx_hash);
+}
+
+/**
+ * SQL: the transactions of the send `send` (a query of its attempt_id) names, in order: its current one, then those
+ * it replaced, newest first (the likeliest held by a node). Before, a UNION's order, none.
+ */
+function sendHashesSql(send: string): string {
+  return `WITH send AS (${send})
      SELECT tx_hash FROM (
        SELECT evm_sends.tx_hash, 0 AS rank, signed_at AS at FROM evm_sends JOIN send USING (attempt_id)
        UNION ALL
        SELECT replaced.tx_hash, 1, replaced_at FROM evm_sends_replaced replaced JOIN send USING (attempt_id)
-     ) hashes ORDER BY rank, at DESC`,
-    [chainId, txHash],
-  );
-  return rows.map((row) => row.tx_hash);
+     ) hashes ORDER BY rank, at DESC`;
 }
