@@ -1,7 +1,9 @@
+import { constants } from "node:buffer";
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { createWriteStream } from "node:fs";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -180,6 +182,51 @@ describe("rail store", () => {
     expect(corrupt).toBeInstanceOf(SwitchyardError);
     expect((corrupt as RailStoreError).shortMessage).toBe("journal line unreadable");
     expect((corrupt as RailStoreError).cause).toBeInstanceOf(SyntaxError);
+  });
+
+  it("loads a journal longer than one string can be, a line at a time, and compacts it", async () => {
+    const file = path.join(directory, "journal.jsonl");
+    // Lines an attempt's journal may hold between two starts, each of 60,000 characters: more of them than one string
+    // holds (readFile of it throws ERR_STRING_TOO_LONG), an attempt's line before and after them.
+    const filler = `${JSON.stringify({ t: "invoice_done", paymentHash: "0".repeat(60_000) })}\n`;
+    const fillers = Math.ceil(constants.MAX_STRING_LENGTH / filler.length) + 1;
+    const out = createWriteStream(file);
+    out.write(`${JSON.stringify(attempt("first"))}\n`);
+    const block = filler.repeat(100);
+    for (let written = 0; written < fillers; written += 100) if (!out.write(block)) await once(out, "drain");
+    out.end(`${JSON.stringify(attempt("last"))}\n`);
+    await once(out, "close");
+    expect((await stat(file)).size).toBeGreaterThan(constants.MAX_STRING_LENGTH);
+
+    const state = await createFileRailStore(file).load();
+    expect([...state.attempts.keys()]).toEqual(["first", "last"]);
+    expect((await readFile(file, "utf8")).split("\n").filter((line) => line !== "")).toHaveLength(2);
+  }, 120_000);
+
+  it("reads a line across the chunks it is read in, multi-byte text whole, and refuses one too long by its number", async () => {
+    const file = path.join(directory, "journal.jsonl");
+    // Read a mebibyte at a time: lines of 3-byte characters straddle every chunk's end somewhere.
+    const wide = (attemptId: string) => ({ ...attempt(attemptId), destination: "€".repeat(20_000) });
+    const lines = Array.from({ length: 60 }, (_, index) => JSON.stringify(wide(`a${index}`)));
+    await writeFile(file, `${lines.join("\n")}\n`);
+    const state = await createFileRailStore(file).load();
+    expect(state.attempts.size).toBe(60);
+    for (const [attemptId, read] of state.attempts)
+      expect(read.destination, attemptId).toBe("€".repeat(20_000));
+
+    // A line past 64 Ki characters, whether it is told by its bytes before it is gathered or by its characters after.
+    for (const long of ["€".repeat(70_000), "x".repeat(70_000)]) {
+      await writeFile(
+        file,
+        `${lines[0]}\n${JSON.stringify({ ...attempt("long"), destination: long })}\n${lines[1]}\n`,
+      );
+      const error = await createFileRailStore(file)
+        .load()
+        .catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(RailStoreError);
+      expect((error as RailStoreError).shortMessage).toBe("journal line too long");
+      expect((error as RailStoreError).details).toBe(`${file}:2`);
+    }
   });
 
   it("translates the file system's errors into RailStoreErrors, the original as the cause", async () => {

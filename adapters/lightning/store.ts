@@ -5,7 +5,7 @@
 // open.
 import { randomUUID } from "node:crypto";
 import { closeSync, fdatasync, openSync, readFileSync, writeSync } from "node:fs";
-import { type FileHandle, link, mkdir, open, readFile, rename, unlink, writeFile } from "node:fs/promises";
+import { type FileHandle, link, mkdir, open, rename, unlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -365,8 +365,8 @@ export function compactRecords(state: RailState): RailStoreRecord[] {
       feeMaxMsat: attempt.feeMaxMsat.toString(),
       destination: attempt.destination,
       // Kept only while it may be sent again. Not once it paid, though the invoice is what the preimage proves paid:
-      // the journal is read and rewritten whole at each start, and kept invoices (a payee's may be 7 KB) of up to
-      // finishedAttemptsRetainMax attempts could pass what one string holds, leaving the rail unable to start. A
+      // the journal is read and rewritten at each start, and kept invoices (a payee's may be 7 KB) of up to
+      // finishedAttemptsRetainMax attempts would make it hundreds of megabytes, read and written at every start. A
       // bolt11 payout's invoice stays in its payment's destination; a Lightning Address's is in the attempt's line
       // until the next start.
       request: attempt.outcome === null ? attempt.request : null,
@@ -492,6 +492,96 @@ async function readHeld(file: string): Promise<HeldFile | null> {
   } finally {
     await handle.close();
   }
+}
+
+/** How much of the journal is read, or of its compacted lines written, at a time. */
+const journalChunkBytes = 1024 * 1024;
+
+/**
+ * Gives `file`'s lines to `onLine` one at a time, with their number from 1 and whether the line is the file's last (a
+ * line after which only the final newline comes is): the journal is never held whole, so one grown past what a string
+ * holds (appended to between starts, up to finishedAttemptsRetainMax attempts and more) still loads. A line longer than
+ * journalLineLengthMax is refused, before it is gathered whole when its bytes already say so. No file reads as none;
+ * one unreadable throws `journal unreadable`. Before, the file was read into one string, and a journal past 512 MiB
+ * left the rail unable to start.
+ */
+async function readJournalLines(
+  file: string,
+  onLine: (line: string, number: number, last: boolean) => void,
+): Promise<void> {
+  const unreadable = (error: unknown) =>
+    new RailStoreError("journal unreadable", { details: file, cause: error });
+  let handle: FileHandle;
+  try {
+    handle = await open(file, "r");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw unreadable(error);
+  }
+  try {
+    const chunk = Buffer.allocUnsafe(journalChunkBytes);
+    /** The bytes of the line being read, gathered across chunks. */
+    let parts: Buffer[] = [];
+    let partsLength = 0;
+    /** The last complete line, given on once it is known whether another follows it. */
+    let held: string | null = null;
+    let number = 0;
+    const tooLong = () => new RailStoreError("journal line too long", { details: `${file}:${number + 1}` });
+    const gather = (bytes: Buffer) => {
+      partsLength += bytes.length;
+      // A UTF-16 unit takes at most 3 bytes of UTF-8: past 3 bytes for each, the line is too long however it decodes.
+      if (partsLength > 3 * journalLineLengthMax) throw tooLong();
+      parts.push(Buffer.from(bytes));
+    };
+    const complete = () => {
+      const line = (parts.length === 1 ? parts[0]! : Buffer.concat(parts, partsLength)).toString("utf8");
+      parts = [];
+      partsLength = 0;
+      if (line.length > journalLineLengthMax) throw tooLong();
+      if (held !== null) onLine(held, number, false);
+      held = line;
+      number += 1;
+    };
+    for (;;) {
+      let size: number;
+      try {
+        ({ bytesRead: size } = await handle.read(chunk, 0, chunk.length, null));
+      } catch (error) {
+        throw unreadable(error);
+      }
+      if (size === 0) break;
+      const read = chunk.subarray(0, size);
+      let start = 0;
+      for (let end = read.indexOf(10); end !== -1; end = read.indexOf(10, start)) {
+        gather(read.subarray(start, end));
+        complete();
+        start = end + 1;
+      }
+      if (start < size) gather(read.subarray(start));
+    }
+    // What follows the last newline is the last line (a torn one), unless nothing does.
+    if (partsLength > 0) complete();
+    if (held !== null) onLine(held, number, true);
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Writes `records` as journal lines through `handle`, a chunk at a time (readJournalLines says why never whole). */
+async function writeRecords(handle: FileHandle, records: readonly RailStoreRecord[]): Promise<void> {
+  let lines: string[] = [];
+  let length = 0;
+  for (const record of records) {
+    const line = `${JSON.stringify(record)}\n`;
+    lines.push(line);
+    length += line.length;
+    if (length >= journalChunkBytes) {
+      await handle.write(lines.join(""));
+      lines = [];
+      length = 0;
+    }
+  }
+  if (lines.length > 0) await handle.write(lines.join(""));
 }
 
 /** Error codes of a file system that makes no hard links (an SMB share, some FUSE mounts). */
@@ -771,25 +861,15 @@ export function createFileRailStore(
         renewing.unref();
       }
       const state = emptyRailState();
-      let text = "";
-      try {
-        text = await readFile(file, "utf8");
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== "ENOENT")
-          throw new RailStoreError("journal unreadable", { details: file, cause: error });
-      }
-      const lines = text.split("\n");
-      lines.forEach((line, index) => {
+      await readJournalLines(file, (line, number, last) => {
         if (line.trim() === "") return;
-        if (line.length > journalLineLengthMax)
-          throw new RailStoreError("journal line too long", { details: `${file}:${index + 1}` });
         try {
           applyRecord(state, JSON.parse(line) as RailStoreRecord);
         } catch (error) {
           // A torn last line (crash mid-append) is expected; anything else is corruption.
-          if (index !== lines.length - 1 && !(index === lines.length - 2 && lines[lines.length - 1] === ""))
+          if (!last)
             throw new RailStoreError("journal line unreadable", {
-              details: `${file}:${index + 1}: ${String(error)}`,
+              details: `${file}:${number}: ${String(error)}`,
               cause: error,
             });
         }
@@ -801,7 +881,7 @@ export function createFileRailStore(
         // Synced before the rename, and the directory after it: a crash never leaves the journal empty.
         const handle = await open(temporary, "w");
         try {
-          await handle.writeFile(compacted.map((record) => `${JSON.stringify(record)}\n`).join(""));
+          await writeRecords(handle, compacted);
           await handle.datasync();
         } finally {
           await handle.close();
