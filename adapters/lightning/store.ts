@@ -567,7 +567,10 @@ async function readJournalLines(
   }
 }
 
-/** Writes `records` as journal lines through `handle`, a chunk at a time (readJournalLines says why never whole). */
+/**
+ * Writes `records` as journal lines through `handle`, a chunk at a time (readJournalLines says why never whole): each
+ * chunk's writeFile goes on from where the last ended, and writes it all (write may write part).
+ */
 async function writeRecords(handle: FileHandle, records: readonly RailStoreRecord[]): Promise<void> {
   let lines: string[] = [];
   let length = 0;
@@ -576,12 +579,12 @@ async function writeRecords(handle: FileHandle, records: readonly RailStoreRecor
     lines.push(line);
     length += line.length;
     if (length >= journalChunkBytes) {
-      await handle.write(lines.join(""));
+      await handle.writeFile(lines.join(""));
       lines = [];
       length = 0;
     }
   }
-  if (lines.length > 0) await handle.write(lines.join(""));
+  if (lines.length > 0) await handle.writeFile(lines.join(""));
 }
 
 /** Error codes of a file system that makes no hard links (an SMB share, some FUSE mounts). */
