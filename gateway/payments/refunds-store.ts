@@ -429,7 +429,8 @@ export function succeededStatement(
  * amount; and an open invoice part-paid, whose part a pending refund gave back, stayed open once the refund failed
  * and the payer paid the rest, and took an authorization of all its amount (its payer paying twice). The reversals
  * are read from the statement's snapshot: when an open or reversed invoice's row changed since (a reorg's reversal
- * committed while this waited for the `refundable` row), invoice_moved() is raised (migration 0067, isInvoiceMoved),
+ * committed while this waited for the `refundable` row, or a reinstatement, which writes the row whatever it leaves:
+ * settlement/invoices.ts applyReinstated), invoice_moved() is raised (migration 0067, isInvoiceMoved),
  * the give-back rolled back with it, and the failure written again from new reads (payments/refunds.ts
  * refundGivesBack), as a receipt's record is. Before, such a reversal was left out: an invoice of 10 whose refund of
  * 6 failed was paid holding 6, the 4 that paid the rest reorganised away.
@@ -468,7 +469,7 @@ export function failedStatement(
            AND i.xmin::text <> (SELECT xmin::text FROM invoices WHERE id = i.id) AS read_moved
        FROM invoices i, moved WHERE i.id = moved.invoice_id AND EXISTS (SELECT 1 FROM released) FOR UPDATE OF i),
      repaid AS (
-       -- Known race, left: reversals as of the snapshot; a reinstatement committed meanwhile can leave it reversed.
+       -- Reversals as of the snapshot: one recorded or given back since moved the row (locked.read_moved).
        UPDATE invoices i SET status = 'paid', paid_at = coalesce(i.paid_at, now()) FROM moved, locked
        WHERE i.id = moved.invoice_id AND i.status IN ('open', 'reversed') AND NOT locked.read_moved
          AND NOT ${disputedSql("i.id")}

@@ -882,10 +882,11 @@ async function applyReceipt(
  * payer sent again. A reversed invoice is paid again only when no dispute stands (a reversal of its money:
  * disputedSql). An open or reversed invoice is counted only as its row was read: a reversal recorded after this
  * statement's reads marks the row (which this waits for) and is not in what it counts, nor is a receipt counted
- * meanwhile; then invoice_moved() is raised (migration 0067), the credit rolled back with it, and the receipt credited
- * again from new reads (creditWithShares). Before, a reversal left an open row as it was, and a receipt that had read
- * the invoice before it counted the receipt it took back: an invoice of 10 was paid by 6 over a reorganised 4. Two
- * receipts at once both count: the second, finding the row moved by the first, is credited again after it.
+ * meanwhile, nor a reversal given back (applyReinstated writes the row too); then invoice_moved() is raised
+ * (migration 0067), the credit rolled back with it, and the receipt credited again from new reads (creditWithShares).
+ * Before, a reversal left an open row as it was, and a receipt that had read the invoice before it counted the receipt
+ * it took back: an invoice of 10 was paid by 6 over a reorganised 4. Two receipts at once both count: the second,
+ * finding the row moved by the first, is credited again after it.
  *
  * What its refunds took is read from the invoice's `refundable` row as it stands, touched (locked, its version moved)
  * before the invoice's row, the order a reversal and a reinstatement take the two: a refund's claim never writes the
@@ -1564,7 +1565,7 @@ const reinstateAttemptsMax = 3;
  * withdrawn instead: recorded as given back, so that if it arrives later (Stripe does not order its events) it
  * takes nothing. The invoice is 'paid' again once no dispute stands and, while reversals of receipts do, what it
  * still holds reaches its amount (heldSql): a reorg that removed one deposit may stand for good once the payer paid
- * again (receiptRecordStatement).
+ * again (receiptRecordStatement). An open one is paid, with `invoice.paid`, once what it holds reaches its amount.
  *
  * What is given back is read before the record is marked; a reversal whose legs and record commit in between (they
  * commit together: applyReversed) left a record saying it took more than was given back, so the mark does not pass
@@ -1632,15 +1633,26 @@ export async function applyReinstated(
         // invoice): a reversal recorded meanwhile either committed before, and the status below sees its record, or
         // marks the invoice after this. (The other order deadlocked a reversal with its own withdrawal.)
         await tx.query("SELECT 1 FROM invoices WHERE id = $1 FOR UPDATE", [invoice.id]);
-        await tx.query(
-          `UPDATE invoices i SET status = 'paid' WHERE i.id = $1 AND i.status = 'reversed'
-           AND NOT EXISTS (SELECT 1 FROM invoice_reversals v WHERE v.invoice_id = $1 AND v.reinstated_at IS NULL
-             AND (v.receipt IS NULL OR ${heldSql("i", "$1")} < i.amount))`,
-          [invoice.id],
-        );
-        // Read under the lock taken above: the status this give-back leaves, which the event tells.
-        const [standing] = await tx.query<{ status: InvoiceStatus }>(
-          "SELECT status FROM invoices WHERE id = $1",
+        // A reversed invoice is paid again once no dispute stands and, while reversals of receipts do, it holds its
+        // amount; an open one (a part-payment reorganised away, then mined again) once it holds its amount, as a
+        // receipt pays it. The row is written whatever it is left, so that its version moves: a refund's failure or a
+        // receipt that read this reversal standing finds the row moved (invoice_moved(): failedStatement,
+        // receiptRecordStatement) and is written again from new reads. Before, a row left as it was passed their
+        // check: a refund that failed while r0 was mined again, each computed with the other's money out (this with
+        // the refund pending, the failure with r0's reversal standing), left the invoice reversed holding its amount;
+        // and an open invoice whose part-payment was mined again after the payer paid the rest stayed open holding
+        // it, and took an authorization of all its amount.
+        const [standing] = await tx.query<{ status: InvoiceStatus; paid_first: boolean }>(
+          `WITH due AS (
+             SELECT i.status = 'open' AS open,
+               (i.status = 'reversed' AND NOT EXISTS (SELECT 1 FROM invoice_reversals v WHERE v.invoice_id = $1
+                  AND v.reinstated_at IS NULL AND (v.receipt IS NULL OR ${heldSql("i", "$1")} < i.amount)))
+               OR (i.status = 'open' AND NOT ${disputedSql("$1")} AND ${heldSql("i", "$1")} >= i.amount) AS paid
+             FROM invoices i WHERE i.id = $1)
+           UPDATE invoices i SET status = CASE WHEN due.paid THEN 'paid' ELSE i.status END,
+             paid_at = CASE WHEN due.paid THEN coalesce(i.paid_at, now()) ELSE i.paid_at END
+           FROM due WHERE i.id = $1
+           RETURNING i.status, due.open AND due.paid AS paid_first`,
           [invoice.id],
         );
         // `amount` is all that goes back, the collections of this reversal's own shortfall included; the event also
@@ -1660,6 +1672,13 @@ export async function applyReinstated(
             invoice_status: standing?.status ?? null,
           },
         });
+        // Paid for the first time: told as a receipt that pays it tells it.
+        if (standing?.paid_first === true)
+          await insertOutboxEvent(tx, {
+            tenantId: invoice.tenantId,
+            type: "invoice.paid",
+            payload: { invoice_id: invoice.id },
+          });
         return "applied" as const;
       })
       .catch((error: unknown) => {

@@ -955,6 +955,45 @@ describe("an invoice one of whose receipts a reorg took back", () => {
     expect(await statusOf(id)).toBe("paid");
   });
 
+  it("is paid, with invoice.paid, when a part-payment a reorg took is mined again after the payer paid the rest", async () => {
+    const id = await paidInvoice([6_000n], null, await seller("acct_open_reinstated"));
+    expect(await applyReversed(deps(), reorg(id, "r0", 6_000n))).toEqual({
+      status: "applied",
+      shortfall: 0n,
+    });
+    expect(await receive(id, "r1", 4_000n)).toBe("received");
+    expect(await statusOf(id)).toBe("open");
+    // r0 mined again: it holds 10,000 of its 10,000. Before: open, and it took an authorization of all its amount.
+    expect(
+      await applyReinstated(deps(), { rail: "toy", reference: id, key: "reorg:r0", evidence }),
+    ).toMatchObject({ status: "applied", amount: 6_000n });
+    expect(await statusOf(id)).toBe("paid");
+    expect(await statusesTold(id, "invoice.reinstated")).toEqual(["paid"]);
+    expect((await eventsOf(id)).slice(-2)).toEqual(["invoice.reinstated", "invoice.paid"]);
+    const [row] = await db.query<{ paid_at: Date | null }>("SELECT paid_at FROM invoices WHERE id = $1", [
+      id,
+    ]);
+    expect(row?.paid_at).toBeInstanceOf(Date);
+    expect(await authorize(id)).toMatchObject({ ok: false, refusal: "invoice_not_payable" });
+    expect(await posted("acct_open_reinstated")).toBe(10_000n);
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+
+  it("stays open when a part-payment a reorg took is mined again and what it holds is still below its amount", async () => {
+    const id = await paidInvoice([6_000n], null, await seller("acct_open_reinstated_short"));
+    expect(await applyReversed(deps(), reorg(id, "r0", 6_000n))).toEqual({
+      status: "applied",
+      shortfall: 0n,
+    });
+    expect(await receive(id, "r1", 3_000n)).toBe("received");
+    expect(
+      await applyReinstated(deps(), { rail: "toy", reference: id, key: "reorg:r0", evidence }),
+    ).toMatchObject({ status: "applied", amount: 6_000n });
+    expect(await statusOf(id)).toBe("open");
+    expect(await statusesTold(id, "invoice.reinstated")).toEqual(["open"]);
+    expect(await eventsOf(id)).not.toContain("invoice.paid");
+  });
+
   it("stays reversed, nothing refundable, while a dispute stands beside it", async () => {
     const id = await paidInvoice([10_000n]);
     const dispute = { rail: "toy", reference: id, key: "dispute:1", amount: 1_000n, evidence };

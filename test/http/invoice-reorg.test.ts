@@ -9,7 +9,12 @@ import { assets, type Rail } from "../../core/index.ts";
 import { serverRaised } from "../../gateway/db/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { claimableOf, claimStatement, failedStatement } from "../../gateway/payments/refunds-store.ts";
-import { applyReceived, applyReversed, createInvoice } from "../../gateway/settlement/index.ts";
+import {
+  applyReceived,
+  applyReinstated,
+  applyReversed,
+  createInvoice,
+} from "../../gateway/settlement/index.ts";
 import { latch } from "../support/latch.ts";
 import { receivingToySnapshot } from "../support/toy-rail.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
@@ -351,6 +356,78 @@ describe("a failure of a refund of an open invoice a reorg is reversing", () => 
     expect(refund?.status).toBe("failed");
     expect(await statusOf(id)).toBe("open");
     expect(await eventsOf(id)).not.toContain("invoice.paid");
+  });
+});
+
+describe("a failure of a refund of a reversed invoice a reinstatement is giving back", () => {
+  it("pays it once both are written, when the reinstatement commits while the failure waits for what is refundable", async () => {
+    const id = await invoiceOf("10");
+    expect(await receive(id, "r0", 6_000_000n)).toBe("received");
+    expect(await receive(id, "r1", 6_000_000n)).toBe("applied");
+    expect(await receive(id, "r2", 2_000_000n)).toBe("received");
+    expect(await reorgOf(id, "r0", 6_000_000n)).toEqual({ status: "applied", shortfall: 0n });
+    expect(await reorgOf(id, "r2", 2_000_000n)).toEqual({ status: "applied", shortfall: 0n });
+    expect(await statusOf(id)).toBe("reversed");
+    // A refund of 3 of the 6 it still holds, claimed while reversed (none of it a discount) and left pending.
+    const refundId = `rfd_reinstated_${id}`;
+    const claim = claimStatement({
+      id: refundId,
+      tenantId: "ten_demo",
+      target: { kind: "invoice", invoiceId: id },
+      accountId: "acct_demo_merchant",
+      assetCode: "USDC",
+      amount: 3_000_000n,
+      rail: "toyreorg",
+      reason: null,
+      metadata: {},
+      destination: null,
+      holdTransferId: derivedLedgerId(refundId, "refund-hold"),
+      idempotencyKey: null,
+      requestSha256: null,
+      paid: 14_000_000n,
+      readAt: (await claimableOf(gw.app.db, id)).version,
+    });
+    await gw.app.db.query(claim.text, claim.params);
+    // Neither alone pays it: r0 mined again, it holds 14 less r2's 2 and the 3 pending; the refund failed, 14 less
+    // r0's 6 and r2's 2. Both together hold 12 of its 10. The invoice's row held locked, r0's reinstatement marks its
+    // reversal given back, touches what is refundable and waits for the row; the rail fails the refund meanwhile: its
+    // statement reads r0's reversal standing and waits for what is refundable.
+    const locked = latch();
+    const unlock = latch();
+    const held = gw.app.db.transaction(async (tx) => {
+      await tx.query("SELECT 1 FROM invoices WHERE id = $1 FOR NO KEY UPDATE", [id]);
+      locked.release();
+      await unlock.done;
+    });
+    await locked.done;
+    const reinstated = applyReinstated(gw.app.settlement, {
+      rail: "toyreorg",
+      reference: id,
+      key: "reorg:r0",
+      evidence,
+    });
+    await waitingOnLock("SELECT 1 FROM invoices WHERE id = $1 FOR UPDATE");
+    const failure = failedStatement(refundId, "pending", {
+      code: "rejected",
+      message: "refused",
+      evidence: null,
+    });
+    const failed = gw.app.db.query(failure.text, failure.params);
+    await waitingOnLock("released AS");
+    unlock.release();
+    await held;
+    expect(await reinstated).toMatchObject({ status: "applied", amount: 6_000_000n });
+    // The reinstatement, its reads counting the refund pending, left it reversed and moved its row; the failure, whose
+    // reads had r0's reversal standing, finds the row moved and is written again from new reads. Before: the row
+    // left as it was, the failure paid nothing from its reads, and the invoice stayed reversed holding 12 of its 10.
+    const refused = await failed.then(
+      () => null,
+      (error: unknown) => error,
+    );
+    await gw.app.db.query(failure.text, failure.params);
+    expect(await statusOf(id)).toBe("paid");
+    expect(serverRaised(refused, "SYR07")).toBe(true);
+    expect((await eventsOf(id)).slice(-2)).toEqual(["invoice.reinstated", "invoice.paid"]);
   });
 });
 
