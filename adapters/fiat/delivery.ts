@@ -1,7 +1,7 @@
 // Stripe's events, from the rail's webhook route (webhook-route.ts: verified, ordered and deduplicated there)
 // to the settlement's handler, as the rail's events. Informational events (a failed charge, a connected
-// account's failed payout) stop here. A payout's or a refund's fee Stripe refused to tell is kept, and booked by the
-// rail's pass once Stripe tells it (bookParkedFees).
+// account's failed payout) stop here. A payout's or a refund's fee Stripe refused to tell, or did not tell all of yet,
+// is kept, and booked by the rail's pass once Stripe tells it (bookParkedFees).
 import Stripe from "stripe";
 import type { PayoutReversal, RailEvent, RailEventVerdict, RailFee, RailRoute } from "../../core/index.ts";
 import { FiatRailError } from "./errors.ts";
@@ -32,13 +32,14 @@ export async function deliver(state: FiatRailState, event: FiatEvent): Promise<R
     feesUntold.push({ of, id, error });
     return { fee: 0n, failureFee: 0n };
   };
-  // The objects whose fee Stripe told (expanded: one answered by its id alone is booked as 0, and told nothing), and
-  // whether their failure's fee too: a fee kept of one is booked by this event (forgetBookedFees). The kept fee's
-  // revision is read before Stripe is asked: only the row the lookup answers for is forgotten.
+  // What Stripe answered of each object's fees: one it told (expanded: one answered by its id alone is booked as 0, and
+  // told nothing), and its failure's with it, books a fee kept of it (forgetBookedFees); one it did not tell all of is
+  // kept (keepFeeToldInPart). The kept fee's revision is read before Stripe is asked: only the row the lookup answers
+  // for is forgotten.
   const keptRevision = await keptFeeRevision(state, event);
-  const feesTold = new Map<string, { failure: boolean }>();
+  const answers = new Map<string, FeesTold>();
   const told = (id: string) => (answer: FeesTold) => {
-    if (answer.fee !== null) feesTold.set(id, { failure: answer.failureTold });
+    answers.set(id, answer);
     return { fee: answer.fee ?? 0n, failureFee: answer.failureFee ?? 0n };
   };
   const railEvent = await toRailEvent(event, {
@@ -56,7 +57,8 @@ export async function deliver(state: FiatRailState, event: FiatEvent): Promise<R
   const verdict = await state.handler(railEvent);
   // Money not ours books no fee of it: nothing waits for a redelivery.
   if (verdict === "not_ours") return verdict;
-  await forgetBookedFees(state, event, keptRevision, feesTold);
+  await forgetBookedFees(state, event, keptRevision, answers);
+  await keepFeeToldInPart(state, event, answers);
   for (const untold of feesUntold)
     if (!healsOnRedelivery(untold.error)) await parkUntoldFee(state, event, untold);
   const healing = feesUntold.find(({ error }) => healsOnRedelivery(error));
@@ -96,6 +98,32 @@ async function parkUntoldFee(
     );
 }
 
+/**
+ * Keeps the fee of `event`'s object when its lookup answered without telling all the event asks of it: its balance
+ * transaction by its id alone (not expanded), or, asked for its failure's fee too (a payout's event, an undone
+ * refund's), a failed or canceled one's failure without its balance transaction (yet). What it told is booked now, and
+ * what it did not is booked as nothing (a fee of 0 is no booking, so its id stays free); the rail's pass asks again,
+ * waiting as this keeps (bookParkedFee), and books it once Stripe tells it, under the ids this event booked the rest
+ * under: that is booked no second time. Before, only a fee kept already waited for it: with none kept, what the failure
+ * gave back (or took) was never booked.
+ */
+async function keepFeeToldInPart(
+  state: FiatRailState,
+  event: FiatEvent,
+  answers: ReadonlyMap<string, FeesTold>,
+): Promise<void> {
+  const store = state.params.webhooks?.store;
+  const fee = parkedFeeOf(state, event);
+  const answer = fee === null ? undefined : answers.get(fee.objectId);
+  if (store === undefined || fee === null || answer === undefined) return;
+  if (answer.fee !== null && (!fee.failure || answer.failureTold)) return;
+  if ((await store.parkFee(fee)).parked)
+    state.logger.info(
+      { [fee.kind]: fee.objectId },
+      `Stripe did not tell yet all the fees of ${fee.kind} ${fee.objectId} (a balance transaction unexpanded, or its failure's not there yet); what it told is booked, the rest is kept and asked for again until Stripe tells it, for ${parkedFeeKeptMsMax / 86_400_000} days at most`,
+    );
+}
+
 /** The revision of the fee kept of `event`'s object, read before its lookup (forgetBookedFees); null with none. */
 async function keptFeeRevision(state: FiatRailState, event: FiatEvent): Promise<number | null> {
   const store = state.params.webhooks?.store;
@@ -117,21 +145,25 @@ async function forgetBookedFees(
   state: FiatRailState,
   event: FiatEvent,
   revision: number | null,
-  feesTold: ReadonlyMap<string, { failure: boolean }>,
+  answers: ReadonlyMap<string, FeesTold>,
 ): Promise<void> {
   const store = state.params.webhooks?.store;
   const fee = parkedFeeOf(state, event);
-  const told = fee === null ? undefined : feesTold.get(fee.objectId);
-  if (store === undefined || fee === null || told === undefined || revision === null) return;
+  const told = fee === null ? undefined : answers.get(fee.objectId);
+  if (store === undefined || fee === null || told === undefined || told.fee === null || revision === null)
+    return;
   await store.forgetBookedFee({
     rail: state.id,
     objectId: fee.objectId,
     revision,
-    failure: fee.failure && told.failure,
+    failure: fee.failure && told.failureTold,
   });
 }
 
-/** The fee of `event` to keep when Stripe refuses to tell it: what its own booking of the fee would link it to. */
+/**
+ * The fee of `event` to keep when Stripe refuses to tell it, or tells it in part: what its own booking of the fee would
+ * link it to.
+ */
 function parkedFeeOf(state: FiatRailState, event: FiatEvent): ParkedFee | null {
   switch (event.kind) {
     case "capital":
@@ -390,9 +422,9 @@ async function chargeFee(state: FiatRailState, intentId: string): Promise<RailFe
 /**
  * What Stripe took for a payout of the platform's balance, and gave back with its failure: the fees of its balance
  * transaction and of its failure's (an Instant Payout's fee; a standard payout's are 0), one request; a fee null when
- * only its balance transaction's id is told (not expanded: deliver books it as 0, the pass waits). A fee in another
- * currency than the rail's cannot be booked in the rail's asset: logged, and answered as 0. Stripe not answering
- * throws: the event is then not applied, and Stripe delivers it again.
+ * only its balance transaction's id is told (not expanded: deliver books it as 0 and keeps it, the pass waits). A fee
+ * in another currency than the rail's cannot be booked in the rail's asset: logged, and answered as 0. Stripe not
+ * answering throws: the event is then not applied, and Stripe delivers it again.
  */
 async function payoutFeesTold(state: FiatRailState, payoutId: string): Promise<FeesTold> {
   const payout = await state.stripe.payouts.retrieve(payoutId, {
@@ -433,7 +465,8 @@ async function refundFeesTold(state: FiatRailState, refundId: string): Promise<F
 
 /**
  * A payout's or a refund's fees as Stripe answered (payoutFeesTold, refundFeesTold); `failureTold`: whether its
- * failure's fee is told, for an event to forget one kept asking for it (forgetBookedFees).
+ * failure's fee is told, for an event to forget one kept asking for it (forgetBookedFees), or to keep it
+ * (keepFeeToldInPart).
  */
 type FeesTold = { fee: bigint | null; failureFee: bigint | null; failureTold: boolean };
 

@@ -55,11 +55,11 @@ export type CreditedIntent = {
 
 /**
  * A payout's or a refund's fee Stripe refused to tell when its event was delivered (a restricted key's 403, a 404:
- * delivery.ts), kept to be asked again and booked once Stripe tells it: what Stripe object `objectId` (po_…, re_…)'s
- * balance transaction took, and with `failure` what its failure's gave back, under the fee ids that object names
- * (platformPayoutReferences, refundFeeIds), linked as its event's booking linked them: a refund's to the invoice it
- * refunds (paid by `paymentIntent`), a payout's to the operator's capital it moved (`movements`, booked again as
- * nothing more: once per reference).
+ * delivery.ts), or did not tell all of (its failure's balance transaction not there yet), kept to be asked again and
+ * booked once Stripe tells it: what Stripe object `objectId` (po_…, re_…)'s balance transaction took, and with
+ * `failure` what its failure's gave back, under the fee ids that object names (platformPayoutReferences, refundFeeIds),
+ * linked as its event's booking linked them: a refund's to the invoice it refunds (paid by `paymentIntent`), a payout's
+ * to the operator's capital it moved (`movements`, booked again as nothing more: once per reference).
  */
 export type ParkedFee = { readonly rail: string; readonly objectId: string; readonly failure: boolean } & (
   | { readonly kind: "refund"; readonly invoice: string; readonly paymentIntent: string }

@@ -1,7 +1,8 @@
 // The fiat rail's pass over the fees Stripe refused to tell (delivery.ts bookParkedFees), on the SQL store (PGlite) and
 // against stripe-mock, behind a proxy that answers GET /v1/refunds/:id and /v1/payouts/:id as each test says: a key
 // Stripe refuses costs one request a pass, a pass ends when the rail stops and after its time, and a balance transaction
-// answered unexpanded keeps the fee. The settlement is the rail's handler here, each event it is given kept.
+// answered unexpanded keeps the fee, at a try and at an event's lookup. The settlement is the rail's handler here, each
+// event it is given kept.
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it, onTestFinished, vi } from "vitest";
 import {
   createFiatRail,
@@ -16,6 +17,7 @@ import {
 import { assets, type RailEvent } from "../../core/index.ts";
 import { type Db, migrate, openPglite } from "../../gateway/db/index.ts";
 import { type CuttingProxy, ProxyAnswer, startCuttingProxy } from "./cutting-proxy.ts";
+import { signEvent } from "./stripe-events.ts";
 
 let db: Db;
 let store: StripeWebhookStore;
@@ -377,6 +379,43 @@ describe("the pass over the fees Stripe refused to tell", () => {
         ],
       },
     ]);
+    expect(await keptIds()).toEqual([]);
+  });
+});
+
+describe("an event whose lookup Stripe answers without telling its fee", () => {
+  it("keeps a payout's fee its balance transaction answered unexpanded, and books it once Stripe tells it", async () => {
+    // Before, the event booked it as 0 and kept nothing: the fee was never booked.
+    const { rail, events } = await startedRail();
+    answers.set("po_e1", payoutAnswer("po_e1", "txn_po_e1"));
+    const paid = {
+      id: "evt_po_e1_paid",
+      object: "event",
+      type: "payout.paid",
+      created: 1_800_000_000,
+      livemode: false,
+      api_version: "2026-10-28.clover",
+      data: { object: payoutAnswer("po_e1", "txn_po_e1") },
+    };
+    const { payload, header } = signEvent(paid, {
+      secret: "whsec_parked_fees",
+      timestamp: Math.floor(Date.now() / 1000),
+    });
+    const answer = await rail.routes![0]!.handle({
+      headers: { "stripe-signature": header },
+      rawBody: Buffer.from(payload),
+    });
+    expect(answer).toMatchObject({ status: 200, body: { outcome: "applied" } });
+    expect(events).toEqual([{ kind: "capital", movements: [expect.objectContaining({ amount: 1300n })] }]);
+    expect(await keptIds()).toEqual(["po_e1"]);
+
+    answers.set("po_e1", payoutAnswer("po_e1", txn("txn_po_e1", -1300, 13)));
+    await db.query("UPDATE fiat_parked_fees SET next_try_at = now()");
+    expect(await rail.bookParkedFees()).toEqual({ booked: 1, waiting: 0 });
+    expect(events[1]).toMatchObject({
+      kind: "capital",
+      fees: [{ id: "stripe_payout_fee:po_e1", amount: 13n }],
+    });
     expect(await keptIds()).toEqual([]);
   });
 });

@@ -1063,6 +1063,94 @@ describe("a failed payout whose failure's fee Stripe refuses to tell", () => {
   });
 });
 
+describe("a failed payout whose failure's balance transaction Stripe does not show yet", () => {
+  it("books its fee from its event, keeps its failure's, and books that once Stripe tells it", async () => {
+    // The key may read payouts; the payout failed, and Stripe answers it with its balance transaction (the Instant
+    // Payout's fee) but its failure's not there yet (`failureTold`). Before, the event booked the fee and its failure's
+    // as 0, and kept nothing when no fee was kept of the payout before: what the failure gave back was never booked.
+    let failureTold = false;
+    const txn = (suffix: string, amount: number, fee: number, type: string) => ({
+      id: `txn_po_failure_untold${suffix}`,
+      object: "balance_transaction",
+      amount,
+      currency: "usd",
+      fee,
+      net: amount - fee,
+      type,
+    });
+    const proxy = await startCuttingProxy(
+      inject("stripeMockPort"),
+      () => false,
+      (method, url) =>
+        method === "GET" && new URL(url, "http://stripe").pathname === "/v1/payouts/po_failure_untold"
+          ? {
+              id: "po_failure_untold",
+              object: "payout",
+              amount: 1300,
+              arrival_date: 1_800_000_000,
+              automatic: false,
+              balance_transaction: txn("", -1300, 13, "payout"),
+              currency: "usd",
+              failure_balance_transaction: failureTold ? txn("_back", 1300, -13, "payout_failure") : null,
+              method: "instant",
+              status: "failed",
+            }
+          : null,
+    );
+    const c = await createApp(testConfig({ ...env, STRIPE_API_PORT: String(proxy.port) }));
+    onTestFinished(async () => {
+      await c.close();
+      await proxy.close();
+    });
+    await funded("payout_failure_untold");
+    const before = { ...(await balances()), fee: await railBalance("fee") };
+    const failed = payoutEvent("evt_po_failure_untold", "payout.failed", {
+      payoutId: "po_failure_untold",
+      amount: 1300,
+      method: "instant",
+    });
+    expect(await deliver(c, failed)).toEqual({ received: true, outcome: "applied" });
+    const feesBooked = () =>
+      a.ledger.lookupTransfers([
+        railFeeLedgerId("fiat", "stripe_payout_fee:po_failure_untold"),
+        railFeeLedgerId("fiat", "stripe_payout_failure_fee:po_failure_untold"),
+      ]);
+    // Its money taken and given back, its fee booked; what its failure gave back of it (not told: 0) is not booked,
+    // its ledger id left free, and the fee kept asking for it.
+    expect({ ...(await balances()), fee: await railBalance("fee") }).toEqual({
+      ...before,
+      capital: before.capital - 13n,
+      fee: before.fee + 13n,
+    });
+    expect((await feesBooked()).map((transfer) => transfer.amount)).toEqual([13n]);
+    const kept = () =>
+      c.db.query<{ failure: boolean }>("SELECT failure FROM fiat_parked_fees WHERE object_id = $1", [
+        "po_failure_untold",
+      ]);
+    expect(await kept()).toEqual([{ failure: true }]);
+    const due = () =>
+      c.db.query("UPDATE fiat_parked_fees SET next_try_at = now() WHERE object_id = $1", [
+        "po_failure_untold",
+      ]);
+    const rail = c.payments.rails.get("fiat") as FiatRail;
+
+    // Its try while Stripe still does not show it: it waits.
+    await due();
+    expect(await rail.bookParkedFees()).toEqual({ booked: 0, waiting: 1 });
+    expect(await kept()).toEqual([{ failure: true }]);
+
+    // Told at its next try: what the failure gave back is booked, the fee not a second time.
+    failureTold = true;
+    await due();
+    expect(await rail.bookParkedFees()).toEqual({ booked: 1, waiting: 0 });
+    expect({ ...(await balances()), fee: await railBalance("fee") }).toEqual(before);
+    const [fee, feeBack] = await feesBooked();
+    expect(fee).toMatchObject({ amount: 13n });
+    expect(feeBack).toMatchObject({ amount: 13n, evidence: { detail: { kind: "fee_given_back" } } });
+    expect(await kept()).toEqual([]);
+  });
+});
+
 describe("reconciling the fiat rail against stripe-mock", () => {
   type RailBalance = {
     rail: string;

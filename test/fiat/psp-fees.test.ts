@@ -274,13 +274,14 @@ describe("Stripe's fees", () => {
 // transaction expanded), read with no request more. Before, it was taken for 0.
 describe("a Stripe refund's fee", () => {
   /**
-   * What Stripe's refunds' balance transactions say, by refund id: its fee, and its failure's when it failed.
+   * What Stripe's refunds' balance transactions say, by refund id: its fee, and its failure's when it failed (null:
+   * failed, its failure's balance transaction not there yet).
    * stripe-mock's all say 0, so the proxy in front of it answers GET /v1/refunds/:id itself: a refund named here as
    * told, another (one the API made) with `othersFee` when it is set; and while `othersFee` is set, it makes the API's
    * refunds itself (POST /v1/refunds), each a new id, with that fee. One in `untold` is not answered (an outage), one in
    * `refused` is answered with Stripe's refusal. `reads` lists the refunds read (GET /v1/refunds/:id), in order.
    */
-  const fees = new Map<string, { fee: number; failureFee?: number }>();
+  const fees = new Map<string, { fee: number; failureFee?: number | null }>();
   let othersFee: number | null = null;
   const untold = new Set<string>();
   const refused = new Map<string, ProxyAnswer>();
@@ -301,7 +302,7 @@ describe("a Stripe refund's fee", () => {
     reporting_category: type,
     type,
   });
-  const refundAnswer = (id: string, told: { fee: number; failureFee?: number }) => ({
+  const refundAnswer = (id: string, told: { fee: number; failureFee?: number | null }) => ({
     id,
     object: "refund",
     amount: 1000,
@@ -309,7 +310,9 @@ describe("a Stripe refund's fee", () => {
     status: told.failureFee === undefined ? "succeeded" : "failed",
     balance_transaction: txn(`txn_${id}`, -1000, told.fee, "refund"),
     failure_balance_transaction:
-      told.failureFee === undefined ? null : txn(`txn_${id}_back`, 1000, told.failureFee, "refund_failure"),
+      told.failureFee === undefined || told.failureFee === null
+        ? null
+        : txn(`txn_${id}_back`, 1000, told.failureFee, "refund_failure"),
     metadata: {},
   });
   const refundOf = (url: string) =>
@@ -457,6 +460,49 @@ describe("a Stripe refund's fee", () => {
     await deliver(d, failed);
     await deliver(c, { ...failed, id: "evt_refund_fee_failed_again" });
     expect(await balances()).toEqual(before);
+  });
+
+  it("keeps a failed refund's failure fee its event's lookup is not told yet, and books it once Stripe tells it", async () => {
+    // The refund failed, and Stripe answers it with its balance transaction but its failure's not there yet. Before, the
+    // refund.failed booked its fee and its failure's as 0, and kept nothing when no fee was kept of the refund before:
+    // what the failure gave back was never booked.
+    const refundId = "re_fee_failure_untold";
+    await asideKeptFees();
+    const { intentId, pay } = await cardInvoice("refund_fee_failure_untold", { app: c });
+    await pay();
+    const before = await balances();
+    fees.set(refundId, { fee: 35 });
+    await deliver(c, refundCreated("evt_refund_fee_failure_untold_created", refundId, intentId));
+    const feeTaken = {
+      clearing: before.clearing - 1000n,
+      fee: before.fee + 35n,
+      capital: before.capital - 35n,
+    };
+    expect(await balances()).toEqual(feeTaken);
+    fees.set(refundId, { fee: 35, failureFee: null });
+    await deliver(
+      d,
+      stripeEvents.refundFailed("evt_refund_fee_failure_untold", { refundId, intentId, amount: 1000 }),
+    );
+    // Its money given back, its fee booked once; what its failure gave back of it waits for Stripe to tell it.
+    const moneyBack = { ...feeTaken, clearing: before.clearing };
+    expect(await balances()).toEqual(moneyBack);
+    const due = () =>
+      c.db.query("UPDATE fiat_parked_fees SET next_try_at = now() WHERE object_id = $1", [refundId]);
+    await due();
+    expect(await fiatRail(c).bookParkedFees()).toEqual({ booked: 0, waiting: 1 });
+    expect(await balances()).toEqual(moneyBack);
+
+    // Told at its next try: booked, the fee not a second time.
+    fees.set(refundId, { fee: 35, failureFee: -35 });
+    await due();
+    expect(await fiatRail(c).bookParkedFees()).toEqual({ booked: 1, waiting: 0 });
+    expect(await balances()).toEqual(before);
+    const [feeBack] = await c.ledger.lookupTransfers([
+      railFeeLedgerId("fiat", `stripe_refund_failure_fee:${refundId}`),
+    ]);
+    expect(feeBack).toMatchObject({ amount: 35n, evidence: { detail: { kind: "fee_given_back" } } });
+    expect(await fiatRail(c).bookParkedFees()).toEqual({ booked: 0, waiting: 0 });
   });
 
   it("takes a refund's money at once when Stripe does not tell its fee, and books the fee when it is delivered again", async () => {
