@@ -249,7 +249,7 @@ async function giveUpParkedFees(state: FiatRailState, store: StripeWebhookStore)
   for (const fee of await store.giveUpFees({ rail: state.id, max: parkedFeesGiveUpMax }))
     state.logger.error(
       { [fee.kind]: fee.objectId, tries: fee.tries },
-      `Stripe refused to tell the fee of ${fee.kind} ${fee.objectId} for ${days} days (may the key read it?); its money is booked, its fee is not, and it is asked for no more unless another event of it comes (fiat_parked_fees.gave_up_at; README "Reconciling a rail" says how to have it asked again once the key may read it)`,
+      `Stripe did not tell the fee of ${fee.kind} ${fee.objectId} for ${days} days (it refused: may the key read it? or it never showed its balance transaction, or its failure's); its money is booked, its fee is not, and it is asked for no more unless another event of it comes (fiat_parked_fees.gave_up_at; README "Reconciling a rail" says how to have it asked again once the key may read it)`,
     );
 }
 
