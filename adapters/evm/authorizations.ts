@@ -32,6 +32,7 @@ import {
 } from "../../core/index.ts";
 import { testUsdAbi } from "./abi.generated.ts";
 import {
+  authorizationNonceForInvoice,
   authorizationPath,
   type DepositRow,
   type DepositState,
@@ -273,6 +274,74 @@ function receiveArgs(state: EvmRailState, auth: Authorization) {
   ] as const;
 }
 
+/**
+ * The refusals of the checks after which the authorization can never pay the invoice: its nonce used, its signature
+ * refused by the token, the invoice paid to its address. Any other (the payer short of funds now, the node out of
+ * reach, the call refused for another reason) leaves it valid for whoever holds it.
+ */
+const neverPays: ReadonlySet<SignedPaymentRefusal> = new Set([
+  "authorization_used",
+  "signature_invalid",
+  "invoice_not_payable",
+]);
+
+/**
+ * Binds invoice `row` to a transfer authorization's payer and nonce, which the watcher follows (deposit-source.ts):
+ * true when the invoice holds them now. Only while no other invoice holds them — but one that never sent them (no
+ * transaction recorded on it, no send of the authorization in the journal, under its key with the chain id or the
+ * one before): a settlement refused before sending keeps its invoice bound (submit), and the same authorization
+ * sent again, through a new invoice (x402 gives its claim back, and books one), takes the binding over from it in
+ * the same transaction, so that one invoice, never two and never none, holds it whenever the watcher reads its log.
+ * The invoice given up takes its own nonce back and stays open, bound to nothing, until it expires.
+ */
+async function bindTransfer(state: EvmRailState, row: DepositRow, auth: Authorization): Promise<boolean> {
+  const token = state.params.token.address.toLowerCase();
+  const key = [state.chainId, token, row.reference, auth.from.toLowerCase(), auth.nonce.toLowerCase()];
+  try {
+    return await state.params.db.transaction(async (tx) => {
+      const [unsent] = await tx.query<{ reference: string }>(
+        `SELECT reference FROM evm_deposits
+         WHERE chain_id = $1 AND token = $2 AND auth_from = $4 AND auth_nonce = $5 AND reference <> $3
+           AND auth_tx_hash IS NULL
+           AND NOT EXISTS (SELECT 1 FROM evm_sends s
+                           WHERE s.chain_id = $1
+                             AND s.attempt_id IN ('transfer-auth:' || $1::text || ':' || $4 || ':' || $5,
+                                                  'transfer-auth:' || $4 || ':' || $5))
+         FOR UPDATE`,
+        key,
+      );
+      if (unsent !== undefined)
+        await tx.query(
+          `UPDATE evm_deposits SET auth_from = NULL, auth_nonce = $4
+           WHERE chain_id = $1 AND token = $2 AND reference = $3 AND auth_tx_hash IS NULL`,
+          [
+            state.chainId,
+            token,
+            unsent.reference,
+            authorizationNonceForInvoice(state.account.address, unsent.reference),
+          ],
+        );
+      const bound = await tx.query(
+        `UPDATE evm_deposits SET auth_from = $4, auth_nonce = $5
+         WHERE chain_id = $1 AND token = $2 AND reference = $3
+           AND ((auth_from IS NULL AND NOT EXISTS (
+                  SELECT 1 FROM evm_deposits other
+                  WHERE other.chain_id = $1 AND other.token = $2 AND other.auth_nonce = $5
+                    AND other.auth_from = $4))
+             OR (auth_from = $4 AND auth_nonce = $5))
+         RETURNING auth_from`,
+        key,
+      );
+      return bound.length === 1;
+    });
+  } catch (error) {
+    // Another invoice took this payer and nonce between the NOT EXISTS and the write (evm_deposits_nonce): nothing
+    // was sent, so this is a refusal like a binding refused, not a payment of unknown fate.
+    if (!isUniqueViolation(error, "evm_deposits_nonce")) throw error;
+    return false;
+  }
+}
+
 /** Checks a payer's authorization for invoice `row` and submits it; a refusal has sent nothing. */
 async function submit(
   state: EvmRailState,
@@ -290,39 +359,35 @@ async function submit(
   const terms = await checkTerms(state, deposits, row, auth);
   if (terms !== null) return terms;
   const chain = await checkChain(state, row, auth);
-  if (chain !== null) return chain;
+  if (chain !== null) {
+    // Refused here, a transfer authorization (x402) is still the payer's signed transfer to the hot wallet (its
+    // signature, terms and window checked above), which whoever holds it (the payer, a relay, the resource server) may
+    // submit to the token until its validBefore: the invoice takes its payer and nonce all the same, so that the
+    // watcher credits it if it is mined. Before, it was left unbound: mined later by someone else, it paid the hot
+    // wallet and credited nothing.
+    if (auth.method === "transfer" && !neverPays.has(chain.code)) await bindTransfer(state, row, auth);
+    return chain;
+  }
   // One signer per invoice: a second payer's authorization (its own nonce space) would pay it twice. A transfer
   // authorization also gives the invoice its payer's nonce (once: no other invoice may hold the same payer and
-  // nonce; another payer's same nonce is another authorization), which the watcher follows.
-  let claimed: { auth_from: string } | undefined;
-  try {
-    [claimed] = await state.params.db.query<{ auth_from: string }>(
-      auth.method === "transfer"
-        ? `UPDATE evm_deposits SET auth_from = $4, auth_nonce = $5
-           WHERE chain_id = $1 AND token = $2 AND reference = $3
-             AND ((auth_from IS NULL AND NOT EXISTS (
-                    SELECT 1 FROM evm_deposits other
-                    WHERE other.chain_id = $1 AND other.token = $2 AND other.auth_nonce = $5
-                      AND other.auth_from = $4))
-               OR (auth_from = $4 AND auth_nonce = $5))
-           RETURNING auth_from`
-        : `UPDATE evm_deposits SET auth_from = $4
-           WHERE chain_id = $1 AND token = $2 AND reference = $3 AND (auth_from IS NULL OR auth_from = $4)
-           RETURNING auth_from`,
-      [
-        state.chainId,
-        state.params.token.address.toLowerCase(),
-        row.reference,
-        auth.from.toLowerCase(),
-        ...(auth.method === "transfer" ? [auth.nonce.toLowerCase()] : []),
-      ],
-    );
-  } catch (error) {
-    // Another invoice took this payer and nonce between the NOT EXISTS and the write (evm_deposits_nonce): nothing
-    // was sent, so this is a refusal like the one below, not a payment of unknown fate.
-    if (!isUniqueViolation(error, "evm_deposits_nonce")) throw error;
-  }
-  if (claimed === undefined)
+  // nonce, but one that never sent it, refused before sending, whose binding this one takes over: bindTransfer;
+  // another payer's same nonce is another authorization), which the watcher follows.
+  let claimed = false;
+  if (auth.method === "transfer") claimed = await bindTransfer(state, row, auth);
+  else
+    try {
+      const bound = await state.params.db.query(
+        `UPDATE evm_deposits SET auth_from = $4
+         WHERE chain_id = $1 AND token = $2 AND reference = $3 AND (auth_from IS NULL OR auth_from = $4)
+         RETURNING auth_from`,
+        [state.chainId, state.params.token.address.toLowerCase(), row.reference, auth.from.toLowerCase()],
+      );
+      claimed = bound.length === 1;
+    } catch (error) {
+      // As bindTransfer's: the index refused the pair, nothing was sent.
+      if (!isUniqueViolation(error, "evm_deposits_nonce")) throw error;
+    }
+  if (!claimed)
     return refused(
       "authorization_used",
       "this invoice has another payer's authorization, or this authorization is bound to another invoice",
@@ -342,22 +407,25 @@ async function submit(
   }));
   if ("status" in sent) {
     state.logger.warn({ reference: row.reference, message: sent.message }, `${functionOf(auth)} not sent`);
-    // Nothing was sent here: the invoice gives the payer and nonce back (an x402 claim given back may pay another
-    // one) — unless another process sent this authorization meanwhile (a send stored under the key: this one's
-    // refusal, an estimate reverted, came from that send mined); given back then, its payment was never credited.
-    await state.params.db.query(
-      `UPDATE evm_deposits SET auth_from = $4, auth_nonce = $5
+    // Nothing was sent here: a receive authorization's invoice gives the payer back — unless another process sent
+    // this authorization meanwhile (a send stored under the key: this one's refusal, an estimate reverted, came from
+    // that send mined); given back then, its payment was never credited. A transfer's keeps its payer and nonce, as a
+    // refusal of the checks does (above): whoever holds it may still submit it, and the same authorization sent again
+    // through another invoice takes them over (bindTransfer).
+    if (auth.method === "receive")
+      await state.params.db.query(
+        `UPDATE evm_deposits SET auth_from = $4, auth_nonce = $5
         WHERE chain_id = $1 AND token = $2 AND reference = $3 AND auth_tx_hash IS NULL
           AND NOT EXISTS (SELECT 1 FROM evm_sends WHERE attempt_id = $6)`,
-      [
-        state.chainId,
-        state.params.token.address.toLowerCase(),
-        row.reference,
-        row.auth_from,
-        row.auth_nonce,
-        authKey,
-      ],
-    );
+        [
+          state.chainId,
+          state.params.token.address.toLowerCase(),
+          row.reference,
+          row.auth_from,
+          row.auth_nonce,
+          authKey,
+        ],
+      );
     // Nothing was sent: a node that stopped answering since the checks, or the hot wallet's queue full, is for the
     // payer to send it again shortly (503), as the checks' own reads are.
     if (sent.code === "rejected") return refused("authorization_mismatch", sent.message);

@@ -13,7 +13,9 @@
 // `submitted`, answered `pending`, while the node cannot say whether a copy paid, or while the authorization it left
 // unused may still be mined by whoever holds it: spends.ts unspentByOurs). A claim is given back (its row
 // deleted) only while nothing was sent — the invoice refused, booking it threw, the rail refused it before sending
-// (and gave the invoice's nonce back) — so the same authorization may come again and book a new invoice. Once a
+// (its invoice kept bound to the payer's nonce, credited if whoever holds the authorization mines it, until a new
+// invoice of the same authorization takes the binding over) — so the same authorization may come again and book a
+// new invoice. Once a
 // transaction is sent, the payer's answer is the chain's: recording and the gas booking are retried and then logged
 // (afterSent), never thrown; the invoice is credited by the deposit watcher from the token's log, whatever happens
 // here. A row left `submitted` (not mined in time, not taken by the node yet, or its record failed) keeps its
@@ -129,12 +131,16 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
         );
       }
       if (!submitted.ok) {
-        // Refused before anything was sent (the rail gave the invoice's nonce back): the claim is given back, the
-        // invoice stays open, bound to nothing, until it expires. An authorization the token says is spent (by
-        // someone else) is kept, failed, with the block it was seen spent at (its spend's, or later): a balance of
-        // the payer read before that block does not show it, and the claims weighed against one count it
-        // (claims-batch.ts). Refused as used but not spent on chain (bound to another invoice of the rail), or not
-        // readable now, the claim stays as it is, holding the payer's balance until it lapses.
+        // Refused before anything was sent: the claim is given back, the invoice stays open until it expires — bound
+        // by the rail to the payer's nonce, unless the authorization can never pay (adapters/evm authorizations.ts
+        // bindTransfer): still valid, whoever holds it may submit it until its validBefore, and the deposit watcher
+        // credits this invoice if it is mined; the same authorization sent again books a new invoice, which takes the
+        // binding over. Before, the rail bound it to nothing: mined later by another, it paid the hot wallet and
+        // credited nothing. An authorization the token says is spent (by someone else) is kept, failed, with the
+        // block it was seen spent at (its spend's, or later): a balance of the payer read before that block does not
+        // show it, and the claims weighed against one count it (claims-batch.ts). Refused as used but not spent on
+        // chain (bound to another invoice of the rail, which sent it), or not readable now, the claim stays as it
+        // is, holding the payer's balance until it lapses.
         if (submitted.refusal === "authorization_used")
           await afterSent(logger, "recording the nonce spent by another", { invoiceId }, async () => {
             const block = await chain.publicClient.getBlockNumber({ cacheTime: 0 });

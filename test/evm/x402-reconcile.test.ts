@@ -1175,3 +1175,67 @@ describe("an authorization our reverted batch left open, its window shut at the 
     expect(await rowOf(p)).toMatchObject({ status: "failed", failure: "reverted", tx_hash: txHash });
   });
 });
+
+describe("an authorization the rail refused before sending it", () => {
+  /** The invoices a payment described so has booked, the first first. */
+  const invoicesOf = (description: string) =>
+    gw.app.db.query<{ id: string; status: string }>(
+      "SELECT id, status FROM invoices WHERE description = $1 ORDER BY created_at, id",
+      [description],
+    );
+
+  /** The invoices once the deposit watcher (stopped here) has read the chain up to its head and credited them. */
+  async function creditedOf(description: string) {
+    await gw.rail.depositWatcher()!.catchUp(20);
+    return invoicesOf(description);
+  }
+
+  /** The payer's payment of `value`, claimed, under a description of its own. */
+  async function refusedPayment(name: string, value: bigint) {
+    const payer = await newPayer(name, 0n);
+    const p = await payment(payer, value);
+    const description = `x402 refused before sending: ${name}`;
+    const described = { ...p, claimed: { ...p.claimed, description } };
+    await claimed(described);
+    const settler = createSingleSettler({ settlement: gw.app.settlement });
+    // The payer holds nothing: the rail's simulation refuses it, and nothing is sent.
+    expect(notOk(await settler.settle(described.claimed, described.requirements))).toMatchObject({
+      refusal: "insufficient_funds",
+    });
+    expect(await rowOf(described)).toBeNull();
+    expect(await invoicesOf(description)).toEqual([{ id: expect.any(String), status: "open" }]);
+    await gw.send(gw.chain.accounts[0]!, {
+      address: chain.token,
+      abi: testUsdAbi,
+      functionName: "mint",
+      args: [payer.address, value],
+    });
+    return { payer, payment: described, description, settler };
+  }
+
+  it("and that someone else submits later is credited to its invoice, once", async () => {
+    const { payer, payment: p, description } = await refusedPayment("refused, then mined by another", 600n);
+    // Still the payer's signed transfer to the hot wallet: anyone holding it submits it once the payer is funded.
+    const copyTx = await submitCopy(p);
+    expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe("success");
+    expect(await gw.tokenBalance(payer.address)).toBe(0n);
+    // Before: the rail had bound the invoice to nothing, the watcher did not follow the nonce, and the hot wallet
+    // kept the payer's 600 with no invoice credited.
+    const [invoice, ...others] = await creditedOf(description);
+    expect(others).toEqual([]);
+    expect(invoice).toMatchObject({ status: "paid" });
+  });
+
+  it("and that the same payment sends again is credited to its new invoice, the first given up", async () => {
+    const { payment: p, description, settler } = await refusedPayment("refused, then sent again", 700n);
+    // The same authorization comes again: claimed and booked anew, its new invoice takes the first one's binding.
+    await claimed(p);
+    const result = await settler.settle(p.claimed, p.requirements);
+    if (!result.ok) throw new Error(`not settled: ${result.message}`);
+    const invoices = await creditedOf(description);
+    expect(invoices).toHaveLength(2);
+    expect(invoices.find((invoice) => invoice.id === result.invoiceId)).toMatchObject({ status: "paid" });
+    expect(invoices.find((invoice) => invoice.id !== result.invoiceId)).toMatchObject({ status: "open" });
+    expect(await rowOf(p)).toMatchObject({ status: "settled", invoice_id: result.invoiceId });
+  });
+});
