@@ -5,7 +5,9 @@
 // mined, its replacement: the same call with the same nonce and fees bumped by 12.5% — up to the cap, as long as
 // that still raises both by the node's least, 10% (the transactions it superseded are kept, and whichever is mined
 // is the send's receipt). A send the cap leaves no replacement for waits as it is, said once; so does one whose
-// replacement a node asking more than 10% refuses as underpriced (the transaction it replaced stays in the pool).
+// replacement a node asking more than 10% refuses as underpriced (the transaction it replaced stays in the pool), and
+// one whose replacement it refuses in other words while the one replaced holds the nonce, the send's row pointed back
+// at that one (its bytes are what a later broadcast sends; the refused bump stays among the send's).
 //
 // Nonces come from the database (evm_nonces, one row per chain and wallet): a send takes the row's lock, signs
 // with max(the row, the chain's pending count), stores the send and moves the row on in one transaction, so
@@ -114,12 +116,13 @@ export type SendJournal = {
    */
   readonly unreplaceable: Map<Hex, number>;
   /**
-   * The fee bumps the node refused while a transaction of the send they replaced held the nonce in its pool
-   * (broadcast), by hash, with their nonce: none is bumped again (replaceIfStuck), its bytes broadcast again as they
-   * are. Forgotten once taken itself, or once the wallet's nonce passed it. This process's only: another (or this
-   * one restarted) may sign one more over it a pass, up to the cap (replaceIfStuck says why the node is not asked).
+   * The transactions of sends a fee bump over which the node refused while they held the nonce in its pool
+   * (broadcast: the send's row points back at them), by hash, with their nonce and when (performance.now()): none is
+   * bumped again within stalledAfterMs of it (replaceIfStuck). Forgotten once the wallet's nonce passed it. This
+   * process's only: another (or this one restarted) may sign one more over it a pass, over it and not over the refused
+   * bump (replaceIfStuck says why the node is not asked).
    */
-  readonly bumpsRefused: Map<Hex, number>;
+  readonly bumpsRefused: Map<Hex, { nonce: number; at: number }>;
   /**
    * The last refusal of a new key while the wallet was stalled (stalledBy), with the send that stalled it and when: new
    * keys within stalledRefusalHeldMs are answered it without asking the node. Cleared when that send's broadcast is
@@ -347,7 +350,7 @@ async function stalledBy(journal: SendJournal): Promise<SendRefused | null> {
   if (lowest === undefined || lowest.stalled !== true) return null;
   const { stalled: _stalled, since, ...row } = lowest;
   // Taken now (its mark cleared by the broadcast), the new send goes on behind it.
-  if ((await broadcast(journal, row)) === "taken") return null;
+  if ((await broadcast(journal, row)).broadcast === "taken") return null;
   const refusal: SendRefused = {
     status: "failed",
     code: "rail_unavailable",
@@ -398,7 +401,7 @@ async function keepRefusal(
     if (kept === undefined) throw new EvmRailError(`the refusal of ${key} vanished inside its transaction`);
     return kept;
   });
-  return "status" in outcome ? outcome : { ...outcome, broadcast: await broadcast(journal, outcome) };
+  return "status" in outcome ? outcome : broadcast(journal, outcome);
 }
 
 /**
@@ -446,7 +449,7 @@ async function storedSend(journal: SendJournal, key: string): Promise<Sent | nul
     throw new EvmRailError(`send ${key} is chain ${chainId}'s, not chain ${journal.chainId}'s`);
   const current = due ? await replaceIfStuck(journal, row) : row;
   // Harmless if the node has it; needed if it lost it.
-  return { ...current, broadcast: await broadcast(journal, current) };
+  return broadcast(journal, current);
 }
 
 /**
@@ -513,7 +516,7 @@ async function signAndStore(
     return stored;
   }
   if ("status" in row) return row;
-  return { ...row, broadcast: await broadcast(journal, row) };
+  return broadcast(journal, row);
 }
 
 /** Under the wallet's nonce row's lock: the next nonce, the transaction signed with it, stored under `key`. */
@@ -609,8 +612,8 @@ const replacementLeastTenths = 11n;
  * raises both fees by 10%. Nothing is replaced when a transaction with its nonce has been mined (the receipt decides),
  * when no such bump fits under the cap, or the base fee and the tip alone pass it (the send waits as it is, said
  * once: only a lower base fee or a higher cap moves it), when a lower nonce is still open and the send offers what
- * the chain asks now (it waits for that one, not for its fees), or when it is a bump this process saw refused while
- * a transaction it replaced holds the nonce.
+ * the chain asks now (it waits for that one, not for its fees), or when this process saw the node refuse a bump over it
+ * within stalledAfterMs while it held the nonce.
  */
 async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendRow> {
   const mined = await journal.publicClient.getTransactionCount({
@@ -619,13 +622,15 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
   });
   forgetPassed(journal, mined);
   if (mined > row.nonce) return row;
-  // A bump the node refused while a transaction it replaced holds the nonce (broadcast): one over it offers more, and is
-  // refused as well (the node's fee cap, a wallet short of ETH for the bump). Before, each pass signed one more over the
-  // last, 12.5% compounding up to the cap, nothing said. Kept in this process's memory only: another process (every
-  // one keeps the open sends), or this one restarted, may still sign one more a pass, up to the cap. Asking the node
-  // instead (no bump over a transaction it does not hold) stalled for good a bump evicted from the pool, and one
-  // refused underpriced once the cap was raised.
-  if (journal.bumpsRefused.has(row.tx_hash)) return row;
+  // A transaction a bump over which the node refused while it held the nonce (broadcast, the row pointed back at it): a
+  // bump signed again at once is refused as well (the node's fee cap, a wallet short of ETH for the bump). Before, each
+  // pass signed one more over the last, 12.5% compounding up to the cap, nothing said; the row pointed back, a bump is
+  // over this one, never over the refused one, and one is tried again after stalledAfterMs (a wallet topped up, a cap
+  // raised). Kept in this process's memory only: another process (every one keeps the open sends), or this one
+  // restarted, may still sign one a pass. Asking the node instead (no bump over a transaction it does not hold)
+  // stalled for good a bump evicted from the pool, and one refused underpriced once the cap was raised.
+  const refused = journal.bumpsRefused.get(row.tx_hash);
+  if (refused !== undefined && performance.now() - refused.at < stalledAfterMs(journal)) return row;
   const old = parseTransaction(row.raw_tx);
   if (old.type !== "eip1559" || old.maxFeePerGas === undefined || old.maxPriorityFeePerGas === undefined)
     return row;
@@ -700,6 +705,12 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
       );
       return current ?? row;
     }
+    // The bump signed again over the transaction a refused one was pointed back from (pointedBack), the same bytes when
+    // the fees are: the send's current one again, kept once.
+    await tx.query("DELETE FROM evm_sends_replaced WHERE attempt_id = $1 AND tx_hash = $2", [
+      row.attempt_id,
+      replacement.tx_hash,
+    ]);
     await tx.query("INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) VALUES ($1, $2, $3)", [
       row.attempt_id,
       row.tx_hash,
@@ -729,8 +740,10 @@ function waitsAsItIs(
  * or another took its nonce; either way the send waits no more. (Before, the set only grew, for the process's life.)
  */
 function forgetPassed(journal: SendJournal, minedCount: number): void {
-  for (const said of [journal.unreplaceable, journal.bumpsRefused])
-    for (const [hash, nonce] of said) if (nonce < minedCount) said.delete(hash);
+  for (const [hash, nonce] of journal.unreplaceable)
+    if (nonce < minedCount) journal.unreplaceable.delete(hash);
+  for (const [hash, { nonce }] of journal.bumpsRefused)
+    if (nonce < minedCount) journal.bumpsRefused.delete(hash);
 }
 
 /**
@@ -841,12 +854,14 @@ function saysHeld(text: string): boolean {
  * send mined long since whose bytes a node refused again in other words (Nethermind's "OldNonce", Cosmos EVM's
  * "invalid nonce; got 3, expected 4", OpenEthereum's "Transaction nonce is too low") never reached its receipt, and a
  * payout refused at its first broadcast answered 500 while it was journaled and sent again later: a client retrying
- * under a new key paid twice.
+ * under a new key paid twice. The send as it is after: pointed back at the transaction the node holds when it refused a
+ * fee bump in other words than underpriced (pointedBack).
  */
-async function broadcast(journal: SendJournal, row: SendRow): Promise<Broadcast> {
+async function broadcast(journal: SendJournal, row: SendRow): Promise<Sent> {
+  const sent = (outcome: Broadcast): Sent => ({ ...row, broadcast: outcome });
   try {
     await journal.publicClient.sendRawTransaction({ serializedTransaction: row.raw_tx });
-    return taken(journal, row);
+    return sent(await taken(journal, row));
   } catch (error) {
     const text = errorText(error).toLowerCase();
     // A replacement refused as underpriced: a node asking more than the bump the cap left (12.5% where it left 10%).
@@ -860,32 +875,81 @@ async function broadcast(journal: SendJournal, row: SendRow): Promise<Broadcast>
         { error: shortMessage(error) },
         "send's replacement refused as underpriced: the node asks a larger bump than the gas cap left; the transaction it replaced waits in the node's pool, and whichever of them is mined is the send's",
       );
-      return taken(journal, row);
+      return sent(await taken(journal, row));
     }
-    if (saysHeld(text)) return taken(journal, row);
+    if (saysHeld(text)) return sent(await taken(journal, row));
     const heldBy = await nonceTakenOnNode(journal, row);
     if (heldBy !== null && heldBy !== "passed" && heldBy.toLowerCase() !== row.tx_hash.toLowerCase()) {
       // A fee bump refused in other words than underpriced (geth's rpc.txfeecap; "insufficient funds for gas * price +
       // value", the wallet holding enough ETH for the transaction it replaced, not for the bump): that one holds the
-      // nonce, and the bump is broadcast again as it is, never bumped over. Before, taken with nothing said, and each
-      // pass signed a further bump over the refused one.
+      // nonce, and the send's row points back at it, not bumped again for a while. Before, taken with nothing said, and
+      // each pass signed a further bump over the refused one; then the row kept the refused bump, whose bytes every
+      // later pass broadcast: the pool dropping the one it held (evicted, the node restarted), nothing broadcast that
+      // one again, and the send stalled.
       waitsAsItIs(
         journal,
         row,
         { error: shortMessage(error), heldBy },
-        "send's replacement refused by the node (its fee cap, a wallet short of ETH for the bump?); the transaction it replaced holds the nonce in the node's pool, whichever of them is mined is the send's, and no bump is signed over the refused one",
+        "send's replacement refused by the node (its fee cap, a wallet short of ETH for the bump?); the transaction it replaced holds the nonce in the node's pool and stays the send's current one, and whichever of them is mined is the send's",
       );
-      const outcome = await taken(journal, row);
-      journal.bumpsRefused.set(row.tx_hash, Number(row.nonce));
-      return outcome;
+      const current = await pointedBack(journal, row, heldBy);
+      if (current.tx_hash === heldBy || current.tx_hash === row.tx_hash)
+        journal.bumpsRefused.set(current.tx_hash, { nonce: Number(row.nonce), at: performance.now() });
+      return { ...current, broadcast: await taken(journal, current) };
     }
-    if (heldBy !== null) return taken(journal, row);
+    if (heldBy !== null) return sent(await taken(journal, row));
     // Neither shown by the node asked: "nonce too high" (Hardhat's for a nonce past the pending one while it
     // automines), a gapped nonce refused, the node out of reach, or a node behind the one that refused (behind a load
     // balancer), whose answer only delays the send; or a refusal that never clears (geth's rpc.txfeecap "tx fee (…)
     // exceeds the configured cap", "exceeds block gas limit").
     await notTaken(journal, row, error);
-    return "not_taken";
+    return sent("not_taken");
+  }
+}
+
+/**
+ * The send's row pointed back from `row`, a fee bump the node refused, at `heldBy`, a transaction it replaced that the
+ * node holds: the held one's bytes are the send's current ones again (every later broadcast sends them, and a node that
+ * dropped them takes them again), the refused bump kept among those replaced (it may have reached another node's pool,
+ * and be mined: its receipt is still looked for, its gas booked). Only over the bump this process saw: another process
+ * may have replaced it meanwhile, and that one is the send's (returned). `row` as it is when the database does not
+ * answer: pointed back at its next broadcast refused.
+ */
+async function pointedBack(journal: SendJournal, row: SendRow, heldBy: Hex): Promise<SendRow> {
+  try {
+    return await journal.db.transaction(async (tx) => {
+      const [held] = await tx.query<SendRow>(
+        `UPDATE evm_sends SET tx_hash = held.tx_hash, raw_tx = held.raw_tx
+           FROM evm_sends_replaced held
+          WHERE evm_sends.attempt_id = $1 AND evm_sends.tx_hash = $2
+            AND held.attempt_id = $1 AND held.tx_hash = lower($3)
+        RETURNING evm_sends.attempt_id, evm_sends.tx_hash, evm_sends.raw_tx, evm_sends.nonce`,
+        [row.attempt_id, row.tx_hash, heldBy],
+      );
+      if (held === undefined) {
+        const [current] = await tx.query<SendRow>(
+          "SELECT attempt_id, tx_hash, raw_tx, nonce FROM evm_sends WHERE attempt_id = $1",
+          [row.attempt_id],
+        );
+        return current ?? row;
+      }
+      await tx.query("DELETE FROM evm_sends_replaced WHERE attempt_id = $1 AND tx_hash = $2", [
+        row.attempt_id,
+        held.tx_hash,
+      ]);
+      await tx.query("INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) VALUES ($1, $2, $3)", [
+        row.attempt_id,
+        row.tx_hash,
+        row.raw_tx,
+      ]);
+      return held;
+    });
+  } catch (error) {
+    journal.logger.warn(
+      { send: row.attempt_id, txHash: row.tx_hash, heldBy, error: errorText(error) },
+      "send's row not pointed back at the transaction the node holds; pointed back at the refused bump's next broadcast",
+    );
+    return row;
   }
 }
 
@@ -893,8 +957,6 @@ async function broadcast(journal: SendJournal, row: SendRow): Promise<Broadcast>
 async function taken(journal: SendJournal, row: SendRow): Promise<Broadcast> {
   // New keys go on behind it again at once, not after stalledRefusalHeldMs.
   if (journal.stalledRefusal?.attemptId === row.attempt_id) journal.stalledRefusal = null;
-  // Taken itself (a wallet topped up, a cap raised): bumped again when it waits too long.
-  journal.bumpsRefused.delete(row.tx_hash);
   try {
     await journal.db.query(
       `UPDATE evm_sends SET not_taken_since = NULL, not_taken_said = false

@@ -22,6 +22,7 @@ import {
   hashesOfSend,
   keepOpenSends,
   type SendJournal,
+  sendHashesOf,
   sendOnce,
   stalledAfterMsLeast,
 } from "../../adapters/evm/send-journal.ts";
@@ -1390,6 +1391,63 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
     }
     // The first transaction mined (the send's receipt), and the one behind it.
     await expectMined([sent, next as { tx_hash: `0x${string}` }]);
+  });
+
+  it("leaves the send to the transaction it replaced: broadcast again once the pool drops it, the refused bump still the send's", async () => {
+    const { first, publicClient } = refusingBumps();
+    const journal = stallingJournal(publicClient, 0); // replaceAfterMs 0: bumped at the next pass
+    let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
+    let bumped: `0x${string}` | undefined;
+    // Not automining: the first transaction waits in the pool, its nonce open.
+    await setAutomine(false);
+    try {
+      sent = await transferOf(journal, "bump-refused:dropped");
+      expect(sent).toMatchObject({ broadcast: "taken", nonce: first.nonce });
+      if ("status" in sent) throw new Error("the send was refused");
+      await keepOpenSends(journal); // bumped: the replacement signed and stored, and refused
+      const hashes = await hashesOfSend(gw.app.db, sent);
+      expect(hashes).toHaveLength(2);
+      bumped = hashes[1]!;
+      // Another process (or this one restarted), which never saw the bump refused: its bump is over the transaction the
+      // node holds, not over the refused one (the same bytes, the fees as they were), refused and pointed back from too.
+      const other = recordingLogger();
+      await keepOpenSends(stallingJournal(publicClient, 0, { logger: other.logger }));
+      expect(await hashesOfSend(gw.app.db, sent)).toEqual(hashes);
+      expect(other.lines.filter((line) => line.level === "warn")).toMatchObject([
+        {
+          message: expect.stringMatching(/replacement refused by the node/),
+          fields: { txHash: bumped, heldBy: sent.tx_hash },
+        },
+      ]);
+      // The row is the transaction the node holds; the refused bump is kept among the send's (another node may have
+      // taken it, and mine it).
+      const [row] = await gw.app.db.query<{ tx_hash: `0x${string}`; raw_tx: `0x${string}` }>(
+        "SELECT tx_hash, raw_tx FROM evm_sends WHERE attempt_id = $1",
+        ["bump-refused:dropped"],
+      );
+      expect(row).toEqual({ tx_hash: sent.tx_hash, raw_tx: sent.raw_tx });
+      expect(await sendHashesOf(gw.app.db, gw.chain.chain.id, bumped)).toEqual([sent.tx_hash, bumped]);
+      // The pool drops it (evicted, the node restarted).
+      await gw.chain.networkHelpers.dropTransaction(sent.tx_hash);
+      await expect(gw.chain.publicClient.getTransaction({ hash: sent.tx_hash })).rejects.toThrow();
+      // Before: the refused bump's bytes broadcast again, refused again, nothing of the send in the pool: not taken,
+      // pass after pass, and nothing ever broadcast the transaction the pool had.
+      await keepOpenSends(journal);
+      expect(await gw.chain.publicClient.getTransaction({ hash: sent.tx_hash })).toMatchObject({
+        hash: sent.tx_hash,
+      });
+      const [marked] = await gw.app.db.query<{ not_taken_since: Date | null }>(
+        "SELECT not_taken_since FROM evm_sends WHERE attempt_id = $1",
+        ["bump-refused:dropped"],
+      );
+      expect(marked?.not_taken_since).toBeNull();
+    } finally {
+      await setAutomine(true);
+      await gw.chain.networkHelpers.mine(1);
+    }
+    // The transaction the pool had mined: the send's receipt, found by either hash.
+    await expectMined([sent]);
+    expect(await sendHashesOf(gw.app.db, gw.chain.chain.id, bumped!)).toEqual([sent.tx_hash, bumped]);
   });
 
   it("is taken behind more refused bumps than 8, as the code before signed them: every transaction of the send asked", async () => {
