@@ -208,6 +208,14 @@ export type RailEvent =
       receivedAtMs?: number;
       /** What the provider took for it (a card payment's processing fee). */
       fees?: readonly RailFee[];
+      /**
+       * A check the receipt's credit makes in its own transaction, on the gateway's database, where the rail's tables
+       * are too (the gateway migrates them into it and gives the rail its Db): the rail's SQL function `check`, called
+       * with `args`, raises when what the event tells no longer stands on the rail, and nothing of the credit is
+       * written (the handler rejects). The EVM deposit watcher's: its event's row, locked so that a reorg's removal of
+       * the deposit comes after the credit and finds it (adapters/evm migration 0021). A named receipt's (`key`) only.
+       */
+      stands?: { readonly check: string; readonly args: readonly unknown[] };
     }
   | {
       kind: "reversed";

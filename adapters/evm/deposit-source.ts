@@ -473,6 +473,21 @@ export function depositSink(
           key: receiptKey(log),
           payer: paid.payer,
           receivedAtMs: Number(block.timestamp) * 1000,
+          // Checked in the credit's own transaction: the log still stands as this generation, its row locked until the
+          // credit commits (migration 0021). A reorg's removal marked meanwhile (another watcher took the lease while
+          // this call waited) refuses the credit; one marked after it waits for the commit and takes the credit back.
+          // Before, the credit could commit after that removal had found nothing to take back, and stood with nothing
+          // on chain if this process died before its watcher read the event again (watcher-poll.ts removedDuringCall).
+          stands: {
+            check: "evm_watch_event_stands",
+            args: [
+              state.chainId,
+              state.params.token.address.toLowerCase(),
+              log.txHash,
+              log.logIndex,
+              log.generation,
+            ],
+          },
         });
       }
       if (log.kind === "transfer")

@@ -153,8 +153,9 @@ async function handled(
  * the call by the watcher holding the lease (releaseHeld). The lease alone did not keep them apart: a call made just
  * before it ran out (a deposit's credit waiting on a slow node or database) wrote its effect after the other watcher's
  * removal had found none to undo, and the deposit stayed credited with nothing on chain. A process that dies after the
- * call's effect and before this read leaves that gap open: closing it takes the check into the effect's own
- * transaction (the gateway's credit), which the sink does not reach.
+ * call's effect and before this read leaves that gap open for an effect that does not check the event's row in its own
+ * transaction (a reversal given back, the splitter's mirror); a deposit's receipt does (deposit-source.ts, migration
+ * 0021): its credit is refused once the row is removed, and a removal marked after the check waits for its commit.
  */
 async function removedDuringCall(w: WatcherState, row: EventRow, step: "seen" | "pending"): Promise<boolean> {
   // A `final` call: its `final_called` was set before it (poll), after this row was read.

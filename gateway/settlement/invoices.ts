@@ -695,6 +695,8 @@ export type ReceivedEvent = {
   key?: string;
   payer?: string;
   receivedAtMs?: number;
+  /** The rail's check that what the event tells still stands, made in the credit's transaction (core/rail.ts). */
+  stands?: { readonly check: string; readonly args: readonly unknown[] };
 };
 
 /**
@@ -893,14 +895,24 @@ async function applyReceipt(
  * invoice's row, so neither its lock nor its version showed one committed after this statement's snapshot, and the
  * invoice was paid while the payer had got back part of what it counted. A refund that read the row before is refused
  * its claim and computed again (payments/refunds-store.ts claimStatement).
+ *
+ * The rail's check that the event still stands (`stands`: an EVM deposit's log not removed by a reorg meanwhile) is
+ * made in it too, so that the credit commits only while it does, and whatever would make it raise waits for the commit
+ * (then finds the credit). Before, a reorg's removal applied while the credit was on its way found nothing to take
+ * back, and the credit then stood with nothing on chain unless the watcher that made it lived to look again.
  */
 function receiptRecordStatement(
   invoice: InvoiceTarget,
   event: ReceivedEvent & { key: string },
   first: boolean,
 ): Statement {
+  const stands = event.stands;
+  if (stands !== undefined && !/^[a-z_][a-z0-9_]*$/.test(stands.check))
+    throw new SettlementInvariantError(`a rail's check "${stands.check}" is no SQL function's name`);
+  const standsArgs = stands?.args.map((_, i) => `$${11 + i}`).join(", ");
   return {
     text: `WITH
+     stands AS (SELECT ${stands === undefined ? "true" : `${stands.check}(${standsArgs})`} AS stands),
      touched AS (
        INSERT INTO refundable AS r (target_id, paid, refunded)
        SELECT id, received_amount, 0 FROM invoices WHERE id = $1 AND received_amount > 0
@@ -941,7 +953,8 @@ function receiptRecordStatement(
        ORDER BY e.place RETURNING 1)
      SELECT counted.paid_now,
        CASE WHEN counted.paid_now IS NULL AND $10::boolean THEN receipt_unrecorded() ELSE true END AS recorded,
-       CASE WHEN counted.read_moved THEN invoice_moved() ELSE true END AS as_read
+       CASE WHEN counted.read_moved THEN invoice_moved() ELSE true END AS as_read,
+       (SELECT stands FROM stands) AS stands
      FROM (SELECT 1) AS one LEFT JOIN counted ON true`,
     params: [
       invoice.id,
@@ -960,6 +973,7 @@ function receiptRecordStatement(
       }),
       toJson({ invoice_id: invoice.id }),
       first,
+      ...(stands?.args ?? []),
     ],
   };
 }

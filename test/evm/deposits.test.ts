@@ -27,6 +27,7 @@ import {
   testUsdAbi,
 } from "../../adapters/evm/index.ts";
 import { assets, type RailEvent, silentLogger } from "../../core/index.ts";
+import { serverRaised } from "../../gateway/db/index.ts";
 import { applyRailEvent, sweepDepositsOnce } from "../../gateway/settlement/index.ts";
 import { latch } from "../support/latch.ts";
 import { replaceTestUsdCode } from "../support/token-code.ts";
@@ -300,17 +301,19 @@ describe("a reorg deeper than the confirmations, of deposits whose crediting fai
 describe("a deposit's credit still in flight when its watcher's lease runs out", () => {
   // A credits the deposit, its handler held (a slow node or database) past its lease; B takes the lease over, finds the
   // deposit reorganised away and applies its removal: the reversal finds no receipt yet and takes nothing. Then A's
-  // credit is written. `answered`: whether B's removal was done before A's credit, or answered only after A's call had
-  // returned (B then forgets the removal it applied, unless A held it again meanwhile). `retryMs`: how often B tries
-  // its held events and removals again (heldRetryMs); a removal held again is applied at B's next poll whatever it is.
+  // credit is tried. `answered`: whether B's removal was done before A's credit, or answered only after A's call had
+  // returned (B then forgets the removal it applied, unless A held it again meanwhile); `died`: A's process dies once
+  // its call's credit is tried, before it reads the event again. `retryMs`: how often B tries its held events and
+  // removals again (heldRetryMs); a removal held again is applied at B's next poll whatever it is.
   it.each([
-    ["before", 0],
-    ["after", 0],
-    ["before", 3_600_000],
-    ["after", 3_600_000],
+    { answered: "before", retryMs: 0, when: "its removal answered before the credit" },
+    { answered: "after", retryMs: 0, when: "its removal answered after the credit" },
+    { answered: "before", retryMs: 3_600_000, when: "its removal answered before the credit" },
+    { answered: "after", retryMs: 3_600_000, when: "its removal answered after the credit" },
+    { answered: "died", retryMs: 0, when: "the crediting process dying before it read the event again" },
   ] as const)(
-    "is taken back when the watcher that took over removed it first (its removal answered %s the credit; held ones retried every %i ms)",
-    async (answered, retryMs) => {
+    "is not credited once the watcher that took over removed it ($when; held ones retried every $retryMs ms)",
+    async ({ answered, retryMs }) => {
       const inv = await createInvoice("1.60");
       const before = await merchantBalance();
       const snapshot = await gw.chain.networkHelpers.takeSnapshot();
@@ -326,15 +329,31 @@ describe("a deposit's credit still in flight when its watcher's lease runs out",
         heldRetryMs: 0,
       };
       const leaseMs = 300;
-      const [creditReached, creditHeld, reversalApplied, reversalHeld] = [latch(), latch(), latch(), latch()];
-      if (answered === "before") reversalHeld.release();
+      const [creditReached, creditHeld, creditTried, died, reversalApplied, reversalHeld] = [
+        latch(),
+        latch(),
+        latch(),
+        latch(),
+        latch(),
+        latch(),
+      ];
+      if (answered !== "after") reversalHeld.release();
+      let refusal: unknown = null;
       const slow = anotherProcessRail(gw, { confirmations: 3, deposits: { ...deposits, leaseMs } });
       slow.onEvent(async (event) => {
-        if (event.kind === "received" && event.reference === inv.id) {
-          creditReached.release();
-          await creditHeld.done;
+        if (event.kind !== "received" || event.reference !== inv.id)
+          return applyRailEvent(deps, "evm", event);
+        creditReached.release();
+        await creditHeld.done;
+        try {
+          return await applyRailEvent(deps, "evm", event);
+        } catch (error) {
+          refusal = error;
+          throw error;
+        } finally {
+          creditTried.release();
+          if (answered === "died") await died.done; // its process gone: the call never returns to the watcher
         }
-        return applyRailEvent(deps, "evm", event);
       });
       const other = anotherProcessRail(gw, {
         confirmations: 3,
@@ -360,27 +379,27 @@ describe("a deposit's credit still in flight when its watcher's lease runs out",
         await other.start(); // B's first poll: the reorg found, the deposit removed, no receipt to take back
         await reversalApplied.done;
         const watcher = other.depositWatcher()!;
-        if (answered === "before") await watcher.poll(); // after B's first poll, its removal forgotten
+        if (answered !== "after") await watcher.poll(); // after B's first poll, its removal forgotten
         expect((await gw.eventRow(paid.transactionHash, lostLogIndex(paid)))?.status).toBe("removed");
         expect((await invoice(inv.id)).status).toBe("open");
 
         creditHeld.release();
-        await slow.stop(); // A's credit written, its poll ended
+        await creditTried.done;
+        if (answered !== "died") await slow.stop(); // A's call returned, its poll ended
         reversalHeld.release();
         await watcher.poll();
-        // Before: A's credit was written after B had found nothing to take back, and stood with nothing on chain; and
-        // with held removals retried every hour, it stood until then (B's poll left A's removal held again alone).
-        expect((await invoice(inv.id)).status).toBe("reversed");
+        // The credit's own transaction found its event removed, and wrote nothing. Before: A's credit was written after
+        // B had found nothing to take back, and stood with nothing on chain until A read the event again and held its
+        // removal again — for good when A died first.
+        expect(serverRaised(refusal, "SYE01")).toBe(true);
+        expect((await invoice(inv.id)).status).toBe("open");
         expect(await merchantBalance()).toBe(before);
-        expect(await outboxTypesOf(inv.id)).toEqual([
-          "invoice.payment_received",
-          "invoice.paid",
-          "invoice.reversed",
-        ]);
+        expect(await outboxTypesOf(inv.id)).toEqual([]);
         expect(await gw.app.db.query("SELECT 1 FROM evm_watch_removals_held")).toEqual([]);
       } finally {
         creditHeld.release();
         reversalHeld.release();
+        died.release();
         await slow.stop();
         await other.stop();
       }
