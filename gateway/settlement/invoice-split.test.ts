@@ -262,7 +262,7 @@ describe("an invoice with a split", () => {
     // Given back: each account gets back exactly what it gave.
     expect(
       await applyReinstated(settlement, { rail: "toy", reference: id, key: "refund-1", evidence }),
-    ).toEqual({ status: "applied", amount: 3_001n });
+    ).toEqual({ status: "applied", amount: 3_001n, paidNow: true });
     expect(delta(await balances(), afterCredit)).toEqual({ seller: 0n, a: 0n, b: 0n });
     // All of it: the credit and its shares undone to the unit.
     const whole = { rail: "toy", reference: id, key: "reorg", amount: 10_001n, evidence };

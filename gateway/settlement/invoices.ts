@@ -1577,9 +1577,9 @@ const reinstateAttemptsMax = 3;
  * A reversal was undone: a dispute won (Stripe gave the funds back), a refund that failed or was canceled. The
  * account gets back exactly what the reversal took (its ledger transfers say how much). One not applied yet is
  * withdrawn instead: recorded as given back, so that if it arrives later (Stripe does not order its events) it
- * takes nothing. The invoice is 'paid' again once no dispute stands and, while reversals of receipts do, what it
- * still holds reaches its amount (heldSql): a reorg that removed one deposit may stand for good once the payer paid
- * again (receiptRecordStatement). An open one is paid, with `invoice.paid`, once what it holds reaches its amount.
+ * takes nothing. A reversed or open invoice is paid, with `invoice.paid` (`paidNow`), once no dispute stands and what
+ * it still holds reaches its amount (heldSql), as a receipt pays it: a reorg that removed one deposit may stand for
+ * good once the payer paid again (receiptRecordStatement), and what was refunded while it was not paid counts whole.
  *
  * What is given back is read before the record is marked; a reversal whose legs and record commit in between (they
  * commit together: applyReversed) left a record saying it took more than was given back, so the mark does not pass
@@ -1595,13 +1595,21 @@ const reinstateAttemptsMax = 3;
 export async function applyReinstated(
   deps: SettlementDeps,
   event: { rail: string; reference: string; key: string; evidence: SettlementEvidence },
-): Promise<{ status: "applied" | "duplicate" | "withdrawn" | "unknown_reference"; amount: bigint }> {
+): Promise<{
+  status: "applied" | "duplicate" | "withdrawn" | "unknown_reference";
+  amount: bigint;
+  /** Whether this paid the invoice (open or reversed before), with `invoice.paid`. */
+  paidNow: boolean;
+}> {
   const invoice = await invoiceTarget(deps.db, event.reference);
-  if (invoice === null || invoice.rail !== event.rail) return { status: "unknown_reference", amount: 0n };
+  if (invoice === null || invoice.rail !== event.rail)
+    return { status: "unknown_reference", amount: 0n, paidNow: false };
   const recorded = await reversalRecord(deps.db, invoice.id, event.key);
-  if (recorded?.reinstated === true) return { status: "duplicate", amount: 0n };
+  if (recorded?.reinstated === true) return { status: "duplicate", amount: 0n, paidNow: false };
   for (let attempt = 1; attempt <= reinstateAttemptsMax; attempt++) {
     const { given: amount, collected } = await giveBack(deps, invoice, event.key, event.evidence);
+    // Whether the mark paid the invoice (read in its transaction, which commits it or nothing).
+    let paidNow = false;
     const status = await deps.db
       .transaction(async (tx) => {
         // A reversal whose ledger transfers exist but whose record a crash lost (written apart by an earlier version)
@@ -1647,28 +1655,29 @@ export async function applyReinstated(
         // invoice): a reversal recorded meanwhile either committed before, and the status below sees its record, or
         // marks the invoice after this. (The other order deadlocked a reversal with its own withdrawal.)
         await tx.query("SELECT 1 FROM invoices WHERE id = $1 FOR UPDATE", [invoice.id]);
-        // A reversed invoice is paid again once no dispute stands and, while reversals of receipts do, it holds its
-        // amount; an open one (a part-payment reorganised away, then mined again) once it holds its amount, as a
-        // receipt pays it. The row is written whatever it is left, so that its version moves: a refund's failure or a
-        // receipt that read this reversal standing finds the row moved (invoice_moved(): failedStatement,
-        // receiptRecordStatement) and is written again from new reads. Before, a row left as it was passed their
-        // check: a refund that failed while r0 was mined again, each computed with the other's money out (this with
-        // the refund pending, the failure with r0's reversal standing), left the invoice reversed holding its amount;
-        // and an open invoice whose part-payment was mined again after the payer paid the rest stayed open holding
-        // it, and took an authorization of all its amount.
-        const [standing] = await tx.query<{ status: InvoiceStatus; paid_first: boolean }>(
+        // An open or reversed invoice is paid once no dispute stands and it holds its amount (heldSql), as a receipt
+        // and a refund's failure pay it (receiptRecordStatement, failedStatement). The row is written whatever it is
+        // left, so that its version moves: a refund's failure or a receipt that read this reversal standing finds the
+        // row moved (invoice_moved(): failedStatement, receiptRecordStatement) and is written again from new reads.
+        // Before, a row left as it was passed their check: a refund that failed while r0 was mined again, each
+        // computed with the other's money out (this with the refund pending, the failure with r0's reversal
+        // standing), left the invoice reversed holding its amount; and an open invoice whose part-payment was mined
+        // again after the payer paid the rest stayed open holding it, and took an authorization of all its amount.
+        // And a reversed one was paid once no reversal stood, whatever it held: of 10, paid by r0 = 6 and r1 = 4, r0
+        // reorganised away and the 4 it held refunded (whole: it was not paid), it was paid holding 6 once r0 was
+        // mined again, where the same money in another order left it open.
+        const [standing] = await tx.query<{ status: InvoiceStatus; paid_now: boolean }>(
           `WITH due AS (
-             SELECT i.status = 'open' AS open,
-               (i.status = 'reversed' AND NOT EXISTS (SELECT 1 FROM invoice_reversals v WHERE v.invoice_id = $1
-                  AND v.reinstated_at IS NULL AND (v.receipt IS NULL OR ${heldSql("i", "$1")} < i.amount)))
-               OR (i.status = 'open' AND NOT ${disputedSql("$1")} AND ${heldSql("i", "$1")} >= i.amount) AS paid
+             SELECT i.status IN ('open', 'reversed') AND NOT ${disputedSql("$1")}
+               AND ${heldSql("i", "$1")} >= i.amount AS paid
              FROM invoices i WHERE i.id = $1)
            UPDATE invoices i SET status = CASE WHEN due.paid THEN 'paid' ELSE i.status END,
              paid_at = CASE WHEN due.paid THEN coalesce(i.paid_at, now()) ELSE i.paid_at END
            FROM due WHERE i.id = $1
-           RETURNING i.status, due.open AND due.paid AS paid_first`,
+           RETURNING i.status, due.paid AS paid_now`,
           [invoice.id],
         );
+        paidNow = standing?.paid_now === true;
         // `amount` is all that goes back, the collections of this reversal's own shortfall included; the event also
         // says what of it settled other reversals' shortfalls and what stayed on the accounts, so that a consumer
         // mirroring a balance from the events does not count that money twice.
@@ -1686,8 +1695,10 @@ export async function applyReinstated(
             invoice_status: standing?.status ?? null,
           },
         });
-        // Paid for the first time: told as a receipt that pays it tells it.
-        if (standing?.paid_first === true)
+        // Paid by this give-back, open or reversed before: told after it, as a receipt and a refund's failure tell
+        // it, so that what is told does not depend on which of them commits first. Before, only an open invoice's
+        // was told, and a reversed one paid here was not, though the same money's failure tells it.
+        if (paidNow)
           await insertOutboxEvent(tx, {
             tenantId: invoice.tenantId,
             type: "invoice.paid",
@@ -1699,7 +1710,12 @@ export async function applyReinstated(
         if (error instanceof ShortfallCollectedSinceError) return "recorded_since" as const;
         throw error;
       });
-    if (status !== "recorded_since") return { status, amount: status === "applied" ? amount : 0n };
+    if (status === "applied") {
+      // Paid now: no receipt pays it (a process that remembers it open would try to credit one).
+      if (paidNow) deps.openInvoices.forget(invoice.id);
+      return { status, amount, paidNow };
+    }
+    if (status !== "recorded_since") return { status, amount: 0n, paidNow: false };
   }
   throw new SettlementContendedError(
     `reversal ${event.key} of invoice ${invoice.id} is recorded as taking more than its ledger transfers give back, ` +

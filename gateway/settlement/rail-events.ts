@@ -89,9 +89,13 @@ async function applyMoney(deps: RailEventDeps, rail: string, event: RailEvent): 
         );
       return "applied";
     }
-    case "reinstated":
-      await applyReinstated(deps.settlement, { rail, ...event });
+    case "reinstated": {
+      // A give-back pays an invoice as a receipt does (its reorganised part-payment mined again, its last reversal
+      // given back): told too. Before, only a receipt that paid it was, and a listener waiting for it never heard.
+      const outcome = await applyReinstated(deps.settlement, { rail, ...event });
+      if (outcome.paidNow) deps.onInvoicePaid?.(event.reference);
       return "applied";
+    }
     // A fee of money received before: booked below, once the invoice says the money came in on this rail as offered.
     case "fee":
       return (await receivedOn(deps.settlement.db, { id: event.reference, rail, evidence: event.evidence }))

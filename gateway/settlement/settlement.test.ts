@@ -342,12 +342,18 @@ describe("reversals of money received", () => {
     expect(await applyReinstated(settlement, undo("dispute:a"))).toEqual({
       status: "applied",
       amount: 5_000n,
+      paidNow: false,
     });
-    expect(await applyReinstated(settlement, undo("dispute:a"))).toEqual({ status: "duplicate", amount: 0n });
+    expect(await applyReinstated(settlement, undo("dispute:a"))).toEqual({
+      status: "duplicate",
+      amount: 0n,
+      paidNow: false,
+    });
     expect((await getInvoice(db, { tenantId, id }))?.status).toBe("reversed"); // refund:b stands
     expect(await applyReinstated(settlement, undo("refund:b"))).toEqual({
       status: "applied",
       amount: 1_000n,
+      paidNow: true,
     });
     expect((await getInvoice(db, { tenantId, id }))?.status).toBe("paid");
     expect(await posted()).toBe(before);
@@ -378,11 +384,16 @@ describe("reversals of money received", () => {
       shortfall: 500n,
     });
     expect(await posted()).toBe(0n);
-    expect(await applyReinstated(settlement, undo("refund:none"))).toEqual({ status: "applied", amount: 0n });
+    expect(await applyReinstated(settlement, undo("refund:none"))).toEqual({
+      status: "applied",
+      amount: 0n,
+      paidNow: false,
+    });
     expect((await getInvoice(db, { tenantId, id }))?.status).toBe("reversed");
     expect(await applyReinstated(settlement, undo("dispute:all"))).toEqual({
       status: "applied",
       amount: before,
+      paidNow: true,
     });
     expect((await getInvoice(db, { tenantId, id }))?.status).toBe("paid");
     expect(await posted()).toBe(before);
@@ -414,8 +425,13 @@ describe("reversals of money received", () => {
     expect(await applyReinstated(settlement, undo("refund:x"))).toEqual({
       status: "applied",
       amount: 1_000n,
+      paidNow: false,
     });
-    expect(await applyReinstated(settlement, undo("refund:x"))).toEqual({ status: "duplicate", amount: 0n });
+    expect(await applyReinstated(settlement, undo("refund:x"))).toEqual({
+      status: "duplicate",
+      amount: 0n,
+      paidNow: false,
+    });
     expect(await posted()).toBe(0n);
     expect(await shortfalls()).toEqual([
       { reversal_key: "dispute:y", amount: 1_000n, collected: 1_000n, closed: false },
@@ -424,6 +440,7 @@ describe("reversals of money received", () => {
     expect(await applyReinstated(settlement, undo("dispute:y"))).toEqual({
       status: "applied",
       amount: before,
+      paidNow: true,
     });
     expect(await posted()).toBe(before);
     expect(await shortfalls()).toEqual([
@@ -484,6 +501,7 @@ describe("reversals of money received", () => {
     expect(await applyReinstated(settlement, undo("refund:b"))).toEqual({
       status: "applied",
       amount: 2_000n,
+      paidNow: false,
     });
     expect(await posted()).toBe(0n);
     // The dispute won, told again: the 2,000 collected of it since come back, of which refund:r's last 1,000 are
@@ -491,8 +509,13 @@ describe("reversals of money received", () => {
     expect(await applyReinstated(settlement, undo("dispute:k"))).toEqual({
       status: "applied",
       amount: 5_000n,
+      paidNow: false,
     });
-    expect(await applyReinstated(settlement, undo("dispute:k"))).toEqual({ status: "duplicate", amount: 0n });
+    expect(await applyReinstated(settlement, undo("dispute:k"))).toEqual({
+      status: "duplicate",
+      amount: 0n,
+      paidNow: false,
+    });
     expect(await posted()).toBe(1_000n);
     expect(await shortfalls()).toEqual([
       { reversal_key: "dispute:k", amount: 2_000n, collected: 2_000n, closed: true },
@@ -521,6 +544,7 @@ describe("reversals of money received", () => {
     expect(await applyReinstated(settlement, undo("refund:early"))).toEqual({
       status: "withdrawn",
       amount: 0n,
+      paidNow: false,
     });
     expect((await applyReversed(settlement, reversal("refund:early"))).status).toBe("withdrawn");
     expect(await posted()).toBe(before);
@@ -573,7 +597,7 @@ describe("reversals of money received", () => {
       },
     };
     // Before: the record was marked given back with nothing given back, and the 700 stayed taken for good.
-    expect(await applyReinstated(late, undo)).toEqual({ status: "applied", amount: 700n });
+    expect(await applyReinstated(late, undo)).toEqual({ status: "applied", amount: 700n, paidNow: true });
     expect(await posted()).toBe(before);
     expect((await getInvoice(db, { tenantId, id }))?.status).toBe("paid");
     const events = await db.query<{ type: string; amount: string | null }>(
@@ -585,7 +609,12 @@ describe("reversals of money received", () => {
       { type: "invoice.paid", amount: null },
       { type: "invoice.reversed", amount: "700" },
       { type: "invoice.reinstated", amount: "700" },
+      { type: "invoice.paid", amount: null },
     ]);
-    expect(await applyReinstated(settlement, undo)).toEqual({ status: "duplicate", amount: 0n });
+    expect(await applyReinstated(settlement, undo)).toEqual({
+      status: "duplicate",
+      amount: 0n,
+      paidNow: false,
+    });
   });
 });

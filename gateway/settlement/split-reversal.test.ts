@@ -282,13 +282,19 @@ describe("a reversal of a split invoice", () => {
     expect(await applyReinstated(settlement, undo("refund:b"))).toEqual({
       status: "applied",
       amount: 2_000n,
+      paidNow: false,
     });
     // The dispute won, told again: B's 1,000 collected of it come back and go to refund:r's shortfall on B, recorded.
     expect(await applyReinstated(settlement, undo("dispute:k"))).toEqual({
       status: "applied",
       amount: 3_000n,
+      paidNow: false,
     });
-    expect(await applyReinstated(settlement, undo("dispute:k"))).toEqual({ status: "duplicate", amount: 0n });
+    expect(await applyReinstated(settlement, undo("dispute:k"))).toEqual({
+      status: "duplicate",
+      amount: 0n,
+      paidNow: false,
+    });
     expect(await shortfalls()).toEqual([
       {
         reversal_key: "dispute:k",
@@ -476,7 +482,7 @@ describe("a reversal of a split invoice and a dispute of it given back", () => {
       status: "applied",
       shortfall: 0n,
     });
-    expect(won).toEqual({ status: "applied", amount: 10_001n });
+    expect(won).toEqual({ status: "applied", amount: 10_001n, paidNow: true });
     // Its parts are of 3,000 alone, as if the dispute never came: A 999 and B 999, C 1,000, the seller its 1 and A
     // one more. Before, the giving back moved nothing the refund's legs were checked against: its parts computed with
     // the dispute standing (every payee's nothing) were written after every share was given back, the seller giving
@@ -500,7 +506,7 @@ describe("a reversal of a split invoice and a dispute of it given back", () => {
       status: "applied",
       shortfall: 0n,
     });
-    expect(await reinstate(id, "dispute:1")).toEqual({ status: "applied", amount: 10_001n });
+    expect(await reinstate(id, "dispute:1")).toEqual({ status: "applied", amount: 10_001n, paidNow: false });
     // The refund came with every share taken back: its parts were nothing, the seller gave all of it, and the dispute
     // won gives every payee its share back in full. A known limit, pinned here: not caught up (the payees keep the
     // 2,999 the refund would have taken of them had it come alone).
@@ -592,7 +598,8 @@ describe("an invoice one of whose receipts a reorg took back", () => {
     expect(
       await applyReinstated(deps(), { rail: "toy", reference: id, key: "reorg:r0", evidence }),
     ).toMatchObject({ status: "applied" });
-    expect(await statusOf(id)).toBe("paid");
+    // It holds 9,000 of its 10,000: the 1,000 was refunded while it was not paid, whole. Before: paid.
+    expect(await statusOf(id)).toBe("reversed");
     expect(await refunding(id, 9_001n)).toMatchObject({ ok: false, refusal: "refund_exceeds_remaining" });
     // Reorganised away again, its reversal takes back what the first one's giving back gave: r0, counted as before.
     const again = { ...reorg(id, "r0", 6_000n), key: "reorg:r0#1", takes: { reinstated: "reorg:r0" } };
@@ -992,6 +999,97 @@ describe("an invoice one of whose receipts a reorg took back", () => {
     expect(await statusOf(id)).toBe("open");
     expect(await statusesTold(id, "invoice.reinstated")).toEqual(["open"]);
     expect(await eventsOf(id)).not.toContain("invoice.paid");
+  });
+
+  it("stays reversed when a reorg given back leaves it holding less than its amount, what it held refunded meanwhile", async () => {
+    const id = await paidInvoice([6_000n, 4_000n], null, await seller("acct_reversed_refunded"));
+    expect(await applyReversed(deps(), reorg(id, "r0", 6_000n))).toEqual({
+      status: "applied",
+      shortfall: 0n,
+    });
+    expect(await statusOf(id)).toBe("reversed");
+    // The 4,000 it holds refunded while it is not paid: no discount, the payer got all of it back.
+    expect(await refunding(id, 4_000n)).toMatchObject({ ok: true, refund: { status: "succeeded" } });
+    // r0 mined again: it holds 6,000 of its 10,000. Before: paid, no reversal standing, whatever it held (the same
+    // money in another order, the refund before the reorg, leaves it open).
+    const reinstated = await applyReinstated(deps(), {
+      rail: "toy",
+      reference: id,
+      key: "reorg:r0",
+      evidence,
+    });
+    expect(await statusOf(id)).toBe("reversed");
+    expect(reinstated).toEqual({ status: "applied", amount: 6_000n, paidNow: false });
+    expect(await statusesTold(id, "invoice.reinstated")).toEqual(["reversed"]);
+    expect((await eventsOf(id)).slice(-1)).toEqual(["invoice.reinstated"]);
+    // Due again: the payer pays the 4,000 it was given back.
+    expect(await authorize(id)).toMatchObject({ ok: true, railReference: `toy_tx_${id}` });
+    expect(await receive(id, "r2", 4_000n)).toBe("applied");
+    expect(await statusOf(id)).toBe("paid");
+    expect(await posted("acct_reversed_refunded")).toBe(10_000n);
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+
+  it("is paid again, with invoice.paid after invoice.reinstated, when the reorg that reversed it is given back", async () => {
+    const id = await paidInvoice([6_000n, 4_000n], null, await seller("acct_reversed_reinstated"));
+    expect(await applyReversed(deps(), reorg(id, "r0", 6_000n))).toEqual({
+      status: "applied",
+      shortfall: 0n,
+    });
+    expect(await statusOf(id)).toBe("reversed");
+    const reinstated = await applyReinstated(deps(), {
+      rail: "toy",
+      reference: id,
+      key: "reorg:r0",
+      evidence,
+    });
+    expect(await statusOf(id)).toBe("paid");
+    // Told as a refund's failure that pays it tells it: before, only an open invoice paid here was.
+    expect((await eventsOf(id)).slice(-2)).toEqual(["invoice.reinstated", "invoice.paid"]);
+    expect(reinstated).toEqual({ status: "applied", amount: 6_000n, paidNow: true });
+    expect(await eventsOf(id)).toEqual([
+      "invoice.payment_received",
+      "invoice.payment_received",
+      "invoice.paid",
+      "invoice.reversed",
+      "invoice.reinstated",
+      "invoice.paid",
+    ]);
+  });
+
+  it("stays reversed while a dispute stands though it holds its amount, and is paid once the dispute is given back", async () => {
+    const id = await paidInvoice([6_000n, 4_000n], null, await seller("acct_disputed_reinstated"));
+    const dispute = { rail: "toy", reference: id, key: "dispute:held", amount: 1_000n, evidence };
+    expect(await applyReversed(deps(), dispute)).toEqual({ status: "applied", shortfall: 0n });
+    expect(await applyReversed(deps(), reorg(id, "r0", 6_000n))).toEqual({
+      status: "applied",
+      shortfall: 0n,
+    });
+    // r0 mined again: it holds 10,000, but the dispute stands.
+    const mined = await applyReinstated(deps(), { rail: "toy", reference: id, key: "reorg:r0", evidence });
+    expect(await statusOf(id)).toBe("reversed");
+    expect(mined).toEqual({ status: "applied", amount: 6_000n, paidNow: false });
+    const won = await applyReinstated(deps(), { rail: "toy", reference: id, key: "dispute:held", evidence });
+    expect(await statusOf(id)).toBe("paid");
+    expect(await statusesTold(id, "invoice.reinstated")).toEqual(["reversed", "paid"]);
+    expect((await eventsOf(id)).slice(-2)).toEqual(["invoice.reinstated", "invoice.paid"]);
+    expect(won).toEqual({ status: "applied", amount: 1_000n, paidNow: true });
+    expect(await posted("acct_disputed_reinstated")).toBe(10_000n);
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+
+  it("is paid again when a dispute of what a refund left is won: the refund of a paid invoice a discount", async () => {
+    const id = await paidInvoice([10_000n], null, await seller("acct_refunded_disputed"));
+    expect(await refunding(id, 3_000n)).toMatchObject({ ok: true, refund: { status: "succeeded" } });
+    const dispute = { rail: "toy", reference: id, key: "dispute:rest", amount: 7_000n, evidence };
+    expect(await applyReversed(deps(), dispute)).toEqual({ status: "applied", shortfall: 0n });
+    expect(await statusOf(id)).toBe("reversed");
+    // It holds its 10,000 again: the 3,000 was given back of its price, a discount.
+    const won = await applyReinstated(deps(), { rail: "toy", reference: id, key: "dispute:rest", evidence });
+    expect(await statusOf(id)).toBe("paid");
+    expect(won).toEqual({ status: "applied", amount: 7_000n, paidNow: true });
+    expect((await eventsOf(id)).slice(-2)).toEqual(["invoice.reinstated", "invoice.paid"]);
+    expect(await posted("acct_refunded_disputed")).toBe(7_000n);
   });
 
   it("stays reversed, nothing refundable, while a dispute stands beside it", async () => {

@@ -1139,6 +1139,7 @@ describe("a reorg deeper than the confirmations", () => {
       "invoice.paid",
       "invoice.reversed",
       "invoice.reinstated",
+      "invoice.paid",
     ]);
   });
 
@@ -1279,8 +1280,10 @@ describe("a reorg deeper than the confirmations", () => {
       "invoice.paid",
       "invoice.reversed",
       "invoice.reinstated",
+      "invoice.paid",
       "invoice.reversed",
       "invoice.reinstated",
+      "invoice.paid",
     ]);
   });
 
@@ -1352,6 +1355,7 @@ describe("a reorg deeper than the confirmations", () => {
         "invoice.paid",
         "invoice.reversed",
         "invoice.reinstated",
+        "invoice.paid",
       ]);
       expect(await gw.app.db.query("SELECT 1 FROM evm_watch_removals_held")).toEqual([]);
     } finally {

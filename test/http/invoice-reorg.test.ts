@@ -4,8 +4,8 @@
 // paid over what it no longer holds. A reorg of one receipt of an over-paid invoice leaves it paid
 // (reversalRecordStatement), from reads of its row as it stands, and a reversed invoice due again takes a payer's
 // signed payment (submitInvoicePayment). (The rules themselves, on PGlite: gateway/settlement/split-reversal.test.ts.)
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { assets, type Rail } from "../../core/index.ts";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { assets, type Rail, type RailEventHandler } from "../../core/index.ts";
 import { serverRaised } from "../../gateway/db/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { claimableOf, claimStatement, failedStatement } from "../../gateway/payments/refunds-store.ts";
@@ -28,7 +28,9 @@ const toyReorg: Rail = {
   async stop() {},
   snapshot: () => receivingToySnapshot(toyReorg, 100_000_000n),
   execute: async () => ({ status: "failed", code: "rejected", message: "no payouts", retryElsewhere: true }),
-  onEvent() {},
+  onEvent(handler) {
+    toyEvents = handler;
+  },
   balance: async () => 0n,
   receive: async (request) => ({
     status: "offered",
@@ -44,6 +46,8 @@ const toyReorg: Rail = {
 };
 /** The invoices whose signed payments the toy rail was handed, in order. */
 const signedPayments: string[] = [];
+/** The gateway's handler of the toy rail's events (its one settlement path), once the gateway started the rail. */
+let toyEvents: RailEventHandler | null = null;
 
 let gw: TestGateway;
 
@@ -91,12 +95,15 @@ const eventsOf = async (invoiceId: string) =>
     )
   ).map((row) => row.type);
 /**
- * Waits until `count` statements whose text holds `text` wait for a lock (another writer's, held open by the test).
+ * Waits until `count` statements whose text holds `text` wait for a lock (another writer's, held open by the test),
+ * in this file's database: the run's other files share the server, each its own database, and run the same
+ * statements.
  */
 async function waitingOnLock(text: string, count = 1): Promise<void> {
   for (let i = 0; ; i++) {
     const waiting = await gw.app.db.query(
-      "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
+      `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()
+         AND query LIKE $1`,
       [`%${text}%`],
     );
     if (waiting.length >= count) return;
@@ -428,6 +435,30 @@ describe("a failure of a refund of a reversed invoice a reinstatement is giving 
     expect(await statusOf(id)).toBe("paid");
     expect(serverRaised(refused, "SYR07")).toBe(true);
     expect((await eventsOf(id)).slice(-2)).toEqual(["invoice.reinstated", "invoice.paid"]);
+  });
+});
+
+describe("a reorg given back, told by the rail", () => {
+  it("tells the process's listeners that it paid the invoice again, as a receipt that pays it does", async () => {
+    const id = await invoiceOf("10");
+    expect(await receive(id, "r0", 6_000_000n)).toBe("received");
+    expect(await receive(id, "r1", 4_000_000n)).toBe("applied");
+    expect(await reorgOf(id, "r0", 6_000_000n)).toEqual({ status: "applied", shortfall: 0n });
+    expect(await statusOf(id)).toBe("reversed");
+    const heard: string[] = [];
+    const hear = (invoiceId: string) => heard.push(invoiceId);
+    gw.app.events.on("invoice.paid", hear);
+    onTestFinished(() => {
+      gw.app.events.off("invoice.paid", hear);
+    });
+    // r0 mined again, through the rail's events as the deposit watcher tells it.
+    expect(await toyEvents?.({ kind: "reinstated", reference: id, key: "reorg:r0", evidence })).toBe(
+      "applied",
+    );
+    expect(await statusOf(id)).toBe("paid");
+    expect((await eventsOf(id)).slice(-2)).toEqual(["invoice.reinstated", "invoice.paid"]);
+    // Before: nothing heard; only a receipt that paid it was told.
+    expect(heard).toEqual([id]);
   });
 });
 
