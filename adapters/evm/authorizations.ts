@@ -286,31 +286,66 @@ const neverPays: ReadonlySet<SignedPaymentRefusal> = new Set([
 ]);
 
 /**
- * Binds invoice `row` to a transfer authorization's payer and nonce, which the watcher follows (deposit-source.ts):
- * true when the invoice holds them now. Only while no other invoice holds them — but one that never sent them (no
- * transaction recorded on it, no send of the authorization in the journal, under its key with the chain id or the
- * one before): a settlement refused before sending keeps its invoice bound (submit), and the same authorization
- * sent again, through a new invoice (x402 gives its claim back, and books one), takes the binding over from it in
- * the same transaction, so that one invoice, never two and never none, holds it whenever the watcher reads its log.
- * The invoice given up takes its own nonce back and stays open, bound to nothing, until it expires.
+ * The latest validBefore an invoice's watch is raised to (9999-12-31T23:59:59Z): a uint256 past it would overflow
+ * PostgreSQL's timestamps, and an authorization valid so long is watched as long as the gateway keeps dates.
  */
-async function bindTransfer(state: EvmRailState, row: DepositRow, auth: Authorization): Promise<boolean> {
+const watchedValidBeforeMaxS = 253_402_300_799n;
+
+/**
+ * Binds invoice `row` to a transfer authorization's payer and nonce, which the watcher follows (deposit-source.ts):
+ * null when the invoice holds them now, else the refusal (nothing was sent). Only while no other invoice holds them —
+ * but one that never sent them (no transaction recorded on it, no send of the authorization in the journal, under its
+ * key with the chain id or the one before): a settlement refused before sending keeps its invoice bound (submit), and
+ * the same authorization sent again, through a new invoice (x402 gives its claim back, and books one), takes the
+ * binding over from it in the same transaction, so that one invoice, never two and never none, holds it whenever the
+ * watcher reads its log. The invoice given up takes its own nonce back and stays open, bound to nothing, until it
+ * expires. Bound, the invoice is watched at least as long past the authorization's validBefore as past its expiry:
+ * whoever holds it may mine it until then, and x402's invoice expires a day after it is booked at most.
+ */
+async function bindTransfer(
+  state: EvmRailState,
+  row: DepositRow,
+  auth: Authorization,
+): Promise<Refused | null> {
   const token = state.params.token.address.toLowerCase();
-  const key = [state.chainId, token, row.reference, auth.from.toLowerCase(), auth.nonce.toLowerCase()];
+  const from = auth.from.toLowerCase();
+  const nonce = auth.nonce.toLowerCase();
+  const validBefore = auth.validBefore < watchedValidBeforeMaxS ? auth.validBefore : watchedValidBeforeMaxS;
   try {
-    return await state.params.db.transaction(async (tx) => {
-      const [unsent] = await tx.query<{ reference: string }>(
-        `SELECT reference FROM evm_deposits
+    const bound = await state.params.db.transaction(async (tx) => {
+      // The holder's terms must be this authorization's: its value the holder's amount (checkTerms held the holder's
+      // authorization to it), its pay-to, token and chain the rail's, one rail a chain (the rows' key). A nonce is the
+      // payer's choice: another authorization of the same payer and nonce, for another amount, may be mined instead
+      // of this one, and would credit the new invoice what the holder's payer signed for the holder.
+      const [unsent] = await tx.query<{ reference: string; deposit_address: string | null }>(
+        `SELECT reference, deposit_address FROM evm_deposits
          WHERE chain_id = $1 AND token = $2 AND auth_from = $4 AND auth_nonce = $5 AND reference <> $3
-           AND auth_tx_hash IS NULL
+           AND auth_tx_hash IS NULL AND amount = $6
            AND NOT EXISTS (SELECT 1 FROM evm_sends s
                            WHERE s.chain_id = $1
                              AND s.attempt_id IN ('transfer-auth:' || $1::text || ':' || $4 || ':' || $5,
                                                   'transfer-auth:' || $4 || ':' || $5))
          FOR UPDATE`,
-        key,
+        [state.chainId, token, row.reference, from, nonce, auth.value],
       );
-      if (unsent !== undefined)
+      // Nor taken from an invoice the watcher has read anything for, whatever became of it: the authorization mined
+      // (by someone else: no send of ours), or a transfer to its address. Its credit, or the reversal a reorg makes
+      // of it (a node that read the nonce unused, behind on the chain or on a branch without it, let this one through
+      // checkChain), goes to the invoice that holds the binding then (deposit-source.ts invoiceOf): taken over, the
+      // reversal found the new invoice (not_ours), the first kept its credit, and our send credited the new one too.
+      const [seen] =
+        unsent === undefined
+          ? []
+          : await tx.query<{ seen: boolean }>(
+              `SELECT EXISTS (SELECT 1 FROM evm_watch_events
+                              WHERE chain_id = $1 AND contract = $2 AND event_name = 'AuthorizationUsed'
+                                AND lower(args->>'authorizer') = $3 AND lower(args->>'nonce') = $4)
+                   OR EXISTS (SELECT 1 FROM evm_watch_events
+                              WHERE chain_id = $1 AND contract = $2 AND event_name = 'Transfer'
+                                AND lower(args->>'to') COLLATE "C" = $5) AS seen`,
+              [state.chainId, token, from, nonce, unsent.deposit_address],
+            );
+      if (unsent !== undefined && seen?.seen === false)
         await tx.query(
           `UPDATE evm_deposits SET auth_from = NULL, auth_nonce = $4
            WHERE chain_id = $1 AND token = $2 AND reference = $3 AND auth_tx_hash IS NULL`,
@@ -322,7 +357,8 @@ async function bindTransfer(state: EvmRailState, row: DepositRow, auth: Authoriz
           ],
         );
       const bound = await tx.query(
-        `UPDATE evm_deposits SET auth_from = $4, auth_nonce = $5
+        `UPDATE evm_deposits SET auth_from = $4, auth_nonce = $5,
+           watch_until = greatest(watch_until, to_timestamp($6) + (watch_until - expires_at))
          WHERE chain_id = $1 AND token = $2 AND reference = $3
            AND ((auth_from IS NULL AND NOT EXISTS (
                   SELECT 1 FROM evm_deposits other
@@ -330,17 +366,33 @@ async function bindTransfer(state: EvmRailState, row: DepositRow, auth: Authoriz
                     AND other.auth_from = $4))
              OR (auth_from = $4 AND auth_nonce = $5))
          RETURNING auth_from`,
-        key,
+        [state.chainId, token, row.reference, from, nonce, validBefore],
       );
       return bound.length === 1;
     });
+    return bound ? null : boundElsewhere();
   } catch (error) {
     // Another invoice took this payer and nonce between the NOT EXISTS and the write (evm_deposits_nonce): nothing
     // was sent, so this is a refusal like a binding refused, not a payment of unknown fate.
-    if (!isUniqueViolation(error, "evm_deposits_nonce")) throw error;
-    return false;
+    if (isUniqueViolation(error, "evm_deposits_nonce")) return boundElsewhere();
+    // Nor is any other failure of the database here: nothing was sent, and the caller hears a refusal (x402 gives its
+    // claim back). Thrown, x402 kept its claim as if the authorization might have been sent, which nothing adopts.
+    state.logger.error(
+      { error, reference: row.reference, from: auth.from },
+      "binding an invoice to a transfer authorization failed; nothing was sent",
+    );
+    return refused(
+      "rail_unavailable",
+      "the invoice could not be bound to the authorization now; nothing was sent",
+    );
   }
 }
+
+const boundElsewhere = (): Refused =>
+  refused(
+    "authorization_used",
+    "this invoice has another payer's authorization, or this authorization is bound to another invoice",
+  );
 
 /** Checks a payer's authorization for invoice `row` and submits it; a refusal has sent nothing. */
 async function submit(
@@ -372,9 +424,11 @@ async function submit(
   // authorization also gives the invoice its payer's nonce (once: no other invoice may hold the same payer and
   // nonce, but one that never sent it, refused before sending, whose binding this one takes over: bindTransfer;
   // another payer's same nonce is another authorization), which the watcher follows.
-  let claimed = false;
-  if (auth.method === "transfer") claimed = await bindTransfer(state, row, auth);
-  else
+  if (auth.method === "transfer") {
+    const unbound = await bindTransfer(state, row, auth);
+    if (unbound !== null) return unbound;
+  } else {
+    let claimed = false;
     try {
       const bound = await state.params.db.query(
         `UPDATE evm_deposits SET auth_from = $4
@@ -387,11 +441,8 @@ async function submit(
       // As bindTransfer's: the index refused the pair, nothing was sent.
       if (!isUniqueViolation(error, "evm_deposits_nonce")) throw error;
     }
-  if (!claimed)
-    return refused(
-      "authorization_used",
-      "this invoice has another payer's authorization, or this authorization is bound to another invoice",
-    );
+    if (!claimed) return boundElsewhere();
+  }
   const chainPart = await chainPartOfKey(
     state.journal,
     `${auth.method}-auth:${auth.from.toLowerCase()}:${auth.nonce}`,

@@ -1203,7 +1203,15 @@ describe("an authorization the rail refused before sending it", () => {
       refusal: "insufficient_funds",
     });
     expect(await rowOf(described)).toBeNull();
-    expect(await invoicesOf(description)).toEqual([{ id: expect.any(String), status: "open" }]);
+    const [invoice] = await invoicesOf(description);
+    expect(invoice).toEqual({ id: expect.any(String), status: "open" });
+    // Watched past the authorization's validBefore (years away): whoever holds it may mine it until then. Before, the
+    // watch ended a month after the invoice's expiry, a day at most after it was booked.
+    const [watched] = await gw.app.db.query<{ watch_until: Date }>(
+      "SELECT watch_until FROM evm_deposits WHERE reference = $1",
+      [invoice!.id],
+    );
+    expect(watched!.watch_until.getTime()).toBeGreaterThan(Number(validBefore) * 1000);
     await gw.send(gw.chain.accounts[0]!, {
       address: chain.token,
       abi: testUsdAbi,
@@ -1237,5 +1245,96 @@ describe("an authorization the rail refused before sending it", () => {
     expect(invoices.find((invoice) => invoice.id === result.invoiceId)).toMatchObject({ status: "paid" });
     expect(invoices.find((invoice) => invoice.id !== result.invoiceId)).toMatchObject({ status: "open" });
     expect(await rowOf(p)).toMatchObject({ status: "settled", invoice_id: result.invoiceId });
+  });
+
+  it("and that someone else mined, credited, is not taken over by the same payment sent again after a reorg", async () => {
+    const { payment: p, description, settler } = await refusedPayment("mined, then reorged away", 800n);
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    const copyTx = await submitCopy(p);
+    expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe("success");
+    expect(await creditedOf(description)).toEqual([{ id: expect.any(String), status: "paid" }]);
+    // A branch without the copy: the nonce reads unused again, before the watcher has read the reorg.
+    await snapshot.restore();
+    await claimed(p);
+    const again = await settler.settle(p.claimed, p.requirements);
+    await gw.chain.networkHelpers.mine(3); // the new branch longer than the one that had the copy
+    // Before: the new invoice took the binding over; the reorg's removal of the copy found it (not_ours), the first
+    // kept its credit, and our send credited the new one: one payment, two invoices paid.
+    expect((await creditedOf(description)).map((invoice) => invoice.status)).toEqual(["reversed", "open"]);
+    expect(notOk(again)).toMatchObject({ refusal: "invalid_exact_evm_nonce_already_used" });
+  });
+
+  it("because the database failed binding its invoice gives its claim back, and sent again is settled", async () => {
+    // The rail's binding (its transaction's FOR UPDATE read of the invoice holding the nonce) fails once.
+    const db = gw.app.db;
+    const transaction = db.transaction;
+    db.transaction = ((fn: Parameters<typeof transaction>[0]) =>
+      transaction.call(db, (tx) =>
+        fn(
+          new Proxy(tx, {
+            get(target, property, receiver) {
+              const value = Reflect.get(target, property, receiver);
+              if (property !== "query" || typeof value !== "function") return value;
+              return (text: string, params?: unknown[]) => {
+                if (!text.includes("FOR UPDATE") || !text.includes("auth_tx_hash IS NULL"))
+                  return value.call(target, text, params);
+                db.transaction = transaction;
+                return Promise.reject(new Error("the database is unavailable (test)"));
+              };
+            },
+          }),
+        ),
+      )) as typeof transaction;
+    const settler = createSingleSettler({ settlement: gw.app.settlement });
+    const p = await claimed(await payment(await newPayer("binding failed"), 900n));
+    const failed = notOk(await settler.settle(p.claimed, p.requirements));
+    db.transaction = transaction;
+    // Before: thrown, answered pending with the claim kept, which reconciliation never adopts (nothing was sent).
+    expect(await rowOf(p)).toBeNull();
+    expect(failed).toMatchObject({ refusal: "unexpected_settle_error" });
+    expect(failed.pending).toBeUndefined();
+    await claimed(p);
+    const result = await settler.settle(p.claimed, p.requirements);
+    if (!result.ok) throw new Error(`not settled: ${result.message}`);
+    expect(await rowOf(p)).toMatchObject({ status: "settled", invoice_id: result.invoiceId });
+  });
+
+  it("of one amount is not taken over by another authorization of the same payer and nonce", async () => {
+    const payer = await newPayer("two authorizations, one nonce", 0n);
+    const nonce = keccak256(stringToHex(`reconcile one nonce ${payer.address}`));
+    const signed = async (value: bigint, description: string) => {
+      const p = await signedX402Payment(gw, chain, payer, value, {
+        nonce,
+        window: { validAfter: 0n, validBefore },
+        description,
+      });
+      await claimed(p);
+      return p;
+    };
+    const settler = createSingleSettler({ settlement: gw.app.settlement });
+    // Both refused (the payer holds nothing), so neither is sent: the first binds its invoice to the nonce.
+    const first = await signed(600n, "x402 refused before sending: 600 under the nonce");
+    expect(notOk(await settler.settle(first.claimed, first.requirements))).toMatchObject({
+      refusal: "insufficient_funds",
+    });
+    const second = await signed(5n, "x402 refused before sending: 5 under the same nonce");
+    expect(notOk(await settler.settle(second.claimed, second.requirements))).toMatchObject({
+      refusal: "insufficient_funds",
+    });
+    await gw.send(gw.chain.accounts[0]!, {
+      address: chain.token,
+      abi: testUsdAbi,
+      functionName: "mint",
+      args: [payer.address, 600n],
+    });
+    const copyTx = await submitCopy(first);
+    expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe("success");
+    // Before: the 5's invoice took the binding over, and the 600 signed for the first was credited to it.
+    expect(await creditedOf("x402 refused before sending: 600 under the nonce")).toEqual([
+      { id: expect.any(String), status: "paid" },
+    ]);
+    expect(await creditedOf("x402 refused before sending: 5 under the same nonce")).toEqual([
+      { id: expect.any(String), status: "open" },
+    ]);
   });
 });
