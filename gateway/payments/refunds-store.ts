@@ -307,17 +307,21 @@ export type NewRefund = Omit<
  * The refund keeps, and adds to the row's, what of it is a discount (`discounted`, migration 0069: heldSql), counted
  * from what the invoice held at the version `readAt` names: of a paid invoice, what it gave back beyond the excess over
  * the amount (amount − min(amount, max(0, held − invoice amount))), a price the payer owes nothing for; of one not
- * paid, nothing, since the payer got it all back before anything was settled.
+ * paid, nothing, since the payer got it all back before anything was settled. A reversed invoice that still holds its
+ * amount (heldSql, which counts no reversal of the invoice's money: what stands is a refund made at the provider, as no
+ * refund is made while a dispute stands) is paid but for that reversal, and its refund is counted as a paid one's, so
+ * that what of it is a discount does not depend on whether the provider's refund stands when it is claimed. Before, it
+ * counted whole: once the provider's refund failed, the invoice stayed reversed holding less than its amount, and its
+ * payer was asked for what the merchant had given back. One a reorg reversed holds less: all of its refund counts.
  */
 export function claimStatement(refund: NewRefund): Statement {
   const targetId = refund.target.kind === "invoice" ? refund.target.invoiceId : refund.target.paymentId;
   return {
     text: `WITH
      discount AS (
-       SELECT CASE WHEN i.status = 'paid'
-                   THEN $7::bigint - least($7::bigint, greatest(0, ${heldSql("i", "$3")} - i.amount)) ELSE 0 END::bigint
-                AS discounted
-       FROM invoices i WHERE i.id = $3),
+       SELECT CASE WHEN h.status = 'paid' OR (h.status = 'reversed' AND h.held >= h.amount)
+                   THEN $7::bigint - least($7::bigint, greatest(0, h.held - h.amount)) ELSE 0 END::bigint AS discounted
+       FROM (SELECT i.status, i.amount, ${heldSql("i", "$3")} AS held FROM invoices i WHERE i.id = $3) AS h),
      claim AS (
        INSERT INTO refundable AS r (target_id, paid, refunded, discounted)
        SELECT $14, $15, $7, coalesce((SELECT discounted FROM discount), 0)

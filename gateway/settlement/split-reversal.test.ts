@@ -1092,6 +1092,34 @@ describe("an invoice one of whose receipts a reorg took back", () => {
     expect(await posted("acct_refunded_disputed")).toBe(7_000n);
   });
 
+  it("is paid again when a refund made at the provider fails: a refund through the API while it stood a discount", async () => {
+    const id = await paidInvoice([10_000n], null, await seller("acct_dashboard_failed"));
+    const dashboard = { rail: "toy", reference: id, key: "refund:dashboard", amount: 3_000n, evidence };
+    expect(await applyReversed(deps(), dashboard)).toEqual({ status: "applied", shortfall: 0n });
+    expect(await statusOf(id)).toBe("reversed");
+    // It still holds its 10,000 (the dashboard's refund takes no receipt): the 2,000 is given back of its price, a
+    // discount, as it is with no refund at the provider standing. Before: counted whole, the invoice not paid.
+    expect(await refunding(id, 2_000n)).toMatchObject({ ok: true, refund: { status: "succeeded" } });
+    const [claimed] = await db.query<{ discounted: bigint }>(
+      "SELECT discounted FROM refunds WHERE invoice_id = $1",
+      [id],
+    );
+    expect(claimed?.discounted).toBe(2_000n);
+    // The dashboard's refund failed. Before: reversed holding 8,000 of its 10,000, its payer asked for 2,000 more.
+    const failed = await applyReinstated(deps(), {
+      rail: "toy",
+      reference: id,
+      key: "refund:dashboard",
+      evidence,
+    });
+    expect(await statusOf(id)).toBe("paid");
+    expect(failed).toEqual({ status: "applied", amount: 3_000n, paidNow: true });
+    expect((await eventsOf(id)).slice(-2)).toEqual(["invoice.reinstated", "invoice.paid"]);
+    expect(await authorize(id)).toMatchObject({ ok: false, refusal: "invoice_not_payable" });
+    expect(await posted("acct_dashboard_failed")).toBe(8_000n);
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+
   it("stays reversed, nothing refundable, while a dispute stands beside it", async () => {
     const id = await paidInvoice([10_000n]);
     const dispute = { rail: "toy", reference: id, key: "dispute:1", amount: 1_000n, evidence };
