@@ -6,8 +6,9 @@
 // that still raises both by the node's least, 10% (the transactions it superseded are kept, and whichever is mined
 // is the send's receipt). A send the cap leaves no replacement for waits as it is, said once; so does one whose
 // replacement a node asking more than 10% refuses as underpriced (the transaction it replaced stays in the pool), and
-// one whose replacement it refuses in other words while the one replaced holds the nonce, the send's row pointed back
-// at that one (its bytes are what a later broadcast sends; the refused bump stays among the send's).
+// one whose replacement it refuses in other words while the one replaced holds the nonce (or, its pool having dropped
+// that one, takes it again, broadcast once more), the send's row pointed back at that one (its bytes are what a later
+// broadcast sends; the refused bump stays among the send's).
 //
 // Nonces come from the database (evm_nonces, one row per chain and wallet): a send takes the row's lock, signs
 // with max(the row, the chain's pending count), stores the send and moves the row on in one transaction, so
@@ -892,12 +893,11 @@ async function broadcast(journal: SendJournal, row: SendRow): Promise<Sent> {
         { error: shortMessage(error), heldBy },
         "send's replacement refused by the node (its fee cap, a wallet short of ETH for the bump?); the transaction it replaced holds the nonce in the node's pool and stays the send's current one, and whichever of them is mined is the send's",
       );
-      const current = await pointedBack(journal, row, heldBy);
-      if (current.tx_hash === heldBy || current.tx_hash === row.tx_hash)
-        journal.bumpsRefused.set(current.tx_hash, { nonce: Number(row.nonce), at: performance.now() });
-      return { ...current, broadcast: await taken(journal, current) };
+      return leftToHeld(journal, row, heldBy);
     }
     if (heldBy !== null) return sent(await taken(journal, row));
+    const takenAgain = await replacedTakenAgain(journal, row, error, text);
+    if (takenAgain !== null) return takenAgain;
     // Neither shown by the node asked: "nonce too high" (Hardhat's for a nonce past the pending one while it
     // automines), a gapped nonce refused, the node out of reach, or a node behind the one that refused (behind a load
     // balancer), whose answer only delays the send; or a refusal that never clears (geth's rpc.txfeecap "tx fee (…)
@@ -905,6 +905,61 @@ async function broadcast(journal: SendJournal, row: SendRow): Promise<Sent> {
     await notTaken(journal, row, error);
     return sent("not_taken");
   }
+}
+
+/**
+ * The send left to `heldBy`, a transaction its refused bump `row` replaced that the node holds: the row pointed back at
+ * it (pointedBack), and no bump signed over it within stalledAfterMs (replaceIfStuck); taken.
+ */
+async function leftToHeld(journal: SendJournal, row: SendRow, heldBy: Hex): Promise<Sent> {
+  const current = await pointedBack(journal, row, heldBy);
+  if (current.tx_hash === heldBy || current.tx_hash === row.tx_hash)
+    journal.bumpsRefused.set(current.tx_hash, { nonce: Number(row.nonce), at: performance.now() });
+  return { ...current, broadcast: await taken(journal, current) };
+}
+
+/**
+ * A fee bump the node refused while holding none of the send's transactions (its pool dropped the one the bump
+ * replaced: evicted, the node restarted, the usual reason a send waits past replaceAfterMs): the transactions it
+ * replaced broadcast again as they are, the newest first, and the send left to the first the node takes (leftToHeld);
+ * null when it takes none. Not after a refusal such a one meets as well: an underpriced one (geth's bare "transaction
+ * underpriced", its pool full or the fee below its txpool.pricelimit: one replaced offers less), the node out of reach.
+ * Before, the send was not taken, each pass signed a further bump over the refused one (12.5% compounding up to the
+ * cap, each refused), the one replaced, which the node would take, was never broadcast again, and past stalledAfterMs
+ * every new payout was refused.
+ */
+async function replacedTakenAgain(
+  journal: SendJournal,
+  row: SendRow,
+  error: unknown,
+  text: string,
+): Promise<Sent | null> {
+  if (text.includes("underpriced") || nodeUnreachable(error)) return null;
+  let replaced: { tx_hash: Hex; raw_tx: Hex }[];
+  try {
+    replaced = await journal.db.query<{ tx_hash: Hex; raw_tx: Hex }>(
+      "SELECT tx_hash, raw_tx FROM evm_sends_replaced WHERE attempt_id = $1 ORDER BY replaced_at DESC",
+      [row.attempt_id],
+    );
+  } catch {
+    return null; // the database not answering: not taken, as before
+  }
+  for (const older of replaced) {
+    try {
+      await journal.publicClient.sendRawTransaction({ serializedTransaction: older.raw_tx });
+    } catch (olderError) {
+      if (nodeUnreachable(olderError)) return null;
+      if (!saysHeld(errorText(olderError).toLowerCase())) continue; // refused too (a wallet short of ETH for it)
+    }
+    waitsAsItIs(
+      journal,
+      row,
+      { error: shortMessage(error), heldBy: older.tx_hash },
+      "send's replacement refused by the node (its fee cap, a wallet short of ETH for the bump?) while its pool held none of the send's transactions; the transaction it replaced was broadcast again and taken, and is the send's current one, and whichever of them is mined is the send's",
+    );
+    return leftToHeld(journal, row, older.tx_hash);
+  }
+  return null;
 }
 
 /**

@@ -1450,6 +1450,117 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
     expect(await sendHashesOf(gw.app.db, gw.chain.chain.id, bumped!)).toEqual([sent.tx_hash, bumped]);
   });
 
+  it("is the one refused when the pool had dropped the transaction it replaced: that one broadcast again, taken, and the send's, no bump over the refused one", async () => {
+    const { first, publicClient } = refusingBumps();
+    const { logger, lines } = recordingLogger();
+    const journal = stallingJournal(publicClient, 0, { logger }); // replaceAfterMs 0: bumped at the next pass
+    let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
+    let bumped: `0x${string}` | undefined;
+    // Not automining: the first transaction waits in the pool, its nonce open.
+    await setAutomine(false);
+    try {
+      sent = await transferOf(journal, "bump-refused:dropped-before");
+      expect(sent).toMatchObject({ broadcast: "taken", nonce: first.nonce });
+      if ("status" in sent) throw new Error("the send was refused");
+      // The pool drops it before any bump (the node restarted: why the send waits past replaceAfterMs).
+      await gw.chain.networkHelpers.dropTransaction(sent.tx_hash);
+      await keepOpenSends(journal); // bumped: the replacement signed and stored, and refused
+      const hashes = await hashesOfSend(gw.app.db, sent);
+      expect(hashes).toHaveLength(2);
+      bumped = hashes[1]!;
+      // Before: the node holding neither, the bump was not taken, and nothing broadcast the transaction it replaced.
+      expect(await gw.chain.publicClient.getTransaction({ hash: sent.tx_hash })).toMatchObject({
+        hash: sent.tx_hash,
+      });
+      const [row] = await gw.app.db.query<{
+        tx_hash: `0x${string}`;
+        raw_tx: `0x${string}`;
+        not_taken_since: Date | null;
+      }>("SELECT tx_hash, raw_tx, not_taken_since FROM evm_sends WHERE attempt_id = $1", [
+        "bump-refused:dropped-before",
+      ]);
+      expect(row).toEqual({ tx_hash: sent.tx_hash, raw_tx: sent.raw_tx, not_taken_since: null });
+      expect(await sendHashesOf(gw.app.db, gw.chain.chain.id, bumped)).toEqual([sent.tx_hash, bumped]);
+      // Before: each pass signed a further bump over the refused one (12.5% more a pass), each refused.
+      await keepOpenSends(journal);
+      expect(await sendHashesOf(gw.app.db, gw.chain.chain.id, bumped)).toEqual([sent.tx_hash, bumped]);
+      expect(lines.filter((line) => line.level === "warn")).toMatchObject([
+        {
+          message: expect.stringMatching(/replacement refused by the node .* broadcast again/),
+          fields: { send: "bump-refused:dropped-before", txHash: bumped, heldBy: sent.tx_hash },
+        },
+      ]);
+    } finally {
+      await setAutomine(true);
+      await gw.chain.networkHelpers.mine(1);
+    }
+    // The transaction broadcast again mined: the send's receipt, found by either hash.
+    await expectMined([sent]);
+  });
+
+  it("when the pool had dropped them all, is left to the newest transaction of the send the node takes again, the older ones tried in turn", async () => {
+    const { first, publicClient } = refusingBumps();
+    const { logger, lines } = recordingLogger();
+    const journal = stallingJournal(publicClient, 120_000, { logger }); // no bump due: the chain as it was left
+    let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
+    await setAutomine(false);
+    try {
+      sent = await transferOf(journal, "bumps-refused:dropped-before");
+      expect(sent).toMatchObject({ broadcast: "taken", nonce: first.nonce });
+      if ("status" in sent) throw new Error("the send was refused");
+      // Three bumps, each signed over the last and stored as replaceIfStuck stores one; the node refuses every one of
+      // them (a wallet that since pays only the first), and its pool has dropped the first.
+      let previous = { tx_hash: sent.tx_hash, raw_tx: sent.raw_tx };
+      for (let bumps = 0; bumps < 3; bumps += 1) {
+        const old = parseTransaction(previous.raw_tx);
+        const raw = await gw.chain.walletClient.signTransaction({
+          account: gw.chain.walletClient.account!,
+          chain: gw.chain.chain,
+          type: "eip1559",
+          nonce: old.nonce!,
+          to: old.to!,
+          data: old.data!,
+          gas: old.gas!,
+          maxFeePerGas: (old.maxFeePerGas! * 9n + 7n) / 8n,
+          maxPriorityFeePerGas: (old.maxPriorityFeePerGas! * 9n + 7n) / 8n,
+        });
+        await gw.app.db.query(
+          "UPDATE evm_sends SET tx_hash = $2, raw_tx = $3, signed_at = now() WHERE attempt_id = $1",
+          ["bumps-refused:dropped-before", keccak256(raw), raw],
+        );
+        await gw.app.db.query(
+          "INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) VALUES ($1, $2, $3)",
+          ["bumps-refused:dropped-before", previous.tx_hash, previous.raw_tx],
+        );
+        previous = { tx_hash: keccak256(raw), raw_tx: raw };
+      }
+      const hashes = await hashesOfSend(gw.app.db, sent);
+      expect(hashes).toHaveLength(4);
+      await gw.chain.networkHelpers.dropTransaction(sent.tx_hash);
+      // Before: the newest refused, none known to the node, not taken, pass after pass.
+      await keepOpenSends(journal);
+      expect(await gw.chain.publicClient.getTransaction({ hash: sent.tx_hash })).toMatchObject({
+        hash: sent.tx_hash,
+      });
+      const [row] = await gw.app.db.query<{ tx_hash: `0x${string}`; not_taken_since: Date | null }>(
+        "SELECT tx_hash, not_taken_since FROM evm_sends WHERE attempt_id = $1",
+        ["bumps-refused:dropped-before"],
+      );
+      expect(row).toEqual({ tx_hash: sent.tx_hash, not_taken_since: null });
+      // Every transaction of the send still its own.
+      expect(new Set(await sendHashesOf(gw.app.db, gw.chain.chain.id, sent.tx_hash))).toEqual(
+        new Set(hashes),
+      );
+      expect(lines.filter((line) => line.level === "warn")).toMatchObject([
+        { fields: { send: "bumps-refused:dropped-before", txHash: previous.tx_hash, heldBy: sent.tx_hash } },
+      ]);
+    } finally {
+      await setAutomine(true);
+      await gw.chain.networkHelpers.mine(1);
+    }
+    await expectMined([sent]);
+  });
+
   it("is taken behind more refused bumps than 8, as the code before signed them: every transaction of the send asked", async () => {
     const { first, publicClient } = refusingBumps();
     const { logger, lines } = recordingLogger();
