@@ -240,6 +240,12 @@ export type RailEvent =
       evidence: SettlementEvidence;
       /** The reversal's fees as the provider now has them (a dispute fee given back: a negative one). */
       fees?: readonly RailFee[];
+      /**
+       * As a receipt's (`received`): the rail's check that what gives the reversal back still stands, made in the
+       * give-back's own transaction. The EVM deposit watcher's: the log mined again, whose removal by a reorg then
+       * finds the give-back (or refuses it) rather than find none and leave it standing with nothing on chain.
+       */
+      stands?: { readonly check: string; readonly args: readonly unknown[] };
     }
   /**
    * A fee the provider took later than the money it was taken for, which was `received` for `reference` already (a

@@ -422,6 +422,12 @@ async function reinstatedBy(
 const reorgKey = (logIndex: number, generation: number, log: DepositLog) =>
   `reorg:${receiptKey({ ...log, logIndex, generation })}`;
 
+/** The check that `log` still stands as this generation, its row locked until the credit commits (migration 0021). */
+const standsOf = (state: EvmRailState, log: DepositLog) => ({
+  check: "evm_watch_event_stands",
+  args: [state.chainId, state.params.token.address.toLowerCase(), log.txHash, log.logIndex, log.generation],
+});
+
 /** The receipt's key among an invoice's receipts: its log, and how often a reorg brought it back. */
 const receiptKey = (log: DepositLog) => `${log.txHash.toLowerCase()}:${log.logIndex}#${log.generation}`;
 
@@ -457,11 +463,16 @@ export function depositSink(
             receiptKey(log),
           ],
         );
+        // Checked in the give-back's own transaction, as a receipt's credit is (below). Before, a give-back that
+        // committed after the watcher that took over the lease had removed this log again (finding nothing given back
+        // yet, and dropping the mark above) stood with nothing on chain: the removal held again after the call found
+        // no mark, and took nothing.
         await deliver({
           kind: "reinstated",
           reference: paid.reference,
           key: reorgKey(reversed.logIndex, reversed.generation, log),
           evidence: evidenceOf(state, log),
+          stands: standsOf(state, log),
         });
       } else {
         const block = await state.params.publicClient.getBlock({ blockHash: log.blockHash });
@@ -478,16 +489,7 @@ export function depositSink(
           // this call waited) refuses the credit; one marked after it waits for the commit and takes the credit back.
           // Before, the credit could commit after that removal had found nothing to take back, and stood with nothing
           // on chain if this process died before its watcher read the event again (watcher-poll.ts removedDuringCall).
-          stands: {
-            check: "evm_watch_event_stands",
-            args: [
-              state.chainId,
-              state.params.token.address.toLowerCase(),
-              log.txHash,
-              log.logIndex,
-              log.generation,
-            ],
-          },
+          stands: standsOf(state, log),
         });
       }
       if (log.kind === "transfer")

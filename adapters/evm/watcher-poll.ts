@@ -154,8 +154,10 @@ async function handled(
  * before it ran out (a deposit's credit waiting on a slow node or database) wrote its effect after the other watcher's
  * removal had found none to undo, and the deposit stayed credited with nothing on chain. A process that dies after the
  * call's effect and before this read leaves that gap open for an effect that does not check the event's row in its own
- * transaction (a reversal given back, the splitter's mirror); a deposit's receipt does (deposit-source.ts, migration
- * 0021): its credit is refused once the row is removed, and a removal marked after the check waits for its commit.
+ * transaction (the splitter's mirror); a deposit's receipt, and a reversal given back, do (deposit-source.ts, migration
+ * 0021): refused once the row is removed, and a removal marked after the check waits for their commit. A call so
+ * refused is held again all the same: what it wrote before (a deposit's mark of the reversal it was to give back) is
+ * undone by its removal applied after it.
  */
 async function removedDuringCall(w: WatcherState, row: EventRow, step: "seen" | "pending"): Promise<boolean> {
   // A `final` call: its `final_called` was set before it (poll), after this row was read.

@@ -21,9 +21,9 @@
 // that took over removed the event (a reorg) and found nothing to undo — a deposit's credit after its reversal found
 // no receipt. So once a call returns, the event is read again: removed meanwhile, its removal is held again and applied
 // after the call (watcher-poll.ts handled). The lease saves the work; the event's row guards the money: a deposit's
-// receipt checks it in its credit's own transaction (deposit-source.ts, migration 0021), and read after every call it
-// covers the effects that do not — but for a process that dies between such an effect and that read (a reversal given
-// back, the splitter's mirror: removedDuringCall).
+// receipt, and a reversal a deposit mined again gives back, check it in their own transactions (deposit-source.ts,
+// migration 0021), and read after every call it covers the effects that do not — but for a process that dies between
+// such an effect and that read (the splitter's mirror: removedDuringCall).
 
 // The same machinery follows other sources: the token's transfers to deposit addresses (deposit-source.ts) is
 // one, with its own rows (keyed by the token's address), its own lease and its own sink.

@@ -696,8 +696,28 @@ export type ReceivedEvent = {
   payer?: string;
   receivedAtMs?: number;
   /** The rail's check that what the event tells still stands, made in the credit's transaction (core/rail.ts). */
-  stands?: { readonly check: string; readonly args: readonly unknown[] };
+  stands?: RailCheck;
 };
+
+/** A rail's check that what its event tells still stands (core/rail.ts `stands`): its SQL function, and the arguments. */
+type RailCheck = { readonly check: string; readonly args: readonly unknown[] };
+
+/**
+ * Throws unless the rail's check names an SQL function as it is written into a statement. Made before anything is
+ * handed to the ledger's writer: a statement written alongside must not throw (ledger/types.ts Alongside), and one
+ * refused by the server fails the batch it went in.
+ */
+function checkedRailCheck(stands: RailCheck | undefined): void {
+  if (stands !== undefined && !/^[a-z_][a-z0-9_]*$/.test(stands.check))
+    throw new SettlementInvariantError(`a rail's check "${stands.check}" is no SQL function's name`);
+}
+
+/** The call of the rail's check (its name checked: checkedRailCheck), its arguments the parameters from `$first`. */
+const railCheckSql = (stands: RailCheck, first: number): string =>
+  `${stands.check}(${stands.args.map((_, i) => `$${first + i}`).join(", ")})`;
+
+/** Whether an error is the rail's check finding that what its event told no longer stands (EVM migration 0021). */
+const isRailEventGone = (error: unknown): boolean => serverRaised(error, "SYE01");
 
 /**
  * Whether the evidence of money in is of what the rail offered for the invoice, where the evidence names it: the
@@ -725,6 +745,12 @@ export async function applyReceived(
   event: ReceivedEvent,
 ): Promise<"applied" | "received" | "duplicate" | "unknown_reference"> {
   if (event.key !== undefined) return applyReceipt(deps, { ...event, key: event.key });
+  // Only a named receipt's statement makes the rail's check (receiptRecordStatement): credited without it, the
+  // receipt could stand once what it tells no longer does.
+  if (event.stands !== undefined)
+    throw new SettlementInvariantError(
+      `a receipt of ${event.reference} with a rail's check (${event.stands.check}) names no key`,
+    );
   let invoice: InvoiceTarget | null | undefined = deps.openInvoices.recall(event.reference);
   if (invoice === undefined) {
     const read = await invoiceTarget(deps.db, event.reference);
@@ -843,6 +869,7 @@ async function applyReceipt(
     deps.openInvoices.recall(event.reference) ?? (await invoiceTarget(deps.db, event.reference));
   if (invoice === null || invoice.rail !== event.rail || !offeredFor(invoice, event.evidence))
     return "unknown_reference";
+  checkedRailCheck(event.stands);
   const credited = await creditWithShares(
     deps,
     invoice,
@@ -906,13 +933,11 @@ function receiptRecordStatement(
   event: ReceivedEvent & { key: string },
   first: boolean,
 ): Statement {
+  // Its name checked by applyReceipt, before the ledger's writer calls this.
   const stands = event.stands;
-  if (stands !== undefined && !/^[a-z_][a-z0-9_]*$/.test(stands.check))
-    throw new SettlementInvariantError(`a rail's check "${stands.check}" is no SQL function's name`);
-  const standsArgs = stands?.args.map((_, i) => `$${11 + i}`).join(", ");
   return {
     text: `WITH
-     stands AS (SELECT ${stands === undefined ? "true" : `${stands.check}(${standsArgs})`} AS stands),
+     stands AS (SELECT ${stands === undefined ? "true" : railCheckSql(stands, 11)} AS stands),
      touched AS (
        INSERT INTO refundable AS r (target_id, paid, refunded)
        SELECT id, received_amount, 0 FROM invoices WHERE id = $1 AND received_amount > 0
@@ -1418,12 +1443,19 @@ const reversalLedgerId = (invoiceId: string, key: string, which: "reversed" | "r
  * provider that failed gives back to an account a dispute of the same payment could not take all of). The moves
  * back and the collections are one linked chain, their record written in its transaction: all or none. Each move
  * back is written once (its id derived from what it gives back); computed again when the shortfalls moved under it.
+ *
+ * The rail's check that what gives the reversal back still stands (`stands`: an EVM deposit's log mined again, not
+ * removed by a reorg since; its name checked by the caller) is made in that transaction too, as a receipt's credit
+ * makes it (receiptRecordStatement): a removal marked first refuses the chain, and one marked after waits for its
+ * commit and finds it (creditedBy). Before, a give-back that committed after a removal had found nothing given back
+ * stood with nothing on chain.
  */
 async function giveBack(
   deps: SettlementDeps,
   invoice: InvoiceTarget,
   key: string,
   evidence: SettlementEvidence,
+  stands?: RailCheck,
 ): Promise<{ given: bigint; collected: bigint }> {
   const onLedger = evidenceForLedger(evidence);
   for (let attempt = 1; attempt <= shortfallCollectionAttemptsMax; attempt++) {
@@ -1442,12 +1474,22 @@ async function giveBack(
     const chain = [...back.members, ...collection.members];
     if (chain.length === 0) return { given: back.given, collected: back.collected };
     const label = `the giving back of reversal ${key} of invoice ${invoice.id}`;
+    const collecting = collectionStatement(collection);
+    // collectionStatement ends in its select list: the rail's check is one more column of it (a CTE nothing reads
+    // would not run).
+    const statement =
+      stands === undefined
+        ? collecting
+        : {
+            text: `${collecting.text}, ${railCheckSql(stands, collecting.params.length + 1)} AS stands`,
+            params: [...collecting.params, ...stands.args],
+          };
     try {
       const { outcome } = await writeChainWith(
         deps.ledger,
         chain,
         // Its check runs under the ledger's lock (shortfalls.ts).
-        { statement: collectionStatement(collection), when: "held", sql: deps.db, underLock: true },
+        { statement, when: "held", sql: deps.db, underLock: true },
         label,
       );
       // Money back onto accounts, then collections of at most that: no account of the chain can fall short.
@@ -1455,6 +1497,15 @@ async function giveBack(
         throw new SettlementInvariantError(`the ledger refused ${label}: ${outcome}`);
       return { given: back.given, collected: back.collected };
     } catch (error) {
+      // Refused by the rail's check: nothing written, unless the ledger had the chain whole already (an earlier run
+      // wrote it, checked then; the statement written alone again records nothing). Then a removal since found it and
+      // took it back with a reversal of its own, and this reversal is still marked given back (applyReinstated):
+      // left standing in its record, it would be counted with that one, the deposit taken back twice.
+      if (
+        isRailEventGone(error) &&
+        (await deps.ledger.lookupTransfers(chain.map((member) => member.transfer.id))).length === chain.length
+      )
+        return { given: back.given, collected: back.collected };
       if (!isShortfallCollectionMoved(error)) throw error;
     }
     await pauseAfterMovedVersion(attempt);
@@ -1594,7 +1645,7 @@ const reinstateAttemptsMax = 3;
  */
 export async function applyReinstated(
   deps: SettlementDeps,
-  event: { rail: string; reference: string; key: string; evidence: SettlementEvidence },
+  event: { rail: string; reference: string; key: string; evidence: SettlementEvidence; stands?: RailCheck },
 ): Promise<{
   status: "applied" | "duplicate" | "withdrawn" | "unknown_reference";
   amount: bigint;
@@ -1606,12 +1657,24 @@ export async function applyReinstated(
     return { status: "unknown_reference", amount: 0n, paidNow: false };
   const recorded = await reversalRecord(deps.db, invoice.id, event.key);
   if (recorded?.reinstated === true) return { status: "duplicate", amount: 0n, paidNow: false };
+  const stands = event.stands;
+  checkedRailCheck(stands);
   for (let attempt = 1; attempt <= reinstateAttemptsMax; attempt++) {
-    const { given: amount, collected } = await giveBack(deps, invoice, event.key, event.evidence);
+    const { given: amount, collected } = await giveBack(deps, invoice, event.key, event.evidence, stands);
+    // The rail's check is made by the mark too when the ledger has no give-back of the invoice's leg: a reversal that
+    // took nothing from the invoice's account (it was empty) is given back by its mark alone, which a removal of what
+    // gave it back looks for (creditedBy) as it looks for that leg. Not when the leg is there: it was checked as it
+    // was written, and a removal since took it back with a reversal of its own; refused, the mark would leave this
+    // reversal standing in its record beside that one, the deposit counted as taken back twice.
+    const markChecked =
+      stands !== undefined &&
+      (await deps.ledger.lookupTransfers([reversalLedgerId(invoice.id, event.key, "reinstated")])).length ===
+        0;
     // Whether the mark paid the invoice (read in its transaction, which commits it or nothing).
     let paidNow = false;
     const status = await deps.db
       .transaction(async (tx) => {
+        if (markChecked) await tx.query(`SELECT ${railCheckSql(stands, 1)} AS stands`, [...stands.args]);
         // A reversal whose ledger transfers exist but whose record a crash lost (written apart by an earlier version)
         // is recorded here, as given back.
         const marked = await tx.query<{ inserted: boolean }>(

@@ -407,6 +407,105 @@ describe("a deposit's credit still in flight when its watcher's lease runs out",
   );
 });
 
+describe("a reversal's give-back still in flight when its watcher's lease runs out", () => {
+  // A deposit credited, taken back by a reorg, mined again: A's `final` marks the reversal as the new mining's and gives
+  // it back, its handler held past its lease; B takes the lease over, a second reorg removes the transfer again, and
+  // B's removal finds no give-back yet to take back (and drops the mark). Then A's give-back is tried. `died`: A's
+  // process dies once it is tried, before it reads the event again.
+  it.each([
+    { died: false, when: "its watcher reading the event again after the call" },
+    { died: true, when: "the giving process dying before it read the event again" },
+  ] as const)(
+    "gives nothing back once the watcher that took over removed the transfer ($when)",
+    async ({ died }) => {
+      const inv = await createInvoice("1.70");
+      const before = await merchantBalance();
+      const raw = await signedTransfer(inv.instructions.deposit_address!, 1_700_000n);
+      const first = await gw.chain.networkHelpers.takeSnapshot();
+      await gw.chain.publicClient.sendRawTransaction({ serializedTransaction: raw });
+      await mine(2);
+      await poll();
+      expect((await invoice(inv.id)).status).toBe("paid");
+      await first.restore(); // a longer branch without it
+      await mine(6);
+      await poll();
+      expect((await invoice(inv.id)).status).toBe("reversed");
+      const second = await gw.chain.networkHelpers.takeSnapshot();
+      await gw.chain.publicClient.sendRawTransaction({ serializedTransaction: raw });
+      await mine(2);
+
+      const deps = { settlement: gw.app.settlement, payments: gw.app.payments, logger: silentLogger };
+      const deposits = {
+        factory: gw.chain.contracts.forwarderFactory,
+        startBlock: 0n,
+        pollIntervalMs: 3_600_000,
+        lateWatchMs: 3_600_000,
+        sweepSaltsMax: 50,
+        heldRetryMs: 0,
+      };
+      const leaseMs = 300;
+      const [giveBackReached, giveBackHeld, giveBackTried, gone] = [latch(), latch(), latch(), latch()];
+      let refusal: unknown = null;
+      const slow = anotherProcessRail(gw, { confirmations: 3, deposits: { ...deposits, leaseMs } });
+      slow.onEvent(async (event) => {
+        if (event.kind !== "reinstated" || event.reference !== inv.id)
+          return applyRailEvent(deps, "evm", event);
+        giveBackReached.release();
+        await giveBackHeld.done;
+        try {
+          return await applyRailEvent(deps, "evm", event);
+        } catch (error) {
+          refusal = error;
+          throw error;
+        } finally {
+          giveBackTried.release();
+          if (died) await gone.done; // its process gone: the call never returns to the watcher
+        }
+      });
+      const other = anotherProcessRail(gw, { confirmations: 3, deposits });
+      other.onEvent((event) => applyRailEvent(deps, "evm", event));
+      await rail.depositWatcher()!.stop();
+      try {
+        await slow.start(); // its first poll: the transfer final again, its reversal marked and its give-back held
+        await giveBackReached.done;
+        await new Promise((resolve) => setTimeout(resolve, leaseMs + 200)); // past A's lease
+
+        await second.restore(); // a longer branch without the transfer again
+        await mine(6);
+        await other.start(); // B's first poll: the reorg found, the transfer removed, no give-back to take back
+        const watcher = other.depositWatcher()!;
+        await watcher.poll();
+        expect(
+          await gw.app.db.query("SELECT status FROM evm_watch_events WHERE tx_hash = $1", [keccak256(raw)]),
+        ).toEqual([{ status: "removed" }]);
+        expect((await invoice(inv.id)).status).toBe("reversed");
+
+        giveBackHeld.release();
+        await giveBackTried.done;
+        if (!died) await slow.stop(); // A's call returned, its poll ended
+        await watcher.poll();
+        // The give-back's own transaction found the event removed, and wrote nothing. Before: it was written after B had
+        // found nothing to take back (and had dropped the mark), and the invoice stood paid with nothing on chain, A's
+        // removal held again finding no mark to follow either.
+        expect((await invoice(inv.id)).status).toBe("reversed");
+        expect(await merchantBalance()).toBe(before);
+        expect(await outboxTypesOf(inv.id)).toEqual([
+          "invoice.payment_received",
+          "invoice.paid",
+          "invoice.reversed",
+        ]);
+        expect(serverRaised(refusal, "SYE01")).toBe(true);
+        expect(await gw.app.db.query("SELECT 1 FROM evm_watch_removals_held")).toEqual([]);
+      } finally {
+        giveBackHeld.release();
+        gone.release();
+        await slow.stop();
+        await other.stop();
+      }
+    },
+  );
+});
+
 /**
  * Another process's rail following the deposits from `startBlock` through `transport` and crediting what it finds
  * (this file's watcher gives its lease up): started, driven by `drive` (caught up, unless given), then stopped.

@@ -1,0 +1,279 @@
+// The check a rail's event carries into the gateway's transaction (core/rail.ts `stands`), on PostgreSQL, where a
+// reorg's removal of the event (adapters/evm watcher-poll.ts checkReorg) runs in another session beside the credit:
+// the EVM deposit watcher's evm_watch_event_stands (EVM migration 0021) locks the event's row, so that a removal marked
+// after it waits for the checking transaction's commit, and one marked before makes it raise (SYE01). A named receipt's
+// credit and a reversal's give-back make it in their own transactions (settlement/invoices.ts receiptRecordStatement,
+// giveBack); a receipt that names none, or a check that names no SQL function, is refused before the ledger's writer
+// takes it. (Two watchers and a lease lost on Hardhat: test/evm/deposits.test.ts.)
+import pg from "pg";
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
+import { assets, type Rail } from "../../core/index.ts";
+import { serverRaised } from "../../gateway/db/index.ts";
+import {
+  applyReceived,
+  applyReinstated,
+  applyReversed,
+  createInvoice,
+  SettlementInvariantError,
+} from "../../gateway/settlement/index.ts";
+import { createTestDatabase } from "../support/postgres.ts";
+import { receivingToySnapshot } from "../support/toy-rail.ts";
+import { startTestGateway, type TestGateway } from "./support.ts";
+
+/** A rail that takes USDC in for invoices, each transfer a receipt of its own (as a deposit address's). */
+const toyStands: Rail = {
+  id: "toystands",
+  kind: "fiat",
+  asset: assets.USDC,
+  async start() {},
+  async stop() {},
+  snapshot: () => receivingToySnapshot(toyStands, 100_000_000n),
+  execute: async () => ({ status: "failed", code: "rejected", message: "no payouts", retryElsewhere: true }),
+  onEvent() {},
+  balance: async () => 0n,
+  receive: async (request) => ({
+    status: "offered",
+    railReference: `toy_${request.reference}`,
+    expiresAtMs: null,
+    instructions: { pay: request.reference },
+  }),
+};
+
+let url: string;
+let gw: TestGateway;
+const sessions: pg.Client[] = [];
+
+beforeAll(async () => {
+  url = await createTestDatabase(inject("postgresUrl"), "stands");
+  gw = await startTestGateway({
+    database: "postgres",
+    databaseUrl: url,
+    extraRailModules: [() => ({ rails: [toyStands] })],
+  });
+});
+afterEach(async () => {
+  for (const session of sessions.splice(0)) await session.end();
+});
+afterAll(async () => {
+  await gw?.app.close();
+});
+
+/** A session of its own on this file's database (ended after the test). */
+async function session(): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  sessions.push(client);
+  return client;
+}
+
+// A watched event of a chain and token no watcher of the gateway follows: only the test moves its row.
+const chainId = 999_001;
+const token = "0x00000000000000000000000000000000000000aa";
+let events = 0;
+
+/** A new watched event's row (`pending`, generation `generation`); its transaction hash. */
+async function watchedEvent(generation = 1): Promise<string> {
+  const txHash = `0x${(++events).toString(16).padStart(64, "0")}`;
+  await gw.app.db.query(
+    `INSERT INTO evm_watch_events
+       (chain_id, contract, tx_hash, log_index, block_number, block_hash, event_name, args, status, generation)
+     VALUES ($1, $2, $3, 0, 1, $4, 'Transfer', '{}', 'pending', $5)`,
+    [chainId, token, txHash, `0x${"bb".repeat(32)}`, generation],
+  );
+  return txHash;
+}
+const stands = (txHash: string, generation = 1) => ({
+  check: "evm_watch_event_stands",
+  args: [chainId, token, txHash, 0, generation],
+});
+/** The watcher's marking of a reorg's removal (checkReorg), or of the log mined again as `generation`. */
+const removal = "UPDATE evm_watch_events SET status = 'removed', updated_at = now() WHERE tx_hash = $1";
+const minedAgain = (txHash: string, generation: number) =>
+  gw.app.db.query("UPDATE evm_watch_events SET status = 'pending', generation = $2 WHERE tx_hash = $1", [
+    txHash,
+    generation,
+  ]);
+
+/** Waits until a statement whose text holds `text` waits for a lock, in this file's database. */
+async function waitingOnLock(text: string): Promise<void> {
+  for (let i = 0; ; i++) {
+    const waiting = await gw.app.db.query(
+      `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()
+         AND query LIKE $1`,
+      [`%${text}%`],
+    );
+    if (waiting.length > 0) return;
+    if (i >= 200) throw new Error(`no statement with ${text} ever waited for a lock`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+describe("evm_watch_event_stands", () => {
+  it("holds the event's row until the checking transaction commits: a reorg's removal marked after it waits", async () => {
+    const txHash = await watchedEvent();
+    const [checking, removing] = [await session(), await session()];
+    await checking.query("BEGIN");
+    const checked = await checking.query("SELECT evm_watch_event_stands($1, $2, $3, 0, 1) AS stands", [
+      chainId,
+      token,
+      txHash,
+    ]);
+    expect(checked.rows).toEqual([{ stands: true }]);
+    let removed = false;
+    const removing_ = removing.query(removal, [txHash]).then((result) => {
+      removed = true;
+      return result.rowCount;
+    });
+    await waitingOnLock("SET status = 'removed'");
+    expect(removed).toBe(false);
+    await checking.query("COMMIT");
+    expect(await removing_).toBe(1);
+  });
+
+  it("raises SYE01 once a removal committed first (its wait on the removing transaction ends in it), or for another generation", async () => {
+    const txHash = await watchedEvent();
+    const [checking, removing] = [await session(), await session()];
+    await removing.query("BEGIN");
+    await removing.query(removal, [txHash]);
+    await checking.query("BEGIN");
+    const check = checking
+      .query("SELECT evm_watch_event_stands($1, $2, $3, 0, 1)", [chainId, token, txHash])
+      .then(
+        () => null,
+        (error: unknown) => error,
+      );
+    await waitingOnLock("evm_watch_event_stands");
+    await removing.query("COMMIT");
+    expect(serverRaised(await check, "SYE01")).toBe(true);
+    await checking.query("ROLLBACK");
+
+    await minedAgain(txHash, 2);
+    // The generation the credit was made for is gone, though the log stands again as the next one.
+    const stale = await checking
+      .query("SELECT evm_watch_event_stands($1, $2, $3, 0, 1)", [chainId, token, txHash])
+      .then(
+        () => null,
+        (error: unknown) => error,
+      );
+    expect(serverRaised(stale, "SYE01")).toBe(true);
+  });
+});
+
+const evidence = { rail: "external" as const, railId: "toystands", reference: "ef".repeat(32) };
+const invoiceOf = async (amount: string) => {
+  const created = await createInvoice(gw.app.settlement, {
+    tenantId: "ten_demo",
+    accountId: "acct_demo_merchant",
+    asset: "USDC",
+    amount,
+    rail: "toystands",
+    description: "stands",
+    expirySeconds: 600,
+  });
+  if (!created.ok) throw new Error(created.message);
+  return created.invoice.id;
+};
+const statusOf = async (invoiceId: string) =>
+  (await gw.app.db.query<{ status: string }>("SELECT status FROM invoices WHERE id = $1", [invoiceId]))[0]
+    ?.status;
+const receiptsOf = async (invoiceId: string) =>
+  (
+    await gw.app.db.query<{ key: string }>(
+      "SELECT key FROM invoice_receipts WHERE invoice_id = $1 ORDER BY key",
+      [invoiceId],
+    )
+  ).map((row) => row.key);
+
+describe("a rail's check carried by an event", () => {
+  it("is refused on a receipt that names no key (only a named receipt's statement makes it): nothing credited", async () => {
+    const id = await invoiceOf("1");
+    const txHash = await watchedEvent();
+    await gw.app.db.query(removal, [txHash]);
+    const received = applyReceived(gw.app.settlement, {
+      rail: "toystands",
+      reference: id,
+      amount: 1_000_000n,
+      evidence,
+      stands: stands(txHash),
+    });
+    // Before: credited, the check left out, though its event was removed.
+    await expect(received).rejects.toThrow(SettlementInvariantError);
+    expect(await statusOf(id)).toBe("open");
+  });
+
+  it("that names no SQL function is refused before the ledger's writer takes the receipt; a receipt beside it is credited", async () => {
+    const [bad, good] = [await invoiceOf("1"), await invoiceOf("1")];
+    const txHash = await watchedEvent();
+    const [refused, credited] = await Promise.allSettled([
+      applyReceived(gw.app.settlement, {
+        rail: "toystands",
+        reference: bad,
+        key: "r0",
+        amount: 1_000_000n,
+        evidence,
+        stands: { check: "evm_watch_event_stands(1); --", args: [] },
+      }),
+      applyReceived(gw.app.settlement, {
+        rail: "toystands",
+        reference: good,
+        key: "r0",
+        amount: 1_000_000n,
+        evidence,
+        stands: stands(txHash),
+      }),
+    ]);
+    expect(refused.status === "rejected" && refused.reason instanceof SettlementInvariantError).toBe(true);
+    expect(credited).toEqual({ status: "fulfilled", value: "applied" });
+    expect([await statusOf(bad), await receiptsOf(bad)]).toEqual(["open", []]);
+  });
+
+  it("refuses a reversal's give-back once the log that gives it back was removed, and gives it back while it stands", async () => {
+    const id = await invoiceOf("2");
+    const txHash = await watchedEvent();
+    const receipt = `${txHash}:0#1`;
+    expect(
+      await applyReceived(gw.app.settlement, {
+        rail: "toystands",
+        reference: id,
+        key: receipt,
+        amount: 2_000_000n,
+        evidence,
+        stands: stands(txHash),
+      }),
+    ).toBe("applied");
+    await gw.app.db.query(removal, [txHash]);
+    const reorg = { rail: "toystands", reference: id, key: `reorg:${receipt}`, evidence };
+    expect(
+      await applyReversed(gw.app.settlement, { ...reorg, amount: 2_000_000n, takes: { receipt } }),
+    ).toEqual({
+      status: "applied",
+      shortfall: 0n,
+    });
+    expect(await statusOf(id)).toBe("reversed");
+
+    // Mined again as generation 2, and removed again before its give-back's transaction.
+    await minedAgain(txHash, 2);
+    await gw.app.db.query(removal, [txHash]);
+    const refusal = await applyReinstated(gw.app.settlement, { ...reorg, stands: stands(txHash, 2) }).then(
+      () => null,
+      (error: unknown) => error,
+    );
+    // Before: given back, the invoice paid with nothing on chain.
+    expect(serverRaised(refusal, "SYE01")).toBe(true);
+    expect(await statusOf(id)).toBe("reversed");
+    const [record] = await gw.app.db.query<{ reinstated: boolean }>(
+      "SELECT reinstated_at IS NOT NULL AS reinstated FROM invoice_reversals WHERE invoice_id = $1",
+      [id],
+    );
+    expect(record).toEqual({ reinstated: false });
+
+    // Mined a third time, and standing: given back.
+    await minedAgain(txHash, 3);
+    expect(await applyReinstated(gw.app.settlement, { ...reorg, stands: stands(txHash, 3) })).toEqual({
+      status: "applied",
+      amount: 2_000_000n,
+      paidNow: true,
+    });
+    expect(await statusOf(id)).toBe("paid");
+  });
+});
