@@ -333,13 +333,16 @@ async function bindTransfer(
       // of it (a node that read the nonce unused, behind on the chain or on a branch without it, let this one through
       // checkChain), goes to the invoice that holds the binding then (deposit-source.ts invoiceOf): taken over, the
       // reversal found the new invoice (not_ours), the first kept its credit, and our send credited the new one too.
+      // Each look is answered from an index (migrations 0022 and 0012), whatever the number of events stored: the
+      // holder's row is locked meanwhile.
       const [seen] =
         unsent === undefined
           ? []
           : await tx.query<{ seen: boolean }>(
               `SELECT EXISTS (SELECT 1 FROM evm_watch_events
                               WHERE chain_id = $1 AND contract = $2 AND event_name = 'AuthorizationUsed'
-                                AND lower(args->>'authorizer') = $3 AND lower(args->>'nonce') = $4)
+                                AND lower(args->>'nonce') COLLATE "C" = $4
+                                AND lower(args->>'authorizer') COLLATE "C" = $3)
                    OR EXISTS (SELECT 1 FROM evm_watch_events
                               WHERE chain_id = $1 AND contract = $2 AND event_name = 'Transfer'
                                 AND lower(args->>'to') COLLATE "C" = $5) AS seen`,
