@@ -1631,6 +1631,7 @@ const reinstateAttemptsMax = 3;
  * takes nothing. A reversed or open invoice is paid, with `invoice.paid` (`paidNow`), once no dispute stands and what
  * it still holds reaches its amount (heldSql), as a receipt pays it: a reorg that removed one deposit may stand for
  * good once the payer paid again (receiptRecordStatement), and what was refunded while it was not paid counts whole.
+ * A reversed one no reversal of a receipt was ever recorded for is paid once no dispute stands, whatever it holds.
  *
  * What is given back is read before the record is marked; a reversal whose legs and record commit in between (they
  * commit together: applyReversed) left a record saying it took more than was given back, so the mark does not pass
@@ -1728,11 +1729,17 @@ export async function applyReinstated(
         // again after the payer paid the rest stayed open holding it, and took an authorization of all its amount.
         // And a reversed one was paid once no reversal stood, whatever it held: of 10, paid by r0 = 6 and r1 = 4, r0
         // reorganised away and the 4 it held refunded (whole: it was not paid), it was paid holding 6 once r0 was
-        // mined again, where the same money in another order left it open.
+        // mined again, where the same money in another order left it open. A reversed one no reversal of a receipt
+        // was ever recorded for is paid once no dispute stands, whatever it holds: it was paid (only a paid invoice is
+        // marked reversed) and nothing since took a receipt, so its refunds (none made while a dispute stands) gave
+        // back of it paid, what the merchant agreed. Counted by heldSql, a refund claimed before migration 0069 counts
+        // whole: of 10,000, 3,000 refunded so, then a dispute of 7,000 lost and won, it held 7,000 and stayed
+        // reversed, its payer asked for what the merchant had given back.
         const [standing] = await tx.query<{ status: InvoiceStatus; paid_now: boolean }>(
           `WITH due AS (
              SELECT i.status IN ('open', 'reversed') AND NOT ${disputedSql("$1")}
-               AND ${heldSql("i", "$1")} >= i.amount AS paid
+               AND (${heldSql("i", "$1")} >= i.amount OR (i.status = 'reversed' AND NOT EXISTS (
+                 SELECT 1 FROM invoice_reversals v WHERE v.invoice_id = $1 AND v.receipt IS NOT NULL))) AS paid
              FROM invoices i WHERE i.id = $1)
            UPDATE invoices i SET status = CASE WHEN due.paid THEN 'paid' ELSE i.status END,
              paid_at = CASE WHEN due.paid THEN coalesce(i.paid_at, now()) ELSE i.paid_at END

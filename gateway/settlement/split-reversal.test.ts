@@ -1092,6 +1092,27 @@ describe("an invoice one of whose receipts a reorg took back", () => {
     expect(await posted("acct_refunded_disputed")).toBe(7_000n);
   });
 
+  it("is paid again when a dispute of what a refund claimed before migration 0069 left is won, the refund counted whole", async () => {
+    const id = await paidInvoice([10_000n], null, await seller("acct_old_refund_disputed"));
+    expect(await refunding(id, 3_000n)).toMatchObject({ ok: true, refund: { status: "succeeded" } });
+    // Claimed as the code before migration 0069 claims it: no discount on the refund nor on the `refundable` row.
+    await db.query("UPDATE refunds SET discounted = 0 WHERE invoice_id = $1", [id]);
+    await db.query("UPDATE refundable SET discounted = 0 WHERE target_id = $1", [id]);
+    const dispute = { rail: "toy", reference: id, key: "dispute:old", amount: 7_000n, evidence };
+    expect(await applyReversed(deps(), dispute)).toEqual({ status: "applied", shortfall: 0n });
+    expect(await statusOf(id)).toBe("reversed");
+    // It holds 7,000 by the count (the 3,000 whole), but it was paid and no reorg took a receipt of it: the 3,000 was
+    // the merchant's, given back of it paid. Before: reversed, no invoice.paid, its payer asked for 3,000 more.
+    const won = await applyReinstated(deps(), { rail: "toy", reference: id, key: "dispute:old", evidence });
+    expect(await statusOf(id)).toBe("paid");
+    expect(won).toEqual({ status: "applied", amount: 7_000n, paidNow: true });
+    expect((await eventsOf(id)).slice(-2)).toEqual(["invoice.reinstated", "invoice.paid"]);
+    expect(await statusesTold(id, "invoice.reinstated")).toEqual(["paid"]);
+    expect(await authorize(id)).toMatchObject({ ok: false, refusal: "invoice_not_payable" });
+    expect(await posted("acct_old_refund_disputed")).toBe(7_000n);
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+
   it("is paid again when a refund made at the provider fails: a refund through the API while it stood a discount", async () => {
     const id = await paidInvoice([10_000n], null, await seller("acct_dashboard_failed"));
     const dashboard = { rail: "toy", reference: id, key: "refund:dashboard", amount: 3_000n, evidence };
