@@ -1135,8 +1135,22 @@ export async function applyReversed(
 }> {
   const invoice = await invoiceTarget(deps.db, event.reference);
   if (invoice === null || invoice.rail !== event.rail) return { status: "unknown_reference", shortfall: 0n };
-  if (event.takes !== undefined && !(await creditedBy(deps, invoice.id, event.takes)))
-    return { status: "not_received", shortfall: 0n };
+  if (event.takes !== undefined) {
+    const credited = await creditedBy(deps, invoice, event.takes);
+    if (credited === "none") return { status: "not_received", shortfall: 0n };
+    // Given back on the ledger and not marked (the giving process died between its chain and its mark, or marks after
+    // this): marked first, as its own run would, so that this reversal takes back from the accounts given back to
+    // (takeBackShares counts every reversal not marked) and the one it takes again is not counted beside it. Before,
+    // that reversal stood unmarked for good once its log was removed (no run of it came again), the deposit counted as
+    // taken back twice.
+    if (credited === "unmarked" && "reinstated" in event.takes)
+      await applyReinstated(deps, {
+        rail: event.rail,
+        reference: event.reference,
+        key: event.takes.reinstated,
+        evidence: event.evidence,
+      });
+  }
   // Given back already, or withdrawn before it came: it takes nothing (or gives back at once what a run of this
   // that raced the withdrawal took).
   const withdrawn = async () => {
@@ -1189,16 +1203,22 @@ type ReversalTakes = { readonly receipt: string } | { readonly reinstated: strin
  * Whether the one credit a reversal takes back was made (the rail's event for it may have been delivered and failed
  * before it was): the receipt's ledger transfer, not its invoice_receipts row (written with it now, but after it by
  * an earlier version: a crash between the two left the money credited without the row); or the reversal given back,
- * by its record or by the ledger transfer that gave it back (applyReinstated marks the record after it).
+ * by its record or by any ledger transfer that gave it back (applyReinstated marks the record after them:
+ * givenBackOnLedger): "unmarked", for applyReversed to mark. Before, only the invoice's leg was looked for: a
+ * give-back of the payees' shares alone (a split of 100%) that committed before the removal was found not given back,
+ * and stood with nothing on chain.
  */
-async function creditedBy(deps: SettlementDeps, invoiceId: string, takes: ReversalTakes): Promise<boolean> {
+async function creditedBy(
+  deps: SettlementDeps,
+  invoice: InvoiceTarget,
+  takes: ReversalTakes,
+): Promise<"credited" | "unmarked" | "none"> {
   if ("receipt" in takes)
-    return (await deps.ledger.lookupTransfers([receiptLedgerId(invoiceId, takes.receipt)])).length > 0;
-  if ((await reversalRecord(deps.db, invoiceId, takes.reinstated))?.reinstated === true) return true;
-  return (
-    (await deps.ledger.lookupTransfers([reversalLedgerId(invoiceId, takes.reinstated, "reinstated")]))
-      .length > 0
-  );
+    return (await deps.ledger.lookupTransfers([receiptLedgerId(invoice.id, takes.receipt)])).length > 0
+      ? "credited"
+      : "none";
+  if ((await reversalRecord(deps.db, invoice.id, takes.reinstated))?.reinstated === true) return "credited";
+  return (await givenBackOnLedger(deps, invoice, takes.reinstated)) ? "unmarked" : "none";
 }
 
 /**
@@ -1498,9 +1518,10 @@ async function giveBack(
       return { given: back.given, collected: back.collected };
     } catch (error) {
       // Refused by the rail's check: nothing written, unless the ledger had the chain whole already (an earlier run
-      // wrote it, checked then; the statement written alone again records nothing). Then a removal since found it and
-      // took it back with a reversal of its own, and this reversal is still marked given back (applyReinstated):
-      // left standing in its record, it would be counted with that one, the deposit taken back twice.
+      // wrote it, checked then; the statement written alone again records nothing). Then a removal since found it (any
+      // of its moves back: creditedBy) and took it back with a reversal of its own, and this reversal is still marked
+      // given back (applyReinstated): left standing in its record, it would be counted with that one, the deposit
+      // taken back twice.
       if (
         isRailEventGone(error) &&
         (await deps.ledger.lookupTransfers(chain.map((member) => member.transfer.id))).length === chain.length
@@ -1542,29 +1563,7 @@ async function movesBack(
   clearing: { ledgerAccountId: bigint; ledger: number } | null;
   source: string;
 }> {
-  const parts = [
-    {
-      accountId: invoice.accountId,
-      of: reversalLedgerId(invoice.id, key, "reversed"),
-      id: reversalLedgerId(invoice.id, key, "reinstated"),
-      label: `the giving back of reversal ${key} of invoice ${invoice.id}`,
-      collection: false,
-    },
-    ...(invoice.split ?? []).map((share) => ({
-      accountId: share.accountId,
-      of: reversalShareLedgerId(invoice.id, key, share.accountId, "reversed"),
-      id: reversalShareLedgerId(invoice.id, key, share.accountId, "reinstated"),
-      label: `the giving back of account ${share.accountId}'s share of reversal ${key} of invoice ${invoice.id}`,
-      collection: false,
-    })),
-    ...(await shortfallCollections(deps.db, invoice.id, key)).map((collection) => ({
-      accountId: collection.accountId,
-      of: collection.transferId,
-      id: shortfallCollectionGivenBackLedgerId(collection.transferId),
-      label: `the giving back of what ${collection.source} collected of reversal ${key}'s shortfall on account ${collection.accountId}`,
-      collection: true,
-    })),
-  ];
+  const parts = await givenBackParts(deps, invoice, key);
   const found = new Map(
     (await deps.ledger.lookupTransfers(parts.flatMap((part) => [part.of, part.id]))).map((t) => [t.id, t]),
   );
@@ -1607,6 +1606,55 @@ async function movesBack(
     });
   }
   return { members, givenBackNow, given, collected, clearing, source: source ?? key };
+}
+
+/**
+ * What giving back reversal `key` moves back (movesBack), each transfer it made under the id of its move back: the
+ * invoice's leg, each payee's share, each collection of its shortfall.
+ */
+async function givenBackParts(
+  deps: SettlementDeps,
+  invoice: InvoiceTarget,
+  key: string,
+): Promise<{ accountId: string; of: bigint; id: bigint; label: string; collection: boolean }[]> {
+  return [
+    {
+      accountId: invoice.accountId,
+      of: reversalLedgerId(invoice.id, key, "reversed"),
+      id: reversalLedgerId(invoice.id, key, "reinstated"),
+      label: `the giving back of reversal ${key} of invoice ${invoice.id}`,
+      collection: false,
+    },
+    ...(invoice.split ?? []).map((share) => ({
+      accountId: share.accountId,
+      of: reversalShareLedgerId(invoice.id, key, share.accountId, "reversed"),
+      id: reversalShareLedgerId(invoice.id, key, share.accountId, "reinstated"),
+      label: `the giving back of account ${share.accountId}'s share of reversal ${key} of invoice ${invoice.id}`,
+      collection: false,
+    })),
+    ...(await shortfallCollections(deps.db, invoice.id, key)).map((collection) => ({
+      accountId: collection.accountId,
+      of: collection.transferId,
+      id: shortfallCollectionGivenBackLedgerId(collection.transferId),
+      label: `the giving back of what ${collection.source} collected of reversal ${key}'s shortfall on account ${collection.accountId}`,
+      collection: true,
+    })),
+  ];
+}
+
+/**
+ * Whether the ledger has any move back of reversal `key` (givenBackParts): one chain wrote them all (giveBack), so
+ * any of them says it committed. Not the invoice's leg alone: a reversal that took all of a split invoice's money
+ * from the payees (a split of 100%), or found the invoice's account empty, is given back by the payees' shares and
+ * the collections only.
+ */
+async function givenBackOnLedger(
+  deps: SettlementDeps,
+  invoice: InvoiceTarget,
+  key: string,
+): Promise<boolean> {
+  const parts = await givenBackParts(deps, invoice, key);
+  return (await deps.ledger.lookupTransfers(parts.map((part) => part.id))).length > 0;
 }
 
 async function reversalRecord(
@@ -1662,15 +1710,14 @@ export async function applyReinstated(
   checkedRailCheck(stands);
   for (let attempt = 1; attempt <= reinstateAttemptsMax; attempt++) {
     const { given: amount, collected } = await giveBack(deps, invoice, event.key, event.evidence, stands);
-    // The rail's check is made by the mark too when the ledger has no give-back of the invoice's leg: a reversal that
-    // took nothing from the invoice's account (it was empty) is given back by its mark alone, which a removal of what
-    // gave it back looks for (creditedBy) as it looks for that leg. Not when the leg is there: it was checked as it
-    // was written, and a removal since took it back with a reversal of its own; refused, the mark would leave this
-    // reversal standing in its record beside that one, the deposit counted as taken back twice.
-    const markChecked =
-      stands !== undefined &&
-      (await deps.ledger.lookupTransfers([reversalLedgerId(invoice.id, event.key, "reinstated")])).length ===
-        0;
+    // The rail's check is made by the mark too when the ledger has no move back of the reversal: one that took
+    // nothing (the accounts were empty) is given back by its mark alone, which a removal of what gave it back looks
+    // for (creditedBy) as it looks for those moves. Not when any is there (the invoice's leg, a payee's share, a
+    // collection: givenBackOnLedger): they were checked as they were written, and a removal since took them back with
+    // a reversal of its own; refused, the mark would leave this reversal standing in its record beside that one, the
+    // deposit counted as taken back twice. Before, only the invoice's leg was looked for, and the mark of a give-back
+    // of the payees' shares alone was refused after such a removal.
+    const markChecked = stands !== undefined && !(await givenBackOnLedger(deps, invoice, event.key));
     // Whether the mark paid the invoice (read in its transaction, which commits it or nothing).
     let paidNow = false;
     const status = await deps.db

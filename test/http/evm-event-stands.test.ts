@@ -8,15 +8,18 @@
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
 import { assets, type Rail } from "../../core/index.ts";
+import { balanceOf, createAccount } from "../../gateway/accounts/index.ts";
 import { serverRaised } from "../../gateway/db/index.ts";
 import {
   applyReceived,
   applyReinstated,
   applyReversed,
   createInvoice,
+  type SettlementDeps,
   SettlementInvariantError,
 } from "../../gateway/settlement/index.ts";
 import { createTestDatabase } from "../support/postgres.ts";
+import { crashingOnce } from "../support/recording-db.ts";
 import { receivingToySnapshot } from "../support/toy-rail.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
@@ -160,7 +163,7 @@ describe("evm_watch_event_stands", () => {
 });
 
 const evidence = { rail: "external" as const, railId: "toystands", reference: "ef".repeat(32) };
-const invoiceOf = async (amount: string) => {
+const invoiceOf = async (amount: string, split?: { accountId: string; basisPoints: number }[]) => {
   const created = await createInvoice(gw.app.settlement, {
     tenantId: "ten_demo",
     accountId: "acct_demo_merchant",
@@ -169,6 +172,7 @@ const invoiceOf = async (amount: string) => {
     rail: "toystands",
     description: "stands",
     expirySeconds: 600,
+    ...(split === undefined ? {} : { split }),
   });
   if (!created.ok) throw new Error(created.message);
   return created.invoice.id;
@@ -270,6 +274,148 @@ describe("a rail's check carried by an event", () => {
     // Mined a third time, and standing: given back.
     await minedAgain(txHash, 3);
     expect(await applyReinstated(gw.app.settlement, { ...reorg, stands: stands(txHash, 3) })).toEqual({
+      status: "applied",
+      amount: 2_000_000n,
+      paidNow: true,
+    });
+    expect(await statusOf(id)).toBe("paid");
+  });
+
+  it("takes back a give-back of a split of 100% (the payees' shares only) that committed before the removal, and its mark stands beside it", async () => {
+    const payee = await createAccount(
+      { sql: gw.app.db, ledger: gw.app.ledger },
+      { tenantId: "ten_demo", kind: "customer", asset: assets.USDC, name: "stands payee" },
+    );
+    const payeePosted = async () => {
+      const [account] = await gw.app.ledger.lookupAccounts([payee.ledgerAccountId]);
+      return balanceOf("customer", account!).posted;
+    };
+    const id = await invoiceOf("1.7", [{ accountId: payee.id, basisPoints: 10_000 }]);
+    const txHash = await watchedEvent();
+    const receipt = `${txHash}:0#1`;
+    expect(
+      await applyReceived(gw.app.settlement, {
+        rail: "toystands",
+        reference: id,
+        key: receipt,
+        amount: 1_700_000n,
+        evidence,
+        stands: stands(txHash),
+      }),
+    ).toBe("applied");
+    await gw.app.db.query(removal, [txHash]);
+    const reorg = { rail: "toystands", reference: id, key: `reorg:${receipt}`, evidence };
+    expect(
+      await applyReversed(gw.app.settlement, { ...reorg, amount: 1_700_000n, takes: { receipt } }),
+    ).toEqual({ status: "applied", shortfall: 0n });
+    // All of it from the payee: the invoice's account took nothing.
+    expect(await payeePosted()).toBe(0n);
+
+    // Mined again as generation 2: its give-back's chain commits (the payee's share back), and before its mark the
+    // log is removed again and the removal applied (the watcher that took over the lease, its wait on the event's row
+    // ended by the chain's commit).
+    await minedAgain(txHash, 2);
+    const again = `${txHash}:0#2`;
+    let removed: Awaited<ReturnType<typeof applyReversed>> | undefined;
+    const settlement = gw.app.settlement;
+    let marking = false;
+    const removedBeforeMark: SettlementDeps = {
+      ...settlement,
+      db: {
+        ...settlement.db,
+        transaction: async (fn) => {
+          if (!marking) {
+            marking = true;
+            expect(await payeePosted()).toBe(1_700_000n);
+            await gw.app.db.query(removal, [txHash]);
+            removed = await applyReversed(settlement, {
+              ...reorg,
+              key: `reorg:${again}`,
+              amount: 1_700_000n,
+              takes: { reinstated: reorg.key },
+            });
+          }
+          return settlement.db.transaction(fn);
+        },
+      },
+    };
+    const given = await applyReinstated(removedBeforeMark, { ...reorg, stands: stands(txHash, 2) }).catch(
+      (error: unknown) => error,
+    );
+    expect(marking).toBe(true);
+    // Before: not_received (only the invoice's leg was looked for), the payee keeping 1.70 with nothing on chain, and
+    // the mark refused (SYE01). The removal marked the reversal given back, then took it again from the payee.
+    expect(removed).toEqual({ status: "applied", shortfall: 0n });
+    expect(given).toEqual({ status: "duplicate", amount: 0n, paidNow: false });
+    expect(await payeePosted()).toBe(0n);
+    expect(await statusOf(id)).toBe("reversed");
+    const records = await gw.app.db.query<{ key: string; reinstated: boolean }>(
+      `SELECT key, reinstated_at IS NOT NULL AS reinstated FROM invoice_reversals WHERE invoice_id = $1
+       ORDER BY key`,
+      [id],
+    );
+    expect(records).toEqual([
+      { key: `reorg:${receipt}`, reinstated: true },
+      { key: `reorg:${again}`, reinstated: false },
+    ]);
+  });
+
+  it("marks a give-back whose process died before its mark when a removal takes it again, so that it is counted once", async () => {
+    const id = await invoiceOf("2");
+    const txHash = await watchedEvent();
+    const receipt = `${txHash}:0#1`;
+    expect(
+      await applyReceived(gw.app.settlement, {
+        rail: "toystands",
+        reference: id,
+        key: receipt,
+        amount: 2_000_000n,
+        evidence,
+        stands: stands(txHash),
+      }),
+    ).toBe("applied");
+    await gw.app.db.query(removal, [txHash]);
+    const reorg = { rail: "toystands", reference: id, key: `reorg:${receipt}`, evidence };
+    expect(
+      await applyReversed(gw.app.settlement, { ...reorg, amount: 2_000_000n, takes: { receipt } }),
+    ).toEqual({ status: "applied", shortfall: 0n });
+
+    // Mined again as generation 2: the give-back's chain commits and the process dies before its mark; a reorg
+    // removes the log before the event is delivered again, and the removal takes the give-back again.
+    await minedAgain(txHash, 2);
+    const crashing = {
+      ...gw.app.settlement,
+      db: crashingOnce(
+        gw.app.settlement.db,
+        "INSERT INTO invoice_reversals (invoice_id, key, amount, reinstated_at)",
+      ),
+    };
+    await expect(applyReinstated(crashing, { ...reorg, stands: stands(txHash, 2) })).rejects.toThrow("crash");
+    await gw.app.db.query(removal, [txHash]);
+    const again = { ...reorg, key: `reorg:${txHash}:0#2` };
+    expect(
+      await applyReversed(gw.app.settlement, {
+        ...again,
+        amount: 2_000_000n,
+        takes: { reinstated: reorg.key },
+      }),
+    ).toEqual({ status: "applied", shortfall: 0n });
+    const records = () =>
+      gw.app.db.query<{ key: string; reinstated: boolean }>(
+        `SELECT key, reinstated_at IS NOT NULL AS reinstated FROM invoice_reversals WHERE invoice_id = $1
+         ORDER BY key`,
+        [id],
+      );
+    // Before: the first reversal left standing beside the second (no run of its give-back came again).
+    expect(await records()).toEqual([
+      { key: reorg.key, reinstated: true },
+      { key: again.key, reinstated: false },
+    ]);
+    expect(await statusOf(id)).toBe("reversed");
+
+    // Mined a third time: the second reversal given back pays the invoice, the deposit counted once.
+    await minedAgain(txHash, 3);
+    expect(await applyReinstated(gw.app.settlement, { ...again, stands: stands(txHash, 3) })).toEqual({
       status: "applied",
       amount: 2_000_000n,
       paidNow: true,
