@@ -55,7 +55,7 @@ export type CreditedIntent = {
 
 /**
  * A payout's or a refund's fee Stripe refused to tell when its event was delivered (a restricted key's 403, a 404:
- * delivery.ts), or did not tell all of (its failure's balance transaction not there yet), kept to be asked again and
+ * delivery.ts), or did not tell all of (a balance transaction unexpanded, its failure's not there yet), kept to be asked again and
  * booked once Stripe tells it: what Stripe object `objectId` (po_…, re_…)'s balance transaction took, and with
  * `failure` what its failure's gave back, under the fee ids that object names (platformPayoutReferences, refundFeeIds),
  * linked as its event's booking linked them: a refund's to the invoice it refunds (paid by `paymentIntent`), a payout's
