@@ -7,8 +7,8 @@
 // is the send's receipt). A send the cap leaves no replacement for waits as it is, said once; so does one whose
 // replacement a node asking more than 10% refuses as underpriced (the transaction it replaced stays in the pool), and
 // one whose replacement it refuses in other words while the one replaced holds the nonce (or, its pool having dropped
-// that one, takes it again, broadcast once more), the send's row pointed back at that one (its bytes are what a later
-// broadcast sends; the refused bump stays among the send's).
+// that one, takes it again, broadcast once more; or refuses it too), the send's row pointed back at that one (its bytes
+// are what a later broadcast sends; the refused bump stays among the send's).
 //
 // Nonces come from the database (evm_nonces, one row per chain and wallet): a send takes the row's lock, signs
 // with max(the row, the chain's pending count), stores the send and moves the row on in one transaction, so
@@ -22,9 +22,11 @@ import {
   type Account,
   type Address,
   assertCurrentChain,
+  BaseError,
   type Chain,
   type Hex,
   keccak256,
+  LimitExceededRpcError,
   type LocalAccount,
   type PublicClient,
   parseTransaction,
@@ -117,11 +119,11 @@ export type SendJournal = {
    */
   readonly unreplaceable: Map<Hex, number>;
   /**
-   * The transactions of sends a fee bump over which the node refused while they held the nonce in its pool
-   * (broadcast: the send's row points back at them), by hash, with their nonce and when (performance.now()): none is
-   * bumped again within stalledAfterMs of it (replaceIfStuck). Forgotten once the wallet's nonce passed it. This
-   * process's only: another (or this one restarted) may sign one more over it a pass, over it and not over the refused
-   * bump (replaceIfStuck says why the node is not asked).
+   * The transactions of sends a fee bump over which the node refused while they held the nonce in its pool, or its
+   * pool holding none of the send's, refused them too (broadcast: the send's row points back at them), by hash, with
+   * their nonce and when (performance.now()): none is bumped again within stalledAfterMs of it (replaceIfStuck).
+   * Forgotten once the wallet's nonce passed it. This process's only: another (or this one restarted) may sign one more
+   * over it a pass, over it and not over the refused bump (replaceIfStuck says why the node is not asked).
    */
   readonly bumpsRefused: Map<Hex, { nonce: number; at: number }>;
   /**
@@ -902,8 +904,9 @@ async function broadcast(journal: SendJournal, row: SendRow): Promise<Sent> {
     // automines), a gapped nonce refused, the node out of reach, or a node behind the one that refused (behind a load
     // balancer), whose answer only delays the send; or a refusal that never clears (geth's rpc.txfeecap "tx fee (…)
     // exceeds the configured cap", "exceeds block gas limit").
+    const current = await leftToSignedOver(journal, row, error, text);
     await notTaken(journal, row, error);
-    return sent("not_taken");
+    return { ...current, broadcast: "not_taken" };
   }
 }
 
@@ -923,10 +926,12 @@ async function leftToHeld(journal: SendJournal, row: SendRow, heldBy: Hex): Prom
  * replaced: evicted, the node restarted, the usual reason a send waits past replaceAfterMs): the transactions it
  * replaced broadcast again as they are, the newest first, and the send left to the first the node takes (leftToHeld);
  * null when it takes none. Not after a refusal such a one meets as well: an underpriced one (geth's bare "transaction
- * underpriced", its pool full or the fee below its txpool.pricelimit: one replaced offers less), the node out of reach.
- * Before, the send was not taken, each pass signed a further bump over the refused one (12.5% compounding up to the
- * cap, each refused), the one replaced, which the node would take, was never broadcast again, and past stalledAfterMs
- * every new payout was refused.
+ * underpriced", its pool full or the fee below its txpool.pricelimit: one replaced offers less), one of the nonce or
+ * the gas every one of them shares (refusedAlikeTexts), the node out of reach or rate limiting (saidNothing: the loop
+ * stops there too; each one refused is said at debug). Before, the send was not taken, each pass signed a further bump
+ * over the refused one (12.5% compounding up to the cap, each refused), the one replaced, which the node would take,
+ * was never broadcast again, and past stalledAfterMs every new payout was refused. Refused too, the send is left to the
+ * one the bump was signed over (leftToSignedOver).
  */
 async function replacedTakenAgain(
   journal: SendJournal,
@@ -934,7 +939,12 @@ async function replacedTakenAgain(
   error: unknown,
   text: string,
 ): Promise<Sent | null> {
-  if (text.includes("underpriced") || nodeUnreachable(error)) return null;
+  if (
+    text.includes("underpriced") ||
+    saidNothing(error) ||
+    refusedAlikeTexts.some((said) => text.includes(said))
+  )
+    return null;
   let replaced: { tx_hash: Hex; raw_tx: Hex }[];
   try {
     replaced = await journal.db.query<{ tx_hash: Hex; raw_tx: Hex }>(
@@ -948,8 +958,15 @@ async function replacedTakenAgain(
     try {
       await journal.publicClient.sendRawTransaction({ serializedTransaction: older.raw_tx });
     } catch (olderError) {
-      if (nodeUnreachable(olderError)) return null;
-      if (!saysHeld(errorText(olderError).toLowerCase())) continue; // refused too (a wallet short of ETH for it)
+      if (saidNothing(olderError)) return null;
+      if (!saysHeld(errorText(olderError).toLowerCase())) {
+        // Refused too (a wallet short of ETH for it): the next older one.
+        journal.logger.debug(
+          { send: row.attempt_id, txHash: older.tx_hash, error: shortMessage(olderError) },
+          "send's transaction replaced by a refused bump broadcast again, and refused too",
+        );
+        continue;
+      }
     }
     waitsAsItIs(
       journal,
@@ -963,18 +980,103 @@ async function replacedTakenAgain(
 }
 
 /**
+ * Refusals every transaction a fee bump replaced meets as well, the bump's nonce and gas theirs: "nonce too high",
+ * "nonce too low" (a node behind: nonceTakenOnNode showed the nonce open), "exceeds block gas limit", "intrinsic gas
+ * too low". None of them is broadcast again for it (replacedTakenAgain): one call to the node each, every pass, for
+ * nothing.
+ */
+const refusedAlikeTexts = ["nonce", "gas limit", "intrinsic"];
+
+/**
+ * Whether the node said nothing of the transaction: out of reach (nodeUnreachable, a 429 among it), or answering a
+ * rate limit inside its 200 (viem's LimitExceededRpcError, JSON-RPC's -32005), which another call at once meets too.
+ */
+function saidNothing(error: unknown): boolean {
+  if (nodeUnreachable(error)) return true;
+  if (!(error instanceof BaseError)) return false;
+  const limited = error.walk((cause) => cause instanceof LimitExceededRpcError);
+  return limited !== null && limited !== undefined;
+}
+
+/**
+ * A fee bump the node refused while holding none of the send's transactions, and refused every one it replaced too
+ * (replacedTakenAgain: a wallet short of ETH for all of them, a fee cap below them all): the send's row pointed back at
+ * the one the bump was signed over, the newest it replaced (pointedBack), and no bump signed over that one within
+ * stalledAfterMs (replaceIfStuck), as when the node holds it (leftToHeld); then one over it, not over the refused one.
+ * `row` as it is after a refusal a bump may answer (an underpriced one: geth's bare "transaction underpriced", its pool
+ * full), the node saying nothing (saidNothing), the database not answering, or when `row` is no bump over the newest
+ * it replaced (pointed back from that one already: the bump signed over `row` after stalledAfterMs is that one again).
+ * Before, each pass past replaceAfterMs signed a further bump over the refused one, 12.5% compounding up to the cap,
+ * each refused; once the wallet was topped up the node took the newest, and the send paid about the cap for its gas.
+ */
+async function leftToSignedOver(
+  journal: SendJournal,
+  row: SendRow,
+  error: unknown,
+  text: string,
+): Promise<SendRow> {
+  if (text.includes("underpriced") || saidNothing(error)) return row;
+  let newest: { tx_hash: Hex; raw_tx: Hex } | undefined;
+  try {
+    [newest] = await journal.db.query<{ tx_hash: Hex; raw_tx: Hex }>(
+      "SELECT tx_hash, raw_tx FROM evm_sends_replaced WHERE attempt_id = $1 ORDER BY replaced_at DESC LIMIT 1",
+      [row.attempt_id],
+    );
+  } catch {
+    return row; // the database not answering: not taken, as before
+  }
+  if (newest === undefined || !bumpOver(row.raw_tx, newest.raw_tx)) return row;
+  // Said as information, once a bump: the broadcast not taken is said by notTaken (a warning, an error past
+  // stalledAfterMs).
+  journal.logger.info(
+    {
+      send: row.attempt_id,
+      txHash: row.tx_hash,
+      nonce: row.nonce,
+      error: shortMessage(error),
+      signedOver: newest.tx_hash,
+    },
+    "send's replacement refused by the node (its fee cap, a wallet short of ETH for the bump?) while its pool held none of the send's transactions, and those it replaced refused too; the send's row points back at the one it was signed over, whose bytes later broadcasts send, and no bump is signed over it for a while",
+  );
+  const current = await pointedBack(journal, row, newest.tx_hash);
+  if (current.tx_hash === newest.tx_hash || current.tx_hash === row.tx_hash)
+    journal.bumpsRefused.set(current.tx_hash, { nonce: Number(row.nonce), at: performance.now() });
+  return current;
+}
+
+/**
+ * Whether `raw` bumps `older`'s fee cap: a replacement raises it by the node's least at the cap (replaceIfStuck), and
+ * a transaction the row was pointed back at offers less than the bump it was pointed back from.
+ */
+function bumpOver(raw: Hex, older: Hex): boolean {
+  try {
+    const [bump, replaced] = [parseTransaction(raw), parseTransaction(older)];
+    return (
+      bump.maxFeePerGas !== undefined &&
+      replaced.maxFeePerGas !== undefined &&
+      bump.maxFeePerGas > replaced.maxFeePerGas
+    );
+  } catch {
+    return false;
+  }
+}
+
+/**
  * The send's row pointed back from `row`, a fee bump the node refused, at `heldBy`, a transaction it replaced that the
- * node holds: the held one's bytes are the send's current ones again (every later broadcast sends them, and a node that
- * dropped them takes them again), the refused bump kept among those replaced (it may have reached another node's pool,
- * and be mined: its receipt is still looked for, its gas booked). Only over the bump this process saw: another process
- * may have replaced it meanwhile, and that one is the send's (returned). `row` as it is when the database does not
- * answer: pointed back at its next broadcast refused.
+ * node holds (or, holding none of the send's, refused too: leftToSignedOver): the held one's bytes are the send's
+ * current ones again (every later broadcast sends them, and a node that dropped them takes them again), the refused
+ * bump kept among those replaced (it may have reached another node's pool, and be mined: its receipt is still looked
+ * for, its gas booked). signed_at moved on as a bump moves it: another process, which never saw the bump refused, signs
+ * none over the held one within replaceAfterMs (before, one at once when the refused bump, refused at a later pass,
+ * was signed longer ago). Only over the bump this process saw: another process may have replaced it meanwhile, and
+ * that one is the send's (returned). `row` as it is when the database does not answer: pointed back at its next
+ * broadcast refused.
  */
 async function pointedBack(journal: SendJournal, row: SendRow, heldBy: Hex): Promise<SendRow> {
   try {
     return await journal.db.transaction(async (tx) => {
       const [held] = await tx.query<SendRow>(
-        `UPDATE evm_sends SET tx_hash = held.tx_hash, raw_tx = held.raw_tx
+        `UPDATE evm_sends SET tx_hash = held.tx_hash, raw_tx = held.raw_tx, signed_at = now()
            FROM evm_sends_replaced held
           WHERE evm_sends.attempt_id = $1 AND evm_sends.tx_hash = $2
             AND held.attempt_id = $1 AND held.tx_hash = lower($3)

@@ -1317,29 +1317,46 @@ function transferOf(journal: SendJournal, key: string, prepared: { count: number
 describe("a fee bump the node refuses in other words than underpriced, the transaction it replaced in the pool", () => {
   /**
    * The chain, the first broadcast of the first nonce taken and every other of that nonce (a bump) refused as geth
-   * refuses a fee above its rpc.txfeecap.
+   * refuses a fee above its rpc.txfeecap (or as `bumpRefusal` says), but those `accepted` holds; while `broke.on`, every
+   * one of that nonce refused as geth refuses a wallet short of ETH for it. `refused` counts the refusals, `asked` holds
+   * every transaction broadcast.
    */
   function refusingBumps() {
     const first: { nonce?: number; raw?: `0x${string}` } = {};
+    const accepted = new Set<`0x${string}`>();
+    const broke = { on: false };
+    const refused = { count: 0 };
+    const bumpRefusal = {
+      message: "tx fee (1.21 ether) exceeds the configured cap (1.00 ether)",
+      code: -32000,
+    };
+    const asked: `0x${string}`[] = [];
     const publicClient = createPublicClient({
       chain: gw.chain.chain,
       transport: custom({
         request: async (args: { method: string; params?: unknown }) => {
           if (args.method === "eth_sendRawTransaction") {
             const raw = (args.params as [`0x${string}`])[0];
+            asked.push(raw);
             const { nonce } = parseTransaction(raw);
             if (first.nonce === undefined) Object.assign(first, { nonce, raw });
-            else if (nonce === first.nonce && raw !== first.raw)
-              throw Object.assign(new Error("tx fee (1.21 ether) exceeds the configured cap (1.00 ether)"), {
-                code: -32000,
-              });
+            else if (nonce === first.nonce && broke.on) {
+              refused.count += 1;
+              throw Object.assign(
+                new Error("insufficient funds for gas * price + value: balance 0, tx cost 1210000000000000"),
+                { code: -32000 },
+              );
+            } else if (nonce === first.nonce && raw !== first.raw && !accepted.has(raw)) {
+              refused.count += 1;
+              throw Object.assign(new Error(bumpRefusal.message), { code: bumpRefusal.code });
+            }
           }
           return gw.chain.provider.request(args as never);
         },
       }),
       pollingInterval: 50,
     });
-    return { first, publicClient };
+    return { first, accepted, broke, refused, bumpRefusal, asked, publicClient };
   }
 
   it("is taken: the nonce is held, and new sends go on behind it", async () => {
@@ -1499,17 +1516,19 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
   });
 
   it("when the pool had dropped them all, is left to the newest transaction of the send the node takes again, the older ones tried in turn", async () => {
-    const { first, publicClient } = refusingBumps();
+    const { first, accepted, publicClient } = refusingBumps();
     const { logger, lines } = recordingLogger();
     const journal = stallingJournal(publicClient, 120_000, { logger }); // no bump due: the chain as it was left
     let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
+    let firstBump: `0x${string}` | undefined;
     await setAutomine(false);
     try {
       sent = await transferOf(journal, "bumps-refused:dropped-before");
       expect(sent).toMatchObject({ broadcast: "taken", nonce: first.nonce });
       if ("status" in sent) throw new Error("the send was refused");
-      // Three bumps, each signed over the last and stored as replaceIfStuck stores one; the node refuses every one of
-      // them (a wallet that since pays only the first), and its pool has dropped the first.
+      // Three bumps, each signed over the last and stored as replaceIfStuck stores one; the node refuses the last two
+      // (a wallet that since pays only the first bump), takes the first and the transaction it replaced, and its pool
+      // has dropped that one.
       let previous = { tx_hash: sent.tx_hash, raw_tx: sent.raw_tx };
       for (let bumps = 0; bumps < 3; bumps += 1) {
         const old = parseTransaction(previous.raw_tx);
@@ -1533,27 +1552,187 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
           ["bumps-refused:dropped-before", previous.tx_hash, previous.raw_tx],
         );
         previous = { tx_hash: keccak256(raw), raw_tx: raw };
+        if (bumps === 0) {
+          accepted.add(raw);
+          firstBump = previous.tx_hash;
+        }
       }
       const hashes = await hashesOfSend(gw.app.db, sent);
       expect(hashes).toHaveLength(4);
       await gw.chain.networkHelpers.dropTransaction(sent.tx_hash);
       // Before: the newest refused, none known to the node, not taken, pass after pass.
       await keepOpenSends(journal);
-      expect(await gw.chain.publicClient.getTransaction({ hash: sent.tx_hash })).toMatchObject({
-        hash: sent.tx_hash,
+      // The newest the node takes, not the oldest: the first bump, not the transaction it replaced.
+      expect(await gw.chain.publicClient.getTransaction({ hash: firstBump! })).toMatchObject({
+        hash: firstBump,
       });
+      await expect(gw.chain.publicClient.getTransaction({ hash: sent.tx_hash })).rejects.toThrow();
       const [row] = await gw.app.db.query<{ tx_hash: `0x${string}`; not_taken_since: Date | null }>(
         "SELECT tx_hash, not_taken_since FROM evm_sends WHERE attempt_id = $1",
         ["bumps-refused:dropped-before"],
       );
-      expect(row).toEqual({ tx_hash: sent.tx_hash, not_taken_since: null });
+      expect(row).toEqual({ tx_hash: firstBump, not_taken_since: null });
       // Every transaction of the send still its own.
       expect(new Set(await sendHashesOf(gw.app.db, gw.chain.chain.id, sent.tx_hash))).toEqual(
         new Set(hashes),
       );
       expect(lines.filter((line) => line.level === "warn")).toMatchObject([
-        { fields: { send: "bumps-refused:dropped-before", txHash: previous.tx_hash, heldBy: sent.tx_hash } },
+        { fields: { send: "bumps-refused:dropped-before", txHash: previous.tx_hash, heldBy: firstBump } },
       ]);
+    } finally {
+      await setAutomine(true);
+      await gw.chain.networkHelpers.mine(1);
+    }
+    await expectMined([{ tx_hash: firstBump! }]);
+  });
+
+  it("refused with every transaction it replaced (a wallet short of ETH for them all), the pool holding none: left to the one it was signed over, no bump compounded over the refused one", async () => {
+    const { first, broke, publicClient } = refusingBumps();
+    const { logger, lines } = recordingLogger();
+    const journal = stallingJournal(publicClient, 0, { logger }); // replaceAfterMs 0: bumped at every pass
+    let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
+    const sendRow = async () => {
+      const [row] = await gw.app.db.query<{
+        tx_hash: `0x${string}`;
+        raw_tx: `0x${string}`;
+        not_taken_since: Date | null;
+      }>("SELECT tx_hash, raw_tx, not_taken_since FROM evm_sends WHERE attempt_id = $1", [
+        "bump-refused:broke",
+      ]);
+      return row;
+    };
+    // Not automining: the first transaction waits in the pool, its nonce open.
+    await setAutomine(false);
+    try {
+      sent = await transferOf(journal, "bump-refused:broke");
+      expect(sent).toMatchObject({ broadcast: "taken", nonce: first.nonce });
+      if ("status" in sent) throw new Error("the send was refused");
+      // The pool drops it (the node restarted), and the wallet has since no ETH for any transaction of the send.
+      await gw.chain.networkHelpers.dropTransaction(sent.tx_hash);
+      broke.on = true;
+      await keepOpenSends(journal); // bumped: the replacement signed, stored and refused, and the one it replaced too
+      const sentHash = sent.tx_hash;
+      const [bumped] = (await hashesOfSend(gw.app.db, sent)).filter((hash) => hash !== sentHash);
+      // Before: each pass past replaceAfterMs signed a further bump over the refused one (12.5% more a pass), each
+      // refused, and the node took the newest once the wallet was topped up.
+      await keepOpenSends(journal);
+      await keepOpenSends(journal);
+      expect(new Set(await hashesOfSend(gw.app.db, sent))).toEqual(new Set([sent.tx_hash, bumped]));
+      // The row is the transaction the bump was signed over, not taken; the refused bump is kept among the send's.
+      expect(await sendRow()).toMatchObject({ tx_hash: sent.tx_hash, raw_tx: sent.raw_tx });
+      expect((await sendRow())?.not_taken_since).not.toBeNull();
+      expect(await sendHashesOf(gw.app.db, gw.chain.chain.id, bumped!)).toEqual([sent.tx_hash, bumped]);
+      expect(lines.filter((line) => line.level === "info" && /signed over/.test(line.message))).toMatchObject(
+        [{ fields: { send: "bump-refused:broke", txHash: bumped, signedOver: sent.tx_hash } }],
+      );
+      // Another process (or this one restarted), which never saw the bump refused: its bump is over the transaction the
+      // row points back at (the same bytes, the fees as they were), refused and pointed back from too.
+      const other = recordingLogger();
+      await keepOpenSends(stallingJournal(publicClient, 0, { logger: other.logger }));
+      expect(new Set(await hashesOfSend(gw.app.db, sent))).toEqual(new Set([sent.tx_hash, bumped]));
+      expect(await sendRow()).toMatchObject({ tx_hash: sent.tx_hash, raw_tx: sent.raw_tx });
+      // The wallet topped up: the transaction the row points back at is taken, at its fees.
+      broke.on = false;
+      await keepOpenSends(journal);
+      expect(await gw.chain.publicClient.getTransaction({ hash: sent.tx_hash })).toMatchObject({
+        hash: sent.tx_hash,
+      });
+      expect(await sendRow()).toMatchObject({ tx_hash: sent.tx_hash, not_taken_since: null });
+    } finally {
+      broke.on = false;
+      await setAutomine(true);
+      await gw.chain.networkHelpers.mine(1);
+    }
+    await expectMined([sent]);
+  });
+
+  it.each([
+    ["nonce too high", -32000],
+    ["exceeds block gas limit", -32000],
+    ["intrinsic gas too low: have 21000, want 53000", -32000],
+    ["rate limited", -32005], // viem's LimitExceededRpcError: the node says nothing of the transaction
+  ])(
+    "refused %s, the pool holding none of the send's: those it replaced not broadcast again, meeting the same",
+    async (message, code) => {
+      const { first, bumpRefusal, asked, publicClient } = refusingBumps();
+      Object.assign(bumpRefusal, { message, code });
+      const journal = stallingJournal(publicClient, 0); // replaceAfterMs 0: bumped at the next pass
+      const key = `bump-refused:alike:${code}:${message.slice(0, 12)}`;
+      let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
+      await setAutomine(false);
+      try {
+        sent = await transferOf(journal, key);
+        expect(sent).toMatchObject({ broadcast: "taken", nonce: first.nonce });
+        if ("status" in sent) throw new Error("the send was refused");
+        await gw.chain.networkHelpers.dropTransaction(sent.tx_hash);
+        asked.length = 0;
+        await keepOpenSends(journal); // bumped: the replacement signed, stored and refused
+        const hashes = await hashesOfSend(gw.app.db, sent);
+        expect(hashes).toHaveLength(2);
+        // Before: the one it replaced broadcast again in the same pass, for nothing (here the node would take it).
+        const sentRaw = sent.raw_tx;
+        expect(asked.filter((raw) => raw === sentRaw)).toEqual([]);
+        const [row] = await gw.app.db.query<{ not_taken_since: Date | null }>(
+          "SELECT not_taken_since FROM evm_sends WHERE attempt_id = $1",
+          [key],
+        );
+        expect(row?.not_taken_since).not.toBeNull();
+      } finally {
+        await setAutomine(true);
+        // Broadcast as the next pass would (the node taking it now); refused when it holds it already.
+        if (sent !== undefined && !("status" in sent))
+          await gw.chain.provider
+            .request({ method: "eth_sendRawTransaction", params: [sent.raw_tx] } as never)
+            .catch(() => undefined);
+        await gw.chain.networkHelpers.mine(1);
+      }
+      await expectMined([sent]);
+    },
+  );
+
+  it("pointed back at the transaction the node holds, is not bumped at once by another process: signed_at moved on", async () => {
+    const { first, refused, publicClient } = refusingBumps();
+    // No bump due in this process: the refused bump, signed an hour ago, is only broadcast again.
+    const journal = stallingJournal(publicClient, 2 * 3_600_000);
+    let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
+    await setAutomine(false);
+    try {
+      sent = await transferOf(journal, "bump-refused:signed-at");
+      expect(sent).toMatchObject({ broadcast: "taken", nonce: first.nonce });
+      if ("status" in sent) throw new Error("the send was refused");
+      // A bump signed an hour ago over the transaction in the pool, stored as replaceIfStuck stores one, and not
+      // broadcast since (the node out of reach meanwhile).
+      const old = parseTransaction(sent.raw_tx);
+      const raw = await gw.chain.walletClient.signTransaction({
+        account: gw.chain.walletClient.account!,
+        chain: gw.chain.chain,
+        type: "eip1559",
+        nonce: old.nonce!,
+        to: old.to!,
+        data: old.data!,
+        gas: old.gas!,
+        maxFeePerGas: (old.maxFeePerGas! * 9n + 7n) / 8n,
+        maxPriorityFeePerGas: (old.maxPriorityFeePerGas! * 9n + 7n) / 8n,
+      });
+      await gw.app.db.query(
+        "UPDATE evm_sends SET tx_hash = $2, raw_tx = $3, signed_at = now() - interval '1 hour' WHERE attempt_id = $1",
+        ["bump-refused:signed-at", keccak256(raw), raw],
+      );
+      await gw.app.db.query(
+        "INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) VALUES ($1, $2, $3)",
+        ["bump-refused:signed-at", sent.tx_hash, sent.raw_tx],
+      );
+      await keepOpenSends(journal); // the bump refused, the row pointed back at the transaction in the pool
+      const hashes = await hashesOfSend(gw.app.db, sent);
+      expect(hashes).toEqual([sent.tx_hash, keccak256(raw)]);
+      const refusedBefore = refused.count;
+      // Another process, bumping past a minute: before, the row kept the refused bump's signing, an hour ago, and it
+      // signed a bump over the one pointed back at at once, refused as well.
+      const other = recordingLogger();
+      await keepOpenSends(stallingJournal(publicClient, 60_000, { logger: other.logger }));
+      expect(refused.count).toBe(refusedBefore);
+      expect(other.lines.filter((line) => line.level === "warn")).toEqual([]);
+      expect(await hashesOfSend(gw.app.db, sent)).toEqual(hashes);
     } finally {
       await setAutomine(true);
       await gw.chain.networkHelpers.mine(1);
