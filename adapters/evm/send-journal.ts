@@ -1176,8 +1176,9 @@ async function notTaken(journal: SendJournal, row: SendRow, error: unknown): Pro
  * How the node shows the send's nonce used: `passed`, the wallet's mined count past it; or the hash of the first of the
  * send's transactions known to it (in its pool, or mined): the one broadcast, or one it replaced, the newest first,
  * every one (before, at most 8: a chain of refused bumps the code before left hid the oldest, the one in the pool, and
- * the send was stalled; a refused bump is no longer bumped over, so only bumps the node took lengthen it, bounded by
- * the gas cap). Null when neither is shown (a node behind the one that refused, behind a load balancer; one
+ * the send was stalled; a refused bump is no longer bumped over, but one signed again over the held transaction at
+ * each stalledAfterMs while the node still refuses is another transaction when the fees moved, so a long refusal
+ * lengthens it by one a pass at most). Null when neither is shown (a node behind the one that refused, behind a load balancer; one
  * not answering): no proof either way, the broadcast is not taken, and is tried again. Before, only the one broadcast
  * was asked: a fee bump the node refused in other words than underpriced (geth's rpc.txfeecap) was not taken while the
  * transaction it replaced held the nonce in the pool, and past stalledAfterMs every new payout was refused.
