@@ -51,6 +51,7 @@ export type {
   PayoutReversal,
   Rail,
   RailCapitalMovement,
+  RailCheck,
   RailEvent,
   RailEventHandler,
   RailEventVerdict,

@@ -166,6 +166,12 @@ export type AttemptOutcome =
 export type RailFee = { readonly id: string; readonly amount: bigint };
 
 /**
+ * A rail's check that what its event tells still stands (a `received` or `reinstated` event's `stands`): the rail's
+ * SQL function `check`, called with `args` in the transaction that applies the event.
+ */
+export type RailCheck = { readonly check: string; readonly args: readonly unknown[] };
+
+/**
  * Money a payout's provider took back from the payee after the payout was made, and gave back to the platform's
  * balance (a Stripe transfer reversal, whole or in part), in the rail's asset. `key` is the provider's own name for it
  * (a TransferReversal's id), the same on every delivery: the gateway books each key once, and never more in all than
@@ -215,7 +221,7 @@ export type RailEvent =
        * written (the handler rejects). The EVM deposit watcher's: its event's row, locked so that a reorg's removal of
        * the deposit comes after the credit and finds it (adapters/evm migration 0021). A named receipt's (`key`) only.
        */
-      stands?: { readonly check: string; readonly args: readonly unknown[] };
+      stands?: RailCheck;
     }
   | {
       kind: "reversed";
@@ -245,7 +251,7 @@ export type RailEvent =
        * give-back's own transaction. The EVM deposit watcher's: the log mined again, whose removal by a reorg then
        * finds the give-back (or refuses it) rather than find none and leave it standing with nothing on chain.
        */
-      stands?: { readonly check: string; readonly args: readonly unknown[] };
+      stands?: RailCheck;
     }
   /**
    * A fee the provider took later than the money it was taken for, which was `received` for `reference` already (a

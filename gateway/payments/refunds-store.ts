@@ -310,9 +310,9 @@ export type NewRefund = Omit<
  * paid, nothing, since the payer got it all back before anything was settled. A reversed invoice that still holds its
  * amount (heldSql, which counts no reversal of the invoice's money: what stands is a refund made at the provider, as no
  * refund is made while a dispute stands) is paid but for that reversal, and its refund is counted as a paid one's, so
- * that what of it is a discount does not depend on whether the provider's refund stands when it is claimed. Before, it
- * counted whole: once the provider's refund failed, the invoice stayed reversed holding less than its amount, and its
- * payer was asked for what the merchant had given back. One a reorg reversed holds less: all of its refund counts.
+ * that what of it is a discount does not depend on whether the provider's refund stands when it is claimed: once that
+ * refund fails, the invoice is paid again whatever it holds (no reversal of a receipt was recorded for it), and its
+ * `discounted` is what a paid one's refund would have kept. One a reorg reversed holds less: all of its refund counts.
  */
 export function claimStatement(refund: NewRefund): Statement {
   const targetId = refund.target.kind === "invoice" ? refund.target.invoiceId : refund.target.paymentId;

@@ -25,6 +25,7 @@ import {
   assetByCode,
   parseAmount,
   type Rail,
+  type RailCheck,
   type SettlementEvidence,
   type SignedPaymentRefusal,
   SwitchyardError,
@@ -699,9 +700,6 @@ export type ReceivedEvent = {
   stands?: RailCheck;
 };
 
-/** A rail's check that what its event tells still stands (core/rail.ts `stands`): its SQL function, and the arguments. */
-type RailCheck = { readonly check: string; readonly args: readonly unknown[] };
-
 /**
  * Throws unless the rail's check names an SQL function as it is written into a statement. Made before anything is
  * handed to the ledger's writer: a statement written alongside must not throw (ledger/types.ts Alongside), and one
@@ -1142,14 +1140,20 @@ export async function applyReversed(
     // this): marked first, as its own run would, so that this reversal takes back from the accounts given back to
     // (takeBackShares counts every reversal not marked) and the one it takes again is not counted beside it. Before,
     // that reversal stood unmarked for good once its log was removed (no run of it came again), the deposit counted as
-    // taken back twice.
+    // taken back twice. The mark does not pay the invoice when this reversal is to take the deposit again: its
+    // `invoice.paid` would tell of money known gone, this reversal's record marking it reversed a moment later. One
+    // withdrawn already takes nothing, and the mark pays as its own run would.
     if (credited === "unmarked" && "reinstated" in event.takes)
-      await applyReinstated(deps, {
-        rail: event.rail,
-        reference: event.reference,
-        key: event.takes.reinstated,
-        evidence: event.evidence,
-      });
+      await applyReinstated(
+        deps,
+        {
+          rail: event.rail,
+          reference: event.reference,
+          key: event.takes.reinstated,
+          evidence: event.evidence,
+        },
+        { finishing: (await reversalRecord(deps.db, invoice.id, event.key))?.reinstated !== true },
+      );
   }
   // Given back already, or withdrawn before it came: it takes nothing (or gives back at once what a run of this
   // that raced the withdrawal took).
@@ -1695,6 +1699,8 @@ const reinstateAttemptsMax = 3;
 export async function applyReinstated(
   deps: SettlementDeps,
   event: { rail: string; reference: string; key: string; evidence: SettlementEvidence; stands?: RailCheck },
+  /** `finishing`: the mark a removal finishes before it takes the give-back again (applyReversed); it pays nothing. */
+  options: { finishing?: boolean } = {},
 ): Promise<{
   status: "applied" | "duplicate" | "withdrawn" | "unknown_reference";
   amount: bigint;
@@ -1715,8 +1721,7 @@ export async function applyReinstated(
     // for (creditedBy) as it looks for those moves. Not when any is there (the invoice's leg, a payee's share, a
     // collection: givenBackOnLedger): they were checked as they were written, and a removal since took them back with
     // a reversal of its own; refused, the mark would leave this reversal standing in its record beside that one, the
-    // deposit counted as taken back twice. Before, only the invoice's leg was looked for, and the mark of a give-back
-    // of the payees' shares alone was refused after such a removal.
+    // deposit counted as taken back twice.
     const markChecked = stands !== undefined && !(await givenBackOnLedger(deps, invoice, event.key));
     // Whether the mark paid the invoice (read in its transaction, which commits it or nothing).
     let paidNow = false;
@@ -1774,17 +1779,17 @@ export async function applyReinstated(
         // computed with the other's money out (this with the refund pending, the failure with r0's reversal
         // standing), left the invoice reversed holding its amount; and an open invoice whose part-payment was mined
         // again after the payer paid the rest stayed open holding it, and took an authorization of all its amount.
-        // And a reversed one was paid once no reversal stood, whatever it held: of 10, paid by r0 = 6 and r1 = 4, r0
-        // reorganised away and the 4 it held refunded (whole: it was not paid), it was paid holding 6 once r0 was
-        // mined again, where the same money in another order left it open. A reversed one no reversal of a receipt
-        // was ever recorded for is paid once no dispute stands, whatever it holds: it was paid (only a paid invoice is
+        // And one a reorg reversed was paid once no reversal stood, whatever it held: of 10, paid by r0 = 6 and r1 = 4,
+        // r0 reorganised away and the 4 it held refunded (whole: it was not paid), it was paid holding 6 once r0 was
+        // mined again, where the same money in another order left it open. A reversed one no reversal of a receipt was
+        // ever recorded for is paid once no dispute stands, whatever it holds: it was paid (only a paid invoice is
         // marked reversed) and nothing since took a receipt, so its refunds (none made while a dispute stands) gave
         // back of it paid, what the merchant agreed. Counted by heldSql, a refund claimed before migration 0069 counts
-        // whole: of 10,000, 3,000 refunded so, then a dispute of 7,000 lost and won, it held 7,000 and stayed
-        // reversed, its payer asked for what the merchant had given back.
+        // whole: of 10,000, 3,000 refunded so, then a dispute of 7,000 lost and won, it held 7,000 and stayed reversed,
+        // its payer asked for what the merchant had given back.
         const [standing] = await tx.query<{ status: InvoiceStatus; paid_now: boolean }>(
           `WITH due AS (
-             SELECT i.status IN ('open', 'reversed') AND NOT ${disputedSql("$1")}
+             SELECT NOT $2::boolean AND i.status IN ('open', 'reversed') AND NOT ${disputedSql("$1")}
                AND (${heldSql("i", "$1")} >= i.amount OR (i.status = 'reversed' AND NOT EXISTS (
                  SELECT 1 FROM invoice_reversals v WHERE v.invoice_id = $1 AND v.receipt IS NOT NULL))) AS paid
              FROM invoices i WHERE i.id = $1)
@@ -1792,7 +1797,7 @@ export async function applyReinstated(
              paid_at = CASE WHEN due.paid THEN coalesce(i.paid_at, now()) ELSE i.paid_at END
            FROM due WHERE i.id = $1
            RETURNING i.status, due.paid AS paid_now`,
-          [invoice.id],
+          [invoice.id, options.finishing === true],
         );
         paidNow = standing?.paid_now === true;
         // `amount` is all that goes back, the collections of this reversal's own shortfall included; the event also
@@ -1813,8 +1818,8 @@ export async function applyReinstated(
           },
         });
         // Paid by this give-back, open or reversed before: told after it, as a receipt and a refund's failure tell
-        // it, so that what is told does not depend on which of them commits first. Before, only an open invoice's
-        // was told, and a reversed one paid here was not, though the same money's failure tells it.
+        // it, so that what is told does not depend on which of them commits first. Before, a give-back told none,
+        // though the same money's failure tells it. Not by a mark a removal finishes (`finishing`): it pays nothing.
         if (paidNow)
           await insertOutboxEvent(tx, {
             tenantId: invoice.tenantId,

@@ -393,6 +393,14 @@ describe("a rail's check carried by an event", () => {
     await expect(applyReinstated(crashing, { ...reorg, stands: stands(txHash, 2) })).rejects.toThrow("crash");
     await gw.app.db.query(removal, [txHash]);
     const again = { ...reorg, key: `reorg:${txHash}:0#2` };
+    const told = async () =>
+      (
+        await gw.app.db.query<{ type: string }>(
+          "SELECT type FROM outbox WHERE payload->>'invoice_id' = $1 AND type LIKE 'invoice.%' ORDER BY id",
+          [id],
+        )
+      ).map((row) => row.type);
+    const toldBefore = (await told()).length;
     expect(
       await applyReversed(gw.app.settlement, {
         ...again,
@@ -400,6 +408,9 @@ describe("a rail's check carried by an event", () => {
         takes: { reinstated: reorg.key },
       }),
     ).toEqual({ status: "applied", shortfall: 0n });
+    // The mark it finished tells its give-back, and pays nothing: the deposit is known gone. Before, it was paid
+    // there with `invoice.paid`, a webhook receiver fulfilling on it, and reversed again by this removal's record.
+    expect((await told()).slice(toldBefore)).toEqual(["invoice.reinstated", "invoice.reversed"]);
     const records = () =>
       gw.app.db.query<{ key: string; reinstated: boolean }>(
         `SELECT key, reinstated_at IS NOT NULL AS reinstated FROM invoice_reversals WHERE invoice_id = $1
@@ -421,5 +432,11 @@ describe("a rail's check carried by an event", () => {
       paidNow: true,
     });
     expect(await statusOf(id)).toBe("paid");
+    expect((await told()).slice(toldBefore)).toEqual([
+      "invoice.reinstated",
+      "invoice.reversed",
+      "invoice.reinstated",
+      "invoice.paid",
+    ]);
   });
 });
