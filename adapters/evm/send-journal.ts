@@ -701,26 +701,38 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
         WHERE attempt_id = $1 AND tx_hash = $2 RETURNING attempt_id`,
       [row.attempt_id, row.tx_hash, replacement.tx_hash, replacement.raw_tx],
     );
-    if (updated.length === 0) {
-      const [current] = await tx.query<SendRow>(
-        "SELECT attempt_id, tx_hash, raw_tx, nonce FROM evm_sends WHERE attempt_id = $1",
-        [row.attempt_id],
-      );
-      return current ?? row;
-    }
+    if (updated.length === 0) return await sendAsItStands(tx, row);
     // The bump signed again over the transaction a refused one was pointed back from (pointedBack), the same bytes when
     // the fees are: the send's current one again, kept once.
-    await tx.query("DELETE FROM evm_sends_replaced WHERE attempt_id = $1 AND tx_hash = $2", [
-      row.attempt_id,
-      replacement.tx_hash,
-    ]);
-    await tx.query("INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) VALUES ($1, $2, $3)", [
-      row.attempt_id,
-      row.tx_hash,
-      row.raw_tx,
-    ]);
+    await replacedBy(tx, row, replacement.tx_hash);
     return replacement;
   });
+}
+
+/** The send's row as it stands, another process having changed it since `row` was read (`row` were it gone). */
+async function sendAsItStands(tx: Sql, row: SendRow): Promise<SendRow> {
+  const [current] = await tx.query<SendRow>(
+    "SELECT attempt_id, tx_hash, raw_tx, nonce FROM evm_sends WHERE attempt_id = $1",
+    [row.attempt_id],
+  );
+  return current ?? row;
+}
+
+/**
+ * Keeps `row`'s transaction among those its send replaced, once `current` (a bump, or one pointed back to) is the
+ * send's current one: `current` is taken out of them, as it is kept once (a bump signed again over a held one has the
+ * refused bump's bytes when the fees are the same).
+ */
+async function replacedBy(tx: Sql, row: SendRow, current: string): Promise<void> {
+  await tx.query("DELETE FROM evm_sends_replaced WHERE attempt_id = $1 AND tx_hash = $2", [
+    row.attempt_id,
+    current,
+  ]);
+  await tx.query("INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) VALUES ($1, $2, $3)", [
+    row.attempt_id,
+    row.tx_hash,
+    row.raw_tx,
+  ]);
 }
 
 /**
@@ -1083,22 +1095,8 @@ async function pointedBack(journal: SendJournal, row: SendRow, heldBy: Hex): Pro
         RETURNING evm_sends.attempt_id, evm_sends.tx_hash, evm_sends.raw_tx, evm_sends.nonce`,
         [row.attempt_id, row.tx_hash, heldBy],
       );
-      if (held === undefined) {
-        const [current] = await tx.query<SendRow>(
-          "SELECT attempt_id, tx_hash, raw_tx, nonce FROM evm_sends WHERE attempt_id = $1",
-          [row.attempt_id],
-        );
-        return current ?? row;
-      }
-      await tx.query("DELETE FROM evm_sends_replaced WHERE attempt_id = $1 AND tx_hash = $2", [
-        row.attempt_id,
-        held.tx_hash,
-      ]);
-      await tx.query("INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) VALUES ($1, $2, $3)", [
-        row.attempt_id,
-        row.tx_hash,
-        row.raw_tx,
-      ]);
+      if (held === undefined) return await sendAsItStands(tx, row);
+      await replacedBy(tx, row, held.tx_hash);
       return held;
     });
   } catch (error) {
