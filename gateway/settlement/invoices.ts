@@ -1742,8 +1742,15 @@ export async function applyReinstated(
             ? ("duplicate" as const)
             : ("recorded_since" as const);
         // Nothing recorded and nothing taken: the reversal never came. One recorded that took nothing (the account
-        // was empty) still ends here, with its event, so the invoice is paid again.
-        if (marked[0]!.inserted === true && amount === 0n) return "withdrawn" as const;
+        // was empty) still ends here, with its event, so the invoice is paid again. Withdrawn, it pays an invoice
+        // that is due all the same: a removal whose finishing mark (`finishing`) gave back the reversal it takes, left
+        // the invoice reversed and failed before its own record is withdrawn by its reinstatement, and takes nothing
+        // when retried. Before, nothing paid it then: the deposit on chain and credited, the invoice reversed for
+        // good. A Stripe reversal withdrawn before it came finds the invoice paid or open, paid here only if due.
+        if (marked[0]!.inserted === true && amount === 0n) {
+          paidNow = await paidIfDue(tx, invoice, options);
+          return "withdrawn" as const;
+        }
         // What stands of the invoice's reversals changed: the version of its `refundable` row moves (the row created as
         // a reversal's record creates it), after the record, as a reversal's record statement takes the two, so that a
         // refund or a reversal computed from reads made while this one stood (takeBackShares counts every reversal
@@ -1770,7 +1777,6 @@ export async function applyReinstated(
         // Then the invoice's row, in the order a reversal's record statement takes the two (its record, then the
         // invoice): a reversal recorded meanwhile either committed before, and the status below sees its record, or
         // marks the invoice after this. (The other order deadlocked a reversal with its own withdrawal.)
-        await tx.query("SELECT 1 FROM invoices WHERE id = $1 FOR UPDATE", [invoice.id]);
         // An open or reversed invoice is paid once no dispute stands and it holds its amount (heldSql), as a receipt
         // and a refund's failure pay it (receiptRecordStatement, failedStatement). The row is written whatever it is
         // left, so that its version moves: a refund's failure or a receipt that read this reversal standing finds the
@@ -1787,52 +1793,35 @@ export async function applyReinstated(
         // back of it paid, what the merchant agreed. Counted by heldSql, a refund claimed before migration 0069 counts
         // whole: of 10,000, 3,000 refunded so, then a dispute of 7,000 lost and won, it held 7,000 and stayed reversed,
         // its payer asked for what the merchant had given back.
-        const [standing] = await tx.query<{ status: InvoiceStatus; paid_now: boolean }>(
-          `WITH due AS (
-             SELECT NOT $2::boolean AND i.status IN ('open', 'reversed') AND NOT ${disputedSql("$1")}
-               AND (${heldSql("i", "$1")} >= i.amount OR (i.status = 'reversed' AND NOT EXISTS (
-                 SELECT 1 FROM invoice_reversals v WHERE v.invoice_id = $1 AND v.receipt IS NOT NULL))) AS paid
-             FROM invoices i WHERE i.id = $1)
-           UPDATE invoices i SET status = CASE WHEN due.paid THEN 'paid' ELSE i.status END,
-             paid_at = CASE WHEN due.paid THEN coalesce(i.paid_at, now()) ELSE i.paid_at END
-           FROM due WHERE i.id = $1
-           RETURNING i.status, due.paid AS paid_now`,
-          [invoice.id, options.finishing === true],
-        );
-        paidNow = standing?.paid_now === true;
-        // `amount` is all that goes back, the collections of this reversal's own shortfall included; the event also
-        // says what of it settled other reversals' shortfalls and what stayed on the accounts, so that a consumer
-        // mirroring a balance from the events does not count that money twice.
-        const collectedOfOthers = await collectedByGiveBack(tx, invoice.id, event.key);
-        await insertOutboxEvent(tx, {
-          tenantId: invoice.tenantId,
-          type: "invoice.reinstated",
-          payload: {
-            invoice_id: invoice.id,
-            reversal: event.key,
-            asset: invoice.assetCode,
-            amount: amount.toString(),
-            shortfall_collected: collectedOfOthers.toString(),
-            net: (amount - collectedOfOthers).toString(),
-            invoice_status: standing?.status ?? null,
-          },
-        });
-        // Paid by this give-back, open or reversed before: told after it, as a receipt and a refund's failure tell
-        // it, so that what is told does not depend on which of them commits first. Before, a give-back told none,
-        // though the same money's failure tells it. Not by a mark a removal finishes (`finishing`): it pays nothing.
-        if (paidNow)
+        // Paid by this give-back, open or reversed before: `invoice.paid` told after its own event, as a receipt and a
+        // refund's failure tell it, so that what is told does not depend on which of them commits first. Before, a
+        // give-back told none, though the same money's failure tells it.
+        paidNow = await paidIfDue(tx, invoice, options, async (invoiceStatus) => {
+          // `amount` is all that goes back, the collections of this reversal's own shortfall included; the event also
+          // says what of it settled other reversals' shortfalls and what stayed on the accounts, so that a consumer
+          // mirroring a balance from the events does not count that money twice.
+          const collectedOfOthers = await collectedByGiveBack(tx, invoice.id, event.key);
           await insertOutboxEvent(tx, {
             tenantId: invoice.tenantId,
-            type: "invoice.paid",
-            payload: { invoice_id: invoice.id },
+            type: "invoice.reinstated",
+            payload: {
+              invoice_id: invoice.id,
+              reversal: event.key,
+              asset: invoice.assetCode,
+              amount: amount.toString(),
+              shortfall_collected: collectedOfOthers.toString(),
+              net: (amount - collectedOfOthers).toString(),
+              invoice_status: invoiceStatus,
+            },
           });
+        });
         return "applied" as const;
       })
       .catch((error: unknown) => {
         if (error instanceof ShortfallCollectedSinceError) return "recorded_since" as const;
         throw error;
       });
-    if (status === "applied") {
+    if (status === "applied" || status === "withdrawn") {
       // Paid now: no receipt pays it (a process that remembers it open would try to credit one).
       if (paidNow) deps.openInvoices.forget(invoice.id);
       return { status, amount, paidNow };
@@ -1843,6 +1832,43 @@ export async function applyReinstated(
     `reversal ${event.key} of invoice ${invoice.id} is recorded as taking more than its ledger transfers give back, ` +
       `after ${reinstateAttemptsMax} looks; nothing was marked given back`,
   );
+}
+
+/**
+ * The invoice paid if it is due (applyReinstated, which says when: an open or reversed invoice that holds its amount
+ * with no dispute standing), in the transaction of a reversal's mark as given back or withdrawn, after the mark; the
+ * row locked first, and written whatever it is left. Returns whether it paid it, with `invoice.paid` told after what
+ * `told` tells (the give-back's own event, given the status the invoice is left in). Not by a mark a removal finishes
+ * (`finishing`, applyReversed): the deposit is known gone, and the removal's record marks it reversed a moment later.
+ */
+async function paidIfDue(
+  tx: Sql,
+  invoice: InvoiceTarget,
+  options: { finishing?: boolean },
+  told: (status: InvoiceStatus | null) => Promise<void> = async () => {},
+): Promise<boolean> {
+  await tx.query("SELECT 1 FROM invoices WHERE id = $1 FOR UPDATE", [invoice.id]);
+  const [standing] = await tx.query<{ status: InvoiceStatus; paid_now: boolean }>(
+    `WITH due AS (
+       SELECT NOT $2::boolean AND i.status IN ('open', 'reversed') AND NOT ${disputedSql("$1")}
+         AND (${heldSql("i", "$1")} >= i.amount OR (i.status = 'reversed' AND NOT EXISTS (
+           SELECT 1 FROM invoice_reversals v WHERE v.invoice_id = $1 AND v.receipt IS NOT NULL))) AS paid
+       FROM invoices i WHERE i.id = $1)
+     UPDATE invoices i SET status = CASE WHEN due.paid THEN 'paid' ELSE i.status END,
+       paid_at = CASE WHEN due.paid THEN coalesce(i.paid_at, now()) ELSE i.paid_at END
+     FROM due WHERE i.id = $1
+     RETURNING i.status, due.paid AS paid_now`,
+    [invoice.id, options.finishing === true],
+  );
+  await told(standing?.status ?? null);
+  const paidNow = standing?.paid_now === true;
+  if (paidNow)
+    await insertOutboxEvent(tx, {
+      tenantId: invoice.tenantId,
+      type: "invoice.paid",
+      payload: { invoice_id: invoice.id },
+    });
+  return paidNow;
 }
 
 /**

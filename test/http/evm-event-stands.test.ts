@@ -439,4 +439,89 @@ describe("a rail's check carried by an event", () => {
       "invoice.paid",
     ]);
   });
+
+  it("pays an invoice the mark a removal finished left reversed, when that removal's record failed and its reinstatement came first (withdrawn)", async () => {
+    const id = await invoiceOf("2");
+    const txHash = await watchedEvent();
+    const receipt = `${txHash}:0#1`;
+    expect(
+      await applyReceived(gw.app.settlement, {
+        rail: "toystands",
+        reference: id,
+        key: receipt,
+        amount: 2_000_000n,
+        evidence,
+        stands: stands(txHash),
+      }),
+    ).toBe("applied");
+    await gw.app.db.query(removal, [txHash]);
+    const reorg = { rail: "toystands", reference: id, key: `reorg:${receipt}`, evidence };
+    expect(
+      await applyReversed(gw.app.settlement, { ...reorg, amount: 2_000_000n, takes: { receipt } }),
+    ).toEqual({ status: "applied", shortfall: 0n });
+
+    // Mined again as generation 2: the give-back's chain commits and the process dies before its mark; the log is
+    // removed, and the removal finishes that mark (paying nothing), then fails before its own chain and record.
+    await minedAgain(txHash, 2);
+    const crashing = {
+      ...gw.app.settlement,
+      db: crashingOnce(
+        gw.app.settlement.db,
+        "INSERT INTO invoice_reversals (invoice_id, key, amount, reinstated_at)",
+      ),
+    };
+    await expect(applyReinstated(crashing, { ...reorg, stands: stands(txHash, 2) })).rejects.toThrow("crash");
+    await gw.app.db.query(removal, [txHash]);
+    const again = { ...reorg, key: `reorg:${txHash}:0#2` };
+    const told = async () =>
+      (
+        await gw.app.db.query<{ type: string }>(
+          "SELECT type FROM outbox WHERE payload->>'invoice_id' = $1 AND type LIKE 'invoice.%' ORDER BY id",
+          [id],
+        )
+      ).map((row) => row.type);
+    const toldBefore = (await told()).length;
+    const { ledger } = gw.app.settlement;
+    let failed = false;
+    const recordFailing: SettlementDeps = {
+      ...gw.app.settlement,
+      ledger: {
+        ...ledger,
+        createTransfersWith: async (...args) => {
+          if (failed) return await ledger.createTransfersWith(...args);
+          failed = true;
+          throw new Error("crash");
+        },
+      },
+    };
+    const removed = { ...again, amount: 2_000_000n, takes: { reinstated: reorg.key } };
+    await expect(applyReversed(recordFailing, removed)).rejects.toThrow("crash");
+    const records = () =>
+      gw.app.db.query<{ key: string; reinstated: boolean }>(
+        `SELECT key, reinstated_at IS NOT NULL AS reinstated FROM invoice_reversals WHERE invoice_id = $1
+         ORDER BY key`,
+        [id],
+      );
+    expect(await records()).toEqual([{ key: reorg.key, reinstated: true }]);
+    expect(await statusOf(id)).toBe("reversed");
+
+    // Mined a third time before the removal is retried: its reinstatement finds nothing recorded and nothing taken,
+    // and is recorded withdrawn; the invoice holds its amount (the first reversal given back) with no dispute, so it
+    // is paid there. Before, it returned before the invoice's row and the retry took nothing (withdrawn): the
+    // deposit on chain and credited, the invoice reversed for good, no `invoice.paid`.
+    await minedAgain(txHash, 3);
+    expect(await applyReinstated(gw.app.settlement, { ...again, stands: stands(txHash, 3) })).toEqual({
+      status: "withdrawn",
+      amount: 0n,
+      paidNow: true,
+    });
+    expect(await statusOf(id)).toBe("paid");
+    expect(await applyReversed(gw.app.settlement, removed)).toEqual({ status: "withdrawn", shortfall: 0n });
+    expect(await statusOf(id)).toBe("paid");
+    expect(await records()).toEqual([
+      { key: reorg.key, reinstated: true },
+      { key: again.key, reinstated: true },
+    ]);
+    expect((await told()).slice(toldBefore)).toEqual(["invoice.reinstated", "invoice.paid"]);
+  });
 });
