@@ -7,8 +7,8 @@
 // is the send's receipt). A send the cap leaves no replacement for waits as it is, said once; so does one whose
 // replacement a node asking more than 10% refuses as underpriced (the transaction it replaced stays in the pool), and
 // one whose replacement it refuses in other words while the one replaced holds the nonce (or, its pool having dropped
-// that one, takes it again, broadcast once more; or refuses it too), the send's row pointed back at that one (its bytes
-// are what a later broadcast sends; the refused bump stays among the send's).
+// that one, takes it again, broadcast once more; or refuses it too, the bump refused as costing too much), the send's
+// row pointed back at that one (its bytes are what a later broadcast sends; the refused bump stays among the send's).
 //
 // Nonces come from the database (evm_nonces, one row per chain and wallet): a send takes the row's lock, signs
 // with max(the row, the chain's pending count), stores the send and moves the row on in one transaction, so
@@ -911,12 +911,14 @@ async function broadcast(journal: SendJournal, row: SendRow): Promise<Sent> {
     }
     if (heldBy !== null) return sent(await taken(journal, row));
     const takenAgain = await replacedTakenAgain(journal, row, error, text);
-    if (takenAgain !== null) return takenAgain;
+    if (takenAgain !== null && takenAgain !== "every_one_refused") return takenAgain;
     // Neither shown by the node asked: "nonce too high" (Hardhat's for a nonce past the pending one while it
     // automines), a gapped nonce refused, the node out of reach, or a node behind the one that refused (behind a load
     // balancer), whose answer only delays the send; or a refusal that never clears (geth's rpc.txfeecap "tx fee (…)
-    // exceeds the configured cap", "exceeds block gas limit").
-    const current = await leftToSignedOver(journal, row, error, text);
+    // exceeds the configured cap", "exceeds block gas limit"). Pointed back only when every transaction the bump
+    // replaced was asked and refused too: one not asked may be the one the node takes.
+    const current =
+      takenAgain === "every_one_refused" ? await leftToSignedOver(journal, row, error, text) : row;
     await notTaken(journal, row, error);
     return { ...current, broadcast: "not_taken" };
   }
@@ -937,20 +939,21 @@ async function leftToHeld(journal: SendJournal, row: SendRow, heldBy: Hex): Prom
  * A fee bump the node refused while holding none of the send's transactions (its pool dropped the one the bump
  * replaced: evicted, the node restarted, the usual reason a send waits past replaceAfterMs): the transactions it
  * replaced broadcast again as they are, the newest first, and the send left to the first the node takes (leftToHeld);
- * null when it takes none. Not after a refusal such a one meets as well: an underpriced one (geth's bare "transaction
+ * "every_one_refused" when each was broadcast again and refused; null when it stopped before asking every one (or the
+ * send replaced none). Not after a refusal such a one meets as well: an underpriced one (geth's bare "transaction
  * underpriced", its pool full or the fee below its txpool.pricelimit: one replaced offers less), one of the nonce or
  * the gas every one of them shares (refusedAlikeTexts), the node out of reach or rate limiting (saidNothing: the loop
  * stops there too; each one refused is said at debug). Before, the send was not taken, each pass signed a further bump
  * over the refused one (12.5% compounding up to the cap, each refused), the one replaced, which the node would take,
- * was never broadcast again, and past stalledAfterMs every new payout was refused. Refused too, the send is left to the
- * one the bump was signed over (leftToSignedOver).
+ * was never broadcast again, and past stalledAfterMs every new payout was refused. Every one refused, the send may be
+ * left to the one the bump was signed over (leftToSignedOver: the bump refused as costing too much).
  */
 async function replacedTakenAgain(
   journal: SendJournal,
   row: SendRow,
   error: unknown,
   text: string,
-): Promise<Sent | null> {
+): Promise<Sent | "every_one_refused" | null> {
   if (
     text.includes("underpriced") ||
     saidNothing(error) ||
@@ -988,7 +991,7 @@ async function replacedTakenAgain(
     );
     return leftToHeld(journal, row, older.tx_hash);
   }
-  return null;
+  return replaced.length > 0 ? "every_one_refused" : null;
 }
 
 /**
@@ -1011,13 +1014,29 @@ function saidNothing(error: unknown): boolean {
 }
 
 /**
- * A fee bump the node refused while holding none of the send's transactions, and refused every one it replaced too
- * (replacedTakenAgain: a wallet short of ETH for all of them, a fee cap below them all): the send's row pointed back at
- * the one the bump was signed over, the newest it replaced (pointedBack), and no bump signed over that one within
- * stalledAfterMs (replaceIfStuck), as when the node holds it (leftToHeld); then one over it, not over the refused one.
- * `row` as it is after a refusal a bump may answer (an underpriced one: geth's bare "transaction underpriced", its pool
- * full), the node saying nothing (saidNothing), the database not answering, or when `row` is no bump over the newest
- * it replaced (pointed back from that one already: the bump signed over `row` after stalledAfterMs is that one again).
+ * What a node answers a transaction that costs more than the wallet holds or the node lets one cost: "insufficient
+ * funds for gas * price + value" (geth, reth, erigon; viem's InsufficientFundsError carries it), Nethermind's
+ * InsufficientFunds, Hardhat's "Sender doesn't have enough funds to send tx", and the rpc.txfeecap refusal "tx fee (…)
+ * exceeds the configured cap" (geth, erigon). Not a bare "fee cap": older geth said "fee cap less than block base fee"
+ * for a fee too low, which a further bump answers.
+ */
+const costsTooMuchTexts = [
+  "insufficient funds",
+  "insufficientfunds",
+  "enough funds",
+  "exceeds the configured cap",
+  "txfeecap",
+];
+
+/**
+ * A fee bump the node refused as costing too much (costsTooMuchTexts: a wallet short of ETH for it, the node's fee cap
+ * below it) while holding none of the send's transactions, and refused every one it replaced too, each asked
+ * (replacedTakenAgain's "every_one_refused", the only call): the send's row pointed back at the one the bump was signed
+ * over, the newest it replaced (pointedBack), and no bump signed over that one within stalledAfterMs (replaceIfStuck),
+ * as when the node holds it (leftToHeld); then one over it, not over the refused one. `row` as it is after any other
+ * refusal (a fee too low, "max fee per gas less than block base fee", which a further bump answers; "nonce too low"
+ * from a node behind one that mined the bump), the database not answering, or when `row` is no bump over the newest it
+ * replaced (pointed back from that one already: the bump signed over `row` after stalledAfterMs is that one again).
  * Before, each pass past replaceAfterMs signed a further bump over the refused one, 12.5% compounding up to the cap,
  * each refused; once the wallet was topped up the node took the newest, and the send paid about the cap for its gas.
  */
@@ -1027,7 +1046,7 @@ async function leftToSignedOver(
   error: unknown,
   text: string,
 ): Promise<SendRow> {
-  if (text.includes("underpriced") || saidNothing(error)) return row;
+  if (!costsTooMuchTexts.some((said) => text.includes(said))) return row;
   let newest: { tx_hash: Hex; raw_tx: Hex } | undefined;
   try {
     [newest] = await journal.db.query<{ tx_hash: Hex; raw_tx: Hex }>(

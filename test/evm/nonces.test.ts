@@ -1318,13 +1318,16 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
   /**
    * The chain, the first broadcast of the first nonce taken and every other of that nonce (a bump) refused as geth
    * refuses a fee above its rpc.txfeecap (or as `bumpRefusal` says), but those `accepted` holds; while `broke.on`, every
-   * one of that nonce refused as geth refuses a wallet short of ETH for it. `refused` counts the refusals, `asked` holds
-   * every transaction broadcast.
+   * one of that nonce refused as geth refuses a wallet short of ETH for it (or as `broke.message` says). `refused` counts
+   * the refusals, `asked` holds every transaction broadcast.
    */
   function refusingBumps() {
     const first: { nonce?: number; raw?: `0x${string}` } = {};
     const accepted = new Set<`0x${string}`>();
-    const broke = { on: false };
+    const broke = {
+      on: false,
+      message: "insufficient funds for gas * price + value: balance 0, tx cost 1210000000000000",
+    };
     const refused = { count: 0 };
     const bumpRefusal = {
       message: "tx fee (1.21 ether) exceeds the configured cap (1.00 ether)",
@@ -1342,10 +1345,7 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
             if (first.nonce === undefined) Object.assign(first, { nonce, raw });
             else if (nonce === first.nonce && broke.on) {
               refused.count += 1;
-              throw Object.assign(
-                new Error("insufficient funds for gas * price + value: balance 0, tx cost 1210000000000000"),
-                { code: -32000 },
-              );
+              throw Object.assign(new Error(broke.message), { code: -32000 });
             } else if (nonce === first.nonce && raw !== first.raw && !accepted.has(raw)) {
               refused.count += 1;
               throw Object.assign(new Error(bumpRefusal.message), { code: bumpRefusal.code });
@@ -1645,6 +1645,57 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
     }
     await expectMined([sent]);
   });
+
+  it.each([
+    // A fee too low for the block (the base fee rose past it), every transaction of the send refused alike: a further
+    // bump is what the node asks.
+    ["max fee per gas less than block base fee: address 0x0, maxFeePerGas: 1 baseFee: 2", true],
+    // From a node behind one that mined the bump (nonceTakenOnNode read the nonce open): the bump is the send's.
+    ["nonce too low: address 0x0, tx: 0 state: 1", false],
+  ])(
+    "refused %s, the pool holding none of the send's: the row not pointed back, bumps not stopped",
+    async (message, everyOne) => {
+      const { first, bumpRefusal, broke, publicClient } = refusingBumps();
+      Object.assign(bumpRefusal, { message });
+      Object.assign(broke, { message });
+      const { logger, lines } = recordingLogger();
+      const journal = stallingJournal(publicClient, 0, { logger }); // replaceAfterMs 0: bumped at every pass
+      const key = `bump-refused:not-costly:${message.slice(0, 12)}`;
+      let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
+      await setAutomine(false);
+      try {
+        sent = await transferOf(journal, key);
+        expect(sent).toMatchObject({ broadcast: "taken", nonce: first.nonce });
+        if ("status" in sent) throw new Error("the send was refused");
+        await gw.chain.networkHelpers.dropTransaction(sent.tx_hash);
+        broke.on = everyOne;
+        await keepOpenSends(journal); // bumped: the replacement signed, stored and refused
+        const sentHash = sent.tx_hash;
+        const [bumped] = (await hashesOfSend(gw.app.db, sent)).filter((hash) => hash !== sentHash);
+        // Before: pointed back at the transaction the bump was signed over, as if the bump cost too much, and no bump
+        // signed over that one within stalledAfterMs.
+        const [row] = await gw.app.db.query<{ tx_hash: `0x${string}`; not_taken_since: Date | null }>(
+          "SELECT tx_hash, not_taken_since FROM evm_sends WHERE attempt_id = $1",
+          [key],
+        );
+        expect(row?.tx_hash).toBe(bumped);
+        expect(row?.not_taken_since).not.toBeNull();
+        expect(lines.filter((line) => line.level === "info" && /signed over/.test(line.message))).toEqual([]);
+        await keepOpenSends(journal); // a further bump signed over the refused one
+        expect(await hashesOfSend(gw.app.db, sent)).toHaveLength(3);
+      } finally {
+        broke.on = false;
+        await setAutomine(true);
+        // Broadcast as a pass would once the node takes the send's first transaction again.
+        if (sent !== undefined && !("status" in sent))
+          await gw.chain.provider
+            .request({ method: "eth_sendRawTransaction", params: [sent.raw_tx] } as never)
+            .catch(() => undefined);
+        await gw.chain.networkHelpers.mine(1);
+      }
+      await expectMined([sent]);
+    },
+  );
 
   it.each([
     ["nonce too high", -32000],
