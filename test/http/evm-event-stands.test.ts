@@ -360,7 +360,12 @@ describe("a rail's check carried by an event", () => {
     ]);
   });
 
-  it("marks a give-back whose process died before its mark when a removal takes it again, so that it is counted once", async () => {
+  /**
+   * An invoice of 2 credited, its log removed and the reversal recorded, then mined again as generation 2: the
+   * give-back's chain commits and its process dies before its mark, and the log is removed again. What the two tests
+   * of a removal finding that give-back unmarked start from, and the invoice's events as told (`told`).
+   */
+  const giveBackUnmarked = async () => {
     const id = await invoiceOf("2");
     const txHash = await watchedEvent();
     const receipt = `${txHash}:0#1`;
@@ -379,9 +384,6 @@ describe("a rail's check carried by an event", () => {
     expect(
       await applyReversed(gw.app.settlement, { ...reorg, amount: 2_000_000n, takes: { receipt } }),
     ).toEqual({ status: "applied", shortfall: 0n });
-
-    // Mined again as generation 2: the give-back's chain commits and the process dies before its mark; a reorg
-    // removes the log before the event is delivered again, and the removal takes the give-back again.
     await minedAgain(txHash, 2);
     const crashing = {
       ...gw.app.settlement,
@@ -400,6 +402,12 @@ describe("a rail's check carried by an event", () => {
           [id],
         )
       ).map((row) => row.type);
+    return { id, txHash, reorg, again, told };
+  };
+
+  it("marks a give-back whose process died before its mark when a removal takes it again, so that it is counted once", async () => {
+    // The log removed before the event is delivered again, the removal takes the unmarked give-back again.
+    const { id, txHash, reorg, again, told } = await giveBackUnmarked();
     const toldBefore = (await told()).length;
     expect(
       await applyReversed(gw.app.settlement, {
@@ -441,45 +449,8 @@ describe("a rail's check carried by an event", () => {
   });
 
   it("pays an invoice the mark a removal finished left reversed, when that removal's record failed and its reinstatement came first (withdrawn)", async () => {
-    const id = await invoiceOf("2");
-    const txHash = await watchedEvent();
-    const receipt = `${txHash}:0#1`;
-    expect(
-      await applyReceived(gw.app.settlement, {
-        rail: "toystands",
-        reference: id,
-        key: receipt,
-        amount: 2_000_000n,
-        evidence,
-        stands: stands(txHash),
-      }),
-    ).toBe("applied");
-    await gw.app.db.query(removal, [txHash]);
-    const reorg = { rail: "toystands", reference: id, key: `reorg:${receipt}`, evidence };
-    expect(
-      await applyReversed(gw.app.settlement, { ...reorg, amount: 2_000_000n, takes: { receipt } }),
-    ).toEqual({ status: "applied", shortfall: 0n });
-
-    // Mined again as generation 2: the give-back's chain commits and the process dies before its mark; the log is
-    // removed, and the removal finishes that mark (paying nothing), then fails before its own chain and record.
-    await minedAgain(txHash, 2);
-    const crashing = {
-      ...gw.app.settlement,
-      db: crashingOnce(
-        gw.app.settlement.db,
-        "INSERT INTO invoice_reversals (invoice_id, key, amount, reinstated_at)",
-      ),
-    };
-    await expect(applyReinstated(crashing, { ...reorg, stands: stands(txHash, 2) })).rejects.toThrow("crash");
-    await gw.app.db.query(removal, [txHash]);
-    const again = { ...reorg, key: `reorg:${txHash}:0#2` };
-    const told = async () =>
-      (
-        await gw.app.db.query<{ type: string }>(
-          "SELECT type FROM outbox WHERE payload->>'invoice_id' = $1 AND type LIKE 'invoice.%' ORDER BY id",
-          [id],
-        )
-      ).map((row) => row.type);
+    // The removal finishes the unmarked give-back's mark (paying nothing), then fails before its own chain and record.
+    const { id, txHash, reorg, again, told } = await giveBackUnmarked();
     const toldBefore = (await told()).length;
     const { ledger } = gw.app.settlement;
     let failed = false;
