@@ -1017,8 +1017,9 @@ function saidNothing(error: unknown): boolean {
  * What a node answers a transaction that costs more than the wallet holds or the node lets one cost: "insufficient
  * funds for gas * price + value" (geth, reth, erigon; viem's InsufficientFundsError carries it), Nethermind's
  * InsufficientFunds, Hardhat's "Sender doesn't have enough funds to send tx", and the rpc.txfeecap refusal "tx fee (…)
- * exceeds the configured cap" (geth, erigon). Not a bare "fee cap": older geth said "fee cap less than block base fee"
- * for a fee too low, which a further bump answers.
+ * exceeds the configured cap" (geth, erigon), Besu's "Upfront cost exceeds account balance" and "Transaction fee cap
+ * exceeded", geth 1.11–1.12's "transaction would cause overdraft" and zkSync's "insufficient balance". Not a bare "fee
+ * cap": older geth said "fee cap less than block base fee" for a fee too low, which a further bump answers.
  */
 const costsTooMuchTexts = [
   "insufficient funds",
@@ -1026,6 +1027,10 @@ const costsTooMuchTexts = [
   "enough funds",
   "exceeds the configured cap",
   "txfeecap",
+  "upfront cost exceeds", // Besu: "Upfront cost exceeds account balance"
+  "fee cap exceeded", // Besu: "Transaction fee cap exceeded"
+  "overdraft", // geth 1.11–1.12: "transaction would cause overdraft"
+  "insufficient balance", // zkSync: "insufficient balance for transfer"
 ];
 
 /**

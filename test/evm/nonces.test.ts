@@ -1586,65 +1586,72 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
     await expectMined([{ tx_hash: firstBump! }]);
   });
 
-  it("refused with every transaction it replaced (a wallet short of ETH for them all), the pool holding none: left to the one it was signed over, no bump compounded over the refused one", async () => {
-    const { first, broke, publicClient } = refusingBumps();
-    const { logger, lines } = recordingLogger();
-    const journal = stallingJournal(publicClient, 0, { logger }); // replaceAfterMs 0: bumped at every pass
-    let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
-    const sendRow = async () => {
-      const [row] = await gw.app.db.query<{
-        tx_hash: `0x${string}`;
-        raw_tx: `0x${string}`;
-        not_taken_since: Date | null;
-      }>("SELECT tx_hash, raw_tx, not_taken_since FROM evm_sends WHERE attempt_id = $1", [
-        "bump-refused:broke",
-      ]);
-      return row;
-    };
-    // Not automining: the first transaction waits in the pool, its nonce open.
-    await setAutomine(false);
-    try {
-      sent = await transferOf(journal, "bump-refused:broke");
-      expect(sent).toMatchObject({ broadcast: "taken", nonce: first.nonce });
-      if ("status" in sent) throw new Error("the send was refused");
-      // The pool drops it (the node restarted), and the wallet has since no ETH for any transaction of the send.
-      await gw.chain.networkHelpers.dropTransaction(sent.tx_hash);
-      broke.on = true;
-      await keepOpenSends(journal); // bumped: the replacement signed, stored and refused, and the one it replaced too
-      const sentHash = sent.tx_hash;
-      const [bumped] = (await hashesOfSend(gw.app.db, sent)).filter((hash) => hash !== sentHash);
-      // Before: each pass past replaceAfterMs signed a further bump over the refused one (12.5% more a pass), each
-      // refused, and the node took the newest once the wallet was topped up.
-      await keepOpenSends(journal);
-      await keepOpenSends(journal);
-      expect(new Set(await hashesOfSend(gw.app.db, sent))).toEqual(new Set([sent.tx_hash, bumped]));
-      // The row is the transaction the bump was signed over, not taken; the refused bump is kept among the send's.
-      expect(await sendRow()).toMatchObject({ tx_hash: sent.tx_hash, raw_tx: sent.raw_tx });
-      expect((await sendRow())?.not_taken_since).not.toBeNull();
-      expect(await sendHashesOf(gw.app.db, gw.chain.chain.id, bumped!)).toEqual([sent.tx_hash, bumped]);
-      expect(lines.filter((line) => line.level === "info" && /signed over/.test(line.message))).toMatchObject(
-        [{ fields: { send: "bump-refused:broke", txHash: bumped, signedOver: sent.tx_hash } }],
-      );
-      // Another process (or this one restarted), which never saw the bump refused: its bump is over the transaction the
-      // row points back at (the same bytes, the fees as they were), refused and pointed back from too.
-      const other = recordingLogger();
-      await keepOpenSends(stallingJournal(publicClient, 0, { logger: other.logger }));
-      expect(new Set(await hashesOfSend(gw.app.db, sent))).toEqual(new Set([sent.tx_hash, bumped]));
-      expect(await sendRow()).toMatchObject({ tx_hash: sent.tx_hash, raw_tx: sent.raw_tx });
-      // The wallet topped up: the transaction the row points back at is taken, at its fees.
-      broke.on = false;
-      await keepOpenSends(journal);
-      expect(await gw.chain.publicClient.getTransaction({ hash: sent.tx_hash })).toMatchObject({
-        hash: sent.tx_hash,
-      });
-      expect(await sendRow()).toMatchObject({ tx_hash: sent.tx_hash, not_taken_since: null });
-    } finally {
-      broke.on = false;
-      await setAutomine(true);
-      await gw.chain.networkHelpers.mine(1);
-    }
-    await expectMined([sent]);
-  });
+  it.each([
+    "insufficient funds for gas * price + value: balance 0, tx cost 1210000000000000", // geth
+    "Upfront cost exceeds account balance", // Besu
+    "transaction would cause overdraft", // geth 1.11–1.12, the wallet's other sends pending
+  ])(
+    "refused %s with every transaction it replaced (a wallet short of ETH for them all), the pool holding none: left to the one it was signed over, no bump compounded over the refused one",
+    async (message) => {
+      const { first, broke, publicClient } = refusingBumps();
+      Object.assign(broke, { message });
+      const key = `bump-refused:broke:${message.slice(0, 12)}`;
+      const { logger, lines } = recordingLogger();
+      const journal = stallingJournal(publicClient, 0, { logger }); // replaceAfterMs 0: bumped at every pass
+      let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
+      const sendRow = async () => {
+        const [row] = await gw.app.db.query<{
+          tx_hash: `0x${string}`;
+          raw_tx: `0x${string}`;
+          not_taken_since: Date | null;
+        }>("SELECT tx_hash, raw_tx, not_taken_since FROM evm_sends WHERE attempt_id = $1", [key]);
+        return row;
+      };
+      // Not automining: the first transaction waits in the pool, its nonce open.
+      await setAutomine(false);
+      try {
+        sent = await transferOf(journal, key);
+        expect(sent).toMatchObject({ broadcast: "taken", nonce: first.nonce });
+        if ("status" in sent) throw new Error("the send was refused");
+        // The pool drops it (the node restarted), and the wallet has since no ETH for any transaction of the send.
+        await gw.chain.networkHelpers.dropTransaction(sent.tx_hash);
+        broke.on = true;
+        await keepOpenSends(journal); // bumped: the replacement signed, stored and refused, and the one it replaced too
+        const sentHash = sent.tx_hash;
+        const [bumped] = (await hashesOfSend(gw.app.db, sent)).filter((hash) => hash !== sentHash);
+        // Before: each pass past replaceAfterMs signed a further bump over the refused one (12.5% more a pass), each
+        // refused, and the node took the newest once the wallet was topped up.
+        await keepOpenSends(journal);
+        await keepOpenSends(journal);
+        expect(new Set(await hashesOfSend(gw.app.db, sent))).toEqual(new Set([sent.tx_hash, bumped]));
+        // The row is the transaction the bump was signed over, not taken; the refused bump is kept among the send's.
+        expect(await sendRow()).toMatchObject({ tx_hash: sent.tx_hash, raw_tx: sent.raw_tx });
+        expect((await sendRow())?.not_taken_since).not.toBeNull();
+        expect(await sendHashesOf(gw.app.db, gw.chain.chain.id, bumped!)).toEqual([sent.tx_hash, bumped]);
+        expect(
+          lines.filter((line) => line.level === "info" && /signed over/.test(line.message)),
+        ).toMatchObject([{ fields: { send: key, txHash: bumped, signedOver: sent.tx_hash } }]);
+        // Another process (or this one restarted), which never saw the bump refused: its bump is over the transaction the
+        // row points back at (the same bytes, the fees as they were), refused and pointed back from too.
+        const other = recordingLogger();
+        await keepOpenSends(stallingJournal(publicClient, 0, { logger: other.logger }));
+        expect(new Set(await hashesOfSend(gw.app.db, sent))).toEqual(new Set([sent.tx_hash, bumped]));
+        expect(await sendRow()).toMatchObject({ tx_hash: sent.tx_hash, raw_tx: sent.raw_tx });
+        // The wallet topped up: the transaction the row points back at is taken, at its fees.
+        broke.on = false;
+        await keepOpenSends(journal);
+        expect(await gw.chain.publicClient.getTransaction({ hash: sent.tx_hash })).toMatchObject({
+          hash: sent.tx_hash,
+        });
+        expect(await sendRow()).toMatchObject({ tx_hash: sent.tx_hash, not_taken_since: null });
+      } finally {
+        broke.on = false;
+        await setAutomine(true);
+        await gw.chain.networkHelpers.mine(1);
+      }
+      await expectMined([sent]);
+    },
+  );
 
   it.each([
     // A fee too low for the block (the base fee rose past it), every transaction of the send refused alike: a further
