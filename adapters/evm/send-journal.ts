@@ -929,10 +929,20 @@ async function broadcast(journal: SendJournal, row: SendRow): Promise<Sent> {
  * it (pointedBack), and no bump signed over it within stalledAfterMs (replaceIfStuck); taken.
  */
 async function leftToHeld(journal: SendJournal, row: SendRow, heldBy: Hex): Promise<Sent> {
-  const current = await pointedBack(journal, row, heldBy);
-  if (current.tx_hash === heldBy || current.tx_hash === row.tx_hash)
-    journal.bumpsRefused.set(current.tx_hash, { nonce: Number(row.nonce), at: performance.now() });
+  const current = await pointedBackUnbumped(journal, row, heldBy);
   return { ...current, broadcast: await taken(journal, current) };
+}
+
+/**
+ * The send's row pointed back from `row`, its refused bump, at `to` (pointedBack), and no bump signed over the one it
+ * points at within stalledAfterMs (bumpsRefused, replaceIfStuck): unless another process changed the row meanwhile,
+ * whose transaction is then the send's (returned) and may be bumped.
+ */
+async function pointedBackUnbumped(journal: SendJournal, row: SendRow, to: Hex): Promise<SendRow> {
+  const current = await pointedBack(journal, row, to);
+  if (current.tx_hash === to || current.tx_hash === row.tx_hash)
+    journal.bumpsRefused.set(current.tx_hash, { nonce: Number(row.nonce), at: performance.now() });
+  return current;
 }
 
 /**
@@ -1074,10 +1084,7 @@ async function leftToSignedOver(
     },
     "send's replacement refused by the node (its fee cap, a wallet short of ETH for the bump?) while its pool held none of the send's transactions, and those it replaced refused too; the send's row points back at the one it was signed over, whose bytes later broadcasts send, and no bump is signed over it for a while",
   );
-  const current = await pointedBack(journal, row, newest.tx_hash);
-  if (current.tx_hash === newest.tx_hash || current.tx_hash === row.tx_hash)
-    journal.bumpsRefused.set(current.tx_hash, { nonce: Number(row.nonce), at: performance.now() });
-  return current;
+  return pointedBackUnbumped(journal, row, newest.tx_hash);
 }
 
 /**
