@@ -230,6 +230,17 @@ describe("rail store", () => {
       expect((error as RailStoreError).shortMessage).toBe("journal line too long");
       expect((error as RailStoreError).details).toBe(`${file}:2`);
     }
+
+    // A corrupt line before one too long: the corrupt one, the first wrong line, is named.
+    await writeFile(
+      file,
+      `${lines[0]}\n{"t":\n${JSON.stringify({ ...attempt("long"), destination: "x".repeat(70_000) })}\n`,
+    );
+    const first = await createFileRailStore(file)
+      .load()
+      .catch((caught: unknown) => caught);
+    expect((first as RailStoreError).shortMessage).toBe("journal line unreadable");
+    expect((first as RailStoreError).details).toMatch(/journal\.jsonl:2: /);
   });
 
   it("translates the file system's errors into RailStoreErrors, the original as the cause", async () => {

@@ -526,7 +526,12 @@ async function readJournalLines(
     /** The last complete line, given on once it is known whether another follows it. */
     let held: string | null = null;
     let number = 0;
-    const tooLong = () => new RailStoreError("journal line too long", { details: `${file}:${number + 1}` });
+    // The line before is given on first: a reader refusing it (a corrupt line) is told of it, the first wrong line.
+    const tooLong = () => {
+      if (held !== null) onLine(held, number, false);
+      held = null;
+      return new RailStoreError("journal line too long", { details: `${file}:${number + 1}` });
+    };
     const gather = (bytes: Buffer) => {
       partsLength += bytes.length;
       // A UTF-16 unit takes at most 3 bytes of UTF-8: past 3 bytes for each, the line is too long however it decodes.
