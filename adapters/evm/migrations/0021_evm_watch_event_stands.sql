@@ -1,6 +1,6 @@
 -- The check a deposit's credit makes in its own transaction (the gateway's record of the receipt, on this same database:
--- the gateway migrates the rail's tables into its own and gives the rail its Db), handed to it with the `received` event
--- (deposit-source.ts, core/rail.ts `stands`): the event's row is still the generation the credit was made for and not
+-- the gateway migrates the rail's tables into its own and gives the rail its Db), handed to it with the `received` event,
+-- and with the `reinstated` one for a give-back's ledger statement and mark (deposit-source.ts, core/rail.ts `stands`): the event's row is still the generation the credit was made for and not
 -- removed, or this raises and nothing of the credit is written. The row is locked FOR SHARE, which a reorg's removal
 -- (watcher-poll.ts checkReorg, marking it removed) waits for: the removal then comes after the credit's commit and finds
 -- it, or the credit after the removal and finds the row removed. Before, a credit that committed after the removal
