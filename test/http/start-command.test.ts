@@ -48,32 +48,7 @@ describe("npm start", () => {
   });
 
   it("stopped by SIGTERM while it starts, finishes starting, stops in order and exits 0", async () => {
-    const child = spawn(process.execPath, [path.join(root, "gateway/main.ts")], {
-      cwd: root,
-      env: {
-        ...process.env,
-        DATABASE_URL: undefined,
-        PGLITE_DIR: undefined,
-        PORT: "0",
-        EVM_EMBEDDED_RPC_PORT: "off",
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-      child.on("exit", (code, signal) => resolve({ code, signal })),
-    );
-    const killer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-      const before = stdout;
-      stdout += chunk;
-      // The first line is printed once the configuration is read, before the app is built: the start is under way.
-      if (!before.includes("switchyard: starting") && stdout.includes("switchyard: starting"))
-        child.kill("SIGTERM");
-    });
-    child.stderr.resume();
-    const { code, signal } = await ended;
-    clearTimeout(killer);
+    const { code, signal, stdout } = await signalledWhileStarting(["SIGTERM"]);
     // Before: Node's default SIGTERM ended the process where it stood (signal SIGTERM, no code).
     expect({ code, signal }).toEqual({ code: 0, signal: null });
     expect(stdout).toContain("switchyard: SIGTERM while starting: stopping once started");
@@ -82,7 +57,49 @@ describe("npm start", () => {
       stdout.indexOf("switchyard: listening on"),
     );
   });
+
+  it("signalled again while it starts, exits at once and non-zero, without waiting for the start", async () => {
+    const { code, signal, stdout } = await signalledWhileStarting(["SIGTERM", "SIGINT"]);
+    expect({ code, signal }).toEqual({ code: 1, signal: null });
+    expect(stdout).toContain("switchyard: SIGTERM while starting: stopping once started");
+    expect(stdout).toContain("switchyard: SIGINT again, exiting now");
+    expect(stdout).not.toContain("switchyard: listening on");
+  });
 });
+
+/**
+ * Starts `npm start`'s script on the embedded defaults (no port of its own, no chain served to wallets) and sends it
+ * `signals`, one after another, once its first line says the start is under way (printed once the configuration is
+ * read, before the app is built); resolves with how it exited and what it printed.
+ */
+async function signalledWhileStarting(signals: readonly NodeJS.Signals[]) {
+  const child = spawn(process.execPath, [path.join(root, "gateway/main.ts")], {
+    cwd: root,
+    env: {
+      ...process.env,
+      DATABASE_URL: undefined,
+      PGLITE_DIR: undefined,
+      PORT: "0",
+      EVM_EMBEDDED_RPC_PORT: "off",
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on("exit", (code, signal) => resolve({ code, signal })),
+  );
+  const killer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+  child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+    const before = stdout;
+    stdout += chunk;
+    if (!before.includes("switchyard: starting") && stdout.includes("switchyard: starting"))
+      for (const signal of signals) child.kill(signal);
+  });
+  child.stderr.resume();
+  const exited = await ended;
+  clearTimeout(killer);
+  return { ...exited, stdout };
+}
 
 describe("the scripts that read EVM_RPC_URL and EVM_HOT_WALLET_KEY", () => {
   it.each([
