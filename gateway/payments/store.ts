@@ -400,11 +400,7 @@ export async function getPayment(
 ): Promise<Payment | null> {
   // Its decision kept with it, or shared with the payments routed alike (route_decisions, migration 0041).
   const rows = await sql.query<PaymentReadRow>(
-    `SELECT p.id, p.tenant_id, p.status, p.asset, p.amount, p.source_account_id, p.destination, p.policy,
-       COALESCE(p.decision, d.decision) AS decision, p.rail, p.failure_code, p.failure_message, p.metadata,
-       p.created_at, p.updated_at, p.ledger_link IS NULL AS own_linked
-     FROM payments p LEFT JOIN route_decisions d ON d.digest = p.decision_digest
-     WHERE p.id = $1 AND p.tenant_id = $2`,
+    `SELECT ${paymentReadColumns} FROM payments WHERE id = $1 AND tenant_id = $2`,
     [params.id, params.tenantId],
   );
   const row = rows[0];
@@ -420,8 +416,8 @@ export async function getPayment(
 export type PaymentReadRow = PaymentRow & { own_linked: boolean };
 
 /**
- * getPayment's select list from `payments` alone, for a statement that names no other table (a page of the payments'
- * list: http/resources/lists.ts): a shared decision is read by its digest, as getPayment's join reads it.
+ * A payment's select list from `payments` alone (getPayment's, and a page of the payments' list:
+ * http/resources/lists.ts): a shared decision is read by its digest.
  */
 export const paymentReadColumns = `id, tenant_id, status, asset, amount, source_account_id, destination, policy,
   COALESCE(decision, (SELECT d.decision FROM route_decisions d WHERE d.digest = payments.decision_digest)) AS decision,
