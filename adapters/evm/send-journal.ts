@@ -120,7 +120,8 @@ export type SendJournal = {
   readonly unreplaceable: Map<Hex, number>;
   /**
    * The transactions of sends a fee bump over which the node refused while they held the nonce in its pool, or its
-   * pool holding none of the send's, refused them too (broadcast: the send's row points back at them), by hash, with
+   * pool holding none of the send's, refused them too (broadcast: the send's row points back at them), or a bump it
+   * refused as costing too much before those it replaced were all asked again (unbumpedUntilAsked), by hash, with
    * their nonce and when (performance.now()): none is bumped again within stalledAfterMs of it (replaceIfStuck).
    * Forgotten once the wallet's nonce passed it. This process's only: another (or this one restarted) may sign one more
    * over it a pass, over it and not over the refused bump (replaceIfStuck says why the node is not asked).
@@ -953,10 +954,11 @@ async function pointedBackUnbumped(journal: SendJournal, row: SendRow, to: Hex):
  * send replaced none). Not after a refusal such a one meets as well: an underpriced one (geth's bare "transaction
  * underpriced", its pool full or the fee below its txpool.pricelimit: one replaced offers less), one of the nonce or
  * the gas every one of them shares (refusedAlikeTexts), the node out of reach or rate limiting (saidNothing: the loop
- * stops there too; each one refused is said at debug). Before, the send was not taken, each pass signed a further bump
- * over the refused one (12.5% compounding up to the cap, each refused), the one replaced, which the node would take,
- * was never broadcast again, and past stalledAfterMs every new payout was refused. Every one refused, the send may be
- * left to the one the bump was signed over (leftToSignedOver: the bump refused as costing too much).
+ * stops there too, and a bump refused as costing too much is not bumped over for a while, unbumpedUntilAsked; each one
+ * refused is said at debug). Before, the send was not taken, each pass signed a further bump over the refused one
+ * (12.5% compounding up to the cap, each refused), the one replaced, which the node would take, was never broadcast
+ * again, and past stalledAfterMs every new payout was refused. Every one refused, the send may be left to the one the
+ * bump was signed over (leftToSignedOver: the bump refused as costing too much).
  */
 async function replacedTakenAgain(
   journal: SendJournal,
@@ -977,13 +979,17 @@ async function replacedTakenAgain(
       [row.attempt_id],
     );
   } catch {
+    unbumpedUntilAsked(journal, row, text);
     return null; // the database not answering: not taken, as before
   }
   for (const older of replaced) {
     try {
       await journal.publicClient.sendRawTransaction({ serializedTransaction: older.raw_tx });
     } catch (olderError) {
-      if (saidNothing(olderError)) return null;
+      if (saidNothing(olderError)) {
+        unbumpedUntilAsked(journal, row, text);
+        return null;
+      }
       if (!saysHeld(errorText(olderError).toLowerCase())) {
         // Refused too (a wallet short of ETH for it): the next older one.
         journal.logger.debug(
@@ -1042,6 +1048,20 @@ const costsTooMuchTexts = [
   "overdraft", // geth 1.11–1.12: "transaction would cause overdraft"
   "insufficient balance", // zkSync: "insufficient balance for transfer"
 ];
+
+/**
+ * A fee bump the node refused as costing too much (costsTooMuchTexts) while holding none of the send's transactions,
+ * replacedTakenAgain stopping before every one it replaced was asked again (the node rate limiting or out of reach, the
+ * database not answering): the row left at the refused bump (one not asked may be the one the node takes), but no bump
+ * signed over it within stalledAfterMs (bumpsRefused, replaceIfStuck), as over one pointed back to
+ * (pointedBackUnbumped); the next pass asks them again. Before, each pass past replaceAfterMs while the node limited
+ * signed one more over the refused one, 12.5% compounding up to the cap, each refused too. Held from the first such
+ * refusal, not from each: past stalledAfterMs one bump is tried (a wallet topped up, a cap raised).
+ */
+function unbumpedUntilAsked(journal: SendJournal, row: SendRow, text: string): void {
+  if (!costsTooMuchTexts.some((said) => text.includes(said)) || journal.bumpsRefused.has(row.tx_hash)) return;
+  journal.bumpsRefused.set(row.tx_hash, { nonce: Number(row.nonce), at: performance.now() });
+}
 
 /**
  * A fee bump the node refused as costing too much (costsTooMuchTexts: a wallet short of ETH for it, the node's fee cap

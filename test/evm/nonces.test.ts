@@ -1748,6 +1748,73 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
     },
   );
 
+  it("refused as costing too much, the one it replaced rate limited when broadcast again: the row left at the refused bump, no bump over it", async () => {
+    const { first, bumpRefusal, publicClient: refusing } = refusingBumps();
+    Object.assign(bumpRefusal, {
+      message: "insufficient funds for gas * price + value: balance 0, tx cost 1210000000000000",
+    });
+    // The send's first transaction, broadcast again while `limited.on`, answered a rate limit (JSON-RPC's -32005): the
+    // node says nothing of it.
+    const limited = { on: false };
+    const publicClient = createPublicClient({
+      chain: gw.chain.chain,
+      transport: custom({
+        request: (args: { method: string; params?: unknown }) => {
+          if (
+            limited.on &&
+            args.method === "eth_sendRawTransaction" &&
+            (args.params as [`0x${string}`])[0] === first.raw
+          )
+            throw Object.assign(new Error("rate limited"), { code: -32005 });
+          return refusing.request(args as never);
+        },
+      }),
+      pollingInterval: 50,
+    });
+    const journal = stallingJournal(publicClient, 0); // replaceAfterMs 0: bumped at every pass
+    const key = "bump-refused:costly-limited";
+    const sendRow = async () => {
+      const [row] = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
+        "SELECT tx_hash FROM evm_sends WHERE attempt_id = $1",
+        [key],
+      );
+      return row;
+    };
+    let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
+    await setAutomine(false);
+    try {
+      sent = await transferOf(journal, key);
+      expect(sent).toMatchObject({ broadcast: "taken", nonce: first.nonce });
+      if ("status" in sent) throw new Error("the send was refused");
+      // The pool drops it (the node restarted), and the node rate limits its broadcast again.
+      await gw.chain.networkHelpers.dropTransaction(sent.tx_hash);
+      limited.on = true;
+      await keepOpenSends(journal); // bumped: the replacement signed, stored and refused; the one it replaced limited
+      const sentHash = sent.tx_hash;
+      const [bumped] = (await hashesOfSend(gw.app.db, sent)).filter((hash) => hash !== sentHash);
+      // Not pointed back: the one it replaced was not asked, and may be the one the node takes.
+      expect((await sendRow())?.tx_hash).toBe(bumped);
+      // Before: each pass past replaceAfterMs while the node limited signed a further bump over the refused one.
+      await keepOpenSends(journal);
+      await keepOpenSends(journal);
+      expect(new Set(await hashesOfSend(gw.app.db, sent))).toEqual(new Set([sent.tx_hash, bumped]));
+      expect((await sendRow())?.tx_hash).toBe(bumped);
+      // The limit lifted: the one it replaced broadcast again, taken, and the send's.
+      limited.on = false;
+      await keepOpenSends(journal);
+      expect(await gw.chain.publicClient.getTransaction({ hash: sent.tx_hash })).toMatchObject({
+        hash: sent.tx_hash,
+      });
+      expect((await sendRow())?.tx_hash).toBe(sent.tx_hash);
+      expect(new Set(await hashesOfSend(gw.app.db, sent))).toEqual(new Set([sent.tx_hash, bumped]));
+    } finally {
+      limited.on = false;
+      await setAutomine(true);
+      await gw.chain.networkHelpers.mine(1);
+    }
+    await expectMined([sent]);
+  });
+
   it("pointed back at the transaction the node holds, is not bumped at once by another process: signed_at moved on", async () => {
     const { first, refused, publicClient } = refusingBumps();
     // No bump due in this process: the refused bump, signed an hour ago, is only broadcast again.
