@@ -1280,11 +1280,11 @@ export async function receiptOf(journal: SendJournal, row: SendRow): Promise<Tra
     "SELECT tx_hash FROM evm_sends_replaced WHERE attempt_id = $1",
     [row.attempt_id],
   );
-  for (const { tx_hash } of superseded) {
-    const mined = await receiptOrNull(journal, tx_hash);
-    if (mined !== null) return confirmedReceipt(journal, tx_hash);
-  }
-  return confirmedReceipt(journal, row.tx_hash);
+  const mined = await firstMined(
+    journal,
+    superseded.map(({ tx_hash }) => tx_hash),
+  );
+  return confirmedReceipt(journal, mined?.transactionHash ?? row.tx_hash);
 }
 
 /**
@@ -1297,6 +1297,27 @@ export async function finalReceiptOf(
 ): Promise<TransactionReceipt | null> {
   const receipt = await minedReceiptOf(journal, row);
   return receipt !== null && (await confirmed(journal, receipt)) ? receipt : null;
+}
+
+/** How many of a send's transactions are asked of the node at once for a receipt (firstMined). */
+const receiptsAskedAtOnce = 4;
+
+/**
+ * The receipt of the first of `hashes`, in their order, that has one; null when none has. Asked receiptsAskedAtOnce at
+ * a time, and answered as if in turn: a node's error on one before the first found goes up. A refusal the node keeps
+ * up adds a transaction to the send every stalledAfterMs when the fees moved (about 720 a day at worst), each kept and
+ * looked for (another node may have taken it); asked in turn, a receipt waited behind a call to the node for each.
+ */
+async function firstMined(journal: SendJournal, hashes: readonly Hex[]): Promise<TransactionReceipt | null> {
+  for (let from = 0; from < hashes.length; from += receiptsAskedAtOnce) {
+    const asked = hashes.slice(from, from + receiptsAskedAtOnce);
+    // Settled, not raced: a later one's error does not hide an earlier one's receipt.
+    for (const answer of await Promise.allSettled(asked.map((hash) => receiptOrNull(journal, hash)))) {
+      if (answer.status === "rejected") throw answer.reason;
+      if (answer.value !== null) return answer.value;
+    }
+  }
+  return null;
 }
 
 /** A transaction's receipt; null while it has none (not mined, or not known to the node). */
@@ -1312,11 +1333,7 @@ async function minedReceiptOf(
   journal: SendJournal,
   row: Pick<SendRow, "attempt_id" | "tx_hash">,
 ): Promise<TransactionReceipt | null> {
-  for (const hash of await hashesOfSend(journal.db, row)) {
-    const receipt = await receiptOrNull(journal, hash);
-    if (receipt !== null) return receipt;
-  }
-  return null;
+  return firstMined(journal, await hashesOfSend(journal.db, row));
 }
 
 /** Whether a mined transaction has the configured confirmations. */

@@ -19,8 +19,10 @@ import { testUsdAbi } from "../../adapters/evm/index.ts";
 import { revertName } from "../../adapters/evm/reverts.ts";
 import {
   createSendJournal,
+  finalReceiptOf,
   hashesOfSend,
   keepOpenSends,
+  receiptOf,
   type SendJournal,
   sendHashesOf,
   sendOnce,
@@ -908,6 +910,63 @@ describe("the transactions of a send", () => {
     // could read "never mined" while its bump was.
     expect(await hashesOfSend(gw.app.db, { attempt_id: key, tx_hash: first })).toEqual([first, bumped]);
     expect(await hashesOfSend(gw.app.db, { attempt_id: key, tx_hash: bumped })).toEqual([bumped, first]);
+  });
+
+  it("are looked for a receipt a few at a time, the one mined found behind many refused bumps", async () => {
+    // Mined, from another account: the send's oldest transaction, behind twelve bumps no node took.
+    const { transactionHash: mined } = await gw.send(gw.chain.accounts[0]!, {
+      address: gw.chain.contracts.testUsd,
+      abi: testUsdAbi,
+      functionName: "mint",
+      args: [gw.chain.accounts[8]!.address, 1n],
+    });
+    const key = "att_receipt_behind_bumps";
+    const bumps = Array.from({ length: 12 }, (_, bump) =>
+      keccak256(new TextEncoder().encode(`${key}:${bump}`)),
+    );
+    // Another wallet's (a retired one's): the hot wallet's open sends are left as they are.
+    const wallet = "0x00000000000000000000000000000000000000aa";
+    await gw.app.db.query(
+      "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce, wallet) VALUES ($1, $2, $3, '0x', 0, $4)",
+      [key, gw.chain.chain.id, bumps[11], wallet],
+    );
+    for (const hash of [mined, ...bumps.slice(0, 11)])
+      await gw.app.db.query(
+        "INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) VALUES ($1, $2, '0x')",
+        [key, hash],
+      );
+    // Every receipt asked is answered a little later, the most asked at once counted.
+    const receipts = { inFlight: 0, most: 0, asked: 0 };
+    const publicClient = createPublicClient({
+      chain: gw.chain.chain,
+      transport: custom({
+        request: async (args: { method: string; params?: unknown }) => {
+          if (args.method !== "eth_getTransactionReceipt") return gw.chain.provider.request(args as never);
+          receipts.asked += 1;
+          receipts.inFlight += 1;
+          receipts.most = Math.max(receipts.most, receipts.inFlight);
+          try {
+            await new Promise((resolve) => setTimeout(resolve, 20));
+            return await gw.chain.provider.request(args as never);
+          } finally {
+            receipts.inFlight -= 1;
+          }
+        },
+      }),
+      pollingInterval: 50,
+    });
+    const journal = stallingJournal(publicClient, 120_000);
+    const row = { attempt_id: key, tx_hash: bumps[11]!, raw_tx: "0x" as const, nonce: 0 };
+    // Before: asked one at a time, a call to the node in turn for each.
+    expect(await receiptOf(journal, row)).toMatchObject({ transactionHash: mined, status: "success" });
+    expect(receipts.most).toBeGreaterThan(1);
+    expect(receipts.most).toBeLessThanOrEqual(4);
+    Object.assign(receipts, { most: 0, asked: 0 });
+    // In the send's order (its current transaction, then those it replaced, the newest first): the mined one last.
+    expect(await finalReceiptOf(journal, row)).toMatchObject({ transactionHash: mined });
+    expect(receipts.asked).toBe(13);
+    expect(receipts.most).toBeGreaterThan(1);
+    expect(receipts.most).toBeLessThanOrEqual(4);
   });
 });
 
