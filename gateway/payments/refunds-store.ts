@@ -437,7 +437,8 @@ export function succeededStatement(
  * settlement/invoices.ts applyReinstated), invoice_moved() is raised (migration 0067, isInvoiceMoved),
  * the give-back rolled back with it, and the failure written again from new reads (payments/refunds.ts
  * refundGivesBack), as a receipt's record is. Before, such a reversal was left out: an invoice of 10 whose refund of
- * 6 failed was paid holding 6, the 4 that paid the rest reorganised away.
+ * 6 failed was paid holding 6, the 4 that paid the rest reorganised away. Its one row says whether it paid the invoice
+ * (`paid_now`), for the process's listeners to be told after the commit, as of a receipt that pays it.
  */
 export function failedStatement(
   id: string,
@@ -486,7 +487,7 @@ export function failedStatement(
        INSERT INTO outbox (tenant_id, type, payload)
        SELECT tenant_id, 'refund.failed', ${payloadSql("failed")} || jsonb_build_object('shortfall_collected',
          $6::bigint::text, 'net', (amount - $6::bigint)::text) FROM moved RETURNING id)${collecting.ctes}
-     SELECT announced.id, ${collecting.check} AS collected,
+     SELECT announced.id, ${collecting.check} AS collected, EXISTS (SELECT 1 FROM repaid) AS paid_now,
        CASE WHEN EXISTS (SELECT 1 FROM locked WHERE read_moved) THEN invoice_moved() ELSE true END AS as_read
      FROM (SELECT 1) AS one LEFT JOIN announced ON true`,
     params: [...params, ...collecting.params],

@@ -46,7 +46,7 @@ import {
   storableText,
 } from "../../core/index.ts";
 import type { AccountRecord } from "../accounts/index.ts";
-import type { Statement } from "../db/index.ts";
+import type { Row, Statement } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import {
   type ChainMember,
@@ -906,21 +906,21 @@ function fromAttemptOutcome(outcome: AttemptOutcome): RailRefundOutcome {
   }
 }
 
-async function applyOutcome(deps: RefundsDeps, refund: Refund, outcome: RailRefundOutcome): Promise<void> {
+/** Applies the rail's answer; returns whether it paid the refund's invoice again (a failure: finishFailed). */
+async function applyOutcome(deps: RefundsDeps, refund: Refund, outcome: RailRefundOutcome): Promise<boolean> {
   switch (outcome.status) {
     case "succeeded":
       await finishSucceeded(deps, refund, outcome);
-      return;
+      return false;
     case "failed":
-      await finishFailed(deps, refund, {
+      return await finishFailed(deps, refund, {
         code: outcome.code,
         message: storableText(outcome.message),
         evidence: null,
       });
-      return;
     case "in_flight":
       await markInFlight(deps.db, refund.id, outcome);
-      return;
+      return false;
   }
 }
 
@@ -1136,14 +1136,15 @@ async function feeLegs(
 /**
  * Voids every hold with `refund.failed` and gives the claim back, once: nothing moved. What the holds release first
  * settles the shortfalls of the invoice's reversals on those accounts (a dispute applied while the refund was held
- * could take only what was not held; the provider took all of it): refundGivesBack.
+ * could take only what was not held; the provider took all of it): refundGivesBack. Returns whether that paid the
+ * invoice again.
  */
 async function finishFailed(
   deps: RefundsDeps,
   refund: Refund,
   failure: { code: RefundFailureCode; message: string; evidence: SettlementEvidence | null },
-): Promise<void> {
-  await refundGivesBack(deps, refund, {
+): Promise<boolean> {
+  return await refundGivesBack(deps, refund, {
     label: `the release of refund ${refund.id}`,
     evidence:
       failure.evidence === null
@@ -1175,10 +1176,15 @@ async function finishFailed(
  * A refund that succeeded and that its provider then failed (Stripe's refund.failed): what it took goes back to the
  * accounts, the claim is given back, `refund.failed`; of what goes back, the shortfalls of the invoice's reversals on
  * those accounts are settled first (refundGivesBack). The posts moved back, the collections and the status in one
- * linked chain and its transaction: a crash leaves all of it to the redelivered event, or none.
+ * linked chain and its transaction: a crash leaves all of it to the redelivered event, or none. Returns whether that
+ * paid the invoice again.
  */
-async function undoSucceeded(deps: RefundsDeps, refund: Refund, evidence: SettlementEvidence): Promise<void> {
-  await refundGivesBack(deps, refund, {
+async function undoSucceeded(
+  deps: RefundsDeps,
+  refund: Refund,
+  evidence: SettlementEvidence,
+): Promise<boolean> {
+  return await refundGivesBack(deps, refund, {
     label: `the undoing of refund ${refund.id}`,
     evidence: ledgerEvidence(refund, evidence),
     statement: (collection) =>
@@ -1269,7 +1275,8 @@ type GiveBackMember = { givenBack: GivenBack; member: ChainMember | null };
  * reversals on that account are collected first (settlement/shortfalls.ts), by moves at the end of the chain whose
  * record the statement writes when the refund moves now. Computed again when the shortfalls moved under it (another
  * give-back, a reversal recorded or given back, here or in another process), or the invoice's row did (failedStatement
- * decides from new reads whether it is paid again); a refund of a payment collects nothing.
+ * decides from new reads whether it is paid again); a refund of a payment collects nothing. Returns whether the
+ * statement paid the invoice again (its `paid_now`): false when the refund had moved already.
  */
 async function refundGivesBack(
   deps: RefundsDeps,
@@ -1280,7 +1287,7 @@ async function refundGivesBack(
     members: () => Promise<GiveBackMember[]>;
     statement: (collection: ShortfallCollection | null) => Statement;
   },
-): Promise<void> {
+): Promise<boolean> {
   for (let attempt = 1; attempt <= shortfallCollectionAttemptsMax; attempt++) {
     const members = await write.members();
     // Collected only from what moves back in this chain, before the collections: the chain holds the money taken.
@@ -1294,13 +1301,11 @@ async function refundGivesBack(
       ...(collection?.members ?? []),
     ];
     const statement = write.statement(collection);
+    const paidNow = (rows: Row[] | null) => (rows as { paid_now: boolean }[] | null)?.[0]?.paid_now === true;
     try {
-      if (chain.length === 0) {
-        await deps.db.query(statement.text, statement.params);
-        return;
-      }
+      if (chain.length === 0) return paidNow(await deps.db.query(statement.text, statement.params));
       // A collection's check runs under the ledger's lock (shortfalls.ts).
-      const { outcome } = await writeChainWith(
+      const { outcome, rows } = await writeChainWith(
         deps.ledger,
         chain,
         { statement, when: "held", sql: deps.db, underLock: collection !== null },
@@ -1309,7 +1314,7 @@ async function refundGivesBack(
       // Each collection takes at most what the chain gave back to its account before it: none can fall short.
       if (outcome !== "reserved")
         throw new RefundInvariantError(`the ledger refused ${write.label}: ${outcome}`);
-      return;
+      return paidNow(rows);
     } catch (error) {
       if (!isShortfallCollectionMoved(error) && !isInvoiceMoved(error)) throw error;
     }
@@ -1412,20 +1417,25 @@ export async function recoverPendingRefunds(
 // ---- the rails' events
 
 /**
- * Applies a rail's event that is about a refund, and says so; `false`: the event is not about a refund (the caller
- * applies it as usual). A payout refund's end comes as its attempt's event (the refund's id is the attempt id); a
- * provider refund's as a reversal of its invoice (`reversed`: effective; `reinstated`: failed) whose evidence names
- * the provider's refund. Applying one again changes nothing.
+ * Applies a rail's event that is about a refund, and says so, with the invoice its failure paid again (`paid`:
+ * failedStatement; null when it paid none), for the caller to tell as a receipt that pays it is told; null: the event
+ * is not about a refund (the caller applies it as usual). A payout refund's end comes as its attempt's event (the
+ * refund's id is the attempt id); a provider refund's as a reversal of its invoice (`reversed`: effective;
+ * `reinstated`: failed) whose evidence names the provider's refund. Applying one again changes nothing.
  */
-export async function applyRefundEvent(deps: RefundsDeps, rail: string, event: RailEvent): Promise<boolean> {
+export async function applyRefundEvent(
+  deps: RefundsDeps,
+  rail: string,
+  event: RailEvent,
+): Promise<{ paid: string | null } | null> {
   switch (event.kind) {
     case "attempt_succeeded":
     case "attempt_failed": {
-      if (!event.attemptId.startsWith("rfd_")) return false;
+      if (!event.attemptId.startsWith("rfd_")) return null;
       const refund = await getRefundById(deps.db, event.attemptId);
-      if (refund === null || refund.rail !== rail) return false;
-      if (refund.status !== "pending") return true;
-      await applyOutcome(
+      if (refund === null || refund.rail !== rail) return null;
+      if (refund.status !== "pending") return { paid: null };
+      const paidNow = await applyOutcome(
         deps,
         refund,
         event.kind === "attempt_succeeded"
@@ -1437,12 +1447,12 @@ export async function applyRefundEvent(deps: RefundsDeps, rail: string, event: R
             }
           : { status: "failed", code: event.code, message: event.message },
       );
-      return true;
+      return { paid: paidNow ? invoiceOf(refund) : null };
     }
     case "reversed":
     case "reinstated": {
       const railReference = referenceOf(event.evidence);
-      if (railReference === null) return false;
+      if (railReference === null) return null;
       const { named, unanswered } = await refundsOfInvoice(deps.db, {
         invoiceId: event.reference,
         rail,
@@ -1454,28 +1464,33 @@ export async function applyRefundEvent(deps: RefundsDeps, rail: string, event: R
           throw new RefundNotYetKnownError(
             `a reversal of invoice ${event.reference} arrived while a refund of it awaits its provider's reply`,
           );
-        return false;
+        return null;
       }
       if (event.kind === "reversed") {
         // The provider's fee for it (a Stripe refund's balance transaction) is the event's `fees`, booked as the rail's
         // fees are once the event is applied (settlement/rail-events.ts), as on the refund's answer: not the refund's.
         if (refundCanMove(named.status, "succeeded"))
           await finishSucceeded(deps, named, { evidence: event.evidence, fee: 0n });
-        return true;
+        return { paid: null };
       }
-      if (!refundCanMove(named.status, "failed")) return true;
-      if (named.status === "succeeded") await undoSucceeded(deps, named, event.evidence);
-      else
-        await finishFailed(deps, named, {
-          code: "rejected",
-          message: "the provider failed the refund",
-          evidence: event.evidence,
-        });
-      return true;
+      if (!refundCanMove(named.status, "failed")) return { paid: null };
+      const paidNow =
+        named.status === "succeeded"
+          ? await undoSucceeded(deps, named, event.evidence)
+          : await finishFailed(deps, named, {
+              code: "rejected",
+              message: "the provider failed the refund",
+              evidence: event.evidence,
+            });
+      return { paid: paidNow ? invoiceOf(named) : null };
     }
     case "received":
     case "fee":
     case "capital":
-      return false;
+      return null;
   }
 }
+
+/** The invoice a refund is of; null for a refund of a payment. */
+const invoiceOf = (refund: Refund): string | null =>
+  refund.target.kind === "invoice" ? refund.target.invoiceId : null;

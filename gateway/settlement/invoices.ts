@@ -1130,9 +1130,16 @@ export async function applyReversed(
 ): Promise<{
   status: "applied" | "duplicate" | "withdrawn" | "unknown_reference" | "not_received";
   shortfall: bigint;
+  /**
+   * true when the give-back's mark this finished paid the invoice (this reversal was withdrawn already), with
+   * `invoice.paid`: to be told as a give-back that pays it is. Absent otherwise: a reversal itself pays nothing.
+   */
+  paidNow?: true;
 }> {
   const invoice = await invoiceTarget(deps.db, event.reference);
   if (invoice === null || invoice.rail !== event.rail) return { status: "unknown_reference", shortfall: 0n };
+  // Whether the mark finished below paid the invoice: what follows of this reversal then takes nothing (withdrawn).
+  let paidNow = false;
   if (event.takes !== undefined) {
     const credited = await creditedBy(deps, invoice, event.takes);
     if (credited === "none") return { status: "not_received", shortfall: 0n };
@@ -1142,9 +1149,10 @@ export async function applyReversed(
     // that reversal stood unmarked for good once its log was removed (no run of it came again), the deposit counted as
     // taken back twice. The mark does not pay the invoice when this reversal is to take the deposit again: its
     // `invoice.paid` would tell of money known gone, this reversal's record marking it reversed a moment later. One
-    // withdrawn already takes nothing, and the mark pays as its own run would.
-    if (credited === "unmarked" && "reinstated" in event.takes)
-      await applyReinstated(
+    // withdrawn already takes nothing, and the mark pays as its own run would; told as its run's is (paidNow). Before,
+    // what it paid was dropped: `invoice.paid` went out, and the process's listeners never heard it.
+    if (credited === "unmarked" && "reinstated" in event.takes) {
+      const finished = await applyReinstated(
         deps,
         {
           rail: event.rail,
@@ -1154,12 +1162,14 @@ export async function applyReversed(
         },
         { finishing: (await reversalRecord(deps.db, invoice.id, event.key))?.reinstated !== true },
       );
+      paidNow = finished.paidNow;
+    }
   }
   // Given back already, or withdrawn before it came: it takes nothing (or gives back at once what a run of this
   // that raced the withdrawal took).
   const withdrawn = async () => {
     await giveBack(deps, invoice, event.key, event.evidence);
-    return { status: "withdrawn" as const, shortfall: 0n };
+    return { status: "withdrawn" as const, shortfall: 0n, ...(paidNow ? { paidNow: true as const } : {}) };
   };
   if ((await reversalRecord(deps.db, invoice.id, event.key))?.reinstated === true) return await withdrawn();
   try {

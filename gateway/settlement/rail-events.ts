@@ -61,9 +61,24 @@ export async function applyRailEvent(
   return verdict;
 }
 
+/**
+ * An invoice this event paid (a receipt, a give-back, a removal that finished a give-back's mark, a refund's failure):
+ * forgotten as open, as the settlement's own paths forget it (a refund's failure is written by payments, which keeps
+ * no memory of open invoices), and told to the process's listeners. Before, only a receipt and a give-back were told.
+ */
+function paid(deps: RailEventDeps, invoiceId: string): void {
+  deps.settlement.openInvoices.forget(invoiceId);
+  deps.onInvoicePaid?.(invoiceId);
+}
+
 async function applyMoney(deps: RailEventDeps, rail: string, event: RailEvent): Promise<RailEventVerdict> {
-  // A refund's end: its payout attempt's event, or its provider's reversal of the invoice (not taken twice).
-  if (await applyRefundEvent(deps.payments, rail, event)) return "applied";
+  // A refund's end: its payout attempt's event, or its provider's reversal of the invoice (not taken twice). Its
+  // failure may pay the invoice again (failedStatement): told as a receipt that pays it is.
+  const refund = await applyRefundEvent(deps.payments, rail, event);
+  if (refund !== null) {
+    if (refund.paid !== null) paid(deps, refund.paid);
+    return "applied";
+  }
   switch (event.kind) {
     case "attempt_succeeded":
     case "attempt_failed":
@@ -71,7 +86,7 @@ async function applyMoney(deps: RailEventDeps, rail: string, event: RailEvent): 
       return "applied";
     case "received": {
       const outcome = await applyReceived(deps.settlement, { rail, ...event });
-      if (outcome === "applied") deps.onInvoicePaid?.(event.reference);
+      if (outcome === "applied") paid(deps, event.reference);
       if (outcome !== "unknown_reference") return "applied";
       deps.logger.info({ rail, reference: event.reference }, "money in for a reference that is not ours");
       return "not_ours";
@@ -80,6 +95,8 @@ async function applyMoney(deps: RailEventDeps, rail: string, event: RailEvent): 
       const outcome = await applyReversed(deps.settlement, { rail, ...event });
       // A reversal of one receipt never credited took nothing: the rail must not count it as a reversal.
       if (outcome.status === "not_received") return "not_ours";
+      // The give-back's mark it finished, this removal withdrawn already, paid the invoice: told as a give-back's.
+      if (outcome.paidNow === true) paid(deps, event.reference);
       // The shortfall is recorded with the reversal and collected from what is given back later (shortfalls.ts);
       // until then the rail's clearing account says the rail holds that much more than it does.
       if (outcome.shortfall > 0n)
@@ -93,7 +110,7 @@ async function applyMoney(deps: RailEventDeps, rail: string, event: RailEvent): 
       // A give-back pays an invoice as a receipt does (its reorganised part-payment mined again, its last reversal
       // given back): told too. Before, only a receipt that paid it was, and a listener waiting for it never heard.
       const outcome = await applyReinstated(deps.settlement, { rail, ...event });
-      if (outcome.paidNow) deps.onInvoicePaid?.(event.reference);
+      if (outcome.paidNow) paid(deps, event.reference);
       return "applied";
     }
     // A fee of money received before: booked below, once the invoice says the money came in on this rail as offered.

@@ -6,8 +6,8 @@
 // giveBack); a receipt that names none, or a check that names no SQL function, is refused before the ledger's writer
 // takes it. (Two watchers and a lease lost on Hardhat: test/evm/deposits.test.ts.)
 import pg from "pg";
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
-import { assets, type Rail } from "../../core/index.ts";
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
+import { assets, type Rail, type RailEventHandler } from "../../core/index.ts";
 import { balanceOf, createAccount } from "../../gateway/accounts/index.ts";
 import { serverRaised } from "../../gateway/db/index.ts";
 import {
@@ -32,7 +32,9 @@ const toyStands: Rail = {
   async stop() {},
   snapshot: () => receivingToySnapshot(toyStands, 100_000_000n),
   execute: async () => ({ status: "failed", code: "rejected", message: "no payouts", retryElsewhere: true }),
-  onEvent() {},
+  onEvent(handler) {
+    toyEvents = handler;
+  },
   balance: async () => 0n,
   receive: async (request) => ({
     status: "offered",
@@ -41,6 +43,9 @@ const toyStands: Rail = {
     instructions: { pay: request.reference },
   }),
 };
+
+/** The gateway's handler of the toy rail's events (its one settlement path), once the gateway started the rail. */
+let toyEvents: RailEventHandler | null = null;
 
 let url: string;
 let gw: TestGateway;
@@ -494,5 +499,41 @@ describe("a rail's check carried by an event", () => {
       { key: again.key, reinstated: true },
     ]);
     expect((await told()).slice(toldBefore)).toEqual(["invoice.reinstated", "invoice.paid"]);
+  });
+
+  it("tells the process's listeners that the mark a removal finished paid the invoice, that removal withdrawn already", async () => {
+    const { id, txHash, reorg, again, told } = await giveBackUnmarked();
+    const toldBefore = (await told()).length;
+    // Mined a third time before the removal is delivered: its reinstatement finds nothing recorded and nothing taken,
+    // and is recorded withdrawn; the first reversal still stands unmarked, so the invoice is not due yet.
+    await minedAgain(txHash, 3);
+    expect(await applyReinstated(gw.app.settlement, { ...again, stands: stands(txHash, 3) })).toEqual({
+      status: "withdrawn",
+      amount: 0n,
+      paidNow: false,
+    });
+    expect(await statusOf(id)).toBe("reversed");
+    const heard: string[] = [];
+    const hear = (invoiceId: string) => heard.push(invoiceId);
+    gw.app.events.on("invoice.paid", hear);
+    onTestFinished(() => {
+      gw.app.events.off("invoice.paid", hear);
+    });
+    // The removal delivered late, through the rail's events as the deposit watcher tells it: it finishes the first
+    // give-back's mark, which pays the invoice (the removal is withdrawn), and takes nothing itself.
+    expect(
+      await toyEvents?.({
+        kind: "reversed",
+        reference: id,
+        key: again.key,
+        amount: 2_000_000n,
+        evidence,
+        takes: { reinstated: reorg.key },
+      }),
+    ).toBe("applied");
+    expect(await statusOf(id)).toBe("paid");
+    expect((await told()).slice(toldBefore)).toEqual(["invoice.reinstated", "invoice.paid"]);
+    // Before: nothing heard; what the mark paid was dropped, told to webhooks alone.
+    expect(heard).toEqual([id]);
   });
 });

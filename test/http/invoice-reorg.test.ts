@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vites
 import { assets, type Rail, type RailEventHandler } from "../../core/index.ts";
 import { serverRaised } from "../../gateway/db/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
+import { createRefund } from "../../gateway/payments/index.ts";
 import { claimableOf, claimStatement, failedStatement } from "../../gateway/payments/refunds-store.ts";
 import {
   applyReceived,
@@ -37,6 +38,11 @@ const toyReorg: Rail = {
     railReference: `toy_${request.reference}`,
     expiresAtMs: null,
     instructions: { pay: request.reference },
+  }),
+  // Takes every refund and answers later (its failure or success comes as a reversal's event naming it).
+  refundReceived: async (refund) => ({
+    status: "in_flight",
+    evidence: { rail: "external", railId: "toyreorg", reference: `toy_re_${refund.id}` },
   }),
   // Takes every signed payment it is handed: what the gateway lets through to the rail is what is tested.
   submitSignedPayment: async (payment) => {
@@ -458,6 +464,49 @@ describe("a reorg given back, told by the rail", () => {
     expect(await statusOf(id)).toBe("paid");
     expect((await eventsOf(id)).slice(-2)).toEqual(["invoice.reinstated", "invoice.paid"]);
     // Before: nothing heard; only a receipt that paid it was told.
+    expect(heard).toEqual([id]);
+  });
+});
+
+describe("a failure of a refund of a reversed invoice, told by the rail", () => {
+  it("tells the process's listeners that it paid the invoice again, as a receipt that pays it does", async () => {
+    const id = await invoiceOf("10");
+    expect(await receive(id, "r0", 10_000_000n)).toBe("applied");
+    expect(await receive(id, "r1", 5_000_000n)).toBe("received");
+    // A refund of the excess, which the provider answers later: pending, counted against what the invoice holds.
+    const made = await createRefund(gw.app.payments, {
+      tenantId: "ten_demo",
+      target: { kind: "invoice", invoiceId: id },
+      amount: "5",
+      reason: null,
+      metadata: {},
+      destination: null,
+      idempotencyKey: null,
+    });
+    if (!made.ok) throw new Error(made.message);
+    expect(made.refund.status).toBe("pending");
+    // 15 less r1's 5 less the 5 pending: below its 10.
+    expect(await reorgOf(id, "r1", 5_000_000n)).toEqual({ status: "applied", shortfall: 0n });
+    expect(await statusOf(id)).toBe("reversed");
+    const heard: string[] = [];
+    const hear = (invoiceId: string) => heard.push(invoiceId);
+    gw.app.events.on("invoice.paid", hear);
+    onTestFinished(() => {
+      gw.app.events.off("invoice.paid", hear);
+    });
+    // The provider fails the refund, through the rail's events: the 5 is back, and it holds its amount.
+    const reference = `toy_re_${made.refund.id}`;
+    expect(
+      await toyEvents?.({
+        kind: "reinstated",
+        reference: id,
+        key: `refund:${reference}`,
+        evidence: { ...evidence, reference },
+      }),
+    ).toBe("applied");
+    expect(await statusOf(id)).toBe("paid");
+    expect((await eventsOf(id)).slice(-2)).toEqual(["invoice.reversed", "invoice.paid"]);
+    // Before: nothing heard; `invoice.paid` went out to webhooks alone.
     expect(heard).toEqual([id]);
   });
 });
