@@ -195,6 +195,7 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0067_invoice_moved.sql",
       "gateway/0068_x402_unused_block.sql",
       "gateway/0069_refund_discounted.sql",
+      "gateway/0070_x402_unsent_owed.sql",
     ]);
   });
 

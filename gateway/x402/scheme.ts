@@ -41,8 +41,16 @@ import {
 } from "./schemas.ts";
 import { afterSent } from "./settle.ts";
 import { createSimulationBatcher } from "./simulate-batch.ts";
-import { type KnownOfRow, sendJournalOf, spenderOfSend } from "./spends.ts";
-import { markOwed, owedAt, release, takeOwed } from "./store.ts";
+import { type KnownOfRow, paidIn, sendJournalOf, spenderOfSend } from "./spends.ts";
+import {
+  markOwed,
+  markUnsentOwed,
+  owedAt,
+  release,
+  takeOwed,
+  takeUnsentOwed,
+  unsentOwedAt,
+} from "./store.ts";
 import { parsePayment, type VerifyReads, verifyExact } from "./verify.ts";
 
 type Offer = { rail: string; price: SchemePrice };
@@ -183,7 +191,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     };
     const { paywallId } = resource;
     const owed = await owedAt(deps.db, chain, authorization, { paywallId, tenantId: resource.tenantId });
-    if (owed === null) return null;
+    if (owed === null) return await servedAsUnsentOwed(parsed, resource, authorization);
     const sent = owed.txHash;
     const spending = await spendingTransaction(chain, authorization, sent as Hex, owed.known);
     if (spending === null)
@@ -195,10 +203,24 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         },
       };
     if (!(await takeOwed(deps.db, chain, authorization, paywallId))) return null;
+    return owedVerdict(parsed, authorization, spending, () => markedOwed(chain, authorization, paywallId));
+  }
+
+  /**
+   * The paid verdict of a request owed here and taken (servedAsOwed, servedAsUnsentOwed): it settles nothing more, its
+   * receipt names `transaction`, the one that spent the authorization; not served, or its answer not delivered, the
+   * request is owed again (`owedAgain`: true once it is recorded so).
+   */
+  function owedVerdict(
+    parsed: Extract<ReturnType<typeof parsePayment>, { ok: true }>,
+    authorization: { from: Hex; value: bigint },
+    transaction: Hex,
+    owedAgain: () => Promise<boolean>,
+  ): SchemeVerdict {
     const receiptHeader = parsed.requirements.version === 2 ? receiptHeaderNames.v2 : receiptHeaderNames.v1;
     const receipt: SettleResponse = {
       success: true,
-      transaction: spending,
+      transaction,
       network: parsed.requirements.network,
       payer: authorization.from,
       amount: authorization.value.toString(),
@@ -210,7 +232,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       complete(outcome) {
         completed ??= (async () => {
           if (!outcome.served) {
-            const owed = await markedOwed(chain, authorization, paywallId);
+            const owed = await owedAgain();
             return {
               settled: false as const,
               refusal: {
@@ -225,12 +247,63 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
           return {
             settled: true as const,
             headers: [[receiptHeader, encodeHeader(receipt)] as const],
-            undelivered: () => markedOwed(chain, authorization, paywallId),
+            undelivered: owedAgain,
           };
         })();
         return completed;
       },
     };
+  }
+
+  /**
+   * The request owed at this paywall whose settlement the rail refused before sending it (the payer short of funds,
+   * the node out of reach: markUnsentOwed), once someone else mined the authorization: the rail kept the invoice bound
+   * to the payer's nonce, and the deposit watcher credited it from that transfer. Served as servedAsOwed serves, once
+   * (takeUnsentOwed), with the receipt of the transaction that paid the invoice — when it spent this very
+   * authorization, the value from the payer to the hot wallet (paidIn) — or null. Before, the same payment sent again
+   * was refused as a nonce already used, though the payer had paid for what it asked.
+   */
+  async function servedAsUnsentOwed(
+    parsed: Extract<ReturnType<typeof parsePayment>, { ok: true }>,
+    resource: PricedResource,
+    authorization: { from: Hex; nonce: Hex; value: bigint },
+  ): Promise<SchemeVerdict | null> {
+    const { chain } = parsed.requirements;
+    const { paywallId } = resource;
+    const paid = await unsentOwedAt(deps.db, chain, authorization, {
+      paywallId,
+      tenantId: resource.tenantId,
+    });
+    let spending: { invoiceId: string; txHash: Hex } | null = null;
+    for (const receipt of paid) {
+      try {
+        const mined = await chain.publicClient.getTransactionReceipt({ hash: receipt.txHash as Hex });
+        if (paidIn(chain, mined, { ...authorization, to: chain.hotWallet })) {
+          spending = { invoiceId: receipt.invoiceId, txHash: mined.transactionHash };
+          break;
+        }
+      } catch (error) {
+        deps.logger.warn(
+          { error, payer: authorization.from, txHash: receipt.txHash },
+          "x402: whether a refused payment's invoice was paid by its authorization is unknown now",
+        );
+        return {
+          kind: "refused",
+          refusal: {
+            code: "unexpected_settle_error",
+            message: `whether transaction ${receipt.txHash} spent this payment's authorization cannot be read now: send the same payment again shortly, and it is served if it did`,
+          },
+        };
+      }
+    }
+    if (spending === null || !(await takeUnsentOwed(deps.db, spending.invoiceId))) return null;
+    const { invoiceId } = spending;
+    // Owed again (retried as every bookkeeping after a transaction was sent): true once it is.
+    return owedVerdict(parsed, authorization, spending.txHash, () =>
+      afterSent(deps.logger, "marking the request owed", { payer: authorization.from, paywallId }, () =>
+        takeUnsentOwed(deps.db, invoiceId, true),
+      ),
+    );
   }
 
   /**
@@ -345,6 +418,20 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         // (servedAsOwed), once.
         const owed =
           settled.pending === true && (await markedOwed(chain, payment.authorization, resource.paywallId));
+        // Refused before anything was sent, its invoice left bound to the payer's nonce: whoever holds the
+        // authorization may still mine it, which pays that invoice, and the same payment sent again here is then
+        // served (servedAsUnsentOwed), once. Not recorded, it is refused as a nonce already used, as it was before.
+        if (settled.unsentInvoiceId !== undefined)
+          await markUnsentOwed(deps.db, chain, payment.authorization, {
+            invoiceId: settled.unsentInvoiceId,
+            paywallId: resource.paywallId,
+            tenantId: resource.tenantId,
+          }).catch((error: unknown) =>
+            deps.logger.warn(
+              { error, payer: payment.payer, invoiceId: settled.unsentInvoiceId },
+              "x402: the request of a payment refused before sending could not be recorded owed",
+            ),
+          );
         const failed: SettleResponse = {
           success: false,
           errorReason: settled.refusal,

@@ -56,6 +56,12 @@ export type SettleResult =
       readonly payer: Address;
       /** The transfer may still be mined (sent, or perhaps sent, with no receipt yet): credited if it is. */
       readonly pending?: true;
+      /**
+       * Refused by the rail before anything was sent, the claim given back: the invoice the rail may have left bound
+       * to the payer's nonce, which the deposit watcher credits if whoever holds the authorization mines it (the
+       * paywall serves the same payment sent again once it is: scheme.ts servedAsUnsentOwed).
+       */
+      readonly unsentInvoiceId?: string;
     };
 
 /** A payment verified and claimed (store.claim) for `credit`, settled once. */
@@ -162,7 +168,15 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
           await afterSent(logger, "giving the claim back", { invoiceId }, () =>
             release(deps.settlement.db, chain, a, { invoiceId }),
           );
-        return refused(railRefusalReason[submitted.refusal] ?? "unexpected_settle_error", submitted.message);
+        const answer = refused(
+          railRefusalReason[submitted.refusal] ?? "unexpected_settle_error",
+          submitted.message,
+        );
+        // Given back, the invoice may yet be paid by the authorization: the paywall keeps the request owed through it
+        // (scheme.ts servedAsUnsentOwed).
+        return submitted.refusal === "authorization_used"
+          ? answer
+          : { ...answer, unsentInvoiceId: invoiceId };
       }
       // Sent: from here on nothing the ledger or the database does may turn the payer's answer into a failure.
       const txHash = submitted.railReference as Hex;

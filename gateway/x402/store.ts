@@ -309,3 +309,66 @@ export async function takeOwed(
   );
   return rows.length === 1;
 }
+
+/**
+ * Marks the request owed at `owed.paywallId` whose settlement through `invoiceId` the rail refused before sending it
+ * (migration 0070): its claim was given back, but the invoice stays bound to the payer's nonce and is credited if
+ * whoever holds the authorization mines it. Once it is paid so, the same payment sent again there is served once
+ * (unsentOwedAt, takeUnsentOwed).
+ */
+export async function markUnsentOwed(
+  db: Db,
+  chain: X402Chain,
+  authorization: Pick<Eip3009Authorization, "from" | "nonce" | "value">,
+  owed: OwedTo & { readonly invoiceId: string },
+): Promise<void> {
+  await db.query(
+    `INSERT INTO x402_unsent_owed (chain_id, token, payer, nonce, invoice_id, paywall_id, tenant_id, amount)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8::numeric)
+     ON CONFLICT (invoice_id) DO NOTHING`,
+    [
+      ...keyOf(chain, authorization),
+      owed.invoiceId,
+      owed.paywallId,
+      owed.tenantId,
+      authorization.value.toString(),
+    ],
+  );
+}
+
+/**
+ * The invoices of the authorization's requests owed at this paywall, of this tenant, for this amount, whose settlement
+ * the rail refused before sending (markUnsentOwed) and that are paid since, each with the transactions its receipts
+ * name (the deposit watcher's evidence): the caller reads which of them spent this very authorization to the hot
+ * wallet. Empty when none is.
+ */
+export async function unsentOwedAt(
+  db: Db,
+  chain: X402Chain,
+  authorization: Pick<Eip3009Authorization, "from" | "nonce" | "value">,
+  owed: OwedTo,
+): Promise<{ readonly invoiceId: string; readonly txHash: string }[]> {
+  const rows = await db.query<{ invoice_id: string; tx_hash: string }>(
+    `SELECT o.invoice_id, r.evidence->>'txHash' AS tx_hash
+     FROM x402_unsent_owed o
+     JOIN invoices i ON i.id = o.invoice_id AND i.tenant_id = o.tenant_id AND i.status = 'paid'
+     JOIN invoice_receipts r ON r.invoice_id = o.invoice_id AND r.evidence->>'txHash' IS NOT NULL
+     WHERE o.chain_id = $1 AND o.token = $2 AND o.payer = $3 AND o.nonce = $4 AND o.paywall_id = $5
+       AND o.tenant_id = $6 AND o.amount = $7::numeric AND o.owed
+     ORDER BY r.received_at, r.key`,
+    [...keyOf(chain, authorization), owed.paywallId, owed.tenantId, authorization.value.toString()],
+  );
+  return rows.map((row) => ({ invoiceId: row.invoice_id, txHash: row.tx_hash }));
+}
+
+/**
+ * Takes the request owed through `invoiceId` (one caller of many at once), or gives it back (`owed`: true) when it
+ * was not served: true when this call changed it.
+ */
+export async function takeUnsentOwed(db: Db, invoiceId: string, owed = false): Promise<boolean> {
+  const rows = await db.query(
+    "UPDATE x402_unsent_owed SET owed = $2 WHERE invoice_id = $1 AND owed = NOT $2::boolean RETURNING 1",
+    [invoiceId, owed],
+  );
+  return rows.length === 1;
+}

@@ -1,3 +1,5 @@
+import { x402HTTPClient } from "@x402/fetch";
+import Fastify from "fastify";
 import {
   type Address,
   createPublicClient,
@@ -13,6 +15,7 @@ import { type EvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
 import { divCeil, type Logger, silentLogger } from "../../core/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
+import { switchyardPaywall } from "../../gateway/paywall/index.ts";
 import { sendGasPassOnce } from "../../gateway/settlement/index.ts";
 import {
   type AuthorizationBatchSender,
@@ -32,6 +35,7 @@ import {
   chainGettingLogs,
   type Gateway,
   mintedPayer,
+  officialX402Client,
   signedX402Payment,
   submitCopiedAuthorization,
   x402BatchGateway,
@@ -146,6 +150,118 @@ function notOk(result: SettleResult) {
   if (result.ok) throw new Error(`expected no settlement, got transaction ${result.transaction}`);
   return result;
 }
+
+// First: the paywall checks an authorization's window by the gateway's clock, the rail by the chain's, which the tests
+// below move ahead of it.
+describe("an x402 payment the rail refused before sending it, at a paywall", () => {
+  it("and that someone else mined serves the same payment sent again there, once", async () => {
+    const seller = await gw.merchantAccount("seller of a payment refused before sending");
+    await gw.x402Paywall("/refused-then-mined", "a report paid by another's copy", seller.id);
+    // Another paywall of the same account and price.
+    await gw.x402Paywall("/refused-elsewhere", "a report paid by another's copy", seller.id);
+    const seed = "x402 reconcile test payer refused at a paywall, then mined by another";
+    const payer = await newPayer("refused at a paywall, then mined by another", 10_000n);
+    let served = 0;
+    const shop = Fastify();
+    await shop.register(switchyardPaywall, { paywall: gw.app.paywalls.forTenant(gw.app.demo!.tenantId) });
+    shop.get("/refused-then-mined", async () => {
+      served += 1;
+      if (served === 1) {
+        // The payer spends its balance while its request is served: the rail's simulation refuses the settlement.
+        await gw.chain.networkHelpers.setBalance(payer.address, 10n ** 18n);
+        await gw.send(payer, {
+          address: chain.token,
+          abi: testUsdAbi,
+          functionName: "transfer",
+          args: [gw.chain.accounts[0]!.address, 10_000n],
+        });
+      }
+      return { report: "the goods" };
+    });
+    shop.get("/refused-elsewhere", async () => {
+      served += 1;
+      return { report: "other goods at the same price" };
+    });
+    try {
+      const base = await shop.listen({ port: 0, host: "127.0.0.1" });
+      const client = new x402HTTPClient(officialX402Client(gw, keccak256(stringToHex(seed))));
+      const challenge = await fetch(`${base}/refused-then-mined`);
+      expect(challenge.status).toBe(402);
+      const required = client.getPaymentRequiredResponse(
+        (name) => challenge.headers.get(name),
+        await challenge.json(),
+      );
+      const header = client.encodePaymentSignatureHeader(await client.createPaymentPayload(required));
+      const refused = await fetch(`${base}/refused-then-mined`, { headers: header });
+      expect(refused.status).toBe(402);
+      expect(((await refused.json()) as { error: string }).error).toBe("insufficient_funds");
+      const sent = JSON.parse(Buffer.from(header["PAYMENT-SIGNATURE"]!, "base64").toString()) as {
+        payload: {
+          signature: Hex;
+          authorization: {
+            from: Address;
+            to: Address;
+            value: string;
+            validAfter: string;
+            validBefore: string;
+            nonce: Hex;
+          };
+        };
+      };
+      const a = sent.payload.authorization;
+      await gw.send(gw.chain.accounts[0]!, {
+        address: chain.token,
+        abi: testUsdAbi,
+        functionName: "mint",
+        args: [payer.address, 10_000n],
+      });
+      const copyTx = await submitCopy({
+        claimed: {
+          signature: sent.payload.signature,
+          authorization: {
+            ...a,
+            value: BigInt(a.value),
+            validAfter: BigInt(a.validAfter),
+            validBefore: BigInt(a.validBefore),
+          },
+        },
+      });
+      expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe(
+        "success",
+      );
+      await gw.rail.depositWatcher()!.catchUp(20);
+      const [invoice] = await gw.app.db.query<{ status: string }>(
+        `SELECT i.status FROM invoices i JOIN evm_deposits d ON d.reference = i.id
+         WHERE d.auth_from = $1 AND d.auth_nonce = $2`,
+        [a.from.toLowerCase(), a.nonce.toLowerCase()],
+      );
+      expect(invoice).toEqual({ status: "paid" });
+      const servedBefore = served;
+      // Owed where it was refused, not at another paywall of the same account and price.
+      expect((await fetch(`${base}/refused-elsewhere`, { headers: header })).status).toBe(402);
+      expect(served).toBe(servedBefore);
+      // Before: refused as a nonce already used, though the payer had paid for it. Two copies at once: one is served.
+      const copies = await Promise.all([
+        fetch(`${base}/refused-then-mined`, { headers: header }),
+        fetch(`${base}/refused-then-mined`, { headers: header }),
+      ]);
+      expect(copies.map((copy) => copy.status).sort()).toEqual([200, 402]);
+      const again = copies.find((copy) => copy.status === 200)!;
+      expect(await again.json()).toEqual({ report: "the goods" });
+      expect(served).toBe(servedBefore + 1);
+      const receipt = JSON.parse(
+        Buffer.from(again.headers.get("payment-response")!, "base64").toString(),
+      ) as { success: boolean; transaction: string };
+      expect(receipt).toMatchObject({ success: true, transaction: copyTx });
+      // Once: the same payment sent again once more is refused as used.
+      const third = await fetch(`${base}/refused-then-mined`, { headers: header });
+      expect(third.status).toBe(402);
+      expect(served).toBe(servedBefore + 1);
+    } finally {
+      await shop.close();
+    }
+  });
+});
 
 describe("a row left submitted whose transaction was mined", () => {
   it("is settled and its gas booked, once however many passes see it", async () => {
