@@ -613,6 +613,12 @@ async function startRails(
     logger: deps.logger.child({ module: "settlement" }),
     onInvoicePaid: (invoiceId: string) => deps.events.emit("invoice.paid", invoiceId),
   };
+  // A refund's failure that its rail answered (on the request or the recovery pass) may pay its invoice again: told
+  // as the rails' events tell it (rail-events.ts paid()), the invoice forgotten as open.
+  deps.payments.onInvoicePaid = (invoiceId) => {
+    deps.settlement.openInvoices.forget(invoiceId);
+    railEvents.onInvoicePaid(invoiceId);
+  };
   for (const rail of deps.rails.values()) {
     rail.onEvent((event) => applyRailEvent(railEvents, rail.id, event));
     // Stopped at close even when its start fails partway: the EVM rail arms its refresh before a read of the node

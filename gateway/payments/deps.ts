@@ -37,6 +37,11 @@ export type PaymentsDeps = {
   railWaitMs?: number;
   /** Where a payment still working after its request was answered reports an unexpected failure. */
   logger?: Logger;
+  /**
+   * Told after the commit when a refund's failure, answered by its rail (on the request or the recovery pass), paid
+   * its invoice again (refunds.ts runRail): the process's listeners, as a receipt that pays it tells them.
+   */
+  onInvoicePaid?: (invoiceId: string) => void;
   /** How many attempts open at a restart are resumed in one pass. */
   recoveryBatchMax: number;
   /** Periodic recovery takes an open attempt, or a processing payment with none open, as stranded once untouched this long. */

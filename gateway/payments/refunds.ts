@@ -111,8 +111,11 @@ import { capitalFundingLeg, evidenceForLedger, railAccountOpened } from "./reser
 import { fromJson, getPayment } from "./store.ts";
 import { attemptDestination, networkFeeOf } from "./types.ts";
 
-/** What refunds need of the payments' dependencies: the stores, the ledger and the rails. */
-export type RefundsDeps = Pick<PaymentsDeps, "db" | "ledger" | "accounts" | "rails" | "logger">;
+/** What refunds need of the payments' dependencies: the stores, the ledger and the rails, and who hears of a payment. */
+export type RefundsDeps = Pick<
+  PaymentsDeps,
+  "db" | "ledger" | "accounts" | "rails" | "logger" | "onInvoicePaid"
+>;
 
 export type CreateRefundParams = {
   tenantId: string;
@@ -844,7 +847,11 @@ async function runRail(
     outcome.final !== true
   )
     return;
-  await applyOutcome(deps, refund, outcome);
+  // A failure that paid the invoice again (failedStatement) is told after its commit, as a receipt that pays it is.
+  // Before, what applyOutcome said was dropped here: `invoice.paid` went to webhooks alone. (A rail's event about the
+  // refund is told by settlement/rail-events.ts, from applyRefundEvent: it does not come through here.)
+  const invoiceId = (await applyOutcome(deps, refund, outcome)) ? invoiceOf(refund) : null;
+  if (invoiceId !== null) deps.onInvoicePaid?.(invoiceId);
 }
 
 type RailRefundOutcome =

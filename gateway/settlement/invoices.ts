@@ -1150,7 +1150,10 @@ export async function applyReversed(
     // taken back twice. The mark does not pay the invoice when this reversal is to take the deposit again: its
     // `invoice.paid` would tell of money known gone, this reversal's record marking it reversed a moment later. One
     // withdrawn already takes nothing, and the mark pays as its own run would; told as its run's is (paidNow). Before,
-    // what it paid was dropped: `invoice.paid` went out, and the process's listeners never heard it.
+    // what it paid was dropped: `invoice.paid` went out, and the process's listeners never heard it. Whether this
+    // reversal is withdrawn is read in the mark's statement, the invoice's row locked (paidIfDue). Before, it was read
+    // here: a withdrawal committed between that read and the mark found the mark not made (the invoice not due), and
+    // the mark, told "not withdrawn", paid nothing either: the invoice reversed for good with the deposit credited.
     if (credited === "unmarked" && "reinstated" in event.takes) {
       const finished = await applyReinstated(
         deps,
@@ -1160,7 +1163,7 @@ export async function applyReversed(
           key: event.takes.reinstated,
           evidence: event.evidence,
         },
-        { finishing: (await reversalRecord(deps.db, invoice.id, event.key))?.reinstated !== true },
+        { finishing: event.key },
       );
       paidNow = finished.paidNow;
     }
@@ -1709,8 +1712,11 @@ const reinstateAttemptsMax = 3;
 export async function applyReinstated(
   deps: SettlementDeps,
   event: { rail: string; reference: string; key: string; evidence: SettlementEvidence; stands?: RailCheck },
-  /** `finishing`: the mark a removal finishes before it takes the give-back again (applyReversed); it pays nothing. */
-  options: { finishing?: boolean } = {},
+  /**
+   * `finishing`: the key of the removal whose mark this finishes before it takes the give-back again (applyReversed);
+   * it pays nothing unless that removal was withdrawn (paidIfDue).
+   */
+  options: { finishing?: string } = {},
 ): Promise<{
   status: "applied" | "duplicate" | "withdrawn" | "unknown_reference";
   amount: bigint;
@@ -1849,18 +1855,23 @@ export async function applyReinstated(
  * with no dispute standing), in the transaction of a reversal's mark as given back or withdrawn, after the mark; the
  * row locked first, and written whatever it is left. Returns whether it paid it, with `invoice.paid` told after what
  * `told` tells (the give-back's own event, given the status the invoice is left in). Not by a mark a removal finishes
- * (`finishing`, applyReversed): the deposit is known gone, and the removal's record marks it reversed a moment later.
+ * (`finishing`, applyReversed) while that removal is not withdrawn: the deposit is known gone, and the removal's record
+ * marks it reversed a moment later. Whether it is withdrawn is read after the row's lock, which the withdrawal's own
+ * paidIfDue takes too: whichever of the two comes second sees the other's commit (the withdrawal sees this mark, and
+ * pays if due; this sees the withdrawal, and pays if due).
  */
 async function paidIfDue(
   tx: Sql,
   invoice: InvoiceTarget,
-  options: { finishing?: boolean },
+  options: { finishing?: string },
   told: (status: InvoiceStatus | null) => Promise<void> = async () => {},
 ): Promise<boolean> {
   await tx.query("SELECT 1 FROM invoices WHERE id = $1 FOR UPDATE", [invoice.id]);
   const [standing] = await tx.query<{ status: InvoiceStatus; paid_now: boolean }>(
     `WITH due AS (
-       SELECT NOT $2::boolean AND i.status IN ('open', 'reversed') AND NOT ${disputedSql("$1")}
+       SELECT ($2::text IS NULL OR EXISTS (SELECT 1 FROM invoice_reversals w
+           WHERE w.invoice_id = $1 AND w.key = $2 AND w.reinstated_at IS NOT NULL))
+         AND i.status IN ('open', 'reversed') AND NOT ${disputedSql("$1")}
          AND (${heldSql("i", "$1")} >= i.amount OR (i.status = 'reversed' AND NOT EXISTS (
            SELECT 1 FROM invoice_reversals v WHERE v.invoice_id = $1 AND v.receipt IS NOT NULL))) AS paid
        FROM invoices i WHERE i.id = $1)
@@ -1868,7 +1879,7 @@ async function paidIfDue(
        paid_at = CASE WHEN due.paid THEN coalesce(i.paid_at, now()) ELSE i.paid_at END
      FROM due WHERE i.id = $1
      RETURNING i.status, due.paid AS paid_now`,
-    [invoice.id, options.finishing === true],
+    [invoice.id, options.finishing ?? null],
   );
   await told(standing?.status ?? null);
   const paidNow = standing?.paid_now === true;

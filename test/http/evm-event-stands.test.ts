@@ -501,6 +501,41 @@ describe("a rail's check carried by an event", () => {
     expect((await told()).slice(toldBefore)).toEqual(["invoice.reinstated", "invoice.paid"]);
   });
 
+  it("pays the invoice by the mark a removal finished when that removal was withdrawn while it marked (the watcher that took over the lease)", async () => {
+    const { id, txHash, reorg, again, told } = await giveBackUnmarked();
+    const toldBefore = (await told()).length;
+    // As the removal's process opens the mark's transaction, the log is mined a third time and the watcher that took
+    // over the lease applies its reinstatement: nothing recorded and nothing taken, recorded withdrawn; the first
+    // reversal still stands unmarked, so the invoice is not due there.
+    const settlement = gw.app.settlement;
+    let withdrawn: Awaited<ReturnType<typeof applyReinstated>> | undefined;
+    const withdrawnBeforeMark: SettlementDeps = {
+      ...settlement,
+      db: {
+        ...settlement.db,
+        transaction: async (fn) => {
+          if (withdrawn === undefined) {
+            await minedAgain(txHash, 3);
+            withdrawn = await applyReinstated(settlement, { ...again, stands: stands(txHash, 3) });
+          }
+          return settlement.db.transaction(fn);
+        },
+      },
+    };
+    const removed = await applyReversed(withdrawnBeforeMark, {
+      ...again,
+      amount: 2_000_000n,
+      takes: { reinstated: reorg.key },
+    });
+    expect(withdrawn).toEqual({ status: "withdrawn", amount: 0n, paidNow: false });
+    // The mark sees the withdrawal (committed before it locked the invoice's row) and pays. Before, it was told the
+    // removal stood (read before the withdrawal) and paid nothing: the invoice reversed for good, the deposit
+    // credited, and no redelivery of either event changed it.
+    expect(removed).toEqual({ status: "withdrawn", shortfall: 0n, paidNow: true });
+    expect(await statusOf(id)).toBe("paid");
+    expect((await told()).slice(toldBefore)).toEqual(["invoice.reinstated", "invoice.paid"]);
+  });
+
   it("tells the process's listeners that the mark a removal finished paid the invoice, that removal withdrawn already", async () => {
     const { id, txHash, reorg, again, told } = await giveBackUnmarked();
     const toldBefore = (await told()).length;

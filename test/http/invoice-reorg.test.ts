@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vites
 import { assets, type Rail, type RailEventHandler } from "../../core/index.ts";
 import { serverRaised } from "../../gateway/db/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
-import { createRefund } from "../../gateway/payments/index.ts";
+import { createRefund, getRefund, recoverPendingRefunds } from "../../gateway/payments/index.ts";
 import { claimableOf, claimStatement, failedStatement } from "../../gateway/payments/refunds-store.ts";
 import {
   applyReceived,
@@ -39,17 +39,23 @@ const toyReorg: Rail = {
     expiresAtMs: null,
     instructions: { pay: request.reference },
   }),
-  // Takes every refund and answers later (its failure or success comes as a reversal's event naming it).
-  refundReceived: async (refund) => ({
-    status: "in_flight",
-    evidence: { rail: "external", railId: "toyreorg", reference: `toy_re_${refund.id}` },
-  }),
+  // Takes every refund and answers later (its failure or success comes as a reversal's event naming it); one in
+  // `refundsFailing`, asked (again), answers that the provider failed it.
+  refundReceived: async (refund) =>
+    refundsFailing.has(refund.id)
+      ? { status: "failed", code: "rejected", message: "the provider failed the refund" }
+      : {
+          status: "in_flight",
+          evidence: { rail: "external", railId: "toyreorg", reference: `toy_re_${refund.id}` },
+        },
   // Takes every signed payment it is handed: what the gateway lets through to the rail is what is tested.
   submitSignedPayment: async (payment) => {
     signedPayments.push(payment.reference);
     return { status: "submitted", railReference: `toy_tx_${signedPayments.length}` };
   },
 };
+/** The refunds the toy rail answers failed when asked about them. */
+const refundsFailing = new Set<string>();
 /** The invoices whose signed payments the toy rail was handed, in order. */
 const signedPayments: string[] = [];
 /** The gateway's handler of the toy rail's events (its one settlement path), once the gateway started the rail. */
@@ -507,6 +513,42 @@ describe("a failure of a refund of a reversed invoice, told by the rail", () => 
     expect(await statusOf(id)).toBe("paid");
     expect((await eventsOf(id)).slice(-2)).toEqual(["invoice.reversed", "invoice.paid"]);
     // Before: nothing heard; `invoice.paid` went out to webhooks alone.
+    expect(heard).toEqual([id]);
+  });
+
+  it("tells the process's listeners once when the failure comes as the rail's answer to the recovery pass", async () => {
+    const id = await invoiceOf("10");
+    expect(await receive(id, "r0", 10_000_000n)).toBe("applied");
+    expect(await receive(id, "r1", 5_000_000n)).toBe("received");
+    const made = await createRefund(gw.app.payments, {
+      tenantId: "ten_demo",
+      target: { kind: "invoice", invoiceId: id },
+      amount: "5",
+      reason: null,
+      metadata: {},
+      destination: null,
+      idempotencyKey: null,
+    });
+    if (!made.ok) throw new Error(made.message);
+    expect(made.refund.status).toBe("pending");
+    expect(await reorgOf(id, "r1", 5_000_000n)).toEqual({ status: "applied", shortfall: 0n });
+    expect(await statusOf(id)).toBe("reversed");
+    const heard: string[] = [];
+    const hear = (invoiceId: string) => heard.push(invoiceId);
+    gw.app.events.on("invoice.paid", hear);
+    onTestFinished(() => {
+      gw.app.events.off("invoice.paid", hear);
+    });
+    // The answer lost (a stop before the event), the recovery pass asks the provider again: it failed the refund.
+    refundsFailing.add(made.refund.id);
+    await recoverPendingRefunds(gw.app.payments, { quietMs: 0 });
+    expect((await getRefund(gw.app.db, { tenantId: "ten_demo", id: made.refund.id }))?.status).toBe("failed");
+    expect(await statusOf(id)).toBe("paid");
+    expect((await eventsOf(id)).slice(-2)).toEqual(["invoice.reversed", "invoice.paid"]);
+    // Before: nothing heard; what the failure paid was dropped on the way back from the rail's answer.
+    expect(heard).toEqual([id]);
+    // Asked again, the refund is failed already: nothing more is told.
+    await recoverPendingRefunds(gw.app.payments, { quietMs: 0 });
     expect(heard).toEqual([id]);
   });
 });
