@@ -123,8 +123,9 @@ export type SendJournal = {
    * pool holding none of the send's, refused them too (broadcast: the send's row points back at them), or a bump it
    * refused as costing too much before those it replaced were all asked again (unbumpedUntilAsked), by hash, with
    * their nonce and when (performance.now()): none is bumped again within stalledAfterMs of it (replaceIfStuck).
-   * Forgotten once the wallet's nonce passed it. This process's only: another (or this one restarted) may sign one more
-   * over it a pass, over it and not over the refused bump (replaceIfStuck says why the node is not asked).
+   * Forgotten once the wallet's nonce passed it. This process's only: another (or this one restarted) goes by signed_at,
+   * which pointedBack and unbumpedUntilAsked move on, so it signs none over it within replaceAfterMs, then one a pass
+   * (replaceIfStuck says why the node is not asked).
    */
   readonly bumpsRefused: Map<Hex, { nonce: number; at: number }>;
   /**
@@ -979,7 +980,7 @@ async function replacedTakenAgain(
       [row.attempt_id],
     );
   } catch {
-    unbumpedUntilAsked(journal, row, text);
+    await unbumpedUntilAsked(journal, row, text);
     return null; // the database not answering: not taken, as before
   }
   for (const older of replaced) {
@@ -987,7 +988,7 @@ async function replacedTakenAgain(
       await journal.publicClient.sendRawTransaction({ serializedTransaction: older.raw_tx });
     } catch (olderError) {
       if (saidNothing(olderError)) {
-        unbumpedUntilAsked(journal, row, text);
+        await unbumpedUntilAsked(journal, row, text);
         return null;
       }
       if (!saysHeld(errorText(olderError).toLowerCase())) {
@@ -1054,13 +1055,30 @@ const costsTooMuchTexts = [
  * replacedTakenAgain stopping before every one it replaced was asked again (the node rate limiting or out of reach, the
  * database not answering): the row left at the refused bump (one not asked may be the one the node takes), but no bump
  * signed over it within stalledAfterMs (bumpsRefused, replaceIfStuck), as over one pointed back to
- * (pointedBackUnbumped); the next pass asks them again. Before, each pass past replaceAfterMs while the node limited
- * signed one more over the refused one, 12.5% compounding up to the cap, each refused too. Held from the first such
- * refusal, not from each: past stalledAfterMs one bump is tried (a wallet topped up, a cap raised).
+ * (pointedBackUnbumped), and its signed_at moved on as pointedBack moves it: another process, or this one restarted,
+ * signs none over it within replaceAfterMs either; the next pass asks them again. Held again at each such refusal: a
+ * bump over one refused as costing too much costs more still, and the refused one itself is taken once the wallet is
+ * topped up or the cap raised. Before, each pass past replaceAfterMs while the node limited signed one more over the
+ * refused one, 12.5% compounding up to the cap, each refused too; then held in this process only, from its first such
+ * refusal (the bump's signing, at the default replaceAfterMs about when it was due anyway), another process signed one
+ * over it at once.
  */
-function unbumpedUntilAsked(journal: SendJournal, row: SendRow, text: string): void {
-  if (!costsTooMuchTexts.some((said) => text.includes(said)) || journal.bumpsRefused.has(row.tx_hash)) return;
+async function unbumpedUntilAsked(journal: SendJournal, row: SendRow, text: string): Promise<void> {
+  if (!costsTooMuchTexts.some((said) => text.includes(said))) return;
   journal.bumpsRefused.set(row.tx_hash, { nonce: Number(row.nonce), at: performance.now() });
+  try {
+    // Only over the bump this process saw: another process may have replaced it, or pointed the row back, meanwhile.
+    await journal.db.query("UPDATE evm_sends SET signed_at = now() WHERE attempt_id = $1 AND tx_hash = $2", [
+      row.attempt_id,
+      row.tx_hash,
+    ]);
+  } catch (error) {
+    // Held in this process all the same; another may sign a bump over it once replaceAfterMs passed its signing.
+    journal.logger.warn(
+      { send: row.attempt_id, txHash: row.tx_hash, error: errorText(error) },
+      "send's refused bump held unbumped in this process only: its signed_at not moved on",
+    );
+  }
 }
 
 /**
@@ -1304,17 +1322,20 @@ const receiptsAskedAtOnce = 4;
 
 /**
  * The receipt of the first of `hashes`, in their order, that has one; null when none has. Asked receiptsAskedAtOnce at
- * a time, and answered as if in turn: a node's error on one before the first found goes up. A refusal the node keeps
- * up adds a transaction to the send every stalledAfterMs when the fees moved (about 720 a day at worst), each kept and
- * looked for (another node may have taken it); asked in turn, a receipt waited behind a call to the node for each.
+ * a time, each answer awaited in turn: a node's error on one before the first found goes up, and one found is answered
+ * without waiting for those after it. A refusal the node keeps up adds a transaction to the send every stalledAfterMs
+ * when the fees moved (about 720 a day at worst), each kept and looked for (another node may have taken it); asked in
+ * turn, a receipt waited behind a call to the node for each. Then a batch awaited whole: a call hung after the one
+ * found held its answer.
  */
 async function firstMined(journal: SendJournal, hashes: readonly Hex[]): Promise<TransactionReceipt | null> {
   for (let from = 0; from < hashes.length; from += receiptsAskedAtOnce) {
-    const asked = hashes.slice(from, from + receiptsAskedAtOnce);
-    // Settled, not raced: a later one's error does not hide an earlier one's receipt.
-    for (const answer of await Promise.allSettled(asked.map((hash) => receiptOrNull(journal, hash)))) {
-      if (answer.status === "rejected") throw answer.reason;
-      if (answer.value !== null) return answer.value;
+    const asked = hashes.slice(from, from + receiptsAskedAtOnce).map((hash) => receiptOrNull(journal, hash));
+    // Those after the one answered are not awaited: their errors go nowhere, not up as unhandled.
+    for (const answer of asked) answer.catch(() => {});
+    for (const answer of asked) {
+      const receipt = await answer;
+      if (receipt !== null) return receipt;
     }
   }
   return null;
@@ -1333,7 +1354,10 @@ async function minedReceiptOf(
   journal: SendJournal,
   row: Pick<SendRow, "attempt_id" | "tx_hash">,
 ): Promise<TransactionReceipt | null> {
-  return firstMined(journal, await hashesOfSend(journal.db, row));
+  const [current, ...replaced] = await hashesOfSend(journal.db, row);
+  // The current one asked alone first: usually the one mined, and asked with three more, three calls for nothing.
+  const receipt = current === undefined ? null : await receiptOrNull(journal, current);
+  return receipt ?? firstMined(journal, replaced);
 }
 
 /** Whether a mined transaction has the configured confirmations. */

@@ -930,10 +930,12 @@ describe("the transactions of a send", () => {
       "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce, wallet) VALUES ($1, $2, $3, '0x', 0, $4)",
       [key, gw.chain.chain.id, bumps[11], wallet],
     );
-    for (const hash of [mined, ...bumps.slice(0, 11)])
+    // Replaced a second apart, the mined one first: the order asked is certain, not left to the clock's resolution.
+    for (const [at, hash] of [mined, ...bumps.slice(0, 11)].entries())
       await gw.app.db.query(
-        "INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) VALUES ($1, $2, '0x')",
-        [key, hash],
+        `INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx, replaced_at)
+         VALUES ($1, $2, '0x', now() - $3::int * interval '1 second')`,
+        [key, hash, 12 - at],
       );
     // Every receipt asked is answered a little later, the most asked at once counted.
     const receipts = { inFlight: 0, most: 0, asked: 0 };
@@ -967,6 +969,120 @@ describe("the transactions of a send", () => {
     expect(receipts.asked).toBe(13);
     expect(receipts.most).toBeGreaterThan(1);
     expect(receipts.most).toBeLessThanOrEqual(4);
+  });
+});
+
+describe("a send's transactions looked for a receipt, in their order", () => {
+  /**
+   * A send of another wallet (a retired one's) whose transactions, in the send's order, are `order` (the current one
+   * first, then those it replaced, the newest first), `mined` (mined, from another account) among them where named;
+   * the others made up. Every receipt asked is counted, and answered as `answer` says for the hash (the node's by
+   * default).
+   */
+  async function sendLookedFor(
+    key: string,
+    order: readonly string[],
+    answer: (name: string) => "error" | "hang" | "node" = () => "node",
+  ) {
+    const { transactionHash: mined } = await gw.send(gw.chain.accounts[0]!, {
+      address: gw.chain.contracts.testUsd,
+      abi: testUsdAbi,
+      functionName: "mint",
+      args: [gw.chain.accounts[8]!.address, 1n],
+    });
+    const hashOf = (name: string) =>
+      name === "mined" ? mined : keccak256(new TextEncoder().encode(`${key}:${name}`));
+    const nameOf = new Map(order.map((name) => [hashOf(name).toLowerCase(), name]));
+    const wallet = "0x00000000000000000000000000000000000000aa";
+    await gw.app.db.query(
+      "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce, wallet) VALUES ($1, $2, $3, '0x', 0, $4)",
+      [key, gw.chain.chain.id, hashOf(order[0]!), wallet],
+    );
+    for (const [at, name] of order.slice(1).entries())
+      await gw.app.db.query(
+        `INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx, replaced_at)
+         VALUES ($1, $2, '0x', now() - $3::int * interval '1 second')`,
+        [key, hashOf(name), at + 1],
+      );
+    const asked: string[] = [];
+    const hung = { release: () => {} };
+    const released = new Promise<void>((resolve) => {
+      hung.release = resolve;
+    });
+    const publicClient = createPublicClient({
+      chain: gw.chain.chain,
+      transport: custom({
+        request: async (args: { method: string; params?: unknown }) => {
+          if (args.method !== "eth_getTransactionReceipt") return gw.chain.provider.request(args as never);
+          const name = nameOf.get((args.params as [string])[0].toLowerCase()) ?? "?";
+          asked.push(name);
+          const said = answer(name);
+          // Invalid params (-32602): an error viem does not ask again for.
+          if (said === "error") throw Object.assign(new Error(`no answer for ${name}`), { code: -32602 });
+          if (said === "hang") await released;
+          return gw.chain.provider.request(args as never);
+        },
+      }),
+      pollingInterval: 50,
+    });
+    const journal = stallingJournal(publicClient, 120_000);
+    return {
+      journal,
+      mined,
+      asked,
+      release: hung.release,
+      row: { attempt_id: key, tx_hash: hashOf(order[0]!) },
+    };
+  }
+
+  it("the current one mined: it alone asked", async () => {
+    const { journal, mined, asked, row } = await sendLookedFor("att_receipt_current", [
+      "mined",
+      "b1",
+      "b2",
+      "b3",
+      "b4",
+    ]);
+    expect(await finalReceiptOf(journal, row)).toMatchObject({ transactionHash: mined });
+    // Before: the first four asked at once, three for nothing.
+    expect(asked).toEqual(["mined"]);
+  });
+
+  it("one after the mined one not answering: the mined one's receipt answered without it", async () => {
+    const { journal, mined, asked, release, row } = await sendLookedFor(
+      "att_receipt_hung_after",
+      ["current", "b1", "mined", "b2", "b3", "b4"],
+      (name) => (name === "b2" ? "hang" : "node"),
+    );
+    try {
+      // Before: the four asked at once all awaited, the answer held behind the one hung.
+      const answered = await Promise.race([
+        finalReceiptOf(journal, row),
+        new Promise((resolve) => setTimeout(() => resolve("held"), 2_000)),
+      ]);
+      expect(answered).toMatchObject({ transactionHash: mined });
+      expect(new Set(asked)).toEqual(new Set(["current", "b1", "mined", "b2", "b3"]));
+    } finally {
+      release();
+    }
+  });
+
+  it("an error on one after the mined one: the mined one's receipt", async () => {
+    const { journal, mined, row } = await sendLookedFor(
+      "att_receipt_error_after",
+      ["current", "b1", "mined", "b2", "b3", "b4"],
+      (name) => (name === "b2" || name === "b4" ? "error" : "node"),
+    );
+    expect(await finalReceiptOf(journal, row)).toMatchObject({ transactionHash: mined });
+  });
+
+  it("an error on one before the mined one: the error, as when asked in turn", async () => {
+    const { journal, row } = await sendLookedFor(
+      "att_receipt_error_before",
+      ["current", "b1", "mined", "b2", "b3", "b4"],
+      (name) => (name === "b1" ? "error" : "node"),
+    );
+    await expect(finalReceiptOf(journal, row)).rejects.toThrow(/no answer for b1/);
   });
 });
 
@@ -1866,6 +1982,110 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
       });
       expect((await sendRow())?.tx_hash).toBe(sent.tx_hash);
       expect(new Set(await hashesOfSend(gw.app.db, sent))).toEqual(new Set([sent.tx_hash, bumped]));
+    } finally {
+      limited.on = false;
+      await setAutomine(true);
+      await gw.chain.networkHelpers.mine(1);
+    }
+    await expectMined([sent]);
+  });
+
+  /**
+   * refusingBumps, bumps refused as `refusal` says, and the send's first transaction, broadcast again while
+   * `limited.on`, answered a rate limit (JSON-RPC's -32005): the node says nothing of it.
+   */
+  function refusingBumpsLimited(refusal: string) {
+    const { first, bumpRefusal, publicClient: refusing } = refusingBumps();
+    Object.assign(bumpRefusal, { message: refusal });
+    const limited = { on: false };
+    const publicClient = createPublicClient({
+      chain: gw.chain.chain,
+      transport: custom({
+        request: (args: { method: string; params?: unknown }) => {
+          if (
+            limited.on &&
+            args.method === "eth_sendRawTransaction" &&
+            (args.params as [`0x${string}`])[0] === first.raw
+          )
+            throw Object.assign(new Error("rate limited"), { code: -32005 });
+          return refusing.request(args as never);
+        },
+      }),
+      pollingInterval: 50,
+    });
+    return { first, limited, publicClient };
+  }
+
+  it("refused as costing too much, the one it replaced rate limited, past replaceAfterMs: not bumped over at once by another process, signed_at moved on", async () => {
+    const { first, limited, publicClient } = refusingBumpsLimited(
+      "insufficient funds for gas * price + value: balance 0, tx cost 1210000000000000",
+    );
+    // replaceAfterMs as configured by default: stalledAfterMs, the hold in this process, is no longer.
+    const journal = stallingJournal(publicClient, stalledAfterMsLeast);
+    const key = "bump-refused:costly-limited-due";
+    const signedAgo = (ms: number) =>
+      gw.app.db.query(
+        "UPDATE evm_sends SET signed_at = now() - $2::int * interval '1 millisecond' WHERE attempt_id = $1",
+        [key, ms],
+      );
+    let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
+    await setAutomine(false);
+    try {
+      sent = await transferOf(journal, key);
+      expect(sent).toMatchObject({ broadcast: "taken", nonce: first.nonce });
+      if ("status" in sent) throw new Error("the send was refused");
+      await gw.chain.networkHelpers.dropTransaction(sent.tx_hash);
+      limited.on = true;
+      await signedAgo(stalledAfterMsLeast + 1_000);
+      await keepOpenSends(journal); // bumped: the replacement signed, stored and refused; the one it replaced limited
+      const sentHash = sent.tx_hash;
+      const hashes = new Set(await hashesOfSend(gw.app.db, sent));
+      expect(hashes.size).toBe(2);
+      // The time passes: the refused bump signed longer ago than replaceAfterMs, and refused again, the limit on.
+      await signedAgo(stalledAfterMsLeast + 1_000);
+      await keepOpenSends(journal);
+      expect(new Set(await hashesOfSend(gw.app.db, sent))).toEqual(hashes);
+      // Another process (or this one restarted), which never saw the refusal. Before: the refused bump's signing past
+      // replaceAfterMs, it signed a bump over it at once, refused as well (12.5% more each, at every process's pass).
+      await keepOpenSends(stallingJournal(publicClient, stalledAfterMsLeast));
+      expect(new Set(await hashesOfSend(gw.app.db, sent))).toEqual(hashes);
+      // The limit lifted: the one it replaced broadcast again, taken, and the send's.
+      limited.on = false;
+      await keepOpenSends(journal);
+      expect(await hashesOfSend(gw.app.db, sent)).toEqual([
+        sent.tx_hash,
+        ...[...hashes].filter((hash) => hash !== sentHash),
+      ]);
+    } finally {
+      limited.on = false;
+      await setAutomine(true);
+      await gw.chain.networkHelpers.mine(1);
+    }
+    await expectMined([sent]);
+  });
+
+  it("refused in other words than costing too much, the one it replaced rate limited: bumped over at the next pass due", async () => {
+    // A fee too low for the block, which a further bump answers: nothing holds it.
+    const { first, limited, publicClient } = refusingBumpsLimited(
+      "max fee per gas less than block base fee: address 0x0, maxFeePerGas: 1, baseFee: 2",
+    );
+    const journal = stallingJournal(publicClient, 0); // replaceAfterMs 0: bumped at every pass
+    let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
+    await setAutomine(false);
+    try {
+      sent = await transferOf(journal, "bump-refused:low-limited");
+      expect(sent).toMatchObject({ broadcast: "taken", nonce: first.nonce });
+      if ("status" in sent) throw new Error("the send was refused");
+      await gw.chain.networkHelpers.dropTransaction(sent.tx_hash);
+      limited.on = true;
+      await keepOpenSends(journal); // bumped, refused; the one it replaced limited
+      expect(await hashesOfSend(gw.app.db, sent)).toHaveLength(2);
+      await keepOpenSends(journal); // bumped again over the refused one
+      expect(await hashesOfSend(gw.app.db, sent)).toHaveLength(3);
+      // The limit lifted: the first broadcast again once the bumps are refused, taken, and the send's.
+      limited.on = false;
+      await keepOpenSends(journal);
+      expect((await hashesOfSend(gw.app.db, sent))[0]).toBe(sent.tx_hash);
     } finally {
       limited.on = false;
       await setAutomine(true);
