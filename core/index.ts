@@ -17,7 +17,7 @@ export {
 } from "./evm-events.ts";
 export { type FeeReceipt, feeWeiOf, l1FeeWeiOf } from "./evm-fees.ts";
 export { nodeRefused, readInHalves } from "./evm-ranges.ts";
-export { x402BatchSendKeyPrefix } from "./evm-sends.ts";
+export { transferSendKeysSql, x402BatchSendKeyPrefix } from "./evm-sends.ts";
 export { hostName, hostPort, isHostName, parseHostPort } from "./host.ts";
 export { type LogFn, type Logger, silentLogger } from "./logger.ts";
 export {

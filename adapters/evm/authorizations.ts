@@ -29,6 +29,7 @@ import {
   type SignedPayment,
   type SignedPaymentOutcome,
   type SignedPaymentRefusal,
+  transferSendKeysSql,
 } from "../../core/index.ts";
 import { testUsdAbi } from "./abi.generated.ts";
 import {
@@ -322,9 +323,7 @@ async function bindTransfer(
          WHERE chain_id = $1 AND token = $2 AND auth_from = $4 AND auth_nonce = $5 AND reference <> $3
            AND auth_tx_hash IS NULL AND amount = $6
            AND NOT EXISTS (SELECT 1 FROM evm_sends s
-                           WHERE s.chain_id = $1
-                             AND s.attempt_id IN ('transfer-auth:' || $1::text || ':' || $4 || ':' || $5,
-                                                  'transfer-auth:' || $4 || ':' || $5))
+                           WHERE s.chain_id = $1 AND s.attempt_id IN (${transferSendKeysSql("$1", "$4", "$5")}))
          FOR UPDATE`,
         [state.chainId, token, row.reference, from, nonce, auth.value],
       );

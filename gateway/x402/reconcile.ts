@@ -67,7 +67,7 @@ import {
   TransactionReceiptNotFoundError,
   WebSocketRequestError,
 } from "viem";
-import { feeWeiOf, type Logger, x402BatchSendKeyPrefix } from "../../core/index.ts";
+import { feeWeiOf, type Logger, transferSendKeysSql, x402BatchSendKeyPrefix } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import { type Periodic, startPeriodic } from "../periodic/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
@@ -457,9 +457,7 @@ async function adoptSentClaims(db: Db, chain: X402Chain, bounds: ReconcileSettin
   await db.query(
     `WITH adoptable AS (
        SELECT a.payer, a.nonce, s.tx_hash FROM x402_authorizations a
-       JOIN evm_sends s ON s.chain_id = $1
-         AND s.attempt_id IN ('transfer-auth:' || $1::text || ':' || a.payer || ':' || a.nonce,
-                              'transfer-auth:' || a.payer || ':' || a.nonce)
+       JOIN evm_sends s ON s.chain_id = $1 AND s.attempt_id IN (${transferSendKeysSql("$1", "a.payer", "a.nonce")})
        WHERE a.chain_id = $1 AND a.token = $2 AND a.status = 'claimed' AND a.tx_hash IS NULL
          AND a.invoice_id IS NOT NULL
          AND a.updated_at < now() - make_interval(secs => $3::double precision / 1000)
