@@ -164,12 +164,20 @@ export type ChainHead = {
 /** The chain's head now (ChainHead). Throws what the node throws. */
 export async function chainHead(chain: X402Chain): Promise<ChainHead> {
   const latest = await chain.publicClient.getBlock({ blockTag: "latest" });
-  const depth = BigInt(chain.confirmations ?? 1) - 1n;
-  if (depth <= 0n) return { latest, confirmed: latest };
-  const confirmed = await chain.publicClient.getBlock({
-    blockNumber: latest.number > depth ? latest.number - depth : 0n,
-  });
+  const confirmedNumber = lastConfirmedAt(chain, latest.number);
+  if (confirmedNumber === latest.number) return { latest, confirmed: latest };
+  const confirmed = await chain.publicClient.getBlock({ blockNumber: confirmedNumber });
   return { latest, confirmed };
+}
+
+/**
+ * The last block with the chain's confirmations (X402Chain.confirmations) when `head` is the latest: `head` less
+ * confirmations − 1, never below block 0.
+ */
+function lastConfirmedAt(chain: X402Chain, head: bigint): bigint {
+  const depth = BigInt(chain.confirmations ?? 1) - 1n;
+  if (depth <= 0n) return head;
+  return head > depth ? head - depth : 0n;
 }
 
 /**
@@ -261,8 +269,7 @@ export async function unspentByOurs(
   if (!used) {
     if (a.validBefore === null || confirmed.timestamp >= a.validBefore) return { status: "lapsed" };
     // Unused at `through`, so at every block before it on this branch; only those the rail counts final stay so.
-    const final = through - BigInt(chain.confirmations ?? 1) + 1n;
-    return { status: "open", unusedAt: final > 0n ? final : 0n };
+    return { status: "open", unusedAt: lastConfirmedAt(chain, through) };
   }
   const from = (unusedAt ?? block) + 1n;
   let last = through;
