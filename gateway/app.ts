@@ -611,7 +611,15 @@ async function startRails(
     settlement: deps.settlement,
     payments: deps.payments,
     logger: deps.logger.child({ module: "settlement" }),
-    onInvoicePaid: (invoiceId: string) => deps.events.emit("invoice.paid", invoiceId),
+    // Told after the commit: a listener that throws is logged, not turned into a failure of what committed (a rail's
+    // event redelivered finds it applied and tells nothing again; a refund's request would answer 500).
+    onInvoicePaid: (invoiceId: string) => {
+      try {
+        deps.events.emit("invoice.paid", invoiceId);
+      } catch (error) {
+        deps.logger.error({ error, invoiceId }, "a listener of invoice.paid threw");
+      }
+    },
   };
   // A refund's failure that its rail answered (on the request or the recovery pass) may pay its invoice again: told
   // as the rails' events tell it (rail-events.ts paid()), the invoice forgotten as open.

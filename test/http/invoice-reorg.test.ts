@@ -535,13 +535,20 @@ describe("a failure of a refund of a reversed invoice, told by the rail", () => 
     expect(await statusOf(id)).toBe("reversed");
     const heard: string[] = [];
     const hear = (invoiceId: string) => heard.push(invoiceId);
+    // And a listener that throws: what committed stands, the pass goes on (logged).
+    const throwing = () => {
+      throw new Error("a listener's own failure");
+    };
     gw.app.events.on("invoice.paid", hear);
+    gw.app.events.on("invoice.paid", throwing);
     onTestFinished(() => {
       gw.app.events.off("invoice.paid", hear);
+      gw.app.events.off("invoice.paid", throwing);
     });
     // The answer lost (a stop before the event), the recovery pass asks the provider again: it failed the refund.
     refundsFailing.add(made.refund.id);
-    await recoverPendingRefunds(gw.app.payments, { quietMs: 0 });
+    // Before: the listener's throw failed the pass ("1 pending refund(s) could not be driven on").
+    expect(await recoverPendingRefunds(gw.app.payments, { quietMs: 0 })).toBe(1);
     expect((await getRefund(gw.app.db, { tenantId: "ten_demo", id: made.refund.id }))?.status).toBe("failed");
     expect(await statusOf(id)).toBe("paid");
     expect((await eventsOf(id)).slice(-2)).toEqual(["invoice.reversed", "invoice.paid"]);
