@@ -1924,28 +1924,9 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
   );
 
   it("refused as costing too much, the one it replaced rate limited when broadcast again: the row left at the refused bump, no bump over it", async () => {
-    const { first, bumpRefusal, publicClient: refusing } = refusingBumps();
-    Object.assign(bumpRefusal, {
-      message: "insufficient funds for gas * price + value: balance 0, tx cost 1210000000000000",
-    });
-    // The send's first transaction, broadcast again while `limited.on`, answered a rate limit (JSON-RPC's -32005): the
-    // node says nothing of it.
-    const limited = { on: false };
-    const publicClient = createPublicClient({
-      chain: gw.chain.chain,
-      transport: custom({
-        request: (args: { method: string; params?: unknown }) => {
-          if (
-            limited.on &&
-            args.method === "eth_sendRawTransaction" &&
-            (args.params as [`0x${string}`])[0] === first.raw
-          )
-            throw Object.assign(new Error("rate limited"), { code: -32005 });
-          return refusing.request(args as never);
-        },
-      }),
-      pollingInterval: 50,
-    });
+    const { first, limited, publicClient } = refusingBumpsLimited(
+      "insufficient funds for gas * price + value: balance 0, tx cost 1210000000000000",
+    );
     const journal = stallingJournal(publicClient, 0); // replaceAfterMs 0: bumped at every pass
     const key = "bump-refused:costly-limited";
     const sendRow = async () => {
