@@ -6,7 +6,7 @@
 // giveBack); a receipt that names none, or a check that names no SQL function, is refused before the ledger's writer
 // takes it. (Two watchers and a lease lost on Hardhat: test/evm/deposits.test.ts.)
 import pg from "pg";
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
 import { assets, type Rail, type RailEventHandler } from "../../core/index.ts";
 import { balanceOf, createAccount } from "../../gateway/accounts/index.ts";
 import { serverRaised } from "../../gateway/db/index.ts";
@@ -21,7 +21,7 @@ import {
 import { createTestDatabase } from "../support/postgres.ts";
 import { crashingOnce } from "../support/recording-db.ts";
 import { receivingToySnapshot } from "../support/toy-rail.ts";
-import { startTestGateway, type TestGateway } from "./support.ts";
+import { invoicesHeardPaid, startTestGateway, type TestGateway } from "./support.ts";
 
 /** A rail that takes USDC in for invoices, each transfer a receipt of its own (as a deposit address's). */
 const toyStands: Rail = {
@@ -548,12 +548,7 @@ describe("a rail's check carried by an event", () => {
       paidNow: false,
     });
     expect(await statusOf(id)).toBe("reversed");
-    const heard: string[] = [];
-    const hear = (invoiceId: string) => heard.push(invoiceId);
-    gw.app.events.on("invoice.paid", hear);
-    onTestFinished(() => {
-      gw.app.events.off("invoice.paid", hear);
-    });
+    const heard = invoicesHeardPaid(gw.app);
     // The removal delivered late, through the rail's events as the deposit watcher tells it: it finishes the first
     // give-back's mark, which pays the invoice (the removal is withdrawn), and takes nothing itself.
     expect(

@@ -4,7 +4,7 @@
 // paid over what it no longer holds. A reorg of one receipt of an over-paid invoice leaves it paid
 // (reversalRecordStatement), from reads of its row as it stands, and a reversed invoice due again takes a payer's
 // signed payment (submitInvoicePayment). (The rules themselves, on PGlite: gateway/settlement/split-reversal.test.ts.)
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assets, type Rail, type RailEventHandler } from "../../core/index.ts";
 import { serverRaised } from "../../gateway/db/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
@@ -18,7 +18,7 @@ import {
 } from "../../gateway/settlement/index.ts";
 import { latch } from "../support/latch.ts";
 import { receivingToySnapshot } from "../support/toy-rail.ts";
-import { startTestGateway, type TestGateway } from "./support.ts";
+import { invoicesHeardPaid, startTestGateway, type TestGateway } from "./support.ts";
 
 /** A rail that takes USDC in for invoices, each transfer a receipt of its own (as a deposit address's). */
 const toyReorg: Rail = {
@@ -457,12 +457,7 @@ describe("a reorg given back, told by the rail", () => {
     expect(await receive(id, "r1", 4_000_000n)).toBe("applied");
     expect(await reorgOf(id, "r0", 6_000_000n)).toEqual({ status: "applied", shortfall: 0n });
     expect(await statusOf(id)).toBe("reversed");
-    const heard: string[] = [];
-    const hear = (invoiceId: string) => heard.push(invoiceId);
-    gw.app.events.on("invoice.paid", hear);
-    onTestFinished(() => {
-      gw.app.events.off("invoice.paid", hear);
-    });
+    const heard = invoicesHeardPaid(gw.app);
     // r0 mined again, through the rail's events as the deposit watcher tells it.
     expect(await toyEvents?.({ kind: "reinstated", reference: id, key: "reorg:r0", evidence })).toBe(
       "applied",
@@ -475,11 +470,14 @@ describe("a reorg given back, told by the rail", () => {
 });
 
 describe("a failure of a refund of a reversed invoice, told by the rail", () => {
-  it("tells the process's listeners that it paid the invoice again, as a receipt that pays it does", async () => {
+  /**
+   * An invoice of 10 paid 10 + 5, a refund of the excess 5 that the provider answers later (pending, counted against
+   * what the invoice holds), then the 5 reorganised away: 15 less 5 less the 5 pending is below its 10, reversed.
+   */
+  const reversedWithPendingRefund = async () => {
     const id = await invoiceOf("10");
     expect(await receive(id, "r0", 10_000_000n)).toBe("applied");
     expect(await receive(id, "r1", 5_000_000n)).toBe("received");
-    // A refund of the excess, which the provider answers later: pending, counted against what the invoice holds.
     const made = await createRefund(gw.app.payments, {
       tenantId: "ten_demo",
       target: { kind: "invoice", invoiceId: id },
@@ -491,17 +489,16 @@ describe("a failure of a refund of a reversed invoice, told by the rail", () => 
     });
     if (!made.ok) throw new Error(made.message);
     expect(made.refund.status).toBe("pending");
-    // 15 less r1's 5 less the 5 pending: below its 10.
     expect(await reorgOf(id, "r1", 5_000_000n)).toEqual({ status: "applied", shortfall: 0n });
     expect(await statusOf(id)).toBe("reversed");
-    const heard: string[] = [];
-    const hear = (invoiceId: string) => heard.push(invoiceId);
-    gw.app.events.on("invoice.paid", hear);
-    onTestFinished(() => {
-      gw.app.events.off("invoice.paid", hear);
-    });
+    return { id, refund: made.refund };
+  };
+
+  it("tells the process's listeners that it paid the invoice again, as a receipt that pays it does", async () => {
+    const { id, refund } = await reversedWithPendingRefund();
+    const heard = invoicesHeardPaid(gw.app);
     // The provider fails the refund, through the rail's events: the 5 is back, and it holds its amount.
-    const reference = `toy_re_${made.refund.id}`;
+    const reference = `toy_re_${refund.id}`;
     expect(
       await toyEvents?.({
         kind: "reinstated",
@@ -517,39 +514,16 @@ describe("a failure of a refund of a reversed invoice, told by the rail", () => 
   });
 
   it("tells the process's listeners once when the failure comes as the rail's answer to the recovery pass", async () => {
-    const id = await invoiceOf("10");
-    expect(await receive(id, "r0", 10_000_000n)).toBe("applied");
-    expect(await receive(id, "r1", 5_000_000n)).toBe("received");
-    const made = await createRefund(gw.app.payments, {
-      tenantId: "ten_demo",
-      target: { kind: "invoice", invoiceId: id },
-      amount: "5",
-      reason: null,
-      metadata: {},
-      destination: null,
-      idempotencyKey: null,
-    });
-    if (!made.ok) throw new Error(made.message);
-    expect(made.refund.status).toBe("pending");
-    expect(await reorgOf(id, "r1", 5_000_000n)).toEqual({ status: "applied", shortfall: 0n });
-    expect(await statusOf(id)).toBe("reversed");
-    const heard: string[] = [];
-    const hear = (invoiceId: string) => heard.push(invoiceId);
+    const { id, refund } = await reversedWithPendingRefund();
     // And a listener that throws: what committed stands, the pass goes on (logged).
-    const throwing = () => {
+    const heard = invoicesHeardPaid(gw.app, () => {
       throw new Error("a listener's own failure");
-    };
-    gw.app.events.on("invoice.paid", hear);
-    gw.app.events.on("invoice.paid", throwing);
-    onTestFinished(() => {
-      gw.app.events.off("invoice.paid", hear);
-      gw.app.events.off("invoice.paid", throwing);
     });
     // The answer lost (a stop before the event), the recovery pass asks the provider again: it failed the refund.
-    refundsFailing.add(made.refund.id);
+    refundsFailing.add(refund.id);
     // Before: the listener's throw failed the pass ("1 pending refund(s) could not be driven on").
     expect(await recoverPendingRefunds(gw.app.payments, { quietMs: 0 })).toBe(1);
-    expect((await getRefund(gw.app.db, { tenantId: "ten_demo", id: made.refund.id }))?.status).toBe("failed");
+    expect((await getRefund(gw.app.db, { tenantId: "ten_demo", id: refund.id }))?.status).toBe("failed");
     expect(await statusOf(id)).toBe("paid");
     expect((await eventsOf(id)).slice(-2)).toEqual(["invoice.reversed", "invoice.paid"]);
     // Before: nothing heard; what the failure paid was dropped on the way back from the rail's answer.

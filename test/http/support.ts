@@ -2,7 +2,7 @@
 // (client/, in-process) and, for requests the client would not send (malformed on purpose), `call` — and to look at
 // what it wrote: the ledger's transfers, every table's rows, and the chain's state.
 import { erc20Abi } from "viem";
-import { inject } from "vitest";
+import { inject, onTestFinished } from "vitest";
 import { createSwitchyardClient, injectFetch, type SwitchyardClient } from "../../client/index.ts";
 import { type App, createApp, type RailModule, railModules } from "../../gateway/app.ts";
 import type { Resolver } from "../../gateway/egress/index.ts";
@@ -156,4 +156,18 @@ export function errorOf(result: { error?: unknown; response: Response }): {
   const body = result.error as { error?: { code: string; message: string } } | undefined;
   if (body?.error === undefined) throw new Error(`expected an error, got ${result.response.status}`);
   return body.error;
+}
+
+/**
+ * The invoices `app`'s process tells paid (its in-process `invoice.paid`), in order, from now to the end of the test;
+ * each of `alsoListening` is a listener of it for as long.
+ */
+export function invoicesHeardPaid(app: App, ...alsoListening: ((invoiceId: string) => void)[]): string[] {
+  const heard: string[] = [];
+  const listeners = [(invoiceId: string) => void heard.push(invoiceId), ...alsoListening];
+  for (const listener of listeners) app.events.on("invoice.paid", listener);
+  onTestFinished(() => {
+    for (const listener of listeners) app.events.off("invoice.paid", listener);
+  });
+  return heard;
 }
