@@ -2,9 +2,11 @@
 -- reach), at a paywall: its claim is given back (x402_authorizations keeps no row of it), but its invoice stays bound
 -- to the payer's nonce (adapters/evm authorizations.ts bindTransfer), and the deposit watcher credits the invoice if
 -- whoever holds the authorization mines it. The paywall the payer was answered 402 at: the same payment sent again
--- there once that invoice is paid from the authorization's own transfer is served once (x402/scheme.ts servedAsOwed),
--- taken by clearing `owed` (one caller of many at once), as an owed request's owed_paywall is (0046). One row per
--- invoice: the same payment refused again books another invoice, which takes the binding over, and another row.
+-- there once that invoice is paid from the authorization's own transfer is served once (x402/scheme.ts
+-- servedAsUnsentOwed), taken by clearing `owed` (one caller of many at once), as an owed request's owed_paywall is
+-- (0046); and only while its invoice is the one the rail binds to the payer and nonce (evm_deposits). One row per
+-- invoice: the same payment refused again books another invoice, which takes the binding over, and another row (the
+-- first is served no more).
 CREATE TABLE x402_unsent_owed (
   invoice_id text PRIMARY KEY,
   chain_id bigint NOT NULL,

@@ -8,7 +8,7 @@
 // refused before their routes run, on every gateway process. After the handler: settled (served) or the claim given
 // back; the claim holds the payer's balance while its transfer may still be mined.
 import { isDeepStrictEqual } from "node:util";
-import { getAddress, type Hex } from "viem";
+import { getAddress, type Hex, TransactionReceiptNotFoundError } from "viem";
 import type {
   ChallengePart,
   HeaderLine,
@@ -18,7 +18,7 @@ import type {
   SchemePrice,
   SchemeVerdict,
 } from "../paywall/scheme.ts";
-import type { TokenDomainExtra, X402Chain } from "./chains.ts";
+import { eip3009Abi, type TokenDomainExtra, type X402Chain } from "./chains.ts";
 import { createClaimBatcher } from "./claims-batch.ts";
 import {
   decodeHeader,
@@ -51,7 +51,7 @@ import {
   takeUnsentOwed,
   unsentOwedAt,
 } from "./store.ts";
-import { parsePayment, type VerifyReads, verifyExact } from "./verify.ts";
+import { parsePayment, signedByPayer, type VerifyReads, verifyExact } from "./verify.ts";
 
 type Offer = { rail: string; price: SchemePrice };
 type Built = { chain: X402Chain; v2: PaymentRequirementsV2; v1: PaymentRequirementsV1 | null };
@@ -184,11 +184,29 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     const read = exactEvmPayload.safeParse(parsed.payload.payload);
     if (!read.success) return null;
     const { chain } = parsed.requirements;
+    const a = read.data.authorization;
     const authorization = {
-      from: getAddress(read.data.authorization.from),
-      nonce: read.data.authorization.nonce.toLowerCase() as Hex,
-      value: BigInt(read.data.authorization.value),
+      from: getAddress(a.from),
+      to: getAddress(a.to),
+      value: BigInt(a.value),
+      validAfter: BigInt(a.validAfter),
+      validBefore: BigInt(a.validBefore),
+      nonce: a.nonce.toLowerCase() as Hex,
     };
+    // The payer's own signature, whatever path brought the payment here (owedOnOtherTerms checks nothing else): the
+    // payer, nonce and value of an authorization mined are public in the token's logs, and anyone watching the hot
+    // wallet could otherwise take what is owed with a signature made up. One copied from the mined transaction's
+    // calldata still passes: x402 gives the paywall nothing more of the payer's to tell the two apart.
+    const signed = await signedByPayer(deps, chain, authorization, read.data.signature as Hex, reads);
+    if (signed === null)
+      return {
+        kind: "refused",
+        refusal: {
+          code: "unexpected_verify_error",
+          message: "the payment's signature cannot be checked now: send the same payment again shortly",
+        },
+      };
+    if (!signed) return null;
     const { paywallId } = resource;
     const owed = await owedAt(deps.db, chain, authorization, { paywallId, tenantId: resource.tenantId });
     if (owed === null) return await servedAsUnsentOwed(parsed, resource, authorization);
@@ -261,7 +279,10 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * to the payer's nonce, and the deposit watcher credited it from that transfer. Served as servedAsOwed serves, once
    * (takeUnsentOwed), with the receipt of the transaction that paid the invoice — when it spent this very
    * authorization, the value from the payer to the hot wallet (paidIn) — or null. Before, the same payment sent again
-   * was refused as a nonce already used, though the payer had paid for what it asked.
+   * was refused as a nonce already used, though the payer had paid for what it asked. Its invoice still bound and not
+   * paid yet while the token says the nonce is used (mined, the watcher not past its confirmations): refused pending,
+   * as servedAsOwed refuses one not mined yet, so that the payer sends it again rather than sign a new payment and pay
+   * twice.
    */
   async function servedAsUnsentOwed(
     parsed: Extract<ReturnType<typeof parsePayment>, { ok: true }>,
@@ -270,12 +291,17 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
   ): Promise<SchemeVerdict | null> {
     const { chain } = parsed.requirements;
     const { paywallId } = resource;
-    const paid = await unsentOwedAt(deps.db, chain, authorization, {
+    const owed = await unsentOwedAt(deps.db, chain, authorization, {
       paywallId,
       tenantId: resource.tenantId,
     });
     let spending: { invoiceId: string; txHash: Hex } | null = null;
-    for (const receipt of paid) {
+    // A receipt that cannot be read now, while none read proves the payment: whether it is served is unknown.
+    let unread: string | null = null;
+    // A receipt whose transaction the node does not know: its credit is taken back once the watcher reads the reorg.
+    let gone = false;
+    for (const receipt of owed) {
+      if (receipt.txHash === null) continue;
       try {
         const mined = await chain.publicClient.getTransactionReceipt({ hash: receipt.txHash as Hex });
         if (paidIn(chain, mined, { ...authorization, to: chain.hotWallet })) {
@@ -283,20 +309,33 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
           break;
         }
       } catch (error) {
+        // Gone from the chain (a copy a reorg removed, whose reversal the watcher has not recorded yet): not this one.
+        // Another receipt of the invoice (the authorization mined again, by another) may still prove it.
+        if (error instanceof TransactionReceiptNotFoundError) {
+          gone = true;
+          continue;
+        }
         deps.logger.warn(
           { error, payer: authorization.from, txHash: receipt.txHash },
           "x402: whether a refused payment's invoice was paid by its authorization is unknown now",
         );
+        unread ??= receipt.txHash;
+      }
+    }
+    if (spending === null) {
+      if (unread !== null)
         return {
           kind: "refused",
           refusal: {
             code: "unexpected_settle_error",
-            message: `whether transaction ${receipt.txHash} spent this payment's authorization cannot be read now: send the same payment again shortly, and it is served if it did`,
+            message: `whether transaction ${unread} spent this payment's authorization cannot be read now: send the same payment again shortly, and it is served if it did`,
           },
         };
-      }
+      // Not paid yet, or paid only by a transaction gone: the authorization, mined again, is credited once the watcher
+      // has it (its own confirmations, the reorg's reversal).
+      return gone || owed.some((row) => !row.paid) ? await spentNotCredited(chain, authorization) : null;
     }
-    if (spending === null || !(await takeUnsentOwed(deps.db, spending.invoiceId))) return null;
+    if (!(await takeUnsentOwed(deps.db, spending.invoiceId))) return null;
     const { invoiceId } = spending;
     // Owed again (retried as every bookkeeping after a transaction was sent): true once it is.
     return owedVerdict(parsed, authorization, spending.txHash, () =>
@@ -304,6 +343,48 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         takeUnsentOwed(deps.db, invoiceId, true),
       ),
     );
+  }
+
+  /**
+   * A request owed through an invoice still bound to the authorization and not paid: refused pending when the token
+   * says the nonce is used (the invoice is credited once the watcher has it confirmed), or when it cannot say now; null
+   * when it is unused (not mined: the payment's own refusal stands, its window shut or its terms moved).
+   */
+  async function spentNotCredited(
+    chain: X402Chain,
+    authorization: { from: Hex; nonce: Hex },
+  ): Promise<SchemeVerdict | null> {
+    let used: boolean;
+    try {
+      used = await chain.publicClient.readContract({
+        address: chain.token,
+        abi: eip3009Abi,
+        functionName: "authorizationState",
+        args: [authorization.from, authorization.nonce],
+      });
+    } catch (error) {
+      deps.logger.warn(
+        { error, payer: authorization.from },
+        "x402: whether a refused payment's authorization was mined is unknown now",
+      );
+      return {
+        kind: "refused",
+        refusal: {
+          code: "unexpected_settle_error",
+          message:
+            "whether this payment's authorization was mined cannot be read now: send the same payment again shortly, and it is served if it was",
+        },
+      };
+    }
+    if (!used) return null;
+    return {
+      kind: "refused",
+      refusal: {
+        code: "unexpected_settle_error",
+        message:
+          "this payment's authorization is spent, not yet credited: send the same payment again shortly, and it is served once it is",
+      },
+    };
   }
 
   /**
@@ -421,16 +502,19 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         // Refused before anything was sent, its invoice left bound to the payer's nonce: whoever holds the
         // authorization may still mine it, which pays that invoice, and the same payment sent again here is then
         // served (servedAsUnsentOwed), once. Not recorded, it is refused as a nonce already used, as it was before.
-        if (settled.unsentInvoiceId !== undefined)
-          await markUnsentOwed(deps.db, chain, payment.authorization, {
-            invoiceId: settled.unsentInvoiceId,
-            paywallId: resource.paywallId,
-            tenantId: resource.tenantId,
-          }).catch((error: unknown) =>
-            deps.logger.warn(
-              { error, payer: payment.payer, invoiceId: settled.unsentInvoiceId },
-              "x402: the request of a payment refused before sending could not be recorded owed",
-            ),
+        // Retried as every bookkeeping after a transaction was sent: the authorization is out of the gateway's hands.
+        const { unsentInvoiceId } = settled;
+        if (unsentInvoiceId !== undefined)
+          await afterSent(
+            deps.logger,
+            "marking the request of a payment refused before sending owed",
+            { payer: payment.payer, invoiceId: unsentInvoiceId },
+            () =>
+              markUnsentOwed(deps.db, chain, payment.authorization, {
+                invoiceId: unsentInvoiceId,
+                paywallId: resource.paywallId,
+                tenantId: resource.tenantId,
+              }),
           );
         const failed: SettleResponse = {
           success: false,

@@ -94,6 +94,13 @@ const railRefusalReason: Record<string, X402Refusal> = {
   payer_insufficient_funds: "insufficient_funds",
 };
 
+/** The rail's refusals after which the authorization can never pay the invoice, which it leaves bound to nothing. */
+const neverBound: ReadonlySet<string> = new Set([
+  "authorization_used",
+  "signature_invalid",
+  "invoice_not_payable",
+]);
+
 export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
   const logger = deps.logger ?? silentLogger;
   const nowMs = deps.nowMs ?? Date.now;
@@ -173,10 +180,10 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
           submitted.message,
         );
         // Given back, the invoice may yet be paid by the authorization: the paywall keeps the request owed through it
-        // (scheme.ts servedAsUnsentOwed).
-        return submitted.refusal === "authorization_used"
-          ? answer
-          : { ...answer, unsentInvoiceId: invoiceId };
+        // (scheme.ts servedAsUnsentOwed) — but after a refusal that never leaves it bound (the rail's neverPays: the
+        // nonce used, the signature refused, the invoice not payable). Another that did not bind it (the terms
+        // refused, the binding failed) leaves a row the paywall never serves: it reads the rail's binding too.
+        return neverBound.has(submitted.refusal) ? answer : { ...answer, unsentInvoiceId: invoiceId };
       }
       // Sent: from here on nothing the ledger or the database does may turn the payer's answer into a failure.
       const txHash = submitted.railReference as Hex;

@@ -338,27 +338,36 @@ export async function markUnsentOwed(
 
 /**
  * The invoices of the authorization's requests owed at this paywall, of this tenant, for this amount, whose settlement
- * the rail refused before sending (markUnsentOwed) and that are paid since, each with the transactions its receipts
- * name (the deposit watcher's evidence): the caller reads which of them spent this very authorization to the hot
- * wallet. Empty when none is.
+ * the rail refused before sending (markUnsentOwed), while each is the one the rail binds to the payer and nonce
+ * (evm_deposits: the deposit watcher credits only that one; an invoice never bound, or whose binding the same payment
+ * refused again took over, is never paid by the authorization). A paid one comes with each transaction its receipts
+ * name (the deposit watcher's evidence) but those a reorg took back (a reversal of the receipt that stands): the caller
+ * reads which of them spent this very authorization to the hot wallet. One not paid yet comes once, with no
+ * transaction, while its watch lasts: the authorization may be mined, or mined and not credited yet. Empty when none is.
  */
 export async function unsentOwedAt(
   db: Db,
   chain: X402Chain,
   authorization: Pick<Eip3009Authorization, "from" | "nonce" | "value">,
   owed: OwedTo,
-): Promise<{ readonly invoiceId: string; readonly txHash: string }[]> {
-  const rows = await db.query<{ invoice_id: string; tx_hash: string }>(
-    `SELECT o.invoice_id, r.evidence->>'txHash' AS tx_hash
+): Promise<{ readonly invoiceId: string; readonly paid: boolean; readonly txHash: string | null }[]> {
+  const rows = await db.query<{ invoice_id: string; paid: boolean; tx_hash: string | null }>(
+    `SELECT o.invoice_id, i.status = 'paid' AS paid, r.evidence->>'txHash' AS tx_hash
      FROM x402_unsent_owed o
-     JOIN invoices i ON i.id = o.invoice_id AND i.tenant_id = o.tenant_id AND i.status = 'paid'
-     JOIN invoice_receipts r ON r.invoice_id = o.invoice_id AND r.evidence->>'txHash' IS NOT NULL
+     JOIN invoices i ON i.id = o.invoice_id AND i.tenant_id = o.tenant_id
+     JOIN evm_deposits d ON d.chain_id = $1 AND d.token = $2 AND d.reference = o.invoice_id
+       AND d.auth_from = o.payer AND d.auth_nonce = o.nonce
+     LEFT JOIN invoice_receipts r ON i.status = 'paid' AND r.invoice_id = o.invoice_id
+       AND r.evidence->>'txHash' IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM invoice_reversals v
+                       WHERE v.invoice_id = r.invoice_id AND v.receipt = r.key AND v.reinstated_at IS NULL)
      WHERE o.chain_id = $1 AND o.token = $2 AND o.payer = $3 AND o.nonce = $4 AND o.paywall_id = $5
        AND o.tenant_id = $6 AND o.amount = $7::numeric AND o.owed
+       AND (i.status = 'paid' OR d.watch_until > now())
      ORDER BY r.received_at, r.key`,
     [...keyOf(chain, authorization), owed.paywallId, owed.tenantId, authorization.value.toString()],
   );
-  return rows.map((row) => ({ invoiceId: row.invoice_id, txHash: row.tx_hash }));
+  return rows.map((row) => ({ invoiceId: row.invoice_id, paid: row.paid, txHash: row.tx_hash }));
 }
 
 /**

@@ -273,7 +273,23 @@ export async function verifyExact(
   };
 }
 
-async function readDomain(deps: VerifyDeps, chain: X402Chain) {
+/**
+ * Whether `signature` is the payer's over `authorization` in the token's real EIP-712 domain, as verifyExact checks it
+ * (signatureValid): true / false; null when the token's domain or the chain cannot be read now.
+ */
+export async function signedByPayer(
+  deps: Pick<VerifyDeps, "chains">,
+  chain: X402Chain,
+  authorization: Eip3009Authorization,
+  signature: Hex,
+  reads: Pick<VerifyReads, "separator">,
+): Promise<boolean | null> {
+  const domain = await readDomain(deps, chain);
+  if (domain === null) return null;
+  return await signatureValid(chain, domain, authorization, signature, reads);
+}
+
+async function readDomain(deps: Pick<VerifyDeps, "chains">, chain: X402Chain) {
   try {
     return await deps.chains.domainOf(chain);
   } catch (error) {
@@ -315,7 +331,7 @@ async function signatureValid(
   domain: { name: string; version: string },
   authorization: Eip3009Authorization,
   signature: Hex,
-  reads: VerifyReads,
+  reads: Pick<VerifyReads, "separator">,
 ): Promise<boolean | null> {
   if (signature.length === 132) {
     if (vrsOf(signature) === null) return false;

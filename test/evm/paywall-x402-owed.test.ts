@@ -6,7 +6,7 @@
 import { inspect } from "node:util";
 import { decodePaymentResponseHeader, x402HTTPClient } from "@x402/fetch";
 import Fastify, { type FastifyInstance } from "fastify";
-import { parseSignature } from "viem";
+import { keccak256, parseSignature, stringToHex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testUsdAbi } from "../../adapters/evm/index.ts";
@@ -178,6 +178,48 @@ describe("an x402 payment settled after the paywall answered", () => {
       )
       .toBe("20000");
     const servedBefore = served;
+    // The payer, nonce and value of a spent authorization are public in the token's logs: the same terms signed by
+    // another are not the payer's payment, and take nothing owed (its terms are not the resource's now, so the paywall
+    // verifies nothing else of it).
+    const sent = JSON.parse(Buffer.from(header["PAYMENT-SIGNATURE"]!, "base64").toString()) as {
+      payload: {
+        signature: `0x${string}`;
+        authorization: {
+          from: `0x${string}`;
+          to: `0x${string}`;
+          value: string;
+          validAfter: string;
+          validBefore: string;
+          nonce: `0x${string}`;
+        };
+      };
+    };
+    const a = sent.payload.authorization;
+    const stranger = privateKeyToAccount(keccak256(stringToHex("a stranger watching the hot wallet")));
+    const forged = await stranger.signTypedData(
+      transferWithAuthorizationTypedData(
+        {
+          name: "USD Coin",
+          version: "2",
+          chainId: gw.chain.chain.id,
+          verifyingContract: gw.chain.contracts.testUsd,
+        },
+        {
+          from: a.from,
+          to: a.to,
+          value: BigInt(a.value),
+          validAfter: BigInt(a.validAfter),
+          validBefore: BigInt(a.validBefore),
+          nonce: a.nonce,
+        },
+      ),
+    );
+    const made = { ...sent, payload: { ...sent.payload, signature: forged } };
+    const taken = await fetch(`${base}/owed-repriced`, {
+      headers: { "PAYMENT-SIGNATURE": Buffer.from(JSON.stringify(made)).toString("base64") },
+    });
+    expect(taken.status).toBe(402);
+    expect(served).toBe(servedBefore);
     const again = await fetch(`${base}/owed-repriced`, { headers: header });
     expect(again.status, await again.clone().text()).toBe(200);
     expect(served).toBe(servedBefore + 1);

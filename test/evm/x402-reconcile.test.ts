@@ -229,16 +229,62 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe(
         "success",
       );
+      // Mined, not credited yet (the watcher has not read it): sent again, it is pending, not a nonce used, which an
+      // x402 client takes as final and pays again with a new authorization.
+      const early = await fetch(`${base}/refused-then-mined`, { headers: header });
+      expect(early.status).toBe(402);
+      expect(((await early.json()) as { error: string }).error).toBe("unexpected_settle_error");
       await gw.rail.depositWatcher()!.catchUp(20);
-      const [invoice] = await gw.app.db.query<{ status: string }>(
-        `SELECT i.status FROM invoices i JOIN evm_deposits d ON d.reference = i.id
+      const [invoice] = await gw.app.db.query<{ id: string; status: string }>(
+        `SELECT i.id, i.status FROM invoices i JOIN evm_deposits d ON d.reference = i.id
          WHERE d.auth_from = $1 AND d.auth_nonce = $2`,
         [a.from.toLowerCase(), a.nonce.toLowerCase()],
       );
-      expect(invoice).toEqual({ status: "paid" });
+      expect(invoice).toMatchObject({ status: "paid" });
+      // A copy mined before it and removed by a reorg, its reversal not recorded yet: its receipt, read first, names a
+      // transaction the node does not know, which is not this one (before, the request was refused "send again
+      // shortly" at it, for as long as the receipt stood).
+      await gw.app.db.query(
+        `INSERT INTO invoice_receipts (invoice_id, key, amount, payer, late, evidence, received_at)
+         SELECT invoice_id, key || ':removed', amount, payer, late,
+                jsonb_set(evidence, '{txHash}', to_jsonb($2::text)), received_at - interval '1 minute'
+         FROM invoice_receipts WHERE invoice_id = $1`,
+        [invoice!.id, keccak256(stringToHex("a copy a reorg removed"))],
+      );
       const servedBefore = served;
       // Owed where it was refused, not at another paywall of the same account and price.
       expect((await fetch(`${base}/refused-elsewhere`, { headers: header })).status).toBe(402);
+      expect(served).toBe(servedBefore);
+      // The payer, nonce and value are public in the token's logs: another's signature over them is not the payer's,
+      // and is not served, on the resource's terms or on others (a terms moved since, owedOnOtherTerms).
+      const stranger = await newPayer("watching the hot wallet for a refused payment", 0n);
+      const forged = await stranger.signTypedData(
+        transferWithAuthorizationTypedData(
+          { name: "USD Coin", version: "2", chainId: chain.chainId, verifyingContract: chain.token },
+          {
+            from: a.from,
+            to: a.to,
+            value: BigInt(a.value),
+            validAfter: BigInt(a.validAfter),
+            validBefore: BigInt(a.validBefore),
+            nonce: a.nonce,
+          },
+        ),
+      );
+      const decoded = JSON.parse(Buffer.from(header["PAYMENT-SIGNATURE"]!, "base64").toString()) as {
+        accepted: { maxTimeoutSeconds: number };
+        payload: { signature: Hex };
+      };
+      for (const accepted of [
+        decoded.accepted,
+        { ...decoded.accepted, maxTimeoutSeconds: decoded.accepted.maxTimeoutSeconds + 1 },
+      ]) {
+        const made = { ...decoded, accepted, payload: { ...decoded.payload, signature: forged } };
+        const refusedForged = await fetch(`${base}/refused-then-mined`, {
+          headers: { "PAYMENT-SIGNATURE": Buffer.from(JSON.stringify(made)).toString("base64") },
+        });
+        expect(refusedForged.status).toBe(402);
+      }
       expect(served).toBe(servedBefore);
       // Before: refused as a nonce already used, though the payer had paid for it. Two copies at once: one is served.
       const copies = await Promise.all([
