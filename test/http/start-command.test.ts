@@ -69,8 +69,8 @@ describe("npm start", () => {
 
 /**
  * Starts `npm start`'s script on the embedded defaults (no port of its own, no chain served to wallets) and sends it
- * `signals`, one after another, once its first line says the start is under way (printed once the configuration is
- * read, before the app is built); resolves with how it exited and what it printed.
+ * `signals`, one after another, the first once its first line says the start is under way (printed once the
+ * configuration is read, before the app is built); resolves with how it exited and what it printed.
  */
 async function signalledWhileStarting(signals: readonly NodeJS.Signals[]) {
   const child = spawn(process.execPath, [path.join(root, "gateway/main.ts")], {
@@ -89,11 +89,21 @@ async function signalledWhileStarting(signals: readonly NodeJS.Signals[]) {
     child.on("exit", (code, signal) => resolve({ code, signal })),
   );
   const killer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+  // Each sent once the one before it is seen taken (its line printed): two pending at once are delivered lowest
+  // number first (SIGINT before SIGTERM), whatever order they were sent in.
+  let sent = 0;
   child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-    const before = stdout;
     stdout += chunk;
-    if (!before.includes("switchyard: starting") && stdout.includes("switchyard: starting"))
-      for (const signal of signals) child.kill(signal);
+    const next = signals[sent];
+    const previous = signals[sent - 1];
+    if (
+      next !== undefined &&
+      stdout.includes("switchyard: starting") &&
+      (previous === undefined || stdout.includes(`switchyard: ${previous} while starting`))
+    ) {
+      sent += 1;
+      child.kill(next);
+    }
   });
   child.stderr.resume();
   const exited = await ended;
