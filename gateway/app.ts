@@ -68,6 +68,7 @@ import {
   applyParkedRailCapital,
   applyRailEvent,
   createOpenInvoiceMemory,
+  invoicePaid,
   openInvoiceMemoryDefaults,
   type SettlementDeps,
 } from "./settlement/index.ts";
@@ -622,11 +623,8 @@ async function startRails(
     },
   };
   // A refund's failure that its rail answered (on the request or the recovery pass) may pay its invoice again: told
-  // as the rails' events tell it (rail-events.ts paid()), the invoice forgotten as open.
-  deps.payments.onInvoicePaid = (invoiceId) => {
-    deps.settlement.openInvoices.forget(invoiceId);
-    railEvents.onInvoicePaid(invoiceId);
-  };
+  // as the rails' events tell it, the invoice forgotten as open.
+  deps.payments.onInvoicePaid = (invoiceId) => invoicePaid(railEvents, invoiceId);
   for (const rail of deps.rails.values()) {
     rail.onEvent((event) => applyRailEvent(railEvents, rail.id, event));
     // Stopped at close even when its start fails partway: the EVM rail arms its refresh before a read of the node

@@ -42,7 +42,7 @@ export {
   type SubmitInvoicePaymentResult,
   submitInvoicePayment,
 } from "./invoices.ts";
-export { applyRailEvent, type RailEventDeps } from "./rail-events.ts";
+export { applyRailEvent, invoicePaid, type RailEventDeps } from "./rail-events.ts";
 export {
   applyParkedRailCapital,
   type BookCapitalResult,

@@ -62,11 +62,15 @@ export async function applyRailEvent(
 }
 
 /**
- * An invoice this event paid (a receipt, a give-back, a removal that finished a give-back's mark, a refund's failure):
- * forgotten as open, as the settlement's own paths forget it (a refund's failure is written by payments, which keeps
- * no memory of open invoices), and told to the process's listeners. Before, only a receipt and a give-back were told.
+ * An invoice an event paid (a receipt, a give-back, a removal that finished a give-back's mark, a refund's failure,
+ * whether the rail's event or its answer to a refund's request told it: app.ts): forgotten as open, as the settlement's
+ * own paths forget it (a refund's failure is written by payments, which keeps no memory of open invoices), and told to
+ * the process's listeners. Before, only a receipt and a give-back were told.
  */
-function paid(deps: RailEventDeps, invoiceId: string): void {
+export function invoicePaid(
+  deps: Pick<RailEventDeps, "settlement" | "onInvoicePaid">,
+  invoiceId: string,
+): void {
   deps.settlement.openInvoices.forget(invoiceId);
   deps.onInvoicePaid?.(invoiceId);
 }
@@ -76,7 +80,7 @@ async function applyMoney(deps: RailEventDeps, rail: string, event: RailEvent): 
   // failure may pay the invoice again (failedStatement): told as a receipt that pays it is.
   const refund = await applyRefundEvent(deps.payments, rail, event);
   if (refund !== null) {
-    if (refund.paid !== null) paid(deps, refund.paid);
+    if (refund.paid !== null) invoicePaid(deps, refund.paid);
     return "applied";
   }
   switch (event.kind) {
@@ -86,7 +90,7 @@ async function applyMoney(deps: RailEventDeps, rail: string, event: RailEvent): 
       return "applied";
     case "received": {
       const outcome = await applyReceived(deps.settlement, { rail, ...event });
-      if (outcome === "applied") paid(deps, event.reference);
+      if (outcome === "applied") invoicePaid(deps, event.reference);
       if (outcome !== "unknown_reference") return "applied";
       deps.logger.info({ rail, reference: event.reference }, "money in for a reference that is not ours");
       return "not_ours";
@@ -96,7 +100,7 @@ async function applyMoney(deps: RailEventDeps, rail: string, event: RailEvent): 
       // A reversal of one receipt never credited took nothing: the rail must not count it as a reversal.
       if (outcome.status === "not_received") return "not_ours";
       // The give-back's mark it finished, this removal withdrawn already, paid the invoice: told as a give-back's.
-      if (outcome.paidNow === true) paid(deps, event.reference);
+      if (outcome.paidNow === true) invoicePaid(deps, event.reference);
       // The shortfall is recorded with the reversal and collected from what is given back later (shortfalls.ts);
       // until then the rail's clearing account says the rail holds that much more than it does.
       if (outcome.shortfall > 0n)
@@ -110,7 +114,7 @@ async function applyMoney(deps: RailEventDeps, rail: string, event: RailEvent): 
       // A give-back pays an invoice as a receipt does (its reorganised part-payment mined again, its last reversal
       // given back): told too. Before, only a receipt that paid it was, and a listener waiting for it never heard.
       const outcome = await applyReinstated(deps.settlement, { rail, ...event });
-      if (outcome.paidNow) paid(deps, event.reference);
+      if (outcome.paidNow) invoicePaid(deps, event.reference);
       return "applied";
     }
     // A fee of money received before: booked below, once the invoice says the money came in on this rail as offered.
