@@ -631,8 +631,9 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
   // bump signed again at once is refused as well (the node's fee cap, a wallet short of ETH for the bump). Before, each
   // pass signed one more over the last, 12.5% compounding up to the cap, nothing said; the row pointed back, a bump is
   // over this one, never over the refused one, and one is tried again after stalledAfterMs (a wallet topped up, a cap
-  // raised). Kept in this process's memory only: another process (every one keeps the open sends), or this one
-  // restarted, may still sign one a pass. Asking the node instead (no bump over a transaction it does not hold)
+  // raised). Kept in this process's memory; another process (every one keeps the open sends), or this one restarted,
+  // goes by the row's signed_at, which pointedBack and unbumpedUntilAsked move on: it signs none within replaceAfterMs
+  // of it, then one a pass while the node refuses. Asking the node instead (no bump over a transaction it does not hold)
   // stalled for good a bump evicted from the pool, and one refused underpriced once the cap was raised.
   const refused = journal.bumpsRefused.get(row.tx_hash);
   if (refused !== undefined && performance.now() - refused.at < stalledAfterMs(journal)) return row;
@@ -1059,9 +1060,7 @@ const costsTooMuchTexts = [
  * signs none over it within replaceAfterMs either; the next pass asks them again. Held again at each such refusal: a
  * bump over one refused as costing too much costs more still, and the refused one itself is taken once the wallet is
  * topped up or the cap raised. Before, each pass past replaceAfterMs while the node limited signed one more over the
- * refused one, 12.5% compounding up to the cap, each refused too; then held in this process only, from its first such
- * refusal (the bump's signing, at the default replaceAfterMs about when it was due anyway), another process signed one
- * over it at once.
+ * refused one, 12.5% compounding up to the cap, each refused too.
  */
 async function unbumpedUntilAsked(journal: SendJournal, row: SendRow, text: string): Promise<void> {
   if (!costsTooMuchTexts.some((said) => text.includes(said))) return;
@@ -1325,8 +1324,7 @@ const receiptsAskedAtOnce = 4;
  * a time, each answer awaited in turn: a node's error on one before the first found goes up, and one found is answered
  * without waiting for those after it. A refusal the node keeps up adds a transaction to the send every stalledAfterMs
  * when the fees moved (about 720 a day at worst), each kept and looked for (another node may have taken it); asked in
- * turn, a receipt waited behind a call to the node for each. Then a batch awaited whole: a call hung after the one
- * found held its answer.
+ * turn, a receipt waited behind a call to the node for each.
  */
 async function firstMined(journal: SendJournal, hashes: readonly Hex[]): Promise<TransactionReceipt | null> {
   for (let from = 0; from < hashes.length; from += receiptsAskedAtOnce) {

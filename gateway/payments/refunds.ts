@@ -848,8 +848,8 @@ async function runRail(
   )
     return;
   // A failure that paid the invoice again (failedStatement) is told after its commit, as a receipt that pays it is.
-  // Before, what applyOutcome said was dropped here: `invoice.paid` went to webhooks alone. (A rail's event about the
-  // refund is told by settlement/rail-events.ts, from applyRefundEvent: it does not come through here.)
+  // Before, `invoice.paid` went to webhooks alone. (A rail's event about the refund is told by
+  // settlement/rail-events.ts, from applyRefundEvent: it does not come through here.)
   const invoiceId = (await applyOutcome(deps, refund, outcome)) ? invoiceOf(refund) : null;
   if (invoiceId !== null) deps.onInvoicePaid?.(invoiceId);
 }

@@ -1044,7 +1044,7 @@ describe("a send's transactions looked for a receipt, in their order", () => {
       "b4",
     ]);
     expect(await finalReceiptOf(journal, row)).toMatchObject({ transactionHash: mined });
-    // Before: the first four asked at once, three for nothing.
+    // The current one asked alone first: none of the others for nothing.
     expect(asked).toEqual(["mined"]);
   });
 
@@ -1055,7 +1055,7 @@ describe("a send's transactions looked for a receipt, in their order", () => {
       (name) => (name === "b2" ? "hang" : "node"),
     );
     try {
-      // Before: the four asked at once all awaited, the answer held behind the one hung.
+      // Answered without waiting for the one hung after it.
       const answered = await Promise.race([
         finalReceiptOf(journal, row),
         new Promise((resolve) => setTimeout(() => resolve("held"), 2_000)),
@@ -2001,7 +2001,7 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
     const { first, limited, publicClient } = refusingBumpsLimited(
       "insufficient funds for gas * price + value: balance 0, tx cost 1210000000000000",
     );
-    // replaceAfterMs as configured by default: stalledAfterMs, the hold in this process, is no longer.
+    // replaceAfterMs as configured by default, as long as stalledAfterMs: another process goes by signed_at alone.
     const journal = stallingJournal(publicClient, stalledAfterMsLeast);
     const key = "bump-refused:costly-limited-due";
     const signedAgo = (ms: number) =>

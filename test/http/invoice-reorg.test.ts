@@ -521,7 +521,7 @@ describe("a failure of a refund of a reversed invoice, told by the rail", () => 
     });
     // The answer lost (a stop before the event), the recovery pass asks the provider again: it failed the refund.
     refundsFailing.add(refund.id);
-    // Before: the listener's throw failed the pass ("1 pending refund(s) could not be driven on").
+    // A listener's throw does not fail the pass (it would say "1 pending refund(s) could not be driven on").
     expect(await recoverPendingRefunds(gw.app.payments, { quietMs: 0 })).toBe(1);
     expect((await getRefund(gw.app.db, { tenantId: "ten_demo", id: refund.id }))?.status).toBe("failed");
     expect(await statusOf(id)).toBe("paid");
