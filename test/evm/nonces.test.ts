@@ -911,78 +911,19 @@ describe("the transactions of a send", () => {
     expect(await hashesOfSend(gw.app.db, { attempt_id: key, tx_hash: first })).toEqual([first, bumped]);
     expect(await hashesOfSend(gw.app.db, { attempt_id: key, tx_hash: bumped })).toEqual([bumped, first]);
   });
-
-  it("are looked for a receipt a few at a time, the one mined found behind many refused bumps", async () => {
-    // Mined, from another account: the send's oldest transaction, behind twelve bumps no node took.
-    const { transactionHash: mined } = await gw.send(gw.chain.accounts[0]!, {
-      address: gw.chain.contracts.testUsd,
-      abi: testUsdAbi,
-      functionName: "mint",
-      args: [gw.chain.accounts[8]!.address, 1n],
-    });
-    const key = "att_receipt_behind_bumps";
-    const bumps = Array.from({ length: 12 }, (_, bump) =>
-      keccak256(new TextEncoder().encode(`${key}:${bump}`)),
-    );
-    // Another wallet's (a retired one's): the hot wallet's open sends are left as they are.
-    const wallet = "0x00000000000000000000000000000000000000aa";
-    await gw.app.db.query(
-      "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce, wallet) VALUES ($1, $2, $3, '0x', 0, $4)",
-      [key, gw.chain.chain.id, bumps[11], wallet],
-    );
-    // Replaced a second apart, the mined one first: the order asked is certain, not left to the clock's resolution.
-    for (const [at, hash] of [mined, ...bumps.slice(0, 11)].entries())
-      await gw.app.db.query(
-        `INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx, replaced_at)
-         VALUES ($1, $2, '0x', now() - $3::int * interval '1 second')`,
-        [key, hash, 12 - at],
-      );
-    // Every receipt asked is answered a little later, the most asked at once counted.
-    const receipts = { inFlight: 0, most: 0, asked: 0 };
-    const publicClient = createPublicClient({
-      chain: gw.chain.chain,
-      transport: custom({
-        request: async (args: { method: string; params?: unknown }) => {
-          if (args.method !== "eth_getTransactionReceipt") return gw.chain.provider.request(args as never);
-          receipts.asked += 1;
-          receipts.inFlight += 1;
-          receipts.most = Math.max(receipts.most, receipts.inFlight);
-          try {
-            await new Promise((resolve) => setTimeout(resolve, 20));
-            return await gw.chain.provider.request(args as never);
-          } finally {
-            receipts.inFlight -= 1;
-          }
-        },
-      }),
-      pollingInterval: 50,
-    });
-    const journal = stallingJournal(publicClient, 120_000);
-    const row = { attempt_id: key, tx_hash: bumps[11]!, raw_tx: "0x" as const, nonce: 0 };
-    // Before: asked one at a time, a call to the node in turn for each.
-    expect(await receiptOf(journal, row)).toMatchObject({ transactionHash: mined, status: "success" });
-    expect(receipts.most).toBeGreaterThan(1);
-    expect(receipts.most).toBeLessThanOrEqual(4);
-    Object.assign(receipts, { most: 0, asked: 0 });
-    // In the send's order (its current transaction, then those it replaced, the newest first): the mined one last.
-    expect(await finalReceiptOf(journal, row)).toMatchObject({ transactionHash: mined });
-    expect(receipts.asked).toBe(13);
-    expect(receipts.most).toBeGreaterThan(1);
-    expect(receipts.most).toBeLessThanOrEqual(4);
-  });
 });
 
 describe("a send's transactions looked for a receipt, in their order", () => {
   /**
    * A send of another wallet (a retired one's) whose transactions, in the send's order, are `order` (the current one
    * first, then those it replaced, the newest first), `mined` (mined, from another account) among them where named;
-   * the others made up. Every receipt asked is counted, and answered as `answer` says for the hash (the node's by
-   * default).
+   * the others made up. Every receipt asked is counted (and the most asked at once), and answered as `answer` says for
+   * the hash (the node's by default; "slow": the node's, 20 ms later).
    */
   async function sendLookedFor(
     key: string,
     order: readonly string[],
-    answer: (name: string) => "error" | "hang" | "node" = () => "node",
+    answer: (name: string) => "error" | "hang" | "slow" | "node" = () => "node",
   ) {
     const { transactionHash: mined } = await gw.send(gw.chain.accounts[0]!, {
       address: gw.chain.contracts.testUsd,
@@ -1005,6 +946,7 @@ describe("a send's transactions looked for a receipt, in their order", () => {
         [key, hashOf(name), at + 1],
       );
     const asked: string[] = [];
+    const receipts = { inFlight: 0, most: 0 };
     const hung = { release: () => {} };
     const released = new Promise<void>((resolve) => {
       hung.release = resolve;
@@ -1016,11 +958,18 @@ describe("a send's transactions looked for a receipt, in their order", () => {
           if (args.method !== "eth_getTransactionReceipt") return gw.chain.provider.request(args as never);
           const name = nameOf.get((args.params as [string])[0].toLowerCase()) ?? "?";
           asked.push(name);
-          const said = answer(name);
-          // Invalid params (-32602): an error viem does not ask again for.
-          if (said === "error") throw Object.assign(new Error(`no answer for ${name}`), { code: -32602 });
-          if (said === "hang") await released;
-          return gw.chain.provider.request(args as never);
+          receipts.inFlight += 1;
+          receipts.most = Math.max(receipts.most, receipts.inFlight);
+          try {
+            const said = answer(name);
+            // Invalid params (-32602): an error viem does not ask again for.
+            if (said === "error") throw Object.assign(new Error(`no answer for ${name}`), { code: -32602 });
+            if (said === "hang") await released;
+            if (said === "slow") await new Promise((resolve) => setTimeout(resolve, 20));
+            return await gw.chain.provider.request(args as never);
+          } finally {
+            receipts.inFlight -= 1;
+          }
         },
       }),
       pollingInterval: 50,
@@ -1030,10 +979,32 @@ describe("a send's transactions looked for a receipt, in their order", () => {
       journal,
       mined,
       asked,
+      receipts,
       release: hung.release,
-      row: { attempt_id: key, tx_hash: hashOf(order[0]!) },
+      row: { attempt_id: key, tx_hash: hashOf(order[0]!), raw_tx: "0x" as const, nonce: 0 },
     };
   }
+
+  it("a few at a time, the one mined found behind many refused bumps", async () => {
+    // The send's oldest transaction mined, behind twelve bumps no node took; each receipt answered a little later.
+    const bumps = Array.from({ length: 12 }, (_, bump) => `b${11 - bump}`);
+    const { journal, mined, asked, receipts, row } = await sendLookedFor(
+      "att_receipt_behind_bumps",
+      [...bumps, "mined"],
+      () => "slow",
+    );
+    // Before: asked one at a time, a call to the node in turn for each.
+    expect(await receiptOf(journal, row)).toMatchObject({ transactionHash: mined, status: "success" });
+    expect(receipts.most).toBeGreaterThan(1);
+    expect(receipts.most).toBeLessThanOrEqual(4);
+    receipts.most = 0;
+    asked.length = 0;
+    // In the send's order (its current transaction, then those it replaced, the newest first): the mined one last.
+    expect(await finalReceiptOf(journal, row)).toMatchObject({ transactionHash: mined });
+    expect(asked).toEqual([...bumps, "mined"]);
+    expect(receipts.most).toBeGreaterThan(1);
+    expect(receipts.most).toBeLessThanOrEqual(4);
+  });
 
   it("the current one mined: it alone asked", async () => {
     const { journal, mined, asked, row } = await sendLookedFor("att_receipt_current", [
