@@ -1293,8 +1293,10 @@ async function supersedesAny(journal: SendJournal, row: SendRow): Promise<boolea
  * superseded, whichever was mined; null when none came within receiptTimeoutMs.
  */
 export async function receiptOf(journal: SendJournal, row: SendRow): Promise<TransactionReceipt | null> {
+  // The newest first, as hashesOfSend orders them: which is asked first (and whose error goes up) is not left to the
+  // plan.
   const superseded = await journal.db.query<{ tx_hash: Hex }>(
-    "SELECT tx_hash FROM evm_sends_replaced WHERE attempt_id = $1",
+    "SELECT tx_hash FROM evm_sends_replaced WHERE attempt_id = $1 ORDER BY replaced_at DESC",
     [row.attempt_id],
   );
   const mined = await firstMined(
