@@ -41,7 +41,7 @@ import {
 } from "./schemas.ts";
 import { afterSent } from "./settle.ts";
 import { createSimulationBatcher } from "./simulate-batch.ts";
-import { type KnownOfRow, paidIn, sendJournalOf, spenderOfSend } from "./spends.ts";
+import { type KnownOfRow, paidIn, sendJournalOf, spenderOfSend, spentByAnother } from "./spends.ts";
 import {
   markOwed,
   markUnsentOwed,
@@ -51,10 +51,22 @@ import {
   takeUnsentOwed,
   unsentOwedAt,
 } from "./store.ts";
-import { parsePayment, signedByPayer, type VerifyReads, verifyExact } from "./verify.ts";
+import {
+  type Eip3009Authorization,
+  parsePayment,
+  signedByPayer,
+  type VerifyReads,
+  verifyExact,
+} from "./verify.ts";
 
 type Offer = { rail: string; price: SchemePrice };
+/** A payment sent again for a request owed: its authorization and the signature it came with, not checked yet. */
+type OwedSigned = { chain: X402Chain; authorization: Eip3009Authorization; signature: Hex };
 type Built = { chain: X402Chain; v2: PaymentRequirementsV2; v1: PaymentRequirementsV1 | null };
+
+/** How often the paywall tries to record a request owed whose payment was refused before sending, and its pause. */
+const unsentOwedAttemptsMax = 3;
+const unsentOwedRetryPauseMs = 200;
 
 const refusal = (refused: Refused) => ({ code: refused.refusal, message: refused.message });
 
@@ -193,23 +205,13 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       validBefore: BigInt(a.validBefore),
       nonce: a.nonce.toLowerCase() as Hex,
     };
-    // The payer's own signature, whatever path brought the payment here (owedOnOtherTerms checks nothing else): the
-    // payer, nonce and value of an authorization mined are public in the token's logs, and anyone watching the hot
-    // wallet could otherwise take what is owed with a signature made up. One copied from the mined transaction's
-    // calldata still passes: x402 gives the paywall nothing more of the payer's to tell the two apart.
-    const signed = await signedByPayer(deps, chain, authorization, read.data.signature as Hex, reads);
-    if (signed === null)
-      return {
-        kind: "refused",
-        refusal: {
-          code: "unexpected_verify_error",
-          message: "the payment's signature cannot be checked now: send the same payment again shortly",
-        },
-      };
-    if (!signed) return null;
+    const signed = { chain, authorization, signature: read.data.signature as Hex };
     const { paywallId } = resource;
     const owed = await owedAt(deps.db, chain, authorization, { paywallId, tenantId: resource.tenantId });
-    if (owed === null) return await servedAsUnsentOwed(parsed, resource, authorization);
+    if (owed === null) return await servedAsUnsentOwed(parsed, resource, signed);
+    // Served or answered pending alike: the payer's own signature first.
+    const own = await payersOwn(signed);
+    if (own !== true) return own;
     const sent = owed.txHash;
     const spending = await spendingTransaction(chain, authorization, sent as Hex, owed.known);
     if (spending === null)
@@ -222,6 +224,29 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       };
     if (!(await takeOwed(deps.db, chain, authorization, paywallId))) return null;
     return owedVerdict(parsed, authorization, spending, () => markedOwed(chain, authorization, paywallId));
+  }
+
+  /**
+   * Whether `signed.signature` is the payer's own over the authorization (signedByPayer), whatever path brought the
+   * payment here (owedOnOtherTerms checks nothing else): true, or what the request is answered instead — refused
+   * `unexpected_verify_error` when it cannot be checked now, null when it is not the payer's (the payment's own
+   * refusal stands). The payer, nonce and value of an authorization mined are public in the token's logs, and anyone
+   * watching the hot wallet could otherwise take what is owed with a signature made up. One copied from the mined
+   * transaction's calldata still passes: x402 gives the paywall nothing more of the payer's to tell the two apart.
+   * Checked only once a request owed here would be served or answered pending: a domain read (and, for a contract
+   * wallet, its code) that a payment owed nothing never needs, whose final refusal then does not wait on the node.
+   */
+  async function payersOwn(signed: OwedSigned): Promise<true | SchemeVerdict | null> {
+    const own = await signedByPayer(deps, signed.chain, signed.authorization, signed.signature, reads);
+    if (own === null)
+      return {
+        kind: "refused",
+        refusal: {
+          code: "unexpected_verify_error",
+          message: "the payment's signature cannot be checked now: send the same payment again shortly",
+        },
+      };
+    return own ? true : null;
   }
 
   /**
@@ -280,16 +305,16 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * (takeUnsentOwed), with the receipt of the transaction that paid the invoice — when it spent this very
    * authorization, the value from the payer to the hot wallet (paidIn) — or null. Before, the same payment sent again
    * was refused as a nonce already used, though the payer had paid for what it asked. Its invoice still bound and not
-   * paid yet while the token says the nonce is used (mined, the watcher not past its confirmations): refused pending,
-   * as servedAsOwed refuses one not mined yet, so that the payer sends it again rather than sign a new payment and pay
-   * twice.
+   * paid yet while this very authorization's transfer to the hot wallet is mined (the watcher not past its
+   * confirmations: spentNotCredited): refused pending, as servedAsOwed refuses one not mined yet, so that the payer
+   * sends it again rather than sign a new payment and pay twice. The signature is checked only then (payersOwn).
    */
   async function servedAsUnsentOwed(
     parsed: Extract<ReturnType<typeof parsePayment>, { ok: true }>,
     resource: PricedResource,
-    authorization: { from: Hex; nonce: Hex; value: bigint },
+    signed: OwedSigned,
   ): Promise<SchemeVerdict | null> {
-    const { chain } = parsed.requirements;
+    const { chain, authorization } = signed;
     const { paywallId } = resource;
     const owed = await unsentOwedAt(deps.db, chain, authorization, {
       paywallId,
@@ -324,17 +349,20 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     }
     if (spending === null) {
       if (unread !== null)
-        return {
+        return ifPayersOwn(signed, {
           kind: "refused",
           refusal: {
             code: "unexpected_settle_error",
             message: `whether transaction ${unread} spent this payment's authorization cannot be read now: send the same payment again shortly, and it is served if it did`,
           },
-        };
+        });
       // Not paid yet, or paid only by a transaction gone: the authorization, mined again, is credited once the watcher
       // has it (its own confirmations, the reorg's reversal).
-      return gone || owed.some((row) => !row.paid) ? await spentNotCredited(chain, authorization) : null;
+      if (!gone && owed.every((row) => row.paid)) return null;
+      return ifPayersOwn(signed, await spentNotCredited(chain, authorization));
     }
+    const own = await payersOwn(signed);
+    if (own !== true) return own;
     if (!(await takeUnsentOwed(deps.db, spending.invoiceId))) return null;
     const { invoiceId } = spending;
     // Owed again (retried as every bookkeeping after a transaction was sent): true once it is.
@@ -345,16 +373,34 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     );
   }
 
+  /** `verdict`, once the payment's signature is the payer's own (payersOwn); null stays null, unchecked. */
+  async function ifPayersOwn(
+    signed: OwedSigned,
+    verdict: SchemeVerdict | null,
+  ): Promise<SchemeVerdict | null> {
+    if (verdict === null) return null;
+    const own = await payersOwn(signed);
+    return own === true ? verdict : own;
+  }
+
   /**
-   * A request owed through an invoice still bound to the authorization and not paid: refused pending when the token
-   * says the nonce is used (the invoice is credited once the watcher has it confirmed), or when it cannot say now; null
-   * when it is unused (not mined: the payment's own refusal stands, its window shut or its terms moved).
+   * A request owed through an invoice still bound to the authorization and not paid: refused pending when this very
+   * authorization's transfer to the hot wallet is mined (the invoice is credited once the watcher has it confirmed), or
+   * when the node cannot say now; null when the nonce is unused (not mined: the payment's own refusal stands, its
+   * window shut or its terms moved), or used otherwise. The token's AuthorizationUsed of (payer, nonce) is read as
+   * reconciliation reads a copy's (spends.ts spentByAnother: the last anotherSpendLookbackBlocks blocks, paidIn on its
+   * receipt): the payer may have cancelled the nonce (cancelAuthorization) or spent it with another authorization of
+   * its own (another value or recipient), which never pays the invoice, and its final refusal, a nonce already used,
+   * stands. Before, any use of the nonce was answered pending on every send until the invoice's watch ended (a month
+   * past its validBefore). This transfer mined further back than the search and still not credited (the watcher that
+   * far behind) is refused as used too, and served once credited.
    */
   async function spentNotCredited(
     chain: X402Chain,
-    authorization: { from: Hex; nonce: Hex },
+    authorization: { from: Hex; nonce: Hex; value: bigint },
   ): Promise<SchemeVerdict | null> {
     let used: boolean;
+    let head: bigint;
     try {
       used = await chain.publicClient.readContract({
         address: chain.token,
@@ -362,6 +408,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         functionName: "authorizationState",
         args: [authorization.from, authorization.nonce],
       });
+      head = used ? await chain.publicClient.getBlockNumber({ cacheTime: 0 }) : 0n;
     } catch (error) {
       deps.logger.warn(
         { error, payer: authorization.from },
@@ -377,6 +424,17 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       };
     }
     if (!used) return null;
+    const spent = await spentByAnother(chain, { ...authorization, to: chain.hotWallet }, head, deps.logger);
+    if (spent === null) return null;
+    if (spent === "unknown")
+      return {
+        kind: "refused",
+        refusal: {
+          code: "unexpected_settle_error",
+          message:
+            "whether this payment's authorization paid cannot be read now: send the same payment again shortly, and it is served if it did",
+        },
+      };
     return {
       kind: "refused",
       refusal: {
@@ -424,6 +482,36 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     return afterSent(deps.logger, "marking the request owed", { payer: authorization.from, paywallId }, () =>
       markOwed(deps.db, chain, authorization, paywallId),
     );
+  }
+
+  /**
+   * Records the request of a payment refused before sending owed (`mark`): tried unsentOwedAttemptsMax times, a pause
+   * between, and a last failure logged at error level, never thrown, as afterSent does — whose log says the
+   * transaction was sent, where none was.
+   */
+  async function unsentOwedMarked(
+    context: Record<string, unknown>,
+    mark: () => Promise<void>,
+  ): Promise<void> {
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        await mark();
+        return;
+      } catch (error) {
+        if (attempt >= unsentOwedAttemptsMax) {
+          deps.logger.error(
+            { ...context, error, attempts: attempt },
+            "x402: the request of a payment refused before sending could not be recorded owed",
+          );
+          return;
+        }
+        deps.logger.warn(
+          { ...context, error, attempt },
+          "x402: recording the request of a payment refused before sending owed failed; retrying",
+        );
+        await new Promise((resolve) => setTimeout(resolve, unsentOwedRetryPauseMs * attempt));
+      }
+    }
   }
 
   /** Verifies and claims a parsed payment; the verdict. */
@@ -502,19 +590,16 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         // Refused before anything was sent, its invoice left bound to the payer's nonce: whoever holds the
         // authorization may still mine it, which pays that invoice, and the same payment sent again here is then
         // served (servedAsUnsentOwed), once. Not recorded, it is refused as a nonce already used, as it was before.
-        // Retried as every bookkeeping after a transaction was sent: the authorization is out of the gateway's hands.
+        // Retried as bookkeeping after a send is (settle.ts afterSent), though nothing was sent: the authorization is
+        // out of the gateway's hands.
         const { unsentInvoiceId } = settled;
         if (unsentInvoiceId !== undefined)
-          await afterSent(
-            deps.logger,
-            "marking the request of a payment refused before sending owed",
-            { payer: payment.payer, invoiceId: unsentInvoiceId },
-            () =>
-              markUnsentOwed(deps.db, chain, payment.authorization, {
-                invoiceId: unsentInvoiceId,
-                paywallId: resource.paywallId,
-                tenantId: resource.tenantId,
-              }),
+          await unsentOwedMarked({ payer: payment.payer, invoiceId: unsentInvoiceId }, () =>
+            markUnsentOwed(deps.db, chain, payment.authorization, {
+              invoiceId: unsentInvoiceId,
+              paywallId: resource.paywallId,
+              tenantId: resource.tenantId,
+            }),
           );
         const failed: SettleResponse = {
           success: false,

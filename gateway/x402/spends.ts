@@ -100,9 +100,9 @@ type AnotherSpend = { readonly txHash: Hex; readonly block: bigint } | null | "u
  * none. The range is read in halves while the node refuses it (a provider's cap on the blocks one call spans), as the
  * deposit watcher reads it, at most anotherSpendReadsMax reads; "unknown" when the node cannot say now (out of reach, a
  * timeout, a range it refuses past that, a receipt it does not answer), never taken for none: the caller leaves the
- * row for reconciliation to look again. Never throws.
+ * row for reconciliation to look again (the paywall: answers the payer pending). Never throws.
  */
-async function spentByAnother(
+export async function spentByAnother(
   chain: X402Chain,
   a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce">,
   throughBlock: bigint,

@@ -307,6 +307,85 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       await shop.close();
     }
   });
+
+  it("and whose nonce the payer then spent on other terms is refused as used when sent again, not answered pending", async () => {
+    const seller = await gw.merchantAccount(
+      "seller of a payment refused before sending, its nonce spent elsewhere",
+    );
+    await gw.x402Paywall(
+      "/refused-then-spent-elsewhere",
+      "a report whose payment's nonce paid elsewhere",
+      seller.id,
+    );
+    const seed = "x402 reconcile test payer refused at a paywall, then its nonce spent elsewhere";
+    const payer = await newPayer("refused at a paywall, then its nonce spent elsewhere", 10_000n);
+    let served = 0;
+    const shop = Fastify();
+    await shop.register(switchyardPaywall, { paywall: gw.app.paywalls.forTenant(gw.app.demo!.tenantId) });
+    shop.get("/refused-then-spent-elsewhere", async () => {
+      served += 1;
+      // The payer spends its balance while its request is served: the rail's simulation refuses the settlement.
+      await gw.chain.networkHelpers.setBalance(payer.address, 10n ** 18n);
+      await gw.send(payer, {
+        address: chain.token,
+        abi: testUsdAbi,
+        functionName: "transfer",
+        args: [gw.chain.accounts[0]!.address, 10_000n],
+      });
+      return { report: "the goods" };
+    });
+    try {
+      const base = await shop.listen({ port: 0, host: "127.0.0.1" });
+      const client = new x402HTTPClient(officialX402Client(gw, keccak256(stringToHex(seed))));
+      const challenge = await fetch(`${base}/refused-then-spent-elsewhere`);
+      const required = client.getPaymentRequiredResponse(
+        (name) => challenge.headers.get(name),
+        await challenge.json(),
+      );
+      const header = client.encodePaymentSignatureHeader(await client.createPaymentPayload(required));
+      const refused = await fetch(`${base}/refused-then-spent-elsewhere`, { headers: header });
+      expect(((await refused.json()) as { error: string }).error).toBe("insufficient_funds");
+      const { authorization: a } = (
+        JSON.parse(Buffer.from(header["PAYMENT-SIGNATURE"]!, "base64").toString()) as {
+          payload: { authorization: { validAfter: string; validBefore: string; nonce: Hex } };
+        }
+      ).payload;
+      // The payer's own authorization of the same nonce to another address, for another amount, mined: the invoice
+      // bound to the nonce is never paid, and the payment sent again can never be.
+      const elsewhere = {
+        from: payer.address,
+        to: gw.chain.accounts[5]!.address,
+        value: 1n,
+        validAfter: BigInt(a.validAfter),
+        validBefore: BigInt(a.validBefore),
+        nonce: a.nonce,
+      };
+      await gw.send(gw.chain.accounts[0]!, {
+        address: chain.token,
+        abi: testUsdAbi,
+        functionName: "mint",
+        args: [payer.address, 1n],
+      });
+      const signature = await payer.signTypedData(
+        transferWithAuthorizationTypedData(
+          { name: "USD Coin", version: "2", chainId: chain.chainId, verifyingContract: chain.token },
+          elsewhere,
+        ),
+      );
+      const otherTx = await submitCopy({ claimed: { authorization: elsewhere, signature } });
+      expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: otherTx })).status).toBe(
+        "success",
+      );
+      // Before: answered pending ("send the same payment again shortly") on every send until the invoice's watch
+      // ended, a month past its validBefore, though nothing the payer sent can pay it.
+      const again = await fetch(`${base}/refused-then-spent-elsewhere`, { headers: header });
+      expect(again.status).toBe(402);
+      expect(((await again.json()) as { error: string }).error).toBe("invalid_exact_evm_nonce_already_used");
+      expect(served).toBe(1);
+    } finally {
+      await shop.close();
+    }
+  });
 });
 
 describe("a row left submitted whose transaction was mined", () => {
