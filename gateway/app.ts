@@ -131,6 +131,7 @@ const gatewayTables = new Set([
   "webhook_endpoints",
   "x402_authorizations",
   "x402_payer_holds",
+  "x402_unsent_owed",
 ]);
 
 /** USD and USDC are fixed in every mode (a definition and a peg) unless a source says otherwise. */
