@@ -6,7 +6,9 @@
 -- servedAsUnsentOwed), taken by clearing `owed` (one caller of many at once), as an owed request's owed_paywall is
 -- (0046); and only while its invoice is the one the rail binds to the payer and nonce (evm_deposits). One row per
 -- invoice: the same payment refused again books another invoice, which takes the binding over, and another row (the
--- first is served no more).
+-- first is served no more). `marked_block`: the chain's latest block as the row was written, null when the node could
+-- not say (the refusal's cause may be the node out of reach): the search for the authorization's transfer, mined and
+-- not credited yet, starts there (less the chain's confirmations), not at a fixed lookback from the latest.
 CREATE TABLE x402_unsent_owed (
   invoice_id text PRIMARY KEY,
   chain_id bigint NOT NULL,
@@ -16,6 +18,7 @@ CREATE TABLE x402_unsent_owed (
   paywall_id text NOT NULL,
   tenant_id text NOT NULL REFERENCES tenants (id),
   amount numeric(78, 0) NOT NULL,
+  marked_block bigint,
   owed boolean NOT NULL DEFAULT true,
   created_at timestamptz NOT NULL DEFAULT now()
 );

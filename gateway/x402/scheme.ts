@@ -8,7 +8,7 @@
 // refused before their routes run, on every gateway process. After the handler: settled (served) or the claim given
 // back; the claim holds the payer's balance while its transfer may still be mined.
 import { isDeepStrictEqual } from "node:util";
-import { getAddress, type Hex, TransactionReceiptNotFoundError } from "viem";
+import { type Hex, TransactionReceiptNotFoundError } from "viem";
 import type {
   ChallengePart,
   HeaderLine,
@@ -41,7 +41,7 @@ import {
 } from "./schemas.ts";
 import { afterSent } from "./settle.ts";
 import { createSimulationBatcher } from "./simulate-batch.ts";
-import { type KnownOfRow, paidIn, sendJournalOf, spenderOfSend, spentByAnother } from "./spends.ts";
+import { type KnownOfRow, paidIn, paidSince, sendJournalOf, spenderOfSend } from "./spends.ts";
 import {
   markOwed,
   markUnsentOwed,
@@ -52,6 +52,7 @@ import {
   unsentOwedAt,
 } from "./store.ts";
 import {
+  authorizationOf,
   type Eip3009Authorization,
   parsePayment,
   signedByPayer,
@@ -60,6 +61,9 @@ import {
 } from "./verify.ts";
 
 type Offer = { rail: string; price: SchemePrice };
+
+/** How long a payment refused before sending waits for the chain's head to mark its owed row with (markUnsentOwed). */
+const markedBlockWaitMs = 1_000;
 /** A payment sent again for a request owed: its authorization and the signature it came with, not checked yet. */
 type OwedSigned = { chain: X402Chain; authorization: Eip3009Authorization; signature: Hex };
 type Built = { chain: X402Chain; v2: PaymentRequirementsV2; v1: PaymentRequirementsV1 | null };
@@ -196,15 +200,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     const read = exactEvmPayload.safeParse(parsed.payload.payload);
     if (!read.success) return null;
     const { chain } = parsed.requirements;
-    const a = read.data.authorization;
-    const authorization = {
-      from: getAddress(a.from),
-      to: getAddress(a.to),
-      value: BigInt(a.value),
-      validAfter: BigInt(a.validAfter),
-      validBefore: BigInt(a.validBefore),
-      nonce: a.nonce.toLowerCase() as Hex,
-    };
+    const authorization = authorizationOf(read.data.authorization);
     const signed = { chain, authorization, signature: read.data.signature as Hex };
     const { paywallId } = resource;
     const owed = await owedAt(deps.db, chain, authorization, { paywallId, tenantId: resource.tenantId });
@@ -357,9 +353,12 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
           },
         });
       // Not paid yet, or paid only by a transaction gone: the authorization, mined again, is credited once the watcher
-      // has it (its own confirmations, the reorg's reversal).
+      // has it (its own confirmations, the reorg's reversal). Searched for from the first row's mark: the earliest it
+      // can have been mined for any of them.
       if (!gone && owed.every((row) => row.paid)) return null;
-      return ifPayersOwn(signed, await spentNotCredited(chain, authorization));
+      let since: bigint | null = owed[0]?.markedBlock ?? null;
+      for (const row of owed) if (since !== null && (row.markedBlock ?? -1n) < since) since = row.markedBlock;
+      return await spentNotCredited(signed, since);
     }
     const own = await payersOwn(signed);
     if (own !== true) return own;
@@ -388,19 +387,19 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * authorization's transfer to the hot wallet is mined (the invoice is credited once the watcher has it confirmed), or
    * when the node cannot say now; null when the nonce is unused (not mined: the payment's own refusal stands, its
    * window shut or its terms moved), or used otherwise. The token's AuthorizationUsed of (payer, nonce) is read as
-   * reconciliation reads a copy's (spends.ts spentByAnother: the last anotherSpendLookbackBlocks blocks, paidIn on its
-   * receipt): the payer may have cancelled the nonce (cancelAuthorization) or spent it with another authorization of
-   * its own (another value or recipient), which never pays the invoice, and its final refusal, a nonce already used,
+   * reconciliation reads a copy's (paidIn on its receipt), in the blocks the authorization may have been mined in
+   * (spends.ts paidSince: from `since`, the block its row was marked at, less the chain's confirmations, up to its
+   * validBefore): the payer may have cancelled the nonce (cancelAuthorization) or spent it with another authorization
+   * of its own (another value or recipient), which never pays the invoice, and its final refusal, a nonce already used,
    * stands. Before, any use of the nonce was answered pending on every send until the invoice's watch ended (a month
-   * past its validBefore). This transfer mined further back than the search and still not credited (the watcher that
-   * far behind) is refused as used too, and served once credited.
+   * past its validBefore); and then, only a transfer in the last 1,000 blocks was: one mined earlier and not credited
+   * yet (the chain's confirmations, the watcher behind) was refused as used, and its payer signed anew and paid twice.
+   * The signature is checked once the nonce is used (payersOwn), before the search: the payer, nonce and value are
+   * public, and a signature made up would otherwise drive the node's reads of logs and receipts.
    */
-  async function spentNotCredited(
-    chain: X402Chain,
-    authorization: { from: Hex; nonce: Hex; value: bigint },
-  ): Promise<SchemeVerdict | null> {
+  async function spentNotCredited(signed: OwedSigned, since: bigint | null): Promise<SchemeVerdict | null> {
+    const { chain, authorization } = signed;
     let used: boolean;
-    let head: bigint;
     try {
       used = await chain.publicClient.readContract({
         address: chain.token,
@@ -408,7 +407,6 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         functionName: "authorizationState",
         args: [authorization.from, authorization.nonce],
       });
-      head = used ? await chain.publicClient.getBlockNumber({ cacheTime: 0 }) : 0n;
     } catch (error) {
       deps.logger.warn(
         { error, payer: authorization.from },
@@ -424,7 +422,9 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       };
     }
     if (!used) return null;
-    const spent = await spentByAnother(chain, { ...authorization, to: chain.hotWallet }, head, deps.logger);
+    const own = await payersOwn(signed);
+    if (own !== true) return own;
+    const spent = await paidSince(chain, { ...authorization, to: chain.hotWallet }, since, deps.logger);
     if (spent === null) return null;
     if (spent === "unknown")
       return {
@@ -593,14 +593,30 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         // Retried as bookkeeping after a send is (settle.ts afterSent), though nothing was sent: the authorization is
         // out of the gateway's hands.
         const { unsentInvoiceId } = settled;
-        if (unsentInvoiceId !== undefined)
+        if (unsentInvoiceId !== undefined) {
+          // Where the search for its transfer starts once sent again (spentNotCredited): no earlier than now, less a
+          // reorganisation's blocks. Null when the node cannot say within markedBlockWaitMs (it may be why the rail
+          // refused, and the payer's 402 is not held for the client's timeout): the last 1,000 blocks of its window
+          // are searched (spends.ts paidSince). A head cached a little while is earlier, so searched from sooner.
+          const markedBlock = await Promise.race([
+            chain.publicClient.getBlockNumber().catch((error: unknown) => {
+              deps.logger.warn(
+                { error, payer: payment.payer },
+                "x402: the chain's latest block cannot be read now",
+              );
+              return null;
+            }),
+            new Promise<null>((resolve) => setTimeout(resolve, markedBlockWaitMs, null).unref()),
+          ]);
           await unsentOwedMarked({ payer: payment.payer, invoiceId: unsentInvoiceId }, () =>
             markUnsentOwed(deps.db, chain, payment.authorization, {
               invoiceId: unsentInvoiceId,
               paywallId: resource.paywallId,
               tenantId: resource.tenantId,
+              markedBlock,
             }),
           );
+        }
         const failed: SettleResponse = {
           success: false,
           errorReason: settled.refusal,

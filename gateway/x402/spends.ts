@@ -289,6 +289,43 @@ export async function unspentByOurs(
 }
 
 /**
+ * The transaction that spent this very authorization to `a.to` (spentByAnother: its AuthorizationUsed, paidIn on its
+ * receipt) at or after block `since` less the chain's confirmations (X402Chain.confirmations: a reorganisation may
+ * mine it again below a block the gateway saw as latest), up to the latest block, or the last before its
+ * validBefore once the chain is past it (the token takes it no later): the bounds of the authorization itself, not of
+ * what delays its credit (the chain's confirmations, the deposit watcher behind after an outage). Before, the last
+ * anotherSpendLookbackBlocks blocks: a transfer mined further back and not credited yet was taken for none, and a
+ * node capping a read of logs below the lookback's reads answered every search unknown. `since` null (not known):
+ * that lookback, from the search's last block. Null when none paid, "unknown" when the node cannot say now. Never
+ * throws.
+ */
+export async function paidSince(
+  chain: X402Chain,
+  a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce" | "validBefore">,
+  since: bigint | null,
+  logger: Logger,
+): Promise<AnotherSpend> {
+  const margin = BigInt(chain.confirmations ?? 1);
+  const from = since === null ? null : since > margin ? since - margin : 0n;
+  let last: bigint;
+  try {
+    const latest = await chain.publicClient.getBlock({ blockTag: "latest" });
+    last = latest.number;
+    if (latest.timestamp >= a.validBefore)
+      last = (await firstBlockAtOrAfter(chain, a.validBefore, from ?? 0n, latest.number)) - 1n;
+  } catch (error) {
+    logger.warn(
+      { error, rail: chain.rail, payer: a.from, nonce: a.nonce },
+      "x402: whether the authorization paid cannot be read now",
+    );
+    return "unknown";
+  }
+  // Its window shut before the search's first block: nothing there can have spent it.
+  if (last < (from ?? 0n)) return null;
+  return spentByAnother(chain, a, last, logger, from === null ? {} : { fromBlock: from });
+}
+
+/**
  * The first block in [`low`, `high`] whose timestamp is `timestamp` or later, `high`'s being so: each block's time is
  * its parent's or later, so halving the range finds it in a read per halving (about 17 for 100,000 blocks), whatever
  * the chain's pace. Throws what the node throws.

@@ -314,17 +314,19 @@ export async function takeOwed(
  * Marks the request owed at `owed.paywallId` whose settlement through `invoiceId` the rail refused before sending it
  * (migration 0070): its claim was given back, but the invoice stays bound to the payer's nonce and is credited if
  * whoever holds the authorization mines it. Once it is paid so, the same payment sent again there is served once
- * (unsentOwedAt, takeUnsentOwed).
+ * (unsentOwedAt, takeUnsentOwed). `owed.markedBlock`: the chain's latest block now, or null when the node cannot say
+ * (marked_block: where the search for the authorization's transfer starts).
  */
 export async function markUnsentOwed(
   db: Db,
   chain: X402Chain,
   authorization: Pick<Eip3009Authorization, "from" | "nonce" | "value">,
-  owed: OwedTo & { readonly invoiceId: string },
+  owed: OwedTo & { readonly invoiceId: string; readonly markedBlock: bigint | null },
 ): Promise<void> {
   await db.query(
-    `INSERT INTO x402_unsent_owed (chain_id, token, payer, nonce, invoice_id, paywall_id, tenant_id, amount)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8::numeric)
+    `INSERT INTO x402_unsent_owed
+       (chain_id, token, payer, nonce, invoice_id, paywall_id, tenant_id, amount, marked_block)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8::numeric, $9::bigint)
      ON CONFLICT (invoice_id) DO NOTHING`,
     [
       ...keyOf(chain, authorization),
@@ -332,6 +334,7 @@ export async function markUnsentOwed(
       owed.paywallId,
       owed.tenantId,
       authorization.value.toString(),
+      owed.markedBlock?.toString() ?? null,
     ],
   );
 }
@@ -343,16 +346,30 @@ export async function markUnsentOwed(
  * refused again took over, is never paid by the authorization). A paid one comes with each transaction its receipts
  * name (the deposit watcher's evidence) but those a reorg took back (a reversal of the receipt that stands): the caller
  * reads which of them spent this very authorization to the hot wallet. One not paid yet comes once, with no
- * transaction, while its watch lasts: the authorization may be mined, or mined and not credited yet. Empty when none is.
+ * transaction, while its watch lasts: the authorization may be mined, or mined and not credited yet. Each with the
+ * block it was marked at (markUnsentOwed). Empty when none is.
  */
 export async function unsentOwedAt(
   db: Db,
   chain: X402Chain,
   authorization: Pick<Eip3009Authorization, "from" | "nonce" | "value">,
   owed: OwedTo,
-): Promise<{ readonly invoiceId: string; readonly paid: boolean; readonly txHash: string | null }[]> {
-  const rows = await db.query<{ invoice_id: string; paid: boolean; tx_hash: string | null }>(
-    `SELECT o.invoice_id, i.status = 'paid' AS paid, r.evidence->>'txHash' AS tx_hash
+): Promise<
+  {
+    readonly invoiceId: string;
+    readonly paid: boolean;
+    readonly txHash: string | null;
+    readonly markedBlock: bigint | null;
+  }[]
+> {
+  const rows = await db.query<{
+    invoice_id: string;
+    paid: boolean;
+    tx_hash: string | null;
+    marked_block: string | null;
+  }>(
+    `SELECT o.invoice_id, i.status = 'paid' AS paid, r.evidence->>'txHash' AS tx_hash,
+            o.marked_block::text AS marked_block
      FROM x402_unsent_owed o
      JOIN invoices i ON i.id = o.invoice_id AND i.tenant_id = o.tenant_id
      JOIN evm_deposits d ON d.chain_id = $1 AND d.token = $2 AND d.reference = o.invoice_id
@@ -367,7 +384,12 @@ export async function unsentOwedAt(
      ORDER BY r.received_at, r.key`,
     [...keyOf(chain, authorization), owed.paywallId, owed.tenantId, authorization.value.toString()],
   );
-  return rows.map((row) => ({ invoiceId: row.invoice_id, paid: row.paid, txHash: row.tx_hash }));
+  return rows.map((row) => ({
+    invoiceId: row.invoice_id,
+    paid: row.paid,
+    txHash: row.tx_hash,
+    markedBlock: row.marked_block === null ? null : BigInt(row.marked_block),
+  }));
 }
 
 /**

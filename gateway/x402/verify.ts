@@ -11,6 +11,7 @@ import { domainSeparator, recoverAddress, transferDigest } from "./recover.ts";
 import { type Refused, refusedWith } from "./refusals.ts";
 import { exactScheme, maxTimeoutSecondsDefault } from "./requirements.ts";
 import {
+  type ExactEvmPayload,
   exactEvmPayload,
   type PaymentPayload,
   paymentPayload,
@@ -49,6 +50,21 @@ export type Eip3009Authorization = {
   validBefore: bigint;
   nonce: Hex;
 };
+
+/**
+ * The authorization of an exact EVM payload: its addresses checksummed, its value and window as bigints, its nonce in
+ * lower case (as the rows keep it). Verification and the paywall's owed requests read it alike.
+ */
+export function authorizationOf(a: ExactEvmPayload["authorization"]): Eip3009Authorization {
+  return {
+    from: getAddress(a.from),
+    to: getAddress(a.to),
+    value: BigInt(a.value),
+    validAfter: BigInt(a.validAfter),
+    validBefore: BigInt(a.validBefore),
+    nonce: a.nonce.toLowerCase() as Hex,
+  };
+}
 
 /**
  * A payer's balance read from the chain: `amount`, in a state no earlier than block `atBlock`'s. A transfer mined in
@@ -208,15 +224,7 @@ export async function verifyExact(
       "invalid_payload",
       "payload must be {signature, authorization} of an EIP-3009 transfer",
     );
-  const a = parsed.data.authorization;
-  const authorization: Eip3009Authorization = {
-    from: getAddress(a.from),
-    to: getAddress(a.to),
-    value: BigInt(a.value),
-    validAfter: BigInt(a.validAfter),
-    validBefore: BigInt(a.validBefore),
-    nonce: a.nonce.toLowerCase() as Hex,
-  };
+  const authorization = authorizationOf(parsed.data.authorization);
   const signature = parsed.data.signature as Hex;
   const signed = await signatureValid(chain, domain, authorization, signature, reads);
   if (signed === null) return refusedWith("unexpected_verify_error", "the chain cannot be read now");

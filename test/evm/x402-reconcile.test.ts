@@ -229,11 +229,48 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe(
         "success",
       );
+      // The payer, nonce and value are public in the token's logs: another's signature over them is not the payer's,
+      // and is neither served nor answered pending, on the resource's terms or on others (terms moved since,
+      // owedOnOtherTerms).
+      const stranger = await newPayer("watching the hot wallet for a refused payment", 0n);
+      const forged = await stranger.signTypedData(
+        transferWithAuthorizationTypedData(
+          { name: "USD Coin", version: "2", chainId: chain.chainId, verifyingContract: chain.token },
+          {
+            from: a.from,
+            to: a.to,
+            value: BigInt(a.value),
+            validAfter: BigInt(a.validAfter),
+            validBefore: BigInt(a.validBefore),
+            nonce: a.nonce,
+          },
+        ),
+      );
+      const decoded = JSON.parse(Buffer.from(header["PAYMENT-SIGNATURE"]!, "base64").toString()) as {
+        accepted: { maxTimeoutSeconds: number };
+        payload: { signature: Hex };
+      };
+      const refusedForged = async () => {
+        for (const accepted of [
+          decoded.accepted,
+          { ...decoded.accepted, maxTimeoutSeconds: decoded.accepted.maxTimeoutSeconds + 1 },
+        ]) {
+          const made = { ...decoded, accepted, payload: { ...decoded.payload, signature: forged } };
+          const answer = await fetch(`${base}/refused-then-mined`, {
+            headers: { "PAYMENT-SIGNATURE": Buffer.from(JSON.stringify(made)).toString("base64") },
+          });
+          expect(answer.status).toBe(402);
+          expect(((await answer.json()) as { error: string }).error).not.toBe("unexpected_settle_error");
+        }
+      };
       // Mined, not credited yet (the watcher has not read it): sent again, it is pending, not a nonce used, which an
       // x402 client takes as final and pays again with a new authorization.
       const early = await fetch(`${base}/refused-then-mined`, { headers: header });
       expect(early.status).toBe(402);
       expect(((await early.json()) as { error: string }).error).toBe("unexpected_settle_error");
+      const servedEarly = served;
+      await refusedForged();
+      expect(served).toBe(servedEarly);
       await gw.rail.depositWatcher()!.catchUp(20);
       const [invoice] = await gw.app.db.query<{ id: string; status: string }>(
         `SELECT i.id, i.status FROM invoices i JOIN evm_deposits d ON d.reference = i.id
@@ -255,36 +292,8 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       // Owed where it was refused, not at another paywall of the same account and price.
       expect((await fetch(`${base}/refused-elsewhere`, { headers: header })).status).toBe(402);
       expect(served).toBe(servedBefore);
-      // The payer, nonce and value are public in the token's logs: another's signature over them is not the payer's,
-      // and is not served, on the resource's terms or on others (a terms moved since, owedOnOtherTerms).
-      const stranger = await newPayer("watching the hot wallet for a refused payment", 0n);
-      const forged = await stranger.signTypedData(
-        transferWithAuthorizationTypedData(
-          { name: "USD Coin", version: "2", chainId: chain.chainId, verifyingContract: chain.token },
-          {
-            from: a.from,
-            to: a.to,
-            value: BigInt(a.value),
-            validAfter: BigInt(a.validAfter),
-            validBefore: BigInt(a.validBefore),
-            nonce: a.nonce,
-          },
-        ),
-      );
-      const decoded = JSON.parse(Buffer.from(header["PAYMENT-SIGNATURE"]!, "base64").toString()) as {
-        accepted: { maxTimeoutSeconds: number };
-        payload: { signature: Hex };
-      };
-      for (const accepted of [
-        decoded.accepted,
-        { ...decoded.accepted, maxTimeoutSeconds: decoded.accepted.maxTimeoutSeconds + 1 },
-      ]) {
-        const made = { ...decoded, accepted, payload: { ...decoded.payload, signature: forged } };
-        const refusedForged = await fetch(`${base}/refused-then-mined`, {
-          headers: { "PAYMENT-SIGNATURE": Buffer.from(JSON.stringify(made)).toString("base64") },
-        });
-        expect(refusedForged.status).toBe(402);
-      }
+      // Credited now: a made-up signature is still not the payer's.
+      await refusedForged();
       expect(served).toBe(servedBefore);
       // Before: refused as a nonce already used, though the payer had paid for it. Two copies at once: one is served.
       const copies = await Promise.all([
@@ -350,6 +359,12 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
           payload: { authorization: { validAfter: string; validBefore: string; nonce: Hex } };
         }
       ).payload;
+      // Recorded owed: the refusal below is the search's, not a row never written.
+      const [marked] = await gw.app.db.query<{ owed: boolean; marked_block: string | null }>(
+        "SELECT owed, marked_block::text AS marked_block FROM x402_unsent_owed WHERE payer = $1 AND nonce = $2",
+        [payer.address.toLowerCase(), a.nonce.toLowerCase()],
+      );
+      expect(marked).toMatchObject({ owed: true, marked_block: expect.any(String) });
       // The payer's own authorization of the same nonce to another address, for another amount, mined: the invoice
       // bound to the nonce is never paid, and the payment sent again can never be.
       const elsewhere = {
@@ -384,6 +399,91 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       expect(served).toBe(1);
     } finally {
       await shop.close();
+    }
+  });
+
+  it("and mined more than 1,000 blocks before it is sent again, not credited yet, is answered pending, not as used", async () => {
+    const seller = await gw.merchantAccount("seller of a payment refused before sending, mined long before");
+    await gw.x402Paywall(
+      "/refused-then-mined-long-ago",
+      "a report paid long before it is asked again",
+      seller.id,
+    );
+    const seed = "x402 reconcile test payer refused at a paywall, then mined long before sent again";
+    const payer = await newPayer("refused at a paywall, then mined long before sent again", 10_000n);
+    let served = 0;
+    const shop = Fastify();
+    await shop.register(switchyardPaywall, { paywall: gw.app.paywalls.forTenant(gw.app.demo!.tenantId) });
+    shop.get("/refused-then-mined-long-ago", async () => {
+      served += 1;
+      // The payer spends its balance while its request is served: the rail's simulation refuses the settlement.
+      await gw.chain.networkHelpers.setBalance(payer.address, 10n ** 18n);
+      await gw.send(payer, {
+        address: chain.token,
+        abi: testUsdAbi,
+        functionName: "transfer",
+        args: [gw.chain.accounts[0]!.address, 10_000n],
+      });
+      return { report: "the goods" };
+    });
+    // The 1,100 blocks below taken back after: the tests that follow read the chain's blocks from its start.
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    try {
+      const base = await shop.listen({ port: 0, host: "127.0.0.1" });
+      const client = new x402HTTPClient(officialX402Client(gw, keccak256(stringToHex(seed))));
+      const challenge = await fetch(`${base}/refused-then-mined-long-ago`);
+      const required = client.getPaymentRequiredResponse(
+        (name) => challenge.headers.get(name),
+        await challenge.json(),
+      );
+      const header = client.encodePaymentSignatureHeader(await client.createPaymentPayload(required));
+      const refused = await fetch(`${base}/refused-then-mined-long-ago`, { headers: header });
+      expect(((await refused.json()) as { error: string }).error).toBe("insufficient_funds");
+      const { payload } = JSON.parse(Buffer.from(header["PAYMENT-SIGNATURE"]!, "base64").toString()) as {
+        payload: {
+          signature: Hex;
+          authorization: {
+            from: Address;
+            to: Address;
+            value: string;
+            validAfter: string;
+            validBefore: string;
+            nonce: Hex;
+          };
+        };
+      };
+      const a = payload.authorization;
+      await gw.send(gw.chain.accounts[0]!, {
+        address: chain.token,
+        abi: testUsdAbi,
+        functionName: "mint",
+        args: [payer.address, 10_000n],
+      });
+      const copyTx = await submitCopy({
+        claimed: {
+          signature: payload.signature,
+          authorization: {
+            ...a,
+            value: BigInt(a.value),
+            validAfter: BigInt(a.validAfter),
+            validBefore: BigInt(a.validBefore),
+          },
+        },
+      });
+      expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe(
+        "success",
+      );
+      // The watcher behind (an outage, or a chain's confirmations) while the chain moves on past the authorization's
+      // window. Before, its transfer was searched for in the last 1,000 blocks only: not found, the payment sent
+      // again was refused as a nonce already used, final to an x402 client, which signs anew and pays twice.
+      await gw.chain.networkHelpers.mine(1_100);
+      const again = await fetch(`${base}/refused-then-mined-long-ago`, { headers: header });
+      expect(again.status).toBe(402);
+      expect(((await again.json()) as { error: string }).error).toBe("unexpected_settle_error");
+      expect(served).toBe(1);
+    } finally {
+      await shop.close();
+      await snapshot.restore();
     }
   });
 });
