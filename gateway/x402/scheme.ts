@@ -68,10 +68,6 @@ const markedBlockWaitMs = 1_000;
 type OwedSigned = { chain: X402Chain; authorization: Eip3009Authorization; signature: Hex };
 type Built = { chain: X402Chain; v2: PaymentRequirementsV2; v1: PaymentRequirementsV1 | null };
 
-/** How often the paywall tries to record a request owed whose payment was refused before sending, and its pause. */
-const unsentOwedAttemptsMax = 3;
-const unsentOwedRetryPauseMs = 200;
-
 const refusal = (refused: Refused) => ({ code: refused.refusal, message: refused.message });
 
 /** The paywall's x402 scheme over these chains, verifying and settling with `deps`. */
@@ -168,9 +164,9 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
 
   /**
    * A v2 payment on one of the resource's networks whose terms are not the resource's now (its price or account
-   * changed, or the price lock's window moved, since it was paid): served if its request is owed here (servedAsOwed:
-   * owed at this paywall, and spent on the chain to the gateway), else null. The payer was told to send the same
-   * payment again once it is mined; a price moved meanwhile is no reason to refuse what it paid for.
+   * changed, or the price lock's window moved, since it was paid): answered as servedAsOwed answers a request owed
+   * here (served, or refused pending), else null. The payer was told to send the same payment again once it is
+   * mined; a price moved meanwhile is no reason to refuse what it paid for.
    */
   async function owedOnOtherTerms(
     raw: Record<string, unknown>,
@@ -191,7 +187,8 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * transaction that spent it), or null. Taken once; a request then not served is owed again. Owed here and not spent
    * yet (its transaction not mined, or reverted leaving the authorization open to whoever holds it, or the node cannot
    * say now): refused pending, as its first answer was, so that the payer sends it again later rather than sign a new
-   * payment and pay twice (before: "nonce already used").
+   * payment and pay twice (before: "nonce already used"). Either only on the payer's own signature (payersOwn). None
+   * owed here: the request the rail refused before sending, if one is (servedAsUnsentOwed).
    */
   async function servedAsOwed(
     parsed: Extract<ReturnType<typeof parsePayment>, { ok: true }>,
@@ -229,8 +226,8 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * refusal stands). The payer, nonce and value of an authorization mined are public in the token's logs, and anyone
    * watching the hot wallet could otherwise take what is owed with a signature made up. One copied from the mined
    * transaction's calldata still passes: x402 gives the paywall nothing more of the payer's to tell the two apart.
-   * Checked only once a request owed here would be served or answered pending: a domain read (and, for a contract
-   * wallet, its code) that a payment owed nothing never needs, whose final refusal then does not wait on the node.
+   * Checked only once a row owed here is found (and, for one refused before sending, its nonce read used): a domain
+   * read (and, for a contract wallet, its code) that a payment owed nothing never needs.
    */
   async function payersOwn(signed: OwedSigned): Promise<true | SchemeVerdict | null> {
     const own = await signedByPayer(deps, signed.chain, signed.authorization, signed.signature, reads);
@@ -303,7 +300,8 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * was refused as a nonce already used, though the payer had paid for what it asked. Its invoice still bound and not
    * paid yet while this very authorization's transfer to the hot wallet is mined (the watcher not past its
    * confirmations: spentNotCredited): refused pending, as servedAsOwed refuses one not mined yet, so that the payer
-   * sends it again rather than sign a new payment and pay twice. The signature is checked only then (payersOwn).
+   * sends it again rather than sign a new payment and pay twice. Served or answered pending only on the payer's own
+   * signature (payersOwn).
    */
   async function servedAsUnsentOwed(
     parsed: Extract<ReturnType<typeof parsePayment>, { ok: true }>,
@@ -391,11 +389,8 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * (spends.ts paidSince: from `since`, the block its row was marked at, less the chain's confirmations, up to its
    * validBefore): the payer may have cancelled the nonce (cancelAuthorization) or spent it with another authorization
    * of its own (another value or recipient), which never pays the invoice, and its final refusal, a nonce already used,
-   * stands. Before, any use of the nonce was answered pending on every send until the invoice's watch ended (a month
-   * past its validBefore); and then, only a transfer in the last 1,000 blocks was: one mined earlier and not credited
-   * yet (the chain's confirmations, the watcher behind) was refused as used, and its payer signed anew and paid twice.
-   * The signature is checked once the nonce is used (payersOwn), before the search: the payer, nonce and value are
-   * public, and a signature made up would otherwise drive the node's reads of logs and receipts.
+   * stands. The signature is checked once the nonce is used (payersOwn), before the search: the payer, nonce and
+   * value are public, and a signature made up would otherwise drive the node's reads of logs.
    */
   async function spentNotCredited(signed: OwedSigned, since: bigint | null): Promise<SchemeVerdict | null> {
     const { chain, authorization } = signed;
@@ -484,36 +479,6 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     );
   }
 
-  /**
-   * Records the request of a payment refused before sending owed (`mark`): tried unsentOwedAttemptsMax times, a pause
-   * between, and a last failure logged at error level, never thrown, as afterSent does — whose log says the
-   * transaction was sent, where none was.
-   */
-  async function unsentOwedMarked(
-    context: Record<string, unknown>,
-    mark: () => Promise<void>,
-  ): Promise<void> {
-    for (let attempt = 1; ; attempt += 1) {
-      try {
-        await mark();
-        return;
-      } catch (error) {
-        if (attempt >= unsentOwedAttemptsMax) {
-          deps.logger.error(
-            { ...context, error, attempts: attempt },
-            "x402: the request of a payment refused before sending could not be recorded owed",
-          );
-          return;
-        }
-        deps.logger.warn(
-          { ...context, error, attempt },
-          "x402: recording the request of a payment refused before sending owed failed; retrying",
-        );
-        await new Promise((resolve) => setTimeout(resolve, unsentOwedRetryPauseMs * attempt));
-      }
-    }
-  }
-
   /** Verifies and claims a parsed payment; the verdict. */
   async function verifyAndClaim(
     resource: PricedResource,
@@ -591,7 +556,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         // authorization may still mine it, which pays that invoice, and the same payment sent again here is then
         // served (servedAsUnsentOwed), once. Not recorded, it is refused as a nonce already used, as it was before.
         // Retried as bookkeeping after a send is (settle.ts afterSent), though nothing was sent: the authorization is
-        // out of the gateway's hands.
+        // out of the gateway's hands all the same.
         const { unsentInvoiceId } = settled;
         if (unsentInvoiceId !== undefined) {
           // Where the search for its transfer starts once sent again (spentNotCredited): no earlier than now, less a
@@ -608,13 +573,18 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
             }),
             new Promise<null>((resolve) => setTimeout(resolve, markedBlockWaitMs, null).unref()),
           ]);
-          await unsentOwedMarked({ payer: payment.payer, invoiceId: unsentInvoiceId }, () =>
-            markUnsentOwed(deps.db, chain, payment.authorization, {
-              invoiceId: unsentInvoiceId,
-              paywallId: resource.paywallId,
-              tenantId: resource.tenantId,
-              markedBlock,
-            }),
+          await afterSent(
+            deps.logger,
+            "recording the request of a payment refused before sending owed",
+            { payer: payment.payer, invoiceId: unsentInvoiceId },
+            () =>
+              markUnsentOwed(deps.db, chain, payment.authorization, {
+                invoiceId: unsentInvoiceId,
+                paywallId: resource.paywallId,
+                tenantId: resource.tenantId,
+                markedBlock,
+              }),
+            "though nothing was sent",
           );
         }
         const failed: SettleResponse = {

@@ -301,6 +301,8 @@ export async function afterSent(
   what: string,
   context: Record<string, unknown>,
   work: () => Promise<unknown>,
+  /** What the last failure's log says of when it came (the paywall's record of a payment never sent says its own). */
+  after = "after the transaction was sent",
 ): Promise<boolean> {
   for (let attempt = 1; ; attempt += 1) {
     try {
@@ -308,10 +310,7 @@ export async function afterSent(
       return true;
     } catch (error) {
       if (attempt >= afterSentAttemptsMax) {
-        logger.error(
-          { ...context, error, attempts: attempt },
-          `x402 settlement: ${what} failed after the transaction was sent`,
-        );
+        logger.error({ ...context, error, attempts: attempt }, `x402 settlement: ${what} failed ${after}`);
         return false;
       }
       logger.warn({ ...context, error, attempt }, `x402 settlement: ${what} failed; retrying`);

@@ -102,7 +102,7 @@ type AnotherSpend = { readonly txHash: Hex; readonly block: bigint } | null | "u
  * timeout, a range it refuses past that, a receipt it does not answer), never taken for none: the caller leaves the
  * row for reconciliation to look again (the paywall: answers the payer pending). Never throws.
  */
-export async function spentByAnother(
+async function spentByAnother(
   chain: X402Chain,
   a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce">,
   throughBlock: bigint,
@@ -293,10 +293,8 @@ export async function unspentByOurs(
  * receipt) at or after block `since` less the chain's confirmations (X402Chain.confirmations: a reorganisation may
  * mine it again below a block the gateway saw as latest), up to the latest block, or the last before its
  * validBefore once the chain is past it (the token takes it no later): the bounds of the authorization itself, not of
- * what delays its credit (the chain's confirmations, the deposit watcher behind after an outage). Before, the last
- * anotherSpendLookbackBlocks blocks: a transfer mined further back and not credited yet was taken for none, and a
- * node capping a read of logs below the lookback's reads answered every search unknown. `since` null (not known):
- * that lookback, from the search's last block. Null when none paid, "unknown" when the node cannot say now. Never
+ * what delays its credit (the chain's confirmations, the deposit watcher behind after an outage). `since` null (not
+ * known): the last anotherSpendLookbackBlocks blocks, from the search's last block. Null when none paid, "unknown" when the node cannot say now. Never
  * throws.
  */
 export async function paidSince(

@@ -279,8 +279,8 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       );
       expect(invoice).toMatchObject({ status: "paid" });
       // A copy mined before it and removed by a reorg, its reversal not recorded yet: its receipt, read first, names a
-      // transaction the node does not know, which is not this one (before, the request was refused "send again
-      // shortly" at it, for as long as the receipt stood).
+      // transaction the node does not know, which is not this one: the receipts after it are read, and this one
+      // served.
       await gw.app.db.query(
         `INSERT INTO invoice_receipts (invoice_id, key, amount, payer, late, evidence, received_at)
          SELECT invoice_id, key || ':removed', amount, payer, late,
@@ -391,8 +391,7 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: otherTx })).status).toBe(
         "success",
       );
-      // Before: answered pending ("send the same payment again shortly") on every send until the invoice's watch
-      // ended, a month past its validBefore, though nothing the payer sent can pay it.
+      // Not answered pending ("send the same payment again shortly"): nothing the payer sent can pay it now.
       const again = await fetch(`${base}/refused-then-spent-elsewhere`, { headers: header });
       expect(again.status).toBe(402);
       expect(((await again.json()) as { error: string }).error).toBe("invalid_exact_evm_nonce_already_used");
@@ -474,8 +473,8 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
         "success",
       );
       // The watcher behind (an outage, or a chain's confirmations) while the chain moves on past the authorization's
-      // window. Before, its transfer was searched for in the last 1,000 blocks only: not found, the payment sent
-      // again was refused as a nonce already used, final to an x402 client, which signs anew and pays twice.
+      // window: its transfer is searched for in the authorization's own blocks, found, and the payment sent again is
+      // answered pending (a nonce already used would be final to an x402 client, which signs anew and pays twice).
       await gw.chain.networkHelpers.mine(1_100);
       const again = await fetch(`${base}/refused-then-mined-long-ago`, { headers: header });
       expect(again.status).toBe(402);
