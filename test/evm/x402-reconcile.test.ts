@@ -154,17 +154,34 @@ function notOk(result: SettleResult) {
 // First: the paywall checks an authorization's window by the gateway's clock, the rail by the chain's, which the tests
 // below move ahead of it.
 describe("an x402 payment the rail refused before sending it, at a paywall", () => {
-  it("and that someone else mined serves the same payment sent again there, once", async () => {
-    const seller = await gw.merchantAccount("seller of a payment refused before sending");
-    await gw.x402Paywall("/refused-then-mined", "a report paid by another's copy", seller.id);
-    // Another paywall of the same account and price.
-    await gw.x402Paywall("/refused-elsewhere", "a report paid by another's copy", seller.id);
-    const seed = "x402 reconcile test payer refused at a paywall, then mined by another";
-    const payer = await newPayer("refused at a paywall, then mined by another", 10_000n);
+  /** What a payment's header carries: its signature and authorization, as the payer signed them. */
+  type SentPayment = {
+    signature: Hex;
+    authorization: {
+      from: Address;
+      to: Address;
+      value: string;
+      validAfter: string;
+      validBefore: string;
+      nonce: Hex;
+    };
+  };
+
+  /**
+   * A paywall at `path` of a new merchant account, served by a shop whose route spends the payer's balance while it
+   * serves the first request (the rail's simulation then refuses its settlement: insufficient_funds), and the payment
+   * of a new payer (`name`) sent there and refused so; `others`: more paywalls of the same account and price, each
+   * served as other goods. The caller closes the shop. `served()`: the requests served so far.
+   */
+  async function refusedAtPaywall(name: string, path: string, others: readonly string[] = []) {
+    const seller = await gw.merchantAccount(`seller of a payment refused before sending, ${name}`);
+    for (const at of [path, ...others])
+      await gw.x402Paywall(at, `a report of a payment refused before sending, ${name}`, seller.id);
+    const payer = await newPayer(`refused at a paywall, ${name}`, 10_000n);
     let served = 0;
     const shop = Fastify();
     await shop.register(switchyardPaywall, { paywall: gw.app.paywalls.forTenant(gw.app.demo!.tenantId) });
-    shop.get("/refused-then-mined", async () => {
+    shop.get(path, async () => {
       served += 1;
       if (served === 1) {
         // The payer spends its balance while its request is served: the rail's simulation refuses the settlement.
@@ -178,57 +195,69 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       }
       return { report: "the goods" };
     });
-    shop.get("/refused-elsewhere", async () => {
-      served += 1;
-      return { report: "other goods at the same price" };
-    });
+    for (const at of others)
+      shop.get(at, async () => {
+        served += 1;
+        return { report: "other goods at the same price" };
+      });
     try {
       const base = await shop.listen({ port: 0, host: "127.0.0.1" });
+      const seed = `x402 reconcile test payer refused at a paywall, ${name}`;
       const client = new x402HTTPClient(officialX402Client(gw, keccak256(stringToHex(seed))));
-      const challenge = await fetch(`${base}/refused-then-mined`);
+      const challenge = await fetch(`${base}${path}`);
       expect(challenge.status).toBe(402);
       const required = client.getPaymentRequiredResponse(
-        (name) => challenge.headers.get(name),
+        (header) => challenge.headers.get(header),
         await challenge.json(),
       );
       const header = client.encodePaymentSignatureHeader(await client.createPaymentPayload(required));
-      const refused = await fetch(`${base}/refused-then-mined`, { headers: header });
+      const refused = await fetch(`${base}${path}`, { headers: header });
       expect(refused.status).toBe(402);
       expect(((await refused.json()) as { error: string }).error).toBe("insufficient_funds");
-      const sent = JSON.parse(Buffer.from(header["PAYMENT-SIGNATURE"]!, "base64").toString()) as {
-        payload: {
-          signature: Hex;
-          authorization: {
-            from: Address;
-            to: Address;
-            value: string;
-            validAfter: string;
-            validBefore: string;
-            nonce: Hex;
-          };
-        };
-      };
-      const a = sent.payload.authorization;
-      await gw.send(gw.chain.accounts[0]!, {
-        address: chain.token,
-        abi: testUsdAbi,
-        functionName: "mint",
-        args: [payer.address, 10_000n],
-      });
-      const copyTx = await submitCopy({
-        claimed: {
-          signature: sent.payload.signature,
-          authorization: {
-            ...a,
-            value: BigInt(a.value),
-            validAfter: BigInt(a.validAfter),
-            validBefore: BigInt(a.validBefore),
-          },
+      const sent = (
+        JSON.parse(Buffer.from(header["PAYMENT-SIGNATURE"]!, "base64").toString()) as { payload: SentPayment }
+      ).payload;
+      return { shop, base, header, sent, payer, served: () => served };
+    } catch (error) {
+      await shop.close();
+      throw error;
+    }
+  }
+
+  /** The payment `sent` mined by another (submitCopy), its payer's balance minted back first: the transaction. */
+  async function minedByAnother(payer: { address: Address }, sent: SentPayment): Promise<Hex> {
+    await gw.send(gw.chain.accounts[0]!, {
+      address: chain.token,
+      abi: testUsdAbi,
+      functionName: "mint",
+      args: [payer.address, 10_000n],
+    });
+    const a = sent.authorization;
+    const copyTx = await submitCopy({
+      claimed: {
+        signature: sent.signature,
+        authorization: {
+          ...a,
+          value: BigInt(a.value),
+          validAfter: BigInt(a.validAfter),
+          validBefore: BigInt(a.validBefore),
         },
-      });
-      expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe(
-        "success",
-      );
+      },
+    });
+    expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe("success");
+    return copyTx;
+  }
+
+  it("and that someone else mined serves the same payment sent again there, once", async () => {
+    // Another paywall of the same account and price too.
+    const { shop, base, header, sent, payer, served } = await refusedAtPaywall(
+      "then mined by another",
+      "/refused-then-mined",
+      ["/refused-elsewhere"],
+    );
+    try {
+      const a = sent.authorization;
+      const copyTx = await minedByAnother(payer, sent);
       // The payer, nonce and value are public in the token's logs: another's signature over them is not the payer's,
       // and is neither served nor answered pending, on the resource's terms or on others (terms moved since,
       // owedOnOtherTerms).
@@ -268,9 +297,9 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       const early = await fetch(`${base}/refused-then-mined`, { headers: header });
       expect(early.status).toBe(402);
       expect(((await early.json()) as { error: string }).error).toBe("unexpected_settle_error");
-      const servedEarly = served;
+      const servedEarly = served();
       await refusedForged();
-      expect(served).toBe(servedEarly);
+      expect(served()).toBe(servedEarly);
       await gw.rail.depositWatcher()!.catchUp(20);
       const [invoice] = await gw.app.db.query<{ id: string; status: string }>(
         `SELECT i.id, i.status FROM invoices i JOIN evm_deposits d ON d.reference = i.id
@@ -288,13 +317,13 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
          FROM invoice_receipts WHERE invoice_id = $1`,
         [invoice!.id, keccak256(stringToHex("a copy a reorg removed"))],
       );
-      const servedBefore = served;
+      const servedBefore = served();
       // Owed where it was refused, not at another paywall of the same account and price.
       expect((await fetch(`${base}/refused-elsewhere`, { headers: header })).status).toBe(402);
-      expect(served).toBe(servedBefore);
+      expect(served()).toBe(servedBefore);
       // Credited now: a made-up signature is still not the payer's.
       await refusedForged();
-      expect(served).toBe(servedBefore);
+      expect(served()).toBe(servedBefore);
       // Before: refused as a nonce already used, though the payer had paid for it. Two copies at once: one is served.
       const copies = await Promise.all([
         fetch(`${base}/refused-then-mined`, { headers: header }),
@@ -303,7 +332,7 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       expect(copies.map((copy) => copy.status).sort()).toEqual([200, 402]);
       const again = copies.find((copy) => copy.status === 200)!;
       expect(await again.json()).toEqual({ report: "the goods" });
-      expect(served).toBe(servedBefore + 1);
+      expect(served()).toBe(servedBefore + 1);
       const receipt = JSON.parse(
         Buffer.from(again.headers.get("payment-response")!, "base64").toString(),
       ) as { success: boolean; transaction: string };
@@ -311,54 +340,19 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       // Once: the same payment sent again once more is refused as used.
       const third = await fetch(`${base}/refused-then-mined`, { headers: header });
       expect(third.status).toBe(402);
-      expect(served).toBe(servedBefore + 1);
+      expect(served()).toBe(servedBefore + 1);
     } finally {
       await shop.close();
     }
   });
 
   it("and whose nonce the payer then spent on other terms is refused as used when sent again, not answered pending", async () => {
-    const seller = await gw.merchantAccount(
-      "seller of a payment refused before sending, its nonce spent elsewhere",
-    );
-    await gw.x402Paywall(
+    const { shop, base, header, sent, payer, served } = await refusedAtPaywall(
+      "then its nonce spent elsewhere",
       "/refused-then-spent-elsewhere",
-      "a report whose payment's nonce paid elsewhere",
-      seller.id,
     );
-    const seed = "x402 reconcile test payer refused at a paywall, then its nonce spent elsewhere";
-    const payer = await newPayer("refused at a paywall, then its nonce spent elsewhere", 10_000n);
-    let served = 0;
-    const shop = Fastify();
-    await shop.register(switchyardPaywall, { paywall: gw.app.paywalls.forTenant(gw.app.demo!.tenantId) });
-    shop.get("/refused-then-spent-elsewhere", async () => {
-      served += 1;
-      // The payer spends its balance while its request is served: the rail's simulation refuses the settlement.
-      await gw.chain.networkHelpers.setBalance(payer.address, 10n ** 18n);
-      await gw.send(payer, {
-        address: chain.token,
-        abi: testUsdAbi,
-        functionName: "transfer",
-        args: [gw.chain.accounts[0]!.address, 10_000n],
-      });
-      return { report: "the goods" };
-    });
     try {
-      const base = await shop.listen({ port: 0, host: "127.0.0.1" });
-      const client = new x402HTTPClient(officialX402Client(gw, keccak256(stringToHex(seed))));
-      const challenge = await fetch(`${base}/refused-then-spent-elsewhere`);
-      const required = client.getPaymentRequiredResponse(
-        (name) => challenge.headers.get(name),
-        await challenge.json(),
-      );
-      const header = client.encodePaymentSignatureHeader(await client.createPaymentPayload(required));
-      const refused = await fetch(`${base}/refused-then-spent-elsewhere`, { headers: header });
-      expect(((await refused.json()) as { error: string }).error).toBe("insufficient_funds");
-      const { authorization: a } = (
-        JSON.parse(Buffer.from(header["PAYMENT-SIGNATURE"]!, "base64").toString()) as {
-          payload: { authorization: { validAfter: string; validBefore: string; nonce: Hex } };
-        }
-      ).payload;
+      const a = sent.authorization;
       // Recorded owed: the refusal below is the search's, not a row never written.
       const [marked] = await gw.app.db.query<{ owed: boolean; marked_block: string | null }>(
         "SELECT owed, marked_block::text AS marked_block FROM x402_unsent_owed WHERE payer = $1 AND nonce = $2",
@@ -395,83 +389,21 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       const again = await fetch(`${base}/refused-then-spent-elsewhere`, { headers: header });
       expect(again.status).toBe(402);
       expect(((await again.json()) as { error: string }).error).toBe("invalid_exact_evm_nonce_already_used");
-      expect(served).toBe(1);
+      expect(served()).toBe(1);
     } finally {
       await shop.close();
     }
   });
 
   it("and mined more than 1,000 blocks before it is sent again, not credited yet, is answered pending, not as used", async () => {
-    const seller = await gw.merchantAccount("seller of a payment refused before sending, mined long before");
-    await gw.x402Paywall(
-      "/refused-then-mined-long-ago",
-      "a report paid long before it is asked again",
-      seller.id,
-    );
-    const seed = "x402 reconcile test payer refused at a paywall, then mined long before sent again";
-    const payer = await newPayer("refused at a paywall, then mined long before sent again", 10_000n);
-    let served = 0;
-    const shop = Fastify();
-    await shop.register(switchyardPaywall, { paywall: gw.app.paywalls.forTenant(gw.app.demo!.tenantId) });
-    shop.get("/refused-then-mined-long-ago", async () => {
-      served += 1;
-      // The payer spends its balance while its request is served: the rail's simulation refuses the settlement.
-      await gw.chain.networkHelpers.setBalance(payer.address, 10n ** 18n);
-      await gw.send(payer, {
-        address: chain.token,
-        abi: testUsdAbi,
-        functionName: "transfer",
-        args: [gw.chain.accounts[0]!.address, 10_000n],
-      });
-      return { report: "the goods" };
-    });
     // The 1,100 blocks below taken back after: the tests that follow read the chain's blocks from its start.
     const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    const { shop, base, header, sent, payer, served } = await refusedAtPaywall(
+      "then mined long before sent again",
+      "/refused-then-mined-long-ago",
+    );
     try {
-      const base = await shop.listen({ port: 0, host: "127.0.0.1" });
-      const client = new x402HTTPClient(officialX402Client(gw, keccak256(stringToHex(seed))));
-      const challenge = await fetch(`${base}/refused-then-mined-long-ago`);
-      const required = client.getPaymentRequiredResponse(
-        (name) => challenge.headers.get(name),
-        await challenge.json(),
-      );
-      const header = client.encodePaymentSignatureHeader(await client.createPaymentPayload(required));
-      const refused = await fetch(`${base}/refused-then-mined-long-ago`, { headers: header });
-      expect(((await refused.json()) as { error: string }).error).toBe("insufficient_funds");
-      const { payload } = JSON.parse(Buffer.from(header["PAYMENT-SIGNATURE"]!, "base64").toString()) as {
-        payload: {
-          signature: Hex;
-          authorization: {
-            from: Address;
-            to: Address;
-            value: string;
-            validAfter: string;
-            validBefore: string;
-            nonce: Hex;
-          };
-        };
-      };
-      const a = payload.authorization;
-      await gw.send(gw.chain.accounts[0]!, {
-        address: chain.token,
-        abi: testUsdAbi,
-        functionName: "mint",
-        args: [payer.address, 10_000n],
-      });
-      const copyTx = await submitCopy({
-        claimed: {
-          signature: payload.signature,
-          authorization: {
-            ...a,
-            value: BigInt(a.value),
-            validAfter: BigInt(a.validAfter),
-            validBefore: BigInt(a.validBefore),
-          },
-        },
-      });
-      expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe(
-        "success",
-      );
+      await minedByAnother(payer, sent);
       // The watcher behind (an outage, or a chain's confirmations) while the chain moves on past the authorization's
       // window: its transfer is searched for in the authorization's own blocks, found, and the payment sent again is
       // answered pending (a nonce already used would be final to an x402 client, which signs anew and pays twice).
@@ -479,7 +411,7 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       const again = await fetch(`${base}/refused-then-mined-long-ago`, { headers: header });
       expect(again.status).toBe(402);
       expect(((await again.json()) as { error: string }).error).toBe("unexpected_settle_error");
-      expect(served).toBe(1);
+      expect(served()).toBe(1);
     } finally {
       await shop.close();
       await snapshot.restore();
