@@ -3,7 +3,15 @@
 // for public chains (the Hardhat chain, 31337, has none: v1 clients cannot pay it unless it runs under a public
 // chain id, e.g. an EVM_CHAINS entry without rpc_url and with chain_id 84532 is "base-sepolia" to `x402-fetch`:
 // test/evm/paywall-x402-v1.test.ts). The token's EIP-712 domain (what `extra.name` / `extra.version` must be) is read from the token, once.
-import { type Address, type Chain, getAddress, type PublicClient, parseAbi, type Transport } from "viem";
+import {
+  type Address,
+  type Chain,
+  getAddress,
+  type Hex,
+  type PublicClient,
+  parseAbi,
+  type Transport,
+} from "viem";
 import type { Asset } from "../../core/index.ts";
 
 /** One chain x402 payments settle on. */
@@ -37,6 +45,24 @@ export const eip3009Abi = parseAbi([
   "function authorizationState(address authorizer, bytes32 nonce) view returns (bool)",
   "function transferWithAuthorization(address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce, uint8 v, bytes32 r, bytes32 s)",
 ]);
+
+/**
+ * Whether the token has used `authorizer`'s `nonce` (EIP-3009 authorizationState: spent, or cancelled), at
+ * `blockNumber` or the latest block. Throws what the node throws.
+ */
+export const nonceUsed = (
+  chain: Pick<X402Chain, "publicClient" | "token">,
+  authorizer: Address,
+  nonce: Hex,
+  blockNumber?: bigint,
+): Promise<boolean> =>
+  chain.publicClient.readContract({
+    address: chain.token,
+    abi: eip3009Abi,
+    functionName: "authorizationState",
+    args: [authorizer, nonce],
+    ...(blockNumber === undefined ? {} : { blockNumber }),
+  });
 
 /** x402 v1's names of public EVM chains (@x402/evm's EVM_NETWORK_CHAIN_ID_MAP), by chain id. */
 const v1NetworkNames: ReadonlyMap<number, string> = new Map([

@@ -72,7 +72,7 @@ import type { Db } from "../db/index.ts";
 import { type Periodic, startPeriodic } from "../periodic/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
 import { type BatchItemRefusal, bookBatchGas, concludeItem } from "./batch.ts";
-import { type ChainRegistry, eip3009Abi, type X402Chain } from "./chains.ts";
+import { type ChainRegistry, nonceUsed, type X402Chain } from "./chains.ts";
 import { bookGas } from "./settle.ts";
 import {
   type ChainHead,
@@ -396,13 +396,7 @@ async function concludeUnmined(
   const { latest, confirmed } = head;
   const left: SubmittedRow[] = [];
   for (const row of rows) {
-    const used = await chain.publicClient.readContract({
-      address: chain.token,
-      abi: eip3009Abi,
-      functionName: "authorizationState",
-      args: [row.payer, row.nonce],
-      blockNumber: latest.number,
-    });
+    const used = await nonceUsed(chain, row.payer, row.nonce, latest.number);
     if (used) {
       deps.logger.error(
         { txHash, rail: chain.rail, payer: row.payer, nonce: row.nonce },

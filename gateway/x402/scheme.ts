@@ -18,7 +18,7 @@ import type {
   SchemePrice,
   SchemeVerdict,
 } from "../paywall/scheme.ts";
-import { eip3009Abi, type TokenDomainExtra, type X402Chain } from "./chains.ts";
+import { nonceUsed, type TokenDomainExtra, type X402Chain } from "./chains.ts";
 import { createClaimBatcher } from "./claims-batch.ts";
 import {
   decodeHeader,
@@ -396,12 +396,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     const { chain, authorization } = signed;
     let used: boolean;
     try {
-      used = await chain.publicClient.readContract({
-        address: chain.token,
-        abi: eip3009Abi,
-        functionName: "authorizationState",
-        args: [authorization.from, authorization.nonce],
-      });
+      used = await nonceUsed(chain, authorization.from, authorization.nonce);
     } catch (error) {
       deps.logger.warn(
         { error, payer: authorization.from },

@@ -32,7 +32,7 @@ import {
   x402GasDetail,
   x402GasId,
 } from "../settlement/index.ts";
-import { eip3009Abi, type X402Chain } from "./chains.ts";
+import { nonceUsed, type X402Chain } from "./chains.ts";
 import type { X402Refusal } from "./refusals.ts";
 import { unspentByOurs } from "./spends.ts";
 import { type CreditTarget, record, release } from "./store.ts";
@@ -157,13 +157,7 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
         if (submitted.refusal === "authorization_used")
           await afterSent(logger, "recording the nonce spent by another", { invoiceId }, async () => {
             const block = await chain.publicClient.getBlockNumber({ cacheTime: 0 });
-            const spent = await chain.publicClient.readContract({
-              address: chain.token,
-              abi: eip3009Abi,
-              functionName: "authorizationState",
-              args: [a.from, a.nonce],
-              blockNumber: block,
-            });
+            const spent = await nonceUsed(chain, a.from, a.nonce, block);
             if (spent)
               await record(deps.settlement.db, chain, a, {
                 status: "failed",

@@ -15,7 +15,7 @@ import {
   toBytes,
 } from "viem";
 import { type Logger, nodeRefused, readInHalves } from "../../core/index.ts";
-import { eip3009Abi, type X402Chain } from "./chains.ts";
+import { nonceUsed, type X402Chain } from "./chains.ts";
 import type { Eip3009Authorization } from "./verify.ts";
 
 const authorizationUsedTopic = keccak256(toBytes("AuthorizationUsed(address,bytes32)"));
@@ -254,13 +254,7 @@ export async function unspentByOurs(
   const through = ours.block !== null && ours.block > latest.number ? ours.block : latest.number;
   let used: boolean;
   try {
-    used = await chain.publicClient.readContract({
-      address: chain.token,
-      abi: eip3009Abi,
-      functionName: "authorizationState",
-      args: [a.from, a.nonce],
-      blockNumber: through,
-    });
+    used = await nonceUsed(chain, a.from, a.nonce, through);
   } catch (error) {
     return cannotSay(error);
   }

@@ -6,7 +6,7 @@
 // refusals.ts; a chain that cannot be read is `unexpected_verify_error`, never a throw.
 import { type Address, BaseError, getAddress, type Hex, isAddressEqual } from "viem";
 import type { Db } from "../db/index.ts";
-import { type ChainRegistry, eip3009Abi, type X402Chain } from "./chains.ts";
+import { type ChainRegistry, eip3009Abi, nonceUsed, type X402Chain } from "./chains.ts";
 import { domainSeparator, recoverAddress, transferDigest } from "./recover.ts";
 import { type Refused, refusedWith } from "./refusals.ts";
 import { exactScheme, maxTimeoutSecondsDefault } from "./requirements.ts";
@@ -444,12 +444,7 @@ export async function whyNotTaken(
   const { publicClient, token } = chain;
   try {
     const [used, balance, latest] = await Promise.all([
-      publicClient.readContract({
-        address: token,
-        abi: eip3009Abi,
-        functionName: "authorizationState",
-        args: [authorization.from, authorization.nonce],
-      }),
+      nonceUsed(chain, authorization.from, authorization.nonce),
       publicClient.readContract({
         address: token,
         abi: eip3009Abi,
