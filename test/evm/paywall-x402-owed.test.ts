@@ -19,7 +19,13 @@ import {
 } from "../../client/pay/index.ts";
 import { remotePaywall, switchyardPaywall } from "../../gateway/paywall/index.ts";
 import { sendGasPassOnce } from "../../gateway/settlement/index.ts";
-import { anotherProcessRail, type Gateway, officialX402Client, startGateway } from "./support.ts";
+import {
+  anotherProcessRail,
+  type Gateway,
+  officialX402Client,
+  signatureOver,
+  startGateway,
+} from "./support.ts";
 
 /** The paying SDK's fetch with the demo payer's key, taking TestUSD up to the paywalls' price. */
 function demoPayerFetch(gw: Gateway) {
@@ -196,23 +202,10 @@ describe("an x402 payment settled after the paywall answered", () => {
     };
     const a = sent.payload.authorization;
     const stranger = privateKeyToAccount(keccak256(stringToHex("a stranger watching the hot wallet")));
-    const forged = await stranger.signTypedData(
-      transferWithAuthorizationTypedData(
-        {
-          name: "USD Coin",
-          version: "2",
-          chainId: gw.chain.chain.id,
-          verifyingContract: gw.chain.contracts.testUsd,
-        },
-        {
-          from: a.from,
-          to: a.to,
-          value: BigInt(a.value),
-          validAfter: BigInt(a.validAfter),
-          validBefore: BigInt(a.validBefore),
-          nonce: a.nonce,
-        },
-      ),
+    const forged = await signatureOver(
+      stranger,
+      { chainId: gw.chain.chain.id, token: gw.chain.contracts.testUsd },
+      a,
     );
     const made = { ...sent, payload: { ...sent.payload, signature: forged } };
     const taken = await fetch(`${base}/owed-repriced`, {

@@ -400,6 +400,31 @@ export async function mintedPayer(gw: Gateway, seed: string, funds: bigint) {
 }
 
 /**
+ * `signer`'s signature over an authorization as a payment's header carries it (its amounts decimal strings), on the
+ * test token's domain: the payer's own when `signer` is the payer, one made up over the payer's public terms otherwise.
+ */
+export function signatureOver(
+  signer: Account,
+  chain: { chainId: number; token: Address },
+  a: { from: Address; to: Address; value: string; validAfter: string; validBefore: string; nonce: Hex },
+): Promise<Hex> {
+  if (signer.signTypedData === undefined) throw new Error("a signer that cannot sign typed data");
+  return signer.signTypedData(
+    transferWithAuthorizationTypedData(
+      { name: "USD Coin", version: "2", chainId: chain.chainId, verifyingContract: chain.token },
+      {
+        from: a.from,
+        to: a.to,
+        value: BigInt(a.value),
+        validAfter: BigInt(a.validAfter),
+        validBefore: BigInt(a.validBefore),
+        nonce: a.nonce,
+      },
+    ),
+  );
+}
+
+/**
  * `payer`'s signed x402 payment of `value` to `chain`'s hot wallet under `nonce` within `window`, credited to
  * `merchant` (the demo merchant unless named), as the facilitator hands it to a settler; `signer`, when another than
  * the payer, makes a bad one.

@@ -36,6 +36,7 @@ import {
   type Gateway,
   mintedPayer,
   officialX402Client,
+  signatureOver,
   signedX402Payment,
   submitCopiedAuthorization,
   x402BatchGateway,
@@ -262,19 +263,7 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       // and is neither served nor answered pending, on the resource's terms or on others (terms moved since,
       // owedOnOtherTerms).
       const stranger = await newPayer("watching the hot wallet for a refused payment", 0n);
-      const forged = await stranger.signTypedData(
-        transferWithAuthorizationTypedData(
-          { name: "USD Coin", version: "2", chainId: chain.chainId, verifyingContract: chain.token },
-          {
-            from: a.from,
-            to: a.to,
-            value: BigInt(a.value),
-            validAfter: BigInt(a.validAfter),
-            validBefore: BigInt(a.validBefore),
-            nonce: a.nonce,
-          },
-        ),
-      );
+      const forged = await signatureOver(stranger, chain, a);
       const decoded = JSON.parse(Buffer.from(header["PAYMENT-SIGNATURE"]!, "base64").toString()) as {
         accepted: { maxTimeoutSeconds: number };
         payload: { signature: Hex };
