@@ -609,23 +609,24 @@ async function startRails(
   closers: Closers,
   deps: Services & { rails: ReadonlyMap<string, Rail>; logger: Logger; events: EventEmitter },
 ): Promise<void> {
+  // An invoice paid is told by the path that paid it, after its commit (settlement/invoices.ts invoicePaid), and a
+  // refund's failure that paid it by its give-back (payments/refunds.ts refundGivesBack), the invoice forgotten as
+  // open as the settlement's own paths forget it. A listener that throws is logged, not turned into a failure of what
+  // committed (a rail's event redelivered finds it applied and tells nothing again; a refund's request would answer
+  // 500).
+  deps.settlement.onInvoicePaid = (invoiceId) => {
+    try {
+      deps.events.emit("invoice.paid", invoiceId);
+    } catch (error) {
+      deps.logger.error({ error, invoiceId }, "a listener of invoice.paid threw");
+    }
+  };
+  deps.payments.onInvoicePaid = (invoiceId) => invoicePaid(deps.settlement, invoiceId);
   const railEvents = {
     settlement: deps.settlement,
     payments: deps.payments,
     logger: deps.logger.child({ module: "settlement" }),
-    // Told after the commit: a listener that throws is logged, not turned into a failure of what committed (a rail's
-    // event redelivered finds it applied and tells nothing again; a refund's request would answer 500).
-    onInvoicePaid: (invoiceId: string) => {
-      try {
-        deps.events.emit("invoice.paid", invoiceId);
-      } catch (error) {
-        deps.logger.error({ error, invoiceId }, "a listener of invoice.paid threw");
-      }
-    },
   };
-  // A refund's failure that its rail answered (on the request or the recovery pass) may pay its invoice again: told
-  // as the rails' events tell it, the invoice forgotten as open.
-  deps.payments.onInvoicePaid = (invoiceId) => invoicePaid(railEvents, invoiceId);
   for (const rail of deps.rails.values()) {
     rail.onEvent((event) => applyRailEvent(railEvents, rail.id, event));
     // Stopped at close even when its start fails partway: the EVM rail arms its refresh before a read of the node

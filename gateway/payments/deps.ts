@@ -38,8 +38,9 @@ export type PaymentsDeps = {
   /** Where a payment still working after its request was answered reports an unexpected failure. */
   logger?: Logger;
   /**
-   * Told after the commit when a refund's failure, answered by its rail (on the request or the recovery pass), paid
-   * its invoice again (refunds.ts runRail): the process's listeners, as a receipt that pays it tells them.
+   * Told after the commit when a refund's failure (the rail's answer to its request or to the recovery pass, or the
+   * rail's event) paid its invoice again (refunds.ts refundGivesBack): the invoice forgotten as open and the process's
+   * listeners told, as a receipt that pays it tells them (app.ts: settlement's invoicePaid). Never throws.
    */
   onInvoicePaid?: (invoiceId: string) => void;
   /** How many attempts open at a restart are resumed in one pass. */

@@ -847,11 +847,8 @@ async function runRail(
     outcome.final !== true
   )
     return;
-  // A failure that paid the invoice again (failedStatement) is told after its commit, as a receipt that pays it is.
-  // Before, `invoice.paid` went to webhooks alone. (A rail's event about the refund is told by
-  // settlement/rail-events.ts, from applyRefundEvent: it does not come through here.)
-  const invoiceId = (await applyOutcome(deps, refund, outcome)) ? invoiceOf(refund) : null;
-  if (invoiceId !== null) deps.onInvoicePaid?.(invoiceId);
+  // A failure that paid the invoice again (failedStatement) is told by its give-back, after its commit.
+  await applyOutcome(deps, refund, outcome);
 }
 
 type RailRefundOutcome =
@@ -1283,7 +1280,10 @@ type GiveBackMember = { givenBack: GivenBack; member: ChainMember | null };
  * record the statement writes when the refund moves now. Computed again when the shortfalls moved under it (another
  * give-back, a reversal recorded or given back, here or in another process), or the invoice's row did (failedStatement
  * decides from new reads whether it is paid again); a refund of a payment collects nothing. Returns whether the
- * statement paid the invoice again (its `paid_now`): false when the refund had moved already.
+ * statement paid the invoice again (its `paid_now`): false when the refund had moved already. One it paid is told to
+ * the process's listeners here, after the commit (deps.onInvoicePaid, as a receipt that pays it tells them), whichever
+ * path failed the refund (the rail's answer to its request or to the recovery pass, the rail's event). Before, each
+ * caller told it from what this returned, and one that threw after the commit (or forgot) left it untold for good.
  */
 async function refundGivesBack(
   deps: RefundsDeps,
@@ -1308,7 +1308,13 @@ async function refundGivesBack(
       ...(collection?.members ?? []),
     ];
     const statement = write.statement(collection);
-    const paidNow = (rows: Row[] | null) => (rows as { paid_now: boolean }[] | null)?.[0]?.paid_now === true;
+    // Whether the statement paid the invoice again, read from its committed rows: one it paid is told there and then.
+    const paidNow = (rows: Row[] | null) => {
+      const paid = (rows as { paid_now: boolean }[] | null)?.[0]?.paid_now === true;
+      const invoiceId = invoiceOf(refund);
+      if (paid && invoiceId !== null) deps.onInvoicePaid?.(invoiceId);
+      return paid;
+    };
     try {
       if (chain.length === 0) return paidNow(await deps.db.query(statement.text, statement.params));
       // A collection's check runs under the ledger's lock (shortfalls.ts).
@@ -1425,10 +1431,10 @@ export async function recoverPendingRefunds(
 
 /**
  * Applies a rail's event that is about a refund, and says so, with the invoice its failure paid again (`paid`:
- * failedStatement; null when it paid none), for the caller to tell as a receipt that pays it is told; null: the event
- * is not about a refund (the caller applies it as usual). A payout refund's end comes as its attempt's event (the
- * refund's id is the attempt id); a provider refund's as a reversal of its invoice (`reversed`: effective;
- * `reinstated`: failed) whose evidence names the provider's refund. Applying one again changes nothing.
+ * failedStatement, told by its give-back already; null when it paid none); null: the event is not about a refund (the
+ * caller applies it as usual). A payout refund's end comes as its attempt's event (the refund's id is the attempt id);
+ * a provider refund's as a reversal of its invoice (`reversed`: effective; `reinstated`: failed) whose evidence names
+ * the provider's refund. Applying one again changes nothing.
  */
 export async function applyRefundEvent(
   deps: RefundsDeps,

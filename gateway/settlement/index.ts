@@ -33,6 +33,7 @@ export {
   type InvoiceRow,
   type InvoiceStatus,
   invoiceFromRow,
+  invoicePaid,
   invoicePaymentRefusalStatus,
   type OpenInvoiceMemory,
   openInvoiceMemoryDefaults,
@@ -42,7 +43,7 @@ export {
   type SubmitInvoicePaymentResult,
   submitInvoicePayment,
 } from "./invoices.ts";
-export { applyRailEvent, invoicePaid, type RailEventDeps } from "./rail-events.ts";
+export { applyRailEvent, type RailEventDeps } from "./rail-events.ts";
 export {
   applyParkedRailCapital,
   type BookCapitalResult,

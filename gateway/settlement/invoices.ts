@@ -99,6 +99,11 @@ export type SettlementDeps = {
   openInvoices: OpenInvoiceMemory;
   /** The configured rails; those with a `receive` take money in for invoices. */
   rails: ReadonlyMap<string, ReceivingRail>;
+  /**
+   * Told after the commit that paid an invoice, by the path that paid it (invoicePaid): the process's listeners (a
+   * paywall waiting on it). Never throws: what it tells has committed (app.ts logs a listener's throw).
+   */
+  onInvoicePaid?: (invoiceId: string) => void;
 };
 
 /**
@@ -146,6 +151,21 @@ export function createOpenInvoiceMemory(limits: { entriesMax: number }): OpenInv
       invoices.delete(id);
     },
   };
+}
+
+/**
+ * An invoice paid by a commit of this process (a receipt, a give-back, the mark a removal finished, a refund's failure:
+ * payments/refunds.ts through app.ts): forgotten as open, no receipt pays it now, and told to the process's listeners,
+ * once, right after that commit, where it is made. Before, the rail's event that paid it told them (rail-events.ts)
+ * from what its path returned: a removal whose give-back threw after the mark it finished paid the invoice told none,
+ * and redelivered found the mark made, `invoice.paid` gone to webhooks alone.
+ */
+export function invoicePaid(
+  deps: Pick<SettlementDeps, "openInvoices" | "onInvoicePaid">,
+  invoiceId: string,
+): void {
+  deps.openInvoices.forget(invoiceId);
+  deps.onInvoicePaid?.(invoiceId);
 }
 
 export type InvoiceStatus = "open" | "paid" | "reversed";
@@ -826,9 +846,13 @@ export async function applyReceived(
       `invoice ${invoice.id} is open but the ledger holds another receipt for it`,
     );
   }
-  deps.openInvoices.forget(invoice.id);
   const [row] = credited.rows as { moved: boolean }[];
-  return row?.moved === true ? "applied" : "duplicate";
+  if (row?.moved !== true) {
+    deps.openInvoices.forget(invoice.id);
+    return "duplicate";
+  }
+  invoicePaid(deps, invoice.id);
+  return "applied";
 }
 
 /** Whether an error is receipt_unrecorded() (migration 0066), along its causes. */
@@ -889,7 +913,7 @@ async function applyReceipt(
   const [counted] = credited.rows as { paid_now: boolean | null }[];
   const paidNow = counted?.paid_now ?? null;
   const outcome = paidNow === null ? "duplicate" : paidNow ? "applied" : "received";
-  if (outcome === "applied") deps.openInvoices.forget(invoice.id);
+  if (outcome === "applied") invoicePaid(deps, invoice.id);
   return outcome;
 }
 
@@ -1132,7 +1156,8 @@ export async function applyReversed(
   shortfall: bigint;
   /**
    * true when the give-back's mark this finished paid the invoice (this reversal was withdrawn already), with
-   * `invoice.paid`: to be told as a give-back that pays it is. Absent otherwise: a reversal itself pays nothing.
+   * `invoice.paid`, told by the mark as a give-back that pays it is (invoicePaid). Absent otherwise: a reversal itself
+   * pays nothing.
    */
   paidNow?: true;
 }> {
@@ -1149,7 +1174,7 @@ export async function applyReversed(
     // that reversal stood unmarked for good once its log was removed (no run of it came again), the deposit counted as
     // taken back twice. The mark does not pay the invoice when this reversal is to take the deposit again: its
     // `invoice.paid` would tell of money known gone, this reversal's record marking it reversed a moment later. One
-    // withdrawn already takes nothing, and the mark pays as its own run would; told as its run's is (paidNow). Before,
+    // withdrawn already takes nothing, and the mark pays as its own run would; told as its run's is (by it). Before,
     // what it paid was dropped: `invoice.paid` went out, and the process's listeners never heard it. Whether this
     // reversal is withdrawn is read in the mark's statement, the invoice's row locked (paidIfDue). Before, it was read
     // here: a withdrawal committed between that read and the mark found the mark not made (the invoice not due), and
@@ -1838,8 +1863,10 @@ export async function applyReinstated(
         throw error;
       });
     if (status === "applied" || status === "withdrawn") {
-      // Paid now: no receipt pays it (a process that remembers it open would try to credit one).
-      if (paidNow) deps.openInvoices.forget(invoice.id);
+      // Paid now: no receipt pays it (a process that remembers it open would try to credit one), and its listeners
+      // hear it here, whoever called: the mark a removal finishes (applyReversed) goes on to its own give-back, which
+      // may throw after this commit.
+      if (paidNow) invoicePaid(deps, invoice.id);
       return { status, amount, paidNow };
     }
     if (status !== "recorded_since") return { status, amount: 0n, paidNow: false };

@@ -29,8 +29,6 @@ export type RailEventDeps = {
   readonly settlement: SettlementDeps;
   readonly payments: PaymentsDeps;
   readonly logger: Logger;
-  /** Told after an invoice was paid by this event (in-process notification, after the commit). */
-  readonly onInvoicePaid?: (invoiceId: string) => void;
 };
 
 /**
@@ -61,28 +59,11 @@ export async function applyRailEvent(
   return verdict;
 }
 
-/**
- * An invoice an event paid (a receipt, a give-back, a removal that finished a give-back's mark, a refund's failure,
- * whether the rail's event or its answer to a refund's request told it: app.ts): forgotten as open, as the settlement's
- * own paths forget it (a refund's failure is written by payments, which keeps no memory of open invoices), and told to
- * the process's listeners. Before, only a receipt and a give-back were told.
- */
-export function invoicePaid(
-  deps: Pick<RailEventDeps, "settlement" | "onInvoicePaid">,
-  invoiceId: string,
-): void {
-  deps.settlement.openInvoices.forget(invoiceId);
-  deps.onInvoicePaid?.(invoiceId);
-}
-
 async function applyMoney(deps: RailEventDeps, rail: string, event: RailEvent): Promise<RailEventVerdict> {
-  // A refund's end: its payout attempt's event, or its provider's reversal of the invoice (not taken twice). Its
-  // failure may pay the invoice again (failedStatement): told as a receipt that pays it is.
-  const refund = await applyRefundEvent(deps.payments, rail, event);
-  if (refund !== null) {
-    if (refund.paid !== null) invoicePaid(deps, refund.paid);
-    return "applied";
-  }
+  // A refund's end: its payout attempt's event, or its provider's reversal of the invoice (not taken twice). An invoice
+  // any of these paid (a receipt, a give-back, a refund's failure) is told by the path that paid it, after its commit
+  // (invoices.ts invoicePaid): not here, from what it returned, which a throw after that commit would lose.
+  if ((await applyRefundEvent(deps.payments, rail, event)) !== null) return "applied";
   switch (event.kind) {
     case "attempt_succeeded":
     case "attempt_failed":
@@ -90,7 +71,6 @@ async function applyMoney(deps: RailEventDeps, rail: string, event: RailEvent): 
       return "applied";
     case "received": {
       const outcome = await applyReceived(deps.settlement, { rail, ...event });
-      if (outcome === "applied") invoicePaid(deps, event.reference);
       if (outcome !== "unknown_reference") return "applied";
       deps.logger.info({ rail, reference: event.reference }, "money in for a reference that is not ours");
       return "not_ours";
@@ -99,8 +79,6 @@ async function applyMoney(deps: RailEventDeps, rail: string, event: RailEvent): 
       const outcome = await applyReversed(deps.settlement, { rail, ...event });
       // A reversal of one receipt never credited took nothing: the rail must not count it as a reversal.
       if (outcome.status === "not_received") return "not_ours";
-      // The give-back's mark it finished, this removal withdrawn already, paid the invoice: told as a give-back's.
-      if (outcome.paidNow === true) invoicePaid(deps, event.reference);
       // The shortfall is recorded with the reversal and collected from what is given back later (shortfalls.ts);
       // until then the rail's clearing account says the rail holds that much more than it does.
       if (outcome.shortfall > 0n)
@@ -110,13 +88,11 @@ async function applyMoney(deps: RailEventDeps, rail: string, event: RailEvent): 
         );
       return "applied";
     }
-    case "reinstated": {
+    case "reinstated":
       // A give-back pays an invoice as a receipt does (its reorganised part-payment mined again, its last reversal
-      // given back): told too. Before, only a receipt that paid it was, and a listener waiting for it never heard.
-      const outcome = await applyReinstated(deps.settlement, { rail, ...event });
-      if (outcome.paidNow) invoicePaid(deps, event.reference);
+      // given back), and tells it as one does.
+      await applyReinstated(deps.settlement, { rail, ...event });
       return "applied";
-    }
     // A fee of money received before: booked below, once the invoice says the money came in on this rail as offered.
     case "fee":
       return (await receivedOn(deps.settlement.db, { id: event.reference, rail, evidence: event.evidence }))

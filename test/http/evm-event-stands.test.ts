@@ -566,4 +566,52 @@ describe("a rail's check carried by an event", () => {
     // Before: nothing heard; what the mark paid was dropped, told to webhooks alone.
     expect(heard).toEqual([id]);
   });
+
+  it("tells the process's listeners that the mark a removal finished paid the invoice when the removal's own give-back then fails, once", async () => {
+    const { id, txHash, reorg, again, told } = await giveBackUnmarked();
+    const toldBefore = (await told()).length;
+    await minedAgain(txHash, 3);
+    expect(await applyReinstated(gw.app.settlement, { ...again, stands: stands(txHash, 3) })).toEqual({
+      status: "withdrawn",
+      amount: 0n,
+      paidNow: false,
+    });
+    const heard = invoicesHeardPaid(gw.app);
+    // The removal's give-back of itself (withdrawn) fails once the mark it finished committed and paid the invoice.
+    const { ledger } = gw.app.settlement;
+    let failed = false;
+    const giveBackFailing: SettlementDeps = {
+      ...gw.app.settlement,
+      ledger: {
+        ...ledger,
+        lookupTransfers: async (...args) => {
+          if (!failed && (await statusOf(id)) === "paid") {
+            failed = true;
+            throw new Error("crash");
+          }
+          return await ledger.lookupTransfers(...args);
+        },
+      },
+    };
+    const removed = {
+      kind: "reversed" as const,
+      reference: id,
+      key: again.key,
+      amount: 2_000_000n,
+      evidence,
+      takes: { reinstated: reorg.key },
+    };
+    await expect(applyReversed(giveBackFailing, { rail: "toystands", ...removed })).rejects.toThrow("crash");
+    expect(failed).toBe(true);
+    expect(await statusOf(id)).toBe("paid");
+    expect((await told()).slice(toldBefore)).toEqual(["invoice.reinstated", "invoice.paid"]);
+    // Heard as the mark committed. Before: nothing, and the redelivery below found the mark made and told nothing
+    // either: `invoice.paid` went to webhooks alone, a paywall waiting in this process never heard it.
+    expect(heard).toEqual([id]);
+    // Redelivered through the rail's events: it takes nothing and tells nothing again.
+    expect(await toyEvents?.(removed)).toBe("applied");
+    expect(await statusOf(id)).toBe("paid");
+    expect((await told()).slice(toldBefore)).toEqual(["invoice.reinstated", "invoice.paid"]);
+    expect(heard).toEqual([id]);
+  });
 });
