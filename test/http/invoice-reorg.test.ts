@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assets, type Rail, type RailEventHandler } from "../../core/index.ts";
 import { serverRaised } from "../../gateway/db/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
+import { transferCodes } from "../../gateway/ledger/index.ts";
 import { createRefund, getRefund, recoverPendingRefunds } from "../../gateway/payments/index.ts";
 import { claimableOf, claimStatement, failedStatement } from "../../gateway/payments/refunds-store.ts";
 import {
@@ -531,6 +532,119 @@ describe("a failure of a refund of a reversed invoice, told by the rail", () => 
     // Asked again, the refund is failed already: nothing more is told.
     await recoverPendingRefunds(gw.app.payments, { quietMs: 0 });
     expect(heard).toEqual([id]);
+  });
+
+  /** How many of `type` the outbox holds of refund `refundId`. */
+  const refundEvents = async (refundId: string, type: string) =>
+    (
+      await gw.app.db.query(`SELECT 1 FROM outbox WHERE type = $1 AND payload->>'refund_id' = $2`, [
+        type,
+        refundId,
+      ])
+    ).length;
+  const paidEvents = async (invoiceId: string) =>
+    (await eventsOf(invoiceId)).filter((type) => type === "invoice.paid").length;
+
+  it("pays it once when the provider's failure is delivered again: one invoice.paid, its listeners told once", async () => {
+    const { id, refund } = await reversedWithPendingRefund();
+    const paidBefore = await paidEvents(id);
+    const heard = invoicesHeardPaid(gw.app);
+    const reference = `toy_re_${refund.id}`;
+    const failed = {
+      kind: "reinstated" as const,
+      reference: id,
+      key: `refund:${reference}`,
+      evidence: { ...evidence, reference },
+    };
+    expect(await toyEvents?.(failed)).toBe("applied");
+    expect(await toyEvents?.(failed)).toBe("applied");
+    expect((await getRefund(gw.app.db, { tenantId: "ten_demo", id: refund.id }))?.status).toBe("failed");
+    expect(await statusOf(id)).toBe("paid");
+    expect((await paidEvents(id)) - paidBefore).toBe(1);
+    expect(await refundEvents(refund.id, "refund.failed")).toBe(1);
+    expect(heard).toEqual([id]);
+  });
+
+  it("pays it once when the failure comes as the refund's attempt event, delivered again: its listeners told once", async () => {
+    const { id, refund } = await reversedWithPendingRefund();
+    const paidBefore = await paidEvents(id);
+    const heard = invoicesHeardPaid(gw.app);
+    // The refund's end as its attempt's event (a payout refund's: the attempt's id is the refund's), applyRefundEvent.
+    const failed = {
+      kind: "attempt_failed" as const,
+      attemptId: refund.id,
+      code: "rejected" as const,
+      message: "the payout failed",
+      retryElsewhere: false,
+    };
+    expect(await toyEvents?.(failed)).toBe("applied");
+    expect(await toyEvents?.(failed)).toBe("applied");
+    const ended = await getRefund(gw.app.db, { tenantId: "ten_demo", id: refund.id });
+    expect(ended?.status).toBe("failed");
+    expect(await statusOf(id)).toBe("paid");
+    expect((await paidEvents(id)) - paidBefore).toBe(1);
+    expect(await refundEvents(refund.id, "refund.failed")).toBe(1);
+    expect(heard).toEqual([id]);
+  });
+
+  it("undoes a succeeded refund whose post an earlier version moved back apart: nothing moved twice, the refund failed", async () => {
+    // An over-paid invoice of 10 (10 + 5), a refund of the excess 5 its provider takes, then fails.
+    const id = await invoiceOf("10");
+    expect(await receive(id, "r0", 10_000_000n)).toBe("applied");
+    expect(await receive(id, "r1", 5_000_000n)).toBe("received");
+    const made = await createRefund(gw.app.payments, {
+      tenantId: "ten_demo",
+      target: { kind: "invoice", invoiceId: id },
+      amount: "5",
+      reason: null,
+      metadata: {},
+      destination: null,
+      idempotencyKey: null,
+    });
+    if (!made.ok) throw new Error(made.message);
+    const refund = made.refund;
+    const reference = `toy_re_${refund.id}`;
+    const named = { reference: id, key: `refund:${reference}`, evidence: { ...evidence, reference } };
+    expect(await toyEvents?.({ kind: "reversed", amount: 5_000_000n, ...named })).toBe("applied");
+    expect((await getRefund(gw.app.db, { tenantId: "ten_demo", id: refund.id }))?.status).toBe("succeeded");
+    // The post moved back by an earlier version, apart from the refund's status (refunds.ts undoSucceeded).
+    const undone = derivedLedgerId(refund.id, "refund-undone");
+    const [posted] = await gw.app.ledger.lookupTransfers([derivedLedgerId(refund.id, "refund-post")]);
+    if (posted === undefined) throw new Error("the refund has no post");
+    const balance = async () => {
+      const [account] = await gw.app.ledger.lookupAccounts([posted.debitAccountId]);
+      return (account?.creditsPosted ?? 0n) - (account?.debitsPosted ?? 0n);
+    };
+    const [written] = await gw.app.ledger.createTransfers([
+      {
+        id: undone,
+        debitAccountId: posted.creditAccountId,
+        creditAccountId: posted.debitAccountId,
+        amount: posted.amount,
+        ledger: posted.ledger,
+        code: transferCodes.refunds.refundUndone,
+        userData128: derivedLedgerId(refund.id, "refund-hold"),
+      },
+    ]);
+    expect(written?.status).toBe("created");
+    const before = await balance();
+    const paidBefore = await paidEvents(id);
+    const heard = invoicesHeardPaid(gw.app);
+    // The provider fails it: every post is back already, so the give-back's chain is empty and its statement alone
+    // moves the refund.
+    const failed = { kind: "reinstated" as const, ...named };
+    expect(await toyEvents?.(failed)).toBe("applied");
+    expect(await toyEvents?.(failed)).toBe("applied");
+    const ended = await getRefund(gw.app.db, { tenantId: "ten_demo", id: refund.id });
+    expect(ended?.status).toBe("failed");
+    expect(await refundEvents(refund.id, "refund.failed")).toBe(1);
+    // Nothing moved again: the account holds what the earlier move back gave it, once.
+    expect(await balance()).toBe(before);
+    expect(await gw.app.ledger.lookupTransfers([undone])).toHaveLength(1);
+    // Paid all along (it held 15 of its 10): its failure pays nothing, and tells nothing.
+    expect(await statusOf(id)).toBe("paid");
+    expect((await paidEvents(id)) - paidBefore).toBe(0);
+    expect(heard).toEqual([]);
   });
 });
 
