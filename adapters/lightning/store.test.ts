@@ -603,7 +603,7 @@ describe("rail store", () => {
         sent: true,
         createdAtMs: 5,
         paymentHash: hash,
-        request: "lnbcrt1a",
+        request: invoiceOf(hash),
       },
       // A keysend's: its hash alone.
       {
@@ -627,14 +627,14 @@ describe("rail store", () => {
         sent: true,
         createdAtMs: 5,
         paymentHash: hash,
-        request: "lnbcrt1a",
+        request: invoiceOf(hash),
       },
     );
     await first.close();
     for (let reopen = 0; reopen < 2; reopen++)
       expect(new Map((await reopened()).forgottenSends)).toEqual(
         new Map([
-          ["address", { firstAtMs: 5, paymentHash: hash, request: "lnbcrt1a", earlierHashes: [] }],
+          ["address", { firstAtMs: 5, paymentHash: hash, request: invoiceOf(hash), earlierHashes: [] }],
           ["keysend", { firstAtMs: 1, paymentHash: "ef".repeat(32), request: null, earlierHashes: [] }],
           ["old", { firstAtMs: 1, paymentHash: null, request: null, earlierHashes: [] }],
         ]),
@@ -651,8 +651,59 @@ describe("rail store", () => {
       sent: true,
       createdAtMs: 5,
       paymentHash: hash,
-      request: "lnbcrt1a",
+      request: invoiceOf(hash),
     });
+  });
+
+  it("refuses a journal whose mark names an invoice of another hash than its own, or text no invoice, by its line; one last, as a torn line, is applied not at all", async () => {
+    const file = path.join(directory, "forgotten-foreign.jsonl");
+    const [own, foreign] = ["a1", "b2"].map((byte) => byte.repeat(32)) as [string, string];
+    const mark = (request: string, fields: Partial<RailStoreRecord> = {}): RailStoreRecord =>
+      ({
+        t: "withdrawn",
+        attemptId: "marked",
+        sent: true,
+        createdAtMs: 5,
+        paymentHash: own,
+        request,
+        ...fields,
+      }) as RailStoreRecord;
+    const unreadable = async (...records: RailStoreRecord[]) => {
+      await writeFile(file, records.map((record) => `${JSON.stringify(record)}\n`).join(""));
+      return (await createFileRailStore(file)
+        .load()
+        .catch((error: unknown) => error)) as RailStoreError;
+    };
+    const marked = { ...(attempt("marked") as Extract<RailStoreRecord, { t: "attempt" }>), paymentHash: own };
+    const cases = [
+      // Another payment's invoice: sent afresh as this attempt's, or journalled as what it paid.
+      mark(invoiceOf(foreign)),
+      mark("lnbcrt1marked"),
+      // Naming no hash of its own, after a mark of its hash: the one its invoice is of is still not its.
+      mark(invoiceOf(foreign), { paymentHash: undefined }),
+    ];
+    for (const line of cases) {
+      const refused = await unreadable(marked, mark(invoiceOf(own)), line, attempt("after"));
+      expect(refused).toBeInstanceOf(RailStoreError);
+      expect(refused.shortMessage).toBe("journal line unreadable");
+      expect(refused.details).toMatch(
+        /forgotten-foreign\.jsonl:3: .*a withdrawn line's invoice is not one of its payment hash/,
+      );
+    }
+    // Its own invoice, and one its line names by the hash it carries over: read.
+    const read = async (...records: RailStoreRecord[]) => {
+      await writeFile(file, records.map((record) => `${JSON.stringify(record)}\n`).join(""));
+      const store = createFileRailStore(file);
+      const state = await store.load();
+      await store.close();
+      return state;
+    };
+    const state = await read(marked, mark(invoiceOf(own)), mark(invoiceOf(own), { paymentHash: undefined }));
+    expect(state.forgottenSends.get("marked")).toMatchObject({ paymentHash: own, request: invoiceOf(own) });
+    // Last, it is taken for a line torn by a crash: dropped whole, the attempt it would withdraw still standing.
+    const torn = await read(marked, mark(invoiceOf(foreign)));
+    expect(torn.forgottenSends.has("marked")).toBe(false);
+    expect(torn.attempts.get("marked")).toMatchObject({ paymentHash: own, outcome: null });
   });
 
   it("keeps the hashes a Lightning Address attempt found never taken sent before its mark replaced its invoice, and their invoices, through compacted reopens and its new invoice found never taken again, until its id has an outcome; a mark journalled with their hashes alone reads as it was", async () => {

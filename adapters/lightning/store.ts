@@ -250,6 +250,24 @@ export function applyRecord(state: RailState, record: RailStoreRecord): void {
       return;
     }
     case "withdrawn": {
+      const known = state.forgottenSends.get(record.attemptId);
+      const paymentHash =
+        typeof record.paymentHash === "string" ? record.paymentHash : (known?.paymentHash ?? null);
+      // A mark's invoice is sent afresh as the attempt's (send.ts addressInvoiceAfresh) and journalled as what it paid
+      // (followEarlier): one of another hash (a line edited, or one that paired them wrong) would send, or prove, a
+      // payment that is not the one LND may be making. The line is refused as a corrupt one is, before any of it is
+      // applied: kept, another's invoice is paid; dropped, its address is asked anew while LND may yet take the first.
+      if (
+        record.sent === true &&
+        typeof record.createdAtMs === "number" &&
+        typeof record.request === "string"
+      ) {
+        const parsed = parseBolt11(record.request);
+        if (!parsed.ok || parsed.value.paymentHash !== paymentHash)
+          throw new RailStoreError("a withdrawn line's invoice is not one of its payment hash", {
+            details: `${paymentHash ?? "no hash"}: ${parsed.ok ? `the invoice's is ${parsed.value.paymentHash}` : parsed.error}`,
+          });
+      }
       // Only ever written for an attempt with no outcome; one with an outcome was sent, and is kept.
       const attempt = state.attempts.get(record.attemptId);
       if (attempt !== undefined && attempt.outcome !== null) return;
@@ -257,9 +275,6 @@ export function applyRecord(state: RailState, record: RailStoreRecord): void {
       // Kept (alone once compacted) until the id has an outcome; the earliest line's time, were it forgotten twice.
       // A withdrawal without `sent` (withdraw's, or one written before it) leaves a mark of the id as it is.
       if (record.sent === true && typeof record.createdAtMs === "number") {
-        const known = state.forgottenSends.get(record.attemptId);
-        const paymentHash =
-          typeof record.paymentHash === "string" ? record.paymentHash : (known?.paymentHash ?? null);
         const earlier = Array.isArray(record.earlierHashes)
           ? record.earlierHashes.filter((hash): hash is string => typeof hash === "string")
           : [];
