@@ -953,11 +953,12 @@ async function pointedBackUnbumped(journal: SendJournal, row: SendRow, to: Hex):
  * replaced: evicted, the node restarted, the usual reason a send waits past replaceAfterMs): the transactions it
  * replaced broadcast again as they are, the newest first, and the send left to the first the node takes (leftToHeld);
  * "every_one_refused" when each was broadcast again and refused; null when it stopped before asking every one (or the
- * send replaced none). Not after a refusal such a one meets as well: an underpriced one (geth's bare "transaction
- * underpriced", its pool full or the fee below its txpool.pricelimit: one replaced offers less), one of the nonce or
- * the gas every one of them shares (refusedAlikeTexts), the node out of reach or rate limiting (saidNothing: the loop
- * stops there too, and a bump refused as costing too much is not bumped over for a while, unbumpedUntilAsked; each one
- * refused is said at debug). Before, the send was not taken, each pass signed a further bump over the refused one
+ * send replaced none); one costing no less than one refused in the pass as costing too much is refused alike, not
+ * broadcast again (costsNoLess). Not after a refusal such a one meets as well: an underpriced one (geth's bare
+ * "transaction underpriced", its pool full or the fee below its txpool.pricelimit: one replaced offers less), one of
+ * the nonce or the gas every one of them shares (refusedAlikeTexts), the node out of reach or rate limiting
+ * (saidNothing: the loop stops there too, and a bump refused as costing too much is not bumped over for a while,
+ * unbumpedUntilAsked; each one refused is said at debug). Before, the send was not taken, each pass signed a further bump over the refused one
  * (12.5% compounding up to the cap, each refused), the one replaced, which the node would take, was never broadcast
  * again, and past stalledAfterMs every new payout was refused. Every one refused, the send may be left to the one the
  * bump was signed over (leftToSignedOver: the bump refused as costing too much).
@@ -984,7 +985,20 @@ async function replacedTakenAgain(
     await unbumpedUntilAsked(journal, row, text);
     return null; // the database not answering: not taken, as before
   }
+  // What each transaction of the send refused in this pass as costing too much costs (the bump first): one that costs
+  // no less is refused alike, and not broadcast again (costsNoLess).
+  const refusedCosts: Cost[] = [];
+  const rowCost = costOf(row.raw_tx);
+  if (rowCost !== null && costsTooMuchTexts.some((said) => text.includes(said))) refusedCosts.push(rowCost);
   for (const older of replaced) {
+    const olderCost = costOf(older.raw_tx);
+    if (olderCost !== null && refusedCosts.some((refused) => costsNoLess(olderCost, refused))) {
+      journal.logger.debug(
+        { send: row.attempt_id, txHash: older.tx_hash },
+        "send's transaction replaced by a refused bump not broadcast again: it costs no less than one refused as costing too much",
+      );
+      continue;
+    }
     try {
       await journal.publicClient.sendRawTransaction({ serializedTransaction: older.raw_tx });
     } catch (olderError) {
@@ -992,12 +1006,15 @@ async function replacedTakenAgain(
         await unbumpedUntilAsked(journal, row, text);
         return null;
       }
-      if (!saysHeld(errorText(olderError).toLowerCase())) {
+      const olderText = errorText(olderError).toLowerCase();
+      if (!saysHeld(olderText)) {
         // Refused too (a wallet short of ETH for it): the next older one.
         journal.logger.debug(
           { send: row.attempt_id, txHash: older.tx_hash, error: shortMessage(olderError) },
           "send's transaction replaced by a refused bump broadcast again, and refused too",
         );
+        if (olderCost !== null && costsTooMuchTexts.some((said) => olderText.includes(said)))
+          refusedCosts.push(olderCost);
         continue;
       }
     }
@@ -1010,6 +1027,31 @@ async function replacedTakenAgain(
     return leftToHeld(journal, row, older.tx_hash);
   }
   return replaced.length > 0 ? "every_one_refused" : null;
+}
+
+/** What a transaction may cost its wallet: gas at its fee cap, and the value it carries. */
+type Cost = { gas: bigint; maxFeePerGas: bigint; value: bigint };
+
+/** What `raw` may cost; null when it carries no fee cap or gas limit, or does not parse (broadcast again as ever). */
+function costOf(raw: Hex): Cost | null {
+  try {
+    const { gas, maxFeePerGas, value } = parseTransaction(raw);
+    return gas === undefined || maxFeePerGas === undefined ? null : { gas, maxFeePerGas, value: value ?? 0n };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Whether `cost` is no less than `refused` in each part (gas, fee cap, value): a node that refused `refused` as costing too much (a wallet
+ * short of gas * fee cap + value, a fee cap on gas * fee cap: costsTooMuchTexts) refuses it alike. A send's
+ * transactions share their gas and value, so the ones costing no less than a refused one are those with a fee cap no
+ * lower: each bump over the one the row points back at, once that one is refused so. Before, every pass while the node
+ * refused them all broadcast each again, one call each, a refused bump kept each stalledAfterMs while the fees moved
+ * (about 720 a day at worst); those cheaper are still asked, the newest first (a wallet that pays one of them).
+ */
+function costsNoLess(cost: Cost, refused: Cost): boolean {
+  return cost.gas >= refused.gas && cost.maxFeePerGas >= refused.maxFeePerGas && cost.value >= refused.value;
 }
 
 /**

@@ -1799,6 +1799,123 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
     },
   );
 
+  /**
+   * A long refusal as the code leaves it: three bumps over `sent`, signed as the fees rose (twice, three and four times
+   * its fees), each refused and kept among the send's, the row pointed back at `sent` each time; the newest first.
+   */
+  async function refusedBumpsKept(key: string, sent: { raw_tx: `0x${string}` }) {
+    const old = parseTransaction(sent.raw_tx);
+    const bumps: { tx_hash: `0x${string}`; raw_tx: `0x${string}` }[] = [];
+    for (const times of [2n, 3n, 4n]) {
+      const raw = await gw.chain.walletClient.signTransaction({
+        account: gw.chain.walletClient.account!,
+        chain: gw.chain.chain,
+        type: "eip1559",
+        nonce: old.nonce!,
+        to: old.to!,
+        data: old.data!,
+        gas: old.gas!,
+        maxFeePerGas: old.maxFeePerGas! * times,
+        maxPriorityFeePerGas: old.maxPriorityFeePerGas! * times,
+      });
+      await gw.app.db.query(
+        "INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) VALUES ($1, $2, $3)",
+        [key, keccak256(raw), raw],
+      );
+      bumps.unshift({ tx_hash: keccak256(raw), raw_tx: raw });
+    }
+    return bumps;
+  }
+
+  it("refused as costing too much through a long refusal, the fees moving: the bumps kept cost no call to broadcast again once a cheaper one is refused so", async () => {
+    const { first, broke, asked, publicClient } = refusingBumps();
+    const key = "bumps-refused:broke:long";
+    const journal = stallingJournal(publicClient, 120_000); // no bump due: the chain as it was left
+    let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
+    await setAutomine(false);
+    try {
+      sent = await transferOf(journal, key);
+      expect(sent).toMatchObject({ broadcast: "taken", nonce: first.nonce });
+      if ("status" in sent) throw new Error("the send was refused");
+      const bumps = await refusedBumpsKept(key, sent);
+      // The pool drops it (the node restarted), and the wallet has since no ETH for any transaction of the send.
+      await gw.chain.networkHelpers.dropTransaction(sent.tx_hash);
+      broke.on = true;
+      asked.length = 0;
+      await keepOpenSends(journal);
+      // Before: each bump broadcast again, costing more than the first one the node had just refused so.
+      expect(asked).toEqual([sent.raw_tx]);
+      // Another process, a bump due: signed over the first at the fees of now, refused; the first broadcast again (it
+      // costs less), refused as well; none of the bumps before.
+      asked.length = 0;
+      await keepOpenSends(stallingJournal(publicClient, 0));
+      const sentHash = sent.tx_hash;
+      const hashes = await hashesOfSend(gw.app.db, sent);
+      expect(hashes).toHaveLength(5);
+      const bumpedNow = hashes.find(
+        (hash) => hash !== sentHash && !bumps.some((bump) => bump.tx_hash === hash),
+      );
+      expect(asked.map((raw) => keccak256(raw))).toEqual([bumpedNow, sent.tx_hash]);
+      // Every one kept among the send's (another node may have taken one), the row pointed back at the first.
+      const replaced = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
+        "SELECT tx_hash FROM evm_sends_replaced WHERE attempt_id = $1",
+        [key],
+      );
+      expect(new Set(replaced.map((row) => row.tx_hash))).toEqual(
+        new Set([bumpedNow, ...bumps.map((bump) => bump.tx_hash)]),
+      );
+      const [row] = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
+        "SELECT tx_hash FROM evm_sends WHERE attempt_id = $1",
+        [key],
+      );
+      expect(row?.tx_hash).toBe(sent.tx_hash);
+      // The wallet topped up: the first is taken again, at its fees.
+      broke.on = false;
+      await keepOpenSends(journal);
+      expect(await gw.chain.publicClient.getTransaction({ hash: sent.tx_hash })).toMatchObject({
+        hash: sent.tx_hash,
+      });
+    } finally {
+      broke.on = false;
+      await setAutomine(true);
+      await gw.chain.networkHelpers.mine(1);
+    }
+    await expectMined([sent]);
+  });
+
+  it("refused in other words than costing too much through a long refusal: every bump kept broadcast again, a costlier one may be taken", async () => {
+    const { first, broke, asked, publicClient } = refusingBumps();
+    Object.assign(broke, {
+      message: "max fee per gas less than block base fee: address 0x0, maxFeePerGas: 1 baseFee: 2",
+    });
+    const key = "bumps-refused:fee-low:long";
+    const journal = stallingJournal(publicClient, 120_000); // no bump due: the chain as it was left
+    let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
+    await setAutomine(false);
+    try {
+      sent = await transferOf(journal, key);
+      expect(sent).toMatchObject({ broadcast: "taken", nonce: first.nonce });
+      if ("status" in sent) throw new Error("the send was refused");
+      const bumps = await refusedBumpsKept(key, sent);
+      await gw.chain.networkHelpers.dropTransaction(sent.tx_hash);
+      broke.on = true;
+      asked.length = 0;
+      await keepOpenSends(journal);
+      // A fee too low for one is no reason to refuse one offering more: each asked, the newest first.
+      expect(asked).toEqual([sent.raw_tx, ...bumps.map((bump) => bump.raw_tx)]);
+    } finally {
+      broke.on = false;
+      await setAutomine(true);
+      // Broadcast as a pass would once the node takes the send's first transaction again.
+      if (sent !== undefined && !("status" in sent))
+        await gw.chain.provider
+          .request({ method: "eth_sendRawTransaction", params: [sent.raw_tx] } as never)
+          .catch(() => undefined);
+      await gw.chain.networkHelpers.mine(1);
+    }
+    await expectMined([sent]);
+  });
+
   it.each([
     // A fee too low for the block (the base fee rose past it), every transaction of the send refused alike: a further
     // bump is what the node asks.
