@@ -600,6 +600,7 @@ function createServices(deps: {
     accounts,
     openInvoices: createOpenInvoiceMemory(openInvoiceMemoryDefaults),
     rails,
+    logger: deps.logger.child({ module: "settlement" }),
   };
   return { market, accounts, payments, settlement };
 }
@@ -611,14 +612,20 @@ async function startRails(
 ): Promise<void> {
   // An invoice paid is told by the path that paid it, after its commit (settlement/invoices.ts invoicePaid), and a
   // refund's failure that paid it by its give-back (payments/refunds.ts refundGivesBack), the invoice forgotten as
-  // open as the settlement's own paths forget it. A listener that throws is logged, not turned into a failure of what
-  // committed (a rail's event redelivered finds it applied and tells nothing again; a refund's request would answer
-  // 500).
+  // open as the settlement's own paths forget it. A listener that throws, or whose promise rejects, is logged, not
+  // turned into a failure of what committed (a rail's event redelivered finds it applied and tells nothing again; a
+  // refund's request would answer 500). Each listener is called on its own: emit stops at the first that throws, and
+  // the rest never heard it; and a rejection emit never sees went unhandled.
   deps.settlement.onInvoicePaid = (invoiceId) => {
-    try {
-      deps.events.emit("invoice.paid", invoiceId);
-    } catch (error) {
+    const threw = (error: unknown) =>
       deps.logger.error({ error, invoiceId }, "a listener of invoice.paid threw");
+    // rawListeners and `this` as emit gives them: a listener added with `once` is removed as emit removes it.
+    for (const listener of deps.events.rawListeners("invoice.paid")) {
+      try {
+        Promise.resolve(listener.call(deps.events, invoiceId)).catch(threw);
+      } catch (error) {
+        threw(error);
+      }
     }
   };
   deps.payments.onInvoicePaid = (invoiceId) => invoicePaid(deps.settlement, invoiceId);

@@ -40,7 +40,8 @@ export type PaymentsDeps = {
   /**
    * Told after the commit when a refund's failure (the rail's answer to its request or to the recovery pass, or the
    * rail's event) paid its invoice again (refunds.ts refundGivesBack): the invoice forgotten as open and the process's
-   * listeners told, as a receipt that pays it tells them (app.ts: settlement's invoicePaid). Never throws.
+   * listeners told, as a receipt that pays it tells them (app.ts: settlement's invoicePaid). Should not throw: one that
+   * does is logged (`logger`), the refund's failure committed and answered as such.
    */
   onInvoicePaid?: (invoiceId: string) => void;
   /** How many attempts open at a restart are resumed in one pass. */

@@ -910,21 +910,22 @@ function fromAttemptOutcome(outcome: AttemptOutcome): RailRefundOutcome {
   }
 }
 
-/** Applies the rail's answer; returns whether it paid the refund's invoice again (a failure: finishFailed). */
-async function applyOutcome(deps: RefundsDeps, refund: Refund, outcome: RailRefundOutcome): Promise<boolean> {
+/** Applies the rail's answer. A failure that paid the refund's invoice again is told by its give-back (finishFailed). */
+async function applyOutcome(deps: RefundsDeps, refund: Refund, outcome: RailRefundOutcome): Promise<void> {
   switch (outcome.status) {
     case "succeeded":
       await finishSucceeded(deps, refund, outcome);
-      return false;
+      return;
     case "failed":
-      return await finishFailed(deps, refund, {
+      await finishFailed(deps, refund, {
         code: outcome.code,
         message: storableText(outcome.message),
         evidence: null,
       });
+      return;
     case "in_flight":
       await markInFlight(deps.db, refund.id, outcome);
-      return false;
+      return;
   }
 }
 
@@ -1140,15 +1141,15 @@ async function feeLegs(
 /**
  * Voids every hold with `refund.failed` and gives the claim back, once: nothing moved. What the holds release first
  * settles the shortfalls of the invoice's reversals on those accounts (a dispute applied while the refund was held
- * could take only what was not held; the provider took all of it): refundGivesBack. Returns whether that paid the
- * invoice again.
+ * could take only what was not held; the provider took all of it): refundGivesBack, which tells an invoice that paid
+ * again.
  */
 async function finishFailed(
   deps: RefundsDeps,
   refund: Refund,
   failure: { code: RefundFailureCode; message: string; evidence: SettlementEvidence | null },
-): Promise<boolean> {
-  return await refundGivesBack(deps, refund, {
+): Promise<void> {
+  await refundGivesBack(deps, refund, {
     label: `the release of refund ${refund.id}`,
     evidence:
       failure.evidence === null
@@ -1180,15 +1181,11 @@ async function finishFailed(
  * A refund that succeeded and that its provider then failed (Stripe's refund.failed): what it took goes back to the
  * accounts, the claim is given back, `refund.failed`; of what goes back, the shortfalls of the invoice's reversals on
  * those accounts are settled first (refundGivesBack). The posts moved back, the collections and the status in one
- * linked chain and its transaction: a crash leaves all of it to the redelivered event, or none. Returns whether that
- * paid the invoice again.
+ * linked chain and its transaction: a crash leaves all of it to the redelivered event, or none. An invoice that paid
+ * again is told by refundGivesBack.
  */
-async function undoSucceeded(
-  deps: RefundsDeps,
-  refund: Refund,
-  evidence: SettlementEvidence,
-): Promise<boolean> {
-  return await refundGivesBack(deps, refund, {
+async function undoSucceeded(deps: RefundsDeps, refund: Refund, evidence: SettlementEvidence): Promise<void> {
+  await refundGivesBack(deps, refund, {
     label: `the undoing of refund ${refund.id}`,
     evidence: ledgerEvidence(refund, evidence),
     statement: (collection) =>
@@ -1279,11 +1276,11 @@ type GiveBackMember = { givenBack: GivenBack; member: ChainMember | null };
  * reversals on that account are collected first (settlement/shortfalls.ts), by moves at the end of the chain whose
  * record the statement writes when the refund moves now. Computed again when the shortfalls moved under it (another
  * give-back, a reversal recorded or given back, here or in another process), or the invoice's row did (failedStatement
- * decides from new reads whether it is paid again); a refund of a payment collects nothing. Returns whether the
- * statement paid the invoice again (its `paid_now`): false when the refund had moved already. One it paid is told to
- * the process's listeners here, after the commit (deps.onInvoicePaid, as a receipt that pays it tells them), whichever
- * path failed the refund (the rail's answer to its request or to the recovery pass, the rail's event). Before, each
- * caller told it from what this returned, and one that threw after the commit (or forgot) left it untold for good.
+ * decides from new reads whether it is paid again); a refund of a payment collects nothing. An invoice the statement
+ * paid again (its `paid_now`; not when the refund had moved already) is told to the process's listeners here, after
+ * the commit and outside the retry (deps.onInvoicePaid, as a receipt that pays it tells them), whichever path failed
+ * the refund (the rail's answer to its request or to the recovery pass, the rail's event). A hook that throws is
+ * logged: the refund has failed, and its request answers so.
  */
 async function refundGivesBack(
   deps: RefundsDeps,
@@ -1294,7 +1291,7 @@ async function refundGivesBack(
     members: () => Promise<GiveBackMember[]>;
     statement: (collection: ShortfallCollection | null) => Statement;
   },
-): Promise<boolean> {
+): Promise<void> {
   for (let attempt = 1; attempt <= shortfallCollectionAttemptsMax; attempt++) {
     const members = await write.members();
     // Collected only from what moves back in this chain, before the collections: the chain holds the money taken.
@@ -1308,30 +1305,42 @@ async function refundGivesBack(
       ...(collection?.members ?? []),
     ];
     const statement = write.statement(collection);
-    // Whether the statement paid the invoice again, read from its committed rows: one it paid is told there and then.
-    const paidNow = (rows: Row[] | null) => {
-      const paid = (rows as { paid_now: boolean }[] | null)?.[0]?.paid_now === true;
-      const invoiceId = invoiceOf(refund);
-      if (paid && invoiceId !== null) deps.onInvoicePaid?.(invoiceId);
-      return paid;
-    };
+    let rows: Row[] | null;
     try {
-      if (chain.length === 0) return paidNow(await deps.db.query(statement.text, statement.params));
-      // A collection's check runs under the ledger's lock (shortfalls.ts).
-      const { outcome, rows } = await writeChainWith(
-        deps.ledger,
-        chain,
-        { statement, when: "held", sql: deps.db, underLock: collection !== null },
-        write.label,
-      );
-      // Each collection takes at most what the chain gave back to its account before it: none can fall short.
-      if (outcome !== "reserved")
-        throw new RefundInvariantError(`the ledger refused ${write.label}: ${outcome}`);
-      return paidNow(rows);
+      if (chain.length === 0) rows = await deps.db.query(statement.text, statement.params);
+      else {
+        // A collection's check runs under the ledger's lock (shortfalls.ts).
+        const written = await writeChainWith(
+          deps.ledger,
+          chain,
+          { statement, when: "held", sql: deps.db, underLock: collection !== null },
+          write.label,
+        );
+        // Each collection takes at most what the chain gave back to its account before it: none can fall short.
+        if (written.outcome !== "reserved")
+          throw new RefundInvariantError(`the ledger refused ${write.label}: ${written.outcome}`);
+        rows = written.rows;
+      }
     } catch (error) {
       if (!isShortfallCollectionMoved(error) && !isInvoiceMoved(error)) throw error;
+      await pauseAfterMovedVersion(attempt);
+      continue;
     }
-    await pauseAfterMovedVersion(attempt);
+    // Committed: told here, outside the retry, so that a hook's throw is not taken for a failed write. Before, it ran
+    // inside it, and a throw left the loop after the commit, the refund's request answering 500.
+    const paid = (rows as { paid_now: boolean }[] | null)?.[0]?.paid_now === true;
+    const invoiceId = invoiceOf(refund);
+    if (paid && invoiceId !== null) {
+      try {
+        deps.onInvoicePaid?.(invoiceId);
+      } catch (error) {
+        deps.logger?.error(
+          { err: error, invoiceId, refund: refund.id },
+          "onInvoicePaid threw after the invoice was paid",
+        );
+      }
+    }
+    return;
   }
   throw new RefundContendedError(
     `the shortfalls or the row of refund ${refund.id}'s invoice moved under its give-back ${shortfallCollectionAttemptsMax} times; ` +
@@ -1430,25 +1439,21 @@ export async function recoverPendingRefunds(
 // ---- the rails' events
 
 /**
- * Applies a rail's event that is about a refund, and says so, with the invoice its failure paid again (`paid`:
- * failedStatement, told by its give-back already; null when it paid none); null: the event is not about a refund (the
- * caller applies it as usual). A payout refund's end comes as its attempt's event (the refund's id is the attempt id);
- * a provider refund's as a reversal of its invoice (`reversed`: effective; `reinstated`: failed) whose evidence names
- * the provider's refund. Applying one again changes nothing.
+ * Applies a rail's event that is about a refund, and says whether it was one: false, the caller applies it as usual.
+ * An invoice its failure paid again (failedStatement) is told by its give-back, after the commit (refundGivesBack). A
+ * payout refund's end comes as its attempt's event (the refund's id is the attempt id); a provider refund's as a
+ * reversal of its invoice (`reversed`: effective; `reinstated`: failed) whose evidence names the provider's refund.
+ * Applying one again changes nothing.
  */
-export async function applyRefundEvent(
-  deps: RefundsDeps,
-  rail: string,
-  event: RailEvent,
-): Promise<{ paid: string | null } | null> {
+export async function applyRefundEvent(deps: RefundsDeps, rail: string, event: RailEvent): Promise<boolean> {
   switch (event.kind) {
     case "attempt_succeeded":
     case "attempt_failed": {
-      if (!event.attemptId.startsWith("rfd_")) return null;
+      if (!event.attemptId.startsWith("rfd_")) return false;
       const refund = await getRefundById(deps.db, event.attemptId);
-      if (refund === null || refund.rail !== rail) return null;
-      if (refund.status !== "pending") return { paid: null };
-      const paidNow = await applyOutcome(
+      if (refund === null || refund.rail !== rail) return false;
+      if (refund.status !== "pending") return true;
+      await applyOutcome(
         deps,
         refund,
         event.kind === "attempt_succeeded"
@@ -1460,12 +1465,12 @@ export async function applyRefundEvent(
             }
           : { status: "failed", code: event.code, message: event.message },
       );
-      return { paid: paidNow ? invoiceOf(refund) : null };
+      return true;
     }
     case "reversed":
     case "reinstated": {
       const railReference = referenceOf(event.evidence);
-      if (railReference === null) return null;
+      if (railReference === null) return false;
       const { named, unanswered } = await refundsOfInvoice(deps.db, {
         invoiceId: event.reference,
         rail,
@@ -1477,30 +1482,29 @@ export async function applyRefundEvent(
           throw new RefundNotYetKnownError(
             `a reversal of invoice ${event.reference} arrived while a refund of it awaits its provider's reply`,
           );
-        return null;
+        return false;
       }
       if (event.kind === "reversed") {
         // The provider's fee for it (a Stripe refund's balance transaction) is the event's `fees`, booked as the rail's
         // fees are once the event is applied (settlement/rail-events.ts), as on the refund's answer: not the refund's.
         if (refundCanMove(named.status, "succeeded"))
           await finishSucceeded(deps, named, { evidence: event.evidence, fee: 0n });
-        return { paid: null };
+        return true;
       }
-      if (!refundCanMove(named.status, "failed")) return { paid: null };
-      const paidNow =
-        named.status === "succeeded"
-          ? await undoSucceeded(deps, named, event.evidence)
-          : await finishFailed(deps, named, {
-              code: "rejected",
-              message: "the provider failed the refund",
-              evidence: event.evidence,
-            });
-      return { paid: paidNow ? invoiceOf(named) : null };
+      if (!refundCanMove(named.status, "failed")) return true;
+      if (named.status === "succeeded") await undoSucceeded(deps, named, event.evidence);
+      else
+        await finishFailed(deps, named, {
+          code: "rejected",
+          message: "the provider failed the refund",
+          evidence: event.evidence,
+        });
+      return true;
     }
     case "received":
     case "fee":
     case "capital":
-      return null;
+      return false;
   }
 }
 

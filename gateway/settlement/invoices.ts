@@ -23,6 +23,7 @@
 import {
   type Asset,
   assetByCode,
+  type Logger,
   parseAmount,
   type Rail,
   type RailCheck,
@@ -101,9 +102,12 @@ export type SettlementDeps = {
   rails: ReadonlyMap<string, ReceivingRail>;
   /**
    * Told after the commit that paid an invoice, by the path that paid it (invoicePaid): the process's listeners (a
-   * paywall waiting on it). Never throws: what it tells has committed (app.ts logs a listener's throw).
+   * paywall waiting on it). Should not throw: what it tells has committed. One that does is logged (`logger`) by
+   * invoicePaid, not thrown at the path that paid.
    */
   onInvoicePaid?: (invoiceId: string) => void;
+  /** Where a throw of onInvoicePaid is reported (invoicePaid); unset: it is dropped. */
+  logger?: Logger;
 };
 
 /**
@@ -161,11 +165,17 @@ export function createOpenInvoiceMemory(limits: { entriesMax: number }): OpenInv
  * and redelivered found the mark made, `invoice.paid` gone to webhooks alone.
  */
 export function invoicePaid(
-  deps: Pick<SettlementDeps, "openInvoices" | "onInvoicePaid">,
+  deps: Pick<SettlementDeps, "openInvoices" | "onInvoicePaid" | "logger">,
   invoiceId: string,
 ): void {
   deps.openInvoices.forget(invoiceId);
-  deps.onInvoicePaid?.(invoiceId);
+  // What it tells has committed: a hook that throws is logged, not thrown at the path that paid. Its event
+  // redelivered finds the receipt applied and tells nothing again; a refund's request would answer 500.
+  try {
+    deps.onInvoicePaid?.(invoiceId);
+  } catch (error) {
+    deps.logger?.error({ err: error, invoiceId }, "onInvoicePaid threw after the invoice was paid");
+  }
 }
 
 export type InvoiceStatus = "open" | "paid" | "reversed";
@@ -1154,17 +1164,9 @@ export async function applyReversed(
 ): Promise<{
   status: "applied" | "duplicate" | "withdrawn" | "unknown_reference" | "not_received";
   shortfall: bigint;
-  /**
-   * true when the give-back's mark this finished paid the invoice (this reversal was withdrawn already), with
-   * `invoice.paid`, told by the mark as a give-back that pays it is (invoicePaid). Absent otherwise: a reversal itself
-   * pays nothing.
-   */
-  paidNow?: true;
 }> {
   const invoice = await invoiceTarget(deps.db, event.reference);
   if (invoice === null || invoice.rail !== event.rail) return { status: "unknown_reference", shortfall: 0n };
-  // Whether the mark finished below paid the invoice: what follows of this reversal then takes nothing (withdrawn).
-  let paidNow = false;
   if (event.takes !== undefined) {
     const credited = await creditedBy(deps, invoice, event.takes);
     if (credited === "none") return { status: "not_received", shortfall: 0n };
@@ -1174,13 +1176,13 @@ export async function applyReversed(
     // that reversal stood unmarked for good once its log was removed (no run of it came again), the deposit counted as
     // taken back twice. The mark does not pay the invoice when this reversal is to take the deposit again: its
     // `invoice.paid` would tell of money known gone, this reversal's record marking it reversed a moment later. One
-    // withdrawn already takes nothing, and the mark pays as its own run would; told as its run's is (by it). Before,
+    // withdrawn already takes nothing, and the mark pays as its own run would; told by it, as its run's is. Before,
     // what it paid was dropped: `invoice.paid` went out, and the process's listeners never heard it. Whether this
     // reversal is withdrawn is read in the mark's statement, the invoice's row locked (paidIfDue). Before, it was read
     // here: a withdrawal committed between that read and the mark found the mark not made (the invoice not due), and
     // the mark, told "not withdrawn", paid nothing either: the invoice reversed for good with the deposit credited.
     if (credited === "unmarked" && "reinstated" in event.takes) {
-      const finished = await applyReinstated(
+      await applyReinstated(
         deps,
         {
           rail: event.rail,
@@ -1190,14 +1192,13 @@ export async function applyReversed(
         },
         { finishing: event.key },
       );
-      paidNow = finished.paidNow;
     }
   }
   // Given back already, or withdrawn before it came: it takes nothing (or gives back at once what a run of this
   // that raced the withdrawal took).
   const withdrawn = async () => {
     await giveBack(deps, invoice, event.key, event.evidence);
-    return { status: "withdrawn" as const, shortfall: 0n, ...(paidNow ? { paidNow: true as const } : {}) };
+    return { status: "withdrawn" as const, shortfall: 0n };
   };
   if ((await reversalRecord(deps.db, invoice.id, event.key))?.reinstated === true) return await withdrawn();
   try {

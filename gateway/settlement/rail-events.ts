@@ -61,9 +61,10 @@ export async function applyRailEvent(
 
 async function applyMoney(deps: RailEventDeps, rail: string, event: RailEvent): Promise<RailEventVerdict> {
   // A refund's end: its payout attempt's event, or its provider's reversal of the invoice (not taken twice). An invoice
-  // any of these paid (a receipt, a give-back, a refund's failure) is told by the path that paid it, after its commit
-  // (invoices.ts invoicePaid): not here, from what it returned, which a throw after that commit would lose.
-  if ((await applyRefundEvent(deps.payments, rail, event)) !== null) return "applied";
+  // any of these paid is told by the path that paid it, after its commit, not here from what it returned (which a
+  // throw after that commit would lose): a receipt or a give-back by invoices.ts invoicePaid, a refund's failure by
+  // payments/refunds.ts refundGivesBack (its deps.onInvoicePaid, which app.ts points at invoicePaid).
+  if (await applyRefundEvent(deps.payments, rail, event)) return "applied";
   switch (event.kind) {
     case "attempt_succeeded":
     case "attempt_failed":

@@ -852,15 +852,21 @@ describe("an invoice one of whose receipts a reorg took back", () => {
     expect(made.refund.status).toBe("pending");
     return made.refund.id;
   };
-  /** The rail's answer that pending refund `refundId` failed. */
-  const refundFails = (refundId: string) =>
-    applyRefundEvent(answeringLater(), "toy", {
-      kind: "attempt_failed",
-      attemptId: refundId,
-      code: "rail_unavailable",
-      message: "refused",
-      retryElsewhere: false,
-    });
+  /** The rail's answer that pending refund `refundId` failed: the invoices its give-back told paid. */
+  const refundFails = async (refundId: string) => {
+    const heard: string[] = [];
+    const refunds = { ...answeringLater(), onInvoicePaid: (invoiceId: string) => void heard.push(invoiceId) };
+    expect(
+      await applyRefundEvent(refunds, "toy", {
+        kind: "attempt_failed",
+        attemptId: refundId,
+        code: "rail_unavailable",
+        message: "refused",
+        retryElsewhere: false,
+      }),
+    ).toBe(true);
+    return heard;
+  };
   const discountOf = async (refundId: string) =>
     (await db.query<{ discounted: bigint }>("SELECT discounted FROM refunds WHERE id = $1", [refundId]))[0]
       ?.discounted;
@@ -876,7 +882,7 @@ describe("an invoice one of whose receipts a reorg took back", () => {
       shortfall: 0n,
     });
     expect(await statusOf(id)).toBe("reversed");
-    expect(await refundFails(refundId)).toEqual({ paid: id });
+    expect(await refundFails(refundId)).toEqual([id]);
     // The 5,000 is back: it holds its amount. Before: reversed, nothing deciding it again.
     expect(await statusOf(id)).toBe("paid");
     expect((await eventsOf(id)).slice(-2)).toEqual(["invoice.reversed", "invoice.paid"]);
@@ -889,7 +895,7 @@ describe("an invoice one of whose receipts a reorg took back", () => {
     // It holds 6,000 less the 6,000 pending and the 4,000: below its 10,000, so it stays open.
     expect(await receive(id, "r1", 4_000n)).toBe("received");
     expect(await statusOf(id)).toBe("open");
-    expect(await refundFails(refundId)).toEqual({ paid: id });
+    expect(await refundFails(refundId)).toEqual([id]);
     // The 6,000 is back: it holds 10,000. Before: open, and it still took an authorization of all its amount.
     expect(await statusOf(id)).toBe("paid");
     const [row] = await db.query<{ paid_at: Date | null }>("SELECT paid_at FROM invoices WHERE id = $1", [
@@ -935,7 +941,7 @@ describe("an invoice one of whose receipts a reorg took back", () => {
     expect(await discountOf(refundId)).toBe(4_000n);
     // It fails, written as that code writes a failure: what is refunded lowered, the discount on the invoice's
     // `refundable` row left as it was.
-    expect(await refundFails(refundId)).toEqual({ paid: null });
+    expect(await refundFails(refundId)).toEqual([]);
     await db.query("UPDATE refundable SET discounted = discounted + 4000 WHERE target_id = $1", [id]);
     expect(await applyReversed(deps(), reorg(id, "r1", 10_000n))).toMatchObject({ status: "applied" });
     expect(await statusOf(id)).toBe("reversed");

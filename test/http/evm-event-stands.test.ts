@@ -6,7 +6,7 @@
 // giveBack); a receipt that names none, or a check that names no SQL function, is refused before the ledger's writer
 // takes it. (Two watchers and a lease lost on Hardhat: test/evm/deposits.test.ts.)
 import pg from "pg";
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
 import { assets, type Rail, type RailEventHandler } from "../../core/index.ts";
 import { balanceOf, createAccount } from "../../gateway/accounts/index.ts";
 import { serverRaised } from "../../gateway/db/index.ts";
@@ -20,6 +20,7 @@ import {
 } from "../../gateway/settlement/index.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 import { crashingOnce } from "../support/recording-db.ts";
+import { recordingLogger } from "../support/recording-logger.ts";
 import { receivingToySnapshot } from "../support/toy-rail.ts";
 import { invoicesHeardPaid, startTestGateway, type TestGateway } from "./support.ts";
 
@@ -522,6 +523,7 @@ describe("a rail's check carried by an event", () => {
         },
       },
     };
+    const heard = invoicesHeardPaid(gw.app);
     const removed = await applyReversed(withdrawnBeforeMark, {
       ...again,
       amount: 2_000_000n,
@@ -530,8 +532,10 @@ describe("a rail's check carried by an event", () => {
     expect(withdrawn).toEqual({ status: "withdrawn", amount: 0n, paidNow: false });
     // The mark sees the withdrawal (committed before it locked the invoice's row) and pays. Before, it was told the
     // removal stood (read before the withdrawal) and paid nothing: the invoice reversed for good, the deposit
-    // credited, and no redelivery of either event changed it.
-    expect(removed).toEqual({ status: "withdrawn", shortfall: 0n, paidNow: true });
+    // credited, and no redelivery of either event changed it. Heard as the mark committed, not returned for the caller
+    // to tell.
+    expect(removed).toEqual({ status: "withdrawn", shortfall: 0n });
+    expect(heard).toEqual([id]);
     expect(await statusOf(id)).toBe("paid");
     expect((await told()).slice(toldBefore)).toEqual(["invoice.reinstated", "invoice.paid"]);
   });
@@ -613,5 +617,80 @@ describe("a rail's check carried by an event", () => {
     expect(await statusOf(id)).toBe("paid");
     expect((await told()).slice(toldBefore)).toEqual(["invoice.reinstated", "invoice.paid"]);
     expect(heard).toEqual([id]);
+  });
+});
+
+describe("an invoice paid, told to the process", () => {
+  const paidEvents = async (invoiceId: string) =>
+    (
+      await gw.app.db.query(
+        "SELECT 1 FROM outbox WHERE type = 'invoice.paid' AND payload->>'invoice_id' = $1",
+        [invoiceId],
+      )
+    ).length;
+
+  it("is heard by every listener, one that throws or whose promise rejects logged, not silencing the rest", async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => void unhandled.push(reason);
+    process.on("unhandledRejection", onUnhandled);
+    const throwing = () => {
+      throw new Error("a listener that throws");
+    };
+    const rejecting = async () => {
+      throw new Error("a listener that rejects");
+    };
+    const once: string[] = [];
+    gw.app.events.on("invoice.paid", throwing);
+    gw.app.events.on("invoice.paid", rejecting);
+    gw.app.events.once("invoice.paid", (invoiceId: string) => void once.push(invoiceId));
+    onTestFinished(() => {
+      gw.app.events.off("invoice.paid", throwing);
+      gw.app.events.off("invoice.paid", rejecting);
+      process.off("unhandledRejection", onUnhandled);
+    });
+    // Heard after the two that fail.
+    const heard = invoicesHeardPaid(gw.app);
+    const [first, second] = [await invoiceOf("1"), await invoiceOf("1")];
+    for (const id of [first, second]) {
+      expect(
+        await toyEvents?.({ kind: "received", reference: id, key: "r0", amount: 1_000_000n, evidence }),
+      ).toBe("applied");
+      expect(await statusOf(id)).toBe("paid");
+    }
+    // Before: emit stopped at the listener that threw, and nothing after it heard either invoice.
+    expect(heard).toEqual([first, second]);
+    // A listener added with `once` hears the first alone, as emit tells it.
+    expect(once).toEqual([first]);
+    // The rejection is caught, logged: none left unhandled. Before: two, one per invoice.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(unhandled).toEqual([]);
+  });
+
+  it("a receipt that pays it is applied, committed and told to webhooks when the settlement's onInvoicePaid throws: logged", async () => {
+    const id = await invoiceOf("1");
+    const { logger, lines } = recordingLogger();
+    // An embedder's hook that breaks its promise not to throw, told after the receipt committed.
+    const throwing: SettlementDeps = {
+      ...gw.app.settlement,
+      logger,
+      onInvoicePaid: () => {
+        throw new Error("an embedder's hook");
+      },
+    };
+    const receipt = { rail: "toystands", reference: id, key: "r0", amount: 1_000_000n, evidence };
+    // Before: it threw after the credit committed, and its redelivery found it a duplicate and told nothing.
+    expect(await applyReceived(throwing, receipt)).toBe("applied");
+    expect(await statusOf(id)).toBe("paid");
+    expect(await receiptsOf(id)).toEqual(["r0"]);
+    expect(await paidEvents(id)).toBe(1);
+    expect(lines).toContainEqual(
+      expect.objectContaining({
+        level: "error",
+        message: "onInvoicePaid threw after the invoice was paid",
+        fields: expect.objectContaining({ invoiceId: id }),
+      }),
+    );
+    expect(await applyReceived(throwing, receipt)).toBe("duplicate");
+    expect(await paidEvents(id)).toBe(1);
   });
 });

@@ -18,6 +18,7 @@ import {
   createInvoice,
 } from "../../gateway/settlement/index.ts";
 import { latch } from "../support/latch.ts";
+import { recordingLogger } from "../support/recording-logger.ts";
 import { receivingToySnapshot } from "../support/toy-rail.ts";
 import { invoicesHeardPaid, startTestGateway, type TestGateway } from "./support.ts";
 
@@ -645,6 +646,65 @@ describe("a failure of a refund of a reversed invoice, told by the rail", () => 
     expect(await statusOf(id)).toBe("paid");
     expect((await paidEvents(id)) - paidBefore).toBe(0);
     expect(heard).toEqual([]);
+  });
+
+  it("pays it once when the provider's failure is told again as the refund's attempt event: one invoice.paid, one refund.failed", async () => {
+    const { id, refund } = await reversedWithPendingRefund();
+    const paidBefore = await paidEvents(id);
+    const heard = invoicesHeardPaid(gw.app);
+    const reference = `toy_re_${refund.id}`;
+    // Its provider's reversal given back, then the same failure as the attempt event on the refund's id.
+    expect(
+      await toyEvents?.({
+        kind: "reinstated",
+        reference: id,
+        key: `refund:${reference}`,
+        evidence: { ...evidence, reference },
+      }),
+    ).toBe("applied");
+    expect(
+      await toyEvents?.({
+        kind: "attempt_failed",
+        attemptId: refund.id,
+        code: "rejected",
+        message: "the payout failed",
+        retryElsewhere: false,
+      }),
+    ).toBe("applied");
+    expect((await getRefund(gw.app.db, { tenantId: "ten_demo", id: refund.id }))?.status).toBe("failed");
+    expect(await statusOf(id)).toBe("paid");
+    expect((await paidEvents(id)) - paidBefore).toBe(1);
+    expect(await refundEvents(refund.id, "refund.failed")).toBe(1);
+    expect(heard).toEqual([id]);
+  });
+
+  it("fails the refund and pays the invoice when the payments' onInvoicePaid throws: logged, the pass answers as usual", async () => {
+    const { id, refund } = await reversedWithPendingRefund();
+    const paidBefore = await paidEvents(id);
+    const { logger, lines } = recordingLogger();
+    // An embedder's hook that breaks its promise not to throw, told after the give-back committed.
+    const throwing = {
+      ...gw.app.payments,
+      logger,
+      onInvoicePaid: () => {
+        throw new Error("an embedder's hook");
+      },
+    };
+    refundsFailing.add(refund.id);
+    // Before: the hook ran inside the give-back's retry, its throw left it after the commit, and the pass said
+    // "1 pending refund(s) could not be driven on" (a refund's request answered 500).
+    expect(await recoverPendingRefunds(throwing, { quietMs: 0 })).toBe(1);
+    expect((await getRefund(gw.app.db, { tenantId: "ten_demo", id: refund.id }))?.status).toBe("failed");
+    expect(await statusOf(id)).toBe("paid");
+    expect((await paidEvents(id)) - paidBefore).toBe(1);
+    expect(await refundEvents(refund.id, "refund.failed")).toBe(1);
+    expect(lines).toContainEqual(
+      expect.objectContaining({
+        level: "error",
+        message: "onInvoicePaid threw after the invoice was paid",
+        fields: expect.objectContaining({ invoiceId: id, refund: refund.id }),
+      }),
+    );
   });
 });
 
