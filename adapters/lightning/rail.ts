@@ -204,6 +204,7 @@ function createState(params: LightningRailParams): LightningRailState {
 async function start(s: LightningRailState): Promise<void> {
   if (s.running) return;
   const state = await s.store.load();
+  for (const { message, details } of state.warnings) s.logger.warn({ details }, message);
   s.attempts = state.attempts;
   s.forgottenSends = state.forgottenSends;
   // Per hash, an attempt that paid it or is paying it, before one that failed (execute only sends a hash again once

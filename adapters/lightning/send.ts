@@ -1203,9 +1203,17 @@ async function refusedUnsent(
     return other.outcome?.status === "succeeded"
       ? refused
       : inFlight("another attempt of the rail holds its hash, undecided");
-  // Its hash's invoice: the mark's (forgottenHash took the mark's hash), else the one the attempt pays.
+  // Its hash's invoice: the mark's (forgottenHash took the mark's hash), else the one the attempt pays when it is of that
+  // hash. A Lightning Address's mark that kept its hash alone (a line of an older version) names none: the invoice
+  // execute asked its address for since is another hash's, and journalled as this one's it would prove a payment it
+  // was not.
+  const { destination } = attempt;
+  const paying = destination.kind === "bolt11" ? parseBolt11(destination.invoice) : null;
   const request =
-    forgotten.request ?? (attempt.destination.kind === "bolt11" ? attempt.destination.invoice : null);
+    forgotten.request ??
+    (destination.kind === "bolt11" && paying?.ok === true && paying.value.paymentHash === paymentHash
+      ? destination.invoice
+      : null);
   return await followForgotten(s, attempt, paymentHash, refused, request);
 }
 

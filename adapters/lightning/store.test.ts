@@ -655,7 +655,7 @@ describe("rail store", () => {
     });
   });
 
-  it("refuses a journal whose mark names an invoice of another hash than its own, or text no invoice, by its line; one last, as a torn line, is applied not at all", async () => {
+  it("reads a mark whose invoice is of another hash than its own, or text no invoice, as one that kept neither, both hashes among its earlier, said by its line; the journal loads, that line last or not", async () => {
     const file = path.join(directory, "forgotten-foreign.jsonl");
     const [own, foreign] = ["a1", "b2"].map((byte) => byte.repeat(32)) as [string, string];
     const mark = (request: string, fields: Partial<RailStoreRecord> = {}): RailStoreRecord =>
@@ -668,42 +668,70 @@ describe("rail store", () => {
         request,
         ...fields,
       }) as RailStoreRecord;
-    const unreadable = async (...records: RailStoreRecord[]) => {
-      await writeFile(file, records.map((record) => `${JSON.stringify(record)}\n`).join(""));
-      return (await createFileRailStore(file)
-        .load()
-        .catch((error: unknown) => error)) as RailStoreError;
-    };
-    const marked = { ...(attempt("marked") as Extract<RailStoreRecord, { t: "attempt" }>), paymentHash: own };
-    const cases = [
-      // Another payment's invoice: sent afresh as this attempt's, or journalled as what it paid.
-      mark(invoiceOf(foreign)),
-      mark("lnbcrt1marked"),
-      // Naming no hash of its own, after a mark of its hash: the one its invoice is of is still not its.
-      mark(invoiceOf(foreign), { paymentHash: undefined }),
-    ];
-    for (const line of cases) {
-      const refused = await unreadable(marked, mark(invoiceOf(own)), line, attempt("after"));
-      expect(refused).toBeInstanceOf(RailStoreError);
-      expect(refused.shortMessage).toBe("journal line unreadable");
-      expect(refused.details).toMatch(
-        /forgotten-foreign\.jsonl:3: .*a withdrawn line's invoice is not one of its payment hash/,
-      );
-    }
-    // Its own invoice, and one its line names by the hash it carries over: read.
     const read = async (...records: RailStoreRecord[]) => {
-      await writeFile(file, records.map((record) => `${JSON.stringify(record)}\n`).join(""));
+      if (records.length > 0)
+        await writeFile(file, records.map((record) => `${JSON.stringify(record)}\n`).join(""));
       const store = createFileRailStore(file);
-      const state = await store.load();
+      const state = await store.load(); // compacts the journal it read
       await store.close();
       return state;
     };
+    const marked = { ...(attempt("marked") as Extract<RailStoreRecord, { t: "attempt" }>), paymentHash: own };
+    // Which of the two hashes was sent is unknown: both are asked of LND (their invoices journalled as what was paid
+    // were one followed), and with no hash of its own a Lightning Address's is held while LND has a payment of its
+    // amount (send.ts unmarkedInFlight), a bolt11 payout's taken from its invoice again.
+    const bothEarlier = {
+      firstAtMs: 5,
+      paymentHash: null,
+      request: null,
+      earlierHashes: [own, foreign],
+      earlierRequests: new Map([
+        [foreign, invoiceOf(foreign)],
+        [own, invoiceOf(own)],
+      ]),
+    };
+    const cases = [
+      // Another payment's invoice: sent afresh as this attempt's, or journalled as what it paid.
+      { line: mark(invoiceOf(foreign)), read: bothEarlier, said: `${own}: the invoice's is ${foreign}` },
+      {
+        line: mark("lnbcrt1marked"),
+        read: { ...bothEarlier, earlierHashes: [own], earlierRequests: new Map([[own, invoiceOf(own)]]) },
+        said: `${own}: `,
+      },
+      // Naming no hash of its own, after a mark of its hash: the one its invoice is of is still not its.
+      {
+        line: mark(invoiceOf(foreign), { paymentHash: undefined }),
+        read: bothEarlier,
+        said: `${own}: the invoice's is ${foreign}`,
+      },
+    ];
+    for (const { line, read: expected, said } of cases) {
+      // Before (refused as corrupt): followed by another line, the whole journal unreadable, the gateway not started.
+      const state = await read(marked, mark(invoiceOf(own)), line, attempt("after"));
+      expect(state.forgottenSends.get("marked")).toEqual(expected);
+      expect([...state.attempts.keys()]).toEqual(["after"]);
+      expect(state.warnings).toEqual([
+        {
+          message: expect.stringMatching(/a withdrawn line's invoice is not one of its payment hash/),
+          details: expect.stringContaining(`${file}:3: marked: ${said}`),
+        },
+      ]);
+      // Compacted, it reads as it was, nothing more to say.
+      const reopened = await read();
+      expect(reopened.forgottenSends.get("marked")).toEqual(expected);
+      expect(reopened.warnings).toEqual([]);
+    }
+    // Its own invoice, and one its line names by the hash it carries over: read as written, nothing said.
     const state = await read(marked, mark(invoiceOf(own)), mark(invoiceOf(own), { paymentHash: undefined }));
     expect(state.forgottenSends.get("marked")).toMatchObject({ paymentHash: own, request: invoiceOf(own) });
-    // Last, it is taken for a line torn by a crash: dropped whole, the attempt it would withdraw still standing.
-    const torn = await read(marked, mark(invoiceOf(foreign)));
-    expect(torn.forgottenSends.has("marked")).toBe(false);
-    expect(torn.attempts.get("marked")).toMatchObject({ paymentHash: own, outcome: null });
+    expect(state.warnings).toEqual([]);
+    // Last, it is a complete line (it parsed), not a torn one: read as followed by others, not dropped.
+    const last = await read(marked, mark(invoiceOf(own)), mark(invoiceOf(foreign)));
+    expect(last.forgottenSends.get("marked")).toEqual(bothEarlier);
+    expect(last.attempts.has("marked")).toBe(false);
+    expect(last.warnings).toEqual([
+      expect.objectContaining({ details: `${file}:3: marked: ${own}: the invoice's is ${foreign}` }),
+    ]);
   });
 
   it("keeps the hashes a Lightning Address attempt found never taken sent before its mark replaced its invoice, and their invoices, through compacted reopens and its new invoice found never taken again, until its id has an outcome; a mark journalled with their hashes alone reads as it was", async () => {

@@ -170,6 +170,8 @@ export type RailState = {
   forgottenSends: Map<string, ForgottenSend>;
   invoices: Map<string, StoredInvoice>;
   settleIndex: number;
+  /** What was read other than as written (a withdrawn line's invoice not of its hash), by its line: the rail logs them. */
+  warnings: { message: string; details: string }[];
 };
 
 export type LightningRailStore = {
@@ -207,7 +209,13 @@ const journalLineLengthMax = 64 * 1024;
 const durableKinds: ReadonlySet<RailStoreRecord["t"]> = new Set(["attempt", "invoice", "invoice_set_aside"]);
 
 export function emptyRailState(): RailState {
-  return { attempts: new Map(), forgottenSends: new Map(), invoices: new Map(), settleIndex: 0 };
+  return {
+    attempts: new Map(),
+    forgottenSends: new Map(),
+    invoices: new Map(),
+    settleIndex: 0,
+    warnings: [],
+  };
 }
 
 export function applyRecord(state: RailState, record: RailStoreRecord): void {
@@ -250,24 +258,6 @@ export function applyRecord(state: RailState, record: RailStoreRecord): void {
       return;
     }
     case "withdrawn": {
-      const known = state.forgottenSends.get(record.attemptId);
-      const paymentHash =
-        typeof record.paymentHash === "string" ? record.paymentHash : (known?.paymentHash ?? null);
-      // A mark's invoice is sent afresh as the attempt's (send.ts addressInvoiceAfresh) and journalled as what it paid
-      // (followEarlier): one of another hash (a line edited, or one that paired them wrong) would send, or prove, a
-      // payment that is not the one LND may be making. The line is refused as a corrupt one is, before any of it is
-      // applied: kept, another's invoice is paid; dropped, its address is asked anew while LND may yet take the first.
-      if (
-        record.sent === true &&
-        typeof record.createdAtMs === "number" &&
-        typeof record.request === "string"
-      ) {
-        const parsed = parseBolt11(record.request);
-        if (!parsed.ok || parsed.value.paymentHash !== paymentHash)
-          throw new RailStoreError("a withdrawn line's invoice is not one of its payment hash", {
-            details: `${paymentHash ?? "no hash"}: ${parsed.ok ? `the invoice's is ${parsed.value.paymentHash}` : parsed.error}`,
-          });
-      }
       // Only ever written for an attempt with no outcome; one with an outcome was sent, and is kept.
       const attempt = state.attempts.get(record.attemptId);
       if (attempt !== undefined && attempt.outcome !== null) return;
@@ -275,26 +265,55 @@ export function applyRecord(state: RailState, record: RailStoreRecord): void {
       // Kept (alone once compacted) until the id has an outcome; the earliest line's time, were it forgotten twice.
       // A withdrawal without `sent` (withdraw's, or one written before it) leaves a mark of the id as it is.
       if (record.sent === true && typeof record.createdAtMs === "number") {
+        const known = state.forgottenSends.get(record.attemptId);
+        const paymentHash =
+          typeof record.paymentHash === "string" ? record.paymentHash : (known?.paymentHash ?? null);
         const earlier = Array.isArray(record.earlierHashes)
           ? record.earlierHashes.filter((hash): hash is string => typeof hash === "string")
           : [];
-        const requests =
+        const requests = new Map(
           typeof record.earlierRequests === "object" && record.earlierRequests !== null
             ? Object.entries(record.earlierRequests).filter(
                 (entry): entry is [string, string] => typeof entry[1] === "string",
               )
-            : [];
+            : [],
+        );
+        // A mark's invoice is sent afresh as the attempt's (send.ts addressInvoiceAfresh) and journalled as what it paid
+        // (followEarlier): one of another hash (a line edited, or one that paired them wrong) would send, or prove, a
+        // payment that is not the one LND may be making. Which of the two was sent is unknown: the mark is read as one
+        // journalled before it kept them (no hash, no invoice), both hashes among its earlier ones. A Lightning
+        // Address's is then held while LND has any payment of its amount, theirs among them (send.ts unmarkedInFlight),
+        // before its address is asked anew, and the two are asked of LND when it ends (endsBesideEarlier); a bolt11
+        // payout's hash comes from its invoice again (forgottenHash), a keysend's from its id. Were the line refused, the
+        // whole journal would be, and the rail (the gateway with it) would not start: the attempt alone is held, and load
+        // says so by its line (`warnings`, logged at start).
+        const parsed = typeof record.request === "string" ? parseBolt11(record.request) : null;
+        const mismatched = parsed !== null && !(parsed.ok && parsed.value.paymentHash === paymentHash);
+        if (mismatched) {
+          if (paymentHash !== null) earlier.push(paymentHash);
+          if (parsed.ok) {
+            earlier.push(parsed.value.paymentHash);
+            requests.set(parsed.value.paymentHash, record.request as string);
+          }
+          state.warnings.push({
+            message:
+              "a withdrawn line's invoice is not one of its payment hash: its attempt is read as one whose mark kept neither, both hashes among its earlier ones",
+            details: `${record.attemptId}: ${paymentHash ?? "no hash"}: ${parsed.ok ? `the invoice's is ${parsed.value.paymentHash}` : parsed.error}`,
+          });
+        }
+        const markHash = mismatched ? null : paymentHash;
         state.forgottenSends.set(record.attemptId, {
           firstAtMs: Math.min(record.createdAtMs, known?.firstAtMs ?? record.createdAtMs),
-          paymentHash,
+          paymentHash: markHash,
           // A line naming no invoice keeps the one known only for the same hash: another hash's is not its invoice.
-          request:
-            typeof record.request === "string"
+          request: mismatched
+            ? null
+            : typeof record.request === "string"
               ? record.request
               : known !== undefined && known.paymentHash === paymentHash
                 ? known.request
                 : null,
-          ...earlierAfter(known, paymentHash, { hashes: earlier, requests: new Map(requests) }),
+          ...earlierAfter(known, markHash, { hashes: earlier, requests }),
         });
       }
       return;
@@ -886,8 +905,11 @@ export function createFileRailStore(
       const state = emptyRailState();
       await readJournalLines(file, (line, number, last) => {
         if (line.trim() === "") return;
+        const warned = state.warnings.length;
         try {
           applyRecord(state, JSON.parse(line) as RailStoreRecord);
+          for (const warning of state.warnings.slice(warned))
+            warning.details = `${file}:${number}: ${warning.details}`;
         } catch (error) {
           // A torn last line (crash mid-append) is expected; anything else is corruption.
           if (!last)

@@ -8,7 +8,7 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { authenticatedLndGrpc, createInvoice } from "lightning";
+import { authenticatedLndGrpc, createInvoice, pay } from "lightning";
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
 import {
   createFileRailStore,
@@ -67,6 +67,7 @@ vi.mock("lightning", async (importOriginal) => {
 
 const cluster = inject("lightningCluster");
 const payee = authenticatedLndGrpc(cluster.nodes.payee).lnd;
+const gateway = authenticatedLndGrpc(cluster.nodes.gateway).lnd;
 
 let directory = "";
 
@@ -77,6 +78,21 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(directory, { recursive: true, force: true });
 });
+
+/** `promise`, or a failure naming `what` once `ms` pass without it. */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what} did not come within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /** A Lightning Address's LNURL-pay server at 127.0.0.1: `carol@host` answers each callback with a new invoice of the payee's. */
 async function lnurlServer() {
@@ -120,21 +136,23 @@ async function lnurlServer() {
   };
 }
 
-/** A rail on a journal of marks journalled before they kept what their attempts sent (no hash, no invoice). */
+/**
+ * A rail on a journal of marks journalled before they kept what their attempts sent (no hash, no invoice), or of
+ * `marks` as given.
+ */
 async function railWithUnmarked(
   name: string,
   ids: readonly string[],
   lnurlFetch: LightningRailParams["lnurlFetch"],
+  marks: readonly object[] = ids.map((id) => ({
+    t: "withdrawn",
+    attemptId: id,
+    sent: true,
+    createdAtMs: Date.now(),
+  })),
 ) {
   const journal = path.join(directory, `${name}.jsonl`);
-  await writeFile(
-    journal,
-    ids
-      .map(
-        (id) => `${JSON.stringify({ t: "withdrawn", attemptId: id, sent: true, createdAtMs: Date.now() })}\n`,
-      )
-      .join(""),
-  );
+  await writeFile(journal, marks.map((mark) => `${JSON.stringify(mark)}\n`).join(""));
   const logs: LogLine[] = [];
   const rail = createLightningRail({
     lnd: cluster.nodes.gateway,
@@ -176,16 +194,19 @@ describe("LND's payments listed for an attempt found never taken whose mark kept
     ];
     const ids = cases.map(() => `listing-overtaken-${randomUUID()}`);
     const { rail, logs } = await railWithUnmarked("overtaken", ids, carol.lnurlFetch);
+    let release = () => {};
     try {
       for (const [index, { fail, amount }] of cases.entries()) {
         const id = ids[index] as string;
         const asked = carol.asked.length;
         const entered = latch();
         const released = latch();
+        release = released.release;
         listing.next = { entered: entered.release, released: released.done, fail };
         // The first execute's listing is held; the second's finds no payment of its amount, asks the address and pays.
         const first = rail.execute(resumed(id, amount, carol.address));
-        await entered.done;
+        // An execute that lists nothing (a regression) would hold the test until its timeout, its finally never run.
+        await within(entered.done, 10_000, "the first execute's listing of LND's payments");
         const second = await rail.execute(resumed(id, amount, carol.address));
         expect(second).toMatchObject({ status: "succeeded" });
         released.release();
@@ -196,6 +217,10 @@ describe("LND's payments listed for an attempt found never taken whose mark kept
         expect(logs.filter((line) => line.level === "warn" && line.fields.attemptId === id)).toEqual([]);
       }
     } finally {
+      // Nothing held, armed or failing is left for the next test's listings.
+      release();
+      listing.next = null;
+      listing.failing = 0;
       await rail.stop();
       await carol.close();
     }
@@ -235,5 +260,51 @@ describe("LND's payments listed for an attempt found never taken whose mark kept
     expect(listing.requests).toEqual([
       expect.objectContaining({ include_incomplete: true, omit_hops: true }),
     ]);
+  });
+
+  it("a mark whose invoice is not of its hash (a line edited) stops its attempt alone: the rail starts and says it by its line, the attempt held while LND has a payment of its amount, its address not asked", async () => {
+    const carol = await lnurlServer();
+    const amount = 2_345_904n;
+    const id = `listing-mismatched-${randomUUID()}`;
+    const named = "ab".repeat(32);
+    // The gateway's node paid the invoice the line names: which of its two hashes the attempt sent is unknown.
+    const invoice = await createInvoice({ lnd: payee, mtokens: amount.toString() });
+    await pay({ lnd: gateway, request: invoice.request });
+    const marks = [
+      {
+        t: "withdrawn",
+        attemptId: id,
+        sent: true,
+        createdAtMs: Date.now(),
+        paymentHash: named,
+        request: invoice.request,
+      },
+      // Before, refused as corrupt: followed by another line, the journal was unreadable and the rail did not start
+      // (the gateway with it); last, it was dropped as a torn line, and the attempt's address asked and paid again.
+      { t: "withdrawn", attemptId: `listing-other-${randomUUID()}`, sent: true, createdAtMs: Date.now() },
+    ];
+    const { rail, logs } = await railWithUnmarked("mismatched", [], carol.lnurlFetch, marks);
+    try {
+      expect(logs.filter((line) => line.level === "warn" && typeof line.fields.details === "string")).toEqual(
+        [
+          expect.objectContaining({
+            message: expect.stringMatching(/a withdrawn line's invoice is not one of its payment hash/),
+            fields: {
+              details: expect.stringMatching(
+                new RegExp(`mismatched\\.jsonl:1: ${id}: ${named}: the invoice's is ${invoice.id}$`),
+              ),
+            },
+          }),
+        ],
+      );
+      expect(await rail.execute(resumed(id, amount, carol.address))).toEqual({
+        status: "in_flight",
+        reference: id,
+      });
+      expect(carol.asked).toEqual([]);
+    } finally {
+      await rail.stop();
+      await carol.close();
+    }
   });
 });
