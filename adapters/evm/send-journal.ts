@@ -990,13 +990,12 @@ async function replacedTakenAgain(
   const refusedCosts: Cost[] = [];
   const rowCost = costOf(row.raw_tx);
   if (rowCost !== null && costsTooMuchTexts.some((said) => text.includes(said))) refusedCosts.push(rowCost);
+  // Those not asked are said in one line a pass. Before, a line each: as many a pass as bumps kept, while refused.
+  let notAsked = 0;
   for (const older of replaced) {
     const olderCost = costOf(older.raw_tx);
     if (olderCost !== null && refusedCosts.some((refused) => costsNoLess(olderCost, refused))) {
-      journal.logger.debug(
-        { send: row.attempt_id, txHash: older.tx_hash },
-        "send's transaction replaced by a refused bump not broadcast again: it costs no less than one refused as costing too much",
-      );
+      notAsked += 1;
       continue;
     }
     try {
@@ -1026,6 +1025,11 @@ async function replacedTakenAgain(
     );
     return leftToHeld(journal, row, older.tx_hash);
   }
+  if (notAsked > 0)
+    journal.logger.debug(
+      { send: row.attempt_id, notAsked },
+      "send's transactions replaced by a refused bump not broadcast again: each costs no less than one refused as costing too much",
+    );
   return replaced.length > 0 ? "every_one_refused" : null;
 }
 

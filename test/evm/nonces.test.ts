@@ -1800,13 +1800,15 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
   );
 
   /**
-   * A long refusal as the code leaves it: three bumps over `sent`, signed as the fees rose (twice, three and four times
-   * its fees), each refused and kept among the send's, the row pointed back at `sent` each time; the newest first.
+   * A long refusal as the code leaves it: three bumps over `sent`, signed while a lower cap left room for 10, 11 and 12%
+   * over its fees (a bump cut back to the cap), each refused and kept among the send's, the row pointed back at `sent`
+   * each time; the newest first. Each costs less than the 12.5% bump a pass signs over `sent` now, so only `sent`'s own
+   * refusal, costing less than each, keeps them from being broadcast again in that pass.
    */
   async function refusedBumpsKept(key: string, sent: { raw_tx: `0x${string}` }) {
     const old = parseTransaction(sent.raw_tx);
     const bumps: { tx_hash: `0x${string}`; raw_tx: `0x${string}` }[] = [];
-    for (const times of [2n, 3n, 4n]) {
+    for (const [at, percent] of [110n, 111n, 112n].entries()) {
       const raw = await gw.chain.walletClient.signTransaction({
         account: gw.chain.walletClient.account!,
         chain: gw.chain.chain,
@@ -1815,12 +1817,15 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
         to: old.to!,
         data: old.data!,
         gas: old.gas!,
-        maxFeePerGas: old.maxFeePerGas! * times,
-        maxPriorityFeePerGas: old.maxPriorityFeePerGas! * times,
+        // Rounded down, both: the tip stays within the fee cap as it was in `sent`.
+        maxFeePerGas: (old.maxFeePerGas! * percent) / 100n,
+        maxPriorityFeePerGas: (old.maxPriorityFeePerGas! * percent) / 100n,
       });
+      // A second apart, the newest last: the same now() for two would leave their order to the plan.
       await gw.app.db.query(
-        "INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) VALUES ($1, $2, $3)",
-        [key, keccak256(raw), raw],
+        `INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx, replaced_at)
+         VALUES ($1, $2, $3, now() - $4::int * interval '1 second')`,
+        [key, keccak256(raw), raw, 3 - at],
       );
       bumps.unshift({ tx_hash: keccak256(raw), raw_tx: raw });
     }
@@ -1830,7 +1835,12 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
   it("refused as costing too much through a long refusal, the fees moving: the bumps kept cost no call to broadcast again once a cheaper one is refused so", async () => {
     const { first, broke, asked, publicClient } = refusingBumps();
     const key = "bumps-refused:broke:long";
-    const journal = stallingJournal(publicClient, 120_000); // no bump due: the chain as it was left
+    const { logger, lines } = recordingLogger();
+    const journal = stallingJournal(publicClient, 120_000, { logger }); // no bump due: the chain as it was left
+    const notAsked = () =>
+      lines
+        .filter((line) => line.level === "debug" && /not broadcast again/.test(line.message))
+        .map((line) => line.fields);
     let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
     await setAutomine(false);
     try {
@@ -1845,10 +1855,14 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
       await keepOpenSends(journal);
       // Before: each bump broadcast again, costing more than the first one the node had just refused so.
       expect(asked).toEqual([sent.raw_tx]);
+      // Said in one line for the three. Before, a line each.
+      expect(notAsked()).toEqual([{ send: key, notAsked: 3 }]);
       // Another process, a bump due: signed over the first at the fees of now, refused; the first broadcast again (it
-      // costs less), refused as well; none of the bumps before.
+      // costs less), refused as well; none of the bumps before, which cost less than the one of now and more than the
+      // first: its refusal, not the new bump's, is what spares them.
       asked.length = 0;
-      await keepOpenSends(stallingJournal(publicClient, 0));
+      lines.length = 0;
+      await keepOpenSends(stallingJournal(publicClient, 0, { logger }));
       const sentHash = sent.tx_hash;
       const hashes = await hashesOfSend(gw.app.db, sent);
       expect(hashes).toHaveLength(5);
@@ -1856,6 +1870,9 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
         (hash) => hash !== sentHash && !bumps.some((bump) => bump.tx_hash === hash),
       );
       expect(asked.map((raw) => keccak256(raw))).toEqual([bumpedNow, sent.tx_hash]);
+      const bumpedNowFee = parseTransaction(asked[0]!).maxFeePerGas!;
+      for (const bump of bumps) expect(parseTransaction(bump.raw_tx).maxFeePerGas).toBeLessThan(bumpedNowFee);
+      expect(notAsked()).toEqual([{ send: key, notAsked: 3 }]);
       // Every one kept among the send's (another node may have taken one), the row pointed back at the first.
       const replaced = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
         "SELECT tx_hash FROM evm_sends_replaced WHERE attempt_id = $1",
@@ -1878,6 +1895,11 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
     } finally {
       broke.on = false;
       await setAutomine(true);
+      // Broadcast here too, should an assertion stop the test first: the nonce left open fails the tests after it.
+      if (sent !== undefined && !("status" in sent))
+        await gw.chain.provider
+          .request({ method: "eth_sendRawTransaction", params: [sent.raw_tx] } as never)
+          .catch(() => undefined);
       await gw.chain.networkHelpers.mine(1);
     }
     await expectMined([sent]);
