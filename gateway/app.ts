@@ -6,7 +6,6 @@
 import { EventEmitter } from "node:events";
 import path from "node:path";
 import type { FastifyInstance } from "fastify";
-import { pino } from "pino";
 import type { Address } from "viem";
 import { type EmbeddedChain, evmMigrations, type SplitterWatcher } from "../adapters/evm/index.ts";
 import { fiatMigrations } from "../adapters/fiat/index.ts";
@@ -31,6 +30,7 @@ import {
   startDepositSweeps,
   startSendGasBooking,
 } from "./app/evm.ts";
+import { createAppLogger } from "./app/logger.ts";
 import { type RailContext, type RailModule, railModules } from "./app/rails.ts";
 import { configScrubber } from "./app/secrets.ts";
 import { type ChangeBus, type Db, type MigrationSource, migrate, openChangeBus, openDb } from "./db/index.ts";
@@ -254,7 +254,7 @@ function x402Chains(
 export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
   // Every line scrubbed of the configuration's secrets (app/secrets.ts): an RPC provider's key in a logged error.
   const scrub = configScrubber(config);
-  const logger: Logger = pino({ level: config.logLevel, hooks: { streamWrite: scrub } });
+  const logger = createAppLogger(config);
   const db = await openDb(config.database, logger.child({ module: "db" }));
   const closers: Closers = [() => db.close()];
   // In the reverse order of opening, each whatever the ones before did: one that fails (a rail's stop, a server's
@@ -618,7 +618,7 @@ async function startRails(
   // the rest never heard it; and a rejection emit never sees went unhandled.
   deps.settlement.onInvoicePaid = (invoiceId) => {
     const threw = (error: unknown) =>
-      deps.logger.error({ error, invoiceId }, "a listener of invoice.paid threw");
+      deps.logger.error({ err: error, invoiceId }, "a listener of invoice.paid threw");
     // rawListeners and `this` as emit gives them: a listener added with `once` is removed as emit removes it.
     for (const listener of deps.events.rawListeners("invoice.paid")) {
       try {
