@@ -41,7 +41,7 @@ import {
 } from "./schemas.ts";
 import { afterSent } from "./settle.ts";
 import { createSimulationBatcher } from "./simulate-batch.ts";
-import { type KnownOfRow, paidIn, paidSince, sendJournalOf, spenderOfSend } from "./spends.ts";
+import { type KnownOfRow, paidIn, paidInWindow, sendJournalOf, spenderOfSend } from "./spends.ts";
 import {
   markOwed,
   markUnsentOwed,
@@ -57,13 +57,23 @@ import {
   parsePayment,
   signedByPayer,
   type VerifyReads,
+  validBeforeSkewS,
+  validForMaxS,
   verifyExact,
 } from "./verify.ts";
 
 type Offer = { rail: string; price: SchemePrice };
 
-/** How long a payment refused before sending waits for the chain's head to mark its owed row with (markUnsentOwed). */
-const markedBlockWaitMs = 1_000;
+/**
+ * How long before its validBefore an authorization refused before sending can have been mined at the earliest
+ * (spentNotCredited's search: spends.ts paidInWindow). Verified here, it was taken only with a validBefore at most
+ * validForMaxS and validBeforeSkewS past the gateway's clock, and its nonce was unused at the node's latest block then
+ * (the simulation): it was mined later, by the chain's clock, less a node behind and a clock apart, for which
+ * validBeforeSkewS is allowed once more. Its validAfter cuts the search only when later (clients sign it 600 s before
+ * now, or 0: @x402/evm's v2 client does). The search's logs span this much of the chain at most: 43,800 blocks of a
+ * chain of 2 s, read in halves where the node caps a read's range (spends.ts spentByAnother).
+ */
+const unsentMinedWithinS = validForMaxS + 2n * validBeforeSkewS;
 /** A payment sent again for a request owed: its authorization and the signature it came with, not checked yet. */
 type OwedSigned = { chain: X402Chain; authorization: Eip3009Authorization; signature: Hex };
 type Built = { chain: X402Chain; v2: PaymentRequirementsV2; v1: PaymentRequirementsV1 | null };
@@ -188,11 +198,13 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * yet (its transaction not mined, or reverted leaving the authorization open to whoever holds it, or the node cannot
    * say now): refused pending, as its first answer was, so that the payer sends it again later rather than sign a new
    * payment and pay twice (before: "nonce already used"). Either only on the payer's own signature (payersOwn). None
-   * owed here: the request the rail refused before sending, if one is (servedAsUnsentOwed).
+   * owed here: the request the rail refused before sending, if one is (servedAsUnsentOwed); `seenUsed`, the caller
+   * read the token's nonce used (for it).
    */
   async function servedAsOwed(
     parsed: Extract<ReturnType<typeof parsePayment>, { ok: true }>,
     resource: PricedResource,
+    seenUsed = false,
   ): Promise<SchemeVerdict | null> {
     const read = exactEvmPayload.safeParse(parsed.payload.payload);
     if (!read.success) return null;
@@ -201,7 +213,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     const signed = { chain, authorization, signature: read.data.signature as Hex };
     const { paywallId } = resource;
     const owed = await owedAt(deps.db, chain, authorization, { paywallId, tenantId: resource.tenantId });
-    if (owed === null) return await servedAsUnsentOwed(parsed, resource, signed);
+    if (owed === null) return await servedAsUnsentOwed(parsed, resource, signed, seenUsed);
     // Served or answered pending alike: the payer's own signature first.
     const own = await payersOwn(signed);
     if (own !== true) return own;
@@ -301,12 +313,13 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * paid yet while this very authorization's transfer to the hot wallet is mined (the watcher not past its
    * confirmations: spentNotCredited): refused pending, as servedAsOwed refuses one not mined yet, so that the payer
    * sends it again rather than sign a new payment and pay twice. Served or answered pending only on the payer's own
-   * signature (payersOwn).
+   * signature (payersOwn). `seenUsed`: the caller read the token's nonce used.
    */
   async function servedAsUnsentOwed(
     parsed: Extract<ReturnType<typeof parsePayment>, { ok: true }>,
     resource: PricedResource,
     signed: OwedSigned,
+    seenUsed: boolean,
   ): Promise<SchemeVerdict | null> {
     const { chain, authorization } = signed;
     const { paywallId } = resource;
@@ -351,12 +364,9 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
           },
         });
       // Not paid yet, or paid only by a transaction gone: the authorization, mined again, is credited once the watcher
-      // has it (its own confirmations, the reorg's reversal). Searched for from the first row's mark: the earliest it
-      // can have been mined for any of them.
+      // has it (its own confirmations, the reorg's reversal).
       if (!gone && owed.every((row) => row.paid)) return null;
-      let since: bigint | null = owed[0]?.markedBlock ?? null;
-      for (const row of owed) if (since !== null && (row.markedBlock ?? -1n) < since) since = row.markedBlock;
-      return await spentNotCredited(signed, since);
+      return await spentNotCredited(signed, seenUsed);
     }
     const own = await payersOwn(signed);
     if (own !== true) return own;
@@ -386,35 +396,40 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * when the node cannot say now; null when the nonce is unused (not mined: the payment's own refusal stands, its
    * window shut or its terms moved), or used otherwise. The token's AuthorizationUsed of (payer, nonce) is read as
    * reconciliation reads a copy's (paidIn on its receipt), in the blocks the authorization may have been mined in
-   * (spends.ts paidSince: from `since`, the block its row was marked at, less the chain's confirmations, up to its
-   * validBefore): the payer may have cancelled the nonce (cancelAuthorization) or spent it with another authorization
-   * of its own (another value or recipient), which never pays the invoice, and its final refusal, a nonce already used,
-   * stands. The signature is checked once the nonce is used (payersOwn), before the search: the payer, nonce and
-   * value are public, and a signature made up would otherwise drive the node's reads of logs.
+   * (spends.ts paidInWindow: those whose time is within its window, the window's start no earlier than
+   * unsentMinedWithinS before its validBefore): the payer may have cancelled the nonce (cancelAuthorization) or spent it
+   * with another authorization of its own (another value or recipient), which never pays the invoice, and its final
+   * refusal, a nonce already used, stands. The signature is checked once the nonce is used (payersOwn), before the
+   * search: the payer, nonce and value are public, and a signature made up would otherwise drive the node's reads of
+   * logs. `seenUsed`: the caller read the nonce used (verify's refusal), and it is not read again: a node one block
+   * behind the first (behind a load balancer) could read it unused, and the final refusal would stand for a payment
+   * mined and paid.
    */
-  async function spentNotCredited(signed: OwedSigned, since: bigint | null): Promise<SchemeVerdict | null> {
+  async function spentNotCredited(signed: OwedSigned, seenUsed: boolean): Promise<SchemeVerdict | null> {
     const { chain, authorization } = signed;
-    let used: boolean;
-    try {
-      used = await nonceUsed(chain, authorization.from, authorization.nonce);
-    } catch (error) {
-      deps.logger.warn(
-        { error, payer: authorization.from },
-        "x402: whether a refused payment's authorization was mined is unknown now",
-      );
-      return {
-        kind: "refused",
-        refusal: {
-          code: "unexpected_settle_error",
-          message:
-            "whether this payment's authorization was mined cannot be read now: send the same payment again shortly, and it is served if it was",
-        },
-      };
-    }
+    let used = seenUsed;
+    if (!used)
+      try {
+        used = await nonceUsed(chain, authorization.from, authorization.nonce);
+      } catch (error) {
+        deps.logger.warn(
+          { error, payer: authorization.from },
+          "x402: whether a refused payment's authorization was mined is unknown now",
+        );
+        return {
+          kind: "refused",
+          refusal: {
+            code: "unexpected_settle_error",
+            message:
+              "whether this payment's authorization was mined cannot be read now: send the same payment again shortly, and it is served if it was",
+          },
+        };
+      }
     if (!used) return null;
     const own = await payersOwn(signed);
     if (own !== true) return own;
-    const spent = await paidSince(chain, { ...authorization, to: chain.hotWallet }, since, deps.logger);
+    const terms = { ...authorization, to: chain.hotWallet };
+    const spent = await paidInWindow(chain, terms, unsentMinedWithinS, deps.logger);
     if (spent === null) return null;
     if (spent === "unknown")
       return {
@@ -497,7 +512,10 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         verified.refusal === "invalid_exact_evm_payload_authorization_valid_before" ||
         verified.refusal === "invalid_exact_evm_payload_authorization_value"
       ) {
-        const owed = await servedAsOwed(parsed, resource);
+        // A nonce already used is the token's own answer here (verify.ts whyNotTaken: this scheme's reads ask no
+        // claim first), which the search for its transfer takes as read.
+        const used = verified.refusal === "invalid_exact_evm_nonce_already_used";
+        const owed = await servedAsOwed(parsed, resource, used);
         if (owed !== null) return owed;
       }
       return { kind: "refused", refusal: refusal(verified) };
@@ -554,20 +572,9 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         // out of the gateway's hands all the same.
         const { unsentInvoiceId } = settled;
         if (unsentInvoiceId !== undefined) {
-          // Where the search for its transfer starts once sent again (spentNotCredited): no earlier than now, less a
-          // reorganisation's blocks. Null when the node cannot say within markedBlockWaitMs (it may be why the rail
-          // refused, and the payer's 402 is not held for the client's timeout): the last 1,000 blocks of its window
-          // are searched (spends.ts paidSince). A head cached a little while is earlier, so searched from sooner.
-          const markedBlock = await Promise.race([
-            chain.publicClient.getBlockNumber().catch((error: unknown) => {
-              deps.logger.warn(
-                { error, payer: payment.payer },
-                "x402: the chain's latest block cannot be read now",
-              );
-              return null;
-            }),
-            new Promise<null>((resolve) => setTimeout(resolve, markedBlockWaitMs, null).unref()),
-          ]);
+          // Nothing of the chain is read for it: sent again, its transfer is searched for in its own window
+          // (spentNotCredited). Before, the head read here (the payer's 402 held up to a second for it) started that
+          // search, and a transfer mined before it (the mining what made the rail refuse) was missed.
           await afterSent(
             deps.logger,
             "recording the request of a payment refused before sending owed",
@@ -577,7 +584,6 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
                 invoiceId: unsentInvoiceId,
                 paywallId: resource.paywallId,
                 tenantId: resource.tenantId,
-                markedBlock,
               }),
             "though nothing was sent",
           );

@@ -176,7 +176,8 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
         // Given back, the invoice may yet be paid by the authorization: the paywall keeps the request owed through it
         // (scheme.ts servedAsUnsentOwed) — but after a refusal that never leaves it bound (the rail's neverPays: the
         // nonce used, the signature refused, the invoice not payable). Another that did not bind it (the terms
-        // refused, the binding failed) leaves a row the paywall never serves: it reads the rail's binding too.
+        // refused, the binding failed) leaves no row: the paywall reads the rail's binding as it writes one (store.ts
+        // markUnsentOwed).
         return neverBound.has(submitted.refusal) ? answer : { ...answer, unsentInvoiceId: invoiceId };
       }
       // Sent: from here on nothing the ledger or the database does may turn the payer's answer into a failure.

@@ -284,27 +284,37 @@ export async function unspentByOurs(
 
 /**
  * The transaction that spent this very authorization to `a.to` (spentByAnother: its AuthorizationUsed, paidIn on its
- * receipt) at or after block `since` less the chain's confirmations (X402Chain.confirmations: a reorganisation may
- * mine it again below a block the gateway saw as latest), up to the latest block, or the last before its
- * validBefore once the chain is past it (the token takes it no later): the bounds of the authorization itself, not of
- * what delays its credit (the chain's confirmations, the deposit watcher behind after an outage). `since` null (not
- * known): the last anotherSpendLookbackBlocks blocks, from the search's last block. Null when none paid, "unknown" when the node cannot say now. Never
- * throws.
+ * receipt) in the blocks the token may have taken it in: those whose time is past its validAfter and before its
+ * validBefore (EIP-3009), found by their timestamps (firstBlockAtOrAfter), up to the latest — the bounds of the
+ * authorization itself, whatever delays its credit (the chain's confirmations, the deposit watcher behind after an
+ * outage) and whatever made the rail refuse it (its mining among them, a few blocks before the gateway read a head).
+ * A validAfter earlier than `windowMaxS` before its validBefore (0, or long ago: some clients sign so) is taken as
+ * that: the caller names how long before its validBefore it can have been mined at the earliest, so that such a
+ * window is not read from the chain's first block. Before, the search ran from the block its row was marked at, less
+ * the chain's confirmations, or the last 1,000 blocks when the node could not say then: one mined before the mark (the
+ * mining made the rail refuse), or earlier than 1,000 blocks on a fast chain, was missed, and its payer refused as a
+ * nonce already used. Null when none paid; "unknown" when the node cannot say now (and when no block it has is past
+ * the window's start: it is behind the one that read the nonce used). Never throws.
  */
-export async function paidSince(
+export async function paidInWindow(
   chain: X402Chain,
-  a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce" | "validBefore">,
-  since: bigint | null,
+  a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce" | "validAfter" | "validBefore">,
+  windowMaxS: bigint,
   logger: Logger,
 ): Promise<AnotherSpend> {
-  const margin = BigInt(chain.confirmations ?? 1);
-  const from = since === null ? null : since > margin ? since - margin : 0n;
+  let after = a.validBefore - windowMaxS;
+  if (a.validAfter > after) after = a.validAfter;
+  let from: bigint;
   let last: bigint;
   try {
     const latest = await chain.publicClient.getBlock({ blockTag: "latest" });
+    if (latest.timestamp <= after)
+      throw new Error(`the latest block's time (${latest.timestamp}) is not past ${after}`);
+    // About 25 reads of a block each on a chain of 30 million blocks, whatever the window's length.
+    from = await firstBlockAtOrAfter(chain, after + 1n, 0n, latest.number);
     last = latest.number;
     if (latest.timestamp >= a.validBefore)
-      last = (await firstBlockAtOrAfter(chain, a.validBefore, from ?? 0n, latest.number)) - 1n;
+      last = (await firstBlockAtOrAfter(chain, a.validBefore, from, latest.number)) - 1n;
   } catch (error) {
     logger.warn(
       { error, rail: chain.rail, payer: a.from, nonce: a.nonce },
@@ -312,9 +322,9 @@ export async function paidSince(
     );
     return "unknown";
   }
-  // Its window shut before the search's first block: nothing there can have spent it.
-  if (last < (from ?? 0n)) return null;
-  return spentByAnother(chain, a, last, logger, from === null ? {} : { fromBlock: from });
+  // Its window shut before it opened: nothing can have spent it.
+  if (last < from) return null;
+  return spentByAnother(chain, a, last, logger, { fromBlock: from });
 }
 
 /**

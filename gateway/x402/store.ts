@@ -314,19 +314,33 @@ export async function takeOwed(
  * Marks the request owed at `owed.paywallId` whose settlement through `invoiceId` the rail refused before sending it
  * (migration 0070): its claim was given back, but the invoice stays bound to the payer's nonce and is credited if
  * whoever holds the authorization mines it. Once it is paid so, the same payment sent again there is served once
- * (unsentOwedAt, takeUnsentOwed). `owed.markedBlock`: the chain's latest block now, or null when the node cannot say
- * (marked_block: where the search for the authorization's transfer starts).
+ * (unsentOwedAt, takeUnsentOwed). Only while the rail holds the invoice bound (evm_deposits), which it does before it
+ * answers the refusal or never (the terms refused, the binding failed): a row of an invoice never bound is never
+ * served. The rows of the authorization's other invoices the rail holds bound no more go in the same statement: the
+ * same payment refused again books this one, which took the binding over from them, and the rail never gives it back
+ * (adapters/evm authorizations.ts bindTransfer), so none of them can be served again. Before, every refusal wrote a
+ * row, and none was ever deleted. What is left is one row per authorization at most beside its rows taken (served),
+ * each with an invoice and its deposit row the rail keeps as long.
  */
 export async function markUnsentOwed(
   db: Db,
   chain: X402Chain,
   authorization: Pick<Eip3009Authorization, "from" | "nonce" | "value">,
-  owed: OwedTo & { readonly invoiceId: string; readonly markedBlock: bigint | null },
+  owed: OwedTo & { readonly invoiceId: string },
 ): Promise<void> {
   await db.query(
-    `INSERT INTO x402_unsent_owed
-       (chain_id, token, payer, nonce, invoice_id, paywall_id, tenant_id, amount, marked_block)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8::numeric, $9::bigint)
+    `WITH given_up AS (
+       DELETE FROM x402_unsent_owed o
+       WHERE o.chain_id = $1 AND o.token = $2 AND o.payer = $3 AND o.nonce = $4 AND o.invoice_id <> $5
+         AND NOT EXISTS (SELECT 1 FROM evm_deposits d
+                         WHERE d.chain_id = o.chain_id AND d.token = o.token AND d.reference = o.invoice_id
+                           AND d.auth_from = o.payer AND d.auth_nonce = o.nonce)
+     )
+     INSERT INTO x402_unsent_owed (chain_id, token, payer, nonce, invoice_id, paywall_id, tenant_id, amount)
+     SELECT $1::bigint, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::numeric
+     WHERE EXISTS (SELECT 1 FROM evm_deposits d
+                   WHERE d.chain_id = $1 AND d.token = $2 AND d.reference = $5 AND d.auth_from = $3
+                     AND d.auth_nonce = $4)
      ON CONFLICT (invoice_id) DO NOTHING`,
     [
       ...keyOf(chain, authorization),
@@ -334,7 +348,6 @@ export async function markUnsentOwed(
       owed.paywallId,
       owed.tenantId,
       authorization.value.toString(),
-      owed.markedBlock?.toString() ?? null,
     ],
   );
 }
@@ -346,8 +359,8 @@ export async function markUnsentOwed(
  * refused again took over, is never paid by the authorization). A paid one comes with each transaction its receipts
  * name (the deposit watcher's evidence) but those a reorg took back (a reversal of the receipt that stands): the caller
  * reads which of them spent this very authorization to the hot wallet. One not paid yet comes once, with no
- * transaction, while its watch lasts: the authorization may be mined, or mined and not credited yet. Each with the
- * block it was marked at (markUnsentOwed). Empty when none is.
+ * transaction, while its watch lasts: the authorization may be mined, or mined and not credited yet. Empty when none
+ * is.
  */
 export async function unsentOwedAt(
   db: Db,
@@ -359,17 +372,14 @@ export async function unsentOwedAt(
     readonly invoiceId: string;
     readonly paid: boolean;
     readonly txHash: string | null;
-    readonly markedBlock: bigint | null;
   }[]
 > {
   const rows = await db.query<{
     invoice_id: string;
     paid: boolean;
     tx_hash: string | null;
-    marked_block: string | null;
   }>(
-    `SELECT o.invoice_id, i.status = 'paid' AS paid, r.evidence->>'txHash' AS tx_hash,
-            o.marked_block::text AS marked_block
+    `SELECT o.invoice_id, i.status = 'paid' AS paid, r.evidence->>'txHash' AS tx_hash
      FROM x402_unsent_owed o
      JOIN invoices i ON i.id = o.invoice_id AND i.tenant_id = o.tenant_id
      JOIN evm_deposits d ON d.chain_id = $1 AND d.token = $2 AND d.reference = o.invoice_id
@@ -388,7 +398,6 @@ export async function unsentOwedAt(
     invoiceId: row.invoice_id,
     paid: row.paid,
     txHash: row.tx_hash,
-    markedBlock: row.marked_block === null ? null : BigInt(row.marked_block),
   }));
 }
 

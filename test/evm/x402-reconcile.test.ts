@@ -29,6 +29,7 @@ import { createX402Deps } from "../../gateway/x402/index.ts";
 import { type ReconcileSettings, reconcileX402 } from "../../gateway/x402/reconcile.ts";
 import { createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
 import { claim, record, sentAuthorization } from "../../gateway/x402/store.ts";
+import { validBeforeSkewS, validForMaxS } from "../../gateway/x402/verify.ts";
 import { recordingLogger } from "../support/recording-logger.ts";
 import {
   anotherProcessRail,
@@ -172,14 +173,21 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
    * A paywall at `path` of a new merchant account, served by a shop whose route spends the payer's balance while it
    * serves the first request (the rail's simulation then refuses its settlement: insufficient_funds), and the payment
    * of a new payer (`name`) sent there and refused so; `others`: more paywalls of the same account and price, each
-   * served as other goods. The caller closes the shop. `served()`: the requests served so far.
+   * served as other goods. The caller closes the shop. `served()`: the requests served so far. `refusing`: told the
+   * payment as the first request is served, its settlement about to be refused.
    */
-  async function refusedAtPaywall(name: string, path: string, others: readonly string[] = []) {
+  async function refusedAtPaywall(
+    name: string,
+    path: string,
+    others: readonly string[] = [],
+    refusing?: (sent: SentPayment, payer: Payer) => void,
+  ) {
     const seller = await gw.merchantAccount(`seller of a payment refused before sending, ${name}`);
     for (const at of [path, ...others])
       await gw.x402Paywall(at, `a report of a payment refused before sending, ${name}`, seller.id);
     const payer = await newPayer(`refused at a paywall, ${name}`, 10_000n);
     let served = 0;
+    let sending: SentPayment | null = null;
     const shop = Fastify();
     await shop.register(switchyardPaywall, { paywall: gw.app.paywalls.forTenant(gw.app.demo!.tenantId) });
     shop.get(path, async () => {
@@ -193,6 +201,7 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
           functionName: "transfer",
           args: [gw.chain.accounts[0]!.address, 10_000n],
         });
+        refusing?.(sending!, payer);
       }
       return { report: "the goods" };
     });
@@ -212,12 +221,13 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
         await challenge.json(),
       );
       const header = client.encodePaymentSignatureHeader(await client.createPaymentPayload(required));
-      const refused = await fetch(`${base}${path}`, { headers: header });
-      expect(refused.status).toBe(402);
-      expect(((await refused.json()) as { error: string }).error).toBe("insufficient_funds");
       const sent = (
         JSON.parse(Buffer.from(header["PAYMENT-SIGNATURE"]!, "base64").toString()) as { payload: SentPayment }
       ).payload;
+      sending = sent;
+      const refused = await fetch(`${base}${path}`, { headers: header });
+      expect(refused.status).toBe(402);
+      expect(((await refused.json()) as { error: string }).error).toBe("insufficient_funds");
       return { shop, base, header, sent, payer, served: () => served };
     } catch (error) {
       await shop.close();
@@ -247,6 +257,50 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
     });
     expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe("success");
     return copyTx;
+  }
+
+  /**
+   * The first block of the gateway's reads of the token's AuthorizationUsed of `payer` (its node's client, shared with
+   * the test's) while `run` runs, and what `run` gave.
+   */
+  async function logsReadFrom<T>(
+    payer: Address,
+    run: () => Promise<T>,
+  ): Promise<{ result: T; from: bigint[] }> {
+    type GetLogs = (query: { args?: { authorizer?: Address }; fromBlock?: bigint }) => Promise<unknown>;
+    const client = gw.chain.publicClient as unknown as { getLogs: GetLogs };
+    const getLogs = client.getLogs;
+    const from: bigint[] = [];
+    client.getLogs = (query) => {
+      const authorizer = query.args?.authorizer;
+      if (authorizer !== undefined && authorizer.toLowerCase() === payer.toLowerCase())
+        from.push(query.fromBlock ?? -1n);
+      return getLogs(query);
+    };
+    try {
+      return { result: await run(), from };
+    } finally {
+      client.getLogs = getLogs;
+    }
+  }
+
+  /**
+   * The search read from the first block whose time is past the start of the authorization's window (its validAfter,
+   * or the longest verify takes a window for, validForMaxS, and validBeforeSkewS twice, before its validBefore when
+   * later: scheme.ts unsentMinedWithinS; the official client signs validAfter 0), whatever block the gateway saw as it
+   * refused it, and so from no later than `minedIn`.
+   */
+  async function searchedFromItsWindow(from: bigint[], a: SentPayment["authorization"], minedIn: bigint) {
+    expect(from.length).toBeGreaterThan(0);
+    let first = from[0]!;
+    for (const block of from) if (block < first) first = block;
+    expect(first).toBeLessThanOrEqual(minedIn);
+    let start = BigInt(a.validBefore) - (validForMaxS + 2n * validBeforeSkewS);
+    if (BigInt(a.validAfter) > start) start = BigInt(a.validAfter);
+    const timeOf = async (block: bigint) =>
+      (await gw.chain.publicClient.getBlock({ blockNumber: block })).timestamp;
+    expect(await timeOf(first)).toBeGreaterThan(start);
+    if (first > 0n) expect(await timeOf(first - 1n)).toBeLessThanOrEqual(start);
   }
 
   it("and that someone else mined serves the same payment sent again there, once", async () => {
@@ -343,11 +397,11 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
     try {
       const a = sent.authorization;
       // Recorded owed: the refusal below is the search's, not a row never written.
-      const [marked] = await gw.app.db.query<{ owed: boolean; marked_block: string | null }>(
-        "SELECT owed, marked_block::text AS marked_block FROM x402_unsent_owed WHERE payer = $1 AND nonce = $2",
+      const [marked] = await gw.app.db.query<{ owed: boolean }>(
+        "SELECT owed FROM x402_unsent_owed WHERE payer = $1 AND nonce = $2",
         [payer.address.toLowerCase(), a.nonce.toLowerCase()],
       );
-      expect(marked).toMatchObject({ owed: true, marked_block: expect.any(String) });
+      expect(marked).toMatchObject({ owed: true });
       // The payer's own authorization of the same nonce to another address, for another amount, mined: the invoice
       // bound to the nonce is never paid, and the payment sent again can never be.
       const elsewhere = {
@@ -392,18 +446,111 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       "/refused-then-mined-long-ago",
     );
     try {
-      await minedByAnother(payer, sent);
+      const copyTx = await minedByAnother(payer, sent);
+      const minedIn = (await gw.chain.publicClient.getTransactionReceipt({ hash: copyTx })).blockNumber;
       // The watcher behind (an outage, or a chain's confirmations) while the chain moves on past the authorization's
       // window: its transfer is searched for in the authorization's own blocks, found, and the payment sent again is
       // answered pending (a nonce already used would be final to an x402 client, which signs anew and pays twice).
       await gw.chain.networkHelpers.mine(1_100);
-      const again = await fetch(`${base}/refused-then-mined-long-ago`, { headers: header });
+      const { result: again, from } = await logsReadFrom(payer.address, () =>
+        fetch(`${base}/refused-then-mined-long-ago`, { headers: header }),
+      );
       expect(again.status).toBe(402);
       expect(((await again.json()) as { error: string }).error).toBe("unexpected_settle_error");
+      await searchedFromItsWindow(from, sent.authorization, minedIn);
       expect(served()).toBe(1);
     } finally {
       await shop.close();
       await snapshot.restore();
+    }
+  });
+  it("and mined a few blocks before its row was written (the mining why the rail refused), is answered pending when sent again", async () => {
+    // Another mines the authorization, and 10 blocks follow (a fast chain, one confirmation), as the gateway reads
+    // the chain's head after the rail's refusal; where it reads none, right after the refusal: before it is sent
+    // again either way. Before, the search started from the head read as its row was written, less the chain's
+    // confirmations, past the block that mined it: the payer who paid heard a final nonce already used.
+    type GetBlockNumber = (...args: unknown[]) => Promise<bigint>;
+    const client = gw.chain.publicClient as unknown as { getBlockNumber: GetBlockNumber };
+    const getBlockNumber = client.getBlockNumber;
+    const early: { armed: { sent: SentPayment; payer: Payer } | null; mined: Promise<bigint> | null } = {
+      armed: null,
+      mined: null,
+    };
+    const mineNow = () => {
+      const { sent, payer } = early.armed!;
+      early.armed = null;
+      early.mined = (async () => {
+        const copyTx = await minedByAnother(payer, sent);
+        const { blockNumber } = await gw.chain.publicClient.getTransactionReceipt({ hash: copyTx });
+        await gw.chain.networkHelpers.mine(10);
+        return blockNumber;
+      })();
+      return early.mined;
+    };
+    client.getBlockNumber = async (...args) => {
+      if (early.armed !== null) await mineNow();
+      return getBlockNumber(...args);
+    };
+    try {
+      const { shop, base, header, sent, payer, served } = await refusedAtPaywall(
+        "then mined before its row was written",
+        "/refused-mined-before-marked",
+        [],
+        (sent, payer) => {
+          early.armed = { sent, payer };
+        },
+      );
+      client.getBlockNumber = getBlockNumber;
+      try {
+        if (early.armed !== null) await mineNow();
+        const minedIn = await early.mined!;
+        const { result: again, from } = await logsReadFrom(payer.address, () =>
+          fetch(`${base}/refused-mined-before-marked`, { headers: header }),
+        );
+        expect(again.status).toBe(402);
+        expect(((await again.json()) as { error: string }).error).toBe("unexpected_settle_error");
+        await searchedFromItsWindow(from, sent.authorization, minedIn);
+        expect(served()).toBe(1);
+      } finally {
+        await shop.close();
+      }
+    } finally {
+      client.getBlockNumber = getBlockNumber;
+    }
+  });
+
+  it("and mined, is answered pending when sent again though a node behind the first reads its nonce unused", async () => {
+    const { shop, base, header, sent, payer, served } = await refusedAtPaywall(
+      "then mined, read through nodes apart",
+      "/refused-then-mined-nodes-apart",
+    );
+    type ReadContract = (call: { functionName: string; args?: readonly unknown[] }) => Promise<unknown>;
+    const client = gw.chain.publicClient as unknown as { readContract: ReadContract };
+    const readContract = client.readContract;
+    try {
+      await minedByAnother(payer, sent);
+      // A load balancer's nodes a block apart: once one read the payer's nonce used, the next read asks one that has
+      // not its block yet. Before, the nonce verify read used was read again, unused, and the payer who paid heard a
+      // final nonce already used.
+      let seenUsed = false;
+      client.readContract = async (call) => {
+        const ofPayer =
+          call.functionName === "authorizationState" &&
+          String(call.args?.[0]).toLowerCase() === payer.address.toLowerCase();
+        if (ofPayer && seenUsed) return false;
+        const answer = await readContract(call);
+        if (ofPayer && answer === true) seenUsed = true;
+        return answer;
+      };
+      const again = await fetch(`${base}/refused-then-mined-nodes-apart`, { headers: header });
+      client.readContract = readContract;
+      expect(seenUsed).toBe(true);
+      expect(again.status).toBe(402);
+      expect(((await again.json()) as { error: string }).error).toBe("unexpected_settle_error");
+      expect(served()).toBe(1);
+    } finally {
+      client.readContract = readContract;
+      await shop.close();
     }
   });
 });

@@ -1,0 +1,6 @@
+-- x402_unsent_owed.marked_block (0070) goes: the search for an authorization refused before sending, mined and not
+-- credited yet, started from the chain's head read as its row was written (less the chain's confirmations, or the
+-- last 1,000 blocks when the node could not say), and missed a transfer mined before it (the mining what made the
+-- rail refuse) or earlier than 1,000 blocks on a fast chain; it runs in the authorization's own window now, from
+-- the first block past its validAfter (x402/spends.ts paidInWindow), and nothing reads the head for the row.
+ALTER TABLE x402_unsent_owed DROP COLUMN marked_block;
