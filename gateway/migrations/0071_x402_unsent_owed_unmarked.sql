@@ -3,4 +3,5 @@
 -- last 1,000 blocks when the node could not say), and missed a transfer mined before it (the mining what made the
 -- rail refuse) or earlier than 1,000 blocks on a fast chain; it runs in the authorization's own window now, from
 -- the first block past its validAfter (x402/spends.ts paidInWindow), and nothing reads the head for the row.
-ALTER TABLE x402_unsent_owed DROP COLUMN marked_block;
+-- IF EXISTS: a database that applied 0070 as first committed (fe9c38e) has no marked_block.
+ALTER TABLE x402_unsent_owed DROP COLUMN IF EXISTS marked_block;

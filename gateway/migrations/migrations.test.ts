@@ -197,6 +197,7 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0069_refund_discounted.sql",
       "gateway/0070_x402_unsent_owed.sql",
       "gateway/0071_x402_unsent_owed_unmarked.sql",
+      "gateway/0072_x402_unsent_owed_verified_block.sql",
     ]);
   });
 

@@ -65,13 +65,14 @@ import {
 type Offer = { rail: string; price: SchemePrice };
 
 /**
- * How long before its validBefore an authorization refused before sending can have been mined at the earliest
- * (spentNotCredited's search: spends.ts paidInWindow). Verified here, it was taken only with a validBefore at most
- * validForMaxS and validBeforeSkewS past the gateway's clock, and its nonce was unused at the node's latest block then
- * (the simulation): it was mined later, by the chain's clock, less a node behind and a clock apart, for which
- * validBeforeSkewS is allowed once more. Its validAfter cuts the search only when later (clients sign it 600 s before
- * now, or 0: @x402/evm's v2 client does). The search's logs span this much of the chain at most: 43,800 blocks of a
- * chain of 2 s, read in halves where the node caps a read's range (spends.ts spentByAnother).
+ * How long before its validBefore an authorization refused before sending can have been mined at the earliest, for a
+ * row that keeps no block its verify read the nonce unused at (written before migration 0072, or the verify read no
+ * balance: spentNotCredited's search, spends.ts paidInWindow, then runs over its window). Verified here, it was taken
+ * only with a validBefore at most validForMaxS and validBeforeSkewS past the gateway's clock, and its nonce was unused
+ * at the node's latest block then (the simulation): it was mined later, by the chain's clock, less a node behind and a
+ * clock apart, for which validBeforeSkewS is allowed once more. Its validAfter cuts the search only when later (clients
+ * sign it 600 s before now, or 0: @x402/evm's v2 client does). The search's logs span this much of the chain at most:
+ * 43,800 blocks of a chain of 2 s, read in halves where the node caps a read's range (spends.ts spentByAnother).
  */
 const unsentMinedWithinS = validForMaxS + 2n * validBeforeSkewS;
 /** A payment sent again for a request owed: its authorization and the signature it came with, not checked yet. */
@@ -366,7 +367,13 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       // Not paid yet, or paid only by a transaction gone: the authorization, mined again, is credited once the watcher
       // has it (its own confirmations, the reorg's reversal).
       if (!gone && owed.every((row) => row.paid)) return null;
-      return await spentNotCredited(signed, seenUsed);
+      // Searched for from the earliest block a verify of it read its nonce unused at: any of its rows may be the one
+      // the transfer pays. One row without (written before migration 0072): over the authorization's window.
+      let verifiedAt: bigint | null = owed[0]?.verifiedBlock ?? null;
+      for (const row of owed)
+        if (verifiedAt !== null && (row.verifiedBlock === null || row.verifiedBlock < verifiedAt))
+          verifiedAt = row.verifiedBlock;
+      return await spentNotCredited(signed, seenUsed, verifiedAt);
     }
     const own = await payersOwn(signed);
     if (own !== true) return own;
@@ -396,16 +403,21 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * when the node cannot say now; null when the nonce is unused (not mined: the payment's own refusal stands, its
    * window shut or its terms moved), or used otherwise. The token's AuthorizationUsed of (payer, nonce) is read as
    * reconciliation reads a copy's (paidIn on its receipt), in the blocks the authorization may have been mined in
-   * (spends.ts paidInWindow: those whose time is within its window, the window's start no earlier than
-   * unsentMinedWithinS before its validBefore): the payer may have cancelled the nonce (cancelAuthorization) or spent it
-   * with another authorization of its own (another value or recipient), which never pays the invoice, and its final
-   * refusal, a nonce already used, stands. The signature is checked once the nonce is used (payersOwn), before the
-   * search: the payer, nonce and value are public, and a signature made up would otherwise drive the node's reads of
-   * logs. `seenUsed`: the caller read the nonce used (verify's refusal), and it is not read again: a node one block
-   * behind the first (behind a load balancer) could read it unused, and the final refusal would stand for a payment
-   * mined and paid.
+   * (spends.ts paidInWindow: from `verifiedAt`, the block a verify of it read its nonce unused at, less the chain's
+   * confirmations; without one, those whose time is within its window, no earlier than unsentMinedWithinS before its
+   * validBefore): the payer may have cancelled the nonce (cancelAuthorization) or spent it with another authorization
+   * of its own (another value or recipient), which never pays the invoice, and its final refusal, a nonce already used,
+   * stands (once the node that searched reads it used too: paidInWindow). The signature is checked once the nonce is
+   * used (payersOwn), before the search: the payer, nonce and value are public, and a signature made up would otherwise
+   * drive the node's reads of logs. `seenUsed`: the caller read the nonce used (verify's refusal), and it is not read
+   * again: a node one block behind the first (behind a load balancer) could read it unused, and the final refusal would
+   * stand for a payment mined and paid.
    */
-  async function spentNotCredited(signed: OwedSigned, seenUsed: boolean): Promise<SchemeVerdict | null> {
+  async function spentNotCredited(
+    signed: OwedSigned,
+    seenUsed: boolean,
+    verifiedAt: bigint | null,
+  ): Promise<SchemeVerdict | null> {
     const { chain, authorization } = signed;
     let used = seenUsed;
     if (!used)
@@ -429,7 +441,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     const own = await payersOwn(signed);
     if (own !== true) return own;
     const terms = { ...authorization, to: chain.hotWallet };
-    const spent = await paidInWindow(chain, terms, unsentMinedWithinS, deps.logger);
+    const spent = await paidInWindow(chain, terms, { verifiedAt, maxS: unsentMinedWithinS }, deps.logger);
     if (spent === null) return null;
     if (spent === "unknown")
       return {
@@ -572,9 +584,10 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         // out of the gateway's hands all the same.
         const { unsentInvoiceId } = settled;
         if (unsentInvoiceId !== undefined) {
-          // Nothing of the chain is read for it: sent again, its transfer is searched for in its own window
-          // (spentNotCredited). Before, the head read here (the payer's 402 held up to a second for it) started that
-          // search, and a transfer mined before it (the mining what made the rail refuse) was missed.
+          // Nothing of the chain is read for it: sent again, its transfer is searched for from the block verify read
+          // its nonce unused at (the balance's, simulate-batch.ts), whatever was mined since (the mining what made the
+          // rail refuse among it). Before, the head read here started that search, and a transfer mined before it was
+          // missed; then (0071) the authorization's whole window was read, some 24 hours of blocks.
           await afterSent(
             deps.logger,
             "recording the request of a payment refused before sending owed",
@@ -584,6 +597,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
                 invoiceId: unsentInvoiceId,
                 paywallId: resource.paywallId,
                 tenantId: resource.tenantId,
+                verifiedBlock: verified.balance?.atBlock ?? null,
               }),
             "though nothing was sent",
           );

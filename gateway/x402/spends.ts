@@ -284,47 +284,71 @@ export async function unspentByOurs(
 
 /**
  * The transaction that spent this very authorization to `a.to` (spentByAnother: its AuthorizationUsed, paidIn on its
- * receipt) in the blocks the token may have taken it in: those whose time is past its validAfter and before its
- * validBefore (EIP-3009), found by their timestamps (firstBlockAtOrAfter), up to the latest — the bounds of the
- * authorization itself, whatever delays its credit (the chain's confirmations, the deposit watcher behind after an
- * outage) and whatever made the rail refuse it (its mining among them, a few blocks before the gateway read a head).
- * A validAfter earlier than `windowMaxS` before its validBefore (0, or long ago: some clients sign so) is taken as
- * that: the caller names how long before its validBefore it can have been mined at the earliest, so that such a
- * window is not read from the chain's first block. Before, the search ran from the block its row was marked at, less
- * the chain's confirmations, or the last 1,000 blocks when the node could not say then: one mined before the mark (the
- * mining made the rail refuse), or earlier than 1,000 blocks on a fast chain, was missed, and its payer refused as a
- * nonce already used. Null when none paid; "unknown" when the node cannot say now (and when no block it has is past
- * the window's start: it is behind the one that read the nonce used). Never throws.
+ * receipt) in the blocks the token may have taken it in, up to the latest, or the last before its validBefore once
+ * the chain is past it (EIP-3009: the token takes it no later). From `window.verifiedAt`, the block the verify that
+ * took it read its nonce unused at (the simulation's state was that block's or a later one's, simulate-batch.ts), so
+ * it was mined after that block: the search starts at the last block with the chain's confirmations then
+ * (lastConfirmedAt: a reorganisation may mine it again above that one, not below), and reads no block for its start.
+ * That start is a block earlier than the nonce's reading needs: it covers also a balance read beside a lone
+ * simulation (simulate-batch.ts balanceOf, at once with it), whose block may be the one after the simulation's.
+ * `window.verifiedAt` null (a row written before migration 0072, or a verify that read no balance): from the first
+ * block whose time is past its validAfter, or `window.maxS` before its validBefore when later (some clients sign
+ * validAfter 0), found by timestamps (firstBlockAtOrAfter, some 25 reads of a block) — and, there, "unknown" while no
+ * block the node has is past that start. Before, every search ran so, and over some 24 hours of blocks for a client
+ * that signs validAfter 0: more reads of logs than a node capping a read's range answers, so "unknown" for good.
+ *
+ * None paid it in those blocks: null when the window shut at the last of them, or when the nonce is used at the last
+ * (cancelled, or spent on other terms: the logs would name its spend to `a.to`); "unknown" when it is unused there,
+ * the caller having read it used (another node, ahead of this one behind a load balancer, which has not the block
+ * that mined it yet: the payer is answered pending, and sent again finds it). Before, none found was final, and a
+ * payer whose transfer a node behind had not yet was refused as a nonce already used. "unknown" too when the node
+ * cannot say now. Never throws.
  */
 export async function paidInWindow(
   chain: X402Chain,
   a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce" | "validAfter" | "validBefore">,
-  windowMaxS: bigint,
+  window: { readonly verifiedAt: bigint | null; readonly maxS: bigint },
   logger: Logger,
 ): Promise<AnotherSpend> {
-  let after = a.validBefore - windowMaxS;
-  if (a.validAfter > after) after = a.validAfter;
-  let from: bigint;
-  let last: bigint;
-  try {
-    const latest = await chain.publicClient.getBlock({ blockTag: "latest" });
-    if (latest.timestamp <= after)
-      throw new Error(`the latest block's time (${latest.timestamp}) is not past ${after}`);
-    // About 25 reads of a block each on a chain of 30 million blocks, whatever the window's length.
-    from = await firstBlockAtOrAfter(chain, after + 1n, 0n, latest.number);
-    last = latest.number;
-    if (latest.timestamp >= a.validBefore)
-      last = (await firstBlockAtOrAfter(chain, a.validBefore, from, latest.number)) - 1n;
-  } catch (error) {
+  const cannotSay = (error: unknown): AnotherSpend => {
     logger.warn(
       { error, rail: chain.rail, payer: a.from, nonce: a.nonce },
       "x402: whether the authorization paid cannot be read now",
     );
     return "unknown";
+  };
+  let from: bigint;
+  let last: bigint;
+  let shut = false;
+  try {
+    const latest = await chain.publicClient.getBlock({ blockTag: "latest" });
+    if (window.verifiedAt !== null) from = lastConfirmedAt(chain, window.verifiedAt);
+    else {
+      let after = a.validBefore - window.maxS;
+      if (a.validAfter > after) after = a.validAfter;
+      if (latest.timestamp <= after)
+        throw new Error(`the latest block's time (${latest.timestamp}) is not past ${after}`);
+      from = await firstBlockAtOrAfter(chain, after + 1n, 0n, latest.number);
+    }
+    last = latest.number;
+    if (latest.timestamp >= a.validBefore) {
+      shut = true;
+      last = (await firstBlockAtOrAfter(chain, a.validBefore, from, latest.number)) - 1n;
+    }
+  } catch (error) {
+    return cannotSay(error);
   }
-  // Its window shut before it opened: nothing can have spent it.
-  if (last < from) return null;
-  return spentByAnother(chain, a, last, logger, { fromBlock: from });
+  // A node behind the verify's block reads no logs: its nonce, unused there, says "unknown" below.
+  if (last >= from) {
+    const spent = await spentByAnother(chain, a, last, logger, { fromBlock: from });
+    if (spent !== null) return spent;
+  }
+  if (shut) return null;
+  try {
+    return (await nonceUsed(chain, a.from, a.nonce, last)) ? null : "unknown";
+  } catch (error) {
+    return cannotSay(error);
+  }
 }
 
 /**

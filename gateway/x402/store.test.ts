@@ -79,7 +79,7 @@ describe("release", () => {
 });
 
 describe("markUnsentOwed", () => {
-  const owed = { paywallId: "pw_unsent", tenantId: "ten_release" };
+  const owed = { paywallId: "pw_unsent", tenantId: "ten_release", verifiedBlock: 41n };
   /** The rail's deposit row of `invoiceId`, bound to the authorization's payer and nonce, or to its own nonce. */
   const deposit = (invoiceId: string, a: Eip3009Authorization | null) =>
     db.query(
@@ -111,6 +111,11 @@ describe("markUnsentOwed", () => {
     await deposit("inv_first", a);
     await markUnsentOwed(db, chain, a, { ...owed, invoiceId: "inv_first" });
     expect(await rowsOf(a)).toEqual(["inv_first"]);
+    // The block its verify read the nonce unused at, where the search for its transfer starts (scheme.ts).
+    const [kept] = await db.query<{ verified_block: string | null }>(
+      "SELECT verified_block::text FROM x402_unsent_owed WHERE invoice_id = 'inv_first'",
+    );
+    expect(kept?.verified_block).toBe("41");
     // Another authorization's row, its invoice bound, is not this one's to delete.
     const other = authorization(11);
     await deposit("inv_other", other);

@@ -320,13 +320,15 @@ export async function takeOwed(
  * same payment refused again books this one, which took the binding over from them, and the rail never gives it back
  * (adapters/evm authorizations.ts bindTransfer), so none of them can be served again. Before, every refusal wrote a
  * row, and none was ever deleted. What is left is one row per authorization at most beside its rows taken (served),
- * each with an invoice and its deposit row the rail keeps as long.
+ * each with an invoice and its deposit row the rail keeps as long. `owed.verifiedBlock`: the block the verify that took
+ * the payment read its nonce unused at (the payer's balance's atBlock), or null without one (verified_block: where the
+ * search for the authorization's transfer starts, migration 0072).
  */
 export async function markUnsentOwed(
   db: Db,
   chain: X402Chain,
   authorization: Pick<Eip3009Authorization, "from" | "nonce" | "value">,
-  owed: OwedTo & { readonly invoiceId: string },
+  owed: OwedTo & { readonly invoiceId: string; readonly verifiedBlock: bigint | null },
 ): Promise<void> {
   await db.query(
     `WITH given_up AS (
@@ -336,8 +338,9 @@ export async function markUnsentOwed(
                          WHERE d.chain_id = o.chain_id AND d.token = o.token AND d.reference = o.invoice_id
                            AND d.auth_from = o.payer AND d.auth_nonce = o.nonce)
      )
-     INSERT INTO x402_unsent_owed (chain_id, token, payer, nonce, invoice_id, paywall_id, tenant_id, amount)
-     SELECT $1::bigint, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::numeric
+     INSERT INTO x402_unsent_owed
+       (chain_id, token, payer, nonce, invoice_id, paywall_id, tenant_id, amount, verified_block)
+     SELECT $1::bigint, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::numeric, $9::bigint
      WHERE EXISTS (SELECT 1 FROM evm_deposits d
                    WHERE d.chain_id = $1 AND d.token = $2 AND d.reference = $5 AND d.auth_from = $3
                      AND d.auth_nonce = $4)
@@ -348,6 +351,7 @@ export async function markUnsentOwed(
       owed.paywallId,
       owed.tenantId,
       authorization.value.toString(),
+      owed.verifiedBlock?.toString() ?? null,
     ],
   );
 }
@@ -359,8 +363,8 @@ export async function markUnsentOwed(
  * refused again took over, is never paid by the authorization). A paid one comes with each transaction its receipts
  * name (the deposit watcher's evidence) but those a reorg took back (a reversal of the receipt that stands): the caller
  * reads which of them spent this very authorization to the hot wallet. One not paid yet comes once, with no
- * transaction, while its watch lasts: the authorization may be mined, or mined and not credited yet. Empty when none
- * is.
+ * transaction, while its watch lasts: the authorization may be mined, or mined and not credited yet. Each with the
+ * block its verify read the nonce unused at (markUnsentOwed), or null. Empty when none is.
  */
 export async function unsentOwedAt(
   db: Db,
@@ -372,14 +376,17 @@ export async function unsentOwedAt(
     readonly invoiceId: string;
     readonly paid: boolean;
     readonly txHash: string | null;
+    readonly verifiedBlock: bigint | null;
   }[]
 > {
   const rows = await db.query<{
     invoice_id: string;
     paid: boolean;
     tx_hash: string | null;
+    verified_block: string | null;
   }>(
-    `SELECT o.invoice_id, i.status = 'paid' AS paid, r.evidence->>'txHash' AS tx_hash
+    `SELECT o.invoice_id, i.status = 'paid' AS paid, r.evidence->>'txHash' AS tx_hash,
+            o.verified_block::text AS verified_block
      FROM x402_unsent_owed o
      JOIN invoices i ON i.id = o.invoice_id AND i.tenant_id = o.tenant_id
      JOIN evm_deposits d ON d.chain_id = $1 AND d.token = $2 AND d.reference = o.invoice_id
@@ -398,6 +405,7 @@ export async function unsentOwedAt(
     invoiceId: row.invoice_id,
     paid: row.paid,
     txHash: row.tx_hash,
+    verifiedBlock: row.verified_block === null ? null : BigInt(row.verified_block),
   }));
 }
 

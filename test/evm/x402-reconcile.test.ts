@@ -29,7 +29,6 @@ import { createX402Deps } from "../../gateway/x402/index.ts";
 import { type ReconcileSettings, reconcileX402 } from "../../gateway/x402/reconcile.ts";
 import { createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
 import { claim, record, sentAuthorization } from "../../gateway/x402/store.ts";
-import { validBeforeSkewS, validForMaxS } from "../../gateway/x402/verify.ts";
 import { recordingLogger } from "../support/recording-logger.ts";
 import {
   anotherProcessRail,
@@ -261,46 +260,52 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
 
   /**
    * The first block of the gateway's reads of the token's AuthorizationUsed of `payer` (its node's client, shared with
-   * the test's) while `run` runs, and what `run` gave.
+   * the test's) while `run` runs, what `run` gave, and how many blocks it read (getBlock, by number or tag).
    */
   async function logsReadFrom<T>(
     payer: Address,
     run: () => Promise<T>,
-  ): Promise<{ result: T; from: bigint[] }> {
+  ): Promise<{ result: T; from: bigint[]; blocksRead: number }> {
     type GetLogs = (query: { args?: { authorizer?: Address }; fromBlock?: bigint }) => Promise<unknown>;
-    const client = gw.chain.publicClient as unknown as { getLogs: GetLogs };
-    const getLogs = client.getLogs;
+    type GetBlock = (...args: unknown[]) => Promise<unknown>;
+    const client = gw.chain.publicClient as unknown as { getLogs: GetLogs; getBlock: GetBlock };
+    const { getLogs, getBlock } = client;
     const from: bigint[] = [];
+    let blocksRead = 0;
     client.getLogs = (query) => {
       const authorizer = query.args?.authorizer;
       if (authorizer !== undefined && authorizer.toLowerCase() === payer.toLowerCase())
         from.push(query.fromBlock ?? -1n);
       return getLogs(query);
     };
+    client.getBlock = (...args) => {
+      blocksRead += 1;
+      return getBlock(...args);
+    };
     try {
-      return { result: await run(), from };
+      const result = await run();
+      return { result, from, blocksRead };
     } finally {
       client.getLogs = getLogs;
+      client.getBlock = getBlock;
     }
   }
 
   /**
-   * The search read from the first block whose time is past the start of the authorization's window (its validAfter,
-   * or the longest verify takes a window for, validForMaxS, and validBeforeSkewS twice, before its validBefore when
-   * later: scheme.ts unsentMinedWithinS; the official client signs validAfter 0), whatever block the gateway saw as it
-   * refused it, and so from no later than `minedIn`.
+   * The search read the token's logs once, from the block the paywall's verify read the authorization's nonce unused
+   * at (its row's verified_block: the simulation's), less the chain's confirmations but one (one here:
+   * x402BatchGateway's EVM_CONFIRMATIONS), whatever block the gateway saw as it refused it, and so from no later than
+   * `minedIn`.
    */
-  async function searchedFromItsWindow(from: bigint[], a: SentPayment["authorization"], minedIn: bigint) {
-    expect(from.length).toBeGreaterThan(0);
-    let first = from[0]!;
-    for (const block of from) if (block < first) first = block;
-    expect(first).toBeLessThanOrEqual(minedIn);
-    let start = BigInt(a.validBefore) - (validForMaxS + 2n * validBeforeSkewS);
-    if (BigInt(a.validAfter) > start) start = BigInt(a.validAfter);
-    const timeOf = async (block: bigint) =>
-      (await gw.chain.publicClient.getBlock({ blockNumber: block })).timestamp;
-    expect(await timeOf(first)).toBeGreaterThan(start);
-    if (first > 0n) expect(await timeOf(first - 1n)).toBeLessThanOrEqual(start);
+  async function searchedFromVerified(from: bigint[], a: SentPayment["authorization"], minedIn: bigint) {
+    const [row] = await gw.app.db.query<{ verified_block: string | null }>(
+      "SELECT verified_block::text AS verified_block FROM x402_unsent_owed WHERE payer = $1 AND nonce = $2",
+      [a.from.toLowerCase(), a.nonce.toLowerCase()],
+    );
+    expect(row?.verified_block ?? null).not.toBeNull();
+    const confirmations = 1n;
+    expect(from).toEqual([BigInt(row!.verified_block!) + 1n - confirmations]);
+    expect(from[0]!).toBeLessThanOrEqual(minedIn);
   }
 
   it("and that someone else mined serves the same payment sent again there, once", async () => {
@@ -438,7 +443,7 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
     }
   });
 
-  it("and mined more than 1,000 blocks before it is sent again, not credited yet, is answered pending, not as used", async () => {
+  it("and mined more than 1,000 blocks before it is sent again, not credited yet, is answered pending in a few reads", async () => {
     // The 1,100 blocks below taken back after: the tests that follow read the chain's blocks from its start.
     const snapshot = await gw.chain.networkHelpers.takeSnapshot();
     const { shop, base, header, sent, payer, served } = await refusedAtPaywall(
@@ -452,12 +457,21 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       // window: its transfer is searched for in the authorization's own blocks, found, and the payment sent again is
       // answered pending (a nonce already used would be final to an x402 client, which signs anew and pays twice).
       await gw.chain.networkHelpers.mine(1_100);
-      const { result: again, from } = await logsReadFrom(payer.address, () =>
+      const {
+        result: again,
+        from,
+        blocksRead,
+      } = await logsReadFrom(payer.address, () =>
         fetch(`${base}/refused-then-mined-long-ago`, { headers: header }),
       );
       expect(again.status).toBe(402);
       expect(((await again.json()) as { error: string }).error).toBe("unexpected_settle_error");
-      await searchedFromItsWindow(from, sent.authorization, minedIn);
+      // One read of logs, from the row's block; of blocks, the latest (verify's window, the search's end) and, the
+      // authorization's window shut since, one per halving of the searched blocks for its last. Before, the search's
+      // start was found by its time too, a read per halving of the chain's blocks from the first.
+      const searched = (await gw.chain.publicClient.getBlockNumber({ cacheTime: 0 })) - (from[0] ?? 0n);
+      expect(blocksRead).toBeLessThanOrEqual(2 + searched.toString(2).length);
+      await searchedFromVerified(from, sent.authorization, minedIn);
       expect(served()).toBe(1);
     } finally {
       await shop.close();
@@ -465,31 +479,30 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
     }
   });
   it("and mined a few blocks before its row was written (the mining why the rail refused), is answered pending when sent again", async () => {
-    // Another mines the authorization, and 10 blocks follow (a fast chain, one confirmation), as the gateway reads
-    // the chain's head after the rail's refusal; where it reads none, right after the refusal: before it is sent
-    // again either way. Before, the search started from the head read as its row was written, less the chain's
-    // confirmations, past the block that mined it: the payer who paid heard a final nonce already used.
-    type GetBlockNumber = (...args: unknown[]) => Promise<bigint>;
-    const client = gw.chain.publicClient as unknown as { getBlockNumber: GetBlockNumber };
-    const getBlockNumber = client.getBlockNumber;
-    const early: { armed: { sent: SentPayment; payer: Payer } | null; mined: Promise<bigint> | null } = {
-      armed: null,
-      mined: null,
-    };
-    const mineNow = () => {
-      const { sent, payer } = early.armed!;
-      early.armed = null;
-      early.mined = (async () => {
+    // Another mines the authorization, and 10 blocks follow (a fast chain, one confirmation), after the rail's
+    // simulation refused it and before the paywall writes its row: nothing the gateway reads after its verify starts
+    // the search. Before (a head read as the row was written), the search started past the block that mined it, and
+    // the payer who paid heard a final nonce already used.
+    type SimulateContract = (call: { functionName: string; args?: readonly unknown[] }) => Promise<unknown>;
+    const client = gw.chain.publicClient as unknown as { simulateContract: SimulateContract };
+    const simulateContract = client.simulateContract;
+    let armed: { sent: SentPayment; payer: Payer } | null = null;
+    let minedIn: bigint | null = null;
+    // Only the rail's simulation of this payer's transfer, once armed (as its request is served): its answer kept,
+    // the copy mined before it is given.
+    client.simulateContract = async (call) => {
+      const ours =
+        armed !== null && String(call.args?.[0]).toLowerCase() === armed.payer.address.toLowerCase();
+      if (!ours) return simulateContract(call);
+      const { sent, payer } = armed!;
+      armed = null;
+      try {
+        return await simulateContract(call);
+      } finally {
         const copyTx = await minedByAnother(payer, sent);
-        const { blockNumber } = await gw.chain.publicClient.getTransactionReceipt({ hash: copyTx });
+        minedIn = (await gw.chain.publicClient.getTransactionReceipt({ hash: copyTx })).blockNumber;
         await gw.chain.networkHelpers.mine(10);
-        return blockNumber;
-      })();
-      return early.mined;
-    };
-    client.getBlockNumber = async (...args) => {
-      if (early.armed !== null) await mineNow();
-      return getBlockNumber(...args);
+      }
     };
     try {
       const { shop, base, header, sent, payer, served } = await refusedAtPaywall(
@@ -497,25 +510,24 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
         "/refused-mined-before-marked",
         [],
         (sent, payer) => {
-          early.armed = { sent, payer };
+          armed = { sent, payer };
         },
       );
-      client.getBlockNumber = getBlockNumber;
+      client.simulateContract = simulateContract;
       try {
-        if (early.armed !== null) await mineNow();
-        const minedIn = await early.mined!;
+        expect(minedIn).not.toBeNull();
         const { result: again, from } = await logsReadFrom(payer.address, () =>
           fetch(`${base}/refused-mined-before-marked`, { headers: header }),
         );
         expect(again.status).toBe(402);
         expect(((await again.json()) as { error: string }).error).toBe("unexpected_settle_error");
-        await searchedFromItsWindow(from, sent.authorization, minedIn);
+        await searchedFromVerified(from, sent.authorization, minedIn!);
         expect(served()).toBe(1);
       } finally {
         await shop.close();
       }
     } finally {
-      client.getBlockNumber = getBlockNumber;
+      client.simulateContract = simulateContract;
     }
   });
 
@@ -525,13 +537,15 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       "/refused-then-mined-nodes-apart",
     );
     type ReadContract = (call: { functionName: string; args?: readonly unknown[] }) => Promise<unknown>;
-    const client = gw.chain.publicClient as unknown as { readContract: ReadContract };
-    const readContract = client.readContract;
+    type GetBlock = (query?: { blockTag?: string; blockNumber?: bigint }) => Promise<{ number: bigint }>;
+    const client = gw.chain.publicClient as unknown as { readContract: ReadContract; getBlock: GetBlock };
+    const { readContract, getBlock } = client;
     try {
       await minedByAnother(payer, sent);
       // A load balancer's nodes a block apart: once one read the payer's nonce used, the next read asks one that has
-      // not its block yet. Before, the nonce verify read used was read again, unused, and the payer who paid heard a
-      // final nonce already used.
+      // not its block yet — its nonce unused, its latest block the one before, no log of it. Before, the nonce verify
+      // read used was read again, unused, and the payer who paid heard a final nonce already used; then, the search
+      // up to that node's latest block found no transfer, and it was so all the same.
       let seenUsed = false;
       client.readContract = async (call) => {
         const ofPayer =
@@ -542,14 +556,24 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
         if (ofPayer && answer === true) seenUsed = true;
         return answer;
       };
+      let behind = 0;
+      client.getBlock = async (query) => {
+        if (!seenUsed || query?.blockTag !== "latest") return getBlock(query);
+        behind += 1;
+        const { number } = await getBlock(query);
+        return getBlock({ blockNumber: number - 1n });
+      };
       const again = await fetch(`${base}/refused-then-mined-nodes-apart`, { headers: header });
       client.readContract = readContract;
+      client.getBlock = getBlock;
       expect(seenUsed).toBe(true);
+      expect(behind).toBeGreaterThan(0);
       expect(again.status).toBe(402);
       expect(((await again.json()) as { error: string }).error).toBe("unexpected_settle_error");
       expect(served()).toBe(1);
     } finally {
       client.readContract = readContract;
+      client.getBlock = getBlock;
       await shop.close();
     }
   });
