@@ -164,7 +164,7 @@ export async function facilitatorSettle(
 const spentNonceReads: VerifyReads = {
   ...singleReads,
   isClaimed: null,
-  checkChain: async () => ({ ok: true, balance: null }),
+  checkChain: async () => ({ ok: true, balance: null, atBlock: null }),
   windowChecked: false,
 };
 

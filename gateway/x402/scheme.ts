@@ -66,8 +66,8 @@ type Offer = { rail: string; price: SchemePrice };
 
 /**
  * How long before its validBefore an authorization refused before sending can have been mined at the earliest, for a
- * row that keeps no block its verify read the nonce unused at (written before migration 0072, or the verify read no
- * balance: spentNotCredited's search, spends.ts paidInWindow, then runs over its window). Verified here, it was taken
+ * row that keeps no block its verify read the nonce unused at (written before migration 0072, or the verify asked
+ * none: spentNotCredited's search, spends.ts paidInWindow, then runs over its window). Verified here, it was taken
  * only with a validBefore at most validForMaxS and validBeforeSkewS past the gateway's clock, and its nonce was unused
  * at the node's latest block then (the simulation): it was mined later, by the chain's clock, less a node behind and a
  * clock apart, for which validBeforeSkewS is allowed once more. Its validAfter cuts the search only when later (clients
@@ -585,9 +585,11 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         const { unsentInvoiceId } = settled;
         if (unsentInvoiceId !== undefined) {
           // Nothing of the chain is read for it: sent again, its transfer is searched for from the block verify read
-          // its nonce unused at (the balance's, simulate-batch.ts), whatever was mined since (the mining what made the
-          // rail refuse among it). Before, the head read here started that search, and a transfer mined before it was
-          // missed; then (0071) the authorization's whole window was read, some 24 hours of blocks.
+          // its nonce unused at (the simulation's, simulate-batch.ts), whatever was mined since (the mining what made
+          // the rail refuse among it). Before, the head read here started that search, and a transfer mined before it
+          // was missed; then (0071) the authorization's whole window was read, some 24 hours of blocks. The block is
+          // the simulation's, not the balance's: a balance not read (the simulator's UNKNOWN, or its read beside a
+          // lone simulation failing) kept none, and its row was searched for over its whole window.
           await afterSent(
             deps.logger,
             "recording the request of a payment refused before sending owed",
@@ -597,7 +599,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
                 invoiceId: unsentInvoiceId,
                 paywallId: resource.paywallId,
                 tenantId: resource.tenantId,
-                verifiedBlock: verified.balance?.atBlock ?? null,
+                verifiedBlock: verified.atBlock,
               }),
             "though nothing was sent",
           );

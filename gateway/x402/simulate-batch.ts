@@ -46,8 +46,16 @@ type Asked = { authorization: Eip3009Authorization; signature: Hex };
 /** A balance X402Simulator could not read (its UNKNOWN). */
 const unknownBalance = 2n ** 256n - 1n;
 
-/** One transfer's answer: whether the token would take it, and the payer's balance then (null: not read). */
-export type Simulated = { readonly taken: boolean; readonly balance: BalanceReading | null };
+/**
+ * One transfer's answer: whether the token would take it, and the payer's balance then (null: not read); `atBlock`,
+ * the block asked before the call, whose state or a later one's the call ran against, whether or not the balance
+ * was read (verify.ts Taken).
+ */
+export type Simulated = {
+  readonly taken: boolean;
+  readonly balance: BalanceReading | null;
+  readonly atBlock: bigint;
+};
 
 /** For each transfer, whether the token would take it from the hot wallet now, and its payer's balance: one eth_call. */
 export async function simulateAll(chain: X402Chain, asked: readonly Asked[]): Promise<Simulated[]> {
@@ -74,16 +82,26 @@ export async function simulateAll(chain: X402Chain, asked: readonly Asked[]): Pr
   return asked.map((_, i) => ({
     taken: ok[i] === true && calls[i] !== "0x",
     balance: balances[i] === unknownBalance ? null : { amount: balances[i] as bigint, atBlock },
+    atBlock,
   }));
 }
 
-/** The payer's balance of the chain's token at the latest block, or null when it cannot be read. */
+/**
+ * The payer's balance of the chain's token at the latest block, or null when it cannot be read; `atBlock`, that
+ * block, kept when the balance is not read (verify.ts Taken), null when it was not read either.
+ */
 async function balanceOf(
   chain: X402Chain,
   payer: Eip3009Authorization["from"],
-): Promise<BalanceReading | null> {
+): Promise<{ readonly balance: BalanceReading | null; readonly atBlock: bigint | null }> {
+  let atBlock: bigint;
   try {
-    const atBlock = await chain.publicClient.getBlockNumber({ cacheTime: 0 });
+    atBlock = await chain.publicClient.getBlockNumber({ cacheTime: 0 });
+  } catch (error) {
+    if (!(error instanceof BaseError)) throw error;
+    return { balance: null, atBlock: null };
+  }
+  try {
     const amount = await chain.publicClient.readContract({
       address: chain.token,
       abi: eip3009Abi,
@@ -91,10 +109,10 @@ async function balanceOf(
       args: [payer],
       blockNumber: atBlock,
     });
-    return { amount, atBlock };
+    return { balance: { amount, atBlock }, atBlock };
   } catch (error) {
     if (!(error instanceof BaseError)) throw error;
-    return null;
+    return { balance: null, atBlock };
   }
 }
 
@@ -128,7 +146,8 @@ export function createSimulationBatcher(options: { balances?: boolean } = {}) {
   ): Promise<Refused | Taken> => {
     const signed = vrsOf(signature) !== null;
     const simulated = signed ? await batchOf(chain)({ authorization, signature }) : null;
-    if (simulated?.taken === true) return { ok: true, balance: simulated.balance };
+    if (simulated?.taken === true)
+      return { ok: true, balance: simulated.balance, atBlock: simulated.atBlock };
     // Refused by the batch's probe: said why from reads that do not revert when they can. A reverting eth_call costs
     // a node that builds Solidity stack traces (Hardhat's in-process chain) up to a second of CPU: a spent nonce, a
     // short balance or a window the chain's clock shut must not cost that. Anything else (the probe out of its gas
@@ -137,14 +156,15 @@ export function createSimulationBatcher(options: { balances?: boolean } = {}) {
       const why = await whyNotTaken(chain, authorization);
       if (why !== null) return why;
     }
-    // Simulated alone, which reads no balance: the batch's reading stands (a probe past its gas cap still read it);
-    // without one (the batch not run: a node without state overrides) the balance is read beside the simulation.
-    const [alone, balance] = await Promise.all([
+    // Simulated alone, which reads no balance: the batch's reading stands (a probe past its gas cap still read it),
+    // and its block, the alone's state a later one's; without one (the batch not run: a node without state
+    // overrides) the balance and its block are read beside the simulation, the block kept when the balance is not.
+    const [alone, read] = await Promise.all([
       checkChain(chain, authorization, signature),
       simulated === null && signed && balances
         ? balanceOf(chain, authorization.from)
-        : (simulated?.balance ?? null),
+        : { balance: simulated?.balance ?? null, atBlock: simulated?.atBlock ?? null },
     ]);
-    return alone.ok ? { ok: true, balance } : alone;
+    return alone.ok ? { ok: true, balance: read.balance, atBlock: read.atBlock } : alone;
   };
 }

@@ -283,26 +283,46 @@ export async function unspentByOurs(
 }
 
 /**
+ * How many blocks before the verify's (x402_unsent_owed.verified_block) paidInWindow's search starts, past the chain's
+ * confirmations: that block may be later than the state the simulation read the nonce unused at. A head read beside
+ * the state's reading (simulate-batch.ts balanceOf, at once with a lone simulation; a retry after a rate limit lands
+ * it blocks later on a fast chain), or asked of one node of a load balancer's fleet while the eth_call is answered by
+ * another behind it. Missed, a copy mined in those blocks is not found, and its payer, refused as a nonce already
+ * used, signs again and pays twice; read, it costs a read of logs 64 blocks longer, the same single read.
+ */
+export const verifiedMarginBlocks = 64n;
+
+/**
+ * How many blocks behind the latest a node's logs may be (a provider's log index trailing its head, or a node of a
+ * load balancer behind the one that read the nonce), at least the chain's confirmations: paidInWindow takes no log
+ * found as final only for the nonce used that far back. Its cost: a payer that cancelled its nonce (or spent it on
+ * other terms) is answered pending for as many blocks before its final refusal.
+ */
+export const logsBehindBlocks = 8n;
+
+/**
  * The transaction that spent this very authorization to `a.to` (spentByAnother: its AuthorizationUsed, paidIn on its
  * receipt) in the blocks the token may have taken it in, up to the latest, or the last before its validBefore once
  * the chain is past it (EIP-3009: the token takes it no later). From `window.verifiedAt`, the block the verify that
  * took it read its nonce unused at (the simulation's state was that block's or a later one's, simulate-batch.ts), so
  * it was mined after that block: the search starts at the last block with the chain's confirmations then
- * (lastConfirmedAt: a reorganisation may mine it again above that one, not below), and reads no block for its start.
- * That start is a block earlier than the nonce's reading needs: it covers also a balance read beside a lone
- * simulation (simulate-batch.ts balanceOf, at once with it), whose block may be the one after the simulation's.
- * `window.verifiedAt` null (a row written before migration 0072, or a verify that read no balance): from the first
- * block whose time is past its validAfter, or `window.maxS` before its validBefore when later (some clients sign
- * validAfter 0), found by timestamps (firstBlockAtOrAfter, some 25 reads of a block) — and, there, "unknown" while no
- * block the node has is past that start. Before, every search ran so, and over some 24 hours of blocks for a client
+ * (lastConfirmedAt: a reorganisation may mine it again above that one, not below), less verifiedMarginBlocks (a
+ * block read later than the state: see there), and reads no block for its start. `window.verifiedAt` null (a row
+ * written before migration 0072, or a verify that asked no block): from the first block whose time is past its
+ * validAfter, or `window.maxS` before its validBefore when later (some clients sign validAfter 0), found by
+ * timestamps (firstBlockAtOrAfter, some 25 reads of a block) — and, there, "unknown" while no block the node has is
+ * past that start. Before, every search ran so, and over some 24 hours of blocks for a client
  * that signs validAfter 0: more reads of logs than a node capping a read's range answers, so "unknown" for good.
  *
- * None paid it in those blocks: null when the window shut at the last of them, or when the nonce is used at the last
- * (cancelled, or spent on other terms: the logs would name its spend to `a.to`); "unknown" when it is unused there,
- * the caller having read it used (another node, ahead of this one behind a load balancer, which has not the block
- * that mined it yet: the payer is answered pending, and sent again finds it). Before, none found was final, and a
- * payer whose transfer a node behind had not yet was refused as a nonce already used. "unknown" too when the node
- * cannot say now. Never throws.
+ * None paid it in those blocks: null when the nonce is used at the last of them less logsBehindBlocks (see there), or
+ * at the last of them when the window shut as long before the latest (cancelled, or spent on other terms: the logs
+ * would name its spend to `a.to`; unused, never spent); "unknown" otherwise: unused there, the caller having read it
+ * used (another node, ahead of this one behind a load balancer, which has not the block that mined it yet: the payer
+ * is answered pending, and sent again finds it), or used in the blocks a node's logs may not have yet. A payer that
+ * cancelled its nonce so hears the final refusal, a nonce already used, logsBehindBlocks blocks after the cancel (or
+ * the chain's confirmations when more), and pending until then. Before, none found was final, and a payer whose
+ * transfer a node behind had not yet was refused as a nonce already used. "unknown" too when the node cannot say now.
+ * Never throws.
  */
 export async function paidInWindow(
   chain: X402Chain,
@@ -319,11 +339,14 @@ export async function paidInWindow(
   };
   let from: bigint;
   let last: bigint;
+  let head: bigint;
   let shut = false;
   try {
     const latest = await chain.publicClient.getBlock({ blockTag: "latest" });
-    if (window.verifiedAt !== null) from = lastConfirmedAt(chain, window.verifiedAt);
-    else {
+    if (window.verifiedAt !== null) {
+      from = lastConfirmedAt(chain, window.verifiedAt) - verifiedMarginBlocks;
+      if (from < 0n) from = 0n;
+    } else {
       let after = a.validBefore - window.maxS;
       if (a.validAfter > after) after = a.validAfter;
       if (latest.timestamp <= after)
@@ -331,6 +354,7 @@ export async function paidInWindow(
       from = await firstBlockAtOrAfter(chain, after + 1n, 0n, latest.number);
     }
     last = latest.number;
+    head = latest.number;
     if (latest.timestamp >= a.validBefore) {
       shut = true;
       last = (await firstBlockAtOrAfter(chain, a.validBefore, from, latest.number)) - 1n;
@@ -343,9 +367,18 @@ export async function paidInWindow(
     const spent = await spentByAnother(chain, a, last, logger, { fromBlock: from });
     if (spent !== null) return spent;
   }
-  if (shut) return null;
+  // `logged`: the last block the logs read are taken to have (logsBehindBlocks): a log index trailing the head (a
+  // provider's, or a node behind a load balancer) answers none of a block that the node read for the nonce has, and
+  // the nonce used at the latest is no proof it was spent on other terms. A window shut by `logged`: the logs had its
+  // every block and none paid it, whatever became of its nonce. Shut since, a log index behind is as much a risk as
+  // while it is open (its last blocks may be missing): the nonce is read at `logged` too, used → spent before it in
+  // blocks the logs have, unused → "unknown" until the chain is past it by as much and the rule above answers.
+  const confirmations = BigInt(chain.confirmations ?? 1);
+  const behind = confirmations > logsBehindBlocks ? confirmations : logsBehindBlocks;
+  const logged = head > behind ? head - behind : 0n;
+  if (shut && last <= logged) return null;
   try {
-    return (await nonceUsed(chain, a.from, a.nonce, last)) ? null : "unknown";
+    return (await nonceUsed(chain, a.from, a.nonce, last < logged ? last : logged)) ? null : "unknown";
   } catch (error) {
     return cannotSay(error);
   }

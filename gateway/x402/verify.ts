@@ -75,9 +75,15 @@ export type BalanceReading = { readonly amount: bigint; readonly atBlock: bigint
 /**
  * The chain would take the transfer now. `balance`: the payer's balance in the state it was simulated against (the
  * paywall weighs it against what the payer's other payments hold, claims-batch.ts), null when that simulation did
- * not read it.
+ * not read it. `atBlock`: the block asked as it was simulated (simulate-batch.ts), the state then that block's or a
+ * later one's, so the nonce was unused at it, null when none was asked; kept apart from the balance, which may not be
+ * read where the block is (the payer's x402_unsent_owed row keeps it: scheme.ts).
  */
-export type Taken = { readonly ok: true; readonly balance: BalanceReading | null };
+export type Taken = {
+  readonly ok: true;
+  readonly balance: BalanceReading | null;
+  readonly atBlock: bigint | null;
+};
 
 /** The requirements, as the gateway reads them (v2's `amount`, v1's `maxAmountRequired`). */
 export type ExactRequirements = {
@@ -203,7 +209,9 @@ export async function verifyExact(
   payload: PaymentPayload,
   requirements: ExactRequirements,
   reads: VerifyReads = singleReads,
-): Promise<{ ok: true; payment: VerifiedPayment; balance: BalanceReading | null } | Refused> {
+): Promise<
+  { ok: true; payment: VerifiedPayment; balance: BalanceReading | null; atBlock: bigint | null } | Refused
+> {
   const chain = requirements.chain;
   const domain = await readDomain(deps, chain);
   if (domain === null) return refusedWith("unexpected_verify_error", "the token's domain cannot be read now");
@@ -278,6 +286,7 @@ export async function verifyExact(
       signature,
     },
     balance: onChain.balance,
+    atBlock: onChain.atBlock,
   };
 }
 
@@ -417,7 +426,7 @@ export async function checkChain(
       functionName: "transferWithAuthorization",
       args: transferArgs(authorization, vrs),
     });
-    return { ok: true, balance: null };
+    return { ok: true, balance: null, atBlock: null };
   } catch (error) {
     if (!(error instanceof BaseError)) throw error;
     simulated = error;

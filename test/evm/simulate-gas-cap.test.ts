@@ -121,7 +121,11 @@ describe("the batched simulation's gas cap per probe", () => {
     // Taken by the simulation alone, with the balance the batch read beside its probe, and the block it read it at.
     const latest = await chain.publicClient.getBlockNumber({ cacheTime: 0 });
     const taken = await batcher(chain, heavy.authorization, heavy.signature);
-    expect(taken).toEqual({ ok: true, balance: { amount: heldBalance, atBlock: expect.any(BigInt) } });
+    expect(taken).toEqual({
+      ok: true,
+      balance: { amount: heldBalance, atBlock: expect.any(BigInt) },
+      atBlock: expect.any(BigInt),
+    });
     const atBlock = taken.ok ? taken.balance!.atBlock : -1n;
     expect(atBlock === latest || atBlock === latest + 1n, String(atBlock)).toBe(true);
   });

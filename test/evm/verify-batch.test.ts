@@ -132,7 +132,7 @@ describe("batched simulation", () => {
       "invalid_exact_evm_transaction_simulation_failed",
       null,
     ]);
-    expect(batched[0]).toEqual({ ok: true, balance: reading });
+    expect(batched[0]).toEqual({ ok: true, balance: reading, atBlock: reading.atBlock });
   });
 
   it("says why a payment the batch refused from reads, never a reverting eth_call (a second of stack traces on EDR)", async () => {

@@ -2,6 +2,7 @@ import { x402HTTPClient } from "@x402/fetch";
 import Fastify from "fastify";
 import {
   type Address,
+  BaseError,
   createPublicClient,
   custom,
   type Hex,
@@ -28,6 +29,7 @@ import { facilitatorSettle } from "../../gateway/x402/facilitator.ts";
 import { createX402Deps } from "../../gateway/x402/index.ts";
 import { type ReconcileSettings, reconcileX402 } from "../../gateway/x402/reconcile.ts";
 import { createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
+import { logsBehindBlocks, verifiedMarginBlocks } from "../../gateway/x402/spends.ts";
 import { claim, record, sentAuthorization } from "../../gateway/x402/store.ts";
 import { recordingLogger } from "../support/recording-logger.ts";
 import {
@@ -260,14 +262,16 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
 
   /**
    * The first block of the gateway's reads of the token's AuthorizationUsed of `payer` (its node's client, shared with
-   * the test's) while `run` runs, what `run` gave, and how many blocks it read (getBlock, by number or tag).
+   * the test's) while `run` runs, what `run` gave, and how many blocks it read by number (getBlock({blockNumber}): the
+   * latest, read by tag, is read too by the gateway's periodic passes on the same client, reconciliation's head and
+   * the sweeps' base fee, which may fall in `run`).
    */
   async function logsReadFrom<T>(
     payer: Address,
     run: () => Promise<T>,
   ): Promise<{ result: T; from: bigint[]; blocksRead: number }> {
     type GetLogs = (query: { args?: { authorizer?: Address }; fromBlock?: bigint }) => Promise<unknown>;
-    type GetBlock = (...args: unknown[]) => Promise<unknown>;
+    type GetBlock = (query?: { blockNumber?: bigint }) => Promise<unknown>;
     const client = gw.chain.publicClient as unknown as { getLogs: GetLogs; getBlock: GetBlock };
     const { getLogs, getBlock } = client;
     const from: bigint[] = [];
@@ -278,9 +282,9 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
         from.push(query.fromBlock ?? -1n);
       return getLogs(query);
     };
-    client.getBlock = (...args) => {
-      blocksRead += 1;
-      return getBlock(...args);
+    client.getBlock = (query) => {
+      if (query?.blockNumber !== undefined) blocksRead += 1;
+      return getBlock(query);
     };
     try {
       const result = await run();
@@ -294,8 +298,9 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
   /**
    * The search read the token's logs once, from the block the paywall's verify read the authorization's nonce unused
    * at (its row's verified_block: the simulation's), less the chain's confirmations but one (one here:
-   * x402BatchGateway's EVM_CONFIRMATIONS), whatever block the gateway saw as it refused it, and so from no later than
-   * `minedIn`.
+   * x402BatchGateway's EVM_CONFIRMATIONS) and verifiedMarginBlocks (that block may be later than the simulation's
+   * state: a head read after it, or by a node ahead of the one simulating), whatever block the gateway saw as it
+   * refused it, and so from no later than `minedIn`.
    */
   async function searchedFromVerified(from: bigint[], a: SentPayment["authorization"], minedIn: bigint) {
     const [row] = await gw.app.db.query<{ verified_block: string | null }>(
@@ -304,7 +309,8 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
     );
     expect(row?.verified_block ?? null).not.toBeNull();
     const confirmations = 1n;
-    expect(from).toEqual([BigInt(row!.verified_block!) + 1n - confirmations]);
+    const start = BigInt(row!.verified_block!) + 1n - confirmations - verifiedMarginBlocks;
+    expect(from).toEqual([start > 0n ? start : 0n]);
     expect(from[0]!).toBeLessThanOrEqual(minedIn);
   }
 
@@ -433,7 +439,14 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: otherTx })).status).toBe(
         "success",
       );
-      // Not answered pending ("send the same payment again shortly"): nothing the payer sent can pay it now.
+      // Pending at first: the logs of a node's last blocks may not be there yet (a provider's log index trailing its
+      // head), and the nonce used there is no proof it was spent elsewhere. Before, it was final at once, and a payer
+      // whose transfer such logs lacked, refused as a nonce already used, signed again and paid twice.
+      const early = await fetch(`${base}/refused-then-spent-elsewhere`, { headers: header });
+      expect(early.status).toBe(402);
+      expect(((await early.json()) as { error: string }).error).toBe("unexpected_settle_error");
+      // Then not answered pending ("send the same payment again shortly"): nothing the payer sent can pay it now.
+      await gw.chain.networkHelpers.mine(Number(logsBehindBlocks));
       const again = await fetch(`${base}/refused-then-spent-elsewhere`, { headers: header });
       expect(again.status).toBe(402);
       expect(((await again.json()) as { error: string }).error).toBe("invalid_exact_evm_nonce_already_used");
@@ -446,6 +459,8 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
   it("and mined more than 1,000 blocks before it is sent again, not credited yet, is answered pending in a few reads", async () => {
     // The 1,100 blocks below taken back after: the tests that follow read the chain's blocks from its start.
     const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    // Its verify's block more than verifiedMarginBlocks into the chain: the search's start is not block 0.
+    await gw.chain.networkHelpers.mine(2 * Number(verifiedMarginBlocks));
     const { shop, base, header, sent, payer, served } = await refusedAtPaywall(
       "then mined long before sent again",
       "/refused-then-mined-long-ago",
@@ -466,11 +481,12 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       );
       expect(again.status).toBe(402);
       expect(((await again.json()) as { error: string }).error).toBe("unexpected_settle_error");
-      // One read of logs, from the row's block; of blocks, the latest (verify's window, the search's end) and, the
-      // authorization's window shut since, one per halving of the searched blocks for its last. Before, the search's
-      // start was found by its time too, a read per halving of the chain's blocks from the first.
+      // One read of logs, from the row's block; of blocks by number, the authorization's window shut since, one per
+      // halving of the searched blocks for its last. Before, the search's start was found by its time too, a read per
+      // halving of the chain's blocks from the first.
+      expect(from[0]!).toBeGreaterThan(0n);
       const searched = (await gw.chain.publicClient.getBlockNumber({ cacheTime: 0 })) - (from[0] ?? 0n);
-      expect(blocksRead).toBeLessThanOrEqual(2 + searched.toString(2).length);
+      expect(blocksRead).toBeLessThanOrEqual(1 + searched.toString(2).length);
       await searchedFromVerified(from, sent.authorization, minedIn);
       expect(served()).toBe(1);
     } finally {
@@ -575,6 +591,81 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       client.readContract = readContract;
       client.getBlock = getBlock;
       await shop.close();
+    }
+  });
+
+  it("and mined, is answered pending when sent again though the node's logs trail its head", async () => {
+    const { shop, base, header, sent, payer, served } = await refusedAtPaywall(
+      "then mined, its logs not indexed yet",
+      "/refused-then-mined-logs-behind",
+    );
+    type GetLogs = (query: { args?: { authorizer?: Address } }) => Promise<unknown>;
+    const client = gw.chain.publicClient as unknown as { getLogs: GetLogs };
+    const { getLogs } = client;
+    try {
+      await minedByAnother(payer, sent);
+      // A provider whose log index trails its head: the block that mined the copy is read (its nonce used at the
+      // latest), its logs not yet. Before, no log found and the nonce used at the latest was final, and the payer who
+      // paid heard a nonce already used.
+      let asked = 0;
+      client.getLogs = async (query) => {
+        if (query.args?.authorizer?.toLowerCase() !== payer.address.toLowerCase()) return getLogs(query);
+        asked += 1;
+        return [];
+      };
+      const again = await fetch(`${base}/refused-then-mined-logs-behind`, { headers: header });
+      client.getLogs = getLogs;
+      expect(asked).toBeGreaterThan(0);
+      expect(again.status).toBe(402);
+      expect(((await again.json()) as { error: string }).error).toBe("unexpected_settle_error");
+      expect(served()).toBe(1);
+    } finally {
+      client.getLogs = getLogs;
+      await shop.close();
+    }
+  });
+
+  it("keeps the block its verify simulated at though the payer's balance was not read", async () => {
+    // The batch not run (a node without state overrides) and the balance read beside the lone simulation failing:
+    // the block asked for it is kept all the same. Before, it went with the balance, and the row was searched for
+    // over the authorization's whole window (some 24 hours of blocks: 'unknown' for good on a node capping reads).
+    type Call = (call: { stateOverride?: unknown }) => Promise<unknown>;
+    type ReadContract = (call: { functionName: string; blockNumber?: bigint }) => Promise<unknown>;
+    const client = gw.chain.publicClient as unknown as { call: Call; readContract: ReadContract };
+    const { call, readContract } = client;
+    let balanceRefused = 0;
+    client.call = async (query) => {
+      if (query.stateOverride !== undefined) throw new BaseError("state overrides are not supported");
+      return call(query);
+    };
+    // simulate-batch.ts balanceOf's read (at the block it asked), not whyNotTaken's or the rail's.
+    client.readContract = async (query) => {
+      if (query.functionName !== "balanceOf" || query.blockNumber === undefined || balanceRefused > 0)
+        return readContract(query);
+      balanceRefused += 1;
+      throw new BaseError("balanceOf reverted");
+    };
+    let before: bigint;
+    try {
+      before = await gw.chain.publicClient.getBlockNumber({ cacheTime: 0 });
+      const { shop, sent } = await refusedAtPaywall(
+        "its balance not read as verified",
+        "/refused-balance-unread",
+      );
+      await shop.close();
+      client.call = call;
+      client.readContract = readContract;
+      expect(balanceRefused).toBe(1);
+      const a = sent.authorization;
+      const [row] = await gw.app.db.query<{ verified_block: string | null }>(
+        "SELECT verified_block::text AS verified_block FROM x402_unsent_owed WHERE payer = $1 AND nonce = $2",
+        [a.from.toLowerCase(), a.nonce.toLowerCase()],
+      );
+      expect(row?.verified_block ?? null).not.toBeNull();
+      expect(BigInt(row!.verified_block!)).toBeGreaterThanOrEqual(before);
+    } finally {
+      client.call = call;
+      client.readContract = readContract;
     }
   });
 });
