@@ -404,10 +404,11 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * window shut or its terms moved), or used otherwise. The token's AuthorizationUsed of (payer, nonce) is read as
    * reconciliation reads a copy's (paidIn on its receipt), in the blocks the authorization may have been mined in
    * (spends.ts paidInWindow: from `verifiedAt`, the block a verify of it read its nonce unused at, less the chain's
-   * confirmations; without one, those whose time is within its window, no earlier than unsentMinedWithinS before its
-   * validBefore): the payer may have cancelled the nonce (cancelAuthorization) or spent it with another authorization
-   * of its own (another value or recipient), which never pays the invoice, and its final refusal, a nonce already used,
-   * stands (once the node that searched reads it used too: paidInWindow). The signature is checked once the nonce is
+   * confirmations and a margin of 64 blocks, verifiedMarginBlocks; without one, those whose time is within its window,
+   * no earlier than unsentMinedWithinS before its validBefore): the payer may have cancelled the nonce
+   * (cancelAuthorization) or spent it with another authorization of its own (another value or recipient), which never
+   * pays the invoice, and its final refusal, a nonce already used, stands (once the logs show that use, or its window
+   * shut logsSettledS before: paidInWindow). The signature is checked once the nonce is
    * used (payersOwn), before the search: the payer, nonce and value are public, and a signature made up would otherwise
    * drive the node's reads of logs. `seenUsed`: the caller read the nonce used (verify's refusal), and it is not read
    * again: a node one block behind the first (behind a load balancer) could read it unused, and the final refusal would

@@ -46,6 +46,9 @@ const transferTopic = keccak256(toBytes("Transfer(address,address,uint256)"));
 const authorizationUsedEvent = parseAbiItem(
   "event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce)",
 );
+const authorizationCanceledEvent = parseAbiItem(
+  "event AuthorizationCanceled(address indexed authorizer, bytes32 indexed nonce)",
+);
 
 /** How far back from a block spentByAnother looks for another's spend of an authorization. */
 const anotherSpendLookbackBlocks = 1_000n;
@@ -91,16 +94,52 @@ export function paidIn(
 type AnotherSpend = { readonly txHash: Hex; readonly block: bigint } | null | "unknown";
 
 /**
+ * The token's `event` logs of (payer, nonce) in [`fromBlock`, `throughBlock`], the range read in halves while the node
+ * refuses it (a provider's cap on the blocks one call spans), as the deposit watcher reads it, at most
+ * anotherSpendReadsMax reads. Throws what the node throws, and past that many reads.
+ */
+async function logsOfNonce(
+  chain: X402Chain,
+  event: typeof authorizationUsedEvent | typeof authorizationCanceledEvent,
+  a: Pick<Eip3009Authorization, "from" | "nonce">,
+  fromBlock: bigint,
+  throughBlock: bigint,
+) {
+  let reads = 0;
+  return readInHalves(
+    fromBlock,
+    throughBlock,
+    (from, to) => {
+      reads += 1;
+      if (reads > anotherSpendReadsMax)
+        throw new Error(`the node refused the range in more than ${anotherSpendReadsMax} reads`);
+      return chain.publicClient.getLogs({
+        address: chain.token,
+        event,
+        args: { authorizer: a.from, nonce: a.nonce },
+        fromBlock: from,
+        toBlock: to,
+      });
+    },
+    undefined,
+    // Split only what the node refused (its cap on a call's range): a payer waits on this search, and a timeout or
+    // a gateway's 5xx, asked again in halves, would keep it waiting for each half's timeout.
+    nodeRefused,
+  );
+}
+
+/**
  * The transaction, not ours, that spent this very authorization at or before `throughBlock` (from `search.fromBlock`,
  * else within anotherSpendLookbackBlocks): a copy of the payer's signed transfer, submitted by someone who saw it (a bot
  * watching the mempool) before ours was mined, or after ours reverted without spending it. Its receipt holds the
  * token's AuthorizationUsed of (payer, nonce) and, paired with it, the Transfer of the value from the payer to the
  * recipient (paidIn), so the money came where the payment sends it, and the deposit watcher credits the invoice bound
  * to that nonce from that transaction. `search.ours`, our transaction, is never taken for a copy. Null when there is
- * none. The range is read in halves while the node refuses it (a provider's cap on the blocks one call spans), as the
- * deposit watcher reads it, at most anotherSpendReadsMax reads; "unknown" when the node cannot say now (out of reach, a
- * timeout, a range it refuses past that, a receipt it does not answer), never taken for none: the caller leaves the
- * row for reconciliation to look again (the paywall: answers the payer pending). Never throws.
+ * none; "otherwise" when none is but another's use of the nonce is there, one that did not pay it (paidInWindow's
+ * evidence for a final refusal). The range is read in halves (logsOfNonce); "unknown" when the node cannot say now (out
+ * of reach, a timeout, a range it refuses past anotherSpendReadsMax reads, a receipt it does not answer), never taken
+ * for none: the caller leaves the row for reconciliation to look again (the paywall: answers the payer pending). Never
+ * throws.
  */
 async function spentByAnother(
   chain: X402Chain,
@@ -108,39 +147,21 @@ async function spentByAnother(
   throughBlock: bigint,
   logger: Logger,
   search: { readonly fromBlock?: bigint; readonly ours?: Hex } = {},
-): Promise<AnotherSpend> {
+): Promise<AnotherSpend | "otherwise"> {
   try {
     const fromBlock =
       search.fromBlock ??
       (throughBlock > anotherSpendLookbackBlocks ? throughBlock - anotherSpendLookbackBlocks : 0n);
-    let reads = 0;
-    const logs = await readInHalves(
-      fromBlock,
-      throughBlock,
-      (from, to) => {
-        reads += 1;
-        if (reads > anotherSpendReadsMax)
-          throw new Error(`the node refused the range in more than ${anotherSpendReadsMax} reads`);
-        return chain.publicClient.getLogs({
-          address: chain.token,
-          event: authorizationUsedEvent,
-          args: { authorizer: a.from, nonce: a.nonce },
-          fromBlock: from,
-          toBlock: to,
-        });
-      },
-      undefined,
-      // Split only what the node refused (its cap on a call's range): a payer waits on this search, and a timeout or
-      // a gateway's 5xx, asked again in halves, would keep it waiting for each half's timeout.
-      nodeRefused,
-    );
+    const logs = await logsOfNonce(chain, authorizationUsedEvent, a, fromBlock, throughBlock);
+    let otherwise = false;
     for (const log of logs) {
       if (log.transactionHash === null) continue;
       if (search.ours !== undefined && sameHash(log.transactionHash, search.ours)) continue;
       const receipt = await chain.publicClient.getTransactionReceipt({ hash: log.transactionHash });
       if (paidIn(chain, receipt, a)) return { txHash: log.transactionHash, block: receipt.blockNumber };
+      otherwise = true;
     }
-    return null;
+    return otherwise ? "otherwise" : null;
   } catch (error) {
     // Why, said here: a node that pruned its logs, one rate-limiting, and a bug all answer "unknown" to the caller.
     logger.warn(
@@ -247,7 +268,7 @@ export async function unspentByOurs(
   if (unusedAt === null) {
     const first = await spentByAnother(chain, a, block, logger, { ours: ours.txHash });
     if (first === "unknown") return { status: "unknown" };
-    if (first !== null) return { status: "copy", ...first };
+    if (first !== null && first !== "otherwise") return { status: "copy", ...first };
   }
   // The nonce's state, the window and a later copy read at one block (ours's, should the node's latest lag behind
   // it): a spend after it is the next reading's.
@@ -277,7 +298,7 @@ export async function unspentByOurs(
   if (last >= from) {
     const later = await spentByAnother(chain, a, last, logger, { fromBlock: from, ours: ours.txHash });
     if (later === "unknown") return { status: "unknown" };
-    if (later !== null) return { status: "copy", ...later };
+    if (later !== null && later !== "otherwise") return { status: "copy", ...later };
   }
   return { status: "spent", block: through };
 }
@@ -293,12 +314,12 @@ export async function unspentByOurs(
 export const verifiedMarginBlocks = 64n;
 
 /**
- * How many blocks behind the latest a node's logs may be (a provider's log index trailing its head, or a node of a
- * load balancer behind the one that read the nonce), at least the chain's confirmations: paidInWindow takes no log
- * found as final only for the nonce used that far back. Its cost: a payer that cancelled its nonce (or spent it on
- * other terms) is answered pending for as many blocks before its final refusal.
+ * How long after an authorization's window shut, by the latest block's time, paidInWindow takes a node's logs to have
+ * its every block (a provider's log index trailing its head, a node of a load balancer behind the one that read the
+ * nonce): no log found is final only then. In time, not blocks: 8 blocks are 2 s of a chain of 0.25 s blocks, less
+ * than such an index may trail. Its cost: a payer whose nonce is used with no log found is answered pending that long.
  */
-export const logsBehindBlocks = 8n;
+export const logsSettledS = 60n;
 
 /**
  * The transaction that spent this very authorization to `a.to` (spentByAnother: its AuthorizationUsed, paidIn on its
@@ -314,15 +335,15 @@ export const logsBehindBlocks = 8n;
  * past that start. Before, every search ran so, and over some 24 hours of blocks for a client
  * that signs validAfter 0: more reads of logs than a node capping a read's range answers, so "unknown" for good.
  *
- * None paid it in those blocks: null when the nonce is used at the last of them less logsBehindBlocks (see there), or
- * at the last of them when the window shut as long before the latest (cancelled, or spent on other terms: the logs
- * would name its spend to `a.to`; unused, never spent); "unknown" otherwise: unused there, the caller having read it
- * used (another node, ahead of this one behind a load balancer, which has not the block that mined it yet: the payer
- * is answered pending, and sent again finds it), or used in the blocks a node's logs may not have yet. A payer that
- * cancelled its nonce so hears the final refusal, a nonce already used, logsBehindBlocks blocks after the cancel (or
- * the chain's confirmations when more), and pending until then. Before, none found was final, and a payer whose
- * transfer a node behind had not yet was refused as a nonce already used. "unknown" too when the node cannot say now.
- * Never throws.
+ * None paid it in those blocks: null (final) on evidence in the same logs of how its nonce was used otherwise — the
+ * token's AuthorizationUsed of (payer, nonce) in a transaction that did not pay `a.to` (spentByAnother's "otherwise":
+ * spent on other terms), or its AuthorizationCanceled (the payer cancelled it) — or once its window shut
+ * logsSettledS before the latest block's time (the logs taken to have its every block by then); "unknown" otherwise:
+ * the caller read the nonce used, and a log index trailing the head (a provider's, another node behind a load
+ * balancer) may not have the block that used it yet (the payer is answered pending, and sent again finds it). Before,
+ * none found was final once the nonce read used some 8 blocks before the latest, 2 s of a fast chain, and a payer
+ * whose transfer an index further behind had not yet was refused as a nonce already used, signed again and paid
+ * twice. "unknown" too when the node cannot say now. Never throws.
  */
 export async function paidInWindow(
   chain: X402Chain,
@@ -339,7 +360,7 @@ export async function paidInWindow(
   };
   let from: bigint;
   let last: bigint;
-  let head: bigint;
+  let latestAt: bigint;
   let shut = false;
   try {
     const latest = await chain.publicClient.getBlock({ blockTag: "latest" });
@@ -354,7 +375,7 @@ export async function paidInWindow(
       from = await firstBlockAtOrAfter(chain, after + 1n, 0n, latest.number);
     }
     last = latest.number;
-    head = latest.number;
+    latestAt = latest.timestamp;
     if (latest.timestamp >= a.validBefore) {
       shut = true;
       last = (await firstBlockAtOrAfter(chain, a.validBefore, from, latest.number)) - 1n;
@@ -362,23 +383,20 @@ export async function paidInWindow(
   } catch (error) {
     return cannotSay(error);
   }
-  // A node behind the verify's block reads no logs: its nonce, unused there, says "unknown" below.
+  // A node behind the verify's block reads no logs: "unknown" below while the window is open.
   if (last >= from) {
     const spent = await spentByAnother(chain, a, last, logger, { fromBlock: from });
+    if (spent === "otherwise") return null;
     if (spent !== null) return spent;
   }
-  // `logged`: the last block the logs read are taken to have (logsBehindBlocks): a log index trailing the head (a
-  // provider's, or a node behind a load balancer) answers none of a block that the node read for the nonce has, and
-  // the nonce used at the latest is no proof it was spent on other terms. A window shut by `logged`: the logs had its
-  // every block and none paid it, whatever became of its nonce. Shut since, a log index behind is as much a risk as
-  // while it is open (its last blocks may be missing): the nonce is read at `logged` too, used → spent before it in
-  // blocks the logs have, unused → "unknown" until the chain is past it by as much and the rule above answers.
-  const confirmations = BigInt(chain.confirmations ?? 1);
-  const behind = confirmations > logsBehindBlocks ? confirmations : logsBehindBlocks;
-  const logged = head > behind ? head - behind : 0n;
-  if (shut && last <= logged) return null;
+  // No log of its use, whatever the nonce reads at some block: a log index trailing the head has none of the blocks it
+  // has not indexed yet, however many a fast chain mines in its lag. A window shut logsSettledS ago, by the chain's
+  // clock: the logs had its every block and none paid it.
+  if (shut && latestAt - a.validBefore >= logsSettledS) return null;
+  if (last < from) return "unknown";
   try {
-    return (await nonceUsed(chain, a.from, a.nonce, last < logged ? last : logged)) ? null : "unknown";
+    const cancelled = await logsOfNonce(chain, authorizationCanceledEvent, a, from, last);
+    return cancelled.length > 0 ? null : "unknown";
   } catch (error) {
     return cannotSay(error);
   }

@@ -321,8 +321,8 @@ export async function takeOwed(
  * (adapters/evm authorizations.ts bindTransfer), so none of them can be served again. Before, every refusal wrote a
  * row, and none was ever deleted. What is left is one row per authorization at most beside its rows taken (served),
  * each with an invoice and its deposit row the rail keeps as long. `owed.verifiedBlock`: the block the verify that took
- * the payment read its nonce unused at (the payer's balance's atBlock), or null without one (verified_block: where the
- * search for the authorization's transfer starts, migration 0072).
+ * the payment read its nonce unused at (the simulation's block, Taken.atBlock), or null without one (verified_block:
+ * where the search for the authorization's transfer starts, migration 0072).
  */
 export async function markUnsentOwed(
   db: Db,

@@ -128,5 +128,7 @@ describe("the batched simulation's gas cap per probe", () => {
     });
     const atBlock = taken.ok ? taken.balance!.atBlock : -1n;
     expect(atBlock === latest || atBlock === latest + 1n, String(atBlock)).toBe(true);
+    // The batch's block kept for the simulation alone (its state a later one's), not one read beside it.
+    expect(taken.ok && taken.atBlock).toBe(atBlock);
   });
 });

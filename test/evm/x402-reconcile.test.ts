@@ -8,6 +8,7 @@ import {
   type Hex,
   HttpRequestError,
   keccak256,
+  parseSignature,
   stringToHex,
   TimeoutError,
 } from "viem";
@@ -29,7 +30,7 @@ import { facilitatorSettle } from "../../gateway/x402/facilitator.ts";
 import { createX402Deps } from "../../gateway/x402/index.ts";
 import { type ReconcileSettings, reconcileX402 } from "../../gateway/x402/reconcile.ts";
 import { createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
-import { logsBehindBlocks, verifiedMarginBlocks } from "../../gateway/x402/spends.ts";
+import { logsSettledS, verifiedMarginBlocks } from "../../gateway/x402/spends.ts";
 import { claim, record, sentAuthorization } from "../../gateway/x402/store.ts";
 import { recordingLogger } from "../support/recording-logger.ts";
 import {
@@ -439,14 +440,8 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: otherTx })).status).toBe(
         "success",
       );
-      // Pending at first: the logs of a node's last blocks may not be there yet (a provider's log index trailing its
-      // head), and the nonce used there is no proof it was spent elsewhere. Before, it was final at once, and a payer
-      // whose transfer such logs lacked, refused as a nonce already used, signed again and paid twice.
-      const early = await fetch(`${base}/refused-then-spent-elsewhere`, { headers: header });
-      expect(early.status).toBe(402);
-      expect(((await early.json()) as { error: string }).error).toBe("unexpected_settle_error");
-      // Then not answered pending ("send the same payment again shortly"): nothing the payer sent can pay it now.
-      await gw.chain.networkHelpers.mine(Number(logsBehindBlocks));
+      // Not answered pending ("send the same payment again shortly") once the logs name that spend, however few blocks
+      // past it: nothing the payer sent can pay it now. Before, it was pending until the nonce read used 8 blocks back.
       const again = await fetch(`${base}/refused-then-spent-elsewhere`, { headers: header });
       expect(again.status).toBe(402);
       expect(((await again.json()) as { error: string }).error).toBe("invalid_exact_evm_nonce_already_used");
@@ -459,13 +454,16 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
   it("and mined more than 1,000 blocks before it is sent again, not credited yet, is answered pending in a few reads", async () => {
     // The 1,100 blocks below taken back after: the tests that follow read the chain's blocks from its start.
     const snapshot = await gw.chain.networkHelpers.takeSnapshot();
-    // Its verify's block more than verifiedMarginBlocks into the chain: the search's start is not block 0.
-    await gw.chain.networkHelpers.mine(2 * Number(verifiedMarginBlocks));
-    const { shop, base, header, sent, payer, served } = await refusedAtPaywall(
-      "then mined long before sent again",
-      "/refused-then-mined-long-ago",
-    );
+    let shop: Awaited<ReturnType<typeof refusedAtPaywall>>["shop"] | undefined;
     try {
+      // Its verify's block more than verifiedMarginBlocks into the chain: the search's start is not block 0.
+      await gw.chain.networkHelpers.mine(2 * Number(verifiedMarginBlocks));
+      const refused = await refusedAtPaywall(
+        "then mined long before sent again",
+        "/refused-then-mined-long-ago",
+      );
+      shop = refused.shop;
+      const { base, header, sent, payer, served } = refused;
       const copyTx = await minedByAnother(payer, sent);
       const minedIn = (await gw.chain.publicClient.getTransactionReceipt({ hash: copyTx })).blockNumber;
       // The watcher behind (an outage, or a chain's confirmations) while the chain moves on past the authorization's
@@ -490,7 +488,7 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       await searchedFromVerified(from, sent.authorization, minedIn);
       expect(served()).toBe(1);
     } finally {
-      await shop.close();
+      await shop?.close();
       await snapshot.restore();
     }
   });
@@ -602,11 +600,17 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
     type GetLogs = (query: { args?: { authorizer?: Address } }) => Promise<unknown>;
     const client = gw.chain.publicClient as unknown as { getLogs: GetLogs };
     const { getLogs } = client;
+    let snapshot: Awaited<ReturnType<typeof gw.chain.networkHelpers.takeSnapshot>> | undefined;
     try {
       await minedByAnother(payer, sent);
+      // 12 blocks since, 3 s of a chain of 0.25 s blocks: a provider's log index may trail its head by as much. Mined
+      // one by one: Hardhat's mine of many reserves blocks, and a contract read at one of those finds no code there.
+      // Taken back after: the tests that follow read the chain's blocks from its start.
+      snapshot = await gw.chain.networkHelpers.takeSnapshot();
+      for (let i = 0; i < 12; i++) await gw.chain.networkHelpers.mine(1);
       // A provider whose log index trails its head: the block that mined the copy is read (its nonce used at the
-      // latest), its logs not yet. Before, no log found and the nonce used at the latest was final, and the payer who
-      // paid heard a nonce already used.
+      // latest), its logs not yet. Before, no log found and the nonce used at the latest was final, then (656ed64) so
+      // 8 blocks back, and the payer who paid heard a nonce already used.
       let asked = 0;
       client.getLogs = async (query) => {
         if (query.args?.authorizer?.toLowerCase() !== payer.address.toLowerCase()) return getLogs(query);
@@ -622,6 +626,91 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
     } finally {
       client.getLogs = getLogs;
       await shop.close();
+      await snapshot?.restore();
+    }
+  });
+
+  it("and whose nonce the payer then cancelled is refused as used when sent again, once the cancel's log is read", async () => {
+    const { shop, base, header, sent, payer, served } = await refusedAtPaywall(
+      "then its nonce cancelled",
+      "/refused-then-cancelled",
+    );
+    type GetLogs = (query: { args?: { authorizer?: Address } }) => Promise<unknown>;
+    const client = gw.chain.publicClient as unknown as { getLogs: GetLogs };
+    const { getLogs } = client;
+    try {
+      const a = sent.authorization;
+      const signature = await payer.signTypedData({
+        domain: { name: "USD Coin", version: "2", chainId: chain.chainId, verifyingContract: chain.token },
+        types: {
+          CancelAuthorization: [
+            { name: "authorizer", type: "address" },
+            { name: "nonce", type: "bytes32" },
+          ],
+        },
+        primaryType: "CancelAuthorization",
+        message: { authorizer: payer.address, nonce: a.nonce },
+      });
+      const { v, r, s } = parseSignature(signature);
+      await gw.send(gw.chain.accounts[0]!, {
+        address: chain.token,
+        abi: testUsdAbi,
+        functionName: "cancelAuthorization",
+        args: [payer.address, a.nonce, Number(v), r, s],
+      });
+      // Its log not indexed yet: nothing says how the nonce was used, pending.
+      client.getLogs = async (query) =>
+        query.args?.authorizer?.toLowerCase() === payer.address.toLowerCase() ? [] : getLogs(query);
+      const early = await fetch(`${base}/refused-then-cancelled`, { headers: header });
+      expect(early.status).toBe(402);
+      expect(((await early.json()) as { error: string }).error).toBe("unexpected_settle_error");
+      client.getLogs = getLogs;
+      // Read: final, at once, however few blocks past the cancel.
+      const again = await fetch(`${base}/refused-then-cancelled`, { headers: header });
+      expect(again.status).toBe(402);
+      expect(((await again.json()) as { error: string }).error).toBe("invalid_exact_evm_nonce_already_used");
+      expect(served()).toBe(1);
+    } finally {
+      client.getLogs = getLogs;
+      await shop.close();
+    }
+  });
+
+  it("and mined, its logs not indexed, is answered pending until its window shut logsSettledS before, then refused", async () => {
+    // The chain's clock moved past the window below taken back after.
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    type GetLogs = (query: { args?: { authorizer?: Address } }) => Promise<unknown>;
+    const client = gw.chain.publicClient as unknown as { getLogs: GetLogs };
+    const { getLogs } = client;
+    let shop: Awaited<ReturnType<typeof refusedAtPaywall>>["shop"] | undefined;
+    try {
+      const refused = await refusedAtPaywall(
+        "then mined, its window shut",
+        "/refused-then-mined-window-shut",
+      );
+      shop = refused.shop;
+      const { base, header, sent, payer, served } = refused;
+      await minedByAnother(payer, sent);
+      client.getLogs = async (query) =>
+        query.args?.authorizer?.toLowerCase() === payer.address.toLowerCase() ? [] : getLogs(query);
+      const answer = async () => {
+        const response = await fetch(`${base}/refused-then-mined-window-shut`, { headers: header });
+        expect(response.status).toBe(402);
+        return ((await response.json()) as { error: string }).error;
+      };
+      // Shut 12 blocks ago, seconds by the chain's clock: a log index may not have its last blocks yet. Before, it was
+      // final once the window shut 8 blocks before the latest.
+      await gw.chain.networkHelpers.time.increaseTo(BigInt(sent.authorization.validBefore));
+      await gw.chain.networkHelpers.mine(12);
+      expect(await answer()).toBe("unexpected_settle_error");
+      // Shut logsSettledS ago by the chain's clock: the logs are taken to have its every block, and none paid it.
+      await gw.chain.networkHelpers.time.increase(Number(logsSettledS));
+      expect(await answer()).toBe("invalid_exact_evm_nonce_already_used");
+      expect(served()).toBe(1);
+    } finally {
+      client.getLogs = getLogs;
+      await shop?.close();
+      await snapshot.restore();
     }
   });
 
