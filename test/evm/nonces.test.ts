@@ -1460,6 +1460,19 @@ function transferOf(journal: SendJournal, key: string, prepared: { count: number
   });
 }
 
+/**
+ * Broadcasts `sent` again, as a pass would once the node takes it again (refused when the node holds it already), and
+ * mines: a test's `finally` does it too, should an assertion stop the test first, since the nonce left open fails the
+ * tests after it.
+ */
+async function broadcastLeftOpen(sent: Awaited<ReturnType<typeof transferOf>> | undefined): Promise<void> {
+  if (sent !== undefined && !("status" in sent))
+    await gw.chain.provider
+      .request({ method: "eth_sendRawTransaction", params: [sent.raw_tx] } as never)
+      .catch(() => undefined);
+  await gw.chain.networkHelpers.mine(1);
+}
+
 describe("a fee bump the node refuses in other words than underpriced, the transaction it replaced in the pool", () => {
   /**
    * The chain, the first broadcast of the first nonce taken and every other of that nonce (a bump) refused as geth
@@ -1895,12 +1908,7 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
     } finally {
       broke.on = false;
       await setAutomine(true);
-      // Broadcast here too, should an assertion stop the test first: the nonce left open fails the tests after it.
-      if (sent !== undefined && !("status" in sent))
-        await gw.chain.provider
-          .request({ method: "eth_sendRawTransaction", params: [sent.raw_tx] } as never)
-          .catch(() => undefined);
-      await gw.chain.networkHelpers.mine(1);
+      await broadcastLeftOpen(sent);
     }
     await expectMined([sent]);
   });
@@ -1928,12 +1936,7 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
     } finally {
       broke.on = false;
       await setAutomine(true);
-      // Broadcast as a pass would once the node takes the send's first transaction again.
-      if (sent !== undefined && !("status" in sent))
-        await gw.chain.provider
-          .request({ method: "eth_sendRawTransaction", params: [sent.raw_tx] } as never)
-          .catch(() => undefined);
-      await gw.chain.networkHelpers.mine(1);
+      await broadcastLeftOpen(sent);
     }
     await expectMined([sent]);
   });
@@ -1978,12 +1981,7 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
       } finally {
         broke.on = false;
         await setAutomine(true);
-        // Broadcast as a pass would once the node takes the send's first transaction again.
-        if (sent !== undefined && !("status" in sent))
-          await gw.chain.provider
-            .request({ method: "eth_sendRawTransaction", params: [sent.raw_tx] } as never)
-            .catch(() => undefined);
-        await gw.chain.networkHelpers.mine(1);
+        await broadcastLeftOpen(sent);
       }
       await expectMined([sent]);
     },
@@ -2022,12 +2020,7 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
         expect(row?.not_taken_since).not.toBeNull();
       } finally {
         await setAutomine(true);
-        // Broadcast as the next pass would (the node taking it now); refused when it holds it already.
-        if (sent !== undefined && !("status" in sent))
-          await gw.chain.provider
-            .request({ method: "eth_sendRawTransaction", params: [sent.raw_tx] } as never)
-            .catch(() => undefined);
-        await gw.chain.networkHelpers.mine(1);
+        await broadcastLeftOpen(sent);
       }
       await expectMined([sent]);
     },

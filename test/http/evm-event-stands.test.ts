@@ -540,17 +540,27 @@ describe("a rail's check carried by an event", () => {
     expect((await told()).slice(toldBefore)).toEqual(["invoice.reinstated", "invoice.paid"]);
   });
 
-  it("tells the process's listeners that the mark a removal finished paid the invoice, that removal withdrawn already", async () => {
-    const { id, txHash, reorg, again, told } = await giveBackUnmarked();
+  /**
+   * A give-back left unmarked (giveBackUnmarked), then mined a third time before the removal is delivered: its
+   * reinstatement finds nothing recorded and nothing taken, and is recorded withdrawn. `toldBefore` counts the
+   * invoice's events told before the withdrawal.
+   */
+  const removalWithdrawn = async () => {
+    const unmarked = await giveBackUnmarked();
+    const { txHash, again, told } = unmarked;
     const toldBefore = (await told()).length;
-    // Mined a third time before the removal is delivered: its reinstatement finds nothing recorded and nothing taken,
-    // and is recorded withdrawn; the first reversal still stands unmarked, so the invoice is not due yet.
     await minedAgain(txHash, 3);
     expect(await applyReinstated(gw.app.settlement, { ...again, stands: stands(txHash, 3) })).toEqual({
       status: "withdrawn",
       amount: 0n,
       paidNow: false,
     });
+    return { ...unmarked, toldBefore };
+  };
+
+  it("tells the process's listeners that the mark a removal finished paid the invoice, that removal withdrawn already", async () => {
+    const { id, reorg, again, told, toldBefore } = await removalWithdrawn();
+    // The first reversal still stands unmarked, so the invoice is not due yet.
     expect(await statusOf(id)).toBe("reversed");
     const heard = invoicesHeardPaid(gw.app);
     // The removal delivered late, through the rail's events as the deposit watcher tells it: it finishes the first
@@ -572,14 +582,7 @@ describe("a rail's check carried by an event", () => {
   });
 
   it("tells the process's listeners that the mark a removal finished paid the invoice when the removal's own give-back then fails, once", async () => {
-    const { id, txHash, reorg, again, told } = await giveBackUnmarked();
-    const toldBefore = (await told()).length;
-    await minedAgain(txHash, 3);
-    expect(await applyReinstated(gw.app.settlement, { ...again, stands: stands(txHash, 3) })).toEqual({
-      status: "withdrawn",
-      amount: 0n,
-      paidNow: false,
-    });
+    const { id, reorg, again, told, toldBefore } = await removalWithdrawn();
     const heard = invoicesHeardPaid(gw.app);
     // The removal's give-back of itself (withdrawn) fails once the mark it finished committed and paid the invoice.
     const { ledger } = gw.app.settlement;

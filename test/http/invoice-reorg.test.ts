@@ -472,11 +472,8 @@ describe("a reorg given back, told by the rail", () => {
 });
 
 describe("a failure of a refund of a reversed invoice, told by the rail", () => {
-  /**
-   * An invoice of 10 paid 10 + 5, a refund of the excess 5 that the provider answers later (pending, counted against
-   * what the invoice holds), then the 5 reorganised away: 15 less 5 less the 5 pending is below its 10, reversed.
-   */
-  const reversedWithPendingRefund = async () => {
+  /** An over-paid invoice of 10 (10 + 5), and a refund of the excess 5 made of it through the provider. */
+  const overPaidWithRefund = async () => {
     const id = await invoiceOf("10");
     expect(await receive(id, "r0", 10_000_000n)).toBe("applied");
     expect(await receive(id, "r1", 5_000_000n)).toBe("received");
@@ -490,25 +487,37 @@ describe("a failure of a refund of a reversed invoice, told by the rail", () => 
       idempotencyKey: null,
     });
     if (!made.ok) throw new Error(made.message);
-    expect(made.refund.status).toBe("pending");
+    return { id, refund: made.refund };
+  };
+
+  /**
+   * An invoice of 10 paid 10 + 5, a refund of the excess 5 that the provider answers later (pending, counted against
+   * what the invoice holds), then the 5 reorganised away: 15 less 5 less the 5 pending is below its 10, reversed.
+   */
+  const reversedWithPendingRefund = async () => {
+    const { id, refund } = await overPaidWithRefund();
+    expect(refund.status).toBe("pending");
     expect(await reorgOf(id, "r1", 5_000_000n)).toEqual({ status: "applied", shortfall: 0n });
     expect(await statusOf(id)).toBe("reversed");
-    return { id, refund: made.refund };
+    return { id, refund };
+  };
+
+  /** The provider's failure of refund `refundId` of invoice `id`, as the rail's event: what the refund took is back. */
+  const failedByProvider = (id: string, refundId: string) => {
+    const reference = `toy_re_${refundId}`;
+    return {
+      kind: "reinstated" as const,
+      reference: id,
+      key: `refund:${reference}`,
+      evidence: { ...evidence, reference },
+    };
   };
 
   it("tells the process's listeners that it paid the invoice again, as a receipt that pays it does", async () => {
     const { id, refund } = await reversedWithPendingRefund();
     const heard = invoicesHeardPaid(gw.app);
     // The provider fails the refund, through the rail's events: the 5 is back, and it holds its amount.
-    const reference = `toy_re_${refund.id}`;
-    expect(
-      await toyEvents?.({
-        kind: "reinstated",
-        reference: id,
-        key: `refund:${reference}`,
-        evidence: { ...evidence, reference },
-      }),
-    ).toBe("applied");
+    expect(await toyEvents?.(failedByProvider(id, refund.id))).toBe("applied");
     expect(await statusOf(id)).toBe("paid");
     expect((await eventsOf(id)).slice(-2)).toEqual(["invoice.reversed", "invoice.paid"]);
     // Before: nothing heard; `invoice.paid` went out to webhooks alone.
@@ -550,13 +559,7 @@ describe("a failure of a refund of a reversed invoice, told by the rail", () => 
     const { id, refund } = await reversedWithPendingRefund();
     const paidBefore = await paidEvents(id);
     const heard = invoicesHeardPaid(gw.app);
-    const reference = `toy_re_${refund.id}`;
-    const failed = {
-      kind: "reinstated" as const,
-      reference: id,
-      key: `refund:${reference}`,
-      evidence: { ...evidence, reference },
-    };
+    const failed = failedByProvider(id, refund.id);
     expect(await toyEvents?.(failed)).toBe("applied");
     expect(await toyEvents?.(failed)).toBe("applied");
     expect((await getRefund(gw.app.db, { tenantId: "ten_demo", id: refund.id }))?.status).toBe("failed");
@@ -590,20 +593,7 @@ describe("a failure of a refund of a reversed invoice, told by the rail", () => 
 
   it("undoes a succeeded refund whose post an earlier version moved back apart: nothing moved twice, the refund failed", async () => {
     // An over-paid invoice of 10 (10 + 5), a refund of the excess 5 its provider takes, then fails.
-    const id = await invoiceOf("10");
-    expect(await receive(id, "r0", 10_000_000n)).toBe("applied");
-    expect(await receive(id, "r1", 5_000_000n)).toBe("received");
-    const made = await createRefund(gw.app.payments, {
-      tenantId: "ten_demo",
-      target: { kind: "invoice", invoiceId: id },
-      amount: "5",
-      reason: null,
-      metadata: {},
-      destination: null,
-      idempotencyKey: null,
-    });
-    if (!made.ok) throw new Error(made.message);
-    const refund = made.refund;
+    const { id, refund } = await overPaidWithRefund();
     const reference = `toy_re_${refund.id}`;
     const named = { reference: id, key: `refund:${reference}`, evidence: { ...evidence, reference } };
     expect(await toyEvents?.({ kind: "reversed", amount: 5_000_000n, ...named })).toBe("applied");
@@ -652,16 +642,8 @@ describe("a failure of a refund of a reversed invoice, told by the rail", () => 
     const { id, refund } = await reversedWithPendingRefund();
     const paidBefore = await paidEvents(id);
     const heard = invoicesHeardPaid(gw.app);
-    const reference = `toy_re_${refund.id}`;
     // Its provider's reversal given back, then the same failure as the attempt event on the refund's id.
-    expect(
-      await toyEvents?.({
-        kind: "reinstated",
-        reference: id,
-        key: `refund:${reference}`,
-        evidence: { ...evidence, reference },
-      }),
-    ).toBe("applied");
+    expect(await toyEvents?.(failedByProvider(id, refund.id))).toBe("applied");
     expect(
       await toyEvents?.({
         kind: "attempt_failed",

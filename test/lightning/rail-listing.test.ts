@@ -2,10 +2,8 @@
 // Address attempt found never taken whose mark kept no invoice: LND's ListPayments held at a chosen call, or made to
 // fail by a deadline already past. The hold only delays the real call to the real LND, and the failure is the real
 // client's, so that the interleaving is the test's, not the clock's.
-import { createHash, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { authenticatedLndGrpc, createInvoice, pay } from "lightning";
@@ -16,6 +14,7 @@ import {
   type LightningRailParams,
 } from "../../adapters/lightning/index.ts";
 import { latch } from "../support/latch.ts";
+import { lnurlServer } from "../support/lnurl-server.ts";
 import { type LogLine, recordingLogger } from "../support/recording-logger.ts";
 
 /**
@@ -94,48 +93,6 @@ async function within<T>(promise: Promise<T>, ms: number, what: string): Promise
   }
 }
 
-/** A Lightning Address's LNURL-pay server at 127.0.0.1: `carol@host` answers each callback with a new invoice of the payee's. */
-async function lnurlServer() {
-  const metadata = JSON.stringify([["text/plain", "pay carol"]]);
-  const descriptionHash = createHash("sha256").update(metadata).digest("hex");
-  const asked: string[] = [];
-  const server = createServer((request, response) => {
-    void (async () => {
-      const url = new URL(request.url ?? "/", "http://localhost");
-      let body: unknown = { status: "ERROR", reason: "not found" };
-      if (url.pathname === "/.well-known/lnurlp/carol")
-        body = {
-          tag: "payRequest",
-          callback: `http://${host}/callback/carol`,
-          minSendable: 1_000,
-          maxSendable: 100_000_000,
-          metadata,
-        };
-      else if (url.pathname === "/callback/carol") {
-        const invoice = await createInvoice({
-          lnd: payee,
-          mtokens: url.searchParams.get("amount") ?? "0",
-          description_hash: descriptionHash,
-        });
-        asked.push(invoice.id);
-        body = { pr: invoice.request, routes: [] };
-      }
-      response.setHeader("content-type", "application/json");
-      response.end(JSON.stringify(body));
-    })();
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const lnurlFetch: LightningRailParams["lnurlFetch"] = (url, init) =>
-    fetch(url, { ...init, redirect: "manual" });
-  return {
-    address: `carol@${host}`,
-    asked,
-    lnurlFetch,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
-}
-
 /**
  * A rail on a journal of marks journalled before they kept what their attempts sent (no hash, no invoice), or of
  * `marks` as given.
@@ -186,7 +143,7 @@ const resumed = (id: string, amount: bigint, address: string) =>
 
 describe("LND's payments listed for an attempt found never taken whose mark kept no invoice", () => {
   it("an execute whose listing another execute of the same id overtook (it asked the address and paid) answers that one's outcome, the address asked once, whether its listing then fails or answers", async () => {
-    const carol = await lnurlServer();
+    const carol = await lnurlServer(payee, "carol");
     // Amounts no other payment of the gateway's node has: each listing finds only what this test paid.
     const cases = [
       { fail: true, amount: 2_345_901n },
@@ -227,7 +184,7 @@ describe("LND's payments listed for an attempt found never taken whose mark kept
   });
 
   it("an attempt whose listing fails is left in flight, said once however often it is asked, its address not asked; listed, the payments' routes are not asked for", async () => {
-    const carol = await lnurlServer();
+    const carol = await lnurlServer(payee, "carol");
     const amount = 2_345_903n;
     const id = `listing-failed-${randomUUID()}`;
     const { rail, logs } = await railWithUnmarked("failed", [id], carol.lnurlFetch);
@@ -263,7 +220,7 @@ describe("LND's payments listed for an attempt found never taken whose mark kept
   });
 
   it("a mark whose invoice is not of its hash (a line edited) stops its attempt alone: the rail starts and says it by its line, the attempt held while LND has a payment of its amount, its address not asked", async () => {
-    const carol = await lnurlServer();
+    const carol = await lnurlServer(payee, "carol");
     const amount = 2_345_904n;
     const id = `listing-mismatched-${randomUUID()}`;
     const named = "ab".repeat(32);

@@ -3,8 +3,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { fdatasync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:http";
-import net, { type AddressInfo } from "node:net";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -35,6 +34,7 @@ import { journalLeaseMs } from "../../adapters/lightning/store.ts";
 import type { OutgoingAttempt, RailEvent } from "../../core/index.ts";
 import { clusterControl, waitFor } from "../../scripts/lightning/index.ts";
 import { journalAttemptLines } from "../support/lightning-journal.ts";
+import { lnurlServer } from "../support/lnurl-server.ts";
 import { type LogLine, recordingLogger } from "../support/recording-logger.ts";
 
 const cluster = inject("lightningCluster");
@@ -118,62 +118,6 @@ const journalledAttempt = (
   destination: null,
   request: invoice.request,
 });
-
-/**
- * A Lightning Address's LNURL-pay server (LUD-06/16) at 127.0.0.1: `name@host` answers each callback with a new invoice
- * of the payee's (its hash added to `asked`); any other name is refused ("not found"). `held`: hold invoices, their
- * secrets by hash in `secrets` (the payee holds a payment until it settles or cancels it).
- */
-async function lnurlServer(name: string, { held = false } = {}) {
-  const metadata = JSON.stringify([["text/plain", `pay ${name}`]]);
-  const descriptionHash = createHash("sha256").update(metadata).digest("hex");
-  const asked: string[] = [];
-  const secrets = new Map<string, string>();
-  const server = createServer((request, response) => {
-    void (async () => {
-      const url = new URL(request.url ?? "/", "http://localhost");
-      let body: unknown = { status: "ERROR", reason: "not found" };
-      if (url.pathname === `/.well-known/lnurlp/${name}`)
-        body = {
-          tag: "payRequest",
-          callback: `http://${host}/callback/${name}`,
-          minSendable: 1_000,
-          maxSendable: 100_000_000,
-          metadata,
-        };
-      else if (url.pathname === `/callback/${name}`) {
-        const mtokens = url.searchParams.get("amount") ?? "0";
-        const secret = randomBytes(32).toString("hex");
-        const invoice = held
-          ? await createHodlInvoice({
-              lnd: payee,
-              id: sha256(secret),
-              mtokens,
-              description_hash: descriptionHash,
-            })
-          : await createInvoice({ lnd: payee, mtokens, description_hash: descriptionHash });
-        if (held) secrets.set(invoice.id, secret);
-        asked.push(invoice.id);
-        body = { pr: invoice.request, routes: [] };
-      }
-      response.setHeader("content-type", "application/json");
-      response.end(JSON.stringify(body));
-    })();
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const lnurlFetch: LightningRailParams["lnurlFetch"] = (url, init) =>
-    fetch(url, { ...init, redirect: "manual" });
-  return {
-    host,
-    address: `${name}@${host}`,
-    descriptionHash,
-    asked,
-    secrets,
-    lnurlFetch,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
-}
 
 /** Makes an invoice on `rail` (its memo is the reference) and has the payer pay it. */
 async function payThrough(rail: LightningRail, reference: string, amountMsat: bigint) {
@@ -862,7 +806,7 @@ describe("lightning rail on regtest", () => {
   });
 
   it("an attempt to a Lightning Address found never taken is sent afresh with the invoice its address answered first, kept in the journal, not one asked anew", async () => {
-    const { host, address, asked, lnurlFetch, close } = await lnurlServer("carol");
+    const { host, address, asked, lnurlFetch, close } = await lnurlServer(payee, "carol");
     const amount = 2_100_000n;
     const attempt = {
       id: attemptId("address"),
@@ -936,7 +880,7 @@ describe("lightning rail on regtest", () => {
   });
 
   it("an attempt to a Lightning Address found never taken whose first invoice expired since is sent with a new invoice of its address once LND says it has no payment of the first, and follows LND's payment of the first when it has one", async () => {
-    const carol = await lnurlServer("carol");
+    const carol = await lnurlServer(payee, "carol");
     // Two attempts a process asked the address for an invoice for (expiring in seconds), wrote and forgot as never
     // taken, its mark keeping the invoice. LND took the first send of one late (paid by hand here, as it is).
     const expiresAtMs = Date.now() + 6_000;
@@ -1041,7 +985,7 @@ describe("lightning rail on regtest", () => {
   });
 
   it("an attempt to a Lightning Address found never taken whose first invoice expired less than the time a send of it taken before may still be registered ago is answered in flight: neither that invoice sent, nor its address asked", async () => {
-    const carol = await lnurlServer("carol");
+    const carol = await lnurlServer(payee, "carol");
     const amount = 2_260_000n;
     const expiresAtMs = Date.now() + 6_000;
     const first = await createInvoice({
@@ -1109,7 +1053,7 @@ describe("lightning rail on regtest", () => {
   });
 
   it("an attempt to a Lightning Address whose mark replaced its expired first invoice, LND having registered a send of the first late, follows that payment as its own: succeeds with it when the new invoice is unpaid, when the rail refuses it, and when the new invoice's payment fails, waiting while it is in flight; with both paid, ends with the new one's, said", async () => {
-    const carol = await lnurlServer("carol");
+    const carol = await lnurlServer(payee, "carol");
     const invoiceOf = (amount: bigint) =>
       createInvoice({ lnd: payee, mtokens: amount.toString(), description_hash: carol.descriptionHash });
     // Each attempt's first invoice, replaced by the second when it expired (as addressInvoiceAfresh journals it). The
@@ -1280,7 +1224,7 @@ describe("lightning rail on regtest", () => {
   });
 
   it("an attempt to a Lightning Address that follows LND's payment of an earlier invoice of its journals that invoice as what it paid: one the rail renewed, its new invoice's payment failing, and one whose mark kept its earlier invoice, its new one unpaid", async () => {
-    const carol = await lnurlServer("carol", { held: true });
+    const carol = await lnurlServer(payee, "carol", { held: true });
     const amounts = { renewed: 2_330_000n, marked: 2_340_000n };
     const invoiceOf = (amount: bigint, expiresAtMs?: number) =>
       createInvoice({
@@ -1430,7 +1374,7 @@ describe("lightning rail on regtest", () => {
   });
 
   it("an attempt followed after a restart whose mark names its own hash among the earlier (renewals that raced) succeeds without a false payee-paid-twice error; and a Lightning Address's first invoice found never taken is not sent in the minute before its expiry", async () => {
-    const carol = await lnurlServer("carol");
+    const carol = await lnurlServer(payee, "carol");
     const amounts = { raced: 2_310_000n, expiring: 2_320_000n };
     const invoiceOf = (amount: bigint, expiresAtMs?: number) =>
       createInvoice({
@@ -1525,7 +1469,7 @@ describe("lightning rail on regtest", () => {
   });
 
   it("an attempt to a Lightning Address found never taken whose mark kept no invoice (journalled before it did), its address refusing, fails as refused when LND has no payment that may be its, and is left in flight, said once, when it has one", async () => {
-    const server = await lnurlServer("carol");
+    const server = await lnurlServer(payee, "carol");
     // The address refuses now: no such name (any refusal of its server alike).
     const refusing = `gone@${server.host}`;
     // Marks journalled before they kept what the attempt sent, alone once compacted: no hash, no invoice.
@@ -1598,7 +1542,7 @@ describe("lightning rail on regtest", () => {
   });
 
   it("an attempt to a Lightning Address found never taken whose mark kept no invoice, held back by LND's payments that may be its own, names the first ten in its one log line and counts them all", async () => {
-    const server = await lnurlServer("carol");
+    const server = await lnurlServer(payee, "carol");
     const amount = 2_345_673n;
     const id = attemptId("address-unmarked-many");
     await writeFile(
@@ -1653,7 +1597,7 @@ describe("lightning rail on regtest", () => {
   });
 
   it("an attempt to a Lightning Address found never taken whose mark kept no invoice is held back by a payment of LND's that may be its own: one an attempt of the rail that failed holds, one made before its first line by a clock far behind the gateway's, and one its address answering would have been paid beside", async () => {
-    const carol = await lnurlServer("carol");
+    const carol = await lnurlServer(payee, "carol");
     const refusing = `gone@${carol.host}`;
     const amounts = { heldFailed: 2_345_681n, behind: 2_345_682n, answering: 2_345_683n, fresh: 2_345_684n };
     const kinds = ["heldFailed", "behind", "answering", "fresh"] as const;
