@@ -919,7 +919,8 @@ async function broadcast(journal: SendJournal, row: SendRow): Promise<Sent> {
     // automines), a gapped nonce refused, the node out of reach, or a node behind the one that refused (behind a load
     // balancer), whose answer only delays the send; or a refusal that never clears (geth's rpc.txfeecap "tx fee (…)
     // exceeds the configured cap", "exceeds block gas limit"). Pointed back only when every transaction the bump
-    // replaced was asked and refused too: one not asked may be the one the node takes.
+    // replaced was asked and refused too, or costs no less than one refused in the pass as costing too much
+    // (costsNoLess: refused alike, not asked): one not asked otherwise may be the one the node takes.
     const current =
       takenAgain === "every_one_refused" ? await leftToSignedOver(journal, row, error, text) : row;
     await notTaken(journal, row, error);
