@@ -1,9 +1,9 @@
 -- x402_unsent_owed.verified_block: the block the paywall's verify read the authorization's nonce unused at (the
--- simulation's state was that block's or a later one's: x402/simulate-batch.ts, the payer's balance's atBlock), so the
--- authorization was mined after it. The search for its transfer, mined and not credited yet, starts there, less the
--- chain's confirmations (x402/spends.ts paidInWindow), and reads no block for its start. Before (0071), it ran over the
--- authorization's own window, found by timestamps: some 24 hours of blocks for a client that signs validAfter 0, more
--- reads of logs than the node answers on a fast chain, and a payer whose nonce was cancelled never heard the final
--- refusal. Null for a row written before, or when the verify had no block (its balance not read): the window, as
--- before.
+-- simulation's state was that block's or a later one's: x402/simulate-batch.ts, its atBlock), so the authorization
+-- was mined after it. The search for its transfer, mined and not credited yet, starts there, less the chain's
+-- confirmations and 64 blocks (x402/spends.ts paidInWindow, verifiedMarginBlocks), and reads no block for its start;
+-- 0070's marked_block, the head read as the row was written, started it past a transfer mined before that read.
+-- Null for a row written before, or by a verify whose block could not be read: the search runs from the first block
+-- past the authorization's validAfter, or the window the paywall allows before its validBefore when later, found by
+-- timestamps.
 ALTER TABLE x402_unsent_owed ADD COLUMN verified_block bigint;

@@ -588,9 +588,8 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
           // Nothing of the chain is read for it: sent again, its transfer is searched for from the block verify read
           // its nonce unused at (the simulation's, simulate-batch.ts), whatever was mined since (the mining what made
           // the rail refuse among it). Before, the head read here started that search, and a transfer mined before it
-          // was missed; then (0071) the authorization's whole window was read, some 24 hours of blocks. The block is
-          // the simulation's, not the balance's: a balance not read (the simulator's UNKNOWN, or its read beside a
-          // lone simulation failing) kept none, and its row was searched for over its whole window.
+          // was missed. The block is the simulation's, not the balance's: it is kept though the balance was not read
+          // (the simulator's UNKNOWN, or its read beside a lone simulation failing).
           await afterSent(
             deps.logger,
             "recording the request of a payment refused before sending owed",

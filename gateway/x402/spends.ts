@@ -316,8 +316,8 @@ export const verifiedMarginBlocks = 64n;
 /**
  * How long after an authorization's window shut, by the latest block's time, paidInWindow takes a node's logs to have
  * its every block (a provider's log index trailing its head, a node of a load balancer behind the one that read the
- * nonce): no log found is final only then. In time, not blocks: 8 blocks are 2 s of a chain of 0.25 s blocks, less
- * than such an index may trail. Its cost: a payer whose nonce is used with no log found is answered pending that long.
+ * nonce): no log found is final only then. In time, not blocks: a fast chain mines many blocks in the seconds such an
+ * index may trail. Its cost: a payer whose nonce is used with no log found is answered pending that long.
  */
 export const logsSettledS = 60n;
 
@@ -332,8 +332,9 @@ export const logsSettledS = 60n;
  * written before migration 0072, or a verify that asked no block): from the first block whose time is past its
  * validAfter, or `window.maxS` before its validBefore when later (some clients sign validAfter 0), found by
  * timestamps (firstBlockAtOrAfter, some 25 reads of a block) — and, there, "unknown" while no block the node has is
- * past that start. Before, every search ran so, and over some 24 hours of blocks for a client
- * that signs validAfter 0: more reads of logs than a node capping a read's range answers, so "unknown" for good.
+ * past that start. Before, the search started at the head read as its row was written (less the chain's
+ * confirmations, or the last 1,000 blocks when that read took over a second), and a transfer mined before that read
+ * (the mining what made the rail refuse) was missed.
  *
  * None paid it in those blocks: null (final) on evidence in the same logs of how its nonce was used otherwise — the
  * token's AuthorizationUsed of (payer, nonce) in a transaction that did not pay `a.to` (spentByAnother's "otherwise":
@@ -341,9 +342,8 @@ export const logsSettledS = 60n;
  * logsSettledS before the latest block's time (the logs taken to have its every block by then); "unknown" otherwise:
  * the caller read the nonce used, and a log index trailing the head (a provider's, another node behind a load
  * balancer) may not have the block that used it yet (the payer is answered pending, and sent again finds it). Before,
- * none found was final once the nonce read used some 8 blocks before the latest, 2 s of a fast chain, and a payer
- * whose transfer an index further behind had not yet was refused as a nonce already used, signed again and paid
- * twice. "unknown" too when the node cannot say now. Never throws.
+ * none found was final at once, and a payer whose transfer the index had not yet was refused as a nonce already used,
+ * signed again and paid twice. "unknown" too when the node cannot say now. Never throws.
  */
 export async function paidInWindow(
   chain: X402Chain,

@@ -32,6 +32,7 @@ import { type ReconcileSettings, reconcileX402 } from "../../gateway/x402/reconc
 import { createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
 import { logsSettledS, verifiedMarginBlocks } from "../../gateway/x402/spends.ts";
 import { claim, record, sentAuthorization } from "../../gateway/x402/store.ts";
+import { validBeforeSkewS, validForMaxS } from "../../gateway/x402/verify.ts";
 import { recordingLogger } from "../support/recording-logger.ts";
 import {
   anotherProcessRail,
@@ -176,13 +177,15 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
    * serves the first request (the rail's simulation then refuses its settlement: insufficient_funds), and the payment
    * of a new payer (`name`) sent there and refused so; `others`: more paywalls of the same account and price, each
    * served as other goods. The caller closes the shop. `served()`: the requests served so far. `refusing`: told the
-   * payment as the first request is served, its settlement about to be refused.
+   * payment as the first request is served, its settlement about to be refused. `validAfter`: the payment's, signed
+   * again by the payer (the official client signs its own, its now less 600 s).
    */
   async function refusedAtPaywall(
     name: string,
     path: string,
     others: readonly string[] = [],
     refusing?: (sent: SentPayment, payer: Payer) => void,
+    validAfter?: bigint,
   ) {
     const seller = await gw.merchantAccount(`seller of a payment refused before sending, ${name}`);
     for (const at of [path, ...others])
@@ -222,10 +225,22 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
         (header) => challenge.headers.get(header),
         await challenge.json(),
       );
-      const header = client.encodePaymentSignatureHeader(await client.createPaymentPayload(required));
-      const sent = (
-        JSON.parse(Buffer.from(header["PAYMENT-SIGNATURE"]!, "base64").toString()) as { payload: SentPayment }
-      ).payload;
+      let header = client.encodePaymentSignatureHeader(await client.createPaymentPayload(required));
+      const signed = JSON.parse(Buffer.from(header["PAYMENT-SIGNATURE"]!, "base64").toString()) as {
+        payload: SentPayment;
+      };
+      if (validAfter !== undefined) {
+        const a = { ...signed.payload.authorization, validAfter: validAfter.toString() };
+        const signature = await payer.signTypedData(
+          transferWithAuthorizationTypedData(
+            { name: "USD Coin", version: "2", chainId: chain.chainId, verifyingContract: chain.token },
+            { ...a, value: BigInt(a.value), validAfter, validBefore: BigInt(a.validBefore) },
+          ),
+        );
+        signed.payload = { signature, authorization: a };
+        header = { ...header, "PAYMENT-SIGNATURE": Buffer.from(JSON.stringify(signed)).toString("base64") };
+      }
+      const sent = signed.payload;
       sending = sent;
       const refused = await fetch(`${base}${path}`, { headers: header });
       expect(refused.status).toBe(402);
@@ -441,7 +456,7 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
         "success",
       );
       // Not answered pending ("send the same payment again shortly") once the logs name that spend, however few blocks
-      // past it: nothing the payer sent can pay it now. Before, it was pending until the nonce read used 8 blocks back.
+      // past it: nothing the payer sent can pay it now.
       const again = await fetch(`${base}/refused-then-spent-elsewhere`, { headers: header });
       expect(again.status).toBe(402);
       expect(((await again.json()) as { error: string }).error).toBe("invalid_exact_evm_nonce_already_used");
@@ -480,8 +495,7 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       expect(again.status).toBe(402);
       expect(((await again.json()) as { error: string }).error).toBe("unexpected_settle_error");
       // One read of logs, from the row's block; of blocks by number, the authorization's window shut since, one per
-      // halving of the searched blocks for its last. Before, the search's start was found by its time too, a read per
-      // halving of the chain's blocks from the first.
+      // halving of the searched blocks for its last.
       expect(from[0]!).toBeGreaterThan(0n);
       const searched = (await gw.chain.publicClient.getBlockNumber({ cacheTime: 0 })) - (from[0] ?? 0n);
       expect(blocksRead).toBeLessThanOrEqual(1 + searched.toString(2).length);
@@ -558,8 +572,7 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       await minedByAnother(payer, sent);
       // A load balancer's nodes a block apart: once one read the payer's nonce used, the next read asks one that has
       // not its block yet — its nonce unused, its latest block the one before, no log of it. Before, the nonce verify
-      // read used was read again, unused, and the payer who paid heard a final nonce already used; then, the search
-      // up to that node's latest block found no transfer, and it was so all the same.
+      // read used was read again, unused, and the payer who paid heard a final nonce already used.
       let seenUsed = false;
       client.readContract = async (call) => {
         const ofPayer =
@@ -609,8 +622,8 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       snapshot = await gw.chain.networkHelpers.takeSnapshot();
       for (let i = 0; i < 12; i++) await gw.chain.networkHelpers.mine(1);
       // A provider whose log index trails its head: the block that mined the copy is read (its nonce used at the
-      // latest), its logs not yet. Before, no log found and the nonce used at the latest was final, then (656ed64) so
-      // 8 blocks back, and the payer who paid heard a nonce already used.
+      // latest), its logs not yet. Before, no log found was final at once, and the payer who paid heard a nonce
+      // already used.
       let asked = 0;
       client.getLogs = async (query) => {
         if (query.args?.authorizer?.toLowerCase() !== payer.address.toLowerCase()) return getLogs(query);
@@ -698,8 +711,7 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
         expect(response.status).toBe(402);
         return ((await response.json()) as { error: string }).error;
       };
-      // Shut 12 blocks ago, seconds by the chain's clock: a log index may not have its last blocks yet. Before, it was
-      // final once the window shut 8 blocks before the latest.
+      // Shut 12 blocks ago, seconds by the chain's clock: a log index may not have its last blocks yet.
       await gw.chain.networkHelpers.time.increaseTo(BigInt(sent.authorization.validBefore));
       await gw.chain.networkHelpers.mine(12);
       expect(await answer()).toBe("unexpected_settle_error");
@@ -716,8 +728,7 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
 
   it("keeps the block its verify simulated at though the payer's balance was not read", async () => {
     // The batch not run (a node without state overrides) and the balance read beside the lone simulation failing:
-    // the block asked for it is kept all the same. Before, it went with the balance, and the row was searched for
-    // over the authorization's whole window (some 24 hours of blocks: 'unknown' for good on a node capping reads).
+    // the block asked for it is kept all the same, and the search for its transfer starts from it.
     type Call = (call: { stateOverride?: unknown }) => Promise<unknown>;
     type ReadContract = (call: { functionName: string; blockNumber?: bigint }) => Promise<unknown>;
     const client = gw.chain.publicClient as unknown as { call: Call; readContract: ReadContract };
@@ -755,6 +766,60 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
     } finally {
       client.call = call;
       client.readContract = readContract;
+    }
+  });
+
+  it("and mined, its row keeping no verified block, is searched for from its window's first block and answered pending", async () => {
+    // Signed valid after a block's own time, at or before the gateway's clock (Hardhat's mine of many runs ahead of
+    // it): the token takes it from the next block on, the first the search reads.
+    const nowS = BigInt(Math.floor(Date.now() / 1000)) - 1n;
+    let low = 0n;
+    let high = await gw.chain.publicClient.getBlockNumber({ cacheTime: 0 });
+    while (low < high) {
+      const mid = (low + high + 1n) / 2n;
+      if ((await gw.chain.publicClient.getBlock({ blockNumber: mid })).timestamp <= nowS) low = mid;
+      else high = mid - 1n;
+    }
+    const opened = await gw.chain.publicClient.getBlock({ blockNumber: low });
+    expect(opened.timestamp).toBeLessThanOrEqual(nowS);
+    // The chain's time past its validAfter, as verify asks.
+    await gw.chain.networkHelpers.mine(1);
+    const { shop, base, header, sent, payer, served } = await refusedAtPaywall(
+      "then mined, its row keeping no block",
+      "/refused-then-mined-unverified",
+      [],
+      undefined,
+      opened.timestamp,
+    );
+    try {
+      const a = sent.authorization;
+      // A row written before migration 0072, or by a verify whose block could not be read.
+      const unset = await gw.app.db.query<{ nonce: string }>(
+        "UPDATE x402_unsent_owed SET verified_block = NULL WHERE payer = $1 AND nonce = $2 RETURNING nonce",
+        [a.from.toLowerCase(), a.nonce.toLowerCase()],
+      );
+      expect(unset).toHaveLength(1);
+      const copyTx = await minedByAnother(payer, sent);
+      const minedIn = (await gw.chain.publicClient.getTransactionReceipt({ hash: copyTx })).blockNumber;
+      const { result: again, from } = await logsReadFrom(payer.address, () =>
+        fetch(`${base}/refused-then-mined-unverified`, { headers: header }),
+      );
+      expect(again.status).toBe(402);
+      expect(((await again.json()) as { error: string }).error).toBe("unexpected_settle_error");
+      // From the first block whose time is past its validAfter, or past its validBefore less what the paywall takes
+      // (validForMaxS and validBeforeSkewS twice, scheme.ts unsentMinedWithinS) when later: its validAfter here.
+      let after = BigInt(a.validBefore) - (validForMaxS + 2n * validBeforeSkewS);
+      if (BigInt(a.validAfter) > after) after = BigInt(a.validAfter);
+      expect(after).toBe(opened.timestamp);
+      expect(from).toHaveLength(1);
+      const first = await gw.chain.publicClient.getBlock({ blockNumber: from[0]! });
+      const previous = await gw.chain.publicClient.getBlock({ blockNumber: from[0]! - 1n });
+      expect(first.timestamp).toBeGreaterThan(after);
+      expect(previous.timestamp).toBeLessThanOrEqual(after);
+      expect(from[0]!).toBeLessThanOrEqual(minedIn);
+      expect(served()).toBe(1);
+    } finally {
+      await shop.close();
     }
   });
 });
