@@ -153,8 +153,9 @@ async function finish(s: LightningRailState, tracker: Tracker, outcome: StoredOu
  * what it paid being paid (the other payment is the operator's to book or claim back). Its own failed: the other's is
  * its send as much as this one was (same address, same amount), so its outcome is the attempt's. Still pending, the
  * attempt waits for it, its stream followed again at every tick (said once); failed, the attempt fails; succeeded, the
- * attempt succeeds with it, journalled under its hash (followEarlier). Failed here, the payout would be paid a third
- * time elsewhere. LND not asked: its payment is followed again at the next tick.
+ * attempt succeeds with it, journalled under its hash (followEarlier), unless another attempt of the rail holds that
+ * hash: then it is left in flight for an operator. Failed here, the payout would be paid a third time elsewhere. LND not
+ * asked: its payment is followed again at the next tick.
  */
 async function endsBesideEarlier(
   s: LightningRailState,
@@ -196,6 +197,20 @@ async function endsBesideEarlier(
     );
     // Followed again at every tick: its own payment's failure comes back, and LND is asked again.
     tracker.detached = true;
+    return false;
+  }
+  // Another attempt of the rail holds the hash (a mark's line edited to name its invoice, read as one that kept neither:
+  // store.ts applyRecord): LND's payment is that one's, or may be. Taken as this one's too, one payment of LND's would be
+  // booked twice, the clearing account no longer LND's. As refusedUnsent does, it is left to an operator, said once
+  // (a reconnect follows it again).
+  const holder = attemptPaying(s, paid.hash);
+  if (holder !== null && holder.attemptId !== attemptId) {
+    sayOnce(s, attemptId, `earlier held ${paid.hash}`, () =>
+      s.logger.error(
+        { ...where, heldBy: holder.attemptId },
+        "LND paid an earlier invoice of this Lightning Address attempt, and the attempt's own payment failed, but another attempt of the rail holds its hash: left in flight for an operator",
+      ),
+    );
     return false;
   }
   const judged = judgeTrackedPayment(sentSince(s, tracker.attempt), paid.payment);

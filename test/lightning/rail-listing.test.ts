@@ -3,16 +3,17 @@
 // fail by a deadline already past. The hold only delays the real call to the real LND, and the failure is the real
 // client's, so that the interleaving is the test's, not the clock's.
 import { randomUUID } from "node:crypto";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { authenticatedLndGrpc, createInvoice, pay } from "lightning";
+import { authenticatedLndGrpc, cancelHodlInvoice, createInvoice, pay } from "lightning";
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
 import {
   createFileRailStore,
   createLightningRail,
   type LightningRailParams,
 } from "../../adapters/lightning/index.ts";
+import { waitFor } from "../../scripts/lightning/index.ts";
 import { latch } from "../support/latch.ts";
 import { lnurlServer } from "../support/lnurl-server.ts";
 import { type LogLine, recordingLogger } from "../support/recording-logger.ts";
@@ -263,5 +264,87 @@ describe("LND's payments listed for an attempt found never taken whose mark kept
       await rail.stop();
       await carol.close();
     }
+  });
+
+  it("a mark whose invoice is another attempt's, which LND paid, leaves its attempt in flight for an operator when its own payment fails: that payment is not booked as its too", async () => {
+    const amount = 2_345_917n;
+    const createdAtMs = Date.now();
+    const [ownId, otherId] = ["own", "other"].map((name) => `listing-held-${name}-${randomUUID()}`) as [
+      string,
+      string,
+    ];
+    // The other attempt's invoice, paid by the gateway's node after this attempt's first line; this attempt's own, its
+    // payment failed (the payee cancelled it).
+    const [other, own] = [
+      await createInvoice({ lnd: payee, mtokens: amount.toString() }),
+      await createInvoice({ lnd: payee, mtokens: amount.toString() }),
+    ];
+    const paid = await pay({ lnd: gateway, request: other.request });
+    await cancelHodlInvoice({ lnd: payee, id: own.id });
+    await expect(pay({ lnd: gateway, request: own.request })).rejects.toBeDefined();
+    const attemptLine = (attemptId: string, invoice: { id: string; request: string }) => ({
+      t: "attempt",
+      attemptId,
+      paymentId: `payment-${attemptId}`,
+      paymentHash: invoice.id,
+      kind: "bolt11",
+      amountMsat: amount.toString(),
+      createdAtMs,
+      feeMaxMsat: "10000",
+      destination: null,
+      request: invoice.request,
+    });
+    const marks = [
+      attemptLine(otherId, other),
+      {
+        t: "outcome",
+        attemptId: otherId,
+        status: "succeeded",
+        preimage: paid.secret,
+        feeMsat: paid.fee_mtokens,
+      },
+      { t: "reported", attemptId: otherId },
+      // Edited to name the other's invoice: read as a mark that kept neither, the other's hash among its earlier ones.
+      {
+        t: "withdrawn",
+        attemptId: ownId,
+        sent: true,
+        createdAtMs,
+        paymentHash: own.id,
+        request: other.request,
+      },
+      attemptLine(ownId, own),
+    ];
+    const { rail, logs } = await railWithUnmarked("held", [], undefined, marks);
+    const said = () => logs.filter((line) => line.fields.attemptId === ownId && line.level !== "info");
+    try {
+      // Followed at start, its own payment failed: LND is asked about the other's hash, which it paid.
+      await waitFor(
+        "the attempt's end beside the other's payment",
+        async () => (said().length > 0 ? true : undefined),
+        { timeoutMs: 30_000 },
+      );
+      // Before: it succeeded with the other's payment ("LND paid an earlier invoice of it: it succeeds with that one"),
+      // journalled under the other's hash, one payment of LND's booked for both.
+      expect(said()).toEqual([
+        expect.objectContaining({
+          level: "error",
+          message: expect.stringMatching(
+            /another attempt of the rail holds its hash: left in flight for an operator$/,
+          ),
+          fields: expect.objectContaining({ earlierHash: other.id, heldBy: otherId, status: "failed" }),
+        }),
+      ]);
+    } finally {
+      await rail.stop();
+    }
+    const lines = (await readFile(path.join(directory, "held.jsonl"), "utf8"))
+      .split("\n")
+      .filter((text) => text !== "")
+      .map((text) => JSON.parse(text));
+    expect(lines.filter((line) => line.attemptId === ownId && line.t === "outcome")).toEqual([]);
+    expect(lines.filter((line) => line.paymentHash === other.id && line.t === "attempt")).toEqual([
+      expect.objectContaining({ attemptId: otherId }),
+    ]);
   });
 });
