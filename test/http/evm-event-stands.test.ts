@@ -6,6 +6,7 @@
 // giveBack); a receipt that names none, or a check that names no SQL function, is refused before the ledger's writer
 // takes it. (Two watchers and a lease lost on Hardhat: test/evm/deposits.test.ts.)
 import pg from "pg";
+import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
 import { assets, type Rail, type RailEventHandler } from "../../core/index.ts";
 import { balanceOf, createAccount } from "../../gateway/accounts/index.ts";
@@ -632,7 +633,27 @@ describe("an invoice paid, told to the process", () => {
       )
     ).length;
 
+  /**
+   * What the gateway's own logger writes until the test finishes, each line as its JSON: startTestGateway takes no
+   * logger (the app makes its own, app/logger.ts, silent here), so its root, the prototype of each child it handed out
+   * (pino's child, the settlement's here), writes at `error` to these lines, serialized as the app serializes them.
+   */
+  const gatewayLogLines = (): Array<Record<string, unknown>> => {
+    const root = Object.getPrototypeOf(gw.app.settlement.logger) as pino.Logger & Record<symbol, unknown>;
+    const { streamSym } = pino.symbols;
+    const [level, stream] = [root.level, root[streamSym]];
+    const lines: Array<Record<string, unknown>> = [];
+    root[streamSym] = { write: (line: string) => void lines.push(JSON.parse(line)) };
+    root.level = "error";
+    onTestFinished(() => {
+      root.level = level;
+      root[streamSym] = stream;
+    });
+    return lines;
+  };
+
   it("is heard by every listener, one that throws or whose promise rejects logged, not silencing the rest", async () => {
+    const logged = gatewayLogLines();
     const unhandled: unknown[] = [];
     const onUnhandled = (reason: unknown) => void unhandled.push(reason);
     process.on("unhandledRejection", onUnhandled);
@@ -667,6 +688,21 @@ describe("an invoice paid, told to the process", () => {
     // The rejection is caught, logged: none left unhandled. Before: two, one per invoice.
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect(unhandled).toEqual([]);
+    // Each failing listener logged once per invoice, its error's message under `err`.
+    const threw = logged.filter((line) => line.msg === "a listener of invoice.paid threw");
+    const told = threw.map((line) => [
+      line.invoiceId,
+      (line.err as { message?: unknown } | undefined)?.message,
+    ]);
+    expect(told).toHaveLength(4);
+    expect(told).toEqual(
+      expect.arrayContaining([
+        [first, "a listener that throws"],
+        [first, "a listener that rejects"],
+        [second, "a listener that throws"],
+        [second, "a listener that rejects"],
+      ]),
+    );
   });
 
   it("a receipt that pays it is applied, committed and told to webhooks when the settlement's onInvoicePaid throws: logged", async () => {
