@@ -254,7 +254,7 @@ function x402Chains(
 export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
   // Every line scrubbed of the configuration's secrets (app/secrets.ts): an RPC provider's key in a logged error.
   const scrub = configScrubber(config);
-  const logger = createAppLogger(config);
+  const logger = createAppLogger(config, scrub);
   const db = await openDb(config.database, logger.child({ module: "db" }));
   const closers: Closers = [() => db.close()];
   // In the reverse order of opening, each whatever the ones before did: one that fails (a rail's stop, a server's

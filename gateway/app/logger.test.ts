@@ -2,6 +2,7 @@ import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "./config.ts";
 import { createAppLogger } from "./logger.ts";
+import { configScrubber } from "./secrets.ts";
 
 /** The app's logger writing into an array of parsed lines. */
 function recordingLogger(env: Record<string, string>) {
@@ -14,7 +15,7 @@ function recordingLogger(env: Record<string, string>) {
     },
   });
   const config = loadConfig({ EVM_EMBEDDED_RPC_PORT: "off", LOG_LEVEL: "debug", ...env });
-  return { logger: createAppLogger(config, destination), lines };
+  return { logger: createAppLogger(config, configScrubber(config), destination), lines };
 }
 
 describe("the app's logger", () => {
