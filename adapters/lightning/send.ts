@@ -33,6 +33,7 @@ import {
   earlierHashesAfter,
   type ForgottenSend,
   forgottenSendRecord,
+  isInvoiceOf,
   outcomeRecord,
   type PaymentKind,
   type RailStoreRecord,
@@ -1223,10 +1224,9 @@ async function refusedUnsent(
   // execute asked its address for since is another hash's, and journalled as this one's it would prove a payment it
   // was not.
   const { destination } = attempt;
-  const paying = destination.kind === "bolt11" ? parseBolt11(destination.invoice) : null;
   const request =
     forgotten.request ??
-    (destination.kind === "bolt11" && paying?.ok === true && paying.value.paymentHash === paymentHash
+    (destination.kind === "bolt11" && isInvoiceOf(destination.invoice, paymentHash)
       ? destination.invoice
       : null);
   return await followForgotten(s, attempt, paymentHash, refused, request);

@@ -138,6 +138,12 @@ const earlierRequestsLengthMax = 16 * 1024;
  * those known: known's earlier ones and its own, `more` besides (the latest within earlierRequestsLengthMax), each only
  * if it is an invoice of its hash. To be spread into the mark: `earlierRequests` absent when none is known.
  */
+/** Whether `request` is an invoice of `paymentHash`: one journalled or paid as another hash's proves a payment it was not. */
+export function isInvoiceOf(request: string, paymentHash: string | null): boolean {
+  const parsed = parseBolt11(request);
+  return parsed.ok && parsed.value.paymentHash === paymentHash;
+}
+
 export function earlierAfter(
   known: ForgottenSend | undefined,
   paymentHash: string | null,
@@ -156,8 +162,7 @@ export function earlierAfter(
     if (request === null || length + request.length > earlierRequestsLengthMax) continue;
     // Journalled as what was paid when LND's payment of the hash is followed: an invoice of another hash (a line
     // edited, or one that paired them wrong) would be journalled as the proof of a payment it was not.
-    const parsed = parseBolt11(request);
-    if (!parsed.ok || parsed.value.paymentHash !== hash) continue;
+    if (!isInvoiceOf(request, hash)) continue;
     length += request.length;
     earlierRequests.set(hash, request);
   }
