@@ -209,6 +209,11 @@ export type AppOptions = {
   readonly webhookResolver?: Resolver;
   /** How long an x402 settlement waits for its transaction to be mined (default: x402ReceiptTimeoutMs). */
   readonly x402ReceiptTimeoutMs?: number;
+  /**
+   * Where the gateway's log lines are written, the HTTP server's and every part's alike (default: standard output),
+   * each line scrubbed first: an embedder's log pipeline, or a test reading what was logged.
+   */
+  readonly logStream?: { write(line: string): void };
 };
 
 const snapshotAssetCodes = Object.keys(assets);
@@ -254,7 +259,7 @@ function x402Chains(
 export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
   // Every line scrubbed of the configuration's secrets (app/secrets.ts): an RPC provider's key in a logged error.
   const scrub = configScrubber(config);
-  const logger = createAppLogger(config, scrub);
+  const logger = createAppLogger(config, scrub, options.logStream);
   const db = await openDb(config.database, logger.child({ module: "db" }));
   const closers: Closers = [() => db.close()];
   // In the reverse order of opening, each whatever the ones before did: one that fails (a rail's stop, a server's
@@ -377,6 +382,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       idempotencyInProgressTimeoutMs,
       logLevel: config.logLevel,
       logScrub: scrub,
+      ...(options.logStream === undefined ? {} : { logStream: options.logStream }),
     });
     closers.push(() => server.close());
     const demoPaywall =

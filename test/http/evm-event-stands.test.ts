@@ -6,7 +6,6 @@
 // giveBack); a receipt that names none, or a check that names no SQL function, is refused before the ledger's writer
 // takes it. (Two watchers and a lease lost on Hardhat: test/evm/deposits.test.ts.)
 import pg from "pg";
-import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
 import { assets, type Rail, type RailEventHandler } from "../../core/index.ts";
 import { balanceOf, createAccount } from "../../gateway/accounts/index.ts";
@@ -51,6 +50,8 @@ let toyEvents: RailEventHandler | null = null;
 
 let url: string;
 let gw: TestGateway;
+/** Where the gateway's log lines go while a test reads them (gatewayLogLines). */
+let logging: Array<Record<string, unknown>> | null = null;
 const sessions: pg.Client[] = [];
 
 beforeAll(async () => {
@@ -59,6 +60,9 @@ beforeAll(async () => {
     database: "postgres",
     databaseUrl: url,
     extraRailModules: [() => ({ rails: [toyStands] })],
+    // Errors only, kept while a test reads them (gatewayLogLines), dropped otherwise.
+    env: { LOG_LEVEL: "error" },
+    logStream: { write: (line) => void logging?.push(JSON.parse(line)) },
   });
 });
 afterEach(async () => {
@@ -633,21 +637,12 @@ describe("an invoice paid, told to the process", () => {
       )
     ).length;
 
-  /**
-   * What the gateway's own logger writes until the test finishes, each line as its JSON: startTestGateway takes no
-   * logger (the app makes its own, app/logger.ts, silent here), so its root, the prototype of each child it handed out
-   * (pino's child, the settlement's here), writes at `error` to these lines, serialized as the app serializes them.
-   */
+  /** What the gateway logs (at `error`, as the app serializes it) until the test finishes, each line as its JSON. */
   const gatewayLogLines = (): Array<Record<string, unknown>> => {
-    const root = Object.getPrototypeOf(gw.app.settlement.logger) as pino.Logger & Record<symbol, unknown>;
-    const { streamSym } = pino.symbols;
-    const [level, stream] = [root.level, root[streamSym]];
     const lines: Array<Record<string, unknown>> = [];
-    root[streamSym] = { write: (line: string) => void lines.push(JSON.parse(line)) };
-    root.level = "error";
+    logging = lines;
     onTestFinished(() => {
-      root.level = level;
-      root[streamSym] = stream;
+      logging = null;
     });
     return lines;
   };

@@ -56,6 +56,8 @@ export async function startTestGateway(
     env?: Record<string, string>;
     /** What webhook endpoints' names resolve to (the system's resolver unless given). */
     webhookResolver?: Resolver;
+    /** Where the gateway's log lines go (none: LOG_LEVEL is silent unless env says otherwise). */
+    logStream?: { write(line: string): void };
   } = { database: "pglite" },
 ): Promise<TestGateway> {
   const env: Record<string, string> = { LOG_LEVEL: "silent", PORT: "0", ...options.env };
@@ -66,6 +68,7 @@ export async function startTestGateway(
       ? {}
       : { railModules: [...railModules, ...options.extraRailModules] }),
     ...(options.webhookResolver === undefined ? {} : { webhookResolver: options.webhookResolver }),
+    ...(options.logStream === undefined ? {} : { logStream: options.logStream }),
   });
   if (app.demo === null || app.chain === null)
     throw new Error("development mode with the embedded chain was expected");
