@@ -967,6 +967,9 @@ function receiptRecordStatement(
 ): Statement {
   // Its name checked by applyReceipt, before the ledger's writer calls this.
   const stands = event.stands;
+  // `(SELECT count(*) FROM touched) >= 0` is always true. It is there so that `before` reads `touched`: the refundable
+  // row is then written (and locked) before the invoice's row is locked FOR UPDATE, the order a reversal and a
+  // reinstatement take the two. A data-modifying WITH that no part reads runs in no set order beside the rest.
   return {
     text: `WITH
      stands AS (SELECT ${stands === undefined ? "true" : railCheckSql(stands, 11)} AS stands),
