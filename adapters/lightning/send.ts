@@ -151,12 +151,13 @@ async function finish(s: LightningRailState, tracker: Tracker, outcome: StoredOu
  * and replaced: addressInvoiceAfresh) may end with `outcome`. A slow LND may have registered a send of one later than
  * lateRegistrationMaxMs: its payee was then paid by it. So LND is asked about them. None paid (or all failed): it ends.
  * Its own payment succeeded and another's too: the payee was paid twice, logged as an error; the success is taken,
- * what it paid being paid (the other payment is the operator's to book or claim back). Its own failed: the other's is
- * its send as much as this one was (same address, same amount), so its outcome is the attempt's. Still pending, the
- * attempt waits for it, its stream followed again at every tick (said once); failed, the attempt fails; succeeded, the
- * attempt succeeds with it, journalled under its hash (followEarlier), unless another attempt of the rail holds that
- * hash: then it is left in flight for an operator. Failed here, the payout would be paid a third time elsewhere. LND not
- * asked: its payment is followed again at the next tick.
+ * what it paid being paid (the other payment is the operator's to book or claim back); a hash another attempt of the
+ * rail holds is then not asked about, its payment that one's. Its own failed: the other's is its send as much as this
+ * one was (same address, same amount), so its outcome is the attempt's. Still pending, the attempt waits for it, its
+ * stream followed again at every tick (said once); failed, the attempt fails; succeeded, the attempt succeeds with it,
+ * journalled under its hash (followEarlier), unless another attempt of the rail holds that hash: then it is left in
+ * flight for an operator. Failed here, the payout would be paid a third time elsewhere. LND not asked: its payment is
+ * followed again at the next tick.
  */
 async function endsBesideEarlier(
   s: LightningRailState,
@@ -168,9 +169,19 @@ async function endsBesideEarlier(
   // Nothing more of this stream is taken while LND is asked: the outcome is this one, or none for now.
   tracker.subscription?.removeAllListeners();
   tracker.subscription = null;
+  // Its own payment succeeded: a hash another attempt of the rail holds (a mark's line edited to name that one's
+  // invoice, read with both hashes among its earlier ones: store.ts applyRecord) is not asked about. LND's payment of it
+  // is that one's, booked there, and no second payment of this attempt's payee.
+  const asked =
+    outcome.status === "succeeded"
+      ? earlier.filter((hash) => {
+          const holder = attemptPaying(s, hash);
+          return holder === null || holder.attemptId === attemptId;
+        })
+      : earlier;
   let paid: EarlierPayment | null;
   try {
-    paid = await earlierPaid(s, earlier);
+    paid = await earlierPaid(s, asked);
   } catch (error) {
     s.logger.warn(
       { attemptId, paymentHash, error: lndErrorText(error) },

@@ -184,6 +184,28 @@ describe("rail store", () => {
     expect((corrupt as RailStoreError).cause).toBeInstanceOf(SyntaxError);
   });
 
+  it("refuses a complete last line that fails as it refuses one in the middle; drops it only when torn, no newline after it", async () => {
+    const file = path.join(directory, "journal.jsonl");
+    // An amount no BigInt reads: an append writes a line with its newline, so this one was written whole as it is.
+    const wrong = JSON.stringify({ ...attempt("a2"), amountMsat: "1.5" });
+    await writeFile(file, `${JSON.stringify(attempt("a1"))}\n${wrong}\n`);
+    // Before: it loaded, a1 alone, the line dropped without a word as if torn.
+    const corrupt = await createFileRailStore(file)
+      .load()
+      .catch((error: unknown) => error);
+    expect(corrupt).toBeInstanceOf(RailStoreError);
+    expect((corrupt as RailStoreError).shortMessage).toBe("journal line unreadable");
+    expect((corrupt as RailStoreError).details).toMatch(/journal\.jsonl:2: SyntaxError/);
+    // Refused, the journal is left as it was for an operator.
+    expect(await readFile(file, "utf8")).toBe(`${JSON.stringify(attempt("a1"))}\n${wrong}\n`);
+
+    // The same line torn (a crash before its newline was written): dropped, and compaction writes the journal without it.
+    await writeFile(file, `${JSON.stringify(attempt("a1"))}\n${wrong}`);
+    const state = await createFileRailStore(file).load();
+    expect([...state.attempts.keys()]).toEqual(["a1"]);
+    expect(await readFile(file, "utf8")).toBe(`${JSON.stringify(attempt("a1"))}\n`);
+  });
+
   it("loads a journal longer than one string can be, a line at a time, and compacts it", async () => {
     const file = path.join(directory, "journal.jsonl");
     // Lines an attempt's journal may hold between two starts, each of 60,000 characters: more of them than one string

@@ -537,16 +537,17 @@ async function readHeld(file: string): Promise<HeldFile | null> {
 const journalChunkBytes = 1024 * 1024;
 
 /**
- * Gives `file`'s lines to `onLine` one at a time, with their number from 1 and whether the line is the file's last (a
- * line after which only the final newline comes is): the journal is never held whole, so one grown past what a string
- * holds (appended to between starts, up to finishedAttemptsRetainMax attempts and more) still loads. A line longer than
- * journalLineLengthMax is refused, before it is gathered whole when its bytes already say so. No file reads as none;
- * one unreadable throws `journal unreadable`. Before, the file was read into one string, and a journal past 512 MiB
- * left the rail unable to start.
+ * Gives `file`'s lines to `onLine` one at a time, with their number from 1 and whether the line is torn: the file's
+ * last, no newline after it (an append writes a line and its newline in one write, so only a crash mid-append leaves
+ * one without it). The journal is never held whole, so one grown past what a string holds (appended to between
+ * starts, up to finishedAttemptsRetainMax attempts and more) still loads. A line longer than journalLineLengthMax is
+ * refused, before it is gathered whole when its bytes already say so. No file reads as none; one unreadable throws
+ * `journal unreadable`. Before, the file was read into one string, and a journal past 512 MiB left the rail unable to
+ * start.
  */
 async function readJournalLines(
   file: string,
-  onLine: (line: string, number: number, last: boolean) => void,
+  onLine: (line: string, number: number, torn: boolean) => void,
 ): Promise<void> {
   const unreadable = (error: unknown) =>
     new RailStoreError("journal unreadable", { details: file, cause: error });
@@ -603,9 +604,10 @@ async function readJournalLines(
       }
       if (start < size) gather(read.subarray(start));
     }
-    // What follows the last newline is the last line (a torn one), unless nothing does.
-    if (partsLength > 0) complete();
-    if (held !== null) onLine(held, number, true);
+    // What follows the last newline is the last line, a torn one, unless nothing does.
+    const torn = partsLength > 0;
+    if (torn) complete();
+    if (held !== null) onLine(held, number, torn);
   } finally {
     await handle.close();
   }
@@ -908,7 +910,7 @@ export function createFileRailStore(
         renewing.unref();
       }
       const state = emptyRailState();
-      await readJournalLines(file, (line, number, last) => {
+      await readJournalLines(file, (line, number, torn) => {
         if (line.trim() === "") return;
         const warned = state.warnings.length;
         try {
@@ -916,8 +918,9 @@ export function createFileRailStore(
           for (const warning of state.warnings.slice(warned))
             warning.details = `${file}:${number}: ${warning.details}`;
         } catch (error) {
-          // A torn last line (crash mid-append) is expected; anything else is corruption.
-          if (!last)
+          // A torn last line (crash mid-append) is expected, and compaction below drops it; anything else is
+          // corruption, a complete last line too: its newline says it was written whole.
+          if (!torn)
             throw new RailStoreError("journal line unreadable", {
               details: `${file}:${number}: ${String(error)}`,
               cause: error,

@@ -347,4 +347,79 @@ describe("LND's payments listed for an attempt found never taken whose mark kept
       expect.objectContaining({ attemptId: otherId }),
     ]);
   });
+
+  it("a mark whose invoice is another attempt's, which LND paid, lets its attempt succeed with its own payment without a false payee-paid-twice error: that payment is the other's, booked there", async () => {
+    const amount = 2_345_918n;
+    const createdAtMs = Date.now();
+    const [ownId, otherId] = ["own", "other"].map((name) => `listing-held-paid-${name}-${randomUUID()}`) as [
+      string,
+      string,
+    ];
+    // The other attempt's invoice and this attempt's own, both paid by the gateway's node.
+    const [other, own] = [
+      await createInvoice({ lnd: payee, mtokens: amount.toString() }),
+      await createInvoice({ lnd: payee, mtokens: amount.toString() }),
+    ];
+    const paidOther = await pay({ lnd: gateway, request: other.request });
+    const paidOwn = await pay({ lnd: gateway, request: own.request });
+    const attemptLine = (attemptId: string, invoice: { id: string; request: string }) => ({
+      t: "attempt",
+      attemptId,
+      paymentId: `payment-${attemptId}`,
+      paymentHash: invoice.id,
+      kind: "bolt11",
+      amountMsat: amount.toString(),
+      createdAtMs,
+      feeMaxMsat: "10000",
+      destination: null,
+      request: invoice.request,
+    });
+    const marks = [
+      attemptLine(otherId, other),
+      {
+        t: "outcome",
+        attemptId: otherId,
+        status: "succeeded",
+        preimage: paidOther.secret,
+        feeMsat: paidOther.fee_mtokens,
+      },
+      { t: "reported", attemptId: otherId },
+      // Edited to name the other's invoice: read as a mark that kept neither, the other's hash among its earlier ones.
+      {
+        t: "withdrawn",
+        attemptId: ownId,
+        sent: true,
+        createdAtMs,
+        paymentHash: own.id,
+        request: other.request,
+      },
+      attemptLine(ownId, own),
+    ];
+    const { rail, logs } = await railWithUnmarked("held-paid", [], undefined, marks);
+    const journal = path.join(directory, "held-paid.jsonl");
+    const outcomes = async () =>
+      (await readFile(journal, "utf8"))
+        .split("\n")
+        .filter((text) => text !== "")
+        .map((text) => JSON.parse(text))
+        .filter((line) => line.attemptId === ownId && line.t === "outcome");
+    try {
+      // Followed at start, its own payment succeeded: it ends with it.
+      await waitFor("the attempt's outcome", async () => ((await outcomes()).length > 0 ? true : undefined), {
+        timeoutMs: 30_000,
+      });
+    } finally {
+      await rail.stop();
+    }
+    expect(await outcomes()).toEqual([
+      expect.objectContaining({
+        status: "succeeded",
+        preimage: paidOwn.secret,
+        feeMsat: paidOwn.fee_mtokens,
+      }),
+    ]);
+    // Before: "its payee was paid twice, the earlier payment unbooked", an error that sent an operator hunting for a
+    // payment the other attempt booked.
+    expect(logs.filter((line) => line.fields.attemptId === ownId && line.level !== "info")).toEqual([]);
+  });
 });
