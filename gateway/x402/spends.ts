@@ -344,11 +344,18 @@ export const logsSettledS = 60n;
  * balancer) may not have the block that used it yet (the payer is answered pending, and sent again finds it). Before,
  * none found was final at once, and a payer whose transfer the index had not yet was refused as a nonce already used,
  * signed again and paid twice. "unknown" too when the node cannot say now. Never throws.
+ *
+ * `window.latest`: the latest block as the caller read it (the one it read the nonce used at), taken for the latest
+ * rather than read again; else read here.
  */
 export async function paidInWindow(
   chain: X402Chain,
   a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce" | "validAfter" | "validBefore">,
-  window: { readonly verifiedAt: bigint | null; readonly maxS: bigint },
+  window: {
+    readonly verifiedAt: bigint | null;
+    readonly maxS: bigint;
+    readonly latest?: { readonly number: bigint; readonly timestamp: bigint } | undefined;
+  },
   logger: Logger,
 ): Promise<AnotherSpend> {
   const cannotSay = (error: unknown): AnotherSpend => {
@@ -363,7 +370,7 @@ export async function paidInWindow(
   let latestAt: bigint;
   let shut = false;
   try {
-    const latest = await chain.publicClient.getBlock({ blockTag: "latest" });
+    const latest = window.latest ?? (await chain.publicClient.getBlock({ blockTag: "latest" }));
     if (window.verifiedAt !== null) {
       from = lastConfirmedAt(chain, window.verifiedAt) - verifiedMarginBlocks;
       if (from < 0n) from = 0n;

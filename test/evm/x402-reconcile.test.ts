@@ -15,7 +15,7 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
-import { divCeil, type Logger, silentLogger } from "../../core/index.ts";
+import { assets, divCeil, type Logger, silentLogger } from "../../core/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { switchyardPaywall } from "../../gateway/paywall/index.ts";
 import { sendGasPassOnce } from "../../gateway/settlement/index.ts";
@@ -27,7 +27,7 @@ import {
 } from "../../gateway/x402/batch.ts";
 import type { X402Chain } from "../../gateway/x402/chains.ts";
 import { facilitatorSettle } from "../../gateway/x402/facilitator.ts";
-import { createX402Deps } from "../../gateway/x402/index.ts";
+import { createX402Deps, createX402Scheme } from "../../gateway/x402/index.ts";
 import { type ReconcileSettings, reconcileX402 } from "../../gateway/x402/reconcile.ts";
 import { createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
 import { logsSettledS, verifiedMarginBlocks } from "../../gateway/x402/spends.ts";
@@ -602,6 +602,138 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       client.readContract = readContract;
       client.getBlock = getBlock;
       await shop.close();
+    }
+  });
+
+  /**
+   * The verdict of the paywall's x402 scheme on the payment `header` sent again at `path` of `base`, the gateway's
+   * scheme but for its clock, `nowMs`, and the client it reads the chain with, `publicClient` (the gateway's unless
+   * given): the paywall and tenant those of the request it is owed to (`sent`'s row).
+   */
+  async function sentAgainAt(
+    at: { base: string; path: string; header: Record<string, string>; sent: SentPayment },
+    nowMs: () => number,
+    publicClient: X402Chain["publicClient"] = chain.publicClient,
+  ) {
+    const a = at.sent.authorization;
+    const [row] = await gw.app.db.query<{ paywall_id: string; tenant_id: string }>(
+      "SELECT paywall_id, tenant_id FROM x402_unsent_owed WHERE payer = $1 AND nonce = $2",
+      [a.from.toLowerCase(), a.nonce.toLowerCase()],
+    );
+    expect(row).toBeDefined();
+    const deps = createX402Deps({
+      db: gw.app.db,
+      settlement: gw.app.settlement,
+      chains: [{ ...chain, publicClient }],
+      logger: silentLogger,
+      nowMs,
+    });
+    const signature = at.header["PAYMENT-SIGNATURE"]!;
+    const { accepted } = JSON.parse(Buffer.from(signature, "base64").toString()) as {
+      accepted: { amount: string };
+    };
+    return createX402Scheme(deps).verify(
+      {
+        tenantId: row!.tenant_id,
+        paywallId: row!.paywall_id,
+        accountId: "",
+        service: "reports",
+        description: "a report",
+        mimeType: "application/json",
+      },
+      [{ rail: "evm", price: { asset: assets.USDC, amount: BigInt(accepted.amount) } }],
+      { method: "GET", url: `${at.base}${at.path}`, headers: { "payment-signature": signature } },
+    );
+  }
+
+  /** The gateway's node as one behind it would answer, at `block`: what it reads of the latest is read there. */
+  function nodeAt(block: bigint): X402Chain["publicClient"] {
+    type Query = { blockNumber?: bigint; blockHash?: Hex; blockTag?: string };
+    const latest = (query: Query = {}) =>
+      query.blockNumber === undefined && query.blockHash === undefined && query.blockTag !== "pending"
+        ? { ...query, blockTag: undefined, blockNumber: block }
+        : query;
+    const client = chain.publicClient as unknown as Record<string, (query?: Query) => unknown>;
+    return new Proxy(client, {
+      get(target, property, receiver) {
+        if (property === "getBlockNumber") return async () => block;
+        if (property === "getBlock" || property === "readContract" || property === "call")
+          return (query?: Query) => target[property]!(latest(query));
+        return Reflect.get(target, property, receiver);
+      },
+    }) as unknown as X402Chain["publicClient"];
+  }
+
+  it("and mined just before its validBefore, sent again past it by the gateway's clock, is answered pending though a node behind reads its nonce unused", async () => {
+    // Its blocks taken back after: the tests that follow read the chain's blocks from its start.
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    const path = "/refused-then-mined-as-its-window-shut";
+    let shop: Awaited<ReturnType<typeof refusedAtPaywall>>["shop"] | undefined;
+    try {
+      const refused = await refusedAtPaywall("then mined as its window shut", path);
+      shop = refused.shop;
+      const { sent, payer, served } = refused;
+      const copyTx = await minedByAnother(payer, sent);
+      const minedIn = (await gw.chain.publicClient.getTransactionReceipt({ hash: copyTx })).blockNumber;
+      const validBefore = BigInt(sent.authorization.validBefore);
+      // The gateway's clock past its validBefore: verify refuses it as expired. The chain's time is not, at the block
+      // that mined it nor at the one before, which a node one block behind (a load balancer's) takes for its latest:
+      // its nonce unused there. Before, that read was final: the payer who paid heard its window shut, signed a new
+      // payment and paid twice.
+      const pastWindow = () => Number(validBefore) * 1000;
+      const behind = await gw.chain.publicClient.getBlock({ blockNumber: minedIn - 1n });
+      expect(behind.timestamp).toBeLessThan(validBefore);
+      const again = await sentAgainAt({ ...refused, path }, pastWindow, nodeAt(minedIn - 1n));
+      expect(again).toMatchObject({ kind: "refused", refusal: { code: "unexpected_settle_error" } });
+      // The node caught up: its nonce used at the latest block, its transfer found from the row's verified block up to
+      // that one, not credited yet: pending as well.
+      const caughtUp = await sentAgainAt({ ...refused, path }, pastWindow);
+      expect(caughtUp).toMatchObject({
+        kind: "refused",
+        refusal: {
+          code: "unexpected_settle_error",
+          message: expect.stringMatching(/spent, not yet credited/),
+        },
+      });
+      expect(served()).toBe(1);
+    } finally {
+      await shop?.close();
+      await snapshot.restore();
+    }
+  });
+
+  it("and not mined, sent again past its validBefore by the gateway's clock, is answered pending until the chain's clock is past it too, then refused as expired", async () => {
+    // The chain's clock moved past the window below, and its blocks, taken back after.
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    const path = "/refused-window-shut-here";
+    let shop: Awaited<ReturnType<typeof refusedAtPaywall>>["shop"] | undefined;
+    try {
+      const refused = await refusedAtPaywall("its window shut by the gateway's clock", path);
+      shop = refused.shop;
+      const validBefore = BigInt(refused.sent.authorization.validBefore);
+      const pastWindow = () => Number(validBefore) * 1000;
+      // Unused at a block before its validBefore: whoever holds the authorization may still mine it, which pays the
+      // invoice bound to its nonce.
+      expect((await gw.chain.publicClient.getBlock({ blockTag: "latest" })).timestamp).toBeLessThan(
+        validBefore,
+      );
+      const early = await sentAgainAt({ ...refused, path }, pastWindow);
+      expect(early).toMatchObject({
+        kind: "refused",
+        refusal: { code: "unexpected_settle_error", message: expect.stringMatching(/not mined by block/) },
+      });
+      // Unused at a block whose time is its validBefore: the token takes it no more, and the refusal is final.
+      await gw.chain.networkHelpers.time.increaseTo(validBefore);
+      expect((await gw.chain.publicClient.getBlock({ blockTag: "latest" })).timestamp).toBe(validBefore);
+      const late = await sentAgainAt({ ...refused, path }, pastWindow);
+      expect(late).toMatchObject({
+        kind: "refused",
+        refusal: { code: "invalid_exact_evm_payload_authorization_valid_before" },
+      });
+      expect(refused.served()).toBe(1);
+    } finally {
+      await shop?.close();
+      await snapshot.restore();
     }
   });
 
