@@ -151,13 +151,13 @@ async function finish(s: LightningRailState, tracker: Tracker, outcome: StoredOu
  * and replaced: addressInvoiceAfresh) may end with `outcome`. A slow LND may have registered a send of one later than
  * lateRegistrationMaxMs: its payee was then paid by it. So LND is asked about them. None paid (or all failed): it ends.
  * Its own payment succeeded and another's too: the payee was paid twice, logged as an error; the success is taken,
- * what it paid being paid (the other payment is the operator's to book or claim back); a hash another attempt of the
- * rail holds is then not asked about, its payment that one's. Its own failed: the other's is its send as much as this
- * one was (same address, same amount), so its outcome is the attempt's. Still pending, the attempt waits for it, its
- * stream followed again at every tick (said once); failed, the attempt fails; succeeded, the attempt succeeds with it,
- * journalled under its hash (followEarlier), unless another attempt of the rail holds that hash: then it is left in
- * flight for an operator. Failed here, the payout would be paid a third time elsewhere. LND not asked: its payment is
- * followed again at the next tick.
+ * what it paid being paid (the other payment is the operator's to book or claim back; one LND is still paying is said
+ * the same way); a hash another attempt of the rail holds, sent or succeeded, is then not asked about, its payment that
+ * one's. Its own failed: the other's is its send as much as this one was (same address, same amount), so its outcome
+ * is the attempt's. Still pending, the attempt waits for it, its stream followed again at every tick (said once);
+ * failed, the attempt fails; succeeded, the attempt succeeds with it, journalled under its hash (followEarlier), unless
+ * another attempt of the rail holds that hash: then it is left in flight for an operator. Failed here, the payout
+ * would be paid a third time elsewhere. LND not asked: its payment is followed again at the next tick.
  */
 async function endsBesideEarlier(
   s: LightningRailState,
@@ -170,13 +170,19 @@ async function endsBesideEarlier(
   tracker.subscription?.removeAllListeners();
   tracker.subscription = null;
   // Its own payment succeeded: a hash another attempt of the rail holds (a mark's line edited to name that one's
-  // invoice, read with both hashes among its earlier ones: store.ts applyRecord) is not asked about. LND's payment of it
-  // is that one's, booked there, and no second payment of this attempt's payee.
+  // invoice, read with both hashes among its earlier ones: store.ts applyRecord), sent or succeeded, is not asked
+  // about. LND's payment of it is that one's, booked there, and no second payment of this attempt's payee. One that
+  // holds it admitted and not sent yet (undecided) is asked about still: withdrawn, that one never asks LND, and LND's
+  // payment of the hash would be booked by no one, unsaid but for the error below.
   const asked =
     outcome.status === "succeeded"
       ? earlier.filter((hash) => {
           const holder = attemptPaying(s, hash);
-          return holder === null || holder.attemptId === attemptId;
+          return (
+            holder === null ||
+            holder.attemptId === attemptId ||
+            (s.trackers.get(holder.attemptId)?.undecided ?? null) !== null
+          );
         })
       : earlier;
   let paid: EarlierPayment | null;
@@ -194,8 +200,8 @@ async function endsBesideEarlier(
   const where = { attemptId, paymentHash, earlierHash: paid.hash, status: outcome.status };
   if (outcome.status === "succeeded") {
     s.logger.error(
-      where,
-      "LND paid an earlier invoice of this Lightning Address attempt too, replaced when it expired: its payee was paid twice, the earlier payment unbooked",
+      { ...where, earlierPending: paid.payment === null },
+      "LND paid or is paying an earlier invoice of this Lightning Address attempt too, replaced when it expired: its payee was paid twice, or is being paid twice (earlierPending), the earlier payment unbooked",
     );
     return true;
   }

@@ -2,7 +2,7 @@ import { constants } from "node:buffer";
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
-import { createWriteStream } from "node:fs";
+import { createWriteStream, writeSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -204,6 +204,63 @@ describe("rail store", () => {
     const state = await createFileRailStore(file).load();
     expect([...state.attempts.keys()]).toEqual(["a1"]);
     expect(await readFile(file, "utf8")).toBe(`${JSON.stringify(attempt("a1"))}\n`);
+  });
+
+  it("cuts a write that failed partway back off, so the next append is not glued onto its part; once it cannot, writes no more until a load", async () => {
+    const file = path.join(directory, "journal.jsonl");
+    const outcome: RailStoreRecord = {
+      t: "outcome",
+      attemptId: "a1",
+      status: "failed",
+      code: "unreachable_destination",
+      message: "no route",
+    };
+    // A full disk: the write takes part of the line, and the call for the rest fails.
+    let full = false;
+    const write = (descriptor: number, bytes: Buffer, offset: number, length: number) => {
+      if (!full) return writeSync(descriptor, bytes, offset, length);
+      if (offset === 0) return writeSync(descriptor, bytes, 0, Math.floor(length / 2));
+      throw Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" });
+    };
+    const store = createFileRailStore(file, { write });
+    await store.load();
+    await store.append(attempt("a1"));
+    full = true;
+    const failed = await store.append(outcome).catch((error: unknown) => error);
+    expect((failed as RailStoreError).shortMessage).toBe("journal write failed");
+    expect(((failed as RailStoreError).cause as NodeJS.ErrnoException).code).toBe("ENOSPC");
+    full = false;
+    await store.append(attempt("a2"));
+    await store.close();
+    expect(await readFile(file, "utf8")).toBe(
+      `${JSON.stringify(attempt("a1"))}\n${JSON.stringify(attempt("a2"))}\n`,
+    );
+    // Before: the part stayed, a2's line glued onto it, and the load failed with `journal line unreadable`.
+    const state = await createFileRailStore(file).load();
+    expect([...state.attempts.keys()]).toEqual(["a1", "a2"]);
+    expect(state.attempts.get("a1")?.outcome).toBeNull();
+
+    // The part cannot be cut off either: every later write is refused, the part left torn for the next load to drop.
+    const stuck = createFileRailStore(file, {
+      write,
+      truncate: () => {
+        throw Object.assign(new Error("EIO: i/o error, ftruncate"), { code: "EIO" });
+      },
+    });
+    await stuck.load();
+    full = true;
+    await expect(stuck.append(outcome)).rejects.toThrow("journal write failed");
+    full = false;
+    const refused = await stuck.append(attempt("a3")).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(RailStoreError);
+    expect((refused as RailStoreError).shortMessage).toBe("journal torn by a failed write");
+    expect(((refused as RailStoreError).cause as NodeJS.ErrnoException).code).toBe("EIO");
+    expect(await readFile(file, "utf8")).not.toContain('"a3"');
+    // A load compacts the journal without the part, and writes go on.
+    expect([...(await stuck.load()).attempts.keys()]).toEqual(["a1", "a2"]);
+    await stuck.append(attempt("a3"));
+    await stuck.close();
+    expect([...(await createFileRailStore(file).load()).attempts.keys()]).toEqual(["a1", "a2", "a3"]);
   });
 
   it("loads a journal longer than one string can be, a line at a time, and compacts it", async () => {

@@ -4,7 +4,7 @@
 // only the mapping back to the gateway's ids. Stored as an append-only JSON-lines journal, compacted on
 // open.
 import { randomUUID } from "node:crypto";
-import { closeSync, fdatasync, openSync, readFileSync, writeSync } from "node:fs";
+import { closeSync, fdatasync, ftruncateSync, openSync, readFileSync, writeSync } from "node:fs";
 import { type FileHandle, link, mkdir, open, rename, unlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -183,12 +183,12 @@ export type LightningRailStore = {
   /** Reads what was stored (and compacts it). Called once, by the rail's start. */
   load(): Promise<RailState>;
   /**
-   * Appends the records in order, whole (a file: in one write). An attempt's record is the write-ahead of a
-   * payment, an invoice's the mapping of a payment hash to the gateway's invoice: the append returns once it is
-   * durable (a file: synced to the disk), so that a machine that loses its page cache still knows the payment it
-   * sent, and takes a paid invoice of its own for its own (one it forgot would be taken for another's, never
-   * credited); so does an invoice set aside (the settle index may have moved past it). Other records may be lost in
-   * a crash: the rail asks LND again.
+   * Appends the records in order, whole (a file: in one write, cut back off when it fails partway). An attempt's
+   * record is the write-ahead of a payment, an invoice's the mapping of a payment hash to the gateway's invoice: the
+   * append returns once it is durable (a file: synced to the disk), so that a machine that loses its page cache still
+   * knows the payment it sent, and takes a paid invoice of its own for its own (one it forgot would be taken for
+   * another's, never credited); so does an invoice set aside (the settle index may have moved past it). Other records
+   * may be lost in a crash: the rail asks LND again.
    */
   append(...records: RailStoreRecord[]): Promise<void>;
   close(): Promise<void>;
@@ -445,6 +445,12 @@ const syncToDisk: JournalSync = (descriptor) =>
     fdatasync(descriptor, (error) => (error === null ? resolve() : reject(error))),
   );
 
+/** Writes up to `length` of `bytes` from `offset` to the descriptor, and says how many it wrote (writeSync). */
+export type JournalWrite = (descriptor: number, bytes: Buffer, offset: number, length: number) => number;
+
+/** Cuts the descriptor's file back to its first `size` bytes (ftruncateSync). */
+export type JournalTruncate = (descriptor: number, size: number) => void;
+
 /** Whether process `pid` runs on this host (signal 0 asks without sending one; EPERM: it runs as another user). */
 function processAlive(pid: number): boolean {
   try {
@@ -538,12 +544,13 @@ const journalChunkBytes = 1024 * 1024;
 
 /**
  * Gives `file`'s lines to `onLine` one at a time, with their number from 1 and whether the line is torn: the file's
- * last, no newline after it (an append writes a line and its newline in one write, so only a crash mid-append leaves
- * one without it). The journal is never held whole, so one grown past what a string holds (appended to between
- * starts, up to finishedAttemptsRetainMax attempts and more) still loads. A line longer than journalLineLengthMax is
- * refused, before it is gathered whole when its bytes already say so. No file reads as none; one unreadable throws
- * `journal unreadable`. Before, the file was read into one string, and a journal past 512 MiB left the rail unable to
- * start.
+ * last, no newline after it (an append writes a line and its newline in one write, and one that fails partway is cut
+ * back off, so only a crash mid-append leaves one without it, or a failed write whose part could not be cut off: the
+ * store then writes no more until its next load). The journal is never held whole, so one grown past what a string
+ * holds (appended to between starts, up to finishedAttemptsRetainMax attempts and more) still loads. A line longer
+ * than journalLineLengthMax is refused, before it is gathered whole when its bytes already say so. No file reads as
+ * none; one unreadable throws `journal unreadable`. Before, the file was read into one string, and a journal past
+ * 512 MiB left the rail unable to start.
  */
 async function readJournalLines(
   file: string,
@@ -805,13 +812,22 @@ async function releaseJournalLock(lock: string, token: string): Promise<void> {
 /**
  * An append-only JSON-lines journal in `file`, compacted (rewritten, synced and renamed) on load, held by one
  * process at a time (its lock file, from load to close). `sync`: how writes are made durable (fdatasync; tests
- * watch it); `beforeTakeover`: run between the look at a stale lock and its takeover (tests race another taker).
+ * watch it); `write` and `truncate`: how an append is written, and a failed one cut back off (writeSync and
+ * ftruncateSync; tests make them fail); `beforeTakeover`: run between the look at a stale lock and its takeover
+ * (tests race another taker).
  */
 export function createFileRailStore(
   file: string,
-  options: { sync?: JournalSync; beforeTakeover?: () => Promise<void> } = {},
+  options: {
+    sync?: JournalSync;
+    write?: JournalWrite;
+    truncate?: JournalTruncate;
+    beforeTakeover?: () => Promise<void>;
+  } = {},
 ): LightningRailStore {
   const sync = options.sync ?? syncToDisk;
+  const writeBytes = options.write ?? writeSync;
+  const truncate = options.truncate ?? ftruncateSync;
   const lock = `${file}.lock`;
   /** Names this store's lock, so that its close removes only its own (not one taken over since). */
   const token = randomUUID();
@@ -849,6 +865,16 @@ export function createFileRailStore(
       );
   };
   let descriptor: number | null = null;
+  /**
+   * The journal's length in bytes: what compaction wrote, and each append written whole since. Kept here, not asked
+   * of the file, so that an append (on a payment's path) makes no call more than its write.
+   */
+  let size = 0;
+  /**
+   * Why the journal is torn: a write failed partway and its part could not be cut off. Every later write is refused
+   * (it would be glued onto the part, one line no load reads) until the next load, whose compaction drops the part.
+   */
+  let tornBy: unknown = null;
   /** A sync under way, and the one after it, which every append that wrote meanwhile shares (group commit). */
   let syncing: Promise<void> | null = null;
   let queued: Promise<void> | null = null;
@@ -875,17 +901,28 @@ export function createFileRailStore(
   };
   /** Appends `text` whole. A write to the page cache takes microseconds: done in place, it spares each line a
    * round trip through libuv's thread pool (a quarter of a millisecond on a payment's path), and lines reach the
-   * file in the order they were appended without any queue. */
+   * file in the order they were appended without any queue. A write that fails partway (a full disk writes part,
+   * then fails) is cut back off: the next append's line would otherwise be glued onto its part, one line no load
+   * reads, and the rail would not start. */
   const write = (text: string) => {
     if (descriptor === null) throw new RailStoreError("store not loaded", { details: file });
+    if (tornBy !== null)
+      throw new RailStoreError("journal torn by a failed write", { details: file, cause: tornBy });
     stillHeld();
     const bytes = Buffer.from(text);
     let written = 0;
     try {
-      while (written < bytes.length) written += writeSync(descriptor, bytes, written, bytes.length - written);
+      while (written < bytes.length)
+        written += writeBytes(descriptor, bytes, written, bytes.length - written);
     } catch (error) {
+      try {
+        truncate(descriptor, size);
+      } catch (truncateError) {
+        tornBy = truncateError;
+      }
       throw new RailStoreError("journal write failed", { details: file, cause: error });
     }
+    size += bytes.length;
   };
   return {
     async load() {
@@ -918,8 +955,9 @@ export function createFileRailStore(
           for (const warning of state.warnings.slice(warned))
             warning.details = `${file}:${number}: ${warning.details}`;
         } catch (error) {
-          // A torn last line (crash mid-append) is expected, and compaction below drops it; anything else is
-          // corruption, a complete last line too: its newline says it was written whole.
+          // A torn last line (a crash mid-append, or a failed write's part left) is expected, and compaction below
+          // drops it; anything else is corruption, a complete last line too: its newline says it was written whole
+          // (a write that failed partway is cut back off, or no line is written after its part: write).
           if (!torn)
             throw new RailStoreError("journal line unreadable", {
               details: `${file}:${number}: ${String(error)}`,
@@ -933,9 +971,11 @@ export function createFileRailStore(
         await mkdir(path.dirname(file), { recursive: true });
         // Synced before the rename, and the directory after it: a crash never leaves the journal empty.
         const handle = await open(temporary, "w");
+        let compactedSize: number;
         try {
           await writeRecords(handle, compacted);
           await handle.datasync();
+          compactedSize = (await handle.stat()).size;
         } finally {
           await handle.close();
         }
@@ -946,8 +986,13 @@ export function createFileRailStore(
         } finally {
           await directory.close();
         }
+        // Not left naming a closed descriptor should the open fail: a number the process may give another file.
         if (descriptor !== null) closeSync(descriptor);
+        descriptor = null;
         descriptor = openSync(file, "a");
+        // The journal is now what compaction wrote, a failed write's part dropped with any torn line.
+        size = compactedSize;
+        tornBy = null;
       } catch (error) {
         throw new RailStoreError("journal compaction failed", { details: file, cause: error });
       }

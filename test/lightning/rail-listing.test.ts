@@ -2,11 +2,19 @@
 // Address attempt found never taken whose mark kept no invoice: LND's ListPayments held at a chosen call, or made to
 // fail by a deadline already past. The hold only delays the real call to the real LND, and the failure is the real
 // client's, so that the interleaving is the test's, not the clock's.
-import { randomUUID } from "node:crypto";
+import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { authenticatedLndGrpc, cancelHodlInvoice, createInvoice, pay } from "lightning";
+import {
+  authenticatedLndGrpc,
+  cancelHodlInvoice,
+  createHodlInvoice,
+  createInvoice,
+  getInvoice,
+  pay,
+  settleHodlInvoice,
+} from "lightning";
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
 import {
   createFileRailStore,
@@ -421,5 +429,85 @@ describe("LND's payments listed for an attempt found never taken whose mark kept
     // Before: "its payee was paid twice, the earlier payment unbooked", an error that sent an operator hunting for a
     // payment the other attempt booked.
     expect(logs.filter((line) => line.fields.attemptId === ownId && line.level !== "info")).toEqual([]);
+  });
+
+  it("a mark whose invoice is another attempt's, admitted and not sent yet, still asks LND about it when its own payment succeeds: that one, withdrawn, never would", async () => {
+    const amount = 2_345_919n;
+    const createdAtMs = Date.now();
+    const ownId = `listing-unsent-own-${randomUUID()}`;
+    // The other attempt's invoice, which LND paid (by hand here, as a slow LND registers a send late).
+    const other = await createInvoice({ lnd: payee, mtokens: amount.toString() });
+    await pay({ lnd: gateway, request: other.request });
+    // This attempt's own payment, held at the payee until the other attempt is admitted.
+    const secret = randomBytes(32).toString("hex");
+    const own = await createHodlInvoice({
+      lnd: payee,
+      id: createHash("sha256").update(Buffer.from(secret, "hex")).digest("hex"),
+      mtokens: amount.toString(),
+    });
+    const paying = pay({ lnd: gateway, request: own.request });
+    await waitFor(
+      "a payment held at the payee",
+      async () => ((await getInvoice({ lnd: payee, id: own.id })).is_held ? true : undefined),
+      { timeoutMs: 30_000 },
+    );
+    const marks = [
+      // Edited to name the other's invoice: read as a mark that kept neither, the other's hash among its earlier ones.
+      {
+        t: "withdrawn",
+        attemptId: ownId,
+        sent: true,
+        createdAtMs,
+        paymentHash: own.id,
+        request: other.request,
+      },
+      {
+        t: "attempt",
+        attemptId: ownId,
+        paymentId: `payment-${ownId}`,
+        paymentHash: own.id,
+        kind: "bolt11",
+        amountMsat: amount.toString(),
+        createdAtMs,
+        feeMaxMsat: "10000",
+        destination: null,
+        request: own.request,
+      },
+    ];
+    const { rail, logs } = await railWithUnmarked("unsent-holder", [], undefined, marks);
+    const otherId = `listing-unsent-other-${randomUUID()}`;
+    try {
+      await rail.prepare!({
+        id: otherId,
+        paymentId: `payment-${otherId}`,
+        tenantId: "ten_test",
+        amount,
+        destination: { kind: "bolt11", invoice: other.request },
+        feeMax: 10_000n,
+      });
+      await settleHodlInvoice({ lnd: payee, secret });
+      await paying;
+      await waitFor(
+        "the attempt's error",
+        async () =>
+          logs.some((line) => line.fields.attemptId === ownId && line.level === "error") ? true : undefined,
+        { timeoutMs: 30_000 },
+      );
+      await rail.withdraw!(otherId);
+    } finally {
+      await rail.stop();
+    }
+    // Before: not asked, the other attempt admitted and not sent taken for one that booked LND's payment; withdrawn,
+    // nothing said of that payment.
+    expect(logs.filter((line) => line.fields.attemptId === ownId && line.level === "error")).toEqual([
+      expect.objectContaining({
+        message: expect.stringMatching(/paid twice/),
+        fields: expect.objectContaining({
+          earlierHash: other.id,
+          earlierPending: false,
+          status: "succeeded",
+        }),
+      }),
+    ]);
   });
 });
