@@ -8,7 +8,9 @@
 // replacement a node asking more than 10% refuses as underpriced (the transaction it replaced stays in the pool), and
 // one whose replacement it refuses in other words while the one replaced holds the nonce (or, its pool having dropped
 // that one, takes it again, broadcast once more; or refuses it too, the bump refused as costing too much), the send's
-// row pointed back at that one (its bytes are what a later broadcast sends; the refused bump stays among the send's).
+// row pointed back at that one (its bytes are what a later broadcast sends; the refused bump stays among the send's,
+// and is the later bump over that one again, its same bytes broadcast, while it offers what the fees then ask and at
+// most a bump more within the cap: a long refusal keeps one more bump only when the fees move past those kept).
 //
 // Nonces come from the database (evm_nonces, one row per chain and wallet): a send takes the row's lock, signs
 // with max(the row, the chain's pending count), stores the send and moves the row on in one transaction, so
@@ -618,7 +620,8 @@ const replacementLeastTenths = 11n;
  * when no such bump fits under the cap, or the base fee and the tip alone pass it (the send waits as it is, said
  * once: only a lower base fee or a higher cap moves it), when a lower nonce is still open and the send offers what
  * the chain asks now (it waits for that one, not for its fees), or when this process saw the node refuse a bump over it
- * within stalledAfterMs while it held the nonce.
+ * within stalledAfterMs while it held the nonce. The replacement is a bump kept among the send's when one offers what
+ * the one computed would, and at most a bump (12.5%) more within the cap (keptBumpWithin): its bytes, not new ones.
  */
 async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendRow> {
   const mined = await journal.publicClient.getTransactionCount({
@@ -633,8 +636,9 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
   // over this one, never over the refused one, and one is tried again after stalledAfterMs (a wallet topped up, a cap
   // raised). Kept in this process's memory; another process (every one keeps the open sends), or this one restarted,
   // goes by the row's signed_at, which pointedBack and unbumpedUntilAsked move on: it signs none within replaceAfterMs
-  // of it, then one a pass while the node refuses. Asking the node instead (no bump over a transaction it does not hold)
-  // stalled for good a bump evicted from the pool, and one refused underpriced once the cap was raised.
+  // of it, then one a pass while the node refuses (the refused one again, keptBumpWithin, while the fees leave it the
+  // bump they ask). Asking the node instead (no bump over a transaction it does not hold) stalled for good a bump
+  // evicted from the pool, and one refused underpriced once the cap was raised.
   const refused = journal.bumpsRefused.get(row.tx_hash);
   if (refused !== undefined && performance.now() - refused.at < stalledAfterMs(journal)) return row;
   const old = parseTransaction(row.raw_tx);
@@ -682,6 +686,24 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
     );
     return row;
   }
+  // A bump the node refused as costing too much is kept among the send's when the row is pointed back from it (it may
+  // sit in another node's pool), and the bump signed over the same transaction a pass later, the fees of then, was
+  // another transaction, refused and kept too: evm_sends_replaced grew by one a pass while the node refused (about
+  // 720 a day at worst), and every pass asked each for its receipt. One kept that offers what this bump would, and at
+  // most a bump (12.5%) more, within the cap of now, is the replacement instead: its bytes are broadcast again, as a
+  // topped-up wallet or a raised node cap takes them. Not one costing more: the node refuses by cost (gas * fee cap),
+  // and may take what the fees of now call for where it refuses the bump of a dearer hour.
+  const kept = await keptBumpWithin(journal, row, old, {
+    least: { maxFee, tip },
+    most: { maxFee: minOf(bump(maxFee), cap), tip: minOf(bump(tip), cap) },
+  });
+  if (kept !== null) {
+    journal.logger.debug(
+      { send: row.attempt_id, txHash: kept, replaces: row.tx_hash },
+      "send replaced by a bump kept among its transactions, broadcast again: no new one signed",
+    );
+    return journal.db.transaction((tx) => keptMadeCurrent(tx, row, kept));
+  }
   const { walletClient } = journal;
   const raw = await walletClient.signTransaction({
     account: journal.account,
@@ -705,11 +727,78 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
       [row.attempt_id, row.tx_hash, replacement.tx_hash, replacement.raw_tx],
     );
     if (updated.length === 0) return await sendAsItStands(tx, row);
-    // The bump signed again over the transaction a refused one was pointed back from (pointedBack), the same bytes when
-    // the fees are: the send's current one again, kept once.
+    // A bump kept among the send's whose bytes these are (signed again at the same fees) is the send's current one
+    // again, kept once.
     await replacedBy(tx, row, replacement.tx_hash);
     return replacement;
   });
+}
+
+/** The fees a bump offers, wei per gas: its fee cap and its tip. */
+type BumpFees = { maxFee: bigint; tip: bigint };
+
+/**
+ * The cheapest transaction kept among those `row`'s send replaced that is `old`'s call (its nonce, chain, recipient,
+ * data, value and gas) offering fees between `least` and `most`, by hash; null when none is. A kept one the cap was
+ * lowered under since it was signed is above `most`, and not broadcast again.
+ */
+async function keptBumpWithin(
+  journal: SendJournal,
+  row: SendRow,
+  old: ReturnType<typeof parseTransaction>,
+  { least, most }: { least: BumpFees; most: BumpFees },
+): Promise<Hex | null> {
+  const kept = await journal.db.query<{ tx_hash: Hex; raw_tx: Hex }>(
+    "SELECT tx_hash, raw_tx FROM evm_sends_replaced WHERE attempt_id = $1",
+    [row.attempt_id],
+  );
+  let cheapest: { hash: Hex; fees: BumpFees } | null = null;
+  for (const { tx_hash: hash, raw_tx: raw } of kept) {
+    const fees = sameCallFees(raw, old, row.nonce, journal.chainId);
+    if (
+      fees === null ||
+      fees.maxFee < least.maxFee ||
+      fees.maxFee > most.maxFee ||
+      fees.tip < least.tip ||
+      fees.tip > most.tip
+    )
+      continue;
+    if (
+      cheapest === null ||
+      fees.maxFee < cheapest.fees.maxFee ||
+      (fees.maxFee === cheapest.fees.maxFee && fees.tip < cheapest.fees.tip)
+    )
+      cheapest = { hash, fees };
+  }
+  return cheapest?.hash ?? null;
+}
+
+/** `raw`'s fees when it is `old`'s call with `nonce` on `chainId` (an EIP-1559 transaction); null otherwise. */
+function sameCallFees(
+  raw: Hex,
+  old: ReturnType<typeof parseTransaction>,
+  nonce: number,
+  chainId: number,
+): BumpFees | null {
+  let parsed: ReturnType<typeof parseTransaction>;
+  try {
+    parsed = parseTransaction(raw);
+  } catch {
+    return null;
+  }
+  if (
+    parsed.type !== "eip1559" ||
+    parsed.maxFeePerGas === undefined ||
+    parsed.maxPriorityFeePerGas === undefined ||
+    parsed.chainId !== chainId ||
+    parsed.nonce !== Number(nonce) ||
+    (parsed.to ?? "").toLowerCase() !== (old.to ?? "").toLowerCase() ||
+    (parsed.data ?? "0x").toLowerCase() !== (old.data ?? "0x").toLowerCase() ||
+    (parsed.value ?? 0n) !== (old.value ?? 0n) ||
+    parsed.gas !== old.gas
+  )
+    return null;
+  return { maxFee: parsed.maxFeePerGas, tip: parsed.maxPriorityFeePerGas };
 }
 
 /** The send's row as it stands, another process having changed it since `row` was read (`row` were it gone). */
@@ -722,9 +811,9 @@ async function sendAsItStands(tx: Sql, row: SendRow): Promise<SendRow> {
 }
 
 /**
- * Keeps `row`'s transaction among those its send replaced, once `current` (a bump, or one pointed back to) is the
- * send's current one: `current` is taken out of them, as it is kept once (a bump signed again over a held one has the
- * refused bump's bytes when the fees are the same).
+ * Keeps `row`'s transaction among those its send replaced, once `current` (a bump, a kept bump broadcast again, or one
+ * pointed back to) is the send's current one: `current` is taken out of them, as it is kept once (a bump signed again
+ * over a held one has the refused bump's bytes when the fees are the same).
  */
 async function replacedBy(tx: Sql, row: SendRow, current: string): Promise<void> {
   await tx.query("DELETE FROM evm_sends_replaced WHERE attempt_id = $1 AND tx_hash = $2", [
@@ -736,6 +825,25 @@ async function replacedBy(tx: Sql, row: SendRow, current: string): Promise<void>
     row.tx_hash,
     row.raw_tx,
   ]);
+}
+
+/**
+ * `kept`, a transaction kept among those `row`'s send replaced, made the send's current one (its bytes what a broadcast
+ * sends), `row`'s kept in its place (replacedBy), and signed_at moved on as a bump moves it. Only over the transaction
+ * `row` is: another process may have changed the row meanwhile, and that one is the send's (returned).
+ */
+async function keptMadeCurrent(tx: Sql, row: SendRow, kept: Hex): Promise<SendRow> {
+  const [current] = await tx.query<SendRow>(
+    `UPDATE evm_sends SET tx_hash = kept.tx_hash, raw_tx = kept.raw_tx, signed_at = now()
+       FROM evm_sends_replaced kept
+      WHERE evm_sends.attempt_id = $1 AND evm_sends.tx_hash = $2
+        AND kept.attempt_id = $1 AND kept.tx_hash = lower($3)
+    RETURNING evm_sends.attempt_id, evm_sends.tx_hash, evm_sends.raw_tx, evm_sends.nonce`,
+    [row.attempt_id, row.tx_hash, kept],
+  );
+  if (current === undefined) return sendAsItStands(tx, row);
+  await replacedBy(tx, row, current.tx_hash);
+  return current;
 }
 
 /**
@@ -1053,7 +1161,8 @@ function costOf(raw: Hex): Cost | null {
  * transactions share their gas and value, so the ones costing no less than a refused one are those with a fee cap no
  * lower: each bump over the one the row points back at, once that one is refused so. Before, every pass while the node
  * refused them all broadcast each again, one call each, a refused bump kept each stalledAfterMs while the fees moved
- * (about 720 a day at worst); those cheaper are still asked, the newest first (a wallet that pays one of them).
+ * (about 720 a day at worst, before keptBumpWithin); those cheaper are still asked, the newest first (a wallet that pays
+ * one of them).
  */
 function costsNoLess(cost: Cost, refused: Cost): boolean {
   return cost.gas >= refused.gas && cost.maxFeePerGas >= refused.maxFeePerGas && cost.value >= refused.value;
@@ -1201,19 +1310,7 @@ function bumpOver(raw: Hex, older: Hex): boolean {
  */
 async function pointedBack(journal: SendJournal, row: SendRow, heldBy: Hex): Promise<SendRow> {
   try {
-    return await journal.db.transaction(async (tx) => {
-      const [held] = await tx.query<SendRow>(
-        `UPDATE evm_sends SET tx_hash = held.tx_hash, raw_tx = held.raw_tx, signed_at = now()
-           FROM evm_sends_replaced held
-          WHERE evm_sends.attempt_id = $1 AND evm_sends.tx_hash = $2
-            AND held.attempt_id = $1 AND held.tx_hash = lower($3)
-        RETURNING evm_sends.attempt_id, evm_sends.tx_hash, evm_sends.raw_tx, evm_sends.nonce`,
-        [row.attempt_id, row.tx_hash, heldBy],
-      );
-      if (held === undefined) return await sendAsItStands(tx, row);
-      await replacedBy(tx, row, held.tx_hash);
-      return held;
-    });
+    return await journal.db.transaction((tx) => keptMadeCurrent(tx, row, heldBy));
   } catch (error) {
     journal.logger.warn(
       { send: row.attempt_id, txHash: row.tx_hash, heldBy, error: errorText(error) },
@@ -1289,12 +1386,13 @@ async function notTaken(journal: SendJournal, row: SendRow, error: unknown): Pro
  * How the node shows the send's nonce used: `passed`, the wallet's mined count past it; or the hash of the first of the
  * send's transactions known to it (in its pool, or mined): the one broadcast, or one it replaced, the newest first,
  * every one (before, at most 8: a chain of refused bumps the code before left hid the oldest, the one in the pool, and
- * the send was stalled; a refused bump is no longer bumped over, but one signed again over the held transaction at
- * each stalledAfterMs while the node still refuses is another transaction when the fees moved, so a long refusal
- * lengthens it by one a pass at most). Null when neither is shown (a node behind the one that refused, behind a load balancer; one
- * not answering): no proof either way, the broadcast is not taken, and is tried again. Before, only the one broadcast
- * was asked: a fee bump the node refused in other words than underpriced (geth's rpc.txfeecap) was not taken while the
- * transaction it replaced held the nonce in the pool, and past stalledAfterMs every new payout was refused.
+ * the send was stalled; a refused bump is no longer bumped over, and the bump over the held transaction at each
+ * stalledAfterMs while the node still refuses is a kept one again unless the fees moved past every one kept, so a long
+ * refusal lengthens it by one a pass at most, and only while the fees so move). Null when neither is shown (a node
+ * behind the one that refused, behind a load balancer; one not answering): no proof either way, the broadcast is not
+ * taken, and is tried again. Before, only the one broadcast was asked: a fee bump the node refused in other words than
+ * underpriced (geth's rpc.txfeecap) was not taken while the transaction it replaced held the nonce in the pool, and
+ * past stalledAfterMs every new payout was refused.
  */
 async function nonceTakenOnNode(journal: SendJournal, row: SendRow): Promise<Hex | "passed" | null> {
   try {
@@ -1371,9 +1469,10 @@ const receiptsAskedAtOnce = 4;
 /**
  * The receipt of the first of `hashes`, in their order, that has one; null when none has. Asked receiptsAskedAtOnce at
  * a time, each answer awaited in turn: a node's error on one before the first found goes up, and one found is answered
- * without waiting for those after it. A refusal the node keeps up adds a transaction to the send every stalledAfterMs
- * when the fees moved (about 720 a day at worst), each kept and looked for (another node may have taken it); asked in
- * turn, a receipt waited behind a call to the node for each.
+ * without waiting for those after it. A refusal the node keeps up adds a transaction to the send at a pass only when
+ * the fees moved past every bump kept (keptBumpWithin; before, at every pass the fees had moved at all, about 720 a
+ * day at worst), each kept and looked for (another node may have taken it); asked in turn, a receipt waited behind a
+ * call to the node for each.
  */
 async function firstMined(journal: SendJournal, hashes: readonly Hex[]): Promise<TransactionReceipt | null> {
   for (let from = 0; from < hashes.length; from += receiptsAskedAtOnce) {

@@ -2228,6 +2228,108 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
     await expectMined([sent]);
   });
 
+  it("refused as costing too much pass after pass, the fees moving: the refused bump kept broadcast again, no new one signed each pass, and taken once the node's cap is raised", async () => {
+    const { first, accepted, asked, publicClient } = refusingBumps();
+    const key = "bump-refused:kept-again";
+    const baseFeeBefore = await readBaseFee(gw.chain.publicClient);
+    /** The next block's base fee `wei`, and that block mined (an empty one while the send's fee cap is below it). */
+    const minedAtBaseFee = async (wei: bigint) => {
+      await gw.chain.networkHelpers.setNextBlockBaseFeePerGas(wei);
+      await gw.chain.networkHelpers.mine(1);
+    };
+    const sendRow = async () => {
+      const [row] = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
+        "SELECT tx_hash FROM evm_sends WHERE attempt_id = $1",
+        [key],
+      );
+      return row;
+    };
+    const kept = () =>
+      gw.app.db.query<{ tx_hash: `0x${string}`; raw_tx: `0x${string}` }>(
+        "SELECT tx_hash, raw_tx FROM evm_sends_replaced WHERE attempt_id = $1",
+        [key],
+      );
+    let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
+    let bumped: { tx_hash: `0x${string}`; raw_tx: `0x${string}` } | undefined;
+    // Not automining: the first transaction waits in the pool, its nonce open.
+    await setAutomine(false);
+    try {
+      sent = await transferOf(stallingJournal(publicClient, 0), key);
+      expect(sent).toMatchObject({ broadcast: "taken", nonce: first.nonce });
+      if ("status" in sent) throw new Error("the send was refused");
+      const offered = parseTransaction(sent.raw_tx).maxFeePerGas!;
+      // A pass a process, each past stalledAfterMs of the refusal (another process, or this one later), the base fee
+      // four times what the send offers and falling a little at each: the bump the fees of each pass ask, 12.5% and more
+      // over the send, is other bytes at each, within a bump of the first.
+      for (const percent of [400n, 396n, 392n, 388n]) {
+        await minedAtBaseFee((offered * percent) / 100n);
+        asked.length = 0;
+        await keepOpenSends(stallingJournal(publicClient, 0));
+        // Refused, the row pointed back at the transaction the node holds, the refused bump kept among the send's.
+        expect(await sendRow()).toEqual({ tx_hash: sent.tx_hash });
+        const replaced = await kept();
+        // Before: one more kept a pass, each a new bump, refused too (2 at the second pass).
+        expect(replaced).toHaveLength(1);
+        bumped ??= replaced[0]!;
+        expect(replaced).toEqual([bumped]);
+        expect(asked).toEqual([bumped.raw_tx]);
+      }
+      // The node's cap raised: the same bump, broadcast again at the next pass, is taken in place of the first.
+      accepted.add(bumped!.raw_tx);
+      await keepOpenSends(stallingJournal(publicClient, 0));
+      expect(await sendRow()).toEqual({ tx_hash: bumped!.tx_hash });
+      expect(await kept()).toEqual([{ tx_hash: sent.tx_hash, raw_tx: sent.raw_tx }]);
+      expect(await gw.chain.publicClient.getTransaction({ hash: bumped!.tx_hash })).toMatchObject({
+        hash: bumped!.tx_hash,
+      });
+    } finally {
+      await setAutomine(true);
+      await gw.chain.networkHelpers.setNextBlockBaseFeePerGas(baseFeeBefore);
+      await broadcastLeftOpen(sent);
+    }
+    // The bump mined, the send's one receipt: the transaction it replaced never is.
+    await expectMined([bumped!]);
+    expect(
+      await finalReceiptOf(stallingJournal(publicClient, 0), { attempt_id: key, tx_hash: sent.tx_hash }),
+    ).toMatchObject({
+      transactionHash: bumped!.tx_hash,
+    });
+    await expect(gw.chain.publicClient.getTransactionReceipt({ hash: sent.tx_hash })).rejects.toThrow();
+  });
+
+  it("refused as costing too much, the fees fallen by more than a bump since: a new bump at the fees of now, not the dearer one kept", async () => {
+    const { first, asked, publicClient } = refusingBumps();
+    const key = "bump-refused:kept-dearer";
+    const baseFeeBefore = await readBaseFee(gw.chain.publicClient);
+    let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
+    await setAutomine(false);
+    try {
+      sent = await transferOf(stallingJournal(publicClient, 0), key);
+      expect(sent).toMatchObject({ broadcast: "taken", nonce: first.nonce });
+      if ("status" in sent) throw new Error("the send was refused");
+      const offered = parseTransaction(sent.raw_tx).maxFeePerGas!;
+      const maxFees: bigint[] = [];
+      // The base fee four, then three times what the send offers: the second pass's bump costs a quarter less. A node
+      // refusing the first by cost (a wallet short of ETH for it) may take that one, and is asked it.
+      for (const times of [4n, 3n]) {
+        await gw.chain.networkHelpers.setNextBlockBaseFeePerGas(offered * times);
+        await gw.chain.networkHelpers.mine(1);
+        asked.length = 0;
+        await keepOpenSends(stallingJournal(publicClient, 0));
+        expect(asked).toHaveLength(1);
+        maxFees.push(parseTransaction(asked[0]!).maxFeePerGas!);
+      }
+      expect(maxFees[1]! * 9n).toBeLessThan(maxFees[0]! * 8n);
+      const kept = await gw.app.db.query("SELECT 1 FROM evm_sends_replaced WHERE attempt_id = $1", [key]);
+      expect(kept).toHaveLength(2);
+    } finally {
+      await setAutomine(true);
+      await gw.chain.networkHelpers.setNextBlockBaseFeePerGas(baseFeeBefore);
+      await broadcastLeftOpen(sent);
+    }
+    await expectMined([sent]);
+  });
+
   it("is taken behind more refused bumps than 8, as the code before signed them: every transaction of the send asked", async () => {
     const { first, publicClient } = refusingBumps();
     const { logger, lines } = recordingLogger();
