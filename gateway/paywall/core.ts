@@ -255,6 +255,9 @@ export function withRefusalCode(lines: readonly HeaderLine[], refusal: PaymentRe
   });
 }
 
+/** Refusals that ask for the same payment again rather than a new one (x402's: the payment may still be good). */
+const sendAgainCodes: ReadonlySet<string> = new Set(["unexpected_settle_error", "unexpected_verify_error"]);
+
 /** A 503 for want of a rate: a price feed's next reading, or a rail's return, is a matter of seconds. */
 const rateUnavailableRetryAfterSeconds = 5;
 
@@ -417,7 +420,14 @@ export function createPaywall(deps: PaywallDeps): PaywallCheck {
     const earlier = before === null ? null : offersAt(group, before);
     if (earlier === null || earlier[0]?.price.amount === offers?.[0]?.price.amount) return first;
     const second = await group.scheme.verify(group.resource, earlier, request);
-    return second.kind === "paid" ? second : first;
+    if (second.kind === "paid") return second;
+    // Neither paid: a refusal that asks for the same payment again (x402's unexpected_settle_error or
+    // unexpected_verify_error: it may have been mined, or the chain could not be read) is said over a final one from
+    // the other window. A final refusal tells the client to sign a new payment, and a payer whose first one is mined
+    // then pays twice; the same payment sent again costs one more request.
+    return sendAgainCodes.has(second.refusal.code) && !sendAgainCodes.has(first.refusal.code)
+      ? second
+      : first;
   }
 
   function paid(

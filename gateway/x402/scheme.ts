@@ -41,7 +41,14 @@ import {
 } from "./schemas.ts";
 import { afterSent } from "./settle.ts";
 import { createSimulationBatcher } from "./simulate-batch.ts";
-import { type KnownOfRow, paidIn, paidInWindow, sendJournalOf, spenderOfSend } from "./spends.ts";
+import {
+  type KnownOfRow,
+  lastConfirmedAt,
+  paidIn,
+  paidInWindow,
+  sendJournalOf,
+  spenderOfSend,
+} from "./spends.ts";
 import {
   markOwed,
   markUnsentOwed,
@@ -57,6 +64,7 @@ import {
   parsePayment,
   signedByPayer,
   type VerifyReads,
+  validBeforeMarginS,
   validBeforeSkewS,
   validForMaxS,
   verifyExact,
@@ -78,12 +86,6 @@ const unsentMinedWithinS = validForMaxS + 2n * validBeforeSkewS;
 /** A payment sent again for a request owed: its authorization and the signature it came with, not checked yet. */
 type OwedSigned = { chain: X402Chain; authorization: Eip3009Authorization; signature: Hex };
 type Built = { chain: X402Chain; v2: PaymentRequirementsV2; v1: PaymentRequirementsV1 | null };
-/**
- * What verify read of a payment it refused that servedAsOwed then looks for: its nonce used by the token ("used"), or
- * its window shut ("expired": by the gateway's clock, or by the chain's as verify read its latest block); null for any
- * other refusal (a value below the price now), for a claim taken, or for terms moved since (owedOnOtherTerms).
- */
-type Seen = "used" | "expired" | null;
 
 const refusal = (refused: Refused) => ({ code: refused.refusal, message: refused.message });
 
@@ -205,13 +207,13 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * yet (its transaction not mined, or reverted leaving the authorization open to whoever holds it, or the node cannot
    * say now): refused pending, as its first answer was, so that the payer sends it again later rather than sign a new
    * payment and pay twice (before: "nonce already used"). Either only on the payer's own signature (payersOwn). None
-   * owed here: the request the rail refused before sending, if one is (servedAsUnsentOwed); `seen`, what the caller's
-   * verify read of it (for it).
+   * owed here: the request the rail refused before sending, if one is (servedAsUnsentOwed); `seenUsed`, the caller
+   * read the token's nonce used (for it).
    */
   async function servedAsOwed(
     parsed: Extract<ReturnType<typeof parsePayment>, { ok: true }>,
     resource: PricedResource,
-    seen: Seen = null,
+    seenUsed = false,
   ): Promise<SchemeVerdict | null> {
     const read = exactEvmPayload.safeParse(parsed.payload.payload);
     if (!read.success) return null;
@@ -220,7 +222,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     const signed = { chain, authorization, signature: read.data.signature as Hex };
     const { paywallId } = resource;
     const owed = await owedAt(deps.db, chain, authorization, { paywallId, tenantId: resource.tenantId });
-    if (owed === null) return await servedAsUnsentOwed(parsed, resource, signed, seen);
+    if (owed === null) return await servedAsUnsentOwed(parsed, resource, signed, seenUsed);
     // Served or answered pending alike: the payer's own signature first.
     const own = await payersOwn(signed);
     if (own !== true) return own;
@@ -320,13 +322,13 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * paid yet while this very authorization's transfer to the hot wallet is mined (the watcher not past its
    * confirmations: spentNotCredited): refused pending, as servedAsOwed refuses one not mined yet, so that the payer
    * sends it again rather than sign a new payment and pay twice. Served or answered pending only on the payer's own
-   * signature (payersOwn). `seen`: what the caller's verify read of it (Seen).
+   * signature (payersOwn). `seenUsed`: the caller read the token's nonce used.
    */
   async function servedAsUnsentOwed(
     parsed: Extract<ReturnType<typeof parsePayment>, { ok: true }>,
     resource: PricedResource,
     signed: OwedSigned,
-    seen: Seen,
+    seenUsed: boolean,
   ): Promise<SchemeVerdict | null> {
     const { chain, authorization } = signed;
     const { paywallId } = resource;
@@ -379,7 +381,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       for (const row of owed)
         if (verifiedAt !== null && (row.verifiedBlock === null || row.verifiedBlock < verifiedAt))
           verifiedAt = row.verifiedBlock;
-      return await spentNotCredited(signed, seen, verifiedAt);
+      return await spentNotCredited(signed, seenUsed, verifiedAt);
     }
     const own = await payersOwn(signed);
     if (own !== true) return own;
@@ -406,9 +408,10 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
   /**
    * A request owed through an invoice still bound to the authorization and not paid: refused pending when this very
    * authorization's transfer to the hot wallet is mined (the invoice is credited once the watcher has it confirmed), or
-   * when the node cannot say now; null when the nonce is unused (not mined: the payment's own refusal stands, its
-   * window shut — by the chain's clock too, see below — or its terms moved), or used otherwise. The token's AuthorizationUsed of (payer, nonce) is read as
-   * reconciliation reads a copy's (paidIn on its receipt), in the blocks the authorization may have been mined in
+   * when the node cannot say now, or while its nonce is unused, its window shut by the gateway's clock or the latest
+   * block's, and the chain may still take it (below); null when the nonce is unused otherwise (not mined: the payment's
+   * own refusal stands), or used otherwise. The token's AuthorizationUsed of (payer, nonce) is read as reconciliation
+   * reads a copy's (paidIn on its receipt), in the blocks the authorization may have been mined in
    * (spends.ts paidInWindow: from `verifiedAt`, the block a verify of it read its nonce unused at, less the chain's
    * confirmations and a margin of 64 blocks, verifiedMarginBlocks; without one, those whose time is within its window,
    * no earlier than unsentMinedWithinS before its validBefore): the payer may have cancelled the nonce
@@ -416,35 +419,42 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * pays the invoice, and its final refusal, a nonce already used, stands (once the logs show that use, or its window
    * shut logsSettledS before: paidInWindow). The signature is checked once the nonce is
    * used (payersOwn), before the search: the payer, nonce and value are public, and a signature made up would otherwise
-   * drive the node's reads of logs. `seen` "used": the caller read the nonce used (verify's refusal), and it is not read
+   * drive the node's reads of logs. `seenUsed`: the caller read the nonce used (verify's refusal), and it is not read
    * again: a node one block behind the first (behind a load balancer) could read it unused, and the final refusal would
    * stand for a payment mined and paid.
    *
    * Otherwise the nonce is read at the latest block as the node names it, read first with its time (two reads; the
    * search then takes that block for the latest, reading it no more), so that an unused nonce comes with the time it
-   * was unused at. EIP-3009 takes an authorization only while block.timestamp < validBefore: unused at a block whose
-   * time is validBefore or later, it stays unused on that chain (a reorganisation of it is the watcher's), and the
-   * refusal stands, final. Unused at an earlier block, with `seen` "expired" (the window shut by the gateway's clock,
-   * or verify's read of the chain's, not by that block's): refused pending, not final, for the payer to send it again
-   * once the chain's clock is past its validBefore. Before, the nonce was read at the latest block alone: a node one
-   * block behind the one that mined the authorization just before its validBefore read it unused, the payer heard
-   * its window shut, final, signed a new payment and paid twice (the watcher credits the first one's invoice). With
-   * any other refusal (a value below the price now, a claim taken, terms moved since) unused stays null however early
-   * the block: the window is open by every clock, and a pending answer would hold the payer until it shuts (up to
-   * validForMaxS and validBeforeSkewS past the verify that took it), where an expired one is held seconds.
+   * was unused at. EIP-3009 takes an authorization only while block.timestamp < validBefore. Unused, with its window
+   * open by the gateway's clock (verify's: validBefore at least validBeforeMarginS ahead) and by that block's: null,
+   * however it came here (a value below the price now, a claim taken, terms moved since: owedOnOtherTerms), for a
+   * pending answer would hold the payer until the window shuts (up to validForMaxS and validBeforeSkewS past the
+   * verify that took it). Unused with its window shut by either clock: final (null) only once the time of the chain's
+   * last confirmed block (X402Chain.confirmations) is its validBefore or later, as spends.ts unspentByOurs decides a
+   * lapse — blocks past that one may be mined again, a copy in them before its validBefore — a third read, of that
+   * block, when the latest's time is past it and the chain counts more than one confirmation; refused pending before,
+   * for the payer to send it again once the chain is past it (held seconds, or the chain's confirmations). Before, the
+   * window was taken as shut only on verify's refusal of it as expired, and by the latest block's time: a payment whose
+   * terms moved since (or whose claim was taken), mined by someone just before its validBefore, sent again after it
+   * with a node one block behind read its nonce unused, the payer heard a final refusal, signed a new payment and paid
+   * twice (the watcher credits the first one's invoice); so did one read unused at a latest block that a
+   * reorganisation then replaced with one that mined it. A v1 payment refused for a validBefore too far ahead (the
+   * seller lowered maxTimeoutSeconds) is open by both clocks: its refusal stands, not held until its window shuts.
    */
   async function spentNotCredited(
     signed: OwedSigned,
-    seen: Seen,
+    seenUsed: boolean,
     verifiedAt: bigint | null,
   ): Promise<SchemeVerdict | null> {
     const { chain, authorization } = signed;
     let latest: { readonly number: bigint; readonly timestamp: bigint } | undefined;
-    if (seen !== "used") {
+    if (!seenUsed) {
       let used: boolean;
+      let pending = false;
       try {
         const block = await chain.publicClient.getBlock({ blockTag: "latest" });
         used = await nonceUsed(chain, authorization.from, authorization.nonce, block.number);
+        if (!used) pending = await shutNotLapsed(chain, authorization.validBefore, block);
         latest = block;
       } catch (error) {
         deps.logger.warn(
@@ -461,12 +471,12 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         };
       }
       if (!used) {
-        if (seen !== "expired" || latest.timestamp >= authorization.validBefore) return null;
+        if (!pending) return null;
         return {
           kind: "refused",
           refusal: {
             code: "unexpected_settle_error",
-            message: `this payment's authorization was not mined by block ${latest.number}, whose time (${latest.timestamp}) is before its validBefore: it may still be mined until then; send the same payment again shortly, and it is served if it was`,
+            message: `this payment's authorization was not mined by block ${latest.number}, and the chain's last confirmed block is before its validBefore: it may still be mined until then; send the same payment again shortly, and it is served if it was`,
           },
         };
       }
@@ -498,6 +508,27 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
           "this payment's authorization is spent, not yet credited: send the same payment again shortly, and it is served once it is",
       },
     };
+  }
+
+  /**
+   * Whether an authorization whose nonce is unused at `latest` may still be mined with its window shut by a clock
+   * (spentNotCredited): shut by the gateway's (verify's expiry, validBeforeMarginS) or by `latest`'s time, while the
+   * time of the chain's last confirmed block is still before `validBefore`. That block is read only when `latest`'s
+   * time is past it and the chain counts more than one confirmation. Throws what the node throws.
+   */
+  async function shutNotLapsed(
+    chain: X402Chain,
+    validBefore: bigint,
+    latest: { readonly number: bigint; readonly timestamp: bigint },
+  ): Promise<boolean> {
+    if (latest.timestamp < validBefore)
+      return validBefore < BigInt(Math.floor(deps.nowMs() / 1000)) + validBeforeMarginS;
+    const confirmedAt = lastConfirmedAt(chain, latest.number);
+    const confirmed =
+      confirmedAt === latest.number
+        ? latest
+        : await chain.publicClient.getBlock({ blockNumber: confirmedAt });
+    return confirmed.timestamp < validBefore;
   }
 
   /**
@@ -564,14 +595,9 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       ) {
         // A nonce already used is the token's own answer here (verify.ts whyNotTaken: this scheme's reads ask no
         // claim first), which the search for its transfer takes as read. A window shut is final only once the chain's
-        // clock says so too (spentNotCredited).
-        const seen: Seen =
-          verified.refusal === "invalid_exact_evm_nonce_already_used"
-            ? "used"
-            : verified.refusal === "invalid_exact_evm_payload_authorization_valid_before"
-              ? "expired"
-              : null;
-        const owed = await servedAsOwed(parsed, resource, seen);
+        // last confirmed block is past it too (spentNotCredited).
+        const used = verified.refusal === "invalid_exact_evm_nonce_already_used";
+        const owed = await servedAsOwed(parsed, resource, used);
         if (owed !== null) return owed;
       }
       return { kind: "refused", refusal: refusal(verified) };

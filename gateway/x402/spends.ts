@@ -195,7 +195,7 @@ export async function chainHead(chain: X402Chain): Promise<ChainHead> {
  * The last block with the chain's confirmations (X402Chain.confirmations) when `head` is the latest: `head` less
  * confirmations − 1, never below block 0.
  */
-function lastConfirmedAt(chain: X402Chain, head: bigint): bigint {
+export function lastConfirmedAt(chain: X402Chain, head: bigint): bigint {
   const depth = BigInt(chain.confirmations ?? 1) - 1n;
   if (depth <= 0n) return head;
   return head > depth ? head - depth : 0n;

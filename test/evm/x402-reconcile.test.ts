@@ -608,12 +608,14 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
   /**
    * The verdict of the paywall's x402 scheme on the payment `header` sent again at `path` of `base`, the gateway's
    * scheme but for its clock, `nowMs`, and the client it reads the chain with, `publicClient` (the gateway's unless
-   * given): the paywall and tenant those of the request it is owed to (`sent`'s row).
+   * given): the paywall and tenant those of the request it is owed to (`sent`'s row). `on`: the rail's confirmations
+   * (the gateway's unless given), and the paywall's price now (the one paid unless given).
    */
   async function sentAgainAt(
     at: { base: string; path: string; header: Record<string, string>; sent: SentPayment },
     nowMs: () => number,
     publicClient: X402Chain["publicClient"] = chain.publicClient,
+    on: { confirmations?: number; price?: bigint } = {},
   ) {
     const a = at.sent.authorization;
     const [row] = await gw.app.db.query<{ paywall_id: string; tenant_id: string }>(
@@ -624,7 +626,7 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
     const deps = createX402Deps({
       db: gw.app.db,
       settlement: gw.app.settlement,
-      chains: [{ ...chain, publicClient }],
+      chains: [{ ...chain, publicClient, confirmations: on.confirmations ?? chain.confirmations }],
       logger: silentLogger,
       nowMs,
     });
@@ -641,7 +643,7 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
         description: "a report",
         mimeType: "application/json",
       },
-      [{ rail: "evm", price: { asset: assets.USDC, amount: BigInt(accepted.amount) } }],
+      [{ rail: "evm", price: { asset: assets.USDC, amount: on.price ?? BigInt(accepted.amount) } }],
       { method: "GET", url: `${at.base}${at.path}`, headers: { "payment-signature": signature } },
     );
   }
@@ -726,6 +728,85 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       await gw.chain.networkHelpers.time.increaseTo(validBefore);
       expect((await gw.chain.publicClient.getBlock({ blockTag: "latest" })).timestamp).toBe(validBefore);
       const late = await sentAgainAt({ ...refused, path }, pastWindow);
+      expect(late).toMatchObject({
+        kind: "refused",
+        refusal: { code: "invalid_exact_evm_payload_authorization_valid_before" },
+      });
+      expect(refused.served()).toBe(1);
+    } finally {
+      await shop?.close();
+      await snapshot.restore();
+    }
+  });
+
+  it("and mined just before its validBefore, sent again past it at a price raised since, is answered pending though a node behind reads its nonce unused", async () => {
+    // Its blocks taken back after: the tests that follow read the chain's blocks from its start.
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    const path = "/refused-then-mined-price-raised";
+    let shop: Awaited<ReturnType<typeof refusedAtPaywall>>["shop"] | undefined;
+    try {
+      const refused = await refusedAtPaywall("then mined, its price raised since", path);
+      shop = refused.shop;
+      const { sent, payer, served } = refused;
+      const copyTx = await minedByAnother(payer, sent);
+      const minedIn = (await gw.chain.publicClient.getTransactionReceipt({ hash: copyTx })).blockNumber;
+      const validBefore = BigInt(sent.authorization.validBefore);
+      // The paywall's price raised since: its `accepted` is not the requirements now, and it is answered as a request
+      // owed on other terms (owedOnOtherTerms), which asks verify nothing of its window. The gateway's clock past its
+      // validBefore, a node one block behind the one that mined it reads its nonce unused at a block before it. Before,
+      // that read was final there (invalid_payment_requirements): the payer who paid signed a new payment and paid twice.
+      const pastWindow = () => Number(validBefore) * 1000;
+      const behind = await gw.chain.publicClient.getBlock({ blockNumber: minedIn - 1n });
+      expect(behind.timestamp).toBeLessThan(validBefore);
+      const raised = { price: BigInt(sent.authorization.value) + 1n };
+      const again = await sentAgainAt({ ...refused, path }, pastWindow, nodeAt(minedIn - 1n), raised);
+      expect(again).toMatchObject({
+        kind: "refused",
+        refusal: { code: "unexpected_settle_error", message: expect.stringMatching(/not mined by block/) },
+      });
+      // The node caught up: its transfer found, not credited yet, pending as well.
+      const caughtUp = await sentAgainAt({ ...refused, path }, pastWindow, chain.publicClient, raised);
+      expect(caughtUp).toMatchObject({
+        kind: "refused",
+        refusal: {
+          code: "unexpected_settle_error",
+          message: expect.stringMatching(/spent, not yet credited/),
+        },
+      });
+      expect(served()).toBe(1);
+    } finally {
+      await shop?.close();
+      await snapshot.restore();
+    }
+  });
+
+  it("and not mined, sent again past its validBefore, is answered pending while the chain's last confirmed block is before it, though the latest is past it", async () => {
+    // The chain's clock moved past the window below, and its blocks, taken back after.
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    const path = "/refused-window-shut-unconfirmed";
+    let shop: Awaited<ReturnType<typeof refusedAtPaywall>>["shop"] | undefined;
+    try {
+      const refused = await refusedAtPaywall("its window shut by blocks not confirmed yet", path);
+      shop = refused.shop;
+      const validBefore = BigInt(refused.sent.authorization.validBefore);
+      const pastWindow = () => Number(validBefore) * 1000;
+      // A rail of three confirmations: one block before its validBefore, then two past it (not confirmed yet). Those
+      // two may be mined again, a copy of it in them before its validBefore. Before, the latest block's time made the
+      // refusal final.
+      const confirmed = { confirmations: 3 };
+      for (const at of [validBefore - 1n, validBefore, validBefore + 1n]) {
+        await gw.chain.networkHelpers.time.setNextBlockTimestamp(at);
+        await gw.chain.networkHelpers.mine(1);
+      }
+      const early = await sentAgainAt({ ...refused, path }, pastWindow, chain.publicClient, confirmed);
+      expect(early).toMatchObject({
+        kind: "refused",
+        refusal: { code: "unexpected_settle_error", message: expect.stringMatching(/not mined by block/) },
+      });
+      // One block more: the last confirmed one's time is its validBefore, so is every block any branch mines after it.
+      await gw.chain.networkHelpers.time.setNextBlockTimestamp(validBefore + 2n);
+      await gw.chain.networkHelpers.mine(1);
+      const late = await sentAgainAt({ ...refused, path }, pastWindow, chain.publicClient, confirmed);
       expect(late).toMatchObject({
         kind: "refused",
         refusal: { code: "invalid_exact_evm_payload_authorization_valid_before" },
