@@ -245,9 +245,9 @@ async function endsBesideEarlier(
 
 /**
  * Ends an attempt whose own payment failed with LND's payment of another invoice of its (endsBesideEarlier), which
- * succeeded: the attempt is journalled again under that hash (its mark first, so that a reload reads this line, not
- * the one it replaces: applyRecord keeps an id's first attempt line) and succeeds with that payment's preimage and
- * fee. Whoever waited on the tracker it replaces asks execute again (takenBack), which answers the outcome.
+ * succeeded: the attempt is journalled again under that hash (its mark first in the same write, so that a reload reads
+ * this line, not the one it replaces: applyRecord keeps an id's first attempt line) and succeeds with that payment's
+ * preimage and fee. Whoever waited on the tracker it replaces asks execute again (takenBack), which answers the outcome.
  */
 async function followEarlier(
   s: LightningRailState,
@@ -282,14 +282,11 @@ async function followEarlier(
     { attemptId: attempt.attemptId, paymentHash: attempt.paymentHash, earlierHash: paymentHash },
     "the payment of a Lightning Address attempt failed, and LND paid an earlier invoice of it: it succeeds with that one",
   );
-  try {
-    await s.store.append(forgottenSendRecord(attempt.attemptId, mark));
-  } catch (error) {
-    s.logger.warn({ error: lndErrorText(error), attemptId: attempt.attemptId }, "journal write failed");
-  }
-  if (!s.running || s.trackers.get(attempt.attemptId) !== followed) return;
-  // Unwritten, it is forgotten (writeAhead), its mark standing: the next pass follows that payment (refusedUnsent).
-  if (!(await writeAhead(s, followed))) return;
+  // The mark and the attempt's line in one write, the mark first: a write that fails leaves neither. Before, a mark
+  // that failed was only logged and the line written after it, which a reload ignored: the attempt read back as
+  // succeeded under the hash it replaced, with this one's preimage. Unwritten, it is forgotten (writeAhead), its mark
+  // standing: the next pass follows that payment (refusedUnsent).
+  if (!(await writeAhead(s, followed, forgottenSendRecord(attempt.attemptId, mark)))) return;
   await finish(s, followed, {
     status: "succeeded",
     preimage: payment.secret,
@@ -1615,11 +1612,16 @@ async function admit(
 
 /**
  * Write-ahead: the hash is on disk before LND sees the payment. When it cannot be written, nothing is sent and
- * nothing of the attempt is kept: its hash is free again (the payment may go another way, or come back).
+ * nothing of the attempt is kept: its hash is free again (the payment may go another way, or come back). `before`:
+ * lines written ahead of the attempt's in the same write (followEarlier's mark), so that none is kept without it.
  */
-async function writeAhead(s: LightningRailState, tracker: Tracker): Promise<boolean> {
+async function writeAhead(
+  s: LightningRailState,
+  tracker: Tracker,
+  ...before: RailStoreRecord[]
+): Promise<boolean> {
   try {
-    await s.store.append(attemptRecord(tracker.attempt));
+    await s.store.append(...before, attemptRecord(tracker.attempt));
     return true;
   } catch (error) {
     s.logger.error(

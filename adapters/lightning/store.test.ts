@@ -2,7 +2,7 @@ import { constants } from "node:buffer";
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
-import { createWriteStream, writeSync } from "node:fs";
+import { createWriteStream, ftruncateSync, writeSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -206,8 +206,29 @@ describe("rail store", () => {
     expect(await readFile(file, "utf8")).toBe(`${JSON.stringify(attempt("a1"))}\n`);
   });
 
-  it("cuts a write that failed partway back off, so the next append is not glued onto its part; once it cannot, writes no more until a load", async () => {
+  it("cuts a write that failed partway back off to the journal's size, so the next append is not glued onto its part and the lines before it stay; once it cannot, writes no more until a load", async () => {
     const file = path.join(directory, "journal.jsonl");
+    // Lines there before the first load: the size a failed write is cut back to is what compaction wrote of them.
+    const seeded: RailStoreRecord[] = [
+      attempt("s1"),
+      { t: "outcome", attemptId: "s1", status: "succeeded", preimage: "cd".repeat(32), feeMsat: "3" },
+      attempt("s2"),
+      { t: "invoice", paymentHash: "ef".repeat(32), reference: "invoice-1", expiresAtMs: 2 },
+    ];
+    await writeFile(file, seeded.map((record) => `${JSON.stringify(record)}\n`).join(""));
+    /** Loads the journal afresh: the seeded lines, and the attempts `appended` after them, a1 with no outcome. */
+    const expectJournal = async (appended: string[]) => {
+      const reader = createFileRailStore(file);
+      const state = await reader.load();
+      await reader.close();
+      expect([...state.attempts.keys()]).toEqual(["s1", "s2", ...appended]);
+      expect(state.attempts.get("s1")?.outcome).toMatchObject({
+        status: "succeeded",
+        preimage: "cd".repeat(32),
+      });
+      expect(state.attempts.get("a1")?.outcome).toBeNull();
+      expect([...state.invoices.keys()]).toEqual(["ef".repeat(32)]);
+    };
     const outcome: RailStoreRecord = {
       t: "outcome",
       attemptId: "a1",
@@ -215,7 +236,7 @@ describe("rail store", () => {
       code: "unreachable_destination",
       message: "no route",
     };
-    // A full disk: the write takes part of the line, and the call for the rest fails.
+    // A full disk: the write takes part of the line, and the call for the rest fails. The cut is the real one.
     let full = false;
     const write = (descriptor: number, bytes: Buffer, offset: number, length: number) => {
       if (!full) return writeSync(descriptor, bytes, offset, length);
@@ -232,19 +253,22 @@ describe("rail store", () => {
     full = false;
     await store.append(attempt("a2"));
     await store.close();
-    expect(await readFile(file, "utf8")).toBe(
-      `${JSON.stringify(attempt("a1"))}\n${JSON.stringify(attempt("a2"))}\n`,
-    );
+    // The part is gone: a2's line follows a1's, after the seeded lines compaction wrote.
+    expect((await readFile(file, "utf8")).split("\n").slice(-3)).toEqual([
+      JSON.stringify(attempt("a1")),
+      JSON.stringify(attempt("a2")),
+      "",
+    ]);
     // Before: the part stayed, a2's line glued onto it, and the load failed with `journal line unreadable`.
-    const state = await createFileRailStore(file).load();
-    expect([...state.attempts.keys()]).toEqual(["a1", "a2"]);
-    expect(state.attempts.get("a1")?.outcome).toBeNull();
+    await expectJournal(["a1", "a2"]);
 
     // The part cannot be cut off either: every later write is refused, the part left torn for the next load to drop.
+    let cutFails = true;
     const stuck = createFileRailStore(file, {
       write,
-      truncate: () => {
-        throw Object.assign(new Error("EIO: i/o error, ftruncate"), { code: "EIO" });
+      truncate: (descriptor, size) => {
+        if (cutFails) throw Object.assign(new Error("EIO: i/o error, ftruncate"), { code: "EIO" });
+        ftruncateSync(descriptor, size);
       },
     });
     await stuck.load();
@@ -257,10 +281,16 @@ describe("rail store", () => {
     expect(((refused as RailStoreError).cause as NodeJS.ErrnoException).code).toBe("EIO");
     expect(await readFile(file, "utf8")).not.toContain('"a3"');
     // A load compacts the journal without the part, and writes go on.
-    expect([...(await stuck.load()).attempts.keys()]).toEqual(["a1", "a2"]);
+    expect([...(await stuck.load()).attempts.keys()]).toEqual(["s1", "s2", "a1", "a2"]);
     await stuck.append(attempt("a3"));
+    // A write that fails partway after that load is cut back to what it compacted, the lines before it kept.
+    cutFails = false;
+    full = true;
+    await expect(stuck.append(outcome)).rejects.toThrow("journal write failed");
+    full = false;
+    await stuck.append(attempt("a4"));
     await stuck.close();
-    expect([...(await createFileRailStore(file).load()).attempts.keys()]).toEqual(["a1", "a2", "a3"]);
+    await expectJournal(["a1", "a2", "a3", "a4"]);
   });
 
   it("loads a journal longer than one string can be, a line at a time, and compacts it", async () => {

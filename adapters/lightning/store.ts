@@ -4,7 +4,15 @@
 // only the mapping back to the gateway's ids. Stored as an append-only JSON-lines journal, compacted on
 // open.
 import { randomUUID } from "node:crypto";
-import { closeSync, fdatasync, ftruncateSync, openSync, readFileSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  fdatasync,
+  fdatasyncSync,
+  ftruncateSync,
+  openSync,
+  readFileSync,
+  writeSync,
+} from "node:fs";
 import { type FileHandle, link, mkdir, open, rename, unlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -183,12 +191,13 @@ export type LightningRailStore = {
   /** Reads what was stored (and compacts it). Called once, by the rail's start. */
   load(): Promise<RailState>;
   /**
-   * Appends the records in order, whole (a file: in one write, cut back off when it fails partway). An attempt's
-   * record is the write-ahead of a payment, an invoice's the mapping of a payment hash to the gateway's invoice: the
-   * append returns once it is durable (a file: synced to the disk), so that a machine that loses its page cache still
-   * knows the payment it sent, and takes a paid invoice of its own for its own (one it forgot would be taken for
-   * another's, never credited); so does an invoice set aside (the settle index may have moved past it). Other records
-   * may be lost in a crash: the rail asks LND again.
+   * Appends the records in order, whole (a file: written as one buffer, cut back off when the write fails partway, or,
+   * that failing too, nothing more written until the next load). An attempt's record is the write-ahead of a payment,
+   * an invoice's the mapping of a payment hash to the gateway's invoice: the append returns once it is durable (a
+   * file: synced to the disk), so that a machine that loses its page cache still knows the payment it sent, and takes
+   * a paid invoice of its own for its own (one it forgot would be taken for another's, never credited); so does an
+   * invoice set aside (the settle index may have moved past it). Other records may be lost in a crash: the rail asks
+   * LND again.
    */
   append(...records: RailStoreRecord[]): Promise<void>;
   close(): Promise<void>;
@@ -544,13 +553,13 @@ const journalChunkBytes = 1024 * 1024;
 
 /**
  * Gives `file`'s lines to `onLine` one at a time, with their number from 1 and whether the line is torn: the file's
- * last, no newline after it (an append writes a line and its newline in one write, and one that fails partway is cut
- * back off, so only a crash mid-append leaves one without it, or a failed write whose part could not be cut off: the
- * store then writes no more until its next load). The journal is never held whole, so one grown past what a string
- * holds (appended to between starts, up to finishedAttemptsRetainMax attempts and more) still loads. A line longer
- * than journalLineLengthMax is refused, before it is gathered whole when its bytes already say so. No file reads as
- * none; one unreadable throws `journal unreadable`. Before, the file was read into one string, and a journal past
- * 512 MiB left the rail unable to start.
+ * last, no newline after it (an append writes its lines, each ending in its newline, as one buffer, and one whose
+ * write fails partway is cut back off, so only a crash mid-append leaves one without it, or a failed write whose part
+ * could not be cut off: the store then writes no more until its next load). The journal is never held whole, so one
+ * grown past what a string holds (appended to between starts, up to finishedAttemptsRetainMax attempts and more) still
+ * loads. A line longer than journalLineLengthMax is refused, before it is gathered whole when its bytes already say so.
+ * No file reads as none; one unreadable throws `journal unreadable`. Before, the file was read into one string, and a
+ * journal past 512 MiB left the rail unable to start.
  */
 async function readJournalLines(
   file: string,
@@ -871,8 +880,9 @@ export function createFileRailStore(
    */
   let size = 0;
   /**
-   * Why the journal is torn: a write failed partway and its part could not be cut off. Every later write is refused
-   * (it would be glued onto the part, one line no load reads) until the next load, whose compaction drops the part.
+   * Why the journal is torn: a write failed partway and its part could not be cut off (or the cut synced). Every later
+   * write is refused (it would be glued onto the part, one line no load reads) until the next load, whose compaction
+   * drops the part.
    */
   let tornBy: unknown = null;
   /** A sync under way, and the one after it, which every append that wrote meanwhile shares (group commit). */
@@ -902,8 +912,8 @@ export function createFileRailStore(
   /** Appends `text` whole. A write to the page cache takes microseconds: done in place, it spares each line a
    * round trip through libuv's thread pool (a quarter of a millisecond on a payment's path), and lines reach the
    * file in the order they were appended without any queue. A write that fails partway (a full disk writes part,
-   * then fails) is cut back off: the next append's line would otherwise be glued onto its part, one line no load
-   * reads, and the rail would not start. */
+   * then fails) is cut back off, or, that failing, nothing more is written (tornBy): the next append's line would
+   * otherwise be glued onto its part, one line no load reads, and the rail would not start. */
   const write = (text: string) => {
     if (descriptor === null) throw new RailStoreError("store not loaded", { details: file });
     if (tornBy !== null)
@@ -917,8 +927,11 @@ export function createFileRailStore(
     } catch (error) {
       try {
         truncate(descriptor, size);
-      } catch (truncateError) {
-        tornBy = truncateError;
+        // The cut synced: the next append writes over the same offsets, and a crash before its sync could otherwise
+        // leave the old length, the part's bytes and the new line's mixed.
+        fdatasyncSync(descriptor);
+      } catch (cutError) {
+        tornBy = cutError;
       }
       throw new RailStoreError("journal write failed", { details: file, cause: error });
     }
@@ -956,8 +969,8 @@ export function createFileRailStore(
             warning.details = `${file}:${number}: ${warning.details}`;
         } catch (error) {
           // A torn last line (a crash mid-append, or a failed write's part left) is expected, and compaction below
-          // drops it; anything else is corruption, a complete last line too: its newline says it was written whole
-          // (a write that failed partway is cut back off, or no line is written after its part: write).
+          // drops it; anything else is corruption, a complete last line too: its newline says the line was written
+          // whole (a write that failed partway is cut back off, or nothing is written after its part: write).
           if (!torn)
             throw new RailStoreError("journal line unreadable", {
               details: `${file}:${number}: ${String(error)}`,
@@ -986,9 +999,11 @@ export function createFileRailStore(
         } finally {
           await directory.close();
         }
-        // Not left naming a closed descriptor should the open fail: a number the process may give another file.
-        if (descriptor !== null) closeSync(descriptor);
+        // Not left naming a closed descriptor should the close or the open fail: a number the process may give
+        // another file.
+        const old = descriptor;
         descriptor = null;
+        if (old !== null) closeSync(old);
         descriptor = openSync(file, "a");
         // The journal is now what compaction wrote, a failed write's part dropped with any torn line.
         size = compactedSize;
