@@ -9,8 +9,9 @@
 // one whose replacement it refuses in other words while the one replaced holds the nonce (or, its pool having dropped
 // that one, takes it again, broadcast once more; or refuses it too, the bump refused as costing too much), the send's
 // row pointed back at that one (its bytes are what a later broadcast sends; the refused bump stays among the send's,
-// and is the later bump over that one again, its same bytes broadcast, while it offers what the fees then ask and at
-// most a bump more within the cap: a long refusal keeps one more bump only when the fees move past those kept).
+// and is the later bump over that one again, its same bytes broadcast, while it offers no more than the fees then ask
+// and at most a bump less: a long refusal keeps one more bump only when the fees fall below those kept, or rise more
+// than a bump past them).
 //
 // Nonces come from the database (evm_nonces, one row per chain and wallet): a send takes the row's lock, signs
 // with max(the row, the chain's pending count), stores the send and moves the row on in one transaction, so
@@ -620,8 +621,9 @@ const replacementLeastTenths = 11n;
  * when no such bump fits under the cap, or the base fee and the tip alone pass it (the send waits as it is, said
  * once: only a lower base fee or a higher cap moves it), when a lower nonce is still open and the send offers what
  * the chain asks now (it waits for that one, not for its fees), or when this process saw the node refuse a bump over it
- * within stalledAfterMs while it held the nonce. The replacement is a bump kept among the send's when one offers what
- * the one computed would, and at most a bump (12.5%) more within the cap (keptBumpWithin): its bytes, not new ones.
+ * within stalledAfterMs while it held the nonce. The replacement is a bump kept among the send's when one offers no
+ * more than the one computed would, and at most a bump (12.5%) less, still a replacement the node takes over the
+ * send's transaction (keptBumpWithin): its bytes, not new ones.
  */
 async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendRow> {
   const mined = await journal.publicClient.getTransactionCount({
@@ -636,9 +638,9 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
   // over this one, never over the refused one, and one is tried again after stalledAfterMs (a wallet topped up, a cap
   // raised). Kept in this process's memory; another process (every one keeps the open sends), or this one restarted,
   // goes by the row's signed_at, which pointedBack and unbumpedUntilAsked move on: it signs none within replaceAfterMs
-  // of it, then one a pass while the node refuses (the refused one again, keptBumpWithin, while the fees leave it the
-  // bump they ask). Asking the node instead (no bump over a transaction it does not hold) stalled for good a bump
-  // evicted from the pool, and one refused underpriced once the cap was raised.
+  // of it, then one a pass while the node refuses (the refused one again, keptBumpWithin, while the fees ask no less
+  // than it offers, and at most a bump more). Asking the node instead (no bump over a transaction it does not hold)
+  // stalled for good a bump evicted from the pool, and one refused underpriced once the cap was raised.
   const refused = journal.bumpsRefused.get(row.tx_hash);
   if (refused !== undefined && performance.now() - refused.at < stalledAfterMs(journal)) return row;
   const old = parseTransaction(row.raw_tx);
@@ -667,6 +669,8 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
     return row;
   const bump = (wei: bigint) => (wei * replacementBumpEighths + 7n) / 8n; // rounded up
   const least = (wei: bigint) => (wei * replacementLeastTenths + 9n) / 10n; // rounded up
+  // Rounded down: a fee one bump over which is `wei` is no less than this.
+  const unbump = (wei: bigint) => (wei * 8n) / replacementBumpEighths;
   const cap = journal.gas.maxFeeWei;
   // The current fees are within the cap (gasFeesFor): only the bump can pass it, and is cut back to it. Before, a
   // send signed within 12.5% of the cap was never replaced, whatever room 10% left, and nothing said so.
@@ -689,13 +693,21 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
   // A bump the node refused as costing too much is kept among the send's when the row is pointed back from it (it may
   // sit in another node's pool), and the bump signed over the same transaction a pass later, the fees of then, was
   // another transaction, refused and kept too: evm_sends_replaced grew by one a pass while the node refused (about
-  // 720 a day at worst), and every pass asked each for its receipt. One kept that offers what this bump would, and at
-  // most a bump (12.5%) more, within the cap of now, is the replacement instead: its bytes are broadcast again, as a
-  // topped-up wallet or a raised node cap takes them. Not one costing more: the node refuses by cost (gas * fee cap),
-  // and may take what the fees of now call for where it refuses the bump of a dearer hour.
+  // 720 a day at worst), and every pass asked each for its receipt. The dearest kept that offers no more than this bump
+  // would, and at most a bump (12.5%) less, is the replacement instead: its bytes are broadcast again, as a topped-up
+  // wallet or a raised node cap takes them. Not one offering more: the node refused it by cost (gas * fee cap), and
+  // refuses anything costing as much while that limit stands, where it may take the cheaper bump the fees of now call
+  // for (before, such a one was reused, the fees having fallen by less than a bump: with the wallet's ETH between the
+  // two costs, the send never moved again, every later nonce behind it, nothing said). And fees risen past a kept one
+  // do not sign a dearer one, refused as surely. One offering less than the fees ask is still a replacement of this
+  // transaction (10% over it, what geth and Hardhat take; a node asking more refuses it underpriced, which leaves it
+  // the send's, waiting as it is); once the node takes it, the next due pass bumps over it as over any other.
   const kept = await keptBumpWithin(journal, row, old, {
-    least: { maxFee, tip },
-    most: { maxFee: minOf(bump(maxFee), cap), tip: minOf(bump(tip), cap) },
+    least: {
+      maxFee: maxOf(least(old.maxFeePerGas), unbump(maxFee)),
+      tip: maxOf(least(old.maxPriorityFeePerGas), unbump(tip)),
+    },
+    most: { maxFee, tip },
   });
   if (kept !== null) {
     journal.logger.debug(
@@ -727,8 +739,8 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
       [row.attempt_id, row.tx_hash, replacement.tx_hash, replacement.raw_tx],
     );
     if (updated.length === 0) return await sendAsItStands(tx, row);
-    // A bump kept among the send's whose bytes these are (signed again at the same fees) is the send's current one
-    // again, kept once.
+    // A bump kept among the send's at these same fees is reused above (keptBumpWithin), so these bytes are kept only
+    // when another process kept them since it read the kept ones: the send's current one again, kept once.
     await replacedBy(tx, row, replacement.tx_hash);
     return replacement;
   });
@@ -738,9 +750,10 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
 type BumpFees = { maxFee: bigint; tip: bigint };
 
 /**
- * The cheapest transaction kept among those `row`'s send replaced that is `old`'s call (its nonce, chain, recipient,
- * data, value and gas) offering fees between `least` and `most`, by hash; null when none is. A kept one the cap was
- * lowered under since it was signed is above `most`, and not broadcast again.
+ * The dearest transaction kept among those `row`'s send replaced that is `old`'s call (its nonce, chain, recipient,
+ * data, value and gas) offering fees between `least` and `most`, by hash; null when none is. replaceIfStuck passes
+ * as `most` the bump it would sign, within the cap of now: a kept one offering more (refused by cost, or signed under
+ * a cap lowered since) is not made the send's current one again there.
  */
 async function keptBumpWithin(
   journal: SendJournal,
@@ -752,7 +765,7 @@ async function keptBumpWithin(
     "SELECT tx_hash, raw_tx FROM evm_sends_replaced WHERE attempt_id = $1",
     [row.attempt_id],
   );
-  let cheapest: { hash: Hex; fees: BumpFees } | null = null;
+  let dearest: { hash: Hex; fees: BumpFees } | null = null;
   for (const { tx_hash: hash, raw_tx: raw } of kept) {
     const fees = sameCallFees(raw, old, row.nonce, journal.chainId);
     if (
@@ -764,13 +777,13 @@ async function keptBumpWithin(
     )
       continue;
     if (
-      cheapest === null ||
-      fees.maxFee < cheapest.fees.maxFee ||
-      (fees.maxFee === cheapest.fees.maxFee && fees.tip < cheapest.fees.tip)
+      dearest === null ||
+      fees.maxFee > dearest.fees.maxFee ||
+      (fees.maxFee === dearest.fees.maxFee && fees.tip > dearest.fees.tip)
     )
-      cheapest = { hash, fees };
+      dearest = { hash, fees };
   }
-  return cheapest?.hash ?? null;
+  return dearest?.hash ?? null;
 }
 
 /** `raw`'s fees when it is `old`'s call with `nonce` on `chainId` (an EIP-1559 transaction); null otherwise. */
@@ -812,8 +825,9 @@ async function sendAsItStands(tx: Sql, row: SendRow): Promise<SendRow> {
 
 /**
  * Keeps `row`'s transaction among those its send replaced, once `current` (a bump, a kept bump broadcast again, or one
- * pointed back to) is the send's current one: `current` is taken out of them, as it is kept once (a bump signed again
- * over a held one has the refused bump's bytes when the fees are the same).
+ * pointed back to) is the send's current one: `current` is taken out of them, as it is kept once (a kept bump is made
+ * current from among them; a bump signed over a held one has a kept one's bytes only when another process kept them
+ * between keptBumpWithin's read and the signed one's UPDATE).
  */
 async function replacedBy(tx: Sql, row: SendRow, current: string): Promise<void> {
   await tx.query("DELETE FROM evm_sends_replaced WHERE attempt_id = $1 AND tx_hash = $2", [
@@ -1387,12 +1401,12 @@ async function notTaken(journal: SendJournal, row: SendRow, error: unknown): Pro
  * send's transactions known to it (in its pool, or mined): the one broadcast, or one it replaced, the newest first,
  * every one (before, at most 8: a chain of refused bumps the code before left hid the oldest, the one in the pool, and
  * the send was stalled; a refused bump is no longer bumped over, and the bump over the held transaction at each
- * stalledAfterMs while the node still refuses is a kept one again unless the fees moved past every one kept, so a long
- * refusal lengthens it by one a pass at most, and only while the fees so move). Null when neither is shown (a node
- * behind the one that refused, behind a load balancer; one not answering): no proof either way, the broadcast is not
- * taken, and is tried again. Before, only the one broadcast was asked: a fee bump the node refused in other words than
- * underpriced (geth's rpc.txfeecap) was not taken while the transaction it replaced held the nonce in the pool, and
- * past stalledAfterMs every new payout was refused.
+ * stalledAfterMs while the node still refuses is a kept one again unless the fees fell below every one kept, or rose
+ * more than a bump past it, so a long refusal lengthens it by one a pass at most, and only while the fees so move).
+ * Null when neither is shown (a node behind the one that refused, behind a load balancer; one not answering): no proof
+ * either way, the broadcast is not taken, and is tried again. Before, only the one broadcast was asked: a fee bump the
+ * node refused in other words than underpriced (geth's rpc.txfeecap) was not taken while the transaction it replaced
+ * held the nonce in the pool, and past stalledAfterMs every new payout was refused.
  */
 async function nonceTakenOnNode(journal: SendJournal, row: SendRow): Promise<Hex | "passed" | null> {
   try {
@@ -1470,9 +1484,9 @@ const receiptsAskedAtOnce = 4;
  * The receipt of the first of `hashes`, in their order, that has one; null when none has. Asked receiptsAskedAtOnce at
  * a time, each answer awaited in turn: a node's error on one before the first found goes up, and one found is answered
  * without waiting for those after it. A refusal the node keeps up adds a transaction to the send at a pass only when
- * the fees moved past every bump kept (keptBumpWithin; before, at every pass the fees had moved at all, about 720 a
- * day at worst), each kept and looked for (another node may have taken it); asked in turn, a receipt waited behind a
- * call to the node for each.
+ * the fees fell below every bump kept, or rose more than a bump past it (keptBumpWithin; before, at every pass the fees
+ * had moved at all, about 720 a day at worst), each kept and looked for (another node may have taken it); asked in
+ * turn, a receipt waited behind a call to the node for each.
  */
 async function firstMined(journal: SendJournal, hashes: readonly Hex[]): Promise<TransactionReceipt | null> {
   for (let from = 0; from < hashes.length; from += receiptsAskedAtOnce) {

@@ -1850,6 +1850,7 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
     const key = "bumps-refused:broke:long";
     const { logger, lines } = recordingLogger();
     const journal = stallingJournal(publicClient, 120_000, { logger }); // no bump due: the chain as it was left
+    const baseFeeBefore = await readBaseFee(gw.chain.publicClient);
     const notAsked = () =>
       lines
         .filter((line) => line.level === "debug" && /not broadcast again/.test(line.message))
@@ -1872,7 +1873,10 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
       expect(notAsked()).toEqual([{ send: key, notAsked: 3 }]);
       // Another process, a bump due: signed over the first at the fees of now, refused; the first broadcast again (it
       // costs less), refused as well; none of the bumps before, which cost less than the one of now and more than the
-      // first: its refusal, not the new bump's, is what spares them.
+      // first: its refusal, not the new bump's, is what spares them. The base fee risen to what the first offers: the
+      // fees of now ask more than a bump over the dearest kept, so none of them is the bump (keptBumpWithin).
+      await gw.chain.networkHelpers.setNextBlockBaseFeePerGas(parseTransaction(sent.raw_tx).maxFeePerGas!);
+      await gw.chain.networkHelpers.mine(1);
       asked.length = 0;
       lines.length = 0;
       await keepOpenSends(stallingJournal(publicClient, 0, { logger }));
@@ -1908,6 +1912,7 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
     } finally {
       broke.on = false;
       await setAutomine(true);
+      await gw.chain.networkHelpers.setNextBlockBaseFeePerGas(baseFeeBefore);
       await broadcastLeftOpen(sent);
     }
     await expectMined([sent]);
@@ -2228,7 +2233,7 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
     await expectMined([sent]);
   });
 
-  it("refused as costing too much pass after pass, the fees moving: the refused bump kept broadcast again, no new one signed each pass, and taken once the node's cap is raised", async () => {
+  it("refused as costing too much pass after pass, the fees rising by less than a bump: the refused bump kept broadcast again, no new dearer one signed each pass, and taken once the node's cap is raised", async () => {
     const { first, accepted, asked, publicClient } = refusingBumps();
     const key = "bump-refused:kept-again";
     const baseFeeBefore = await readBaseFee(gw.chain.publicClient);
@@ -2259,16 +2264,17 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
       if ("status" in sent) throw new Error("the send was refused");
       const offered = parseTransaction(sent.raw_tx).maxFeePerGas!;
       // A pass a process, each past stalledAfterMs of the refusal (another process, or this one later), the base fee
-      // four times what the send offers and falling a little at each: the bump the fees of each pass ask, 12.5% and more
-      // over the send, is other bytes at each, within a bump of the first.
-      for (const percent of [400n, 396n, 392n, 388n]) {
+      // four times what the send offers and rising a little at each: the bump the fees of each pass ask, 12.5% and more
+      // over the send, is other bytes at each, dearer than the first by less than a bump. The node refused the first
+      // by cost, and would refuse a dearer one as surely.
+      for (const percent of [400n, 404n, 408n, 412n]) {
         await minedAtBaseFee((offered * percent) / 100n);
         asked.length = 0;
         await keepOpenSends(stallingJournal(publicClient, 0));
         // Refused, the row pointed back at the transaction the node holds, the refused bump kept among the send's.
         expect(await sendRow()).toEqual({ tx_hash: sent.tx_hash });
         const replaced = await kept();
-        // Before: one more kept a pass, each a new bump, refused too (2 at the second pass).
+        // Before: one more kept a pass, each a new, dearer bump, refused too (2 at the second pass).
         expect(replaced).toHaveLength(1);
         bumped ??= replaced[0]!;
         expect(replaced).toEqual([bumped]);
@@ -2297,7 +2303,7 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
     await expect(gw.chain.publicClient.getTransactionReceipt({ hash: sent.tx_hash })).rejects.toThrow();
   });
 
-  it("refused as costing too much, the fees fallen by more than a bump since: a new bump at the fees of now, not the dearer one kept", async () => {
+  it("refused as costing too much, the fees fallen by less than a bump since: a new bump at the fees of now, not the dearer one kept", async () => {
     const { first, asked, publicClient } = refusingBumps();
     const key = "bump-refused:kept-dearer";
     const baseFeeBefore = await readBaseFee(gw.chain.publicClient);
@@ -2309,17 +2315,20 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
       if ("status" in sent) throw new Error("the send was refused");
       const offered = parseTransaction(sent.raw_tx).maxFeePerGas!;
       const maxFees: bigint[] = [];
-      // The base fee four, then three times what the send offers: the second pass's bump costs a quarter less. A node
-      // refusing the first by cost (a wallet short of ETH for it) may take that one, and is asked it.
-      for (const times of [4n, 3n]) {
-        await gw.chain.networkHelpers.setNextBlockBaseFeePerGas(offered * times);
+      // The base fee four, then 3.8 times what the send offers: the second pass's bump costs about 5% less, less than a
+      // bump. A node refusing the first by cost (a wallet short of ETH for it) refuses it again, and may take the
+      // cheaper one, which is asked.
+      for (const percent of [400n, 380n]) {
+        await gw.chain.networkHelpers.setNextBlockBaseFeePerGas((offered * percent) / 100n);
         await gw.chain.networkHelpers.mine(1);
         asked.length = 0;
         await keepOpenSends(stallingJournal(publicClient, 0));
         expect(asked).toHaveLength(1);
         maxFees.push(parseTransaction(asked[0]!).maxFeePerGas!);
       }
-      expect(maxFees[1]! * 9n).toBeLessThan(maxFees[0]! * 8n);
+      // Before: the first, dearer bump broadcast again at the second pass.
+      expect(maxFees[1]!).toBeLessThan(maxFees[0]!);
+      expect(maxFees[1]! * 9n).toBeGreaterThan(maxFees[0]! * 8n);
       const kept = await gw.app.db.query("SELECT 1 FROM evm_sends_replaced WHERE attempt_id = $1", [key]);
       expect(kept).toHaveLength(2);
     } finally {
