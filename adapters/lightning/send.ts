@@ -282,10 +282,12 @@ async function followEarlier(
     { attemptId: attempt.attemptId, paymentHash: attempt.paymentHash, earlierHash: paymentHash },
     "the payment of a Lightning Address attempt failed, and LND paid an earlier invoice of it: it succeeds with that one",
   );
-  // The mark and the attempt's line in one write, the mark first: a write that fails leaves neither. Before, a mark
-  // that failed was only logged and the line written after it, which a reload ignored: the attempt read back as
-  // succeeded under the hash it replaced, with this one's preimage. Unwritten, it is forgotten (writeAhead), its mark
-  // standing: the next pass follows that payment (refusedUnsent).
+  // The mark and the attempt's line in one write, the mark first: a write that fails (cut back off) leaves neither.
+  // Before, a mark that failed was only logged and the line written after it, which a reload ignored: the attempt read
+  // back as succeeded under the hash it replaced, with this one's preimage. Unwritten, it is forgotten (writeAhead), its
+  // mark standing: the next pass follows that payment (refusedUnsent). A sync that fails leaves both lines in the file
+  // while the rail forgets the attempt, which is harmless: a reload tracks the earlier hash, and the attempt succeeds
+  // once.
   if (!(await writeAhead(s, followed, forgottenSendRecord(attempt.attemptId, mark)))) return;
   await finish(s, followed, {
     status: "succeeded",
@@ -1212,7 +1214,7 @@ async function refusedUnsent(
       if (attemptPaying(s, earlier.hash) !== null)
         return inFlight("another attempt of the rail holds an earlier hash of its");
       const request = forgotten.earlierRequests?.get(earlier.hash) ?? null;
-      return await followForgotten(s, attempt, earlier.hash, refused, request);
+      return await followForgotten(s, attempt, forgotten, earlier.hash, refused, request);
     }
   }
   if (!paid) {
@@ -1243,7 +1245,7 @@ async function refusedUnsent(
     (destination.kind === "bolt11" && isInvoiceOf(destination.invoice, paymentHash)
       ? destination.invoice
       : null);
-  return await followForgotten(s, attempt, paymentHash, refused, request);
+  return await followForgotten(s, attempt, forgotten, paymentHash, refused, request);
 }
 
 /** What the rail reads of a payment of ListPayments (its numbers as strings: `lightning`'s gRPC options). */
@@ -1433,10 +1435,12 @@ function holdAttempt(
  * again and followed as after a restart (track judges the payment from its first line's time, sentSince), whatever
  * the refusal, for that payment is going out or went out already. `request`: the invoice of `paymentHash` (null when
  * none is known), journalled as what it paid; named by each caller, since the mark's own is not an earlier hash's.
+ * `mark`: the attempt's mark that stands, journalled again ahead of its line (followEarlier's reason).
  */
 async function followForgotten(
   s: LightningRailState,
   attempt: OutgoingAttempt,
+  mark: ForgottenSend,
   paymentHash: string,
   refused: Failed,
   request: string | null,
@@ -1450,8 +1454,14 @@ async function followForgotten(
     destination.kind === "lightning_node" ? "keysend" : "bolt11",
     request,
   );
-  // Unwritten, it is forgotten again (writeAhead) and the mark stays: asked again by the next pass.
-  if (!(await writeAhead(s, tracker))) return { status: "in_flight", reference: paymentHash };
+  // The mark and the attempt's line in one write, the mark first, as followEarlier writes them. The mark neverTaken
+  // journalled when it forgot the attempt may be lost (journalWithdrawn only logs a failure), and with no mark between
+  // the forgotten attempt's line and this one a reload reads the first (applyRecord keeps an id's first attempt line; a
+  // mark drops those before it): following an earlier invoice, the attempt would read back under the hash it forgot,
+  // a success written with this payment's preimage. Written again, a mark that stands changes nothing. Unwritten, the
+  // attempt is forgotten again (writeAhead) and the mark stays: asked again by the next pass.
+  if (!(await writeAhead(s, tracker, forgottenSendRecord(attempt.id, mark))))
+    return { status: "in_flight", reference: paymentHash };
   s.logger.warn(
     { attemptId: attempt.id, paymentHash, code: refused.code },
     "an attempt found never taken could not be sent afresh, and LND has a payment of its hash: followed",
@@ -1613,7 +1623,8 @@ async function admit(
 /**
  * Write-ahead: the hash is on disk before LND sees the payment. When it cannot be written, nothing is sent and
  * nothing of the attempt is kept: its hash is free again (the payment may go another way, or come back). `before`:
- * lines written ahead of the attempt's in the same write (followEarlier's mark), so that none is kept without it.
+ * lines written ahead of the attempt's in the same write (the mark of followEarlier and followForgotten), so that the
+ * line is not written without them (a write that fails is cut back off; a sync that fails may leave them all).
  */
 async function writeAhead(
   s: LightningRailState,

@@ -293,6 +293,102 @@ describe("rail store", () => {
     await expectJournal(["a1", "a2", "a3", "a4"]);
   });
 
+  it("tears the journal when a failed write's cut cannot be synced, writing no more until a load; a write that wrote nothing is neither cut nor synced", async () => {
+    const file = path.join(directory, "journal.jsonl");
+    /** How the disk takes a write: whole, part of it (then the call for the rest fails), or none of it. */
+    let disk: "whole" | "part" | "none" = "whole";
+    const write = (descriptor: number, bytes: Buffer, offset: number, length: number) => {
+      if (disk === "whole") return writeSync(descriptor, bytes, offset, length);
+      if (disk === "part" && offset === 0) return writeSync(descriptor, bytes, 0, Math.floor(length / 2));
+      throw Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" });
+    };
+    const cuts: string[] = [];
+    const store = createFileRailStore(file, {
+      write,
+      truncate: (descriptor, size) => {
+        cuts.push("truncate");
+        ftruncateSync(descriptor, size);
+      },
+      // A file system whose sync fails while the disk is full (btrfs, NFS).
+      syncCut: () => {
+        cuts.push("sync");
+        throw Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" });
+      },
+    });
+    await store.load();
+    await store.append(attempt("a1"));
+    // A disk full already: nothing written, nothing to cut. Before, the cut ran and was synced at every such write,
+    // and here, the sync failing, the journal was torn and the next append refused until a restart.
+    disk = "none";
+    await expect(store.append(attempt("a2"))).rejects.toThrow("journal write failed");
+    expect(cuts).toEqual([]);
+    disk = "whole";
+    await store.append(attempt("a3"));
+    // Part of a write taken: cut back off, and the cut's sync failing tears the journal. Before, the cut was not
+    // synced, and a crash before the next append's sync could leave the part's bytes and its line mixed.
+    disk = "part";
+    await expect(store.append(attempt("a4"))).rejects.toThrow("journal write failed");
+    expect(cuts).toEqual(["truncate", "sync"]);
+    disk = "whole";
+    const refused = await store.append(attempt("a5")).catch((error: unknown) => error);
+    expect((refused as RailStoreError).shortMessage).toBe("journal torn by a failed write");
+    expect(((refused as RailStoreError).cause as NodeJS.ErrnoException).code).toBe("EIO");
+    // A load compacts the journal as the cut left it, and writes go on.
+    expect([...(await store.load()).attempts.keys()]).toEqual(["a1", "a3"]);
+    await store.append(attempt("a6"));
+    await store.close();
+    expect([...(await createFileRailStore(file).load()).attempts.keys()]).toEqual(["a1", "a3", "a6"]);
+  });
+
+  it("refuses an append whose sync was under way, or started after, when a failed write's cut could not be synced: that sync may have taken the error of its lines", async () => {
+    const file = path.join(directory, "journal.jsonl");
+    const syncs: Array<() => void> = [];
+    let part = false;
+    const store = createFileRailStore(file, {
+      sync: () =>
+        new Promise<void>((done) => {
+          syncs.push(done);
+        }),
+      write: (descriptor, bytes, offset, length) => {
+        if (!part) return writeSync(descriptor, bytes, offset, length);
+        if (offset === 0) return writeSync(descriptor, bytes, 0, Math.floor(length / 2));
+        throw Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" });
+      },
+      syncCut: () => {
+        throw Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" });
+      },
+    });
+    await store.load();
+    const settled: string[] = [];
+    const appending = (label: string) =>
+      store.append(attempt(label)).then(
+        () => settled.push(label),
+        (error: unknown) => settled.push(`${label}: ${(error as RailStoreError).shortMessage}`),
+      );
+    // Synced before the tear: durable.
+    const before = appending("a0");
+    await Promise.resolve();
+    syncs[0]!();
+    await before;
+    // a1 waits for a sync under way, a2 for the one after it; then a write fails partway and its cut's sync fails.
+    const running = appending("a1");
+    await Promise.resolve();
+    const next = appending("a2");
+    part = true;
+    await expect(store.append(attempt("a3"))).rejects.toThrow("journal write failed");
+    part = false;
+    // Both syncs say nothing wrong: the cut's sync may have taken the error of a1's and a2's lines.
+    syncs[1]!();
+    await running;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(syncs).toHaveLength(3);
+    syncs[2]!();
+    await next;
+    // Before: a1 and a2 returned as durable.
+    expect(settled).toEqual(["a0", "a1: journal sync failed", "a2: journal sync failed"]);
+    await store.close();
+  });
+
   it("loads a journal longer than one string can be, a line at a time, and compacts it", async () => {
     const file = path.join(directory, "journal.jsonl");
     // Lines an attempt's journal may hold between two starts, each of 60,000 characters: more of them than one string

@@ -460,6 +460,9 @@ export type JournalWrite = (descriptor: number, bytes: Buffer, offset: number, l
 /** Cuts the descriptor's file back to its first `size` bytes (ftruncateSync). */
 export type JournalTruncate = (descriptor: number, size: number) => void;
 
+/** Waits, blocking, until the descriptor's cut is on the disk (fdatasyncSync). */
+export type JournalSyncCut = (descriptor: number) => void;
+
 /** Whether process `pid` runs on this host (signal 0 asks without sending one; EPERM: it runs as another user). */
 function processAlive(pid: number): boolean {
   try {
@@ -821,9 +824,9 @@ async function releaseJournalLock(lock: string, token: string): Promise<void> {
 /**
  * An append-only JSON-lines journal in `file`, compacted (rewritten, synced and renamed) on load, held by one
  * process at a time (its lock file, from load to close). `sync`: how writes are made durable (fdatasync; tests
- * watch it); `write` and `truncate`: how an append is written, and a failed one cut back off (writeSync and
- * ftruncateSync; tests make them fail); `beforeTakeover`: run between the look at a stale lock and its takeover
- * (tests race another taker).
+ * watch it); `write`, `truncate` and `syncCut`: how an append is written, and a failed one cut back off and the cut
+ * synced (writeSync, ftruncateSync and fdatasyncSync; tests make them fail); `beforeTakeover`: run between the look
+ * at a stale lock and its takeover (tests race another taker).
  */
 export function createFileRailStore(
   file: string,
@@ -831,12 +834,14 @@ export function createFileRailStore(
     sync?: JournalSync;
     write?: JournalWrite;
     truncate?: JournalTruncate;
+    syncCut?: JournalSyncCut;
     beforeTakeover?: () => Promise<void>;
   } = {},
 ): LightningRailStore {
   const sync = options.sync ?? syncToDisk;
   const writeBytes = options.write ?? writeSync;
   const truncate = options.truncate ?? ftruncateSync;
+  const syncCut = options.syncCut ?? fdatasyncSync;
   const lock = `${file}.lock`;
   /** Names this store's lock, so that its close removes only its own (not one taken over since). */
   const token = randomUUID();
@@ -880,11 +885,13 @@ export function createFileRailStore(
    */
   let size = 0;
   /**
-   * Why the journal is torn: a write failed partway and its part could not be cut off (or the cut synced). Every later
-   * write is refused (it would be glued onto the part, one line no load reads) until the next load, whose compaction
-   * drops the part.
+   * Why the journal is torn: a write failed partway and its part could not be cut off, or the cut could not be synced.
+   * Every later write is refused (it would be glued onto the part, one line no load reads) until the next load, whose
+   * compaction drops the part.
    */
   let tornBy: unknown = null;
+  /** How many times the journal was torn since the store was made: an append's sync asks whether it was meanwhile. */
+  let tears = 0;
   /** A sync under way, and the one after it, which every append that wrote meanwhile shares (group commit). */
   let syncing: Promise<void> | null = null;
   let queued: Promise<void> | null = null;
@@ -925,14 +932,19 @@ export function createFileRailStore(
       while (written < bytes.length)
         written += writeBytes(descriptor, bytes, written, bytes.length - written);
     } catch (error) {
-      try {
-        truncate(descriptor, size);
-        // The cut synced: the next append writes over the same offsets, and a crash before its sync could otherwise
-        // leave the old length, the part's bytes and the new line's mixed.
-        fdatasyncSync(descriptor);
-      } catch (cutError) {
-        tornBy = cutError;
-      }
+      // Only a part written is cut: a write that wrote nothing (a disk full already) leaves nothing to cut, and a cut
+      // there would cost every append a sync on the main thread, and tear the journal for good where the sync itself
+      // fails, though the next write may well succeed once space is freed.
+      if (written > 0)
+        try {
+          truncate(descriptor, size);
+          // The cut synced: the next append writes over the same offsets, and a crash before its sync could otherwise
+          // leave the old length, the part's bytes and the new line's mixed.
+          syncCut(descriptor);
+        } catch (cutError) {
+          tornBy = cutError;
+          tears += 1;
+        }
       throw new RailStoreError("journal write failed", { details: file, cause: error });
     }
     size += bytes.length;
@@ -1015,7 +1027,15 @@ export function createFileRailStore(
     },
     async append(...records) {
       write(records.map((record) => `${JSON.stringify(record)}\n`).join(""));
-      if (records.some((record) => durableKinds.has(record.t))) await durable();
+      if (!records.some((record) => durableKinds.has(record.t))) return;
+      // Linux says a file's writeback error once per open file, to whichever sync comes first: a failed write's cut,
+      // synced while this append waited, may have taken the error of this append's lines, and the sync it waits for
+      // then says nothing wrong. An append during which the journal was torn (a cut not made, or not synced) is so not
+      // surely durable: it is refused as a failed sync.
+      const tearsBefore = tears;
+      await durable();
+      if (tears !== tearsBefore)
+        throw new RailStoreError("journal sync failed", { details: file, cause: tornBy });
     },
     held: () => locked && held(),
     async close() {
