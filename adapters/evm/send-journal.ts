@@ -9,9 +9,9 @@
 // one whose replacement it refuses in other words while the one replaced holds the nonce (or, its pool having dropped
 // that one, takes it again, broadcast once more; or refuses it too, the bump refused as costing too much), the send's
 // row pointed back at that one (its bytes are what a later broadcast sends; the refused bump stays among the send's,
-// and is the later bump over that one again, its same bytes broadcast, while it offers no more than the fees then ask
-// and at most a bump less: a long refusal keeps one more bump only when the fees fall below those kept, or rise more
-// than a bump past them).
+// and is the later bump over that one again, its same bytes broadcast, while it offers no more than the fees then ask,
+// at most a bump less, and no less than a bump over that one within the cap: a long refusal keeps one more bump only
+// when the fees fall below those kept, or rise more than a bump past them).
 //
 // Nonces come from the database (evm_nonces, one row per chain and wallet): a send takes the row's lock, signs
 // with max(the row, the chain's pending count), stores the send and moves the row on in one transaction, so
@@ -622,8 +622,8 @@ const replacementLeastTenths = 11n;
  * once: only a lower base fee or a higher cap moves it), when a lower nonce is still open and the send offers what
  * the chain asks now (it waits for that one, not for its fees), or when this process saw the node refuse a bump over it
  * within stalledAfterMs while it held the nonce. The replacement is a bump kept among the send's when one offers no
- * more than the one computed would, and at most a bump (12.5%) less, still a replacement the node takes over the
- * send's transaction (keptBumpWithin): its bytes, not new ones.
+ * more than the one computed would, at most a bump (12.5%) less, and no less than a bump (12.5%) over the send's
+ * transaction, or the cap where that cuts the bump back (keptBumpWithin): its bytes, not new ones.
  */
 async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendRow> {
   const mined = await journal.publicClient.getTransactionCount({
@@ -699,13 +699,17 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
   // refuses anything costing as much while that limit stands, where it may take the cheaper bump the fees of now call
   // for (before, such a one was reused, the fees having fallen by less than a bump: with the wallet's ETH between the
   // two costs, the send never moved again, every later nonce behind it, nothing said). And fees risen past a kept one
-  // do not sign a dearer one, refused as surely. One offering less than the fees ask is still a replacement of this
-  // transaction (10% over it, what geth and Hardhat take; a node asking more refuses it underpriced, which leaves it
-  // the send's, waiting as it is); once the node takes it, the next due pass bumps over it as over any other.
+  // by less than a bump do not sign a dearer one, refused as surely. Nor is one reused that offers less than a bump
+  // (12.5%) over this transaction, unless the cap of now cuts the bump back to what it offers: before, a bump once cut
+  // back to a lower cap (10% over it), refused by cost and kept, was reused at flat fees; a node asking 12.5% refused
+  // it underpriced, which left it the send's, the next due pass bumped over it to one the wallet could not pay for,
+  // refused by cost and pointed back, and the kept one was picked again: the bump the node would take was never
+  // signed, nothing said but at debug. One reused offers what a fresh bump would, and a node takes it as it would that
+  // one; once it does, the next due pass bumps over it as over any other.
   const kept = await keptBumpWithin(journal, row, old, {
     least: {
-      maxFee: maxOf(least(old.maxFeePerGas), unbump(maxFee)),
-      tip: maxOf(least(old.maxPriorityFeePerGas), unbump(tip)),
+      maxFee: maxOf(minOf(bump(old.maxFeePerGas), cap), unbump(maxFee)),
+      tip: maxOf(minOf(bump(old.maxPriorityFeePerGas), cap), unbump(tip)),
     },
     most: { maxFee, tip },
   });

@@ -1845,78 +1845,91 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
     return bumps;
   }
 
-  it("refused as costing too much through a long refusal, the fees moving: the bumps kept cost no call to broadcast again once a cheaper one is refused so", async () => {
-    const { first, broke, asked, publicClient } = refusingBumps();
-    const key = "bumps-refused:broke:long";
-    const { logger, lines } = recordingLogger();
-    const journal = stallingJournal(publicClient, 120_000, { logger }); // no bump due: the chain as it was left
-    const baseFeeBefore = await readBaseFee(gw.chain.publicClient);
-    const notAsked = () =>
-      lines
-        .filter((line) => line.level === "debug" && /not broadcast again/.test(line.message))
-        .map((line) => line.fields);
-    let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
-    await setAutomine(false);
-    try {
-      sent = await transferOf(journal, key);
-      expect(sent).toMatchObject({ broadcast: "taken", nonce: first.nonce });
-      if ("status" in sent) throw new Error("the send was refused");
-      const bumps = await refusedBumpsKept(key, sent);
-      // The pool drops it (the node restarted), and the wallet has since no ETH for any transaction of the send.
-      await gw.chain.networkHelpers.dropTransaction(sent.tx_hash);
-      broke.on = true;
-      asked.length = 0;
-      await keepOpenSends(journal);
-      // Before: each bump broadcast again, costing more than the first one the node had just refused so.
-      expect(asked).toEqual([sent.raw_tx]);
-      // Said in one line for the three. Before, a line each.
-      expect(notAsked()).toEqual([{ send: key, notAsked: 3 }]);
-      // Another process, a bump due: signed over the first at the fees of now, refused; the first broadcast again (it
-      // costs less), refused as well; none of the bumps before, which cost less than the one of now and more than the
-      // first: its refusal, not the new bump's, is what spares them. The base fee risen to what the first offers: the
-      // fees of now ask more than a bump over the dearest kept, so none of them is the bump (keptBumpWithin).
-      await gw.chain.networkHelpers.setNextBlockBaseFeePerGas(parseTransaction(sent.raw_tx).maxFeePerGas!);
-      await gw.chain.networkHelpers.mine(1);
-      asked.length = 0;
-      lines.length = 0;
-      await keepOpenSends(stallingJournal(publicClient, 0, { logger }));
-      const sentHash = sent.tx_hash;
-      const hashes = await hashesOfSend(gw.app.db, sent);
-      expect(hashes).toHaveLength(5);
-      const bumpedNow = hashes.find(
-        (hash) => hash !== sentHash && !bumps.some((bump) => bump.tx_hash === hash),
-      );
-      expect(asked.map((raw) => keccak256(raw))).toEqual([bumpedNow, sent.tx_hash]);
-      const bumpedNowFee = parseTransaction(asked[0]!).maxFeePerGas!;
-      for (const bump of bumps) expect(parseTransaction(bump.raw_tx).maxFeePerGas).toBeLessThan(bumpedNowFee);
-      expect(notAsked()).toEqual([{ send: key, notAsked: 3 }]);
-      // Every one kept among the send's (another node may have taken one), the row pointed back at the first.
-      const replaced = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
-        "SELECT tx_hash FROM evm_sends_replaced WHERE attempt_id = $1",
-        [key],
-      );
-      expect(new Set(replaced.map((row) => row.tx_hash))).toEqual(
-        new Set([bumpedNow, ...bumps.map((bump) => bump.tx_hash)]),
-      );
-      const [row] = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
-        "SELECT tx_hash FROM evm_sends WHERE attempt_id = $1",
-        [key],
-      );
-      expect(row?.tx_hash).toBe(sent.tx_hash);
-      // The wallet topped up: the first is taken again, at its fees.
-      broke.on = false;
-      await keepOpenSends(journal);
-      expect(await gw.chain.publicClient.getTransaction({ hash: sent.tx_hash })).toMatchObject({
-        hash: sent.tx_hash,
-      });
-    } finally {
-      broke.on = false;
-      await setAutomine(true);
-      await gw.chain.networkHelpers.setNextBlockBaseFeePerGas(baseFeeBefore);
-      await broadcastLeftOpen(sent);
-    }
-    await expectMined([sent]);
-  });
+  it.each([
+    ["risen to what the first offers", true],
+    // Before: the dearest kept (12% over the first) was the bump of now, within a bump below it, and no bump the node
+    // would take over the first was signed.
+    ["flat", false],
+  ])(
+    "refused as costing too much through a long refusal, the fees %s: the bumps kept cost no call to broadcast again once a cheaper one is refused so",
+    async (_fees, risen) => {
+      const { first, broke, asked, publicClient } = refusingBumps();
+      const key = `bumps-refused:broke:long:${risen ? "risen" : "flat"}`;
+      const { logger, lines } = recordingLogger();
+      const journal = stallingJournal(publicClient, 120_000, { logger }); // no bump due: the chain as it was left
+      const baseFeeBefore = await readBaseFee(gw.chain.publicClient);
+      const notAsked = () =>
+        lines
+          .filter((line) => line.level === "debug" && /not broadcast again/.test(line.message))
+          .map((line) => line.fields);
+      let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
+      await setAutomine(false);
+      try {
+        sent = await transferOf(journal, key);
+        expect(sent).toMatchObject({ broadcast: "taken", nonce: first.nonce });
+        if ("status" in sent) throw new Error("the send was refused");
+        const bumps = await refusedBumpsKept(key, sent);
+        // The pool drops it (the node restarted), and the wallet has since no ETH for any transaction of the send.
+        await gw.chain.networkHelpers.dropTransaction(sent.tx_hash);
+        broke.on = true;
+        asked.length = 0;
+        await keepOpenSends(journal);
+        // Before: each bump broadcast again, costing more than the first one the node had just refused so.
+        expect(asked).toEqual([sent.raw_tx]);
+        // Said in one line for the three. Before, a line each.
+        expect(notAsked()).toEqual([{ send: key, notAsked: 3 }]);
+        // Another process, a bump due: signed over the first at the fees of now, refused; the first broadcast again (it
+        // costs less), refused as well; none of the bumps before, which cost less than the one of now and more than the
+        // first: its refusal, not the new bump's, is what spares them. The base fee risen to what the first offers, or
+        // flat: none of them is the bump (keptBumpWithin), which offers 12.5% over the first at least, and they less.
+        if (risen) {
+          await gw.chain.networkHelpers.setNextBlockBaseFeePerGas(
+            parseTransaction(sent.raw_tx).maxFeePerGas!,
+          );
+          await gw.chain.networkHelpers.mine(1);
+        }
+        asked.length = 0;
+        lines.length = 0;
+        await keepOpenSends(stallingJournal(publicClient, 0, { logger }));
+        const sentHash = sent.tx_hash;
+        const hashes = await hashesOfSend(gw.app.db, sent);
+        expect(hashes).toHaveLength(5);
+        const bumpedNow = hashes.find(
+          (hash) => hash !== sentHash && !bumps.some((bump) => bump.tx_hash === hash),
+        );
+        expect(asked.map((raw) => keccak256(raw))).toEqual([bumpedNow, sent.tx_hash]);
+        const bumpedNowFee = parseTransaction(asked[0]!).maxFeePerGas!;
+        for (const bump of bumps)
+          expect(parseTransaction(bump.raw_tx).maxFeePerGas).toBeLessThan(bumpedNowFee);
+        expect(notAsked()).toEqual([{ send: key, notAsked: 3 }]);
+        // Every one kept among the send's (another node may have taken one), the row pointed back at the first.
+        const replaced = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
+          "SELECT tx_hash FROM evm_sends_replaced WHERE attempt_id = $1",
+          [key],
+        );
+        expect(new Set(replaced.map((row) => row.tx_hash))).toEqual(
+          new Set([bumpedNow, ...bumps.map((bump) => bump.tx_hash)]),
+        );
+        const [row] = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
+          "SELECT tx_hash FROM evm_sends WHERE attempt_id = $1",
+          [key],
+        );
+        expect(row?.tx_hash).toBe(sent.tx_hash);
+        // The wallet topped up: the first is taken again, at its fees.
+        broke.on = false;
+        await keepOpenSends(journal);
+        expect(await gw.chain.publicClient.getTransaction({ hash: sent.tx_hash })).toMatchObject({
+          hash: sent.tx_hash,
+        });
+      } finally {
+        broke.on = false;
+        await setAutomine(true);
+        await gw.chain.networkHelpers.setNextBlockBaseFeePerGas(baseFeeBefore);
+        await broadcastLeftOpen(sent);
+      }
+      await expectMined([sent]);
+    },
+  );
 
   it("refused in other words than costing too much through a long refusal: every bump kept broadcast again, a costlier one may be taken", async () => {
     const { first, broke, asked, publicClient } = refusingBumps();
@@ -1944,6 +1957,77 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
       await broadcastLeftOpen(sent);
     }
     await expectMined([sent]);
+  });
+
+  it("kept through a long refusal, the fees flat, the node asking 12.5% of a replacement: a new bump signed over the first and taken, none of those kept", async () => {
+    const key = "bumps-kept:node-asks-a-bump";
+    const asked: `0x${string}`[] = [];
+    const first: { raw?: `0x${string}`; fees?: ReturnType<typeof parseTransaction> } = {};
+    // The chain, refusing as underpriced a replacement of the first transaction broadcast that offers it less than
+    // 12.5% more (as some nodes ask; geth and Hardhat ask 10%).
+    const publicClient = createPublicClient({
+      chain: gw.chain.chain,
+      transport: custom({
+        request: async (args: { method: string; params?: unknown }) => {
+          if (args.method === "eth_sendRawTransaction") {
+            const raw = (args.params as [`0x${string}`])[0];
+            asked.push(raw);
+            const fees = parseTransaction(raw);
+            if (first.fees === undefined) Object.assign(first, { raw, fees });
+            else if (
+              raw !== first.raw &&
+              fees.nonce === first.fees.nonce &&
+              (fees.maxFeePerGas! * 8n < first.fees.maxFeePerGas! * 9n ||
+                fees.maxPriorityFeePerGas! * 8n < first.fees.maxPriorityFeePerGas! * 9n)
+            )
+              throw Object.assign(new Error("replacement transaction underpriced"), { code: -32000 });
+          }
+          return gw.chain.provider.request(args as never);
+        },
+      }),
+      pollingInterval: 50,
+    });
+    const sendRow = async () => {
+      const [row] = await gw.app.db.query<{ tx_hash: `0x${string}`; raw_tx: `0x${string}` }>(
+        "SELECT tx_hash, raw_tx FROM evm_sends WHERE attempt_id = $1",
+        [key],
+      );
+      return row!;
+    };
+    let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
+    let bumped: { tx_hash: `0x${string}`; raw_tx: `0x${string}` } | undefined;
+    await setAutomine(false);
+    try {
+      sent = await transferOf(stallingJournal(publicClient, 120_000), key);
+      expect(sent).toMatchObject({ broadcast: "taken" });
+      if ("status" in sent) throw new Error("the send was refused");
+      const bumps = await refusedBumpsKept(key, sent);
+      // A bump due, the base fee as it was: the bump the fees ask is 12.5% over the first.
+      asked.length = 0;
+      await keepOpenSends(stallingJournal(publicClient, 0));
+      bumped = await sendRow();
+      const [before, after] = [parseTransaction(sent.raw_tx), parseTransaction(bumped.raw_tx)];
+      // Before: the dearest kept (12%) broadcast again, refused as underpriced and left the send's, waiting as it is;
+      // the next bump due over it, one the wallet may not pay for, and pointed back, the same one picked again.
+      expect(after.maxFeePerGas! * 8n).toBeGreaterThanOrEqual(before.maxFeePerGas! * 9n);
+      expect(after.maxPriorityFeePerGas! * 8n).toBeGreaterThanOrEqual(before.maxPriorityFeePerGas! * 9n);
+      expect(asked).toEqual([bumped.raw_tx]);
+      expect(await gw.chain.publicClient.getTransaction({ hash: bumped.tx_hash })).toMatchObject({
+        hash: bumped.tx_hash,
+      });
+      // Those kept stay the send's (another node may hold one).
+      const replaced = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
+        "SELECT tx_hash FROM evm_sends_replaced WHERE attempt_id = $1",
+        [key],
+      );
+      expect(new Set(replaced.map((row) => row.tx_hash))).toEqual(
+        new Set([sent.tx_hash, ...bumps.map((bump) => bump.tx_hash)]),
+      );
+    } finally {
+      await setAutomine(true);
+      await broadcastLeftOpen(sent);
+    }
+    await expectMined([bumped!]);
   });
 
   it.each([
@@ -2337,6 +2421,73 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
       await broadcastLeftOpen(sent);
     }
     await expectMined([sent]);
+  });
+
+  it("refused as costing too much, two bumps kept within a bump below the fees of now: the dearer broadcast again, no new one signed", async () => {
+    const { first, accepted, asked, publicClient } = refusingBumps();
+    const key = "bump-refused:kept-two";
+    const baseFeeBefore = await readBaseFee(gw.chain.publicClient);
+    let sent: Awaited<ReturnType<typeof transferOf>> | undefined;
+    const kept: { tx_hash: `0x${string}`; raw_tx: `0x${string}` }[] = [];
+    await setAutomine(false);
+    try {
+      sent = await transferOf(stallingJournal(publicClient, 120_000), key);
+      expect(sent).toMatchObject({ broadcast: "taken", nonce: first.nonce });
+      if ("status" in sent) throw new Error("the send was refused");
+      const old = parseTransaction(sent.raw_tx);
+      // The base fee four times what the send offers (it waits in the pool below it): the fees ask twice that and the
+      // tip, and a bump's tip is 12.5% over the send's.
+      await gw.chain.networkHelpers.setNextBlockBaseFeePerGas(old.maxFeePerGas! * 4n);
+      await gw.chain.networkHelpers.mine(1);
+      const asks = 2n * (await readBaseFee(gw.chain.publicClient)) + 1_000_000_000n;
+      // Two bumps signed when the fees asked 95% and 98% of that, refused by cost and kept, the cheaper first; the
+      // node's cap raised since, for either.
+      for (const [at, percent] of [95n, 98n].entries()) {
+        const raw = await gw.chain.walletClient.signTransaction({
+          account: gw.chain.walletClient.account!,
+          chain: gw.chain.chain,
+          type: "eip1559",
+          nonce: old.nonce!,
+          to: old.to!,
+          data: old.data!,
+          gas: old.gas!,
+          maxFeePerGas: (asks * percent) / 100n,
+          maxPriorityFeePerGas: (old.maxPriorityFeePerGas! * 9n + 7n) / 8n,
+        });
+        await gw.app.db.query(
+          `INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx, replaced_at)
+           VALUES ($1, $2, $3, now() - $4::int * interval '1 second')`,
+          [key, keccak256(raw), raw, 2 - at],
+        );
+        accepted.add(raw);
+        kept.push({ tx_hash: keccak256(raw), raw_tx: raw });
+      }
+      const [cheaper, dearer] = kept as [(typeof kept)[0], (typeof kept)[0]];
+      asked.length = 0;
+      await keepOpenSends(stallingJournal(publicClient, 0));
+      // The dearer of the two, the nearer to what the fees ask: not the cheaper, nor a new one.
+      expect(asked).toEqual([dearer.raw_tx]);
+      const [row] = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
+        "SELECT tx_hash FROM evm_sends WHERE attempt_id = $1",
+        [key],
+      );
+      expect(row?.tx_hash).toBe(dearer.tx_hash);
+      const replaced = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
+        "SELECT tx_hash FROM evm_sends_replaced WHERE attempt_id = $1",
+        [key],
+      );
+      expect(new Set(replaced.map((replacedRow) => replacedRow.tx_hash))).toEqual(
+        new Set([sent.tx_hash, cheaper.tx_hash]),
+      );
+      expect(await gw.chain.publicClient.getTransaction({ hash: dearer.tx_hash })).toMatchObject({
+        hash: dearer.tx_hash,
+      });
+    } finally {
+      await setAutomine(true);
+      await gw.chain.networkHelpers.setNextBlockBaseFeePerGas(baseFeeBefore);
+      await broadcastLeftOpen(sent);
+    }
+    await expectMined([kept[1]!]);
   });
 
   it("is taken behind more refused bumps than 8, as the code before signed them: every transaction of the send asked", async () => {
