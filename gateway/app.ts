@@ -236,24 +236,32 @@ type Closers = Array<() => Promise<void>>;
 /** How long an x402 settlement waits for its transaction to be mined (as the EVM rail waits for a receipt). */
 const x402ReceiptTimeoutMs = 60_000;
 
-/** x402's chains: each EVM rail that takes money in (its token in USDC, its hot wallet as payTo). */
+/**
+ * x402's chains: each EVM rail that takes money in (its token in USDC, its hot wallet as payTo). An embedded chain
+ * configured without interval mining (`configured`, by rail) mines on demand (X402Chain.minesOnDemand).
+ */
 function x402Chains(
   evm: readonly EvmClients[],
+  configured: Config["evm"]["chains"],
   rails: ReadonlyMap<string, Rail>,
   receiptTimeoutMs: number,
 ): X402Chain[] {
   return evm
     .filter((clients) => rails.get(clients.id)?.submitSignedPayment !== undefined)
-    .map((clients) => ({
-      rail: clients.id,
-      chainId: clients.chainId,
-      publicClient: clients.publicClient,
-      token: clients.token,
-      asset: assets.USDC,
-      hotWallet: clients.walletClient.account.address,
-      receiptTimeoutMs,
-      confirmations: clients.confirmations,
-    }));
+    .map((clients) => {
+      const source = configured.find((chain) => chain.id === clients.id)?.source;
+      return {
+        rail: clients.id,
+        chainId: clients.chainId,
+        publicClient: clients.publicClient,
+        token: clients.token,
+        asset: assets.USDC,
+        hotWallet: clients.walletClient.account.address,
+        receiptTimeoutMs,
+        confirmations: clients.confirmations,
+        minesOnDemand: source?.kind === "embedded" && source.blockIntervalMs === 0,
+      };
+    });
 }
 
 export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
@@ -345,7 +353,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     const x402 = createX402Deps({
       db,
       settlement: services.settlement,
-      chains: x402Chains(evm, rails, options.x402ReceiptTimeoutMs ?? x402ReceiptTimeoutMs),
+      chains: x402Chains(evm, config.evm.chains, rails, options.x402ReceiptTimeoutMs ?? x402ReceiptTimeoutMs),
       logger: logger.child({ module: "x402" }),
     });
     const x402Reconcile = startX402Reconcile(x402);

@@ -29,34 +29,35 @@ const sql = {
   ],
 } as unknown as Sql;
 
-/** A scheme that refuses every payment: `pending` at the price `pendingAt`, finally at any other. */
-function refusingScheme(pendingAt: bigint): PaymentScheme {
+/** A scheme that refuses every payment: with the code `codes` gives its price, else finally (invalid_payload). */
+function refusingScheme(codes: ReadonlyMap<bigint, string>): PaymentScheme {
   return {
     id: "x402",
     assetFor: () => assets.USDC,
     carries: () => true,
     challenge: async () => ({ headers: [] }),
     async verify(_resource, offers): Promise<SchemeVerdict> {
-      return offers[0]?.price.amount === pendingAt
-        ? {
-            kind: "refused",
-            refusal: { code: "unexpected_settle_error", message: "send the same payment again shortly" },
-          }
-        : {
-            kind: "refused",
-            refusal: { code: "invalid_payment_requirements", message: "not this resource's terms" },
-          };
+      const code = codes.get(offers[0]?.price.amount ?? 0n) ?? "invalid_payload";
+      return { kind: "refused", refusal: { code, message: `refused with ${code}` } };
     },
   };
 }
 
 describe("a payment neither window's price takes", () => {
   it("is refused pending, not finally, when the other window's verdict is pending", async () => {
-    const check = (pendingAt: bigint) =>
+    /** The refusal said when this window's price (10,000) is refused with `now` and the window before's with `before`. */
+    const check = (now: string, before: string) =>
       createPaywall({
         sql,
         tenantId: "tnt_test",
-        schemes: [refusingScheme(pendingAt)],
+        schemes: [
+          refusingScheme(
+            new Map([
+              [10_000n, now],
+              [9_000n, before],
+            ]),
+          ),
+        ],
         rates: { usdRate: () => null },
         priceLocks: {
           current: async () => new Map([["USDC", 10_000n]]),
@@ -65,17 +66,22 @@ describe("a payment neither window's price takes", () => {
       })({ method: "GET", url: "http://shop.test/report", headers: {} });
     // Pending at the window before's price (a payment owed, verified on the terms it was signed on): before, the final
     // refusal of this window's price was said, and a client signed a new payment.
-    expect(await check(9_000n)).toMatchObject({
+    expect(await check("invalid_payment_requirements", "unexpected_settle_error")).toMatchObject({
       kind: "challenge",
       body: { error: "unexpected_settle_error" },
     });
-    // Pending at this window's price: said, as before.
-    expect(await check(10_000n)).toMatchObject({
+    // Pending at this window's price: said, over the other's final refusal.
+    expect(await check("unexpected_verify_error", "invalid_exact_evm_payload_signature")).toMatchObject({
       kind: "challenge",
-      body: { error: "unexpected_settle_error" },
+      body: { error: "unexpected_verify_error" },
     });
-    // Final at both: this window's.
-    expect(await check(1n)).toMatchObject({
+    // Pending at both: this window's.
+    expect(await check("unexpected_verify_error", "unexpected_settle_error")).toMatchObject({
+      kind: "challenge",
+      body: { error: "unexpected_verify_error" },
+    });
+    // Final at both: this window's, not the window before's.
+    expect(await check("invalid_payment_requirements", "invalid_exact_evm_payload_signature")).toMatchObject({
       kind: "challenge",
       body: { error: "invalid_payment_requirements" },
     });

@@ -32,6 +32,12 @@ export type X402Chain = {
    * by the rail's send-gas pass once final, not by the settler from its first receipt (settle.ts bookGas).
    */
   readonly confirmations?: number;
+  /**
+   * The chain mines a block only when a transaction comes, stamped with the wall clock (the embedded Hardhat chain
+   * without interval mining): its latest block's time may trail the clock by any length, and the next block's does
+   * not (scheme.ts shutNotLapsed). Absent: blocks come on the chain's own schedule.
+   */
+  readonly minesOnDemand?: boolean;
 };
 
 /** The token's EIP-712 domain as x402 puts it in `extra`. */

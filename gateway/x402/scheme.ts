@@ -408,38 +408,45 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
   /**
    * A request owed through an invoice still bound to the authorization and not paid: refused pending when this very
    * authorization's transfer to the hot wallet is mined (the invoice is credited once the watcher has it confirmed), or
-   * when the node cannot say now, or while its nonce is unused, its window shut by the gateway's clock or the latest
-   * block's, and the chain may still take it (below); null when the nonce is unused otherwise (not mined: the payment's
-   * own refusal stands), or used otherwise. The token's AuthorizationUsed of (payer, nonce) is read as reconciliation
-   * reads a copy's (paidIn on its receipt), in the blocks the authorization may have been mined in
+   * when the node cannot say now, or while its nonce reads unused, its window shut by the gateway's clock or the latest
+   * block's, and the chain may still take it (below); null when the nonce reads unused otherwise (the payment's own
+   * refusal stands, below), or used otherwise. The token's AuthorizationUsed of (payer, nonce) is read as
+   * reconciliation reads a copy's (paidIn on its receipt), in the blocks the authorization may have been mined in
    * (spends.ts paidInWindow: from `verifiedAt`, the block a verify of it read its nonce unused at, less the chain's
    * confirmations and a margin of 64 blocks, verifiedMarginBlocks; without one, those whose time is within its window,
    * no earlier than unsentMinedWithinS before its validBefore): the payer may have cancelled the nonce
    * (cancelAuthorization) or spent it with another authorization of its own (another value or recipient), which never
    * pays the invoice, and its final refusal, a nonce already used, stands (once the logs show that use, or its window
-   * shut logsSettledS before: paidInWindow). The signature is checked once the nonce is
-   * used (payersOwn), before the search: the payer, nonce and value are public, and a signature made up would otherwise
-   * drive the node's reads of logs. `seenUsed`: the caller read the nonce used (verify's refusal), and it is not read
+   * shut logsSettledS before: paidInWindow). Every pending answer is given only on the payer's own signature
+   * (payersOwn: owedOnOtherTerms checks nothing else), checked once the nonce is used before the search: the payer,
+   * nonce and value are public, and a signature made up would otherwise drive the node's reads of logs, or hear "send
+   * it again" over its final refusal. `seenUsed`: the caller read the nonce used (verify's refusal), and it is not read
    * again: a node one block behind the first (behind a load balancer) could read it unused, and the final refusal would
    * stand for a payment mined and paid.
    *
    * Otherwise the nonce is read at the latest block as the node names it, read first with its time (two reads; the
    * search then takes that block for the latest, reading it no more), so that an unused nonce comes with the time it
-   * was unused at. EIP-3009 takes an authorization only while block.timestamp < validBefore. Unused, with its window
+   * was unused at. EIP-3009 takes an authorization only while block.timestamp < validBefore. Unused there does not
+   * say unmined: a node behind (a load balancer's) may not have the block that mined it yet. Unused with its window
    * open by the gateway's clock (verify's: validBefore at least validBeforeMarginS ahead) and by that block's: null,
-   * however it came here (a value below the price now, a claim taken, terms moved since: owedOnOtherTerms), for a
-   * pending answer would hold the payer until the window shuts (up to validForMaxS and validBeforeSkewS past the
-   * verify that took it). Unused with its window shut by either clock: final (null) only once the time of the chain's
-   * last confirmed block (X402Chain.confirmations) is its validBefore or later, as spends.ts unspentByOurs decides a
-   * lapse — blocks past that one may be mined again, a copy in them before its validBefore — a third read, of that
-   * block, when the latest's time is past it and the chain counts more than one confirmation; refused pending before,
-   * for the payer to send it again once the chain is past it (held seconds, or the chain's confirmations). Before, the
-   * window was taken as shut only on verify's refusal of it as expired, and by the latest block's time: a payment whose
+   * however it came here (a value below the price now, a claim taken, terms moved since: owedOnOtherTerms). The
+   * payment's own refusal stands by choice, for a pending answer would hold every such payer until the window shuts
+   * (up to validForMaxS and validBeforeSkewS past the verify that took it); the trade-off known is that a payer whose
+   * authorization someone mined before its window shut, refused so by a node that has not that block yet, may sign a
+   * new payment and pay twice (the watcher credits the first one's invoice). Unused with its window shut by either
+   * clock: final (null) only once the time of the chain's last confirmed block (X402Chain.confirmations) is its
+   * validBefore or later, as spends.ts unspentByOurs decides a lapse — unused at a block at or past validBefore, it
+   * stays unused on that block's branch, and blocks past the confirmed one may be mined again, a copy in them before
+   * its validBefore — a third read, of that block, when the latest's time is at or past validBefore and the chain
+   * counts more than one confirmation; refused pending before, for the payer to send it again once the chain is at or
+   * past it: seconds past validBefore and the chain's confirmations where blocks come on the chain's own schedule, as
+   * soon as the gateway's clock is at validBefore where the chain mines on demand (shutNotLapsed). Before, the window
+   * was taken as shut only on verify's refusal of it as expired, and by the latest block's time: a payment whose
    * terms moved since (or whose claim was taken), mined by someone just before its validBefore, sent again after it
    * with a node one block behind read its nonce unused, the payer heard a final refusal, signed a new payment and paid
-   * twice (the watcher credits the first one's invoice); so did one read unused at a latest block that a
-   * reorganisation then replaced with one that mined it. A v1 payment refused for a validBefore too far ahead (the
-   * seller lowered maxTimeoutSeconds) is open by both clocks: its refusal stands, not held until its window shuts.
+   * twice; so did one read unused at a latest block that a reorganisation then replaced with one that mined it. A v1
+   * payment refused for a validBefore too far ahead (the seller lowered maxTimeoutSeconds) is open by both clocks: its
+   * refusal stands, not held until its window shuts.
    */
   async function spentNotCredited(
     signed: OwedSigned,
@@ -472,13 +479,15 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       }
       if (!used) {
         if (!pending) return null;
-        return {
+        // Pending only on the payer's own signature, as every pending answer here: owedOnOtherTerms checks nothing
+        // else, and a made-up one would otherwise hear "send it again" over its final refusal.
+        return await ifPayersOwn(signed, {
           kind: "refused",
           refusal: {
             code: "unexpected_settle_error",
             message: `this payment's authorization was not mined by block ${latest.number}, and the chain's last confirmed block is before its validBefore: it may still be mined until then; send the same payment again shortly, and it is served if it was`,
           },
-        };
+        });
       }
     }
     const own = await payersOwn(signed);
@@ -514,20 +523,23 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * Whether an authorization whose nonce is unused at `latest` may still be mined with its window shut by a clock
    * (spentNotCredited): shut by the gateway's (verify's expiry, validBeforeMarginS) or by `latest`'s time, while the
    * time of the chain's last confirmed block is still before `validBefore`. That block is read only when `latest`'s
-   * time is past it and the chain counts more than one confirmation. Throws what the node throws.
+   * time is at or past it and the chain counts more than one confirmation. On a chain that mines on demand
+   * (X402Chain.minesOnDemand), `latest`'s time is taken as the gateway's clock when that is later: the latest block's
+   * time stays where the last transaction left it until another comes, which may be never, while the next block —
+   * the only one that could take the authorization — is stamped with the wall clock; read as it is, every resend
+   * past validBefore would be answered pending for as long as the chain stays idle. Throws what the node throws.
    */
   async function shutNotLapsed(
     chain: X402Chain,
     validBefore: bigint,
     latest: { readonly number: bigint; readonly timestamp: bigint },
   ): Promise<boolean> {
-    if (latest.timestamp < validBefore)
-      return validBefore < BigInt(Math.floor(deps.nowMs() / 1000)) + validBeforeMarginS;
+    const nowS = BigInt(Math.floor(deps.nowMs() / 1000));
+    const latestS = chain.minesOnDemand === true && nowS > latest.timestamp ? nowS : latest.timestamp;
+    if (latestS < validBefore) return validBefore < nowS + validBeforeMarginS;
     const confirmedAt = lastConfirmedAt(chain, latest.number);
-    const confirmed =
-      confirmedAt === latest.number
-        ? latest
-        : await chain.publicClient.getBlock({ blockNumber: confirmedAt });
+    if (confirmedAt === latest.number) return false;
+    const confirmed = await chain.publicClient.getBlock({ blockNumber: confirmedAt });
     return confirmed.timestamp < validBefore;
   }
 
@@ -595,7 +607,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       ) {
         // A nonce already used is the token's own answer here (verify.ts whyNotTaken: this scheme's reads ask no
         // claim first), which the search for its transfer takes as read. A window shut is final only once the chain's
-        // last confirmed block is past it too (spentNotCredited).
+        // last confirmed block is at or past it too (spentNotCredited).
         const used = verified.refusal === "invalid_exact_evm_nonce_already_used";
         const owed = await servedAsOwed(parsed, resource, used);
         if (owed !== null) return owed;

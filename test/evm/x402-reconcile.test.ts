@@ -609,13 +609,14 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
    * The verdict of the paywall's x402 scheme on the payment `header` sent again at `path` of `base`, the gateway's
    * scheme but for its clock, `nowMs`, and the client it reads the chain with, `publicClient` (the gateway's unless
    * given): the paywall and tenant those of the request it is owed to (`sent`'s row). `on`: the rail's confirmations
-   * (the gateway's unless given), and the paywall's price now (the one paid unless given).
+   * (the gateway's unless given), whether its chain mines on demand (not unless given), and the paywall's price now
+   * (the one paid unless given).
    */
   async function sentAgainAt(
     at: { base: string; path: string; header: Record<string, string>; sent: SentPayment },
     nowMs: () => number,
     publicClient: X402Chain["publicClient"] = chain.publicClient,
-    on: { confirmations?: number; price?: bigint } = {},
+    on: { confirmations?: number; minesOnDemand?: boolean; price?: bigint } = {},
   ) {
     const a = at.sent.authorization;
     const [row] = await gw.app.db.query<{ paywall_id: string; tenant_id: string }>(
@@ -626,7 +627,14 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
     const deps = createX402Deps({
       db: gw.app.db,
       settlement: gw.app.settlement,
-      chains: [{ ...chain, publicClient, confirmations: on.confirmations ?? chain.confirmations }],
+      chains: [
+        {
+          ...chain,
+          publicClient,
+          confirmations: on.confirmations ?? chain.confirmations,
+          minesOnDemand: on.minesOnDemand ?? chain.minesOnDemand,
+        },
+      ],
       logger: silentLogger,
       nowMs,
     });
@@ -811,6 +819,95 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
         kind: "refused",
         refusal: { code: "invalid_exact_evm_payload_authorization_valid_before" },
       });
+      expect(refused.served()).toBe(1);
+    } finally {
+      await shop?.close();
+      await snapshot.restore();
+    }
+  });
+
+  it("and not mined, sent again at a price raised since, keeps its own refusal while its window is open by both clocks, and once shut is pending only on the payer's own signature", async () => {
+    // Its blocks taken back after: the tests that follow read the chain's blocks from its start.
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    const path = "/refused-unmined-price-raised";
+    let shop: Awaited<ReturnType<typeof refusedAtPaywall>>["shop"] | undefined;
+    try {
+      const refused = await refusedAtPaywall("not mined, its price raised since", path);
+      shop = refused.shop;
+      const a = refused.sent.authorization;
+      const validBefore = BigInt(a.validBefore);
+      // The paywall's price raised since: answered as a request owed on other terms (owedOnOtherTerms), which asks
+      // verify nothing, neither of its window nor of its signature.
+      const raised = { price: BigInt(a.value) + 1n };
+      expect((await gw.chain.publicClient.getBlock({ blockTag: "latest" })).timestamp).toBeLessThan(
+        validBefore,
+      );
+      // Its window open by the gateway's clock and the chain's: the refusal of its terms stands, final, rather than
+      // hold the payer until its window shuts.
+      const open = await sentAgainAt({ ...refused, path }, () => Date.now(), chain.publicClient, raised);
+      expect(open).toMatchObject({ kind: "refused", refusal: { code: "invalid_payment_requirements" } });
+      // Shut by the gateway's clock, not by the chain's: whoever holds it may still mine it, pending.
+      const pastWindow = () => Number(validBefore) * 1000;
+      const own = await sentAgainAt({ ...refused, path }, pastWindow, chain.publicClient, raised);
+      expect(own).toMatchObject({
+        kind: "refused",
+        refusal: { code: "unexpected_settle_error", message: expect.stringMatching(/not mined by block/) },
+      });
+      // Another's signature over the same public terms is not the payer's: its own refusal, final. Before, it was
+      // answered pending too, and a paywall said that over the other price window's refusal of its signature.
+      const stranger = await newPayer("signing a refused payment's terms, its price raised since", 0n);
+      const decoded = JSON.parse(Buffer.from(refused.header["PAYMENT-SIGNATURE"]!, "base64").toString()) as {
+        payload: { signature: Hex };
+      };
+      const made = {
+        ...decoded,
+        payload: { ...decoded.payload, signature: await signatureOver(stranger, chain, a) },
+      };
+      const header = { "PAYMENT-SIGNATURE": Buffer.from(JSON.stringify(made)).toString("base64") };
+      const madeUp = await sentAgainAt({ ...refused, path, header }, pastWindow, chain.publicClient, raised);
+      expect(madeUp).toMatchObject({ kind: "refused", refusal: { code: "invalid_payment_requirements" } });
+      expect(refused.served()).toBe(1);
+    } finally {
+      await shop?.close();
+      await snapshot.restore();
+    }
+  });
+
+  it("and not mined, sent again past its validBefore on a chain that mines on demand, is refused as expired though no block came since", async () => {
+    // Its blocks taken back after: the tests that follow read the chain's blocks from its start.
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    const path = "/refused-window-shut-idle-chain";
+    let shop: Awaited<ReturnType<typeof refusedAtPaywall>>["shop"] | undefined;
+    try {
+      const refused = await refusedAtPaywall("its window shut on an idle chain", path);
+      shop = refused.shop;
+      const validBefore = BigInt(refused.sent.authorization.validBefore);
+      // No transaction since: the latest block's time is before its validBefore, and on a chain that mines on demand
+      // (the embedded one without interval mining) stays so until one comes, which may be never; the next block, the
+      // first that could take it, is stamped with the clock, at its validBefore or later. Before, every resend past
+      // it was answered pending until some other transaction mined a block.
+      expect((await gw.chain.publicClient.getBlock({ blockTag: "latest" })).timestamp).toBeLessThan(
+        validBefore,
+      );
+      const onDemand = { minesOnDemand: true };
+      const late = await sentAgainAt(
+        { ...refused, path },
+        () => Number(validBefore) * 1000,
+        chain.publicClient,
+        onDemand,
+      );
+      expect(late).toMatchObject({
+        kind: "refused",
+        refusal: { code: "invalid_exact_evm_payload_authorization_valid_before" },
+      });
+      // A second short of it by the gateway's clock: the next block may still take it, pending.
+      const justBefore = await sentAgainAt(
+        { ...refused, path },
+        () => (Number(validBefore) - 1) * 1000,
+        chain.publicClient,
+        onDemand,
+      );
+      expect(justBefore).toMatchObject({ kind: "refused", refusal: { code: "unexpected_settle_error" } });
       expect(refused.served()).toBe(1);
     } finally {
       await shop?.close();
