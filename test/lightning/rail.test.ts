@@ -1,7 +1,7 @@
 // The Lightning rail against the regtest network: gateway's lnd behind the rail, payer and payee driven
 // directly with `lightning`. Tests run in order; the last one restarts the gateway's lnd.
 import { createHash, randomBytes } from "node:crypto";
-import { fdatasync } from "node:fs";
+import { fdatasync, writeSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
@@ -18,6 +18,7 @@ import {
   getInvoice,
   getPayments,
   getPendingPayments,
+  type PayResult,
   pay,
   settleHodlInvoice,
 } from "lightning";
@@ -30,7 +31,7 @@ import {
   type LightningRailStore,
 } from "../../adapters/lightning/index.ts";
 import { lateRegistrationMaxMs, lndClockBehindMaxMs } from "../../adapters/lightning/send.ts";
-import { journalLeaseMs } from "../../adapters/lightning/store.ts";
+import { type JournalWrite, journalLeaseMs } from "../../adapters/lightning/store.ts";
 import type { OutgoingAttempt, RailEvent } from "../../core/index.ts";
 import { clusterControl, waitFor } from "../../scripts/lightning/index.ts";
 import { journalAttemptLines } from "../support/lightning-journal.ts";
@@ -140,6 +141,44 @@ async function expectRefusedByAnotherJournal(journal: string, invoice: string, a
     expect(other.events.filter((e) => "attemptId" in e)).toEqual([]);
   } finally {
     await other.rail.stop();
+  }
+}
+
+/**
+ * A journal write (createFileRailStore's `write`) that fails as a full disk does, writing nothing, for the first append
+ * holding a withdrawn line of `attemptId` (its mark), and writes every other; `failed` once it has failed.
+ */
+function markUnwritten(attemptId: string) {
+  const disk = {
+    failed: false,
+    write: ((descriptor, bytes, offset, length) => {
+      if (!disk.failed && bytes.toString("utf8").includes(`{"t":"withdrawn","attemptId":"${attemptId}"`)) {
+        disk.failed = true;
+        throw Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" });
+      }
+      return writeSync(descriptor, bytes, offset, length);
+    }) as JournalWrite,
+  };
+  return disk;
+}
+
+/** The journal, loaded afresh, has the attempt succeeded under `paymentHash` with `payment`'s preimage and fee. */
+async function expectReloadedSucceeded(
+  journal: string,
+  attemptId: string,
+  paymentHash: string,
+  payment: { secret: string; fee_mtokens: string },
+) {
+  const store = createFileRailStore(journal);
+  try {
+    const state = await store.load();
+    expect(state.attempts.get(attemptId)).toMatchObject({
+      paymentHash,
+      outcome: { status: "succeeded", preimage: payment.secret, feeMsat: BigInt(payment.fee_mtokens) },
+    });
+    expect(state.forgottenSends.has(attemptId)).toBe(false);
+  } finally {
+    await store.close();
   }
 }
 
@@ -1368,6 +1407,185 @@ describe("lightning rail on regtest", () => {
       );
       const { payments } = await getPayments({ lnd: client("gateway") });
       expect(payments.filter((payment) => payment.id === current.id)).toEqual([]);
+    } finally {
+      await carol.close();
+    }
+  });
+
+  it("an attempt to a Lightning Address whose own payment failed, following LND's payment of an earlier invoice of its while the disk is full, reads back under that invoice's hash: its mark is written with its line or not at all", async () => {
+    const carol = await lnurlServer(payee, "carol");
+    const amount = 2_360_000n;
+    const secret = randomBytes(32).toString("hex");
+    // Its earlier invoice, replaced when it expired, and its current one, a hold invoice: its payee holds a payment of
+    // it until it cancels it.
+    const earlier = await createInvoice({
+      lnd: payee,
+      mtokens: amount.toString(),
+      description_hash: carol.descriptionHash,
+    });
+    const current = await createHodlInvoice({
+      lnd: payee,
+      id: sha256(secret),
+      mtokens: amount.toString(),
+      description_hash: carol.descriptionHash,
+    });
+    const id = attemptId("earlier-mark-unwritten");
+    const journal = path.join(directory, "earlier-mark-unwritten.jsonl");
+    await writeFile(
+      journal,
+      `${JSON.stringify({
+        t: "withdrawn",
+        attemptId: id,
+        sent: true,
+        createdAtMs: Date.now(),
+        paymentHash: current.id,
+        request: current.request,
+        earlierHashes: [earlier.id],
+        earlierRequests: { [earlier.id]: earlier.request },
+      })}\n`,
+    );
+    const disk = markUnwritten(id);
+    const resumed = {
+      id,
+      paymentId: `payment-${id}`,
+      tenantId: "ten_test",
+      amount,
+      destination: { kind: "lightning_address", address: carol.address },
+      feeMax: 10_000n,
+      resumed: true,
+    } as const;
+    try {
+      const running = await startRail(
+        createFileRailStore(journal, { write: disk.write }),
+        { lnurlHttpHosts: ["127.0.0.1"], executeWaitMs: 3_000 },
+        cluster.nodes.gateway,
+        undefined,
+        carol.lnurlFetch,
+      );
+      let paidEarlier: PayResult;
+      try {
+        // LND has a payment of neither invoice: the current one is sent afresh, and its payee holds the payment.
+        expect(await running.rail.execute(resumed)).toMatchObject({ status: "in_flight" });
+        await waitFor(
+          "the current invoice's payment held at the payee",
+          async () => ((await getInvoice({ lnd: payee, id: current.id })).is_held ? true : undefined),
+          { timeoutMs: 30_000 },
+        );
+        // LND registers a send of the earlier invoice late, and the payee cancels the current one's payment: the
+        // attempt follows the earlier's payment, and the write of its mark fails.
+        paidEarlier = await pay({ lnd: client("gateway"), request: earlier.request });
+        await cancelHodlInvoice({ lnd: payee, id: current.id });
+        await waitFor("the mark's write failed", async () => (disk.failed ? true : undefined), {
+          timeoutMs: 30_000,
+        });
+        // Its line unwritten with it, the attempt is forgotten, its mark standing: an execute follows that payment.
+        const paid = await waitFor(
+          "the attempt's success",
+          async () => {
+            const outcome = await running.rail.execute(resumed);
+            return outcome.status === "succeeded" ? outcome : undefined;
+          },
+          { timeoutMs: 60_000 },
+        );
+        expect(paid).toEqual({
+          status: "succeeded",
+          evidence: { rail: "lightning", paymentHash: earlier.id, preimage: paidEarlier.secret },
+          fee: BigInt(paidEarlier.fee_mtokens),
+        });
+      } finally {
+        await running.rail.stop();
+      }
+      // Before: the mark's failure was only logged and the line written after it, which a reload ignored (an id's first
+      // attempt line is kept): the attempt read back as succeeded under the current invoice's hash, with the earlier
+      // one's preimage.
+      await expectReloadedSucceeded(journal, id, earlier.id, paidEarlier);
+      expect(carol.asked).toEqual([]);
+    } finally {
+      await carol.close();
+    }
+  });
+
+  it("an attempt to a Lightning Address found never taken, its mark's write failed, that follows LND's payment of an earlier invoice of its when sent afresh reads back under that invoice's hash: the mark is written again ahead of its line", async () => {
+    const carol = await lnurlServer(payee, "carol");
+    const amount = 2_370_000n;
+    const invoiceOf = () =>
+      createInvoice({ lnd: payee, mtokens: amount.toString(), description_hash: carol.descriptionHash });
+    // Its earlier invoice, replaced when it expired, and its current one, whose line a process wrote before it stopped
+    // without sending it.
+    const [earlier, current] = [await invoiceOf(), await invoiceOf()];
+    const id = attemptId("forgotten-mark-unwritten");
+    const journal = path.join(directory, "forgotten-mark-unwritten.jsonl");
+    const createdAtMs = Date.now();
+    await writeFile(
+      journal,
+      [
+        {
+          t: "withdrawn",
+          attemptId: id,
+          sent: true,
+          createdAtMs,
+          paymentHash: current.id,
+          request: current.request,
+          earlierHashes: [earlier.id],
+          earlierRequests: { [earlier.id]: earlier.request },
+        },
+        {
+          t: "attempt",
+          attemptId: id,
+          paymentId: `payment-${id}`,
+          paymentHash: current.id,
+          kind: "bolt11",
+          amountMsat: amount.toString(),
+          createdAtMs,
+          feeMaxMsat: "10000",
+          destination: null,
+          request: current.request,
+        },
+      ]
+        .map((record) => `${JSON.stringify(record)}\n`)
+        .join(""),
+    );
+    // LND registered a send of the earlier invoice late (paid by hand here, as LND pays it).
+    const paidEarlier = await pay({ lnd: client("gateway"), request: earlier.request });
+    const disk = markUnwritten(id);
+    try {
+      const running = await startRail(
+        createFileRailStore(journal, { write: disk.write }),
+        { lnurlHttpHosts: ["127.0.0.1"], executeWaitMs: 3_000 },
+        cluster.nodes.gateway,
+        undefined,
+        carol.lnurlFetch,
+      );
+      try {
+        // Followed at start, LND has no payment of its current invoice: it is found never taken, and the write of its
+        // mark fails (only logged: the mark stands in memory).
+        await waitFor("the mark's write failed", async () => (disk.failed ? true : undefined), {
+          timeoutMs: 30_000,
+        });
+        // Sent afresh, LND has a payment of its earlier invoice: followed as its own.
+        expect(
+          await running.rail.execute({
+            id,
+            paymentId: `payment-${id}`,
+            tenantId: "ten_test",
+            amount,
+            destination: { kind: "lightning_address", address: carol.address },
+            feeMax: 10_000n,
+            resumed: true,
+          }),
+        ).toEqual({
+          status: "succeeded",
+          evidence: { rail: "lightning", paymentHash: earlier.id, preimage: paidEarlier.secret },
+          fee: BigInt(paidEarlier.fee_mtokens),
+        });
+      } finally {
+        await running.rail.stop();
+      }
+      // Before: the line of the payment followed was written alone after the current invoice's, which a reload kept
+      // (an id's first attempt line, no mark between them): the attempt read back as succeeded under the current
+      // invoice's hash, with the earlier one's preimage.
+      await expectReloadedSucceeded(journal, id, earlier.id, paidEarlier);
+      expect(carol.asked).toEqual([]);
     } finally {
       await carol.close();
     }
