@@ -282,7 +282,8 @@ async function followEarlier(
     { attemptId: attempt.attemptId, paymentHash: attempt.paymentHash, earlierHash: paymentHash },
     "the payment of a Lightning Address attempt failed, and LND paid an earlier invoice of it: it succeeds with that one",
   );
-  // The mark and the attempt's line in one write, the mark first: a write that fails (cut back off) leaves neither.
+  // The mark and the attempt's line in one write, the mark first: a write that fails is cut back off and leaves
+  // neither (or, its cut failing too, at most the mark whole, which stands already, and a torn tail a load drops).
   // Before, a mark that failed was only logged and the line written after it, which a reload ignored: the attempt read
   // back as succeeded under the hash it replaced, with this one's preimage. Unwritten, it is forgotten (writeAhead), its
   // mark standing: the next pass follows that payment (refusedUnsent). A sync that fails leaves both lines in the file
