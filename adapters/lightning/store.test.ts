@@ -324,8 +324,8 @@ describe("rail store", () => {
     expect(cuts).toEqual([]);
     disk = "whole";
     await store.append(attempt("a3"));
-    // Part of a write taken: cut back off, and the cut's sync failing tears the journal. Before, the cut was not
-    // synced, and a crash before the next append's sync could leave the part's bytes and its line mixed.
+    // Part of a write taken: cut back off, and the cut's sync failing tears the journal. The cut is synced because a
+    // crash before the next append's sync could otherwise leave the part's bytes and the next line mixed.
     disk = "part";
     await expect(store.append(attempt("a4"))).rejects.toThrow("journal write failed");
     expect(cuts).toEqual(["truncate", "sync"]);
@@ -387,6 +387,69 @@ describe("rail store", () => {
     // Before: a1 and a2 returned as durable.
     expect(settled).toEqual(["a0", "a1: journal sync failed", "a2: journal sync failed"]);
     await store.close();
+  });
+
+  it("tears the journal when a sync fails: an append that wrote before it is refused though the sync after says nothing wrong, and nothing more is written until a load", async () => {
+    const file = path.join(directory, "journal.jsonl");
+    const syncs: Array<{ done: () => void; fail: (error: Error) => void }> = [];
+    const store = createFileRailStore(file, {
+      sync: () =>
+        new Promise<void>((done, fail) => {
+          syncs.push({ done, fail });
+        }),
+    });
+    await store.load();
+    /** What an append was refused with, or null once it is durable. */
+    const refusal = (label: string) =>
+      store.append(attempt(label)).then(
+        () => null,
+        (error: unknown) => error as RailStoreError,
+      );
+    // a1 waits for the sync it started, a2 (written meanwhile, in the same page) for the one after it.
+    const first = refusal("a1");
+    await Promise.resolve();
+    const second = refusal("a2");
+    syncs[0]!.fail(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }));
+    expect((await first)?.shortMessage).toBe("journal sync failed");
+    // The writeback error was reported to the first sync alone: the second finds nothing dirty, and succeeds.
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(syncs).toHaveLength(2);
+    syncs[1]!.done();
+    const refused = await second;
+    // Before: a2 resolved as durable, its line perhaps lost, its payment sent.
+    expect(refused?.shortMessage).toBe("journal sync failed");
+    expect(refused?.cause).toMatchObject({ code: "EIO" });
+    // Nothing more is written, after lines the disk may have lost, until a load.
+    expect((await refusal("a3"))?.shortMessage).toBe("journal torn by a failed write");
+    expect(await readFile(file, "utf8")).not.toContain('"a3"');
+    expect([...(await store.load()).attempts.keys()]).toEqual(["a1", "a2"]);
+
+    // Torn again while an append waits, and loaded before its sync returns: refused with the error that tore it.
+    // Before: with the cause the load cleared, null.
+    const third = refusal("a4");
+    await Promise.resolve();
+    const fourth = refusal("a5");
+    syncs[2]!.fail(
+      Object.assign(new Error("ENOSPC: no space left on device, fdatasync"), { code: "ENOSPC" }),
+    );
+    expect((await third)?.shortMessage).toBe("journal sync failed");
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect([...(await store.load()).attempts.keys()]).toEqual(["a1", "a2", "a4", "a5"]);
+    syncs[3]!.done();
+    expect((await fourth)?.cause).toMatchObject({ code: "ENOSPC" });
+    // The load rewrote the journal: writes go on.
+    const fifth = refusal("a6");
+    await Promise.resolve();
+    syncs[4]!.done();
+    expect(await fifth).toBeNull();
+    await store.close();
+    expect([...(await createFileRailStore(file).load()).attempts.keys()]).toEqual([
+      "a1",
+      "a2",
+      "a4",
+      "a5",
+      "a6",
+    ]);
   });
 
   it("loads a journal longer than one string can be, a line at a time, and compacts it", async () => {
@@ -496,7 +559,9 @@ describe("rail store", () => {
     syncs[1]!.fail(Object.assign(new Error("EIO"), { code: "EIO" }));
     await Promise.all([second, third]);
     expect(settled).toEqual(["a1", "a2: RailStoreError", "a3: RailStoreError"]);
-    // A failed sync leaves the next append to sync again.
+    // A failed sync tears the journal: the next append syncs again once a load has rewritten it.
+    await expect(store.append(attempt("a4"))).rejects.toThrow("journal torn by a failed write");
+    await store.load();
     const fourth = appending("a4", attempt("a4"));
     await Promise.resolve();
     expect(syncs).toHaveLength(3);

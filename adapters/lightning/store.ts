@@ -194,10 +194,10 @@ export type LightningRailStore = {
    * Appends the records in order, whole (a file: written as one buffer, cut back off when the write fails partway, or,
    * that failing too, nothing more written until the next load). An attempt's record is the write-ahead of a payment,
    * an invoice's the mapping of a payment hash to the gateway's invoice: the append returns once it is durable (a
-   * file: synced to the disk), so that a machine that loses its page cache still knows the payment it sent, and takes
-   * a paid invoice of its own for its own (one it forgot would be taken for another's, never credited); so does an
-   * invoice set aside (the settle index may have moved past it). Other records may be lost in a crash: the rail asks
-   * LND again.
+   * file: synced to the disk; after a sync that fails, nothing more written until the next load), so that a machine
+   * that loses its page cache still knows the payment it sent, and takes a paid invoice of its own for its own (one it
+   * forgot would be taken for another's, never credited); so does an invoice set aside (the settle index may have
+   * moved past it). Other records may be lost in a crash: the rail asks LND again.
    */
   append(...records: RailStoreRecord[]): Promise<void>;
   close(): Promise<void>;
@@ -885,13 +885,23 @@ export function createFileRailStore(
    */
   let size = 0;
   /**
-   * Why the journal is torn: a write failed partway and its part could not be cut off, or the cut could not be synced.
-   * Every later write is refused (it would be glued onto the part, one line no load reads) until the next load, whose
-   * compaction drops the part.
+   * Why the journal is torn: a write failed partway and its part could not be cut off, or the cut could not be synced;
+   * or a sync failed (durable). Every later write is refused (it would be glued onto the part, one line no load reads,
+   * or written after lines the disk may have lost) until the next load, whose compaction rewrites the journal from what
+   * it reads, the part dropped, and syncs it.
    */
   let tornBy: unknown = null;
-  /** How many times the journal was torn since the store was made: an append's sync asks whether it was meanwhile. */
+  /**
+   * How many times the journal was torn since the store was made, and by what last: an append's sync asks whether it
+   * was meanwhile, and is refused with that error (tornBy, a load may have cleared since).
+   */
   let tears = 0;
+  let lastTornBy: unknown = null;
+  const tear = (error: unknown) => {
+    tornBy = error;
+    lastTornBy = error;
+    tears += 1;
+  };
   /** A sync under way, and the one after it, which every append that wrote meanwhile shares (group commit). */
   let syncing: Promise<void> | null = null;
   let queued: Promise<void> | null = null;
@@ -901,6 +911,12 @@ export function createFileRailStore(
         return Promise.reject(new RailStoreError("store not loaded", { details: file }));
       syncing = sync(descriptor)
         .catch((error: unknown) => {
+          // Linux reports a file's writeback error once, to whichever sync checks first: the sync after this one may
+          // find nothing dirty and succeed, though the lines of the appends waiting for it, written before this one
+          // failed, may be lost, and what the disk holds of the journal is unknown. It is torn as by a cut not synced:
+          // those appends are refused (append), and nothing more is written after a possible gap until a load.
+          // PostgreSQL takes a failed fsync the same way: it PANICs, and recovers from what it knows is durable.
+          tear(error);
           throw new RailStoreError("journal sync failed", { details: file, cause: error });
         })
         .finally(() => {
@@ -942,8 +958,7 @@ export function createFileRailStore(
           // leave the old length, the part's bytes and the new line's mixed.
           syncCut(descriptor);
         } catch (cutError) {
-          tornBy = cutError;
-          tears += 1;
+          tear(cutError);
         }
       throw new RailStoreError("journal write failed", { details: file, cause: error });
     }
@@ -1028,14 +1043,15 @@ export function createFileRailStore(
     async append(...records) {
       write(records.map((record) => `${JSON.stringify(record)}\n`).join(""));
       if (!records.some((record) => durableKinds.has(record.t))) return;
-      // Linux says a file's writeback error once per open file, to whichever sync comes first: a failed write's cut,
-      // synced while this append waited, may have taken the error of this append's lines, and the sync it waits for
-      // then says nothing wrong. An append during which the journal was torn (a cut not made, or not synced) is so not
-      // surely durable: it is refused as a failed sync.
+      // Linux reports a file's writeback error once per open file, to whichever sync checks first: a sync that failed
+      // while this append waited (a failed write's cut's, or the store's own one before the sync it waits for) may have
+      // taken the error of this append's lines, and the sync it waits for then says nothing wrong. Either tears the
+      // journal: an append during which it was torn (a cut not made or not synced, a sync failed) is so not surely
+      // durable, and is refused as a failed sync.
       const tearsBefore = tears;
       await durable();
       if (tears !== tearsBefore)
-        throw new RailStoreError("journal sync failed", { details: file, cause: tornBy });
+        throw new RailStoreError("journal sync failed", { details: file, cause: lastTornBy });
     },
     held: () => locked && held(),
     async close() {
