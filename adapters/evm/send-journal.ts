@@ -704,8 +704,9 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
   // back to a lower cap (10% over it), refused by cost and kept, was reused at flat fees; a node asking 12.5% refused
   // it underpriced, which left it the send's, the next due pass bumped over it to one the wallet could not pay for,
   // refused by cost and pointed back, and the kept one was picked again: the bump the node would take was never
-  // signed, nothing said but at debug. One reused offers what a fresh bump would, and a node takes it as it would that
-  // one; once it does, the next due pass bumps over it as over any other.
+  // signed, nothing said but at debug. One reused offers at least the bump a node asks over this transaction and no more
+  // than a fresh bump would (its fee cap up to a bump below it); once a node takes it, the next due pass bumps over it
+  // as over any other.
   const kept = await keptBumpWithin(journal, row, old, {
     least: {
       maxFee: maxOf(minOf(bump(old.maxFeePerGas), cap), unbump(maxFee)),
