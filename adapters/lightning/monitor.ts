@@ -13,7 +13,7 @@ import { lndErrorText } from "./failures.ts";
 import { estimateFee, snapshotRoutingFee } from "./fees.ts";
 import { noteInvoicesKnown } from "./invoices.ts";
 import { track } from "./send.ts";
-import { type LightningRailState, withTimeout } from "./state.ts";
+import { type LightningHealth, type LightningRailState, withTimeout } from "./state.ts";
 
 const reaches: readonly DestinationKind[] = ["bolt11", "lightning_node", "lightning_address"];
 const latencyDefaultMs = 2_000;
@@ -41,6 +41,8 @@ export async function refreshLiquidity(s: LightningRailState): Promise<void> {
 export async function tick(s: LightningRailState): Promise<void> {
   s.tickTimer = null;
   if (!s.running) return;
+  // Said within a tick of the tear, though nobody reads the snapshot or the health.
+  journalTear(s);
   let healthy = false;
   try {
     const info = await withTimeout(s, getWalletInfo({ lnd: s.lnd }), "getWalletInfo");
@@ -103,6 +105,43 @@ export function scheduleTick(s: LightningRailState, delayMs: number): void {
   s.tickTimer = setTimeout(() => void tick(s), delayMs);
 }
 
+/**
+ * Why the journal refuses every write (the store's torn: a failed write's part not cut off, a cut or a sync that
+ * failed), or null; each tear logged once, at error. Only a start loads the journal again, so until the gateway
+ * restarts every payout is refused, no invoice is made and the event pump retries its head event: the rail is not
+ * available (the router routes elsewhere), and its health says why. Before, it went on offering itself.
+ */
+export function journalTear(s: LightningRailState): unknown | null {
+  const tornBy = s.store.torn?.() ?? null;
+  if (tornBy !== null && tornBy !== s.tearSaid) {
+    s.tearSaid = tornBy;
+    s.logger.error(
+      { code: errorCodeOf(tornBy), error: lndErrorText(tornBy) },
+      "journal torn: the rail refuses payouts and invoices until the gateway restarts",
+    );
+  }
+  return tornBy;
+}
+
+/**
+ * The rail's health, its lastError the journal's tear while it is torn (journalTear; a file system's error names its
+ * code: "EIO: i/o error, fdatasync").
+ */
+export function health(s: LightningRailState): LightningHealth {
+  const tornBy = journalTear(s);
+  if (tornBy === null) return s.health;
+  return {
+    ...s.health,
+    lastError: `journal torn: ${lndErrorText(tornBy)}; restart the gateway to reload the journal`,
+  };
+}
+
+/** The file system's code of `error` (EIO, ENOSPC), or null. */
+const errorCodeOf = (error: unknown): string | null => {
+  const code = (error as NodeJS.ErrnoException | null)?.code;
+  return typeof code === "string" ? code : null;
+};
+
 export function snapshot(s: LightningRailState): RailSnapshot {
   const latencies = s.recent
     .filter((entry) => entry.ok)
@@ -121,7 +160,7 @@ export function snapshot(s: LightningRailState): RailSnapshot {
     rail: s.id,
     kind: "lightning",
     asset: s.asset,
-    available: s.running && s.health.connected && s.health.syncedToChain,
+    available: s.running && s.health.connected && s.health.syncedToChain && journalTear(s) === null,
     reaches,
     amountMin: s.limits.amountMinMsat,
     amountMax: s.limits.amountMaxMsat,

@@ -28,7 +28,7 @@ import {
   receive,
 } from "./invoices.ts";
 import type { LnurlFetch } from "./lnurl.ts";
-import { refreshLiquidity, scheduleTick, snapshot, tick } from "./monitor.ts";
+import { health, refreshLiquidity, scheduleTick, snapshot, tick } from "./monitor.ts";
 import { decide, emitOutcome, execute, newTracker, prepare, track, withdraw } from "./send.ts";
 import {
   type LightningHealth,
@@ -125,7 +125,7 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
     lookupReceived: (paymentHash) => lookupSettled(s, paymentHash),
     createInvoice: (invoiceParams) => createInvoice(s, invoiceParams),
     estimateFee: (feeParams) => estimateFee(s, feeParams),
-    health: () => s.health,
+    health: () => health(s),
     liquidity: () => s.liquidity,
     unattributedInFlight: () => s.unattributed,
     // None once another process took the journal over (this one's lease lapsed while it went on): that one follows the
@@ -186,6 +186,7 @@ function createState(params: LightningRailParams): LightningRailState {
       lastError: null,
       invoiceSubscription: false,
     },
+    tearSaid: null,
     liquidity: null,
     probeEstimate: null,
     invoiceNetwork: null,

@@ -281,6 +281,8 @@ export type LightningRailState = {
   tickTimer: NodeJS.Timeout | null;
   reconnectDelayMs: number;
   health: LightningHealth;
+  /** The journal's tear (the store's torn) last logged, so that each is said once (monitor.ts journalTear). */
+  tearSaid: unknown;
   /** The BOLT11 network of LND's chain (bolt11.ts invoiceNetworkOf), once LND has said; null before or if unknown. */
   invoiceNetwork: string | null;
   liquidity: Liquidity | null;

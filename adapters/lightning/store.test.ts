@@ -277,7 +277,7 @@ describe("rail store", () => {
     full = false;
     const refused = await stuck.append(attempt("a3")).catch((error: unknown) => error);
     expect(refused).toBeInstanceOf(RailStoreError);
-    expect((refused as RailStoreError).shortMessage).toBe("journal torn by a failed write");
+    expect((refused as RailStoreError).shortMessage).toBe("journal torn by a failed write or sync");
     expect(((refused as RailStoreError).cause as NodeJS.ErrnoException).code).toBe("EIO");
     expect(await readFile(file, "utf8")).not.toContain('"a3"');
     // A load compacts the journal without the part, and writes go on.
@@ -331,7 +331,7 @@ describe("rail store", () => {
     expect(cuts).toEqual(["truncate", "sync"]);
     disk = "whole";
     const refused = await store.append(attempt("a5")).catch((error: unknown) => error);
-    expect((refused as RailStoreError).shortMessage).toBe("journal torn by a failed write");
+    expect((refused as RailStoreError).shortMessage).toBe("journal torn by a failed write or sync");
     expect(((refused as RailStoreError).cause as NodeJS.ErrnoException).code).toBe("EIO");
     // A load compacts the journal as the cut left it, and writes go on.
     expect([...(await store.load()).attempts.keys()]).toEqual(["a1", "a3"]);
@@ -420,7 +420,7 @@ describe("rail store", () => {
     expect(refused?.shortMessage).toBe("journal sync failed");
     expect(refused?.cause).toMatchObject({ code: "EIO" });
     // Nothing more is written, after lines the disk may have lost, until a load.
-    expect((await refusal("a3"))?.shortMessage).toBe("journal torn by a failed write");
+    expect((await refusal("a3"))?.shortMessage).toBe("journal torn by a failed write or sync");
     expect(await readFile(file, "utf8")).not.toContain('"a3"');
     expect([...(await store.load()).attempts.keys()]).toEqual(["a1", "a2"]);
 
@@ -450,6 +450,83 @@ describe("rail store", () => {
       "a5",
       "a6",
     ]);
+  });
+
+  it("says it is torn, and by what, until a load clears it; its refusals name the file system's code", async () => {
+    const file = path.join(directory, "journal.jsonl");
+    let fail = false;
+    const store = createFileRailStore(file, {
+      sync: () =>
+        fail
+          ? Promise.reject(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }))
+          : Promise.resolve(),
+    });
+    await store.load();
+    await store.append(attempt("a1"));
+    expect(store.torn?.()).toBeNull();
+    fail = true;
+    const failed = (await store.append(attempt("a2")).catch((error: unknown) => error)) as RailStoreError;
+    expect(failed.shortMessage).toBe("journal sync failed");
+    expect(failed.details).toBe(`${file}: EIO`);
+    // Before: nothing said the store was torn, and the rail went on offering itself, every write refused.
+    expect(store.torn?.()).toMatchObject({ code: "EIO" });
+    fail = false;
+    const refused = (await store.append(attempt("a3")).catch((error: unknown) => error)) as RailStoreError;
+    expect(refused.shortMessage).toBe("journal torn by a failed write or sync");
+    expect(refused.details).toBe(`${file}: EIO`);
+    await store.load();
+    expect(store.torn?.()).toBeNull();
+    await store.append(attempt("a3"));
+    await store.close();
+  });
+
+  it("is not torn by a sync that fails after a load replaced its descriptor; a close waits for the sync under way", async () => {
+    const file = path.join(directory, "journal.jsonl");
+    const syncs: Array<{ done: () => void; fail: (error: Error) => void }> = [];
+    const store = createFileRailStore(file, {
+      sync: () =>
+        new Promise<void>((done, fail) => {
+          syncs.push({ done, fail });
+        }),
+    });
+    await store.load();
+    const first = store.append(attempt("a1")).catch((error: unknown) => error as RailStoreError);
+    // A load while a1's sync is under way rewrites the journal from what it reads, a1's line with it, and syncs it.
+    expect([...(await store.load()).attempts.keys()]).toEqual(["a1"]);
+    syncs[0]!.fail(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }));
+    expect((await first)?.shortMessage).toBe("journal sync failed");
+    // Before: the old descriptor's failure tore the journal the load had just cleared, and a2 was refused.
+    expect(store.torn?.()).toBeNull();
+    const second = store.append(attempt("a2"));
+    await Promise.resolve();
+    syncs[1]!.done();
+    await second;
+
+    // A close while a3's sync is under way waits for it: the descriptor is not closed under the sync.
+    const third = store.append(attempt("a3"));
+    await Promise.resolve();
+    let closed = false;
+    const closing = store.close().then(() => {
+      closed = true;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    // Before: closed at once, and the sync ran on a closed descriptor (EBADF), or on one given to another file since.
+    expect(closed).toBe(false);
+    syncs[2]!.done();
+    await third;
+    await closing;
+    expect([...(await createFileRailStore(file).load()).attempts.keys()]).toEqual(["a1", "a2", "a3"]);
+  });
+
+  it("drops a torn last line that reads as a record: its append was never acknowledged", async () => {
+    const file = path.join(directory, "journal.jsonl");
+    // a2's line whole but for its newline: the crash came before the append could return.
+    await writeFile(file, `${JSON.stringify(attempt("a1"))}\n${JSON.stringify(attempt("a2"))}`);
+    const store = createFileRailStore(file);
+    // Before: a2 was loaded, and compaction wrote it back whole.
+    expect([...(await store.load()).attempts.keys()]).toEqual(["a1"]);
+    await store.close();
+    expect(await readFile(file, "utf8")).toBe(`${JSON.stringify(attempt("a1"))}\n`);
   });
 
   it("loads a journal longer than one string can be, a line at a time, and compacts it", async () => {

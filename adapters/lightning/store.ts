@@ -206,6 +206,12 @@ export type LightningRailStore = {
    * as before a write, never throwing). What the rail says from it is then a look that may be out of date.
    */
   held(): boolean;
+  /**
+   * Why the journal refuses every write until the next load (a file: a failed write's part not cut off, a cut or a
+   * sync that failed), or null. Only the rail's start loads it: the rail says it cannot pay or take payments till then.
+   * Absent: a store never torn.
+   */
+  torn?(): unknown | null;
 };
 
 /** The journal cannot be read or written (the file system's error is the cause), or is corrupt. */
@@ -880,6 +886,13 @@ export function createFileRailStore(
   };
   let descriptor: number | null = null;
   /**
+   * How many times the descriptor was closed (by a close, or replaced by a load's): a sync's failure tears the journal
+   * only while the descriptor it synced is still the journal's. One that fails after, on the old file a load rewrote
+   * from what it read and synced, or with EBADF on a descriptor a close closed (the number perhaps given to another
+   * file since), says nothing of the journal, and would otherwise tear the one a load has just cleared.
+   */
+  let closings = 0;
+  /**
    * The journal's length in bytes: what compaction wrote, and each append written whole since. Kept here, not asked
    * of the file, so that an append (on a payment's path) makes no call more than its write.
    */
@@ -891,6 +904,11 @@ export function createFileRailStore(
    * it reads, the part dropped, and syncs it.
    */
   let tornBy: unknown = null;
+  /** The file, and the file system's code for `error` when it has one (EIO, ENOSPC): what a refusal's details say. */
+  const detailsOf = (error: unknown) => {
+    const code = (error as NodeJS.ErrnoException | null)?.code;
+    return typeof code === "string" ? `${file}: ${code}` : file;
+  };
   /**
    * How many times the journal was torn since the store was made, and by what last: an append's sync asks whether it
    * was meanwhile, and is refused with that error (tornBy, a load may have cleared since).
@@ -909,6 +927,7 @@ export function createFileRailStore(
     if (syncing === null) {
       if (descriptor === null)
         return Promise.reject(new RailStoreError("store not loaded", { details: file }));
+      const closingsBefore = closings;
       syncing = sync(descriptor)
         .catch((error: unknown) => {
           // Linux reports a file's writeback error once, to whichever sync checks first: the sync after this one may
@@ -916,8 +935,8 @@ export function createFileRailStore(
           // failed, may be lost, and what the disk holds of the journal is unknown. It is torn as by a cut not synced:
           // those appends are refused (append), and nothing more is written after a possible gap until a load.
           // PostgreSQL takes a failed fsync the same way: it PANICs, and recovers from what it knows is durable.
-          tear(error);
-          throw new RailStoreError("journal sync failed", { details: file, cause: error });
+          if (closings === closingsBefore) tear(error);
+          throw new RailStoreError("journal sync failed", { details: detailsOf(error), cause: error });
         })
         .finally(() => {
           syncing = null;
@@ -940,7 +959,10 @@ export function createFileRailStore(
   const write = (text: string) => {
     if (descriptor === null) throw new RailStoreError("store not loaded", { details: file });
     if (tornBy !== null)
-      throw new RailStoreError("journal torn by a failed write", { details: file, cause: tornBy });
+      throw new RailStoreError("journal torn by a failed write or sync", {
+        details: detailsOf(tornBy),
+        cause: tornBy,
+      });
     stillHeld();
     const bytes = Buffer.from(text);
     let written = 0;
@@ -960,7 +982,7 @@ export function createFileRailStore(
         } catch (cutError) {
           tear(cutError);
         }
-      throw new RailStoreError("journal write failed", { details: file, cause: error });
+      throw new RailStoreError("journal write failed", { details: detailsOf(error), cause: error });
     }
     size += bytes.length;
   };
@@ -988,21 +1010,22 @@ export function createFileRailStore(
       }
       const state = emptyRailState();
       await readJournalLines(file, (line, number, torn) => {
-        if (line.trim() === "") return;
+        // A torn last line (a crash mid-append, or a failed write's part left) is dropped unread, and compaction below
+        // writes the journal without it: its append was never acknowledged, though what it holds may read as a record
+        // (a part that ends where a record does). Before, one that parsed was applied.
+        if (torn || line.trim() === "") return;
         const warned = state.warnings.length;
         try {
           applyRecord(state, JSON.parse(line) as RailStoreRecord);
           for (const warning of state.warnings.slice(warned))
             warning.details = `${file}:${number}: ${warning.details}`;
         } catch (error) {
-          // A torn last line (a crash mid-append, or a failed write's part left) is expected, and compaction below
-          // drops it; anything else is corruption, a complete last line too: its newline says the line was written
-          // whole (a write that failed partway is cut back off, or nothing is written after its part: write).
-          if (!torn)
-            throw new RailStoreError("journal line unreadable", {
-              details: `${file}:${number}: ${String(error)}`,
-              cause: error,
-            });
+          // Corruption, a complete last line's too: its newline says the line was written whole (a write that failed
+          // partway is cut back off, or nothing is written after its part: write).
+          throw new RailStoreError("journal line unreadable", {
+            details: `${file}:${number}: ${String(error)}`,
+            cause: error,
+          });
         }
       });
       const compacted = compactRecords(state);
@@ -1030,6 +1053,7 @@ export function createFileRailStore(
         // another file.
         const old = descriptor;
         descriptor = null;
+        closings += 1;
         if (old !== null) closeSync(old);
         descriptor = openSync(file, "a");
         // The journal is now what compaction wrote, a failed write's part dropped with any torn line.
@@ -1051,12 +1075,21 @@ export function createFileRailStore(
       const tearsBefore = tears;
       await durable();
       if (tears !== tearsBefore)
-        throw new RailStoreError("journal sync failed", { details: file, cause: lastTornBy });
+        throw new RailStoreError("journal sync failed", {
+          details: detailsOf(lastTornBy),
+          cause: lastTornBy,
+        });
     },
     held: () => locked && held(),
+    torn: () => tornBy,
     async close() {
+      // The syncs under way, or queued, finish on the descriptor before it is closed: the appends waiting for them are
+      // answered as they would have been, and no sync runs on a descriptor closed under it. Their failure is the
+      // appends' to report.
+      while (syncing !== null) await (queued ?? syncing).catch(() => undefined);
       const closing = descriptor;
       descriptor = null;
+      closings += 1;
       try {
         if (closing !== null) closeSync(closing);
       } catch (error) {
