@@ -2004,6 +2004,57 @@ describe("lightning rail on regtest", () => {
     }
   });
 
+  it("offers itself to nobody while its journal is torn by a failed sync, says why in its health, and logs the tear once", async () => {
+    let syncFails = false;
+    const torn = await startRail(
+      createFileRailStore(path.join(directory, "torn.jsonl"), {
+        // Once syncFails, a disk that lost what was written: fdatasync reports EIO, and the journal is torn till a restart.
+        sync: (descriptor) =>
+          syncFails
+            ? Promise.reject(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }))
+            : new Promise<void>((resolve, reject) =>
+                fdatasync(descriptor, (error) => (error === null ? resolve() : reject(error))),
+              ),
+      }),
+    );
+    const tearLines = () => torn.logs.filter((line) => line.message.startsWith("journal torn"));
+    try {
+      await waitFor("the rail available", async () => (torn.rail.snapshot().available ? true : undefined), {
+        timeoutMs: 10_000,
+      });
+      expect(torn.rail.health().lastError).toBeNull();
+      expect(tearLines()).toEqual([]);
+      syncFails = true;
+      await expect(
+        torn.rail.createInvoice({
+          amountMsat: 1_515_000n,
+          expirySeconds: 600,
+          memo: "torn-journal",
+          reference: "torn-journal",
+        }),
+      ).rejects.toMatchObject({ shortMessage: "journal sync failed" });
+      // Before: still available, its health clear, every payout and invoice refused, and nothing said so.
+      expect(torn.rail.snapshot().available).toBe(false);
+      expect(torn.rail.health().lastError).toBe(
+        "journal torn: EIO: i/o error, fdatasync; restart the gateway to reload the journal",
+      );
+      // A second look, and a tick of the monitor's, say nothing more.
+      torn.rail.snapshot();
+      torn.rail.health();
+      await sleep(1_000);
+      expect(torn.rail.snapshot().available).toBe(false);
+      expect(tearLines()).toEqual([
+        {
+          level: "error",
+          message: "journal torn: the rail refuses payouts and invoices until the gateway restarts",
+          fields: { code: "EIO", error: "EIO: i/o error, fdatasync" },
+        },
+      ]);
+    } finally {
+      await torn.rail.stop();
+    }
+  });
+
   it("prepare writes an attempt's journal line ahead, and execute then sends it without a write of its own, once", async () => {
     const journal = path.join(directory, "prepared.jsonl");
     let syncs = 0;
