@@ -35,7 +35,11 @@ export type X402Chain = {
   /**
    * The chain mines a block only when a transaction comes, stamped with the wall clock (the embedded Hardhat chain
    * without interval mining): its latest block's time may trail the clock by any length, and the next block's does
-   * not (scheme.ts shutNotLapsed). Absent: blocks come on the chain's own schedule.
+   * not (scheme.ts shutNotLapsed) — unless its clock was set behind the wall clock (evm_setNextBlockTimestamp to an
+   * earlier time), which this does not allow for. A resend past validBefore is refused as expired at once only on a
+   * chain of one confirmation: an embedded chain of block_interval_ms 0 and more confirmations, like an external node
+   * that mines on demand (rpc_url: absent here), waits for a confirmed block's time, and answers pending while idle.
+   * Absent: blocks come on the chain's own schedule.
    */
   readonly minesOnDemand?: boolean;
 };

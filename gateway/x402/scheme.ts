@@ -247,8 +247,8 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * refusal stands). The payer, nonce and value of an authorization mined are public in the token's logs, and anyone
    * watching the hot wallet could otherwise take what is owed with a signature made up. One copied from the mined
    * transaction's calldata still passes: x402 gives the paywall nothing more of the payer's to tell the two apart.
-   * Checked only once a row owed here is found (and, for one refused before sending, its nonce read used): a domain
-   * read (and, for a contract wallet, its code) that a payment owed nothing never needs.
+   * Checked only once a row owed here is found: a domain read (and, for a contract wallet, its code) that a payment
+   * owed nothing never needs.
    */
   async function payersOwn(signed: OwedSigned): Promise<true | SchemeVerdict | null> {
     const own = await signedByPayer(deps, signed.chain, signed.authorization, signed.signature, reads);
@@ -406,62 +406,39 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
   }
 
   /**
-   * A request owed through an invoice still bound to the authorization and not paid: refused pending when this very
-   * authorization's transfer to the hot wallet is mined (the invoice is credited once the watcher has it confirmed), or
-   * when the node cannot say now, or while its nonce reads unused, its window shut by the gateway's clock or the latest
-   * block's, and the chain may still take it (below); null when the nonce reads unused otherwise (the payment's own
-   * refusal stands, below), or used otherwise. The token's AuthorizationUsed of (payer, nonce) is read as
-   * reconciliation reads a copy's (paidIn on its receipt), in the blocks the authorization may have been mined in
-   * (spends.ts paidInWindow: from `verifiedAt`, the block a verify of it read its nonce unused at, less the chain's
-   * confirmations and a margin of 64 blocks, verifiedMarginBlocks; without one, those whose time is within its window,
-   * no earlier than unsentMinedWithinS before its validBefore): the payer may have cancelled the nonce
-   * (cancelAuthorization) or spent it with another authorization of its own (another value or recipient), which never
-   * pays the invoice, and its final refusal, a nonce already used, stands (once the logs show that use, or its window
-   * shut logsSettledS before: paidInWindow). Every pending answer is given only on the payer's own signature
-   * (payersOwn: owedOnOtherTerms checks nothing else), checked once the nonce is used before the search: the payer,
-   * nonce and value are public, and a signature made up would otherwise drive the node's reads of logs, or hear "send
-   * it again" over its final refusal. `seenUsed`: the caller read the nonce used (verify's refusal), and it is not read
-   * again: a node one block behind the first (behind a load balancer) could read it unused, and the final refusal would
-   * stand for a payment mined and paid.
-   *
-   * Otherwise the nonce is read at the latest block as the node names it, read first with its time (two reads; the
-   * search then takes that block for the latest, reading it no more), so that an unused nonce comes with the time it
-   * was unused at. EIP-3009 takes an authorization only while block.timestamp < validBefore. Unused there does not
-   * say unmined: a node behind (a load balancer's) may not have the block that mined it yet. Unused with its window
-   * open by the gateway's clock (verify's: validBefore at least validBeforeMarginS ahead) and by that block's: null,
-   * however it came here (a value below the price now, a claim taken, terms moved since: owedOnOtherTerms). The
-   * payment's own refusal stands by choice, for a pending answer would hold every such payer until the window shuts
-   * (up to validForMaxS and validBeforeSkewS past the verify that took it); the trade-off known is that a payer whose
-   * authorization someone mined before its window shut, refused so by a node that has not that block yet, may sign a
-   * new payment and pay twice (the watcher credits the first one's invoice). Unused with its window shut by either
-   * clock: final (null) only once the time of the chain's last confirmed block (X402Chain.confirmations) is its
-   * validBefore or later, as spends.ts unspentByOurs decides a lapse — unused at a block at or past validBefore, it
-   * stays unused on that block's branch, and blocks past the confirmed one may be mined again, a copy in them before
-   * its validBefore — a third read, of that block, when the latest's time is at or past validBefore and the chain
-   * counts more than one confirmation; refused pending before, for the payer to send it again once the chain is at or
-   * past it: seconds past validBefore and the chain's confirmations where blocks come on the chain's own schedule, as
-   * soon as the gateway's clock is at validBefore where the chain mines on demand (shutNotLapsed). Before, the window
-   * was taken as shut only on verify's refusal of it as expired, and by the latest block's time: a payment whose
-   * terms moved since (or whose claim was taken), mined by someone just before its validBefore, sent again after it
-   * with a node one block behind read its nonce unused, the payer heard a final refusal, signed a new payment and paid
-   * twice; so did one read unused at a latest block that a reorganisation then replaced with one that mined it. A v1
-   * payment refused for a validBefore too far ahead (the seller lowered maxTimeoutSeconds) is open by both clocks: its
-   * refusal stands, not held until its window shuts.
+   * A request owed through an invoice still bound to the authorization and not paid (servedAsUnsentOwed), answered on
+   * the payer's own signature only (payersOwn, first: the payer, nonce and value are public, and a signature made up
+   * would otherwise drive the node's reads, or hear "send it again" over its final refusal). Refused pending when this
+   * very authorization's transfer to the hot wallet is mined (credited once the watcher has it confirmed), or when the
+   * node cannot say now; null, the payment's own refusal final, when its nonce was used otherwise (cancelled, or spent
+   * on other terms: spends.ts paidInWindow searches the token's logs from `verifiedAt`, the block a verify read the
+   * nonce unused at, or over its window without one). `seenUsed`: the caller read the nonce used, and it is not read
+   * again (a node behind could read it unused). Else it is read at the latest block. Unused, its window open by the
+   * gateway's clock and that block's time: null, by choice — pending would hold every such payer until its window
+   * shuts, at the known cost that one mined just before, read unused by a node behind, leaves the payer to sign anew
+   * and pay twice. Unused, its window shut by either: pending while the chain may still mine it (shutNotLapsed), then
+   * null. Before, the window was taken as shut by verify's expiry and the latest block's time alone, and a payment
+   * mined just before its validBefore, sent again past it to a node one block behind, was refused as final.
    */
   async function spentNotCredited(
     signed: OwedSigned,
     seenUsed: boolean,
     verifiedAt: bigint | null,
   ): Promise<SchemeVerdict | null> {
+    const own = await payersOwn(signed);
+    if (own !== true) return own;
     const { chain, authorization } = signed;
     let latest: { readonly number: bigint; readonly timestamp: bigint } | undefined;
     if (!seenUsed) {
       let used: boolean;
       let pending = false;
       try {
+        // The clock before the block: one mined between the two reads, on a chain that mines on demand, is stamped no
+        // earlier than this (shutNotLapsed).
+        const nowS = BigInt(Math.floor(deps.nowMs() / 1000));
         const block = await chain.publicClient.getBlock({ blockTag: "latest" });
         used = await nonceUsed(chain, authorization.from, authorization.nonce, block.number);
-        if (!used) pending = await shutNotLapsed(chain, authorization.validBefore, block);
+        if (!used) pending = await shutNotLapsed(chain, authorization.validBefore, block, nowS);
         latest = block;
       } catch (error) {
         deps.logger.warn(
@@ -479,19 +456,15 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       }
       if (!used) {
         if (!pending) return null;
-        // Pending only on the payer's own signature, as every pending answer here: owedOnOtherTerms checks nothing
-        // else, and a made-up one would otherwise hear "send it again" over its final refusal.
-        return await ifPayersOwn(signed, {
+        return {
           kind: "refused",
           refusal: {
             code: "unexpected_settle_error",
             message: `this payment's authorization was not mined by block ${latest.number}, and the chain's last confirmed block is before its validBefore: it may still be mined until then; send the same payment again shortly, and it is served if it was`,
           },
-        });
+        };
       }
     }
-    const own = await payersOwn(signed);
-    if (own !== true) return own;
     const terms = { ...authorization, to: chain.hotWallet };
     const spent = await paidInWindow(
       chain,
@@ -521,20 +494,24 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
 
   /**
    * Whether an authorization whose nonce is unused at `latest` may still be mined with its window shut by a clock
-   * (spentNotCredited): shut by the gateway's (verify's expiry, validBeforeMarginS) or by `latest`'s time, while the
-   * time of the chain's last confirmed block is still before `validBefore`. That block is read only when `latest`'s
-   * time is at or past it and the chain counts more than one confirmation. On a chain that mines on demand
-   * (X402Chain.minesOnDemand), `latest`'s time is taken as the gateway's clock when that is later: the latest block's
-   * time stays where the last transaction left it until another comes, which may be never, while the next block —
-   * the only one that could take the authorization — is stamped with the wall clock; read as it is, every resend
-   * past validBefore would be answered pending for as long as the chain stays idle. Throws what the node throws.
+   * (spentNotCredited): shut by the gateway's (`nowS`, read before `latest`; verify's expiry, validBeforeMarginS) or
+   * by `latest`'s time, while the time of the chain's last confirmed block is still before `validBefore`. That block is
+   * read only when `latest`'s time is at or past it and the chain counts more than one confirmation. On a chain that
+   * mines on demand (X402Chain.minesOnDemand), `latest`'s time is taken as the gateway's clock when that is later: the
+   * latest block's time stays where the last transaction left it until another comes, which may be never, while the
+   * next block — the only one that could take the authorization — is stamped with the wall clock; read as it is, every
+   * resend past validBefore would be answered pending for as long as the chain stays idle. That assumes the chain's
+   * clock is not set behind the wall clock (evm_setNextBlockTimestamp to an earlier time), and serves only a chain of
+   * one confirmation: with more (an embedded chain of block_interval_ms 0 and confirmations above 1), as on a chain
+   * that mines on its own schedule or an external node that mines on demand (rpc_url), the answer waits for a confirmed
+   * block's time, pending while the chain is idle. Throws what the node throws.
    */
   async function shutNotLapsed(
     chain: X402Chain,
     validBefore: bigint,
     latest: { readonly number: bigint; readonly timestamp: bigint },
+    nowS: bigint,
   ): Promise<boolean> {
-    const nowS = BigInt(Math.floor(deps.nowMs() / 1000));
     const latestS = chain.minesOnDemand === true && nowS > latest.timestamp ? nowS : latest.timestamp;
     if (latestS < validBefore) return validBefore < nowS + validBeforeMarginS;
     const confirmedAt = lastConfirmedAt(chain, latest.number);
@@ -596,10 +573,9 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     };
     const verified = await verifyExact(deps, parsed.payload, parsed.requirements, reads);
     if (!verified.ok) {
-      // Taken: its signature, recipient, window and value were checked first. A request it is owed is served now.
-      // Spent, or expired since: a request it is owed here is served now. Its signature, recipient (and, spent, its
-      // window and value) were checked first.
-      // Of a value below the price now (a v1 payment, the price raised since it was paid): likewise.
+      // Spent, its window shut, or of a value below the price now (a v1 payment, the price raised since it was paid):
+      // a request it is owed here is served once its transfer is found, or answered pending while it may yet be
+      // (servedAsOwed). Its signature and recipient (and, spent, its window and value) were checked first.
       if (
         verified.refusal === "invalid_exact_evm_nonce_already_used" ||
         verified.refusal === "invalid_exact_evm_payload_authorization_valid_before" ||
@@ -685,22 +661,37 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
             "though nothing was sent",
           );
         }
+        // Refused as a nonce already used while a request of this authorization is owed here through an invoice the
+        // rail still binds to its nonce (an earlier settlement refused before sending: servedAsUnsentOwed): its verify
+        // read the nonce unused, the rail then read it used — mined meanwhile by whoever holds it, or verify's node a
+        // block behind the rail's — which pays that invoice. Pending, not final: sent again, its nonce reads used and
+        // it is served once the watcher has credited the invoice (or refused as used, for a nonce spent otherwise).
+        // Before, the payer heard a final refusal, signed a new payment and paid twice. Verify checked its signature.
+        const minedMeanwhile =
+          settled.refusal === "invalid_exact_evm_nonce_already_used" &&
+          (
+            await unsentOwedAt(deps.db, chain, payment.authorization, {
+              paywallId: resource.paywallId,
+              tenantId: resource.tenantId,
+            })
+          ).length > 0;
+        const code = minedMeanwhile ? "unexpected_settle_error" : settled.refusal;
+        let message = settled.message;
+        if (owed)
+          message = `${settled.message}: send the same payment again once it is mined, and it is served`;
+        if (minedMeanwhile)
+          message = `${settled.message}, perhaps by a transfer that pays the request this payment is owed here: send the same payment again shortly, and it is served once that is credited`;
         const failed: SettleResponse = {
           success: false,
-          errorReason: settled.refusal,
-          errorMessage: settled.message,
+          errorReason: code,
+          errorMessage: message,
           transaction: "",
           network: requirements.network,
           payer: payment.payer,
         };
         return {
           settled: false as const,
-          refusal: {
-            code: settled.refusal,
-            message: owed
-              ? `${settled.message}: send the same payment again once it is mined, and it is served`
-              : settled.message,
-          },
+          refusal: { code, message },
           headers: [[receiptHeader, encodeHeader(failed)] as const],
         };
       }

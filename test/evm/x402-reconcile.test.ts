@@ -873,6 +873,115 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
     }
   });
 
+  it("and not mined, sent again at a price raised since while the node cannot be read, is pending only on the payer's own signature", async () => {
+    // Its blocks taken back after: the tests that follow read the chain's blocks from its start.
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    const path = "/refused-unmined-node-unread";
+    let shop: Awaited<ReturnType<typeof refusedAtPaywall>>["shop"] | undefined;
+    try {
+      const refused = await refusedAtPaywall("not mined, sent again while the node cannot be read", path);
+      shop = refused.shop;
+      const a = refused.sent.authorization;
+      // The paywall's price raised since: answered as a request owed on other terms (owedOnOtherTerms), which asks
+      // verify nothing of its signature. The node cannot say whether it was mined: its latest block is not read.
+      const raised = { price: BigInt(a.value) + 1n };
+      type GetBlock = (query?: { blockTag?: string; blockNumber?: bigint }) => Promise<unknown>;
+      const client = chain.publicClient as unknown as Record<string, GetBlock>;
+      const unread = new Proxy(client, {
+        get(target, property, receiver) {
+          if (property !== "getBlock") return Reflect.get(target, property, receiver);
+          return async (query?: { blockTag?: string }) => {
+            if (query?.blockTag === "latest")
+              throw new HttpRequestError({ url: "http://node.invalid", details: "fetch failed" });
+            return target.getBlock!(query);
+          };
+        },
+      }) as unknown as X402Chain["publicClient"];
+      const own = await sentAgainAt({ ...refused, path }, () => Date.now(), unread, raised);
+      expect(own).toMatchObject({
+        kind: "refused",
+        refusal: { code: "unexpected_settle_error", message: expect.stringMatching(/cannot be read now/) },
+      });
+      // Another's signature over the same public terms is not the payer's: its own refusal, final. Before, a node read
+      // that failed answered it pending ("send the same payment again") without checking the signature.
+      const stranger = await newPayer("signing a refused payment's terms while the node cannot be read", 0n);
+      const decoded = JSON.parse(Buffer.from(refused.header["PAYMENT-SIGNATURE"]!, "base64").toString()) as {
+        payload: { signature: Hex };
+      };
+      const made = {
+        ...decoded,
+        payload: { ...decoded.payload, signature: await signatureOver(stranger, chain, a) },
+      };
+      const header = { "PAYMENT-SIGNATURE": Buffer.from(JSON.stringify(made)).toString("base64") };
+      const madeUp = await sentAgainAt({ ...refused, path, header }, () => Date.now(), unread, raised);
+      expect(madeUp).toMatchObject({ kind: "refused", refusal: { code: "invalid_payment_requirements" } });
+      expect(refused.served()).toBe(1);
+    } finally {
+      await shop?.close();
+      await snapshot.restore();
+    }
+  });
+
+  it("and mined as the same payment sent again at the same price settles, after its verify read the nonce unused, is answered pending, then served once credited", async () => {
+    // Its blocks taken back after: the tests that follow read the chain's blocks from its start.
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    const path = "/refused-then-mined-as-sent-again";
+    type ReadContract = (call: { functionName: string; args?: readonly unknown[] }) => Promise<unknown>;
+    const client = gw.chain.publicClient as unknown as { readContract: ReadContract };
+    const { readContract } = client;
+    let shop: Awaited<ReturnType<typeof refusedAtPaywall>>["shop"] | undefined;
+    try {
+      const refused = await refusedAtPaywall("then mined as sent again", path);
+      shop = refused.shop;
+      const { base, header, sent, payer, served } = refused;
+      // The payer funded again: sent again, its verify's simulation takes it, and its claim (given back) is taken.
+      await gw.send(gw.chain.accounts[0]!, {
+        address: chain.token,
+        abi: testUsdAbi,
+        functionName: "mint",
+        args: [payer.address, 10_000n],
+      });
+      // Someone mines the authorization after that verify and before the rail's check of its nonce (or a node behind
+      // the rail's read it unused for the verify): the rail refuses it as used, and the copy pays the first invoice,
+      // still bound to the nonce. Before, the payer heard that refusal, final to an x402 client, and paid twice.
+      let copyTx: Hex | null = null;
+      let armed = true;
+      client.readContract = async (call) => {
+        const ofPayer =
+          call.functionName === "authorizationState" &&
+          String(call.args?.[0]).toLowerCase() === payer.address.toLowerCase();
+        if (ofPayer && armed) {
+          armed = false;
+          copyTx = await minedByAnother(payer, sent);
+        }
+        return readContract(call);
+      };
+      const again = await fetch(`${base}${path}`, { headers: header });
+      client.readContract = readContract;
+      expect(copyTx).not.toBeNull();
+      expect(again.status).toBe(402);
+      expect(((await again.json()) as { error: string }).error).toBe("unexpected_settle_error");
+      expect(served()).toBe(2);
+      // Credited: the same payment sent again reads its nonce used and is served, by the copy, once.
+      await gw.rail.depositWatcher()!.catchUp(20);
+      const paid = await fetch(`${base}${path}`, { headers: header });
+      expect(paid.status).toBe(200);
+      expect(await paid.json()).toEqual({ report: "the goods" });
+      const receipt = JSON.parse(Buffer.from(paid.headers.get("payment-response")!, "base64").toString()) as {
+        success: boolean;
+        transaction: string;
+      };
+      expect(receipt).toMatchObject({ success: true, transaction: copyTx });
+      const third = await fetch(`${base}${path}`, { headers: header });
+      expect(third.status).toBe(402);
+      expect(served()).toBe(3);
+    } finally {
+      client.readContract = readContract;
+      await shop?.close();
+      await snapshot.restore();
+    }
+  });
+
   it("and not mined, sent again past its validBefore on a chain that mines on demand, is refused as expired though no block came since", async () => {
     // Its blocks taken back after: the tests that follow read the chain's blocks from its start.
     const snapshot = await gw.chain.networkHelpers.takeSnapshot();
