@@ -71,7 +71,10 @@ const addInvoice = (
     );
   });
 
-/** An invoice made and journalled; or LND's refusal (or silence) to make it, after which nothing is journalled. */
+/**
+ * An invoice made and journalled; or LND's refusal (or silence) to make it, or a torn journal's before LND is asked,
+ * after which nothing is journalled.
+ */
 type MadeInvoice =
   | { readonly ok: true; readonly invoice: CreatedInvoice }
   | { readonly ok: false; readonly error: LightningRailError };
@@ -110,6 +113,11 @@ async function makeInvoice(s: LightningRailState, invoiceParams: CreateInvoicePa
     throw new LightningRailError("description hash must be 32 bytes hex", {
       details: invoiceParams.descriptionHash,
     });
+  // A torn journal refuses the invoice's line: refused before LND makes an invoice nobody would be told of (a
+  // RailStoreError from the append, a 500, before), as when LND is out of reach.
+  const tornBy = s.store.torn?.() ?? null;
+  if (tornBy !== null)
+    return { ok: false, error: lndError("journal torn by a failed write or sync", tornBy) };
   const expiresAtMs = s.now() + expirySeconds * 1000;
   let created: { id: string; request: string };
   try {

@@ -160,7 +160,9 @@ export function snapshot(s: LightningRailState): RailSnapshot {
     rail: s.id,
     kind: "lightning",
     asset: s.asset,
-    available: s.running && s.health.connected && s.health.syncedToChain && journalTear(s) === null,
+    // Not while the journal refuses every write: torn (journalTear), or taken over by another process.
+    available:
+      s.running && s.health.connected && s.health.syncedToChain && journalTear(s) === null && s.store.held(),
     reaches,
     amountMin: s.limits.amountMinMsat,
     amountMax: s.limits.amountMaxMsat,

@@ -518,6 +518,74 @@ describe("rail store", () => {
     expect([...(await createFileRailStore(file).load()).attempts.keys()]).toEqual(["a1", "a2", "a3"]);
   });
 
+  it("waits in a close for a sync queued while the one under way finished", async () => {
+    const file = path.join(directory, "journal.jsonl");
+    const syncs: Array<() => void> = [];
+    const store = createFileRailStore(file, {
+      sync: () =>
+        new Promise<void>((done) => {
+          syncs.push(done);
+        }),
+    });
+    await store.load();
+    const first = store.append(attempt("a1"));
+    await Promise.resolve();
+    let closed = false;
+    const closing = store.close().then(() => {
+      closed = true;
+    });
+    // a2 is written while a1's sync is under way, and shares the sync queued after it.
+    const second = store.append(attempt("a2")).catch((error: unknown) => error as RailStoreError);
+    syncs[0]!();
+    await first;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    // Before: the close left with a1's sync, and a2's queued sync found the store closed ("store not loaded").
+    expect(closed).toBe(false);
+    syncs[1]!();
+    expect(await second).toBeUndefined();
+    await closing;
+    expect([...(await createFileRailStore(file).load()).attempts.keys()]).toEqual(["a1", "a2"]);
+  });
+
+  it("closes within closeWaitMs when a sync never returns (a stalled disk)", async () => {
+    const file = path.join(directory, "journal.jsonl");
+    const store = createFileRailStore(file, { sync: () => new Promise<void>(() => {}), closeWaitMs: 50 });
+    await store.load();
+    void store.append(attempt("a1"));
+    await Promise.resolve();
+    // Before: the close waited for the sync for good, and the rail's stop, and every closer after it, with it.
+    const closed = await Promise.race([
+      store.close().then(() => "closed"),
+      new Promise((resolve) => setTimeout(() => resolve("still waiting"), 1_000)),
+    ]);
+    expect(closed).toBe("closed");
+  });
+
+  it("keeps the first cause of a tear until a load: a queued sync failing after it changes nothing", async () => {
+    const file = path.join(directory, "journal.jsonl");
+    const syncs: Array<(error: Error) => void> = [];
+    const store = createFileRailStore(file, {
+      sync: () =>
+        new Promise<void>((_, fail) => {
+          syncs.push(fail);
+        }),
+    });
+    await store.load();
+    const first = store.append(attempt("a1")).catch((error: unknown) => error as RailStoreError);
+    await Promise.resolve();
+    const second = store.append(attempt("a2")).catch((error: unknown) => error as RailStoreError);
+    syncs[0]!(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }));
+    expect((await first)?.shortMessage).toBe("journal sync failed");
+    await vi.waitFor(() => expect(syncs).toHaveLength(2));
+    syncs[1]!(Object.assign(new Error("ENOSPC: no space left on device, fdatasync"), { code: "ENOSPC" }));
+    expect((await second)?.shortMessage).toBe("journal sync failed");
+    // Before: the second failure took the first's place, and the rail said the tear again, with another cause.
+    expect(store.torn?.()).toMatchObject({ code: "EIO" });
+    await store.load();
+    expect(store.torn?.()).toBeNull();
+    await store.close();
+  });
+
   it("drops a torn last line that reads as a record: its append was never acknowledged", async () => {
     const file = path.join(directory, "journal.jsonl");
     // a2's line whole but for its newline: the crash came before the append could return.

@@ -486,6 +486,11 @@ const journalClaimLevelsMax = 8;
 /** A claim is held for the milliseconds of a takeover, a renewal or a close: one seen held is waited for a few times. */
 const journalClaimWaitMs = 10;
 const journalClaimTriesMax = 5;
+/**
+ * How long a close waits for the syncs under way or queued (the rail's stopWaitMs, the same): a sync stalled on the disk
+ * would otherwise hold the rail's stop, and every closer after it (the ledger's last batch, the database), for good.
+ */
+const journalCloseWaitMs = 5_000;
 
 type JournalLockHolder = {
   pid?: unknown;
@@ -832,7 +837,8 @@ async function releaseJournalLock(lock: string, token: string): Promise<void> {
  * process at a time (its lock file, from load to close). `sync`: how writes are made durable (fdatasync; tests
  * watch it); `write`, `truncate` and `syncCut`: how an append is written, and a failed one cut back off and the cut
  * synced (writeSync, ftruncateSync and fdatasyncSync; tests make them fail); `beforeTakeover`: run between the look
- * at a stale lock and its takeover (tests race another taker).
+ * at a stale lock and its takeover (tests race another taker); `closeWaitMs`: how long a close waits for the syncs
+ * under way (tests shorten it).
  */
 export function createFileRailStore(
   file: string,
@@ -842,12 +848,14 @@ export function createFileRailStore(
     truncate?: JournalTruncate;
     syncCut?: JournalSyncCut;
     beforeTakeover?: () => Promise<void>;
+    closeWaitMs?: number;
   } = {},
 ): LightningRailStore {
   const sync = options.sync ?? syncToDisk;
   const writeBytes = options.write ?? writeSync;
   const truncate = options.truncate ?? ftruncateSync;
   const syncCut = options.syncCut ?? fdatasyncSync;
+  const closeWaitMs = options.closeWaitMs ?? journalCloseWaitMs;
   const lock = `${file}.lock`;
   /** Names this store's lock, so that its close removes only its own (not one taken over since). */
   const token = randomUUID();
@@ -889,7 +897,8 @@ export function createFileRailStore(
    * How many times the descriptor was closed (by a close, or replaced by a load's): a sync's failure tears the journal
    * only while the descriptor it synced is still the journal's. One that fails after, on the old file a load rewrote
    * from what it read and synced, or with EBADF on a descriptor a close closed (the number perhaps given to another
-   * file since), says nothing of the journal, and would otherwise tear the one a load has just cleared.
+   * file since), says nothing of the journal, and would otherwise tear the one a load has just cleared. A close waits
+   * for the syncs first, so this matters there only for one that outlasted closeWaitMs.
    */
   let closings = 0;
   /**
@@ -916,7 +925,9 @@ export function createFileRailStore(
   let tears = 0;
   let lastTornBy: unknown = null;
   const tear = (error: unknown) => {
-    tornBy = error;
+    // The first cause stands until a load: a queued sync failing after it says no more, and the rail, which logs the
+    // tear and names it in its health, does not say it twice.
+    if (tornBy === null) tornBy = error;
     lastTornBy = error;
     tears += 1;
   };
@@ -1011,8 +1022,10 @@ export function createFileRailStore(
       const state = emptyRailState();
       await readJournalLines(file, (line, number, torn) => {
         // A torn last line (a crash mid-append, or a failed write's part left) is dropped unread, and compaction below
-        // writes the journal without it: its append was never acknowledged, though what it holds may read as a record
-        // (a part that ends where a record does). Before, one that parsed was applied.
+        // writes the journal without it, though what it holds may read as a record (a part that ends where a record
+        // does). A durable kind's append was never acknowledged; any other's (outcome, reported, settle index,
+        // withdrawn, invoice done) may have been, after its write alone, and losing it to a crash is what those kinds
+        // already accept (durableKinds). Before, one that parsed was applied.
         if (torn || line.trim() === "") return;
         const warned = state.warnings.length;
         try {
@@ -1085,8 +1098,15 @@ export function createFileRailStore(
     async close() {
       // The syncs under way, or queued, finish on the descriptor before it is closed: the appends waiting for them are
       // answered as they would have been, and no sync runs on a descriptor closed under it. Their failure is the
-      // appends' to report.
-      while (syncing !== null) await (queued ?? syncing).catch(() => undefined);
+      // appends' to report. A sync queued while the one under way finished is waited for too. Not for longer than
+      // closeWaitMs: a sync stalled on the disk (fdatasync never returning) would hold the close for good; the
+      // descriptor is then closed under it, and its late failure tears nothing (closings).
+      const drained = (async () => {
+        while (syncing !== null || queued !== null) await (queued ?? syncing)?.catch(() => undefined);
+      })();
+      let timer: NodeJS.Timeout | null = null;
+      await Promise.race([drained, new Promise((resolve) => (timer = setTimeout(resolve, closeWaitMs)))]);
+      if (timer !== null) clearTimeout(timer);
       const closing = descriptor;
       descriptor = null;
       closings += 1;
