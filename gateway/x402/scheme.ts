@@ -54,6 +54,7 @@ import {
   markUnsentOwed,
   owedAt,
   release,
+  seenSpent,
   takeOwed,
   takeUnsentOwed,
   unsentOwedAt,
@@ -593,9 +594,12 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     const { payment } = verified;
     // Taken before tells a copy of a payment in flight that its nonce is taken, not that funds are short.
     const claimed = await claims.claim(chain, payment.authorization, credit, verified.balance);
+    // Taken by a payment whose settlement the gateway saw refused as a nonce already used (its own read of the nonce
+    // spent): not read again, for this verify's node, which read it unused, may be behind. Before, a resend to it was
+    // refused as already taken while a copy paid its invoice, and the payer signed anew and paid twice.
     if (claimed.kind === "taken")
       return (
-        (await servedAsOwed(parsed, resource)) ?? {
+        (await servedAsOwed(parsed, resource, await seenSpent(deps.db, chain, payment.authorization))) ?? {
           kind: "refused",
           refusal: {
             code: "invalid_exact_evm_nonce_already_used",
@@ -667,14 +671,25 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         // block behind the rail's — which pays that invoice. Pending, not final: sent again, its nonce reads used and
         // it is served once the watcher has credited the invoice (or refused as used, for a nonce spent otherwise).
         // Before, the payer heard a final refusal, signed a new payment and paid twice. Verify checked its signature.
-        const minedMeanwhile =
-          settled.refusal === "invalid_exact_evm_nonce_already_used" &&
-          (
-            await unsentOwedAt(deps.db, chain, payment.authorization, {
+        let minedMeanwhile = false;
+        if (settled.refusal === "invalid_exact_evm_nonce_already_used") {
+          try {
+            const unsent = await unsentOwedAt(deps.db, chain, payment.authorization, {
               paywallId: resource.paywallId,
               tenantId: resource.tenantId,
-            })
-          ).length > 0;
+            });
+            minedMeanwhile = unsent.length > 0;
+          } catch (error) {
+            // The resource was served: thrown, the payer would hear a 500 without its receipt header. While whether a
+            // request is owed through such an invoice is unknown, pending is the safe side: final, the payer who paid
+            // it may sign anew and pay twice.
+            deps.logger.warn(
+              { error, payer: payment.payer },
+              "x402: whether a payment refused as used is owed through an invoice still bound is unknown now",
+            );
+            minedMeanwhile = true;
+          }
+        }
         const code = minedMeanwhile ? "unexpected_settle_error" : settled.refusal;
         let message = settled.message;
         if (owed)

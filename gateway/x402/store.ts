@@ -29,6 +29,24 @@ export async function isClaimed(
   return rows.length > 0;
 }
 
+/**
+ * Whether the authorization's claim failed as a nonce already used (`authorization_used`): recorded so only once the
+ * gateway itself read the nonce spent (settle.ts, batch.ts concludeItem), whatever a node behind reads now.
+ */
+export async function seenSpent(
+  db: Db,
+  chain: X402Chain,
+  authorization: Pick<Eip3009Authorization, "from" | "nonce">,
+): Promise<boolean> {
+  const rows = await db.query(
+    `SELECT 1 FROM x402_authorizations
+     WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4
+       AND status = 'failed' AND failure = 'authorization_used'`,
+    keyOf(chain, authorization),
+  );
+  return rows.length > 0;
+}
+
 /** Who is credited with a payment: a tenant's account. */
 export type CreditTarget = {
   readonly tenantId: string;

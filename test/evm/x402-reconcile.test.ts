@@ -944,7 +944,7 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       // Someone mines the authorization after that verify and before the rail's check of its nonce (or a node behind
       // the rail's read it unused for the verify): the rail refuses it as used, and the copy pays the first invoice,
       // still bound to the nonce. Before, the payer heard that refusal, final to an x402 client, and paid twice.
-      let copyTx: Hex | null = null;
+      let copyTx = null as Hex | null;
       let armed = true;
       client.readContract = async (call) => {
         const ofPayer =
@@ -962,6 +962,12 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       expect(again.status).toBe(402);
       expect(((await again.json()) as { error: string }).error).toBe("unexpected_settle_error");
       expect(served()).toBe(2);
+      // Sent again, before it is credited, to a node behind the copy's block (a load balancer's): its verify reads the
+      // nonce unused, and its claim is taken, failed as the gateway read the nonce spent. Before, that node's read of
+      // the nonce unused stood, and the payer heard a final "already taken", signed anew and paid twice.
+      const minedIn = (await gw.chain.publicClient.getTransactionReceipt({ hash: copyTx! })).blockNumber;
+      const behind = await sentAgainAt({ ...refused, path }, () => Date.now(), nodeAt(minedIn - 1n));
+      expect(behind).toMatchObject({ kind: "refused", refusal: { code: "unexpected_settle_error" } });
       // Credited: the same payment sent again reads its nonce used and is served, by the copy, once.
       await gw.rail.depositWatcher()!.catchUp(20);
       const paid = await fetch(`${base}${path}`, { headers: header });
@@ -977,6 +983,67 @@ describe("an x402 payment the rail refused before sending it, at a paywall", () 
       expect(served()).toBe(3);
     } finally {
       client.readContract = readContract;
+      await shop?.close();
+      await snapshot.restore();
+    }
+  });
+
+  it("and mined as the same payment sent again at the same price settles, its owed invoice not readable then, is answered pending with its receipt", async () => {
+    // Its blocks taken back after: the tests that follow read the chain's blocks from its start.
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    const path = "/refused-then-mined-as-sent-again-unread";
+    type ReadContract = (call: { functionName: string; args?: readonly unknown[] }) => Promise<unknown>;
+    const client = gw.chain.publicClient as unknown as { readContract: ReadContract };
+    const { readContract } = client;
+    const db = gw.app.db;
+    const query = db.query;
+    let shop: Awaited<ReturnType<typeof refusedAtPaywall>>["shop"] | undefined;
+    try {
+      const refused = await refusedAtPaywall("then mined as sent again, its owed invoice unread", path);
+      shop = refused.shop;
+      const { base, header, sent, payer, served } = refused;
+      await gw.send(gw.chain.accounts[0]!, {
+        address: chain.token,
+        abi: testUsdAbi,
+        functionName: "mint",
+        args: [payer.address, 10_000n],
+      });
+      // Mined inside the rail's check of its nonce, as above; the read of its invoice still bound fails once, after
+      // the resource was served. Before, that failure was thrown: a 500 without the receipt header.
+      let armed = true;
+      client.readContract = async (call) => {
+        const ofPayer =
+          call.functionName === "authorizationState" &&
+          String(call.args?.[0]).toLowerCase() === payer.address.toLowerCase();
+        if (ofPayer && armed) {
+          armed = false;
+          await minedByAnother(payer, sent);
+        }
+        return readContract(call);
+      };
+      let failed = 0;
+      db.query = ((text: string, params?: unknown[]) => {
+        if (failed > 0 || !text.includes("FROM x402_unsent_owed o")) return query.call(db, text, params);
+        failed += 1;
+        return Promise.reject(new Error("the database is unavailable (test)"));
+      }) as typeof query;
+      const again = await fetch(`${base}${path}`, { headers: header });
+      client.readContract = readContract;
+      db.query = query;
+      expect(failed).toBe(1);
+      expect(again.status).toBe(402);
+      expect(((await again.json()) as { error: string }).error).toBe("unexpected_settle_error");
+      const receipt = JSON.parse(
+        Buffer.from(again.headers.get("payment-response")!, "base64").toString(),
+      ) as {
+        success: boolean;
+        errorReason: string;
+      };
+      expect(receipt).toMatchObject({ success: false, errorReason: "unexpected_settle_error" });
+      expect(served()).toBe(2);
+    } finally {
+      client.readContract = readContract;
+      db.query = query;
       await shop?.close();
       await snapshot.restore();
     }
