@@ -1,27 +1,17 @@
 // Making an invoice over a journal that refuses its line: refused before LND is asked (no LND here: a port nobody
 // listens on, so any call to it would fail otherwise).
-import { createServer } from "node:net";
 import { describe, expect, it } from "vitest";
+import { freePort } from "../../scripts/lib/free-port.ts";
 import { recordingLogger } from "../../test/support/recording-logger.ts";
 import { LightningRailError } from "./errors.ts";
 import { createLightningRail } from "./rail.ts";
 import { createMemoryRailStore } from "./store.ts";
 
-/** A local port that was free a moment ago: connecting to it is refused. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === "string") throw new Error("no port");
-  return address.port;
-}
-
 describe("invoices over a torn journal", () => {
   it("refuses the invoice, naming the tear, before LND is asked for one", async () => {
     const tornBy = Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" });
     const rail = createLightningRail({
-      lnd: { socket: `127.0.0.1:${await closedPort()}`, cert: "", macaroon: "00" },
+      lnd: { socket: `127.0.0.1:${await freePort()}`, cert: "", macaroon: "00" },
       store: { ...createMemoryRailStore(), torn: () => tornBy },
       limits: { rpcTimeoutMs: 200 },
       logger: recordingLogger().logger,

@@ -1,27 +1,17 @@
 // The rail with no LND to talk to (a port nobody listens on): what it throws and what it logs. The rail against
 // a real LND is test/lightning.
-import { createServer } from "node:net";
 import { describe, expect, it, vi } from "vitest";
 import { SwitchyardError } from "../../core/index.ts";
+import { freePort } from "../../scripts/lib/free-port.ts";
 import { recordingLogger } from "../../test/support/recording-logger.ts";
 import { LightningRailError } from "./errors.ts";
 import { createLightningRail } from "./rail.ts";
 import { createMemoryRailStore } from "./store.ts";
 
-/** A local port that was free a moment ago: connecting to it is refused. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === "string") throw new Error("no port");
-  return address.port;
-}
-
 describe("the Lightning rail without LND", () => {
   it("translates lightning's rejection of the balance into a LightningRailError, the array as its cause", async () => {
     const rail = createLightningRail({
-      lnd: { socket: `127.0.0.1:${await closedPort()}`, cert: "", macaroon: "00" },
+      lnd: { socket: `127.0.0.1:${await freePort()}`, cert: "", macaroon: "00" },
       store: createMemoryRailStore(),
     });
     const error = await rail.balance().catch((caught: unknown) => caught);
@@ -34,7 +24,7 @@ describe("the Lightning rail without LND", () => {
 
   it("logs through the logger it is given that LND is unreachable, once, however often it retries", async () => {
     const { logger, lines } = recordingLogger();
-    const socket = `127.0.0.1:${await closedPort()}`;
+    const socket = `127.0.0.1:${await freePort()}`;
     const rail = createLightningRail({
       lnd: { socket, cert: "", macaroon: "00" },
       store: createMemoryRailStore(),
@@ -61,7 +51,7 @@ describe("the Lightning rail without LND", () => {
 
   it("refuses to receive, making nothing, what it cannot offer: out of range, LND away", async () => {
     const rail = createLightningRail({
-      lnd: { socket: `127.0.0.1:${await closedPort()}`, cert: "", macaroon: "00" },
+      lnd: { socket: `127.0.0.1:${await freePort()}`, cert: "", macaroon: "00" },
       store: createMemoryRailStore(),
       limits: { amountMaxMsat: 1_000_000n, memoLengthMax: 8 },
     });
@@ -79,7 +69,7 @@ describe("the Lightning rail without LND", () => {
 
   it("leaves the success and failure counts out of its snapshot: the router's learning writes them", async () => {
     const rail = createLightningRail({
-      lnd: { socket: `127.0.0.1:${await closedPort()}`, cert: "", macaroon: "00" },
+      lnd: { socket: `127.0.0.1:${await freePort()}`, cert: "", macaroon: "00" },
       store: createMemoryRailStore(),
     });
     const snapshot = rail.snapshot();
@@ -90,7 +80,7 @@ describe("the Lightning rail without LND", () => {
 
   it("never tells the router a route to an unknown destination is free: with no estimate, the configured fee", async () => {
     const rail = createLightningRail({
-      lnd: { socket: `127.0.0.1:${await closedPort()}`, cert: "", macaroon: "00" },
+      lnd: { socket: `127.0.0.1:${await freePort()}`, cert: "", macaroon: "00" },
       store: createMemoryRailStore(),
       limits: { unknownRouteFeeBaseMsat: 3_000n, unknownRouteFeePpm: 500n },
     });
@@ -108,7 +98,7 @@ describe("the Lightning rail without LND", () => {
 
   it("estimates a destination it cannot pay as unreachable, and leaves the snapshot's model to stand while LND is away", async () => {
     const rail = createLightningRail({
-      lnd: { socket: `127.0.0.1:${await closedPort()}`, cert: "", macaroon: "00" },
+      lnd: { socket: `127.0.0.1:${await freePort()}`, cert: "", macaroon: "00" },
       store: createMemoryRailStore(),
     });
     expect(

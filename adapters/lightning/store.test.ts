@@ -98,6 +98,19 @@ describe("rail store", () => {
     await rm(directory, { recursive: true, force: true });
   });
 
+  /** A store on `file`, loaded, whose every sync waits until the test settles it: `syncs` in the order they started. */
+  async function storeOfHeldSyncs(file: string) {
+    const syncs: Array<{ done: () => void; fail: (error: Error) => void }> = [];
+    const store = createFileRailStore(file, {
+      sync: () =>
+        new Promise<void>((done, fail) => {
+          syncs.push({ done, fail });
+        }),
+    });
+    await store.load();
+    return { store, syncs };
+  }
+
   it("keeps an attempt's tenant across a reopen and a compaction; a line written before it had one reads as none", async () => {
     const file = path.join(directory, "journal.jsonl");
     const first = createFileRailStore(file);
@@ -391,14 +404,7 @@ describe("rail store", () => {
 
   it("tears the journal when a sync fails: an append that wrote before it is refused though the sync after says nothing wrong, and nothing more is written until a load", async () => {
     const file = path.join(directory, "journal.jsonl");
-    const syncs: Array<{ done: () => void; fail: (error: Error) => void }> = [];
-    const store = createFileRailStore(file, {
-      sync: () =>
-        new Promise<void>((done, fail) => {
-          syncs.push({ done, fail });
-        }),
-    });
-    await store.load();
+    const { store, syncs } = await storeOfHeldSyncs(file);
     /** What an append was refused with, or null once it is durable. */
     const refusal = (label: string) =>
       store.append(attempt(label)).then(
@@ -482,14 +488,7 @@ describe("rail store", () => {
 
   it("is not torn by a sync that fails after a load replaced its descriptor; a close waits for the sync under way", async () => {
     const file = path.join(directory, "journal.jsonl");
-    const syncs: Array<{ done: () => void; fail: (error: Error) => void }> = [];
-    const store = createFileRailStore(file, {
-      sync: () =>
-        new Promise<void>((done, fail) => {
-          syncs.push({ done, fail });
-        }),
-    });
-    await store.load();
+    const { store, syncs } = await storeOfHeldSyncs(file);
     const first = store.append(attempt("a1")).catch((error: unknown) => error as RailStoreError);
     // A load while a1's sync is under way rewrites the journal from what it reads, a1's line with it, and syncs it.
     expect([...(await store.load()).attempts.keys()]).toEqual(["a1"]);
@@ -668,15 +667,7 @@ describe("rail store", () => {
   });
 
   it("returns from an attempt's append once it is synced, one sync for the appends written while another ran", async () => {
-    const file = path.join(directory, "synced.jsonl");
-    const syncs: Array<{ done: () => void; fail: (error: Error) => void }> = [];
-    const store = createFileRailStore(file, {
-      sync: () =>
-        new Promise<void>((done, fail) => {
-          syncs.push({ done, fail });
-        }),
-    });
-    await store.load();
+    const { store, syncs } = await storeOfHeldSyncs(path.join(directory, "synced.jsonl"));
     const settled: string[] = [];
     const appending = (label: string, record: RailStoreRecord) =>
       store.append(record).then(

@@ -1518,6 +1518,32 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
     return { first, accepted, broke, refused, bumpRefusal, asked, publicClient };
   }
 
+  /**
+   * A replacement of `old` signed by the gateway's wallet at the fees given: the same nonce, recipient, data and gas, as
+   * replaceIfStuck signs one.
+   */
+  function signedOver(
+    old: ReturnType<typeof parseTransaction>,
+    fees: { maxFeePerGas: bigint; maxPriorityFeePerGas: bigint },
+  ) {
+    return gw.chain.walletClient.signTransaction({
+      account: gw.chain.walletClient.account!,
+      chain: gw.chain.chain,
+      type: "eip1559",
+      nonce: old.nonce!,
+      to: old.to!,
+      data: old.data!,
+      gas: old.gas!,
+      ...fees,
+    });
+  }
+
+  /** The next block's base fee `wei`, and that block mined (an empty one while the send's fee cap is below it). */
+  async function minedAtBaseFee(wei: bigint) {
+    await gw.chain.networkHelpers.setNextBlockBaseFeePerGas(wei);
+    await gw.chain.networkHelpers.mine(1);
+  }
+
   it("is taken: the nonce is held, and new sends go on behind it", async () => {
     const { first, publicClient } = refusingBumps();
     const { logger, lines } = recordingLogger();
@@ -1691,14 +1717,7 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
       let previous = { tx_hash: sent.tx_hash, raw_tx: sent.raw_tx };
       for (let bumps = 0; bumps < 3; bumps += 1) {
         const old = parseTransaction(previous.raw_tx);
-        const raw = await gw.chain.walletClient.signTransaction({
-          account: gw.chain.walletClient.account!,
-          chain: gw.chain.chain,
-          type: "eip1559",
-          nonce: old.nonce!,
-          to: old.to!,
-          data: old.data!,
-          gas: old.gas!,
+        const raw = await signedOver(old, {
           maxFeePerGas: (old.maxFeePerGas! * 9n + 7n) / 8n,
           maxPriorityFeePerGas: (old.maxPriorityFeePerGas! * 9n + 7n) / 8n,
         });
@@ -1822,14 +1841,7 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
     const old = parseTransaction(sent.raw_tx);
     const bumps: { tx_hash: `0x${string}`; raw_tx: `0x${string}` }[] = [];
     for (const [at, percent] of [110n, 111n, 112n].entries()) {
-      const raw = await gw.chain.walletClient.signTransaction({
-        account: gw.chain.walletClient.account!,
-        chain: gw.chain.chain,
-        type: "eip1559",
-        nonce: old.nonce!,
-        to: old.to!,
-        data: old.data!,
-        gas: old.gas!,
+      const raw = await signedOver(old, {
         // Rounded down, both: the tip stays within the fee cap as it was in `sent`.
         maxFeePerGas: (old.maxFeePerGas! * percent) / 100n,
         maxPriorityFeePerGas: (old.maxPriorityFeePerGas! * percent) / 100n,
@@ -1883,10 +1895,7 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
         // first: its refusal, not the new bump's, is what spares them. The base fee risen to what the first offers, or
         // flat: none of them is the bump (keptBumpWithin), which offers 12.5% over the first at least, and they less.
         if (risen) {
-          await gw.chain.networkHelpers.setNextBlockBaseFeePerGas(
-            parseTransaction(sent.raw_tx).maxFeePerGas!,
-          );
-          await gw.chain.networkHelpers.mine(1);
+          await minedAtBaseFee(parseTransaction(sent.raw_tx).maxFeePerGas!);
         }
         asked.length = 0;
         lines.length = 0;
@@ -2280,14 +2289,7 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
       // A bump signed an hour ago over the transaction in the pool, stored as replaceIfStuck stores one, and not
       // broadcast since (the node out of reach meanwhile).
       const old = parseTransaction(sent.raw_tx);
-      const raw = await gw.chain.walletClient.signTransaction({
-        account: gw.chain.walletClient.account!,
-        chain: gw.chain.chain,
-        type: "eip1559",
-        nonce: old.nonce!,
-        to: old.to!,
-        data: old.data!,
-        gas: old.gas!,
+      const raw = await signedOver(old, {
         maxFeePerGas: (old.maxFeePerGas! * 9n + 7n) / 8n,
         maxPriorityFeePerGas: (old.maxPriorityFeePerGas! * 9n + 7n) / 8n,
       });
@@ -2321,11 +2323,6 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
     const { first, accepted, asked, publicClient } = refusingBumps();
     const key = "bump-refused:kept-again";
     const baseFeeBefore = await readBaseFee(gw.chain.publicClient);
-    /** The next block's base fee `wei`, and that block mined (an empty one while the send's fee cap is below it). */
-    const minedAtBaseFee = async (wei: bigint) => {
-      await gw.chain.networkHelpers.setNextBlockBaseFeePerGas(wei);
-      await gw.chain.networkHelpers.mine(1);
-    };
     const sendRow = async () => {
       const [row] = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
         "SELECT tx_hash FROM evm_sends WHERE attempt_id = $1",
@@ -2403,8 +2400,7 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
       // bump. A node refusing the first by cost (a wallet short of ETH for it) refuses it again, and may take the
       // cheaper one, which is asked.
       for (const percent of [400n, 380n]) {
-        await gw.chain.networkHelpers.setNextBlockBaseFeePerGas((offered * percent) / 100n);
-        await gw.chain.networkHelpers.mine(1);
+        await minedAtBaseFee((offered * percent) / 100n);
         asked.length = 0;
         await keepOpenSends(stallingJournal(publicClient, 0));
         expect(asked).toHaveLength(1);
@@ -2437,20 +2433,12 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
       const old = parseTransaction(sent.raw_tx);
       // The base fee four times what the send offers (it waits in the pool below it): the fees ask twice that and the
       // tip, and a bump's tip is 12.5% over the send's.
-      await gw.chain.networkHelpers.setNextBlockBaseFeePerGas(old.maxFeePerGas! * 4n);
-      await gw.chain.networkHelpers.mine(1);
+      await minedAtBaseFee(old.maxFeePerGas! * 4n);
       const asks = 2n * (await readBaseFee(gw.chain.publicClient)) + 1_000_000_000n;
       // Two bumps signed when the fees asked 95% and 98% of that, refused by cost and kept, the cheaper first; the
       // node's cap raised since, for either.
       for (const [at, percent] of [95n, 98n].entries()) {
-        const raw = await gw.chain.walletClient.signTransaction({
-          account: gw.chain.walletClient.account!,
-          chain: gw.chain.chain,
-          type: "eip1559",
-          nonce: old.nonce!,
-          to: old.to!,
-          data: old.data!,
-          gas: old.gas!,
+        const raw = await signedOver(old, {
           maxFeePerGas: (asks * percent) / 100n,
           maxPriorityFeePerGas: (old.maxPriorityFeePerGas! * 9n + 7n) / 8n,
         });
@@ -2506,14 +2494,7 @@ describe("a fee bump the node refuses in other words than underpriced, the trans
       let previous = { tx_hash: sent.tx_hash, raw_tx: sent.raw_tx };
       for (let bumps = 0; bumps < 10; bumps += 1) {
         const old = parseTransaction(previous.raw_tx);
-        const raw = await gw.chain.walletClient.signTransaction({
-          account: gw.chain.walletClient.account!,
-          chain: gw.chain.chain,
-          type: "eip1559",
-          nonce: old.nonce!,
-          to: old.to!,
-          data: old.data!,
-          gas: old.gas!,
+        const raw = await signedOver(old, {
           maxFeePerGas: (old.maxFeePerGas! * 9n + 7n) / 8n,
           maxPriorityFeePerGas: (old.maxPriorityFeePerGas! * 9n + 7n) / 8n,
         });

@@ -139,6 +139,62 @@ async function railWithUnmarked(
   return { rail, logs };
 }
 
+/** The journal's line of a BOLT11 attempt of `amount` to `invoice`, as the rail writes one. */
+const attemptLine = (
+  attemptId: string,
+  invoice: { id: string; request: string },
+  amount: bigint,
+  createdAtMs: number,
+) => ({
+  t: "attempt",
+  attemptId,
+  paymentId: `payment-${attemptId}`,
+  paymentHash: invoice.id,
+  kind: "bolt11",
+  amountMsat: amount.toString(),
+  createdAtMs,
+  feeMaxMsat: "10000",
+  destination: null,
+  request: invoice.request,
+});
+
+/**
+ * The marks of two attempts of `amount`, written at `createdAtMs`: the other's, which succeeded with LND's payment
+ * `paid` of its invoice, reported; then this one's mark, edited to name the other's invoice (read as a mark that kept
+ * neither, the other's hash among its earlier ones), and its attempt line of its own invoice.
+ */
+function marksNamingAnothers(
+  amount: bigint,
+  createdAtMs: number,
+  own: { attemptId: string; invoice: { id: string; request: string } },
+  other: {
+    attemptId: string;
+    invoice: { id: string; request: string };
+    paid: { secret: string; fee_mtokens: string };
+  },
+) {
+  return [
+    attemptLine(other.attemptId, other.invoice, amount, createdAtMs),
+    {
+      t: "outcome",
+      attemptId: other.attemptId,
+      status: "succeeded",
+      preimage: other.paid.secret,
+      feeMsat: other.paid.fee_mtokens,
+    },
+    { t: "reported", attemptId: other.attemptId },
+    {
+      t: "withdrawn",
+      attemptId: own.attemptId,
+      sent: true,
+      createdAtMs,
+      paymentHash: own.invoice.id,
+      request: other.invoice.request,
+    },
+    attemptLine(own.attemptId, own.invoice, amount, createdAtMs),
+  ];
+}
+
 const resumed = (id: string, amount: bigint, address: string) =>
   ({
     id,
@@ -290,39 +346,16 @@ describe("LND's payments listed for an attempt found never taken whose mark kept
     const paid = await pay({ lnd: gateway, request: other.request });
     await cancelHodlInvoice({ lnd: payee, id: own.id });
     await expect(pay({ lnd: gateway, request: own.request })).rejects.toBeDefined();
-    const attemptLine = (attemptId: string, invoice: { id: string; request: string }) => ({
-      t: "attempt",
-      attemptId,
-      paymentId: `payment-${attemptId}`,
-      paymentHash: invoice.id,
-      kind: "bolt11",
-      amountMsat: amount.toString(),
+    const marks = marksNamingAnothers(
+      amount,
       createdAtMs,
-      feeMaxMsat: "10000",
-      destination: null,
-      request: invoice.request,
-    });
-    const marks = [
-      attemptLine(otherId, other),
+      { attemptId: ownId, invoice: own },
       {
-        t: "outcome",
         attemptId: otherId,
-        status: "succeeded",
-        preimage: paid.secret,
-        feeMsat: paid.fee_mtokens,
+        invoice: other,
+        paid,
       },
-      { t: "reported", attemptId: otherId },
-      // Edited to name the other's invoice: read as a mark that kept neither, the other's hash among its earlier ones.
-      {
-        t: "withdrawn",
-        attemptId: ownId,
-        sent: true,
-        createdAtMs,
-        paymentHash: own.id,
-        request: other.request,
-      },
-      attemptLine(ownId, own),
-    ];
+    );
     const { rail, logs } = await railWithUnmarked("held", [], undefined, marks);
     const said = () => logs.filter((line) => line.fields.attemptId === ownId && line.level !== "info");
     try {
@@ -370,39 +403,16 @@ describe("LND's payments listed for an attempt found never taken whose mark kept
     ];
     const paidOther = await pay({ lnd: gateway, request: other.request });
     const paidOwn = await pay({ lnd: gateway, request: own.request });
-    const attemptLine = (attemptId: string, invoice: { id: string; request: string }) => ({
-      t: "attempt",
-      attemptId,
-      paymentId: `payment-${attemptId}`,
-      paymentHash: invoice.id,
-      kind: "bolt11",
-      amountMsat: amount.toString(),
+    const marks = marksNamingAnothers(
+      amount,
       createdAtMs,
-      feeMaxMsat: "10000",
-      destination: null,
-      request: invoice.request,
-    });
-    const marks = [
-      attemptLine(otherId, other),
+      { attemptId: ownId, invoice: own },
       {
-        t: "outcome",
         attemptId: otherId,
-        status: "succeeded",
-        preimage: paidOther.secret,
-        feeMsat: paidOther.fee_mtokens,
+        invoice: other,
+        paid: paidOther,
       },
-      { t: "reported", attemptId: otherId },
-      // Edited to name the other's invoice: read as a mark that kept neither, the other's hash among its earlier ones.
-      {
-        t: "withdrawn",
-        attemptId: ownId,
-        sent: true,
-        createdAtMs,
-        paymentHash: own.id,
-        request: other.request,
-      },
-      attemptLine(ownId, own),
-    ];
+    );
     const { rail, logs } = await railWithUnmarked("held-paid", [], undefined, marks);
     const journal = path.join(directory, "held-paid.jsonl");
     const outcomes = async () =>
@@ -461,18 +471,7 @@ describe("LND's payments listed for an attempt found never taken whose mark kept
         paymentHash: own.id,
         request: other.request,
       },
-      {
-        t: "attempt",
-        attemptId: ownId,
-        paymentId: `payment-${ownId}`,
-        paymentHash: own.id,
-        kind: "bolt11",
-        amountMsat: amount.toString(),
-        createdAtMs,
-        feeMaxMsat: "10000",
-        destination: null,
-        request: own.request,
-      },
+      attemptLine(ownId, own, amount, createdAtMs),
     ];
     const { rail, logs } = await railWithUnmarked("unsent-holder", [], undefined, marks);
     const otherId = `listing-unsent-other-${randomUUID()}`;

@@ -162,6 +162,56 @@ function markUnwritten(attemptId: string) {
   return disk;
 }
 
+/**
+ * A rail paying Lightning Addresses through `lnurlFetch`, on `journal` written through `disk` (markUnwritten): the
+ * write of its attempt's mark fails as a full disk does.
+ */
+function startRailMarkUnwritten(
+  journal: string,
+  disk: ReturnType<typeof markUnwritten>,
+  lnurlFetch: LightningRailParams["lnurlFetch"],
+): Promise<Running> {
+  return startRail(
+    createFileRailStore(journal, { write: disk.write }),
+    { lnurlHttpHosts: ["127.0.0.1"], executeWaitMs: 3_000 },
+    cluster.nodes.gateway,
+    undefined,
+    lnurlFetch,
+  );
+}
+
+/**
+ * The mark of an attempt to a Lightning Address found never taken that kept `current`, the invoice that replaced
+ * `earlier` (its expired first one), `earlier` kept among its earlier invoices.
+ */
+const markRenewedFrom = (
+  attemptId: string,
+  current: { id: string; request: string },
+  earlier: { id: string; request: string },
+  createdAtMs = Date.now(),
+) => ({
+  t: "withdrawn",
+  attemptId,
+  sent: true,
+  createdAtMs,
+  paymentHash: current.id,
+  request: current.request,
+  earlierHashes: [earlier.id],
+  earlierRequests: { [earlier.id]: earlier.request },
+});
+
+/** An execute of attempt `id`, found never taken after a restart, paying `amount` to a Lightning Address. */
+const resumedToAddress = (id: string, amount: bigint, address: string) =>
+  ({
+    id,
+    paymentId: `payment-${id}`,
+    tenantId: "ten_test",
+    amount,
+    destination: { kind: "lightning_address", address },
+    feeMax: 10_000n,
+    resumed: true,
+  }) as const;
+
 /** The journal, loaded afresh, has the attempt succeeded under `paymentHash` with `payment`'s preimage and fee. */
 async function expectReloadedSucceeded(
   journal: string,
@@ -1431,37 +1481,11 @@ describe("lightning rail on regtest", () => {
     });
     const id = attemptId("earlier-mark-unwritten");
     const journal = path.join(directory, "earlier-mark-unwritten.jsonl");
-    await writeFile(
-      journal,
-      `${JSON.stringify({
-        t: "withdrawn",
-        attemptId: id,
-        sent: true,
-        createdAtMs: Date.now(),
-        paymentHash: current.id,
-        request: current.request,
-        earlierHashes: [earlier.id],
-        earlierRequests: { [earlier.id]: earlier.request },
-      })}\n`,
-    );
+    await writeFile(journal, `${JSON.stringify(markRenewedFrom(id, current, earlier))}\n`);
     const disk = markUnwritten(id);
-    const resumed = {
-      id,
-      paymentId: `payment-${id}`,
-      tenantId: "ten_test",
-      amount,
-      destination: { kind: "lightning_address", address: carol.address },
-      feeMax: 10_000n,
-      resumed: true,
-    } as const;
+    const resumed = resumedToAddress(id, amount, carol.address);
     try {
-      const running = await startRail(
-        createFileRailStore(journal, { write: disk.write }),
-        { lnurlHttpHosts: ["127.0.0.1"], executeWaitMs: 3_000 },
-        cluster.nodes.gateway,
-        undefined,
-        carol.lnurlFetch,
-      );
+      const running = await startRailMarkUnwritten(journal, disk, carol.lnurlFetch);
       let paidEarlier: PayResult;
       try {
         // LND has a payment of neither invoice: the current one is sent afresh, and its payee holds the payment.
@@ -1519,16 +1543,7 @@ describe("lightning rail on regtest", () => {
     await writeFile(
       journal,
       [
-        {
-          t: "withdrawn",
-          attemptId: id,
-          sent: true,
-          createdAtMs,
-          paymentHash: current.id,
-          request: current.request,
-          earlierHashes: [earlier.id],
-          earlierRequests: { [earlier.id]: earlier.request },
-        },
+        markRenewedFrom(id, current, earlier, createdAtMs),
         {
           t: "attempt",
           attemptId: id,
@@ -1549,13 +1564,7 @@ describe("lightning rail on regtest", () => {
     const paidEarlier = await pay({ lnd: client("gateway"), request: earlier.request });
     const disk = markUnwritten(id);
     try {
-      const running = await startRail(
-        createFileRailStore(journal, { write: disk.write }),
-        { lnurlHttpHosts: ["127.0.0.1"], executeWaitMs: 3_000 },
-        cluster.nodes.gateway,
-        undefined,
-        carol.lnurlFetch,
-      );
+      const running = await startRailMarkUnwritten(journal, disk, carol.lnurlFetch);
       try {
         // Followed at start, LND has no payment of its current invoice: it is found never taken, and the write of its
         // mark fails (only logged: the mark stands in memory).
@@ -1563,17 +1572,7 @@ describe("lightning rail on regtest", () => {
           timeoutMs: 30_000,
         });
         // Sent afresh, LND has a payment of its earlier invoice: followed as its own.
-        expect(
-          await running.rail.execute({
-            id,
-            paymentId: `payment-${id}`,
-            tenantId: "ten_test",
-            amount,
-            destination: { kind: "lightning_address", address: carol.address },
-            feeMax: 10_000n,
-            resumed: true,
-          }),
-        ).toEqual({
+        expect(await running.rail.execute(resumedToAddress(id, amount, carol.address))).toEqual({
           status: "succeeded",
           evidence: { rail: "lightning", paymentHash: earlier.id, preimage: paidEarlier.secret },
           fee: BigInt(paidEarlier.fee_mtokens),
