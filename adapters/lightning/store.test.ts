@@ -546,11 +546,15 @@ describe("rail store", () => {
     expect([...(await createFileRailStore(file).load()).attempts.keys()]).toEqual(["a1", "a2"]);
   });
 
-  it("closes within closeWaitMs when a sync never returns (a stalled disk)", async () => {
+  it("closes within closeWaitMs when a sync never returns (a stalled disk); one returning after refuses its appends", async () => {
     const file = path.join(directory, "journal.jsonl");
-    const store = createFileRailStore(file, { sync: () => new Promise<void>(() => {}), closeWaitMs: 50 });
+    let stalled: (() => void) | null = null;
+    const store = createFileRailStore(file, {
+      sync: () => new Promise<void>((done) => (stalled = done)),
+      closeWaitMs: 50,
+    });
     await store.load();
-    void store.append(attempt("a1"));
+    const appended = store.append(attempt("a1")).catch((error: unknown) => error as RailStoreError);
     await Promise.resolve();
     // Before: the close waited for the sync for good, and the rail's stop, and every closer after it, with it.
     const closed = await Promise.race([
@@ -558,6 +562,10 @@ describe("rail store", () => {
       new Promise((resolve) => setTimeout(() => resolve("still waiting"), 1_000)),
     ]);
     expect(closed).toBe("closed");
+    // The sync returns after the close: its descriptor was closed under it (the number perhaps another file's since),
+    // and the append is refused, not taken as durable.
+    (stalled as (() => void) | null)?.();
+    expect(await appended).toMatchObject({ shortMessage: "journal closed before its sync was confirmed" });
   });
 
   it("keeps the first cause of a tear until a load: a queued sync failing after it changes nothing", async () => {

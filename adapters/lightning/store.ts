@@ -902,6 +902,12 @@ export function createFileRailStore(
    */
   let closings = 0;
   /**
+   * How many times a close closed the descriptor: a sync that succeeds after one (it outlasted closeWaitMs) synced a
+   * descriptor no longer the journal's, so its appends are refused (durable). One that succeeds after a load is kept:
+   * the load rewrote and synced what it read, those lines with it.
+   */
+  let closes = 0;
+  /**
    * The journal's length in bytes: what compaction wrote, and each append written whole since. Kept here, not asked
    * of the file, so that an append (on a payment's path) makes no call more than its write.
    */
@@ -939,16 +945,26 @@ export function createFileRailStore(
       if (descriptor === null)
         return Promise.reject(new RailStoreError("store not loaded", { details: file }));
       const closingsBefore = closings;
+      const closesBefore = closes;
       syncing = sync(descriptor)
-        .catch((error: unknown) => {
-          // Linux reports a file's writeback error once, to whichever sync checks first: the sync after this one may
-          // find nothing dirty and succeed, though the lines of the appends waiting for it, written before this one
-          // failed, may be lost, and what the disk holds of the journal is unknown. It is torn as by a cut not synced:
-          // those appends are refused (append), and nothing more is written after a possible gap until a load.
-          // PostgreSQL takes a failed fsync the same way: it PANICs, and recovers from what it knows is durable.
-          if (closings === closingsBefore) tear(error);
-          throw new RailStoreError("journal sync failed", { details: detailsOf(error), cause: error });
-        })
+        .then(
+          () => {
+            // Closed meanwhile: a close that gave up waiting (closeWaitMs) closed the descriptor under a sync still
+            // queued in libuv's pool, whose number the process may since have given another file; its success says
+            // nothing of the journal, and the appends waiting are refused, not taken as durable.
+            if (closes !== closesBefore)
+              throw new RailStoreError("journal closed before its sync was confirmed", { details: file });
+          },
+          (error: unknown) => {
+            // Linux reports a file's writeback error once, to whichever sync checks first: the sync after this one may
+            // find nothing dirty and succeed, though the lines of the appends waiting for it, written before this one
+            // failed, may be lost, and what the disk holds of the journal is unknown. It is torn as by a cut not synced:
+            // those appends are refused (append), and nothing more is written after a possible gap until a load.
+            // PostgreSQL takes a failed fsync the same way: it PANICs, and recovers from what it knows is durable.
+            if (closings === closingsBefore) tear(error);
+            throw new RailStoreError("journal sync failed", { details: detailsOf(error), cause: error });
+          },
+        )
         .finally(() => {
           syncing = null;
         });
@@ -1110,6 +1126,7 @@ export function createFileRailStore(
       const closing = descriptor;
       descriptor = null;
       closings += 1;
+      closes += 1;
       try {
         if (closing !== null) closeSync(closing);
       } catch (error) {
