@@ -23,6 +23,7 @@ import {
 } from "../../adapters/lightning/index.ts";
 import { waitFor } from "../../scripts/lightning/index.ts";
 import { latch } from "../support/latch.ts";
+import { resumedToAddress } from "../support/lightning-journal.ts";
 import { lnurlServer } from "../support/lnurl-server.ts";
 import { type LogLine, recordingLogger } from "../support/recording-logger.ts";
 
@@ -195,17 +196,6 @@ function marksNamingAnothers(
   ];
 }
 
-const resumed = (id: string, amount: bigint, address: string) =>
-  ({
-    id,
-    paymentId: `payment-${id}`,
-    tenantId: "ten_test",
-    amount,
-    destination: { kind: "lightning_address", address },
-    feeMax: 10_000n,
-    resumed: true,
-  }) as const;
-
 describe("LND's payments listed for an attempt found never taken whose mark kept no invoice", () => {
   it("an execute whose listing another execute of the same id overtook (it asked the address and paid) answers that one's outcome, the address asked once, whether its listing then fails or answers", async () => {
     const carol = await lnurlServer(payee, "carol");
@@ -226,10 +216,10 @@ describe("LND's payments listed for an attempt found never taken whose mark kept
         release = released.release;
         listing.next = { entered: entered.release, released: released.done, fail };
         // The first execute's listing is held; the second's finds no payment of its amount, asks the address and pays.
-        const first = rail.execute(resumed(id, amount, carol.address));
+        const first = rail.execute(resumedToAddress(id, amount, carol.address));
         // An execute that lists nothing (a regression) would hold the test until its timeout, its finally never run.
         await within(entered.done, 10_000, "the first execute's listing of LND's payments");
-        const second = await rail.execute(resumed(id, amount, carol.address));
+        const second = await rail.execute(resumedToAddress(id, amount, carol.address));
         expect(second).toMatchObject({ status: "succeeded" });
         released.release();
         // Before (markChanged taken out): a listing that failed left it in flight, "could not be judged"; one that
@@ -256,7 +246,7 @@ describe("LND's payments listed for an attempt found never taken whose mark kept
     try {
       listing.failing = 2;
       for (let pass = 0; pass < 2; pass += 1)
-        expect(await rail.execute(resumed(id, amount, carol.address))).toEqual({
+        expect(await rail.execute(resumedToAddress(id, amount, carol.address))).toEqual({
           status: "in_flight",
           reference: id,
         });
@@ -270,7 +260,9 @@ describe("LND's payments listed for an attempt found never taken whose mark kept
       expect(carol.asked).toEqual([]);
       // Listed now: none of its amount, its address asked, and it pays.
       listing.requests.length = 0;
-      expect(await rail.execute(resumed(id, amount, carol.address))).toMatchObject({ status: "succeeded" });
+      expect(await rail.execute(resumedToAddress(id, amount, carol.address))).toMatchObject({
+        status: "succeeded",
+      });
       expect(carol.asked).toHaveLength(1);
     } finally {
       await rail.stop();
@@ -319,7 +311,7 @@ describe("LND's payments listed for an attempt found never taken whose mark kept
           }),
         ],
       );
-      expect(await rail.execute(resumed(id, amount, carol.address))).toEqual({
+      expect(await rail.execute(resumedToAddress(id, amount, carol.address))).toEqual({
         status: "in_flight",
         reference: id,
       });

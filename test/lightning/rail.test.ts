@@ -34,7 +34,7 @@ import { lateRegistrationMaxMs, lndClockBehindMaxMs } from "../../adapters/light
 import { type JournalWrite, journalLeaseMs } from "../../adapters/lightning/store.ts";
 import type { OutgoingAttempt, RailEvent } from "../../core/index.ts";
 import { clusterControl, waitFor } from "../../scripts/lightning/index.ts";
-import { journalAttemptLines } from "../support/lightning-journal.ts";
+import { journalAttemptLines, resumedToAddress } from "../support/lightning-journal.ts";
 import { lnurlServer } from "../support/lnurl-server.ts";
 import { type LogLine, recordingLogger } from "../support/recording-logger.ts";
 
@@ -199,18 +199,6 @@ const markRenewedFrom = (
   earlierHashes: [earlier.id],
   earlierRequests: { [earlier.id]: earlier.request },
 });
-
-/** An execute of attempt `id`, found never taken after a restart, paying `amount` to a Lightning Address. */
-const resumedToAddress = (id: string, amount: bigint, address: string) =>
-  ({
-    id,
-    paymentId: `payment-${id}`,
-    tenantId: "ten_test",
-    amount,
-    destination: { kind: "lightning_address", address },
-    feeMax: 10_000n,
-    resumed: true,
-  }) as const;
 
 /** The journal, loaded afresh, has the attempt succeeded under `paymentHash` with `payment`'s preimage and fee. */
 async function expectReloadedSucceeded(

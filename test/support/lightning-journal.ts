@@ -9,3 +9,15 @@ export async function journalAttemptLines(file: string, attemptId: string): Prom
     .filter((record) => record.attemptId === attemptId)
     .map((record) => record.t);
 }
+
+/** An execute of attempt `id`, found never taken after a restart, paying `amount` to a Lightning Address. */
+export const resumedToAddress = (id: string, amount: bigint, address: string) =>
+  ({
+    id,
+    paymentId: `payment-${id}`,
+    tenantId: "ten_test",
+    amount,
+    destination: { kind: "lightning_address", address },
+    feeMax: 10_000n,
+    resumed: true,
+  }) as const;
