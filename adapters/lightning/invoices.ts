@@ -72,8 +72,8 @@ const addInvoice = (
   });
 
 /**
- * An invoice made and journalled; or LND's refusal (or silence) to make it, or a torn journal's before LND is asked,
- * after which nothing is journalled.
+ * An invoice made and journalled; or LND's refusal (or silence) to make it, a torn journal's before LND is asked, or a
+ * journal that could not take its line after LND made it (an invoice handed to nobody).
  */
 type MadeInvoice =
   | { readonly ok: true; readonly invoice: CreatedInvoice }
@@ -127,7 +127,15 @@ async function makeInvoice(s: LightningRailState, invoiceParams: CreateInvoicePa
   }
   const stored: StoredInvoice = { paymentHash: created.id, reference, expiresAtMs };
   s.invoices.set(created.id, stored);
-  await s.store.append({ t: "invoice", ...stored });
+  try {
+    await s.store.append({ t: "invoice", ...stored });
+  } catch (error) {
+    // Not journalled (a write or sync that failed, the journal taken over by another process): refused as when LND
+    // refuses, not thrown (a 500 at the API, before). The invoice LND made is handed to nobody, so nobody can pay it;
+    // the rail keeps nothing of it.
+    s.invoices.delete(created.id);
+    return { ok: false, error: lndError("the invoice could not be journalled", error) };
+  }
   return {
     ok: true,
     invoice: { paymentHash: created.id, request: created.request, amountMsat, expiresAtMs, reference },

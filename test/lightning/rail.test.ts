@@ -2012,14 +2012,28 @@ describe("lightning rail on regtest", () => {
       expect(torn.rail.health().lastError).toBeNull();
       expect(tearLines()).toEqual([]);
       syncFails = true;
+      // The invoice's line not synced: refused as a rail unavailable, not thrown (a 500 at the API, before).
+      expect(
+        await torn.rail.receive({
+          reference: "torn-journal",
+          amount: 1_515_000n,
+          description: "torn-journal",
+          expirySeconds: 600,
+        }),
+      ).toMatchObject({
+        status: "refused",
+        code: "rail_unavailable",
+        message: expect.stringContaining("the invoice could not be journalled: journal sync failed"),
+      });
+      // Torn now: refused before LND is asked for another.
       await expect(
         torn.rail.createInvoice({
           amountMsat: 1_515_000n,
           expirySeconds: 600,
-          memo: "torn-journal",
-          reference: "torn-journal",
+          memo: "torn-journal-again",
+          reference: "torn-journal-again",
         }),
-      ).rejects.toMatchObject({ shortMessage: "journal sync failed" });
+      ).rejects.toMatchObject({ shortMessage: "journal torn by a failed write or sync" });
       // Before: still available, its health clear, every payout and invoice refused, and nothing said so.
       expect(torn.rail.snapshot().available).toBe(false);
       expect(torn.rail.health().lastError).toBe(
