@@ -3,9 +3,10 @@
 // back through the event pump (events.ts).
 
 import { parseBolt11 } from "../../core/bolt11.ts";
-import type { ReceiveOutcome, ReceiveRequest } from "../../core/index.ts";
+import { type ReceiveOutcome, type ReceiveRequest, SwitchyardError } from "../../core/index.ts";
 import { utf8Prefix } from "../../core/text.ts";
 import { LightningRailError, lndError } from "./errors.ts";
+import { lndErrorText } from "./failures.ts";
 import type { LightningRailState } from "./state.ts";
 import type { StoredInvoice } from "./store.ts";
 
@@ -88,7 +89,7 @@ export async function createInvoice(
   return made.invoice;
 }
 
-/** Parameters outside the rail's limits throw (the caller's bug); so does a journal that cannot be written. */
+/** Parameters outside the rail's limits throw (the caller's bug); a journal that cannot take the line is a refusal. */
 async function makeInvoice(s: LightningRailState, invoiceParams: CreateInvoiceParams): Promise<MadeInvoice> {
   if (!s.running) throw new LightningRailError("the Lightning rail is not started");
   const { limits } = s;
@@ -132,9 +133,20 @@ async function makeInvoice(s: LightningRailState, invoiceParams: CreateInvoicePa
   } catch (error) {
     // Not journalled (a write or sync that failed, the journal taken over by another process): refused as when LND
     // refuses, not thrown (a 500 at the API, before). The invoice LND made is handed to nobody, so nobody can pay it;
-    // the rail keeps nothing of it.
+    // the rail keeps nothing of it. The refusal, which reaches the API's caller, names what failed, not the journal's
+    // path: that is logged.
     s.invoices.delete(created.id);
-    return { ok: false, error: lndError("the invoice could not be journalled", error) };
+    s.logger.error(
+      { paymentHash: created.id, error: lndErrorText(error) },
+      "an invoice's journal line could not be written: the invoice is refused",
+    );
+    return {
+      ok: false,
+      error: new LightningRailError("the invoice could not be journalled", {
+        details: error instanceof SwitchyardError ? error.shortMessage : "journal write failed",
+        cause: error,
+      }),
+    };
   }
   return {
     ok: true,
@@ -144,7 +156,8 @@ async function makeInvoice(s: LightningRailState, invoiceParams: CreateInvoicePa
 
 /**
  * Money in, as the Rail contract asks: a BOLT11 invoice for the request (its description as the memo), or a
- * refusal that made nothing on LND — an amount outside the rail's range, LND out of reach or refusing.
+ * refusal that made nothing anyone can pay — an amount outside the rail's range, LND out of reach or refusing, or a
+ * journal that could not take the invoice's line (LND then holds an invoice handed to nobody, until it expires).
  */
 export async function receive(s: LightningRailState, request: ReceiveRequest): Promise<ReceiveOutcome> {
   const { limits } = s;
