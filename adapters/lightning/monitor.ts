@@ -14,6 +14,7 @@ import { estimateFee, snapshotRoutingFee } from "./fees.ts";
 import { noteInvoicesKnown } from "./invoices.ts";
 import { track } from "./send.ts";
 import { type LightningHealth, type LightningRailState, withTimeout } from "./state.ts";
+import { errorCodeOf } from "./store.ts";
 
 const reaches: readonly DestinationKind[] = ["bolt11", "lightning_node", "lightning_address"];
 const latencyDefaultMs = 2_000;
@@ -135,12 +136,6 @@ export function health(s: LightningRailState): LightningHealth {
     lastError: `journal torn: ${lndErrorText(tornBy)}; restart the gateway to reload the journal`,
   };
 }
-
-/** The file system's code of `error` (EIO, ENOSPC), or null. */
-const errorCodeOf = (error: unknown): string | null => {
-  const code = (error as NodeJS.ErrnoException | null)?.code;
-  return typeof code === "string" ? code : null;
-};
 
 export function snapshot(s: LightningRailState): RailSnapshot {
   const latencies = s.recent

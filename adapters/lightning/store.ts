@@ -219,6 +219,12 @@ export class RailStoreError extends SwitchyardError {
   override name = "RailStoreError";
 }
 
+/** The file system's code of `error` (EIO, ENOSPC), or null. */
+export function errorCodeOf(error: unknown): string | null {
+  const code = (error as NodeJS.ErrnoException | null)?.code;
+  return typeof code === "string" ? code : null;
+}
+
 /** Finished attempts kept for idempotent retries; the oldest beyond this are forgotten on compaction. */
 export const finishedAttemptsRetainMax = 100_000;
 const journalLineLengthMax = 64 * 1024;
@@ -921,8 +927,8 @@ export function createFileRailStore(
   let tornBy: unknown = null;
   /** The file, and the file system's code for `error` when it has one (EIO, ENOSPC): what a refusal's details say. */
   const detailsOf = (error: unknown) => {
-    const code = (error as NodeJS.ErrnoException | null)?.code;
-    return typeof code === "string" ? `${file}: ${code}` : file;
+    const code = errorCodeOf(error);
+    return code === null ? file : `${file}: ${code}`;
   };
   /**
    * How many times the journal was torn since the store was made, and by what last: an append's sync asks whether it
