@@ -33,6 +33,7 @@ import {
   type LocalAccount,
   type PublicClient,
   parseTransaction,
+  recoverTransactionAddress,
   type TransactionReceipt,
   TransactionReceiptNotFoundError,
   type TransactionSerializable,
@@ -137,7 +138,15 @@ export type SendJournal = {
    * taken, or its mark cleared.
    */
   stalledRefusal: StalledRefusal | null;
+  /**
+   * The sends signed by another wallet than this one (a key rotation retired it) said not replaced, by key: each is said
+   * once (storedSend), the set cleared when it reaches signedByAnotherSaidMax.
+   */
+  readonly signedByAnotherSaid: Set<string>;
 };
+
+/** The most sends of another wallet a journal remembers having said (SendJournal.signedByAnotherSaid). */
+const signedByAnotherSaidMax = 1_000;
 
 /** A refusal of new keys while the wallet's lowest open send is not taken (stalledBy), as last answered. */
 type StalledRefusal = {
@@ -173,6 +182,7 @@ export function createSendJournal(params: {
     unreplaceable: new Map(),
     bumpsRefused: new Map(),
     stalledRefusal: null,
+    signedByAnotherSaid: new Set(),
     account: localAccountOf(params.walletClient.account),
     chainId: params.publicClient.chain.id,
     queue: Promise.resolve(),
@@ -442,22 +452,64 @@ type StoredRow = SendRow & { due: boolean };
 /**
  * The send under `key`, broadcast again — replaced first when it is due; null when there is none. A key is one
  * chain's: a send of another chain under it is never broadcast or replaced here (its bytes, its nonce are that
- * chain's), the send is refused.
+ * chain's), the send is refused. A send signed by another wallet (the hot wallet's key rotated since: the retired
+ * wallet's sends stay in the journal) is broadcast again as it is, never replaced: its nonce is that wallet's, and a
+ * replacement signed with this wallet's key would be another transaction at a nonce of this wallet's own sequence
+ * (another payment of the same call once this wallet's count reaches it, the one signed before still mined or
+ * minable, and the row no longer naming it). Its key answers its stored send, as any key sent before does: its outcome
+ * is followed by its transactions' hashes (receiptOf), and whether it can still be mined by its own wallet's count
+ * (sendFateOf).
  */
 async function storedSend(journal: SendJournal, key: string): Promise<Sent | null> {
-  const [existing] = await journal.db.query<StoredRow & { chain_id: number }>(
-    `SELECT attempt_id, tx_hash, raw_tx, nonce, chain_id,
+  const [existing] = await journal.db.query<StoredRow & { chain_id: number; wallet: string | null }>(
+    `SELECT attempt_id, tx_hash, raw_tx, nonce, chain_id, wallet,
             now() - signed_at >= $2::int * interval '1 millisecond' AS due
        FROM evm_sends WHERE attempt_id = $1`,
     [key, journal.replaceAfterMs],
   );
   if (existing === undefined) return null;
-  const { due, chain_id: chainId, ...row } = existing;
+  const { due, chain_id: chainId, wallet, ...row } = existing;
   if (Number(chainId) !== journal.chainId)
     throw new EvmRailError(`send ${key} is chain ${chainId}'s, not chain ${journal.chainId}'s`);
-  const current = due ? await replaceIfStuck(journal, row) : row;
+  const current = due && (await signedHere(journal, row, wallet)) ? await replaceIfStuck(journal, row) : row;
   // Harmless if the node has it; needed if it lost it.
   return broadcast(journal, current);
+}
+
+/**
+ * Whether `row`'s send was signed by this journal's wallet, so that a replacement signed here takes its place: its
+ * `wallet`, or, a row journaled before that column (evm migration 0011, which left it NULL; send-gas.ts fills it in for
+ * open sends only, at its next pass), the signer its bytes name. One signed by another wallet, or whose signer its
+ * bytes do not name, is said once at warn (a key rotation the operator may not know leaves its sends to be mined as
+ * they are), and is never replaced.
+ */
+async function signedHere(journal: SendJournal, row: SendRow, wallet: string | null): Promise<boolean> {
+  const signer = wallet ?? (await signerOf(row.raw_tx));
+  if (signer === walletKey(journal)) return true;
+  if (!journal.signedByAnotherSaid.has(row.attempt_id)) {
+    if (journal.signedByAnotherSaid.size >= signedByAnotherSaidMax) journal.signedByAnotherSaid.clear();
+    journal.signedByAnotherSaid.add(row.attempt_id);
+    journal.logger.warn(
+      {
+        send: row.attempt_id,
+        txHash: row.tx_hash,
+        nonce: row.nonce,
+        signedBy: signer === null || signer === "" ? "unknown" : signer,
+        hotWallet: walletKey(journal),
+      },
+      "send signed by another wallet than the hot wallet (its key rotated since?): not replaced, only broadcast again as it is; a wallet the rail no longer signs with mines it, or not, at its own fees",
+    );
+  }
+  return false;
+}
+
+/** The address (lower case) that signed `raw`, from its signature alone; null when its bytes name none. */
+async function signerOf(raw: Hex): Promise<string | null> {
+  try {
+    return (await recoverTransactionAddress({ serializedTransaction: raw as never })).toLowerCase();
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -1414,11 +1466,12 @@ async function notTaken(journal: SendJournal, row: SendRow, error: unknown): Pro
  * held the nonce in the pool, and past stalledAfterMs every new payout was refused.
  */
 async function nonceTakenOnNode(journal: SendJournal, row: SendRow): Promise<Hex | "passed" | null> {
+  // The nonce is its signer's: a send of a wallet retired by a key rotation (broadcast again as it is, storedSend) is
+  // not passed because this wallet's count is past it. Before, this wallet's count was read, and such a send the node
+  // refused was taken for mined, its payout then judged never mined by the same count (sendFateOf) and paid again.
+  const signer = ((await signerOf(row.raw_tx)) as Address | null) ?? journal.account.address;
   try {
-    const mined = await journal.publicClient.getTransactionCount({
-      address: journal.account.address,
-      blockTag: "latest",
-    });
+    const mined = await journal.publicClient.getTransactionCount({ address: signer, blockTag: "latest" });
     if (mined > Number(row.nonce)) return "passed";
   } catch {
     return null; // the node not answering
@@ -1555,7 +1608,32 @@ export async function sendFateOf(
   const receipt = await minedReceiptOf(journal, row);
   if (receipt !== null)
     return (await confirmed(journal, receipt)) ? { status: "mined", receipt } : { status: "pending" };
-  return confirmedNonce <= row.nonce ? { status: "pending" } : { status: "never_mined" };
+  if (confirmedNonce <= row.nonce) return { status: "pending" };
+  // `confirmedNonce` is this wallet's count: a send signed by another wallet (the hot wallet's key rotated since, its
+  // key sent again: storedSend) is judged by its signer's count, read now, and its receipts looked for again after it.
+  // Before, this wallet's count past its nonce judged it never mined while it could still be (its payout failed, paid
+  // again elsewhere, and the first one mined). A send whose signer is not known is never judged so.
+  const signer = await storedSignerOf(journal.db, row.attempt_id);
+  if (signer === walletKey(journal)) return { status: "never_mined" };
+  if (signer === null || (await confirmedNonceOf(journal, signer)) <= row.nonce) return { status: "pending" };
+  const late = await minedReceiptOf(journal, row);
+  if (late !== null)
+    return (await confirmed(journal, late)) ? { status: "mined", receipt: late } : { status: "pending" };
+  return { status: "never_mined" };
+}
+
+/**
+ * The wallet (lower case) that signed the send stored under `key`: its `wallet`, or the signer its bytes name when
+ * that is NULL (journaled before evm migration 0011); null when there is no such send, or its bytes name no signer.
+ */
+async function storedSignerOf(db: Db, key: string): Promise<Address | null> {
+  const [stored] = await db.query<{ wallet: string | null; raw_tx: Hex }>(
+    "SELECT wallet, raw_tx FROM evm_sends WHERE attempt_id = $1",
+    [key],
+  );
+  if (stored === undefined) return null;
+  const signer = stored.wallet ?? (await signerOf(stored.raw_tx));
+  return signer === null || signer === "" ? null : (signer as Address);
 }
 
 /**
@@ -1567,14 +1645,17 @@ export const neverMinedDepthExtra = 6;
 
 /**
  * The wallet's transaction count at the latest block with the confirmations and neverMinedDepthExtra more (nonces
- * below it are final).
+ * below it are final); `wallet`'s, another wallet's, when given (sendFateOf, a send signed before a key rotation).
  */
-export async function confirmedNonceOf(journal: SendJournal): Promise<number> {
+export async function confirmedNonceOf(
+  journal: SendJournal,
+  wallet: Address = journal.account.address,
+): Promise<number> {
   const head = await journal.publicClient.getBlockNumber({ cacheTime: 0 });
   const confirmed = head - BigInt(Math.max(journal.confirmations, 1) + neverMinedDepthExtra) + 1n;
   if (confirmed < 0n) return 0;
   return journal.publicClient.getTransactionCount({
-    address: journal.account.address,
+    address: wallet,
     blockNumber: confirmed,
   });
 }

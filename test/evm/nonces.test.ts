@@ -11,19 +11,24 @@ import {
   encodeFunctionData,
   keccak256,
   parseTransaction,
+  stringToHex,
+  type WalletClient,
 } from "viem";
+import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { chainRefused } from "../../adapters/evm/errors.ts";
 import { readBaseFee } from "../../adapters/evm/gas.ts";
 import { testUsdAbi } from "../../adapters/evm/index.ts";
 import { revertName } from "../../adapters/evm/reverts.ts";
 import {
+  confirmedNonceOf,
   createSendJournal,
   finalReceiptOf,
   hashesOfSend,
   keepOpenSends,
   receiptOf,
   type SendJournal,
+  sendFateOf,
   sendHashesOf,
   sendOnce,
   stalledAfterMsLeast,
@@ -2810,5 +2815,185 @@ describe("a broadcast refused as underpriced while the database does not answer"
     await expect(sent).resolves.toMatchObject({ broadcast: "not_taken" });
     await keepOpenSends(journalOver(base, gw.chain.publicClient));
     await expectMined([(await sent) as { tx_hash: `0x${string}` }]);
+  });
+});
+
+describe("a send signed by another wallet, the hot wallet's key rotated since", () => {
+  /** A wallet of its own key (the same every run, `seed`'s) holding ETH for gas, on the test chain. */
+  async function walletOf(seed: string) {
+    const account = privateKeyToAccount(keccak256(stringToHex(seed)));
+    await gw.chain.networkHelpers.setBalance(account.address, 10n ** 18n);
+    const transport = custom({
+      request: (args: { method: string; params?: unknown }) => gw.chain.provider.request(args as never),
+    });
+    return createWalletClient({ account, chain: gw.chain.chain, transport });
+  }
+  /** A journal signing with `walletClient` on the gateway's database, every send due for replacement at once. */
+  const journalOf = (walletClient: SendJournal["walletClient"], priorityFeeWei: bigint, logger?: Logger) =>
+    createSendJournal({
+      db: gw.app.db,
+      publicClient: gw.chain.publicClient,
+      walletClient,
+      confirmations: 1,
+      receiptTimeoutMs: 300,
+      gas: { priorityFeeWei, maxFeeWei: 200_000_000_000n },
+      replaceAfterMs: 0,
+      ...(logger === undefined ? {} : { logger }),
+    });
+  /** Approving nothing to a payee under `key`; `prepared` counts the calls made (nothing is signed without one). */
+  const approveNothing = (journal: SendJournal, key: string, prepared = { count: 0 }) =>
+    sendOnce(journal, key, async () => {
+      prepared.count += 1;
+      return {
+        to: gw.chain.contracts.testUsd,
+        data: encodeFunctionData({
+          abi: testUsdAbi,
+          functionName: "approve",
+          args: [gw.chain.accounts[7]!.address, 0n],
+        }),
+      };
+    });
+  const rowOf = async (key: string) => {
+    const [row] = await gw.app.db.query<{ tx_hash: `0x${string}`; nonce: number }>(
+      "SELECT tx_hash, nonce FROM evm_sends WHERE attempt_id = $1",
+      [key],
+    );
+    const replaced = await gw.app.db.query("SELECT tx_hash FROM evm_sends_replaced WHERE attempt_id = $1", [
+      key,
+    ]);
+    return { ...row!, replaced };
+  };
+  const countsOf = async (wallet: WalletClient) =>
+    Promise.all(
+      (["latest", "pending"] as const).map((blockTag) =>
+        gw.chain.publicClient.getTransactionCount({ address: wallet.account!.address, blockTag }),
+      ),
+    );
+
+  it("open, its key sent again: broadcast again as it is, never replaced by the new wallet's key; said once", async () => {
+    const key = "approve:signed-before-rotation:open";
+    const { logger, lines } = recordingLogger();
+    // The hot wallet's send at a tip of 1 wei, waiting in the pool: one the new wallet's policy (1 gwei) would bump.
+    const before = journalOf(gw.chain.walletClient, 1n);
+    const rotated = await walletOf("the hot wallet rotated to, an open send of the old one");
+    const after = journalOf(rotated, 1_000_000_000n, logger);
+    await setAutomine(false);
+    let first: Awaited<ReturnType<typeof approveNothing>> | undefined;
+    try {
+      first = await approveNothing(before, key);
+      expect(first).toMatchObject({ attempt_id: key, broadcast: "taken" });
+      const countsBefore = await countsOf(rotated);
+      const prepared = { count: 0 };
+      // Sent again twice (a payout's recovery does): its stored send, broadcast again, both times.
+      for (let again = 0; again < 2; again += 1)
+        expect(await approveNothing(after, key, prepared)).toMatchObject({
+          attempt_id: key,
+          tx_hash: (first as { tx_hash: string }).tx_hash,
+          broadcast: "taken",
+        });
+      expect(prepared.count).toBe(0);
+      // Before: a replacement signed by the new wallet at the old one's nonce, the row pointing at it.
+      expect(await rowOf(key)).toMatchObject({
+        tx_hash: (first as { tx_hash: string }).tx_hash,
+        replaced: [],
+      });
+      expect(await countsOf(rotated)).toEqual(countsBefore);
+      const warned = lines.filter((line) => line.level === "warn");
+      expect(warned).toHaveLength(1);
+      expect(warned[0]!.fields).toMatchObject({
+        send: key,
+        signedBy: gw.chain.walletClient.account.address.toLowerCase(),
+        hotWallet: rotated.account.address.toLowerCase(),
+      });
+    } finally {
+      await setAutomine(true);
+      await gw.chain.networkHelpers.mine(1);
+    }
+    await expectMined([first as { tx_hash: `0x${string}` }]);
+    expect(await countsOf(rotated)).toEqual([0, 0]);
+  });
+
+  it.each([
+    ["its wallet written", "mined", false],
+    [
+      "its wallet NULL (journaled before evm migration 0011): its signer read from its bytes",
+      "mined-null",
+      true,
+    ],
+  ])(
+    "mined, %s, its key sent again: its stored send, no transaction of the new wallet kept among its own",
+    async (_, name, walletNull) => {
+      const key = `approve:signed-before-rotation:${name}`;
+      const first = await approveNothing(journalOf(gw.chain.walletClient, 1n), key);
+      expect(first).toMatchObject({ attempt_id: key, broadcast: "taken" });
+      await expectMined([first as { tx_hash: `0x${string}` }]);
+      if (walletNull)
+        await gw.app.db.query("UPDATE evm_sends SET wallet = NULL WHERE attempt_id = $1", [key]);
+      const rotated = await walletOf("the hot wallet rotated to, a mined send of the old one");
+      const countsBefore = await countsOf(rotated);
+      // Before: a bump signed by the new wallet, refused by the node (a nonce past its own), kept among the send's.
+      expect(await approveNothing(journalOf(rotated, 1_000_000_000n), key)).toMatchObject({
+        tx_hash: (first as { tx_hash: string }).tx_hash,
+        broadcast: "taken",
+      });
+      expect(await rowOf(key)).toMatchObject({
+        tx_hash: (first as { tx_hash: string }).tx_hash,
+        replaced: [],
+      });
+      expect(await countsOf(rotated)).toEqual(countsBefore);
+    },
+  );
+
+  it("of the hot wallet itself, its wallet NULL (journaled before evm migration 0011): replaced when due, as before", async () => {
+    const key = "approve:signed-before-0011:own";
+    await setAutomine(false);
+    let first: Awaited<ReturnType<typeof approveNothing>> | undefined;
+    try {
+      first = await approveNothing(journalOf(gw.chain.walletClient, 1n), key);
+      expect(first).toMatchObject({ attempt_id: key, broadcast: "taken" });
+      await gw.app.db.query("UPDATE evm_sends SET wallet = NULL WHERE attempt_id = $1", [key]);
+      const bumped = await approveNothing(journalOf(gw.chain.walletClient, 1_000_000_000n), key);
+      expect(bumped).toMatchObject({ attempt_id: key, broadcast: "taken" });
+      const firstHash = (first as { tx_hash: string }).tx_hash;
+      expect((bumped as { tx_hash: string }).tx_hash).not.toBe(firstHash);
+      expect(await rowOf(key)).toMatchObject({
+        tx_hash: (bumped as { tx_hash: string }).tx_hash,
+        replaced: [{ tx_hash: firstHash }],
+      });
+    } finally {
+      await setAutomine(true);
+      await gw.chain.networkHelpers.mine(1);
+    }
+    const { tx_hash } = await rowOf(key);
+    expect(
+      await finalReceiptOf(journalOf(gw.chain.walletClient, 1n), { attempt_id: key, tx_hash }),
+    ).toMatchObject({
+      transactionHash: tx_hash,
+    });
+  });
+
+  it("is judged never mined by its own wallet's count, not by the hot wallet's now", async () => {
+    const key = "approve:signed-before-rotation:fate";
+    // The wallet before the rotation, of few sends; the hot wallet now, the gateway's, of many.
+    const retired = await walletOf("the hot wallet rotated from, of few sends");
+    const now = journalOf(gw.chain.walletClient, 1_000_000_000n);
+    await setAutomine(false);
+    let sent: Awaited<ReturnType<typeof approveNothing>> | undefined;
+    try {
+      sent = await approveNothing(journalOf(retired, 1_000_000_000n), key);
+      expect(sent).toMatchObject({ attempt_id: key, broadcast: "taken" });
+      const row = sent as { attempt_id: string; tx_hash: `0x${string}`; nonce: number };
+      const confirmedNonce = await confirmedNonceOf(now);
+      expect(confirmedNonce).toBeGreaterThan(Number(row.nonce));
+      // Before: never mined, the hot wallet's count being past its nonce, while it waits in the pool (a payout
+      // failed, to be paid again elsewhere).
+      expect(await sendFateOf(now, row, confirmedNonce)).toEqual({ status: "pending" });
+    } finally {
+      await setAutomine(true);
+      await gw.chain.networkHelpers.mine(1);
+    }
+    await expectMined([sent as { tx_hash: `0x${string}` }]);
+    const row = sent as { attempt_id: string; tx_hash: `0x${string}`; nonce: number };
+    expect(await sendFateOf(now, row, await confirmedNonceOf(now))).toMatchObject({ status: "mined" });
   });
 });
