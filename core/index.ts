@@ -61,6 +61,8 @@ export type {
   RailRouteReply,
   RailRouteRequest,
   RailSnapshot,
+  RailUnavailable,
+  RailUnavailableCode,
   ReceiveCancellation,
   ReceiveCancellationOutcome,
   ReceivedRefund,

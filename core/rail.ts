@@ -27,12 +27,39 @@ export type NetworkFeeModel =
 /** The circuit breaker's view of a rail: open excludes it, half_open lets probes through. */
 export type CircuitState = "closed" | "open" | "half_open";
 
+/**
+ * Why a rail is unavailable, as far as it knows: `not_started` (not started, or stopped), `journal_torn` (its journal
+ * refuses every write since a write, cut or sync failed, until the gateway restarts), `journal_lock_lost` (another
+ * process took its journal over), `node_unreachable` (its node, LND or the chain's RPC, did not answer its last check,
+ * or failed it), `node_not_synced` (LND answers, not synced to its chain yet), `provider_unreachable` (its provider,
+ * Stripe, failed its last health check).
+ */
+export type RailUnavailableCode =
+  | "not_started"
+  | "journal_torn"
+  | "journal_lock_lost"
+  | "node_unreachable"
+  | "node_not_synced"
+  | "provider_unreachable";
+
+/**
+ * A stable code and a line for the operator. The message is shown without an API key (GET /healthz): a fixed text,
+ * at most with an error's code or name (EIO, api_connection_error), never an address, a path, a credential or a
+ * provider's own message; those are in the rail's logs.
+ */
+export type RailUnavailable = { readonly code: RailUnavailableCode; readonly message: string };
+
 /** What one rail offers at the moment its snapshot was taken. Amounts are in the rail's asset. */
 export type RailSnapshot = {
   readonly rail: string; // the rail's id: "internal", "evm", "lightning", "fiat"
   readonly kind: RailKind;
   readonly asset: Asset;
   readonly available: boolean; // healthy and started
+  /**
+   * Why `available` is false, in the same look; absent while it is true, and from a rail that cannot say why. Read by
+   * the health routes only: the router reads `available` alone.
+   */
+  readonly unavailable?: RailUnavailable;
   readonly reaches: readonly DestinationKind[];
   /**
    * The least and the most one payment on this rail may be, in or out, in its asset's minor units: the provider's

@@ -136,8 +136,17 @@ describe("at the boundary", () => {
   it("a failed snapshot refresh leaves the rail unavailable and is logged through the rail's logger", async () => {
     const recorded = recordingLogger();
     const rail = createEvmRail({ ...railParams(), logger: recorded.logger });
+    expect(rail.snapshot().unavailable).toEqual({
+      code: "not_started",
+      message: "the EVM rail is not started",
+    });
     await rail.refresh();
     expect(rail.snapshot().available).toBe(false);
+    // Why, for the health routes: not viem's message, which names the RPC's URL (a provider's holds its API key).
+    expect(rail.snapshot().unavailable).toEqual({
+      code: "node_unreachable",
+      message: "the chain's node did not answer the rail's reads of its balance and base fee",
+    });
     const lines = recorded.lines.filter((line) => line.level === "warn");
     expect(lines).toHaveLength(1);
     expect(lines[0]?.message).toMatch(/snapshot refresh failed/);

@@ -11,7 +11,7 @@ import {
   parseTransaction,
   type TransactionReceipt,
 } from "viem";
-import type { Logger } from "../../core/index.ts";
+import type { Logger, RailUnavailable } from "../../core/index.ts";
 import type { DepositState } from "./deposits.ts";
 import { EvmRailError } from "./errors.ts";
 import { receiptOf, type SendJournal, type SendRefused, sendWithinQueue } from "./send-journal.ts";
@@ -23,6 +23,8 @@ import type { EvmEvidence, EvmRailParams } from "./types.ts";
  */
 export type EvmRailView = {
   available: boolean;
+  /** Why `available` is false (core/rail.ts), null while it is true: never refreshed, or the last refresh failed. */
+  unavailable: RailUnavailable | null;
   /** The hot wallet's token balance. */
   liquidity: bigint;
   /** Wei per gas a transaction is expected to pay now: the latest base fee + the policy's tip (even above its cap). */

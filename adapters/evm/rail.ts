@@ -18,12 +18,13 @@ import {
   type Rail,
   type RailEventHandler,
   type RailSnapshot,
+  type RailUnavailable,
   silentLogger,
 } from "../../core/index.ts";
 import { authorizationRoute, submitSignedPayment } from "./authorizations.ts";
 import { depositSink, depositSource } from "./deposit-source.ts";
 import { receiveDeposit } from "./deposits.ts";
-import { translatingViemErrors, viemDetails } from "./errors.ts";
+import { nodeUnreachable, translatingViemErrors, viemDetails } from "./errors.ts";
 import { readBaseFee } from "./gas.ts";
 import { ownsDestination } from "./own-addresses.ts";
 import { executeAttempt } from "./payout.ts";
@@ -62,7 +63,13 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
     account: journal.account,
     chainId: journal.chainId,
     journal,
-    view: { available: false, liquidity: 0n, gasPrice: 0n, takenAtMs: 0 },
+    view: {
+      available: false,
+      unavailable: { code: "not_started", message: "the EVM rail is not started" },
+      liquidity: 0n,
+      gasPrice: 0n,
+      takenAtMs: 0,
+    },
     refreshTimer: undefined,
     deposits:
       params.deposits === undefined ? null : { params: params.deposits, implementation: null, domain: null },
@@ -194,14 +201,42 @@ async function refresh(state: EvmRailState): Promise<void> {
   try {
     const [liquidity, baseFeeWei] = await Promise.all([readBalance(state), readBaseFee(params.publicClient)]);
     const gasPrice = baseFeeWei + params.gas.priorityFeeWei;
-    state.view = { ...state.view, available: true, liquidity, gasPrice, takenAtMs: state.nowMs() };
+    state.view = {
+      ...state.view,
+      available: true,
+      unavailable: null,
+      liquidity,
+      gasPrice,
+      takenAtMs: state.nowMs(),
+    };
   } catch (error) {
-    state.view = { ...state.view, available: false, takenAtMs: state.nowMs() };
+    state.view = {
+      ...state.view,
+      available: false,
+      unavailable: refreshFailure(error),
+      takenAtMs: state.nowMs(),
+    };
     state.logger.warn(
       { error: viemDetails(error) },
       "snapshot refresh failed: the rail is unavailable until one succeeds",
     );
   }
+}
+
+/**
+ * Why a failed refresh leaves the rail unavailable: the node not reached, or its answer an error, named by viem's error
+ * class alone, since viem's message may hold the RPC's URL, and a provider's URL its API key (the log line has it all).
+ */
+function refreshFailure(error: unknown): RailUnavailable {
+  if (nodeUnreachable(error))
+    return {
+      code: "node_unreachable",
+      message: "the chain's node did not answer the rail's reads of its balance and base fee",
+    };
+  return {
+    code: "node_unreachable",
+    message: `the chain's node failed the rail's reads of its balance and base fee (${error instanceof Error ? error.name : "unknown error"})`,
+  };
 }
 
 function snapshotOf(state: EvmRailState): RailSnapshot {
@@ -222,6 +257,7 @@ function snapshotOf(state: EvmRailState): RailSnapshot {
     asset: params.token.asset,
     chainId: state.chainId,
     available: view.available,
+    ...(view.unavailable === null ? {} : { unavailable: view.unavailable }),
     reaches: params.splitter === undefined ? ["evm_address"] : ["evm_address", "evm_split"],
     amountMin: 1n,
     amountMax,

@@ -1,6 +1,6 @@
 // The fiat rail's health, balance and snapshot: Stripe's available balance, read at start and every
 // snapshotRefreshMs, is the rail's liquidity (when the rail is limited by it) and its health check.
-import type { RailSnapshot } from "../../core/index.ts";
+import type { RailSnapshot, RailUnavailable } from "../../core/index.ts";
 import { FiatRailError, translateStripeError } from "./errors.ts";
 import type { FiatRailState } from "./rail-state.ts";
 import { transferLatencyMsDefault } from "./types.ts";
@@ -16,13 +16,14 @@ async function readBalance(state: FiatRailState): Promise<bigint> {
 export async function refresh(state: FiatRailState): Promise<void> {
   try {
     state.availableBalance = await readBalance(state);
-    state.health = { healthy: true, lastCheckedAtMs: state.nowMs(), lastError: null };
+    state.health = { healthy: true, lastCheckedAtMs: state.nowMs(), lastError: null, stripeError: null };
   } catch (error) {
     const failure = translateStripeError(error);
     state.health = {
       healthy: false,
       lastCheckedAtMs: state.nowMs(),
       lastError: `${failure.stripeError}: ${failure.message}`,
+      stripeError: failure.stripeError,
     };
     state.logger.warn({ stripeError: failure.stripeError }, "stripe health check failed");
   }
@@ -38,13 +39,31 @@ export async function balance(state: FiatRailState): Promise<bigint> {
   }
 }
 
+/**
+ * Why the rail is not available, or null when it is. Stripe's own message is left to the log: it may quote the key it
+ * refused (core/rail.ts RailUnavailable); its error's type and code say enough.
+ */
+function unavailableOf(state: FiatRailState): RailUnavailable | null {
+  const { health } = state;
+  if (!state.started) return { code: "not_started", message: "the fiat rail is not started" };
+  if (health.healthy) return null;
+  // Started, its first check not answered yet (a failure that is no Stripe error leaves the health as it was).
+  if (health.stripeError === null) return { code: "not_started", message: "the fiat rail is starting" };
+  return {
+    code: "provider_unreachable",
+    message: `Stripe failed the rail's balance check (${health.stripeError})`,
+  };
+}
+
 export function snapshot(state: FiatRailState): RailSnapshot {
   const { params, feeSchedule, health } = state;
+  const unavailable = unavailableOf(state);
   return {
     rail: state.id,
     kind: "fiat",
     asset: state.asset,
-    available: state.started && health.healthy,
+    available: unavailable === null,
+    ...(unavailable === null ? {} : { unavailable }),
     reaches: ["stripe_account"],
     amountMin: feeSchedule.amountMin,
     amountMax: feeSchedule.amountMax,

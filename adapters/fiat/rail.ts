@@ -43,7 +43,7 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
     feePass: null,
     feeBookings: new Set(),
     availableBalance: null,
-    health: { healthy: false, lastCheckedAtMs: null, lastError: null },
+    health: { healthy: false, lastCheckedAtMs: null, lastError: null, stripeError: null },
   };
   return {
     id: state.id,

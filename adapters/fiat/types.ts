@@ -115,6 +115,11 @@ export type FiatHealth = {
   readonly healthy: boolean;
   readonly lastCheckedAtMs: number | null;
   readonly lastError: string | null;
+  /**
+   * The failed check's Stripe error, its type and code alone ("StripeConnectionError", "invalid_request_error/…"): null
+   * while healthy, and before the first check.
+   */
+  readonly stripeError: string | null;
 };
 
 /** The attempt id of an invoice's one PaymentIntent. */

@@ -5,7 +5,7 @@
 // found and the recent outcomes; its routing fee model is for a destination nobody has asked about (fees.ts
 // answers per destination and amount).
 import { authenticatedLndGrpc, getChannelBalance, getWalletInfo } from "lightning";
-import type { DestinationKind, RailSnapshot } from "../../core/index.ts";
+import type { DestinationKind, RailSnapshot, RailUnavailable } from "../../core/index.ts";
 import { divCeil } from "../../core/index.ts";
 import { invoiceNetworkOf } from "./bolt11.ts";
 import { resubscribeInvoices, retireExpiredInvoices, retrySetAside } from "./events.ts";
@@ -42,8 +42,9 @@ export async function refreshLiquidity(s: LightningRailState): Promise<void> {
 export async function tick(s: LightningRailState): Promise<void> {
   s.tickTimer = null;
   if (!s.running) return;
-  // Said within a tick of the tear, though nobody reads the snapshot or the health.
+  // Said within a tick of the tear or the lock's loss, though nobody reads the snapshot or the health.
   journalTear(s);
+  journalLockLost(s);
   let healthy = false;
   try {
     const info = await withTimeout(s, getWalletInfo({ lnd: s.lnd }), "getWalletInfo");
@@ -125,6 +126,52 @@ export function journalTear(s: LightningRailState): unknown | null {
 }
 
 /**
+ * Whether another process took the journal over while the rail runs (the store's held: this one's lease lapsed, and
+ * another took the lock), logged once at error, naming the lock file. The store then refuses every write (lines
+ * written here would be lost to the other's compaction): the rail is not available. Before, nothing said so.
+ */
+export function journalLockLost(s: LightningRailState): boolean {
+  if (!s.running || s.store.held()) return false;
+  if (!s.lockLostSaid) {
+    s.lockLostSaid = true;
+    s.logger.error(
+      { lock: s.store.lockFile ?? null },
+      "journal lock lost: another process took the journal over; the rail refuses payouts and invoices",
+    );
+  }
+  return true;
+}
+
+/**
+ * Why the rail is not available, or null when it is: the journal's state before LND's, since a torn or lost journal
+ * needs the operator (a restart) while LND is reconnected to by the rail itself. The message names no path or socket
+ * (core/rail.ts RailUnavailable): the log lines say those.
+ */
+function unavailableOf(s: LightningRailState): RailUnavailable | null {
+  if (!s.running) return { code: "not_started", message: "the Lightning rail is not started" };
+  const tornBy = journalTear(s);
+  if (tornBy !== null) {
+    const code = errorCodeOf(tornBy);
+    return {
+      code: "journal_torn",
+      message: `the journal refuses every write since a write, cut or sync failed${code === null ? "" : ` (${code})`}; restart the gateway to reload it`,
+    };
+  }
+  if (journalLockLost(s))
+    return {
+      code: "journal_lock_lost",
+      message: "another process took the journal over: this one writes nothing more to it",
+    };
+  if (!s.health.connected)
+    return {
+      code: "node_unreachable",
+      message: "LND did not answer the rail's last check; the rail reconnects",
+    };
+  if (!s.health.syncedToChain) return { code: "node_not_synced", message: "LND is not synced to its chain" };
+  return null;
+}
+
+/**
  * The rail's health, its lastError the journal's tear while it is torn (journalTear; a file system's error names its
  * code: "EIO: i/o error, fdatasync").
  */
@@ -151,13 +198,14 @@ export function snapshot(s: LightningRailState): RailSnapshot {
     s.probeEstimate?.feeMsat ?? fees[Math.floor(fees.length / 2)] ?? null,
   );
   const rate = s.usdRate();
+  // Not while the journal refuses every write: torn (journalTear), or taken over by another process.
+  const unavailable = unavailableOf(s);
   return {
     rail: s.id,
     kind: "lightning",
     asset: s.asset,
-    // Not while the journal refuses every write: torn (journalTear), or taken over by another process.
-    available:
-      s.running && s.health.connected && s.health.syncedToChain && journalTear(s) === null && s.store.held(),
+    available: unavailable === null,
+    ...(unavailable === null ? {} : { unavailable }),
     reaches,
     amountMin: s.limits.amountMinMsat,
     amountMax: s.limits.amountMaxMsat,

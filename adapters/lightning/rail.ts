@@ -187,6 +187,7 @@ function createState(params: LightningRailParams): LightningRailState {
       invoiceSubscription: false,
     },
     tearSaid: null,
+    lockLostSaid: false,
     liquidity: null,
     probeEstimate: null,
     invoiceNetwork: null,
@@ -219,6 +220,8 @@ async function start(s: LightningRailState): Promise<void> {
   s.invoices = state.invoices;
   s.settleIndexDelivered = state.settleIndex;
   s.settleIndexQueued = state.settleIndex;
+  // The lock load took is this run's: losing it again is said again.
+  s.lockLostSaid = false;
   s.running = true;
   await tick(s);
   for (const attempt of s.attempts.values()) {

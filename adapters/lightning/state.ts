@@ -283,6 +283,8 @@ export type LightningRailState = {
   health: LightningHealth;
   /** The journal's tear (the store's torn) last logged, so that each is said once (monitor.ts journalTear). */
   tearSaid: unknown;
+  /** Whether the journal's lock, lost since the rail started, was logged (monitor.ts journalLockLost). */
+  lockLostSaid: boolean;
   /** The BOLT11 network of LND's chain (bolt11.ts invoiceNetworkOf), once LND has said; null before or if unknown. */
   invoiceNetwork: string | null;
   liquidity: Liquidity | null;

@@ -212,6 +212,8 @@ export type LightningRailStore = {
    * Absent: a store never torn.
    */
   torn?(): unknown | null;
+  /** The journal's lock file, for the log line that says the lock was lost (monitor.ts journalLockLost). */
+  readonly lockFile?: string;
 };
 
 /** The journal cannot be read or written (the file system's error is the cause), or is corrupt. */
@@ -1020,6 +1022,7 @@ export function createFileRailStore(
     size += bytes.length;
   };
   return {
+    lockFile: lock,
     async load() {
       if (!locked) {
         await takeJournalLock(lock, token, options.beforeTakeover);

@@ -1,12 +1,12 @@
-// GET /healthz: whether each rail can take payments now, and the API's requests in flight against their limit: the
-// process is alive (a liveness probe). GET /readyz: whether it can serve payments now, that is whether its database
-// answers (a readiness probe, or a load balancer's check): 503 while it does not, so that traffic goes to another
-// process rather than failing here. No API key for either, and outside the admission limit (siblings of the /v1
-// context).
+// GET /healthz: whether each rail can take payments now (and, when it cannot, why), and the API's requests in flight
+// against their limit: the process is alive (a liveness probe). GET /readyz: whether it can serve payments now, that is
+// whether its database answers (a readiness probe, or a load balancer's check): 503 while it does not, so that traffic
+// goes to another process rather than failing here; each rail as /healthz shows it. No API key for either, and outside
+// the admission limit (siblings of the /v1 context).
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
-import type { Rail, Sql } from "../../core/index.ts";
+import type { Rail, RailSnapshot, Sql } from "../../core/index.ts";
 import type { Admission } from "./admission.ts";
-import { healthView, readinessView } from "./schemas.ts";
+import { healthView, type RailHealthView, readinessView } from "./schemas.ts";
 
 export type HealthOptions = {
   rails: ReadonlyMap<string, Rail>;
@@ -21,8 +21,8 @@ export const readinessTimeoutMsDefault = 2_000;
 
 export const healthPlugin: FastifyPluginAsyncZod<HealthOptions> = async (app, options) => {
   const railsView = () => {
-    const rails: Record<string, { available: boolean }> = {};
-    for (const rail of options.rails.values()) rails[rail.id] = { available: rail.snapshot().available };
+    const rails: Record<string, RailHealthView> = {};
+    for (const rail of options.rails.values()) rails[rail.id] = railHealthOf(rail.snapshot());
     return rails;
   };
   app.get("/healthz", { schema: { hide: true, response: { 200: healthView } } }, async () => {
@@ -49,6 +49,13 @@ export const healthPlugin: FastifyPluginAsyncZod<HealthOptions> = async (app, op
     },
   );
 };
+
+/** A rail's availability and, when it is unavailable, why, as its snapshot says (core/rail.ts RailUnavailable). */
+function railHealthOf(snapshot: RailSnapshot): RailHealthView {
+  const { available, unavailable } = snapshot;
+  if (available || unavailable === undefined) return { available };
+  return { available, reason: { code: unavailable.code, message: unavailable.message } };
+}
 
 /**
  * Asks the database `select 1`, waiting at most `timeoutMs` for the answer. One statement at a time: probes asked for

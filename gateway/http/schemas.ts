@@ -2,7 +2,14 @@
 // as at Stripe. Amounts travel as decimal strings in the asset's major unit ("1.50"), never as numbers.
 import { isAddress } from "viem";
 import { z } from "zod";
-import { assets, decimalDigitsMax, isStorableText, wholeNumber } from "../../core/index.ts";
+import {
+  assets,
+  decimalDigitsMax,
+  everyMember,
+  isStorableText,
+  type RailUnavailableCode,
+  wholeNumber,
+} from "../../core/index.ts";
 import { payeeMethodsMax, payeesListLimitMax } from "../payees/index.ts";
 
 const accountId = z.string().regex(/^acct_[0-9a-z_]{1,64}$/, "an account id (acct_…)");
@@ -334,9 +341,30 @@ export const errorView = z.object({
     .catchall(z.unknown()),
 });
 
+/** Every RailUnavailableCode once (core/rail.ts says what each means). */
+const railUnavailableCodes = everyMember<RailUnavailableCode>({
+  not_started: true,
+  journal_torn: true,
+  journal_lock_lost: true,
+  node_unreachable: true,
+  node_not_synced: true,
+  provider_unreachable: true,
+});
+
+/**
+ * A rail as the health routes show it: whether it can take payments now and, when it cannot, why (`reason`: a stable
+ * code and a line for the operator, naming no address, path or credential). `reason` is absent while the rail is
+ * available, and from a rail that does not say why.
+ */
+export const railHealthView = z.object({
+  available: z.boolean(),
+  reason: z.object({ code: z.enum(railUnavailableCodes), message: z.string() }).optional(),
+});
+export type RailHealthView = z.infer<typeof railHealthView>;
+
 export const healthView = z.object({
   status: z.literal("ok"),
-  rails: z.record(z.string(), z.object({ available: z.boolean() })),
+  rails: z.record(z.string(), railHealthView),
   requests: z.object({
     in_flight: z.number().int(),
     in_flight_max: z.number().int(),
@@ -348,7 +376,7 @@ export const healthView = z.object({
 export const readinessView = z.object({
   status: z.enum(["ready", "not_ready"]),
   database: z.object({ available: z.boolean(), latency_ms: z.number().int() }),
-  rails: z.record(z.string(), z.object({ available: z.boolean() })),
+  rails: z.record(z.string(), railHealthView),
 });
 
 /** The OpenAPI document: only its frame is checked; the rest is what @fastify/swagger generated. */

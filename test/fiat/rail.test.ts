@@ -525,6 +525,7 @@ describe("fiat rail: balance, snapshot and health", () => {
       liquidity: 0n,
       networkFeeMicroUsd: 0n,
     });
+    expect(snapshot).not.toHaveProperty("unavailable");
     expect(rail.health()).toMatchObject({ healthy: true, lastError: null });
   });
 
@@ -541,11 +542,20 @@ describe("fiat rail: balance, snapshot and health", () => {
 
   it("is unavailable when Stripe cannot be reached, and lets another rail pay (a connection refused sent nothing)", async () => {
     const { rail } = makeRail({ port: await freePort() });
+    expect(rail.snapshot().unavailable).toEqual({
+      code: "not_started",
+      message: "the fiat rail is not started",
+    });
     await rail.start();
     expect(rail.snapshot().available).toBe(false);
     expect(rail.health()).toMatchObject({
       healthy: false,
       lastError: expect.stringContaining("StripeConnectionError"),
+    });
+    // Why, for the health routes: Stripe's error type, not its message (which may quote a refused key).
+    expect(rail.snapshot().unavailable).toEqual({
+      code: "provider_unreachable",
+      message: "Stripe failed the rail's balance check (StripeConnectionError)",
     });
     expect(await rail.execute(payout())).toMatchObject({
       status: "failed",

@@ -2009,6 +2009,7 @@ describe("lightning rail on regtest", () => {
       await waitFor("the rail available", async () => (torn.rail.snapshot().available ? true : undefined), {
         timeoutMs: 10_000,
       });
+      expect(torn.rail.snapshot()).not.toHaveProperty("unavailable");
       expect(torn.rail.health().lastError).toBeNull();
       expect(tearLines()).toEqual([]);
       syncFails = true;
@@ -2036,6 +2037,12 @@ describe("lightning rail on regtest", () => {
       ).rejects.toMatchObject({ shortMessage: "journal torn by a failed write or sync" });
       // Before: still available, its health clear, every payout and invoice refused, and nothing said so.
       expect(torn.rail.snapshot().available).toBe(false);
+      // Said to the health routes too, by the tear's code alone (a file system's error may name the journal's path).
+      expect(torn.rail.snapshot().unavailable).toEqual({
+        code: "journal_torn",
+        message:
+          "the journal refuses every write since a write, cut or sync failed (EIO); restart the gateway to reload it",
+      });
       expect(torn.rail.health().lastError).toBe(
         "journal torn: EIO: i/o error, fdatasync; restart the gateway to reload the journal",
       );

@@ -8,7 +8,9 @@ import { buildServer, type ServerOptions } from "../../gateway/http/index.ts";
 
 export async function buildBareServer(
   railRoutes: readonly RailRoute[],
-  overrides: Partial<Pick<ServerOptions, "logLevel" | "logStream" | "db" | "readinessTimeoutMs">> = {},
+  overrides: Partial<
+    Pick<ServerOptions, "logLevel" | "logStream" | "db" | "readinessTimeoutMs" | "rails">
+  > = {},
 ): Promise<FastifyInstance> {
   const options = {
     db: null,
