@@ -14,8 +14,15 @@ import { exactScheme } from "./requirements.ts";
 import type { SettleResponse, SupportedResponse, VerifyResponse } from "./schemas.ts";
 import type { X402Settler } from "./settle.ts";
 import { createSimulationBatcher } from "./simulate-batch.ts";
-import { sameHash, sendJournalOf, spenderOfSend } from "./spends.ts";
-import { type CreditTarget, claim, record, sentAuthorization } from "./store.ts";
+import {
+  paidInWindow,
+  sameHash,
+  sendJournalOf,
+  spenderOfSend,
+  unsentMinedWithinS,
+  unsentSpender,
+} from "./spends.ts";
+import { type CreditTarget, claim, record, sentAuthorization, unsentBoundTo } from "./store.ts";
 import {
   type ExactRequirements,
   parsePayment,
@@ -125,7 +132,7 @@ export async function facilitatorSettle(
       checked.refusal === "invalid_exact_evm_nonce_already_used" ||
       checked.refusal === "invalid_exact_evm_payload_authorization_valid_before"
     ) {
-      const prior = await priorSettlement(deps, request, credit);
+      const prior = await priorSettlement(deps, request, credit, true);
       if (prior !== null) return prior;
     }
     return failed(checked, payerOf(request.paymentPayload));
@@ -147,7 +154,30 @@ export async function facilitatorSettle(
     { ...payment, credit, description: "x402 payment settled by the facilitator" },
     requirements,
   );
-  if (!settled.ok) return failed(settled, payment.payer);
+  if (!settled.ok) {
+    // Refused as a nonce already used while an invoice of this account booked by an earlier settle the rail refused
+    // before sending is still bound to it (unsentSettlement): the rail read it used where verify read it unused, mined
+    // meanwhile by whoever holds the authorization, which pays that invoice. Answered as a retry is, not final.
+    if (settled.refusal === "invalid_exact_evm_nonce_already_used") {
+      const unsent = await unsentSettlement(deps, payment, requirements.network, credit).catch(
+        (error: unknown): SettleResponse => {
+          // Nothing was sent; whether the payer's money is in this account through such an invoice is unknown now:
+          // pending is the safe side (final, the payer who paid it may sign anew and pay twice).
+          deps.logger.warn(
+            { error, payer: payment.payer },
+            "x402 facilitator: whether a payment refused as used paid an invoice still bound is unknown now",
+          );
+          return pendingSettle(
+            payment,
+            requirements.network,
+            "whether this authorization paid an earlier settlement of it cannot be read now: settle the same payment again shortly",
+          );
+        },
+      );
+      if (unsent !== null) return unsent;
+    }
+    return failed(settled, payment.payer);
+  }
   return {
     success: true,
     transaction: settled.transaction,
@@ -177,13 +207,16 @@ const spentNonceReads: VerifyReads = {
  * not, a copy of the authorization mined first paid the hot wallet on these terms (spends.ts spenderOfSend). One that
  * failed is answered the reason its settler gave (batch.ts refusalOfFailure; reconciliation records what the settler
  * would have), not "nonce already used": the same answer for the same fact; one `submitted` that neither spent yet is
- * answered pending. Anything else (another tenant or account, other requirements, a claim not sent yet, a failure no
- * settler answered): null, the caller refuses.
+ * answered pending. None sent, with `orUnsent` (the caller's verify refused it as taken or its window shut): what an
+ * earlier settle the rail refused before sending left bound for this account (unsentSettlement). Anything else
+ * (another tenant or account, other requirements, a claim not sent yet, a failure no settler answered): null, the
+ * caller refuses.
  */
 async function priorSettlement(
   deps: X402Deps,
   request: FacilitatorRequest,
   credit: CreditTarget,
+  orUnsent = false,
 ): Promise<SettleResponse | null> {
   const parsed = parsePayment(request.paymentPayload, request.paymentRequirements, deps.chains);
   if (!parsed.ok) return null;
@@ -192,6 +225,8 @@ async function priorSettlement(
   const { payment } = verified;
   const { chain } = parsed.requirements;
   const prior = await sentAuthorization(deps.db, chain, payment.authorization);
+  if (prior === null && orUnsent)
+    return await unsentSettlement(deps, payment, parsed.requirements.network, credit);
   if (
     prior === null ||
     prior.tenantId !== credit.tenantId ||
@@ -261,6 +296,73 @@ async function priorSettlement(
     amount: prior.amount.toString(),
   };
 }
+
+/**
+ * A settle of a payment whose earlier settle for this account the rail refused before sending it (settle.ts
+ * unsentInvoiceId: the claim given back, its invoice left bound to the payer's nonce), once its nonce reads used or its
+ * window shut: whoever holds the authorization (the payer, the resource server, a stranger who saw it) may have mined
+ * it, which pays that invoice, credited by the deposit watcher. Paid by this very authorization's transfer to the hot
+ * wallet: the same success a settle retried after success hears, with that transaction. Bound and not paid yet while
+ * that transfer is mined (the watcher not past its confirmations), or when the node cannot say now: pending, so that
+ * the payer is not told to sign a new payment and pay twice; when the nonce was used otherwise (cancelled, spent on
+ * other terms), or none such is bound: null, the caller's refusal stands. Before, it was "nonce already used" whatever
+ * paid it: the paywall kept its request owed (scheme.ts servedAsUnsentOwed), the facilitator nothing. `payment` is
+ * verified but for its nonce and window, the payer's signature among the rest.
+ */
+async function unsentSettlement(
+  deps: X402Deps,
+  payment: VerifiedPayment,
+  network: string,
+  credit: CreditTarget,
+): Promise<SettleResponse | null> {
+  const { chain } = payment.requirements;
+  const a = payment.authorization;
+  const invoices = await unsentBoundTo(deps.db, chain, a, credit);
+  if (invoices.length === 0) return null;
+  const { spending, unread, gone } = await unsentSpender(chain, invoices, a, deps.logger);
+  if (spending !== null)
+    return {
+      success: true,
+      transaction: spending.txHash,
+      network,
+      payer: payment.payer,
+      amount: a.value.toString(),
+    };
+  if (unread !== null)
+    return pendingSettle(
+      payment,
+      network,
+      `whether transaction ${unread} spent this authorization cannot be read now: settle the same payment again shortly`,
+    );
+  // Paid only by transactions that did not spend it: not this authorization's doing. Paid by one gone (a reorg), or
+  // not paid yet: the authorization's transfer, mined (again), is credited once the watcher has it.
+  if (!gone && invoices.every((invoice) => invoice.paid)) return null;
+  // No block a verify read its nonce unused at is kept: searched for over its window.
+  const spent = await paidInWindow(
+    chain,
+    { ...a, to: chain.hotWallet },
+    { verifiedAt: null, maxS: unsentMinedWithinS },
+    deps.logger,
+  );
+  if (spent === null) return null;
+  return pendingSettle(
+    payment,
+    network,
+    spent === "unknown"
+      ? "whether this authorization paid cannot be read now: settle the same payment again shortly"
+      : "this authorization is spent to the gateway, not credited yet: settle the same payment again shortly, and it is answered settled once it is",
+  );
+}
+
+/** A settle answered pending: not final, the same payment settled again later is answered what became of it. */
+const pendingSettle = (payment: VerifiedPayment, network: string, message: string): SettleResponse => ({
+  success: false,
+  errorReason: "unexpected_settle_error",
+  errorMessage: message,
+  transaction: "",
+  network,
+  payer: payment.payer,
+});
 
 function networkOf(requirements: unknown): string {
   const network = (requirements as { network?: unknown } | null)?.network;

@@ -8,7 +8,7 @@
 // refused before their routes run, on every gateway process. After the handler: settled (served) or the claim given
 // back; the claim holds the payer's balance while its transfer may still be mined.
 import { isDeepStrictEqual } from "node:util";
-import { type Hex, TransactionReceiptNotFoundError } from "viem";
+import type { Hex } from "viem";
 import type {
   ChallengePart,
   HeaderLine,
@@ -44,10 +44,11 @@ import { createSimulationBatcher } from "./simulate-batch.ts";
 import {
   type KnownOfRow,
   lastConfirmedAt,
-  paidIn,
   paidInWindow,
   sendJournalOf,
   spenderOfSend,
+  unsentMinedWithinS,
+  unsentSpender,
 } from "./spends.ts";
 import {
   markOwed,
@@ -66,24 +67,11 @@ import {
   signedByPayer,
   type VerifyReads,
   validBeforeMarginS,
-  validBeforeSkewS,
-  validForMaxS,
   verifyExact,
 } from "./verify.ts";
 
 type Offer = { rail: string; price: SchemePrice };
 
-/**
- * How long before its validBefore an authorization refused before sending can have been mined at the earliest, for a
- * row that keeps no block its verify read the nonce unused at (written before migration 0072, or the verify asked
- * none: spentNotCredited's search, spends.ts paidInWindow, then runs over its window). Verified here, it was taken
- * only with a validBefore at most validForMaxS and validBeforeSkewS past the gateway's clock, and its nonce was unused
- * at the node's latest block then (the simulation): it was mined later, by the chain's clock, less a node behind and a
- * clock apart, for which validBeforeSkewS is allowed once more. Its validAfter cuts the search only when later (clients
- * sign it 600 s before now, or 0: @x402/evm's v2 client does). The search's logs span this much of the chain at most:
- * 43,800 blocks of a chain of 2 s, read in halves where the node caps a read's range (spends.ts spentByAnother).
- */
-const unsentMinedWithinS = validForMaxS + 2n * validBeforeSkewS;
 /** A payment sent again for a request owed: its authorization and the signature it came with, not checked yet. */
 type OwedSigned = { chain: X402Chain; authorization: Eip3009Authorization; signature: Hex };
 type Built = { chain: X402Chain; v2: PaymentRequirementsV2; v1: PaymentRequirementsV1 | null };
@@ -318,12 +306,12 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * the node out of reach: markUnsentOwed), once someone else mined the authorization: the rail kept the invoice bound
    * to the payer's nonce, and the deposit watcher credited it from that transfer. Served as servedAsOwed serves, once
    * (takeUnsentOwed), with the receipt of the transaction that paid the invoice — when it spent this very
-   * authorization, the value from the payer to the hot wallet (paidIn) — or null. Before, the same payment sent again
-   * was refused as a nonce already used, though the payer had paid for what it asked. Its invoice still bound and not
-   * paid yet while this very authorization's transfer to the hot wallet is mined (the watcher not past its
-   * confirmations: spentNotCredited): refused pending, as servedAsOwed refuses one not mined yet, so that the payer
-   * sends it again rather than sign a new payment and pay twice. Served or answered pending only on the payer's own
-   * signature (payersOwn). `seenUsed`: the caller read the token's nonce used.
+   * authorization, the value from the payer to the hot wallet (spends.ts unsentSpender) — or null. Before, the same
+   * payment sent again was refused as a nonce already used, though the payer had paid for what it asked. Its invoice
+   * still bound and not paid yet while this very authorization's transfer to the hot wallet is mined (the watcher not
+   * past its confirmations: spentNotCredited): refused pending, as servedAsOwed refuses one not mined yet, so that the
+   * payer sends it again rather than sign a new payment and pay twice. Served or answered pending only on the payer's
+   * own signature (payersOwn). `seenUsed`: the caller read the token's nonce used.
    */
   async function servedAsUnsentOwed(
     parsed: Extract<ReturnType<typeof parsePayment>, { ok: true }>,
@@ -337,33 +325,9 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       paywallId,
       tenantId: resource.tenantId,
     });
-    let spending: { invoiceId: string; txHash: Hex } | null = null;
-    // A receipt that cannot be read now, while none read proves the payment: whether it is served is unknown.
-    let unread: string | null = null;
-    // A receipt whose transaction the node does not know: its credit is taken back once the watcher reads the reorg.
-    let gone = false;
-    for (const receipt of owed) {
-      if (receipt.txHash === null) continue;
-      try {
-        const mined = await chain.publicClient.getTransactionReceipt({ hash: receipt.txHash as Hex });
-        if (paidIn(chain, mined, { ...authorization, to: chain.hotWallet })) {
-          spending = { invoiceId: receipt.invoiceId, txHash: mined.transactionHash };
-          break;
-        }
-      } catch (error) {
-        // Gone from the chain (a copy a reorg removed, whose reversal the watcher has not recorded yet): not this one.
-        // Another receipt of the invoice (the authorization mined again, by another) may still prove it.
-        if (error instanceof TransactionReceiptNotFoundError) {
-          gone = true;
-          continue;
-        }
-        deps.logger.warn(
-          { error, payer: authorization.from, txHash: receipt.txHash },
-          "x402: whether a refused payment's invoice was paid by its authorization is unknown now",
-        );
-        unread ??= receipt.txHash;
-      }
-    }
+    // A receipt that cannot be read now, while none read proves the payment: whether it is served is unknown. One whose
+    // transaction the node does not know (gone): its credit is taken back once the watcher reads the reorg.
+    const { spending, unread, gone } = await unsentSpender(chain, owed, authorization, deps.logger);
     if (spending === null) {
       if (unread !== null)
         return ifPayersOwn(signed, {

@@ -12,11 +12,12 @@ import {
   pad,
   parseAbiItem,
   type TransactionReceipt,
+  TransactionReceiptNotFoundError,
   toBytes,
 } from "viem";
 import { type Logger, nodeRefused, readInHalves } from "../../core/index.ts";
 import { nonceUsed, type X402Chain } from "./chains.ts";
-import type { Eip3009Authorization } from "./verify.ts";
+import { type Eip3009Authorization, validBeforeSkewS, validForMaxS } from "./verify.ts";
 
 const authorizationUsedTopic = keccak256(toBytes("AuthorizationUsed(address,bytes32)"));
 
@@ -407,6 +408,61 @@ export async function paidInWindow(
   } catch (error) {
     return cannotSay(error);
   }
+}
+
+/**
+ * How long before its validBefore an authorization refused before sending can have been mined at the earliest, for a
+ * search (paidInWindow's `maxS`) that has no block its verify read the nonce unused at (a paywall's row written before
+ * migration 0072, or a verify that asked none; the facilitator keeps none): the search then runs over its window.
+ * Verified by the gateway, it was taken only with a validBefore at most validForMaxS and validBeforeSkewS past the
+ * gateway's clock, and its nonce was unused at the node's latest block then (the simulation): it was mined later, by
+ * the chain's clock, less a node behind and a clock apart, for which validBeforeSkewS is allowed once more. Its
+ * validAfter cuts the search only when later (clients sign it 600 s before now, or 0: @x402/evm's v2 client does).
+ * The search's logs span this much of the chain at most: 43,800 blocks of a chain of 2 s, read in halves where the
+ * node caps a read's range (spentByAnother).
+ */
+export const unsentMinedWithinS = validForMaxS + 2n * validBeforeSkewS;
+
+/**
+ * Which receipt of the invoices an authorization refused before sending left bound (store.ts UnsentInvoice: the
+ * paywall's owed requests, the facilitator's retried settle) names a transaction that spent this very authorization
+ * to the hot wallet (paidIn), the invoice it paid with it; else null, with `unread` the first receipt whose transaction
+ * cannot be read now, and `gone` when one names a transaction the node does not know (a copy a reorg removed, whose
+ * reversal the watcher has not recorded yet: its credit is taken back once it does). Never throws.
+ */
+export async function unsentSpender(
+  chain: X402Chain,
+  invoices: readonly { readonly invoiceId: string; readonly txHash: string | null }[],
+  a: Pick<Eip3009Authorization, "from" | "value" | "nonce">,
+  logger: Logger,
+): Promise<{
+  readonly spending: { readonly invoiceId: string; readonly txHash: Hex } | null;
+  readonly unread: string | null;
+  readonly gone: boolean;
+}> {
+  let unread: string | null = null;
+  let gone = false;
+  for (const invoice of invoices) {
+    if (invoice.txHash === null) continue;
+    try {
+      const mined = await chain.publicClient.getTransactionReceipt({ hash: invoice.txHash as Hex });
+      if (paidIn(chain, mined, { ...a, to: chain.hotWallet }))
+        return { spending: { invoiceId: invoice.invoiceId, txHash: mined.transactionHash }, unread, gone };
+    } catch (error) {
+      // Gone from the chain: not this one. Another receipt of the invoice (the authorization mined again, by another)
+      // may still prove it.
+      if (error instanceof TransactionReceiptNotFoundError) {
+        gone = true;
+        continue;
+      }
+      logger.warn(
+        { error, payer: a.from, txHash: invoice.txHash },
+        "x402: whether a refused payment's invoice was paid by its authorization is unknown now",
+      );
+      unread ??= invoice.txHash;
+    }
+  }
+  return { spending: null, unread, gone };
 }
 
 /**

@@ -375,56 +375,106 @@ export async function markUnsentOwed(
 }
 
 /**
+ * An invoice booked for an authorization whose settlement the rail refused before sending it, while the rail binds it
+ * to the payer and nonce (evm_deposits: the deposit watcher credits only that one). A paid one comes with each
+ * transaction its receipts name (the deposit watcher's evidence) but those a reorg took back (a reversal of the receipt
+ * that stands): the caller reads which of them spent this very authorization to the hot wallet (spends.ts
+ * unsentSpender). One not paid yet comes once, with no transaction, while its watch lasts: the authorization may be
+ * mined, or mined and not credited yet. `verifiedBlock`: the block its verify read the nonce unused at
+ * (markUnsentOwed), or null.
+ */
+export type UnsentInvoice = {
+  readonly invoiceId: string;
+  readonly paid: boolean;
+  readonly txHash: string | null;
+  readonly verifiedBlock: bigint | null;
+};
+
+/**
+ * What unsentOwedAt and unsentBoundTo read of invoice `i`, bound by deposit row `d` (joined by the caller): whether it
+ * is paid, each transaction its standing receipts name, and only while it is paid or still watched.
+ */
+const unsentInvoiceSql = {
+  receipts: `LEFT JOIN invoice_receipts r ON i.status = 'paid' AND r.invoice_id = i.id
+       AND r.evidence->>'txHash' IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM invoice_reversals v
+                       WHERE v.invoice_id = r.invoice_id AND v.receipt = r.key AND v.reinstated_at IS NULL)`,
+  watched: "(i.status = 'paid' OR d.watch_until > now())",
+  order: "ORDER BY r.received_at, r.key",
+} as const;
+
+type UnsentInvoiceRow = {
+  invoice_id: string;
+  paid: boolean;
+  tx_hash: string | null;
+  verified_block: string | null;
+};
+
+const unsentInvoiceOf = (row: UnsentInvoiceRow): UnsentInvoice => ({
+  invoiceId: row.invoice_id,
+  paid: row.paid,
+  txHash: row.tx_hash,
+  verifiedBlock: row.verified_block === null ? null : BigInt(row.verified_block),
+});
+
+/**
  * The invoices of the authorization's requests owed at this paywall, of this tenant, for this amount, whose settlement
- * the rail refused before sending (markUnsentOwed), while each is the one the rail binds to the payer and nonce
- * (evm_deposits: the deposit watcher credits only that one; an invoice never bound, or whose binding the same payment
- * refused again took over, is never paid by the authorization). A paid one comes with each transaction its receipts
- * name (the deposit watcher's evidence) but those a reorg took back (a reversal of the receipt that stands): the caller
- * reads which of them spent this very authorization to the hot wallet. One not paid yet comes once, with no
- * transaction, while its watch lasts: the authorization may be mined, or mined and not credited yet. Each with the
- * block its verify read the nonce unused at (markUnsentOwed), or null. Empty when none is.
+ * the rail refused before sending (markUnsentOwed), while each is the one the rail binds to the payer and nonce (an
+ * invoice never bound, or whose binding the same payment refused again took over, is never paid by the
+ * authorization): UnsentInvoice's. Empty when none is.
  */
 export async function unsentOwedAt(
   db: Db,
   chain: X402Chain,
   authorization: Pick<Eip3009Authorization, "from" | "nonce" | "value">,
   owed: OwedTo,
-): Promise<
-  {
-    readonly invoiceId: string;
-    readonly paid: boolean;
-    readonly txHash: string | null;
-    readonly verifiedBlock: bigint | null;
-  }[]
-> {
-  const rows = await db.query<{
-    invoice_id: string;
-    paid: boolean;
-    tx_hash: string | null;
-    verified_block: string | null;
-  }>(
+): Promise<UnsentInvoice[]> {
+  const rows = await db.query<UnsentInvoiceRow>(
     `SELECT o.invoice_id, i.status = 'paid' AS paid, r.evidence->>'txHash' AS tx_hash,
             o.verified_block::text AS verified_block
      FROM x402_unsent_owed o
      JOIN invoices i ON i.id = o.invoice_id AND i.tenant_id = o.tenant_id
      JOIN evm_deposits d ON d.chain_id = $1 AND d.token = $2 AND d.reference = o.invoice_id
        AND d.auth_from = o.payer AND d.auth_nonce = o.nonce
-     LEFT JOIN invoice_receipts r ON i.status = 'paid' AND r.invoice_id = o.invoice_id
-       AND r.evidence->>'txHash' IS NOT NULL
-       AND NOT EXISTS (SELECT 1 FROM invoice_reversals v
-                       WHERE v.invoice_id = r.invoice_id AND v.receipt = r.key AND v.reinstated_at IS NULL)
+     ${unsentInvoiceSql.receipts}
      WHERE o.chain_id = $1 AND o.token = $2 AND o.payer = $3 AND o.nonce = $4 AND o.paywall_id = $5
-       AND o.tenant_id = $6 AND o.amount = $7::numeric AND o.owed
-       AND (i.status = 'paid' OR d.watch_until > now())
-     ORDER BY r.received_at, r.key`,
+       AND o.tenant_id = $6 AND o.amount = $7::numeric AND o.owed AND ${unsentInvoiceSql.watched}
+     ${unsentInvoiceSql.order}`,
     [...keyOf(chain, authorization), owed.paywallId, owed.tenantId, authorization.value.toString()],
   );
-  return rows.map((row) => ({
-    invoiceId: row.invoice_id,
-    paid: row.paid,
-    txHash: row.tx_hash,
-    verifiedBlock: row.verified_block === null ? null : BigInt(row.verified_block),
-  }));
+  return rows.map(unsentInvoiceOf);
+}
+
+/**
+ * The facilitator's reading of unsentOwedAt: the invoice of `credit`'s account the rail binds to the authorization's
+ * payer and nonce for its value, booked by a settlement the rail refused before sending it (settle.ts
+ * unsentInvoiceId), as UnsentInvoice's (no verified block: none is kept). No row of its own marks it: the
+ * facilitator answers a settle retried the same for as long as it is retried (as priorSettlement answers one sent),
+ * where a paywall serves a request owed once, so the rail's binding is all there is to read. Not an invoice the
+ * authorization's claim holds (a settle in flight, its outcome the claim's to answer): one refused before sending gave
+ * its claim back. Empty when none is.
+ */
+export async function unsentBoundTo(
+  db: Db,
+  chain: X402Chain,
+  authorization: Pick<Eip3009Authorization, "from" | "nonce" | "value">,
+  credit: Pick<CreditTarget, "tenantId" | "accountId">,
+): Promise<UnsentInvoice[]> {
+  const rows = await db.query<UnsentInvoiceRow>(
+    `SELECT i.id AS invoice_id, i.status = 'paid' AS paid, r.evidence->>'txHash' AS tx_hash,
+            NULL::text AS verified_block
+     FROM evm_deposits d
+     JOIN invoices i ON i.id = d.reference AND i.tenant_id = $5 AND i.account_id = $6
+     ${unsentInvoiceSql.receipts}
+     WHERE d.chain_id = $1 AND d.token = $2 AND d.auth_from = $3 AND d.auth_nonce = $4
+       AND d.amount = $7::numeric AND ${unsentInvoiceSql.watched}
+       AND NOT EXISTS (SELECT 1 FROM x402_authorizations x
+                       WHERE x.chain_id = $1 AND x.token = $2 AND x.payer = $3 AND x.nonce = $4
+                         AND x.invoice_id = i.id)
+     ${unsentInvoiceSql.order}`,
+    [...keyOf(chain, authorization), credit.tenantId, credit.accountId, authorization.value.toString()],
+  );
+  return rows.map(unsentInvoiceOf);
 }
 
 /**

@@ -29,7 +29,7 @@ import type { X402Chain } from "../../gateway/x402/chains.ts";
 import { facilitatorSettle } from "../../gateway/x402/facilitator.ts";
 import { createX402Deps, createX402Scheme } from "../../gateway/x402/index.ts";
 import { type ReconcileSettings, reconcileX402 } from "../../gateway/x402/reconcile.ts";
-import { createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
+import { createSingleSettler, type SettleResult, type X402Settler } from "../../gateway/x402/settle.ts";
 import { logsSettledS, verifiedMarginBlocks } from "../../gateway/x402/spends.ts";
 import { claim, record, sentAuthorization } from "../../gateway/x402/store.ts";
 import { validBeforeSkewS, validForMaxS } from "../../gateway/x402/verify.ts";
@@ -2439,5 +2439,129 @@ describe("an authorization the rail refused before sending it", () => {
     expect(await creditedOf("x402 refused before sending: 5 under the same nonce")).toEqual([
       { id: expect.any(String), status: "open" },
     ]);
+  });
+
+  /**
+   * A new payer's (`name`) payment of `value` settled at the facilitator and refused by the rail before sending (the
+   * payer spends its balance once the facilitator has verified and claimed it: the rail's simulation refuses it), its
+   * invoice left bound to the payer's nonce; then the payer funded again. `settle`: the same payment settled at the
+   * facilitator, through `settler` when given (the single settler otherwise), for `credit` (the payment's own unless
+   * named). `boundInvoice`: the status of the invoice the rail binds to the payer's nonce.
+   */
+  async function refusedAtFacilitator(name: string, value: bigint) {
+    const payer = await newPayer(name, value);
+    // Its window by the chain's clock where the tests above moved it ahead of the gateway's: verify and the rail agree.
+    const { timestamp } = await gw.chain.publicClient.getBlock({ blockTag: "latest" });
+    const startS = BigInt(Math.floor(Date.now() / 1000));
+    const aheadS = timestamp > startS ? timestamp - startS : 0n;
+    const nowMs = () => Date.now() + Number(aheadS) * 1000;
+    const p = await payment(payer, value, payer, { validBefore: startS + aheadS + 300n });
+    const a = p.claimed.authorization;
+    const single = createSingleSettler({ settlement: gw.app.settlement, nowMs });
+    const settle = (settler?: X402Settler, credit = p.claimed.credit) =>
+      facilitatorSettle(
+        createX402Deps({
+          db: gw.app.db,
+          settlement: gw.app.settlement,
+          chains: [chain],
+          logger: silentLogger,
+          nowMs,
+          ...(settler === undefined ? {} : { settler }),
+        }),
+        facilitatorRequest(p),
+        credit,
+      );
+    const draining: X402Settler = {
+      async settle(claimed, requirements) {
+        await gw.chain.networkHelpers.setBalance(payer.address, 10n ** 18n);
+        await gw.send(payer, {
+          address: chain.token,
+          abi: testUsdAbi,
+          functionName: "transfer",
+          args: [gw.chain.accounts[0]!.address, value],
+        });
+        return single.settle(claimed, requirements);
+      },
+    };
+    expect(await settle(draining)).toMatchObject({
+      success: false,
+      errorReason: "insufficient_funds",
+      transaction: "",
+    });
+    const boundInvoice = async () =>
+      (
+        await gw.app.db.query<{ status: string }>(
+          `SELECT i.status FROM evm_deposits d JOIN invoices i ON i.id = d.reference
+           WHERE d.auth_from = $1 AND d.auth_nonce = $2`,
+          [a.from.toLowerCase(), a.nonce.toLowerCase()],
+        )
+      )[0]?.status;
+    expect(await boundInvoice()).toBe("open");
+    await gw.send(gw.chain.accounts[0]!, {
+      address: chain.token,
+      abi: testUsdAbi,
+      functionName: "mint",
+      args: [payer.address, value],
+    });
+    /** What the facilitator answers a settle the authorization's transfer `copyTx` paid. */
+    const paidBy = (copyTx: Hex) => ({
+      success: true,
+      transaction: copyTx,
+      network: p.requirements.network,
+      payer: payer.address,
+      amount: value.toString(),
+    });
+    return { p, single, settle, boundInvoice, paidBy };
+  }
+
+  /** The answer pending while the authorization's transfer is mined and not credited yet. */
+  const notCreditedYet = {
+    success: false,
+    errorReason: "unexpected_settle_error",
+    errorMessage: expect.stringMatching(/not credited yet/),
+    transaction: "",
+  };
+
+  it("at the facilitator, then mined by another: the same payment settled again is pending until credited, then paid", async () => {
+    const { p, settle, boundInvoice, paidBy } = await refusedAtFacilitator(
+      "refused at the facilitator, then mined by another",
+      650n,
+    );
+    // Whoever holds the authorization mines it: the hot wallet has the payer's value.
+    const copyTx = await submitCopy(p);
+    expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe("success");
+    // Not credited yet (the watcher, stopped here, has not read it): pending. Before, a final "nonce already used",
+    // and the payer, its money in the tenant's account once the watcher read it, signed anew and paid twice.
+    expect(await settle()).toMatchObject(notCreditedYet);
+    await gw.rail.depositWatcher()!.catchUp(20);
+    expect(await boundInvoice()).toBe("paid");
+    // Credited: the settlement, by the transfer that paid the invoice, as a settle retried after success answers.
+    expect(await settle()).toEqual(paidBy(copyTx));
+    // Another account of the tenant was credited nothing: refused as used, as before.
+    expect(await settle(undefined, { ...p.claimed.credit, accountId: "acct_another" })).toMatchObject({
+      success: false,
+      errorReason: "invalid_exact_evm_nonce_already_used",
+    });
+  });
+
+  it("at the facilitator, then mined by another as it is settled again: the rail's refusal as used is pending, not final", async () => {
+    const { p, single, settle, boundInvoice, paidBy } = await refusedAtFacilitator(
+      "refused at the facilitator, mined as it is settled again",
+      660n,
+    );
+    // Verified with its nonce unused, then mined by another before the rail reads it: the rail refuses it as used.
+    let copyTx: Hex | undefined;
+    const mining: X402Settler = {
+      async settle(claimed, requirements) {
+        copyTx = await submitCopy(p);
+        await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx });
+        return single.settle(claimed, requirements);
+      },
+    };
+    // Before: a final "nonce already used", though the transfer pays the invoice the first settle left bound.
+    expect(await settle(mining)).toMatchObject(notCreditedYet);
+    await gw.rail.depositWatcher()!.catchUp(20);
+    expect(await boundInvoice()).toBe("paid");
+    expect(await settle()).toEqual(paidBy(copyTx!));
   });
 });
