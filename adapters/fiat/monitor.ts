@@ -51,8 +51,18 @@ function unavailableOf(state: FiatRailState): RailUnavailable | null {
   if (health.stripeError === null) return { code: "not_started", message: "the fiat rail is starting" };
   return {
     code: "provider_unreachable",
-    message: `Stripe failed the rail's balance check (${health.stripeError})`,
+    message: `Stripe failed the rail's balance check (${stripeErrorShown(health.stripeError)})`,
   };
+}
+
+/**
+ * A Stripe error's type and code as the health routes show them (`StripeConnectionError`,
+ * `StripeAuthenticationError/api_key_expired`): its type is the Stripe client's class, its code the answering host's
+ * text, shown only when it reads as one of Stripe's identifiers (a proxy or another host answering for Stripe may say
+ * anything, and the routes need no key).
+ */
+export function stripeErrorShown(stripeError: string): string {
+  return /^[A-Za-z]{1,64}(\/[a-z0-9_]{1,64})?$/.test(stripeError) ? stripeError : "an unrecognised error";
 }
 
 export function snapshot(state: FiatRailState): RailSnapshot {

@@ -19,13 +19,17 @@ import {
 const stateOver = (
   store: LightningRailStore,
   logger: Logger = recordingLogger().logger,
-  overrides: { running?: boolean; connected?: boolean; syncedToChain?: boolean } = {},
+  overrides: { running?: boolean; connected?: boolean; syncedToChain?: boolean; checkedAtMs?: number } = {},
 ) =>
   ({
     id: "lightning",
     asset: assets.BTC,
     running: overrides.running ?? true,
-    health: { connected: overrides.connected ?? true, syncedToChain: overrides.syncedToChain ?? true },
+    health: {
+      connected: overrides.connected ?? true,
+      syncedToChain: overrides.syncedToChain ?? true,
+      checkedAtMs: overrides.checkedAtMs ?? 1,
+    },
     store,
     limits: lightningRailLimitsDefault,
     recent: [],
@@ -55,6 +59,11 @@ describe("the Lightning rail's snapshot", () => {
     expect(unavailable({ running: false, connected: false })).toEqual({
       code: "not_started",
       message: "the Lightning rail is not started",
+    });
+    // Started, its first check of LND not answered yet: starting, not unreachable.
+    expect(unavailable({ connected: false, syncedToChain: false, checkedAtMs: 0 })).toEqual({
+      code: "not_started",
+      message: "the Lightning rail is starting",
     });
     expect(unavailable({ connected: false, syncedToChain: false })).toEqual({
       code: "node_unreachable",

@@ -162,6 +162,8 @@ function unavailableOf(s: LightningRailState): RailUnavailable | null {
       code: "journal_lock_lost",
       message: "another process took the journal over: this one writes nothing more to it",
     };
+  // Its first check of LND not answered yet (start awaits it): starting, not unreachable.
+  if (s.health.checkedAtMs === 0) return { code: "not_started", message: "the Lightning rail is starting" };
   if (!s.health.connected)
     return {
       code: "node_unreachable",
