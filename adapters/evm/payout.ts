@@ -136,7 +136,19 @@ async function outcomeOf(
       details: `transaction ${row.tx_hash}`,
     });
   state.view = { ...state.view, liquidity: state.view.liquidity - attempt.amount };
-  // Gas is paid by the hot wallet in the native token, not in the token paid out: a fee of its own.
+  // Gas is paid by the hot wallet in the native token, not in the token paid out: a fee of its own. A payout signed
+  // before a key rotation (broadcast again as it is, storedSend) was paid for by the retired wallet: its gas is booked
+  // all the same (it was spent, on the rail's behalf), and said, since the new hot wallet's balance does not show it.
+  if (receipt.from.toLowerCase() !== state.account.address.toLowerCase())
+    state.logger.info(
+      {
+        attempt: attempt.id,
+        txHash: receipt.transactionHash,
+        paidBy: receipt.from,
+        hotWallet: state.account.address,
+      },
+      "payout mined from a wallet the hot wallet's key rotated from: its gas, booked, was paid by that wallet",
+    );
   return {
     status: "succeeded",
     evidence: evidenceOf(state, receipt, logIndex),
@@ -188,14 +200,21 @@ export function gasPaid(receipt: Pick<TransactionReceipt, "gasUsed" | "effective
   };
 }
 
-/** The log that proves the attempt: the token's Transfer to the address, or the splitter's Paid into the split. */
+/**
+ * The log that proves the attempt: the token's Transfer to the address, or the splitter's Paid into the split, from the
+ * wallet that signed the transaction (`receipt.from`, the chain's word for a mined one). The receipt is of one of the
+ * transactions journaled under the attempt's id (receiptOf), so its signer is the hot wallet now or one its key rotated
+ * from (a send signed before is broadcast again as it is, never signed again: storedSend); the log must still be the
+ * attempt's own (its token, destination and amount; its split and reference). Before, only the hot wallet's own log
+ * proved it: a payout signed before a rotation and mined after threw on every recovery pass, its reservation held.
+ */
 function provingLogIndex(
   state: EvmRailState,
   attempt: OutgoingAttempt,
   receipt: TransactionReceipt,
 ): number | undefined {
   const { token } = state.params;
-  const hotWallet = state.account.address.toLowerCase();
+  const signer = receipt.from.toLowerCase();
   const destination = attempt.destination;
   if (destination.kind === "evm_split") {
     const ref = referenceFromId(attempt.id);
@@ -204,7 +223,7 @@ function provingLogIndex(
         isSplitterLog(state, entry.address) &&
         entry.args.splitId.toLowerCase() === destination.splitId.toLowerCase() &&
         entry.args.token.toLowerCase() === token.address.toLowerCase() &&
-        entry.args.payer.toLowerCase() === hotWallet &&
+        entry.args.payer.toLowerCase() === signer &&
         entry.args.amount === attempt.amount &&
         entry.args.ref === ref,
     )?.logIndex;
@@ -214,7 +233,7 @@ function provingLogIndex(
     (entry) =>
       to !== null &&
       entry.address.toLowerCase() === token.address.toLowerCase() &&
-      entry.args.from.toLowerCase() === hotWallet &&
+      entry.args.from.toLowerCase() === signer &&
       entry.args.to.toLowerCase() === to.toLowerCase() &&
       entry.args.value === attempt.amount,
   )?.logIndex;

@@ -179,6 +179,8 @@ type OpenSend = {
   attempt_id: string;
   tx_hash: Hex;
   nonce: number;
+  /** The wallet that signed it (lower case), the hot wallet (the pass reads no other's): sendFateOf looks none up. */
+  wallet: string;
   /** Milliseconds since the send was last signed (the database's clock). */
   signed_ms_ago: number;
 };
@@ -210,7 +212,7 @@ export async function sendGasPass(
     // after is a send never mined.
     const confirmedNonce = await confirmedNonceOf(state.journal);
     const open = await db.query<OpenSend>(
-      `SELECT attempt_id, tx_hash, nonce,
+      `SELECT attempt_id, tx_hash, nonce, wallet,
               (extract(epoch FROM now() - signed_at) * 1000)::float8 AS signed_ms_ago
          FROM evm_sends
         WHERE chain_id = $1 AND wallet = $2 AND NOT gas_done

@@ -368,7 +368,7 @@ async function stalledBy(journal: SendJournal): Promise<SendRefused | null> {
   if (lowest === undefined || lowest.stalled !== true) return null;
   const { stalled: _stalled, since, ...row } = lowest;
   // Taken now (its mark cleared by the broadcast), the new send goes on behind it.
-  if ((await broadcast(journal, row)).broadcast === "taken") return null;
+  if ((await broadcast(journal, row, walletKey(journal))).broadcast === "taken") return null;
   const refusal: SendRefused = {
     status: "failed",
     code: "rail_unavailable",
@@ -419,7 +419,7 @@ async function keepRefusal(
     if (kept === undefined) throw new EvmRailError(`the refusal of ${key} vanished inside its transaction`);
     return kept;
   });
-  return "status" in outcome ? outcome : broadcast(journal, outcome);
+  return "status" in outcome ? outcome : broadcast(journal, outcome, null);
 }
 
 /**
@@ -473,7 +473,7 @@ async function storedSend(journal: SendJournal, key: string): Promise<Sent | nul
     throw new EvmRailError(`send ${key} is chain ${chainId}'s, not chain ${journal.chainId}'s`);
   const current = due && (await signedHere(journal, row, wallet)) ? await replaceIfStuck(journal, row) : row;
   // Harmless if the node has it; needed if it lost it.
-  return broadcast(journal, current);
+  return broadcast(journal, current, wallet);
 }
 
 /**
@@ -576,7 +576,7 @@ async function signAndStore(
     return stored;
   }
   if ("status" in row) return row;
-  return broadcast(journal, row);
+  return broadcast(journal, row, walletKey(journal));
 }
 
 /** Under the wallet's nonce row's lock: the next nonce, the transaction signed with it, stored under `key`. */
@@ -1006,7 +1006,7 @@ export function keepOpenSends(journal: SendJournal): Promise<number> {
     let failed: unknown = null;
     for (const { due, ...row } of open) {
       try {
-        await broadcast(journal, due ? await replaceIfStuck(journal, row) : row);
+        await broadcast(journal, due ? await replaceIfStuck(journal, row) : row, walletKey(journal));
       } catch (error) {
         failed ??= error;
       }
@@ -1052,9 +1052,10 @@ function saysHeld(text: string): boolean {
  * "invalid nonce; got 3, expected 4", OpenEthereum's "Transaction nonce is too low") never reached its receipt, and a
  * payout refused at its first broadcast answered 500 while it was journaled and sent again later: a client retrying
  * under a new key paid twice. The send as it is after: pointed back at the transaction the node holds when it refused a
- * fee bump in other words than underpriced (pointedBack).
+ * fee bump in other words than underpriced (pointedBack). `wallet` is the row's (evm_sends.wallet, lower case) when the
+ * caller has it, null when not: the wallet whose count says the send's nonce passed (nonceTakenOnNode).
  */
-async function broadcast(journal: SendJournal, row: SendRow): Promise<Sent> {
+async function broadcast(journal: SendJournal, row: SendRow, wallet: string | null): Promise<Sent> {
   const sent = (outcome: Broadcast): Sent => ({ ...row, broadcast: outcome });
   try {
     await journal.publicClient.sendRawTransaction({ serializedTransaction: row.raw_tx });
@@ -1075,7 +1076,7 @@ async function broadcast(journal: SendJournal, row: SendRow): Promise<Sent> {
       return sent(await taken(journal, row));
     }
     if (saysHeld(text)) return sent(await taken(journal, row));
-    const heldBy = await nonceTakenOnNode(journal, row);
+    const heldBy = await nonceTakenOnNode(journal, row, wallet);
     if (heldBy !== null && heldBy !== "passed" && heldBy.toLowerCase() !== row.tx_hash.toLowerCase()) {
       // A fee bump refused in other words than underpriced (geth's rpc.txfeecap; "insufficient funds for gas * price +
       // value", the wallet holding enough ETH for the transaction it replaced, not for the bump): that one holds the
@@ -1465,13 +1466,23 @@ async function notTaken(journal: SendJournal, row: SendRow, error: unknown): Pro
  * node refused in other words than underpriced (geth's rpc.txfeecap) was not taken while the transaction it replaced
  * held the nonce in the pool, and past stalledAfterMs every new payout was refused.
  */
-async function nonceTakenOnNode(journal: SendJournal, row: SendRow): Promise<Hex | "passed" | null> {
+async function nonceTakenOnNode(
+  journal: SendJournal,
+  row: SendRow,
+  wallet: string | null,
+): Promise<Hex | "passed" | null> {
   // The nonce is its signer's: a send of a wallet retired by a key rotation (broadcast again as it is, storedSend) is
   // not passed because this wallet's count is past it. Before, this wallet's count was read, and such a send the node
   // refused was taken for mined, its payout then judged never mined by the same count (sendFateOf) and paid again.
-  const signer = ((await signerOf(row.raw_tx)) as Address | null) ?? journal.account.address;
+  // The row's `wallet` names it when the caller has it (no signature recovered on each refusal); a send whose bytes
+  // name no signer either is no proof of anything (before, this wallet's count judged it).
+  const signer = wallet ?? (await signerOf(row.raw_tx));
+  if (signer === null || signer === "") return null;
   try {
-    const mined = await journal.publicClient.getTransactionCount({ address: signer, blockTag: "latest" });
+    const mined = await journal.publicClient.getTransactionCount({
+      address: signer as Address,
+      blockTag: "latest",
+    });
     if (mined > Number(row.nonce)) return "passed";
   } catch {
     return null; // the node not answering
@@ -1601,21 +1612,24 @@ export type SendFate =
  */
 export async function sendFateOf(
   journal: SendJournal,
-  row: Pick<SendRow, "attempt_id" | "tx_hash" | "nonce">,
+  row: Pick<SendRow, "attempt_id" | "tx_hash" | "nonce"> & { wallet?: string },
   confirmedNonce: number,
 ): Promise<SendFate> {
   // The receipts are looked for once: one found but too recent is pending, whatever the nonce says.
   const receipt = await minedReceiptOf(journal, row);
   if (receipt !== null)
     return (await confirmed(journal, receipt)) ? { status: "mined", receipt } : { status: "pending" };
-  if (confirmedNonce <= row.nonce) return { status: "pending" };
   // `confirmedNonce` is this wallet's count: a send signed by another wallet (the hot wallet's key rotated since, its
-  // key sent again: storedSend) is judged by its signer's count, read now, and its receipts looked for again after it.
-  // Before, this wallet's count past its nonce judged it never mined while it could still be (its payout failed, paid
-  // again elsewhere, and the first one mined). A send whose signer is not known is never judged so.
-  const signer = await storedSignerOf(journal.db, row.attempt_id);
-  if (signer === walletKey(journal)) return { status: "never_mined" };
-  if (signer === null || (await confirmedNonceOf(journal, signer)) <= row.nonce) return { status: "pending" };
+  // key sent again: storedSend) is judged by its signer's count alone, read now, and its receipts looked for again
+  // after it. Before, this wallet's count past its nonce judged it never mined while it could still be (its payout
+  // failed, paid again elsewhere, and the first one mined); and its count short of the nonce (a fresh wallet) held it
+  // pending while its own wallet's count had passed it. The signer is looked up first, unless the caller's row names
+  // it (`wallet`, lower case, as evm_sends keeps it); a send whose signer is not known is never judged so.
+  const signer = row.wallet ?? (await storedSignerOf(journal.db, row.attempt_id));
+  if (signer === walletKey(journal))
+    return confirmedNonce <= row.nonce ? { status: "pending" } : { status: "never_mined" };
+  if (signer === null || (await confirmedNonceOf(journal, signer as Address)) <= row.nonce)
+    return { status: "pending" };
   const late = await minedReceiptOf(journal, row);
   if (late !== null)
     return (await confirmed(journal, late)) ? { status: "mined", receipt: late } : { status: "pending" };

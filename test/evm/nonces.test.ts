@@ -11,7 +11,10 @@ import {
   encodeFunctionData,
   keccak256,
   parseTransaction,
+  recoverTransactionAddress,
+  serializeTransaction,
   stringToHex,
+  type TransactionSerializable,
   type WalletClient,
 } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
@@ -26,6 +29,7 @@ import {
   finalReceiptOf,
   hashesOfSend,
   keepOpenSends,
+  neverMinedDepthExtra,
   receiptOf,
   type SendJournal,
   sendFateOf,
@@ -2995,5 +2999,163 @@ describe("a send signed by another wallet, the hot wallet's key rotated since", 
     await expectMined([sent as { tx_hash: `0x${string}` }]);
     const row = sent as { attempt_id: string; tx_hash: `0x${string}`; nonce: number };
     expect(await sendFateOf(now, row, await confirmedNonceOf(now))).toMatchObject({ status: "mined" });
+  });
+
+  /**
+   * `wallet`'s send under `key` (approving nothing, at a tip of 1 wei) waiting in the pool, then its nonce taken by a
+   * self-send of the same wallet outside the journal (its stuck send cancelled), mined, and buried past the depth
+   * sendFateOf judges at: none of the send's transactions ever mined, its wallet's count past its nonce.
+   */
+  async function cancelledSend(wallet: WalletClient, key: string) {
+    await setAutomine(false);
+    let sent: Awaited<ReturnType<typeof approveNothing>> | undefined;
+    try {
+      sent = await approveNothing(journalOf(wallet as SendJournal["walletClient"], 1n), key);
+      expect(sent).toMatchObject({ attempt_id: key, broadcast: "taken" });
+      const { nonce } = sent as { nonce: number };
+      await wallet.sendTransaction({
+        account: wallet.account!,
+        chain: gw.chain.chain,
+        to: wallet.account!.address,
+        value: 0n,
+        nonce: Number(nonce),
+        maxPriorityFeePerGas: 2_000_000_000n,
+        maxFeePerGas: 300_000_000_000n,
+      });
+    } finally {
+      await setAutomine(true);
+      await gw.chain.networkHelpers.mine(1);
+    }
+    await gw.chain.networkHelpers.mine(neverMinedDepthExtra + 2);
+    const row = sent as { attempt_id: string; tx_hash: `0x${string}`; nonce: number };
+    await expect(gw.chain.publicClient.getTransactionReceipt({ hash: row.tx_hash })).rejects.toThrow();
+    return row;
+  }
+
+  it("never mined, its own wallet's nonce passed by another transaction: judged never mined, the hot wallet's count past it too", async () => {
+    const retired = await walletOf("the hot wallet rotated from, its send cancelled");
+    const row = await cancelledSend(retired, "approve:signed-before-rotation:cancelled");
+    const now = journalOf(gw.chain.walletClient, 1_000_000_000n);
+    const confirmedNonce = await confirmedNonceOf(now);
+    expect(confirmedNonce).toBeGreaterThan(Number(row.nonce));
+    expect(await sendFateOf(now, row, confirmedNonce)).toEqual({ status: "never_mined" });
+  });
+
+  it("never mined, its own wallet's nonce passed, the hot wallet fresh (its count short of the nonce): judged never mined", async () => {
+    // The wallet before the rotation, of some sends: the cancelled send's nonce is past the fresh wallet's count.
+    const retired = await walletOf("the hot wallet rotated from, many sends, its send cancelled");
+    for (let send = 0; send < 3; send += 1)
+      await retired.sendTransaction({
+        account: retired.account!,
+        chain: gw.chain.chain,
+        to: retired.account!.address,
+        value: 0n,
+      });
+    const row = await cancelledSend(retired, "approve:signed-before-rotation:cancelled-fresh");
+    const now = journalOf(await walletOf("the hot wallet rotated to, fresh"), 1_000_000_000n);
+    const confirmedNonce = await confirmedNonceOf(now);
+    expect(confirmedNonce).toBeLessThanOrEqual(Number(row.nonce));
+    // Before: pending, the hot wallet's count looked at first, until it passed the retired wallet's nonce.
+    expect(await sendFateOf(now, row, confirmedNonce)).toEqual({ status: "never_mined" });
+  });
+
+  it("refused by the node, its own wallet's nonce open, the hot wallet's count past it: not taken", async () => {
+    const key = "approve:signed-before-rotation:refused";
+    const retired = await walletOf("the hot wallet rotated from, its send refused");
+    await setAutomine(false);
+    let sent: Awaited<ReturnType<typeof approveNothing>> | undefined;
+    try {
+      sent = await approveNothing(journalOf(retired, 1n), key);
+      expect(sent).toMatchObject({ attempt_id: key, broadcast: "taken", nonce: 0 });
+      // The pool drops it, and the retired wallet holds no ETH for its gas any more: the node refuses its bytes.
+      await gw.chain.networkHelpers.dropTransaction((sent as { tx_hash: `0x${string}` }).tx_hash);
+      await gw.chain.networkHelpers.setBalance(retired.account!.address, 0n);
+      const now = journalOf(gw.chain.walletClient, 1_000_000_000n);
+      expect(await confirmedNonceOf(now)).toBeGreaterThan(0);
+      // Before: the hot wallet's count past its nonce, the send taken (for mined); its payout then waited on a
+      // receipt that could never come, and no broadcast was said not taken.
+      expect(await approveNothing(now, key)).toMatchObject({
+        attempt_id: key,
+        tx_hash: (sent as { tx_hash: string }).tx_hash,
+        broadcast: "not_taken",
+      });
+    } finally {
+      await setAutomine(true);
+      await gw.chain.networkHelpers.mine(1);
+    }
+    expect(await countsOf(retired)).toEqual([0, 0]);
+  });
+
+  it("refused by the node, its bytes naming no signer and its wallet NULL: not taken, the hot wallet's count no proof", async () => {
+    const key = "approve:signed-by-nobody:refused";
+    // A send of the hot wallet's, its signature's r and s zero: no address recovers from it, and the node refuses it.
+    const signed = await approveNothing(
+      journalOf(gw.chain.walletClient, 1_000_000_000n),
+      "approve:signed-by-nobody:of",
+    );
+    await expectMined([signed as { tx_hash: `0x${string}` }]);
+    const {
+      r: _r,
+      s: _s,
+      v: _v,
+      yParity: _yParity,
+      ...unsigned
+    } = parseTransaction((signed as { raw_tx: `0x${string}` }).raw_tx);
+    const raw = serializeTransaction(unsigned as TransactionSerializable, { r: "0x0", s: "0x0", yParity: 0 });
+    await expect(recoverTransactionAddress({ serializedTransaction: raw as never })).rejects.toThrow();
+    const nonce = Number((signed as { nonce: number }).nonce);
+    await gw.app.db.query(
+      "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce, wallet) VALUES ($1, $2, $3, $4, $5, NULL)",
+      [key, gw.chain.chain.id, keccak256(raw), raw, nonce],
+    );
+    const now = journalOf(gw.chain.walletClient, 1_000_000_000n);
+    expect((await countsOf(gw.chain.walletClient))[0]).toBeGreaterThan(nonce);
+    // Before: the hot wallet's count read in its place, past the nonce, and the send taken (for mined).
+    expect(await approveNothing(now, key)).toMatchObject({ attempt_id: key, broadcast: "not_taken" });
+    await gw.app.db.query("UPDATE evm_sends SET gas_done = true WHERE attempt_id = $1", [key]);
+  });
+
+  it("a payout signed before the rotation, mined after: succeeds for the new wallet's rail, with its Transfer from the wallet that signed it", async () => {
+    const id = "att_signed_before_rotation";
+    const rotated = await walletOf("the hot wallet rotated to, a payout of the old one");
+    const { logger, lines } = recordingLogger();
+    const before = anotherProcessRail(gw, { receiptTimeoutMs: 300 });
+    const after = anotherProcessRail(gw, { walletClient: rotated, receiptTimeoutMs: 300, logger });
+    await setAutomine(false);
+    let first: Awaited<ReturnType<typeof before.execute>> | undefined;
+    try {
+      first = await before.execute(payout(id, 1_357n));
+      expect(first).toMatchObject({ status: "in_flight" });
+    } finally {
+      await setAutomine(true);
+      await gw.chain.networkHelpers.mine(1);
+    }
+    const txHash = (first as { reference: `0x${string}` }).reference;
+    const receipt = await gw.chain.publicClient.waitForTransactionReceipt({ hash: txHash, timeout: 10_000 });
+    // Before: "a payout succeeded without the expected log" (the hot wallet's Transfer looked for), on every pass.
+    const outcome = await after.execute(payout(id, 1_357n));
+    expect(outcome).toMatchObject({
+      status: "succeeded",
+      evidence: { txHash, logIndex: expect.any(Number) },
+      nativeFee: { asset: { code: "ETH" }, detail: { gasUsed: receipt.gasUsed.toString() } },
+    });
+    const { logIndex } = (outcome as { evidence: { logIndex: number } }).evidence;
+    const proving = receipt.logs.find((log) => log.logIndex === logIndex);
+    expect(proving?.address.toLowerCase()).toBe(gw.chain.contracts.testUsd.toLowerCase());
+    expect(lines.filter((line) => line.level === "info" && /rotated from/.test(line.message))).toMatchObject([
+      { fields: { txHash, paidBy: gw.chain.walletClient.account.address.toLowerCase() } },
+    ]);
+  });
+
+  it("a payout signed before the rotation whose transaction moved no tokens to its destination is not proved by another Transfer", async () => {
+    // The same key's send carrying another amount: mined, its Transfer from the signer, but not the attempt's own.
+    const id = "att_signed_before_rotation_other_amount";
+    await expect(anotherProcessRail(gw).execute(payout(id, 2_468n))).resolves.toMatchObject({
+      status: "succeeded",
+    });
+    const rotated = await walletOf("the hot wallet rotated to, a payout of the old one of another amount");
+    await expect(
+      anotherProcessRail(gw, { walletClient: rotated, receiptTimeoutMs: 300 }).execute(payout(id, 2_469n)),
+    ).rejects.toThrow(/without the expected log/);
   });
 });
