@@ -135,11 +135,13 @@ async function outcomeOf(
     throw new EvmRailError("a payout succeeded without the expected log", {
       details: `transaction ${row.tx_hash}`,
     });
-  state.view = { ...state.view, liquidity: state.view.liquidity - attempt.amount };
   // Gas is paid by the hot wallet in the native token, not in the token paid out: a fee of its own. A payout signed
   // before a key rotation (broadcast again as it is, storedSend) was paid for by the retired wallet: its gas is booked
-  // all the same (it was spent, on the rail's behalf), and said, since the new hot wallet's balance does not show it.
-  if (receipt.from.toLowerCase() !== state.account.address.toLowerCase())
+  // all the same (it was spent, on the rail's behalf), and said, since the new hot wallet's balance does not show it;
+  // nor does that balance show its amount, so the liquidity the router reads is left as it is.
+  if (receipt.from.toLowerCase() === state.account.address.toLowerCase())
+    state.view = { ...state.view, liquidity: state.view.liquidity - attempt.amount };
+  else
     state.logger.info(
       {
         attempt: attempt.id,

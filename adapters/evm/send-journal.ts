@@ -1474,18 +1474,20 @@ async function nonceTakenOnNode(
   // The nonce is its signer's: a send of a wallet retired by a key rotation (broadcast again as it is, storedSend) is
   // not passed because this wallet's count is past it. Before, this wallet's count was read, and such a send the node
   // refused was taken for mined, its payout then judged never mined by the same count (sendFateOf) and paid again.
-  // The row's `wallet` names it when the caller has it (no signature recovered on each refusal); a send whose bytes
-  // name no signer either is no proof of anything (before, this wallet's count judged it).
+  // The row's `wallet` names it when the caller has it (no signature recovered on each refusal); for a send whose
+  // bytes name no signer either, no count is proof of anything (before, this wallet's count judged it): only its own
+  // transactions, asked below.
   const signer = wallet ?? (await signerOf(row.raw_tx));
-  if (signer === null || signer === "") return null;
-  try {
-    const mined = await journal.publicClient.getTransactionCount({
-      address: signer as Address,
-      blockTag: "latest",
-    });
-    if (mined > Number(row.nonce)) return "passed";
-  } catch {
-    return null; // the node not answering
+  if (signer !== null && signer !== "") {
+    try {
+      const mined = await journal.publicClient.getTransactionCount({
+        address: signer as Address,
+        blockTag: "latest",
+      });
+      if (mined > Number(row.nonce)) return "passed";
+    } catch {
+      return null; // the node not answering
+    }
   }
   // The database not answering: the one broadcast alone, as before.
   const hashes = await hashesOfSend(journal.db, row).catch(() => [row.tx_hash]);

@@ -3132,8 +3132,11 @@ describe("a send signed by another wallet, the hot wallet's key rotated since", 
     }
     const txHash = (first as { reference: `0x${string}` }).reference;
     const receipt = await gw.chain.publicClient.waitForTransactionReceipt({ hash: txHash, timeout: 10_000 });
+    const liquidity = after.snapshot().liquidity;
     // Before: "a payout succeeded without the expected log" (the hot wallet's Transfer looked for), on every pass.
     const outcome = await after.execute(payout(id, 1_357n));
+    // The retired wallet paid it: the new hot wallet's liquidity, as the router reads it, did not move.
+    expect(after.snapshot().liquidity).toBe(liquidity);
     expect(outcome).toMatchObject({
       status: "succeeded",
       evidence: { txHash, logIndex: expect.any(Number) },
