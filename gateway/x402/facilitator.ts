@@ -7,7 +7,7 @@ import type { Logger } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
 import { refusalOfFailure } from "./batch.ts";
-import { type ChainRegistry, caip2Of, v1NetworkOf } from "./chains.ts";
+import { type ChainRegistry, caip2Of, nonceUsed, v1NetworkOf } from "./chains.ts";
 import { bookMinedTxGas } from "./reconcile.ts";
 import { type Refused, refusedWith } from "./refusals.ts";
 import { exactScheme } from "./requirements.ts";
@@ -155,25 +155,15 @@ export async function facilitatorSettle(
     requirements,
   );
   if (!settled.ok) {
-    // Refused as a nonce already used while an invoice of this account booked by an earlier settle the rail refused
-    // before sending is still bound to it (unsentSettlement): the rail read it used where verify read it unused, mined
-    // meanwhile by whoever holds the authorization, which pays that invoice. Answered as a retry is, not final.
-    if (settled.refusal === "invalid_exact_evm_nonce_already_used") {
-      const unsent = await unsentSettlement(deps, payment, requirements.network, credit).catch(
-        (error: unknown): SettleResponse => {
-          // Nothing was sent; whether the payer's money is in this account through such an invoice is unknown now:
-          // pending is the safe side (final, the payer who paid it may sign anew and pay twice).
-          deps.logger.warn(
-            { error, payer: payment.payer },
-            "x402 facilitator: whether a payment refused as used paid an invoice still bound is unknown now",
-          );
-          return pendingSettle(
-            payment,
-            requirements.network,
-            "whether this authorization paid an earlier settlement of it cannot be read now: settle the same payment again shortly",
-          );
-        },
-      );
+    // Refused before anything was sent, while an invoice of this account is bound to the authorization: the one this
+    // settle booked (unsentInvoiceId: the rail bound it, then refused, e.g. its gas estimate reverted because a copy of
+    // the authorization was mined first), or, refused as a nonce already used (which binds none), one an earlier settle
+    // the rail refused before sending left bound — the rail read the nonce used where verify read it unused, mined
+    // meanwhile by whoever holds the authorization, which pays that invoice (unsentSettlement). Answered as a retry
+    // is, not final.
+    const seenUsed = settled.refusal === "invalid_exact_evm_nonce_already_used";
+    if (seenUsed || settled.unsentInvoiceId !== undefined) {
+      const unsent = await unsentAnswer(deps, payment, requirements.network, credit, seenUsed);
       if (unsent !== null) return unsent;
     }
     return failed(settled, payment.payer);
@@ -225,8 +215,9 @@ async function priorSettlement(
   const { payment } = verified;
   const { chain } = parsed.requirements;
   const prior = await sentAuthorization(deps.db, chain, payment.authorization);
+  // Read taken or its window shut by verify: the search takes either (unsentSettlement's `seenUsed`).
   if (prior === null && orUnsent)
-    return await unsentSettlement(deps, payment, parsed.requirements.network, credit);
+    return await unsentAnswer(deps, payment, parsed.requirements.network, credit, true);
   if (
     prior === null ||
     prior.tenantId !== credit.tenantId ||
@@ -298,27 +289,64 @@ async function priorSettlement(
 }
 
 /**
+ * unsentSettlement's answer, or pending when it throws (the database or the node out of reach): nothing was sent, and
+ * whether the payer's money is in this account through a bound invoice is unknown now — pending is the safe side
+ * (final, the payer who paid it may sign anew and pay twice). The same on every path that asks it: before, a verify
+ * refused as used answered a 500 for the fault a settle refused by the rail answered pending for.
+ */
+async function unsentAnswer(
+  deps: X402Deps,
+  payment: VerifiedPayment,
+  network: string,
+  credit: CreditTarget,
+  seenUsed: boolean,
+): Promise<SettleResponse | null> {
+  try {
+    return await unsentSettlement(deps, payment, network, credit, seenUsed);
+  } catch (error) {
+    deps.logger.warn(
+      { error, payer: payment.payer },
+      "x402 facilitator: whether a payment refused paid an invoice still bound is unknown now",
+    );
+    return pendingSettle(
+      payment,
+      network,
+      "whether this authorization paid an earlier settlement of it cannot be read now: settle the same payment again shortly",
+    );
+  }
+}
+
+/**
  * A settle of a payment whose earlier settle for this account the rail refused before sending it (settle.ts
  * unsentInvoiceId: the claim given back, its invoice left bound to the payer's nonce), once its nonce reads used or its
- * window shut: whoever holds the authorization (the payer, the resource server, a stranger who saw it) may have mined
+ * window shut — or this very settle, refused so: whoever holds the authorization (the payer, the resource server, a stranger who saw it) may have mined
  * it, which pays that invoice, credited by the deposit watcher. Paid by this very authorization's transfer to the hot
  * wallet: the same success a settle retried after success hears, with that transaction. Bound and not paid yet while
  * that transfer is mined (the watcher not past its confirmations), or when the node cannot say now: pending, so that
  * the payer is not told to sign a new payment and pay twice; when the nonce was used otherwise (cancelled, spent on
  * other terms), or none such is bound: null, the caller's refusal stands. Before, it was "nonce already used" whatever
  * paid it: the paywall kept its request owed (scheme.ts servedAsUnsentOwed), the facilitator nothing. `payment` is
- * verified but for its nonce and window, the payer's signature among the rest.
+ * verified but for its nonce and window, the payer's signature among the rest. `seenUsed` false (the rail refused it
+ * for another reason than its nonce): the nonce is read at the latest block first, and unused there the refusal
+ * stands — the search below takes a nonce read used, and answers "unknown" while the window is open and no log shows
+ * it spent. Throws when the database or the node cannot be read (unsentAnswer).
  */
 async function unsentSettlement(
   deps: X402Deps,
   payment: VerifiedPayment,
   network: string,
   credit: CreditTarget,
+  seenUsed: boolean,
 ): Promise<SettleResponse | null> {
   const { chain } = payment.requirements;
   const a = payment.authorization;
   const invoices = await unsentBoundTo(deps.db, chain, a, credit);
   if (invoices.length === 0) return null;
+  let latest: { readonly number: bigint; readonly timestamp: bigint } | undefined;
+  if (!seenUsed) {
+    latest = await chain.publicClient.getBlock({ blockTag: "latest" });
+    if (!(await nonceUsed(chain, a.from, a.nonce, latest.number))) return null;
+  }
   const { spending, unread, gone } = await unsentSpender(chain, invoices, a, deps.logger);
   if (spending !== null)
     return {
@@ -341,7 +369,7 @@ async function unsentSettlement(
   const spent = await paidInWindow(
     chain,
     { ...a, to: chain.hotWallet },
-    { verifiedAt: null, maxS: unsentMinedWithinS },
+    { verifiedAt: null, maxS: unsentMinedWithinS, latest },
     deps.logger,
   );
   if (spent === null) return null;

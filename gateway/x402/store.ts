@@ -450,9 +450,13 @@ export async function unsentOwedAt(
  * payer and nonce for its value, booked by a settlement the rail refused before sending it (settle.ts
  * unsentInvoiceId), as UnsentInvoice's (no verified block: none is kept). No row of its own marks it: the
  * facilitator answers a settle retried the same for as long as it is retried (as priorSettlement answers one sent),
- * where a paywall serves a request owed once, so the rail's binding is all there is to read. Not an invoice the
- * authorization's claim holds (a settle in flight, its outcome the claim's to answer): one refused before sending gave
- * its claim back. Empty when none is.
+ * where a paywall serves a request owed once, so the rail's binding is all there is to read. An invoice the
+ * authorization's claim still holds comes too: a settle in flight is answered by what the chain and the watcher say of
+ * its transfer (pending, or settled by it), as a retry of it is once sent; and a claim left `claimed` with no
+ * transaction for good (its give-back failed after the rail's refusal, or its submit threw after the rail bound it) is
+ * answered by nothing else (sentAuthorization needs a transaction, reconciliation adopts only a send the rail
+ * journaled). Before, such an invoice was left out, and a payment mined to it and credited was refused as a nonce
+ * already used for good: the payer signed anew and paid twice. Empty when none is.
  */
 export async function unsentBoundTo(
   db: Db,
@@ -468,9 +472,6 @@ export async function unsentBoundTo(
      ${unsentInvoiceSql.receipts}
      WHERE d.chain_id = $1 AND d.token = $2 AND d.auth_from = $3 AND d.auth_nonce = $4
        AND d.amount = $7::numeric AND ${unsentInvoiceSql.watched}
-       AND NOT EXISTS (SELECT 1 FROM x402_authorizations x
-                       WHERE x.chain_id = $1 AND x.token = $2 AND x.payer = $3 AND x.nonce = $4
-                         AND x.invoice_id = i.id)
      ${unsentInvoiceSql.order}`,
     [...keyOf(chain, authorization), credit.tenantId, credit.accountId, authorization.value.toString()],
   );

@@ -2446,7 +2446,8 @@ describe("an authorization the rail refused before sending it", () => {
    * payer spends its balance once the facilitator has verified and claimed it: the rail's simulation refuses it), its
    * invoice left bound to the payer's nonce; then the payer funded again. `settle`: the same payment settled at the
    * facilitator, through `settler` when given (the single settler otherwise), for `credit` (the payment's own unless
-   * named). `boundInvoice`: the status of the invoice the rail binds to the payer's nonce.
+   * named), reading `db` (the app's unless given). `boundInvoice`: the status of the invoice the rail binds to the
+   * payer's nonce; `boundInvoiceId`: its id. `drain`: the payer's balance sent away, so that the rail refuses it.
    */
   async function refusedAtFacilitator(name: string, value: bigint) {
     const payer = await newPayer(name, value);
@@ -2458,10 +2459,10 @@ describe("an authorization the rail refused before sending it", () => {
     const p = await payment(payer, value, payer, { validBefore: startS + aheadS + 300n });
     const a = p.claimed.authorization;
     const single = createSingleSettler({ settlement: gw.app.settlement, nowMs });
-    const settle = (settler?: X402Settler, credit = p.claimed.credit) =>
+    const settle = (settler?: X402Settler, credit = p.claimed.credit, db = gw.app.db) =>
       facilitatorSettle(
         createX402Deps({
-          db: gw.app.db,
+          db,
           settlement: gw.app.settlement,
           chains: [chain],
           logger: silentLogger,
@@ -2471,15 +2472,18 @@ describe("an authorization the rail refused before sending it", () => {
         facilitatorRequest(p),
         credit,
       );
+    const drain = async () => {
+      await gw.chain.networkHelpers.setBalance(payer.address, 10n ** 18n);
+      await gw.send(payer, {
+        address: chain.token,
+        abi: testUsdAbi,
+        functionName: "transfer",
+        args: [gw.chain.accounts[0]!.address, value],
+      });
+    };
     const draining: X402Settler = {
       async settle(claimed, requirements) {
-        await gw.chain.networkHelpers.setBalance(payer.address, 10n ** 18n);
-        await gw.send(payer, {
-          address: chain.token,
-          abi: testUsdAbi,
-          functionName: "transfer",
-          args: [gw.chain.accounts[0]!.address, value],
-        });
+        await drain();
         return single.settle(claimed, requirements);
       },
     };
@@ -2488,14 +2492,16 @@ describe("an authorization the rail refused before sending it", () => {
       errorReason: "insufficient_funds",
       transaction: "",
     });
-    const boundInvoice = async () =>
+    const bound = async () =>
       (
-        await gw.app.db.query<{ status: string }>(
-          `SELECT i.status FROM evm_deposits d JOIN invoices i ON i.id = d.reference
+        await gw.app.db.query<{ id: string; status: string }>(
+          `SELECT i.id, i.status FROM evm_deposits d JOIN invoices i ON i.id = d.reference
            WHERE d.auth_from = $1 AND d.auth_nonce = $2`,
           [a.from.toLowerCase(), a.nonce.toLowerCase()],
         )
-      )[0]?.status;
+      )[0];
+    const boundInvoice = async () => (await bound())?.status;
+    const boundInvoiceId = async () => (await bound())?.id;
     expect(await boundInvoice()).toBe("open");
     await gw.send(gw.chain.accounts[0]!, {
       address: chain.token,
@@ -2511,7 +2517,7 @@ describe("an authorization the rail refused before sending it", () => {
       payer: payer.address,
       amount: value.toString(),
     });
-    return { p, single, settle, boundInvoice, paidBy };
+    return { p, single, settle, boundInvoice, boundInvoiceId, paidBy, drain, value };
   }
 
   /** The answer pending while the authorization's transfer is mined and not credited yet. */
@@ -2560,6 +2566,93 @@ describe("an authorization the rail refused before sending it", () => {
     };
     // Before: a final "nonce already used", though the transfer pays the invoice the first settle left bound.
     expect(await settle(mining)).toMatchObject(notCreditedYet);
+    await gw.rail.depositWatcher()!.catchUp(20);
+    expect(await boundInvoice()).toBe("paid");
+    expect(await settle()).toEqual(paidBy(copyTx!));
+  });
+
+  it("at the facilitator, its claim then left claimed (its give-back failed), then mined by another: the same payment settled again is pending until credited, then paid", async () => {
+    const { p, settle, boundInvoice, boundInvoiceId, paidBy } = await refusedAtFacilitator(
+      "refused at the facilitator, its claim left claimed",
+      670n,
+    );
+    // As the rail's refusal leaves the claim when giving it back fails every attempt (settle.ts afterSent only logs),
+    // or a submit that threw once the rail bound it: `claimed`, bound to the invoice, no transaction, for good —
+    // neither sentAuthorization (no transaction) nor reconciliation (no send journaled) answers it.
+    await claimed(p);
+    await record(gw.app.db, chain, p.claimed.authorization, {
+      status: "claimed",
+      invoiceId: (await boundInvoiceId())!,
+    });
+    expect(await rowOf(p)).toMatchObject({ status: "claimed", tx_hash: null });
+    const copyTx = await submitCopy(p);
+    expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe("success");
+    expect(await settle()).toMatchObject(notCreditedYet);
+    await gw.rail.depositWatcher()!.catchUp(20);
+    expect(await boundInvoice()).toBe("paid");
+    // Before: the invoice the claim held was left out, and the payment, credited, was refused as a nonce already used
+    // for as long as it was retried: the payer signed anew and paid twice.
+    expect(await settle()).toEqual(paidBy(copyTx));
+  });
+
+  it("at the facilitator, then mined by another, settled again while the database cannot read its invoice: pending, not a 500", async () => {
+    const { p, settle } = await refusedAtFacilitator(
+      "refused at the facilitator, its invoice unreadable",
+      680n,
+    );
+    const copyTx = await submitCopy(p);
+    expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe("success");
+    // The read of the invoices bound to the payer's nonce (store.ts unsentBoundTo) fails; every other read answers.
+    const db = new Proxy(gw.app.db, {
+      get(target, property, receiver) {
+        const value = Reflect.get(target, property, receiver);
+        if (property !== "query" || typeof value !== "function") return value;
+        return (text: string, params?: unknown[]) =>
+          text.includes("FROM evm_deposits d") && text.includes("i.account_id = $6")
+            ? Promise.reject(new Error("the database is unavailable (test)"))
+            : value.call(target, text, params);
+      },
+    });
+    // Verify reads the nonce used, and the settle asks what an earlier settle left bound. Before: thrown (a 500),
+    // where the same fault after the rail's refusal as used was answered pending.
+    expect(await settle(undefined, p.claimed.credit, db)).toMatchObject({
+      success: false,
+      errorReason: "unexpected_settle_error",
+      errorMessage: expect.stringMatching(/cannot be read now/),
+      transaction: "",
+    });
+  });
+
+  it("at the facilitator, bound anew and refused for another reason as a copy is mined: pending until credited, then paid", async () => {
+    const { p, single, settle, boundInvoice, boundInvoiceId, paidBy, drain, value } =
+      await refusedAtFacilitator("refused at the facilitator, bound anew as a copy is mined", 690n);
+    const first = await boundInvoiceId();
+    // Verified with its nonce unused; the rail binds the new invoice to it and refuses it before sending (the payer's
+    // balance gone: as an estimate that reverts because a copy was mined first, authorization_mismatch), and whoever
+    // holds the authorization mines it meanwhile.
+    let copyTx: Hex | undefined;
+    const refusedAsMined: X402Settler = {
+      async settle(claimed, requirements) {
+        await drain();
+        const result = await single.settle(claimed, requirements);
+        expect(notOk(result)).toMatchObject({
+          refusal: "insufficient_funds",
+          unsentInvoiceId: expect.any(String),
+        });
+        await gw.send(gw.chain.accounts[0]!, {
+          address: chain.token,
+          abi: testUsdAbi,
+          functionName: "mint",
+          args: [p.claimed.authorization.from, value],
+        });
+        copyTx = await submitCopy(p);
+        await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx });
+        return result;
+      },
+    };
+    // Before: a final insufficient_funds, though the transfer pays the new invoice, this account's.
+    expect(await settle(refusedAsMined)).toMatchObject(notCreditedYet);
+    expect(await boundInvoiceId()).not.toBe(first);
     await gw.rail.depositWatcher()!.catchUp(20);
     expect(await boundInvoice()).toBe("paid");
     expect(await settle()).toEqual(paidBy(copyTx!));
