@@ -774,8 +774,10 @@ describe("the facilitator's routes", () => {
     const [a, b] = await Promise.all([facilitator("settle", payment), facilitator("settle", payment)]);
     const outcomes = [a.body, b.body];
     expect(outcomes.filter((o) => o.success === true)).toHaveLength(1);
+    // The loser is refused as taken; or, reaching the facilitator once the winner's invoice is bound to the nonce and
+    // its transfer not credited yet, answered pending (settle again: the same success), never settled a second time.
     expect(outcomes.find((o) => o.success === false)).toMatchObject({
-      errorReason: "invalid_exact_evm_nonce_already_used",
+      errorReason: expect.stringMatching(/^(invalid_exact_evm_nonce_already_used|unexpected_settle_error)$/),
     });
     await settledRow(payment.paymentPayload.payload.authorization.nonce as Hex);
     await new Promise((resolve) => setTimeout(resolve, 500));
