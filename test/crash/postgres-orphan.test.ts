@@ -58,6 +58,15 @@ it("a test PostgreSQL stops when the process that started it exits without stopp
         timeoutMs: 15_000,
       });
     }
-    await rm(path.dirname(dataDir), { recursive: true, force: true });
+    // A server that refuses connections may still be writing its shutdown checkpoint (pg_xact, pg_wal): removed under
+    // it, the directory refilled (ENOTEMPTY, seen on a loaded CI host). Its postmaster.pid goes last, as it exits.
+    await waitFor(
+      "the PostgreSQL to exit",
+      async () => (postmasterPid(dataDir) === null ? true : undefined),
+      {
+        timeoutMs: 15_000,
+      },
+    ).catch(() => undefined);
+    await rm(path.dirname(dataDir), { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   }
 });
