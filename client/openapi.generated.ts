@@ -2399,11 +2399,11 @@ export interface paths {
                 };
                 cookie?: never;
             };
-            requestBody: {
+            requestBody?: {
                 content: {
                     "application/json": {
                         expires_in_seconds?: number;
-                    };
+                    } | null;
                 };
             };
             responses: {
@@ -5984,6 +5984,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `api_keys_too_many` */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description The request body is too large: `body_too_large` */
                 413: {
                     headers: {
@@ -6238,6 +6247,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `api_key_revoked` */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
@@ -6380,6 +6398,15 @@ export interface paths {
                 };
                 /** @description Not found (another tenant's object is not found too): `api_key_not_found` */
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `api_key_revoked`, `api_key_rolled`, `api_keys_too_many` */
+                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -6538,7 +6565,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
+                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `api_key_revoked`, `idempotency_key_in_use`, `idempotency_key_reused` */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -6661,7 +6688,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The request is not valid: `api_version_invalid`, `parameter_unknown` */
+                /** @description The request is not valid: `api_version_invalid`, `parameter_invalid`, `parameter_unknown` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -6923,7 +6950,7 @@ export interface components {
          * @description Every stable error code the API answers with
          * @enum {string}
          */
-        ErrorCode: "account_not_found" | "amount_not_a_decimal" | "amount_not_positive" | "amount_too_large" | "amount_too_precise" | "amount_too_small" | "api_key_invalid" | "api_key_missing" | "api_key_mode_mismatch" | "api_key_not_found" | "api_key_revoked" | "api_key_rolled" | "api_keys_too_many" | "api_version_invalid" | "asset_mismatch" | "authorization_expired" | "authorization_mismatch" | "authorization_used" | "body_too_large" | "capital_reference_reused" | "destination_is_gateway" | "destination_not_found" | "event_not_found" | "expired" | "fee_above_max" | "idempotency_key_in_use" | "idempotency_key_invalid" | "idempotency_key_missing" | "idempotency_key_reused" | "insufficient_funds" | "insufficient_liquidity" | "internal_error" | "invalid_json" | "invoice_not_found" | "invoice_not_paid" | "invoice_not_payable" | "method_not_allowed" | "no_route" | "operator_only" | "overloaded" | "parameter_invalid" | "parameter_missing" | "parameter_unknown" | "payee_method_duplicate" | "payee_not_found" | "payer_insufficient_funds" | "payment_not_found" | "payment_not_succeeded" | "paywall_account_missing" | "paywall_not_found" | "paywall_resource_taken" | "paywall_scheme_unavailable" | "paywall_split_invalid" | "paywall_verdict_not_found" | "paywalls_too_many" | "quote_constraints_unmet" | "quote_expired" | "quote_mismatch" | "quote_not_found" | "quote_stale" | "quote_used" | "rail_not_found" | "rail_unavailable" | "rail_unreachable" | "rate_limited" | "refund_exceeds_remaining" | "refund_not_found" | "refund_unsupported" | "rejected" | "request_timeout" | "route_not_found" | "same_account" | "scope_missing" | "signature_invalid" | "tenant_key_required" | "tenant_not_found" | "tenant_suspended" | "unknown_asset" | "unreachable_destination" | "unsupported_media_type" | "webhook_delivery_not_found" | "webhook_endpoint_limit_reached" | "webhook_endpoint_not_found";
+        ErrorCode: "account_not_found" | "amount_not_a_decimal" | "amount_not_positive" | "amount_too_large" | "amount_too_precise" | "amount_too_small" | "api_key_invalid" | "api_key_missing" | "api_key_mode_mismatch" | "api_key_not_found" | "api_key_revoked" | "api_key_rolled" | "api_keys_too_many" | "api_version_invalid" | "asset_mismatch" | "authorization_expired" | "authorization_mismatch" | "authorization_used" | "bad_request" | "body_too_large" | "capital_reference_reused" | "destination_is_gateway" | "destination_not_found" | "event_not_found" | "expired" | "fee_above_max" | "header_too_large" | "idempotency_key_in_use" | "idempotency_key_invalid" | "idempotency_key_missing" | "idempotency_key_reused" | "insufficient_funds" | "insufficient_liquidity" | "internal_error" | "invalid_json" | "invoice_not_found" | "invoice_not_paid" | "invoice_not_payable" | "method_not_allowed" | "no_route" | "operator_only" | "overloaded" | "parameter_invalid" | "parameter_missing" | "parameter_unknown" | "payee_method_duplicate" | "payee_not_found" | "payer_insufficient_funds" | "payment_not_found" | "payment_not_succeeded" | "paywall_account_missing" | "paywall_not_found" | "paywall_resource_taken" | "paywall_scheme_unavailable" | "paywall_split_invalid" | "paywall_verdict_not_found" | "paywalls_too_many" | "quote_constraints_unmet" | "quote_expired" | "quote_mismatch" | "quote_not_found" | "quote_stale" | "quote_used" | "rail_not_found" | "rail_unavailable" | "rail_unreachable" | "rate_limited" | "refund_exceeds_remaining" | "refund_not_found" | "refund_unsupported" | "rejected" | "request_timeout" | "route_not_found" | "same_account" | "scope_missing" | "signature_invalid" | "tenant_key_required" | "tenant_not_found" | "tenant_suspended" | "unknown_asset" | "unreachable_destination" | "unsupported_media_type" | "webhook_delivery_not_found" | "webhook_endpoint_limit_reached" | "webhook_endpoint_not_found";
     };
     responses: never;
     parameters: never;

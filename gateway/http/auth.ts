@@ -127,6 +127,16 @@ export type AuthOptions = {
 
 const bearer = /^Bearer\s+(\S+)$/i;
 
+/** How many Authorization headers a request's raw headers (name, value, name, value…) hold. */
+function authorizationHeadersOf(rawHeaders: readonly string[]): number {
+  let count = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    if (name.length === 13 && name.toLowerCase() === "authorization") count += 1;
+  }
+  return count;
+}
+
 /** The mode of key a deployment takes. */
 export function keyModeOf(mode: "development" | "production"): KeyMode {
   return mode === "production" ? "live" : "test";
@@ -199,6 +209,12 @@ const plugin: FastifyPluginAsync<AuthOptions> = async (app, options) => {
   // Callback style: a key remembered (most requests) is checked without a promise. Fastify answers what the hook
   // throws as its error; what a promise rejects with goes to `done`.
   app.addHook("onRequest", (request, _reply, done) => {
+    // Node keeps the first of two Authorization headers and drops the other: a proxy that appends its own credential
+    // would see it ignored, and which credential the request is made with would depend on the headers' order.
+    if (authorizationHeadersOf(request.raw.rawHeaders) > 1)
+      throw new ApiError("parameter_invalid", "send one Authorization header, not several", {
+        param: "Authorization",
+      });
     const header = request.headers.authorization;
     if (header === undefined || header.trim() === "") {
       throw new ApiError("api_key_missing", "send your API key as Authorization: Bearer <key>");

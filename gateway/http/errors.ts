@@ -22,6 +22,8 @@ export type ApiErrorCode =
   | "invalid_json"
   | "unsupported_media_type"
   | "body_too_large"
+  | "header_too_large"
+  | "bad_request"
   | "parameter_missing"
   | "parameter_invalid"
   | "parameter_unknown"
@@ -56,6 +58,8 @@ export const errorStatus: Record<ApiErrorCode, number> = {
   invalid_json: 400,
   unsupported_media_type: 415,
   body_too_large: 413,
+  header_too_large: 431,
+  bad_request: 400,
   parameter_missing: 400,
   parameter_invalid: 400,
   parameter_unknown: 400,

@@ -144,8 +144,10 @@ export function errorCodesOf(method: string, operation: Operation): ApiErrorCode
     for (const code of ["invalid_json", "body_too_large", "unsupported_media_type"] as const) codes.add(code);
   }
   if (keyed) {
-    // A query parameter the route does not take, on routes that take none too (v1.ts).
+    // A query parameter the route does not take, on routes that take none too (v1.ts); more than one Authorization
+    // header (auth.ts).
     codes.add("parameter_unknown");
+    codes.add("parameter_invalid");
     // Every refusal of the key: missing, invalid, of the other mode (401); suspended, without the scope (403).
     for (const code of [...codesWithStatus(401), ...codesWithStatus(403)]) codes.add(code);
     if ("api_version_invalid" in errorStatus) codes.add("api_version_invalid");

@@ -165,6 +165,39 @@ describe("which routes need an API key", () => {
       }
     }
   });
+
+  it("every route of the /v1 context refuses two Authorization headers, whichever comes first (Node keeps only the first)", async () => {
+    const listed = operations(await openApi());
+    for (const operation of listed) {
+      const [method, path] = operation.split(" ") as ["GET" | "POST" | "PATCH", string];
+      for (const authorization of [
+        ["Bearer hunter2", "Bearer sk_test_appended_by_a_proxy"],
+        ["Bearer sk_test_the_client_s", "Bearer hunter2"],
+        ["Bearer hunter2", ""],
+      ]) {
+        const response = await server.inject({
+          method,
+          url: path.replace("{id}", "x"),
+          // Typed as one value by Fastify, sent as several by light-my-request (each one in rawHeaders).
+          headers: { authorization } as unknown as Record<string, string>,
+          ...(method === "POST" ? { payload: {} } : {}),
+        });
+        expect([operation, response.statusCode]).toEqual([operation, 400]);
+        expect(response.json().error).toEqual({
+          code: "parameter_invalid",
+          message: "send one Authorization header, not several",
+          param: "Authorization",
+        });
+      }
+    }
+    // One header, as before: its own refusal.
+    const one = await server.inject({
+      method: "GET",
+      url: "/v1/accounts",
+      headers: { authorization: ["Bearer hunter2"] } as unknown as Record<string, string>,
+    });
+    expect([one.statusCode, one.json().error.code]).toEqual([401, "api_key_invalid"]);
+  });
 });
 
 describe("a request that comes while the server is stopping", () => {

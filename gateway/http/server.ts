@@ -18,9 +18,11 @@ import {
   requestsInFlightMaxDefault,
   stoppingFirst,
 } from "./admission.ts";
+import { answerClientError } from "./client-errors.ts";
 import { docsPlugin } from "./docs.ts";
 import { answerFrameworkError, errorsPlugin, RequestValidationError } from "./errors.ts";
 import { healthPlugin } from "./health.ts";
+import { parseJsonBody } from "./json-body.ts";
 import { openApiPlugin } from "./openapi.ts";
 import { railRoutesPlugin } from "./rail-routes.ts";
 import { type RateLimits, rateLimitPlugin, rateLimitsOff } from "./rate-limit.ts";
@@ -127,6 +129,9 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
     },
     bodyLimit: options.bodyLimitBytes,
     frameworkErrors: answerFrameworkError,
+    // Bytes Node's parser refuses before any request exists (a header block too large, a malformed Content-Length):
+    // answered in the API's shape too, with Switchyard-Version.
+    clientErrorHandler: answerClientError,
     // One line per answered request, written below, instead of Fastify's two (incoming, completed). Through a
     // LogController: the top-level disableRequestLogging is deprecated, and npm start printed the warning.
     logController: new LogController({ disableRequestLogging: true }),
@@ -167,6 +172,9 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
   // Bodies are JSON: Fastify's own text/plain parser would hand a route a string, refused as a wrong type (400)
   // where the request's fault is its media type (415 unsupported_media_type, as for any other).
   app.removeContentTypeParser("text/plain");
+  // An empty JSON body is no body, and a `__proto__` key a refused parameter rather than invalid JSON (json-body.ts).
+  app.removeContentTypeParser("application/json");
+  app.addContentTypeParser("application/json", { parseAs: "string" }, parseJsonBody);
   app.setValidatorCompiler(validatorCompiler);
   // Responses are checked against their schema too: a response that does not match is a bug, answered 500.
   app.setSerializerCompiler(serializerCompiler);

@@ -56,7 +56,20 @@ type Case = {
 
 const cases: Case[] = [
   { name: "malformed JSON", rawBody: '{"amount": "1.00",', status: 400, code: "invalid_json" },
-  { name: "an empty body", rawBody: "", status: 400, code: "invalid_json" },
+  // A `__proto__` key, or a `constructor` holding a `prototype`, is refused, as the parameter it is: it was
+  // "the request body is not valid JSON" (Fastify's secure-json-parse threw), though it is.
+  ...[
+    ['"metadata":{"__proto__":"x"}', "metadata.__proto__"],
+    ['"__proto__":{"amount":"2.00"}', "__proto__"],
+    ['"constructor":{"prototype":{"amount":"2.00"}}', "constructor.prototype"],
+    ['"metadata":{"\\u005f_proto__":"x"}', "metadata.__proto__"],
+  ].map(([member, param]) => ({
+    name: `a body with ${member}`,
+    rawBody: `${JSON.stringify(valid()).slice(0, -1)},${member}}`,
+    status: 400,
+    code: "parameter_invalid",
+    param,
+  })),
   {
     name: "a body that is not JSON",
     rawBody: "amount=1",
@@ -346,6 +359,15 @@ describe("POST /v1/payments refuses bad input", () => {
     expect(typeof response.body.error.message).toBe("string");
   });
 
+  it("an empty body sent with Content-Type: application/json is no body: refused as the same request without the header", async () => {
+    // It was 400 invalid_json with the header, whatever the route's schema said of a missing body.
+    const withHeader = await gw.call("POST", "/v1/payments", { rawBody: "" });
+    const without = await gw.call("POST", "/v1/payments");
+    expect(withHeader.status).toBe(400);
+    expect(withHeader.body.error.code).not.toBe("invalid_json");
+    expect([withHeader.status, withHeader.body]).toEqual([without.status, without.body]);
+  });
+
   it("a query parameter the route does not take → 400 parameter_unknown, before the Idempotency-Key is taken", async () => {
     // It was ignored: the payment went through as if the client's `?confirm=false` had meant something.
     const key = "bad-input-query-parameter";
@@ -401,6 +423,25 @@ describe("other routes refuse bad input", () => {
       const response = await gw.call("GET", `/v1/accounts/acct_demo_customer/transactions?${query}`);
       expect([query, response.status, response.body.object]).toEqual([query, 200, "list"]);
     }
+  });
+  it("an empty body sent with Content-Type: application/json is no body on a route whose body is optional", async () => {
+    // Many SDKs send the header on every request; these were 400 invalid_json with it, 200 without.
+    const made = async () => {
+      const key = await gw.call("POST", "/v1/api_keys", { body: { name: "empty body" } });
+      expect(key.status).toBe(201);
+      return key.body.id as string;
+    };
+    const rolled = await gw.call("POST", `/v1/api_keys/${await made()}/roll`, { rawBody: "" });
+    expect([rolled.status, rolled.body.object]).toEqual([200, "api_key"]);
+    const revoked = await gw.call("POST", `/v1/api_keys/${await made()}/revoke`, { rawBody: "" });
+    expect([revoked.status, typeof revoked.body.revoked_at]).toEqual([200, "string"]);
+    const deleted = await gw.app.server.inject({
+      method: "DELETE",
+      url: `/v1/api_keys/${await made()}`,
+      headers: { authorization: `Bearer ${gw.key}`, "content-type": "application/json" },
+      payload: "",
+    });
+    expect(deleted.statusCode).toBe(200);
   });
   it("an unknown route is 404 route_not_found", async () => {
     const response = await gw.call("GET", "/v1/nothing");

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createApp } from "../../gateway/app.ts";
-import { ensureOperatorKey, scopes } from "../../gateway/tenants/index.ts";
+import { apiKeysActiveMax, ensureOperatorKey, scopes } from "../../gateway/tenants/index.ts";
 import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
@@ -231,6 +231,28 @@ describe.each(["pglite", "postgres"] as const)("API keys on %s", (database) => {
     expect([payments.status, payments.body.error.code]).toEqual([403, "tenant_key_required"]);
   });
 
+  /**
+   * Fails unless the OpenAPI document lists the refusal `answer` (a code) under its status on the operation: the
+   * key routes' own refusals were missing from it (no config.errorCodes), DELETE's 409 with them.
+   */
+  async function expectDocumented(
+    method: string,
+    pathTemplate: string,
+    answer: { status: number; body: { error: { code: string } } },
+  ) {
+    const document = (await gw.app.server.inject({ method: "GET", url: "/openapi.json" })).json();
+    const codes =
+      document.paths[pathTemplate]?.[method.toLowerCase()]?.responses?.[String(answer.status)]?.[
+        "x-error-codes"
+      ];
+    expect([method, pathTemplate, answer.status, codes]).toEqual([
+      method,
+      pathTemplate,
+      answer.status,
+      expect.arrayContaining([answer.body.error.code]),
+    ]);
+  }
+
   it("revokes a key at once (POST …/revoke or DELETE); twice is 409, nothing changed", async () => {
     const made = await create({ name: "to revoke" });
     expect((await call("GET", "/v1/api_keys", { key: made.body.secret })).status).toBe(200);
@@ -251,6 +273,31 @@ describe.each(["pglite", "postgres"] as const)("API keys on %s", (database) => {
     });
     expect([answer.statusCode, answer.json().status]).toEqual([200, "revoked"]);
     expect((await call("GET", "/v1/api_keys", { key: deleted.body.secret })).status).toBe(401);
+    await expectDocumented("POST", "/v1/api_keys/{id}/revoke", again);
+    const deletedAgain = await gw.app.server.inject({
+      method: "DELETE",
+      url: `/v1/api_keys/${deleted.body.id}`,
+      headers: { authorization: `Bearer ${tenant.key}` },
+    });
+    expect([deletedAgain.statusCode, deletedAgain.json().error.code]).toEqual([409, "api_key_revoked"]);
+    await expectDocumented("DELETE", "/v1/api_keys/{id}", {
+      status: deletedAgain.statusCode,
+      body: deletedAgain.json(),
+    });
+  });
+
+  it(`a tenant with ${apiKeysActiveMax} working keys makes no more, by making or rolling one: 409 api_keys_too_many`, async () => {
+    const full = await newTenant("Full of keys");
+    // Its first key is one of them.
+    for (let made = 1; made < apiKeysActiveMax; made++)
+      expect((await create({ name: `key ${made}` }, full.key)).status).toBe(201);
+    const more = await create({ name: "one more" }, full.key);
+    expect([more.status, more.body.error.code]).toEqual([409, "api_keys_too_many"]);
+    await expectDocumented("POST", "/v1/api_keys", more);
+    // A roll keeps the old key working for its overlap: one more working key.
+    const rolled = await call("POST", `/v1/api_keys/${full.keyId}/roll`, { key: full.key, body: {} });
+    expect([rolled.status, rolled.body.error.code]).toEqual([409, "api_keys_too_many"]);
+    await expectDocumented("POST", "/v1/api_keys/{id}/roll", rolled);
   });
 
   it("another tenant's key id is not found on every route, and stays as it was", async () => {
@@ -286,6 +333,7 @@ describe.each(["pglite", "postgres"] as const)("API keys on %s", (database) => {
     expect((await call("GET", "/v1/payees", { key: rolled.body.secret })).status).toBe(200);
     const twice = await call("POST", `/v1/api_keys/${old.body.id}/roll`, { body: {} });
     expect([twice.status, twice.body.error.code]).toEqual([409, "api_key_rolled"]);
+    await expectDocumented("POST", "/v1/api_keys/{id}/roll", twice);
 
     // A roll without a body takes every default (and is refused here: already rolled).
     const bare = await call("POST", `/v1/api_keys/${old.body.id}/roll`);
@@ -309,6 +357,9 @@ describe.each(["pglite", "postgres"] as const)("API keys on %s", (database) => {
     expect((await call("GET", `/v1/api_keys/${now.body.id}`)).body.status).toBe("expired");
     const revokeExpired = await call("POST", `/v1/api_keys/${now.body.id}/revoke`);
     expect([revokeExpired.status, revokeExpired.body.error.code]).toEqual([409, "api_key_revoked"]);
+    const rollExpired = await call("POST", `/v1/api_keys/${now.body.id}/roll`, { body: {} });
+    expect([rollExpired.status, rollExpired.body.error.code]).toEqual([409, "api_key_revoked"]);
+    await expectDocumented("POST", "/v1/api_keys/{id}/roll", rollExpired);
     expect((await call("GET", "/v1/payees", { key: short.body.secret })).status).toBe(200);
 
     for (const body of [

@@ -281,6 +281,21 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(tooLong.body.error.code).toBe("parameter_invalid");
   });
 
+  it("rotates the secret on a POST without a body, with the default overlap (as rolling an API key does)", async () => {
+    const created = await gw.client.POST("/v1/webhook_endpoints", {
+      body: { url: "https://example.com/rot-bare" },
+    });
+    const id = created.data!.id;
+    // It was 400 parameter_invalid "expected object, received null", the documented default not applied.
+    const bare = await gw.call("POST", `/v1/webhook_endpoints/${id}/rotate_secret`);
+    expect(bare.status).toBe(200);
+    expect(bare.body.secret).toMatch(secretPattern);
+    expect(bare.body.secret).not.toBe(created.data!.secret);
+    const overlapEnds = Date.parse(bare.body.previous_secret_expires_at);
+    expect(overlapEnds - Date.now()).toBeGreaterThan(86_400_000 - 60_000);
+    expect(overlapEnds - Date.now()).toBeLessThanOrEqual(86_400_000 + 60_000);
+  });
+
   it("an overlap that has expired no longer signs", async () => {
     const created = await gw.client.POST("/v1/webhook_endpoints", {
       body: { url: "https://example.com/exp" },

@@ -84,10 +84,12 @@ export const updateWebhookEndpointRequest = z.strictObject({
   enabled: z.boolean().optional(),
 });
 
-export const rotateWebhookSecretRequest = z.strictObject({
-  /** How long the secret before keeps signing too (0: not at all); 24 h unless said, at most 7 days. */
-  expires_in_seconds: z.number().int().min(0).max(secretOverlapMaxSeconds).optional(),
-});
+export const rotateWebhookSecretRequest = z
+  .strictObject({
+    /** How long the secret before keeps signing too (0: not at all); 24 h unless said, at most 7 days. */
+    expires_in_seconds: z.number().int().min(0).max(secretOverlapMaxSeconds).optional(),
+  })
+  .nullish(); // a POST without a body is one with every default
 
 export const webhookEndpointParams = z.strictObject({ id: z.string().regex(/^we_[0-9a-z_]{1,64}$/) });
 
@@ -280,7 +282,7 @@ const plugin: FastifyPluginAsyncZod<WebhookEndpointRoutesOptions> = async (app, 
       const rotated = await rotateWebhookSecret(db, {
         tenantId: tenantOf(request).id,
         id,
-        overlapSeconds: request.body.expires_in_seconds ?? secretOverlapDefaultSeconds,
+        overlapSeconds: request.body?.expires_in_seconds ?? secretOverlapDefaultSeconds,
       });
       if (rotated === null) throw notFound(id);
       return { ...presentWebhookEndpoint(rotated.endpoint), secret: rotated.secret };

@@ -1,0 +1,60 @@
+// What the server answers a connection whose bytes are not an HTTP request it can read: a header block past Node's
+// limit, a Content-Length that is not a number, Content-Length and Transfer-Encoding together, a NUL in a header.
+// Node's parser refuses these before any request exists, so neither a route nor the error plugin sees them; Node
+// emits 'clientError' with the socket, and Fastify's own handler of it answers in Fastify's shape, without
+// Switchyard-Version. This one answers in the API's shape, the version header too, then closes the connection: after
+// a parse error nothing more on it can be read. The server's clientErrorHandler option.
+import http from "node:http";
+import type { Duplex } from "node:stream";
+import type { FastifyInstance } from "fastify";
+import { currentApiVersion } from "../tenants/index.ts";
+import { ApiError, type ApiErrorCode } from "./errors.ts";
+import { versionHeader } from "./versioning.ts";
+
+/** The refusal of each error Node's parser names (its `code`); any other is a request that is not valid HTTP. */
+function refusalOf(code: string | undefined): ApiError {
+  switch (code) {
+    case "HPE_HEADER_OVERFLOW":
+      return new ApiError("header_too_large", "the request's headers are too large");
+    case "HPE_CHUNK_EXTENSIONS_OVERFLOW":
+      return new ApiError("body_too_large", "the request body's chunk extensions are too large");
+    case "ERR_HTTP_REQUEST_TIMEOUT":
+      return new ApiError("request_timeout", "the request was not received in time");
+    default:
+      return new ApiError("bad_request", "the request is not valid HTTP");
+  }
+}
+
+/** The raw HTTP/1.1 response of a refusal, with the connection closed after it. */
+export function clientErrorResponse(error: ApiError): string {
+  const body = JSON.stringify(error.body());
+  const status = error.status;
+  return [
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? "Error"}`,
+    "Content-Type: application/json; charset=utf-8",
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    `${versionHeader}: ${currentApiVersion}`,
+    "Connection: close",
+    "",
+    body,
+  ].join("\r\n");
+}
+
+/**
+ * Answers a connection's client error (Node's 'clientError': the socket, no request), as Node's own default does —
+ * nothing when the peer reset the connection (the socket is gone), nor when a response on it has begun (its bytes
+ * would be corrupted) — then destroys the socket. Bound to the Fastify instance, whose log it writes to.
+ */
+export function answerClientError(
+  this: FastifyInstance,
+  error: Error & { code?: string },
+  socket: Duplex & { _httpMessage?: { headersSent?: boolean } | null },
+): void {
+  if (error.code === "ECONNRESET" || socket.destroyed) return;
+  const refusal = refusalOf(error.code);
+  this.log.debug({ err: error, code: refusal.code satisfies ApiErrorCode }, "a connection's bytes refused");
+  // A response under way on this connection (a keep-alive one's earlier request): writing one more would corrupt it.
+  const responding = socket._httpMessage?.headersSent === true;
+  if (socket.writable && !responding) socket.write(clientErrorResponse(refusal));
+  socket.destroy(error);
+}
