@@ -1,9 +1,10 @@
 // Bytes Node's parser refuses before any request exists, sent raw to a listening server: answered in the API's error
 // shape with a stable code and Switchyard-Version, and the connection closed.
 import { connect } from "node:net";
-import type { FastifyInstance } from "fastify";
+import Fastify, { type FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildBareServer } from "../../test/support/bare-server.ts";
+import { answerClientError } from "./client-errors.ts";
 import { currentApiVersion } from "./versioning.ts";
 
 let server: FastifyInstance;
@@ -79,5 +80,39 @@ describe("a connection whose bytes are not a readable request", () => {
   it("leaves a well-formed request on another connection answered as usual", async () => {
     const answer = await sendRaw("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     expect(answer.statusLine).toBe("HTTP/1.1 200 OK");
+  });
+});
+
+describe("a keep-alive connection whose next request is not readable while one is still unanswered", () => {
+  it("is closed without a refusal the client would read as the earlier request's answer", async () => {
+    // The server's own handler on a real Fastify: a route that answers after 200 ms, as a payment may.
+    const slow = Fastify({ clientErrorHandler: answerClientError, logger: false });
+    let handled = 0;
+    slow.post("/slow", async () => {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      handled += 1;
+      return { ok: true };
+    });
+    await slow.listen({ port: 0, host: "127.0.0.1" });
+    try {
+      const socket = connect((slow.server.address() as { port: number }).port, "127.0.0.1");
+      let answer = "";
+      socket.on("data", (chunk) => {
+        answer += chunk;
+      });
+      socket.on("error", () => {});
+      const closed = new Promise<void>((resolve) => socket.on("close", () => resolve()));
+      socket.write(
+        "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}" +
+          "GET /second HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+      );
+      await closed;
+      // Before: "HTTP/1.1 400 …bad_request", the only bytes the client read, while the first request's handler ran.
+      expect(answer).not.toMatch(/bad_request/);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(handled).toBe(1);
+    } finally {
+      await slow.close();
+    }
   });
 });

@@ -41,20 +41,30 @@ export function clientErrorResponse(error: ApiError): string {
 }
 
 /**
- * Answers a connection's client error (Node's 'clientError': the socket, no request), as Node's own default does —
- * nothing when the peer reset the connection (the socket is gone), nor when a response on it has begun (its bytes
- * would be corrupted) — then destroys the socket. Bound to the Fastify instance, whose log it writes to.
+ * Answers a connection's client error (Node's 'clientError': the socket, no request) — nothing when the peer reset the
+ * connection (the socket is gone) — then closes the socket. Only on a connection with no request outstanding: an
+ * earlier request of a keep-alive connection still unanswered (pipelined behind it, or its handler still running) would
+ * read the refusal as its own answer while its handler goes on and commits (a payment made, the client told
+ * bad_request), so such a connection is only destroyed, and the client retries with its Idempotency-Key. The refusal is
+ * ended onto the socket rather than written and destroyed at once, which dropped what was still queued on it (an
+ * earlier response's tail to a slow reader); the socket is destroyed after closeAfterMs if the peer keeps it open.
+ * Bound to the Fastify instance, whose log it writes to.
  */
 export function answerClientError(
   this: FastifyInstance,
   error: Error & { code?: string },
-  socket: Duplex & { _httpMessage?: { headersSent?: boolean } | null },
+  socket: Duplex & { _httpMessage?: object | null },
 ): void {
   if (error.code === "ECONNRESET" || socket.destroyed) return;
   const refusal = refusalOf(error.code);
   this.log.debug({ err: error, code: refusal.code satisfies ApiErrorCode }, "a connection's bytes refused");
-  // A response under way on this connection (a keep-alive one's earlier request): writing one more would corrupt it.
-  const responding = socket._httpMessage?.headersSent === true;
-  if (socket.writable && !responding) socket.write(clientErrorResponse(refusal));
-  socket.destroy(error);
+  if (!socket.writable || socket._httpMessage != null) {
+    socket.destroy(error);
+    return;
+  }
+  socket.end(clientErrorResponse(refusal));
+  setTimeout(() => socket.destroy(), closeAfterMs).unref();
 }
+
+/** How long a refused connection's peer has to read the refusal before the socket is destroyed. */
+const closeAfterMs = 5_000;

@@ -58,3 +58,18 @@ describe("the JSON body parser", () => {
     expect(performance.now() - started).toBeLessThan(2_000);
   });
 });
+
+describe("the JSON body parser, as Fastify's took a body", () => {
+  it("skips a UTF-8 byte order mark before the JSON (Fastify's parser did; some Windows clients write one)", () => {
+    expect(parsed('\ufeff{"amount":"1.00"}')).toEqual({ error: null, body: { amount: "1.00" } });
+    expect(parsed("\ufeff")).toEqual({ error: null, body: undefined });
+  });
+
+  it("writes out a NUL or a lone surrogate of a refused key's path, never echoing it raw", () => {
+    const { error } = parsed('{"a\\u0000b":{"\\ud800":{"__proto__":1}}}');
+    expect(error).toBeInstanceOf(ApiError);
+    expect((error as ApiError).body()).toMatchObject({
+      error: { code: "parameter_invalid", param: "a\\u0000b.\\ud800.__proto__" },
+    });
+  });
+});

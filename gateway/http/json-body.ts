@@ -7,6 +7,7 @@
 //   path: Fastify's secure-json-parse throws, and Fastify answers that as a body that is not valid JSON, which it is.
 import type { FastifyRequest } from "fastify";
 import { ApiError } from "./errors.ts";
+import { escapeUnstorable } from "./text-safety.ts";
 
 /**
  * Whether the text may hold a forbidden key: it names one, or has a \u escape that may spell one. Most bodies do
@@ -26,7 +27,8 @@ export function forbiddenKeyOf(value: unknown): string | null {
   const pathOf = (index: number, key: string) => {
     const keys = [key];
     for (let at = index; at > 0; at = queue[at]!.parent) keys.push(queue[at]!.key);
-    return keys.reverse().join(".");
+    // A key's NUL or lone surrogate written out, as text-safety names the keys it refuses: never echoed raw.
+    return keys.reverse().map(escapeUnstorable).join(".");
   };
   for (let i = 0; i < queue.length; i++) {
     const node = queue[i]!.value;
@@ -52,6 +54,8 @@ export function parseJsonBody(
   text: string,
   done: (error: Error | null, body?: unknown) => void,
 ): void {
+  // A UTF-8 byte order mark before the JSON (some Windows and .NET clients write one), skipped as Fastify's parser did.
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   if (text.length === 0) {
     done(null, undefined);
     return;
