@@ -1,19 +1,15 @@
 // The rail's snapshot over a journal it may no longer write, or an LND it cannot use: the router must not route to it,
 // and the health routes say why.
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { describe, expect, it, vi } from "vitest";
+import { describe, expect, it } from "vitest";
 import { assets, type Logger } from "../../core/index.ts";
+import { afterTakenOverByAnotherHost } from "../../test/support/lightning-journal.ts";
 import { recordingLogger } from "../../test/support/recording-logger.ts";
 import { snapshot } from "./monitor.ts";
 import { type LightningRailState, lightningRailLimitsDefault } from "./state.ts";
-import {
-  createFileRailStore,
-  createMemoryRailStore,
-  journalLeaseMs,
-  type LightningRailStore,
-} from "./store.ts";
+import { createFileRailStore, createMemoryRailStore, type LightningRailStore } from "./store.ts";
 
 /** What snapshot reads of a rail, running with LND connected and synced unless `overrides` says otherwise. */
 const stateOver = (
@@ -99,24 +95,15 @@ describe("the Lightning rail's snapshot", () => {
       await store.load();
       const s = stateOver(store, logger);
       expect(snapshot(s)).not.toHaveProperty("unavailable");
-      // Another host's process took it over while this one's event loop was blocked (its lease lapsed).
-      await writeFile(
-        `${file}.lock`,
-        JSON.stringify({ pid: 1, host: "another-host", renewedAtMs: Date.now() }),
-      );
-      vi.useFakeTimers({ toFake: ["Date"] });
-      try {
-        vi.setSystemTime(Date.now() + journalLeaseMs);
+      await afterTakenOverByAnotherHost(file, () =>
         expect(snapshot(s)).toMatchObject({
           available: false,
           unavailable: {
             code: "journal_lock_lost",
             message: "another process took the journal over: this one writes nothing more to it",
           },
-        });
-      } finally {
-        vi.useRealTimers();
-      }
+        }),
+      );
       // A second look says nothing more. Before: nothing said the lock was lost, ever.
       expect(snapshot(s).unavailable?.code).toBe("journal_lock_lost");
       expect(lines).toEqual([

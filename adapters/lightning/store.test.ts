@@ -10,6 +10,7 @@ import { pathToFileURL } from "node:url";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { SwitchyardError } from "../../core/index.ts";
 import { bolt11Field, bytesToWords, signBolt11 } from "../../test/support/bolt11.ts";
+import { afterTakenOverByAnotherHost } from "../../test/support/lightning-journal.ts";
 import {
   createFileRailStore,
   createMemoryRailStore,
@@ -886,21 +887,10 @@ describe("rail store", () => {
     const store = createFileRailStore(file);
     await store.load();
     await store.append({ t: "settle_index", value: 1 });
-    // Another host's process took it over while this one's event loop was blocked (its lease lapsed).
-    await writeFile(
-      `${file}.lock`,
-      JSON.stringify({ pid: 1, host: "another-host", renewedAtMs: Date.now() }),
+    // Before: written to the journal the other process now holds (and compacts from under this one).
+    await afterTakenOverByAnotherHost(file, () =>
+      expect(store.append({ t: "settle_index", value: 2 })).rejects.toThrow(/taken over by another process/),
     );
-    vi.useFakeTimers({ toFake: ["Date"] });
-    try {
-      vi.setSystemTime(Date.now() + journalLeaseMs);
-      // Before: written to the journal the other process now holds (and compacts from under this one).
-      await expect(store.append({ t: "settle_index", value: 2 })).rejects.toThrow(
-        /taken over by another process/,
-      );
-    } finally {
-      vi.useRealTimers();
-    }
     expect(await readFile(file, "utf8")).not.toContain('"value":2');
     await store.close();
     // Its close leaves the other's lock.
@@ -913,18 +903,7 @@ describe("rail store", () => {
     expect(store.held()).toBe(false);
     await store.load();
     expect(store.held()).toBe(true);
-    // Another host's process took it over while this one's event loop was blocked (its lease lapsed).
-    await writeFile(
-      `${file}.lock`,
-      JSON.stringify({ pid: 1, host: "another-host", renewedAtMs: Date.now() }),
-    );
-    vi.useFakeTimers({ toFake: ["Date"] });
-    try {
-      vi.setSystemTime(Date.now() + journalLeaseMs);
-      expect(store.held()).toBe(false);
-    } finally {
-      vi.useRealTimers();
-    }
+    await afterTakenOverByAnotherHost(file, () => expect(store.held()).toBe(false));
     expect(store.held()).toBe(false); // for good: the lock is the other's
     await store.close();
     const again = createFileRailStore(file);

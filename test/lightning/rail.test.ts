@@ -22,7 +22,7 @@ import {
   pay,
   settleHodlInvoice,
 } from "lightning";
-import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import {
   createFileRailStore,
   createLightningRail,
@@ -31,10 +31,14 @@ import {
   type LightningRailStore,
 } from "../../adapters/lightning/index.ts";
 import { lateRegistrationMaxMs, lndClockBehindMaxMs } from "../../adapters/lightning/send.ts";
-import { type JournalWrite, journalLeaseMs } from "../../adapters/lightning/store.ts";
+import type { JournalWrite } from "../../adapters/lightning/store.ts";
 import type { OutgoingAttempt, RailEvent } from "../../core/index.ts";
 import { clusterControl, waitFor } from "../../scripts/lightning/index.ts";
-import { journalAttemptLines, resumedToAddress } from "../support/lightning-journal.ts";
+import {
+  afterTakenOverByAnotherHost,
+  journalAttemptLines,
+  resumedToAddress,
+} from "../support/lightning-journal.ts";
 import { lnurlServer } from "../support/lnurl-server.ts";
 import { type LogLine, recordingLogger } from "../support/recording-logger.ts";
 
@@ -2610,21 +2614,12 @@ describe("lightning rail on regtest", () => {
       await waitFor("the point", async () => running.rail.invoicesKnownBeforeMs() ?? undefined, {
         timeoutMs: 20_000,
       });
-      // Another host's process took the journal over while this one's event loop was blocked (its lease lapsed), and
-      // this one goes on. Before: it still said its point, which the gateway records every minute with the invoices
-      // it holds set aside, replacing the other's list: an invoice only the other set aside was left out, and the
-      // prune deleted it (its payer paid, never credited).
-      await writeFile(
-        `${journal}.lock`,
-        JSON.stringify({ pid: 1, host: "another-host", renewedAtMs: Date.now() }),
+      // Another host's process took the journal over, and this one goes on. Before: it still said its point, which
+      // the gateway records every minute with the invoices it holds set aside, replacing the other's list: an invoice
+      // only the other set aside was left out, and the prune deleted it (its payer paid, never credited).
+      await afterTakenOverByAnotherHost(journal, () =>
+        expect(running.rail.invoicesKnownBeforeMs()).toBeNull(),
       );
-      vi.useFakeTimers({ toFake: ["Date"] });
-      try {
-        vi.setSystemTime(Date.now() + journalLeaseMs);
-        expect(running.rail.invoicesKnownBeforeMs()).toBeNull();
-      } finally {
-        vi.useRealTimers();
-      }
       await sleep(1_000); // the passes go on: the point stays unsaid
       expect(running.rail.invoicesKnownBeforeMs()).toBeNull();
     } finally {
