@@ -1,10 +1,11 @@
 // What the server answers a connection whose bytes are not an HTTP request it can read: a header block past Node's
-// limit, a Content-Length that is not a number, Content-Length and Transfer-Encoding together, a NUL in a header.
-// Node's parser refuses these before any request exists, so neither a route nor the error plugin sees them; Node
-// emits 'clientError' with the socket, and Fastify's own handler of it answers in Fastify's shape, without
-// Switchyard-Version. This one answers in the API's shape, the version header too, then closes the connection: after
-// a parse error nothing more on it can be read. The server's clientErrorHandler option.
-import http from "node:http";
+// limit, a Content-Length that is not a number, Content-Length and Transfer-Encoding together, a NUL in a header, a
+// chunked body whose framing breaks, a request not received within requestTimeout. Node's parser refuses these before
+// a route sees them (before any request exists, or while it reads a request's body); Node emits 'clientError' with the
+// socket, and Fastify's own handler of it answers in Fastify's shape, without Switchyard-Version. This one answers in
+// the API's shape, the version header too, then closes the connection: after a parse error nothing more on it can be
+// read. The server's clientErrorHandler option.
+import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import type { FastifyInstance } from "fastify";
 import { currentApiVersion } from "../tenants/index.ts";
@@ -40,25 +41,50 @@ export function clientErrorResponse(error: ApiError): string {
   ].join("\r\n");
 }
 
+/** Node's server socket: the response it is writing or is next to write, and the parser with the request it read last. */
+type ServerSocket = Duplex & {
+  _httpMessage?: ServerResponse | null;
+  parser?: { incoming?: IncomingMessage | null } | null;
+};
+
 /**
- * Answers a connection's client error (Node's 'clientError': the socket, no request) — nothing when the peer reset the
- * connection (the socket is gone) — then closes the socket. Only on a connection with no request outstanding: an
- * earlier request of a keep-alive connection still unanswered (pipelined behind it, or its handler still running) would
- * read the refusal as its own answer while its handler goes on and commits (a payment made, the client told
- * bad_request), so such a connection is only destroyed, and the client retries with its Idempotency-Key. The refusal is
+ * Whether the refusal may be written as the answer to the bytes that failed: no earlier request's response is owed on
+ * the connection, or the one owed is that of the request whose body failed (its headers were read, the parser was
+ * still in its body: `complete` false) and nothing of it is written. A response owed to an earlier request (pipelined
+ * before it, or its handler still running) comes first on the wire: the client would read the refusal as that
+ * request's answer while its handler goes on and commits (a payment made, the client told bad_request).
+ */
+function answerable(socket: ServerSocket): boolean {
+  const response = socket._httpMessage;
+  const request = socket.parser?.incoming;
+  if (request != null && !request.complete) return response?.req === request && !response.headersSent;
+  return response == null;
+}
+
+/** Sockets already refused: Node calls the handler again for each later chunk (the parser stays failed), or on EOF. */
+const refused = new WeakSet<Duplex>();
+
+/**
+ * Answers a connection's client error (Node's 'clientError': the socket, and no request, or one whose body failed) —
+ * nothing when the peer reset the connection (the socket is gone) — then closes the socket. When the refusal is not
+ * answerable (above), the connection is only destroyed, and the client retries with its Idempotency-Key. The refusal is
  * ended onto the socket rather than written and destroyed at once, which dropped what was still queued on it (an
- * earlier response's tail to a slow reader); the socket is destroyed after closeAfterMs if the peer keeps it open.
- * Bound to the Fastify instance, whose log it writes to.
+ * earlier response's tail to a slow reader); the peer's further bytes are read and dropped meanwhile (a repeat call is
+ * ignored: destroying then would reset the connection under the refusal), and the socket is destroyed after
+ * closeAfterMs if the peer keeps it open. The failed request's handler, if running, answers into nothing: Node buffers
+ * a response written once the socket is ended, and drops it when the socket closes. Bound to the Fastify instance,
+ * whose log it writes to.
  */
 export function answerClientError(
   this: FastifyInstance,
   error: Error & { code?: string },
-  socket: Duplex & { _httpMessage?: object | null },
+  socket: ServerSocket,
 ): void {
-  if (error.code === "ECONNRESET" || socket.destroyed) return;
+  if (refused.has(socket) || error.code === "ECONNRESET" || socket.destroyed) return;
+  refused.add(socket);
   const refusal = refusalOf(error.code);
   this.log.debug({ err: error, code: refusal.code satisfies ApiErrorCode }, "a connection's bytes refused");
-  if (!socket.writable || socket._httpMessage != null) {
+  if (!socket.writable || !answerable(socket)) {
     socket.destroy(error);
     return;
   }
