@@ -10,21 +10,35 @@ describe("parseAmount", () => {
     ["0.000001", 1n],
     ["12.50", 12_500_000n],
     ["1.100000", 1_100_000n],
+    ["1.1234560", 1_123_456n], // a zero past the scale changes nothing
   ])("parses %s", (text, value) => {
     expect(parseAmount(text, usdc)).toEqual({ ok: true, value });
   });
 
   it.each([
     ["", "amount_not_a_decimal"],
-    ["-1", "amount_not_a_decimal"],
     ["+1", "amount_not_a_decimal"],
     ["1e3", "amount_not_a_decimal"],
     [" 1", "amount_not_a_decimal"],
+    ["1 ", "amount_not_a_decimal"],
     ["01", "amount_not_a_decimal"],
     ["1.", "amount_not_a_decimal"],
     [".5", "amount_not_a_decimal"],
+    ["-.5", "amount_not_a_decimal"],
+    ["--1", "amount_not_a_decimal"],
+    ["-", "amount_not_a_decimal"],
+    ["0x10", "amount_not_a_decimal"],
+    ["\u0661", "amount_not_a_decimal"], // an Arabic-Indic one
+    ["\uff11", "amount_not_a_decimal"], // a fullwidth one
+    ["1,5", "amount_not_a_decimal"],
     ["0", "amount_not_positive"],
     ["0.000000", "amount_not_positive"],
+    // A negative decimal is refused as zero is, whatever else is wrong with it: the sign says what is.
+    ["-1", "amount_not_positive"],
+    ["-0.5", "amount_not_positive"],
+    ["-0", "amount_not_positive"],
+    ["-0.0000001", "amount_not_positive"],
+    ["-99999999999999999999", "amount_not_positive"],
     ["0.0000001", "amount_too_precise"],
     ["9223372036854.775808", "amount_too_large"],
   ])("refuses %j with %s", (text, error) => {

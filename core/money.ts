@@ -19,13 +19,15 @@ export type ParseAmountError =
 /** The largest amount the ledger stores: PostgreSQL `bigint`. */
 export const amountMax = 2n ** 63n - 1n;
 
-const decimalPattern = /^(0|[1-9][0-9]*)(\.[0-9]+)?$/;
+/** A sign is read only to refuse it: a negative decimal is a decimal, refused as not positive, as zero is. */
+const decimalPattern = /^-?(0|[1-9][0-9]*)(\.[0-9]+)?$/;
 /** The longest text parseAmount reads as a decimal (the API's document says it of every amount). */
 export const decimalDigitsMax = 40;
 
 /**
  * Parses a decimal string in major units ("1.50" USD) into minor units (150n), exactly.
- * Refuses signs, exponents, spaces and more decimals than the asset's scale: nothing is rounded.
+ * Refuses a plus sign, exponents, spaces, digits other than ASCII's and more decimals than the asset's scale:
+ * nothing is rounded. A minus sign makes a decimal that is not positive, as zero is (amount_not_positive).
  */
 export function parseAmount(
   text: string,
@@ -33,6 +35,7 @@ export function parseAmount(
 ): { ok: true; value: bigint } | { ok: false; error: ParseAmountError } {
   if (text.length > decimalDigitsMax || !decimalPattern.test(text))
     return { ok: false, error: "amount_not_a_decimal" };
+  if (text.startsWith("-")) return { ok: false, error: "amount_not_positive" };
   const [whole = "0", fraction = ""] = text.split(".");
   if (fraction.replace(/0+$/, "").length > asset.scale) return { ok: false, error: "amount_too_precise" };
   const value =

@@ -182,12 +182,14 @@ export type MoveOutcome = "moved" | Exclude<ReserveOutcome, "reserved">;
 /**
  * Moves each posting at once (no reservation: posted transfers), each on its own — one short payer refuses only
  * its own — in one ledger request, and writes the statement `alongside` builds from the outcomes in the same
- * transaction (always: it records the refusals too). Returns the outcomes and that statement's rows.
+ * transaction (always: it records the refusals too). `alongside` also has the ledger's own results, for a caller
+ * that tells a refusal's reasons apart (an overflow from a closed account). Returns the outcomes and that
+ * statement's rows.
  */
 export async function moveEach(
   ledger: Ledger,
   moves: readonly { posting: Posting; transfer: PostingTransfer }[],
-  alongside: (outcomes: readonly MoveOutcome[]) => Statement,
+  alongside: (outcomes: readonly MoveOutcome[], statuses: readonly CreateTransferStatus[]) => Statement,
 ): Promise<{ outcomes: MoveOutcome[]; rows: Row[] }> {
   const outcomesOf = (results: readonly { status: CreateTransferStatus }[]): MoveOutcome[] =>
     results.map((result) =>
@@ -195,7 +197,13 @@ export async function moveEach(
     );
   const { results, rows } = await ledger.createTransfersWith(
     moves.map((move) => transferInput(move.posting, move.transfer, 0)),
-    { statement: (made) => alongside(outcomesOf(made)) },
+    {
+      statement: (made) =>
+        alongside(
+          outcomesOf(made),
+          made.map((result) => result.status),
+        ),
+    },
   );
   if (rows === null || results.length !== moves.length)
     throw refused(moves[0]!.transfer, "no result for every posting");

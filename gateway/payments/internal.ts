@@ -34,7 +34,13 @@
 import { hash } from "node:crypto";
 import { setBounded } from "../../core/index.ts";
 import { type Db, type Sql, type Statement, textArrayLiteral, textOfShape } from "../db/index.ts";
-import { type Ledger, type MoveOutcome, moveEach, type Posting } from "../ledger/index.ts";
+import {
+  type CreateTransferStatus,
+  type Ledger,
+  type MoveOutcome,
+  moveEach,
+  type Posting,
+} from "../ledger/index.ts";
 import {
   decisionJson,
   idempotencyRecordExpired,
@@ -248,8 +254,8 @@ async function write(deps: Writer, batch: Waiting[], keyRounds: number): Promise
           label: `internal payment ${item.payment.id}`,
         },
       })),
-      (outcomes) => {
-        settled = batch.map(({ item }, i) => finalOf(item, outcomes[i]!, at));
+      (outcomes, statuses) => {
+        settled = batch.map(({ item }, i) => finalOf(item, outcomes[i]!, statuses[i]!, at));
         return batchStatement(batch, settled, decisions, at);
       },
     );
@@ -399,12 +405,29 @@ async function takenKeys(sql: Sql, batch: readonly Waiting[]): Promise<Set<strin
   return new Set(rows.map((row) => `${row.tenant_id}\n${row.key}`));
 }
 
-function failureOf(outcome: Exclude<MoveOutcome, "moved">): { code: PaymentFailureCode; message: string } {
+/**
+ * The ledger checks that a balance would not overflow before it checks that the payer holds the amount
+ * (TigerBeetle's order), so a payer short of a huge amount may hear of an overflow first. The payer's debits passing
+ * the most the ledger holds is a shortfall all the same: a tenant's debits never exceed its credits, which are no
+ * more than that most. The payee's credits passing it stays `rejected`, said as such: whether the payer holds the
+ * amount is not told, and amount_too_large is a 400, an answer no Idempotency-Key keeps for a payment written.
+ */
+function failureOf(
+  outcome: Exclude<MoveOutcome, "moved">,
+  status: CreateTransferStatus,
+): { code: PaymentFailureCode; message: string } {
   switch (outcome) {
     case "insufficient_funds":
       return { code: outcome, message: insufficientFundsMessage };
     case "insufficient_liquidity":
     case "rejected":
+      if (status === "overflows_debits" || status === "overflows_debits_posted")
+        return { code: "insufficient_funds", message: insufficientFundsMessage };
+      if (status === "overflows_credits" || status === "overflows_credits_posted")
+        return {
+          code: "rejected",
+          message: "the destination account's balance would pass the most the ledger holds with this amount",
+        };
       return { code: "rejected", message: "the ledger refused to move the amount between the two accounts" };
   }
 }
@@ -413,9 +436,10 @@ function failureOf(outcome: Exclude<MoveOutcome, "moved">): { code: PaymentFailu
 function finalOf(
   item: InternalPayment,
   outcome: MoveOutcome,
+  status: CreateTransferStatus,
   at: Date,
 ): { payment: Payment; answer: StoredAnswer | null } {
-  const failure = outcome === "moved" ? null : failureOf(outcome);
+  const failure = outcome === "moved" ? null : failureOf(outcome, status);
   const ended = {
     id: item.payment.id,
     status: failure === null ? ("succeeded" as const) : ("failed" as const),

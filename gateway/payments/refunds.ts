@@ -39,6 +39,7 @@ import {
   assetByCode,
   divFloor,
   type FeePaid,
+  formatAmount,
   parseAmount,
   type RailEvent,
   type SettlementEvidence,
@@ -400,6 +401,9 @@ async function payerLeftOf(
   return { payer, left: row?.payer_left ?? 0n };
 }
 
+/** An amount as the API writes it, in a refusal's text: "1.500000 USDC", not minor units. */
+const inAsset = (amount: bigint, asset: Asset): string => `${formatAmount(amount, asset)} ${asset.code}`;
+
 /** A refusal of an amount above what the paying address may get back, said as such. */
 function payerCapped(
   amount: bigint | Refused,
@@ -411,7 +415,7 @@ function payerCapped(
     "refund_exceeds_remaining",
     payerLeft.left <= 0n
       ? `what ${payerLeft.payer} paid of ${source.targetId} is refunded in full, or was taken back by a reorg; a USDC refund gives each address back at most what it paid (name another in destination)`
-      : `the refund is above what ${payerLeft.payer} paid of ${source.targetId} and was not refunded (${payerLeft.left} minor units); a USDC refund gives each address back at most what it paid`,
+      : `the refund is above what ${payerLeft.payer} paid of ${source.targetId} and was not refunded (${inAsset(payerLeft.left, source.asset)}); a USDC refund gives each address back at most what it paid`,
     "amount",
   );
 }
@@ -456,13 +460,13 @@ function amountOf(source: Source, params: CreateRefundParams, left: bigint): big
       "refund_exceeds_remaining",
       left <= 0n
         ? `${source.targetId} is refunded in full`
-        : `the refund is above what is left to refund of ${source.targetId} (${left} minor units)`,
+        : `the refund is above what is left to refund of ${source.targetId} (${inAsset(left, source.asset)})`,
       "amount",
     );
   if (named !== null && named !== amount)
     return refuse(
       "parameter_invalid",
-      `destination.invoice asks ${named} msat; the refund is ${amount}`,
+      `destination.invoice asks ${inAsset(named, source.asset)}; the refund is ${inAsset(amount, source.asset)}`,
       "destination.invoice",
     );
   if (source.mode.kind !== "ledger") {
@@ -470,7 +474,7 @@ function amountOf(source: Source, params: CreateRefundParams, left: bigint): big
     if (amount > snapshot.amountMax)
       return refuse(
         "amount_too_large",
-        `${source.rail} moves at most ${snapshot.amountMax} minor units at once`,
+        `${source.rail} moves at most ${inAsset(snapshot.amountMax, source.mode.rail.asset)} at once`,
         "amount",
       );
   }
@@ -698,7 +702,7 @@ async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRef
         "insufficient_funds",
         short === source.account.id || short === null
           ? feeMax > 0n
-            ? `account ${source.account.id} holds less than the refund and the most its routing may cost (${feeMax} minor units, charged to the account as the fee the route takes); nothing was refunded`
+            ? `account ${source.account.id} holds less than the refund and the most its routing may cost (${inAsset(feeMax, source.asset)}, charged to the account as the fee the route takes); nothing was refunded`
             : `account ${source.account.id} holds less than the refund; nothing was refunded`
           : `account ${short}, a payee of the invoice's split, holds less than its part of the refund; nothing was refunded`,
         "amount",

@@ -372,7 +372,7 @@ describe("the operator's capital, booked so that the clearing account matches th
       ["evm", { ...valid, asset: "BTC" }, 400, "asset_mismatch", "asset"],
       ["evm", { ...valid, amount: "0" }, 400, "amount_not_positive", "amount"],
       ["evm", { ...valid, amount: "1.0000001" }, 400, "amount_too_precise", "amount"],
-      ["evm", { ...valid, amount: "-1" }, 400, "amount_not_a_decimal", "amount"],
+      ["evm", { ...valid, amount: "-1" }, 400, "amount_not_positive", "amount"],
       // The most the ledger stores in one amount, on top of what the clearing account holds: beyond its totals.
       ["evm", { ...valid, amount: "9223372036854.775807" }, 400, "amount_too_large", "amount"],
       ["evm", { ...valid, direction: "sideways" }, 400, "parameter_invalid", "direction"],

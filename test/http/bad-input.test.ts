@@ -134,20 +134,23 @@ const cases: Case[] = [
     code: "amount_not_positive",
     param: "amount",
   },
-  {
-    name: "a negative amount",
-    body: () => ({ ...valid(), amount: "-1" }),
+  // A negative amount is a decimal: refused as zero is, saying what is wrong with it (it was amount_not_a_decimal).
+  ...["-1", "-0.5"].map((amount) => ({
+    name: `a negative amount (${amount})`,
+    body: () => ({ ...valid(), amount }),
+    status: 400,
+    code: "amount_not_positive",
+    param: "amount",
+  })),
+  // Only the plain form is a decimal here: no sign but a minus, spaces, exponent, hex, digits other than ASCII's,
+  // nor a point without digits on both sides.
+  ...["+1", " 1", "1e3", "0x10", "\u0661", "1.", ".5"].map((amount) => ({
+    name: `an amount not in the plain form (${JSON.stringify(amount)})`,
+    body: () => ({ ...valid(), amount }),
     status: 400,
     code: "amount_not_a_decimal",
     param: "amount",
-  },
-  {
-    name: "an amount in exponent form",
-    body: () => ({ ...valid(), amount: "1e3" }),
-    status: 400,
-    code: "amount_not_a_decimal",
-    param: "amount",
-  },
+  })),
   {
     name: "a fraction of the smallest unit",
     body: () => ({ ...valid(), amount: "0.0000005" }),
@@ -635,5 +638,27 @@ describe("every /v1 route, from the OpenAPI document", () => {
       }
     }
     expect(await gw.ledgerTransferCount()).toBe(transfersBefore);
+  });
+});
+
+describe("an internal payment of an amount a balance cannot take", () => {
+  // After every case above (which check that nothing was written): these write the payments they refuse.
+  const internal = (amount: string) => ({
+    amount,
+    asset: "USDC",
+    source: { account: "acct_demo_customer" },
+    destination: { type: "account", account: "acct_demo_merchant" },
+  });
+
+  it("is insufficient_funds when the payer holds less, though the ledger names the payer's debits overflowing first", async () => {
+    // The payer has paid before: its debits and the most an amount may be (2⁶³ − 1 minor units) pass what the ledger
+    // holds, and the ledger says so before it says the payer is short (TigerBeetle's order). It was 402 rejected.
+    expect((await gw.call("POST", "/v1/payments", { body: internal("0.01") })).status).toBe(201);
+    const response = await gw.call("POST", "/v1/payments", { body: internal("9223372036854.775807") });
+    expect([response.status, response.body.error?.code]).toEqual([402, "insufficient_funds"]);
+    expect(response.body.error.payment).toMatchObject({
+      status: "failed",
+      failure: { code: "insufficient_funds" },
+    });
   });
 });

@@ -358,6 +358,10 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         const over = await refund({ payment, amount: "3.000001" });
         expect(over.status).toBe(409);
         expect(over.body.error.code).toBe("refund_exceeds_remaining");
+        // Said in the API's decimals and asset, as the amount was asked, not in minor units.
+        expect(over.body.error.message).toBe(
+          `the refund is above what is left to refund of ${payment} (3.000000 USDC)`,
+        );
       });
       expect((await refund({ payment, amount: "3" })).status).toBe(201);
     });
@@ -1013,7 +1017,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         [{ payment, invoice: "inv_01m7zfckv29pdrb3m0gz9e4j51" }, 400, "parameter_invalid", "payment"],
         [{ payment, amount: "abc" }, 400, "amount_not_a_decimal", "amount"],
         [{ payment, amount: "0" }, 400, "amount_not_positive", "amount"],
-        [{ payment, amount: "-1" }, 400, "amount_not_a_decimal", "amount"],
+        [{ payment, amount: "-1" }, 400, "amount_not_positive", "amount"],
         [{ payment, amount: "0.0000001" }, 400, "amount_too_precise", "amount"],
         [{ payment, amount: 1 }, 400, "parameter_invalid", "amount"],
         [{ payment, reason: "because" }, 400, "parameter_invalid", "reason"],
