@@ -2,6 +2,154 @@
 // GET /openapi.json. Do not edit: change the routes' zod schemas and generate again.
 
 export interface paths {
+    "/pay/{rail}/authorizations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Submit a payer's authorization for an invoice, with its client secret (no API key) */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    rail: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        from: string;
+                        to?: string;
+                        value: string;
+                        valid_after: string;
+                        valid_before: string;
+                        nonce: string;
+                        signature: string;
+                        client_secret: string;
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                202: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @enum {string} */
+                            object: "invoice_authorization";
+                            invoice: string;
+                            /** @enum {string} */
+                            status: "submitted";
+                            transaction: string;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `authorization_expired`, `authorization_mismatch`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown`, `signature_invalid` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Refused: the money cannot move: `payer_insufficient_funds`, `rail_unavailable` */
+                402: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (another tenant's object is not found too): `invoice_not_found`, `rail_not_found` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `authorization_used`, `invoice_not_payable` */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is too large: `body_too_large` */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is not JSON: `unsupported_media_type` */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `rail_unreachable` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/payments": {
         parameters: {
             query?: never;
@@ -1228,7 +1376,24 @@ export interface paths {
                                 rail: string;
                                 description: string;
                                 instructions: {
-                                    [key: string]: string;
+                                    method?: string;
+                                    bolt11?: string;
+                                    payment_hash?: string;
+                                    payment_intent?: string;
+                                    client_secret?: string;
+                                    chain_id?: number;
+                                    token?: string;
+                                    amount_minor?: string;
+                                    deposit_address?: string;
+                                    authorization_to?: string;
+                                    authorization_value?: string;
+                                    authorization_valid_after?: string;
+                                    authorization_valid_before?: string;
+                                    authorization_nonce?: string;
+                                    authorization_typed_data?: string;
+                                    authorization_url?: string;
+                                } & {
+                                    [key: string]: string | number;
                                 };
                                 received_amount: string | null;
                                 payer: string | null;
@@ -1322,7 +1487,7 @@ export interface paths {
                         account: string;
                         amount: string;
                         /** @enum {string} */
-                        asset: "USDC" | "USD" | "BTC" | "ETH";
+                        asset: "USDC" | "USD" | "BTC";
                         rail?: string;
                         description?: string;
                         expires_in_seconds?: number;
@@ -1348,7 +1513,24 @@ export interface paths {
                             rail: string;
                             description: string;
                             instructions: {
-                                [key: string]: string;
+                                method?: string;
+                                bolt11?: string;
+                                payment_hash?: string;
+                                payment_intent?: string;
+                                client_secret?: string;
+                                chain_id?: number;
+                                token?: string;
+                                amount_minor?: string;
+                                deposit_address?: string;
+                                authorization_to?: string;
+                                authorization_value?: string;
+                                authorization_valid_after?: string;
+                                authorization_valid_before?: string;
+                                authorization_nonce?: string;
+                                authorization_typed_data?: string;
+                                authorization_url?: string;
+                            } & {
+                                [key: string]: string | number;
                             };
                             received_amount: string | null;
                             payer: string | null;
@@ -1358,7 +1540,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The request is not valid: `account_not_found`, `amount_not_a_decimal`, `amount_not_positive`, `amount_too_large`, `amount_too_precise`, `amount_too_small`, `api_version_invalid`, `asset_mismatch`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown`, `unknown_asset` */
+                /** @description The request is not valid: `account_not_found`, `amount_not_a_decimal`, `amount_not_positive`, `amount_too_large`, `amount_too_precise`, `amount_too_small`, `api_version_invalid`, `asset_mismatch`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown`, `rail_not_found`, `unknown_asset` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -1501,7 +1683,24 @@ export interface paths {
                             rail: string;
                             description: string;
                             instructions: {
-                                [key: string]: string;
+                                method?: string;
+                                bolt11?: string;
+                                payment_hash?: string;
+                                payment_intent?: string;
+                                client_secret?: string;
+                                chain_id?: number;
+                                token?: string;
+                                amount_minor?: string;
+                                deposit_address?: string;
+                                authorization_to?: string;
+                                authorization_value?: string;
+                                authorization_valid_after?: string;
+                                authorization_valid_before?: string;
+                                authorization_nonce?: string;
+                                authorization_typed_data?: string;
+                                authorization_url?: string;
+                            } & {
+                                [key: string]: string | number;
                             };
                             received_amount: string | null;
                             payer: string | null;

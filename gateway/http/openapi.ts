@@ -103,9 +103,17 @@ function takesIdempotencyKey(operation: Operation): boolean {
   return operation["x-idempotency"] !== "none";
 }
 
-/** The not-found codes of the objects an operation's path names: answered 404 (errors.ts statusOf). */
+/**
+ * The not-found codes of the objects an operation's path names: answered 404 (errors.ts statusOf). With those its
+ * schema's `x-not-found-codes` names: objects a route answers 404 for though its path does not name them (a
+ * wallet's client secret, rail-routes.ts).
+ */
 function pathNotFoundCodes(operation: Operation): Set<ApiErrorCode> {
   const codes = new Set<ApiErrorCode>();
+  const declared = operation["x-not-found-codes"];
+  if (Array.isArray(declared))
+    for (const code of declared)
+      if (typeof code === "string" && code in errorStatus) codes.add(code as ApiErrorCode);
   for (const parameter of operation.parameters ?? []) {
     if (parameter.in !== "path") continue;
     const prefix = idPrefixOf(parameter);

@@ -246,7 +246,11 @@ export function presentInvoice(invoice: Invoice): InvoiceView {
     asset: invoice.assetCode,
     rail: invoice.rail,
     description: invoice.description,
-    instructions: invoice.instructions,
+    // An EVM invoice's chain id is kept as text, as every instruction is (core's ReceiveOutcome); answered a number
+    // (at most 2^53 - 1, as config.ts takes it), as a payment's evidence and destination answer it.
+    instructions: /^[0-9]{1,16}$/.test(invoice.instructions.chain_id ?? "")
+      ? { ...invoice.instructions, chain_id: Number(invoice.instructions.chain_id) }
+      : invoice.instructions,
     received_amount: invoice.receivedAmount === null ? null : formatAmount(invoice.receivedAmount, { scale }),
     payer: invoice.payer,
     expires_at: invoice.expiresAt?.toISOString() ?? null,

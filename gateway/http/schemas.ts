@@ -10,6 +10,7 @@ import {
   type RailUnavailableCode,
   wholeNumber,
 } from "../../core/index.ts";
+import { tenantAccountAssets } from "../accounts/index.ts";
 import { payeeMethodsMax, payeesListLimitMax } from "../payees/index.ts";
 
 const accountId = z.string().regex(/^acct_[0-9a-z_]{1,64}$/, "an account id (acct_…)");
@@ -391,7 +392,13 @@ export const invoiceExpirySecondsMax = 7 * 24 * 3600;
 export const createInvoiceBody = z.strictObject({
   account: accountId,
   amount: decimalAmount(),
-  asset: assetCode("BTC"),
+  // The invoice's account holds its asset: only a tenant account's assets are listed (ETH, which none holds, is
+  // refused as asset_mismatch).
+  asset: listingAssets(
+    z.string().regex(/^[A-Z0-9]{2,12}$/, "an asset code such as BTC"),
+    tenantAccountAssets.map((asset) => asset.code),
+  ),
+  /** A configured rail's id; a name no rail of this gateway has is refused (rail_not_found, 400). */
   rail: railName.optional(),
   description: storable(z.string().max(500)).optional(),
   expires_in_seconds: z.number().int().min(60).max(invoiceExpirySecondsMax).optional(),
@@ -406,8 +413,35 @@ export const invoiceView = z.object({
   asset: z.string(),
   rail: z.string(),
   description: z.string(),
-  /** How to pay it: a BOLT11 request, a PaymentIntent's client secret. */
-  instructions: z.record(z.string(), z.string()),
+  /**
+   * How to pay it, as its rail says: a BOLT11 request, a PaymentIntent's client secret, an EVM chain's terms. Text,
+   * but an EVM invoice's `chain_id`: a number, as in a payment's evidence and destination (EIP-155, viem's
+   * `chainId`). Each rail's fields are named, so that a generated client types them; a field of a rail added later
+   * is text or a number.
+   */
+  instructions: z
+    .object({
+      method: z.string().optional(),
+      // Lightning's.
+      bolt11: z.string().optional(),
+      payment_hash: z.string().optional(),
+      // Stripe's (and an EVM invoice's, for its rail's wallet route: client_secret).
+      payment_intent: z.string().optional(),
+      client_secret: z.string().optional(),
+      // An EVM rail's: the chain, the token, the deposit address and the EIP-3009 authorization's terms.
+      chain_id: z.number().int().optional(),
+      token: z.string().optional(),
+      amount_minor: z.string().optional(),
+      deposit_address: z.string().optional(),
+      authorization_to: z.string().optional(),
+      authorization_value: z.string().optional(),
+      authorization_valid_after: z.string().optional(),
+      authorization_valid_before: z.string().optional(),
+      authorization_nonce: z.string().optional(),
+      authorization_typed_data: z.string().optional(),
+      authorization_url: z.string().optional(),
+    })
+    .catchall(z.union([z.string(), z.number()])),
   received_amount: z.string().nullable(),
   /** Who paid (a USDC payer's address): where a refund goes back to. */
   payer: z.string().nullable(),

@@ -38,10 +38,14 @@ const plugin: FastifyPluginAsyncZod<InvoiceRoutesOptions> = async (app, options)
     "/invoices",
     {
       schema: { body: createInvoiceBody, response: { 201: invoiceView, "4xx": errorView } },
-      config: { errorCodes: invoiceRefusals },
+      config: { errorCodes: [...invoiceRefusals, "rail_not_found"] },
     },
     async (request, reply) => {
       const { body } = request;
+      // A name no rail of this gateway has is the request's mistake (400), as an account that is not there is; a rail
+      // that is there but cannot take it now stays 402 rail_unavailable (settlement's refusal).
+      if (body.rail !== undefined && !options.settlement.rails.has(body.rail))
+        throw new ApiError("rail_not_found", `no rail "${body.rail}"`, { param: "rail" });
       const result = await createInvoice(options.settlement, {
         tenantId: tenantOf(request).id,
         accountId: body.account,
