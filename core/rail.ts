@@ -31,8 +31,9 @@ export type CircuitState = "closed" | "open" | "half_open";
  * Why a rail is unavailable, as far as it knows: `not_started` (not started, or stopped), `journal_torn` (its journal
  * refuses every write since a write, cut or sync failed, until the gateway restarts), `journal_lock_lost` (another
  * process took its journal over), `node_unreachable` (its node, LND or the chain's RPC, did not answer its last check,
- * or failed it), `node_not_synced` (LND answers, not synced to its chain yet), `provider_unreachable` (its provider,
- * Stripe, failed its last health check).
+ * or failed it), `node_not_synced` (LND answers, not synced to its chain yet), `token_unreadable` (the chain's node
+ * answers, but the configured token's balanceOf does not: no contract at that address on this chain, or one that
+ * reverts), `provider_unreachable` (its provider, Stripe, failed its last health check).
  */
 export type RailUnavailableCode =
   | "not_started"
@@ -40,6 +41,7 @@ export type RailUnavailableCode =
   | "journal_lock_lost"
   | "node_unreachable"
   | "node_not_synced"
+  | "token_unreadable"
   | "provider_unreachable";
 
 /**

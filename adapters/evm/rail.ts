@@ -7,7 +7,7 @@
 // under its key and only then broadcasts it, so a retry can only ever land the one transaction. This module
 // assembles the rail over one explicit state (rail-state.ts) and keeps its snapshot fresh.
 import path from "node:path";
-import { erc20Abi } from "viem";
+import { BaseError, ContractFunctionRevertedError, ContractFunctionZeroDataError, erc20Abi } from "viem";
 import {
   amountMax,
   assets,
@@ -224,14 +224,28 @@ async function refresh(state: EvmRailState): Promise<void> {
 }
 
 /**
- * Why a failed refresh leaves the rail unavailable: the node not reached, or its answer an error, named by viem's error
- * class alone, since viem's message may hold the RPC's URL, and a provider's URL its API key (the log line has it all).
+ * Why a failed refresh leaves the rail unavailable: the node not reached; the token not answering balanceOf (a token
+ * address of another chain, or none at all: a configuration to fix, not a node to wait for); or another error from
+ * the node, named by viem's error class alone, since viem's message may hold the RPC's URL, and a provider's URL its
+ * API key (the log line has it all).
  */
 function refreshFailure(error: unknown): RailUnavailable {
   if (nodeUnreachable(error))
     return {
       code: "node_unreachable",
       message: "the chain's node did not answer the rail's reads of its balance and base fee",
+    };
+  if (
+    error instanceof BaseError &&
+    error.walk(
+      (cause) =>
+        cause instanceof ContractFunctionZeroDataError || cause instanceof ContractFunctionRevertedError,
+    )
+  )
+    return {
+      code: "token_unreadable",
+      message:
+        "the configured token did not answer balanceOf for the hot wallet: no contract at its address on this chain, or one that reverts",
     };
   return {
     code: "node_unreachable",

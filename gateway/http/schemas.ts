@@ -349,6 +349,7 @@ const railUnavailableCodes = everyMember<RailUnavailableCode>({
   journal_lock_lost: true,
   node_unreachable: true,
   node_not_synced: true,
+  token_unreadable: true,
   provider_unreachable: true,
 });
 

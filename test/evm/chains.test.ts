@@ -7,7 +7,7 @@ import type { Hex } from "viem";
 import { generatePrivateKey } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { serveChainRpc, startEmbeddedChain } from "../../adapters/evm/dev-chain.ts";
-import type { EmbeddedChain, EvmRail } from "../../adapters/evm/index.ts";
+import { createEvmRail, type EmbeddedChain, type EvmRail } from "../../adapters/evm/index.ts";
 import { assets, divCeil, type RailSnapshot } from "../../core/index.ts";
 import { getRailAccount } from "../../gateway/accounts/index.ts";
 import { embeddedL1L2 } from "../../gateway/app/config.ts";
@@ -259,6 +259,35 @@ describe("a base fee above the rail's cap", () => {
       await l2.setBaseFeePerGas(10_000_000n);
       await mineAtHeldFee(l2);
     }
+  });
+});
+
+describe("a token that no longer answers balanceOf", () => {
+  it("leaves the rail unavailable as token_unreadable, a configuration to fix, not a node out of reach", async () => {
+    // The node answers; at the token's address there is no contract (the RPC now serves another chain, say): the
+    // start's check of its decimals passed once, the refresh's balanceOf comes back empty. Before: node_unreachable.
+    const rail = createEvmRail({
+      db: gw.app.db,
+      publicClient: l1.publicClient,
+      walletClient: l1.walletClient,
+      token: { address: l1.accounts[8]!.address, asset: assets.USDC },
+      confirmations: 1,
+      gas: { priorityFeeWei: gwei, maxFeeWei: 100n * gwei },
+      transferGasEstimate: 60_000n,
+      snapshotRefreshMs: 60_000,
+      receiptTimeoutMs: 1_000,
+      replaceAfterMs: 60_000,
+      expectedLatencyMs: 1_000,
+    });
+    await rail.refresh();
+    expect(rail.snapshot()).toMatchObject({
+      available: false,
+      unavailable: {
+        code: "token_unreadable",
+        message:
+          "the configured token did not answer balanceOf for the hot wallet: no contract at its address on this chain, or one that reverts",
+      },
+    });
   });
 });
 
