@@ -276,6 +276,12 @@ function receiveArgs(state: EvmRailState, auth: Authorization) {
 }
 
 /**
+ * The `to` an invoice bound now records (evm migration 0023): the hot wallet, which checkTerms held the signature to.
+ * The watcher and x402's reconciliation read the binding by it after the operator rotated the key.
+ */
+const hotWalletOf = (state: EvmRailState) => state.account.address.toLowerCase();
+
+/**
  * The refusals of the checks after which the authorization can never pay the invoice: its nonce used, its signature
  * refused by the token, the invoice paid to its address. Any other (the payer short of funds now, the node out of
  * reach, the call refused for another reason) leaves it valid for whoever holds it.
@@ -349,7 +355,7 @@ async function bindTransfer(
             );
       if (unsent !== undefined && seen?.seen === false)
         await tx.query(
-          `UPDATE evm_deposits SET auth_from = NULL, auth_nonce = $4
+          `UPDATE evm_deposits SET auth_from = NULL, auth_to = NULL, auth_nonce = $4
            WHERE chain_id = $1 AND token = $2 AND reference = $3 AND auth_tx_hash IS NULL`,
           [
             state.chainId,
@@ -359,7 +365,7 @@ async function bindTransfer(
           ],
         );
       const bound = await tx.query(
-        `UPDATE evm_deposits SET auth_from = $4, auth_nonce = $5,
+        `UPDATE evm_deposits SET auth_from = $4, auth_nonce = $5, auth_to = $7,
            watch_until = greatest(watch_until, to_timestamp($6) + (watch_until - expires_at))
          WHERE chain_id = $1 AND token = $2 AND reference = $3
            AND ((auth_from IS NULL AND NOT EXISTS (
@@ -368,7 +374,7 @@ async function bindTransfer(
                     AND other.auth_from = $4))
              OR (auth_from = $4 AND auth_nonce = $5))
          RETURNING auth_from`,
-        [state.chainId, token, row.reference, from, nonce, validBefore],
+        [state.chainId, token, row.reference, from, nonce, validBefore, hotWalletOf(state)],
       );
       return bound.length === 1;
     });
@@ -433,10 +439,16 @@ async function submit(
     let claimed = false;
     try {
       const bound = await state.params.db.query(
-        `UPDATE evm_deposits SET auth_from = $4
+        `UPDATE evm_deposits SET auth_from = $4, auth_to = $5
          WHERE chain_id = $1 AND token = $2 AND reference = $3 AND (auth_from IS NULL OR auth_from = $4)
          RETURNING auth_from`,
-        [state.chainId, state.params.token.address.toLowerCase(), row.reference, auth.from.toLowerCase()],
+        [
+          state.chainId,
+          state.params.token.address.toLowerCase(),
+          row.reference,
+          auth.from.toLowerCase(),
+          hotWalletOf(state),
+        ],
       );
       claimed = bound.length === 1;
     } catch (error) {
@@ -467,7 +479,7 @@ async function submit(
     // through another invoice takes them over (bindTransfer).
     if (auth.method === "receive")
       await state.params.db.query(
-        `UPDATE evm_deposits SET auth_from = $4, auth_nonce = $5
+        `UPDATE evm_deposits SET auth_from = $4, auth_nonce = $5, auth_to = $7
         WHERE chain_id = $1 AND token = $2 AND reference = $3 AND auth_tx_hash IS NULL
           AND NOT EXISTS (SELECT 1 FROM evm_sends WHERE attempt_id = $6)`,
         [
@@ -477,6 +489,7 @@ async function submit(
           row.auth_from,
           row.auth_nonce,
           authKey,
+          row.auth_to,
         ],
       );
     // Nothing was sent: a node that stopped answering since the checks, or the hot wallet's queue full, is for the
@@ -491,14 +504,17 @@ async function submit(
   // run between this bind and this send — unless another payer bound the invoice since (its payment is its own), or
   // this payer and nonce went to another invoice: sent all the same, and said at error level for the operator (no
   // pass credits it: the watcher follows the invoice's binding).
+  // Its `to` is the wallet that signed the send under the key: a send stored before the key rotated (the payer's same
+  // authorization, bound again since to the new wallet) is rebroadcast as it is, and pays the old wallet.
+  const sentTo = "coalesce((SELECT nullif(wallet, '') FROM evm_sends WHERE attempt_id = $7), $6)";
   let recorded: unknown[] = [];
   try {
     recorded = await state.params.db.query(
       auth.method === "transfer"
-        ? `UPDATE evm_deposits SET auth_tx_hash = $4, auth_from = $5, auth_nonce = $6
+        ? `UPDATE evm_deposits SET auth_tx_hash = $4, auth_from = $5, auth_to = ${sentTo}, auth_nonce = $8
            WHERE chain_id = $1 AND token = $2 AND reference = $3
-             AND (auth_from IS NULL OR (auth_from = $5 AND auth_nonce = $6)) RETURNING 1`
-        : `UPDATE evm_deposits SET auth_tx_hash = $4, auth_from = $5
+             AND (auth_from IS NULL OR (auth_from = $5 AND auth_nonce = $8)) RETURNING 1`
+        : `UPDATE evm_deposits SET auth_tx_hash = $4, auth_from = $5, auth_to = ${sentTo}
            WHERE chain_id = $1 AND token = $2 AND reference = $3 AND (auth_from IS NULL OR auth_from = $5)
            RETURNING 1`,
       [
@@ -507,6 +523,8 @@ async function submit(
         row.reference,
         sent.tx_hash,
         auth.from.toLowerCase(),
+        hotWalletOf(state),
+        authKey,
         ...(auth.method === "transfer" ? [auth.nonce.toLowerCase()] : []),
       ],
     );

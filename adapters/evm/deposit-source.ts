@@ -343,22 +343,32 @@ function depositLogOf(row: EventRow): DepositLog {
  * and the amount; null: not ours. An EIP-3009 nonce is in its authorizer's own nonce space and public once its
  * transaction is broadcast: anyone may use the same nonce from his own address, so the nonce alone names no
  * invoice: the authorizer must be the payer the invoice was bound to (auth_from, set before the gateway sends;
- * both columns are stored lower-case).
+ * both columns are stored lower-case), and the transfer must pay the `to` it was bound with (auth_to: the hot wallet
+ * then; a row bound before evm migration 0023 that no send named has none, read as the hot wallet now). Before, only
+ * the hot wallet now: once the operator rotated its key, an authorization bound before and mined after paid the old
+ * wallet, which the operator holds, and was never credited. A transfer to an address never bound is not ours.
  */
 async function invoiceOf(
   state: EvmRailState,
   log: DepositLog,
 ): Promise<{ reference: string; payer: Address; amount: bigint } | null> {
   const token = state.params.token.address.toLowerCase();
-  if (log.kind !== "transfer" && !isAddressEqual(log.to, state.account.address)) return null; // not paid to the hot wallet
   const [row] = await state.params.db.query<{ reference: string }>(
     log.kind === "transfer"
       ? "SELECT reference FROM evm_deposits WHERE chain_id = $1 AND token = $2 AND deposit_address = $3"
       : `SELECT reference FROM evm_deposits
-         WHERE chain_id = $1 AND token = $2 AND auth_nonce = $3 AND auth_from = $4`,
+         WHERE chain_id = $1 AND token = $2 AND auth_nonce = $3 AND auth_from = $4
+           AND coalesce(auth_to, $5) = $6`,
     log.kind === "transfer"
       ? [state.chainId, token, log.to.toLowerCase()]
-      : [state.chainId, token, log.nonce.toLowerCase(), log.authorizer.toLowerCase()],
+      : [
+          state.chainId,
+          token,
+          log.nonce.toLowerCase(),
+          log.authorizer.toLowerCase(),
+          state.account.address.toLowerCase(),
+          log.to.toLowerCase(),
+        ],
   );
   if (row === undefined) return null;
   return {

@@ -116,11 +116,13 @@ export type DepositRow = {
   client_secret: string;
   expires_at: Date;
   auth_from: string | null;
+  /** The bound authorization's `to`: the hot wallet when it was bound (evm migration 0023; null: the hot wallet now). */
+  auth_to: string | null;
   auth_tx_hash: string | null;
 };
 
 const depositColumns =
-  "reference, amount, deposit_address, salt, auth_nonce, client_secret, expires_at, auth_from, auth_tx_hash";
+  "reference, amount, deposit_address, salt, auth_nonce, client_secret, expires_at, auth_from, auth_to, auth_tx_hash";
 
 export async function depositByReference(state: EvmRailState, reference: string): Promise<DepositRow | null> {
   const [row] = await state.params.db.query<DepositRow>(

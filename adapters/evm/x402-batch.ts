@@ -355,7 +355,7 @@ async function handGasToX402(state: EvmRailState, key: string): Promise<void> {
 }
 
 /** An invoice's payer and nonce before an item was bound to it. */
-type Binding = { auth_from: string | null; auth_nonce: string };
+type Binding = { auth_from: string | null; auth_nonce: string; auth_to: string | null };
 
 /**
  * The invoice takes this payer and nonce, as a single transfer authorization's does (authorizations.ts): once, and
@@ -371,16 +371,17 @@ async function bindToInvoice(
   try {
     rows = await state.params.db.query<Binding>(
       `WITH before AS (
-       SELECT auth_from, auth_nonce FROM evm_deposits WHERE chain_id = $1 AND token = $2 AND reference = $3
+       SELECT auth_from, auth_nonce, auth_to FROM evm_deposits WHERE chain_id = $1 AND token = $2 AND reference = $3
      )
-     UPDATE evm_deposits SET auth_from = $4, auth_nonce = $5
+     UPDATE evm_deposits SET auth_from = $4, auth_nonce = $5, auth_to = $7
      WHERE chain_id = $1 AND token = $2 AND reference = $3 AND amount = $6
        AND ((auth_from IS NULL AND NOT EXISTS (
               SELECT 1 FROM evm_deposits other
               WHERE other.chain_id = $1 AND other.token = $2 AND other.auth_nonce = $5 AND other.auth_from = $4
                 AND other.reference <> $3))
          OR (auth_from = $4 AND auth_nonce = $5))
-     RETURNING (SELECT auth_from FROM before) AS auth_from, (SELECT auth_nonce FROM before) AS auth_nonce`,
+     RETURNING (SELECT auth_from FROM before) AS auth_from, (SELECT auth_nonce FROM before) AS auth_nonce,
+       (SELECT auth_to FROM before) AS auth_to`,
       [
         state.chainId,
         state.params.token.address.toLowerCase(),
@@ -388,6 +389,8 @@ async function bindToInvoice(
         a.from.toLowerCase(),
         a.nonce.toLowerCase(),
         a.value,
+        // Its `to`: the hot wallet the batch pays (evm migration 0023).
+        state.account.address.toLowerCase(),
       ],
     );
   } catch (error) {
@@ -406,7 +409,7 @@ async function unbindFromInvoice(
   before: Binding,
 ): Promise<void> {
   await state.params.db.query(
-    `UPDATE evm_deposits SET auth_from = $6, auth_nonce = $7
+    `UPDATE evm_deposits SET auth_from = $6, auth_nonce = $7, auth_to = $8
      WHERE chain_id = $1 AND token = $2 AND reference = $3 AND auth_from = $4 AND auth_nonce = $5
        AND auth_tx_hash IS NULL`,
     [
@@ -417,6 +420,7 @@ async function unbindFromInvoice(
       item.authorization.nonce.toLowerCase(),
       before.auth_from,
       before.auth_nonce,
+      before.auth_to,
     ],
   );
 }

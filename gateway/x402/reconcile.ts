@@ -157,11 +157,17 @@ export type ReconcileDeps = {
 export type ReconcileCounts = { settled: number; failed: number; left: number };
 
 /**
- * A row read: its transaction, its authorization's validBefore (unix seconds; null if not recorded), and the latest
- * block its nonce was read unused at after ours did not spend it (null if never: migration 0068).
+ * A row read: its transaction, its authorization's validBefore (unix seconds; null if not recorded), the latest
+ * block its nonce was read unused at after ours did not spend it (null if never: migration 0068), and its `to`.
  */
 type SubmittedRow = {
   payer: Hex;
+  /**
+   * The authorization's `to`: the hot wallet its invoice was bound with (evm_deposits.auth_to, evm migration 0023),
+   * else the chain's hot wallet now (a binding before it). Before, always the hot wallet now: after the operator
+   * rotated its key, an authorization sent before (its `to` the old wallet) read as spent on other terms once mined.
+   */
+  to: Hex;
   nonce: Hex;
   amount: bigint;
   txHash: Hex;
@@ -316,7 +322,7 @@ async function outcomeOf(
   row: SubmittedRow,
   refusalOf: BatchRefusalOf | null,
 ): Promise<Outcome | null> {
-  const a = { from: row.payer, to: chain.hotWallet, value: row.amount, nonce: row.nonce };
+  const a = { from: row.payer, to: row.to, value: row.amount, nonce: row.nonce };
   if (spentIn(chain, receipt, a)) return { status: "settled", spentBlock: receipt.blockNumber };
   const refusal = refusalOf === null ? null : await refusalOf(receipt, a);
   if (refusal !== null) {
@@ -520,16 +526,23 @@ async function submittedRows(db: Db, chain: X402Chain, bounds: ReconcileSettings
     tx_hash: Hex;
     valid_before: string | null;
     unused_block: string | null;
+    auth_to: Hex | null;
   }>(
-    `SELECT payer, nonce, amount::text AS amount, tx_hash, valid_before, unused_block::text AS unused_block
-     FROM x402_authorizations
-     WHERE chain_id = $1 AND token = $2 AND status = 'submitted' AND tx_hash IS NOT NULL
-       AND updated_at < now() - make_interval(secs => $3::double precision / 1000)
-     ORDER BY updated_at LIMIT $4`,
+    // The `to` of the invoice's binding (by its key, as adoptSentClaims reads it): the invoice bound to another payer
+    // or nonce since, or none, reads as the hot wallet now.
+    `SELECT a.payer, a.nonce, a.amount::text AS amount, a.tx_hash, a.valid_before,
+            a.unused_block::text AS unused_block, d.auth_to
+     FROM x402_authorizations a
+     LEFT JOIN evm_deposits d ON d.chain_id = a.chain_id AND d.token = a.token AND d.reference = a.invoice_id
+       AND d.auth_from = a.payer AND d.auth_nonce = a.nonce
+     WHERE a.chain_id = $1 AND a.token = $2 AND a.status = 'submitted' AND a.tx_hash IS NOT NULL
+       AND a.updated_at < now() - make_interval(secs => $3::double precision / 1000)
+     ORDER BY a.updated_at LIMIT $4`,
     [chain.chainId, chain.token.toLowerCase(), bounds.submittedQuietMs, bounds.rowsPerPassMax],
   );
   return rows.map((row) => ({
     payer: row.payer,
+    to: row.auth_to ?? chain.hotWallet,
     nonce: row.nonce,
     amount: BigInt(row.amount),
     txHash: row.tx_hash,
