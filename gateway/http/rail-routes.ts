@@ -10,7 +10,11 @@ import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { RailRoute } from "../../core/index.ts";
 import { ApiError } from "./errors.ts";
-import { invoiceAuthorizationBody, invoiceAuthorizationView } from "./resources/invoice-payments.ts";
+import {
+  authorizationRefusals,
+  invoiceAuthorizationBody,
+  invoiceAuthorizationView,
+} from "./resources/invoice-payments.ts";
 import { errorView } from "./schemas.ts";
 
 export type RailRoutesOptions = { readonly routes: readonly RailRoute[] };
@@ -35,17 +39,7 @@ export const railRoutesPlugin: FastifyPluginAsyncZod<RailRoutesOptions> = async 
         response: { 202: invoiceAuthorizationView, "4xx": errorView },
         // The rail's route answers these (adapters/evm authorizations.ts signedPaymentRefusalStatus), a client
         // secret that names no invoice 404 (openapi.ts: `x-not-found-codes`).
-        "x-error-codes": [
-          "signature_invalid",
-          "authorization_mismatch",
-          "authorization_expired",
-          "authorization_used",
-          "payer_insufficient_funds",
-          "invoice_not_payable",
-          "rail_unavailable",
-          "rail_unreachable",
-          "invoice_not_found",
-        ],
+        "x-error-codes": [...authorizationRefusals],
         "x-not-found-codes": ["invoice_not_found"],
       },
     },

@@ -13,12 +13,11 @@ import {
   custom,
   type Hex,
   keccak256,
-  parseSignature,
   stringToHex,
 } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type EvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
+import type { EvmRail } from "../../adapters/evm/index.ts";
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
 import { silentLogger } from "../../core/index.ts";
 import { splitStatements } from "../../gateway/db/index.ts";
@@ -199,29 +198,11 @@ describe("an authorization bound before the hot wallet's key rotated, mined afte
     try {
       const submitted = await submitTransfer(inv.id, signed);
       if (!submitted.ok) throw new Error(`the payer's authorization was refused: ${submitted.message}`);
-      const { v, yParity, r, s } = parseSignature(elsewhere.signature);
-      const m = elsewhere.message;
-      const firstHash = await gw.chain.walletClient.writeContract({
-        address: gw.chain.contracts.testUsd,
-        abi: testUsdAbi,
-        functionName: "transferWithAuthorization",
-        args: [
-          m.from,
-          m.to,
-          m.value,
-          m.validAfter,
-          m.validBefore,
-          m.nonce,
-          v === undefined ? yParity + 27 : Number(v),
-          r,
-          s,
-        ],
-        account: gw.chain.accounts[4]!,
-        chain: gw.chain.chain,
-        gas: 200_000n,
-        maxPriorityFeePerGas: 1_000_000_000_000n,
-        maxFeePerGas: 2_000_000_000_000n,
-      } as never);
+      // Sent as a stranger would who copied it, mined before ours (its tip is higher).
+      const firstHash = await submitCopiedAuthorization(gw, gw.chain.contracts.testUsd, {
+        authorization: elsewhere.message,
+        signature: elsewhere.signature,
+      });
       rotated = await railRotatedTo(await rotatedWallet("elsewhere"));
       await gw.chain.networkHelpers.mine(1);
       await gw.setAutomine(true);

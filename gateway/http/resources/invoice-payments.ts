@@ -37,6 +37,22 @@ export const invoiceAuthorizationView = z.object({
   transaction: z.string(),
 });
 
+/**
+ * What a payer's authorization is refused with, by this route and by a rail's wallet route (rail-routes.ts); the rail
+ * answers them (adapters/evm authorizations.ts signedPaymentRefusalStatus).
+ */
+export const authorizationRefusals = [
+  "signature_invalid",
+  "authorization_mismatch",
+  "authorization_expired",
+  "authorization_used",
+  "payer_insufficient_funds",
+  "invoice_not_payable",
+  "rail_unavailable",
+  "rail_unreachable",
+  "invoice_not_found",
+] as const satisfies readonly ApiErrorCode[];
+
 /** The route's business refusals, for the OpenAPI document (openapi.ts files each under its status). */
 const refusals = (...codes: ApiErrorCode[]): Record<never, never> => ({ "x-error-codes": codes });
 
@@ -48,17 +64,7 @@ const plugin: FastifyPluginAsyncZod<InvoicePaymentRoutesOptions> = async (app, o
         params: idParams("inv"),
         body: invoiceAuthorizationBody,
         response: { 202: invoiceAuthorizationView, "4xx": errorView },
-        ...refusals(
-          "signature_invalid",
-          "authorization_mismatch",
-          "authorization_expired",
-          "authorization_used",
-          "payer_insufficient_funds",
-          "invoice_not_payable",
-          "rail_unavailable",
-          "rail_unreachable",
-          "invoice_not_found",
-        ),
+        ...refusals(...authorizationRefusals),
       },
     },
     async (request, reply) => {
