@@ -3,6 +3,7 @@
 // raw-body parser scoped to the plugin. The top-up
 // flow runs against stripe-mock: the intent the rail created is credited only when its success arrives.
 import Fastify, { type FastifyInstance } from "fastify";
+import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import { afterEach, beforeEach, describe, expect, inject, it } from "vitest";
 import {
   createFiatRail,
@@ -40,6 +41,9 @@ beforeEach(async () => {
   store = createMemoryStripeWebhookStore();
   clock = now;
   app = Fastify({ logger: false });
+  // As the server sets them (server.ts): the plugin's own route, the wallets' /pay/{rail}/authorizations, is zod's.
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
   const route = createStripeWebhookRoute({
     secrets: [secret, previousSecret],
     toleranceSeconds: 300,
