@@ -8,7 +8,7 @@ import {
   type DocumentOperation,
   idPrefixOfParameter,
   isOperatorOnly,
-  operationsOf,
+  keyedOperationsOf,
   pathParameters,
   scopesOf,
   sendOperation,
@@ -17,7 +17,7 @@ import {
 import { startTestGateway, type TestGateway } from "./support.ts";
 
 const document = await servedOpenApi();
-const operations = operationsOf(document);
+const operations = keyedOperationsOf(document);
 const tenantOperations = operations.filter((op) => !isOperatorOnly(op));
 const operatorOperations = operations.filter(isOperatorOnly);
 const named = (ops: DocumentOperation[]) =>

@@ -49,6 +49,14 @@ export function scopesOf(op: DocumentOperation): string[] {
   return (op.operation.security ?? []).flatMap((requirement) => Object.values(requirement).flat());
 }
 
+/**
+ * The operations an API key opens: all but a wallet's (/pay/{rail}/authorizations), which an invoice's client secret
+ * authorizes (no `security`).
+ */
+export function keyedOperationsOf(document: OpenApi): DocumentOperation[] {
+  return operationsOf(document).filter((op) => (op.operation.security ?? []).length > 0);
+}
+
 /** Routes of the operator's (/v1/tenants): a tenant's key never reaches them. */
 export function isOperatorOnly(op: DocumentOperation): boolean {
   return op.operation["x-switchyard-scope"] === "operator" || scopesOf(op).includes("operator");

@@ -13,8 +13,8 @@ import {
   type DocumentOperation,
   idPrefixOfParameter,
   isOperatorOnly,
+  keyedOperationsOf,
   listOperations,
-  operationsOf,
   pathParameters,
   sendOperation,
   servedOpenApi,
@@ -22,7 +22,7 @@ import {
 import { startTestGateway, type TestGateway } from "./support.ts";
 
 const document = await servedOpenApi();
-const operations = operationsOf(document);
+const operations = keyedOperationsOf(document);
 const objectOperations = operations.filter((op) => pathParameters(op).length > 0 && !isOperatorOnly(op));
 const lists = listOperations(operations).filter((op) => !isOperatorOnly(op));
 
