@@ -15,6 +15,7 @@ import type { SettleResponse, SupportedResponse, VerifyResponse } from "./schema
 import type { X402Settler } from "./settle.ts";
 import { createSimulationBatcher } from "./simulate-batch.ts";
 import {
+  boundTo,
   paidInWindow,
   sameHash,
   sendJournalOf,
@@ -368,7 +369,7 @@ async function unsentSettlement(
   // No block a verify read its nonce unused at is kept: searched for over its window.
   const spent = await paidInWindow(
     chain,
-    { ...a, to: chain.hotWallet },
+    { ...a, to: boundTo(chain, invoices) },
     { verifiedAt: null, maxS: unsentMinedWithinS, latest },
     deps.logger,
   );

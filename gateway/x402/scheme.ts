@@ -42,6 +42,7 @@ import {
 import { afterSent } from "./settle.ts";
 import { createSimulationBatcher } from "./simulate-batch.ts";
 import {
+  boundTo,
   type KnownOfRow,
   lastConfirmedAt,
   paidInWindow,
@@ -216,7 +217,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     const own = await payersOwn(signed);
     if (own !== true) return own;
     const sent = owed.txHash;
-    const spending = await spendingTransaction(chain, authorization, sent as Hex, owed.known);
+    const spending = await spendingTransaction(chain, authorization, sent as Hex, owed);
     if (spending === null)
       return {
         kind: "refused",
@@ -346,7 +347,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       for (const row of owed)
         if (verifiedAt !== null && (row.verifiedBlock === null || row.verifiedBlock < verifiedAt))
           verifiedAt = row.verifiedBlock;
-      return await spentNotCredited(signed, seenUsed, verifiedAt);
+      return await spentNotCredited(signed, seenUsed, verifiedAt, boundTo(chain, owed));
     }
     const own = await payersOwn(signed);
     if (own !== true) return own;
@@ -374,10 +375,10 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * A request owed through an invoice still bound to the authorization and not paid (servedAsUnsentOwed), answered on
    * the payer's own signature only (payersOwn, first: the payer, nonce and value are public, and a signature made up
    * would otherwise drive the node's reads, or hear "send it again" over its final refusal). Refused pending when this
-   * very authorization's transfer to the hot wallet is mined (credited once the watcher has it confirmed), or when the
-   * node cannot say now; null, the payment's own refusal final, when its nonce was used otherwise (cancelled, or spent
-   * on other terms: spends.ts paidInWindow searches the token's logs from `verifiedAt`, the block a verify read the
-   * nonce unused at, or over its window without one). `seenUsed`: the caller read the nonce used, and it is not read
+   * very authorization's transfer to `to` is mined (the wallet its invoice was bound with: spends.ts boundTo; credited
+   * once the watcher has it confirmed), or when the node cannot say now; null, the payment's own refusal final, when
+   * its nonce was used otherwise (cancelled, or spent on other terms: spends.ts paidInWindow searches the token's logs
+   * from `verifiedAt`, the block a verify read the nonce unused at, or over its window without one). `seenUsed`: the caller read the nonce used, and it is not read
    * again (a node behind could read it unused). Else it is read at the latest block. Unused, its window open by the
    * gateway's clock and that block's time: null, by choice — pending would hold every such payer until its window
    * shuts, at the known cost that one mined just before, read unused by a node behind, leaves the payer to sign anew
@@ -389,6 +390,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     signed: OwedSigned,
     seenUsed: boolean,
     verifiedAt: bigint | null,
+    to: Hex,
   ): Promise<SchemeVerdict | null> {
     const own = await payersOwn(signed);
     if (own !== true) return own;
@@ -430,7 +432,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         };
       }
     }
-    const terms = { ...authorization, to: chain.hotWallet };
+    const terms = { ...authorization, to };
     const spent = await paidInWindow(
       chain,
       terms,
@@ -490,18 +492,20 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * paid the hot wallet, which owedAt gives when the row keeps one), or a fee bump's replacement of ours (the send
    * journal's hashes of the send), whose receipt holds the token's AuthorizationUsed of it — or, when the one of ours
    * mined did not spend it, a copy mined before it or after that paid the hot wallet, which reconciliation has not
-   * recorded yet (spends.ts spenderOf, its search bounded by `known`, the row's). Another's spend of the payer's
-   * nonce on other terms (the payer's own authorization of the nonce to itself) is none. Null while none is mined, or
-   * when the node cannot say now.
+   * recorded yet (spends.ts spenderOf, its search bounded by `known`, the row's). The hot wallet is the one the row's
+   * invoice was bound with (spends.ts boundTo): the hot wallet of now is another once the operator rotated its key.
+   * Another's spend of the payer's nonce on other terms (the payer's own authorization of the nonce to itself) is none.
+   * Null while none is mined, or when the node cannot say now.
    */
   async function spendingTransaction(
     chain: X402Chain,
     authorization: { from: Hex; nonce: Hex; value: bigint },
     sent: Hex,
-    known: KnownOfRow,
+    row: { readonly known: KnownOfRow; readonly boundTo: Hex | null },
   ): Promise<Hex | null> {
+    const { known } = row;
     try {
-      const terms = { ...authorization, to: chain.hotWallet };
+      const terms = { ...authorization, to: boundTo(chain, [row]) };
       const sendHashes = sendJournalOf(deps.settlement.rails, chain);
       return (await spenderOfSend(chain, sent, terms, deps.logger, sendHashes, known))?.txHash ?? null;
     } catch (error) {

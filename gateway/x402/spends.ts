@@ -17,6 +17,7 @@ import {
 } from "viem";
 import { type Logger, nodeRefused, readInHalves } from "../../core/index.ts";
 import { nonceUsed, type X402Chain } from "./chains.ts";
+import type { UnsentInvoice } from "./store.ts";
 import { type Eip3009Authorization, validBeforeSkewS, validForMaxS } from "./verify.ts";
 
 const authorizationUsedTopic = keccak256(toBytes("AuthorizationUsed(address,bytes32)"));
@@ -424,15 +425,32 @@ export async function paidInWindow(
 export const unsentMinedWithinS = validForMaxS + 2n * validBeforeSkewS;
 
 /**
+ * The wallet an authorization pays, as the invoices it is bound to recorded it when bound (evm_deposits.auth_to: the
+ * hot wallet then), the first that names one; the hot wallet of now when none does (a binding before evm migration
+ * 0023). After the operator rotates the hot wallet's key, an authorization signed before pays the old wallet: judged
+ * by the wallet of now, its transfer read as paying nobody of ours, and its payer, paid, was refused (the paywall) or
+ * told it was pending for good (an owed request). Never the payment's own `to`: a payer's second authorization of the
+ * same nonce, to an address of its own and mined first, would read as paying us.
+ */
+export function boundTo(
+  chain: Pick<X402Chain, "hotWallet">,
+  invoices: readonly { readonly boundTo: Hex | null }[],
+): Hex {
+  for (const invoice of invoices) if (invoice.boundTo !== null) return invoice.boundTo;
+  return chain.hotWallet;
+}
+
+/**
  * Which receipt of the invoices an authorization refused before sending left bound (store.ts UnsentInvoice: the
  * paywall's owed requests, the facilitator's retried settle) names a transaction that spent this very authorization
- * to the hot wallet (paidIn), the invoice it paid with it; else null, with `unread` the first receipt whose transaction
- * cannot be read now, and `gone` when one names a transaction the node does not know (a copy a reorg removed, whose
- * reversal the watcher has not recorded yet: its credit is taken back once it does). Never throws.
+ * to the wallet the invoice was bound with (paidIn, boundTo), the invoice it paid with it; else null, with `unread`
+ * the first receipt whose transaction cannot be read now, and `gone` when one names a transaction the node does not
+ * know (a copy a reorg removed, whose reversal the watcher has not recorded yet: its credit is taken back once it
+ * does). Never throws.
  */
 export async function unsentSpender(
   chain: X402Chain,
-  invoices: readonly { readonly invoiceId: string; readonly txHash: string | null }[],
+  invoices: readonly Pick<UnsentInvoice, "invoiceId" | "txHash" | "boundTo">[],
   a: Pick<Eip3009Authorization, "from" | "value" | "nonce">,
   logger: Logger,
 ): Promise<{
@@ -446,7 +464,7 @@ export async function unsentSpender(
     if (invoice.txHash === null) continue;
     try {
       const mined = await chain.publicClient.getTransactionReceipt({ hash: invoice.txHash as Hex });
-      if (paidIn(chain, mined, { ...a, to: chain.hotWallet }))
+      if (paidIn(chain, mined, { ...a, to: boundTo(chain, [invoice]) }))
         return { spending: { invoiceId: invoice.invoiceId, txHash: mined.transactionHash }, unread, gone };
     } catch (error) {
       // Gone from the chain: not this one. Another receipt of the invoice (the authorization mined again, by another)

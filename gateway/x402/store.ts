@@ -1,5 +1,6 @@
 // The gateway's record of x402 authorizations (migration 0021): the claim that makes one authorization pay at most
 // once, and what became of it. Every statement names the chain, token, payer and nonce.
+import type { Hex } from "viem";
 import type { Db } from "../db/index.ts";
 import type { X402Chain } from "./chains.ts";
 import type { KnownOfRow } from "./spends.ts";
@@ -291,25 +292,35 @@ export type OwedTo = { readonly paywallId: string; readonly tenantId: string };
 /**
  * Whether the authorization's request is owed at this paywall, of this tenant, for this amount, and its transaction
  * was sent: the transaction that spent it when another's copy did (spent_tx_hash), else the row's own transaction hash
- * (the one first sent), and what the search for a copy of it starts and ends at (`known`), or null. Not by account:
- * the paywall's account may have changed since it was paid (the row credited the one it had then).
+ * (the one first sent), what the search for a copy of it starts and ends at (`known`), and the `to` its invoice was
+ * bound with (`boundTo`: evm_deposits.auth_to, evm migration 0023; null when none is recorded, read as the hot wallet
+ * of now), or null. Not by account: the paywall's account may have changed since it was paid (the row credited the one
+ * it had then). Not the payment's own `to` either: the payer signs that, and a payer's second authorization of the
+ * same nonce to an address of its own, mined first, would read as paying us.
  */
 export async function owedAt(
   db: Db,
   chain: X402Chain,
   authorization: Pick<Eip3009Authorization, "from" | "nonce" | "value">,
   owed: OwedTo,
-): Promise<{ readonly txHash: string; readonly known: KnownOfRow } | null> {
-  const [row] = await db.query<{ tx_hash: string; valid_before: string | null; unused_block: string | null }>(
-    `SELECT coalesce(spent_tx_hash, tx_hash) AS tx_hash, valid_before::text AS valid_before,
-            unused_block::text AS unused_block
-     FROM x402_authorizations
-     WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4 AND owed_paywall = $5
-       AND tenant_id = $6 AND amount = $7::numeric
-       AND status IN ('submitted', 'settled') AND tx_hash IS NOT NULL`,
+): Promise<{ readonly txHash: string; readonly known: KnownOfRow; readonly boundTo: Hex | null } | null> {
+  const [row] = await db.query<{
+    tx_hash: string;
+    valid_before: string | null;
+    unused_block: string | null;
+    auth_to: Hex | null;
+  }>(
+    `SELECT coalesce(a.spent_tx_hash, a.tx_hash) AS tx_hash, a.valid_before::text AS valid_before,
+            a.unused_block::text AS unused_block, d.auth_to
+     FROM x402_authorizations a
+     LEFT JOIN evm_deposits d ON d.chain_id = a.chain_id AND d.token = a.token AND d.reference = a.invoice_id
+       AND d.auth_from = a.payer AND d.auth_nonce = a.nonce
+     WHERE a.chain_id = $1 AND a.token = $2 AND a.payer = $3 AND a.nonce = $4 AND a.owed_paywall = $5
+       AND a.tenant_id = $6 AND a.amount = $7::numeric
+       AND a.status IN ('submitted', 'settled') AND a.tx_hash IS NOT NULL`,
     [...keyOf(chain, authorization), owed.paywallId, owed.tenantId, authorization.value.toString()],
   );
-  return row === undefined ? null : { txHash: row.tx_hash, known: knownOf(row) };
+  return row === undefined ? null : { txHash: row.tx_hash, known: knownOf(row), boundTo: row.auth_to };
 }
 
 /** Takes the request owed at the paywall (one caller of many at once): true when this call took it. */
@@ -378,16 +389,18 @@ export async function markUnsentOwed(
  * An invoice booked for an authorization whose settlement the rail refused before sending it, while the rail binds it
  * to the payer and nonce (evm_deposits: the deposit watcher credits only that one). A paid one comes with each
  * transaction its receipts name (the deposit watcher's evidence) but those a reorg took back (a reversal of the receipt
- * that stands): the caller reads which of them spent this very authorization to the hot wallet (spends.ts
- * unsentSpender). One not paid yet comes once, with no transaction, while its watch lasts: the authorization may be
+ * that stands): the caller reads which of them spent this very authorization to the wallet it was bound with
+ * (spends.ts unsentSpender). One not paid yet comes once, with no transaction, while its watch lasts: the authorization may be
  * mined, or mined and not credited yet. `verifiedBlock`: the block its verify read the nonce unused at
- * (markUnsentOwed), or null.
+ * (markUnsentOwed), or null. `boundTo`: the `to` the invoice was bound with (evm_deposits.auth_to, evm migration
+ * 0023), the wallet the authorization pays; null when none is recorded, read as the hot wallet of now.
  */
 export type UnsentInvoice = {
   readonly invoiceId: string;
   readonly paid: boolean;
   readonly txHash: string | null;
   readonly verifiedBlock: bigint | null;
+  readonly boundTo: Hex | null;
 };
 
 /**
@@ -408,6 +421,7 @@ type UnsentInvoiceRow = {
   paid: boolean;
   tx_hash: string | null;
   verified_block: string | null;
+  auth_to: Hex | null;
 };
 
 const unsentInvoiceOf = (row: UnsentInvoiceRow): UnsentInvoice => ({
@@ -415,6 +429,7 @@ const unsentInvoiceOf = (row: UnsentInvoiceRow): UnsentInvoice => ({
   paid: row.paid,
   txHash: row.tx_hash,
   verifiedBlock: row.verified_block === null ? null : BigInt(row.verified_block),
+  boundTo: row.auth_to,
 });
 
 /**
@@ -431,7 +446,7 @@ export async function unsentOwedAt(
 ): Promise<UnsentInvoice[]> {
   const rows = await db.query<UnsentInvoiceRow>(
     `SELECT o.invoice_id, i.status = 'paid' AS paid, r.evidence->>'txHash' AS tx_hash,
-            o.verified_block::text AS verified_block
+            o.verified_block::text AS verified_block, d.auth_to
      FROM x402_unsent_owed o
      JOIN invoices i ON i.id = o.invoice_id AND i.tenant_id = o.tenant_id
      JOIN evm_deposits d ON d.chain_id = $1 AND d.token = $2 AND d.reference = o.invoice_id
@@ -466,7 +481,7 @@ export async function unsentBoundTo(
 ): Promise<UnsentInvoice[]> {
   const rows = await db.query<UnsentInvoiceRow>(
     `SELECT i.id AS invoice_id, i.status = 'paid' AS paid, r.evidence->>'txHash' AS tx_hash,
-            NULL::text AS verified_block
+            NULL::text AS verified_block, d.auth_to
      FROM evm_deposits d
      JOIN invoices i ON i.id = d.reference AND i.tenant_id = $5 AND i.account_id = $6
      ${unsentInvoiceSql.receipts}

@@ -1,0 +1,294 @@
+// The hot wallet's key rotated while a paywall's x402 payment, signed to the old wallet, was still owed to its payer:
+// the gateway that comes back with the new key (its x402 payTo the new wallet) serves the same payment sent again once
+// it is mined, judging a transfer by the wallet the payment's invoice was bound with (evm_deposits.auth_to, evm
+// migration 0023) rather than by the hot wallet of now. Before, one whose own transaction reverted and whose copy,
+// mined by someone else, paid the old wallet read as not spent yet for good (402 pending: the payer, charged, never
+// served), and an authorization refused before sending, then mined by someone else, read as paying nobody of ours.
+// A payment our own transaction spent was served before too (its AuthorizationUsed is enough): kept here as a guard.
+import { decodePaymentResponseHeader, x402HTTPClient } from "@x402/fetch";
+import Fastify, { type FastifyInstance } from "fastify";
+import { type Address, type Hex, keccak256, stringToHex } from "viem";
+import { privateKeyToAccount } from "viem/accounts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { testUsdAbi } from "../../adapters/evm/index.ts";
+import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
+import { assets, silentLogger } from "../../core/index.ts";
+import { createPaywallService, switchyardPaywall } from "../../gateway/paywall/index.ts";
+import type { X402Chain } from "../../gateway/x402/chains.ts";
+import { createX402Deps, createX402Scheme } from "../../gateway/x402/index.ts";
+import { boundTo, unsentSpender } from "../../gateway/x402/spends.ts";
+import {
+  type Gateway,
+  mintedPayer,
+  officialX402Client,
+  startGateway,
+  submitCopiedAuthorization,
+} from "./support.ts";
+
+let gw: Gateway;
+/** The hot wallet before the rotation: the gateway's own, the `to` every payment below is signed to. */
+let oldWallet: Address;
+/** The wallet the key was rotated to: an address only (nothing below is sent from it). */
+const rotatedWallet = privateKeyToAccount(
+  keccak256(stringToHex("paywall rotation test: the new key")),
+).address;
+/** x402's chain as the gateway started with the rotated key reads it: the same token and node, another hot wallet. */
+let rotatedChain: X402Chain;
+
+beforeAll(async () => {
+  // A settler that waits 300 ms for its receipt: with the chain not mining, the settlement is in flight.
+  gw = await startGateway({}, { x402ReceiptTimeoutMs: 300 });
+  oldWallet = gw.chain.walletClient.account.address;
+  rotatedChain = {
+    rail: "evm",
+    chainId: gw.chain.chain.id,
+    publicClient: gw.chain.publicClient,
+    token: gw.chain.contracts.testUsd,
+    asset: assets.USDC,
+    hotWallet: rotatedWallet,
+    receiptTimeoutMs: 30_000,
+  };
+});
+afterAll(async () => {
+  await gw?.setAutomine(true);
+  await gw?.app.close();
+});
+
+describe("a paywall's x402 payment owed to its payer when the hot wallet's key rotated", () => {
+  let before: FastifyInstance;
+  let after: FastifyInstance;
+  let beforeBase: string;
+  let afterBase: string;
+  let served = 0;
+
+  beforeAll(async () => {
+    for (const resource of ["/rotated", "/rotated-copied"]) {
+      const seller = await gw.merchantAccount(`seller of ${resource}`);
+      await gw.x402Paywall(resource, "a report paid while the key rotated", seller.id);
+    }
+    const tenantId = gw.app.demo!.tenantId;
+    const shopOf = async (paywall: ReturnType<typeof gw.app.paywalls.forTenant>) => {
+      const shop = Fastify();
+      await shop.register(switchyardPaywall, { paywall });
+      for (const resource of ["/rotated", "/rotated-copied"])
+        shop.get(resource, async () => {
+          served += 1;
+          return { report: "the goods" };
+        });
+      return { shop, base: await shop.listen({ port: 0, host: "127.0.0.1" }) };
+    };
+    ({ shop: before, base: beforeBase } = await shopOf(gw.app.paywalls.forTenant(tenantId)));
+    // The paywalls of the gateway restarted with the rotated key: on the same database, x402 paid to the new wallet.
+    const x402 = createX402Deps({
+      db: gw.app.db,
+      settlement: gw.app.settlement,
+      chains: [rotatedChain],
+      logger: silentLogger,
+    });
+    const rotated = createPaywallService({
+      sql: gw.app.db,
+      schemes: [createX402Scheme(x402)],
+      rates: gw.app.rates,
+      logger: silentLogger,
+    });
+    ({ shop: after, base: afterBase } = await shopOf(rotated.forTenant(tenantId)));
+  });
+  afterAll(async () => {
+    await before?.close();
+    await after?.close();
+  });
+
+  it("is served by the rotated gateway when sent again once its own transaction is mined, once", async () => {
+    const client = new x402HTTPClient(officialX402Client(gw));
+    const challenge = await fetch(`${beforeBase}/rotated`);
+    expect(challenge.status).toBe(402);
+    const required = client.getPaymentRequiredResponse(
+      (name) => challenge.headers.get(name),
+      await challenge.json(),
+    );
+    expect(required.accepts[0]!.payTo.toLowerCase()).toBe(oldWallet.toLowerCase());
+    const header = client.encodePaymentSignatureHeader(await client.createPaymentPayload(required));
+    // Settled while the chain mines nothing: the payer hears 402 with the outcome open, the request owed.
+    await gw.setAutomine(false);
+    try {
+      expect((await fetch(`${beforeBase}/rotated`, { headers: header })).status).toBe(402);
+    } finally {
+      await gw.chain.publicClient.request({ method: "evm_mine" as never, params: [] as never });
+      await gw.setAutomine(true);
+    }
+    expect(served).toBe(1); // the route ran; its answer was not sent
+
+    // The rotated gateway asks payment to the new wallet…
+    const fresh = await fetch(`${afterBase}/rotated`);
+    expect(fresh.status).toBe(402);
+    const freshRequired = client.getPaymentRequiredResponse(
+      (name) => fresh.headers.get(name),
+      await fresh.json(),
+    );
+    expect(freshRequired.accepts[0]!.payTo.toLowerCase()).toBe(rotatedWallet.toLowerCase());
+    // …and serves the payment owed, signed to the old one and mined to it. Before: 402 unexpected_settle_error, "has
+    // not spent this payment's authorization yet", for good.
+    const again = await fetch(`${afterBase}/rotated`, { headers: header });
+    expect(again.status, await again.clone().text()).toBe(200);
+    expect(await again.json()).toEqual({ report: "the goods" });
+    expect(served).toBe(2);
+    // Once.
+    expect((await fetch(`${afterBase}/rotated`, { headers: header })).status).toBe(402);
+    expect(served).toBe(2);
+  });
+
+  it("is served by the rotated gateway when ours reverted and someone else's copy paid the old wallet, once", async () => {
+    const seed = "paywall rotation test: a payer whose settlement reverted";
+    const price = 10_000n;
+    const payer = await mintedPayer(gw, seed, price);
+    await gw.chain.networkHelpers.setBalance(payer.address, 10n ** 18n);
+    const client = new x402HTTPClient(officialX402Client(gw, keccak256(stringToHex(seed))));
+    const challenge = await fetch(`${beforeBase}/rotated-copied`);
+    const required = client.getPaymentRequiredResponse(
+      (name) => challenge.headers.get(name),
+      await challenge.json(),
+    );
+    const payload = await client.createPaymentPayload(required);
+    const header = client.encodePaymentSignatureHeader(payload);
+    const servedBefore = served;
+    // The gateway's transaction sent while the chain mines nothing; the payer moves its balance away at a higher fee,
+    // mined first in the same block: ours reverts without spending the authorization.
+    await gw.setAutomine(false);
+    let answering: Promise<Response>;
+    try {
+      answering = fetch(`${beforeBase}/rotated-copied`, { headers: header });
+      await expect
+        .poll(
+          async () =>
+            (
+              await gw.app.db.query<{ status: string }>(
+                "SELECT status FROM x402_authorizations WHERE payer = $1",
+                [payer.address.toLowerCase()],
+              )
+            )[0]?.status,
+          { timeout: 15_000 },
+        )
+        .toBe("submitted");
+      await gw.chain.walletClient.writeContract({
+        account: payer,
+        chain: gw.chain.chain,
+        address: gw.chain.contracts.testUsd,
+        abi: testUsdAbi,
+        functionName: "transfer",
+        args: [gw.chain.accounts[5]!.address, price],
+        gas: 100_000n,
+        maxFeePerGas: 500_000_000_000n,
+        maxPriorityFeePerGas: 100_000_000_000n,
+      });
+      await gw.chain.publicClient.request({ method: "evm_mine" as never, params: [] as never });
+    } finally {
+      await gw.setAutomine(true);
+    }
+    expect((await answering!).status).toBe(402);
+    // The payer's balance given back; someone who saw the signed transfer mines it: the money reaches the old wallet.
+    await gw.send(gw.chain.accounts[0]!, {
+      address: gw.chain.contracts.testUsd,
+      abi: testUsdAbi,
+      functionName: "mint",
+      args: [payer.address, price],
+    });
+    const signed = payload.payload as {
+      authorization: {
+        from: Hex;
+        to: Hex;
+        value: string;
+        validAfter: string;
+        validBefore: string;
+        nonce: Hex;
+      };
+      signature: Hex;
+    };
+    const a = signed.authorization;
+    expect(a.to.toLowerCase()).toBe(oldWallet.toLowerCase());
+    const copyTx = await submitCopiedAuthorization(gw, gw.chain.contracts.testUsd, {
+      authorization: {
+        from: a.from,
+        to: a.to,
+        value: BigInt(a.value),
+        validAfter: BigInt(a.validAfter),
+        validBefore: BigInt(a.validBefore),
+        nonce: a.nonce,
+      },
+      signature: signed.signature,
+    });
+    expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe("success");
+    // Sent again to the gateway with the new key: served, naming the copy. Before: 402 unexpected_settle_error
+    // ("has not spent this payment's authorization yet"), the copy's transfer to the old wallet read as another's.
+    const again = await fetch(`${afterBase}/rotated-copied`, { headers: header });
+    expect(again.status, await again.clone().text()).toBe(200);
+    expect(served).toBe(servedBefore + 2); // the first answer's route ran, not sent; this one's was
+    expect(decodePaymentResponseHeader(again.headers.get("payment-response")!)).toMatchObject({
+      success: true,
+      transaction: copyTx,
+    });
+    // Once.
+    expect((await fetch(`${afterBase}/rotated-copied`, { headers: header })).status).toBe(402);
+    expect(served).toBe(servedBefore + 2);
+  });
+});
+
+describe("the transfer of an authorization refused before sending, judged after the key rotated", () => {
+  it("is this authorization's payment when it paid the wallet its invoice was bound with, and not otherwise", async () => {
+    const payer = await mintedPayer(gw, "paywall rotation test: a payer refused before sending", 10_000n);
+    const latest = await gw.chain.publicClient.getBlock({ blockTag: "latest" });
+    const authorization = {
+      from: payer.address,
+      to: oldWallet,
+      value: 10_000n,
+      validAfter: 0n,
+      validBefore: latest.timestamp + 3_600n,
+      nonce: keccak256(stringToHex(`rotation unsent ${Date.now()}`)),
+    };
+    const signature = await payer.signTypedData!(
+      transferWithAuthorizationTypedData(
+        {
+          name: "USD Coin",
+          version: "2",
+          chainId: gw.chain.chain.id,
+          verifyingContract: gw.chain.contracts.testUsd,
+        },
+        authorization,
+      ),
+    );
+    // Mined by someone who held it (the rail had refused it before sending): the money reached the old wallet.
+    const txHash = await submitCopiedAuthorization(gw, gw.chain.contracts.testUsd, {
+      authorization,
+      signature,
+    });
+    expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: txHash })).status).toBe("success");
+
+    const bound = { invoiceId: "inv_bound_before_rotation", txHash, boundTo: oldWallet.toLowerCase() as Hex };
+    const found = await unsentSpender(rotatedChain, [bound], authorization, silentLogger);
+    // Before: judged by the hot wallet of now, the transfer paid nobody of ours (spending null), and the payer,
+    // charged, was refused as a nonce already used.
+    expect(found).toEqual({ spending: { invoiceId: bound.invoiceId, txHash }, unread: null, gone: false });
+    // A binding that recorded no wallet (before evm migration 0023) is read as the hot wallet of now: not this one.
+    const unrecorded = await unsentSpender(
+      rotatedChain,
+      [{ ...bound, boundTo: null }],
+      authorization,
+      silentLogger,
+    );
+    expect(unrecorded.spending).toBeNull();
+    // Nor is an invoice bound with another wallet paid by a transfer to the old one.
+    const elsewhere = await unsentSpender(
+      rotatedChain,
+      [{ ...bound, boundTo: rotatedWallet.toLowerCase() as Hex }],
+      authorization,
+      silentLogger,
+    );
+    expect(elsewhere.spending).toBeNull();
+  });
+
+  it("searches by the first bound wallet its invoices name, the hot wallet of now when none does", () => {
+    const old = oldWallet.toLowerCase() as Hex;
+    expect(boundTo(rotatedChain, [{ boundTo: null }, { boundTo: old }])).toBe(old);
+    expect(boundTo(rotatedChain, [{ boundTo: null }])).toBe(rotatedWallet);
+    expect(boundTo(rotatedChain, [])).toBe(rotatedWallet);
+  });
+});
