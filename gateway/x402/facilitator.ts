@@ -320,10 +320,12 @@ async function unsentAnswer(
 /**
  * A settle of a payment whose earlier settle for this account the rail refused before sending it (settle.ts
  * unsentInvoiceId: the claim given back, its invoice left bound to the payer's nonce), once its nonce reads used or its
- * window shut — or this very settle, refused so: whoever holds the authorization (the payer, the resource server, a stranger who saw it) may have mined
- * it, which pays that invoice, credited by the deposit watcher. Paid by this very authorization's transfer to the hot
- * wallet: the same success a settle retried after success hears, with that transaction. Bound and not paid yet while
- * that transfer is mined (the watcher not past its confirmations), or when the node cannot say now: pending, so that
+ * window shut — or this very settle, refused so: whoever holds the authorization (the payer, the resource server, a
+ * stranger who saw it) may have mined it, which pays that invoice, credited by the deposit watcher. Paid by this very
+ * authorization's transfer to the wallet the invoice was bound with (spends.ts boundTo; but checkPayment takes only a
+ * payment to the hot wallet of now, so one signed to the wallet before a key rotation is refused before it gets here):
+ * the same success a settle retried after success hears, with that transaction. Bound and not paid yet while that
+ * transfer is mined (the watcher not past its confirmations), or when the node cannot say now: pending, so that
  * the payer is not told to sign a new payment and pay twice; when the nonce was used otherwise (cancelled, spent on
  * other terms), or none such is bound: null, the caller's refusal stands. Before, it was "nonce already used" whatever
  * paid it: the paywall kept its request owed (scheme.ts servedAsUnsentOwed), the facilitator nothing. `payment` is

@@ -307,9 +307,10 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * the node out of reach: markUnsentOwed), once someone else mined the authorization: the rail kept the invoice bound
    * to the payer's nonce, and the deposit watcher credited it from that transfer. Served as servedAsOwed serves, once
    * (takeUnsentOwed), with the receipt of the transaction that paid the invoice — when it spent this very
-   * authorization, the value from the payer to the hot wallet (spends.ts unsentSpender) — or null. Before, the same
+   * authorization, the value from the payer to the wallet the invoice was bound with (spends.ts unsentSpender) — or
+   * null. Before, the same
    * payment sent again was refused as a nonce already used, though the payer had paid for what it asked. Its invoice
-   * still bound and not paid yet while this very authorization's transfer to the hot wallet is mined (the watcher not
+   * still bound and not paid yet while this very authorization's transfer to that wallet is mined (the watcher not
    * past its confirmations: spentNotCredited): refused pending, as servedAsOwed refuses one not mined yet, so that the
    * payer sends it again rather than sign a new payment and pay twice. Served or answered pending only on the payer's
    * own signature (payersOwn). `seenUsed`: the caller read the token's nonce used.
@@ -378,8 +379,8 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * very authorization's transfer to `to` is mined (the wallet its invoice was bound with: spends.ts boundTo; credited
    * once the watcher has it confirmed), or when the node cannot say now; null, the payment's own refusal final, when
    * its nonce was used otherwise (cancelled, or spent on other terms: spends.ts paidInWindow searches the token's logs
-   * from `verifiedAt`, the block a verify read the nonce unused at, or over its window without one). `seenUsed`: the caller read the nonce used, and it is not read
-   * again (a node behind could read it unused). Else it is read at the latest block. Unused, its window open by the
+   * from `verifiedAt`, the block a verify read the nonce unused at, or over its window without one). `seenUsed`: the
+   * caller read the nonce used, and it is not read again (a node behind could read it unused). Else it is read at the latest block. Unused, its window open by the
    * gateway's clock and that block's time: null, by choice — pending would hold every such payer until its window
    * shuts, at the known cost that one mined just before, read unused by a node behind, leaves the payer to sign anew
    * and pay twice. Unused, its window shut by either: pending while the chain may still mine it (shutNotLapsed), then
@@ -542,13 +543,18 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     };
     const verified = await verifyExact(deps, parsed.payload, parsed.requirements, reads);
     if (!verified.ok) {
-      // Spent, its window shut, or of a value below the price now (a v1 payment, the price raised since it was paid):
-      // a request it is owed here is served once its transfer is found, or answered pending while it may yet be
-      // (servedAsOwed). Its signature and recipient (and, spent, its window and value) were checked first.
+      // Spent, its window shut, of a value below the price now (a v1 payment, the price raised since it was paid), or
+      // to another wallet (a v1 payment signed to the hot wallet before the operator rotated its key: v1 requirements
+      // are matched by network alone, where a v2 payment's old payTo takes owedOnOtherTerms): a request it is owed here
+      // is served once its transfer to the wallet its invoice was bound with is found, or answered pending while it
+      // may yet be (servedAsOwed, which takes only the payer's own signature). Its signature (and, spent, its window
+      // and value) were checked first. Before, a v1 payment owed across a rotation was refused for good as a
+      // recipient mismatch, though it paid.
       if (
         verified.refusal === "invalid_exact_evm_nonce_already_used" ||
         verified.refusal === "invalid_exact_evm_payload_authorization_valid_before" ||
-        verified.refusal === "invalid_exact_evm_payload_authorization_value"
+        verified.refusal === "invalid_exact_evm_payload_authorization_value" ||
+        verified.refusal === "invalid_exact_evm_payload_recipient_mismatch"
       ) {
         // A nonce already used is the token's own answer here (verify.ts whyNotTaken: this scheme's reads ask no
         // claim first), which the search for its transfer takes as read. A window shut is final only once the chain's

@@ -390,10 +390,11 @@ export async function markUnsentOwed(
  * to the payer and nonce (evm_deposits: the deposit watcher credits only that one). A paid one comes with each
  * transaction its receipts name (the deposit watcher's evidence) but those a reorg took back (a reversal of the receipt
  * that stands): the caller reads which of them spent this very authorization to the wallet it was bound with
- * (spends.ts unsentSpender). One not paid yet comes once, with no transaction, while its watch lasts: the authorization may be
- * mined, or mined and not credited yet. `verifiedBlock`: the block its verify read the nonce unused at
+ * (spends.ts unsentSpender). One not paid yet comes once, with no transaction, while its watch lasts: the
+ * authorization may be mined, or mined and not credited yet. `verifiedBlock`: the block its verify read the nonce unused at
  * (markUnsentOwed), or null. `boundTo`: the `to` the invoice was bound with (evm_deposits.auth_to, evm migration
- * 0023), the wallet the authorization pays; null when none is recorded, read as the hot wallet of now.
+ * 0023), the wallet the authorization pays; null when none is recorded (a binding before 0023 that no send named),
+ * read as the hot wallet of now.
  */
 export type UnsentInvoice = {
   readonly invoiceId: string;

@@ -7,9 +7,11 @@
 // A payment our own transaction spent was served before too (its AuthorizationUsed is enough): kept here as a guard.
 import { decodePaymentResponseHeader, x402HTTPClient } from "@x402/fetch";
 import Fastify, { type FastifyInstance } from "fastify";
-import { type Address, type Hex, keccak256, stringToHex } from "viem";
+import { type Address, createWalletClient, custom, type Hex, keccak256, stringToHex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
+import { baseSepolia } from "viem/chains";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { wrapFetchWithPayment } from "x402-fetch";
 import { testUsdAbi } from "../../adapters/evm/index.ts";
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
 import { assets, silentLogger } from "../../core/index.ts";
@@ -229,6 +231,122 @@ describe("a paywall's x402 payment owed to its payer when the hot wallet's key r
     // Once.
     expect((await fetch(`${afterBase}/rotated-copied`, { headers: header })).status).toBe(402);
     expect(served).toBe(servedBefore + 2);
+  });
+});
+
+describe("a v1 paywall payment (x402-fetch) owed to its payer when the hot wallet's key rotated", () => {
+  // x402 v1 names only public networks: the gateway's own chain runs under Base Sepolia's id (as paywall-x402-v1).
+  const rail = "evm-base";
+  let v1: Gateway;
+  let before: FastifyInstance;
+  let after: FastifyInstance;
+  let beforeBase: string;
+  let afterBase: string;
+  let served = 0;
+
+  beforeAll(async () => {
+    v1 = await startGateway(
+      { EVM_CHAINS: JSON.stringify([{ id: rail, chain_id: 84_532 }]) },
+      { x402ReceiptTimeoutMs: 300 },
+    );
+    const created = await v1.call("POST", "/v1/paywalls", {
+      resource: "/report",
+      description: "a v1 report paid while the key rotated",
+      price: { amount: "0.01", asset: "USD" },
+      offers: [{ scheme: "x402", rail }],
+      accounts: [v1.app.demo!.merchant.id],
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const embedded = v1.app.chains.get(rail)!;
+    const x402 = createX402Deps({
+      db: v1.app.db,
+      settlement: v1.app.settlement,
+      chains: [
+        {
+          rail,
+          chainId: embedded.chain.id,
+          publicClient: embedded.publicClient,
+          token: embedded.contracts.testUsd,
+          asset: assets.USDC,
+          hotWallet: rotatedWallet,
+          receiptTimeoutMs: 30_000,
+        },
+      ],
+      logger: silentLogger,
+    });
+    const rotated = createPaywallService({
+      sql: v1.app.db,
+      schemes: [createX402Scheme(x402)],
+      rates: v1.app.rates,
+      logger: silentLogger,
+    });
+    const shopOf = async (paywall: ReturnType<typeof v1.app.paywalls.forTenant>) => {
+      const shop = Fastify();
+      await shop.register(switchyardPaywall, { paywall });
+      shop.get("/report", async () => {
+        served += 1;
+        return { report: "the goods" };
+      });
+      return { shop, base: await shop.listen({ port: 0, host: "127.0.0.1" }) };
+    };
+    const tenantId = v1.app.demo!.tenantId;
+    ({ shop: before, base: beforeBase } = await shopOf(v1.app.paywalls.forTenant(tenantId)));
+    ({ shop: after, base: afterBase } = await shopOf(rotated.forTenant(tenantId)));
+  });
+  afterAll(async () => {
+    await before?.close();
+    await after?.close();
+    await v1?.app.close();
+  });
+
+  it("is served by the rotated gateway when the same X-PAYMENT is sent again once mined, once", async () => {
+    const embedded = v1.app.chains.get(rail)!;
+    const demoChain = v1.app.demo!.chains.find((chain) => chain.rail === rail)!;
+    const wallet = createWalletClient({
+      account: privateKeyToAccount(demoChain.payer!.privateKey),
+      chain: baseSepolia,
+      transport: custom(embedded.publicClient),
+    });
+    const sent: Headers[] = [];
+    const recording: typeof fetch = async (input, init) => {
+      sent.push(new Headers(init?.headers));
+      return fetch(input, init);
+    };
+    const automine = (on: boolean) =>
+      embedded.publicClient.request({ method: "evm_setAutomine" as never, params: [on] as never });
+    // Paid while the chain mines nothing: the settlement is in flight, the payer hears 402, the request owed.
+    await automine(false);
+    try {
+      const paid = await wrapFetchWithPayment(recording, wallet as never)(`${beforeBase}/report`);
+      expect(paid.status).toBe(402);
+    } finally {
+      await embedded.publicClient.request({ method: "evm_mine" as never, params: [] as never });
+      await automine(true);
+    }
+    expect(served).toBe(1); // the route ran; its answer was not sent
+    const payment = sent.at(-1)!.get("x-payment")!;
+    expect(payment).not.toBeNull();
+    const signedTo = (
+      JSON.parse(Buffer.from(payment, "base64").toString()) as {
+        payload: { authorization: { to: string } };
+      }
+    ).payload.authorization.to;
+    expect(signedTo.toLowerCase()).toBe(embedded.walletClient.account.address.toLowerCase());
+
+    // The rotated gateway asks v1 payments to the new wallet, and serves the one owed, signed to the old. Before:
+    // 402 invalid_exact_evm_payload_recipient_mismatch, for good.
+    const asked = (await (await fetch(`${afterBase}/report`)).json()) as { accepts: { payTo: string }[] };
+    expect(asked.accepts[0]!.payTo.toLowerCase()).toBe(rotatedWallet.toLowerCase());
+    const again = await fetch(`${afterBase}/report`, { headers: { "X-PAYMENT": payment } });
+    expect(again.status, await again.clone().text()).toBe(200);
+    expect(served).toBe(2);
+    // Once: sent a third time, nothing is owed, and it is refused as signed to another wallet.
+    const replay = await fetch(`${afterBase}/report`, { headers: { "X-PAYMENT": payment } });
+    expect(replay.status).toBe(402);
+    expect(((await replay.json()) as { error: string }).error).toBe(
+      "invalid_exact_evm_payload_recipient_mismatch",
+    );
+    expect(served).toBe(2);
   });
 });
 
