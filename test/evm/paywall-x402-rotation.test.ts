@@ -13,9 +13,8 @@ import { baseSepolia } from "viem/chains";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { wrapFetchWithPayment } from "x402-fetch";
 import { testUsdAbi } from "../../adapters/evm/index.ts";
-import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
 import { assets, silentLogger } from "../../core/index.ts";
-import { createPaywallService, switchyardPaywall } from "../../gateway/paywall/index.ts";
+import { createPaywallService, type PaywallCheck, switchyardPaywall } from "../../gateway/paywall/index.ts";
 import type { X402Chain } from "../../gateway/x402/chains.ts";
 import { createX402Deps, createX402Scheme } from "../../gateway/x402/index.ts";
 import { boundTo, unsentSpender } from "../../gateway/x402/spends.ts";
@@ -23,6 +22,7 @@ import {
   type Gateway,
   mintedPayer,
   officialX402Client,
+  signatureOver,
   startGateway,
   submitCopiedAuthorization,
 } from "./support.ts";
@@ -37,19 +37,54 @@ const rotatedWallet = privateKeyToAccount(
 /** x402's chain as the gateway started with the rotated key reads it: the same token and node, another hot wallet. */
 let rotatedChain: X402Chain;
 
+/** x402's chain of `rail` on `embedded` as the gateway restarted with the rotated key reads it. */
+const rotatedChainOf = (rail: string, embedded: Gateway["chain"]): X402Chain => ({
+  rail,
+  chainId: embedded.chain.id,
+  publicClient: embedded.publicClient,
+  token: embedded.contracts.testUsd,
+  asset: assets.USDC,
+  hotWallet: rotatedWallet,
+  receiptTimeoutMs: 30_000,
+});
+
+/**
+ * The demo tenant's paywalls of `of` as the gateway restarted with the rotated key checks them: on the same database,
+ * x402 paid to `chain`'s hot wallet.
+ */
+function rotatedPaywalls(of: Gateway, chain: X402Chain): PaywallCheck {
+  const x402 = createX402Deps({
+    db: of.app.db,
+    settlement: of.app.settlement,
+    chains: [chain],
+    logger: silentLogger,
+  });
+  const service = createPaywallService({
+    sql: of.app.db,
+    schemes: [createX402Scheme(x402)],
+    rates: of.app.rates,
+    logger: silentLogger,
+  });
+  return service.forTenant(of.app.demo!.tenantId);
+}
+
+/** A shop serving `resources` behind `paywall`, calling `serving` each time a route runs; and its address. */
+async function shopOf(paywall: PaywallCheck, resources: readonly string[], serving: () => void) {
+  const shop = Fastify();
+  await shop.register(switchyardPaywall, { paywall });
+  for (const resource of resources)
+    shop.get(resource, async () => {
+      serving();
+      return { report: "the goods" };
+    });
+  return { shop, base: await shop.listen({ port: 0, host: "127.0.0.1" }) };
+}
+
 beforeAll(async () => {
   // A settler that waits 300 ms for its receipt: with the chain not mining, the settlement is in flight.
   gw = await startGateway({}, { x402ReceiptTimeoutMs: 300 });
   oldWallet = gw.chain.walletClient.account.address;
-  rotatedChain = {
-    rail: "evm",
-    chainId: gw.chain.chain.id,
-    publicClient: gw.chain.publicClient,
-    token: gw.chain.contracts.testUsd,
-    asset: assets.USDC,
-    hotWallet: rotatedWallet,
-    receiptTimeoutMs: 30_000,
-  };
+  rotatedChain = rotatedChainOf("evm", gw.chain);
 });
 afterAll(async () => {
   await gw?.setAutomine(true);
@@ -64,36 +99,17 @@ describe("a paywall's x402 payment owed to its payer when the hot wallet's key r
   let served = 0;
 
   beforeAll(async () => {
-    for (const resource of ["/rotated", "/rotated-copied"]) {
+    const resources = ["/rotated", "/rotated-copied"];
+    for (const resource of resources) {
       const seller = await gw.merchantAccount(`seller of ${resource}`);
       await gw.x402Paywall(resource, "a report paid while the key rotated", seller.id);
     }
-    const tenantId = gw.app.demo!.tenantId;
-    const shopOf = async (paywall: ReturnType<typeof gw.app.paywalls.forTenant>) => {
-      const shop = Fastify();
-      await shop.register(switchyardPaywall, { paywall });
-      for (const resource of ["/rotated", "/rotated-copied"])
-        shop.get(resource, async () => {
-          served += 1;
-          return { report: "the goods" };
-        });
-      return { shop, base: await shop.listen({ port: 0, host: "127.0.0.1" }) };
+    const serving = () => {
+      served += 1;
     };
-    ({ shop: before, base: beforeBase } = await shopOf(gw.app.paywalls.forTenant(tenantId)));
-    // The paywalls of the gateway restarted with the rotated key: on the same database, x402 paid to the new wallet.
-    const x402 = createX402Deps({
-      db: gw.app.db,
-      settlement: gw.app.settlement,
-      chains: [rotatedChain],
-      logger: silentLogger,
-    });
-    const rotated = createPaywallService({
-      sql: gw.app.db,
-      schemes: [createX402Scheme(x402)],
-      rates: gw.app.rates,
-      logger: silentLogger,
-    });
-    ({ shop: after, base: afterBase } = await shopOf(rotated.forTenant(tenantId)));
+    const own = gw.app.paywalls.forTenant(gw.app.demo!.tenantId);
+    ({ shop: before, base: beforeBase } = await shopOf(own, resources, serving));
+    ({ shop: after, base: afterBase } = await shopOf(rotatedPaywalls(gw, rotatedChain), resources, serving));
   });
   afterAll(async () => {
     await before?.close();
@@ -257,41 +273,13 @@ describe("a v1 paywall payment (x402-fetch) owed to its payer when the hot walle
       accounts: [v1.app.demo!.merchant.id],
     });
     expect(created.status, JSON.stringify(created.body)).toBe(201);
-    const embedded = v1.app.chains.get(rail)!;
-    const x402 = createX402Deps({
-      db: v1.app.db,
-      settlement: v1.app.settlement,
-      chains: [
-        {
-          rail,
-          chainId: embedded.chain.id,
-          publicClient: embedded.publicClient,
-          token: embedded.contracts.testUsd,
-          asset: assets.USDC,
-          hotWallet: rotatedWallet,
-          receiptTimeoutMs: 30_000,
-        },
-      ],
-      logger: silentLogger,
-    });
-    const rotated = createPaywallService({
-      sql: v1.app.db,
-      schemes: [createX402Scheme(x402)],
-      rates: v1.app.rates,
-      logger: silentLogger,
-    });
-    const shopOf = async (paywall: ReturnType<typeof v1.app.paywalls.forTenant>) => {
-      const shop = Fastify();
-      await shop.register(switchyardPaywall, { paywall });
-      shop.get("/report", async () => {
-        served += 1;
-        return { report: "the goods" };
-      });
-      return { shop, base: await shop.listen({ port: 0, host: "127.0.0.1" }) };
+    const serving = () => {
+      served += 1;
     };
-    const tenantId = v1.app.demo!.tenantId;
-    ({ shop: before, base: beforeBase } = await shopOf(v1.app.paywalls.forTenant(tenantId)));
-    ({ shop: after, base: afterBase } = await shopOf(rotated.forTenant(tenantId)));
+    const own = v1.app.paywalls.forTenant(v1.app.demo!.tenantId);
+    ({ shop: before, base: beforeBase } = await shopOf(own, ["/report"], serving));
+    const rotated = rotatedPaywalls(v1, rotatedChainOf(rail, v1.app.chains.get(rail)!));
+    ({ shop: after, base: afterBase } = await shopOf(rotated, ["/report"], serving));
   });
   afterAll(async () => {
     await before?.close();
@@ -362,16 +350,15 @@ describe("the transfer of an authorization refused before sending, judged after 
       validBefore: latest.timestamp + 3_600n,
       nonce: keccak256(stringToHex(`rotation unsent ${Date.now()}`)),
     };
-    const signature = await payer.signTypedData!(
-      transferWithAuthorizationTypedData(
-        {
-          name: "USD Coin",
-          version: "2",
-          chainId: gw.chain.chain.id,
-          verifyingContract: gw.chain.contracts.testUsd,
-        },
-        authorization,
-      ),
+    const signature = await signatureOver(
+      payer,
+      { chainId: gw.chain.chain.id, token: gw.chain.contracts.testUsd },
+      {
+        ...authorization,
+        value: authorization.value.toString(),
+        validAfter: authorization.validAfter.toString(),
+        validBefore: authorization.validBefore.toString(),
+      },
     );
     // Mined by someone who held it (the rail had refused it before sending): the money reached the old wallet.
     const txHash = await submitCopiedAuthorization(gw, gw.chain.contracts.testUsd, {
