@@ -303,17 +303,16 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
   }
 
   /**
-   * The request owed at this paywall whose settlement the rail refused before sending it (the payer short of funds,
-   * the node out of reach: markUnsentOwed), once someone else mined the authorization: the rail kept the invoice bound
-   * to the payer's nonce, and the deposit watcher credited it from that transfer. Served as servedAsOwed serves, once
+   * The request owed at this paywall whose settlement the rail refused before sending it (the payer short of funds, the
+   * node out of reach: markUnsentOwed), once someone else mined the authorization: the rail kept the invoice bound to
+   * the payer's nonce, and the deposit watcher credited it from that transfer. Served as servedAsOwed serves, once
    * (takeUnsentOwed), with the receipt of the transaction that paid the invoice — when it spent this very
    * authorization, the value from the payer to the wallet the invoice was bound with (spends.ts unsentSpender) — or
-   * null. Before, the same
-   * payment sent again was refused as a nonce already used, though the payer had paid for what it asked. Its invoice
-   * still bound and not paid yet while this very authorization's transfer to that wallet is mined (the watcher not
-   * past its confirmations: spentNotCredited): refused pending, as servedAsOwed refuses one not mined yet, so that the
-   * payer sends it again rather than sign a new payment and pay twice. Served or answered pending only on the payer's
-   * own signature (payersOwn). `seenUsed`: the caller read the token's nonce used.
+   * null. Before, the same payment sent again was refused as a nonce already used, though the payer had paid for what
+   * it asked. Its invoice still bound and not paid yet while this very authorization's transfer to that wallet is mined
+   * (the watcher not past its confirmations: spentNotCredited): refused pending, as servedAsOwed refuses one not mined
+   * yet, so that the payer sends it again rather than sign a new payment and pay twice. Served or answered pending only
+   * on the payer's own signature (payersOwn). `seenUsed`: the caller read the token's nonce used.
    */
   async function servedAsUnsentOwed(
     parsed: Extract<ReturnType<typeof parsePayment>, { ok: true }>,
@@ -380,12 +379,13 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
    * once the watcher has it confirmed), or when the node cannot say now; null, the payment's own refusal final, when
    * its nonce was used otherwise (cancelled, or spent on other terms: spends.ts paidInWindow searches the token's logs
    * from `verifiedAt`, the block a verify read the nonce unused at, or over its window without one). `seenUsed`: the
-   * caller read the nonce used, and it is not read again (a node behind could read it unused). Else it is read at the latest block. Unused, its window open by the
-   * gateway's clock and that block's time: null, by choice — pending would hold every such payer until its window
-   * shuts, at the known cost that one mined just before, read unused by a node behind, leaves the payer to sign anew
-   * and pay twice. Unused, its window shut by either: pending while the chain may still mine it (shutNotLapsed), then
-   * null. Before, the window was taken as shut by verify's expiry and the latest block's time alone, and a payment
-   * mined just before its validBefore, sent again past it to a node one block behind, was refused as final.
+   * caller read the nonce used, and it is not read again (a node behind could read it unused). Else it is read at the
+   * latest block. Unused, its window open by the gateway's clock and that block's time: null, by choice — pending would
+   * hold every such payer until its window shuts, at the known cost that one mined just before, read unused by a node
+   * behind, leaves the payer to sign anew and pay twice. Unused, its window shut by either: pending while the chain may
+   * still mine it (shutNotLapsed), then null. Before, the window was taken as shut by verify's expiry and the latest
+   * block's time alone, and a payment mined just before its validBefore, sent again past it to a node one block behind,
+   * was refused as final.
    */
   async function spentNotCredited(
     signed: OwedSigned,
