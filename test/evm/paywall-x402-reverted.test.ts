@@ -7,9 +7,8 @@
 // Now the payer hears it pending, and the same payment sent again once it is mined is served, once.
 import { decodePaymentResponseHeader, x402HTTPClient } from "@x402/fetch";
 import Fastify, { type FastifyInstance } from "fastify";
-import { createPublicClient, custom, type Hex, keccak256, stringToHex } from "viem";
+import { createPublicClient, custom, type Hex } from "viem";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { testUsdAbi } from "../../adapters/evm/index.ts";
 import { assets, silentLogger } from "../../core/index.ts";
 import { switchyardPaywall } from "../../gateway/paywall/index.ts";
 import type { X402Chain } from "../../gateway/x402/chains.ts";
@@ -18,10 +17,12 @@ import { spenderOfSend } from "../../gateway/x402/spends.ts";
 import { owedAt, sentAuthorization } from "../../gateway/x402/store.ts";
 import {
   type Gateway,
-  mintedPayer,
   officialX402Client,
+  payerWithGas,
+  revertedX402Payment,
   startGateway,
   submitCopiedAuthorization,
+  x402RowOf,
 } from "./support.ts";
 
 /** The paywalls' price, in TestUSD's minor units (0.01). */
@@ -74,108 +75,15 @@ describe("an x402 payment whose settlement reverted without spending its authori
     );
 
   /** A payer of its own (named: the same key every run) holding one price, with ETH to move it itself. */
-  async function payerHoldingOnePrice(name: string) {
-    const seed = `x402 reverted settlement payer ${name}`;
-    const account = await mintedPayer(gw, seed, price);
-    await gw.chain.networkHelpers.setBalance(account.address, 10n ** 18n);
-    return { account, privateKey: keccak256(stringToHex(seed)) };
-  }
+  const payerHoldingOnePrice = (name: string) =>
+    payerWithGas(gw, `x402 reverted settlement payer ${name}`, price);
 
   /** The payer's x402 row, as the gateway recorded it. */
-  const rowOf = async (payer: Hex) =>
-    (
-      await gw.app.db.query<{
-        status: string;
-        tx_hash: Hex | null;
-        failure: string | null;
-        spent_tx_hash: Hex | null;
-      }>(
-        "SELECT status, tx_hash, failure, spent_tx_hash FROM x402_authorizations WHERE payer = $1 ORDER BY created_at DESC LIMIT 1",
-        [payer.toLowerCase()],
-      )
-    )[0];
+  const rowOf = (payer: Hex) => x402RowOf(gw, payer);
 
-  /**
-   * The payer's payment of the paywall at `path`, sent while the chain mines nothing: once the gateway's transaction is
-   * sent, the payer moves its whole balance away at a higher fee, which is mined first in the same block, and the
-   * gateway's transfer reverts without spending the authorization. The paywall's answer, the payment's header and
-   * its signed authorization; the payer's balance is then given back (minted again).
-   */
-  async function revertedPayment(path: string, payer: Awaited<ReturnType<typeof payerHoldingOnePrice>>) {
-    const client = new x402HTTPClient(officialX402Client(gw, payer.privateKey));
-    const challenge = await fetch(`${base}${path}`);
-    expect(challenge.status).toBe(402);
-    const required = client.getPaymentRequiredResponse(
-      (name) => challenge.headers.get(name),
-      await challenge.json(),
-    );
-    const payload = await client.createPaymentPayload(required);
-    const header = client.encodePaymentSignatureHeader(payload);
-    await gw.setAutomine(false);
-    let answering: Promise<Response>;
-    try {
-      answering = fetch(`${base}${path}`, { headers: header });
-      await expect
-        .poll(async () => (await rowOf(payer.account.address))?.status, { timeout: 15_000 })
-        .toBe("submitted");
-      await gw.chain.walletClient.writeContract({
-        account: payer.account,
-        chain: gw.chain.chain,
-        address: gw.chain.contracts.testUsd,
-        abi: testUsdAbi,
-        functionName: "transfer",
-        args: [gw.chain.accounts[5]!.address, price],
-        gas: 100_000n,
-        maxFeePerGas: 500_000_000_000n,
-        maxPriorityFeePerGas: 100_000_000_000n,
-      });
-      await gw.chain.publicClient.request({ method: "evm_mine" as never, params: [] as never });
-    } finally {
-      await gw.setAutomine(true);
-    }
-    const answer = await answering!;
-    const row = (await rowOf(payer.account.address))!;
-    const receipt = await gw.chain.publicClient.getTransactionReceipt({ hash: row.tx_hash! });
-    expect(receipt.status).toBe("reverted");
-    const signed = payload.payload as {
-      authorization: {
-        from: Hex;
-        to: Hex;
-        value: string;
-        validAfter: string;
-        validBefore: string;
-        nonce: Hex;
-      };
-      signature: Hex;
-    };
-    const authorization = {
-      from: signed.authorization.from,
-      to: signed.authorization.to,
-      value: BigInt(signed.authorization.value),
-      validAfter: BigInt(signed.authorization.validAfter),
-      validBefore: BigInt(signed.authorization.validBefore),
-      nonce: signed.authorization.nonce,
-    };
-    const used = await gw.chain.publicClient.readContract({
-      address: gw.chain.contracts.testUsd,
-      abi: testUsdAbi,
-      functionName: "authorizationState",
-      args: [authorization.from, authorization.nonce],
-    });
-    expect(used).toBe(false);
-    await gw.send(gw.chain.accounts[0]!, {
-      address: gw.chain.contracts.testUsd,
-      abi: testUsdAbi,
-      functionName: "mint",
-      args: [payer.account.address, price],
-    });
-    return {
-      answer: { status: answer.status, body: (await answer.json()) as { error: string; message: string } },
-      header,
-      signed: { authorization, signature: signed.signature },
-      ownTx: row.tx_hash!,
-    };
-  }
+  /** The payer's payment of the paywall at `path`, its settlement reverted (support.ts revertedX402Payment). */
+  const revertedPayment = (path: string, payer: Awaited<ReturnType<typeof payerHoldingOnePrice>>) =>
+    revertedX402Payment(gw, base, path, payer, price);
 
   /** The gateway's chain as x402 names it, read through `publicClient`, its blocks final at `confirmations`. */
   const x402Chain = (publicClient: X402Chain["publicClient"], confirmations?: number): X402Chain => ({

@@ -12,7 +12,6 @@ import { privateKeyToAccount } from "viem/accounts";
 import { baseSepolia } from "viem/chains";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { wrapFetchWithPayment } from "x402-fetch";
-import { testUsdAbi } from "../../adapters/evm/index.ts";
 import { assets, silentLogger } from "../../core/index.ts";
 import { createPaywallService, type PaywallCheck, switchyardPaywall } from "../../gateway/paywall/index.ts";
 import type { X402Chain } from "../../gateway/x402/chains.ts";
@@ -22,6 +21,8 @@ import {
   type Gateway,
   mintedPayer,
   officialX402Client,
+  payerWithGas,
+  revertedX402Payment,
   signatureOver,
   startGateway,
   submitCopiedAuthorization,
@@ -156,84 +157,22 @@ describe("a paywall's x402 payment owed to its payer when the hot wallet's key r
   });
 
   it("is served by the rotated gateway when ours reverted and someone else's copy paid the old wallet, once", async () => {
-    const seed = "paywall rotation test: a payer whose settlement reverted";
     const price = 10_000n;
-    const payer = await mintedPayer(gw, seed, price);
-    await gw.chain.networkHelpers.setBalance(payer.address, 10n ** 18n);
-    const client = new x402HTTPClient(officialX402Client(gw, keccak256(stringToHex(seed))));
-    const challenge = await fetch(`${beforeBase}/rotated-copied`);
-    const required = client.getPaymentRequiredResponse(
-      (name) => challenge.headers.get(name),
-      await challenge.json(),
-    );
-    const payload = await client.createPaymentPayload(required);
-    const header = client.encodePaymentSignatureHeader(payload);
+    const payer = await payerWithGas(gw, "paywall rotation test: a payer whose settlement reverted", price);
     const servedBefore = served;
     // The gateway's transaction sent while the chain mines nothing; the payer moves its balance away at a higher fee,
-    // mined first in the same block: ours reverts without spending the authorization.
-    await gw.setAutomine(false);
-    let answering: Promise<Response>;
-    try {
-      answering = fetch(`${beforeBase}/rotated-copied`, { headers: header });
-      await expect
-        .poll(
-          async () =>
-            (
-              await gw.app.db.query<{ status: string }>(
-                "SELECT status FROM x402_authorizations WHERE payer = $1",
-                [payer.address.toLowerCase()],
-              )
-            )[0]?.status,
-          { timeout: 15_000 },
-        )
-        .toBe("submitted");
-      await gw.chain.walletClient.writeContract({
-        account: payer,
-        chain: gw.chain.chain,
-        address: gw.chain.contracts.testUsd,
-        abi: testUsdAbi,
-        functionName: "transfer",
-        args: [gw.chain.accounts[5]!.address, price],
-        gas: 100_000n,
-        maxFeePerGas: 500_000_000_000n,
-        maxPriorityFeePerGas: 100_000_000_000n,
-      });
-      await gw.chain.publicClient.request({ method: "evm_mine" as never, params: [] as never });
-    } finally {
-      await gw.setAutomine(true);
-    }
-    expect((await answering!).status).toBe(402);
-    // The payer's balance given back; someone who saw the signed transfer mines it: the money reaches the old wallet.
-    await gw.send(gw.chain.accounts[0]!, {
-      address: gw.chain.contracts.testUsd,
-      abi: testUsdAbi,
-      functionName: "mint",
-      args: [payer.address, price],
-    });
-    const signed = payload.payload as {
-      authorization: {
-        from: Hex;
-        to: Hex;
-        value: string;
-        validAfter: string;
-        validBefore: string;
-        nonce: Hex;
-      };
-      signature: Hex;
-    };
-    const a = signed.authorization;
-    expect(a.to.toLowerCase()).toBe(oldWallet.toLowerCase());
-    const copyTx = await submitCopiedAuthorization(gw, gw.chain.contracts.testUsd, {
-      authorization: {
-        from: a.from,
-        to: a.to,
-        value: BigInt(a.value),
-        validAfter: BigInt(a.validAfter),
-        validBefore: BigInt(a.validBefore),
-        nonce: a.nonce,
-      },
-      signature: signed.signature,
-    });
+    // mined first in the same block: ours reverts without spending the authorization (given back after).
+    const { answer, header, signed } = await revertedX402Payment(
+      gw,
+      beforeBase,
+      "/rotated-copied",
+      payer,
+      price,
+    );
+    expect(answer.status).toBe(402);
+    // Someone who saw the signed transfer mines it: the money reaches the old wallet.
+    expect(signed.authorization.to.toLowerCase()).toBe(oldWallet.toLowerCase());
+    const copyTx = await submitCopiedAuthorization(gw, gw.chain.contracts.testUsd, signed);
     expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe("success");
     // Sent again to the gateway with the new key: served, naming the copy. Before: 402 unexpected_settle_error
     // ("has not spent this payment's authorization yet"), the copy's transfer to the old wallet read as another's.

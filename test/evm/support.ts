@@ -3,7 +3,7 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { registerExactEvmScheme } from "@x402/evm/exact/client";
-import { x402Client } from "@x402/fetch";
+import { x402Client, x402HTTPClient } from "@x402/fetch";
 import {
   type Account,
   type Address,
@@ -19,6 +19,7 @@ import {
   type Transport,
 } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
+import { expect } from "vitest";
 import {
   canonicalSplit,
   createEvmRail,
@@ -37,7 +38,11 @@ import { railAccountOpened } from "../../gateway/payments/index.ts";
 import { evmMirrorAccounts, evmMirrorTransferId } from "../../gateway/settlement/evm.ts";
 import type { X402Chain } from "../../gateway/x402/chains.ts";
 import type { ClaimedPayment } from "../../gateway/x402/settle.ts";
-import type { Eip3009Authorization, ExactRequirements } from "../../gateway/x402/verify.ts";
+import {
+  authorizationOf,
+  type Eip3009Authorization,
+  type ExactRequirements,
+} from "../../gateway/x402/verify.ts";
 import { testConfig } from "../support/config.ts";
 import { withIdempotencyKey } from "../support/idempotency-keys.ts";
 
@@ -477,4 +482,100 @@ export async function signedX402Payment(
     description: options.description,
   };
   return { claimed, requirements };
+}
+
+/** A payer whose key is `seed`'s holding `funds` TestUSD, with ETH to move it itself: its account and private key. */
+export async function payerWithGas(gw: Gateway, seed: string, funds: bigint) {
+  const account = await mintedPayer(gw, seed, funds);
+  await gw.chain.networkHelpers.setBalance(account.address, 10n ** 18n);
+  return { account, privateKey: keccak256(stringToHex(seed)) };
+}
+
+/** The payer's newest x402 row, as the gateway recorded it. */
+export const x402RowOf = async (gw: Gateway, payer: Hex) =>
+  (
+    await gw.app.db.query<{
+      status: string;
+      tx_hash: Hex | null;
+      failure: string | null;
+      spent_tx_hash: Hex | null;
+    }>(
+      "SELECT status, tx_hash, failure, spent_tx_hash FROM x402_authorizations WHERE payer = $1 ORDER BY created_at DESC LIMIT 1",
+      [payer.toLowerCase()],
+    )
+  )[0];
+
+/**
+ * The payer's payment of `price` to the paywall at `shop` + `path`, sent while the chain mines nothing: once the
+ * gateway's transaction is sent, the payer moves its whole balance away at a higher fee, which is mined first in the
+ * same block, and the gateway's transfer reverts without spending the authorization. The paywall's answer, the
+ * payment's header, its signed authorization and the gateway's transaction; the payer's balance is then given back
+ * (minted again).
+ */
+export async function revertedX402Payment(
+  gw: Gateway,
+  shop: string,
+  path: string,
+  payer: Awaited<ReturnType<typeof payerWithGas>>,
+  price: bigint,
+) {
+  const client = new x402HTTPClient(officialX402Client(gw, payer.privateKey));
+  const challenge = await fetch(`${shop}${path}`);
+  expect(challenge.status).toBe(402);
+  const required = client.getPaymentRequiredResponse(
+    (name) => challenge.headers.get(name),
+    await challenge.json(),
+  );
+  const payload = await client.createPaymentPayload(required);
+  const header = client.encodePaymentSignatureHeader(payload);
+  await gw.setAutomine(false);
+  let answering: Promise<Response>;
+  try {
+    answering = fetch(`${shop}${path}`, { headers: header });
+    await expect
+      .poll(async () => (await x402RowOf(gw, payer.account.address))?.status, { timeout: 15_000 })
+      .toBe("submitted");
+    await gw.chain.walletClient.writeContract({
+      account: payer.account,
+      chain: gw.chain.chain,
+      address: gw.chain.contracts.testUsd,
+      abi: testUsdAbi,
+      functionName: "transfer",
+      args: [gw.chain.accounts[5]!.address, price],
+      gas: 100_000n,
+      maxFeePerGas: 500_000_000_000n,
+      maxPriorityFeePerGas: 100_000_000_000n,
+    });
+    await gw.chain.publicClient.request({ method: "evm_mine" as never, params: [] as never });
+  } finally {
+    await gw.setAutomine(true);
+  }
+  const answer = await answering!;
+  const row = (await x402RowOf(gw, payer.account.address))!;
+  const receipt = await gw.chain.publicClient.getTransactionReceipt({ hash: row.tx_hash! });
+  expect(receipt.status).toBe("reverted");
+  const signed = payload.payload as {
+    authorization: Parameters<typeof authorizationOf>[0];
+    signature: Hex;
+  };
+  const authorization = authorizationOf(signed.authorization);
+  const used = await gw.chain.publicClient.readContract({
+    address: gw.chain.contracts.testUsd,
+    abi: testUsdAbi,
+    functionName: "authorizationState",
+    args: [authorization.from, authorization.nonce],
+  });
+  expect(used).toBe(false);
+  await gw.send(gw.chain.accounts[0]!, {
+    address: gw.chain.contracts.testUsd,
+    abi: testUsdAbi,
+    functionName: "mint",
+    args: [payer.account.address, price],
+  });
+  return {
+    answer: { status: answer.status, body: (await answer.json()) as { error: string; message: string } },
+    header,
+    signed: { authorization, signature: signed.signature },
+    ownTx: row.tx_hash!,
+  };
 }
