@@ -83,7 +83,7 @@ import {
   spentIn,
   unspentByOurs,
 } from "./spends.ts";
-import { recordUnusedAt } from "./store.ts";
+import { boundDepositJoinSql, recordUnusedAt } from "./store.ts";
 
 /** The transaction's receipt; null while it is not mined (a node out of reach throws). */
 async function minedReceipt(chain: X402Chain, txHash: Hex): Promise<MinedReceipt | null> {
@@ -528,13 +528,11 @@ async function submittedRows(db: Db, chain: X402Chain, bounds: ReconcileSettings
     unused_block: string | null;
     auth_to: Hex | null;
   }>(
-    // The `to` of the invoice's binding (by its key, as adoptSentClaims reads it): the invoice bound to another payer
-    // or nonce since, or none, reads as the hot wallet now.
+    // The `to` of the invoice's binding (store.ts boundDepositJoinSql, as adoptSentClaims reads it).
     `SELECT a.payer, a.nonce, a.amount::text AS amount, a.tx_hash, a.valid_before,
             a.unused_block::text AS unused_block, d.auth_to
      FROM x402_authorizations a
-     LEFT JOIN evm_deposits d ON d.chain_id = a.chain_id AND d.token = a.token AND d.reference = a.invoice_id
-       AND d.auth_from = a.payer AND d.auth_nonce = a.nonce
+     ${boundDepositJoinSql}
      WHERE a.chain_id = $1 AND a.token = $2 AND a.status = 'submitted' AND a.tx_hash IS NOT NULL
        AND a.updated_at < now() - make_interval(secs => $3::double precision / 1000)
      ORDER BY a.updated_at LIMIT $4`,

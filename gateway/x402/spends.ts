@@ -427,9 +427,10 @@ export const unsentMinedWithinS = validForMaxS + 2n * validBeforeSkewS;
 /**
  * The wallet an authorization pays, as the invoices it is bound to recorded it when bound (evm_deposits.auth_to: the
  * hot wallet then), the first that names one; the hot wallet of now when none does (a binding made before evm
- * migration 0023 that no send of ours named, which the migration could not fill). After the operator rotates the hot wallet's key, an authorization signed before pays the old wallet: judged
- * by the wallet of now, its transfer read as paying nobody of ours, and its payer, paid, was refused (the paywall) or
- * told it was pending for good (an owed request). Never the payment's own `to`: a payer's second authorization of the
+ * migration 0023 that no send of ours named, which the migration could not fill). After the operator rotates the hot
+ * wallet's key, an authorization signed before pays the old wallet: judged by the wallet of now, its transfer read as
+ * paying nobody of ours, and its payer, paid, was refused (the paywall) or told it was pending for good (an owed
+ * request). Never the payment's own `to`: a payer's second authorization of the
  * same nonce, to an address of its own and mined first, would read as paying us.
  */
 export function boundTo(

@@ -290,6 +290,14 @@ export async function markOwed(
 export type OwedTo = { readonly paywallId: string; readonly tenantId: string };
 
 /**
+ * Joins `d`, the deposit row of x402 row `a`'s invoice while it is still bound to `a`'s payer and nonce (by its
+ * key), whose auth_to is the `to` the invoice was bound with (evm migration 0023): none when the invoice was bound to
+ * another payer or nonce since, or never, which reads as the hot wallet of now (spends.ts boundTo).
+ */
+export const boundDepositJoinSql = `LEFT JOIN evm_deposits d ON d.chain_id = a.chain_id AND d.token = a.token
+       AND d.reference = a.invoice_id AND d.auth_from = a.payer AND d.auth_nonce = a.nonce`;
+
+/**
  * Whether the authorization's request is owed at this paywall, of this tenant, for this amount, and its transaction
  * was sent: the transaction that spent it when another's copy did (spent_tx_hash), else the row's own transaction hash
  * (the one first sent), what the search for a copy of it starts and ends at (`known`), and the `to` its invoice was
@@ -313,8 +321,7 @@ export async function owedAt(
     `SELECT coalesce(a.spent_tx_hash, a.tx_hash) AS tx_hash, a.valid_before::text AS valid_before,
             a.unused_block::text AS unused_block, d.auth_to
      FROM x402_authorizations a
-     LEFT JOIN evm_deposits d ON d.chain_id = a.chain_id AND d.token = a.token AND d.reference = a.invoice_id
-       AND d.auth_from = a.payer AND d.auth_nonce = a.nonce
+     ${boundDepositJoinSql}
      WHERE a.chain_id = $1 AND a.token = $2 AND a.payer = $3 AND a.nonce = $4 AND a.owed_paywall = $5
        AND a.tenant_id = $6 AND a.amount = $7::numeric
        AND a.status IN ('submitted', 'settled') AND a.tx_hash IS NOT NULL`,
@@ -391,10 +398,10 @@ export async function markUnsentOwed(
  * transaction its receipts name (the deposit watcher's evidence) but those a reorg took back (a reversal of the receipt
  * that stands): the caller reads which of them spent this very authorization to the wallet it was bound with
  * (spends.ts unsentSpender). One not paid yet comes once, with no transaction, while its watch lasts: the
- * authorization may be mined, or mined and not credited yet. `verifiedBlock`: the block its verify read the nonce unused at
- * (markUnsentOwed), or null. `boundTo`: the `to` the invoice was bound with (evm_deposits.auth_to, evm migration
- * 0023), the wallet the authorization pays; null when none is recorded (a binding before 0023 that no send named),
- * read as the hot wallet of now.
+ * authorization may be mined, or mined and not credited yet. `verifiedBlock`: the block its verify read the nonce
+ * unused at (markUnsentOwed), or null. `boundTo`: the `to` the invoice was bound with (evm_deposits.auth_to, evm
+ * migration 0023), the wallet the authorization pays; null when none is recorded (a binding before 0023 that no send
+ * named), read as the hot wallet of now.
  */
 export type UnsentInvoice = {
   readonly invoiceId: string;
