@@ -2,7 +2,7 @@
 // bodies (v2 shapes; v1 payloads and requirements taken too). The HTTP glue (gateway/http/resources/x402.ts) finds
 // the tenant and the account to credit, and answers what these return. A business refusal is an answer
 // (`isValid: false` / `success: false` with x402's reason), never a throw.
-import type { Hex } from "viem";
+import { type Address, type Hex, isAddressEqual } from "viem";
 import type { Logger } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
@@ -128,19 +128,24 @@ export async function facilitatorSettle(
   const checked = await checkPayment(deps, request);
   if (!checked.ok) {
     // Taken, or its window shut since (a retry after a settle whose transaction was not mined in time: the window is
-    // checked before the nonce): a settlement it had answers again.
-    if (
+    // checked before the nonce): a settlement it had answers again. Paid to a wallet other than the hot wallet of now:
+    // a retry across a key rotation, answered only from what was bound to that wallet before (priorSettlement).
+    const unsent =
       checked.refusal === "invalid_exact_evm_nonce_already_used" ||
       checked.refusal === "invalid_exact_evm_payload_authorization_valid_before"
-    ) {
-      const prior = await priorSettlement(deps, request, credit, true);
+        ? "seenUsed"
+        : checked.refusal === "invalid_payment_requirements" && paysAnotherWallet(request, deps.chains)
+          ? "readNonce"
+          : null;
+    if (unsent !== null) {
+      const prior = await priorSettlement(deps, request, credit, unsent);
       if (prior !== null) return prior;
     }
     return failed(checked, payerOf(request.paymentPayload));
   }
   const { payment, requirements } = checked;
   if (!(await claim(deps.db, requirements.chain, payment.authorization, credit))) {
-    const prior = await priorSettlement(deps, request, credit);
+    const prior = await priorSettlement(deps, request, credit, null);
     if (prior !== null) return prior;
     return failed(
       {
@@ -190,40 +195,43 @@ const spentNonceReads: VerifyReads = {
 };
 
 /**
- * A settle retried after it succeeded (the official resource servers retry): the same success, the same
- * transaction, when the payment passes every check but its nonce's and its window's (signature, recipient, value
- * against the requirements; the window was checked when it was claimed) and the authorization was settled for the same
- * tenant and account and amount. A row left `submitted` (its outcome never recorded) is completed here when its
- * transaction's receipt, or a fee bump's that replaced it, shows the token spent this authorization, or, when it did
- * not, a copy of the authorization mined first paid the hot wallet on these terms (spends.ts spenderOfSend). One that
- * failed is answered the reason its settler gave (batch.ts refusalOfFailure; reconciliation records what the settler
- * would have), not "nonce already used": the same answer for the same fact; one `submitted` that neither spent yet is
- * answered pending. None sent, with `orUnsent` (the caller's verify refused it as taken or its window shut): what an
- * earlier settle the rail refused before sending left bound for this account (unsentSettlement). Anything else
- * (another tenant or account, other requirements, a claim not sent yet, a failure no settler answered): null, the
- * caller refuses.
+ * A settle retried after it succeeded (the official resource servers retry): the same success, the same transaction,
+ * when the payment passes every check but its nonce's and its window's (signature, recipient, value against the
+ * requirements; the window was checked when it was claimed) and the authorization was settled for the same tenant and
+ * account and amount, paid to the wallet its invoice was bound with (SentAuthorization.boundTo: after a key rotation,
+ * the wallet before it, which the requirements of a retry still name). A row left `submitted` (its outcome never
+ * recorded) is completed here when its transaction's receipt, or a fee bump's that replaced it, shows the token spent
+ * this authorization, or, when it did not, a copy of the authorization mined first paid the hot wallet on these terms
+ * (spends.ts spenderOfSend). One that failed is answered the reason its settler gave (batch.ts refusalOfFailure;
+ * reconciliation records what the settler would have), not "nonce already used": the same answer for the same fact; one
+ * `submitted` that neither spent yet is answered pending. None sent, with `unsent`: what an earlier settle the rail
+ * refused before sending left bound for this account (unsentSettlement), its nonce read used already ("seenUsed": the
+ * caller's verify refused it as taken or its window shut) or not ("readNonce": refused for paying another wallet than
+ * the hot wallet of now). Anything else (another tenant or account, other requirements, a claim not sent yet, a failure
+ * no settler answered, a wallet it was not bound with): null, the caller refuses. The requirements' payTo is taken as
+ * given: the bound wallet decides.
  */
 async function priorSettlement(
   deps: X402Deps,
   request: FacilitatorRequest,
   credit: CreditTarget,
-  orUnsent = false,
+  unsent: "seenUsed" | "readNonce" | null,
 ): Promise<SettleResponse | null> {
-  const parsed = parsePayment(request.paymentPayload, request.paymentRequirements, deps.chains);
+  const parsed = parsePayment(request.paymentPayload, request.paymentRequirements, deps.chains, "given");
   if (!parsed.ok) return null;
   const verified = await verifyExact(deps, parsed.payload, parsed.requirements, spentNonceReads);
   if (!verified.ok) return null;
   const { payment } = verified;
   const { chain } = parsed.requirements;
   const prior = await sentAuthorization(deps.db, chain, payment.authorization);
-  // Read taken or its window shut by verify: the search takes either (unsentSettlement's `seenUsed`).
-  if (prior === null && orUnsent)
-    return await unsentAnswer(deps, payment, parsed.requirements.network, credit, true);
+  if (prior === null && unsent !== null)
+    return await unsentAnswer(deps, payment, parsed.requirements.network, credit, unsent === "seenUsed");
   if (
     prior === null ||
     prior.tenantId !== credit.tenantId ||
     prior.accountId !== credit.accountId ||
-    prior.amount !== payment.authorization.value
+    prior.amount !== payment.authorization.value ||
+    !isAddressEqual(prior.boundTo ?? chain.hotWallet, payment.authorization.to)
   )
     return null;
   if (prior.status === "failed") {
@@ -322,17 +330,17 @@ async function unsentAnswer(
  * unsentInvoiceId: the claim given back, its invoice left bound to the payer's nonce), once its nonce reads used or its
  * window shut — or this very settle, refused so: whoever holds the authorization (the payer, the resource server, a
  * stranger who saw it) may have mined it, which pays that invoice, credited by the deposit watcher. Paid by this very
- * authorization's transfer to the wallet the invoice was bound with (spends.ts boundTo; but checkPayment takes only a
- * payment to the hot wallet of now, so one signed to the wallet before a key rotation is refused before it gets here):
- * the same success a settle retried after success hears, with that transaction. Bound and not paid yet while that
- * transfer is mined (the watcher not past its confirmations), or when the node cannot say now: pending, so that
- * the payer is not told to sign a new payment and pay twice; when the nonce was used otherwise (cancelled, spent on
- * other terms), or none such is bound: null, the caller's refusal stands. Before, it was "nonce already used" whatever
- * paid it: the paywall kept its request owed (scheme.ts servedAsUnsentOwed), the facilitator nothing. `payment` is
- * verified but for its nonce and window, the payer's signature among the rest. `seenUsed` false (the rail refused it
- * for another reason than its nonce): the nonce is read at the latest block first, and unused there the refusal
- * stands — the search below takes a nonce read used, and answers "unknown" while the window is open and no log shows
- * it spent. Throws when the database or the node cannot be read (unsentAnswer).
+ * authorization's transfer to the wallet the invoice was bound with (spends.ts boundTo; after a key rotation, the
+ * wallet before it, which the payment must name): the same success a settle retried after success hears, with that
+ * transaction. Bound and not paid yet while that transfer is mined (the watcher not past its confirmations), or when
+ * the node cannot say now: pending, so that the payer is not told to sign a new payment and pay twice; when the nonce
+ * was used otherwise (cancelled, spent on other terms), or none such is bound: null, the caller's refusal stands.
+ * Before, it was "nonce already used" whatever paid it: the paywall kept its request owed (scheme.ts
+ * servedAsUnsentOwed), the facilitator nothing. `payment` is verified but for its nonce and window, the payer's
+ * signature among the rest. `seenUsed` false (the rail refused it for another reason than its nonce): the nonce is read
+ * at the latest block first, and unused there the refusal stands — the search below takes a nonce read used, and
+ * answers "unknown" while the window is open and no log shows it spent. Throws when the database or the node cannot be
+ * read (unsentAnswer).
  */
 async function unsentSettlement(
   deps: X402Deps,
@@ -343,7 +351,11 @@ async function unsentSettlement(
 ): Promise<SettleResponse | null> {
   const { chain } = payment.requirements;
   const a = payment.authorization;
-  const invoices = await unsentBoundTo(deps.db, chain, a, credit);
+  // Only invoices bound with the wallet this authorization pays: a payer's other authorization of the nonce, to
+  // another address, answers nothing of theirs.
+  const invoices = (await unsentBoundTo(deps.db, chain, a, credit)).filter((invoice) =>
+    isAddressEqual(invoice.boundTo ?? chain.hotWallet, a.to),
+  );
   if (invoices.length === 0) return null;
   let latest: { readonly number: bigint; readonly timestamp: bigint } | undefined;
   if (!seenUsed) {
@@ -394,6 +406,19 @@ const pendingSettle = (payment: VerifiedPayment, network: string, message: strin
   network,
   payer: payment.payer,
 });
+
+/**
+ * Whether the requirements name a payTo on a chain of the gateway's that is not its hot wallet of now: a settle retried
+ * after the hot wallet's key rotated, its requirements built before (or a stale or wrong payTo, which only what was
+ * bound to that wallet can answer: priorSettlement).
+ */
+function paysAnotherWallet(request: FacilitatorRequest, chains: ChainRegistry): boolean {
+  const given = request.paymentRequirements as { network?: unknown; payTo?: unknown } | null;
+  if (typeof given?.network !== "string" || typeof given.payTo !== "string") return false;
+  if (!/^0x[0-9a-fA-F]{40}$/.test(given.payTo)) return false;
+  const chain = chains.byNetwork(given.network);
+  return chain !== null && !isAddressEqual(given.payTo as Address, chain.hotWallet);
+}
 
 function networkOf(requirements: unknown): string {
   const network = (requirements as { network?: unknown } | null)?.network;

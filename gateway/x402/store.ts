@@ -210,6 +210,14 @@ export async function sendingInBatch(
   return rows.map((row) => row.invoice_id);
 }
 
+/**
+ * Joins `d`, the deposit row of x402 row `a`'s invoice while it is still bound to `a`'s payer and nonce (by its
+ * key), whose auth_to is the `to` the invoice was bound with (evm migration 0023): none when the invoice was bound to
+ * another payer or nonce since, or never, which reads as the hot wallet of now (spends.ts boundTo).
+ */
+export const boundDepositJoinSql = `LEFT JOIN evm_deposits d ON d.chain_id = a.chain_id AND d.token = a.token
+       AND d.reference = a.invoice_id AND d.auth_from = a.payer AND d.auth_nonce = a.nonce`;
+
 /** What the gateway recorded of an authorization whose transaction was sent: for answering a retry. */
 export type SentAuthorization = {
   /** `submitted`: sent, its outcome not recorded (not mined in time, or recording it failed). */
@@ -224,6 +232,11 @@ export type SentAuthorization = {
   readonly failure: string | null;
   /** What the search for a copy of it starts and ends at (spends.ts spenderOfSend): its validBefore, unused_block. */
   readonly known: KnownOfRow;
+  /**
+   * The `to` its invoice was bound with (evm_deposits.auth_to, evm migration 0023): the hot wallet when it was sent,
+   * which a key rotation since leaves behind; null when none is recorded, read as the hot wallet of now.
+   */
+  readonly boundTo: Hex | null;
 };
 
 /** A row's valid_before and unused_block as the search for a copy takes them (spends.ts KnownOfRow). */
@@ -248,12 +261,14 @@ export async function sentAuthorization(
     failure: string | null;
     valid_before: string | null;
     unused_block: string | null;
+    auth_to: Hex | null;
   }>(
-    `SELECT status, tenant_id, account_id, amount::text AS amount, tx_hash, spent_tx_hash, failure,
-            valid_before::text AS valid_before, unused_block::text AS unused_block
-     FROM x402_authorizations
-     WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4
-       AND status IN ('submitted', 'settled', 'failed') AND tx_hash IS NOT NULL`,
+    `SELECT a.status, a.tenant_id, a.account_id, a.amount::text AS amount, a.tx_hash, a.spent_tx_hash, a.failure,
+            a.valid_before::text AS valid_before, a.unused_block::text AS unused_block, d.auth_to
+     FROM x402_authorizations a
+     ${boundDepositJoinSql}
+     WHERE a.chain_id = $1 AND a.token = $2 AND a.payer = $3 AND a.nonce = $4
+       AND a.status IN ('submitted', 'settled', 'failed') AND a.tx_hash IS NOT NULL`,
     keyOf(chain, authorization),
   );
   if (row === undefined) return null;
@@ -266,6 +281,7 @@ export async function sentAuthorization(
     spentTxHash: row.spent_tx_hash,
     failure: row.failure,
     known: knownOf(row),
+    boundTo: row.auth_to,
   };
 }
 
@@ -288,14 +304,6 @@ export async function markOwed(
 
 /** What the gateway needs to know of an owed request, and whose it is. */
 export type OwedTo = { readonly paywallId: string; readonly tenantId: string };
-
-/**
- * Joins `d`, the deposit row of x402 row `a`'s invoice while it is still bound to `a`'s payer and nonce (by its
- * key), whose auth_to is the `to` the invoice was bound with (evm migration 0023): none when the invoice was bound to
- * another payer or nonce since, or never, which reads as the hot wallet of now (spends.ts boundTo).
- */
-export const boundDepositJoinSql = `LEFT JOIN evm_deposits d ON d.chain_id = a.chain_id AND d.token = a.token
-       AND d.reference = a.invoice_id AND d.auth_from = a.payer AND d.auth_nonce = a.nonce`;
 
 /**
  * Whether the authorization's request is owed at this paywall, of this tenant, for this amount, and its transaction

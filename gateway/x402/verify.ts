@@ -115,11 +115,16 @@ export type VerifiedPayment = {
 
 const uintPattern = /^[0-9]{1,78}$/;
 
-/** The payload and requirements of a request, parsed; the shape's faults refused. */
+/**
+ * The payload and requirements of a request, parsed; the shape's faults refused. `payTo`: the wallet payTo must name,
+ * the chain's hot wallet of now; "given", any address (a settle retried across a key rotation, answered only from what
+ * was bound to the wallet it names: facilitator.ts priorSettlement; nothing is ever sent on a payment parsed so).
+ */
 export function parsePayment(
   rawPayload: unknown,
   rawRequirements: unknown,
   chains: ChainRegistry,
+  payTo: "hotWallet" | "given" = "hotWallet",
 ): { ok: true; payload: PaymentPayload; requirements: ExactRequirements } | Refused {
   const version =
     typeof rawPayload === "object" && rawPayload !== null
@@ -148,7 +153,10 @@ export function parsePayment(
   const amountText = "amount" in req ? req.amount : req.maxAmountRequired;
   if (!uintPattern.test(amountText))
     return refusedWith("invalid_payment_requirements", "the amount is not a whole number of atomic units");
-  if (!/^0x[0-9a-fA-F]{40}$/.test(req.payTo) || !isAddressEqual(req.payTo as Address, chain.hotWallet))
+  if (
+    !/^0x[0-9a-fA-F]{40}$/.test(req.payTo) ||
+    (payTo === "hotWallet" && !isAddressEqual(req.payTo as Address, chain.hotWallet))
+  )
     return refusedWith(
       "invalid_payment_requirements",
       `payTo must be the gateway's address on ${req.network}, ${getAddress(chain.hotWallet)}`,
@@ -171,7 +179,7 @@ export function parsePayment(
       chain,
       network: req.network,
       amount: BigInt(amountText),
-      payTo: getAddress(chain.hotWallet),
+      payTo: getAddress(payTo === "given" ? req.payTo : chain.hotWallet),
       asset: getAddress(chain.token),
       extra: req.extra ?? {},
       maxTimeoutSeconds,

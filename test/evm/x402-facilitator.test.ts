@@ -357,6 +357,7 @@ function facilitatorDeps(
   nowMs?: () => number,
   db: Db = gw.app.db,
   publicClient: PublicClient<Transport, Chain> = gw.chain.publicClient,
+  wallet: Address = hotWallet,
 ) {
   return createX402Deps({
     db,
@@ -369,7 +370,7 @@ function facilitatorDeps(
         publicClient,
         token,
         asset: assets.USDC,
-        hotWallet,
+        hotWallet: wallet,
         receiptTimeoutMs: 60_000,
       },
     ],
@@ -638,6 +639,47 @@ describe("the facilitator's routes", () => {
     expect(await rowOf()).toEqual({ status: "settled", tx_hash: ownTx, spent_tx_hash: copyTx! });
     // Credited from the copy before the next test reads the merchant's balance.
     await settledRow(signed.authorization.nonce as Hex);
+  });
+
+  it("answers a settle retried after the hot wallet's key rotated by what was bound to the wallet before, nothing else", async () => {
+    const payment = await signedPayment();
+    const settled = await facilitator("settle", payment);
+    expect(settled.body).toMatchObject({ success: true });
+    const nonce = payment.paymentPayload.payload.authorization.nonce as Hex;
+    await settledRow(nonce);
+    const credit = { tenantId: gw.app.demo!.tenantId, accountId: merchant.id };
+    // The gateway restarted with another key: its payTo is the new wallet; the retry's requirements name the old one.
+    const rotated = facilitatorDeps(undefined, gw.app.db, gw.chain.publicClient, stranger().address);
+    const sentBefore = await hotWalletNonce();
+    // Before: invalid_payment_requirements ("payTo must be the gateway's address"), final, for a payment settled.
+    expect(await facilitatorSettle(rotated, payment, credit)).toEqual(settled.body);
+    const payTo = "invalid_payment_requirements";
+    // For another account of the tenant: refused, as before the rotation.
+    const elsewhere = { ...credit, accountId: "acct_another" };
+    expect(await facilitatorSettle(rotated, payment, elsewhere)).toMatchObject({
+      success: false,
+      errorReason: payTo,
+    });
+    // A new payment signed to the old wallet: refused, nothing sent or claimed.
+    const fresh = await signedPayment();
+    expect(await facilitatorSettle(rotated, fresh, credit)).toMatchObject({
+      success: false,
+      errorReason: payTo,
+    });
+    const freshNonce = fresh.paymentPayload.payload.authorization.nonce.toLowerCase();
+    expect(await gw.app.db.query("SELECT 1 FROM x402_authorizations WHERE nonce = $1", [freshNonce])).toEqual(
+      [],
+    );
+    // The payer's second authorization of the settled nonce, to an address of its own named as payTo: not the wallet
+    // the settlement was bound with, so not answered by it, before the rotation or after.
+    const own = payer().address;
+    const ownPayment = await signedPayment({ nonce, to: own, accepted: requirements({ payTo: own }) });
+    for (const deps of [rotated, facilitatorDeps()])
+      expect(await facilitatorSettle(deps, ownPayment, credit)).toMatchObject({
+        success: false,
+        errorReason: payTo,
+      });
+    expect(await hotWalletNonce()).toBe(sentBefore);
   });
 
   it("refuses bad payments with x402's reason: nothing sent, nothing credited", async () => {

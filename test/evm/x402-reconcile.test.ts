@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
 import { assets, divCeil, type Logger, silentLogger } from "../../core/index.ts";
+import type { Db } from "../../gateway/db/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { switchyardPaywall } from "../../gateway/paywall/index.ts";
 import { sendGasPassOnce } from "../../gateway/settlement/index.ts";
@@ -26,12 +27,12 @@ import {
   splitEvenlyRemainderToFirst,
 } from "../../gateway/x402/batch.ts";
 import type { X402Chain } from "../../gateway/x402/chains.ts";
-import { facilitatorSettle } from "../../gateway/x402/facilitator.ts";
+import { type FacilitatorRequest, facilitatorSettle } from "../../gateway/x402/facilitator.ts";
 import { createX402Deps, createX402Scheme } from "../../gateway/x402/index.ts";
 import { type ReconcileSettings, reconcileX402 } from "../../gateway/x402/reconcile.ts";
 import { createSingleSettler, type SettleResult, type X402Settler } from "../../gateway/x402/settle.ts";
 import { logsSettledS, verifiedMarginBlocks } from "../../gateway/x402/spends.ts";
-import { claim, record, sentAuthorization } from "../../gateway/x402/store.ts";
+import { type CreditTarget, claim, record, sentAuthorization } from "../../gateway/x402/store.ts";
 import { validBeforeSkewS, validForMaxS } from "../../gateway/x402/verify.ts";
 import { recordingLogger } from "../support/recording-logger.ts";
 import {
@@ -2445,8 +2446,9 @@ describe("an authorization the rail refused before sending it", () => {
    * A new payer's (`name`) payment of `value` settled at the facilitator and refused by the rail before sending (the
    * payer spends its balance once the facilitator has verified and claimed it: the rail's simulation refuses it), its
    * invoice left bound to the payer's nonce; then the payer funded again. `settle`: the same payment settled at the
-   * facilitator, through `settler` when given (the single settler otherwise), for `credit` (the payment's own unless
-   * named), reading `db` (the app's unless given). `boundInvoice`: the status of the invoice the rail binds to the
+   * facilitator (`request`, unless another is given), through `settler` when given (the single settler otherwise), for
+   * `credit` (the payment's own unless named), reading `db` (the app's unless given), on x402 chain `on` (the test's
+   * unless given). `payer`: the payer. `boundInvoice`: the status of the invoice the rail binds to the
    * payer's nonce; `boundInvoiceId`: its id. `drain`: the payer's balance sent away, so that the rail refuses it.
    */
   async function refusedAtFacilitator(name: string, value: bigint) {
@@ -2459,17 +2461,29 @@ describe("an authorization the rail refused before sending it", () => {
     const p = await payment(payer, value, payer, { validBefore: startS + aheadS + 300n });
     const a = p.claimed.authorization;
     const single = createSingleSettler({ settlement: gw.app.settlement, nowMs });
-    const settle = (settler?: X402Settler, credit = p.claimed.credit, db = gw.app.db) =>
+    const settle = ({
+      settler,
+      credit = p.claimed.credit,
+      db = gw.app.db,
+      on = chain,
+      request = facilitatorRequest(p),
+    }: {
+      settler?: X402Settler;
+      credit?: CreditTarget;
+      db?: Db;
+      on?: X402Chain;
+      request?: FacilitatorRequest;
+    } = {}) =>
       facilitatorSettle(
         createX402Deps({
           db,
           settlement: gw.app.settlement,
-          chains: [chain],
+          chains: [on],
           logger: silentLogger,
           nowMs,
           ...(settler === undefined ? {} : { settler }),
         }),
-        facilitatorRequest(p),
+        request,
         credit,
       );
     const drain = async () => {
@@ -2487,7 +2501,7 @@ describe("an authorization the rail refused before sending it", () => {
         return single.settle(claimed, requirements);
       },
     };
-    expect(await settle(draining)).toMatchObject({
+    expect(await settle({ settler: draining })).toMatchObject({
       success: false,
       errorReason: "insufficient_funds",
       transaction: "",
@@ -2517,7 +2531,7 @@ describe("an authorization the rail refused before sending it", () => {
       payer: payer.address,
       amount: value.toString(),
     });
-    return { p, single, settle, boundInvoice, boundInvoiceId, paidBy, drain, value };
+    return { p, payer, single, settle, boundInvoice, boundInvoiceId, paidBy, drain, value };
   }
 
   /** The answer pending while the authorization's transfer is mined and not credited yet. */
@@ -2544,7 +2558,7 @@ describe("an authorization the rail refused before sending it", () => {
     // Credited: the settlement, by the transfer that paid the invoice, as a settle retried after success answers.
     expect(await settle()).toEqual(paidBy(copyTx));
     // Another account of the tenant was credited nothing: refused as used, as before.
-    expect(await settle(undefined, { ...p.claimed.credit, accountId: "acct_another" })).toMatchObject({
+    expect(await settle({ credit: { ...p.claimed.credit, accountId: "acct_another" } })).toMatchObject({
       success: false,
       errorReason: "invalid_exact_evm_nonce_already_used",
     });
@@ -2565,7 +2579,7 @@ describe("an authorization the rail refused before sending it", () => {
       },
     };
     // Before: a final "nonce already used", though the transfer pays the invoice the first settle left bound.
-    expect(await settle(mining)).toMatchObject(notCreditedYet);
+    expect(await settle({ settler: mining })).toMatchObject(notCreditedYet);
     await gw.rail.depositWatcher()!.catchUp(20);
     expect(await boundInvoice()).toBe("paid");
     expect(await settle()).toEqual(paidBy(copyTx!));
@@ -2595,6 +2609,45 @@ describe("an authorization the rail refused before sending it", () => {
     expect(await settle()).toEqual(paidBy(copyTx));
   });
 
+  it("at the facilitator, then mined by another, settled again after the hot wallet's key rotated: pending until credited, then paid", async () => {
+    const { p, payer, settle, boundInvoice, paidBy } = await refusedAtFacilitator(
+      "refused at the facilitator, settled again after a key rotation",
+      680n,
+    );
+    // The gateway restarted with another key: its payTo is the new wallet; the retry's requirements name the old one,
+    // which the payer's authorization pays and its invoice was bound with.
+    const rotated: X402Chain = { ...chain, hotWallet: gw.chain.accounts[7]!.address };
+    const settleRotated = () => settle({ on: rotated });
+    const payTo = { success: false, errorReason: "invalid_payment_requirements", transaction: "" };
+    // Not mined: its nonce unused, it is refused (a payment to a wallet no longer the gateway's is never sent).
+    expect(await settleRotated()).toMatchObject(payTo);
+    expect(await boundInvoice()).toBe("open");
+    // Whoever holds the authorization mines it: the old wallet has the payer's value.
+    const copyTx = await submitCopy(p);
+    expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe("success");
+    // Before: refused for its payTo, final, and the payer, its money in the tenant's account once the watcher read it,
+    // signed anew and paid twice.
+    expect(await settleRotated()).toMatchObject(notCreditedYet);
+    await gw.rail.depositWatcher()!.catchUp(20);
+    expect(await boundInvoice()).toBe("paid");
+    expect(await settleRotated()).toEqual(paidBy(copyTx));
+    // The payer's second authorization of the nonce, to an address of its own named as payTo: not the wallet the
+    // invoice was bound with, so not answered by the transfer that paid it.
+    const a = p.claimed.authorization;
+    const own = await signedX402Payment(gw, { ...chain, hotWallet: payer.address }, payer, a.value, {
+      nonce: a.nonce,
+      window: { validAfter: a.validAfter, validBefore: a.validBefore },
+      description: "the payer's own authorization of a nonce bound before a key rotation",
+    });
+    const ownRequest = facilitatorRequest(own);
+    ownRequest.paymentRequirements.payTo = payer.address;
+    expect(await settle({ on: rotated, request: ownRequest })).toMatchObject(payTo);
+    // Another account of the tenant was credited nothing: refused, as before the rotation.
+    expect(
+      await settle({ credit: { ...p.claimed.credit, accountId: "acct_another" }, on: rotated }),
+    ).toMatchObject(payTo);
+  });
+
   it("at the facilitator, then mined by another, settled again while the database cannot read its invoice: pending, not a 500", async () => {
     const { p, settle } = await refusedAtFacilitator(
       "refused at the facilitator, its invoice unreadable",
@@ -2615,7 +2668,7 @@ describe("an authorization the rail refused before sending it", () => {
     });
     // Verify reads the nonce used, and the settle asks what an earlier settle left bound. Before: thrown (a 500),
     // where the same fault after the rail's refusal as used was answered pending.
-    expect(await settle(undefined, p.claimed.credit, db)).toMatchObject({
+    expect(await settle({ db })).toMatchObject({
       success: false,
       errorReason: "unexpected_settle_error",
       errorMessage: expect.stringMatching(/cannot be read now/),
@@ -2651,7 +2704,7 @@ describe("an authorization the rail refused before sending it", () => {
       },
     };
     // Before: a final insufficient_funds, though the transfer pays the new invoice, this account's.
-    expect(await settle(refusedAsMined)).toMatchObject(notCreditedYet);
+    expect(await settle({ settler: refusedAsMined })).toMatchObject(notCreditedYet);
     expect(await boundInvoiceId()).not.toBe(first);
     await gw.rail.depositWatcher()!.catchUp(20);
     expect(await boundInvoice()).toBe("paid");
