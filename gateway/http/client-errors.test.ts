@@ -4,8 +4,10 @@
 import { connect, type Socket } from "node:net";
 import Fastify, { type FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { RailRoute } from "../../core/index.ts";
 import { buildBareServer } from "../../test/support/bare-server.ts";
 import { answerClientError } from "./client-errors.ts";
+import { requestTimeouts } from "./server.ts";
 import { currentApiVersion } from "./versioning.ts";
 
 let server: FastifyInstance;
@@ -232,6 +234,81 @@ describe("a request whose headers were read and whose body is not readable", () 
     // Before: ECONNRESET (or EPIPE), the server's socket destroyed with the client's bytes unread.
     expect(await raw.closed).toBeNull();
     expect(responsesIn(raw.read).map((response) => response.status)).toEqual([400]);
+  });
+});
+
+describe("a request that stalls at the gateway's own server (buildServer)", () => {
+  // Its request timeout short; what else the server sets comes from it (server.ts requestTimeouts).
+  const requestTimeoutMs = 400;
+  let gateway: FastifyInstance;
+  let gatewayPort: number;
+  let handled = 0;
+
+  beforeAll(async () => {
+    const echo: RailRoute = {
+      method: "POST",
+      path: "/v1/webhooks/stall-test",
+      bodyLimitBytes: 1024,
+      async handle(request) {
+        handled += 1;
+        return { status: 200, body: { length: request.rawBody.length } };
+      },
+    };
+    gateway = await buildBareServer([echo], { requestTimeoutMs });
+    await gateway.listen({ port: 0, host: "127.0.0.1" });
+    gatewayPort = (gateway.server.address() as { port: number }).port;
+  });
+  afterAll(async () => {
+    await gateway?.close();
+  });
+
+  const timedOut = { error: { code: "request_timeout", message: "the request was not received in time" } };
+
+  it.each([
+    [
+      "its body stalls",
+      'POST /v1/webhooks/stall-test HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n{"a":',
+    ],
+    ["its headers stall", "POST /v1/webhooks/stall-test HTTP/1.1\r\nHost: x\r\nContent-Len"],
+  ])("is answered 408 request_timeout when %s past the request timeout", async (_name, bytes) => {
+    const raw = openRaw(gatewayPort);
+    raw.socket.write(bytes);
+    expect(await raw.closed).toBeNull();
+    // Before: a bare close, nothing read (the socket's idle timer, set to the request timeout, fired first).
+    const [answer, ...more] = responsesIn(raw.read);
+    expect(more).toEqual([]);
+    expect(answer?.status).toBe(408);
+    expect(answer?.body).toEqual(timedOut);
+    expect(answer?.headers.get("switchyard-version")).toBe(currentApiVersion);
+    expect(answer?.headers.get("connection")).toBe("close");
+    expect(handled).toBe(0);
+  });
+
+  it("answers a request whose body arrives slowly but within the timeout", async () => {
+    const raw = openRaw(gatewayPort);
+    raw.socket.write(
+      "POST /v1/webhooks/stall-test HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{",
+    );
+    await wait(requestTimeoutMs / 4);
+    raw.socket.write("}");
+    expect(await raw.closed).toBeNull();
+    expect(responsesIn(raw.read).map((response) => [response.status, response.body])).toEqual([
+      [200, { length: 2 }],
+    ]);
+  });
+
+  it("sets the server's timeouts from the request timeout, within what Node's timers take", () => {
+    expect(requestTimeouts(30_000)).toEqual({
+      server: {
+        requestTimeout: 30_000,
+        headersTimeout: 30_000,
+        connectionsCheckingInterval: 1_000,
+        keepAliveTimeout: 5_000,
+      },
+      socketIdleMs: 32_000,
+    });
+    expect(requestTimeouts(2 ** 31 - 1).socketIdleMs).toBe(2 ** 31 - 1);
+    expect(requestTimeouts(1).server.connectionsCheckingInterval).toBe(10);
   });
 });
 

@@ -97,6 +97,28 @@ const validatorCompiler: FastifySchemaCompiler<ZodType> = ({ schema }) => {
 /** How long a connection is kept open with no request on it. */
 const keepAliveTimeoutMs = 5_000;
 
+/**
+ * The server's timeouts, all from the request timeout: a request whose headers and body are not received whole in time
+ * is answered 408 request_timeout (client-errors.ts). Node checks that only every connectionsCheckingInterval (30 s by
+ * default; here a quarter of the bound, at most 1 s) and only once headersTimeout has passed too (60 s by default; here
+ * the bound itself), and it closes a socket idle past its timeout with no answer: that one is set two checks past the
+ * bound, so that the 408 comes first. Before, the idle timeout was the bound itself, and a stalled request got a bare
+ * close.
+ */
+export function requestTimeouts(requestTimeoutMs: number) {
+  const connectionsCheckingInterval = Math.max(10, Math.min(1_000, Math.floor(requestTimeoutMs / 4)));
+  return {
+    server: {
+      requestTimeout: requestTimeoutMs,
+      headersTimeout: requestTimeoutMs,
+      connectionsCheckingInterval,
+      keepAliveTimeout: keepAliveTimeoutMs,
+    },
+    // Node's timers take at most 2^31 - 1 ms (a longer one fires at once).
+    socketIdleMs: Math.min(2 ** 31 - 1, requestTimeoutMs + 2 * connectionsCheckingInterval),
+  };
+}
+
 export async function buildServer(options: ServerOptions): Promise<FastifyInstance> {
   const admission = createAdmission({
     requestsInFlightMax: options.requestsInFlightMax ?? requestsInFlightMaxDefault,
@@ -110,9 +132,10 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
   };
   // Set once Fastify's close begins (preClose, below): every request is then answered 503 with Retry-After.
   let stopping = false;
+  const timeouts = requestTimeouts(options.requestTimeoutMs);
   const app = Fastify({
     requestTimeout: options.requestTimeoutMs,
-    connectionTimeout: options.requestTimeoutMs,
+    connectionTimeout: timeouts.socketIdleMs,
     keepAliveTimeout: keepAliveTimeoutMs,
     // Fastify's own server, with the admission limit's refusals answered before its handler (admission.ts), except
     // while they are logged or a per-address limit counts every request; the rails' provider routes are outside the
@@ -120,11 +143,10 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
     serverFactory: (handler) => {
       const railPaths = new Set((options.railRoutes ?? []).map((route) => route.path));
       const server = http.createServer(
+        timeouts.server,
         stoppingFirst(() => stopping, refusingFirst(admission, handler, fastifyAnswers, railPaths)),
       );
-      server.keepAliveTimeout = keepAliveTimeoutMs;
-      server.requestTimeout = options.requestTimeoutMs;
-      server.setTimeout(options.requestTimeoutMs);
+      server.setTimeout(timeouts.socketIdleMs);
       return server;
     },
     bodyLimit: options.bodyLimitBytes,

@@ -9,7 +9,7 @@ import { buildServer, type ServerOptions } from "../../gateway/http/index.ts";
 export async function buildBareServer(
   railRoutes: readonly RailRoute[],
   overrides: Partial<
-    Pick<ServerOptions, "logLevel" | "logStream" | "db" | "readinessTimeoutMs" | "rails">
+    Pick<ServerOptions, "logLevel" | "logStream" | "db" | "readinessTimeoutMs" | "rails" | "requestTimeoutMs">
   > = {},
 ): Promise<FastifyInstance> {
   const options = {
