@@ -373,11 +373,18 @@ async function sendOnChain(
   const sender = deps.senderOf(chain);
   if (sender === null) throw new RangeError(`no batch sender for rail ${chain.rail}`);
   const db = deps.settlement.db;
-  const refused = (w: Waiting, refusal: X402Refusal, message: string, pending = false): SettleResult => ({
+  const refused = (
+    w: Waiting,
+    refusal: X402Refusal,
+    message: string,
+    pending = false,
+    inFlight?: Hex,
+  ): SettleResult => ({
     ok: false,
     refusal,
     message,
     ...(pending ? { pending: true as const } : {}),
+    ...(inFlight === undefined ? {} : { inFlight }),
     payer: w.payment.payer,
   });
   /** Nothing was sent: the claims (of `of`) are given back, and the same authorizations may come again. */
@@ -504,6 +511,7 @@ async function sendOnChain(
         "unexpected_settle_error",
         `transaction ${outcome.txHash} was not mined in time; the invoice is credited if it is`,
         true,
+        outcome.txHash,
       ),
     );
   }

@@ -172,6 +172,10 @@ export async function facilitatorSettle(
       const unsent = await unsentAnswer(deps, payment, requirements.network, credit, seenUsed);
       if (unsent !== null) return unsent;
     }
+    // Sent, its fate not known yet: x402's settlement_pending with the transaction, which the official resource server
+    // settles once again at once (x402ResourceServer.settleWithPendingRetry), answered from the row (priorSettlement).
+    if (settled.inFlight !== undefined)
+      return settlementPending(payment, requirements.network, settled.inFlight, settled.message);
     return failed(settled, payment.payer);
   }
   return {
@@ -264,15 +268,15 @@ async function priorSettlement(
     // Not spent yet (not mined, or reverted leaving the authorization open to whoever holds it until its validBefore,
     // or the node cannot say now): pending, as its settler answered, not "nonce already used", which tells the client
     // to sign a new payment and pay twice once this one is mined.
-    if (spent === null)
-      return {
-        success: false,
-        errorReason: "unexpected_settle_error",
-        errorMessage: `transaction ${prior.txHash} has not spent this authorization yet, which may still be mined until its validBefore; it is credited if it is: settle the same payment again later`,
-        transaction: "",
-        network: parsed.requirements.network,
-        payer: payment.payer,
-      };
+    // Its transaction not known mined (no block recorded where it left the authorization unused): x402's
+    // settlement_pending with it, as its settler answered. Mined without spending it (the authorization open to whoever
+    // holds it): pending, with no transaction to wait for.
+    if (spent === null) {
+      const message = `transaction ${prior.txHash} has not spent this authorization yet, which may still be mined until its validBefore; it is credited if it is: settle the same payment again later`;
+      return prior.known.unusedAt === null
+        ? settlementPending(payment, parsed.requirements.network, prior.txHash as Hex, message)
+        : pendingSettle(payment, parsed.requirements.network, message);
+    }
     // Concluded only once the gas of our mined transaction is booked, as reconciliation concludes a row: a batch's gas
     // is x402's to book (the rail handed it over), and a row concluded before it was never read again, its gas never
     // booked. Not booked now, the row stays `submitted` for the pass; the answer is the chain's all the same.
@@ -396,6 +400,25 @@ async function unsentSettlement(
       : "this authorization is spent to the gateway, not credited yet: settle the same payment again shortly, and it is answered settled once it is",
   );
 }
+
+/**
+ * A settle whose transaction `transaction` was sent and is not known mined yet: x402's `settlement_pending`, with the
+ * transaction (as the reference facilitator answers a receipt not had in time). Not final: the same payment settled
+ * again is answered what became of it.
+ */
+const settlementPending = (
+  payment: VerifiedPayment,
+  network: string,
+  transaction: Hex,
+  message: string,
+): SettleResponse => ({
+  success: false,
+  errorReason: "settlement_pending",
+  errorMessage: message,
+  transaction,
+  network,
+  payer: payment.payer,
+});
 
 /** A settle answered pending: not final, the same payment settled again later is answered what became of it. */
 const pendingSettle = (payment: VerifiedPayment, network: string, message: string): SettleResponse => ({

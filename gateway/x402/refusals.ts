@@ -24,6 +24,8 @@ export const x402Refusals = [
   "invalid_exact_evm_transaction_simulation_failed",
   // settlement
   "invalid_transaction_state",
+  // sent, its receipt not had in time: the reference facilitator's answer, which its resource server retries once
+  "settlement_pending",
   "resource_not_served",
   "unexpected_verify_error",
   "unexpected_settle_error",

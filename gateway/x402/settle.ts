@@ -57,6 +57,11 @@ export type SettleResult =
       /** The transfer may still be mined (sent, or perhaps sent, with no receipt yet): credited if it is. */
       readonly pending?: true;
       /**
+       * With `pending`: the transaction sent whose fate is not known yet (no receipt in time, or not taken by the node
+       * yet), which a retried settle is answered from (the facilitator's x402 `settlement_pending`).
+       */
+      readonly inFlight?: Hex;
+      /**
        * Refused by the rail before anything was sent, the claim given back: the invoice the rail may have left bound
        * to the payer's nonce, which the deposit watcher credits if whoever holds the authorization mines it (the
        * paywall serves the same payment sent again once it is: scheme.ts servedAsUnsentOwed).
@@ -108,11 +113,17 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
     async settle(payment, requirements) {
       const { chain } = requirements;
       const a = payment.authorization;
-      const refused = (refusal: X402Refusal, message: string, pending = false): SettleResult => ({
+      const refused = (
+        refusal: X402Refusal,
+        message: string,
+        pending = false,
+        inFlight?: Hex,
+      ): SettleResult => ({
         ok: false,
         refusal,
         message,
         ...(pending ? { pending: true as const } : {}),
+        ...(inFlight === undefined ? {} : { inFlight }),
         payer: payment.payer,
       });
       const invoiceId = await bookInvoice(deps.settlement, payment, requirements, nowMs, logger);
@@ -198,12 +209,18 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
           "unexpected_settle_error",
           `transaction ${txHash} was not taken by the node yet; it is broadcast again, and credited if it is mined`,
           true,
+          txHash,
         );
       }
       const mined = await receiptOf(chain, txHash);
       if (mined === null) {
         logger.warn(context, "x402 settlement not mined in time; the invoice is credited if it is");
-        return refused("unexpected_settle_error", `transaction ${txHash} was not mined in time`, true);
+        return refused(
+          "unexpected_settle_error",
+          `transaction ${txHash} was not mined in time`,
+          true,
+          txHash,
+        );
       }
       // What was mined may be a replacement of what was sent (the send-gas pass raised its fee meanwhile): the record,
       // the gas and the answer are the mined transaction's.
