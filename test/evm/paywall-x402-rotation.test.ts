@@ -13,7 +13,12 @@ import { baseSepolia } from "viem/chains";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { wrapFetchWithPayment } from "x402-fetch";
 import { assets, silentLogger } from "../../core/index.ts";
-import { createPaywallService, type PaywallCheck, switchyardPaywall } from "../../gateway/paywall/index.ts";
+import {
+  createPaywallService,
+  type PaywallCheck,
+  type PaywallService,
+  switchyardPaywall,
+} from "../../gateway/paywall/index.ts";
 import type { X402Chain } from "../../gateway/x402/chains.ts";
 import { createX402Deps, createX402Scheme } from "../../gateway/x402/index.ts";
 import { boundTo, unsentSpender } from "../../gateway/x402/spends.ts";
@@ -49,6 +54,9 @@ const rotatedChainOf = (rail: string, embedded: Gateway["chain"]): X402Chain => 
   receiptTimeoutMs: 30_000,
 });
 
+/** The paywall services rotatedPaywalls built, closed before their gateway is. */
+const rotatedServices: PaywallService[] = [];
+
 /**
  * The demo tenant's paywalls of `of` as the gateway restarted with the rotated key checks them: on the same database,
  * x402 paid to `chain`'s hot wallet.
@@ -66,6 +74,7 @@ function rotatedPaywalls(of: Gateway, chain: X402Chain): PaywallCheck {
     rates: of.app.rates,
     logger: silentLogger,
   });
+  rotatedServices.push(service);
   return service.forTenant(of.app.demo!.tenantId);
 }
 
@@ -87,8 +96,14 @@ beforeAll(async () => {
   oldWallet = gw.chain.walletClient.account.address;
   rotatedChain = rotatedChainOf("evm", gw.chain);
 });
+/** Closes the paywall services rotatedPaywalls built so far. */
+async function closeRotatedServices() {
+  await Promise.all(rotatedServices.splice(0).map((service) => service.close()));
+}
+
 afterAll(async () => {
   await gw?.setAutomine(true);
+  await closeRotatedServices();
   await gw?.app.close();
 });
 
@@ -223,6 +238,7 @@ describe("a v1 paywall payment (x402-fetch) owed to its payer when the hot walle
   afterAll(async () => {
     await before?.close();
     await after?.close();
+    await closeRotatedServices();
     await v1?.app.close();
   });
 
