@@ -242,6 +242,19 @@ async function settledRow(nonce: Hex) {
   throw new Error(`authorization ${nonce} was not settled and credited`);
 }
 
+/**
+ * A payment settled at the facilitator for this test's merchant and credited by the watcher: the payment, the settle's
+ * answer, its nonce, and the tenant and account it credited.
+ */
+async function settledPayment() {
+  const payment = await signedPayment();
+  const settled = await facilitator("settle", payment);
+  expect(settled.body).toMatchObject({ success: true });
+  const nonce = payment.paymentPayload.payload.authorization.nonce as Hex;
+  await settledRow(nonce);
+  return { payment, settled, nonce, credit: { tenantId: gw.app.demo!.tenantId, accountId: merchant.id } };
+}
+
 describe("the official @x402/express server with Switchyard as its facilitator", () => {
   it("is paid by the official @x402/fetch client: served once, the tenant's account credited once", async () => {
     let served = 0;
@@ -508,12 +521,7 @@ describe("the facilitator's routes", () => {
   });
 
   it("answers a retried settle after the authorization's window shut, and one whose transaction a fee bump replaced", async () => {
-    const payment = await signedPayment();
-    const settled = await facilitator("settle", payment);
-    expect(settled.body).toMatchObject({ success: true });
-    const nonce = payment.paymentPayload.payload.authorization.nonce as Hex;
-    await settledRow(nonce);
-    const credit = { tenantId: gw.app.demo!.tenantId, accountId: merchant.id };
+    const { payment, settled, nonce, credit } = await settledPayment();
     // An hour on, its validBefore is past: the retry (a resource server's, after a settle not mined in time) answers
     // the settlement. Before, the window's refusal came first and no prior settlement was looked for.
     const later = facilitatorDeps(() => Date.now() + 3_600_000);
@@ -660,12 +668,7 @@ describe("the facilitator's routes", () => {
   });
 
   it("answers a settle retried after the hot wallet's key rotated by what was bound to the wallet before, nothing else", async () => {
-    const payment = await signedPayment();
-    const settled = await facilitator("settle", payment);
-    expect(settled.body).toMatchObject({ success: true });
-    const nonce = payment.paymentPayload.payload.authorization.nonce as Hex;
-    await settledRow(nonce);
-    const credit = { tenantId: gw.app.demo!.tenantId, accountId: merchant.id };
+    const { payment, settled, nonce, credit } = await settledPayment();
     // The gateway restarted with another key: its payTo is the new wallet; the retry's requirements name the old one.
     const rotated = facilitatorDeps(undefined, gw.app.db, gw.chain.publicClient, stranger().address);
     const sentBefore = await hotWalletNonce();
