@@ -181,15 +181,19 @@ export class ApiError extends SwitchyardError {
   }
 }
 
-/** Turns zod's first issue into one of our codes, naming the parameter by its dotted path. */
+/**
+ * Turns zod's first issue into one of our codes, naming the parameter by its dotted path; an issue with the whole body
+ * (an array where an object is asked) names `body`, not an empty path.
+ */
 export function fromZodError(error: ZodError, prefix = ""): ApiError {
   const issue = error.issues[0];
   if (issue === undefined) return new ApiError("parameter_invalid", "invalid request");
-  const param = [prefix, ...issue.path.map(String)].filter((part) => part !== "").join(".");
+  const path = [prefix, ...issue.path.map(String)].filter((part) => part !== "").join(".");
   if (issue.code === "unrecognized_keys") {
-    const key = [param, issue.keys[0]].filter((part) => part !== undefined && part !== "").join(".");
+    const key = [path, issue.keys[0]].filter((part) => part !== undefined && part !== "").join(".");
     return new ApiError("parameter_unknown", `unknown parameter "${key}"`, { param: key });
   }
+  const param = path === "" ? "body" : path;
   if (issue.code === "invalid_type" && issue.input === undefined) {
     return new ApiError("parameter_missing", `missing parameter "${param}"`, { param });
   }

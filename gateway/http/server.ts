@@ -81,9 +81,14 @@ export const apiVersion = "1.0.0";
  * Zod for requests, with the input reported so that a missing parameter can be told from a wrong one
  * (parameter_missing, parameter_invalid): fastify-type-provider-zod's validatorCompiler parses without it.
  */
-const validatorCompiler: FastifySchemaCompiler<ZodType> = ({ schema }) => {
+const validatorCompiler: FastifySchemaCompiler<ZodType> = ({ schema, httpPart }) => {
   const validate = (data: unknown) => {
-    const result = schema.safeParse(data, { reportInput: true });
+    let result = schema.safeParse(data, { reportInput: true });
+    // No body (none sent, an empty one, or JSON null) where the route asks for one: read as no parameters, so that the
+    // first required one is named missing (as Stripe answers "Missing required param: amount."). Before: the body
+    // itself was parameter_invalid, its param "", "expected object, received null".
+    if (!result.success && httpPart === "body" && (data === undefined || data === null))
+      result = schema.safeParse({}, { reportInput: true });
     return result.success ? { value: result.data } : { error: new RequestValidationError(result.error) };
   };
   if (schema !== noQueryParameters) return validate;

@@ -56,6 +56,12 @@ type Case = {
 
 const cases: Case[] = [
   { name: "malformed JSON", rawBody: '{"amount": "1.00",', status: 400, code: "invalid_json" },
+  // No body, or JSON null, is no parameters: the first one required is named missing. It was parameter_invalid with
+  // param "" ("expected object, received null").
+  { name: "no body", status: 400, code: "parameter_missing", param: "amount" },
+  { name: "a JSON null body", rawBody: "null", status: 400, code: "parameter_missing", param: "amount" },
+  // A body that is JSON but no object is the body's fault, named so: it was param "".
+  { name: "a JSON array body", rawBody: "[]", status: 400, code: "parameter_invalid", param: "body" },
   // A `__proto__` key, or a `constructor` holding a `prototype`, is refused, as the parameter it is: it was
   // "the request body is not valid JSON" (Fastify's secure-json-parse threw), though it is.
   ...[
