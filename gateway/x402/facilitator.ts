@@ -173,7 +173,8 @@ export async function facilitatorSettle(
       if (unsent !== null) return unsent;
     }
     // Sent, its fate not known yet: x402's settlement_pending with the transaction, which the official resource server
-    // settles once again at once (x402ResourceServer.settleWithPendingRetry), answered from the row (priorSettlement).
+    // settles once again at once (x402ResourceServer.settleWithPendingRetry), answered from the row (priorSettlement):
+    // settled once it is mined, pending (unexpected_settle_error) while it is not.
     if (settled.inFlight !== undefined)
       return settlementPending(payment, requirements.network, settled.inFlight, settled.message);
     return failed(settled, payment.payer);
@@ -268,15 +269,15 @@ async function priorSettlement(
     // Not spent yet (not mined, or reverted leaving the authorization open to whoever holds it until its validBefore,
     // or the node cannot say now): pending, as its settler answered, not "nonce already used", which tells the client
     // to sign a new payment and pay twice once this one is mined.
-    // Its transaction not known mined (no block recorded where it left the authorization unused): x402's
-    // settlement_pending with it, as its settler answered. Mined without spending it (the authorization open to whoever
-    // holds it): pending, with no transaction to wait for.
-    if (spent === null) {
-      const message = `transaction ${prior.txHash} has not spent this authorization yet, which may still be mined until its validBefore; it is credited if it is: settle the same payment again later`;
-      return prior.known.unusedAt === null
-        ? settlementPending(payment, parsed.requirements.network, prior.txHash as Hex, message)
-        : pendingSettle(payment, parsed.requirements.network, message);
-    }
+    // Not x402's settlement_pending with the row's transaction: the row cannot say that transaction is still to be
+    // mined (it may have been mined and reverted, or replaced by a fee bump), and a client waiting on it would take its
+    // revert for the payment's failure while the authorization is still open.
+    if (spent === null)
+      return pendingSettle(
+        payment,
+        parsed.requirements.network,
+        `transaction ${prior.txHash} has not spent this authorization yet, which may still be mined until its validBefore; it is credited if it is: settle the same payment again later`,
+      );
     // Concluded only once the gas of our mined transaction is booked, as reconciliation concludes a row: a batch's gas
     // is x402's to book (the rail handed it over), and a row concluded before it was never read again, its gas never
     // booked. Not booked now, the row stays `submitted` for the pass; the answer is the chain's all the same.

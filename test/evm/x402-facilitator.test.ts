@@ -474,8 +474,7 @@ describe("the facilitator's routes", () => {
     expect(await rowOf()).toEqual({ status: "settled", tx_hash: anotherSettled.body.transaction });
     // …and when none did, the retry hears it pending (the authorization, unused, may still be mined until its
     // validBefore; before: "nonce already used", and a client signs a new payment), and the row is left for
-    // reconciliation. The row records no block where its transaction left the authorization unused: x402's
-    // settlement_pending, with that transaction.
+    // reconciliation.
     const unsent = await signedPayment();
     const u = unsent.paymentPayload.payload.authorization;
     const unsentTerms = termsOf(u);
@@ -483,21 +482,6 @@ describe("the facilitator's routes", () => {
     await record(gw.app.db, deps.chains.chains[0]!, unsentTerms, {
       status: "submitted",
       txHash: anotherSettled.body.transaction,
-    });
-    expect((await facilitator("settle", unsent)).body).toMatchObject({
-      success: false,
-      errorReason: "settlement_pending",
-      transaction: anotherSettled.body.transaction,
-    });
-    // Once a block where it left the authorization unused is recorded (as the settler and reconciliation record a
-    // transaction mined without spending it): pending with no transaction, nothing of ours left to be mined.
-    const { blockNumber } = await gw.chain.publicClient.getTransactionReceipt({
-      hash: anotherSettled.body.transaction,
-    });
-    await record(gw.app.db, deps.chains.chains[0]!, unsentTerms, {
-      status: "submitted",
-      txHash: anotherSettled.body.transaction,
-      unusedBlock: blockNumber,
     });
     expect((await facilitator("settle", unsent)).body).toMatchObject({
       success: false,
@@ -567,8 +551,9 @@ describe("the facilitator's routes", () => {
     const nonce = payment.paymentPayload.payload.authorization.nonce.toLowerCase();
     await settledRow(nonce as Hex);
     // Left `submitted` with a transaction not mined (as one in flight, or one that reverted leaving the authorization
-    // open, is): the retry hears it pending, x402's settlement_pending with that transaction (which the official
-    // resource server settles once more). Before: invalid_exact_evm_nonce_already_used, and a client signs anew.
+    // open, is): the retry hears it pending. Before: invalid_exact_evm_nonce_already_used, and a client signs anew. Not
+    // x402's settlement_pending with the row's transaction: the row cannot tell one still to be mined from one mined
+    // and reverted, or replaced.
     const pendingTx = toHex(crypto.getRandomValues(new Uint8Array(32)));
     await gw.app.db.query(
       "UPDATE x402_authorizations SET status = 'submitted', tx_hash = $2 WHERE nonce = $1",
@@ -577,9 +562,9 @@ describe("the facilitator's routes", () => {
     try {
       expect((await facilitator("settle", payment)).body).toMatchObject({
         success: false,
-        errorReason: "settlement_pending",
+        errorReason: "unexpected_settle_error",
         errorMessage: expect.stringMatching(/has not spent this authorization yet/),
-        transaction: pendingTx,
+        transaction: "",
       });
     } finally {
       await gw.app.db.query(

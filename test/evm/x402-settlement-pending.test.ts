@@ -1,9 +1,9 @@
 // A facilitator settle whose transaction is sent and not mined within the settler's wait: Switchyard answers x402's
 // `settlement_pending` with the transaction sent, as the reference facilitator does, and the official resource server
 // (@x402/core's x402ResourceServer over HTTPFacilitatorClient) settles the same payment once more at once
-// (settleWithPendingRetry), answered from the gateway's row: pending while the transaction is not mined, settled with
-// it once it is. Before, the answer was `unexpected_settle_error` with no transaction, which the official server does
-// not retry.
+// (settleWithPendingRetry), answered from the gateway's row: pending (unexpected_settle_error) while the transaction is
+// not mined, settled with it once it is. Before, the first answer was `unexpected_settle_error` with no transaction,
+// which the official server does not retry.
 import { HTTPFacilitatorClient, x402ResourceServer } from "@x402/core/server";
 import { ExactEvmScheme } from "@x402/evm/exact/server";
 import { getAddress, type Hex } from "viem";
@@ -53,13 +53,15 @@ describe("a facilitator settle whose transaction is not mined within the settler
       resource: { url: "http://127.0.0.1/report", description: "a report", mimeType: "application/json" },
       accepts: [requirements],
     });
-    // The settle calls the official client makes, counted on their way out.
-    const settles: string[] = [];
+    // The answers to the settle calls the official client makes, read on their way back.
+    const settles: Record<string, unknown>[] = [];
     const fetched = globalThis.fetch;
     globalThis.fetch = (async (input: Parameters<typeof fetch>[0], init?: RequestInit) => {
       const url = input instanceof Request ? input.url : String(input);
-      if (url.endsWith("/v1/x402/settle")) settles.push(url);
-      return fetched(input, init);
+      const response = await fetched(input, init);
+      if (url.endsWith("/v1/x402/settle"))
+        settles.push((await response.clone().json()) as Record<string, unknown>);
+      return response;
     }) as typeof fetch;
     try {
       await gw.setAutomine(false);
@@ -70,15 +72,21 @@ describe("a facilitator settle whose transaction is not mined within the settler
         await gw.chain.publicClient.request({ method: "evm_mine" as never, params: [] as never });
         await gw.setAutomine(true);
       }
-      // Before: one settle, answered unexpected_settle_error with no transaction.
+      // Answered settlement_pending with the transaction sent, then settled once more at once: its transaction still
+      // not mined, pending. Before: one settle, answered unexpected_settle_error with no transaction.
       expect(settles).toHaveLength(2);
-      expect(pending).toMatchObject({
+      expect(settles[0]).toMatchObject({
         success: false,
         errorReason: "settlement_pending",
         transaction: expect.stringMatching(/^0x[0-9a-f]{64}$/),
         network,
       });
-      const sent = pending.transaction as Hex;
+      const sent = settles[0]!.transaction as Hex;
+      expect(pending).toMatchObject({
+        success: false,
+        errorReason: "unexpected_settle_error",
+        errorMessage: expect.stringContaining(`transaction ${sent} has not spent this authorization yet`),
+      });
       const receipt = await gw.chain.publicClient.waitForTransactionReceipt({ hash: sent });
       expect(receipt.status).toBe("success");
       // Mined: the same payment settled again is answered settled, with that transaction, at the first call.
