@@ -284,6 +284,13 @@ describe("a request that stalls at the gateway's own server (buildServer)", () =
     expect(handled).toBe(0);
   });
 
+  it("closes a connection that sent nothing, with no answer, once the request timeout has passed", async () => {
+    const raw = openRaw(gatewayPort);
+    expect(await raw.closed).toBeNull();
+    // A 408 here would be read as the answer to the next request a pooled client sends on the connection.
+    expect(raw.read).toBe("");
+  });
+
   it("answers a request whose body arrives slowly but within the timeout", async () => {
     const raw = openRaw(gatewayPort);
     raw.socket.write(

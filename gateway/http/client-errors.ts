@@ -81,6 +81,12 @@ export function answerClientError(
   socket: ServerSocket,
 ): void {
   if (refused.has(socket) || error.code === "ECONNRESET" || socket.destroyed) return;
+  // Timed out before sending a byte (a connection opened ahead, by a pool or a proxy): nothing was asked, and a 408 on
+  // it would be read as the answer to whatever request the client sends on it next. Closed, as an idle one is.
+  if (error.code === "ERR_HTTP_REQUEST_TIMEOUT" && (socket as { bytesRead?: number }).bytesRead === 0) {
+    socket.destroy();
+    return;
+  }
   refused.add(socket);
   const refusal = refusalOf(error.code);
   this.log.debug({ err: error, code: refusal.code satisfies ApiErrorCode }, "a connection's bytes refused");

@@ -183,7 +183,8 @@ export class ApiError extends SwitchyardError {
 
 /**
  * Turns zod's first issue into one of our codes, naming the parameter by its dotted path; an issue with the whole body
- * (an array where an object is asked) names `body`, not an empty path.
+ * (an array where an object is asked, or no body) names `body`, not an empty path (the only root a request's schemas
+ * can refuse: Fastify gives the query and the path parameters as objects).
  */
 export function fromZodError(error: ZodError, prefix = ""): ApiError {
   const issue = error.issues[0];
@@ -194,7 +195,8 @@ export function fromZodError(error: ZodError, prefix = ""): ApiError {
     return new ApiError("parameter_unknown", `unknown parameter "${key}"`, { param: key });
   }
   const param = path === "" ? "body" : path;
-  if (issue.code === "invalid_type" && issue.input === undefined) {
+  // Absent: undefined, or, for the body as a whole, null (Fastify's value for a request that sent none).
+  if (issue.code === "invalid_type" && (issue.input === undefined || (path === "" && issue.input === null))) {
     return new ApiError("parameter_missing", `missing parameter "${param}"`, { param });
   }
   return new ApiError("parameter_invalid", `invalid parameter "${param}": ${issue.message}`, { param });

@@ -83,13 +83,17 @@ export const apiVersion = "1.0.0";
  */
 const validatorCompiler: FastifySchemaCompiler<ZodType> = ({ schema, httpPart }) => {
   const validate = (data: unknown) => {
-    let result = schema.safeParse(data, { reportInput: true });
-    // No body (none sent, an empty one, or JSON null) where the route asks for one: read as no parameters, so that the
-    // first required one is named missing (as Stripe answers "Missing required param: amount."). Before: the body
-    // itself was parameter_invalid, its param "", "expected object, received null".
-    if (!result.success && httpPart === "body" && (data === undefined || data === null))
-      result = schema.safeParse({}, { reportInput: true });
-    return result.success ? { value: result.data } : { error: new RequestValidationError(result.error) };
+    const result = schema.safeParse(data, { reportInput: true });
+    if (result.success) return { value: result.data };
+    // No body (none sent, an empty one, or JSON null) where the route asks for one: refused naming the first required
+    // parameter, as Stripe answers "Missing required param: amount." (before: parameter_invalid, its param "",
+    // "expected object, received null"), or, when every parameter is optional, the body itself as missing — still
+    // refused: a route that takes an empty object acts on {} only when it is sent.
+    if (httpPart === "body" && (data === undefined || data === null)) {
+      const empty = schema.safeParse({}, { reportInput: true });
+      if (!empty.success) return { error: new RequestValidationError(empty.error) };
+    }
+    return { error: new RequestValidationError(result.error) };
   };
   if (schema !== noQueryParameters) return validate;
   // An empty query passes as it is (a payment's); any key goes through zod, which names it.

@@ -433,6 +433,27 @@ describe("other routes refuse bad input", () => {
       expect([query, response.status, response.body.object]).toEqual([query, 200, "list"]);
     }
   });
+  it("no body on a route whose body's parameters are all optional is refused as missing, not taken as {}", async () => {
+    // PATCH with {} acts (a payee's updated_at moves); with no body at all it was 400 parameter_invalid, param "".
+    const payee = "pye_00000000000000000000000000";
+    for (const rawBody of [undefined, "", "null"]) {
+      const response = await gw.call(
+        "PATCH",
+        `/v1/payees/${payee}`,
+        rawBody === undefined ? {} : { rawBody },
+      );
+      expect([rawBody, response.status, response.body.error.code, response.body.error.param]).toEqual([
+        rawBody,
+        400,
+        "parameter_missing",
+        "body",
+      ]);
+    }
+    // {} reaches the route, which looks for the payee.
+    const empty = await gw.call("PATCH", `/v1/payees/${payee}`, { body: {} });
+    expect(empty.status).toBe(404);
+  });
+
   it("an empty body sent with Content-Type: application/json is no body on a route whose body is optional", async () => {
     // Many SDKs send the header on every request; these were 400 invalid_json with it, 200 without.
     const made = async () => {
