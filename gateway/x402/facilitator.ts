@@ -236,7 +236,7 @@ async function priorSettlement(
     prior.tenantId !== credit.tenantId ||
     prior.accountId !== credit.accountId ||
     prior.amount !== payment.authorization.value ||
-    !isAddressEqual(prior.boundTo ?? chain.hotWallet, payment.authorization.to)
+    !isAddressEqual(boundTo(chain, [prior]), payment.authorization.to)
   )
     return null;
   if (prior.status === "failed") {
@@ -359,7 +359,7 @@ async function unsentSettlement(
   // Only invoices bound with the wallet this authorization pays: a payer's other authorization of the nonce, to
   // another address, answers nothing of theirs.
   const invoices = (await unsentBoundTo(deps.db, chain, a, credit)).filter((invoice) =>
-    isAddressEqual(invoice.boundTo ?? chain.hotWallet, a.to),
+    isAddressEqual(boundTo(chain, [invoice]), a.to),
   );
   if (invoices.length === 0) return null;
   let latest: { readonly number: bigint; readonly timestamp: bigint } | undefined;
