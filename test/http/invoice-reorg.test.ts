@@ -363,15 +363,17 @@ describe("a failure of a refund of an open invoice a reorg is reversing", () => 
       message: "refused",
       evidence: null,
     });
-    const failed = gw.app.db.query(failure.text, failure.params);
+    // Its error is heard from now on: it may come before the awaits below are done, and unheard it is an unhandled
+    // rejection of the run.
+    const failed = gw.app.db.query(failure.text, failure.params).then(
+      () => null,
+      (error: unknown) => error,
+    );
     await waitingOnLock("released AS");
     commit.release();
     await other;
     // From its reads it held 10 of its 10 once the 6 came back, r1's reorg left out. Before: paid, holding 6.
-    const refused = await failed.then(
-      () => null,
-      (error: unknown) => error,
-    );
+    const refused = await failed;
     expect(await statusOf(id)).toBe("open");
     expect(serverRaised(refused, "SYR07")).toBe(true);
     // Computed again from reads that see the reversal: the refund fails, and the invoice, holding 6, stays open.
@@ -438,7 +440,12 @@ describe("a failure of a refund of a reversed invoice a reinstatement is giving 
       message: "refused",
       evidence: null,
     });
-    const failed = gw.app.db.query(failure.text, failure.params);
+    // Its error is heard from now on: it may come before the awaits below are done, and unheard it is an unhandled
+    // rejection of the run.
+    const failed = gw.app.db.query(failure.text, failure.params).then(
+      () => null,
+      (error: unknown) => error,
+    );
     await waitingOnLock("released AS");
     unlock.release();
     await held;
@@ -446,10 +453,7 @@ describe("a failure of a refund of a reversed invoice a reinstatement is giving 
     // The reinstatement, its reads counting the refund pending, left it reversed and moved its row; the failure, whose
     // reads had r0's reversal standing, finds the row moved and is written again from new reads. Before: the row
     // left as it was, the failure paid nothing from its reads, and the invoice stayed reversed holding 12 of its 10.
-    const refused = await failed.then(
-      () => null,
-      (error: unknown) => error,
-    );
+    const refused = await failed;
     await gw.app.db.query(failure.text, failure.params);
     expect(await statusOf(id)).toBe("paid");
     expect(serverRaised(refused, "SYR07")).toBe(true);
