@@ -4,7 +4,9 @@
 // approve, a netting batch or a payout that reverted — and would never be booked. A pass over the journal takes each
 // open send of this wallet (evm_sends.gas_done false), hands its gas to the caller's booker when no caller books it,
 // and marks it done (booked by the pass, or by whom: evm_send_gas.booked_by). A send no transaction of which was
-// mined, whose nonce the wallet has passed at a block with the confirmations, is done too: it cost nothing.
+// mined, whose nonce the wallet has passed at a block with the confirmations, is done too: it cost nothing. The open
+// sends of a wallet the hot wallet's key rotated from are taken alike, judged by that wallet's count: their gas was
+// spent on the rail's behalf (before, the pass read the hot wallet's alone, and such a send's gas was never booked).
 //
 // A caller books the gas only if the outcome reaches it, which the rail cannot know: a payment whose attempt ended
 // failed after its transaction was mined (another outcome applied first), a payout the gateway holds no payment of,
@@ -179,7 +181,10 @@ type OpenSend = {
   attempt_id: string;
   tx_hash: Hex;
   nonce: number;
-  /** The wallet that signed it (lower case), the hot wallet (the pass reads no other's): sendFateOf looks none up. */
+  /**
+   * The wallet that signed it (lower case): the hot wallet, or one a key rotation retired, whose count sendFateOf then
+   * judges it by (one of unknown signer, '', is not read).
+   */
   wallet: string;
   /** Milliseconds since the send was last signed (the database's clock). */
   signed_ms_ago: number;
@@ -203,7 +208,6 @@ export async function sendGasPass(
   await keepOpenSends(state.journal).catch((error: unknown) =>
     state.logger.warn({ error }, "send gas: broadcasting the open sends again failed; tried again next pass"),
   );
-  const wallet = state.account.address.toLowerCase();
   // Each open send is looked at once a pass: those tried by an earlier pass (or never) before those tried in this one.
   const [{ at: passStartedAt } = { at: new Date() }] = await db.query<{ at: Date }>("SELECT now() AS at");
   let overBudget = false;
@@ -215,10 +219,10 @@ export async function sendGasPass(
       `SELECT attempt_id, tx_hash, nonce, wallet,
               (extract(epoch FROM now() - signed_at) * 1000)::float8 AS signed_ms_ago
          FROM evm_sends
-        WHERE chain_id = $1 AND wallet = $2 AND NOT gas_done
-          AND (gas_tried_at IS NULL OR gas_tried_at < $3)
-        ORDER BY gas_tried_at NULLS FIRST, nonce, attempt_id LIMIT $4`,
-      [state.chainId, wallet, passStartedAt, rowsMax],
+        WHERE chain_id = $1 AND NOT gas_done AND wallet IS NOT NULL AND wallet <> ''
+          AND (gas_tried_at IS NULL OR gas_tried_at < $2)
+        ORDER BY gas_tried_at NULLS FIRST, nonce, attempt_id LIMIT $3`,
+      [state.chainId, passStartedAt, rowsMax],
     );
     for (const row of open) {
       // Checked each send (each asks the node a few times): those left are the first the next pass looks at.
@@ -286,9 +290,9 @@ async function followSend(
     tx = stored;
   } else {
     const { receipt } = fate;
-    if (receipt.from.toLowerCase() !== state.account.address.toLowerCase())
+    if (receipt.from.toLowerCase() !== row.wallet)
       throw new EvmRailError(
-        `send ${row.attempt_id} is this wallet's, but ${receipt.transactionHash} was not`,
+        `send ${row.attempt_id} is wallet ${row.wallet}'s, but ${receipt.transactionHash} was not`,
       );
     tx = {
       txHash: receipt.transactionHash,
@@ -341,6 +345,12 @@ async function followSend(
   }
   if (outcome.booked) booked.push(mined);
   await markDone(state, row.attempt_id, tx, outcome.bookedBy);
+  // Booked as the hot wallet's gas is (spent on the rail's behalf), and said: the hot wallet's balance does not show it.
+  if (outcome.booked && row.wallet !== state.account.address.toLowerCase())
+    state.logger.info(
+      { send: row.attempt_id, txHash: tx.txHash, paidBy: row.wallet, hotWallet: state.account.address },
+      "send gas: a send mined from a wallet the hot wallet's key rotated from; its gas, booked, was paid by that wallet",
+    );
   // Said as a warning, for the operator to check against the chain: a pass before the L1 data fee was counted (an
   // OP-stack chain's, ac492c7) stored the L2 gas alone, and the row cannot say which pass stored it.
   if (tx.stored)

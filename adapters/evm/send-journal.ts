@@ -140,7 +140,7 @@ export type SendJournal = {
   stalledRefusal: StalledRefusal | null;
   /**
    * The sends signed by another wallet than this one (a key rotation retired it) said not replaced, by key: each is said
-   * once (storedSend), the set cleared when it reaches signedByAnotherSaidMax.
+   * once (storedSend, keepOpenSends), the set cleared when it reaches signedByAnotherSaidMax.
    */
   readonly signedByAnotherSaid: Set<string>;
 };
@@ -486,6 +486,12 @@ async function storedSend(journal: SendJournal, key: string): Promise<Sent | nul
 async function signedHere(journal: SendJournal, row: SendRow, wallet: string | null): Promise<boolean> {
   const signer = wallet ?? (await signerOf(row.raw_tx));
   if (signer === walletKey(journal)) return true;
+  saySignedByAnother(journal, row, signer);
+  return false;
+}
+
+/** Says once a send (by key) that another wallet than this journal's signed, at warn: broadcast as it is, never replaced. */
+function saySignedByAnother(journal: SendJournal, row: SendRow, signer: string | null): void {
   if (!journal.signedByAnotherSaid.has(row.attempt_id)) {
     if (journal.signedByAnotherSaid.size >= signedByAnotherSaidMax) journal.signedByAnotherSaid.clear();
     journal.signedByAnotherSaid.add(row.attempt_id);
@@ -500,7 +506,6 @@ async function signedHere(journal: SendJournal, row: SendRow, wallet: string | n
       "send signed by another wallet than the hot wallet (its key rotated since?): not replaced, only broadcast again as it is; a wallet the rail no longer signs with mines it, or not, at its own fees",
     );
   }
-  return false;
 }
 
 /** The address (lower case) that signed `raw`, from its signature alone; null when its bytes name none. */
@@ -987,7 +992,8 @@ export const openSendsKeptMax = 64;
  * those whose broadcast failed (a node's 5xx, a crash between the commit and the broadcast) held every later nonce
  * of the wallet, every payout behind it, for good. Resolves to how many it looked at; a broadcast not taken is said by
  * the broadcast, and a replacement that fails (the node out of reach) is logged by the caller (the error names the
- * first), the others still tried.
+ * first), the others still tried. The open sends of wallets a key rotation retired follow (keepOtherWalletsOpenSends),
+ * counted in.
  */
 export function keepOpenSends(journal: SendJournal): Promise<number> {
   return serialized(journal, async () => {
@@ -1011,9 +1017,60 @@ export function keepOpenSends(journal: SendJournal): Promise<number> {
         failed ??= error;
       }
     }
+    let kept = open.length;
+    try {
+      kept += await keepOtherWalletsOpenSends(journal);
+    } catch (error) {
+      failed ??= error;
+    }
     if (failed !== null) throw failed;
-    return open.length;
+    return kept;
   });
+}
+
+/**
+ * The open sends of the wallets a key rotation retired (evm_sends.wallet another than this journal's), each broadcast
+ * again as it is, lowest nonce first and never replaced (no key here signs for that wallet), while its wallet's mined
+ * count has not passed it; said once a send (saySignedByAnother). Before, only a send's key sent again broadcast it
+ * (storedSend), and the keys some sends are under never are (an x402 batch, a splitter's approve): one signed before
+ * the rotation whose broadcast failed was never mined, its invoice or payout in flight for good. Resolves to how many
+ * it looked at; the first error, after the others were tried.
+ */
+async function keepOtherWalletsOpenSends(journal: SendJournal): Promise<number> {
+  const wallets = await journal.db.query<{ wallet: string }>(
+    `SELECT DISTINCT wallet FROM evm_sends
+      WHERE chain_id = $1 AND NOT gas_done AND wallet IS NOT NULL AND wallet <> '' AND wallet <> $2`,
+    [journal.chainId, walletKey(journal)],
+  );
+  let looked = 0;
+  let failed: unknown = null;
+  for (const { wallet } of wallets) {
+    try {
+      const minedCount = await journal.publicClient.getTransactionCount({
+        address: wallet as Address,
+        blockTag: "latest",
+      });
+      const open = await journal.db.query<SendRow>(
+        `SELECT attempt_id, tx_hash, raw_tx, nonce FROM evm_sends
+          WHERE chain_id = $1 AND wallet = $2 AND nonce >= $3 AND NOT gas_done
+          ORDER BY nonce LIMIT $4`,
+        [journal.chainId, wallet, minedCount, openSendsKeptMax],
+      );
+      looked += open.length;
+      for (const row of open) {
+        saySignedByAnother(journal, row, wallet);
+        try {
+          await broadcast(journal, row, wallet);
+        } catch (error) {
+          failed ??= error;
+        }
+      }
+    } catch (error) {
+      failed ??= error;
+    }
+  }
+  if (failed !== null) throw failed;
+  return looked;
 }
 
 /**

@@ -208,11 +208,13 @@ describe("the hot wallet's gas, booked", () => {
       { booked_by: "send_gas", gas_done: true },
     ]);
 
-    // The retired wallet's sends stood in front of none of these: known now as its own, and not this pass's.
+    // The retired wallet's sends stood in front of none of these: known now as its own, judged by its count (never
+    // past their nonce: it holds no ETH), and open still.
     expect(
-      await gw.app.db.query("SELECT 1 FROM evm_sends WHERE attempt_id LIKE 'aaa-retired:%' AND wallet = $1", [
-        retired.toLowerCase(),
-      ]),
+      await gw.app.db.query(
+        "SELECT 1 FROM evm_sends WHERE attempt_id LIKE 'aaa-retired:%' AND wallet = $1 AND NOT gas_done",
+        [retired.toLowerCase()],
+      ),
     ).toHaveLength(101);
 
     // A booking no payment carries names its transaction and what it was.
@@ -284,6 +286,49 @@ describe("the hot wallet's gas, booked", () => {
         WHERE attempt_id = 'approve:dropped'`,
     );
     expect(done).toEqual({ booked_by: "never_mined", gas_wei: "0", gas_done: true });
+  });
+
+  it("books the gas a wallet the hot wallet's key rotated from paid for a send it signed before", async () => {
+    const { chain } = gw;
+    const retired = privateKeyToAccount(generatePrivateKey());
+    await chain.networkHelpers.setBalance(retired.address, 10n ** 18n);
+    // The splitter's approve of the wallet before the rotation, as its journal kept it, mined after.
+    const raw = await retired.signTransaction({
+      chainId: chain.chain.id,
+      type: "eip1559",
+      nonce: 0,
+      to: retired.address,
+      gas: 21_000n,
+      maxFeePerGas: 10n * weiPerGwei,
+      maxPriorityFeePerGas: weiPerGwei,
+    });
+    const key = "approve:signed-before-rotation";
+    await gw.app.db.query(
+      `INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce, wallet) VALUES ($1, $2, $3, $4, 0, $5)`,
+      [key, chain.chain.id, keccak256(raw), raw, retired.address.toLowerCase()],
+    );
+    const hash = await chain.publicClient.sendRawTransaction({ serializedTransaction: raw });
+    const receipt = await chain.publicClient.waitForTransactionReceipt({ hash });
+    await chain.networkHelpers.mine(3);
+    const before = await ledgerEth();
+    // Before: the pass read the hot wallet's sends alone, and this gas, spent, was never booked.
+    const passed = await sendGasPassOnce(gw.app.settlement, gw.rail, chain.chain.id);
+    expect(passed.booked.map((send) => send.txHash)).toContain(hash);
+    const gwei = divCeil(receipt.gasUsed * receipt.effectiveGasPrice, weiPerGwei);
+    const [booked] = await gw.app.ledger.lookupTransfers([
+      derivedLedgerId(`${chain.chain.id}:${hash}`, "send-gas"),
+    ]);
+    expect(booked?.amount).toBe(gwei);
+    const after = await ledgerEth();
+    expect({ held: before.held - after.held, fees: after.fees - before.fees }).toEqual({
+      held: gwei,
+      fees: gwei,
+    });
+    const [done] = await gw.app.db.query<{ booked_by: string; gas_done: boolean }>(
+      `SELECT booked_by, gas_done FROM evm_send_gas JOIN evm_sends USING (attempt_id) WHERE attempt_id = $1`,
+      [key],
+    );
+    expect(done).toEqual({ booked_by: "send_gas", gas_done: true });
   });
 });
 

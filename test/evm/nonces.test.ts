@@ -905,10 +905,11 @@ describe("the transactions of a send", () => {
   it("include the one stored now when the row asked about was read before a fee bump replaced it", async () => {
     const [first, bumped] = [keccak256("0x01"), keccak256("0x02")];
     const key = "att_read_before_bump";
-    // Another wallet's (a retired one's): the hot wallet's open sends are left as they are.
+    // Another wallet's (a retired one's), made up and done: the keeper and the gas pass, which follow a retired
+    // wallet's open sends too, leave it alone.
     const wallet = "0x00000000000000000000000000000000000000aa";
     await gw.app.db.query(
-      "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce, wallet) VALUES ($1, $2, $3, '0x', 0, $4)",
+      "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce, wallet, gas_done) VALUES ($1, $2, $3, '0x', 0, $4, true)",
       [key, gw.chain.chain.id, bumped, wallet],
     );
     await gw.app.db.query(
@@ -943,9 +944,10 @@ describe("a send's transactions looked for a receipt, in their order", () => {
     const hashOf = (name: string) =>
       name === "mined" ? mined : keccak256(new TextEncoder().encode(`${key}:${name}`));
     const nameOf = new Map(order.map((name) => [hashOf(name).toLowerCase(), name]));
+    // Made up and done (no real transaction's bytes): the keeper and the gas pass leave it alone.
     const wallet = "0x00000000000000000000000000000000000000aa";
     await gw.app.db.query(
-      "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce, wallet) VALUES ($1, $2, $3, '0x', 0, $4)",
+      "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce, wallet, gas_done) VALUES ($1, $2, $3, '0x', 0, $4, true)",
       [key, gw.chain.chain.id, hashOf(order[0]!), wallet],
     );
     for (const [at, name] of order.slice(1).entries())
@@ -2915,6 +2917,43 @@ describe("a send signed by another wallet, the hot wallet's key rotated since", 
     }
     await expectMined([first as { tx_hash: `0x${string}` }]);
     expect(await countsOf(rotated)).toEqual([0, 0]);
+  });
+
+  it("open, its broadcast lost and its key never sent again: broadcast again as it is by the new wallet's keeper, said once", async () => {
+    const key = "approve:signed-before-rotation:lost";
+    const retired = await walletOf("the hot wallet rotated from, its broadcast lost");
+    const rotated = await walletOf("the hot wallet rotated to, a lost send of the old one");
+    // Signed and journaled by the old wallet, then lost by the node (a crash before the broadcast, a node restarted).
+    await setAutomine(false);
+    let lost: `0x${string}`;
+    try {
+      const sent = await approveNothing(journalOf(retired, 1_000_000_000n), key);
+      expect(sent).toMatchObject({ attempt_id: key, broadcast: "taken" });
+      lost = (sent as { tx_hash: `0x${string}` }).tx_hash;
+      await gw.chain.networkHelpers.dropTransaction(lost);
+    } finally {
+      await setAutomine(true);
+    }
+    const countsBefore = await countsOf(rotated);
+    const { logger, lines } = recordingLogger();
+    const keeper = journalOf(rotated, 1_000_000_000n, logger);
+    // Before: the keeper read the new wallet's open sends alone, and this one stayed unmined for good.
+    expect(await keepOpenSends(keeper)).toBeGreaterThanOrEqual(1);
+    expect(await gw.chain.publicClient.getTransactionReceipt({ hash: lost })).toMatchObject({
+      status: "success",
+      from: retired.account.address.toLowerCase(),
+    });
+    // As it was signed: no transaction of the new wallet, nothing replaced.
+    expect(await rowOf(key)).toMatchObject({ tx_hash: lost, replaced: [] });
+    expect(await countsOf(rotated)).toEqual(countsBefore);
+    // Mined, it is no longer looked at; said once, whatever the passes.
+    await keepOpenSends(keeper);
+    const said = lines.filter((line) => line.level === "warn" && line.fields.send === key);
+    expect(said).toHaveLength(1);
+    expect(said[0]!.fields).toMatchObject({
+      signedBy: retired.account.address.toLowerCase(),
+      hotWallet: rotated.account.address.toLowerCase(),
+    });
   });
 
   it.each([
