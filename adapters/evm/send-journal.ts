@@ -1033,8 +1033,8 @@ export function keepOpenSends(journal: SendJournal): Promise<number> {
  * again as it is, lowest nonce first and never replaced (no key here signs for that wallet), while its wallet's mined
  * count has not passed it; said once a send (saySignedByAnother). Before, only a send's key sent again broadcast it
  * (storedSend), and the keys some sends are under never are (an x402 batch, a splitter's approve): one signed before
- * the rotation whose broadcast failed was never mined, its invoice or payout in flight for good. Resolves to how many
- * it looked at; the first error, after the others were tried.
+ * the rotation whose broadcast failed was never mined, its invoice or payout in flight for good. A wallet's turn ends
+ * at its first send not taken. Resolves to how many it looked at; the first error, after the other wallets were tried.
  */
 async function keepOtherWalletsOpenSends(journal: SendJournal): Promise<number> {
   const wallets = await journal.db.query<{ wallet: string }>(
@@ -1056,13 +1056,16 @@ async function keepOtherWalletsOpenSends(journal: SendJournal): Promise<number> 
           ORDER BY nonce LIMIT $4`,
         [journal.chainId, wallet, minedCount, openSendsKeptMax],
       );
-      looked += open.length;
       for (const row of open) {
+        looked += 1;
         saySignedByAnother(journal, row, wallet);
+        // None of its later nonces can be mined before it: one not taken ends the wallet's turn. Before, a wallet
+        // drained since had every open send asked about at every pass, each refusal a few calls of the node's.
         try {
-          await broadcast(journal, row, wallet);
+          if ((await broadcast(journal, row, wallet)).broadcast === "not_taken") break;
         } catch (error) {
           failed ??= error;
+          break;
         }
       }
     } catch (error) {
@@ -1160,7 +1163,7 @@ async function broadcast(journal: SendJournal, row: SendRow, wallet: string | nu
     // (costsNoLess: refused alike, not asked): one not asked otherwise may be the one the node takes.
     const current =
       takenAgain === "every_one_refused" ? await leftToSignedOver(journal, row, error, text) : row;
-    await notTaken(journal, row, error);
+    await notTaken(journal, row, error, wallet !== null && wallet !== walletKey(journal));
     return { ...current, broadcast: "not_taken" };
   }
 }
@@ -1474,7 +1477,7 @@ async function taken(journal: SendJournal, row: SendRow): Promise<Broadcast> {
  * taken for longer than stalledAfterMs (not_taken_said: once per send, whichever process sees it), quietly (debug)
  * otherwise. Before, a refusal that never clears warned at every pass of every send behind it, and nothing more.
  */
-async function notTaken(journal: SendJournal, row: SendRow, error: unknown): Promise<void> {
+async function notTaken(journal: SendJournal, row: SendRow, error: unknown, retired = false): Promise<void> {
   const fields = { send: row.attempt_id, txHash: row.tx_hash, nonce: row.nonce, error: viemDetails(error) };
   let said: "first" | "long" | "again" = "first";
   try {
@@ -1498,7 +1501,12 @@ async function notTaken(journal: SendJournal, row: SendRow, error: unknown): Pro
       "send's broadcast not taken, not recorded",
     );
   }
-  if (said === "long")
+  if (said === "long" && retired)
+    journal.logger.error(
+      { ...fields, stalledAfterMs: stalledAfterMs(journal) },
+      "send of a wallet the hot wallet's key rotated from not taken for longer than stalledAfterMs: the node refuses it (that wallet short of ETH for its gas?); its later sends wait behind it, the hot wallet's do not",
+    );
+  else if (said === "long")
     journal.logger.error(
       { ...fields, stalledAfterMs: stalledAfterMs(journal) },
       "send's broadcast not taken for longer than stalledAfterMs: the node refuses it and shows neither its nonce used nor its transaction (a node's fee cap, a gas limit above the block's?); every later send of the wallet waits behind it, and new sends are refused while it is refused",

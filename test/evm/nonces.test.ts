@@ -2835,10 +2835,15 @@ describe("a send signed by another wallet, the hot wallet's key rotated since", 
     return createWalletClient({ account, chain: gw.chain.chain, transport });
   }
   /** A journal signing with `walletClient` on the gateway's database, every send due for replacement at once. */
-  const journalOf = (walletClient: SendJournal["walletClient"], priorityFeeWei: bigint, logger?: Logger) =>
+  const journalOf = (
+    walletClient: SendJournal["walletClient"],
+    priorityFeeWei: bigint,
+    logger?: Logger,
+    publicClient: SendJournal["publicClient"] = gw.chain.publicClient,
+  ) =>
     createSendJournal({
       db: gw.app.db,
-      publicClient: gw.chain.publicClient,
+      publicClient,
       walletClient,
       confirmations: 1,
       receiptTimeoutMs: 300,
@@ -2923,6 +2928,9 @@ describe("a send signed by another wallet, the hot wallet's key rotated since", 
     const key = "approve:signed-before-rotation:lost";
     const retired = await walletOf("the hot wallet rotated from, its broadcast lost");
     const rotated = await walletOf("the hot wallet rotated to, a lost send of the old one");
+    const countsBefore = await countsOf(rotated);
+    const { logger, lines } = recordingLogger();
+    const keeper = journalOf(rotated, 1_000_000_000n, logger);
     // Signed and journaled by the old wallet, then lost by the node (a crash before the broadcast, a node restarted).
     await setAutomine(false);
     let lost: `0x${string}`;
@@ -2931,14 +2939,16 @@ describe("a send signed by another wallet, the hot wallet's key rotated since", 
       expect(sent).toMatchObject({ attempt_id: key, broadcast: "taken" });
       lost = (sent as { tx_hash: `0x${string}` }).tx_hash;
       await gw.chain.networkHelpers.dropTransaction(lost);
+      // Before: the keeper read the new wallet's open sends alone, and this one stayed unmined for good. Broadcast
+      // again at each pass while open, and said once.
+      for (let pass = 0; pass < 2; pass += 1) {
+        expect(await keepOpenSends(keeper)).toBeGreaterThanOrEqual(1);
+        expect(await gw.chain.publicClient.getTransaction({ hash: lost })).toMatchObject({ hash: lost });
+      }
     } finally {
       await setAutomine(true);
     }
-    const countsBefore = await countsOf(rotated);
-    const { logger, lines } = recordingLogger();
-    const keeper = journalOf(rotated, 1_000_000_000n, logger);
-    // Before: the keeper read the new wallet's open sends alone, and this one stayed unmined for good.
-    expect(await keepOpenSends(keeper)).toBeGreaterThanOrEqual(1);
+    await gw.chain.networkHelpers.mine(1);
     expect(await gw.chain.publicClient.getTransactionReceipt({ hash: lost })).toMatchObject({
       status: "success",
       from: retired.account.address.toLowerCase(),
@@ -2946,14 +2956,66 @@ describe("a send signed by another wallet, the hot wallet's key rotated since", 
     // As it was signed: no transaction of the new wallet, nothing replaced.
     expect(await rowOf(key)).toMatchObject({ tx_hash: lost, replaced: [] });
     expect(await countsOf(rotated)).toEqual(countsBefore);
-    // Mined, it is no longer looked at; said once, whatever the passes.
-    await keepOpenSends(keeper);
     const said = lines.filter((line) => line.level === "warn" && line.fields.send === key);
     expect(said).toHaveLength(1);
     expect(said[0]!.fields).toMatchObject({
       signedBy: retired.account.address.toLowerCase(),
       hotWallet: rotated.account.address.toLowerCase(),
     });
+  });
+
+  it("open, of a wallet drained since: only its lowest open send is asked of the node a pass, until it has the ETH", async () => {
+    const keys = ["approve:signed-before-rotation:drained-0", "approve:signed-before-rotation:drained-1"];
+    const retired = await walletOf("the hot wallet rotated from, drained with two sends open");
+    const rotated = await walletOf("the hot wallet rotated to, the old one drained");
+    const sent: `0x${string}`[] = [];
+    await setAutomine(false);
+    try {
+      for (const key of keys) {
+        const send = await approveNothing(journalOf(retired, 1_000_000_000n), key);
+        expect(send).toMatchObject({ attempt_id: key, broadcast: "taken" });
+        sent.push((send as { tx_hash: `0x${string}` }).tx_hash);
+      }
+      for (const hash of sent) await gw.chain.networkHelpers.dropTransaction(hash);
+    } finally {
+      await setAutomine(true);
+    }
+    await gw.chain.networkHelpers.setBalance(retired.account.address, 0n);
+    // The new wallet's keeper, counting the transactions it hands the node.
+    const broadcasts: string[] = [];
+    const counting = createPublicClient({
+      chain: gw.chain.chain,
+      transport: custom({
+        request: (args: { method: string; params?: unknown }) => {
+          if (args.method === "eth_sendRawTransaction") broadcasts.push((args.params as [string])[0]);
+          return gw.chain.provider.request(args as never);
+        },
+      }),
+      pollingInterval: 50,
+    });
+    const keeper = journalOf(rotated, 1_000_000_000n, undefined, counting);
+    const [lowest, behind] = await Promise.all(
+      keys.map(async (key) => {
+        const [row] = await gw.app.db.query<{ raw_tx: string }>(
+          "SELECT raw_tx FROM evm_sends WHERE attempt_id = $1",
+          [key],
+        );
+        return row!.raw_tx;
+      }),
+    );
+    for (let pass = 0; pass < 2; pass += 1) {
+      broadcasts.length = 0;
+      await keepOpenSends(keeper);
+      expect(broadcasts).toContain(lowest);
+      // Before: the one behind it too, each pass, refused alike.
+      expect(broadcasts).not.toContain(behind);
+    }
+    await expect(gw.chain.publicClient.getTransactionReceipt({ hash: sent[0]! })).rejects.toThrow();
+    // Given the ETH, both are mined, in turn, by the keeper's passes.
+    await gw.chain.networkHelpers.setBalance(retired.account.address, 10n ** 18n);
+    await keepOpenSends(keeper);
+    await keepOpenSends(keeper);
+    await expectMined(sent.map((tx_hash) => ({ tx_hash })));
   });
 
   it.each([
