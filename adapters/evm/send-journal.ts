@@ -1003,12 +1003,7 @@ export function keepOpenSends(journal: SendJournal): Promise<number> {
     });
     forgetPassed(journal, minedCount);
     await forgetNotTakenPassed(journal, minedCount);
-    const open = await journal.db.query<StoredRow>(
-      `SELECT attempt_id, tx_hash, raw_tx, nonce, now() - signed_at >= $4::int * interval '1 millisecond' AS due
-         FROM evm_sends WHERE chain_id = $1 AND wallet = $2 AND nonce >= $3 AND NOT gas_done
-        ORDER BY nonce LIMIT $5`,
-      [journal.chainId, walletKey(journal), minedCount, journal.replaceAfterMs, openSendsKeptMax],
-    );
+    const open = await openSendsOf(journal, walletKey(journal), minedCount);
     let failed: unknown = null;
     for (const { due, ...row } of open) {
       try {
@@ -1026,6 +1021,19 @@ export function keepOpenSends(journal: SendJournal): Promise<number> {
     if (failed !== null) throw failed;
     return kept;
   });
+}
+
+/**
+ * `wallet`'s sends its mined count has not passed, lowest nonce first (openSendsKeptMax at most), each with whether it
+ * has waited replaceAfterMs (due).
+ */
+function openSendsOf(journal: SendJournal, wallet: string, minedCount: number): Promise<StoredRow[]> {
+  return journal.db.query<StoredRow>(
+    `SELECT attempt_id, tx_hash, raw_tx, nonce, now() - signed_at >= $4::int * interval '1 millisecond' AS due
+       FROM evm_sends WHERE chain_id = $1 AND wallet = $2 AND nonce >= $3 AND NOT gas_done
+      ORDER BY nonce LIMIT $5`,
+    [journal.chainId, wallet, minedCount, journal.replaceAfterMs, openSendsKeptMax],
+  );
 }
 
 /**
@@ -1050,13 +1058,8 @@ async function keepOtherWalletsOpenSends(journal: SendJournal): Promise<number> 
         address: wallet as Address,
         blockTag: "latest",
       });
-      const open = await journal.db.query<SendRow>(
-        `SELECT attempt_id, tx_hash, raw_tx, nonce FROM evm_sends
-          WHERE chain_id = $1 AND wallet = $2 AND nonce >= $3 AND NOT gas_done
-          ORDER BY nonce LIMIT $4`,
-        [journal.chainId, wallet, minedCount, openSendsKeptMax],
-      );
-      for (const row of open) {
+      // Never replaced, so whether one is due does not matter.
+      for (const { due: _due, ...row } of await openSendsOf(journal, wallet, minedCount)) {
         looked += 1;
         saySignedByAnother(journal, row, wallet);
         // None of its later nonces can be mined before it: one not taken ends the wallet's turn. Before, a wallet
