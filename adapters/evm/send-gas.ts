@@ -45,7 +45,14 @@ import { assets, divCeil, type FeePaid, feeWeiOf } from "../../core/index.ts";
 import { EvmRailError } from "./errors.ts";
 import { gasPaid } from "./payout.ts";
 import type { EvmRailState } from "./rail-state.ts";
-import { confirmedNonceOf, hashesOfSend, keepOpenSends, sendFateOf } from "./send-journal.ts";
+import {
+  type ConfirmedCountOf,
+  confirmedCountsOnce,
+  confirmedNonceOf,
+  hashesOfSend,
+  keepOpenSends,
+  sendFateOf,
+} from "./send-journal.ts";
 
 export type SendKind =
   | "payout"
@@ -213,8 +220,9 @@ export async function sendGasPass(
   let overBudget = false;
   while (!overBudget) {
     // Read before the receipts (sendFateOf): a nonce passed at this block with none of the send's receipts found
-    // after is a send never mined.
+    // after is a send never mined. A retired wallet's, at its first send of the batch, for all of them.
     const confirmedNonce = await confirmedNonceOf(state.journal);
+    const countOf = confirmedCountsOnce(state.journal);
     const open = await db.query<OpenSend>(
       `SELECT attempt_id, tx_hash, nonce, wallet,
               (extract(epoch FROM now() - signed_at) * 1000)::float8 AS signed_ms_ago
@@ -232,7 +240,7 @@ export async function sendGasPass(
       }
       let turn: Turn | "failed";
       try {
-        turn = await followSend(state, book, row, confirmedNonce, result.booked);
+        turn = await followSend(state, book, row, { confirmedNonce, countOf }, result.booked);
       } catch (error) {
         state.logger.error(
           { error, send: row.attempt_id, txHash: row.tx_hash },
@@ -266,14 +274,14 @@ async function followSend(
   state: EvmRailState,
   book: SendGasBooker,
   row: OpenSend,
-  confirmedNonce: number,
+  counts: { confirmedNonce: number; countOf: ConfirmedCountOf },
   booked: MinedSend[],
 ): Promise<Turn> {
   const kind = sendKindOf(row.attempt_id);
   // An x402 batch the rail may still hand to x402 (whose settler then books it) is not the pass's to claim yet.
   if (kind === "x402_batch" && row.signed_ms_ago < state.params.receiptTimeoutMs + x402HandoverMarginMs)
     return "pending";
-  const fate = await sendFateOf(state.journal, row, confirmedNonce);
+  const fate = await sendFateOf(state.journal, row, counts.confirmedNonce, counts.countOf);
   if (fate.status === "pending") return "pending";
   let tx: MinedTx;
   if (fate.status === "never_mined") {

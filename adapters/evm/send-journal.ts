@@ -1678,12 +1678,15 @@ export type SendFate =
  * (a replacement sent outside the journal, a broadcast that failed while another process used the nonce) in a block
  * with the confirmations, and none of its own transactions has a receipt. `confirmedNonce` is the wallet's
  * transaction count at such a block, read before the receipts are looked for: had one of the send's transactions
- * been mined at or below that block, its receipt would be found after.
+ * been mined at or below that block, its receipt would be found after. `countOf` reads another wallet's such count
+ * (a send signed before a key rotation): confirmedNonceOf's read now, unless the caller keeps one a wallet
+ * (confirmedCountsOnce).
  */
 export async function sendFateOf(
   journal: SendJournal,
   row: Pick<SendRow, "attempt_id" | "tx_hash" | "nonce"> & { wallet?: string },
   confirmedNonce: number,
+  countOf: ConfirmedCountOf = (wallet) => confirmedNonceOf(journal, wallet),
 ): Promise<SendFate> {
   // The receipts are looked for once: one found but too recent is pending, whatever the nonce says.
   const receipt = await minedReceiptOf(journal, row);
@@ -1698,8 +1701,7 @@ export async function sendFateOf(
   const signer = row.wallet ?? (await storedSignerOf(journal.db, row.attempt_id));
   if (signer === walletKey(journal))
     return confirmedNonce <= row.nonce ? { status: "pending" } : { status: "never_mined" };
-  if (signer === null || (await confirmedNonceOf(journal, signer as Address)) <= row.nonce)
-    return { status: "pending" };
+  if (signer === null || (await countOf(signer as Address)) <= row.nonce) return { status: "pending" };
   const late = await minedReceiptOf(journal, row);
   if (late !== null)
     return (await confirmed(journal, late)) ? { status: "mined", receipt: late } : { status: "pending" };
@@ -1742,6 +1744,29 @@ export async function confirmedNonceOf(
     address: wallet,
     blockNumber: confirmed,
   });
+}
+
+/** Another wallet's transaction count at a block with the confirmations (confirmedNonceOf): sendFateOf's `countOf`. */
+export type ConfirmedCountOf = (wallet: Address) => Promise<number>;
+
+/**
+ * confirmedNonceOf for other wallets, each read at its first ask and kept: one read a wallet for the sends judged after
+ * it (a pass's batch: send-gas.ts), all of whose receipts are looked for after it, as sendFateOf needs. Before, a
+ * retired wallet's open send not mined cost two calls of the node's each, every pass: a wallet drained since with a
+ * hundred sends open spent two hundred calls of the pass's budget. A read that fails is not kept.
+ */
+export function confirmedCountsOnce(journal: SendJournal): ConfirmedCountOf {
+  const read = new Map<string, Promise<number>>();
+  return (wallet) => {
+    const key = wallet.toLowerCase();
+    let count = read.get(key);
+    if (count === undefined) {
+      count = confirmedNonceOf(journal, wallet);
+      read.set(key, count);
+      count.catch(() => read.delete(key));
+    }
+    return count;
+  };
 }
 
 /** `row`'s transaction, the send's current one, then each its replacements superseded, the newest first. */

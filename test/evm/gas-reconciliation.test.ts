@@ -330,6 +330,38 @@ describe("the hot wallet's gas, booked", () => {
     );
     expect(done).toEqual({ booked_by: "send_gas", gas_done: true });
   });
+
+  it("reads a retired wallet's confirmed count once a pass, not once for each of its open sends", async () => {
+    // Three sends of a wallet the key rotated from, drained (no ETH): never mined, each pending at every pass.
+    const retired = (await journalRetiredWalletSends(3, "aab-drained")).toLowerCase();
+    const countReads: string[] = [];
+    const publicClient = createPublicClient({
+      chain: gw.chain.chain,
+      transport: custom({
+        request: (args: { method: string; params?: unknown }) => {
+          const [address, block] = (args.params ?? []) as [string?, string?];
+          if (args.method === "eth_getTransactionCount" && address?.toLowerCase() === retired)
+            countReads.push(block ?? "");
+          return gw.chain.provider.request(args as never);
+        },
+      }),
+      pollingInterval: 50,
+    });
+    const passed = await sendGasPassOnce(
+      gw.app.settlement,
+      anotherProcessRail(gw, { publicClient }),
+      gw.chain.chain.id,
+    );
+    expect(passed.pending).toBeGreaterThanOrEqual(3);
+    // One read at a block with the confirmations for the three (the keeper's reads at the latest block aside).
+    // Before: one for each send.
+    expect(countReads.filter((block) => block !== "latest")).toHaveLength(1);
+    const open = await gw.app.db.query(
+      "SELECT 1 FROM evm_sends WHERE attempt_id LIKE 'aab-drained:%' AND wallet = $1 AND NOT gas_done",
+      [retired],
+    );
+    expect(open).toHaveLength(3);
+  });
 });
 
 describe("a payout's gas, when no outcome of it books it", () => {
@@ -675,7 +707,7 @@ describe("a payout's gas, when no outcome of it books it", () => {
  * `count` sends of another wallet journaled as the journal did before it kept the wallet (wallet null), each signed
  * with that wallet's key at nonce 0 and never broadcast; the retired wallet's address.
  */
-async function journalRetiredWalletSends(count: number): Promise<Address> {
+async function journalRetiredWalletSends(count: number, keyPrefix = "aaa-retired"): Promise<Address> {
   const retired = privateKeyToAccount(generatePrivateKey());
   for (let i = 0; i < count; i += 1) {
     const raw = await retired.signTransaction({
@@ -690,7 +722,7 @@ async function journalRetiredWalletSends(count: number): Promise<Address> {
     });
     await gw.app.db.query(
       "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce) VALUES ($1, $2, $3, $4, 0)",
-      [`aaa-retired:${i}`, gw.chain.chain.id, keccak256(raw), raw],
+      [`${keyPrefix}:${i}`, gw.chain.chain.id, keccak256(raw), raw],
     );
   }
   return retired.address;
