@@ -10,7 +10,7 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { type Address, createPublicClient, custom, erc20Abi, type Hex, keccak256 } from "viem";
-import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
+import { generatePrivateKey, type LocalAccount, privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { evmMigrations } from "../../adapters/evm/index.ts";
 import { assets, divCeil, type Rail } from "../../core/index.ts";
@@ -263,22 +263,9 @@ describe("the hot wallet's gas, booked", () => {
   });
 
   it("is done with a send never mined once the wallet's nonce passed it", async () => {
-    // Signed and journaled, never broadcast: its nonce went to another transaction of the wallet.
-    const account = gw.chain.walletClient.account;
-    const nonce = 0; // long passed, at every block with the confirmations
-    const raw = await account.signTransaction!({
-      chainId: gw.chain.chain.id,
-      type: "eip1559",
-      nonce,
-      to: hotWallet(),
-      gas: 21_000n,
-      maxFeePerGas: 1n,
-      maxPriorityFeePerGas: 1n,
-    });
-    await gw.app.db.query(
-      `INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce, wallet) VALUES ($1, $2, $3, $4, $5, $6)`,
-      ["approve:dropped", gw.chain.chain.id, keccak256(raw), raw, nonce, hotWallet().toLowerCase()],
-    );
+    // Signed and journaled at nonce 0 (long passed, at every block with the confirmations), never broadcast: its
+    // nonce went to another transaction of the wallet.
+    await journaledSend("approve:dropped", gw.chain.walletClient.account, { wallet: true });
     const passed = await sendGasPassOnce(gw.app.settlement, gw.rail, gw.chain.chain.id);
     expect(passed.neverMined).toBe(1);
     const [done] = await gw.app.db.query<{ booked_by: string; gas_wei: string; gas_done: boolean }>(
@@ -293,20 +280,11 @@ describe("the hot wallet's gas, booked", () => {
     const retired = privateKeyToAccount(generatePrivateKey());
     await chain.networkHelpers.setBalance(retired.address, 10n ** 18n);
     // The splitter's approve of the wallet before the rotation, as its journal kept it, mined after.
-    const raw = await retired.signTransaction({
-      chainId: chain.chain.id,
-      type: "eip1559",
-      nonce: 0,
-      to: retired.address,
-      gas: 21_000n,
-      maxFeePerGas: 10n * weiPerGwei,
-      maxPriorityFeePerGas: weiPerGwei,
-    });
     const key = "approve:signed-before-rotation";
-    await gw.app.db.query(
-      `INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce, wallet) VALUES ($1, $2, $3, $4, 0, $5)`,
-      [key, chain.chain.id, keccak256(raw), raw, retired.address.toLowerCase()],
-    );
+    const raw = await journaledSend(key, retired, {
+      wallet: true,
+      fees: { maxFeePerGas: 10n * weiPerGwei, maxPriorityFeePerGas: weiPerGwei },
+    });
     const hash = await chain.publicClient.sendRawTransaction({ serializedTransaction: raw });
     const receipt = await chain.publicClient.waitForTransactionReceipt({ hash });
     await chain.networkHelpers.mine(3);
@@ -709,21 +687,35 @@ describe("a payout's gas, when no outcome of it books it", () => {
  */
 async function journalRetiredWalletSends(count: number, keyPrefix = "aaa-retired"): Promise<Address> {
   const retired = privateKeyToAccount(generatePrivateKey());
-  for (let i = 0; i < count; i += 1) {
-    const raw = await retired.signTransaction({
-      chainId: gw.chain.chain.id,
-      type: "eip1559",
-      nonce: 0,
-      to: retired.address,
-      value: BigInt(i),
-      gas: 21_000n,
-      maxFeePerGas: 1n,
-      maxPriorityFeePerGas: 1n,
-    });
-    await gw.app.db.query(
-      "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce) VALUES ($1, $2, $3, $4, 0)",
-      [`${keyPrefix}:${i}`, gw.chain.chain.id, keccak256(raw), raw],
-    );
-  }
+  for (let i = 0; i < count; i += 1) await journaledSend(`${keyPrefix}:${i}`, retired, { value: BigInt(i) });
   return retired.address;
+}
+
+/**
+ * A transfer of `value` wei from `account` to itself at nonce 0 (21,000 gas, `fees` or 1 wei each), signed and journaled
+ * under `key`, not broadcast: its wallet kept (`wallet`), or NULL as before evm migration 0011. Its signed bytes.
+ */
+async function journaledSend(
+  key: string,
+  account: { address: Address; signTransaction?: LocalAccount["signTransaction"] },
+  {
+    wallet = false,
+    value = 0n,
+    fees = { maxFeePerGas: 1n, maxPriorityFeePerGas: 1n },
+  }: { wallet?: boolean; value?: bigint; fees?: { maxFeePerGas: bigint; maxPriorityFeePerGas: bigint } },
+): Promise<Hex> {
+  const raw = await account.signTransaction!({
+    chainId: gw.chain.chain.id,
+    type: "eip1559",
+    nonce: 0,
+    to: account.address,
+    value,
+    gas: 21_000n,
+    ...fees,
+  });
+  await gw.app.db.query(
+    "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce, wallet) VALUES ($1, $2, $3, $4, 0, $5)",
+    [key, gw.chain.chain.id, keccak256(raw), raw, wallet ? account.address.toLowerCase() : null],
+  );
+  return raw;
 }
