@@ -119,9 +119,10 @@ export type SendJournal = {
   readonly logger: Logger;
   /**
    * The transactions said to wait as they are (no replacement within the cap, or one the node refused as underpriced:
-   * waitsAsItIs), by hash, with their nonce: each is said once, and forgotten once the wallet's nonce passed it.
+   * waitsAsItIs), by hash, with their nonce and wallet (lower case): each is said once, and forgotten once its wallet's
+   * nonce passed it.
    */
-  readonly unreplaceable: Map<Hex, number>;
+  readonly unreplaceable: Map<Hex, { nonce: number; wallet: string }>;
   /**
    * The transactions of sends a fee bump over which the node refused while they held the nonce in its pool, or its
    * pool holding none of the send's, refused them too (broadcast: the send's row points back at them), or a bump it
@@ -687,7 +688,7 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
     address: journal.account.address,
     blockTag: "latest",
   });
-  forgetPassed(journal, mined);
+  forgetPassed(journal, walletKey(journal), mined);
   if (mined > row.nonce) return row;
   // A transaction a bump over which the node refused while it held the nonce (broadcast, the row pointed back at it): a
   // bump signed again at once is refused as well (the node's fee cap, a wallet short of ETH for the bump). Before, each
@@ -710,6 +711,7 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
     waitsAsItIs(
       journal,
       row,
+      walletKey(journal),
       { baseFeeWei: fees.baseFeeWei.toString(), maxFeeWei: fees.maxFeeWei.toString() },
       "send stuck above the gas cap: the base fee and the tip alone pass the cap, so no replacement is signed; it waits as it is, until the base fee falls or the cap is raised",
     );
@@ -738,6 +740,7 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
     waitsAsItIs(
       journal,
       row,
+      walletKey(journal),
       {
         maxFeePerGas: old.maxFeePerGas.toString(),
         maxPriorityFeePerGas: old.maxPriorityFeePerGas.toString(),
@@ -929,21 +932,26 @@ async function keptMadeCurrent(tx: Sql, row: SendRow, kept: Hex): Promise<SendRo
 function waitsAsItIs(
   journal: SendJournal,
   row: SendRow,
+  wallet: string | null,
   fields: Record<string, unknown>,
   message: string,
 ): void {
   if (journal.unreplaceable.has(row.tx_hash)) return;
-  journal.unreplaceable.set(row.tx_hash, Number(row.nonce));
+  journal.unreplaceable.set(row.tx_hash, { nonce: Number(row.nonce), wallet: wallet ?? walletKey(journal) });
   journal.logger.warn({ send: row.attempt_id, txHash: row.tx_hash, nonce: row.nonce, ...fields }, message);
 }
 
 /**
- * Forgets the transactions said to wait whose nonce the wallet's mined count has passed: one of the send's was mined,
- * or another took its nonce; either way the send waits no more. (Before, the set only grew, for the process's life.)
+ * Forgets the transactions of `wallet` said to wait whose nonce its mined count has passed: one of the send's was
+ * mined, or another took its nonce; either way the send waits no more. (Before, the set only grew, for the process's
+ * life.) Another wallet's are judged by its own count: before, a retired wallet's were forgotten once the hot wallet's
+ * count passed their nonce, and said again at each pass. The refused bumps too, when `wallet` is the hot wallet's (only
+ * its sends are bumped: replaceIfStuck).
  */
-function forgetPassed(journal: SendJournal, minedCount: number): void {
-  for (const [hash, nonce] of journal.unreplaceable)
-    if (nonce < minedCount) journal.unreplaceable.delete(hash);
+function forgetPassed(journal: SendJournal, wallet: string, minedCount: number): void {
+  for (const [hash, said] of journal.unreplaceable)
+    if (said.wallet === wallet && said.nonce < minedCount) journal.unreplaceable.delete(hash);
+  if (wallet !== walletKey(journal)) return;
   for (const [hash, { nonce }] of journal.bumpsRefused)
     if (nonce < minedCount) journal.bumpsRefused.delete(hash);
 }
@@ -1001,7 +1009,7 @@ export function keepOpenSends(journal: SendJournal): Promise<number> {
       address: journal.account.address,
       blockTag: "latest",
     });
-    forgetPassed(journal, minedCount);
+    forgetPassed(journal, walletKey(journal), minedCount);
     await forgetNotTakenPassed(journal, minedCount);
     const open = await openSendsOf(journal, walletKey(journal), minedCount);
     let failed: unknown = null;
@@ -1058,6 +1066,7 @@ async function keepOtherWalletsOpenSends(journal: SendJournal): Promise<number> 
         address: wallet as Address,
         blockTag: "latest",
       });
+      forgetPassed(journal, wallet, minedCount);
       // Never replaced, so whether one is due does not matter.
       for (const { due: _due, ...row } of await openSendsOf(journal, wallet, minedCount)) {
         looked += 1;
@@ -1133,6 +1142,7 @@ async function broadcast(journal: SendJournal, row: SendRow, wallet: string | nu
       waitsAsItIs(
         journal,
         row,
+        wallet,
         { error: shortMessage(error) },
         "send's replacement refused as underpriced: the node asks a larger bump than the gas cap left; the transaction it replaced waits in the node's pool, and whichever of them is mined is the send's",
       );
@@ -1150,13 +1160,14 @@ async function broadcast(journal: SendJournal, row: SendRow, wallet: string | nu
       waitsAsItIs(
         journal,
         row,
+        wallet,
         { error: shortMessage(error), heldBy },
         "send's replacement refused by the node (its fee cap, a wallet short of ETH for the bump?); the transaction it replaced holds the nonce in the node's pool and stays the send's current one, and whichever of them is mined is the send's",
       );
       return leftToHeld(journal, row, heldBy);
     }
     if (heldBy !== null) return sent(await taken(journal, row));
-    const takenAgain = await replacedTakenAgain(journal, row, error, text);
+    const takenAgain = await replacedTakenAgain(journal, row, wallet, error, text);
     if (takenAgain !== null && takenAgain !== "every_one_refused") return takenAgain;
     // Neither shown by the node asked: "nonce too high" (Hardhat's for a nonce past the pending one while it
     // automines), a gapped nonce refused, the node out of reach, or a node behind the one that refused (behind a load
@@ -1210,6 +1221,7 @@ async function pointedBackUnbumped(journal: SendJournal, row: SendRow, to: Hex):
 async function replacedTakenAgain(
   journal: SendJournal,
   row: SendRow,
+  wallet: string | null,
   error: unknown,
   text: string,
 ): Promise<Sent | "every_one_refused" | null> {
@@ -1264,6 +1276,7 @@ async function replacedTakenAgain(
     waitsAsItIs(
       journal,
       row,
+      wallet,
       { error: shortMessage(error), heldBy: older.tx_hash },
       "send's replacement refused by the node (its fee cap, a wallet short of ETH for the bump?) while its pool held none of the send's transactions; the transaction it replaced was broadcast again and taken, and is the send's current one, and whichever of them is mined is the send's",
     );

@@ -17,7 +17,7 @@ import {
   type TransactionSerializable,
   type WalletClient,
 } from "viem";
-import { privateKeyToAccount } from "viem/accounts";
+import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { chainRefused } from "../../adapters/evm/errors.ts";
 import { readBaseFee } from "../../adapters/evm/gas.ts";
@@ -415,6 +415,72 @@ describe("a replacement the node refuses as underpriced", () => {
       });
     },
   );
+
+  it("says once a send of a wallet the key rotated from whose replacement the node refuses as underpriced, whatever the hot wallet's count", async () => {
+    const { chain } = gw;
+    const retired = privateKeyToAccount(generatePrivateKey());
+    await chain.networkHelpers.setBalance(retired.address, 10n ** 18n);
+    const transfer = (twentieths: bigint) =>
+      retired.signTransaction({
+        chainId: chain.chain.id,
+        type: "eip1559",
+        nonce: 0,
+        to: retired.address,
+        gas: 21_000n,
+        maxFeePerGas: (100_000_000_000n * twentieths) / 20n,
+        maxPriorityFeePerGas: (1_000_000_000n * twentieths) / 20n,
+      });
+    const key = "att_retired_replacement_underpriced";
+    const keeper = recordingLogger();
+    const journal = createSendJournal({
+      db: gw.app.db,
+      publicClient: chain.publicClient,
+      walletClient: chain.walletClient,
+      confirmations: 1,
+      receiptTimeoutMs: 30_000,
+      gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
+      replaceAfterMs: 120_000,
+      logger: keeper.logger,
+    });
+    // Signed before the rotation: the first in the node's pool, then a bump of 5% (the node asks 10%) journaled.
+    const first = await transfer(20n);
+    const bumped = await transfer(21n);
+    await setAutomine(false);
+    try {
+      await chain.publicClient.sendRawTransaction({ serializedTransaction: first });
+      await gw.app.db.query(
+        "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce, wallet) VALUES ($1, $2, $3, $4, 0, $5)",
+        [key, chain.chain.id, keccak256(bumped), bumped, retired.address.toLowerCase()],
+      );
+      await gw.app.db.query(
+        "INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) VALUES ($1, $2, $3)",
+        [key, keccak256(first), first],
+      );
+      // The hot wallet's count is past this send's nonce (0): before, each pass forgot the send by that count, and
+      // said it again.
+      expect(
+        await chain.publicClient.getTransactionCount({ address: chain.walletClient.account!.address }),
+      ).toBeGreaterThan(0);
+      await keepOpenSends(journal);
+      await keepOpenSends(journal);
+      await keepOpenSends(journal);
+      const said = keeper.lines.filter(
+        (line) => line.fields.send === key && /refused as underpriced/.test(line.message),
+      );
+      expect(said).toHaveLength(1);
+      expect(said[0]!.fields).toMatchObject({ txHash: keccak256(bumped) });
+      expect(journal.unreplaceable.get(keccak256(bumped))).toEqual({
+        nonce: 0,
+        wallet: retired.address.toLowerCase(),
+      });
+    } finally {
+      await setAutomine(true);
+    }
+    // Mined (the one replaced): its wallet's count forgets it.
+    await chain.networkHelpers.mine(1);
+    await keepOpenSends(journal);
+    expect(journal.unreplaceable.has(keccak256(bumped))).toBe(false);
+  });
 
   it("takes a pool's refusal of the transaction itself (geth's bare \"transaction underpriced\") for not taken, not for a replacement's", async () => {
     const keeper = recordingLogger();
