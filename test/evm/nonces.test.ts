@@ -432,16 +432,7 @@ describe("a replacement the node refuses as underpriced", () => {
       });
     const key = "att_retired_replacement_underpriced";
     const keeper = recordingLogger();
-    const journal = createSendJournal({
-      db: gw.app.db,
-      publicClient: chain.publicClient,
-      walletClient: chain.walletClient,
-      confirmations: 1,
-      receiptTimeoutMs: 30_000,
-      gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
-      replaceAfterMs: 120_000,
-      logger: keeper.logger,
-    });
+    const journal = gatewayJournal(120_000, keeper.logger);
     // Signed before the rotation: the first in the node's pool, then a bump of 5% (the node asks 10%) journaled.
     const first = await transfer(20n);
     const bumped = await transfer(21n);
@@ -545,7 +536,7 @@ describe("a replacement the node refuses as underpriced", () => {
 });
 
 /** The gateway's send journal on its database, chain and wallet, as another process would have it. */
-const gatewayJournal = (replaceAfterMs: number) =>
+const gatewayJournal = (replaceAfterMs: number, logger?: Logger) =>
   createSendJournal({
     db: gw.app.db,
     publicClient: gw.chain.publicClient,
@@ -554,6 +545,7 @@ const gatewayJournal = (replaceAfterMs: number) =>
     receiptTimeoutMs: 30_000,
     gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
     replaceAfterMs,
+    ...(logger === undefined ? {} : { logger }),
   });
 
 /**
