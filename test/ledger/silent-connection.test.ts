@@ -15,7 +15,13 @@
 // - A transaction whose connection is lost mid-statement rejects; the client's 'error' event is logged, not thrown.
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
 import type { Logger } from "../../core/logger.ts";
-import { type Db, openPostgres, type Row, type Statement } from "../../gateway/db/index.ts";
+import {
+  type Db,
+  DbCommitOutcomeUnknownError,
+  openPostgres,
+  type Row,
+  type Statement,
+} from "../../gateway/db/index.ts";
 import {
   AlongsideStatementError,
   commitOutcomeUnknown,
@@ -274,7 +280,7 @@ describe("a ledger batch whose connection goes silent", () => {
         // The COMMIT reached the server, which answered it (committed; the answer dropped); then the connection resets
         // (pg: ECONNRESET).
         await until(() => proxy.silenced(), "the COMMIT");
-        await until(() => proxy.silencedAnswered(), "the server's answer to the COMMIT");
+        await until(() => proxy.silencedAnswered("COMMIT"), "the server's answer to the COMMIT");
         proxy.resetSilenced();
       }
       const settled = await settling;
@@ -305,6 +311,33 @@ describe("a ledger batch whose connection goes silent", () => {
       ]);
     });
   }
+
+  it("the proxy's 'answered' means the COMMIT's own answer, not one to a statement sent before it in its chunk", async () => {
+    // The reset cases above reset once the server answered the COMMIT. The statements sent with it are answered
+    // first, each flushed at its own Sync: taking any answer for the COMMIT's reset it before the server had read
+    // the COMMIT, now and then on a busy machine, and the transaction rolled back (a flake seen in CI).
+    await direct.query("DELETE FROM caller_keys");
+    const pool = openPostgres({ url: proxy.url, poolSizeMax: 1, statementTimeoutMs, logger: warnLogger([]) });
+    try {
+      proxy.silenceAt("COMMIT", { markerPasses: true });
+      const settled = Promise.allSettled([
+        pool.transaction(async (tx) => {
+          void tx.query("INSERT INTO caller_keys (key) VALUES ('kproxy')");
+          void tx.query("SELECT pg_sleep(0.3)"); // the COMMIT behind it waits unread meanwhile
+        }),
+      ]);
+      await until(() => proxy.silencedAnswered("INSERT 0 1"), "the INSERT's answer");
+      expect(proxy.silencedAnswered("COMMIT")).toBe(false);
+      await until(() => proxy.silencedAnswered("COMMIT"), "the COMMIT's answer");
+      expect(await storedKeys()).toEqual(["kproxy"]);
+      proxy.resetSilenced();
+      const [outcome] = await settled;
+      expect(outcome.status).toBe("rejected");
+      expect((outcome as PromiseRejectedResult).reason).toBeInstanceOf(DbCommitOutcomeUnknownError);
+    } finally {
+      await pool.close();
+    }
+  });
 
   it("lost mid-transaction: the transaction rejects, the client's 'error' event is logged, nothing thrown uncaught", async () => {
     const warnings: string[] = [];

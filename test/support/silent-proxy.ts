@@ -3,8 +3,9 @@
 // on one connection from the moment the pool sends given bytes over it (silenceAt): a statement of the ledger's
 // batch, or a COMMIT that still reaches the server (so it is applied and only its answer is lost). What the pool
 // sends while silent is kept, to assert which statements it sent (or did not); what the server sends on a connection
-// silenced by silenceAt is dropped but noted (silencedAnswered: its answer to a COMMIT that passed). The marker is
-// looked for in a connection's stream, not chunk by chunk: a small tail of what it sent before is kept.
+// silenced by silenceAt is dropped but kept (silencedAnswered: whether the server answered the COMMIT that passed, not
+// merely a statement sent before it in the same chunk). The marker is looked for in a connection's stream, not chunk
+// by chunk: a small tail of what it sent before is kept.
 import net from "node:net";
 
 export type SilentProxy = {
@@ -22,10 +23,12 @@ export type SilentProxy = {
   /** Whether the marker of silenceAt has been seen. */
   silenced(): boolean;
   /**
-   * Whether the server sent anything over a connection silenced by silenceAt since its marker (dropped, not passed
-   * on): with `markerPasses`, its answer to the marker's statement, which it has then run (a COMMIT: committed).
+   * Whether the server, over a connection silenced by silenceAt (its answers dropped, not passed on), has completed a
+   * statement whose command tag is `tag` since the marker: with `markerPasses` and tag "COMMIT", the marker's COMMIT
+   * is then applied. Anything else it sent says nothing about the COMMIT: the statements sent before it in the same
+   * chunk are answered (and flushed) first, each at its own Sync, while the COMMIT may still be unread.
    */
-  silencedAnswered(): boolean;
+  silencedAnswered(tag: string): boolean;
   /**
    * The server's side of every connection silenced by silenceAt hangs up, as the server's TCP gives up at last:
    * the server rolls back what was open there and releases its locks.
@@ -56,7 +59,8 @@ export async function startSilentProxy(targetUrl: string): Promise<SilentProxy> 
   let swallowing = false;
   let armed: { marker: string; markerPasses: boolean } | null = null;
   let markerSeen = false;
-  let answeredAfterMarker = false;
+  /** What the server sent over connections silenced by silenceAt since the marker (dropped). */
+  let answeredAfterMarker: Buffer[] = [];
   const swallowed: Buffer[] = [];
   const sockets = new Set<net.Socket>();
   /** The server sides of connections silenced by silenceAt, each with its pool side. */
@@ -104,7 +108,7 @@ export async function startSilentProxy(targetUrl: string): Promise<SilentProxy> 
         if (from === downstream && !silent() && silences(chunk)) return;
         if (!silent()) to.write(chunk);
         else if (from === downstream) swallowed.push(chunk);
-        else if (silencedUpstreams.has(upstream)) answeredAfterMarker = true;
+        else if (silencedUpstreams.has(upstream)) answeredAfterMarker.push(chunk);
       });
       // A silent peer says nothing, not even goodbye.
       from.on("close", () => {
@@ -131,11 +135,11 @@ export async function startSilentProxy(targetUrl: string): Promise<SilentProxy> 
         throw new RangeError(`a marker longer than ${markerBytesMax} bytes: ${marker}`);
       swallowed.length = 0;
       markerSeen = false;
-      answeredAfterMarker = false;
+      answeredAfterMarker = [];
       armed = { marker, markerPasses: options.markerPasses ?? false };
     },
     silenced: () => markerSeen,
-    silencedAnswered: () => answeredAfterMarker,
+    silencedAnswered: (tag) => Buffer.concat(answeredAfterMarker).includes(commandComplete(tag)),
     hangUpSilenced: () => {
       for (const upstream of silencedUpstreams.keys()) upstream.destroy();
       silencedUpstreams.clear();
@@ -161,4 +165,12 @@ export async function startSilentProxy(targetUrl: string): Promise<SilentProxy> 
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/** The backend's CommandComplete message for `tag`, as sent: 'C', its length (itself included), the tag, a NUL. */
+function commandComplete(tag: string): Buffer {
+  const text = Buffer.from(`${tag}\0`, "latin1");
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(4 + text.length);
+  return Buffer.concat([Buffer.from("C", "latin1"), length, text]);
 }
