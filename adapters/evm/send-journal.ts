@@ -404,10 +404,11 @@ async function keepRefusal(
   key: string,
   refusal: SendRefused,
 ): Promise<Sent | SendRefused> {
-  const outcome = await journal.db.transaction(async (tx): Promise<SendRow | SendRefused> => {
+  type SentRow = SendRow & { wallet: string | null };
+  const outcome = await journal.db.transaction(async (tx): Promise<SentRow | SendRefused> => {
     await lockedNextNonce(journal, tx);
-    const [sent] = await tx.query<SendRow>(
-      "SELECT attempt_id, tx_hash, raw_tx, nonce FROM evm_sends WHERE attempt_id = $1",
+    const [sent] = await tx.query<SentRow>(
+      "SELECT attempt_id, tx_hash, raw_tx, nonce, wallet FROM evm_sends WHERE attempt_id = $1",
       [key],
     );
     if (sent !== undefined) return sent;
@@ -420,7 +421,9 @@ async function keepRefusal(
     if (kept === undefined) throw new EvmRailError(`the refusal of ${key} vanished inside its transaction`);
     return kept;
   });
-  return "status" in outcome ? outcome : broadcast(journal, outcome, null);
+  if ("status" in outcome) return outcome;
+  const { wallet, ...sent } = outcome;
+  return broadcast(journal, sent, wallet);
 }
 
 /**
@@ -1125,7 +1128,8 @@ function saysHeld(text: string): boolean {
  * payout refused at its first broadcast answered 500 while it was journaled and sent again later: a client retrying
  * under a new key paid twice. The send as it is after: pointed back at the transaction the node holds when it refused a
  * fee bump in other words than underpriced (pointedBack). `wallet` is the row's (evm_sends.wallet, lower case) when the
- * caller has it, null when not: the wallet whose count says the send's nonce passed (nonceTakenOnNode).
+ * caller has it, null when not (then, on a refusal, the signer its bytes name): the wallet whose count says the send's
+ * nonce passed (nonceTakenOnNode), and whose count forgets its mark (waitsAsItIs).
  */
 async function broadcast(journal: SendJournal, row: SendRow, wallet: string | null): Promise<Sent> {
   const sent = (outcome: Broadcast): Sent => ({ ...row, broadcast: outcome });
@@ -1134,6 +1138,11 @@ async function broadcast(journal: SendJournal, row: SendRow, wallet: string | nu
     return sent(await taken(journal, row));
   } catch (error) {
     const text = errorText(error).toLowerCase();
+    // The wallet whose nonce the send holds: the row's, or, when the caller has none (a row journaled before that
+    // column, sent again under its key: storedSend), the signer its bytes name, recovered only on a refusal. Before,
+    // such a send of a retired wallet was marked as the hot wallet's (waitsAsItIs), and forgotten by that wallet's
+    // count; and a long refusal of it was said as the hot wallet's own (notTaken).
+    const signer = wallet ?? (await signerOf(row.raw_tx));
     // A replacement refused as underpriced: a node asking more than the bump the cap left (12.5% where it left 10%).
     // It is the send's transaction already, and the one it replaced is kept among the send's: that one stays in the
     // pool, and the receipt of either decides. Before, the broadcast threw (but on Hardhat, whose refusal names the
@@ -1142,14 +1151,14 @@ async function broadcast(journal: SendJournal, row: SendRow, wallet: string | nu
       waitsAsItIs(
         journal,
         row,
-        wallet,
+        signer,
         { error: shortMessage(error) },
         "send's replacement refused as underpriced: the node asks a larger bump than the gas cap left; the transaction it replaced waits in the node's pool, and whichever of them is mined is the send's",
       );
       return sent(await taken(journal, row));
     }
     if (saysHeld(text)) return sent(await taken(journal, row));
-    const heldBy = await nonceTakenOnNode(journal, row, wallet);
+    const heldBy = await nonceTakenOnNode(journal, row, signer);
     if (heldBy !== null && heldBy !== "passed" && heldBy.toLowerCase() !== row.tx_hash.toLowerCase()) {
       // A fee bump refused in other words than underpriced (geth's rpc.txfeecap; "insufficient funds for gas * price +
       // value", the wallet holding enough ETH for the transaction it replaced, not for the bump): that one holds the
@@ -1160,14 +1169,14 @@ async function broadcast(journal: SendJournal, row: SendRow, wallet: string | nu
       waitsAsItIs(
         journal,
         row,
-        wallet,
+        signer,
         { error: shortMessage(error), heldBy },
         "send's replacement refused by the node (its fee cap, a wallet short of ETH for the bump?); the transaction it replaced holds the nonce in the node's pool and stays the send's current one, and whichever of them is mined is the send's",
       );
       return leftToHeld(journal, row, heldBy);
     }
     if (heldBy !== null) return sent(await taken(journal, row));
-    const takenAgain = await replacedTakenAgain(journal, row, wallet, error, text);
+    const takenAgain = await replacedTakenAgain(journal, row, signer, error, text);
     if (takenAgain !== null && takenAgain !== "every_one_refused") return takenAgain;
     // Neither shown by the node asked: "nonce too high" (Hardhat's for a nonce past the pending one while it
     // automines), a gapped nonce refused, the node out of reach, or a node behind the one that refused (behind a load
@@ -1177,7 +1186,7 @@ async function broadcast(journal: SendJournal, row: SendRow, wallet: string | nu
     // (costsNoLess: refused alike, not asked): one not asked otherwise may be the one the node takes.
     const current =
       takenAgain === "every_one_refused" ? await leftToSignedOver(journal, row, error, text) : row;
-    await notTaken(journal, row, error, wallet !== null && wallet !== walletKey(journal));
+    await notTaken(journal, row, error, signer !== null && signer !== walletKey(journal));
     return { ...current, broadcast: "not_taken" };
   }
 }

@@ -35,6 +35,7 @@ import {
   sendFateOf,
   sendHashesOf,
   sendOnce,
+  sendWithinQueue,
   stalledAfterMsLeast,
 } from "../../adapters/evm/send-journal.ts";
 import type { Db, Logger, OutgoingAttempt } from "../../core/index.ts";
@@ -471,6 +472,64 @@ describe("a replacement the node refuses as underpriced", () => {
     await chain.networkHelpers.mine(1);
     await keepOpenSends(journal);
     expect(journal.unreplaceable.has(keccak256(bumped))).toBe(false);
+  });
+
+  it("marks a send journaled without its wallet (before that column), sent again under its key, as its signer's: said once, not again once the hot wallet's count passed its nonce", async () => {
+    const { chain } = gw;
+    const retired = privateKeyToAccount(generatePrivateKey());
+    await chain.networkHelpers.setBalance(retired.address, 10n ** 18n);
+    const transfer = (twentieths: bigint) =>
+      retired.signTransaction({
+        chainId: chain.chain.id,
+        type: "eip1559",
+        nonce: 0,
+        to: retired.address,
+        gas: 21_000n,
+        maxFeePerGas: (100_000_000_000n * twentieths) / 20n,
+        maxPriorityFeePerGas: (1_000_000_000n * twentieths) / 20n,
+      });
+    const key = "att_walletless_replacement_underpriced";
+    const recorded = recordingLogger();
+    const journal = gatewayJournal(120_000, recorded.logger);
+    const first = await transfer(20n);
+    const bumped = await transfer(21n);
+    await setAutomine(false);
+    try {
+      await chain.publicClient.sendRawTransaction({ serializedTransaction: first });
+      // evm_sends.wallet NULL: a row journaled before evm migration 0011.
+      await gw.app.db.query(
+        "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce) VALUES ($1, $2, $3, $4, 0)",
+        [key, chain.chain.id, keccak256(bumped), bumped],
+      );
+      await gw.app.db.query(
+        "INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) VALUES ($1, $2, $3)",
+        [key, keccak256(first), first],
+      );
+      const again = () => sendWithinQueue(journal, key, { to: retired.address, data: "0x" });
+      expect(await again()).toMatchObject({
+        attempt_id: key,
+        tx_hash: keccak256(bumped),
+        broadcast: "taken",
+      });
+      expect(journal.unreplaceable.get(keccak256(bumped))).toEqual({
+        nonce: 0,
+        wallet: retired.address.toLowerCase(),
+      });
+      // The keeper's pass forgets the hot wallet's marks its count passed (it is past 0): before, this send's too,
+      // marked as the hot wallet's, and the next broadcast said it again.
+      expect(
+        await chain.publicClient.getTransactionCount({ address: chain.walletClient.account!.address }),
+      ).toBeGreaterThan(0);
+      await keepOpenSends(journal);
+      await again();
+      const said = recorded.lines.filter(
+        (line) => line.fields.send === key && /refused as underpriced/.test(line.message),
+      );
+      expect(said).toHaveLength(1);
+    } finally {
+      await setAutomine(true);
+    }
+    await chain.networkHelpers.mine(1); // the one replaced, out of the pool for the tests behind
   });
 
   it("takes a pool's refusal of the transaction itself (geth's bare \"transaction underpriced\") for not taken, not for a replacement's", async () => {
