@@ -161,7 +161,7 @@ export type SendGasPassResult = {
 
 /** The most sends one query of the pass reads; a pass reads batch after batch while they come back full… */
 export const sendGasRowsMax = 100;
-/** …until this long has passed (the rest is the next pass's). */
+/** …until this long has passed since the pass began (the rest is the next pass's), once it followed one send at least. */
 export const sendGasPassBudgetMs = 20_000;
 
 /** `booked_by` of a send claimed by the pass's booker, until the booker says what it did. */
@@ -218,6 +218,7 @@ export async function sendGasPass(
   // Each open send is looked at once a pass: those tried by an earlier pass (or never) before those tried in this one.
   const [{ at: passStartedAt } = { at: new Date() }] = await db.query<{ at: Date }>("SELECT now() AS at");
   let overBudget = false;
+  let followed = 0;
   while (!overBudget) {
     // Read before the receipts (sendFateOf): a nonce passed at this block with none of the send's receipts found
     // after is a send never mined. A retired wallet's, at its first send of the batch, for all of them.
@@ -233,11 +234,14 @@ export async function sendGasPass(
       [state.chainId, passStartedAt, rowsMax],
     );
     for (const row of open) {
-      // Checked each send (each asks the node a few times): those left are the first the next pass looks at.
-      if (state.nowMs() - startedMs >= budgetMs) {
+      // Checked each send (each asks the node a few times): those left are the first the next pass looks at. At least
+      // one a pass, however long the pass took before it (the keeper's broadcasts on a slow node): before, a pass
+      // whose keeper outlasted the budget followed none, and no gas was booked for as long as that lasted.
+      if (followed > 0 && state.nowMs() - startedMs >= budgetMs) {
         overBudget = true;
         break;
       }
+      followed += 1;
       let turn: Turn | "failed";
       try {
         turn = await followSend(state, book, row, { confirmedNonce, countOf }, result.booked);

@@ -340,6 +340,28 @@ describe("the hot wallet's gas, booked", () => {
     );
     expect(open).toHaveLength(3);
   });
+  it("follows at least one send a pass, however long the pass took before its first (the keeper's broadcasts)", async () => {
+    await journalRetiredWalletSends(2, "aac-slow-pass"); // drained: pending at every pass
+    // A clock 30 s further at each reading: the pass's budget (20 s) is spent before its first send. Before, it
+    // followed none, and a keeper outlasting the budget at every pass kept every gas unbooked.
+    let readings = 0;
+    const nowMs = () => {
+      readings += 1;
+      return readings * 30_000;
+    };
+    const followed = (passed: {
+      booked: readonly unknown[];
+      pending: number;
+      neverMined: number;
+      failed: number;
+    }) => passed.booked.length + passed.pending + passed.neverMined + passed.failed;
+    const rail = anotherProcessRail(gw, { nowMs });
+    expect(followed(await sendGasPassOnce(gw.app.settlement, rail, gw.chain.chain.id))).toBe(1);
+    // With time to spare, every open send.
+    expect(
+      followed(await sendGasPassOnce(gw.app.settlement, gw.rail, gw.chain.chain.id)),
+    ).toBeGreaterThanOrEqual(2);
+  });
 });
 
 describe("a payout's gas, when no outcome of it books it", () => {

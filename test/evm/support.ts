@@ -269,6 +269,7 @@ export function anotherProcessRail(
       | "confirmations"
       | "splitter"
       | "logger"
+      | "nowMs"
     >
   > = {},
 ): EvmRail {
