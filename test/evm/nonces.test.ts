@@ -5,10 +5,12 @@
 // asks; left as it is, said once, when not); the replacement is the one mined and the payout's evidence. The node is
 // asked nothing while the nonce row's transaction is open (a slow node would hold the row's lock).
 import {
+  type Address,
   createPublicClient,
   createWalletClient,
   custom,
   encodeFunctionData,
+  type Hex,
   keccak256,
   parseTransaction,
   recoverTransactionAddress,
@@ -419,35 +421,14 @@ describe("a replacement the node refuses as underpriced", () => {
 
   it("says once a send of a wallet the key rotated from whose replacement the node refuses as underpriced, whatever the hot wallet's count", async () => {
     const { chain } = gw;
-    const retired = privateKeyToAccount(generatePrivateKey());
-    await chain.networkHelpers.setBalance(retired.address, 10n ** 18n);
-    const transfer = (twentieths: bigint) =>
-      retired.signTransaction({
-        chainId: chain.chain.id,
-        type: "eip1559",
-        nonce: 0,
-        to: retired.address,
-        gas: 21_000n,
-        maxFeePerGas: (100_000_000_000n * twentieths) / 20n,
-        maxPriorityFeePerGas: (1_000_000_000n * twentieths) / 20n,
-      });
     const key = "att_retired_replacement_underpriced";
     const keeper = recordingLogger();
     const journal = gatewayJournal(120_000, keeper.logger);
-    // Signed before the rotation: the first in the node's pool, then a bump of 5% (the node asks 10%) journaled.
-    const first = await transfer(20n);
-    const bumped = await transfer(21n);
     await setAutomine(false);
+    let bumped: Hex;
     try {
-      await chain.publicClient.sendRawTransaction({ serializedTransaction: first });
-      await gw.app.db.query(
-        "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce, wallet) VALUES ($1, $2, $3, $4, 0, $5)",
-        [key, chain.chain.id, keccak256(bumped), bumped, retired.address.toLowerCase()],
-      );
-      await gw.app.db.query(
-        "INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) VALUES ($1, $2, $3)",
-        [key, keccak256(first), first],
-      );
+      const journaled = await retiredUnderpricedBump(key, { walletKept: true });
+      bumped = journaled.bumped;
       // The hot wallet's count is past this send's nonce (0): before, each pass forgot the send by that count, and
       // said it again.
       expect(
@@ -463,7 +444,7 @@ describe("a replacement the node refuses as underpriced", () => {
       expect(said[0]!.fields).toMatchObject({ txHash: keccak256(bumped) });
       expect(journal.unreplaceable.get(keccak256(bumped))).toEqual({
         nonce: 0,
-        wallet: retired.address.toLowerCase(),
+        wallet: journaled.retired.toLowerCase(),
       });
     } finally {
       await setAutomine(true);
@@ -476,36 +457,14 @@ describe("a replacement the node refuses as underpriced", () => {
 
   it("marks a send journaled without its wallet (before that column), sent again under its key, as its signer's: said once, not again once the hot wallet's count passed its nonce", async () => {
     const { chain } = gw;
-    const retired = privateKeyToAccount(generatePrivateKey());
-    await chain.networkHelpers.setBalance(retired.address, 10n ** 18n);
-    const transfer = (twentieths: bigint) =>
-      retired.signTransaction({
-        chainId: chain.chain.id,
-        type: "eip1559",
-        nonce: 0,
-        to: retired.address,
-        gas: 21_000n,
-        maxFeePerGas: (100_000_000_000n * twentieths) / 20n,
-        maxPriorityFeePerGas: (1_000_000_000n * twentieths) / 20n,
-      });
     const key = "att_walletless_replacement_underpriced";
     const recorded = recordingLogger();
     const journal = gatewayJournal(120_000, recorded.logger);
-    const first = await transfer(20n);
-    const bumped = await transfer(21n);
     await setAutomine(false);
     try {
-      await chain.publicClient.sendRawTransaction({ serializedTransaction: first });
       // evm_sends.wallet NULL: a row journaled before evm migration 0011.
-      await gw.app.db.query(
-        "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce) VALUES ($1, $2, $3, $4, 0)",
-        [key, chain.chain.id, keccak256(bumped), bumped],
-      );
-      await gw.app.db.query(
-        "INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) VALUES ($1, $2, $3)",
-        [key, keccak256(first), first],
-      );
-      const again = () => sendWithinQueue(journal, key, { to: retired.address, data: "0x" });
+      const { retired, bumped } = await retiredUnderpricedBump(key, { walletKept: false });
+      const again = () => sendWithinQueue(journal, key, { to: retired, data: "0x" });
       expect(await again()).toMatchObject({
         attempt_id: key,
         tx_hash: keccak256(bumped),
@@ -513,7 +472,7 @@ describe("a replacement the node refuses as underpriced", () => {
       });
       expect(journal.unreplaceable.get(keccak256(bumped))).toEqual({
         nonce: 0,
-        wallet: retired.address.toLowerCase(),
+        wallet: retired.toLowerCase(),
       });
       // The keeper's pass forgets the hot wallet's marks its count passed (it is past 0): before, this send's too,
       // marked as the hot wallet's, and the next broadcast said it again.
@@ -593,6 +552,44 @@ describe("a replacement the node refuses as underpriced", () => {
     await expectMined([{ tx_hash: bumped! }]);
   });
 });
+
+/**
+ * A send of a wallet a key rotation retired (a fresh one, funded), journaled under `key`: a transfer to itself at nonce
+ * 0, signed before the rotation, the first in the node's pool (automining off) and a bump of 5% over it (the node asks
+ * 10%) the row's, the first kept as the one it replaced. Its wallet kept in the row, or NULL as before evm migration
+ * 0011. The wallet, and the bump's bytes.
+ */
+async function retiredUnderpricedBump(
+  key: string,
+  { walletKept }: { walletKept: boolean },
+): Promise<{ retired: Address; bumped: Hex }> {
+  const { chain } = gw;
+  const retired = privateKeyToAccount(generatePrivateKey());
+  await chain.networkHelpers.setBalance(retired.address, 10n ** 18n);
+  const transfer = (twentieths: bigint) =>
+    retired.signTransaction({
+      chainId: chain.chain.id,
+      type: "eip1559",
+      nonce: 0,
+      to: retired.address,
+      gas: 21_000n,
+      maxFeePerGas: (100_000_000_000n * twentieths) / 20n,
+      maxPriorityFeePerGas: (1_000_000_000n * twentieths) / 20n,
+    });
+  const first = await transfer(20n);
+  const bumped = await transfer(21n);
+  await chain.publicClient.sendRawTransaction({ serializedTransaction: first });
+  await gw.app.db.query(
+    "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce, wallet) VALUES ($1, $2, $3, $4, 0, $5)",
+    [key, chain.chain.id, keccak256(bumped), bumped, walletKept ? retired.address.toLowerCase() : null],
+  );
+  await gw.app.db.query("INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) VALUES ($1, $2, $3)", [
+    key,
+    keccak256(first),
+    first,
+  ]);
+  return { retired: retired.address, bumped };
+}
 
 /** The gateway's send journal on its database, chain and wallet, as another process would have it. */
 const gatewayJournal = (replaceAfterMs: number, logger?: Logger) =>
