@@ -340,6 +340,7 @@ describe("the hot wallet's gas, booked", () => {
     );
     expect(open).toHaveLength(3);
   });
+
   it("follows at least one send a pass, however long the pass took before its first (the keeper's broadcasts)", async () => {
     await journalRetiredWalletSends(2, "aac-slow-pass"); // drained: pending at every pass
     // A clock 30 s further at each reading: the pass's budget (20 s) is spent before its first send. Before, it
