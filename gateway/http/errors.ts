@@ -377,7 +377,12 @@ const plugin: FastifyPluginAsync = async (app: FastifyInstance) => {
   });
   app.setNotFoundHandler(answerNotFound);
   app.setErrorHandler((error: FastifyLikeError, request, reply) => {
-    if (error instanceof ApiError) return sendError(reply, error);
+    if (error instanceof ApiError) {
+      // A body in a coding not taken: say which one is (RFC 7694 §3).
+      if (error.code === "unsupported_media_type" && error.param === "content-encoding")
+        reply.header("accept-encoding", "identity");
+      return sendError(reply, error);
+    }
     if (
       error.code === "FST_ERR_CTP_INVALID_JSON_BODY" ||
       error instanceof SyntaxError ||

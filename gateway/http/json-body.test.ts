@@ -2,18 +2,37 @@
 // named by its path.
 import { describe, expect, it } from "vitest";
 import { ApiError } from "./errors.ts";
-import { forbiddenKeyOf, parseJsonBody } from "./json-body.ts";
+import { forbiddenKeyOf, isUncoded, parseJsonBody } from "./json-body.ts";
 
-/** What the parser hands Fastify for `text`: the body, or the error. */
-function parsed(text: string): { error: Error | null; body?: unknown } {
+/** What the parser hands Fastify for `text` sent with `headers`: the body, or the error. */
+function parsed(text: string, headers: Record<string, string> = {}): { error: Error | null; body?: unknown } {
   let answer: { error: Error | null; body?: unknown } | undefined;
-  parseJsonBody(null as never, text, (error, body) => {
+  parseJsonBody({ headers } as never, text, (error, body) => {
     answer = { error, body };
   });
   return answer!;
 }
 
 describe("the JSON body parser", () => {
+  it("takes a body with no Content-Encoding or only identity, and refuses any coding as unsupported_media_type", () => {
+    for (const coding of [undefined, "identity", "IDENTITY", " identity ", "identity, identity", ""])
+      expect([coding, isUncoded(coding)]).toEqual([coding, true]);
+    for (const coding of ["gzip", "br", "deflate", "x-gzip", "identity, gzip", "GZIP"])
+      expect([coding, isUncoded(coding)]).toEqual([coding, false]);
+    // The text a gzip body's bytes decode to would be "not valid JSON"; the coding is refused first, even for text
+    // that parses, since a coding names what the bytes are.
+    const { error } = parsed('{"amount":"1"}', { "content-encoding": "gzip" });
+    expect(error instanceof ApiError && [error.code, error.param, error.status]).toEqual([
+      "unsupported_media_type",
+      "content-encoding",
+      415,
+    ]);
+    expect(parsed('{"amount":"1"}', { "content-encoding": "identity" })).toEqual({
+      error: null,
+      body: { amount: "1" },
+    });
+  });
+
   it("takes an empty body as none, and anything else not JSON as invalid_json", () => {
     expect(parsed("")).toEqual({ error: null, body: undefined });
     for (const text of [" ", "{", "{'a':1}"]) {

@@ -48,12 +48,34 @@ export function forbiddenKeyOf(value: unknown): string | null {
   return null;
 }
 
+/**
+ * Whether a Content-Encoding header leaves the body as sent: absent, or only `identity`. Node does not undo a coding,
+ * so a compressed body would reach JSON.parse as its compressed bytes, refused as "not valid JSON" though it may be.
+ */
+export function isUncoded(contentEncoding: string | undefined): boolean {
+  if (contentEncoding === undefined) return true;
+  for (const coding of contentEncoding.split(",")) {
+    const name = coding.trim().toLowerCase();
+    if (name !== "" && name !== "identity") return false;
+  }
+  return true;
+}
+
 /** Parses an application/json body (the server's parser for the type): undefined for an empty one. */
 export function parseJsonBody(
-  _request: FastifyRequest,
+  request: FastifyRequest,
   text: string,
   done: (error: Error | null, body?: unknown) => void,
 ): void {
+  // A coding the API does not take is the body's media type at fault (RFC 9110 §15.5.16): 415, named by its header.
+  if (!isUncoded(request.headers["content-encoding"])) {
+    done(
+      new ApiError("unsupported_media_type", "send the body uncompressed: no Content-Encoding is taken", {
+        param: "content-encoding",
+      }),
+    );
+    return;
+  }
   // A UTF-8 byte order mark before the JSON (some Windows and .NET clients write one), skipped as Fastify's parser did.
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   if (text.length === 0) {

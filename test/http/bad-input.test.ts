@@ -1,5 +1,6 @@
 // Bad input gets a 4xx with a stable code, and nothing is written to the ledger or sent on chain.
 import { randomBytes } from "node:crypto";
+import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureOperatorKey } from "../../gateway/tenants/index.ts";
 import { signBolt11, wellFormedInvoice } from "../support/bolt11.ts";
@@ -392,6 +393,40 @@ describe("POST /v1/payments refuses bad input", () => {
     const [record] = await gw.app.db.query<{ count: bigint }>(
       "SELECT count(*) AS count FROM idempotency_keys WHERE key = $1",
       [key],
+    );
+    expect(record?.count).toBe(0n);
+  });
+
+  it("a compressed body (Content-Encoding: gzip) → 415 unsupported_media_type naming the header, Accept-Encoding: identity", async () => {
+    // It was 400 invalid_json: Node hands the parser the compressed bytes, which are no JSON, though the body is.
+    const internal = {
+      amount: "0.01",
+      asset: "USDC",
+      source: { account: "acct_demo_customer" },
+      destination: { type: "account", account: "acct_demo_merchant" },
+    };
+    const sent = (encoding: string, payload: Buffer) =>
+      gw.app.server.inject({
+        method: "POST",
+        url: "/v1/payments",
+        headers: {
+          authorization: `Bearer ${gw.key}`,
+          "content-type": "application/json",
+          "content-encoding": encoding,
+          "idempotency-key": `bad-input-coded-${encoding}`,
+        },
+        payload,
+      });
+    const refused = await sent("gzip", gzipSync(JSON.stringify(internal)));
+    expect([refused.statusCode, refused.json().error]).toEqual([
+      415,
+      { code: "unsupported_media_type", message: expect.any(String), param: "content-encoding" },
+    ]);
+    expect(refused.headers["accept-encoding"]).toBe("identity");
+    expect(await gw.ledgerTransferCount()).toBe(transfersBefore);
+    // Its Idempotency-Key was not taken: refused before any record was made.
+    const [record] = await gw.app.db.query<{ count: bigint }>(
+      "SELECT count(*) AS count FROM idempotency_keys WHERE key = 'bad-input-coded-gzip'",
     );
     expect(record?.count).toBe(0n);
   });
