@@ -1,4 +1,4 @@
-// Bearer credentials and what each may do. Registered inside the /v1 context (v1.ts), so its hook runs for every
+// Bearer credentials (or Basic ones naming the key, as Stripe takes them) and what each may do. Registered inside the /v1 context (v1.ts), so its hook runs for every
 // route there and for no other: no route is exempted by URL or by flag. Two kinds of credential:
 // - a tenant's API key (sk_test_… / sk_live_…): only the deployment's mode (development takes test keys, production
 //   live ones), and only on a tenant's route, with the scope the route needs. The tenant it names is the scope of
@@ -126,6 +126,23 @@ export type AuthOptions = {
 };
 
 const bearer = /^Bearer\s+(\S+)$/i;
+const basic = /^Basic\s+([A-Za-z0-9+/]+={0,2})$/i;
+
+/**
+ * The credential an Authorization header carries, or null for any other shape: `Bearer <key>`, or HTTP Basic with
+ * the key as the user name and no password, as Stripe takes it (`curl -u sk_test_…:`, a library's (key, "") pair).
+ * A Basic credential with a password is refused: which half is the key would be a guess.
+ */
+export function credentialOf(header: string): string | null {
+  const trimmed = header.trim();
+  const asBearer = bearer.exec(trimmed);
+  if (asBearer !== null) return asBearer[1]!;
+  const asBasic = basic.exec(trimmed);
+  if (asBasic === null) return null;
+  const decoded = Buffer.from(asBasic[1]!, "base64").toString("latin1");
+  const colon = decoded.indexOf(":");
+  return colon > 0 && colon === decoded.length - 1 ? decoded.slice(0, colon) : null;
+}
 
 /** How many Authorization headers a request's raw headers (name, value, name, value…) hold. */
 function authorizationHeadersOf(rawHeaders: readonly string[]): number {
@@ -219,9 +236,8 @@ const plugin: FastifyPluginAsync<AuthOptions> = async (app, options) => {
     if (header === undefined || header.trim() === "") {
       throw new ApiError("api_key_missing", "send your API key as Authorization: Bearer <key>");
     }
-    const match = bearer.exec(header.trim());
-    if (match === null) throw new ApiError("api_key_invalid", "the API key is not valid");
-    const secret = match[1]!;
+    const secret = credentialOf(header);
+    if (secret === null) throw new ApiError("api_key_invalid", "the API key is not valid");
     // Undefined on the context's not-found route: authenticated, then answered 404.
     const access = request.routeOptions.config.access;
     if (secret.startsWith("op_")) {

@@ -211,8 +211,19 @@ export function overloaded(message: string): ApiError {
   return new ApiError("overloaded", message); // its Retry-After: retryAfterSecondsOf
 }
 
+/**
+ * The challenge a 401 carries (RFC 9110 §11.6.1: a 401 without one is not a valid answer), in RFC 6750's words: a
+ * Bearer credential, and why the one sent was refused.
+ */
+const challengeOf: Partial<Record<ApiErrorCode, string>> = {
+  api_key_missing: 'Bearer realm="switchyard"',
+  api_key_invalid: 'Bearer realm="switchyard", error="invalid_token"',
+};
+
 export function sendError(reply: FastifyReply, error: ApiError): FastifyReply {
   if (error.retryAfterSeconds !== undefined) reply.header("retry-after", String(error.retryAfterSeconds));
+  const challenge = challengeOf[error.code];
+  if (challenge !== undefined) reply.header("www-authenticate", challenge);
   return reply.code(error.status).send(error.body());
 }
 

@@ -343,7 +343,14 @@ const plugin: FastifyPluginAsync<{ version: string }> = async (app, options) => 
         version: options.version,
       },
       components: {
-        securitySchemes: { apiKey: { type: "http", scheme: "bearer", description: "Your secret API key" } },
+        securitySchemes: {
+          apiKey: {
+            type: "http",
+            scheme: "bearer",
+            description:
+              "Your secret API key (also taken as HTTP Basic's user name with no password, as Stripe takes it)",
+          },
+        },
       },
     },
     transform: createJsonSchemaTransform({ schemaRegistry: registry }),

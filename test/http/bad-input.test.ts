@@ -597,6 +597,8 @@ describe("every /v1 route, from the OpenAPI document", () => {
         401,
         "api_key_missing",
       ]);
+      // A 401 names the credential it takes (RFC 9110 §11.6.1), and why the one sent was refused (RFC 6750 §3).
+      expect(missing.headers["www-authenticate"]).toBe('Bearer realm="switchyard"');
       const wrong = await gw.call(method, urlOf(path), {
         body,
         key: "sk_test_0000000000000000000000000000000000000000000",
@@ -607,7 +609,35 @@ describe("every /v1 route, from the OpenAPI document", () => {
         401,
         "api_key_invalid",
       ]);
+      expect(wrong.headers["www-authenticate"]).toBe('Bearer realm="switchyard", error="invalid_token"');
     }
+  });
+
+  it("takes the key as HTTP Basic's user name with no password, as Stripe does (curl -u sk_test_…:)", async () => {
+    const basic = (userAndPassword: string) =>
+      gw.call("GET", "/v1/accounts/acct_demo_customer", {
+        key: null,
+        headers: { authorization: `Basic ${Buffer.from(userAndPassword).toString("base64")}` },
+      });
+    const taken = await basic(`${gw.key}:`);
+    expect([taken.status, taken.body.id]).toEqual([200, "acct_demo_customer"]);
+    // The same answer as the Bearer credential gives: the same tenant, scope and account.
+    expect(taken.body).toEqual((await gw.call("GET", "/v1/accounts/acct_demo_customer")).body);
+    // A password beside the key, the key as the password, no colon, a key that is no tenant's: refused, 401.
+    for (const refused of [
+      `${gw.key}:secret`,
+      `:${gw.key}`,
+      gw.key,
+      "sk_test_0000000000000000000000000000000000000000000:",
+    ]) {
+      const response = await basic(refused);
+      expect([response.status, response.body.error.code]).toEqual([401, "api_key_invalid"]);
+    }
+    const notBase64 = await gw.call("GET", "/v1/accounts/acct_demo_customer", {
+      key: null,
+      headers: { authorization: "Basic ***" },
+    });
+    expect([notBase64.status, notBase64.body.error.code]).toEqual([401, "api_key_invalid"]);
   });
 
   it("refuses a query parameter a route does not take with 400 parameter_unknown, and documents it", async () => {
