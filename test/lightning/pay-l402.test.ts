@@ -5,6 +5,7 @@
 // refuses them; budgets and limits are checked before anything is paid.
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { fetchWithL402 } from "@getalby/lightning-tools/402/l402";
 import { authenticatedLndGrpc, getChannelBalance, pay } from "lightning";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import {
@@ -24,6 +25,8 @@ import {
 import { assets } from "../../core/index.ts";
 import { createL402Scheme } from "../../gateway/l402/index.ts";
 import type { PaymentScheme, PaywallRequest, PricedResource } from "../../gateway/paywall/scheme.ts";
+import { waitFor } from "../../scripts/lightning/index.ts";
+import { apiClient } from "../support/api.ts";
 import { btcAccount, startLightningGateway } from "../support/lightning-gateway.ts";
 
 const cluster = inject("lightningCluster");
@@ -127,6 +130,14 @@ async function tokenPriceMsat(path: string): Promise<bigint> {
   expect(response.status).toBe(402);
   return parseL402Challenge(response.headers.get("www-authenticate"))!.amountMsat;
 }
+
+/** The seller's posted balance, in millisatoshi (BTC's minor unit). */
+const sellerPosted = async () =>
+  BigInt(
+    (
+      (await apiClient(gateway.app)("GET", `/v1/accounts/${sellerAccount}/balance`)).body.posted as string
+    ).replace(".", ""),
+  );
 
 async function caught(promise: Promise<unknown>): Promise<unknown> {
   try {
@@ -302,5 +313,54 @@ describe("wrapFetch paying Switchyard's L402 on regtest", () => {
     expect(unknown).toBeInstanceOf(PaymentOutcomeUnknownError);
     expect(provider.payments).toBe(1);
     expect(sent).toEqual([""]);
+  });
+});
+
+// Alby's client (@getalby/lightning-tools, the most used L402 client on npm): its own challenge parser (token or
+// macaroon, the first line's scheme kept) and credential, paid by a wallet backed by the regtest payer node.
+describe("@getalby/lightning-tools' fetchWithL402 paying Switchyard's L402 on regtest", () => {
+  it("pays the challenge once and is served; its credential serves the token's other requests without paying, then its 402 comes back", async () => {
+    const paid: { invoice: string; feeMsat: bigint }[] = [];
+    const wallet = {
+      async payInvoice({ invoice }: { invoice: string }) {
+        const payment = await pay({ lnd: payerLnd, request: invoice });
+        paid.push({ invoice, feeMsat: BigInt(payment.fee_mtokens) });
+        return { preimage: payment.secret, fees_paid: Number(payment.fee_mtokens) };
+      },
+    };
+    const url = `${site.url}/weather/alby`;
+    const priceMsat = await tokenPriceMsat("/weather/alby");
+    const servedBefore = site.served();
+    const sellerBefore = await sellerPosted();
+
+    const first = await fetchWithL402(url, {}, { wallet });
+    expect(first.status).toBe(200);
+    expect(await first.json()).toEqual({ weather: "sunny" });
+    expect(paid).toHaveLength(1);
+    expect(first.payment).toMatchObject({ paid: true, amountSat: Number(priceMsat / 1000n) });
+    expect(first.payment!.preimage).toMatch(/^[0-9a-f]{64}$/);
+    const credentials = first.payment!.credentials;
+    expect(credentials.header.toLowerCase()).toBe("authorization");
+    expect(credentials.value).toMatch(/^(LSAT|L402) [A-Za-z0-9+/=_-]+:[0-9a-f]{64}$/);
+
+    // The token bought requestsPerToken requests: the credential serves the rest, nothing paid again.
+    for (let i = 1; i < requestsPerToken; i += 1) {
+      const again = await fetchWithL402(url, {}, { wallet, credentials });
+      expect([i, again.status]).toEqual([i, 200]);
+    }
+    // Spent: the server's 402 comes back as it is (the client never pays when handed a credential).
+    const spent = await fetchWithL402(url, {}, { wallet, credentials });
+    expect(spent.status).toBe(402);
+    expect(paid).toHaveLength(1);
+    expect(site.served()).toBe(servedBefore + requestsPerToken);
+    // The seller is credited the token's price once, the preimage the evidence.
+    await waitFor(
+      "the seller's credit",
+      async () => ((await sellerPosted()) === sellerBefore ? undefined : true),
+      {
+        timeoutMs: 15_000,
+      },
+    );
+    expect((await sellerPosted()) - sellerBefore).toBe(priceMsat);
   });
 });
