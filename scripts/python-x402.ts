@@ -10,7 +10,7 @@ import { promisify } from "node:util";
 /** The x402 release the interop test runs against, with the extras its httpx client and EVM signer need. Bump it here only. */
 export const pythonX402Version = "2.25.0";
 const requirement = `x402[httpx,evm]==${pythonX402Version}`;
-/** A cold install (download and unpack of about 40 wheels) took about 30 s here; this leaves room for a busy machine. */
+/** A cold install (download and unpack of about 40 wheels) took 19 s here; this leaves room for a busy machine. */
 const installTimeoutMs = 10 * 60_000;
 
 const run = promisify(execFile);

@@ -1,5 +1,6 @@
-// Bearer credentials (or Basic ones naming the key, as Stripe takes them) and what each may do. Registered inside the /v1 context (v1.ts), so its hook runs for every
-// route there and for no other: no route is exempted by URL or by flag. Two kinds of credential:
+// Bearer credentials (or Basic ones naming the key, as Stripe takes them) and what each may do. Registered inside the
+// /v1 context (v1.ts), so its hook runs for every route there and for no other: no route is exempted by URL or by
+// flag. Two kinds of credential:
 // - a tenant's API key (sk_test_… / sk_live_…): only the deployment's mode (development takes test keys, production
 //   live ones), and only on a tenant's route, with the scope the route needs. The tenant it names is the scope of
 //   every query the request makes. Valid keys are remembered by their digest (tenants/createAuthenticator) for at
