@@ -405,19 +405,17 @@ describe("POST /v1/payments refuses bad input", () => {
       source: { account: "acct_demo_customer" },
       destination: { type: "account", account: "acct_demo_merchant" },
     };
-    const sent = (encoding: string, payload: Buffer) =>
-      gw.app.server.inject({
-        method: "POST",
-        url: "/v1/payments",
-        headers: {
-          authorization: `Bearer ${gw.key}`,
-          "content-type": "application/json",
-          "content-encoding": encoding,
-          "idempotency-key": `bad-input-coded-${encoding}`,
-        },
-        payload,
-      });
-    const refused = await sent("gzip", gzipSync(JSON.stringify(internal)));
+    const refused = await gw.app.server.inject({
+      method: "POST",
+      url: "/v1/payments",
+      headers: {
+        authorization: `Bearer ${gw.key}`,
+        "content-type": "application/json",
+        "content-encoding": "gzip",
+        "idempotency-key": "bad-input-coded-gzip",
+      },
+      payload: gzipSync(JSON.stringify(internal)),
+    });
     expect([refused.statusCode, refused.json().error]).toEqual([
       415,
       { code: "unsupported_media_type", message: expect.any(String), param: "content-encoding" },
