@@ -3,6 +3,11 @@
 // challenge), and a Lightning payer that pays the shop's invoices from its own book. Paying Switchyard's real scheme
 // on the regtest network is test/lightning/pay-l402.test.ts.
 import { createHash, randomBytes } from "node:crypto";
+import { createServer, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import v8 from "node:v8";
+import vm from "node:vm";
+import { privateKeyToAccount } from "viem/accounts";
 import { describe, expect, it } from "vitest";
 import { bolt11Field, bytesToWords, signBolt11 } from "../../test/support/bolt11.ts";
 import { createBudget } from "./budget.ts";
@@ -10,7 +15,8 @@ import { BudgetExceededError, PaymentOutcomeUnknownError, PaymentRefusedError } 
 import { type PaymentRecord, wrapFetch } from "./fetch.ts";
 import { lightningAssetId } from "./l402.ts";
 import { lndPaymentFailed } from "./lnd.ts";
-import { type LightningPayer, weblnPayer } from "./payers.ts";
+import { type LightningPayer, viemPayer, weblnPayer } from "./payers.ts";
+import { encodeBase64Json } from "./x402.ts";
 
 const priceMsat = 2_000_000n;
 const asset = lightningAssetId("regtest");
@@ -427,5 +433,74 @@ describe("wrapFetch's own checks", () => {
         wrapFetch(fetch, { accept: [{ ...accept[0]!, amountMsatMax: amountMsatMax as unknown as bigint }] }),
       ).toThrow(TypeError);
     expect(() => wrapFetch(fetch, { accept })).not.toThrow();
+  });
+});
+
+describe("wrapFetch and the caller's signal, over Node's own fetch", () => {
+  it("an abort after a garbage collection still reaches the paid retry in flight: outcome unknown at once, not the server's answer", async () => {
+    // A Request's clone follows its source's signal through a WeakRef only (nodejs/undici#4068): the paid retry, a
+    // clone, lost the caller's abort after a collection, and the call waited for the server — in CI, the gateway
+    // holding the retry while its payment settled, a minute (expected PaymentRefusedError to be an instance of
+    // PaymentOutcomeUnknownError).
+    v8.setFlagsFromString("--expose-gc");
+    const collectGarbage = vm.runInNewContext("gc") as () => void;
+    const requirement = {
+      scheme: "exact",
+      network: "eip155:84532",
+      amount: "10000",
+      asset: "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
+      payTo: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
+      maxTimeoutSeconds: 60,
+      extra: { name: "USDC", version: "2" },
+    };
+    let paidArrived: () => void = () => {};
+    const paidRequest = new Promise<void>((resolve) => {
+      paidArrived = resolve;
+    });
+    const held: ServerResponse[] = [];
+    const server = createServer((incoming, response) => {
+      // The paid retry is held, as a gateway holds it while its payment settles; anything else is challenged.
+      if (incoming.headers["payment-signature"] !== undefined) {
+        held.push(response);
+        paidArrived();
+        return;
+      }
+      const challenge = { x402Version: 2, resource: { url: incoming.url }, accepts: [requirement] };
+      response
+        .writeHead(402, {
+          "payment-required": encodeBase64Json(challenge),
+          "content-type": "application/json",
+        })
+        .end("{}");
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const { port } = server.address() as AddressInfo;
+    try {
+      const paidFetch = wrapFetch(fetch, {
+        accept: [
+          { scheme: "x402", network: requirement.network, asset: requirement.asset, amountMax: 10_000n },
+        ],
+        evm: viemPayer(privateKeyToAccount(`0x${"11".repeat(32)}`)),
+      });
+      const leaving = new AbortController();
+      const call = paidFetch(`http://127.0.0.1:${port}/report`, { signal: leaving.signal }).then(
+        () => "answered",
+        (error: unknown) => error,
+      );
+      await paidRequest;
+      collectGarbage();
+      collectGarbage();
+      leaving.abort();
+      const outcome = await Promise.race([
+        call,
+        new Promise((resolve) => setTimeout(() => resolve("still waiting for the server"), 5_000)),
+      ]);
+      expect(outcome).toBeInstanceOf(PaymentOutcomeUnknownError);
+      expect((outcome as PaymentOutcomeUnknownError).payment?.name.toLowerCase()).toBe("payment-signature");
+    } finally {
+      for (const response of held) response.destroy();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 });

@@ -49,7 +49,8 @@ const otherPaymentWaitsMax = 2;
 /** The most of a 402's body read for a challenge or a refusal (bytes). */
 export const challengeBodyBytesMax = 65_536;
 
-export type FetchLike = (input: Request) => Promise<Response>;
+/** A fetch function: wrapFetch gives it each request, and the caller's signal again (see callerSignals). */
+export type FetchLike = (input: Request, init?: { signal?: AbortSignal }) => Promise<Response>;
 
 /** A payment made, after the server answered the paid retry without refusing it. */
 export type PaymentRecord = {
@@ -111,6 +112,18 @@ export function wrapFetch(
       );
   }
   const send = fetch as FetchLike;
+  /**
+   * The signal each call was given (its init's, or its Request's), by the Request made of the call's arguments. Every
+   * request sent for a call gets it again, as fetch's own `signal`: a Request's clone or copy follows its source's
+   * signal only through a WeakRef (nodejs/undici#4068, still in Node 24's fetch), so after a garbage collection an
+   * abort of the caller's would not reach the request in flight, and the call would wait for the server's answer
+   * (a paid retry held while its payment settles: for as long as that takes).
+   */
+  const callerSignals = new WeakMap<Request, AbortSignal>();
+  const sendAs = (call: Request, outgoing: Request) => {
+    const signal = callerSignals.get(call);
+    return signal === undefined ? send(outgoing) : send(outgoing, { signal });
+  };
   const tokens = options.l402Tokens ?? createL402TokenCache();
   const inFlight = new Map<string, Promise<L402Token>>();
   const now = options.now ?? Date.now;
@@ -119,7 +132,10 @@ export function wrapFetch(
 
   return async (input, init) => {
     const request = new Request(input, init);
-    if (carriesPayment(request.headers)) return send(request);
+    const signal =
+      init !== undefined && "signal" in init ? init.signal : input instanceof Request ? input.signal : null;
+    if (signal != null) callerSignals.set(request, signal);
+    if (carriesPayment(request.headers)) return sendAs(request, request);
     const url = new URL(request.url);
     const scope = scopeOf(url);
     const mayUseL402 = !request.headers.has("authorization");
@@ -130,13 +146,16 @@ export function wrapFetch(
       if (pending !== undefined) await pending.catch(ignoreOtherRequestsFailure);
       token = tokens.get(scope, now());
     }
-    let first = await send(token === null ? request.clone() : withAuthorization(request.clone(), token));
+    let first = await sendAs(
+      request,
+      token === null ? request.clone() : withAuthorization(request.clone(), token),
+    );
     if (token !== null && first.status === 401) {
       // The server no longer takes the cached token (revoked, or its root key rotated): forgotten, and the request
       // sent once more without it, so that its 402 is paid afresh rather than every request refused until expiry.
       tokens.drop(scope, token);
       token = null;
-      first = await send(request.clone());
+      first = await sendAs(request, request.clone());
     }
     return answer402({ request, url, scope, mayUseL402, answer: first, token, mayBorrow: true });
   };
@@ -202,7 +221,7 @@ export function wrapFetch(
           ),
         });
       if (borrowed !== null) {
-        const again = await send(withAuthorization(request.clone(), borrowed));
+        const again = await sendAs(request, withAuthorization(request.clone(), borrowed));
         if (again.status === 401) await refuseToken(again, borrowed, scope);
         return answer402({ ...attempt, answer: again, token: borrowed, mayBorrow: false });
       }
@@ -275,7 +294,7 @@ export function wrapFetch(
     retry.headers.set("access-control-expose-headers", `${paymentResponseHeader},${xPaymentResponseHeader}`);
     let answer: Response;
     try {
-      answer = await send(retry);
+      answer = await sendAs(request, retry);
     } catch (error) {
       // Sent, and no answer: the payment may settle (a gateway waits for its block). A new request would sign and pay
       // again; the same payment sent again is served once if it settled.
@@ -349,7 +368,7 @@ export function wrapFetch(
         preimage,
         expiresAtMs: macaroonExpiryMs(challenge.macaroon),
       };
-      const sent = await sendOutcome(send(withAuthorization(request, token)));
+      const sent = await sendOutcome(sendAs(request, withAuthorization(request, token)));
       if ("answer" in sent && (sent.answer.status === 402 || sent.answer.status === 401))
         return refuseToken(sent.answer, token, scope, { paidNow: true });
       tokens.set(scope, token);
