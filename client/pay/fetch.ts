@@ -132,8 +132,8 @@ export function wrapFetch(
 
   return async (input, init) => {
     const request = new Request(input, init);
-    const signal =
-      init !== undefined && "signal" in init ? init.signal : input instanceof Request ? input.signal : null;
+    // As the Request constructor reads it: init's signal unless undefined (null is none), else the input's.
+    const signal = init?.signal !== undefined ? init.signal : input instanceof Request ? input.signal : null;
     if (signal != null) callerSignals.set(request, signal);
     if (carriesPayment(request.headers)) return sendAs(request, request);
     const url = new URL(request.url);
