@@ -3,9 +3,9 @@
 // `node scripts/python-x402.ts` installs it ahead and prints the interpreter's path.
 import { execFile } from "node:child_process";
 import { access, constants, mkdir, mkdtemp, rename, rm } from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
+import { switchyardCacheDir } from "./lib/cache-dir.ts";
 
 /** The x402 release the interop test runs against, with the extras its httpx client and EVM signer need. Bump it here only. */
 export const pythonX402Version = "2.25.0";
@@ -14,13 +14,6 @@ const requirement = `x402[httpx,evm]==${pythonX402Version}`;
 const installTimeoutMs = 10 * 60_000;
 
 const run = promisify(execFile);
-
-/** The environment's interpreter: $SWITCHYARD_CACHE_DIR or ~/.cache/switchyard, then python/x402-<version>/bin/python. */
-export function pythonX402Interpreter(cacheDir?: string): string {
-  const root =
-    cacheDir ?? process.env.SWITCHYARD_CACHE_DIR ?? path.join(os.homedir(), ".cache", "switchyard");
-  return path.join(root, "python", `x402-${pythonX402Version}`, "bin", "python");
-}
 
 /**
  * The interpreter of a virtual environment holding the x402 client, made if missing: `python3 -m venv` into a
@@ -31,8 +24,13 @@ export async function ensurePythonX402(
   params: { cacheDir?: string; log?: (line: string) => void } = {},
 ): Promise<{ python: string; installed: boolean }> {
   const log = params.log ?? ((line: string) => console.log(line));
-  const python = pythonX402Interpreter(params.cacheDir);
-  const environment = path.dirname(path.dirname(python));
+  // The cache (switchyardCacheDir), then python/x402-<version>, the environment; its interpreter in bin/.
+  const environment = path.join(
+    params.cacheDir ?? switchyardCacheDir(),
+    "python",
+    `x402-${pythonX402Version}`,
+  );
+  const python = path.join(environment, "bin", "python");
   try {
     await access(python, constants.X_OK);
     return { python, installed: false };

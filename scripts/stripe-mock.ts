@@ -5,6 +5,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { access, constants, mkdir, mkdtemp, rename, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { switchyardCacheDir } from "./lib/cache-dir.ts";
 import { exitsWithThisProcess } from "./lightning/process.ts";
 
 /** The stripe-mock release the tests run against. Bump it here only. */
@@ -26,8 +27,7 @@ export type Log = (line: string) => void;
 
 /** Where the binary of one version lives: $SWITCHYARD_CACHE_DIR or ~/.cache/switchyard, then bin/stripe-mock-<version>/. */
 export function stripeMockBinaryPath(params: { cacheDir?: string; version?: string } = {}): string {
-  const cacheDir =
-    params.cacheDir ?? process.env.SWITCHYARD_CACHE_DIR ?? path.join(os.homedir(), ".cache", "switchyard");
+  const cacheDir = params.cacheDir ?? switchyardCacheDir();
   const version = params.version ?? stripeMockVersion;
   return path.join(cacheDir, "bin", `stripe-mock-${version}`, "stripe-mock");
 }
