@@ -155,16 +155,24 @@ export class ApiError extends SwitchyardError {
   readonly param: string | undefined;
   readonly extra: Record<string, unknown>;
   readonly retryAfterSeconds: number | undefined;
+  /** Headers the answer carries besides the code's own (Retry-After, a 401's challenge): what the refusal says is taken. */
+  readonly headers: Readonly<Record<string, string>> | undefined;
   constructor(
     code: ApiErrorCode,
     message: string,
-    options: { param?: string; extra?: Record<string, unknown>; retryAfterSeconds?: number } = {},
+    options: {
+      param?: string;
+      extra?: Record<string, unknown>;
+      retryAfterSeconds?: number;
+      headers?: Readonly<Record<string, string>>;
+    } = {},
   ) {
     super(message);
     this.code = code;
     this.param = options.param;
     this.extra = options.extra ?? {};
     this.retryAfterSeconds = options.retryAfterSeconds ?? retryAfterSecondsOf[code];
+    this.headers = options.headers;
   }
   get status(): number {
     return statusOf(this.code, this.param);
@@ -224,6 +232,7 @@ export function sendError(reply: FastifyReply, error: ApiError): FastifyReply {
   if (error.retryAfterSeconds !== undefined) reply.header("retry-after", String(error.retryAfterSeconds));
   const challenge = challengeOf[error.code];
   if (challenge !== undefined) reply.header("www-authenticate", challenge);
+  if (error.headers !== undefined) reply.headers(error.headers);
   return reply.code(error.status).send(error.body());
 }
 
@@ -388,12 +397,7 @@ const plugin: FastifyPluginAsync = async (app: FastifyInstance) => {
   });
   app.setNotFoundHandler(answerNotFound);
   app.setErrorHandler((error: FastifyLikeError, request, reply) => {
-    if (error instanceof ApiError) {
-      // A body in a coding not taken: say which one is (RFC 7694 §3).
-      if (error.code === "unsupported_media_type" && error.param === "content-encoding")
-        reply.header("accept-encoding", "identity");
-      return sendError(reply, error);
-    }
+    if (error instanceof ApiError) return sendError(reply, error);
     if (
       error.code === "FST_ERR_CTP_INVALID_JSON_BODY" ||
       error instanceof SyntaxError ||

@@ -67,11 +67,13 @@ export function parseJsonBody(
   text: string,
   done: (error: Error | null, body?: unknown) => void,
 ): void {
-  // A coding the API does not take is the body's media type at fault (RFC 9110 §15.5.16): 415, named by its header.
+  // A coding the API does not take is the body's media type at fault (RFC 9110 §15.5.16): 415, named by its header,
+  // saying which coding is taken (RFC 7694 §3).
   if (!isUncoded(request.headers["content-encoding"])) {
     done(
       new ApiError("unsupported_media_type", "send the body uncompressed: no Content-Encoding is taken", {
         param: "content-encoding",
+        headers: { "accept-encoding": "identity" },
       }),
     );
     return;
