@@ -1056,17 +1056,18 @@ function openSendsOf(journal: SendJournal, wallet: string, minedCount: number): 
  * at its first send not taken. Resolves to how many it looked at; the first error, after the other wallets were tried.
  */
 async function keepOtherWalletsOpenSends(journal: SendJournal): Promise<number> {
+  const own = walletKey(journal);
   const rows = await journal.db.query<{ wallet: string }>(
     `SELECT DISTINCT wallet FROM evm_sends
       WHERE chain_id = $1 AND NOT gas_done AND wallet IS NOT NULL AND wallet <> '' AND wallet <> $2`,
-    [journal.chainId, walletKey(journal)],
+    [journal.chainId, own],
   );
   // And a wallet with sends said to wait but none open here by wallet (a row journaled before evm_sends.wallet, its
   // signer recovered from its bytes: broadcast): its count forgets them once passed. Before, they stayed for the
   // process's life.
   const wallets = new Set(rows.map((row) => row.wallet));
   for (const { wallet } of journal.unreplaceable.values())
-    if (wallet !== "" && wallet !== walletKey(journal)) wallets.add(wallet);
+    if (wallet !== "" && wallet !== own) wallets.add(wallet);
   let looked = 0;
   let failed: unknown = null;
   for (const wallet of wallets) {

@@ -7,7 +7,14 @@ import type { Logger } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
 import { refusalOfFailure } from "./batch.ts";
-import { type ChainRegistry, caip2Of, nonceUsed, v1NetworkOf } from "./chains.ts";
+import {
+  type ChainRegistry,
+  caip2Of,
+  nonceUsed,
+  type TokenDomainExtra,
+  v1NetworkOf,
+  type X402Chain,
+} from "./chains.ts";
 import { bookMinedTxGas } from "./reconcile.ts";
 import { type Refused, refusedWith } from "./refusals.ts";
 import { exactScheme } from "./requirements.ts";
@@ -444,20 +451,51 @@ function paysAnotherWallet(request: FacilitatorRequest, chains: ChainRegistry): 
   return chain !== null && !isAddressEqual(given.payTo as Address, chain.hotWallet);
 }
 
+/** The chain's token domain if it is read within `ms` (the read goes on, kept for the next ask); else nothing. */
+async function domainWithin(
+  chains: ChainRegistry,
+  chain: X402Chain,
+  ms: number,
+): Promise<Partial<TokenDomainExtra>> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<Partial<TokenDomainExtra>>((resolve) => {
+    timer = setTimeout(() => resolve({}), ms);
+  });
+  try {
+    return await Promise.race([chains.domainOf(chain).catch(() => ({})), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 function networkOf(requirements: unknown): string {
   const network = (requirements as { network?: unknown } | null)?.network;
   return typeof network === "string" ? network : "";
 }
 
-/** GET /supported: `exact` on every chain (v2 by CAIP-2, v1 where the chain has a name); payTo is the hot wallet. */
-export async function facilitatorSupported(deps: X402Deps): Promise<SupportedResponse> {
+/**
+ * How long GET /supported waits for a token's EIP-712 domain (read from the chain once, then kept): a chain slow or
+ * down leaves its kinds without `name` and `version` rather than holding the answer.
+ */
+export const supportedDomainWaitMs = 1_000;
+
+/**
+ * GET /supported: `exact` on every chain (v2 by CAIP-2, v1 where the chain has a name); `extra` names the token
+ * (`asset`), the hot wallet (`payTo`) and the token's EIP-712 domain (`name`, `version`), all a resource server needs
+ * to build requirements the gateway settles. Before, the domain was left out and a server had to read it from the
+ * token itself (the official Python SDK's ExactEvmServerScheme knows it only for its default assets).
+ */
+export async function facilitatorSupported(deps: Pick<X402Deps, "chains">): Promise<SupportedResponse> {
   const kinds: SupportedResponse["kinds"] = [];
-  for (const chain of deps.chains.chains) {
-    const extra = { asset: chain.token, payTo: chain.hotWallet };
+  const domains = await Promise.all(
+    deps.chains.chains.map((chain) => domainWithin(deps.chains, chain, supportedDomainWaitMs)),
+  );
+  deps.chains.chains.forEach((chain, i) => {
+    const extra = { asset: chain.token, payTo: chain.hotWallet, ...domains[i] };
     kinds.push({ x402Version: 2, scheme: exactScheme, network: caip2Of(chain.chainId), extra });
     const v1 = v1NetworkOf(chain.chainId);
     if (v1 !== null) kinds.push({ x402Version: 1, scheme: exactScheme, network: v1, extra });
-  }
+  });
   return {
     kinds,
     extensions: [],

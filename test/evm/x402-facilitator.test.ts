@@ -47,6 +47,8 @@ let gatewayUrl: string;
 let hotWallet: Address;
 let token: Address;
 const domain = { name: "", version: "" };
+/** The Hardhat chain's kind's `extra` in GET /v1/x402/supported. */
+let supportedExtra: Record<string, unknown> = {};
 const price = 10_000n; // 0.01 TestUSD
 const payerIndex = 5;
 const strangerIndex = 6;
@@ -194,6 +196,7 @@ beforeAll(async () => {
   });
   expect(supported.statusCode).toBe(200);
   const kind = supported.json().kinds.find((k: { network: string }) => k.network === network());
+  supportedExtra = kind.extra;
   hotWallet = getAddress(kind.extra.payTo);
   domain.name = await gw.chain.publicClient.readContract({
     address: token,
@@ -392,6 +395,14 @@ function facilitatorDeps(
 }
 
 describe("the facilitator's routes", () => {
+  it("lists in /supported what a resource server builds requirements from: the token, payTo and the token's EIP-712 domain", () => {
+    expect(getAddress(supportedExtra.asset as string)).toBe(token);
+    expect(getAddress(supportedExtra.payTo as string)).toBe(hotWallet);
+    // What the token itself says (TestUSD's name and version, read in beforeAll), not a default.
+    expect(domain.name).not.toBe("");
+    expect({ name: supportedExtra.name, version: supportedExtra.version }).toEqual(domain);
+  });
+
   it("verify and settle a good payment: valid, then settled once with the transaction", async () => {
     const payment = await signedPayment();
     const verified = await facilitator("verify", payment);

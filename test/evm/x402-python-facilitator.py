@@ -1,10 +1,11 @@
 """A resource server written with the official Python x402 SDK (PyPI `x402`), using Switchyard as its facilitator.
 
-Usage: python x402-python-facilitator.py <facilitator url> <api key> <account> <network> <asset> <token name>
-       <token version> <atomic amount> <payer private key>
+Usage: X402_PAYER_KEY=<payer private key> python x402-python-facilitator.py <facilitator url> <api key> <account>
+       <network> <asset> <atomic amount>
 
 What the SDK's middlewares do for a paid request, without a web framework: x402ResourceServer with an
-HTTPFacilitatorClient reads the facilitator's /supported, builds the requirements (paying the facilitator's payTo),
+HTTPFacilitatorClient reads the facilitator's /supported, builds the requirements from the kind it lists (paying its
+payTo, in its asset, signed for its token's EIP-712 name and version),
 the SDK's client signs the payment those requirements ask for, and the server verifies then settles it through the
 facilitator; then settles the same payment once more, as a retried request would. Every answer is parsed by the
 SDK's own models. Prints one JSON object: the supported kind, the verify and both settle answers as the SDK read
@@ -13,6 +14,7 @@ them.
 
 import asyncio
 import json
+import os
 import sys
 
 from eth_account import Account
@@ -27,7 +29,7 @@ def dump(model) -> dict:
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-async def main(url, key, account, network, asset, name, version, amount, payer_key) -> None:
+async def main(url, key, account, network, asset, amount) -> None:
     paying = {"Authorization": f"Bearer {key}", "Switchyard-Account": account}
     facilitator = HTTPFacilitatorClient(
         FacilitatorConfig(
@@ -45,7 +47,11 @@ async def main(url, key, account, network, asset, name, version, amount, payer_k
         ResourceConfig(
             scheme="exact",
             pay_to=kind.extra["payTo"],
-            price=AssetAmount(amount=amount, asset=asset, extra={"name": name, "version": version}),
+            price=AssetAmount(
+                amount=amount,
+                asset=kind.extra["asset"],
+                extra={"name": kind.extra["name"], "version": kind.extra["version"]},
+            ),
             network=network,
             max_timeout_seconds=120,
         )
@@ -58,7 +64,7 @@ async def main(url, key, account, network, asset, name, version, amount, payer_k
     client.set_spend_controls(
         {"allowed_assets": [{"network": network, "asset": asset, "max_amount_per_payment": amount}]}
     )
-    register_exact_evm_client(client, Account.from_key(payer_key), networks=network)
+    register_exact_evm_client(client, Account.from_key(os.environ["X402_PAYER_KEY"]), networks=network)
     payload = await client.create_payment_payload(required)
 
     verified = await server.verify_payment(payload, requirements[0])
@@ -78,4 +84,4 @@ async def main(url, key, account, network, asset, name, version, amount, payer_k
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:10]))
+    asyncio.run(main(*sys.argv[1:7]))

@@ -1,6 +1,6 @@
 """Pays one x402-paywalled URL with the official Python client (PyPI `x402`), as a Python program would.
 
-Usage: python x402-python-pay.py <url> <payer private key> <network> <asset> <max atomic amount>
+Usage: X402_PAYER_KEY=<payer private key> python x402-python-pay.py <url> <network> <asset> <max atomic amount>
 
 Only the named asset on the named network is allowed, up to the cap (the client's spend controls refuse anything
 else). Prints one JSON object on stdout: the final answer's status and body, the receipt it carried
@@ -10,6 +10,7 @@ else). Prints one JSON object on stdout: the final answer's status and body, the
 import asyncio
 import base64
 import json
+import os
 import sys
 
 import httpx
@@ -33,12 +34,12 @@ class Recording(httpx.AsyncHTTPTransport):
         return await super().handle_async_request(request)
 
 
-async def main(url: str, key: str, network: str, asset: str, cap: str) -> None:
+async def main(url: str, network: str, asset: str, cap: str) -> None:
     client = x402Client()
     client.set_spend_controls(
         {"allowed_assets": [{"network": network, "asset": asset, "max_amount_per_payment": cap}]}
     )
-    register_exact_evm_client(client, Account.from_key(key), networks=network)
+    register_exact_evm_client(client, Account.from_key(os.environ["X402_PAYER_KEY"]), networks=network)
     network_transport = Recording()
     async with httpx.AsyncClient(transport=x402AsyncTransport(client, network_transport), timeout=60) as http:
         response = await http.get(url)
@@ -57,4 +58,4 @@ async def main(url: str, key: str, network: str, asset: str, cap: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:6]))
+    asyncio.run(main(*sys.argv[1:5]))

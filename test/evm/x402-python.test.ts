@@ -22,6 +22,8 @@ import { type Gateway, startGateway } from "./support.ts";
 const run = promisify(execFile);
 const payScript = path.join(import.meta.dirname, "x402-python-pay.py");
 const facilitatorScript = path.join(import.meta.dirname, "x402-python-facilitator.py");
+/** The scripts read the payer's key from the environment, not from a command line every process may list. */
+const withPayerKey = (key: string) => ({ ...process.env, X402_PAYER_KEY: key });
 
 type PythonPaid = {
   status: number;
@@ -38,7 +40,12 @@ type PythonSettled = {
   amount?: string;
 };
 type PythonFacilitated = {
-  kind: { x402Version: number; scheme: string; network: string; extra: { payTo: string; asset: string } };
+  kind: {
+    x402Version: number;
+    scheme: string;
+    network: string;
+    extra: { payTo: string; asset: string; name?: string; version?: string };
+  };
   nonce: string;
   verified: { isValid: boolean; payer: string; invalidReason?: string };
   settled: PythonSettled;
@@ -92,13 +99,13 @@ describe("x402 v2, the official Python SDK (PyPI x402)", () => {
     return postedOf(account);
   }
 
-  /** The Python client's one paid GET of `url`, allowed only TestUSD on the embedded chain, up to `cap` (atomic). */
-  async function payFromPython(url: string, cap = "100000"): Promise<PythonPaid> {
+  /** The Python client's one paid GET of `url`, allowed only TestUSD on the embedded chain, up to 0.1 TestUSD. */
+  async function payFromPython(url: string): Promise<PythonPaid> {
     const payer = gw.app.demo!.chains[0]!.payer!;
     const { stdout } = await run(
       python,
-      [payScript, url, payer.privateKey, `eip155:${gw.chain.chain.id}`, gw.chain.contracts.testUsd, cap],
-      { timeout: 90_000 },
+      [payScript, url, `eip155:${gw.chain.chain.id}`, gw.chain.contracts.testUsd, "100000"],
+      { timeout: 90_000, env: withPayerKey(payer.privateKey) },
     );
     return JSON.parse(stdout) as PythonPaid;
   }
@@ -148,26 +155,17 @@ describe("x402 v2, the official Python SDK (PyPI x402)", () => {
     const before = await postedOf(merchant);
     const payerBefore = await gw.tokenBalance(payer.address);
 
+    // The token's name and version are not given: the script builds its requirements from /supported's kind alone.
     const { stdout } = await run(
       python,
-      [
-        facilitatorScript,
-        `${gatewayUrl}/v1/x402`,
-        gw.key,
-        merchant,
-        network,
-        token,
-        name,
-        version,
-        "10000",
-        payer.privateKey,
-      ],
-      { timeout: 90_000 },
+      [facilitatorScript, `${gatewayUrl}/v1/x402`, gw.key, merchant, network, token, "10000"],
+      { timeout: 90_000, env: withPayerKey(payer.privateKey) },
     );
     const facilitated = JSON.parse(stdout) as PythonFacilitated;
 
     expect(facilitated.kind).toMatchObject({ x402Version: 2, scheme: "exact", network });
     expect(getAddress(facilitated.kind.extra.asset)).toBe(token);
+    expect(facilitated.kind.extra).toMatchObject({ name, version });
     expect(facilitated.verified).toMatchObject({ isValid: true });
     expect(facilitated.verified.payer.toLowerCase()).toBe(payer.address.toLowerCase());
     expect(facilitated.settled).toMatchObject({ success: true, network, amount: "10000" });
