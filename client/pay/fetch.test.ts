@@ -10,6 +10,7 @@ import vm from "node:vm";
 import { privateKeyToAccount } from "viem/accounts";
 import { describe, expect, it } from "vitest";
 import { bolt11Field, bytesToWords, signBolt11 } from "../../test/support/bolt11.ts";
+import { usdcRequirement } from "../../test/support/x402-requirement.ts";
 import { createBudget } from "./budget.ts";
 import { BudgetExceededError, PaymentOutcomeUnknownError, PaymentRefusedError } from "./errors.ts";
 import { type PaymentRecord, wrapFetch } from "./fetch.ts";
@@ -444,15 +445,7 @@ describe("wrapFetch and the caller's signal, over Node's own fetch", () => {
     // PaymentOutcomeUnknownError).
     v8.setFlagsFromString("--expose-gc");
     const collectGarbage = vm.runInNewContext("gc") as () => void;
-    const requirement = {
-      scheme: "exact",
-      network: "eip155:84532",
-      amount: "10000",
-      asset: "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
-      payTo: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
-      maxTimeoutSeconds: 60,
-      extra: { name: "USDC", version: "2" },
-    };
+    const requirement = usdcRequirement;
     let paidArrived: () => void = () => {};
     const paidRequest = new Promise<void>((resolve) => {
       paidArrived = resolve;

@@ -1,5 +1,6 @@
 import { privateKeyToAccount } from "viem/accounts";
 import { describe, expect, it } from "vitest";
+import { usdcRequirement } from "../../test/support/x402-requirement.ts";
 import { MalformedChallengeError } from "./errors.ts";
 import { viemPayer } from "./payers.ts";
 import {
@@ -10,15 +11,7 @@ import {
   validSecondsMaxDefault,
 } from "./x402.ts";
 
-const requirement = {
-  scheme: "exact",
-  network: "eip155:84532",
-  amount: "10000",
-  asset: "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
-  payTo: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
-  maxTimeoutSeconds: 60,
-  extra: { name: "USDC", version: "2" },
-};
+const requirement = usdcRequirement;
 
 describe("parseX402Challenge", () => {
   it("reads the v2 header first, keeping the requirement as sent for `accepted`", () => {
