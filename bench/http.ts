@@ -16,10 +16,10 @@
 // BENCH_HTTP_OVERLOAD_IN_FLIGHT_MAX the gateway's admission limit).
 //
 // Metrics: payments_per_s (requests_per_s for the floors) and its ratio to baseline-fastify's in the same run
-// (baseline_ratio: what compares runs on a host whose speed varies), p50_ms and p99_ms (autocannon's, whole milliseconds), and
-// mean_ms (clients over completions a second, exact: what compares single-postgres with commit-postgres). CPU time a
-// payment: the gateway's, PostgreSQL's, and the load tool's own (this process: autocannon, which shares the machine's
-// two cores with the other two). On PostgreSQL also payments_per_commit and wal_bytes_per_payment (from
+// (baseline_ratio: what compares runs on a host whose speed varies), p50_ms and p99_ms (the load tool's: autocannon's
+// whole milliseconds, wrk's to the hundredth), and mean_ms (clients over completions a second, exact: what compares
+// single-postgres with commit-postgres). CPU time a payment: the gateway's, PostgreSQL's, and the load tool's own
+// (this process: autocannon, or wrk's process; it shares the machine's two cores with the other two). On PostgreSQL also payments_per_commit and wal_bytes_per_payment (from
 // pg_stat_database and pg_stat_wal, which backends report about once a second: near, not exact, over a 10 s row), what
 // group commit and the rows cost.
 //
@@ -31,7 +31,12 @@
 // --cpu-prof-dir=/tmp/prof` profiles it without touching the load's process),
 // BENCH_HTTP_GATEWAY_LOG (a file the gateway's output is written to when it stops: what `--trace-gc` printed),
 // BENCH_HTTP_TIMELINE=1 (each measured row's seconds printed: answers, the slowest, how many clients were answered —
-// whether a slow tail is the whole gateway pausing or some connections waiting).
+// whether a slow tail is the whole gateway pausing or some connections waiting; autocannon only),
+// BENCH_HTTP_LOAD=wrk (every case driven by wrk instead, bench/http/wrk.ts: the same requests for about a third of the
+// load tool's CPU, latencies to the microsecond; installed from Debian's packages if missing). On a 2-core host the
+// load tool's share is taken from the gateway and PostgreSQL; with wrk the host is left about 30% idle at the best
+// client count and internal-postgres reads the same (5,620 against autocannon's 5,660/s, session 106): the limit is
+// then not CPU but how soon the gateway's one thread answers PostgreSQL between HTTP requests.
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
@@ -43,6 +48,7 @@ import { requestsInFlightMaxDefault } from "../gateway/http/admission.ts";
 import { freePort } from "../scripts/lib/free-port.ts";
 import { createTestDatabase, startPostgres } from "../test/support/postgres.ts";
 import { type SeededTenant, seedTenants } from "./http/seed.ts";
+import { luaString, runWrk } from "./http/wrk.ts";
 import { type BenchResult, type BenchRow, percentile } from "./report.ts";
 
 const durationS = Number(process.env.BENCH_HTTP_DURATION_S ?? 10);
@@ -57,12 +63,18 @@ const wanted = (name: string) => only === undefined || only.includes(name);
 const gatewayFlags = (process.env.BENCH_HTTP_GATEWAY_FLAGS ?? "").split(" ").filter((flag) => flag !== "");
 const gatewayLog = process.env.BENCH_HTTP_GATEWAY_LOG;
 const timeline = process.env.BENCH_HTTP_TIMELINE === "1";
+const loadTool = process.env.BENCH_HTTP_LOAD ?? "autocannon";
+if (loadTool !== "autocannon" && loadTool !== "wrk")
+  throw new RangeError(`BENCH_HTTP_LOAD must be autocannon or wrk (got ${loadTool})`);
+if (loadTool === "wrk" && timeline) throw new RangeError("BENCH_HTTP_TIMELINE=1 needs autocannon's load");
 const root = path.join(import.meta.dirname, "..");
 const startTimeoutMs = 180_000;
 
 type Load = {
-  /** Builds the next request's headers and body. */
+  /** Builds the next request's headers and body (autocannon). */
   next(): { headers: Record<string, string>; body: string };
+  /** The same requests for wrk: Lua source defining `make(key)` (bench/http/wrk.ts). */
+  lua: string;
 };
 
 /** The slowest and fastest throughput of the readings a row's medians were taken from. */
@@ -79,7 +91,7 @@ type Measured = {
   /** CPU time per answered request over the measured window: the server process's, and PostgreSQL's (all its processes). */
   serverCpuUs: number;
   postgresCpuUs: number;
-  /** The load tool's own CPU time per answered request (this process: autocannon and the request builder). */
+  /** The load tool's own CPU time per answered request (this process: autocannon and the request builder; or wrk's). */
   loadCpuUs: number;
   /** Over the measured window, on PostgreSQL (null: no database watched). */
   paymentsPerCommit: number | null;
@@ -369,12 +381,44 @@ function demoLoad(apiKey: string, accounts: { customer: string; merchant: string
       headers: { authorization, "content-type": "application/json", "idempotency-key": nextKey() },
       body,
     }),
+    lua: `local authorization, body = ${luaString(authorization)}, ${luaString(body)}
+function make(key)
+  return { ["authorization"] = authorization, ["content-type"] = "application/json", ["idempotency-key"] = key }, body
+end`,
   };
 }
 
 function manyLoad(tenants: readonly SeededTenant[]): Load {
   const pick = <T>(items: readonly T[]): T => items[Math.floor(Math.random() * items.length)]!;
+  // The body around its two account ids, as JSON.stringify writes it below.
+  const [head, middle, tail] = JSON.stringify({
+    amount,
+    asset: "USDC",
+    source: { account: "\u0000" },
+    destination: { type: "account", account: "\u0000" },
+  }).split("\\u0000");
+  const luaTenants = tenants
+    .map(
+      (tenant) =>
+        `{ authorization = ${luaString(`Bearer ${tenant.apiKey}`)}, accounts = { ${tenant.accounts.map(luaString).join(", ")} } }`,
+    )
+    .join(",\n  ");
   return {
+    lua: `math.randomseed(${Math.floor(Math.random() * 2 ** 31)})
+local tenants = {
+  ${luaTenants}
+}
+local head, middle, tail = ${luaString(head!)}, ${luaString(middle!)}, ${luaString(tail!)}
+-- A random tenant, and two different accounts of it at random.
+function make(key)
+  local tenant = tenants[math.random(#tenants)]
+  local accounts = tenant.accounts
+  local source = math.random(#accounts)
+  local destination = math.random(#accounts - 1)
+  if destination >= source then destination = destination + 1 end
+  return { ["authorization"] = tenant.authorization, ["content-type"] = "application/json", ["idempotency-key"] = key },
+    head .. accounts[source] .. middle .. accounts[destination] .. tail
+end`,
     next() {
       const tenant = pick(tenants);
       const source = pick(tenant.accounts);
@@ -453,6 +497,7 @@ async function drive(
   ratePerS?: number,
   traced = false,
 ): Promise<Measured> {
+  if (loadTool === "wrk") return driveWrk(target, load, connections, seconds, ratePerS);
   const writesBefore = target.database === undefined ? null : await writesNow(target.database);
   const before = cpuNow(target.watched);
   let running: autocannon.Instance | undefined;
@@ -499,6 +544,48 @@ async function drive(
     p99Ms: result.latency.p99,
     non2xx: result.non2xx,
     errors: result.errors + result.timeouts,
+  };
+}
+
+async function driveWrk(
+  target: Target,
+  load: Load,
+  connections: number,
+  seconds: number,
+  ratePerS?: number,
+): Promise<Measured> {
+  const writesBefore = target.database === undefined ? null : await writesNow(target.database);
+  const before = cpuNow(target.watched);
+  const reading = await runWrk({
+    url: target.url,
+    connections,
+    seconds,
+    load: load.lua,
+    keyPrefix: `bench-${runTag}`,
+    ticksPerS: clockTicksPerS,
+    ...(ratePerS === undefined ? {} : { ratePerS }),
+  });
+  const after = cpuNow(target.watched);
+  const writesAfter = target.database === undefined ? null : await writesNow(target.database);
+  const ok = reading.responses - reading.non2xx;
+  const perRequestUs = (seconds: number) => (ok === 0 ? 0 : Math.round((seconds * 1e6) / ok));
+  const commits =
+    writesAfter === null || writesBefore === null ? null : writesAfter.commits - writesBefore.commits;
+  return {
+    paymentsPerCommit: commits === null || commits <= 0 ? null : Number((ok / commits).toFixed(1)),
+    walBytesPerPayment:
+      writesAfter === null || writesBefore === null || ok === 0
+        ? null
+        : Math.round((writesAfter.walBytes - writesBefore.walBytes) / ok),
+    serverCpuUs: perRequestUs(after.server - before.server),
+    postgresCpuUs: perRequestUs(postgresCpuBetween(before.postgres, after.postgres)),
+    loadCpuUs: perRequestUs(reading.cpuS),
+    requestsPerS: ok / reading.durationS,
+    completedPerS: (reading.responses + reading.errors) / reading.durationS,
+    p50Ms: Number(reading.p50Ms.toFixed(2)),
+    p99Ms: Number(reading.p99Ms.toFixed(2)),
+    non2xx: reading.non2xx,
+    errors: reading.errors,
   };
 }
 
