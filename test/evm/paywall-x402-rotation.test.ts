@@ -8,10 +8,11 @@
 import { decodePaymentResponseHeader, x402HTTPClient } from "@x402/fetch";
 import Fastify, { type FastifyInstance } from "fastify";
 import { type Address, createWalletClient, custom, type Hex, keccak256, stringToHex } from "viem";
-import { privateKeyToAccount } from "viem/accounts";
+import { type PrivateKeyAccount, privateKeyToAccount } from "viem/accounts";
 import { baseSepolia } from "viem/chains";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { wrapFetchWithPayment } from "x402-fetch";
+import { testUsdAbi } from "../../adapters/evm/index.ts";
 import { assets, silentLogger } from "../../core/index.ts";
 import {
   createPaywallService,
@@ -79,12 +80,16 @@ function rotatedPaywalls(of: Gateway, chain: X402Chain): PaywallCheck {
 }
 
 /** A shop serving `resources` behind `paywall`, calling `serving` each time a route runs; and its address. */
-async function shopOf(paywall: PaywallCheck, resources: readonly string[], serving: () => void) {
+async function shopOf(
+  paywall: PaywallCheck,
+  resources: readonly string[],
+  serving: (resource: string) => void | Promise<void>,
+) {
   const shop = Fastify();
   await shop.register(switchyardPaywall, { paywall });
   for (const resource of resources)
     shop.get(resource, async () => {
-      serving();
+      await serving(resource);
       return { report: "the goods" };
     });
   return { shop, base: await shop.listen({ port: 0, host: "127.0.0.1" }) };
@@ -113,15 +118,32 @@ describe("a paywall's x402 payment owed to its payer when the hot wallet's key r
   let beforeBase: string;
   let afterBase: string;
   let served = 0;
+  /** A payer who spends its balance the next time /rotated-unsent's route runs. */
+  let spendWhileServed: PrivateKeyAccount | null = null;
+  /** The paywalls' price, 0.01 USD, in the test token's units. */
+  const unsentPrice = 10_000n;
 
   beforeAll(async () => {
-    const resources = ["/rotated", "/rotated-copied"];
+    const resources = ["/rotated", "/rotated-copied", "/rotated-unsent"];
     for (const resource of resources) {
       const seller = await gw.merchantAccount(`seller of ${resource}`);
       await gw.x402Paywall(resource, "a report paid while the key rotated", seller.id);
     }
-    const serving = () => {
+    const serving = async (resource: string) => {
       served += 1;
+      if (resource === "/rotated-unsent" && spendWhileServed !== null) {
+        // The payer spends its balance while its request is served: the rail's simulation refuses the settlement,
+        // before sending it, and leaves the invoice bound to the payer's nonce (an x402_unsent_owed row).
+        const payer = spendWhileServed;
+        spendWhileServed = null;
+        await gw.chain.networkHelpers.setBalance(payer.address, 10n ** 18n);
+        await gw.send(payer, {
+          address: gw.chain.contracts.testUsd,
+          abi: testUsdAbi,
+          functionName: "transfer",
+          args: [gw.chain.accounts[0]!.address, unsentPrice],
+        });
+      }
     };
     const own = gw.app.paywalls.forTenant(gw.app.demo!.tenantId);
     ({ shop: before, base: beforeBase } = await shopOf(own, resources, serving));
@@ -200,6 +222,65 @@ describe("a paywall's x402 payment owed to its payer when the hot wallet's key r
     });
     // Once.
     expect((await fetch(`${afterBase}/rotated-copied`, { headers: header })).status).toBe(402);
+    expect(served).toBe(servedBefore + 2);
+  });
+
+  it("is served by the rotated gateway when refused before sending, then mined by someone else to the old wallet, once", async () => {
+    const seed = "paywall rotation test: a payer refused before sending, end to end";
+    const payer = await mintedPayer(gw, seed, unsentPrice);
+    const client = new x402HTTPClient(officialX402Client(gw, keccak256(stringToHex(seed))));
+    const challenge = await fetch(`${beforeBase}/rotated-unsent`);
+    expect(challenge.status).toBe(402);
+    const required = client.getPaymentRequiredResponse(
+      (name) => challenge.headers.get(name),
+      await challenge.json(),
+    );
+    const header = client.encodePaymentSignatureHeader(await client.createPaymentPayload(required));
+    const signed = (
+      JSON.parse(Buffer.from(header["PAYMENT-SIGNATURE"]!, "base64").toString()) as {
+        payload: Parameters<typeof submitCopiedAuthorization>[2];
+      }
+    ).payload;
+    expect(signed.authorization.to.toLowerCase()).toBe(oldWallet.toLowerCase());
+    const servedBefore = served;
+    spendWhileServed = payer;
+    const refused = await fetch(`${beforeBase}/rotated-unsent`, { headers: header });
+    expect(refused.status).toBe(402);
+    expect(((await refused.json()) as { error: string }).error).toBe("insufficient_funds");
+    expect(served).toBe(servedBefore + 1); // the route ran; its answer was not sent
+    // Bound with the old wallet, and owed where it was refused.
+    const [bound] = await gw.app.db.query<{ auth_to: string | null; owed: boolean }>(
+      `SELECT d.auth_to, o.owed FROM x402_unsent_owed o JOIN evm_deposits d ON d.reference = o.invoice_id
+       WHERE o.payer = $1 AND o.nonce = $2`,
+      [signed.authorization.from.toLowerCase(), signed.authorization.nonce.toLowerCase()],
+    );
+    expect(bound).toEqual({ auth_to: oldWallet.toLowerCase(), owed: true });
+
+    // The key rotates. Someone who saw the signed transfer mines it once the payer holds the price again: the money
+    // reaches the old wallet, and the watcher credits the invoice it was bound to.
+    await gw.send(gw.chain.accounts[0]!, {
+      address: gw.chain.contracts.testUsd,
+      abi: testUsdAbi,
+      functionName: "mint",
+      args: [payer.address, unsentPrice],
+    });
+    const copyTx = await submitCopiedAuthorization(gw, gw.chain.contracts.testUsd, signed);
+    expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe("success");
+    await gw.rail.depositWatcher()!.catchUp(20);
+
+    // Sent again to the gateway with the new key: served, naming the copy. Judged by the hot wallet of now (the
+    // unsent paths' bound `to` not read), the copy's transfer paid nobody of ours, and the payer, charged, was refused
+    // as a nonce already used.
+    const again = await fetch(`${afterBase}/rotated-unsent`, { headers: header });
+    expect(again.status, await again.clone().text()).toBe(200);
+    expect(await again.json()).toEqual({ report: "the goods" });
+    expect(served).toBe(servedBefore + 2);
+    expect(decodePaymentResponseHeader(again.headers.get("payment-response")!)).toMatchObject({
+      success: true,
+      transaction: copyTx,
+    });
+    // Once.
+    expect((await fetch(`${afterBase}/rotated-unsent`, { headers: header })).status).toBe(402);
     expect(served).toBe(servedBefore + 2);
   });
 });
