@@ -266,9 +266,15 @@ describe("a paywall's x402 payment owed to its payer when the hot wallet's key r
     });
     const copyTx = await submitCopiedAuthorization(gw, gw.chain.contracts.testUsd, signed);
     expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe("success");
+    // Mined, not credited yet (the watcher has not read it): sent again to the gateway with the new key, it is
+    // pending, not a nonce already used (final: an x402 client would pay again with a new authorization).
+    const early = await fetch(`${afterBase}/rotated-unsent`, { headers: header });
+    expect(early.status).toBe(402);
+    expect(((await early.json()) as { error: string }).error).toBe("unexpected_settle_error");
+    expect(served).toBe(servedBefore + 1);
     await gw.rail.depositWatcher()!.catchUp(20);
 
-    // Sent again to the gateway with the new key: served, naming the copy. Judged by the hot wallet of now (the
+    // Credited: sent again to the gateway with the new key, served, naming the copy. Judged by the hot wallet of now (the
     // unsent paths' bound `to` not read), the copy's transfer paid nobody of ours, and the payer, charged, was refused
     // as a nonce already used.
     const again = await fetch(`${afterBase}/rotated-unsent`, { headers: header });
