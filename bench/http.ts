@@ -19,9 +19,9 @@
 // (baseline_ratio: what compares runs on a host whose speed varies), p50_ms and p99_ms (the load tool's: autocannon's
 // whole milliseconds, wrk's to the hundredth), and mean_ms (clients over completions a second, exact: what compares
 // single-postgres with commit-postgres). CPU time a payment: the gateway's, PostgreSQL's, and the load tool's own
-// (this process: autocannon, or wrk's process; it shares the machine's two cores with the other two). On PostgreSQL also payments_per_commit and wal_bytes_per_payment (from
-// pg_stat_database and pg_stat_wal, which backends report about once a second: near, not exact, over a 10 s row), what
-// group commit and the rows cost.
+// (this process: autocannon, or wrk's process; it shares the machine's two cores with the other two). On PostgreSQL
+// also payments_per_commit and wal_bytes_per_payment (from pg_stat_database and pg_stat_wal, which backends report
+// about once a second: near, not exact, over a 10 s row), what group commit and the rows cost.
 //
 // Knobs: BENCH_HTTP_DURATION_S (per measured row, default 10), BENCH_HTTP_WARMUP_S (default 3), BENCH_HTTP_CLIENTS
 // (client counts tried, default "8,16,32,64,96,128,160,192,224,256": near the bound, throughput grows with the clients

@@ -1,8 +1,8 @@
 // wrk (the C load tool, Debian's package) as the HTTP bench's load: one thread, a closed loop of `connections`
 // keep-alive connections, each request built by a Lua script. It costs a request about a third of the CPU autocannon
-// does (21 against 62–70 µs on this 2-core host, 96 clients, the same payments), and on two cores every microsecond the
-// load tool spends is taken from the gateway or PostgreSQL: the figures read with it are nearer what the gateway does
-// when its load comes from other machines.
+// does (21 against 62–70 µs on a 2-core host, 96 clients, the same payments), and on two cores every microsecond the
+// load tool spends is taken from the gateway or PostgreSQL: the figures read with it are nearer what the gateway
+// does when its load comes from other machines.
 //
 // A load is given as Lua source defining `make(key)`, which answers a request's headers (a table) and body for the
 // Idempotency-Key `key`; the script around it numbers the keys, paces the requests when a rate is asked for, and
@@ -26,7 +26,7 @@ export type WrkReading = {
   cpuS: number;
 };
 
-/** A Lua string literal holding `text` exactly (every byte but printable ASCII escaped as \ddd, always three digits). */
+/** A Lua string literal holding `text` exactly: every byte but printable ASCII escaped as \ddd, three digits always. */
 export function luaString(text: string): string {
   let out = '"';
   for (const byte of Buffer.from(text, "utf8")) {
