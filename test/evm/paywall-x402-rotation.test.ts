@@ -256,8 +256,8 @@ describe("a paywall's x402 payment owed to its payer when the hot wallet's key r
     );
     expect(bound).toEqual({ auth_to: oldWallet.toLowerCase(), owed: true });
 
-    // The key rotates. Someone who saw the signed transfer mines it once the payer holds the price again: the money
-    // reaches the old wallet, and the watcher credits the invoice it was bound to.
+    // Then, with the gateway of the rotated key serving afterBase, someone who saw the signed transfer mines it once
+    // the payer holds the price again: the money reaches the old wallet.
     await gw.send(gw.chain.accounts[0]!, {
       address: gw.chain.contracts.testUsd,
       abi: testUsdAbi,
@@ -267,16 +267,17 @@ describe("a paywall's x402 payment owed to its payer when the hot wallet's key r
     const copyTx = await submitCopiedAuthorization(gw, gw.chain.contracts.testUsd, signed);
     expect((await gw.chain.publicClient.waitForTransactionReceipt({ hash: copyTx })).status).toBe("success");
     // Mined, not credited yet (the watcher has not read it): sent again to the gateway with the new key, it is
-    // pending, not a nonce already used (final: an x402 client would pay again with a new authorization).
+    // pending. Judged by the hot wallet of now instead of the wallet its invoice was bound with (spentNotCredited),
+    // it was refused for good (invalid_payment_requirements), and an x402 client would pay again.
     const early = await fetch(`${afterBase}/rotated-unsent`, { headers: header });
     expect(early.status).toBe(402);
     expect(((await early.json()) as { error: string }).error).toBe("unexpected_settle_error");
     expect(served).toBe(servedBefore + 1);
     await gw.rail.depositWatcher()!.catchUp(20);
 
-    // Credited: sent again to the gateway with the new key, served, naming the copy. Judged by the hot wallet of now (the
-    // unsent paths' bound `to` not read), the copy's transfer paid nobody of ours, and the payer, charged, was refused
-    // as a nonce already used.
+    // Credited (the watcher read it): sent again to the gateway with the new key, served, naming the copy. With the
+    // unsent paths' bound wallet not read (unsentOwedAt, unsentBoundTo: evm_deposits.auth_to), the copy paid nobody
+    // of ours and the payer, charged, was refused for good (invalid_payment_requirements).
     const again = await fetch(`${afterBase}/rotated-unsent`, { headers: header });
     expect(again.status, await again.clone().text()).toBe(200);
     expect(await again.json()).toEqual({ report: "the goods" });
