@@ -497,9 +497,54 @@ async function drive(
   ratePerS?: number,
   traced = false,
 ): Promise<Measured> {
-  if (loadTool === "wrk") return driveWrk(target, load, connections, seconds, ratePerS);
   const writesBefore = target.database === undefined ? null : await writesNow(target.database);
   const before = cpuNow(target.watched);
+  const reading =
+    loadTool === "wrk"
+      ? await wrkReading(target, load, connections, seconds, ratePerS)
+      : await autocannonReading(target, load, connections, seconds, ratePerS, traced);
+  const after = cpuNow(target.watched);
+  const writesAfter = target.database === undefined ? null : await writesNow(target.database);
+  const { ok } = reading;
+  const perRequestUs = (seconds: number) => (ok === 0 ? 0 : Math.round((seconds * 1e6) / ok));
+  const commits =
+    writesAfter === null || writesBefore === null ? null : writesAfter.commits - writesBefore.commits;
+  return {
+    paymentsPerCommit: commits === null || commits <= 0 ? null : Number((ok / commits).toFixed(1)),
+    walBytesPerPayment:
+      writesAfter === null || writesBefore === null || ok === 0
+        ? null
+        : Math.round((writesAfter.walBytes - writesBefore.walBytes) / ok),
+    serverCpuUs: perRequestUs(after.server - before.server),
+    postgresCpuUs: perRequestUs(postgresCpuBetween(before.postgres, after.postgres)),
+    loadCpuUs: perRequestUs(reading.loadCpuS ?? after.load - before.load),
+    requestsPerS: reading.requestsPerS,
+    completedPerS: reading.completedPerS,
+    p50Ms: reading.p50Ms,
+    p99Ms: reading.p99Ms,
+    non2xx: reading.non2xx,
+    errors: reading.errors,
+  };
+}
+
+/** What the load tool read of one run. `loadCpuS`: its own CPU seconds when it ran apart (null: this process's). */
+type LoadReading = Pick<
+  Measured,
+  "requestsPerS" | "completedPerS" | "p50Ms" | "p99Ms" | "non2xx" | "errors"
+> & {
+  /** 2xx answers. */
+  ok: number;
+  loadCpuS: number | null;
+};
+
+async function autocannonReading(
+  target: Target,
+  load: Load,
+  connections: number,
+  seconds: number,
+  ratePerS: number | undefined,
+  traced: boolean,
+): Promise<LoadReading> {
   let running: autocannon.Instance | undefined;
   const finished = new Promise<autocannon.Result>((resolve, reject) => {
     const options: autocannon.Options = {
@@ -524,20 +569,9 @@ async function drive(
   const result = await finished;
   trace?.print();
   const ok = result["2xx"];
-  const after = cpuNow(target.watched);
-  const writesAfter = target.database === undefined ? null : await writesNow(target.database);
-  const perRequestUs = (seconds: number) => (ok === 0 ? 0 : Math.round((seconds * 1e6) / ok));
-  const commits =
-    writesAfter === null || writesBefore === null ? null : writesAfter.commits - writesBefore.commits;
   return {
-    paymentsPerCommit: commits === null || commits <= 0 ? null : Number((ok / commits).toFixed(1)),
-    walBytesPerPayment:
-      writesAfter === null || writesBefore === null || ok === 0
-        ? null
-        : Math.round((writesAfter.walBytes - writesBefore.walBytes) / ok),
-    serverCpuUs: perRequestUs(after.server - before.server),
-    postgresCpuUs: perRequestUs(postgresCpuBetween(before.postgres, after.postgres)),
-    loadCpuUs: perRequestUs(after.load - before.load),
+    ok,
+    loadCpuS: null,
     requestsPerS: ok / seconds,
     completedPerS: (ok + result.non2xx + result.errors + result.timeouts) / (result.duration || seconds),
     p50Ms: result.latency.p50,
@@ -547,15 +581,13 @@ async function drive(
   };
 }
 
-async function driveWrk(
+async function wrkReading(
   target: Target,
   load: Load,
   connections: number,
   seconds: number,
-  ratePerS?: number,
-): Promise<Measured> {
-  const writesBefore = target.database === undefined ? null : await writesNow(target.database);
-  const before = cpuNow(target.watched);
+  ratePerS: number | undefined,
+): Promise<LoadReading> {
   const reading = await runWrk({
     url: target.url,
     connections,
@@ -565,21 +597,10 @@ async function driveWrk(
     ticksPerS: clockTicksPerS,
     ...(ratePerS === undefined ? {} : { ratePerS }),
   });
-  const after = cpuNow(target.watched);
-  const writesAfter = target.database === undefined ? null : await writesNow(target.database);
   const ok = reading.responses - reading.non2xx;
-  const perRequestUs = (seconds: number) => (ok === 0 ? 0 : Math.round((seconds * 1e6) / ok));
-  const commits =
-    writesAfter === null || writesBefore === null ? null : writesAfter.commits - writesBefore.commits;
   return {
-    paymentsPerCommit: commits === null || commits <= 0 ? null : Number((ok / commits).toFixed(1)),
-    walBytesPerPayment:
-      writesAfter === null || writesBefore === null || ok === 0
-        ? null
-        : Math.round((writesAfter.walBytes - writesBefore.walBytes) / ok),
-    serverCpuUs: perRequestUs(after.server - before.server),
-    postgresCpuUs: perRequestUs(postgresCpuBetween(before.postgres, after.postgres)),
-    loadCpuUs: perRequestUs(reading.cpuS),
+    ok,
+    loadCpuS: reading.cpuS,
     requestsPerS: ok / reading.durationS,
     completedPerS: (reading.responses + reading.errors) / reading.durationS,
     p50Ms: Number(reading.p50Ms.toFixed(2)),
