@@ -37,8 +37,8 @@
 // load tool's share is taken from the gateway and PostgreSQL; with wrk the host is left about 30% idle at the best
 // client count and internal-postgres reads the same (5,620 against autocannon's 5,660/s, session 106): the limit is
 // then not CPU but how soon the gateway's one thread answers PostgreSQL between HTTP requests.
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { type ChildProcess, spawn } from "node:child_process";
+import { readdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import autocannon from "autocannon";
@@ -47,6 +47,7 @@ import { rateLimitsOffEnv } from "../gateway/app/config.ts";
 import { requestsInFlightMaxDefault } from "../gateway/http/admission.ts";
 import { freePort } from "../scripts/lib/free-port.ts";
 import { createTestDatabase, startPostgres } from "../test/support/postgres.ts";
+import { cpuSeconds, parentOf } from "./http/proc.ts";
 import { type SeededTenant, seedTenants } from "./http/seed.ts";
 import { luaString, runWrk } from "./http/wrk.ts";
 import { type BenchResult, type BenchRow, percentile } from "./report.ts";
@@ -73,7 +74,7 @@ const startTimeoutMs = 180_000;
 type Load = {
   /** Builds the next request's headers and body (autocannon). */
   next(): { headers: Record<string, string>; body: string };
-  /** The same requests for wrk: Lua source defining `make(key)` (bench/http/wrk.ts). */
+  /** The same requests for wrk: Lua source defining `make()` (bench/http/wrk.ts). */
   lua: string;
 };
 
@@ -101,31 +102,13 @@ type Measured = {
 /** The processes whose CPU time a case counts: the server under load, and PostgreSQL's postmaster (null: none). */
 type Watched = { server: number; postmaster: number | null };
 
-const clockTicksPerS = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
-
-/** CPU seconds (user + system) of a process, from /proc; 0 once it is gone. */
-function cpuSeconds(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / clockTicksPerS; // utime, stime (fields 14 and 15)
-  } catch {
-    return 0; // the process ended between the listing and the read: its time is not counted
-  }
-}
-
 /** CPU seconds of the postmaster and of each process it started (backends, WAL writer, checkpointer), by pid. */
 function postgresCpuSeconds(postmaster: number): Map<number, number> {
   const byPid = new Map([[postmaster, cpuSeconds(postmaster)]]);
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (ppid === postmaster) byPid.set(Number(entry), cpuSeconds(Number(entry)));
-    } catch {
-      // gone since the listing
-    }
+    // A process gone since the listing has no parent.
+    if (parentOf(Number(entry)) === postmaster) byPid.set(Number(entry), cpuSeconds(Number(entry)));
   }
   return byPid;
 }
@@ -382,21 +365,21 @@ function demoLoad(apiKey: string, accounts: { customer: string; merchant: string
       body,
     }),
     lua: `local authorization, body = ${luaString(authorization)}, ${luaString(body)}
-function make(key)
-  return { ["authorization"] = authorization, ["content-type"] = "application/json", ["idempotency-key"] = key }, body
-end`,
+function make() return authorization, body end`,
   };
 }
 
 function manyLoad(tenants: readonly SeededTenant[]): Load {
   const pick = <T>(items: readonly T[]): T => items[Math.floor(Math.random() * items.length)]!;
-  // The body around its two account ids, as JSON.stringify writes it below.
-  const [head, middle, tail] = JSON.stringify({
-    amount,
-    asset: "USDC",
-    source: { account: "\u0000" },
-    destination: { type: "account", account: "\u0000" },
-  }).split("\\u0000");
+  const bodyOf = (source: string, destination: string) =>
+    JSON.stringify({
+      amount,
+      asset: "USDC",
+      source: { account: source },
+      destination: { type: "account", account: destination },
+    });
+  // For wrk, the body around its two account ids (account ids are written as they are: no character to escape).
+  const [head, middle, tail] = bodyOf("\u0000", "\u0000").split("\\u0000");
   const luaTenants = tenants
     .map(
       (tenant) =>
@@ -410,14 +393,13 @@ local tenants = {
 }
 local head, middle, tail = ${luaString(head!)}, ${luaString(middle!)}, ${luaString(tail!)}
 -- A random tenant, and two different accounts of it at random.
-function make(key)
+function make()
   local tenant = tenants[math.random(#tenants)]
   local accounts = tenant.accounts
   local source = math.random(#accounts)
   local destination = math.random(#accounts - 1)
   if destination >= source then destination = destination + 1 end
-  return { ["authorization"] = tenant.authorization, ["content-type"] = "application/json", ["idempotency-key"] = key },
-    head .. accounts[source] .. middle .. accounts[destination] .. tail
+  return tenant.authorization, head .. accounts[source] .. middle .. accounts[destination] .. tail
 end`,
     next() {
       const tenant = pick(tenants);
@@ -430,12 +412,7 @@ end`,
           "content-type": "application/json",
           "idempotency-key": nextKey(),
         },
-        body: JSON.stringify({
-          amount,
-          asset: "USDC",
-          source: { account: source },
-          destination: { type: "account", account: destination },
-        }),
+        body: bodyOf(source, destination),
       };
     },
   };
@@ -594,7 +571,6 @@ async function wrkReading(
     seconds,
     load: load.lua,
     keyPrefix: `bench-${runTag}`,
-    ticksPerS: clockTicksPerS,
     ...(ratePerS === undefined ? {} : { ratePerS }),
   });
   const ok = reading.responses - reading.non2xx;

@@ -4,13 +4,14 @@
 // load tool spends is taken from the gateway or PostgreSQL: the figures read with it are nearer what the gateway
 // does when its load comes from other machines.
 //
-// A load is given as Lua source defining `make(key)`, which answers a request's headers (a table) and body for the
-// Idempotency-Key `key`; the script around it numbers the keys, paces the requests when a rate is asked for, and
-// prints the summary as one JSON line.
+// A load is given as Lua source defining `make()`, which answers a payment request's Authorization header and JSON
+// body; the script around it adds the other headers, an Idempotency-Key of its own to each request, paces the
+// requests when a rate is asked for, and prints the summary as one JSON line.
 import { execFileSync, spawn } from "node:child_process";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { waitedChildrenCpuSeconds } from "./proc.ts";
 
 export type WrkReading = {
   /** Every response read, whatever its status. */
@@ -57,24 +58,16 @@ export function ensureWrk(): void {
 
 let runs = 0;
 
-/** CPU seconds of this process's children that ended and were waited for (/proc/self/stat's cutime and cstime). */
-function childrenCpuSeconds(ticksPerS: number): number {
-  const stat = readFileSync("/proc/self/stat", "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[13]) + Number(fields[14])) / ticksPerS;
-}
-
 export async function runWrk(options: {
   url: string;
   connections: number;
   seconds: number;
-  /** Lua source defining `make(key)`. */
+  /** Lua source defining `make()`. */
   load: string;
   /** Keys start with it: unique to the run. */
   keyPrefix: string;
   /** Requests a second across all connections (absent: as fast as the answers come). */
   ratePerS?: number;
-  ticksPerS: number;
 }): Promise<WrkReading> {
   ensureWrk();
   runs += 1;
@@ -105,7 +98,8 @@ local prefix = ${luaString(`${options.keyPrefix}-${runs}-`)}
 local counter = 0
 function request()
   counter = counter + 1
-  local headers, body = make(prefix .. counter)
+  local authorization, body = make()
+  local headers = { ["authorization"] = authorization, ["content-type"] = "application/json", ["idempotency-key"] = prefix .. counter }
   return wrk.format("POST", nil, headers, body)
 end
 ${pacing}
@@ -117,7 +111,7 @@ function done(summary, latency, requests)
 end
 `,
   );
-  const cpuBefore = childrenCpuSeconds(options.ticksPerS);
+  const cpuBefore = waitedChildrenCpuSeconds();
   try {
     const output = await new Promise<string>((resolve, reject) => {
       const child = spawn(
@@ -156,7 +150,7 @@ end
       durationS: r.duration_us! / 1e6,
       p50Ms: r.p50_us! / 1000,
       p99Ms: r.p99_us! / 1000,
-      cpuS: childrenCpuSeconds(options.ticksPerS) - cpuBefore,
+      cpuS: waitedChildrenCpuSeconds() - cpuBefore,
     };
   } finally {
     rmSync(script, { force: true });
