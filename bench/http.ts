@@ -21,7 +21,9 @@
 // single-postgres with commit-postgres). CPU time a payment: the gateway's, PostgreSQL's, and the load tool's own
 // (this process: autocannon, or wrk's process; it shares the machine's two cores with the other two). On PostgreSQL
 // also payments_per_commit and wal_bytes_per_payment (from pg_stat_database and pg_stat_wal, which backends report
-// about once a second: near, not exact, over a 10 s row), what group commit and the rows cost.
+// about once a second: near, not exact, over a 10 s row), what group commit and the rows cost. host_idle_pct: the
+// share of the host's CPU time left idle over the row; cpu_bound_payments_per_s: what the host's cores could carry
+// at the row's CPU time a payment, every core busy (cpuBoundFields).
 //
 // Knobs: BENCH_HTTP_DURATION_S (per measured row, default 10), BENCH_HTTP_WARMUP_S (default 3), BENCH_HTTP_CLIENTS
 // (client counts tried, default "8,16,32,64,96,128,160,192,224,256": near the bound, throughput grows with the clients
@@ -34,11 +36,20 @@
 // whether a slow tail is the whole gateway pausing or some connections waiting; autocannon only),
 // BENCH_HTTP_LOAD=wrk (every case driven by wrk instead, bench/http/wrk.ts: the same requests for about a third of the
 // load tool's CPU, latencies to the microsecond; installed from Debian's packages if missing). On a 2-core host the
-// load tool's share is taken from the gateway and PostgreSQL; with wrk the host is left about 30% idle at the best
-// client count and internal-postgres reads the same (5,620 against autocannon's 5,660/s, session 106): the limit is
-// then not CPU but how soon the gateway's one thread answers PostgreSQL between HTTP requests.
+// load tool's share is taken from the gateway and PostgreSQL; with wrk internal-postgres reads the same (5,620 against
+// autocannon's 5,660/s, session 106), and the host is left about 30% idle at the best client count (host_idle_pct).
+// That idle time is not a reserve the gateway leaves unused: baseline-fastify, driven alike, leaves about 19% of the
+// host idle too (one server thread and one load thread do not keep two cores busy), and cpu_bound_payments_per_s
+// (cpuBoundFields: the cores' time over the CPU time a payment takes, all three processes) read 10,101/s beside
+// internal-postgres's 7,152/s (session 107). At that cost a payment, 10,000/s would need every core busy all the
+// time. The gateway's one thread matters too, less than in proportion: 25 µs of spinning added to each request (one
+// gateway, toggled by a signal, 4 pairs of 10 s in ABBA order, 192 clients, wrk) took the median from 7,603 to
+// 6,613/s, 13% for about a quarter more of the gateway's CPU; handling each request after the I/O already read (a
+// setImmediate in front of the handler, so that PostgreSQL's answers go first) moved nothing beyond the noise (7,341
+// against 7,072/s, 6 pairs).
 import { type ChildProcess, spawn } from "node:child_process";
 import { readdirSync, writeFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import autocannon from "autocannon";
@@ -47,7 +58,7 @@ import { rateLimitsOffEnv } from "../gateway/app/config.ts";
 import { requestsInFlightMaxDefault } from "../gateway/http/admission.ts";
 import { freePort } from "../scripts/lib/free-port.ts";
 import { createTestDatabase, startPostgres } from "../test/support/postgres.ts";
-import { cpuSeconds, parentOf } from "./http/proc.ts";
+import { cpuSeconds, hostTicks, parentOf } from "./http/proc.ts";
 import { type SeededTenant, seedTenants } from "./http/seed.ts";
 import { luaString, runWrk } from "./http/wrk.ts";
 import { type BenchResult, type BenchRow, percentile } from "./report.ts";
@@ -94,6 +105,8 @@ type Measured = {
   postgresCpuUs: number;
   /** The load tool's own CPU time per answered request (this process: autocannon and the request builder; or wrk's). */
   loadCpuUs: number;
+  /** The share of the host's CPU time (all its cores) left idle over the measured window, in percent. */
+  hostIdlePct: number;
   /** Over the measured window, on PostgreSQL (null: no database watched). */
   paymentsPerCommit: number | null;
   walBytesPerPayment: number | null;
@@ -311,10 +324,33 @@ function paymentsRow(name: string, m: Measured, clients: number): BenchRow {
     gateway_cpu_us_per_payment: m.serverCpuUs,
     postgres_cpu_us_per_payment: m.postgresCpuUs,
     load_cpu_us_per_payment: m.loadCpuUs,
+    ...cpuBoundFields(m, clients),
     ...(m.paymentsPerCommit === null ? {} : { payments_per_commit: m.paymentsPerCommit }),
     ...(m.walBytesPerPayment === null ? {} : { wal_bytes_per_payment: m.walBytesPerPayment }),
     non2xx: m.non2xx,
     errors: m.errors,
+  };
+}
+
+const hostCores = availableParallelism();
+
+/** `part` of `whole` in percent, to a tenth (0 of nothing). */
+const percentOf = (part: number, whole: number): number =>
+  whole <= 0 ? 0 : Number(((part * 100) / whole).toFixed(1));
+
+/**
+ * What the host had to spare and what it could carry at most: the share of its CPU time left idle over the window, and
+ * `cpu_bound_payments_per_s`, its cores' time over the CPU time a payment took from the three processes sharing them
+ * (gateway, PostgreSQL, load tool) — the throughput at which every core would be busy, at that cost a payment. A
+ * target above it cannot be met on this host without making payments cheaper, whatever the threads or the pipeline.
+ * (On the embedded database its time is inside the gateway's.) Not for one client: a lone payment's CPU time is mostly
+ * that of waking the processes, which a loaded host does not pay a payment.
+ */
+function cpuBoundFields(m: Measured, clients: number): Record<string, number> {
+  const cpuUs = m.serverCpuUs + m.postgresCpuUs + m.loadCpuUs;
+  return {
+    host_idle_pct: m.hostIdlePct,
+    ...(cpuUs > 0 && clients > 1 ? { cpu_bound_payments_per_s: Math.floor((hostCores * 1e6) / cpuUs) } : {}),
   };
 }
 
@@ -339,6 +375,7 @@ function requestsRow(name: string, m: Measured, clients: number): BenchRow {
     server_cpu_us_per_request: m.serverCpuUs,
     postgres_cpu_us_per_request: m.postgresCpuUs,
     load_cpu_us_per_request: m.loadCpuUs,
+    host_idle_pct: m.hostIdlePct,
     non2xx: m.non2xx,
     errors: m.errors,
   };
@@ -476,11 +513,13 @@ async function drive(
 ): Promise<Measured> {
   const writesBefore = target.database === undefined ? null : await writesNow(target.database);
   const before = cpuNow(target.watched);
+  const hostBefore = hostTicks();
   const reading =
     loadTool === "wrk"
       ? await wrkReading(target, load, connections, seconds, ratePerS)
       : await autocannonReading(target, load, connections, seconds, ratePerS, traced);
   const after = cpuNow(target.watched);
+  const hostAfter = hostTicks();
   const writesAfter = target.database === undefined ? null : await writesNow(target.database);
   const { ok } = reading;
   const perRequestUs = (seconds: number) => (ok === 0 ? 0 : Math.round((seconds * 1e6) / ok));
@@ -495,6 +534,7 @@ async function drive(
     serverCpuUs: perRequestUs(after.server - before.server),
     postgresCpuUs: perRequestUs(postgresCpuBetween(before.postgres, after.postgres)),
     loadCpuUs: perRequestUs(reading.loadCpuS ?? after.load - before.load),
+    hostIdlePct: percentOf(hostAfter.idle - hostBefore.idle, hostAfter.total - hostBefore.total),
     requestsPerS: reading.requestsPerS,
     completedPerS: reading.completedPerS,
     p50Ms: reading.p50Ms,
@@ -635,6 +675,7 @@ function medianOf(readings: readonly Measured[]): Measured {
     serverCpuUs: figure("serverCpuUs"),
     postgresCpuUs: figure("postgresCpuUs"),
     loadCpuUs: figure("loadCpuUs"),
+    hostIdlePct: figure("hostIdlePct"),
     paymentsPerCommit: figure("paymentsPerCommit"),
     walBytesPerPayment: figure("walBytesPerPayment"),
   };
@@ -648,7 +689,7 @@ async function bestWithinBound(
   const tries: Array<{ clients: number; measured: Measured }> = [];
   const report = (label: string, measured: Measured) =>
     console.log(
-      `  ${label}: ${Math.round(measured.requestsPerS)}/s, p50 ${measured.p50Ms} ms, p99 ${measured.p99Ms} ms, non-2xx ${measured.non2xx}, CPU per payment: gateway ${measured.serverCpuUs} µs, PostgreSQL ${measured.postgresCpuUs} µs, load ${measured.loadCpuUs} µs${measured.paymentsPerCommit === null ? "" : `, ${measured.paymentsPerCommit} payments a commit, ${measured.walBytesPerPayment} WAL bytes a payment`}`,
+      `  ${label}: ${Math.round(measured.requestsPerS)}/s, p50 ${measured.p50Ms} ms, p99 ${measured.p99Ms} ms, non-2xx ${measured.non2xx}, CPU per payment: gateway ${measured.serverCpuUs} µs, PostgreSQL ${measured.postgresCpuUs} µs, load ${measured.loadCpuUs} µs, host idle ${measured.hostIdlePct}%${measured.paymentsPerCommit === null ? "" : `, ${measured.paymentsPerCommit} payments a commit, ${measured.walBytesPerPayment} WAL bytes a payment`}`,
     );
   for (const clients of clientCounts) {
     const measured = await measure(target, load, clients);

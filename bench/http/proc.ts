@@ -1,5 +1,5 @@
-// CPU time from /proc, as the HTTP bench counts it: the gateway's, PostgreSQL's processes', and a load tool run as
-// a child of the bench (wrk).
+// CPU time from /proc, as the HTTP bench counts it: the gateway's, PostgreSQL's processes', a load tool run as a
+// child of the bench (wrk), and the whole host's (how much of it stayed idle).
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 
@@ -35,4 +35,16 @@ export function parentOf(pid: number): number | null {
 export function waitedChildrenCpuSeconds(): number {
   const fields = statFields("self")!;
   return (Number(fields[13]) + Number(fields[14])) / clockTicksPerS; // cutime, cstime (fields 16 and 17)
+}
+
+/** The host's CPU time so far, in clock ticks summed over every core: all of it, and the idle part (idle, iowait). */
+export function hostTicks(): { total: number; idle: number } {
+  // The first line: "cpu  user nice system idle iowait irq softirq steal guest guest_nice" (guest time is inside user).
+  const fields = readFileSync("/proc/stat", "utf8")
+    .split("\n", 1)[0]!
+    .trim()
+    .split(/\s+/)
+    .slice(1, 9)
+    .map(Number);
+  return { total: fields.reduce((sum, ticks) => sum + ticks, 0), idle: fields[3]! + fields[4]! };
 }
