@@ -9,8 +9,9 @@
 // p99 bound, found by a sweep, then measured again BENCH_HTTP_ROUNDS times: each figure of the row is the median of
 // those readings but non2xx and errors, their sum; the slowest and fastest readings in min_/max_payments_per_s, the
 // sweep's in sweep_payments_per_s), internal-postgres-many (100 tenants × 10 accounts, random pairs inside a tenant),
-// internal-pglite (the embedded default), single-postgres (one client: latency), commit-postgres (one client, one bare
-// INSERT committed per request: the floor for single-postgres), baseline-fastify (a bare Fastify route with the same
+// internal-pglite (the embedded default), internal-pglite-thread (the same with PGLITE_THREAD=on), single-postgres
+// (one client: latency), commit-postgres (one client, one bare INSERT committed per request: the floor for
+// single-postgres), baseline-fastify (a bare Fastify route with the same
 // body schema, no database, at the best client count of internal-postgres), overload-postgres (twice the best case's
 // throughput offered on four times its clients; BENCH_HTTP_OVERLOAD_CLIENTS sets how many,
 // BENCH_HTTP_OVERLOAD_IN_FLIGHT_MAX the gateway's admission limit).
@@ -243,15 +244,17 @@ export async function run(): Promise<BenchResult> {
         });
       });
     }
-    if (wanted("internal-pglite")) {
-      const gateway = await startGateway({});
+    // The embedded default, and the same with PGlite on a worker thread of its own (PGLITE_THREAD=on).
+    for (const [name, env] of [
+      ["internal-pglite", {}],
+      ["internal-pglite-thread", { PGLITE_THREAD: "on" }],
+    ] as const) {
+      if (!wanted(name)) continue;
+      const gateway = await startGateway(env);
       try {
         const target = { url: gateway.url, watched: { server: gateway.pid, postmaster: null } };
         const best = await bestWithinBound(target, demoLoad(gateway.apiKey, gateway.accounts));
-        rows.push({
-          ...paymentsRow("internal-pglite", best.measured, best.clients),
-          ...spreadFields(best),
-        });
+        rows.push({ ...paymentsRow(name, best.measured, best.clients), ...spreadFields(best) });
       } finally {
         await gateway.stop();
       }

@@ -157,7 +157,15 @@ describe("EVM chains in the configuration", () => {
     ).toEqual({
       kind: "pglite",
       dataDir: "/var/lib/switchyard",
+      thread: false,
     });
+    expect(
+      loadConfig({ ...own, DATABASE_URL: undefined, PGLITE_DIR: "/var/lib/switchyard", PGLITE_THREAD: "on" })
+        .database,
+    ).toEqual({ kind: "pglite", dataDir: "/var/lib/switchyard", thread: true });
+    expect(() => loadConfig({ ...own, DATABASE_URL: undefined, PGLITE_THREAD: "yes" })).toThrow(
+      /PGLITE_THREAD/,
+    );
     expect(() =>
       loadConfig(withStartDefaults({ SWITCHYARD_MODE: "production", DATABASE_URL: own.DATABASE_URL })),
     ).toThrow(/evm, evm-l2 would be an embedded Hardhat chain/);

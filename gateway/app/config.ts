@@ -128,6 +128,8 @@ const schema = z.object({
   /** postgres://… for PostgreSQL; unset: PGlite in-process (in memory, or in PGLITE_DIR). */
   DATABASE_URL: z.string().url().optional(),
   PGLITE_DIR: z.string().optional(),
+  /** `on`: PGlite runs on a worker thread of its own, beside the HTTP thread (gateway/db/pglite-thread.ts). */
+  PGLITE_THREAD: z.enum(["on", "off"]).default("off"),
   DATABASE_POOL_SIZE_MAX: positiveInt.default(10),
   DATABASE_STATEMENT_TIMEOUT_MS: timerMs.default(10_000),
   /** The first EVM chain (rail "evm"). JSON-RPC endpoint; unset: Hardhat's in-process chain with the contracts deployed at start. */
@@ -221,7 +223,7 @@ export type Config = {
   operatorKey: string | null;
   database:
     | { kind: "postgres"; url: string; poolSizeMax: number; statementTimeoutMs: number }
-    | { kind: "pglite"; dataDir: string | undefined };
+    | { kind: "pglite"; dataDir: string | undefined; thread: boolean };
   /** The EVM chains, each its own rail; the first is rail "evm" (EVM_RPC_URL or the embedded L1). */
   evm: { chains: readonly EvmChainConfig[] };
   /** Where `npm start` serves the embedded chains over JSON-RPC (gateway/main.ts); null: not served. */
@@ -343,7 +345,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     operatorKey: e.OPERATOR_KEY ?? null,
     database:
       e.DATABASE_URL === undefined
-        ? { kind: "pglite", dataDir: e.PGLITE_DIR }
+        ? { kind: "pglite", dataDir: e.PGLITE_DIR, thread: e.PGLITE_THREAD === "on" }
         : {
             kind: "postgres",
             url: e.DATABASE_URL,

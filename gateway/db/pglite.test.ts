@@ -8,16 +8,22 @@ import { PGlite } from "@electric-sql/pglite";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type Db, doubleMemfsGrowth, openPglite, textArrayLiteral } from "./index.ts";
 
-describe("a PGlite directory", () => {
+/** Each test of PGlite's statements runs on PGlite where it is opened, and on a thread of its own (PGLITE_THREAD). */
+const placements = [
+  { where: "on the caller's thread", thread: false },
+  { where: "on a thread of its own", thread: true },
+] as const;
+
+describe.each(placements)("a PGlite directory, $where", ({ thread }) => {
   it("is made with its parents, and keeps what was written there", async () => {
     const root = await mkdtemp(path.join(os.tmpdir(), "switchyard-pglite-"));
     const dataDir = path.join(root, "not", "there", "yet");
     try {
-      const first = await openPglite(dataDir);
+      const first = await openPglite(dataDir, { thread });
       await first.exec("CREATE TABLE kept (n int)");
       await first.query("INSERT INTO kept VALUES (7)");
       await first.close();
-      const again = await openPglite(dataDir);
+      const again = await openPglite(dataDir, { thread });
       expect(await again.query("SELECT n FROM kept")).toEqual([{ n: 7 }]);
       // On disk, new WAL segments are zero-filled as PostgreSQL does by default.
       expect(await again.query("SHOW wal_init_zero")).toEqual([{ wal_init_zero: "on" }]);
@@ -28,9 +34,9 @@ describe("a PGlite directory", () => {
   });
 });
 
-describe("PGlite in memory", () => {
+describe.each(placements)("PGlite in memory, $where", ({ thread }) => {
   it("does not zero-fill a new WAL segment (in memory that copies the growing file over and over)", async () => {
-    const db = await openPglite(undefined);
+    const db = await openPglite(undefined, { thread });
     try {
       expect(await db.query("SHOW wal_init_zero")).toEqual([{ wal_init_zero: "off" }]);
       // Still off after a transaction (a session setting, on PGlite's one session).
@@ -135,10 +141,10 @@ describe("a text array literal", () => {
   });
 });
 
-describe("PGlite statements", () => {
+describe.each(placements)("PGlite statements, $where", ({ thread }) => {
   let db: Db;
   beforeEach(async () => {
-    db = await openPglite(undefined);
+    db = await openPglite(undefined, { thread });
     await db.exec(
       "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, amount int8 NOT NULL, tags text[], doc jsonb, at timestamptz)",
     );
@@ -292,5 +298,32 @@ describe("PGlite statements", () => {
       await expect(db.queryAll([fresh(3), fresh(1)])).rejects.toMatchObject({ code: "23505" });
       expect(await db.query(count)).toEqual([{ n: 2 }]);
     });
+  });
+});
+
+describe("PGlite on a thread of its own", () => {
+  it("runs a statement while this thread goes on with its own work", async () => {
+    const db = await openPglite(undefined, { thread: true });
+    try {
+      let ticks = 0;
+      const ticking = setInterval(() => {
+        ticks += 1;
+      }, 10);
+      try {
+        // On the caller's thread PGlite's backend runs inside the call: no timer fires until it returns.
+        expect(await db.query("SELECT 1 AS slept FROM pg_sleep(0.3)")).toEqual([{ slept: 1 }]);
+      } finally {
+        clearInterval(ticking);
+      }
+      expect(ticks).toBeGreaterThanOrEqual(10);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it("refuses a statement once closed, instead of waiting for a thread that is gone", async () => {
+    const db = await openPglite(undefined, { thread: true });
+    await db.close();
+    await expect(db.query("SELECT 1")).rejects.toThrow(/closed/);
   });
 });

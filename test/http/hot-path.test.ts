@@ -22,11 +22,16 @@ const internal = (amount: string, source = "acct_demo_customer", destination = "
   destination: { type: "account" as const, account: destination },
 });
 
-describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
+// PGlite also on a worker thread of its own (PGLITE_THREAD=on): each exchange with the database crosses threads.
+describe.each<{ on: string; database: "pglite" | "postgres"; env: Record<string, string> }>([
+  { on: "pglite", database: "pglite", env: {} },
+  { on: "pglite on a thread of its own", database: "pglite", env: { PGLITE_THREAD: "on" } },
+  { on: "postgres", database: "postgres", env: {} },
+])("on $on", ({ database, env }) => {
   let gw: TestGateway;
 
   beforeAll(async () => {
-    gw = await startTestGateway({ database });
+    gw = await startTestGateway({ database, env });
   });
   afterAll(async () => {
     await gw?.app.close();
