@@ -2,7 +2,7 @@
 // bytes with the backend's bytes, one at a time, in the order they come.
 import { parentPort, workerData } from "node:worker_threads";
 import { PGlite } from "@electric-sql/pglite";
-import { doubleMemfsGrowth } from "./index.ts";
+import { doubleMemfsGrowth } from "./memfs.ts";
 import type { WorkerAnswer, WorkerRequest } from "./pglite-thread.ts";
 
 const port = parentPort!;
