@@ -9,7 +9,8 @@
 // p99 bound, found by a sweep, then measured again BENCH_HTTP_ROUNDS times: each figure of the row is the median of
 // those readings but non2xx and errors, their sum; the slowest and fastest readings in min_/max_payments_per_s, the
 // sweep's in sweep_payments_per_s), internal-postgres-many (100 tenants × 10 accounts, random pairs inside a tenant),
-// internal-pglite (the embedded default), internal-pglite-thread (the same with PGLITE_THREAD=on), single-postgres
+// internal-pglite (the embedded default: PGlite on a worker thread of its own), internal-pglite-same-thread (the same
+// with PGLITE_THREAD=off: PGlite on the HTTP thread), single-postgres
 // (one client: latency), commit-postgres (one client, one bare INSERT committed per request: the floor for
 // single-postgres), baseline-fastify (a bare Fastify route with the same
 // body schema, no database, at the best client count of internal-postgres), overload-postgres (twice the best case's
@@ -244,10 +245,10 @@ export async function run(): Promise<BenchResult> {
         });
       });
     }
-    // The embedded default, and the same with PGlite on a worker thread of its own (PGLITE_THREAD=on).
+    // The embedded default (PGlite on a worker thread of its own), and the same with PGlite on the HTTP thread.
     for (const [name, env] of [
       ["internal-pglite", {}],
-      ["internal-pglite-thread", { PGLITE_THREAD: "on" }],
+      ["internal-pglite-same-thread", { PGLITE_THREAD: "off" }],
     ] as const) {
       if (!wanted(name)) continue;
       const gateway = await startGateway(env);

@@ -157,12 +157,12 @@ describe("EVM chains in the configuration", () => {
     ).toEqual({
       kind: "pglite",
       dataDir: "/var/lib/switchyard",
-      thread: false,
+      thread: true,
     });
     expect(
-      loadConfig({ ...own, DATABASE_URL: undefined, PGLITE_DIR: "/var/lib/switchyard", PGLITE_THREAD: "on" })
+      loadConfig({ ...own, DATABASE_URL: undefined, PGLITE_DIR: "/var/lib/switchyard", PGLITE_THREAD: "off" })
         .database,
-    ).toEqual({ kind: "pglite", dataDir: "/var/lib/switchyard", thread: true });
+    ).toEqual({ kind: "pglite", dataDir: "/var/lib/switchyard", thread: false });
     expect(() => loadConfig({ ...own, DATABASE_URL: undefined, PGLITE_THREAD: "yes" })).toThrow(
       /PGLITE_THREAD/,
     );

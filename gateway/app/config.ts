@@ -128,8 +128,9 @@ const schema = z.object({
   /** postgres://… for PostgreSQL; unset: PGlite in-process (in memory, or in PGLITE_DIR). */
   DATABASE_URL: z.string().url().optional(),
   PGLITE_DIR: z.string().optional(),
-  /** `on`: PGlite runs on a worker thread of its own, beside the HTTP thread (gateway/db/pglite-thread.ts). */
-  PGLITE_THREAD: z.enum(["on", "off"]).default("off"),
+  /** `on` (the default): PGlite runs on a worker thread of its own, beside the HTTP thread (gateway/db/pglite-thread.ts);
+   * `off`: on the HTTP thread itself. */
+  PGLITE_THREAD: z.enum(["on", "off"]).default("on"),
   DATABASE_POOL_SIZE_MAX: positiveInt.default(10),
   DATABASE_STATEMENT_TIMEOUT_MS: timerMs.default(10_000),
   /** The first EVM chain (rail "evm"). JSON-RPC endpoint; unset: Hardhat's in-process chain with the contracts deployed at start. */

@@ -22,10 +22,11 @@ const internal = (amount: string, source = "acct_demo_customer", destination = "
   destination: { type: "account" as const, account: destination },
 });
 
-// PGlite also on a worker thread of its own (PGLITE_THREAD=on): each exchange with the database crosses threads.
+// PGlite as configured by default (on a worker thread of its own: each exchange with the database crosses threads), and
+// on the HTTP thread itself (PGLITE_THREAD=off).
 describe.each<{ on: string; database: "pglite" | "postgres"; env: Record<string, string> }>([
   { on: "pglite", database: "pglite", env: {} },
-  { on: "pglite on a thread of its own", database: "pglite", env: { PGLITE_THREAD: "on" } },
+  { on: "pglite on the HTTP thread", database: "pglite", env: { PGLITE_THREAD: "off" } },
   { on: "postgres", database: "postgres", env: {} },
 ])("on $on", ({ database, env }) => {
   let gw: TestGateway;
