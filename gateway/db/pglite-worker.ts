@@ -3,11 +3,16 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { PGlite } from "@electric-sql/pglite";
 import { doubleMemfsGrowth } from "./memfs.ts";
-import type { WorkerAnswer, WorkerRequest } from "./pglite-thread.ts";
+import type { PgliteWorkerData, WorkerAnswer, WorkerRequest } from "./pglite-thread.ts";
 
 const port = parentPort!;
-const { dataDir } = workerData as { dataDir: string | undefined };
-const db = await PGlite.create(dataDir === undefined ? {} : { dataDir });
+// The WebAssembly modules come compiled by the thread that opened the database (pgliteModules in pglite-thread.ts).
+const { dataDir, pgliteWasmModule, initdbWasmModule } = workerData as PgliteWorkerData;
+const db = await PGlite.create({
+  pgliteWasmModule,
+  initdbWasmModule,
+  ...(dataDir === undefined ? {} : { dataDir }),
+});
 // As openPglite does on this thread (see there): no zero-filled WAL segments, files that grow by doubling.
 if (dataDir === undefined) {
   await db.exec("SET wal_init_zero = off");

@@ -7,6 +7,7 @@ import path from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type Db, doubleMemfsGrowth, openPglite, textArrayLiteral } from "./index.ts";
+import { openPgliteThread } from "./pglite-thread.ts";
 
 /** Each test of PGlite's statements runs on PGlite where it is opened, and on a thread of its own (PGLITE_THREAD). */
 const placements = [
@@ -212,6 +213,43 @@ describe.each(placements)("PGlite statements, $where", ({ thread }) => {
     expect(await outside).toEqual([{ n: 0 }]);
   });
 
+  it("answers and fails through PGlite's own query, in a transaction and in a session, and goes on after", async () => {
+    const insert = "INSERT INTO items (id, name, amount, doc) VALUES ($1, $2, $3, $4) RETURNING amount, doc";
+    const answered = await db
+      .transaction(async (tx) => {
+        const rows = (await tx.query(insert, [1, "a", 2n ** 62n, { k: "v" }])) as unknown[];
+        // Failing at each step of the extended protocol: the parse, the bind of a parameter, the execution.
+        await expect(tx.query("SELEC 1")).rejects.toMatchObject({ code: "42601" });
+        return rows;
+      })
+      .catch((error: unknown) => error);
+    // The transaction is aborted by the failure: its insert is gone, and the error said so at COMMIT or before.
+    expect(answered).toBeInstanceOf(Error);
+    expect(await db.query("SELECT count(*)::int AS n FROM items")).toEqual([{ n: 0 }]);
+    const rows = await db.transaction(async (tx) => await tx.query(insert, [1, "a", 2n ** 62n, { k: "v" }]));
+    expect(rows).toEqual([{ amount: 2n ** 62n, doc: { k: "v" } }]);
+    await expect(db.transaction((tx) => tx.query("SELECT $1::int AS n", ["x"]))).rejects.toMatchObject({
+      code: "22P02",
+    });
+    await expect(db.transaction((tx) => tx.query(insert, [1, "again", 1n, null]))).rejects.toMatchObject({
+      code: "23505",
+    });
+    // A session: statements with no parameters go as simple queries, typed the same; with parameters, extended.
+    const seen = await db.session(async (conn) => {
+      const plain = await conn.query("SELECT amount, name FROM items");
+      const bound = await conn.query("SELECT amount FROM items WHERE id = $1", [1]);
+      await expect(conn.query("SELECT nope FROM items")).rejects.toMatchObject({ code: "42703" });
+      await expect(conn.query("SELECT $1::int8 AS n", ["y"])).rejects.toMatchObject({ code: "22P02" });
+      return { plain, bound, after: await conn.query("SELECT 2::int8 AS n") };
+    });
+    expect(seen).toEqual({
+      plain: [{ amount: 2n ** 62n, name: "a" }],
+      bound: [{ amount: 2n ** 62n }],
+      after: [{ n: 2n }],
+    });
+    expect(await db.query("SELECT id, name FROM items")).toEqual([{ id: 1, name: "a" }]);
+  });
+
   it("keeps working past the number of statements it keeps parsed", async () => {
     for (let i = 0; i < 300; i++)
       await db.query(`INSERT INTO items (id, name, amount) VALUES ($1, $2, ${i})`, [i, `n${i}`]);
@@ -316,6 +354,24 @@ describe("PGlite on a thread of its own", () => {
         clearInterval(ticking);
       }
       expect(ticks).toBeGreaterThanOrEqual(10);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it("sends PGlite's query in three exchanges, and its exec in two", async () => {
+    const db = await openPgliteThread(undefined);
+    try {
+      const before = db.asked;
+      // Parse and Describe, then Bind, Describe and Execute, then Sync; in memory, no sync of files after it.
+      expect((await db.query("SELECT $1::int AS n", [5])).rows).toEqual([{ n: 5 }]);
+      expect(db.asked - before).toBe(3);
+      // The simple query, then the Sync PGlite sends after it.
+      await db.exec("SELECT 1");
+      expect(db.asked - before).toBe(5);
+      // An error at the parse is answered in the exchange of the Describe after it; what follows still works.
+      await expect(db.query("SELEC 1")).rejects.toMatchObject({ code: "42601" });
+      expect((await db.query("SELECT 7 AS n")).rows).toEqual([{ n: 7 }]);
     } finally {
       await db.close();
     }
