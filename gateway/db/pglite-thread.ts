@@ -51,8 +51,8 @@ let compiled: Promise<Omit<PgliteWorkerData, "dataDir">> | null = null;
 
 /**
  * PGlite's two WebAssembly modules (the backend, initdb), compiled once for the process. PGlite keeps its compiled
- * modules per thread, so a worker left to itself compiles both again: about 1.8 s and 2.5 s of CPU for each database
- * opened after the first (createApp three times in one process, 3.65 s a start on this thread against 5.5 s on a
+ * modules per thread, so a worker left to itself compiles both again: about 1.8 s longer and 2.5 s more CPU for
+ * each database opened after the first (createApp three times in one process, 3.65 s a start on this thread against 5.5 s on a
  * worker that compiled its own). A compiled module is handed to a worker without being compiled again.
  */
 function pgliteModules(): Promise<Omit<PgliteWorkerData, "dataDir">> {
@@ -101,8 +101,7 @@ export class PgliteThread extends BasePGlite {
   readonly #inMemory: boolean;
   /** Messages whose answers nothing reads before the next message's (heldBack): sent with it, in one exchange. */
   #held: Uint8Array[] = [];
-  /** Round trips to the worker so far (exchanges, syncs, the close). */
-  asked = 0;
+  #asked = 0;
 
   constructor(worker: Worker, options: { inMemory: boolean }) {
     super();
@@ -143,7 +142,7 @@ export class PgliteThread extends BasePGlite {
     transfer: ArrayBuffer[] = [],
   ): Promise<Uint8Array | undefined> {
     if (this.#failure !== null) return Promise.reject(this.#failure);
-    this.asked += 1;
+    this.#asked += 1;
     const id = ++this.#nextId;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
@@ -183,6 +182,11 @@ export class PgliteThread extends BasePGlite {
     });
     if (error !== null && options.throwOnError !== false) throw error;
     return messages;
+  }
+
+  /** Round trips to the worker so far (exchanges, syncs, the close). */
+  get asked(): number {
+    return this.#asked;
   }
 
   async syncToFs(): Promise<void> {

@@ -218,7 +218,7 @@ describe.each(placements)("PGlite statements, $where", ({ thread }) => {
     const answered = await db
       .transaction(async (tx) => {
         const rows = (await tx.query(insert, [1, "a", 2n ** 62n, { k: "v" }])) as unknown[];
-        // Failing at each step of the extended protocol: the parse, the bind of a parameter, the execution.
+        // Failing at the parse (at the bind of a parameter and at the execution: below).
         await expect(tx.query("SELEC 1")).rejects.toMatchObject({ code: "42601" });
         return rows;
       })
