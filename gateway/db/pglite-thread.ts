@@ -35,19 +35,29 @@ const BasePGlite = Object.getPrototypeOf(PGliteWorker) as new () => BaseMembers;
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
-/** What a worker is started with: where the database lives, and PGlite's WebAssembly already compiled. */
+/**
+ * What a worker is started with: where the database lives, PGlite's WebAssembly already compiled, and, in memory, a
+ * fresh cluster's files to start from (`load`), or whether to answer with its own fresh files (`dump`): fresh-cluster.ts.
+ */
 export type PgliteWorkerData = {
   dataDir: string | undefined;
   pgliteWasmModule: WebAssembly.Module;
   initdbWasmModule: WebAssembly.Module;
+  load: Blob | undefined;
+  dump: boolean;
 };
+
+/** The worker's first message, once the database is open: with its fresh files when it was asked to dump them. */
+export type WorkerReady = { ready: true; files?: Blob };
 
 /** The global WebAssembly object (the project's TypeScript libraries declare its types, not the global itself). */
 const wasm = (
   globalThis as unknown as { WebAssembly: { compile(bytes: Uint8Array): Promise<WebAssembly.Module> } }
 ).WebAssembly;
 
-let compiled: Promise<Omit<PgliteWorkerData, "dataDir">> | null = null;
+type Compiled = Pick<PgliteWorkerData, "pgliteWasmModule" | "initdbWasmModule">;
+
+let compiled: Promise<Compiled> | null = null;
 
 /**
  * PGlite's two WebAssembly modules (the backend, initdb), compiled once for the process. PGlite keeps its compiled
@@ -55,7 +65,7 @@ let compiled: Promise<Omit<PgliteWorkerData, "dataDir">> | null = null;
  * each database opened after the first (createApp three times in one process, 3.65 s a start on this thread against 5.5 s on a
  * worker that compiled its own). A compiled module is handed to a worker without being compiled again.
  */
-function pgliteModules(): Promise<Omit<PgliteWorkerData, "dataDir">> {
+function pgliteModules(): Promise<Compiled> {
   compiled ??= (async () => {
     const dist = new URL(".", import.meta.resolve("@electric-sql/pglite"));
     const compile = async (name: string) => await wasm.compile(await readFile(new URL(name, dist)));
@@ -78,10 +88,18 @@ type Pending = { resolve(value: Uint8Array | undefined): void; reject(error: Err
  * Opens PGlite in a worker thread: `dataDir` a directory, or undefined for memory. The answer has PGlite's `query`,
  * `exec`, `transaction`, `execProtocolStream`, `serializers` and `parsers`, and what preparedStatements needs of it.
  */
-export async function openPgliteThread(dataDir: string | undefined): Promise<PgliteThread> {
+export async function openPgliteThread(
+  dataDir: string | undefined,
+  fresh: { load?: Blob | undefined; dump?: boolean } = {},
+): Promise<PgliteThread> {
   const modules = await pgliteModules();
   const worker = new Worker(new URL("./pglite-worker.ts", import.meta.url), {
-    workerData: { dataDir, ...modules } satisfies PgliteWorkerData,
+    workerData: {
+      dataDir,
+      ...modules,
+      load: fresh.load,
+      dump: fresh.dump === true,
+    } satisfies PgliteWorkerData,
   });
   const db = new PgliteThread(worker, { inMemory: dataDir === undefined });
   await db.started;
@@ -102,12 +120,13 @@ export class PgliteThread extends BasePGlite {
   /** Messages whose answers nothing reads before the next message's (heldBack): sent with it, in one exchange. */
   #held: Uint8Array[] = [];
   #asked = 0;
+  #freshFiles: Blob | undefined;
 
   constructor(worker: Worker, options: { inMemory: boolean }) {
     super();
     this.#worker = worker;
     this.#inMemory = options.inMemory;
-    worker.on("message", (answer: WorkerAnswer | { ready: true }) => {
+    worker.on("message", (answer: WorkerAnswer | WorkerReady) => {
       if ("ready" in answer) return;
       const pending = this.#pending.get(answer.id);
       if (pending === undefined) return;
@@ -126,6 +145,7 @@ export class PgliteThread extends BasePGlite {
       const onMessage = (message: unknown) => {
         if (typeof message === "object" && message !== null && "ready" in message) {
           worker.off("message", onMessage);
+          this.#freshFiles = (message as WorkerReady).files;
           resolve();
         }
       };
@@ -182,6 +202,11 @@ export class PgliteThread extends BasePGlite {
     });
     if (error !== null && options.throwOnError !== false) throw error;
     return messages;
+  }
+
+  /** The fresh cluster's files the worker dumped when started with `dump` (and could): fresh-cluster.ts. */
+  get freshFiles(): Blob | undefined {
+    return this.#freshFiles;
   }
 
   /** Round trips to the worker so far (exchanges, syncs, the close). */

@@ -3,16 +3,19 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { PGlite } from "@electric-sql/pglite";
 import { doubleMemfsGrowth } from "./memfs.ts";
-import type { PgliteWorkerData, WorkerAnswer, WorkerRequest } from "./pglite-thread.ts";
+import type { PgliteWorkerData, WorkerAnswer, WorkerReady, WorkerRequest } from "./pglite-thread.ts";
 
 const port = parentPort!;
 // The WebAssembly modules come compiled by the thread that opened the database (pgliteModules in pglite-thread.ts).
-const { dataDir, pgliteWasmModule, initdbWasmModule } = workerData as PgliteWorkerData;
+const { dataDir, pgliteWasmModule, initdbWasmModule, load, dump } = workerData as PgliteWorkerData;
 const db = await PGlite.create({
   pgliteWasmModule,
   initdbWasmModule,
   ...(dataDir === undefined ? {} : { dataDir }),
+  ...(load === undefined ? {} : { loadDataDir: load }),
 });
+// Asked for, the fresh cluster's files, before anything else runs on them (fresh-cluster.ts); none if that failed.
+const files = dump ? await db.dumpDataDir("none").catch(() => undefined) : undefined;
 // As openPglite does on this thread (see there): no zero-filled WAL segments, files that grow by doubling.
 if (dataDir === undefined) {
   await db.exec("SET wal_init_zero = off");
@@ -23,7 +26,7 @@ let queue: Promise<void> = Promise.resolve();
 port.on("message", (request: WorkerRequest) => {
   queue = queue.then(() => answer(request));
 });
-port.postMessage({ ready: true });
+port.postMessage({ ready: true, ...(files === undefined ? {} : { files }) } satisfies WorkerReady);
 
 async function answer(request: WorkerRequest): Promise<void> {
   let reply: WorkerAnswer;

@@ -6,6 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { createFreshClusters, freshClusters } from "./fresh-cluster.ts";
 import { type Db, doubleMemfsGrowth, openPglite, textArrayLiteral } from "./index.ts";
 import { openPgliteThread } from "./pglite-thread.ts";
 
@@ -48,6 +49,75 @@ describe.each(placements)("PGlite in memory, $where", ({ thread }) => {
     } finally {
       await db.close();
     }
+  });
+});
+
+describe.each(placements)("PGlite in memory, opened after the first two, $where", ({ thread }) => {
+  it("starts from the kept copy of a fresh cluster: empty, its own, and whole", async () => {
+    const loadedBefore = freshClusters.loaded;
+    const opened: Db[] = [];
+    try {
+      // The process's third in-memory open at the latest starts from the copy (whatever this file opened before).
+      for (let i = 0; i < 3; i++) opened.push(await openPglite(undefined, { thread }));
+      expect(freshClusters.loaded).toBeGreaterThan(loadedBefore);
+      const [first, second, third] = opened as [Db, Db, Db];
+      await first.exec("CREATE TABLE mine (n int8)");
+      await first.query("INSERT INTO mine VALUES ($1)", [9n]);
+      // What one wrote is nowhere in another opened from the same copy.
+      for (const other of [second, third]) {
+        expect(await other.query("SELECT count(*) AS n FROM pg_class WHERE relname = 'mine'")).toEqual([
+          { n: 0n },
+        ]);
+        await other.exec("CREATE TABLE mine (n int8)");
+        expect(await other.query("SELECT count(*) AS n FROM mine")).toEqual([{ n: 0n }]);
+      }
+      expect(await first.query("SELECT n FROM mine")).toEqual([{ n: 9n }]);
+      // The same settings as one made by initdb, the in-memory ones included.
+      for (const db of opened) {
+        expect(await db.query("SHOW wal_init_zero")).toEqual([{ wal_init_zero: "off" }]);
+        expect(await db.query("SELECT current_user AS who, current_database() AS name")).toEqual([
+          { who: "postgres", name: "postgres" },
+        ]);
+      }
+    } finally {
+      for (const db of opened) await db.close();
+    }
+  });
+});
+
+describe("the kept copy of a fresh cluster", () => {
+  const files = new Blob([new Uint8Array([1, 2, 3])]);
+
+  it("is made by the second open, and the opens after it wait for it and start from it", async () => {
+    const clusters = createFreshClusters();
+    expect(await clusters.start()).toEqual({});
+    const second = await clusters.start();
+    expect(second.keep).toBeTypeOf("function");
+    const third = clusters.start();
+    let thirdStarted = false;
+    void third.then(() => {
+      thirdStarted = true;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(thirdStarted).toBe(false);
+    second.keep?.(files);
+    expect(await third).toEqual({ load: files });
+    expect(await clusters.start()).toEqual({ load: files });
+    expect(clusters.loaded).toBe(2);
+  });
+
+  it("is made again by the next open when the one making it could not: the ones waiting start by initdb", async () => {
+    const clusters = createFreshClusters();
+    await clusters.start();
+    const second = await clusters.start();
+    const waiting = clusters.start();
+    second.keep?.(undefined);
+    expect(await waiting).toEqual({});
+    const next = await clusters.start();
+    expect(next.keep).toBeTypeOf("function");
+    next.keep?.(files);
+    expect(await clusters.start()).toEqual({ load: files });
+    expect(clusters.loaded).toBe(1);
   });
 });
 
