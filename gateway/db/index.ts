@@ -41,7 +41,7 @@ import {
   silentLogger,
 } from "../../core/index.ts";
 import { bytewiseTextIn, isBytewise, migrationsLock } from "./bytewise.ts";
-import { type FreshStart, freshClusters } from "./fresh-cluster.ts";
+import { type FreshClusters, type FreshStart, freshClusters } from "./fresh-cluster.ts";
 import { doubleMemfsGrowth } from "./memfs.ts";
 import { joinMessages, openPgliteThread } from "./pglite-thread.ts";
 
@@ -515,41 +515,58 @@ export function commitOutcomeKnown(error: unknown): boolean {
  */
 export async function openPglite(
   dataDir: string | undefined,
-  options: { thread?: boolean } = {},
+  options: { thread?: boolean; freshClusters?: FreshClusters } = {},
 ): Promise<Db> {
   // PGlite makes its directory but not the parents (PGLITE_DIR=.switchyard/a on a fresh clone).
   if (dataDir !== undefined) await mkdir(dataDir, { recursive: true });
-  // In memory, from a kept copy of a fresh cluster when this process has one (fresh-cluster.ts).
-  const start: FreshStart = dataDir === undefined ? await freshClusters.start() : {};
+  // In memory, from the kept copy of a fresh cluster when there is one (fresh-cluster.ts).
+  const start: FreshStart =
+    dataDir === undefined ? await (options.freshClusters ?? freshClusters).start() : {};
   let files: Blob | undefined;
   try {
-    if (options.thread === true) {
-      const threaded = await openPgliteThread(dataDir, { load: start.load, dump: start.keep !== undefined });
-      files = threaded.freshFiles;
-      threaded.parsers[pgliteTypes.INT8] = (value: string) => BigInt(value);
-      // What openPglite uses of PGlite, PgliteThread has: query, exec, transaction, close, and preparedStatements' part.
-      return pgliteDb(threaded as unknown as PGlite, dataDir);
-    }
-    const db = await PGlite.create({
-      ...(dataDir === undefined ? {} : { dataDir }),
-      ...(start.load === undefined ? {} : { loadDataDir: start.load }),
-      parsers: { [pgliteTypes.INT8]: (value: string) => BigInt(value) },
-    });
-    // A copy that could not be made leaves the later opens to initdb; this one goes on.
-    if (start.keep !== undefined) files = await db.dumpDataDir("none").catch(() => undefined);
-    // In memory, a file lives in a typed array that grows by copying it whole (Emscripten's MEMFS, an eighth more at a
-    // time past 1 MB): a new 16 MB WAL segment, zero-filled 8 KB at a time, was copied over and over while it grew — a
-    // sixth of the gateway's profile under load on PGlite, and stalls of up to 200 ms. Zero-filling protects nothing in
-    // memory; without it the segment is made its whole size at once (issue #19: internal-pglite at 64 clients
-    // 5,002/s, p99 56 ms → 5,237–5,303/s, p99 43–46 ms). A directory keeps PostgreSQL's default.
-    if (dataDir === undefined) {
-      await db.exec("SET wal_init_zero = off");
-      await doubleMemfsGrowth(db);
-    }
-    return pgliteDb(db, dataDir);
+    const opened = await openPgliteOnce(dataDir, options.thread === true, start).catch(
+      async (error: unknown) => {
+        if (start.load === undefined) throw error;
+        // Not from that copy, then: by initdb, as without one.
+        start.spoiled?.();
+        return await openPgliteOnce(dataDir, options.thread === true, {});
+      },
+    );
+    files = opened.files;
+    return opened.db;
   } finally {
     start.keep?.(files);
   }
+}
+
+async function openPgliteOnce(
+  dataDir: string | undefined,
+  thread: boolean,
+  start: FreshStart,
+): Promise<{ db: Db; files: Blob | undefined }> {
+  if (thread) {
+    const threaded = await openPgliteThread(dataDir, { load: start.load, dump: start.keep !== undefined });
+    threaded.parsers[pgliteTypes.INT8] = (value: string) => BigInt(value);
+    // What openPglite uses of PGlite, PgliteThread has: query, exec, transaction, close, and preparedStatements' part.
+    return { db: pgliteDb(threaded as unknown as PGlite, dataDir), files: threaded.freshFiles };
+  }
+  const db = await PGlite.create({
+    ...(dataDir === undefined ? {} : { dataDir }),
+    ...(start.load === undefined ? {} : { loadDataDir: start.load }),
+    parsers: { [pgliteTypes.INT8]: (value: string) => BigInt(value) },
+  });
+  // A copy that could not be made leaves the later opens to initdb; this one goes on.
+  const files = start.keep === undefined ? undefined : await db.dumpDataDir("none").catch(() => undefined);
+  // In memory, a file lives in a typed array that grows by copying it whole (Emscripten's MEMFS, an eighth more at a
+  // time past 1 MB): a new 16 MB WAL segment, zero-filled 8 KB at a time, was copied over and over while it grew — a
+  // sixth of the gateway's profile under load on PGlite, and stalls of up to 200 ms. Zero-filling protects nothing in
+  // memory; without it the segment is made its whole size at once (issue #19: internal-pglite at 64 clients
+  // 5,002/s, p99 56 ms → 5,237–5,303/s, p99 43–46 ms). A directory keeps PostgreSQL's default.
+  if (dataDir === undefined) {
+    await db.exec("SET wal_init_zero = off");
+    await doubleMemfsGrowth(db);
+  }
+  return { db: pgliteDb(db, dataDir), files };
 }
 
 function pgliteDb(db: PGlite, dataDir: string | undefined): Db {

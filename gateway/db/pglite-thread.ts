@@ -93,11 +93,13 @@ export async function openPgliteThread(
   fresh: { load?: Blob | undefined; dump?: boolean } = {},
 ): Promise<PgliteThread> {
   const modules = await pgliteModules();
+  // A Blob read from a file when used (fresh-cluster.ts) cannot be handed to a thread: its bytes are, read here.
+  const load = fresh.load === undefined ? undefined : new Blob([await fresh.load.arrayBuffer()]);
   const worker = new Worker(new URL("./pglite-worker.ts", import.meta.url), {
     workerData: {
       dataDir,
       ...modules,
-      load: fresh.load,
+      load,
       dump: fresh.dump === true,
     } satisfies PgliteWorkerData,
   });

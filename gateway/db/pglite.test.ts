@@ -1,12 +1,14 @@
 // PGlite's query path through named prepared statements (gateway/db/index.ts): same answers, types and errors as
 // PGlite's own `query`, alone and next to transactions; and several statements in one exchange (queryAll), all or
 // none.
-import { mkdtemp, rm } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { openAsBlob } from "node:fs";
+import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { createFreshClusters, freshClusters } from "./fresh-cluster.ts";
+import { createFreshClusters, type FreshClusters, type FreshStart, freshClusters } from "./fresh-cluster.ts";
 import { type Db, doubleMemfsGrowth, openPglite, textArrayLiteral } from "./index.ts";
 import { openPgliteThread } from "./pglite-thread.ts";
 
@@ -52,14 +54,15 @@ describe.each(placements)("PGlite in memory, $where", ({ thread }) => {
   });
 });
 
-describe.each(placements)("PGlite in memory, opened after the first two, $where", ({ thread }) => {
-  it("starts from the kept copy of a fresh cluster: empty, its own, and whole", async () => {
+describe.each(placements)("PGlite in memory from the kept copy of a fresh cluster, $where", ({ thread }) => {
+  it("is empty, its own, and set up as one made by initdb", async () => {
     const loadedBefore = freshClusters.loaded;
     const opened: Db[] = [];
     try {
-      // The process's third in-memory open at the latest starts from the copy (whatever this file opened before).
+      // This file opened others before: the copy is kept (in the cache directory, or in this process), and each of
+      // these three starts from it, none falling back to initdb.
       for (let i = 0; i < 3; i++) opened.push(await openPglite(undefined, { thread }));
-      expect(freshClusters.loaded).toBeGreaterThan(loadedBefore);
+      expect(freshClusters.loaded - loadedBefore).toBe(3);
       const [first, second, third] = opened as [Db, Db, Db];
       await first.exec("CREATE TABLE mine (n int8)");
       await first.query("INSERT INTO mine VALUES ($1)", [9n]);
@@ -83,41 +86,129 @@ describe.each(placements)("PGlite in memory, opened after the first two, $where"
       for (const db of opened) await db.close();
     }
   });
+
+  it("opens by initdb when its copy cannot be read, and drops that copy", async () => {
+    const root = await mkdtemp(path.join(os.tmpdir(), "switchyard-fresh-"));
+    try {
+      const file = path.join(root, "gone.tar");
+      await writeFile(file, new Uint8Array(1024));
+      const load = await openAsBlob(file);
+      await rm(file);
+      let spoiled = 0;
+      const clusters: FreshClusters = {
+        start: async () => ({
+          load,
+          spoiled: () => {
+            spoiled += 1;
+          },
+        }),
+        loaded: 0,
+        saved: async () => undefined,
+      };
+      const db = await openPglite(undefined, { thread, freshClusters: clusters });
+      try {
+        expect(spoiled).toBe(1);
+        expect(await db.query("SELECT count(*) > 400 AS catalog FROM pg_class")).toEqual([{ catalog: true }]);
+      } finally {
+        await db.close();
+      }
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
 });
 
 describe("the kept copy of a fresh cluster", () => {
   const files = new Blob([new Uint8Array([1, 2, 3])]);
-
-  it("is made by the second open, and the opens after it wait for it and start from it", async () => {
-    const clusters = createFreshClusters();
-    expect(await clusters.start()).toEqual({});
-    const second = await clusters.start();
-    expect(second.keep).toBeTypeOf("function");
-    const third = clusters.start();
-    let thirdStarted = false;
-    void third.then(() => {
-      thirdStarted = true;
-    });
-    await new Promise((resolve) => setTimeout(resolve, 10));
-    expect(thirdStarted).toBe(false);
-    second.keep?.(files);
-    expect(await third).toEqual({ load: files });
-    expect(await clusters.start()).toEqual({ load: files });
-    expect(clusters.loaded).toBe(2);
+  const bytesOf = async (blob: Blob | undefined) => [...new Uint8Array(await blob!.arrayBuffer())];
+  let root: string;
+  beforeEach(async () => {
+    root = await mkdtemp(path.join(os.tmpdir(), "switchyard-fresh-"));
+  });
+  afterEach(async () => {
+    await rm(root, { recursive: true, force: true });
   });
 
-  it("is made again by the next open when the one making it could not: the ones waiting start by initdb", async () => {
-    const clusters = createFreshClusters();
-    await clusters.start();
-    const second = await clusters.start();
-    const waiting = clusters.start();
-    second.keep?.(undefined);
-    expect(await waiting).toEqual({});
-    const next = await clusters.start();
-    expect(next.keep).toBeTypeOf("function");
-    next.keep?.(files);
-    expect(await clusters.start()).toEqual({ load: files });
-    expect(clusters.loaded).toBe(1);
+  describe("in this process only", () => {
+    it("is made by the second open; the opens after it wait for it and start from it", async () => {
+      const clusters = createFreshClusters({ dir: null, version: "1.0.0" });
+      expect(await clusters.start()).toEqual({});
+      const second = await clusters.start();
+      expect(second.keep).toBeTypeOf("function");
+      const third = clusters.start();
+      let thirdStarted = false;
+      void third.then(() => {
+        thirdStarted = true;
+      });
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(thirdStarted).toBe(false);
+      second.keep?.(files);
+      expect((await third).load).toBe(files);
+      expect((await clusters.start()).load).toBe(files);
+      expect(clusters.loaded).toBe(2);
+    });
+
+    it("is made again when the open making it could not, or an open from it failed", async () => {
+      const clusters = createFreshClusters({ dir: null, version: "1.0.0" });
+      await clusters.start();
+      const second = await clusters.start();
+      const waiting = [clusters.start(), clusters.start()];
+      second.keep?.(undefined);
+      // The first open waiting for it makes it instead, and the other waits for that one.
+      const [next, behind] = waiting as [Promise<FreshStart>, Promise<FreshStart>];
+      const making = await next;
+      expect(making.keep).toBeTypeOf("function");
+      making.keep?.(files);
+      expect((await behind).load).toBe(files);
+      const fromCopy = await clusters.start();
+      expect(fromCopy.load).toBe(files);
+      fromCopy.spoiled?.();
+      expect(clusters.loaded).toBe(1);
+      const again = await clusters.start();
+      expect(again.load).toBeUndefined();
+      expect(again.keep).toBeTypeOf("function");
+    });
+  });
+
+  describe("in a directory, for the processes after", () => {
+    it("is made by the first open and saved under its digest; another process starts from it", async () => {
+      const first = createFreshClusters({ dir: root, version: "1.0.0" });
+      const making = await first.start();
+      expect(making.keep).toBeTypeOf("function");
+      making.keep?.(files);
+      await first.saved();
+      const digest = createHash("sha256")
+        .update(new Uint8Array([1, 2, 3]))
+        .digest("hex");
+      expect(await readdir(root)).toEqual([`pglite-1.0.0-fresh-${digest}.tar`]);
+      const later = createFreshClusters({ dir: root, version: "1.0.0" });
+      const started = await later.start();
+      expect(started.keep).toBeUndefined();
+      expect(await bytesOf(started.load)).toEqual([1, 2, 3]);
+      expect(later.loaded).toBe(1);
+    });
+
+    it("is not used when its bytes do not match its name, nor when another PGlite made it", async () => {
+      const digest = createHash("sha256")
+        .update(new Uint8Array([1, 2, 3]))
+        .digest("hex");
+      await writeFile(path.join(root, `pglite-1.0.0-fresh-${digest}.tar`), new Uint8Array([1, 2, 4]));
+      const damaged = await createFreshClusters({ dir: root, version: "1.0.0" }).start();
+      expect(damaged.load).toBeUndefined();
+      expect(damaged.keep).toBeTypeOf("function");
+      const otherVersion = await createFreshClusters({ dir: root, version: "1.0.1" }).start();
+      expect(otherVersion.load).toBeUndefined();
+    });
+
+    it("lives in the process when the directory cannot be written", async () => {
+      const blocked = path.join(root, "a-file");
+      await writeFile(blocked, "not a directory");
+      const clusters = createFreshClusters({ dir: path.join(blocked, "cache"), version: "1.0.0" });
+      const making = await clusters.start();
+      making.keep?.(files);
+      await clusters.saved();
+      expect((await clusters.start()).load).toBe(files);
+    });
   });
 });
 
