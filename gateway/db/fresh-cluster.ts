@@ -98,6 +98,9 @@ export function createFreshClusters(options: { dir: string | null; version: stri
   };
 }
 
+/** A copy of any PGlite's. */
+const anyCopy = /^pglite-.+-fresh-[0-9a-f]{64}\.tar$/;
+
 const copyPattern = (version: string) =>
   new RegExp(`^pglite-${version.replaceAll(".", "\\.")}-fresh-([0-9a-f]{64})\\.tar$`);
 
@@ -139,6 +142,11 @@ async function writeCopy(dir: string, version: string, files: Blob): Promise<voi
     await mkdir(dir, { recursive: true });
     await writeFile(partial, bytes);
     await rename(partial, path.join(dir, name));
+    // Another PGlite's copies (40 MB each) go: an upgrade leaves none behind. A process of that version still
+    // running, whose copy this was, opens its next database by initdb and saves its copy again.
+    for (const other of await readdir(dir)) {
+      if (anyCopy.test(other) && !pattern.test(other)) await rm(path.join(dir, other), { force: true });
+    }
   } catch {
     // A directory that cannot be written: the copy lives in this process only.
     await rm(partial, { force: true }).catch(() => undefined);

@@ -181,7 +181,12 @@ describe("the kept copy of a fresh cluster", () => {
         .update(new Uint8Array([1, 2, 3]))
         .digest("hex");
       expect(await readdir(root)).toEqual([`pglite-1.0.0-fresh-${digest}.tar`]);
-      const later = createFreshClusters({ dir: root, version: "1.0.0" });
+      // The next version's saved copy takes its place.
+      const upgraded = createFreshClusters({ dir: root, version: "1.1.0" });
+      (await upgraded.start()).keep?.(files);
+      await upgraded.saved();
+      expect(await readdir(root)).toEqual([`pglite-1.1.0-fresh-${digest}.tar`]);
+      const later = createFreshClusters({ dir: root, version: "1.1.0" });
       const started = await later.start();
       expect(started.keep).toBeUndefined();
       expect(await bytesOf(started.load)).toEqual([1, 2, 3]);
