@@ -24,8 +24,10 @@
 // (this process: autocannon, or wrk's process; it shares the machine's two cores with the other two). On PostgreSQL
 // also payments_per_commit and wal_bytes_per_payment (from pg_stat_database and pg_stat_wal, which backends report
 // about once a second: near, not exact, over a 10 s row), what group commit and the rows cost. host_idle_pct: the
-// share of the host's CPU time left idle over the row; cpu_bound_payments_per_s: what the host's cores could carry
-// at the row's CPU time a payment, every core busy (cpuBoundFields).
+// share of the host's CPU time left idle over the row; host_steal_pct: the share the hypervisor gave to other guests
+// (on a shared host a row's slow readings come with it, and every process's CPU a payment rises alike);
+// cpu_bound_payments_per_s: what the host's cores could carry at the row's CPU time a payment, every core busy
+// (cpuBoundFields).
 //
 // Knobs: BENCH_HTTP_DURATION_S (per measured row, default 10), BENCH_HTTP_WARMUP_S (default 3), BENCH_HTTP_CLIENTS
 // (client counts tried, default "8,16,32,64,96,128,160,192,224,256": near the bound, throughput grows with the clients
@@ -109,6 +111,8 @@ type Measured = {
   loadCpuUs: number;
   /** The share of the host's CPU time (all its cores) left idle over the measured window, in percent. */
   hostIdlePct: number;
+  /** The share of it taken by the hypervisor for other guests (steal), in percent: a slow reading's usual cause. */
+  hostStealPct: number;
   /** Over the measured window, on PostgreSQL (null: no database watched). */
   paymentsPerCommit: number | null;
   walBytesPerPayment: number | null;
@@ -354,6 +358,7 @@ function cpuBoundFields(m: Measured, clients: number): Record<string, number> {
   const cpuUs = m.serverCpuUs + m.postgresCpuUs + m.loadCpuUs;
   return {
     host_idle_pct: m.hostIdlePct,
+    host_steal_pct: m.hostStealPct,
     ...(cpuUs > 0 && clients > 1 ? { cpu_bound_payments_per_s: Math.floor((hostCores * 1e6) / cpuUs) } : {}),
   };
 }
@@ -380,6 +385,7 @@ function requestsRow(name: string, m: Measured, clients: number): BenchRow {
     postgres_cpu_us_per_request: m.postgresCpuUs,
     load_cpu_us_per_request: m.loadCpuUs,
     host_idle_pct: m.hostIdlePct,
+    host_steal_pct: m.hostStealPct,
     non2xx: m.non2xx,
     errors: m.errors,
   };
@@ -539,6 +545,7 @@ async function drive(
     postgresCpuUs: perRequestUs(postgresCpuBetween(before.postgres, after.postgres)),
     loadCpuUs: perRequestUs(reading.loadCpuS ?? after.load - before.load),
     hostIdlePct: percentOf(hostAfter.idle - hostBefore.idle, hostAfter.total - hostBefore.total),
+    hostStealPct: percentOf(hostAfter.steal - hostBefore.steal, hostAfter.total - hostBefore.total),
     requestsPerS: reading.requestsPerS,
     completedPerS: reading.completedPerS,
     p50Ms: reading.p50Ms,
@@ -680,6 +687,7 @@ function medianOf(readings: readonly Measured[]): Measured {
     postgresCpuUs: figure("postgresCpuUs"),
     loadCpuUs: figure("loadCpuUs"),
     hostIdlePct: figure("hostIdlePct"),
+    hostStealPct: figure("hostStealPct"),
     paymentsPerCommit: figure("paymentsPerCommit"),
     walBytesPerPayment: figure("walBytesPerPayment"),
   };
@@ -693,7 +701,7 @@ async function bestWithinBound(
   const tries: Array<{ clients: number; measured: Measured }> = [];
   const report = (label: string, measured: Measured) =>
     console.log(
-      `  ${label}: ${Math.round(measured.requestsPerS)}/s, p50 ${measured.p50Ms} ms, p99 ${measured.p99Ms} ms, non-2xx ${measured.non2xx}, CPU per payment: gateway ${measured.serverCpuUs} µs, PostgreSQL ${measured.postgresCpuUs} µs, load ${measured.loadCpuUs} µs, host idle ${measured.hostIdlePct}%${measured.paymentsPerCommit === null ? "" : `, ${measured.paymentsPerCommit} payments a commit, ${measured.walBytesPerPayment} WAL bytes a payment`}`,
+      `  ${label}: ${Math.round(measured.requestsPerS)}/s, p50 ${measured.p50Ms} ms, p99 ${measured.p99Ms} ms, non-2xx ${measured.non2xx}, CPU per payment: gateway ${measured.serverCpuUs} µs, PostgreSQL ${measured.postgresCpuUs} µs, load ${measured.loadCpuUs} µs, host idle ${measured.hostIdlePct}%, steal ${measured.hostStealPct}%${measured.paymentsPerCommit === null ? "" : `, ${measured.paymentsPerCommit} payments a commit, ${measured.walBytesPerPayment} WAL bytes a payment`}`,
     );
   for (const clients of clientCounts) {
     const measured = await measure(target, load, clients);

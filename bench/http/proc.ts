@@ -37,8 +37,12 @@ export function waitedChildrenCpuSeconds(): number {
   return (Number(fields[13]) + Number(fields[14])) / clockTicksPerS; // cutime, cstime (fields 16 and 17)
 }
 
-/** The host's CPU time so far, in clock ticks summed over every core: all of it, and the idle part (idle, iowait). */
-export function hostTicks(): { total: number; idle: number } {
+/**
+ * The host's CPU time so far, in clock ticks summed over every core: all of it, the idle part (idle, iowait), and the
+ * part the hypervisor gave to other guests while this one had work (steal): time the processes waited for, which
+ * their own CPU time does not show.
+ */
+export function hostTicks(): { total: number; idle: number; steal: number } {
   // The first line: "cpu  user nice system idle iowait irq softirq steal guest guest_nice" (guest time is inside user).
   const fields = readFileSync("/proc/stat", "utf8")
     .split("\n", 1)[0]!
@@ -46,5 +50,9 @@ export function hostTicks(): { total: number; idle: number } {
     .split(/\s+/)
     .slice(1, 9)
     .map(Number);
-  return { total: fields.reduce((sum, ticks) => sum + ticks, 0), idle: fields[3]! + fields[4]! };
+  return {
+    total: fields.reduce((sum, ticks) => sum + ticks, 0),
+    idle: fields[3]! + fields[4]!,
+    steal: fields[7]!,
+  };
 }
